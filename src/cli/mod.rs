@@ -1,0 +1,100 @@
+//! The command line: clap definitions and the mapping of outcomes to exit codes. Each command
+//! is a thin layer over [`crate::ops`].
+
+mod graph;
+mod plan;
+mod schema;
+mod validate;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::ops::OpError;
+
+/// Exit codes (README, "Exit codes").
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    /// `plan --detailed-exitcode` found changes.
+    pub const CHANGES: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Declarative plan/apply deployments of containerised applications",
+    long_about = "berth reads a spec (berth.yaml), checks it, builds the resource graph and plans \
+                  the changes that take what exists to what the spec describes."
+)]
+pub struct Cli {
+    /// The spec file.
+    #[arg(short = 'f', long = "file", global = true, default_value = "berth.yaml", env = "BERTH_FILE")]
+    pub file: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec: schema, references, names, units, cycles and lints.
+    Validate(validate::Args),
+    /// Print the resource graph as DOT or Mermaid.
+    Graph(graph::Args),
+    /// Show the changes that would take the current state to the spec.
+    Plan(plan::Args),
+    /// Print the JSON Schema of the spec.
+    Schema(schema::Args),
+}
+
+/// Parses arguments, runs the command, prints any error as a diagnostic.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&cli.file, args),
+        Command::Graph(args) => graph::run(&cli.file, args),
+        Command::Plan(args) => plan::run(&cli.file, args),
+        Command::Schema(args) => schema::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report_error(e);
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+fn report_error(e: OpError) {
+    if let OpError::Invalid(report) = &e {
+        eprint!("{}", report.render(stderr_color()));
+    }
+    eprintln!("{:?}", miette::Report::new(e));
+}
+
+/// Whether stderr gets colour: a terminal, and NO_COLOR unset (anstream's rules).
+pub fn stderr_color() -> bool {
+    anstream::AutoStream::choice(&io::stderr()) != anstream::ColorChoice::Never
+}
+
+/// Whether stdout gets colour.
+pub fn stdout_color() -> bool {
+    anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
+}
+
+/// Writes to stdout; a closed pipe (`berth plan | head`) is not an error worth a panic.
+pub fn print(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+/// Renders the warnings of a valid spec to stderr.
+pub fn print_warnings(report: &crate::diag::Report) {
+    if !report.diagnostics.is_empty() {
+        eprint!("{}", report.render(stderr_color()));
+    }
+}

@@ -1,0 +1,282 @@
+//! Diagnostics: the one place where problems found in a spec become what the user reads.
+//!
+//! Every layer that inspects a spec (YAML parsing, structural checks, lints) produces plain
+//! [`Diagnostic`] values that carry a byte [`Span`] into the source. This module turns a
+//! [`Report`] (a file, its text and its diagnostics) into miette's graphical output for people
+//! and into a stable JSON shape for CI (`berth validate --format json`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use serde::Serialize;
+
+/// A byte range in the spec's source text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Span {
+    pub fn new(offset: usize, len: usize) -> Self {
+        Span { offset, len }
+    }
+
+    /// 1-based line and column (in characters) of the span's start within `source`.
+    pub fn line_col(&self, source: &str) -> (usize, usize) {
+        let upto = &source[..self.offset.min(source.len())];
+        let line = upto.matches('\n').count() + 1;
+        let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+}
+
+impl From<Span> for SourceSpan {
+    fn from(s: Span) -> Self {
+        SourceSpan::new(s.offset.into(), s.len)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// One problem in a spec: what, where, and what to do.
+#[derive(Clone, Debug)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// Stable identifier, e.g. `unknown-reference` or `lint::plaintext-credential`.
+    pub code: String,
+    pub message: String,
+    pub span: Option<Span>,
+    pub label: Option<String>,
+    pub help: Option<String>,
+    /// Further places that explain the problem (the first definition of a duplicate, ...).
+    pub related: Vec<(Span, String)>,
+}
+
+impl Diagnostic {
+    pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code: code.into(),
+            message: message.into(),
+            span: None,
+            label: None,
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    pub fn at(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.span = Some(span);
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.related.push((span, label.into()));
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// The diagnostics of one file, with the text they point into.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub path: PathBuf,
+    pub source: Arc<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub fn new(path: &Path, source: Arc<String>, diagnostics: Vec<Diagnostic>) -> Self {
+        Report {
+            path: path.to_path_buf(),
+            source,
+            diagnostics,
+        }
+    }
+
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors() > 0
+    }
+
+    /// Each diagnostic as a miette diagnostic bound to the file's source.
+    pub fn miette(&self) -> impl Iterator<Item = SpecDiagnostic> + '_ {
+        let named = NamedSource::new(self.path.display().to_string(), self.source.clone());
+        let end = self.source.len();
+        self.diagnostics.iter().map(move |d| {
+            let mut diag = d.clone();
+            let clamp = |s: Span| {
+                let offset = s.offset.min(end);
+                Span::new(offset, s.len.min(end - offset))
+            };
+            diag.span = diag.span.map(clamp);
+            for (s, _) in &mut diag.related {
+                *s = clamp(*s);
+            }
+            SpecDiagnostic {
+                diag,
+                source: named.clone(),
+            }
+        })
+    }
+
+    /// Renders every diagnostic with miette's graphical handler.
+    pub fn render(&self, color: bool) -> String {
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+        let mut out = String::new();
+        for d in self.miette() {
+            // Writing into a String cannot fail.
+            let _ = handler.render_report(&mut out, &d);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The JSON shape of `berth validate --format json` (see docs/json.md).
+    pub fn to_json(&self) -> serde_json::Value {
+        let file = self.path.display().to_string();
+        let diags: Vec<JsonDiagnostic> = self
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let (line, column) = d
+                    .span
+                    .map(|s| s.line_col(&self.source))
+                    .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                JsonDiagnostic {
+                    severity: d.severity,
+                    code: &d.code,
+                    message: &d.message,
+                    file: &file,
+                    line,
+                    column,
+                    offset: d.span.map(|s| s.offset),
+                    length: d.span.map(|s| s.len),
+                    label: d.label.as_deref(),
+                    help: d.help.as_deref(),
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "format_version": 1,
+            "file": file,
+            "valid": !self.has_errors(),
+            "errors": self.errors(),
+            "warnings": self.warnings(),
+            "diagnostics": diags,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct JsonDiagnostic<'a> {
+    severity: Severity,
+    code: &'a str,
+    message: &'a str,
+    file: &'a str,
+    line: Option<usize>,
+    column: Option<usize>,
+    offset: Option<usize>,
+    length: Option<usize>,
+    label: Option<&'a str>,
+    help: Option<&'a str>,
+}
+
+/// A [`Diagnostic`] bound to its source, as miette wants it.
+#[derive(Debug)]
+pub struct SpecDiagnostic {
+    diag: Diagnostic,
+    source: NamedSource<Arc<String>>,
+}
+
+impl fmt::Display for SpecDiagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.diag.message)
+    }
+}
+
+impl std::error::Error for SpecDiagnostic {}
+
+impl miette::Diagnostic for SpecDiagnostic {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(format!("berth::{}", self.diag.code)))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.diag.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.diag.span.map(|_| &self.source as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let span = self.diag.span?;
+        let primary = LabeledSpan::new_primary_with_span(self.diag.label.clone(), span);
+        let related = self
+            .diag
+            .related
+            .iter()
+            .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
+        Some(Box::new(std::iter::once(primary).chain(related)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let src = "a: 1\nbb: 2\n";
+        assert_eq!(Span::new(0, 1).line_col(src), (1, 1));
+        assert_eq!(Span::new(5, 2).line_col(src), (2, 1));
+        assert_eq!(Span::new(9, 1).line_col(src), (2, 5));
+    }
+}

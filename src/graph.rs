@@ -1,0 +1,401 @@
+//! Resource addresses and the resource DAG.
+//!
+//! Every spec item becomes one or more [`Resource`]s with an [`Address`] (`pod.api`,
+//! `pod.api[1]`, `secret.db_password`, `proxy@fra`, ...). Edges run from a resource to what it
+//! depends on. The graph gives a deterministic topological order (dependencies first, ties
+//! broken by address) and layers (resources in one layer do not depend on each other), and
+//! prints itself as DOT or Mermaid (`berth graph`).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::fmt;
+use std::str::FromStr;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What kind of thing a resource is. The order is the order kinds are listed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Network,
+    Volume,
+    Secret,
+    RateLimit,
+    Pod,
+    Proxy,
+    Backup,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Network,
+        Kind::Volume,
+        Kind::Secret,
+        Kind::RateLimit,
+        Kind::Pod,
+        Kind::Proxy,
+        Kind::Backup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Network => "network",
+            Kind::Volume => "volume",
+            Kind::Secret => "secret",
+            Kind::RateLimit => "rate_limit",
+            Kind::Pod => "pod",
+            Kind::Proxy => "proxy",
+            Kind::Backup => "backup",
+        }
+    }
+}
+
+/// A resource's address: `kind.name[index]@region`. The proxy has no name (`proxy@fra`);
+/// only replicated pods have an index; only multi-region specs qualify by region.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    pub kind: Kind,
+    pub name: String,
+    pub index: Option<u32>,
+    pub region: Option<String>,
+}
+
+impl Address {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Address {
+            kind,
+            name: name.into(),
+            index: None,
+            region: None,
+        }
+    }
+
+    pub fn index(mut self, index: Option<u32>) -> Self {
+        self.index = index;
+        self
+    }
+
+    pub fn region(mut self, region: Option<&str>) -> Self {
+        self.region = region.map(str::to_owned);
+        self
+    }
+
+    /// The identity used to match desired and observed resources: a single pod `pod.api` is
+    /// the same container as `pod.api[0]` when replicas go from 1 to more.
+    pub fn match_key(&self) -> (Kind, &str, u32, Option<&str>) {
+        (
+            self.kind,
+            &self.name,
+            self.index.unwrap_or(0),
+            self.region.as_deref(),
+        )
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.as_str())?;
+        if !self.name.is_empty() {
+            write!(f, ".{}", self.name)?;
+        }
+        if let Some(i) = self.index {
+            write!(f, "[{i}]")?;
+        }
+        if let Some(r) = &self.region {
+            write!(f, "@{r}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("`{0}` is not a resource address (expected e.g. `pod.api`, `pod.api[1]@fra`, `proxy`)")]
+pub struct AddressError(String);
+
+impl FromStr for Address {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || AddressError(s.to_owned());
+        let (rest, region) = match s.split_once('@') {
+            Some((r, reg)) if !reg.is_empty() => (r, Some(reg.to_owned())),
+            Some(_) => return Err(err()),
+            None => (s, None),
+        };
+        let (rest, index) = match rest.strip_suffix(']').and_then(|r| r.split_once('[')) {
+            Some((r, i)) => (r, Some(i.parse().map_err(|_| err())?)),
+            None => (rest, None),
+        };
+        let (kind, name) = rest.split_once('.').unwrap_or((rest, ""));
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(err)?;
+        if name.is_empty() != (kind == Kind::Proxy) {
+            return Err(err());
+        }
+        Ok(Address {
+            kind,
+            name: name.to_owned(),
+            index,
+            region,
+        })
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One resource: its address, its normalised configuration as named text attributes (never
+/// a secret value), and what it depends on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub address: Address,
+    pub attrs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Address>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GraphError {
+    #[error("resource `{0}` is defined twice")]
+    Duplicate(Address),
+    #[error("`{from}` depends on `{to}`, which does not exist")]
+    Dangling { from: Address, to: Address },
+    #[error("the resources {0} depend on each other in a cycle")]
+    Cycle(String),
+}
+
+/// The DAG of desired resources. Edges point from a resource to its dependencies.
+#[derive(Debug)]
+pub struct ResourceGraph {
+    graph: DiGraph<Resource, ()>,
+    index: HashMap<Address, NodeIndex>,
+    /// Topological order, dependencies first, ties broken by address.
+    order: Vec<NodeIndex>,
+    /// Per node: 0 without dependencies, else one more than its deepest dependency.
+    layer: Vec<usize>,
+}
+
+impl ResourceGraph {
+    pub fn new(resources: Vec<Resource>) -> Result<Self, GraphError> {
+        let mut graph = DiGraph::with_capacity(resources.len(), resources.len() * 2);
+        let mut index = HashMap::with_capacity(resources.len());
+        for r in resources {
+            let addr = r.address.clone();
+            let n = graph.add_node(r);
+            if index.insert(addr.clone(), n).is_some() {
+                return Err(GraphError::Duplicate(addr));
+            }
+        }
+        let mut edges = Vec::new();
+        for n in graph.node_indices() {
+            for dep in &graph[n].depends_on {
+                let to = *index.get(dep).ok_or_else(|| GraphError::Dangling {
+                    from: graph[n].address.clone(),
+                    to: dep.clone(),
+                })?;
+                edges.push((n, to));
+            }
+        }
+        for (a, b) in edges {
+            graph.update_edge(a, b, ());
+        }
+        let (order, layer) = topo(&graph)?;
+        Ok(ResourceGraph {
+            graph,
+            index,
+            order,
+            layer,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    pub fn get(&self, address: &Address) -> Option<&Resource> {
+        self.index.get(address).map(|n| &self.graph[*n])
+    }
+
+    /// Resources in topological order: every resource after all it depends on.
+    pub fn in_order(&self) -> impl Iterator<Item = &Resource> {
+        self.order.iter().map(|n| &self.graph[*n])
+    }
+
+    /// The layer of a resource: resources of one layer can be applied concurrently.
+    pub fn layer_of(&self, address: &Address) -> Option<usize> {
+        self.index.get(address).map(|n| self.layer[n.index()])
+    }
+
+    /// Resources grouped by layer, each layer sorted by address.
+    pub fn layers(&self) -> Vec<Vec<&Address>> {
+        let mut layers: Vec<Vec<&Address>> = Vec::new();
+        for n in &self.order {
+            let l = self.layer[n.index()];
+            if layers.len() <= l {
+                layers.resize_with(l + 1, Vec::new);
+            }
+            layers[l].push(&self.graph[*n].address);
+        }
+        for l in &mut layers {
+            l.sort();
+        }
+        layers
+    }
+
+    /// Resources that depend on `address` directly.
+    pub fn dependents(&self, address: &Address) -> Vec<&Address> {
+        let Some(n) = self.index.get(address) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&Address> = self
+            .graph
+            .neighbors_directed(*n, Direction::Incoming)
+            .map(|m| &self.graph[m].address)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Graphviz DOT; edges point from a resource to what it depends on.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph berth {\n  rankdir = \"RL\";\n  node [shape = box];\n");
+        for r in self.in_order() {
+            out.push_str(&format!("  \"{}\";\n", r.address));
+        }
+        for r in self.in_order() {
+            let mut deps = r.depends_on.clone();
+            deps.sort();
+            for d in deps {
+                out.push_str(&format!("  \"{}\" -> \"{}\";\n", r.address, d));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// A Mermaid flowchart; edges point from a resource to what it depends on.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart RL\n");
+        let ids: HashMap<&Address, usize> = self
+            .in_order()
+            .enumerate()
+            .map(|(i, r)| (&r.address, i))
+            .collect();
+        for r in self.in_order() {
+            out.push_str(&format!("  n{}[\"{}\"]\n", ids[&r.address], r.address));
+        }
+        for r in self.in_order() {
+            let mut deps: Vec<&Address> = r.depends_on.iter().collect();
+            deps.sort();
+            for d in deps {
+                out.push_str(&format!("  n{} --> n{}\n", ids[&r.address], ids[d]));
+            }
+        }
+        out
+    }
+}
+
+/// Kahn's algorithm with a min-heap on the address, so the order is the same on every run.
+fn topo(graph: &DiGraph<Resource, ()>) -> Result<(Vec<NodeIndex>, Vec<usize>), GraphError> {
+    let n = graph.node_count();
+    let mut missing: Vec<usize> = graph
+        .node_indices()
+        .map(|i| graph.neighbors_directed(i, Direction::Outgoing).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<(&Address, NodeIndex)>> = graph
+        .node_indices()
+        .filter(|i| missing[i.index()] == 0)
+        .map(|i| Reverse((&graph[i].address, i)))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    let mut layer = vec![0usize; n];
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(i);
+        for dependent in graph.neighbors_directed(i, Direction::Incoming) {
+            let d = dependent.index();
+            layer[d] = layer[d].max(layer[i.index()] + 1);
+            missing[d] -= 1;
+            if missing[d] == 0 {
+                ready.push(Reverse((&graph[dependent].address, dependent)));
+            }
+        }
+    }
+    if order.len() != n {
+        let mut stuck: Vec<String> = graph
+            .node_indices()
+            .filter(|i| missing[i.index()] > 0)
+            .map(|i| format!("`{}`", graph[i].address))
+            .collect();
+        stuck.sort();
+        return Err(GraphError::Cycle(stuck.join(", ")));
+    }
+    Ok((order, layer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(addr: &str, deps: &[&str]) -> Resource {
+        Resource {
+            address: addr.parse().unwrap(),
+            attrs: BTreeMap::new(),
+            depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for a in ["pod.api", "pod.api[1]", "pod.api[0]@ord", "proxy", "proxy@fra", "rate_limit.api", "network.default@fra"] {
+            assert_eq!(a.parse::<Address>().unwrap().to_string(), a);
+        }
+        for bad in ["", "pod", "pod.", "proxy.x", "thing.x", "pod.api[x]", "pod.api@"] {
+            assert!(bad.parse::<Address>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn order_is_dependencies_first_and_deterministic() {
+        let g = ResourceGraph::new(vec![
+            res("pod.web", &["pod.api"]),
+            res("pod.api", &["pod.db", "secret.jwt"]),
+            res("secret.jwt", &[]),
+            res("pod.db", &[]),
+        ])
+        .unwrap();
+        let order: Vec<String> = g.in_order().map(|r| r.address.to_string()).collect();
+        assert_eq!(order, ["secret.jwt", "pod.db", "pod.api", "pod.web"]);
+        let layers: Vec<Vec<String>> = g
+            .layers()
+            .into_iter()
+            .map(|l| l.into_iter().map(|a| a.to_string()).collect())
+            .collect();
+        assert_eq!(layers, vec![vec!["secret.jwt", "pod.db"], vec!["pod.api"], vec!["pod.web"]]);
+        assert_eq!(g.dependents(&"pod.api".parse().unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn cycles_and_dangling_edges_are_refused() {
+        let e = ResourceGraph::new(vec![res("pod.a", &["pod.b"]), res("pod.b", &["pod.a"])]).unwrap_err();
+        assert!(matches!(e, GraphError::Cycle(_)));
+        let e = ResourceGraph::new(vec![res("pod.a", &["pod.zz"])]).unwrap_err();
+        assert!(matches!(e, GraphError::Dangling { .. }));
+    }
+}

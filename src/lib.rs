@@ -1,0 +1,28 @@
+//! berth: declarative plan/apply deployments of containerised applications.
+//!
+//! The pipeline, and the module that owns each stage:
+//!
+//! ```text
+//! berth.yaml --spec::load--> Spec (typed, spans kept) --spec::check/lint--> diagnostics
+//!            --resources--> ResourceGraph (graph: addresses, petgraph DAG)
+//! old spec / engines --observe--> ObservedState (plain data)
+//! (ResourceGraph, ObservedState) --plan--> Plan (plain data, pure, no I/O)
+//! Plan --plan::render--> human | json | markdown
+//! ```
+//!
+//! - [`spec`] reads `berth.yaml` (and owns the checked-in `schemas/berth.schema.json`);
+//! - [`diag`] is the one place diagnostics are rendered (miette for people, JSON for CI);
+//! - [`graph`] and [`resources`] turn a spec into addressed resources and their DAG;
+//! - [`observe`] holds what exists, [`plan`] compares and renders;
+//! - [`secrets`] holds the plaintext type that can never be printed;
+//! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
+
+pub mod cli;
+pub mod diag;
+pub mod graph;
+pub mod observe;
+pub mod ops;
+pub mod plan;
+pub mod resources;
+pub mod secrets;
+pub mod spec;

@@ -1,0 +1,416 @@
+//! The planner: a pure function from (desired graph, observed state) to a [`Plan`].
+//!
+//! It does no I/O and changes nothing: detection happens before it, execution after it.
+//! The plan is plain serialisable data (JSON format documented in docs/plan-json.md), so it
+//! can be rendered, saved, compared and tested from fixture files alone.
+
+pub mod render;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Address, Kind, Resource, ResourceGraph};
+use crate::observe::{ObservedResource, ObservedState, Origin};
+
+/// Version of the plan's JSON shape; bumped on any incompatible change.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    Heal,
+    NoOp,
+}
+
+impl Action {
+    /// The Terraform-like marker of the action.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+            Action::Heal => "!",
+            Action::NoOp => " ",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update in place",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::Heal => "heal",
+            Action::NoOp => "no change",
+        }
+    }
+}
+
+/// One attribute that differs: absent `old` is an added attribute, absent `new` a removed one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forces_replacement: bool,
+}
+
+/// What happens to one resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub address: Address,
+    pub action: Action,
+    /// Why, in a few words: which fields force a replacement, why a resource is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// The gates apply runs after this change (health, post-deploy checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub heal: usize,
+    pub no_op: usize,
+}
+
+impl Summary {
+    pub fn changes(&self) -> usize {
+        self.create + self.update + self.replace + self.delete + self.heal
+    }
+}
+
+/// The ordered list of changes that takes the observed state to the desired one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub project: String,
+    pub observed: Origin,
+    /// Creations, updates and replacements in dependency order, then deletions with
+    /// dependents first; unchanged resources are listed as `no-op`.
+    pub changes: Vec<Change>,
+    pub summary: Summary,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.summary.changes() > 0
+    }
+}
+
+/// Whether a change to `field` of a `kind` resource needs the resource replaced (a new
+/// container, a new volume) rather than updated in place.
+pub fn forces_replacement(kind: Kind, field: &str) -> bool {
+    match kind {
+        // Container configuration is immutable, except what the engine updates live and what
+        // only berth reads (ordering, strategy, gates).
+        Kind::Pod => !(field == "depends_on"
+            || field == "update.strategy"
+            || field == "restart"
+            || field.starts_with("resources.")
+            || field.starts_with("check[")),
+        Kind::Volume | Kind::Network => true,
+        // The proxy reloads new config in place; a new image or ports need a new container.
+        Kind::Proxy => field == "image" || field == "listen",
+        Kind::Secret | Kind::RateLimit | Kind::Backup => false,
+    }
+}
+
+/// Plans the changes from `observed` to `desired`. Pure and deterministic.
+pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) -> Plan {
+    let mut by_key: HashMap<_, &ObservedResource> = HashMap::with_capacity(observed.resources.len());
+    for o in &observed.resources {
+        by_key.insert(o.address.match_key(), o);
+    }
+    let mut changes = Vec::with_capacity(desired.len() + 8);
+    let mut summary = Summary::default();
+    for want in desired.in_order() {
+        let change = match by_key.remove(&want.address.match_key()) {
+            None => Change {
+                address: want.address.clone(),
+                action: Action::Create,
+                reason: None,
+                fields: want
+                    .attrs
+                    .iter()
+                    .map(|(k, v)| FieldChange {
+                        field: k.clone(),
+                        old: None,
+                        new: Some(v.clone()),
+                        forces_replacement: false,
+                    })
+                    .collect(),
+                gates: gates(want),
+            },
+            Some(have) => compare(want, have),
+        };
+        count(&mut summary, change.action);
+        changes.push(change);
+    }
+    let mut gone: Vec<&ObservedResource> = by_key.into_values().collect();
+    for o in order_for_deletion(&mut gone) {
+        let reason = if o.address.kind == Kind::Volume {
+            "no longer in the spec; its data is kept unless apply is told to delete volumes"
+        } else {
+            "no longer in the spec"
+        };
+        count(&mut summary, Action::Delete);
+        changes.push(Change {
+            address: o.address.clone(),
+            action: Action::Delete,
+            reason: Some(reason.into()),
+            fields: Vec::new(),
+            gates: Vec::new(),
+        });
+    }
+    Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        project: project.to_owned(),
+        observed: observed.origin.clone(),
+        changes,
+        summary,
+    }
+}
+
+fn count(s: &mut Summary, a: Action) {
+    match a {
+        Action::Create => s.create += 1,
+        Action::Update => s.update += 1,
+        Action::Replace => s.replace += 1,
+        Action::Delete => s.delete += 1,
+        Action::Heal => s.heal += 1,
+        Action::NoOp => s.no_op += 1,
+    }
+}
+
+fn compare(want: &Resource, have: &ObservedResource) -> Change {
+    let kind = want.address.kind;
+    let mut fields = Vec::new();
+    let mut old = have.attrs.iter().peekable();
+    let mut new = want.attrs.iter().peekable();
+    loop {
+        let (field, o, n) = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some((ko, _)), Some((kn, _))) if ko == kn => {
+                let (k, o) = old.next().expect("peeked");
+                let (_, n) = new.next().expect("peeked");
+                if o == n {
+                    continue;
+                }
+                (k, Some(o), Some(n))
+            }
+            (Some((ko, _)), Some((kn, _))) if ko < kn => {
+                let (k, o) = old.next().expect("peeked");
+                (k, Some(o), None)
+            }
+            (Some(_), None) => {
+                let (k, o) = old.next().expect("peeked");
+                (k, Some(o), None)
+            }
+            _ => {
+                let (k, n) = new.next().expect("peeked");
+                (k, None, Some(n))
+            }
+        };
+        fields.push(FieldChange {
+            field: field.clone(),
+            old: o.cloned(),
+            new: n.cloned(),
+            forces_replacement: forces_replacement(kind, field),
+        });
+    }
+    let forcing: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.forces_replacement)
+        .map(|f| f.field.as_str())
+        .collect();
+    let (action, reason) = if !forcing.is_empty() {
+        let what = if forcing.len() > 3 {
+            format!("{} and {} more fields force", forcing[..3].join(", "), forcing.len() - 3)
+        } else if forcing.len() > 1 {
+            format!("{} force", forcing.join(", "))
+        } else {
+            format!("{} forces", forcing[0])
+        };
+        (Action::Replace, Some(format!("{what} replacement")))
+    } else if !fields.is_empty() {
+        (Action::Update, None)
+    } else if !have.drift.is_empty() {
+        fields = have
+            .drift
+            .iter()
+            .map(|d| FieldChange {
+                field: d.field.clone(),
+                old: Some(d.observed.clone()),
+                new: Some(d.expected.clone()),
+                forces_replacement: false,
+            })
+            .collect();
+        let what: Vec<&str> = have.drift.iter().map(|d| d.field.as_str()).collect();
+        (Action::Heal, Some(format!("drift in {}", what.join(", "))))
+    } else {
+        (Action::NoOp, None)
+    };
+    let gates = if matches!(action, Action::Replace | Action::Update | Action::Heal) {
+        gates(want)
+    } else {
+        Vec::new()
+    };
+    Change {
+        address: want.address.clone(),
+        action,
+        reason,
+        fields,
+        gates,
+    }
+}
+
+/// The gates apply runs after changing a resource, described from its attributes.
+fn gates(r: &Resource) -> Vec<String> {
+    if r.address.kind != Kind::Pod {
+        return Vec::new();
+    }
+    let mut g = vec!["running".to_owned()];
+    if let Some(cmd) = r.attrs.get("health.cmd") {
+        g.push(format!("healthy: {cmd}"));
+    }
+    if let Some(http) = r.attrs.get("health.http") {
+        g.push(format!("healthy: GET {http}"));
+    }
+    g.extend(
+        r.attrs
+            .iter()
+            .filter(|(k, _)| k.starts_with("check["))
+            .map(|(k, v)| format!("{k}: {v}")),
+    );
+    g
+}
+
+/// Deleted resources with dependents before what they depend on, ties by address.
+fn order_for_deletion<'a>(gone: &mut [&'a ObservedResource]) -> Vec<&'a ObservedResource> {
+    gone.sort_by(|a, b| a.address.cmp(&b.address));
+    let present: HashMap<&Address, usize> =
+        gone.iter().enumerate().map(|(i, o)| (&o.address, i)).collect();
+    let as_resources: Vec<Resource> = gone
+        .iter()
+        .map(|o| Resource {
+            address: o.address.clone(),
+            attrs: BTreeMap::new(),
+            depends_on: o
+                .depends_on
+                .iter()
+                .filter(|d| present.contains_key(d))
+                .cloned()
+                .collect(),
+        })
+        .collect();
+    match ResourceGraph::new(as_resources) {
+        Ok(g) => {
+            let mut order: Vec<&ObservedResource> =
+                g.in_order().map(|r| gone[present[&r.address]]).collect();
+            order.reverse();
+            order
+        }
+        // Observed dependencies that contradict each other: fall back to address order.
+        Err(_) => gone.iter().rev().copied().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(addr: &str, attrs: &[(&str, &str)], deps: &[&str]) -> Resource {
+        Resource {
+            address: addr.parse().unwrap(),
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+        }
+    }
+
+    fn observed(resources: Vec<Resource>) -> ObservedState {
+        ObservedState::from_resources(Origin::Spec { file: "old.yaml".into() }, resources)
+    }
+
+    #[test]
+    fn actions_follow_the_fields_that_changed() {
+        let desired = ResourceGraph::new(vec![
+            res("secret.jwt", &[("file", "b.age")], &[]),
+            res("pod.api", &[("image", "api:2"), ("depends_on", "db")], &["secret.jwt"]),
+            res("pod.web", &[("image", "web:1"), ("restart", "always")], &[]),
+            res("pod.new", &[("image", "new:1")], &[]),
+        ])
+        .unwrap();
+        let old = observed(vec![
+            res("secret.jwt", &[("file", "a.age")], &[]),
+            res("pod.api", &[("image", "api:1")], &["secret.jwt"]),
+            res("pod.web", &[("image", "web:1"), ("restart", "always")], &[]),
+            res("pod.old", &[("image", "old:1")], &["pod.older"]),
+            res("pod.older", &[("image", "older:1")], &[]),
+        ]);
+        let p = plan("shop", &desired, &old);
+        let got: Vec<(String, Action)> =
+            p.changes.iter().map(|c| (c.address.to_string(), c.action)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("secret.jwt".into(), Action::Update),
+                ("pod.api".into(), Action::Replace),
+                ("pod.new".into(), Action::Create),
+                ("pod.web".into(), Action::NoOp),
+                ("pod.old".into(), Action::Delete),
+                ("pod.older".into(), Action::Delete),
+            ]
+        );
+        let api = &p.changes[1];
+        assert_eq!(api.reason.as_deref(), Some("image forces replacement"));
+        assert_eq!(api.fields.len(), 2);
+        assert!(!api.fields[0].forces_replacement); // depends_on, added
+        assert!(api.fields[1].forces_replacement); // image
+        assert_eq!(
+            p.summary,
+            Summary { create: 1, update: 1, replace: 1, delete: 2, heal: 0, no_op: 1 }
+        );
+    }
+
+    #[test]
+    fn one_replica_is_the_same_container_as_index_zero() {
+        let desired = ResourceGraph::new(vec![
+            res("pod.api[0]", &[("image", "a")], &[]),
+            res("pod.api[1]", &[("image", "a")], &[]),
+        ])
+        .unwrap();
+        let p = plan("x", &desired, &observed(vec![res("pod.api", &[("image", "a")], &[])]));
+        let got: Vec<Action> = p.changes.iter().map(|c| c.action).collect();
+        assert_eq!(got, vec![Action::NoOp, Action::Create]);
+    }
+
+    #[test]
+    fn drift_without_config_change_heals() {
+        let desired = ResourceGraph::new(vec![res("pod.api", &[("image", "a")], &[])]).unwrap();
+        let mut old = observed(vec![res("pod.api", &[("image", "a")], &[])]);
+        old.resources[0].drift.push(crate::observe::Drift {
+            field: "state".into(),
+            observed: "exited".into(),
+            expected: "running".into(),
+        });
+        let p = plan("x", &desired, &old);
+        assert_eq!(p.changes[0].action, Action::Heal);
+        assert_eq!(p.changes[0].reason.as_deref(), Some("drift in state"));
+    }
+}

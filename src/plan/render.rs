@@ -1,0 +1,169 @@
+//! Renderers of a [`Plan`]: human (Terraform-like), JSON (versioned, documented in
+//! docs/plan-json.md) and Markdown (for a pull-request comment).
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+
+use super::{Action, Change, Plan};
+use crate::observe::Origin;
+
+fn style(action: Action) -> Style {
+    let color = match action {
+        Action::Create => AnsiColor::Green,
+        Action::Update => AnsiColor::Yellow,
+        Action::Replace => AnsiColor::Magenta,
+        Action::Delete => AnsiColor::Red,
+        Action::Heal => AnsiColor::Cyan,
+        Action::NoOp => AnsiColor::White,
+    };
+    Style::new().fg_color(Some(color.into()))
+}
+
+/// `"text"` with control characters escaped, so a value cannot break the layout.
+fn quote(v: &str) -> String {
+    format!("{v:?}")
+}
+
+fn origin(plan: &Plan) -> String {
+    match &plan.observed {
+        Origin::Spec { file } => format!("against `{file}`"),
+    }
+}
+
+/// The summary sentence, e.g. `1 to create, 2 to replace, 0 to delete`.
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    if !plan.has_changes() {
+        return format!("No changes: {} resources are up to date.", s.no_op);
+    }
+    let mut parts = vec![format!("{} to create", s.create)];
+    if s.update > 0 {
+        parts.push(format!("{} to update", s.update));
+    }
+    parts.push(format!("{} to replace", s.replace));
+    parts.push(format!("{} to delete", s.delete));
+    if s.heal > 0 {
+        parts.push(format!("{} to heal", s.heal));
+    }
+    format!("Plan: {}; {} unchanged.", parts.join(", "), s.no_op)
+}
+
+/// Lines of one change, without colour: the header, then one line per field.
+fn change_lines(c: &Change) -> (String, Vec<String>) {
+    let mut head = format!("{:>3} {}", c.action.symbol(), c.address);
+    match (&c.reason, c.action) {
+        (Some(r), _) => {
+            let _ = write!(head, "  ({}: {r})", c.action.verb());
+        }
+        (None, a) => {
+            let _ = write!(head, "  ({})", a.verb());
+        }
+    }
+    let mut lines = Vec::new();
+    if c.action != Action::Delete {
+        for f in &c.fields {
+            let line = match (&f.old, &f.new) {
+                (None, Some(n)) => format!("      + {}: {}", f.field, quote(n)),
+                (Some(o), None) => format!("      - {}: {}", f.field, quote(o)),
+                (Some(o), Some(n)) => format!("      ~ {}: {} -> {}", f.field, quote(o), quote(n)),
+                (None, None) => continue,
+            };
+            if f.forces_replacement {
+                lines.push(format!("{line}  # forces replacement"));
+            } else {
+                lines.push(line);
+            }
+        }
+    }
+    (head, lines)
+}
+
+/// The human rendering; `color` adds ANSI styles (the caller decides, honouring NO_COLOR
+/// and whether output is a terminal).
+pub fn human(plan: &Plan, color: bool) -> String {
+    let mut out = String::new();
+    let bold = Style::new().bold();
+    let paint = |s: Style, text: &str| {
+        if color {
+            format!("{}{text}{}", s.render(), s.render_reset())
+        } else {
+            text.to_owned()
+        }
+    };
+    let _ = writeln!(out, "berth plan for project `{}`, {}\n", plan.project, origin(plan));
+    let mut gates = Vec::new();
+    for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        let (head, lines) = change_lines(c);
+        let _ = writeln!(out, "{}", paint(style(c.action).bold(), &head));
+        for l in lines {
+            let _ = writeln!(out, "{}", paint(style(c.action), &l));
+        }
+        out.push('\n');
+        for g in &c.gates {
+            gates.push(format!("  {}: {g}", c.address));
+        }
+    }
+    let _ = writeln!(out, "{}", paint(bold, &summary_line(plan)));
+    if !gates.is_empty() {
+        let _ = writeln!(out, "\nGates apply will run after these changes:");
+        for g in gates {
+            let _ = writeln!(out, "{g}");
+        }
+    }
+    out
+}
+
+/// The JSON rendering (pretty, stable key and change order).
+pub fn json(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(plan).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The Markdown rendering for a pull-request comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### berth plan: `{}`\n", plan.project);
+    let _ = writeln!(out, "Compared {}.\n", origin(plan));
+    let _ = writeln!(out, "**{}**\n", summary_line(plan));
+    let changed: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    if changed.is_empty() {
+        return out;
+    }
+    out.push_str("| | resource | change |\n|---|---|---|\n");
+    for c in &changed {
+        let why = c
+            .reason
+            .as_ref()
+            .map_or(c.action.verb().to_owned(), |r| format!("{}: {r}", c.action.verb()));
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | {} |",
+            c.action.symbol(),
+            c.address,
+            why.replace('|', "\\|")
+        );
+    }
+    out.push_str("\n<details><summary>Field changes</summary>\n\n```diff\n");
+    for c in &changed {
+        let (head, lines) = change_lines(c);
+        // Leading `+`/`-`/`!` colour the line in a diff block.
+        let marker = match c.action {
+            Action::Create => "+",
+            Action::Delete => "-",
+            Action::Replace | Action::Heal => "!",
+            _ => " ",
+        };
+        let _ = writeln!(out, "{marker}{}", head.trim_start());
+        for l in lines {
+            let _ = writeln!(out, "{marker}{l}");
+        }
+    }
+    out.push_str("```\n\n</details>\n");
+    out
+}

@@ -1,0 +1,359 @@
+//! Lints: values that are legal but risky. Warnings in development and staging, errors in
+//! production. A lint is silenced for one line by a comment on that line or the line above:
+//!
+//! ```yaml
+//! # berth:allow(plaintext-credential): the demo key of the public sandbox API
+//! SANDBOX_API_KEY: pk_test_123
+//! ```
+//!
+//! The reason after the colon is required. Diagnostics never quote the flagged value: it may
+//! be a credential.
+
+use std::collections::BTreeMap;
+
+use super::{Environment, Spec};
+use crate::diag::{Diagnostic, Severity, Span};
+
+/// Every lint, with what it is about.
+pub const LINTS: &[(&str, &str)] = &[
+    (
+        "plaintext-credential",
+        "a credential written in plain `env` (a `*_KEY`/`*_TOKEN`/`*_PASSWORD`/`*_SECRET` value, a URL with a password, a PEM block)",
+    ),
+    (
+        "forbidden-default",
+        "a placeholder or well-known default credential (`CHANGE_ME`, `changeme`, `postgres`, `admin`, `password`)",
+    ),
+    ("debug-in-production", "debug mode switched on in production"),
+    ("insecure-url", "a public `http://` URL in production"),
+    ("backup-store-tmp", "a backup store under /tmp, /var/tmp or /dev/shm"),
+    ("backup-store-relative", "a backup store given as a relative path"),
+];
+
+/// Well-known defaults refused as credential values.
+pub const FORBIDDEN_DEFAULTS: &[&str] = &["change_me", "changeme", "postgres", "admin", "password"];
+
+pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
+    let env = spec.environment();
+    let mut found = Vec::new();
+    for p in spec.pods.iter() {
+        for e in p.item.env.iter() {
+            let key = &e.name.value;
+            let value = &e.item.value.0;
+            if let Some(d) = env_lint(key, value, env) {
+                found.push((e.item.span, d));
+            }
+        }
+    }
+    if env == Environment::Production
+        && let Some(proxy) = &spec.proxy
+    {
+        for route in &proxy.routes {
+            for origin in &route.value.cors {
+                if is_public_http(&origin.value) {
+                    found.push((
+                        origin.span,
+                        Finding::new("insecure-url", "CORS origin uses plain http in production")
+                            .label("public http:// origin")
+                            .help("allow the `https://` origin instead"),
+                    ));
+                }
+            }
+        }
+    }
+    for b in spec.backups.iter() {
+        let store = &b.item.store;
+        let path = store.value.as_str();
+        if ["/tmp", "/var/tmp", "/dev/shm"]
+            .iter()
+            .any(|t| path == *t || path.starts_with(&format!("{t}/")))
+        {
+            found.push((
+                store.span,
+                Finding::new("backup-store-tmp", format!("backup `{}` is stored under a temporary directory", b.name.value))
+                    .label("cleared on reboot, often world-readable")
+                    .help("store backups in a persistent directory such as `/var/backups/PROJECT`"),
+            ));
+        } else if !path.starts_with('/') {
+            found.push((
+                store.span,
+                Finding::new("backup-store-relative", format!("backup `{}` store is a relative path", b.name.value))
+                    .label("relative to wherever berth runs")
+                    .help("give an absolute path such as `/var/backups/PROJECT`"),
+            ));
+        }
+    }
+    apply_allows(found, source, env)
+}
+
+/// What a lint found, before its severity and opt-outs are applied.
+struct Finding {
+    lint: &'static str,
+    message: String,
+    label: String,
+    help: String,
+}
+
+impl Finding {
+    fn new(lint: &'static str, message: impl Into<String>) -> Self {
+        Finding {
+            lint,
+            message: message.into(),
+            label: String::new(),
+            help: String::new(),
+        }
+    }
+    fn label(mut self, l: impl Into<String>) -> Self {
+        self.label = l.into();
+        self
+    }
+    fn help(mut self, h: impl Into<String>) -> Self {
+        self.help = h.into();
+        self
+    }
+}
+
+fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
+    let lower = value.trim().to_ascii_lowercase();
+    let use_secret = "move it to an age-encrypted secret (`berth secrets set NAME`) and list it under the pod's `secrets:`";
+    if lower.contains("change_me") || lower.contains("changeme") {
+        return Some(
+            Finding::new("forbidden-default", format!("`{key}` holds a placeholder value"))
+                .label("placeholder, not a real value")
+                .help("set the real value in a secret; placeholders must never reach a host"),
+        );
+    }
+    if let Some(password) = url_password(value) {
+        let default = FORBIDDEN_DEFAULTS.contains(&password.to_ascii_lowercase().as_str());
+        return Some(if default {
+            Finding::new("forbidden-default", format!("`{key}` is a URL with a well-known default password"))
+                .label("default password in URL")
+                .help(format!("choose a strong password and {use_secret}"))
+        } else {
+            Finding::new("plaintext-credential", format!("`{key}` is a URL with a password in plain env"))
+                .label("password in URL")
+                .help(use_secret)
+        });
+    }
+    if value.contains("-----BEGIN ") {
+        return Some(
+            Finding::new("plaintext-credential", format!("`{key}` holds a PEM block in plain env"))
+                .label("PEM block")
+                .help(use_secret),
+        );
+    }
+    if is_credential_key(key) && !value.trim().is_empty() {
+        if FORBIDDEN_DEFAULTS.contains(&lower.as_str()) {
+            return Some(
+                Finding::new("forbidden-default", format!("`{key}` is a well-known default credential"))
+                    .label("default credential")
+                    .help(format!("choose a strong value and {use_secret}")),
+            );
+        }
+        return Some(
+            Finding::new("plaintext-credential", format!("`{key}` looks like a credential in plain env"))
+                .label("literal credential")
+                .help(use_secret),
+        );
+    }
+    if env == Environment::Production {
+        let upper = key.to_ascii_uppercase();
+        if (upper == "DEBUG" || upper.ends_with("_DEBUG"))
+            && matches!(lower.as_str(), "true" | "1" | "yes" | "on")
+        {
+            return Some(
+                Finding::new("debug-in-production", format!("`{key}` switches debug mode on in production"))
+                    .label("debug on")
+                    .help("set it to `false` for production"),
+            );
+        }
+        if is_public_http(value) {
+            return Some(
+                Finding::new("insecure-url", format!("`{key}` is a public http:// URL in production"))
+                    .label("unencrypted")
+                    .help("use `https://`"),
+            );
+        }
+    }
+    None
+}
+
+/// Whether an env key names a credential (`*_KEY`, `*_TOKEN`, `*_PASSWORD`, `*_SECRET`, ...).
+pub fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    if k.ends_with("_FILE") || k.contains("PUBLIC") {
+        return false;
+    }
+    const EXACT: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY"];
+    const SUFFIX: &[&str] = &[
+        "_KEY", "_TOKEN", "_PASSWORD", "_PASSWD", "_PASS", "_SECRET", "_APIKEY",
+    ];
+    EXACT.contains(&k.as_str()) || SUFFIX.iter().any(|s| k.ends_with(s))
+}
+
+/// The password of `scheme://user:password@host...`, if there is one.
+fn url_password(value: &str) -> Option<&str> {
+    let (_, rest) = value.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// `http://` to a host that is not loopback, a bare name (a pod on the network) or private.
+fn is_public_http(value: &str) -> bool {
+    let Some(rest) = value.trim().strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() || !host.contains('.') && !host.contains(':') {
+        return false; // a service name on the project network
+    }
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") || host.ends_with(".local") {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => !(ip.is_loopback() || ip.is_private() || ip.is_link_local()),
+        Ok(std::net::IpAddr::V6(ip)) => !(ip.is_loopback() || ip.is_unique_local()),
+        Err(_) => true,
+    }
+}
+
+/// `# berth:allow(LINT): reason` on a line.
+struct Allow {
+    lint: String,
+    reason: String,
+    span: Span,
+    used: bool,
+}
+
+const ALLOW_MARK: &str = "berth:allow(";
+
+fn parse_allows(source: &str) -> BTreeMap<usize, Vec<Allow>> {
+    let mut by_line: BTreeMap<usize, Vec<Allow>> = BTreeMap::new();
+    let mut offset = 0;
+    for (i, line) in source.split_inclusive('\n').enumerate() {
+        if let Some(hash) = line.find('#')
+            && let Some(pos) = line[hash..].find(ALLOW_MARK)
+        {
+            let start = hash + pos;
+            let after = &line[start + ALLOW_MARK.len()..];
+            let (lint, tail) = after.split_once(')').unwrap_or((after.trim_end(), ""));
+            let reason = tail.trim().strip_prefix(':').unwrap_or("").trim();
+            let text_len = line[start..].trim_end().len();
+            by_line.entry(i + 1).or_default().push(Allow {
+                lint: lint.trim().to_owned(),
+                reason: reason.to_owned(),
+                span: Span::new(offset + start, text_len),
+                used: false,
+            });
+        }
+        offset += line.len();
+    }
+    by_line
+}
+
+fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> Vec<Diagnostic> {
+    let mut allows = parse_allows(source);
+    let severity = if env == Environment::Production {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    let mut out = Vec::new();
+    for (span, f) in found {
+        let (line, _) = span.line_col(source);
+        let mut allowed = false;
+        for l in [line, line.saturating_sub(1)] {
+            if let Some(list) = allows.get_mut(&l)
+                && let Some(a) = list.iter_mut().find(|a| a.lint == f.lint && !a.reason.is_empty())
+            {
+                a.used = true;
+                allowed = true;
+                break;
+            }
+        }
+        if allowed {
+            continue;
+        }
+        let mut d = Diagnostic::error(format!("lint::{}", f.lint), f.message)
+            .at(span, f.label)
+            .help(format!(
+                "{}; or, if this is intended, add `# berth:allow({}): REASON` on the line above",
+                f.help, f.lint
+            ));
+        d.severity = severity;
+        out.push(d);
+    }
+    for a in allows.into_values().flatten() {
+        if !LINTS.iter().any(|(name, _)| *name == a.lint) {
+            out.push(
+                Diagnostic::error("unknown-lint", format!("`{}` is not a berth lint", a.lint))
+                    .at(a.span, "in this opt-out")
+                    .help(format!(
+                        "use one of: {}",
+                        LINTS.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                    )),
+            );
+        } else if a.reason.is_empty() {
+            out.push(
+                Diagnostic::error("allow-without-reason", format!("opt-out of `{}` gives no reason", a.lint))
+                    .at(a.span, "no reason")
+                    .help(format!("write why the lint does not apply: `# berth:allow({}): REASON`", a.lint)),
+            );
+        } else if !a.used {
+            out.push(
+                Diagnostic::warning("unused-allow", format!("opt-out of `{}` silences nothing", a.lint))
+                    .at(a.span, "nothing to silence on this line or the next")
+                    .help("remove the comment, or move it onto the line above the value it excuses"),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_keys() {
+        for k in ["STRIPE_API_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "PASSWORD", "JWT_SECRET"] {
+            assert!(is_credential_key(k), "{k}");
+        }
+        for k in ["DATABASE_HOST", "DB_PASSWORD_FILE", "JWT_PUBLIC_KEY", "KEYBOARD", "TOKENS_PER_MIN"] {
+            assert!(!is_credential_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn url_passwords() {
+        assert_eq!(url_password("postgres://u:hunter2@db:5432/x"), Some("hunter2"));
+        assert_eq!(url_password("postgres://u@db/x"), None);
+        assert_eq!(url_password("https://example.com/a:b@c"), None);
+    }
+
+    #[test]
+    fn public_http() {
+        assert!(is_public_http("http://api.shop.example/v1"));
+        assert!(is_public_http("http://8.8.8.8"));
+        for v in ["http://api:8000", "http://localhost:3000", "http://10.0.0.4", "https://x.example", "http://[::1]:80"] {
+            assert!(!is_public_http(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn allows_need_reasons() {
+        let src = "a: 1\n# berth:allow(plaintext-credential): demo key\nb: 2\n  # berth:allow(insecure-url)\n";
+        let allows = parse_allows(src);
+        assert_eq!(allows[&2][0].lint, "plaintext-credential");
+        assert_eq!(allows[&2][0].reason, "demo key");
+        assert_eq!(allows[&4][0].reason, "");
+    }
+}

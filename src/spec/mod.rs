@@ -1,0 +1,586 @@
+//! The spec: `berth.yaml` read into typed data that remembers where every value was written.
+//!
+//! `load` parses the YAML (serde-saphyr, with budgets against bombs), `check` finds structural
+//! mistakes, `lint` finds risky values. All three produce [`crate::diag::Diagnostic`]s.
+//! The same types generate the JSON Schema in `schemas/berth.schema.json` (`schema`).
+
+pub mod check;
+pub mod lint;
+pub mod load;
+pub mod schema;
+pub mod spanned;
+pub mod units;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use load::{Loaded, load_file, load_str};
+pub use spanned::{Named, NamedMap, Sp};
+pub use units::{Duration, Mode, RateUnit, Size};
+
+/// A berth spec, version 1.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "berth spec")]
+pub struct Spec {
+    /// Spec format version; only `1` exists.
+    pub version: Sp<u32>,
+    /// Project name, `[a-z][a-z0-9-]*`; prefixes every container, network and volume.
+    pub project: Sp<String>,
+    /// `production` turns the lints into errors.
+    #[serde(default)]
+    pub environment: Option<Sp<Environment>>,
+    /// Path of the age identity used to decrypt secrets (`~` is the user's home).
+    #[serde(default)]
+    pub identity: Option<Sp<String>>,
+    /// Default age recipients (`age1...` or `ssh-ed25519 ...`) for secrets and backups.
+    #[serde(default)]
+    pub recipients: Vec<Sp<String>>,
+    /// Container engines to deploy to; default: one region `local` on the local engine.
+    #[serde(default)]
+    pub regions: NamedMap<Region>,
+    /// age-encrypted secret files, delivered to the pods that name them.
+    #[serde(default)]
+    pub secrets: NamedMap<Secret>,
+    /// Named volumes, managed by berth (never removed without an explicit flag).
+    #[serde(default)]
+    pub volumes: NamedMap<Volume>,
+    /// The containers to run.
+    #[serde(default)]
+    pub pods: NamedMap<Pod>,
+    /// Request rate limits, enforced by the proxy.
+    #[serde(default)]
+    pub rate_limits: NamedMap<RateLimit>,
+    /// The managed nginx proxy (one per region).
+    #[serde(default)]
+    pub proxy: Option<Proxy>,
+    /// Encrypted, verified, scheduled backups.
+    #[serde(default)]
+    pub backups: NamedMap<Backup>,
+}
+
+impl Spec {
+    pub fn environment(&self) -> Environment {
+        self.environment.as_ref().map_or(Environment::Development, |e| e.value)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Staging,
+    Production,
+}
+
+/// A container engine endpoint.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376` (with `tls`) or `ssh://user@host`.
+    pub engine: Sp<String>,
+    /// The region rolled out first; exactly one region is primary when there are several.
+    #[serde(default)]
+    pub primary: bool,
+    /// Client certificates for a `tcp://` engine.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// An age-encrypted file in the repository.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    /// Path of the encrypted file, relative to the spec.
+    pub file: Sp<String>,
+    /// Recipients for this secret instead of the top-level `recipients`.
+    #[serde(default)]
+    pub recipients: Option<Vec<Sp<String>>>,
+    /// Minimum length of the decrypted value.
+    #[serde(default)]
+    pub min_length: Option<u32>,
+    /// Checked after decryption.
+    #[serde(default)]
+    pub format: Option<SecretFormat>,
+    /// Values refused after decryption, in addition to the built-in defaults
+    /// (`CHANGE_ME`, `changeme`, `postgres`, `admin`, `password`).
+    #[serde(default)]
+    pub forbid: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretFormat {
+    /// Any text.
+    Text,
+    /// A URL.
+    Url,
+    /// An `https://` URL.
+    HttpsUrl,
+    /// One or more PEM blocks.
+    Pem,
+    /// A JSON Web Key Set with a non-empty `keys` array.
+    Jwks,
+    /// Any JSON document.
+    Json,
+}
+
+impl SecretFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretFormat::Text => "text",
+            SecretFormat::Url => "url",
+            SecretFormat::HttpsUrl => "https-url",
+            SecretFormat::Pem => "pem",
+            SecretFormat::Jwks => "jwks",
+            SecretFormat::Json => "json",
+        }
+    }
+}
+
+/// A named volume.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// Created outside berth: berth mounts it but never creates or removes it.
+    #[serde(default)]
+    pub external: bool,
+}
+
+/// A container (or several replicas of one).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pod {
+    /// Image reference, e.g. `postgres:17.2`. Exactly one of `image` and `build`.
+    #[serde(default)]
+    pub image: Option<Sp<String>>,
+    /// Build the image from a local context through the engine.
+    #[serde(default)]
+    pub build: Option<Sp<Build>>,
+    /// Overrides the image's command.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Overrides the image's entrypoint.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Number of identical containers (default 1).
+    #[serde(default)]
+    pub replicas: Option<Sp<u32>>,
+    /// Pods that must be healthy before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<Sp<String>>,
+    /// Secrets delivered as files under `/run/secrets/` (or, by explicit opt-in, as env).
+    #[serde(default)]
+    pub secrets: Vec<Sp<SecretUse>>,
+    /// Plain environment variables. Never put credentials here: use `secrets`.
+    #[serde(default)]
+    pub env: NamedMap<Sp<EnvValue>>,
+    /// Mounts: `volume-name:/path[:ro]` for named volumes, `./dir:/path[:ro]` or
+    /// `/abs:/path[:ro]` for host paths.
+    #[serde(default)]
+    pub volumes: Vec<Sp<String>>,
+    /// Published ports: `HOST:CONTAINER[/tcp|udp]` or `IP:HOST:CONTAINER[/tcp|udp]`.
+    #[serde(default)]
+    pub ports: Vec<Sp<String>>,
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// `uid[:gid]` or a user name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    #[serde(default)]
+    pub health: Option<Sp<Health>>,
+    #[serde(default)]
+    pub update: Option<Update>,
+    /// Gates run after the pod is healthy; a failing check rolls the change back.
+    #[serde(default)]
+    pub checks: Vec<Sp<Check>>,
+    /// Regions this pod runs in (default: all).
+    #[serde(default)]
+    pub regions: Option<Vec<Sp<String>>>,
+}
+
+impl Pod {
+    pub fn replicas(&self) -> u32 {
+        self.replicas.as_ref().map_or(1, |r| r.value)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// Directory sent to the engine as the build context, relative to the spec.
+    pub context: String,
+    /// Dockerfile path inside the context (default `Dockerfile`).
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// A secret given to a pod: its name, or a mapping for env delivery or another file mode.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SecretUse {
+    Name(String),
+    Detailed(SecretUseDetailed),
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretUseDetailed {
+    pub name: String,
+    /// Deliver as this environment variable instead of a file (visible to `docker inspect`).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File mode under `/run/secrets/` (default `"0400"`).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+impl SecretUse {
+    pub fn name(&self) -> &str {
+        match self {
+            SecretUse::Name(n) => n,
+            SecretUse::Detailed(d) => &d.name,
+        }
+    }
+    pub fn env(&self) -> Option<&str> {
+        match self {
+            SecretUse::Name(_) => None,
+            SecretUse::Detailed(d) => d.env.as_deref(),
+        }
+    }
+    pub fn mode(&self) -> Option<&Mode> {
+        match self {
+            SecretUse::Name(_) => None,
+            SecretUse::Detailed(d) => d.mode.as_ref(),
+        }
+    }
+}
+
+/// An environment value: a string, number or boolean, kept as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvValue(pub String);
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for EnvValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EnvValue".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU limit in cores, e.g. `0.5` or `2`.
+    #[serde(default)]
+    pub cpus: Option<Sp<f64>>,
+    /// Memory limit, e.g. `512MiB`.
+    #[serde(default)]
+    pub memory: Option<Size>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+}
+
+/// How berth decides the pod is healthy: a command in the container or an HTTP probe.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Command run inside the container (exec form); exit 0 is healthy.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// HTTP GET against the container, made by berth; 2xx is healthy.
+    #[serde(default)]
+    pub http: Option<HttpProbe>,
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub start_period: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    pub port: u16,
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    pub strategy: Sp<Strategy>,
+}
+
+/// How a pod is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the new container beside the old, wait healthy, then remove the old.
+    BlueGreen,
+    /// Stop the old container (kept until the new one is healthy), then start the new one.
+    /// Required for pods that own named volumes.
+    Recreate,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Recreate => "recreate",
+        }
+    }
+}
+
+/// A post-deploy gate.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub http: HttpCheck,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub port: u16,
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Expected status (default: any 2xx).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    #[serde(default)]
+    pub expect_json: Option<ExpectJson>,
+    /// Response headers that must be present.
+    #[serde(default)]
+    pub expect_headers: Vec<String>,
+    #[serde(default)]
+    pub max_latency: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectJson {
+    /// RFC 6901 JSON pointer, e.g. `/keys`.
+    pub pointer: Sp<String>,
+    /// The value at the pointer is a non-empty array, object or string.
+    #[serde(default)]
+    pub non_empty: bool,
+    /// The value at the pointer equals this value.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `N/s` or `N/min`.
+    pub rate: RateUnit,
+    /// Requests allowed above the rate before refusing (default 0).
+    #[serde(default)]
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// nginx image to run.
+    pub image: Sp<String>,
+    /// Host ports the proxy listens on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<u16>,
+    #[serde(default)]
+    pub security_headers: Option<SecurityHeaders>,
+    #[serde(default)]
+    pub routes: Vec<Sp<Route>>,
+}
+
+fn default_listen() -> Vec<u16> {
+    vec![80]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityHeaders {
+    /// HSTS, nosniff, frame-deny, referrer policy, a restrictive CSP.
+    Strict,
+    /// nosniff, frame-deny, referrer policy.
+    Basic,
+    Off,
+}
+
+impl SecurityHeaders {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityHeaders::Strict => "strict",
+            SecurityHeaders::Basic => "basic",
+            SecurityHeaders::Off => "off",
+        }
+    }
+}
+
+/// Requests matching `host` and `path` go to a pod's port.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub host: Option<Sp<String>>,
+    /// Path prefix (default `/`).
+    #[serde(default)]
+    pub path: Option<Sp<String>>,
+    /// `pod:port`.
+    pub to: Sp<String>,
+    #[serde(default)]
+    pub rate_limit: Option<Sp<String>>,
+    /// Origins allowed by CORS.
+    #[serde(default)]
+    pub cors: Vec<Sp<String>>,
+}
+
+impl Route {
+    pub fn path(&self) -> &str {
+        self.path.as_ref().map_or("/", |p| p.value.as_str())
+    }
+    /// `host/path` as the route's identity, `*` for any host.
+    pub fn key(&self) -> String {
+        let host = self.host.as_ref().map_or("*", |h| h.value.as_str());
+        format!("{host}{}", self.path())
+    }
+    /// Splits `to` into pod and port, if well-formed.
+    pub fn target(&self) -> Option<(&str, u16)> {
+        let (pod, port) = self.to.value.rsplit_once(':')?;
+        Some((pod, port.parse().ok()?))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    pub source: Sp<BackupSource>,
+    /// Directory holding the encrypted backups (absolute; not under /tmp).
+    pub store: Sp<String>,
+    /// systemd `OnCalendar` expression, e.g. `*-*-* 03:00:00` or `daily`.
+    #[serde(default)]
+    pub schedule: Option<Sp<String>>,
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Take a backup before any apply step that replaces the source pod.
+    #[serde(default)]
+    pub before_apply: bool,
+    /// `stop` stops the pod while a volume is read (default `live`).
+    #[serde(default)]
+    pub consistent: Option<Consistency>,
+    /// Recipients for this backup instead of the top-level `recipients`.
+    #[serde(default)]
+    pub recipients: Option<Vec<Sp<String>>>,
+}
+
+/// What is backed up: one of `exec` (with `pod`), `volume`, or `path`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSource {
+    /// The pod to run `exec` in, or whose volume is read.
+    #[serde(default)]
+    pub pod: Option<Sp<String>>,
+    /// Command whose standard output is the backup, e.g. `[pg_dump, -Fc, shop]`.
+    #[serde(default)]
+    pub exec: Option<Vec<String>>,
+    /// Command that reads a backup on standard input on restore, e.g. `[pg_restore, ...]`.
+    #[serde(default)]
+    pub restore: Option<Vec<String>>,
+    /// A named volume.
+    #[serde(default)]
+    pub volume: Option<Sp<String>>,
+    /// A host path.
+    #[serde(default)]
+    pub path: Option<Sp<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default)]
+    pub daily: Option<u32>,
+    #[serde(default)]
+    pub weekly: Option<u32>,
+    #[serde(default)]
+    pub monthly: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Live,
+    Stop,
+}

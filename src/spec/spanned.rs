@@ -1,0 +1,154 @@
+//! Span-carrying building blocks of the typed spec: [`Sp`] (a value and where it was written)
+//! and [`NamedMap`] (a YAML mapping of names to items that keeps order, name spans and
+//! duplicates, so that the checks can report every duplicate instead of the parser stopping
+//! at the first).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+use crate::diag::Span;
+
+/// A value with the byte span of the YAML node it was read from.
+#[derive(Clone, Debug)]
+pub struct Sp<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Sp<T> {
+    pub fn new(value: T, span: Span) -> Self {
+        Sp { value, span }
+    }
+}
+
+impl<T> Deref for Sp<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: PartialEq> PartialEq for Sp<T> {
+    /// Spans are where a value was written, not what it is: equality ignores them.
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        let span = s.referenced.span();
+        let span = Span::new(
+            span.byte_offset().unwrap_or(0) as usize,
+            span.byte_len().unwrap_or(0) as usize,
+        );
+        Ok(Sp {
+            value: s.value,
+            span,
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// One entry of a [`NamedMap`].
+#[derive(Clone, Debug)]
+pub struct Named<T> {
+    pub name: Sp<String>,
+    pub item: T,
+}
+
+/// A mapping from names to items, in file order, duplicates kept for the checks to report.
+#[derive(Clone, Debug)]
+pub struct NamedMap<T>(pub Vec<Named<T>>);
+
+impl<T> Default for NamedMap<T> {
+    fn default() -> Self {
+        NamedMap(Vec::new())
+    }
+}
+
+impl<T> NamedMap<T> {
+    pub fn iter(&self) -> impl Iterator<Item = &Named<T>> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first item with this name.
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|n| n.name.value == name).map(|n| &n.item)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n.name.value == name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
+        self.0.iter().map(|n| n.name.value.as_str())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NamedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = NamedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to definitions")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NamedMap::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some((name, item)) = m.next_entry()? {
+                    v.push(Named { name, item });
+                }
+                Ok(NamedMap(v))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for NamedMap<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let item = generator.subschema_for::<T>();
+        json_schema!({
+            "type": "object",
+            "additionalProperties": item,
+        })
+    }
+}

@@ -1,0 +1,378 @@
+//! Strictly parsed units: durations (`500ms`, `5s`, `2m`), sizes (`512MiB`, `2GiB`), rates
+//! (`100/min`, `10/s`) and file modes (`"0400"`).
+//!
+//! A unit never fails deserialisation: it keeps the text as written (with its span) and the
+//! outcome of parsing it, so that the checks report every bad unit of a file at once.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{Deserialize, Deserializer, Visitor};
+
+use super::spanned::Sp;
+
+/// A kind of unit: how to parse it and how to describe it.
+pub trait UnitKind {
+    type Value: Clone + fmt::Debug + PartialEq;
+    /// What the unit is called in messages ("duration").
+    const NAME: &'static str;
+    /// What a user should write instead (a hint).
+    const HINT: &'static str;
+    const PATTERN: &'static str;
+    fn parse(text: &str) -> Result<Self::Value, String>;
+    /// The canonical text of a value, used to compare and render plans.
+    fn canonical(value: &Self::Value) -> String;
+}
+
+/// A unit value as written in the spec, with the result of parsing it.
+#[derive(Clone, Debug)]
+pub struct Unit<K: UnitKind> {
+    pub raw: Sp<String>,
+    pub parsed: Result<K::Value, String>,
+}
+
+impl<K: UnitKind> Unit<K> {
+    /// The parsed value, if it parsed (the checks report it otherwise).
+    pub fn get(&self) -> Option<K::Value> {
+        self.parsed.as_ref().ok().cloned()
+    }
+
+    /// Canonical text: the parsed value's, or the raw text when it did not parse.
+    pub fn canonical(&self) -> String {
+        match &self.parsed {
+            Ok(v) => K::canonical(v),
+            Err(_) => self.raw.value.clone(),
+        }
+    }
+}
+
+/// Accepts a string or a bare number (kept as text, so that `interval: 5` is reported as a
+/// duration without a unit rather than as a type error).
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string with a unit")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de, K: UnitKind> Deserialize<'de> for Unit<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Sp::<Text>::deserialize(d)?;
+        let raw = Sp::new(raw.value.0, raw.span);
+        let parsed = K::parse(&raw.value);
+        Ok(Unit { raw, parsed })
+    }
+}
+
+impl<K: UnitKind> PartialEq for Unit<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
+impl<K: UnitKind> JsonSchema for Unit<K> {
+    fn schema_name() -> Cow<'static, str> {
+        let mut name = K::NAME.to_owned();
+        name[..1].make_ascii_uppercase();
+        name.into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": K::PATTERN,
+            "description": format!("A {}: {}", K::NAME, K::HINT),
+        })
+    }
+}
+
+/// Splits `123abc` into (123, "abc"); digits only, no sign, no fraction.
+fn number_then_suffix(text: &str) -> Option<(u64, &str)> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if end == 0 {
+        return None;
+    }
+    let n = text[..end].parse().ok()?;
+    Some((n, &text[end..]))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationKind;
+impl UnitKind for DurationKind {
+    type Value = std::time::Duration;
+    const NAME: &'static str = "duration";
+    const HINT: &'static str = "a whole number and a unit (ms, s, m, h, d), e.g. `500ms`, `5s`, `2m`, `1h30m`";
+    const PATTERN: &'static str = "^([0-9]+(ms|s|m|h|d))+$";
+
+    fn parse(text: &str) -> Result<Self::Value, String> {
+        if text.is_empty() {
+            return Err("empty duration".into());
+        }
+        let mut rest = text;
+        let mut total_ms: u64 = 0;
+        while !rest.is_empty() {
+            let (n, tail) = number_then_suffix(rest)
+                .ok_or_else(|| format!("`{text}` is not a duration"))?;
+            let unit_len = tail
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(tail.len());
+            let per = match &tail[..unit_len] {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "" => return Err(format!("`{text}` has no unit")),
+                u => return Err(format!("`{u}` is not a duration unit")),
+            };
+            total_ms = n
+                .checked_mul(per)
+                .and_then(|v| total_ms.checked_add(v))
+                .ok_or_else(|| format!("`{text}` is too long"))?;
+            rest = &tail[unit_len..];
+        }
+        Ok(std::time::Duration::from_millis(total_ms))
+    }
+
+    fn canonical(v: &Self::Value) -> String {
+        format_duration(*v)
+    }
+}
+
+/// `90s` -> `1m30s`, `500ms` -> `500ms`, zero -> `0s`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let mut ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= per {
+            out.push_str(&format!("{}{unit}", ms / per));
+            ms %= per;
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeKind;
+impl UnitKind for SizeKind {
+    type Value = u64;
+    const NAME: &'static str = "size";
+    const HINT: &'static str =
+        "a whole number and a unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB), e.g. `512MiB`, `2GiB`";
+    const PATTERN: &'static str = "^[0-9]+(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)$";
+
+    fn parse(text: &str) -> Result<u64, String> {
+        let (n, unit) =
+            number_then_suffix(text).ok_or_else(|| format!("`{text}` is not a size"))?;
+        let per: u64 = match unit {
+            "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "" => return Err(format!("`{text}` has no unit")),
+            u => {
+                let guess = match u.to_ascii_lowercase().trim_end_matches('b') {
+                    "k" | "ki" => "KiB",
+                    "m" | "mi" => "MiB",
+                    "g" | "gi" => "GiB",
+                    "t" | "ti" => "TiB",
+                    _ => "",
+                };
+                return Err(if guess.is_empty() {
+                    format!("`{u}` is not a size unit")
+                } else {
+                    format!("`{u}` is not a size unit (did you mean `{n}{guess}`?)")
+                });
+            }
+        };
+        n.checked_mul(per)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+
+    fn canonical(v: &u64) -> String {
+        format_size(*v)
+    }
+}
+
+/// Bytes in the largest binary unit that divides them exactly.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, per) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= per && bytes % per == 0 {
+            return format!("{}{unit}", bytes / per);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// A request rate as nginx understands it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub requests: u64,
+    pub per: RatePer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RatePer {
+    Second,
+    Minute,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateKind;
+impl UnitKind for RateKind {
+    type Value = Rate;
+    const NAME: &'static str = "rate";
+    const HINT: &'static str = "requests per second or minute, e.g. `10/s` or `100/min`";
+    const PATTERN: &'static str = "^[0-9]+/(s|min)$";
+
+    fn parse(text: &str) -> Result<Rate, String> {
+        let (n, rest) = number_then_suffix(text).ok_or_else(|| format!("`{text}` is not a rate"))?;
+        let per = match rest {
+            "/s" => RatePer::Second,
+            "/min" => RatePer::Minute,
+            "" => return Err(format!("`{text}` has no period")),
+            p => return Err(format!("`{p}` is not a rate period")),
+        };
+        if n == 0 {
+            return Err("a rate of zero would refuse every request".into());
+        }
+        Ok(Rate { requests: n, per })
+    }
+
+    fn canonical(v: &Rate) -> String {
+        match v.per {
+            RatePer::Second => format!("{}/s", v.requests),
+            RatePer::Minute => format!("{}/min", v.requests),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModeKind;
+impl UnitKind for ModeKind {
+    type Value = u32;
+    const NAME: &'static str = "file mode";
+    const HINT: &'static str = "an octal permission mode in quotes, e.g. `\"0400\"` or `\"0440\"`";
+    const PATTERN: &'static str = "^0?[0-7]{3}$";
+
+    fn parse(text: &str) -> Result<u32, String> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return Err(format!("`{text}` is not an octal file mode"));
+        }
+        let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+        if mode > 0o777 {
+            return Err(format!("`{text}` sets special bits (setuid, setgid, sticky)"));
+        }
+        Ok(mode)
+    }
+
+    fn canonical(v: &u32) -> String {
+        format!("{v:04o}")
+    }
+}
+
+pub type Duration = Unit<DurationKind>;
+pub type Size = Unit<SizeKind>;
+pub type RateUnit = Unit<RateKind>;
+pub type Mode = Unit<ModeKind>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration as D;
+
+    #[test]
+    fn durations() {
+        assert_eq!(DurationKind::parse("500ms"), Ok(D::from_millis(500)));
+        assert_eq!(DurationKind::parse("5s"), Ok(D::from_secs(5)));
+        assert_eq!(DurationKind::parse("2m"), Ok(D::from_secs(120)));
+        assert_eq!(DurationKind::parse("1h30m"), Ok(D::from_secs(5400)));
+        for bad in ["", "5", "5 s", "-1s", "1.5s", "5sec", "s", "99999999999999999999d"] {
+            assert!(DurationKind::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(D::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(D::from_millis(1500)), "1s500ms");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(SizeKind::parse("512MiB"), Ok(512 << 20));
+        assert_eq!(SizeKind::parse("2GiB"), Ok(2 << 30));
+        assert_eq!(SizeKind::parse("1GB"), Ok(1_000_000_000));
+        let e = SizeKind::parse("2g").unwrap_err();
+        assert!(e.contains("did you mean `2GiB`"), "{e}");
+        for bad in ["", "2", "GiB", "2 GiB", "-2GiB", "2.5GiB", "99999999999TiB"] {
+            assert!(SizeKind::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_size(2 << 30), "2GiB");
+        assert_eq!(format_size(1_000_000), "1000000B");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(
+            RateKind::parse("100/min"),
+            Ok(Rate { requests: 100, per: RatePer::Minute })
+        );
+        assert_eq!(
+            RateKind::parse("10/s"),
+            Ok(Rate { requests: 10, per: RatePer::Second })
+        );
+        for bad in ["100", "100/h", "/s", "0/s", "1.5/s", "100/minute"] {
+            assert!(RateKind::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(ModeKind::parse("0400"), Ok(0o400));
+        assert_eq!(ModeKind::parse("640"), Ok(0o640));
+        assert_eq!(ModeKind::canonical(&0o400), "0400");
+        for bad in ["0800", "4755", "rw-", "04", ""] {
+            assert!(ModeKind::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
