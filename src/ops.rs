@@ -21,6 +21,12 @@ pub enum OpError {
     #[error("`{}` has {} error(s)", .0.path.display(), .0.errors())]
     #[diagnostic(code(berth::invalid_spec), help("fix the errors above, then run the command again"))]
     Invalid(Box<Report>),
+    #[error("cannot write `{path}`: {source}")]
+    #[diagnostic(code(berth::write), help("check that the directory exists and is writable"))]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build the resource graph: {0}")]
     #[diagnostic(
         code(berth::graph),
@@ -59,4 +65,45 @@ pub fn plan_against(new: &Spec, old: &Spec, old_name: &str) -> Result<Plan, OpEr
         resources::desired(old),
     );
     Ok(plan(&new.project.value, &desired, &observed))
+}
+
+/// A plan between two spec files, with the reports (warnings) of both.
+pub struct AgainstPlan {
+    pub plan: Plan,
+    pub new: Report,
+    pub old: Report,
+}
+
+/// `plan -f NEW --against OLD`: loads, checks and expands both files concurrently (they
+/// are independent), then plans.
+pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError> {
+    let (new_side, old_side) = std::thread::scope(|s| {
+        let old_thread = s.spawn(|| -> Result<_, OpError> {
+            let valid = load_valid(old)?;
+            let resources = resources::desired(&valid.spec);
+            Ok((valid.report, resources))
+        });
+        let new_side = (|| -> Result<_, OpError> {
+            let valid = load_valid(new)?;
+            let graph = ResourceGraph::new(resources::desired(&valid.spec))?;
+            Ok((valid, graph))
+        })();
+        let old_side = old_thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (new_side, old_side)
+    });
+    let (new_valid, graph) = new_side?;
+    let (old_report, observed) = old_side?;
+    let observed = ObservedState::from_resources(
+        Origin::Spec {
+            file: old.display().to_string(),
+        },
+        observed,
+    );
+    Ok(AgainstPlan {
+        plan: plan(&new_valid.spec.project.value, &graph, &observed),
+        new: new_valid.report,
+        old: old_report,
+    })
 }

@@ -5,7 +5,7 @@
 //! `env.DEBUG`, `volume[/data]`, ...). They never hold a secret value: secrets appear by
 //! name and delivery, and env values that look like credentials by fingerprint only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
 use crate::secrets::plaintext::fingerprint;
@@ -66,6 +66,8 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
         });
     }
 
+    let mounted_anywhere: HashSet<&str> =
+        spec.pods.iter().flat_map(|p| named_mounts(&p.item)).collect();
     for region in regions(spec) {
         let network = Address::new(Kind::Network, "default").region(region);
         out.push(Resource {
@@ -89,10 +91,15 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
             pod_addresses(name, p.replicas(), region)
         };
 
+        let mounted_here: HashSet<&str> = pods_here
+            .iter()
+            .flat_map(|p| named_mounts(&p.item))
+            .collect();
+        let mut volumes_here = HashSet::new();
         for v in spec.volumes.iter() {
-            let mounted_here = pods_here.iter().any(|p| mounts_volume(&p.item, &v.name.value));
-            let mounted_anywhere = spec.pods.iter().any(|p| mounts_volume(&p.item, &v.name.value));
-            if mounted_here || !mounted_anywhere {
+            let name = v.name.value.as_str();
+            if mounted_here.contains(name) || !mounted_anywhere.contains(name) {
+                volumes_here.insert(name);
                 out.push(Resource {
                     address: Address::new(Kind::Volume, &v.name.value).region(region),
                     attrs: BTreeMap::from([("external".into(), v.item.external.to_string())]),
@@ -173,9 +180,7 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
             let src = &b.item.source.value;
             let here = match (&src.pod, &src.volume) {
                 (Some(pod), _) => !instances(&pod.value).is_empty(),
-                (None, Some(vol)) => out.iter().any(|r| {
-                    r.address == Address::new(Kind::Volume, &vol.value).region(region)
-                }),
+                (None, Some(vol)) => volumes_here.contains(vol.value.as_str()),
                 (None, None) => true,
             };
             if !here {
@@ -244,10 +249,13 @@ fn pod_addresses(name: &str, replicas: u32, region: Option<&str>) -> Vec<Address
         .collect()
 }
 
-fn mounts_volume(pod: &Pod, volume: &str) -> bool {
-    pod.volumes.iter().any(|m| {
-        Mount::parse(&m.value).is_ok_and(|mount| !mount.bind && mount.source == volume)
-    })
+/// The named volumes a pod mounts.
+fn named_mounts(pod: &Pod) -> impl Iterator<Item = &str> {
+    pod.volumes
+        .iter()
+        .filter_map(|m| Mount::parse(&m.value).ok())
+        .filter(|m| !m.bind)
+        .map(|m| m.source)
 }
 
 /// The effective update strategy: blue-green unless the pod owns a named volume.

@@ -28,10 +28,8 @@ pub enum Format {
 }
 
 pub fn run(file: &Path, args: Args) -> Result<u8, OpError> {
-    let new = ops::load_valid(file)?;
-    print_warnings(&new.report);
-    let old = ops::load_valid(&args.against)?;
-    let plan = ops::plan_against(&new.spec, &old.spec, &args.against.display().to_string())?;
+    let ops::AgainstPlan { plan, new, .. } = ops::plan_against_files(file, &args.against)?;
+    print_warnings(&new);
     print(&match args.format {
         Format::Human => render::human(&plan, stdout_color()),
         Format::Json => render::json(&plan),

@@ -210,7 +210,7 @@ impl Checker<'_> {
             .map(|r| &r.name)
             .collect();
         if regions.len() > 1 && primaries.is_empty() {
-            let first = &regions.0[0].name;
+            let first = &regions.entries()[0].name;
             self.push(
                 Diagnostic::error("no-primary-region", "no region is primary")
                     .at(first.span, "one of these regions must be rolled out first")

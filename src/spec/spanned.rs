@@ -4,6 +4,7 @@
 //! at the first).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -77,40 +78,62 @@ pub struct Named<T> {
     pub item: T,
 }
 
-/// A mapping from names to items, in file order, duplicates kept for the checks to report.
+/// A mapping from names to items, in file order, duplicates kept for the checks to report,
+/// with an index for lookups by name (the first definition wins).
 #[derive(Clone, Debug)]
-pub struct NamedMap<T>(pub Vec<Named<T>>);
+pub struct NamedMap<T> {
+    entries: Vec<Named<T>>,
+    index: HashMap<String, usize>,
+}
 
 impl<T> Default for NamedMap<T> {
     fn default() -> Self {
-        NamedMap(Vec::new())
+        NamedMap {
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T> FromIterator<Named<T>> for NamedMap<T> {
+    fn from_iter<I: IntoIterator<Item = Named<T>>>(iter: I) -> Self {
+        let entries: Vec<Named<T>> = iter.into_iter().collect();
+        let mut index = HashMap::with_capacity(entries.len());
+        for (i, n) in entries.iter().enumerate() {
+            index.entry(n.name.value.clone()).or_insert(i);
+        }
+        NamedMap { entries, index }
     }
 }
 
 impl<T> NamedMap<T> {
     pub fn iter(&self) -> impl Iterator<Item = &Named<T>> {
-        self.0.iter()
+        self.entries.iter()
+    }
+
+    pub fn entries(&self) -> &[Named<T>] {
+        &self.entries
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     /// The first item with this name.
     pub fn get(&self, name: &str) -> Option<&T> {
-        self.0.iter().find(|n| n.name.value == name).map(|n| &n.item)
+        self.index.get(name).map(|i| &self.entries[*i].item)
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|n| n.name.value == name)
+        self.index.contains_key(name)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
-        self.0.iter().map(|n| n.name.value.as_str())
+        self.entries.iter().map(|n| n.name.value.as_str())
     }
 }
 
@@ -126,11 +149,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for NamedMap<T> {
                 Ok(NamedMap::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::new();
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
                 while let Some((name, item)) = m.next_entry()? {
                     v.push(Named { name, item });
                 }
-                Ok(NamedMap(v))
+                Ok(v.into_iter().collect())
             }
         }
         d.deserialize_map(V(PhantomData))

@@ -17,6 +17,8 @@ pub trait UnitKind {
     type Value: Clone + fmt::Debug + PartialEq;
     /// What the unit is called in messages ("duration").
     const NAME: &'static str;
+    /// The name of its definition in the JSON Schema.
+    const SCHEMA_NAME: &'static str;
     /// What a user should write instead (a hint).
     const HINT: &'static str;
     const PATTERN: &'static str;
@@ -93,9 +95,7 @@ impl<K: UnitKind> PartialEq for Unit<K> {
 
 impl<K: UnitKind> JsonSchema for Unit<K> {
     fn schema_name() -> Cow<'static, str> {
-        let mut name = K::NAME.to_owned();
-        name[..1].make_ascii_uppercase();
-        name.into()
+        K::SCHEMA_NAME.into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
@@ -123,6 +123,7 @@ pub struct DurationKind;
 impl UnitKind for DurationKind {
     type Value = std::time::Duration;
     const NAME: &'static str = "duration";
+    const SCHEMA_NAME: &'static str = "Duration";
     const HINT: &'static str = "a whole number and a unit (ms, s, m, h, d), e.g. `500ms`, `5s`, `2m`, `1h30m`";
     const PATTERN: &'static str = "^([0-9]+(ms|s|m|h|d))+$";
 
@@ -188,6 +189,7 @@ pub struct SizeKind;
 impl UnitKind for SizeKind {
     type Value = u64;
     const NAME: &'static str = "size";
+    const SCHEMA_NAME: &'static str = "Size";
     const HINT: &'static str =
         "a whole number and a unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB), e.g. `512MiB`, `2GiB`";
     const PATTERN: &'static str = "^[0-9]+(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)$";
@@ -263,6 +265,7 @@ pub struct RateKind;
 impl UnitKind for RateKind {
     type Value = Rate;
     const NAME: &'static str = "rate";
+    const SCHEMA_NAME: &'static str = "Rate";
     const HINT: &'static str = "requests per second or minute, e.g. `10/s` or `100/min`";
     const PATTERN: &'static str = "^[0-9]+/(s|min)$";
 
@@ -293,6 +296,7 @@ pub struct ModeKind;
 impl UnitKind for ModeKind {
     type Value = u32;
     const NAME: &'static str = "file mode";
+    const SCHEMA_NAME: &'static str = "FileMode";
     const HINT: &'static str = "an octal permission mode in quotes, e.g. `\"0400\"` or `\"0440\"`";
     const PATTERN: &'static str = "^0?[0-7]{3}$";
 
