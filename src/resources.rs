@@ -152,6 +152,13 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
                 "security_headers".into(),
                 proxy.security_headers.map_or("off", |s| s.as_str()).into(),
             );
+            // The rendered nginx config holds every limit: a changed limit reloads the proxy.
+            for r in spec.rate_limits.iter() {
+                a.insert(
+                    format!("limit[{}]", r.name.value),
+                    format!("{} burst {}", r.item.rate.canonical(), r.item.burst),
+                );
+            }
             for route in &proxy.routes {
                 let r = &route.value;
                 let mut v = format!("to {}", r.to.value);

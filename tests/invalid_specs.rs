@@ -11,9 +11,6 @@
 //!
 //! Beyond the header, every diagnostic must say what is wrong (a message), where (a span inside
 //! the file) and what to do (a help), as DESIGN.md asks of every failure.
-//!
-//! `fixtures/invalid/pending/` holds fixtures that berth does not yet handle as its header
-//! says (each explains the bug); `pending_fixtures` checks them and is ignored until fixed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -231,28 +228,9 @@ fn an_empty_spec_is_refused() {
     for text in ["", "  \n\n\t\n"] {
         let report = load("empty.yaml", text);
         let codes: Vec<&str> = report.diagnostics.iter().map(|d| d.code.as_str()).collect();
-        assert_eq!(codes, ["yaml"], "{text:?}");
+        assert_eq!(codes, ["empty-spec"], "{text:?}");
         let d = &report.diagnostics[0];
         assert!(d.is_error() && d.message.contains("empty"), "{}", d.message);
         assert!(d.help.is_some());
     }
-}
-
-/// Fixtures berth does not yet handle as their headers say; each file explains the bug.
-/// Run with `cargo test --test invalid_specs -- --ignored`; when one passes, move it up into
-/// `fixtures/invalid/` so that it is snapshotted and kept.
-#[test]
-#[ignore = "berth bugs, see the notes in fixtures/invalid/pending/"]
-fn pending_fixtures() {
-    let mut broken = Vec::new();
-    for (name, text) in fixtures("fixtures/invalid/pending") {
-        let report = load(&name, &text);
-        let rendered = report.render(false);
-        let p = problems(&name, &text, &report, &rendered);
-        if p.is_empty() {
-            eprintln!("{name} is handled now: move it to fixtures/invalid/");
-        }
-        broken.extend(p);
-    }
-    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }

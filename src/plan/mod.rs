@@ -74,9 +74,32 @@ pub struct Change {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldChange>,
+    /// For a replacement: whether the new resource starts before the old one is removed
+    /// (blue-green) or after (recreate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_order: Option<ReplaceOrder>,
     /// The gates apply runs after this change (health, post-deploy checks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplaceOrder {
+    /// Blue-green: start the new, wait healthy, then remove the old (`+/-`).
+    CreateBeforeDestroy,
+    /// Recreate: stop the old (kept until the new is healthy), then start the new (`-/+`).
+    DestroyBeforeCreate,
+}
+
+impl Change {
+    /// The marker of the change: `+/-` for a blue-green replacement, else the action's.
+    pub fn symbol(&self) -> &'static str {
+        match self.replace_order {
+            Some(ReplaceOrder::CreateBeforeDestroy) => "+/-",
+            _ => self.action.symbol(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +178,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
                         forces_replacement: false,
                     })
                     .collect(),
+                replace_order: None,
                 gates: gates(want),
             },
             Some(have) => compare(want, have),
@@ -175,6 +199,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
             action: Action::Delete,
             reason: Some(reason.into()),
             fields: Vec::new(),
+            replace_order: None,
             gates: Vec::new(),
         });
     }
@@ -240,12 +265,12 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         .map(|f| f.field.as_str())
         .collect();
     let (action, reason) = if !forcing.is_empty() {
-        let what = if forcing.len() > 3 {
-            format!("{} and {} more fields force", forcing[..3].join(", "), forcing.len() - 3)
-        } else if forcing.len() > 1 {
-            format!("{} force", forcing.join(", "))
-        } else {
-            format!("{} forces", forcing[0])
+        let what = match forcing.as_slice() {
+            [one] => format!("{one} forces"),
+            [a, b] => format!("{a} and {b} force"),
+            [a, b, c] => format!("{a}, {b} and {c} force"),
+            [a, b, c, rest @ ..] => format!("{a}, {b}, {c} and {} more force", rest.len()),
+            [] => unreachable!("forcing is not empty"),
         };
         (Action::Replace, Some(format!("{what} replacement")))
     } else if !fields.is_empty() {
@@ -271,11 +296,18 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
     } else {
         Vec::new()
     };
+    let replace_order = (action == Action::Replace).then(|| {
+        match want.attrs.get("update.strategy").map(String::as_str) {
+            Some("blue-green") => ReplaceOrder::CreateBeforeDestroy,
+            _ => ReplaceOrder::DestroyBeforeCreate,
+        }
+    });
     Change {
         address: want.address.clone(),
         action,
         reason,
         fields,
+        replace_order,
         gates,
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
 
-use super::{Action, Change, Plan};
+use super::{Action, Change, Plan, ReplaceOrder};
 use crate::observe::Origin;
 
 fn style(action: Action) -> Style {
@@ -22,7 +22,17 @@ fn style(action: Action) -> Style {
 
 /// `"text"` with control characters escaped, so a value cannot break the layout.
 fn quote(v: &str) -> String {
-    format!("{v:?}")
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn origin(plan: &Plan) -> String {
@@ -51,13 +61,18 @@ pub fn summary_line(plan: &Plan) -> String {
 
 /// Lines of one change, without colour: the header, then one line per field.
 fn change_lines(c: &Change) -> (String, Vec<String>) {
-    let mut head = format!("{:>3} {}", c.action.symbol(), c.address);
-    match (&c.reason, c.action) {
-        (Some(r), _) => {
-            let _ = write!(head, "  ({}: {r})", c.action.verb());
+    let mut head = format!("{:>3} {}", c.symbol(), c.address);
+    let verb = match c.replace_order {
+        Some(ReplaceOrder::CreateBeforeDestroy) => "replace, blue-green",
+        Some(ReplaceOrder::DestroyBeforeCreate) => "replace, recreate",
+        None => c.action.verb(),
+    };
+    match &c.reason {
+        Some(r) => {
+            let _ = write!(head, "  ({verb}: {r})");
         }
-        (None, a) => {
-            let _ = write!(head, "  ({})", a.verb());
+        None => {
+            let _ = write!(head, "  ({verb})");
         }
     }
     let mut lines = Vec::new();
@@ -144,7 +159,7 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(
             out,
             "| `{}` | `{}` | {} |",
-            c.action.symbol(),
+            c.symbol(),
             c.address,
             why.replace('|', "\\|")
         );

@@ -95,13 +95,15 @@ impl NameRule {
     }
 }
 
-/// `did you mean`, when one of `candidates` is close to `name`.
+/// `did you mean`, when one of `candidates` is close to `name`: one or two edits away
+/// (a typo, a swapped pair of letters), or very similar.
 pub fn suggest<'n>(name: &str, candidates: impl Iterator<Item = &'n str>) -> Option<&'n str> {
+    let max_edits = (name.chars().count() / 3).clamp(1, 2);
     candidates
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|c| (strsim::damerau_levenshtein(name, c), -strsim::jaro_winkler(name, c), c))
+        .filter(|(edits, neg_jw, _)| *edits <= max_edits || -neg_jw > 0.9)
+        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+        .map(|(_, _, c)| c)
 }
 
 impl Checker<'_> {
@@ -370,7 +372,17 @@ impl Checker<'_> {
                             .at(dep.span, "itself")
                             .help("remove this entry from `depends_on`"),
                     );
-                } else if !spec.pods.contains(&dep.value) {
+                } else if let Some(target) = spec.pods.get(&dep.value) {
+                    let here = self.pod_regions(&pod.regions);
+                    let there = self.pod_regions(&target.regions);
+                    if let Some(missing) = here.iter().find(|r| !there.contains(r)) {
+                        self.push(
+                            Diagnostic::error("cross-region-dependency", format!("pod `{}` runs in region `{missing}`, but `{}` does not", name.value, dep.value))
+                                .at(dep.span, format!("`{}` cannot wait for it there", name.value))
+                                .help(format!("run `{}` in `{missing}` too, or narrow `{}` with `regions:`", dep.value, name.value)),
+                        );
+                    }
+                } else {
                     self.unknown("pod", dep, spec.pods.names(), "pods");
                 }
             }
@@ -470,6 +482,14 @@ impl Checker<'_> {
                 }
             }
             self.region_refs(&pod.regions);
+        }
+    }
+
+    /// The regions a pod runs in: its own list, or every region.
+    fn pod_regions(&self, list: &Option<Vec<Sp<String>>>) -> Vec<String> {
+        match list {
+            Some(l) => l.iter().map(|r| r.value.clone()).collect(),
+            None => self.spec.regions.names().map(str::to_owned).collect(),
         }
     }
 
@@ -1062,6 +1082,9 @@ pub fn check_on_calendar(s: &str) -> Result<(), String> {
             Ok(())
         }
         [date] if date.contains('-') && ok_chars(date) => Ok(()),
+        _ if parts.len() == 5 => Err(
+            "this looks like a cron expression; systemd writes `0 3 * * *` as `*-*-* 03:00:00`".into(),
+        ),
         _ => Err("expected `[weekday] [year-month-day] hour:minute[:second]`".into()),
     }
 }

@@ -181,7 +181,8 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
 /// Whether an env key names a credential (`*_KEY`, `*_TOKEN`, `*_PASSWORD`, `*_SECRET`, ...).
 pub fn is_credential_key(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
-    if k.ends_with("_FILE") || k.contains("PUBLIC") {
+    // Publishable and public keys are meant to be seen (Stripe's `pk_live_...`).
+    if k.ends_with("_FILE") || k.contains("PUBLIC") || k.contains("PUBLISHABLE") {
         return false;
     }
     const EXACT: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY"];
@@ -296,10 +297,13 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
             out.push(
                 Diagnostic::error("unknown-lint", format!("`{}` is not a berth lint", a.lint))
                     .at(a.span, "in this opt-out")
-                    .help(format!(
-                        "use one of: {}",
-                        LINTS.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-                    )),
+                    .help(match super::check::suggest(&a.lint, LINTS.iter().map(|(n, _)| *n)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!(
+                            "use one of: {}",
+                            LINTS.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                    }),
             );
         } else if a.reason.is_empty() {
             out.push(
@@ -327,7 +331,7 @@ mod tests {
         for k in ["STRIPE_API_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "PASSWORD", "JWT_SECRET"] {
             assert!(is_credential_key(k), "{k}");
         }
-        for k in ["DATABASE_HOST", "DB_PASSWORD_FILE", "JWT_PUBLIC_KEY", "KEYBOARD", "TOKENS_PER_MIN"] {
+        for k in ["DATABASE_HOST", "DB_PASSWORD_FILE", "JWT_PUBLIC_KEY", "STRIPE_PUBLISHABLE_KEY", "KEYBOARD", "TOKENS_PER_MIN"] {
             assert!(!is_credential_key(k), "{k}");
         }
     }

@@ -76,7 +76,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ReadError> {
 /// Parses, checks and lints spec text; `path` names it in diagnostics.
 pub fn load_str(path: &Path, text: String) -> Loaded {
     let source = Arc::new(text);
-    let (spec, diagnostics) = match parse(&source) {
+    let (spec, mut diagnostics) = match parse(&source) {
         Ok(spec) => {
             let mut diags = super::check::check(&spec);
             diags.extend(super::lint::lint(&spec, &source));
@@ -84,6 +84,8 @@ pub fn load_str(path: &Path, text: String) -> Loaded {
         }
         Err(d) => (None, vec![d]),
     };
+    // In file order, as a reader goes through the file.
+    diagnostics.sort_by_key(|d| d.span.map_or(usize::MAX, |s| s.offset));
     Loaded {
         spec,
         report: Report::new(path, source, diagnostics),
@@ -92,63 +94,158 @@ pub fn load_str(path: &Path, text: String) -> Loaded {
 
 /// YAML text -> [`Spec`], within budgets that refuse alias bombs and deep nesting.
 pub fn parse(text: &str) -> Result<Spec, Diagnostic> {
-    if text.trim().is_empty() {
-        return Err(Diagnostic::error("yaml", "the spec is empty")
+    if is_blank(text) {
+        return Err(Diagnostic::error("empty-spec", "the spec is empty")
+            .at(Span::new(0, text.len()), "nothing but blank lines and comments")
             .help("start from `examples/quickstart/berth.yaml`"));
     }
+    match parse_with(text, DuplicateKeyPolicy::PassThrough) {
+        Ok(spec) => Ok(spec),
+        Err(e) => {
+            // Duplicates in mappings of names are kept for the checks to report all of them;
+            // a duplicate key of a fixed section (two `pods:`) reaches serde without a place.
+            // The parser's own duplicate check knows the place: ask it.
+            if UserMessageFormatter.format_message(&e).contains("duplicate field")
+                && let Err(strict) = parse_with(text, DuplicateKeyPolicy::Error)
+            {
+                return Err(yaml_diagnostic(&strict, text));
+            }
+            Err(yaml_diagnostic(&e, text))
+        }
+    }
+}
+
+/// Nothing but blank lines, comments and document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
+fn parse_with(text: &str, duplicate_keys: DuplicateKeyPolicy) -> Result<Spec, serde_saphyr::Error> {
     // Without aliases a node needs at least one byte, so budgets proportional to the input
     // let large honest specs through while alias expansion stays capped.
     let bytes = text.len();
     let budget = serde_saphyr::budget! {
         max_nodes: bytes.saturating_mul(2).max(250_000),
         max_events: bytes.saturating_mul(4).max(1_000_000),
-        max_depth: 64,
-        max_aliases: 1_000,
-        max_anchors: 1_000,
+        max_depth: MAX_DEPTH,
+        max_aliases: MAX_ALIASES,
+        max_anchors: MAX_ALIASES,
     };
     let options = serde_saphyr::options! {
         budget: budget,
-        duplicate_keys: DuplicateKeyPolicy::PassThrough,
+        duplicate_keys: duplicate_keys,
     };
-    serde_saphyr::from_str_with_options::<Spec>(text, options).map_err(|e| yaml_diagnostic(&e))
+    serde_saphyr::from_str_with_options::<Spec>(text, options)
 }
 
-fn yaml_diagnostic(err: &serde_saphyr::Error) -> Diagnostic {
-    let message = UserMessageFormatter.format_message(err).into_owned();
-    let (code, help) = if message.contains("budget") {
-        (
+/// Deepest nesting of mappings and sequences berth reads.
+pub const MAX_DEPTH: usize = 64;
+/// Most aliases (and anchors) berth reads in one spec.
+pub const MAX_ALIASES: usize = 1_000;
+
+fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
+    use serde_saphyr::Error as E;
+    let budget_help = "a spec never needs this much: write the values out plainly, without \
+                       deep nesting or aliases of aliases";
+    let mut inner = err;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let (code, message, help) = match inner {
+        E::Budget { breach, .. } => (
             "yaml-budget",
-            "the file expands beyond what a spec needs (deep nesting or alias expansion); \
-             write the values out plainly",
-        )
-    } else if message.contains("unknown field") {
-        (
-            "unknown-key",
-            "check the spelling against the spec reference (docs/spec.md) or the JSON schema",
-        )
-    } else if message.contains("missing field") {
-        ("missing-key", "add the field; docs/spec.md lists what each section needs")
-    } else {
-        (
-            "yaml",
-            "fix the YAML at the marked place; docs/spec.md describes each field",
-        )
-    };
-    let mut d = Diagnostic::error(code, first_upper_lower(&message)).help(help);
-    if let Some(loc) = err.location() {
-        let s = loc.span();
-        if let Some(off) = s.byte_offset() {
-            d = d.at(
-                Span::new(off as usize, s.byte_len().unwrap_or(0).max(1) as usize),
-                "here",
-            );
+            format!("the spec exceeds berth's reading limits: {}", describe_breach(breach)),
+            budget_help.to_owned(),
+        ),
+        E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => (
+            "yaml-budget",
+            "the spec's aliases expand beyond berth's reading limits".to_owned(),
+            budget_help.to_owned(),
+        ),
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => {
+            let hint = match super::check::suggest(field, expected.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if expected.is_empty() => "remove it".to_owned(),
+                None => format!(
+                    "this section takes: {}",
+                    expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            ("unknown-key", format!("unknown key `{field}`"), hint)
         }
+        E::SerdeMissingField { field, .. } => (
+            "missing-key",
+            format!("missing key `{field}`"),
+            format!("add `{field}:` to the mapping that ends here (docs/spec.md lists what each section needs)"),
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            "duplicate-key",
+            match key {
+                Some(k) => format!("key `{k}` appears twice in one mapping"),
+                None => "a key appears twice in one mapping".to_owned(),
+            },
+            "remove or merge the repeated key".to_owned(),
+        ),
+        _ => (
+            "yaml",
+            first_lower(&UserMessageFormatter.format_message(err)),
+            "fix the YAML at the marked place; docs/spec.md describes each field".to_owned(),
+        ),
+    };
+    let mut d = Diagnostic::error(code, message).help(help);
+    if let Some(loc) = err.location()
+        && loc.line() > 0
+    {
+        let s = loc.span();
+        let offset = match s.byte_offset() {
+            Some(off) => off as usize,
+            None => offset_of(text, loc.line() as usize, loc.column() as usize),
+        };
+        let len = s.byte_len().unwrap_or(0).max(1) as usize;
+        d = d.at(Span::new(offset, len), "here");
     }
     d
 }
 
+fn describe_breach(b: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match b {
+        B::Depth { .. } => format!("nesting deeper than {MAX_DEPTH} levels"),
+        B::Aliases { .. } => format!("more than {MAX_ALIASES} aliases"),
+        B::Anchors { .. } => format!("more than {MAX_ALIASES} anchors"),
+        B::Nodes { .. } | B::Events { .. } => "too many values for the size of the file (alias expansion)".into(),
+        B::AliasAnchorRatio { .. } => "aliases repeat anchors far more often than a spec needs (an alias bomb)".into(),
+        B::Documents { .. } => "too many YAML documents".into(),
+        B::ScalarBytes { .. } => "too much text in values".into(),
+        _ => "a size limit".into(),
+    }
+}
+
+/// The byte offset of a 1-based line and character column.
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let col: usize = l
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(l.trim_end_matches('\n').len(), |(b, _)| b);
+            return offset + col;
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
 /// Messages start lower-case (STYLE.md).
-fn first_upper_lower(s: &str) -> String {
+fn first_lower(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) if !s.starts_with("YAML") => f.to_lowercase().chain(c).collect(),

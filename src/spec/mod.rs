@@ -234,11 +234,33 @@ pub struct Build {
 }
 
 /// A secret given to a pod: its name, or a mapping for env delivery or another file mode.
-#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[serde(untagged)]
 pub enum SecretUse {
     Name(String),
     Detailed(SecretUseDetailed),
+}
+
+// By hand rather than `untagged`, so that a mistake inside the mapping form is reported as
+// that mistake (an unknown key, with its place) rather than "matched no variant".
+impl<'de> Deserialize<'de> for SecretUse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretUse;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a secret name, or a mapping with `name` and `env` or `mode`")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SecretUse, E> {
+                Ok(SecretUse::Name(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<SecretUse, A::Error> {
+                SecretUseDetailed::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(SecretUse::Detailed)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]

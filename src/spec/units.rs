@@ -22,6 +22,9 @@ pub trait UnitKind {
     /// What a user should write instead (a hint).
     const HINT: &'static str;
     const PATTERN: &'static str;
+    /// Whether a bare YAML number is refused (a mode like `0400` must be quoted, or YAML
+    /// may read it as decimal 400 or octal 256 depending on the spelling).
+    const QUOTED: bool = false;
     fn parse(text: &str) -> Result<Self::Value, String>;
     /// The canonical text of a value, used to compare and render plans.
     fn canonical(value: &Self::Value) -> String;
@@ -50,8 +53,8 @@ impl<K: UnitKind> Unit<K> {
 }
 
 /// Accepts a string or a bare number (kept as text, so that `interval: 5` is reported as a
-/// duration without a unit rather than as a type error).
-struct Text(String);
+/// duration without a unit rather than as a type error); remembers which it was.
+struct Text(String, bool);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -62,16 +65,16 @@ impl<'de> Deserialize<'de> for Text {
                 f.write_str("a string with a unit")
             }
             fn visit_str<E>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_owned()))
+                Ok(Text(v.to_owned(), false))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text(v.to_string(), true))
             }
             fn visit_i64<E>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text(v.to_string(), true))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text(v.to_string(), true))
             }
         }
         d.deserialize_any(V)
@@ -81,8 +84,13 @@ impl<'de> Deserialize<'de> for Text {
 impl<'de, K: UnitKind> Deserialize<'de> for Unit<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Sp::<Text>::deserialize(d)?;
+        let number = raw.value.1;
         let raw = Sp::new(raw.value.0, raw.span);
-        let parsed = K::parse(&raw.value);
+        let parsed = if number && K::QUOTED {
+            Err(format!("a {} must be written in quotes", K::NAME))
+        } else {
+            K::parse(&raw.value)
+        };
         Ok(Unit { raw, parsed })
     }
 }
@@ -275,7 +283,17 @@ impl UnitKind for RateKind {
             "/s" => RatePer::Second,
             "/min" => RatePer::Minute,
             "" => return Err(format!("`{text}` has no period")),
-            p => return Err(format!("`{p}` is not a rate period")),
+            p => {
+                let guess = match p {
+                    "r/s" | "/sec" | "/second" | "rps" => Some("s"),
+                    "r/m" | "/m" | "/minute" | "rpm" => Some("min"),
+                    _ => None,
+                };
+                return Err(match guess {
+                    Some(g) => format!("`{p}` is not a rate period (did you mean `{n}/{g}`?)"),
+                    None => format!("`{p}` is not a rate period"),
+                });
+            }
         };
         if n == 0 {
             return Err("a rate of zero would refuse every request".into());
@@ -299,6 +317,7 @@ impl UnitKind for ModeKind {
     const SCHEMA_NAME: &'static str = "FileMode";
     const HINT: &'static str = "an octal permission mode in quotes, e.g. `\"0400\"` or `\"0440\"`";
     const PATTERN: &'static str = "^0?[0-7]{3}$";
+    const QUOTED: bool = true;
 
     fn parse(text: &str) -> Result<u32, String> {
         let digits = text.strip_prefix("0o").unwrap_or(text);
@@ -368,6 +387,8 @@ mod tests {
         for bad in ["100", "100/h", "/s", "0/s", "1.5/s", "100/minute"] {
             assert!(RateKind::parse(bad).is_err(), "{bad}");
         }
+        assert!(RateKind::parse("10r/s").unwrap_err().contains("did you mean `10/s`"));
+        assert!(RateKind::parse("100/m").unwrap_err().contains("did you mean `100/min`"));
     }
 
     #[test]
