@@ -58,6 +58,8 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Further places that explain the problem (the first definition of a duplicate, ...).
     pub related: Vec<(Span, String)>,
+    /// The text under `span` may be a credential: rendered snippets mask it.
+    pub redact: bool,
 }
 
 impl Diagnostic {
@@ -70,6 +72,7 @@ impl Diagnostic {
             label: None,
             help: None,
             related: Vec::new(),
+            redact: false,
         }
     }
 
@@ -93,6 +96,12 @@ impl Diagnostic {
 
     pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
         self.related.push((span, label.into()));
+        self
+    }
+
+    /// Marks the text under the span as possibly secret: snippets show `*` in its place.
+    pub fn redacted(mut self) -> Self {
+        self.redact = true;
         self
     }
 
@@ -130,9 +139,31 @@ impl Report {
         self.errors() > 0
     }
 
+    /// The source as snippets may show it: the text of redacted spans replaced by `*`
+    /// (byte for byte, so every span still points at the same place).
+    fn shown_source(&self) -> Arc<String> {
+        let mut bytes: Option<Vec<u8>> = None;
+        for d in self.diagnostics.iter().filter(|d| d.redact) {
+            if let Some(s) = d.span {
+                let b = bytes.get_or_insert_with(|| self.source.as_bytes().to_vec());
+                let end = (s.offset + s.len).min(b.len());
+                for byte in &mut b[s.offset.min(end)..end] {
+                    if *byte != b'\n' {
+                        *byte = b'*';
+                    }
+                }
+            }
+        }
+        match bytes {
+            // Whole multi-byte characters may be masked partly; lossy keeps it valid text.
+            Some(b) => Arc::new(String::from_utf8_lossy(&b).into_owned()),
+            None => self.source.clone(),
+        }
+    }
+
     /// Each diagnostic as a miette diagnostic bound to the file's source.
     pub fn miette(&self) -> impl Iterator<Item = SpecDiagnostic> + '_ {
-        let named = NamedSource::new(self.path.display().to_string(), self.source.clone());
+        let named = NamedSource::new(self.path.display().to_string(), self.shown_source());
         let end = self.source.len();
         self.diagnostics.iter().map(move |d| {
             let mut diag = d.clone();

@@ -53,7 +53,14 @@ pub enum Command {
 
 /// Parses arguments, runs the command, prints any error as a diagnostic.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, not clap's 2: with `plan --detailed-exitcode`, 2 means "changes".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::ERROR } else { exit::OK });
+        }
+    };
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),

@@ -283,6 +283,7 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
         if allowed {
             continue;
         }
+        let secret = matches!(f.lint, "plaintext-credential" | "forbidden-default");
         let mut d = Diagnostic::error(format!("lint::{}", f.lint), f.message)
             .at(span, f.label)
             .help(format!(
@@ -290,7 +291,7 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
                 f.help, f.lint
             ));
         d.severity = severity;
-        out.push(d);
+        out.push(if secret { d.redacted() } else { d });
     }
     for a in allows.into_values().flatten() {
         if !LINTS.iter().any(|(name, _)| *name == a.lint) {

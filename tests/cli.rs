@@ -1,0 +1,186 @@
+//! The command line as a user meets it: exit codes, formats, colour, errors.
+
+mod common;
+
+use common::{Berth, repo};
+
+const QUICKSTART: &str = "examples/quickstart/berth.yaml";
+const MR_V1: &str = "examples/multi-region/berth.yaml";
+const MR_V2: &str = "examples/multi-region/berth.v2.yaml";
+
+#[test]
+fn validate_clean_spec_exits_zero() {
+    let r = Berth::new().args(["validate", QUICKSTART]).run().code(0);
+    assert!(r.stderr().contains("is valid"), "{}", r.stderr());
+}
+
+#[test]
+fn validate_takes_the_file_from_dash_f_too() {
+    Berth::new().args(["-f", QUICKSTART, "validate"]).run().code(0);
+    Berth::new().args(["validate", "-f", QUICKSTART]).run().code(0);
+}
+
+#[test]
+fn validate_invalid_spec_exits_one_with_every_diagnostic() {
+    let r = Berth::new()
+        .args(["validate", "fixtures/invalid/five-mistakes.yaml"])
+        .run()
+        .code(1);
+    let err = r.stderr();
+    assert_eq!(err.matches("  × ").count(), 5, "{err}");
+    assert!(err.contains("5 error(s)"), "{err}");
+}
+
+#[test]
+fn validate_json_is_machine_readable() {
+    let r = Berth::new()
+        .args(["validate", "--format", "json", "fixtures/invalid/dependency-cycle.yaml"])
+        .run()
+        .code(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "dependency-cycle");
+    assert_eq!(d["severity"], "error");
+    assert!(d["line"].as_u64().unwrap() > 1);
+    assert!(d["message"].as_str().unwrap().contains(" -> "));
+    assert!(d["help"].is_string());
+
+    let r = Berth::new().args(["validate", "--format", "json", QUICKSTART]).run().code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["diagnostics"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn warnings_do_not_fail_validate_but_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("berth.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nproject: dev\nenvironment: development\npods:\n  api:\n    image: api:1\n    env: { API_TOKEN: abc123 }\n",
+    )
+    .unwrap();
+    let r = Berth::new().dir(dir.path()).args(["validate"]).run().code(0);
+    assert!(r.stderr().contains("lint::plaintext-credential"), "{}", r.stderr());
+    assert!(r.stderr().contains("1 warning(s)"), "{}", r.stderr());
+    // The flagged value itself is never printed, not even in the source snippet.
+    assert!(!r.stderr().contains("abc123"), "{}", r.stderr());
+    assert!(r.stderr().contains("API_TOKEN: ******"), "{}", r.stderr());
+
+    std::fs::write(
+        &spec,
+        "version: 1\nproject: dev\nenvironment: production\npods:\n  api:\n    image: api:1\n    env: { API_TOKEN: abc123 }\n",
+    )
+    .unwrap();
+    Berth::new().dir(dir.path()).args(["validate"]).run().code(1);
+}
+
+#[test]
+fn a_missing_spec_is_a_diagnostic_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Berth::new().dir(dir.path()).args(["validate"]).run().code(1);
+    let err = r.stderr();
+    assert!(err.contains("cannot read spec `berth.yaml`"), "{err}");
+    assert!(err.contains("-f FILE"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn plan_detailed_exitcode() {
+    Berth::new()
+        .args(["plan", "-f", MR_V1, "--against", MR_V1, "--detailed-exitcode"])
+        .run()
+        .code(0);
+    Berth::new()
+        .args(["plan", "-f", MR_V2, "--against", MR_V1, "--detailed-exitcode"])
+        .run()
+        .code(2);
+    // Without the flag, changes are success.
+    Berth::new().args(["plan", "-f", MR_V2, "--against", MR_V1]).run().code(0);
+    // An invalid side is an error, with its diagnostics.
+    let r = Berth::new()
+        .args(["plan", "-f", MR_V2, "--against", "fixtures/invalid/dependency-cycle.yaml", "--detailed-exitcode"])
+        .run()
+        .code(1);
+    assert!(r.stderr().contains("dependency cycle"), "{}", r.stderr());
+}
+
+#[test]
+fn plan_json_parses_and_round_trips() {
+    let r = Berth::new()
+        .args(["plan", "-f", MR_V2, "--against", MR_V1, "--format", "json"])
+        .run()
+        .code(0);
+    let plan: berth::plan::Plan = serde_json::from_str(&r.stdout()).expect("plan json");
+    assert_eq!(plan.format_version, berth::plan::PLAN_FORMAT_VERSION);
+    assert!(plan.has_changes());
+    let again = serde_json::to_string_pretty(&plan).unwrap() + "\n";
+    assert_eq!(again, r.stdout());
+}
+
+#[test]
+fn colour_only_on_request_and_never_with_no_color() {
+    let args = ["plan", "-f", MR_V2, "--against", MR_V1];
+    let piped = Berth::new().args(args).run().code(0);
+    assert!(!piped.stdout().contains('\x1b'), "no colour into a pipe");
+    let forced = Berth::new().args(args).env("CLICOLOR_FORCE", "1").run().code(0);
+    assert!(forced.stdout().contains('\x1b'), "CLICOLOR_FORCE colours");
+    let no_color = Berth::new()
+        .args(args)
+        .env("CLICOLOR_FORCE", "1")
+        .env("NO_COLOR", "1")
+        .run()
+        .code(0);
+    assert!(!no_color.stdout().contains('\x1b'), "NO_COLOR wins");
+    assert_eq!(no_color.stdout(), piped.stdout());
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let dot = Berth::new().args(["graph", "-f", MR_V1]).run().code(0).stdout();
+    assert!(dot.starts_with("digraph berth {"), "{dot}");
+    assert!(dot.contains("\"pod.api[0]@fra\" -> \"network.default@fra\""), "{dot}");
+    let mermaid = Berth::new()
+        .args(["graph", "-f", MR_V1, "--format", "mermaid"])
+        .run()
+        .code(0)
+        .stdout();
+    assert!(mermaid.starts_with("flowchart RL\n"), "{mermaid}");
+    assert!(mermaid.contains("[\"proxy@ord\"]"), "{mermaid}");
+}
+
+#[test]
+fn schema_write_renews_both_generated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    Berth::new()
+        .args(["schema", "--write"])
+        .arg_path(dir.path())
+        .run()
+        .code(0);
+    for f in ["schemas/berth.schema.json", "docs/spec.md"] {
+        let fresh = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let checked_in = std::fs::read_to_string(repo().join(f)).unwrap();
+        assert_eq!(fresh, checked_in, "{f} is stale: run `cargo run -- schema --write`");
+    }
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    // 1, not clap's usual 2, which `--detailed-exitcode` reserves for "changes".
+    let r = Berth::new().args(["plan", "--format", "xml"]).run().code(1);
+    assert!(r.stderr().contains("invalid value 'xml'"), "{}", r.stderr());
+}
+
+trait ArgPath {
+    fn arg_path(self, p: &std::path::Path) -> Self;
+}
+
+impl ArgPath for Berth {
+    fn arg_path(self, p: &std::path::Path) -> Self {
+        self.args([p])
+    }
+}

@@ -1,0 +1,77 @@
+//! The test harness for the `berth` binary: run it from the repository root with arguments
+//! and environment, then assert on the exit code and output.
+//!
+//! ```ignore
+//! Berth::new().args(["validate", "examples/quickstart/berth.yaml"]).run().code(0);
+//! ```
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Berth {
+    cmd: Command,
+}
+
+impl Berth {
+    pub fn new() -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.current_dir(repo());
+        // Output is a pipe here; clear what would force colour on.
+        cmd.env_remove("CLICOLOR_FORCE").env_remove("NO_COLOR").env_remove("BERTH_FILE");
+        Berth { cmd }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn run(mut self) -> Run {
+        let out = self.cmd.output().expect("berth runs");
+        Run(out)
+    }
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn code(self, expected: i32) -> Self {
+        assert_eq!(
+            self.0.status.code(),
+            Some(expected),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
