@@ -148,7 +148,7 @@ impl Report {
                 let b = bytes.get_or_insert_with(|| self.source.as_bytes().to_vec());
                 let end = (s.offset + s.len).min(b.len());
                 for byte in &mut b[s.offset.min(end)..end] {
-                    if *byte != b'\n' {
+                    if !byte.is_ascii_whitespace() {
                         *byte = b'*';
                     }
                 }

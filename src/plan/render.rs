@@ -20,10 +20,14 @@ fn style(action: Action) -> Style {
     Style::new().fg_color(Some(color.into()))
 }
 
-/// `"text"` with control characters escaped, so a value cannot break the layout.
+/// `"text"` with control characters escaped, so a value cannot break the layout; a list
+/// (already JSON, e.g. a command) is shown as it is.
 fn quote(v: &str) -> String {
+    let list = v.starts_with('[') && v.ends_with(']');
     let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
+    if !list {
+        out.push('"');
+    }
     for c in v.chars() {
         if c.is_control() {
             out.extend(c.escape_default());
@@ -31,7 +35,9 @@ fn quote(v: &str) -> String {
             out.push(c);
         }
     }
-    out.push('"');
+    if !list {
+        out.push('"');
+    }
     out
 }
 
@@ -59,39 +65,40 @@ pub fn summary_line(plan: &Plan) -> String {
     format!("Plan: {}; {} unchanged.", parts.join(", "), s.no_op)
 }
 
-/// Lines of one change, without colour: the header, then one line per field.
-fn change_lines(c: &Change) -> (String, Vec<String>) {
-    let mut head = format!("{:>3} {}", c.symbol(), c.address);
+/// What happens to a resource and why: `replace, blue-green: image forces replacement`.
+fn describe(c: &Change) -> String {
     let verb = match c.replace_order {
         Some(ReplaceOrder::CreateBeforeDestroy) => "replace, blue-green",
         Some(ReplaceOrder::DestroyBeforeCreate) => "replace, recreate",
         None => c.action.verb(),
     };
     match &c.reason {
-        Some(r) => {
-            let _ = write!(head, "  ({verb}: {r})");
-        }
-        None => {
-            let _ = write!(head, "  ({verb})");
-        }
+        Some(r) => format!("{verb}: {r}"),
+        None => verb.to_owned(),
     }
-    let mut lines = Vec::new();
-    if c.action != Action::Delete {
-        for f in &c.fields {
+}
+
+/// One line per changed field, without colour.
+fn field_lines(c: &Change) -> Vec<String> {
+    if c.action == Action::Delete {
+        return Vec::new();
+    }
+    c.fields
+        .iter()
+        .filter_map(|f| {
             let line = match (&f.old, &f.new) {
                 (None, Some(n)) => format!("      + {}: {}", f.field, quote(n)),
                 (Some(o), None) => format!("      - {}: {}", f.field, quote(o)),
                 (Some(o), Some(n)) => format!("      ~ {}: {} -> {}", f.field, quote(o), quote(n)),
-                (None, None) => continue,
+                (None, None) => return None,
             };
-            if f.forces_replacement {
-                lines.push(format!("{line}  # forces replacement"));
+            Some(if f.forces_replacement {
+                format!("{line}  # forces replacement")
             } else {
-                lines.push(line);
-            }
-        }
-    }
-    (head, lines)
+                line
+            })
+        })
+        .collect()
 }
 
 /// The human rendering; `color` adds ANSI styles (the caller decides, honouring NO_COLOR
@@ -109,9 +116,9 @@ pub fn human(plan: &Plan, color: bool) -> String {
     let _ = writeln!(out, "berth plan for project `{}`, {}\n", plan.project, origin(plan));
     let mut gates = Vec::new();
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        let (head, lines) = change_lines(c);
+        let head = format!("{:>3} {}  ({})", c.symbol(), c.address, describe(c));
         let _ = writeln!(out, "{}", paint(style(c.action).bold(), &head));
-        for l in lines {
+        for l in field_lines(c) {
             let _ = writeln!(out, "{}", paint(style(c.action), &l));
         }
         out.push('\n');
@@ -152,10 +159,7 @@ pub fn markdown(plan: &Plan) -> String {
     }
     out.push_str("| | resource | change |\n|---|---|---|\n");
     for c in &changed {
-        let why = c
-            .reason
-            .as_ref()
-            .map_or(c.action.verb().to_owned(), |r| format!("{}: {r}", c.action.verb()));
+        let why = describe(c);
         let _ = writeln!(
             out,
             "| `{}` | `{}` | {} |",
@@ -166,16 +170,14 @@ pub fn markdown(plan: &Plan) -> String {
     }
     out.push_str("\n<details><summary>Field changes</summary>\n\n```diff\n");
     for c in &changed {
-        let (head, lines) = change_lines(c);
-        // Leading `+`/`-`/`!` colour the line in a diff block.
+        // A leading `+` or `-` colours the line in a diff block; other changes stay plain.
         let marker = match c.action {
-            Action::Create => "+",
-            Action::Delete => "-",
-            Action::Replace | Action::Heal => "!",
-            _ => " ",
+            Action::Create => '+',
+            Action::Delete => '-',
+            _ => ' ',
         };
-        let _ = writeln!(out, "{marker}{}", head.trim_start());
-        for l in lines {
+        let _ = writeln!(out, "{marker} {} {}  ({})", c.symbol(), c.address, describe(c));
+        for l in field_lines(c) {
             let _ = writeln!(out, "{marker}{l}");
         }
     }

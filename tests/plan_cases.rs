@@ -1,0 +1,95 @@
+//! Planner cases: `(old.yaml, new.yaml) -> plan` in all three renderings, as snapshots a
+//! person has read (fixtures/plan/snapshots). Each case directory under `fixtures/plan/`
+//! holds the two revisions; the multi-region example's two revisions are a case too.
+
+use std::path::Path;
+
+use berth::ops::plan_against_files;
+use berth::plan::{Action, Plan, render};
+
+fn plan(new: &str, old: &str) -> Plan {
+    match plan_against_files(Path::new(new), Path::new(old)) {
+        Ok(p) => p.plan,
+        Err(e) => panic!("{new} against {old}: {e}"),
+    }
+}
+
+fn snapshot_all(name: &str, plan: &Plan) {
+    insta::with_settings!({
+        snapshot_path => "../fixtures/plan/snapshots",
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!(format!("{name}.human"), render::human(plan, false));
+        insta::assert_snapshot!(format!("{name}.md"), render::markdown(plan));
+        insta::assert_snapshot!(format!("{name}.json"), render::json(plan));
+    });
+    // The JSON is the plan: it parses back into the same value.
+    let back: Plan = serde_json::from_str(&render::json(plan)).expect("plan json parses");
+    assert_eq!(&back, plan);
+}
+
+#[test]
+fn fixture_cases() {
+    let mut cases: Vec<_> = std::fs::read_dir("fixtures/plan")
+        .expect("fixtures/plan")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("new.yaml").is_file())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "{cases:?}");
+    for dir in cases {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let d = dir.display();
+        let p = plan(&format!("{d}/new.yaml"), &format!("{d}/old.yaml"));
+        snapshot_all(&name, &p);
+    }
+}
+
+#[test]
+fn multi_region_revision() {
+    let p = plan(
+        "examples/multi-region/berth.v2.yaml",
+        "examples/multi-region/berth.yaml",
+    );
+    snapshot_all("multi-region", &p);
+    // Exactly the changes of the pull request, whatever the wording.
+    let mut changed: Vec<(String, Action)> = p
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect();
+    changed.sort();
+    let expected = [
+        ("backup.db@fra", Action::Update),
+        ("pod.api[0]@fra", Action::Replace),
+        ("pod.api[0]@ord", Action::Replace),
+        ("pod.api[1]@fra", Action::Replace),
+        ("pod.api[1]@ord", Action::Replace),
+        ("pod.scheduler@fra", Action::Delete),
+        ("pod.worker@fra", Action::Create),
+        ("proxy@fra", Action::Update),
+        ("proxy@ord", Action::Update),
+        ("rate_limit.api@fra", Action::Update),
+        ("rate_limit.api@ord", Action::Update),
+    ];
+    let expected: Vec<(String, Action)> =
+        expected.iter().map(|(a, x)| (a.to_string(), *x)).collect();
+    assert_eq!(changed, expected);
+}
+
+#[test]
+fn every_example_plans_no_changes_against_itself() {
+    for f in [
+        "examples/quickstart/berth.yaml",
+        "examples/ai-agents/berth.yaml",
+        "examples/multi-region/berth.yaml",
+        "examples/multi-region/berth.v2.yaml",
+        "examples/production/berth.yaml",
+    ] {
+        let p = plan(f, f);
+        assert!(!p.has_changes(), "{f}: {}", render::human(&p, false));
+        assert!(p.summary.no_op > 0);
+    }
+}
