@@ -1,0 +1,90 @@
+//! Every example validates without a single diagnostic, tells editors where the schema is,
+//! and the checked-in schema and reference are what the types generate.
+
+use std::path::{Path, PathBuf};
+
+use berth::spec::load_file;
+use berth::spec::schema::{REFERENCE_PATH, SCHEMA_PATH, reference_markdown, schema_json};
+
+fn example_specs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir("examples").expect("examples/") {
+        let dir = dir.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).expect("example dir") {
+            let f = f.expect("entry").path();
+            if f.extension().is_some_and(|e| e == "yaml") {
+                out.push(f);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_example_validates_clean() {
+    let specs = example_specs();
+    for required in [
+        "examples/quickstart/berth.yaml",
+        "examples/ai-agents/berth.yaml",
+        "examples/multi-region/berth.yaml",
+        "examples/multi-region/berth.v2.yaml",
+        "examples/production/berth.yaml",
+    ] {
+        assert!(specs.contains(&PathBuf::from(required)), "missing {required}");
+    }
+    for path in specs {
+        let loaded = load_file(&path).expect("readable");
+        assert!(
+            loaded.report.diagnostics.is_empty(),
+            "{} is not clean:\n{}",
+            path.display(),
+            loaded.report.render(false)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "# yaml-language-server: $schema=../../schemas/berth.schema.json",
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn checked_in_schema_is_current() {
+    let checked_in = std::fs::read_to_string(SCHEMA_PATH).expect("schema file");
+    assert!(
+        checked_in == schema_json(),
+        "{SCHEMA_PATH} is stale: run `cargo run -- schema --write`"
+    );
+    let v: serde_json::Value = serde_json::from_str(&checked_in).expect("schema is JSON");
+    assert_eq!(v["title"], "berth spec");
+    assert_eq!(v["additionalProperties"], false, "unknown top-level keys are refused");
+}
+
+#[test]
+fn checked_in_reference_is_current() {
+    let checked_in = std::fs::read_to_string(REFERENCE_PATH).expect("reference file");
+    assert!(
+        checked_in == reference_markdown(),
+        "{REFERENCE_PATH} is stale: run `cargo run -- schema --write`"
+    );
+    for section in ["## Pod", "## Secret", "## Backup", "## Proxy", "## Region", "## Duration"] {
+        assert!(checked_in.contains(section), "{section}");
+    }
+}
+
+#[test]
+fn examples_are_graphs() {
+    for path in example_specs() {
+        let loaded = load_file(Path::new(&path)).unwrap();
+        let spec = loaded.spec.expect("parsed");
+        let g = berth::resources::graph(&spec).expect("graph");
+        assert!(g.len() > 3, "{}", path.display());
+    }
+}
