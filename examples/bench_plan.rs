@@ -12,7 +12,6 @@
 use std::process::Command;
 use std::time::Instant;
 
-
 const CHAIN: usize = 100;
 
 fn spec_text(pods: usize, version: u32, rich: bool) -> String {
@@ -21,17 +20,23 @@ fn spec_text(pods: usize, version: u32, rich: bool) -> String {
     s.push_str("recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]\n");
     s.push_str("secrets:\n");
     for i in 0..pods {
-        s.push_str(&format!("  key-{i}: {{ file: secrets/key-{i}.age, min_length: 16 }}\n"));
+        s.push_str(&format!(
+            "  key-{i}: {{ file: secrets/key-{i}.age, min_length: 16 }}\n"
+        ));
     }
     s.push_str("pods:\n");
     for i in 0..pods {
         // 1% of the pods get a new image in the new revision.
         let tag = if i % 100 == 7 { version } else { 1 };
-        s.push_str(&format!("  app-{i}:\n    image: registry.example/app-{i}:{tag}\n"));
+        s.push_str(&format!(
+            "  app-{i}:\n    image: registry.example/app-{i}:{tag}\n"
+        ));
         s.push_str(&format!("    secrets: [key-{i}]\n"));
         if rich {
             s.push_str(&format!("    env: {{ INDEX: \"{i}\", MODE: worker }}\n"));
-            s.push_str("    health: { http: { port: 8080, path: /health }, interval: 2s, retries: 5 }\n");
+            s.push_str(
+                "    health: { http: { port: 8080, path: /health }, interval: 2s, retries: 5 }\n",
+            );
         }
         if i % CHAIN != 0 {
             s.push_str(&format!("    depends_on: [app-{}]\n", i - 1));
@@ -61,12 +66,17 @@ fn one(pods: usize, rich: bool) {
     let t0 = Instant::now();
     let result = berth::ops::plan_against_files(&new_path, &old_path);
     let elapsed = t0.elapsed();
-    if std::env::var_os("KEEP").is_none() { let _ = std::fs::remove_dir_all(&dir); }
+    if std::env::var_os("KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let plan = match result {
         Ok(p) => p.plan,
         Err(e) => panic!("plan failed: {e}"),
     };
-    assert_eq!(plan.summary.replace, pods / 100 + usize::from(pods % 100 > 7));
+    assert_eq!(
+        plan.summary.replace,
+        pods / 100 + usize::from(pods % 100 > 7)
+    );
     println!(
         "{:<7} {pods:>6} pods + {pods:>6} secrets | {:>8} resources | spec {:>5.1} MiB each | plan --against {:>7.1} ms | {:>3} changes | peak RSS {:>6.1} MiB (harness {:>4.1} MiB)",
         if rich { "rich" } else { "trivial" },
@@ -90,10 +100,16 @@ fn main() {
     let sizes: Vec<usize> = if args.is_empty() {
         vec![1_000, 10_000, 50_000]
     } else {
-        args.iter().map(|a| a.parse().expect("sizes are numbers")).collect()
+        args.iter()
+            .map(|a| a.parse().expect("sizes are numbers"))
+            .collect()
     };
     let exe = std::env::current_exe().expect("own path");
-    println!("machine: {} cores; berth {}", std::thread::available_parallelism().map_or(0, |n| n.get()), env!("CARGO_PKG_VERSION"));
+    println!(
+        "machine: {} cores; berth {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        env!("CARGO_PKG_VERSION")
+    );
     for shape in ["trivial", "rich"] {
         for &n in &sizes {
             let status = Command::new(&exe)

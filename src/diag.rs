@@ -284,7 +284,9 @@ impl miette::Diagnostic for SpecDiagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.diag.span.map(|_| &self.source as &dyn miette::SourceCode)
+        self.diag
+            .span
+            .map(|_| &self.source as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

@@ -170,9 +170,9 @@ pub struct Resource {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GraphError {
     #[error("resource `{0}` is defined twice")]
-    Duplicate(Address),
+    Duplicate(String),
     #[error("`{from}` depends on `{to}`, which does not exist")]
-    Dangling { from: Address, to: Address },
+    Dangling { from: String, to: String },
     #[error("the resources {0} depend on each other in a cycle")]
     Cycle(String),
 }
@@ -196,15 +196,15 @@ impl ResourceGraph {
             let addr = r.address.clone();
             let n = graph.add_node(r);
             if index.insert(addr.clone(), n).is_some() {
-                return Err(GraphError::Duplicate(addr));
+                return Err(GraphError::Duplicate(addr.to_string()));
             }
         }
         let mut edges = Vec::new();
         for n in graph.node_indices() {
             for dep in &graph[n].depends_on {
                 let to = *index.get(dep).ok_or_else(|| GraphError::Dangling {
-                    from: graph[n].address.clone(),
-                    to: dep.clone(),
+                    from: graph[n].address.to_string(),
+                    to: dep.to_string(),
                 })?;
                 edges.push((n, to));
             }
@@ -363,10 +363,26 @@ mod tests {
 
     #[test]
     fn addresses_round_trip() {
-        for a in ["pod.api", "pod.api[1]", "pod.api[0]@ord", "proxy", "proxy@fra", "rate_limit.api", "network.default@fra"] {
+        for a in [
+            "pod.api",
+            "pod.api[1]",
+            "pod.api[0]@ord",
+            "proxy",
+            "proxy@fra",
+            "rate_limit.api",
+            "network.default@fra",
+        ] {
             assert_eq!(a.parse::<Address>().unwrap().to_string(), a);
         }
-        for bad in ["", "pod", "pod.", "proxy.x", "thing.x", "pod.api[x]", "pod.api@"] {
+        for bad in [
+            "",
+            "pod",
+            "pod.",
+            "proxy.x",
+            "thing.x",
+            "pod.api[x]",
+            "pod.api@",
+        ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
     }
@@ -387,13 +403,21 @@ mod tests {
             .into_iter()
             .map(|l| l.into_iter().map(|a| a.to_string()).collect())
             .collect();
-        assert_eq!(layers, vec![vec!["secret.jwt", "pod.db"], vec!["pod.api"], vec!["pod.web"]]);
+        assert_eq!(
+            layers,
+            vec![
+                vec!["secret.jwt", "pod.db"],
+                vec!["pod.api"],
+                vec!["pod.web"]
+            ]
+        );
         assert_eq!(g.dependents(&"pod.api".parse().unwrap()).len(), 1);
     }
 
     #[test]
     fn cycles_and_dangling_edges_are_refused() {
-        let e = ResourceGraph::new(vec![res("pod.a", &["pod.b"]), res("pod.b", &["pod.a"])]).unwrap_err();
+        let e = ResourceGraph::new(vec![res("pod.a", &["pod.b"]), res("pod.b", &["pod.a"])])
+            .unwrap_err();
         assert!(matches!(e, GraphError::Cycle(_)));
         let e = ResourceGraph::new(vec![res("pod.a", &["pod.zz"])]).unwrap_err();
         assert!(matches!(e, GraphError::Dangling { .. }));

@@ -19,10 +19,16 @@ pub enum OpError {
     Read(#[from] ReadError),
     /// The spec has errors; the report holds them (already rendered by the caller).
     #[error("`{}` has {} error(s)", .0.path.display(), .0.errors())]
-    #[diagnostic(code(berth::invalid_spec), help("fix the errors above, then run the command again"))]
+    #[diagnostic(
+        code(berth::invalid_spec),
+        help("fix the errors above, then run the command again")
+    )]
     Invalid(Box<Report>),
     #[error("cannot write `{path}`: {source}")]
-    #[diagnostic(code(berth::write), help("check that the directory exists and is writable"))]
+    #[diagnostic(
+        code(berth::write),
+        help("check that the directory exists and is writable")
+    )]
     Write {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -71,7 +77,21 @@ pub fn plan_against(new: &Spec, old: &Spec, old_name: &str) -> Result<Plan, OpEr
 pub struct AgainstPlan {
     pub plan: Plan,
     pub new: Report,
-    pub old: Report,
+    /// `None` when the old file was empty (nothing deployed yet).
+    pub old: Option<Report>,
+}
+
+fn is_empty_file(path: &Path) -> Result<bool, OpError> {
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() > 64 * 1024 {
+        return Ok(false);
+    }
+    let text = std::fs::read(path).map_err(io)?;
+    Ok(crate::spec::load::is_blank(&String::from_utf8_lossy(&text)))
 }
 
 /// `plan -f NEW --against OLD`: loads, checks and expands both files concurrently (they
@@ -79,9 +99,14 @@ pub struct AgainstPlan {
 pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError> {
     let (new_side, old_side) = std::thread::scope(|s| {
         let old_thread = s.spawn(|| -> Result<_, OpError> {
+            // An empty file is "nothing deployed yet": `--against /dev/null` plans a first
+            // deployment, as CI does in the pull request that adds berth.yaml.
+            if is_empty_file(old)? {
+                return Ok((None, Vec::new()));
+            }
             let valid = load_valid(old)?;
             let resources = resources::desired(&valid.spec);
-            Ok((valid.report, resources))
+            Ok((Some(valid.report), resources))
         });
         let new_side = (|| -> Result<_, OpError> {
             let valid = load_valid(new)?;

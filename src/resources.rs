@@ -46,7 +46,10 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
         let mut a = BTreeMap::new();
         a.insert("file".into(), s.item.file.value.clone());
         let recipients = s.item.recipients.as_ref().unwrap_or(&spec.recipients);
-        a.insert("recipients".into(), sorted_list(recipients.iter().map(|r| r.value.as_str())));
+        a.insert(
+            "recipients".into(),
+            sorted_list(recipients.iter().map(|r| r.value.as_str())),
+        );
         if let Some(f) = s.item.format {
             a.insert("format".into(), f.as_str().into());
         }
@@ -66,8 +69,11 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
         });
     }
 
-    let mounted_anywhere: HashSet<&str> =
-        spec.pods.iter().flat_map(|p| named_mounts(&p.item)).collect();
+    let mounted_anywhere: HashSet<&str> = spec
+        .pods
+        .iter()
+        .flat_map(|p| named_mounts(&p.item))
+        .collect();
     for region in regions(spec) {
         let network = Address::new(Kind::Network, "default").region(region);
         out.push(Resource {
@@ -147,7 +153,10 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
             let mut a = BTreeMap::new();
             let mut deps = vec![network.clone()];
             a.insert("image".into(), proxy.image.value.clone());
-            a.insert("listen".into(), list(proxy.listen.iter().map(|p| p.to_string())));
+            a.insert(
+                "listen".into(),
+                list(proxy.listen.iter().map(|p| p.to_string())),
+            );
             a.insert(
                 "security_headers".into(),
                 proxy.security_headers.map_or("off", |s| s.as_str()).into(),
@@ -167,7 +176,10 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
                     deps.push(Address::new(Kind::RateLimit, &l.value).region(region));
                 }
                 if !r.cors.is_empty() {
-                    v.push_str(&format!(", cors {}", sorted_list(r.cors.iter().map(|c| c.value.as_str()))));
+                    v.push_str(&format!(
+                        ", cors {}",
+                        sorted_list(r.cors.iter().map(|c| c.value.as_str()))
+                    ));
                 }
                 a.insert(format!("route[{}]", r.key()), v);
                 if let Some((pod, _)) = r.target() {
@@ -217,7 +229,11 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
                 a.insert("schedule".into(), s.value.clone());
             }
             if let Some(r) = &b.item.retention {
-                for (k, v) in [("daily", r.daily), ("weekly", r.weekly), ("monthly", r.monthly)] {
+                for (k, v) in [
+                    ("daily", r.daily),
+                    ("weekly", r.weekly),
+                    ("monthly", r.monthly),
+                ] {
                     if let Some(v) = v {
                         a.insert(format!("retention.{k}"), v.to_string());
                     }
@@ -228,7 +244,10 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
                 a.insert("consistent".into(), format!("{c:?}").to_lowercase());
             }
             let recipients = b.item.recipients.as_ref().unwrap_or(&spec.recipients);
-            a.insert("recipients".into(), sorted_list(recipients.iter().map(|r| r.value.as_str())));
+            a.insert(
+                "recipients".into(),
+                sorted_list(recipients.iter().map(|r| r.value.as_str())),
+            );
             deps.sort();
             deps.dedup();
             out.push(Resource {
@@ -290,7 +309,10 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
         a.insert("build.context".into(), b.value.context.clone());
         a.insert(
             "build.dockerfile".into(),
-            b.value.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
+            b.value
+                .dockerfile
+                .clone()
+                .unwrap_or_else(|| "Dockerfile".into()),
         );
         for (k, v) in &b.value.args {
             a.insert(format!("build.args.{k}"), v.clone());
@@ -330,12 +352,19 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
     for m in &pod.volumes {
         if let Ok(mount) = Mount::parse(&m.value) {
             let mode = if mount.read_only { "ro" } else { "rw" };
-            a.insert(format!("mount[{}]", mount.target), format!("{} ({mode})", mount.source));
+            a.insert(
+                format!("mount[{}]", mount.target),
+                format!("{} ({mode})", mount.source),
+            );
         }
     }
     for p in &pod.ports {
         if let Ok(pm) = PortMapping::parse(&p.value) {
-            let ip = if pm.ip.is_empty() { "0.0.0.0" } else { pm.ip.as_str() };
+            let ip = if pm.ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                pm.ip.as_str()
+            };
             a.insert(
                 format!("port[{ip}:{}/{}]", pm.host, pm.protocol),
                 pm.container.to_string(),

@@ -16,8 +16,14 @@ fn validate_clean_spec_exits_zero() {
 
 #[test]
 fn validate_takes_the_file_from_dash_f_too() {
-    Berth::new().args(["-f", QUICKSTART, "validate"]).run().code(0);
-    Berth::new().args(["validate", "-f", QUICKSTART]).run().code(0);
+    Berth::new()
+        .args(["-f", QUICKSTART, "validate"])
+        .run()
+        .code(0);
+    Berth::new()
+        .args(["validate", "-f", QUICKSTART])
+        .run()
+        .code(0);
 }
 
 #[test]
@@ -34,7 +40,12 @@ fn validate_invalid_spec_exits_one_with_every_diagnostic() {
 #[test]
 fn validate_json_is_machine_readable() {
     let r = Berth::new()
-        .args(["validate", "--format", "json", "fixtures/invalid/dependency-cycle.yaml"])
+        .args([
+            "validate",
+            "--format",
+            "json",
+            "fixtures/invalid/dependency-cycle.yaml",
+        ])
         .run()
         .code(1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
@@ -47,7 +58,10 @@ fn validate_json_is_machine_readable() {
     assert!(d["message"].as_str().unwrap().contains(" -> "));
     assert!(d["help"].is_string());
 
-    let r = Berth::new().args(["validate", "--format", "json", QUICKSTART]).run().code(0);
+    let r = Berth::new()
+        .args(["validate", "--format", "json", QUICKSTART])
+        .run()
+        .code(0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
     assert_eq!(v["valid"], true);
     assert_eq!(v["diagnostics"].as_array().unwrap().len(), 0);
@@ -62,8 +76,16 @@ fn warnings_do_not_fail_validate_but_are_shown() {
         "version: 1\nproject: dev\nenvironment: development\npods:\n  api:\n    image: api:1\n    env: { API_TOKEN: abc123 }\n",
     )
     .unwrap();
-    let r = Berth::new().dir(dir.path()).args(["validate"]).run().code(0);
-    assert!(r.stderr().contains("lint::plaintext-credential"), "{}", r.stderr());
+    let r = Berth::new()
+        .dir(dir.path())
+        .args(["validate"])
+        .run()
+        .code(0);
+    assert!(
+        r.stderr().contains("lint::plaintext-credential"),
+        "{}",
+        r.stderr()
+    );
     assert!(r.stderr().contains("1 warning(s)"), "{}", r.stderr());
     // The flagged value itself is never printed, not even in the source snippet.
     assert!(!r.stderr().contains("abc123"), "{}", r.stderr());
@@ -74,13 +96,21 @@ fn warnings_do_not_fail_validate_but_are_shown() {
         "version: 1\nproject: dev\nenvironment: production\npods:\n  api:\n    image: api:1\n    env: { API_TOKEN: abc123 }\n",
     )
     .unwrap();
-    Berth::new().dir(dir.path()).args(["validate"]).run().code(1);
+    Berth::new()
+        .dir(dir.path())
+        .args(["validate"])
+        .run()
+        .code(1);
 }
 
 #[test]
 fn a_missing_spec_is_a_diagnostic_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Berth::new().dir(dir.path()).args(["validate"]).run().code(1);
+    let r = Berth::new()
+        .dir(dir.path())
+        .args(["validate"])
+        .run()
+        .code(1);
     let err = r.stderr();
     assert!(err.contains("cannot read spec `berth.yaml`"), "{err}");
     assert!(err.contains("-f FILE"), "{err}");
@@ -90,21 +120,69 @@ fn a_missing_spec_is_a_diagnostic_not_a_panic() {
 #[test]
 fn plan_detailed_exitcode() {
     Berth::new()
-        .args(["plan", "-f", MR_V1, "--against", MR_V1, "--detailed-exitcode"])
+        .args([
+            "plan",
+            "-f",
+            MR_V1,
+            "--against",
+            MR_V1,
+            "--detailed-exitcode",
+        ])
         .run()
         .code(0);
     Berth::new()
-        .args(["plan", "-f", MR_V2, "--against", MR_V1, "--detailed-exitcode"])
+        .args([
+            "plan",
+            "-f",
+            MR_V2,
+            "--against",
+            MR_V1,
+            "--detailed-exitcode",
+        ])
         .run()
         .code(2);
     // Without the flag, changes are success.
-    Berth::new().args(["plan", "-f", MR_V2, "--against", MR_V1]).run().code(0);
+    Berth::new()
+        .args(["plan", "-f", MR_V2, "--against", MR_V1])
+        .run()
+        .code(0);
     // An invalid side is an error, with its diagnostics.
     let r = Berth::new()
-        .args(["plan", "-f", MR_V2, "--against", "fixtures/invalid/dependency-cycle.yaml", "--detailed-exitcode"])
+        .args([
+            "plan",
+            "-f",
+            MR_V2,
+            "--against",
+            "fixtures/invalid/dependency-cycle.yaml",
+            "--detailed-exitcode",
+        ])
         .run()
         .code(1);
     assert!(r.stderr().contains("dependency cycle"), "{}", r.stderr());
+}
+
+#[test]
+fn plan_against_an_empty_file_is_a_first_deployment() {
+    let r = Berth::new()
+        .args([
+            "plan",
+            "-f",
+            QUICKSTART,
+            "--against",
+            "/dev/null",
+            "--format",
+            "json",
+            "--detailed-exitcode",
+        ])
+        .run()
+        .code(2);
+    let plan: berth::plan::Plan = serde_json::from_str(&r.stdout()).expect("plan json");
+    assert!(
+        plan.changes
+            .iter()
+            .all(|c| c.action == berth::plan::Action::Create)
+    );
+    assert_eq!(plan.summary.create, plan.changes.len());
 }
 
 #[test]
@@ -125,7 +203,11 @@ fn colour_only_on_request_and_never_with_no_color() {
     let args = ["plan", "-f", MR_V2, "--against", MR_V1];
     let piped = Berth::new().args(args).run().code(0);
     assert!(!piped.stdout().contains('\x1b'), "no colour into a pipe");
-    let forced = Berth::new().args(args).env("CLICOLOR_FORCE", "1").run().code(0);
+    let forced = Berth::new()
+        .args(args)
+        .env("CLICOLOR_FORCE", "1")
+        .run()
+        .code(0);
     assert!(forced.stdout().contains('\x1b'), "CLICOLOR_FORCE colours");
     let no_color = Berth::new()
         .args(args)
@@ -139,9 +221,16 @@ fn colour_only_on_request_and_never_with_no_color() {
 
 #[test]
 fn graph_prints_dot_and_mermaid() {
-    let dot = Berth::new().args(["graph", "-f", MR_V1]).run().code(0).stdout();
+    let dot = Berth::new()
+        .args(["graph", "-f", MR_V1])
+        .run()
+        .code(0)
+        .stdout();
     assert!(dot.starts_with("digraph berth {"), "{dot}");
-    assert!(dot.contains("\"pod.api[0]@fra\" -> \"network.default@fra\""), "{dot}");
+    assert!(
+        dot.contains("\"pod.api[0]@fra\" -> \"network.default@fra\""),
+        "{dot}"
+    );
     let mermaid = Berth::new()
         .args(["graph", "-f", MR_V1, "--format", "mermaid"])
         .run()
@@ -164,7 +253,10 @@ fn schema_write_renews_both_generated_files() {
     for f in ["schemas/berth.schema.json", "docs/spec.md"] {
         let fresh = std::fs::read_to_string(dir.path().join(f)).unwrap();
         let checked_in = std::fs::read_to_string(repo().join(f)).unwrap();
-        assert_eq!(fresh, checked_in, "{f} is stale: run `cargo run -- schema --write`");
+        assert_eq!(
+            fresh, checked_in,
+            "{f} is stale: run `cargo run -- schema --write`"
+        );
     }
 }
 

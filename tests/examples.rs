@@ -34,7 +34,10 @@ fn every_example_validates_clean() {
         "examples/multi-region/berth.v2.yaml",
         "examples/production/berth.yaml",
     ] {
-        assert!(specs.contains(&PathBuf::from(required)), "missing {required}");
+        assert!(
+            specs.contains(&PathBuf::from(required)),
+            "missing {required}"
+        );
     }
     for path in specs {
         let loaded = load_file(&path).expect("readable");
@@ -64,7 +67,10 @@ fn checked_in_schema_is_current() {
     );
     let v: serde_json::Value = serde_json::from_str(&checked_in).expect("schema is JSON");
     assert_eq!(v["title"], "berth spec");
-    assert_eq!(v["additionalProperties"], false, "unknown top-level keys are refused");
+    assert_eq!(
+        v["additionalProperties"], false,
+        "unknown top-level keys are refused"
+    );
 }
 
 #[test]
@@ -74,7 +80,14 @@ fn checked_in_reference_is_current() {
         checked_in == reference_markdown(),
         "{REFERENCE_PATH} is stale: run `cargo run -- schema --write`"
     );
-    for section in ["## Pod", "## Secret", "## Backup", "## Proxy", "## Region", "## Duration"] {
+    for section in [
+        "## Pod",
+        "## Secret",
+        "## Backup",
+        "## Proxy",
+        "## Region",
+        "## Duration",
+    ] {
         assert!(checked_in.contains(section), "{section}");
     }
 }

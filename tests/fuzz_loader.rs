@@ -35,7 +35,10 @@ fn exercise(text: String) -> bool {
         let graph = berth::resources::graph(spec).expect("a valid spec always has a graph");
         let _ = graph.to_dot();
         let plan = berth::ops::plan_against(spec, spec, "same").expect("plan");
-        assert!(!plan.has_changes(), "a spec planned against itself has no changes");
+        assert!(
+            !plan.has_changes(),
+            "a spec planned against itself has no changes"
+        );
         let _ = berth::plan::render::human(&plan, true);
         return true;
     }
@@ -98,12 +101,17 @@ fn edit() -> impl Strategy<Value = Edit> {
     .expect("regex");
     prop_oneof![
         (any::<usize>(), 1usize..40).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (any::<usize>(), proptest::collection::vec(yamlish, 1..6))
-            .prop_map(|(at, parts)| Edit::Insert { at, text: parts.concat() }),
+        (any::<usize>(), proptest::collection::vec(yamlish, 1..6)).prop_map(|(at, parts)| {
+            Edit::Insert {
+                at,
+                text: parts.concat(),
+            }
+        }),
         any::<usize>().prop_map(|line| Edit::DuplicateLine { line }),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines { a, b }),
         (any::<usize>(), 1usize..5).prop_map(|(line, by)| Edit::Indent { line, by }),
-        (any::<usize>(), "[a-z0-9:/._-]{0,12}").prop_map(|(line, with)| Edit::ReplaceScalar { line, with }),
+        (any::<usize>(), "[a-z0-9:/._-]{0,12}")
+            .prop_map(|(line, with)| Edit::ReplaceScalar { line, with }),
     ]
 }
 

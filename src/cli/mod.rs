@@ -32,7 +32,13 @@ pub mod exit {
 )]
 pub struct Cli {
     /// The spec file.
-    #[arg(short = 'f', long = "file", global = true, default_value = "berth.yaml", env = "BERTH_FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "berth.yaml",
+        env = "BERTH_FILE"
+    )]
     pub file: PathBuf,
 
     #[command(subcommand)]
@@ -58,7 +64,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::ERROR } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            });
         }
     };
     let result = match cli.command {

@@ -11,6 +11,7 @@ use crate::plan::render;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Plan against another revision of the spec instead of live state (pull-request CI).
+    /// An empty file (`/dev/null`) stands for nothing deployed yet.
     #[arg(long, value_name = "OLD.yaml")]
     pub against: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -21,7 +21,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8, OpError> {
     match args.write {
         Some(root) => {
-            for (path, text) in [(SCHEMA_PATH, schema_json()), (REFERENCE_PATH, reference_markdown())] {
+            for (path, text) in [
+                (SCHEMA_PATH, schema_json()),
+                (REFERENCE_PATH, reference_markdown()),
+            ] {
                 let path = root.join(path);
                 std::fs::write(&path, text).map_err(|source| OpError::Write { path, source })?;
             }

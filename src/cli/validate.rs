@@ -42,10 +42,18 @@ pub fn run(file: &Path, args: Args) -> Result<u8, OpError> {
                     report.warnings()
                 )
             } else {
-                format!("`{}` is valid ({} warning(s))\n", path.display(), report.warnings())
+                format!(
+                    "`{}` is valid ({} warning(s))\n",
+                    path.display(),
+                    report.warnings()
+                )
             };
             eprint!("{verdict}");
         }
     }
-    Ok(if report.has_errors() { exit::ERROR } else { exit::OK })
+    Ok(if report.has_errors() {
+        exit::ERROR
+    } else {
+        exit::OK
+    })
 }

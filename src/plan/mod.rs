@@ -142,11 +142,13 @@ pub fn forces_replacement(kind: Kind, field: &str) -> bool {
     match kind {
         // Container configuration is immutable, except what the engine updates live and what
         // only berth reads (ordering, strategy, gates).
-        Kind::Pod => !(field == "depends_on"
-            || field == "update.strategy"
-            || field == "restart"
-            || field.starts_with("resources.")
-            || field.starts_with("check[")),
+        Kind::Pod => {
+            !(field == "depends_on"
+                || field == "update.strategy"
+                || field == "restart"
+                || field.starts_with("resources.")
+                || field.starts_with("check["))
+        }
         Kind::Volume | Kind::Network => true,
         // The proxy reloads new config in place; a new image or ports need a new container.
         Kind::Proxy => field == "image" || field == "listen",
@@ -156,7 +158,8 @@ pub fn forces_replacement(kind: Kind, field: &str) -> bool {
 
 /// Plans the changes from `observed` to `desired`. Pure and deterministic.
 pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) -> Plan {
-    let mut by_key: HashMap<_, &ObservedResource> = HashMap::with_capacity(observed.resources.len());
+    let mut by_key: HashMap<_, &ObservedResource> =
+        HashMap::with_capacity(observed.resources.len());
     for o in &observed.resources {
         by_key.insert(o.address.match_key(), o);
     }
@@ -336,8 +339,11 @@ fn gates(r: &Resource) -> Vec<String> {
 /// Deleted resources with dependents before what they depend on, ties by address.
 fn order_for_deletion<'a>(gone: &mut [&'a ObservedResource]) -> Vec<&'a ObservedResource> {
     gone.sort_by(|a, b| a.address.cmp(&b.address));
-    let present: HashMap<&Address, usize> =
-        gone.iter().enumerate().map(|(i, o)| (&o.address, i)).collect();
+    let present: HashMap<&Address, usize> = gone
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (&o.address, i))
+        .collect();
     let as_resources: Vec<Resource> = gone
         .iter()
         .map(|o| Resource {
@@ -370,20 +376,32 @@ mod tests {
     fn res(addr: &str, attrs: &[(&str, &str)], deps: &[&str]) -> Resource {
         Resource {
             address: addr.parse().unwrap(),
-            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
         }
     }
 
     fn observed(resources: Vec<Resource>) -> ObservedState {
-        ObservedState::from_resources(Origin::Spec { file: "old.yaml".into() }, resources)
+        ObservedState::from_resources(
+            Origin::Spec {
+                file: "old.yaml".into(),
+            },
+            resources,
+        )
     }
 
     #[test]
     fn actions_follow_the_fields_that_changed() {
         let desired = ResourceGraph::new(vec![
             res("secret.jwt", &[("file", "b.age")], &[]),
-            res("pod.api", &[("image", "api:2"), ("depends_on", "db")], &["secret.jwt"]),
+            res(
+                "pod.api",
+                &[("image", "api:2"), ("depends_on", "db")],
+                &["secret.jwt"],
+            ),
             res("pod.web", &[("image", "web:1"), ("restart", "always")], &[]),
             res("pod.new", &[("image", "new:1")], &[]),
         ])
@@ -396,8 +414,11 @@ mod tests {
             res("pod.older", &[("image", "older:1")], &[]),
         ]);
         let p = plan("shop", &desired, &old);
-        let got: Vec<(String, Action)> =
-            p.changes.iter().map(|c| (c.address.to_string(), c.action)).collect();
+        let got: Vec<(String, Action)> = p
+            .changes
+            .iter()
+            .map(|c| (c.address.to_string(), c.action))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -416,7 +437,14 @@ mod tests {
         assert!(api.fields[1].forces_replacement); // image
         assert_eq!(
             p.summary,
-            Summary { create: 1, update: 1, replace: 1, delete: 2, heal: 0, no_op: 1 }
+            Summary {
+                create: 1,
+                update: 1,
+                replace: 1,
+                delete: 2,
+                heal: 0,
+                no_op: 1
+            }
         );
     }
 
@@ -427,7 +455,11 @@ mod tests {
             res("pod.api[1]", &[("image", "a")], &[]),
         ])
         .unwrap();
-        let p = plan("x", &desired, &observed(vec![res("pod.api", &[("image", "a")], &[])]));
+        let p = plan(
+            "x",
+            &desired,
+            &observed(vec![res("pod.api", &[("image", "a")], &[])]),
+        );
         let got: Vec<Action> = p.changes.iter().map(|c| c.action).collect();
         assert_eq!(got, vec![Action::NoOp, Action::Create]);
     }

@@ -113,7 +113,12 @@ pub fn human(plan: &Plan, color: bool) -> String {
             text.to_owned()
         }
     };
-    let _ = writeln!(out, "berth plan for project `{}`, {}\n", plan.project, origin(plan));
+    let _ = writeln!(
+        out,
+        "berth plan for project `{}`, {}\n",
+        plan.project,
+        origin(plan)
+    );
     let mut gates = Vec::new();
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
         let head = format!("{:>3} {}  ({})", c.symbol(), c.address, describe(c));
@@ -176,7 +181,13 @@ pub fn markdown(plan: &Plan) -> String {
             Action::Delete => '-',
             _ => ' ',
         };
-        let _ = writeln!(out, "{marker} {} {}  ({})", c.symbol(), c.address, describe(c));
+        let _ = writeln!(
+            out,
+            "{marker} {} {}  ({})",
+            c.symbol(),
+            c.address,
+            describe(c)
+        );
         for l in field_lines(c) {
             let _ = writeln!(out, "{marker}{l}");
         }

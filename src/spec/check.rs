@@ -65,7 +65,8 @@ impl NameRule {
     }
 
     fn accepts(self, name: &str) -> bool {
-        let (max, first_ok, rest_ok): (usize, fn(u8) -> bool, fn(u8) -> bool) = match self {
+        type ByteRule = fn(u8) -> bool;
+        let (max, first_ok, rest_ok): (usize, ByteRule, ByteRule) = match self {
             NameRule::Label => (
                 40,
                 |b| b.is_ascii_lowercase(),
@@ -79,11 +80,7 @@ impl NameRule {
             NameRule::Volume => (
                 64,
                 |b| b.is_ascii_lowercase() || b.is_ascii_digit(),
-                |b| {
-                    b.is_ascii_lowercase()
-                        || b.is_ascii_digit()
-                        || matches!(b, b'-' | b'_' | b'.')
-                },
+                |b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'),
             ),
         };
         let b = name.as_bytes();
@@ -100,7 +97,13 @@ impl NameRule {
 pub fn suggest<'n>(name: &str, candidates: impl Iterator<Item = &'n str>) -> Option<&'n str> {
     let max_edits = (name.chars().count() / 3).clamp(1, 2);
     candidates
-        .map(|c| (strsim::damerau_levenshtein(name, c), -strsim::jaro_winkler(name, c), c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(name, c),
+                -strsim::jaro_winkler(name, c),
+                c,
+            )
+        })
         .filter(|(edits, neg_jw, _)| *edits <= max_edits || -neg_jw > 0.9)
         .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
         .map(|(_, _, c)| c)
@@ -115,9 +118,12 @@ impl Checker<'_> {
         let v = &self.spec.version;
         if v.value != 1 {
             self.push(
-                Diagnostic::error("unsupported-version", format!("spec version {} is not supported", v.value))
-                    .at(v.span, "this berth reads version 1")
-                    .help("set `version: 1`"),
+                Diagnostic::error(
+                    "unsupported-version",
+                    format!("spec version {} is not supported", v.value),
+                )
+                .at(v.span, "this berth reads version 1")
+                .help("set `version: 1`"),
             );
         }
         let p = &self.spec.project;
@@ -127,9 +133,12 @@ impl Checker<'_> {
     fn name(&mut self, name: &Sp<String>, rule: NameRule, what: &str) {
         if !rule.accepts(&name.value) {
             self.push(
-                Diagnostic::error("invalid-name", format!("{what} name `{}` is not valid", name.value))
-                    .at(name.span, "invalid name")
-                    .help(format!("use {}", rule.describe())),
+                Diagnostic::error(
+                    "invalid-name",
+                    format!("{what} name `{}` is not valid", name.value),
+                )
+                .at(name.span, "invalid name")
+                .help(format!("use {}", rule.describe())),
             );
         }
     }
@@ -140,10 +149,13 @@ impl Checker<'_> {
             self.name(&n.name, rule, what);
             if let Some(first) = seen.get(n.name.value.as_str()) {
                 self.push(
-                    Diagnostic::error("duplicate-name", format!("{what} `{}` is defined twice", n.name.value))
-                        .at(n.name.span, "defined again here")
-                        .related(*first, "first defined here")
-                        .help(format!("rename or remove one of the two {what}s")),
+                    Diagnostic::error(
+                        "duplicate-name",
+                        format!("{what} `{}` is defined twice", n.name.value),
+                    )
+                    .at(n.name.span, "defined again here")
+                    .related(*first, "first defined here")
+                    .help(format!("rename or remove one of the two {what}s")),
                 );
             } else {
                 seen.insert(&n.name.value, n.name.span);
@@ -162,9 +174,12 @@ impl Checker<'_> {
         for n in s.pods.iter() {
             if RESERVED_POD_NAMES.contains(&n.name.value.as_str()) {
                 self.push(
-                    Diagnostic::error("reserved-name", format!("pod name `{}` is reserved", n.name.value))
-                        .at(n.name.span, "berth names its own containers this")
-                        .help("choose another name, e.g. `web` or `gateway`"),
+                    Diagnostic::error(
+                        "reserved-name",
+                        format!("pod name `{}` is reserved", n.name.value),
+                    )
+                    .at(n.name.span, "berth names its own containers this")
+                    .help("choose another name, e.g. `web` or `gateway`"),
                 );
             }
         }
@@ -184,13 +199,23 @@ impl Checker<'_> {
             None if names.is_empty() => format!("define it under `{section}:`"),
             None => format!(
                 "define it under `{section}:` or use one of: {}",
-                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         self.push(
-            Diagnostic::error("unknown-reference", format!("unknown {what} `{}`", reference.value))
-                .at(reference.span, format!("no {what} is named `{}`", reference.value))
-                .help(help),
+            Diagnostic::error(
+                "unknown-reference",
+                format!("unknown {what} `{}`", reference.value),
+            )
+            .at(
+                reference.span,
+                format!("no {what} is named `{}`", reference.value),
+            )
+            .help(help),
         );
     }
 
@@ -216,7 +241,10 @@ impl Checker<'_> {
             self.push(
                 Diagnostic::error("no-primary-region", "no region is primary")
                     .at(first.span, "one of these regions must be rolled out first")
-                    .help(format!("add `primary: true` to one region, e.g. `{}`", first.value)),
+                    .help(format!(
+                        "add `primary: true` to one region, e.g. `{}`",
+                        first.value
+                    )),
             );
         }
         if primaries.len() > 1 {
@@ -231,7 +259,7 @@ impl Checker<'_> {
         }
         for r in regions.iter() {
             let engine = &r.item.engine;
-            let scheme = engine.value.split_once("://").map(|(s, rest)| (s, rest));
+            let scheme = engine.value.split_once("://");
             match scheme {
                 Some(("unix", rest)) if rest.starts_with('/') => {}
                 Some(("tcp", rest)) if !rest.is_empty() => {}
@@ -273,10 +301,13 @@ impl Checker<'_> {
         for item in list {
             if let Some(first) = seen.insert(&item.value, item.span) {
                 self.push(
-                    Diagnostic::error("duplicate-entry", format!("{what} `{}` is listed twice", item.value))
-                        .at(item.span, "listed again here")
-                        .related(first, "first listed here")
-                        .help("remove the repeated entry"),
+                    Diagnostic::error(
+                        "duplicate-entry",
+                        format!("{what} `{}` is listed twice", item.value),
+                    )
+                    .at(item.span, "listed again here")
+                    .related(first, "first listed here")
+                    .help("remove the repeated entry"),
                 );
             }
         }
@@ -309,25 +340,34 @@ impl Checker<'_> {
         for s in self.spec.secrets.iter() {
             if s.item.file.value.trim().is_empty() {
                 self.push(
-                    Diagnostic::error("empty-path", format!("secret `{}` has an empty `file`", s.name.value))
-                        .at(s.item.file.span, "empty")
-                        .help("give the path of the encrypted file, e.g. `secrets/db_password.age`"),
+                    Diagnostic::error(
+                        "empty-path",
+                        format!("secret `{}` has an empty `file`", s.name.value),
+                    )
+                    .at(s.item.file.span, "empty")
+                    .help("give the path of the encrypted file, e.g. `secrets/db_password.age`"),
                 );
             }
             match &s.item.recipients {
                 Some(list) => self.recipients_of(&format!("secret `{}`", s.name.value), list),
                 None if self.spec.recipients.is_empty() => self.push(
-                    Diagnostic::error("no-recipients", format!("secret `{}` has no recipients", s.name.value))
-                        .at(s.name.span, "nobody could decrypt it after a rotation")
-                        .help("list the team's public keys under top-level `recipients:`"),
+                    Diagnostic::error(
+                        "no-recipients",
+                        format!("secret `{}` has no recipients", s.name.value),
+                    )
+                    .at(s.name.span, "nobody could decrypt it after a rotation")
+                    .help("list the team's public keys under top-level `recipients:`"),
                 ),
                 None => {}
             }
             if s.item.min_length == Some(0) {
                 self.push(
-                    Diagnostic::warning("useless-check", format!("secret `{}` has `min_length: 0`", s.name.value))
-                        .at(s.name.span, "checks nothing")
-                        .help("remove it or set a real minimum, e.g. 16"),
+                    Diagnostic::warning(
+                        "useless-check",
+                        format!("secret `{}` has `min_length: 0`", s.name.value),
+                    )
+                    .at(s.name.span, "checks nothing")
+                    .help("remove it or set a real minimum, e.g. 16"),
                 );
             }
         }
@@ -340,46 +380,77 @@ impl Checker<'_> {
             let pod = &p.item;
             match (&pod.image, &pod.build) {
                 (Some(_), Some(b)) => self.push(
-                    Diagnostic::error("image-and-build", format!("pod `{}` has both `image` and `build`", name.value))
-                        .at(b.span, "one or the other")
-                        .help("keep `image` to run a published image, or `build` to build it here"),
+                    Diagnostic::error(
+                        "image-and-build",
+                        format!("pod `{}` has both `image` and `build`", name.value),
+                    )
+                    .at(b.span, "one or the other")
+                    .help("keep `image` to run a published image, or `build` to build it here"),
                 ),
                 (None, None) => self.push(
-                    Diagnostic::error("no-image", format!("pod `{}` has neither `image` nor `build`", name.value))
-                        .at(name.span, "nothing to run")
-                        .help("add `image: NAME:TAG` or `build: { context: ./dir }`"),
+                    Diagnostic::error(
+                        "no-image",
+                        format!("pod `{}` has neither `image` nor `build`", name.value),
+                    )
+                    .at(name.span, "nothing to run")
+                    .help("add `image: NAME:TAG` or `build: { context: ./dir }`"),
                 ),
-                (Some(img), None) if img.value.trim().is_empty() || img.value.contains(char::is_whitespace) => self.push(
-                    Diagnostic::error("invalid-image", format!("`{}` is not an image reference", img.value))
+                (Some(img), None)
+                    if img.value.trim().is_empty() || img.value.contains(char::is_whitespace) =>
+                {
+                    self.push(
+                        Diagnostic::error(
+                            "invalid-image",
+                            format!("`{}` is not an image reference", img.value),
+                        )
                         .at(img.span, "invalid image")
                         .help("write `name:tag` or `registry/name:tag`, e.g. `postgres:17.2`"),
-                ),
+                    )
+                }
                 _ => {}
             }
             if let Some(r) = &pod.replicas
                 && r.value == 0
             {
                 self.push(
-                    Diagnostic::error("zero-replicas", format!("pod `{}` has no replicas", name.value))
-                        .at(r.span, "0 replicas")
-                        .help("remove the pod from the spec to stop it, or set `replicas: 1`"),
+                    Diagnostic::error(
+                        "zero-replicas",
+                        format!("pod `{}` has no replicas", name.value),
+                    )
+                    .at(r.span, "0 replicas")
+                    .help("remove the pod from the spec to stop it, or set `replicas: 1`"),
                 );
             }
             for dep in &pod.depends_on {
                 if dep.value == name.value {
                     self.push(
-                        Diagnostic::error("dependency-cycle", format!("pod `{}` depends on itself", name.value))
-                            .at(dep.span, "itself")
-                            .help("remove this entry from `depends_on`"),
+                        Diagnostic::error(
+                            "dependency-cycle",
+                            format!("pod `{}` depends on itself", name.value),
+                        )
+                        .at(dep.span, "itself")
+                        .help("remove this entry from `depends_on`"),
                     );
                 } else if let Some(target) = spec.pods.get(&dep.value) {
                     let here = self.pod_regions(&pod.regions);
                     let there = self.pod_regions(&target.regions);
                     if let Some(missing) = here.iter().find(|r| !there.contains(r)) {
                         self.push(
-                            Diagnostic::error("cross-region-dependency", format!("pod `{}` runs in region `{missing}`, but `{}` does not", name.value, dep.value))
-                                .at(dep.span, format!("`{}` cannot wait for it there", name.value))
-                                .help(format!("run `{}` in `{missing}` too, or narrow `{}` with `regions:`", dep.value, name.value)),
+                            Diagnostic::error(
+                                "cross-region-dependency",
+                                format!(
+                                    "pod `{}` runs in region `{missing}`, but `{}` does not",
+                                    name.value, dep.value
+                                ),
+                            )
+                            .at(
+                                dep.span,
+                                format!("`{}` cannot wait for it there", name.value),
+                            )
+                            .help(format!(
+                                "run `{}` in `{missing}` too, or narrow `{}` with `regions:`",
+                                dep.value, name.value
+                            )),
                         );
                     }
                 } else {
@@ -396,18 +467,24 @@ impl Checker<'_> {
                     && !(c.value > 0.0 && c.value <= 1024.0)
                 {
                     self.push(
-                        Diagnostic::error("invalid-cpus", format!("`cpus: {}` is not a CPU limit", c.value))
-                            .at(c.span, "must be more than 0")
-                            .help("give cores as a number, e.g. `0.5` or `2`"),
+                        Diagnostic::error(
+                            "invalid-cpus",
+                            format!("`cpus: {}` is not a CPU limit", c.value),
+                        )
+                        .at(c.span, "must be more than 0")
+                        .help("give cores as a number, e.g. `0.5` or `2`"),
                     );
                 }
                 if let Some(m) = &res.memory {
                     self.unit(m, "resources.memory");
                     if m.get().is_some_and(|b| b < 6 << 20) {
                         self.push(
-                            Diagnostic::error("memory-too-small", "a memory limit under 6MiB cannot start a container")
-                                .at(m.raw.span, "too small")
-                                .help("give at least `6MiB`; most services want `128MiB` or more"),
+                            Diagnostic::error(
+                                "memory-too-small",
+                                "a memory limit under 6MiB cannot start a container",
+                            )
+                            .at(m.raw.span, "too small")
+                            .help("give at least `6MiB`; most services want `128MiB` or more"),
                         );
                     }
                 }
@@ -453,10 +530,13 @@ impl Checker<'_> {
                 && let Some(vol) = named_volumes.first()
             {
                 self.push(
-                    Diagnostic::error("blue-green-with-volume", format!("pod `{}` cannot be replaced blue-green", name.value))
-                        .at(u.strategy.span, "blue-green runs two containers at once")
-                        .related(vol.span, "this named volume would be written by both")
-                        .help("use `update: { strategy: recreate }` for pods that own named volumes"),
+                    Diagnostic::error(
+                        "blue-green-with-volume",
+                        format!("pod `{}` cannot be replaced blue-green", name.value),
+                    )
+                    .at(u.strategy.span, "blue-green runs two containers at once")
+                    .related(vol.span, "this named volume would be written by both")
+                    .help("use `update: { strategy: recreate }` for pods that own named volumes"),
                 );
             }
             for check in &pod.checks {
@@ -465,19 +545,28 @@ impl Checker<'_> {
                     && !(j.pointer.value.is_empty() || j.pointer.value.starts_with('/'))
                 {
                     self.push(
-                        Diagnostic::error("invalid-json-pointer", format!("`{}` is not a JSON pointer", j.pointer.value))
-                            .at(j.pointer.span, "must start with `/`")
-                            .help("write an RFC 6901 pointer, e.g. `/keys` or `/status/ok`"),
+                        Diagnostic::error(
+                            "invalid-json-pointer",
+                            format!("`{}` is not a JSON pointer", j.pointer.value),
+                        )
+                        .at(j.pointer.span, "must start with `/`")
+                        .help("write an RFC 6901 pointer, e.g. `/keys` or `/status/ok`"),
                     );
                 }
                 if let Some(l) = &http.max_latency {
                     self.unit(l, "checks.http.max_latency");
                 }
-                if http.expect_status.is_some_and(|s| !(100..=599).contains(&s)) {
+                if http
+                    .expect_status
+                    .is_some_and(|s| !(100..=599).contains(&s))
+                {
                     self.push(
-                        Diagnostic::error("invalid-status", "`expect_status` is not an HTTP status")
-                            .at(check.span, "in this check")
-                            .help("give a status from 100 to 599, e.g. 200"),
+                        Diagnostic::error(
+                            "invalid-status",
+                            "`expect_status` is not an HTTP status",
+                        )
+                        .at(check.span, "in this check")
+                        .help("give a status from 100 to 599, e.g. 200"),
                     );
                 }
             }
@@ -504,25 +593,37 @@ impl Checker<'_> {
             }
             if let Some(first) = seen.insert(secret, use_.span) {
                 self.push(
-                    Diagnostic::error("duplicate-entry", format!("secret `{secret}` is given to pod `{}` twice", pod_name.value))
-                        .at(use_.span, "again here")
-                        .related(first, "first here")
-                        .help("list each secret once"),
+                    Diagnostic::error(
+                        "duplicate-entry",
+                        format!(
+                            "secret `{secret}` is given to pod `{}` twice",
+                            pod_name.value
+                        ),
+                    )
+                    .at(use_.span, "again here")
+                    .related(first, "first here")
+                    .help("list each secret once"),
                 );
             }
             if let Some(var) = use_.value.env() {
                 if !valid_env_name(var) {
                     self.push(
-                        Diagnostic::error("invalid-env-name", format!("`{var}` is not an environment variable name"))
-                            .at(use_.span, "in this secret")
-                            .help("use letters, digits and `_`, not starting with a digit"),
+                        Diagnostic::error(
+                            "invalid-env-name",
+                            format!("`{var}` is not an environment variable name"),
+                        )
+                        .at(use_.span, "in this secret")
+                        .help("use letters, digits and `_`, not starting with a digit"),
                     );
                 }
                 if pod.env.contains(var) {
                     self.push(
-                        Diagnostic::error("env-conflict", format!("`{var}` is set by both `env` and secret `{secret}`"))
-                            .at(use_.span, "secret delivered as env")
-                            .help("remove the plain `env` entry"),
+                        Diagnostic::error(
+                            "env-conflict",
+                            format!("`{var}` is set by both `env` and secret `{secret}`"),
+                        )
+                        .at(use_.span, "secret delivered as env")
+                        .help("remove the plain `env` entry"),
                     );
                 }
             }
@@ -549,9 +650,12 @@ impl Checker<'_> {
         for e in env.iter() {
             if !valid_env_name(&e.name.value) {
                 self.push(
-                    Diagnostic::error("invalid-env-name", format!("`{}` is not an environment variable name", e.name.value))
-                        .at(e.name.span, "invalid name")
-                        .help("use letters, digits and `_`, not starting with a digit"),
+                    Diagnostic::error(
+                        "invalid-env-name",
+                        format!("`{}` is not an environment variable name", e.name.value),
+                    )
+                    .at(e.name.span, "invalid name")
+                    .help("use letters, digits and `_`, not starting with a digit"),
                 );
             }
             if let Some(first) = seen.insert(&e.name.value, e.name.span) {
@@ -604,17 +708,25 @@ impl Checker<'_> {
         for p in &pod.ports {
             match PortMapping::parse(&p.value) {
                 Err(why) => self.push(
-                    Diagnostic::error("invalid-port", format!("`{}` is not a port mapping: {why}", p.value))
-                        .at(p.span, "invalid port mapping")
-                        .help("write `HOST:CONTAINER`, e.g. `8080:80`, or `127.0.0.1:8080:80/tcp`"),
+                    Diagnostic::error(
+                        "invalid-port",
+                        format!("`{}` is not a port mapping: {why}", p.value),
+                    )
+                    .at(p.span, "invalid port mapping")
+                    .help("write `HOST:CONTAINER`, e.g. `8080:80`, or `127.0.0.1:8080:80/tcp`"),
                 ),
                 Ok(pm) => {
-                    if let Some(first) = seen.insert((pm.ip.clone(), pm.host, pm.protocol.clone()), p.span) {
+                    if let Some(first) =
+                        seen.insert((pm.ip.clone(), pm.host, pm.protocol.clone()), p.span)
+                    {
                         self.push(
-                            Diagnostic::error("duplicate-port", format!("host port {} is published twice", pm.host))
-                                .at(p.span, "published again here")
-                                .related(first, "first published here")
-                                .help("publish each host port once"),
+                            Diagnostic::error(
+                                "duplicate-port",
+                                format!("host port {} is published twice", pm.host),
+                            )
+                            .at(p.span, "published again here")
+                            .related(first, "first published here")
+                            .help("publish each host port once"),
                         );
                     }
                 }
@@ -656,7 +768,11 @@ impl Checker<'_> {
                 .help("remove one of these `depends_on` entries: a pod cannot wait for itself");
             for (i, (_, edge_span)) in path.iter().enumerate() {
                 let label = format!("`{}` depends on `{}`", shown[i], shown[i + 1]);
-                d = if i == 0 { d.at(*edge_span, label) } else { d.related(*edge_span, label) };
+                d = if i == 0 {
+                    d.at(*edge_span, label)
+                } else {
+                    d.related(*edge_span, label)
+                };
             }
             self.push(d);
         }
@@ -673,9 +789,12 @@ impl Checker<'_> {
         let Some(proxy) = &spec.proxy else {
             for r in spec.rate_limits.iter() {
                 self.push(
-                    Diagnostic::warning("unused-rate-limit", format!("rate limit `{}` is not enforced", r.name.value))
-                        .at(r.name.span, "no proxy routes through it")
-                        .help("add a `proxy:` with a route that names it, or remove it"),
+                    Diagnostic::warning(
+                        "unused-rate-limit",
+                        format!("rate limit `{}` is not enforced", r.name.value),
+                    )
+                    .at(r.name.span, "no proxy routes through it")
+                    .help("add a `proxy:` with a route that names it, or remove it"),
                 );
             }
             return;
@@ -684,9 +803,12 @@ impl Checker<'_> {
         for port in &proxy.listen {
             if *port == 0 || !listen_seen.insert(*port) {
                 self.push(
-                    Diagnostic::error("invalid-port", format!("proxy `listen` port {port} is zero or repeated"))
-                        .at(proxy.image.span, "in this proxy")
-                        .help("list each port once, e.g. `listen: [80, 443]`"),
+                    Diagnostic::error(
+                        "invalid-port",
+                        format!("proxy `listen` port {port} is zero or repeated"),
+                    )
+                    .at(proxy.image.span, "in this proxy")
+                    .help("list each port once, e.g. `listen: [80, 443]`"),
                 );
             }
         }
@@ -697,9 +819,12 @@ impl Checker<'_> {
             let r = &route.value;
             match r.target() {
                 None => self.push(
-                    Diagnostic::error("invalid-route-target", format!("route target `{}` is not `pod:port`", r.to.value))
-                        .at(r.to.span, "expected `pod:port`")
-                        .help("name a pod and the port it listens on, e.g. `api:8000`"),
+                    Diagnostic::error(
+                        "invalid-route-target",
+                        format!("route target `{}` is not `pod:port`", r.to.value),
+                    )
+                    .at(r.to.span, "expected `pod:port`")
+                    .help("name a pod and the port it listens on, e.g. `api:8000`"),
                 ),
                 Some((pod, _)) => match spec.pods.get(pod) {
                     None => {
@@ -715,9 +840,17 @@ impl Checker<'_> {
                                 .collect();
                             if !missing.is_empty() {
                                 self.push(
-                                    Diagnostic::error("route-target-missing-in-region", format!("pod `{pod}` does not run in region `{}`", missing[0]))
-                                        .at(r.to.span, "the proxy runs in every region")
-                                        .help(format!("run `{pod}` in every region, or drop this route")),
+                                    Diagnostic::error(
+                                        "route-target-missing-in-region",
+                                        format!(
+                                            "pod `{pod}` does not run in region `{}`",
+                                            missing[0]
+                                        ),
+                                    )
+                                    .at(r.to.span, "the proxy runs in every region")
+                                    .help(format!(
+                                        "run `{pod}` in every region, or drop this route"
+                                    )),
                                 );
                             }
                         }
@@ -734,9 +867,12 @@ impl Checker<'_> {
                 && !p.value.starts_with('/')
             {
                 self.push(
-                    Diagnostic::error("invalid-route-path", format!("route path `{}` does not start with `/`", p.value))
-                        .at(p.span, "not a path")
-                        .help("write a path prefix such as `/` or `/api/`"),
+                    Diagnostic::error(
+                        "invalid-route-path",
+                        format!("route path `{}` does not start with `/`", p.value),
+                    )
+                    .at(p.span, "not a path")
+                    .help("write a path prefix such as `/` or `/api/`"),
                 );
             }
             if let Some(h) = &r.host
@@ -745,15 +881,20 @@ impl Checker<'_> {
                 self.push(
                     Diagnostic::error("invalid-host", format!("`{}` is not a host name", h.value))
                         .at(h.span, "invalid host")
-                        .help("write a DNS name such as `api.shop.example`, without scheme or port"),
+                        .help(
+                            "write a DNS name such as `api.shop.example`, without scheme or port",
+                        ),
                 );
             }
             for origin in &r.cors {
                 if !valid_origin(&origin.value) {
                     self.push(
-                        Diagnostic::error("invalid-cors-origin", format!("`{}` is not a CORS origin", origin.value))
-                            .at(origin.span, "expected `scheme://host[:port]`")
-                            .help("write an origin such as `https://shop.example`, without a path"),
+                        Diagnostic::error(
+                            "invalid-cors-origin",
+                            format!("`{}` is not a CORS origin", origin.value),
+                        )
+                        .at(origin.span, "expected `scheme://host[:port]`")
+                        .help("write an origin such as `https://shop.example`, without a path"),
                     );
                 }
             }
@@ -770,9 +911,12 @@ impl Checker<'_> {
         for r in spec.rate_limits.iter() {
             if !used_limits.contains(r.name.value.as_str()) {
                 self.push(
-                    Diagnostic::warning("unused-rate-limit", format!("rate limit `{}` is not enforced", r.name.value))
-                        .at(r.name.span, "no route names it")
-                        .help("add `rate_limit: NAME` to a route, or remove it"),
+                    Diagnostic::warning(
+                        "unused-rate-limit",
+                        format!("rate limit `{}` is not enforced", r.name.value),
+                    )
+                    .at(r.name.span, "no route names it")
+                    .help("add `rate_limit: NAME` to a route, or remove it"),
                 );
             }
         }
@@ -810,9 +954,12 @@ impl Checker<'_> {
             }
             if s.restore.is_some() && s.exec.is_none() {
                 self.push(
-                    Diagnostic::error("backup-source", "`restore` applies only to an `exec` source")
-                        .at(src.span, "no exec")
-                        .help("remove `restore`: volumes and paths are restored as files"),
+                    Diagnostic::error(
+                        "backup-source",
+                        "`restore` applies only to an `exec` source",
+                    )
+                    .at(src.span, "no exec")
+                    .help("remove `restore`: volumes and paths are restored as files"),
                 );
             }
             if let Some(pod) = &s.pod {
@@ -827,9 +974,15 @@ impl Checker<'_> {
                                 .any(|m| !m.bind && m.source == vol.value);
                             if !mounts {
                                 self.push(
-                                    Diagnostic::error("backup-source", format!("pod `{}` does not mount volume `{}`", pod.value, vol.value))
-                                        .at(vol.span, "not mounted by that pod")
-                                        .help("name the pod that mounts the volume, or drop `pod`"),
+                                    Diagnostic::error(
+                                        "backup-source",
+                                        format!(
+                                            "pod `{}` does not mount volume `{}`",
+                                            pod.value, vol.value
+                                        ),
+                                    )
+                                    .at(vol.span, "not mounted by that pod")
+                                    .help("name the pod that mounts the volume, or drop `pod`"),
                                 );
                             }
                         }
@@ -845,35 +998,50 @@ impl Checker<'_> {
                 && !path.value.starts_with('/')
             {
                 self.push(
-                    Diagnostic::error("relative-path", format!("backup path `{}` is not absolute", path.value))
-                        .at(path.span, "relative")
-                        .help("give the absolute host path, e.g. `/srv/uploads`"),
+                    Diagnostic::error(
+                        "relative-path",
+                        format!("backup path `{}` is not absolute", path.value),
+                    )
+                    .at(path.span, "relative")
+                    .help("give the absolute host path, e.g. `/srv/uploads`"),
                 );
             }
             if let Some(sched) = &b.item.schedule
                 && let Err(why) = check_on_calendar(&sched.value)
             {
                 self.push(
-                    Diagnostic::error("invalid-schedule", format!("`{}` is not a systemd calendar expression: {why}", sched.value))
-                        .at(sched.span, "invalid schedule")
-                        .help("write e.g. `daily`, `hourly`, `*-*-* 03:00:00` or `Mon *-*-* 04:30:00`"),
+                    Diagnostic::error(
+                        "invalid-schedule",
+                        format!(
+                            "`{}` is not a systemd calendar expression: {why}",
+                            sched.value
+                        ),
+                    )
+                    .at(sched.span, "invalid schedule")
+                    .help("write e.g. `daily`, `hourly`, `*-*-* 03:00:00` or `Mon *-*-* 04:30:00`"),
                 );
             }
             if let Some(r) = &b.item.retention
                 && r.daily.unwrap_or(0) + r.weekly.unwrap_or(0) + r.monthly.unwrap_or(0) == 0
             {
                 self.push(
-                    Diagnostic::error("empty-retention", format!("backup `{}` retention keeps nothing", b.name.value))
-                        .at(b.name.span, "every backup would be pruned")
-                        .help("keep at least one bucket, e.g. `{ daily: 7, weekly: 4 }`"),
+                    Diagnostic::error(
+                        "empty-retention",
+                        format!("backup `{}` retention keeps nothing", b.name.value),
+                    )
+                    .at(b.name.span, "every backup would be pruned")
+                    .help("keep at least one bucket, e.g. `{ daily: 7, weekly: 4 }`"),
                 );
             }
             match &b.item.recipients {
                 Some(list) => self.recipients_of(&format!("backup `{}`", b.name.value), list),
                 None if spec.recipients.is_empty() => self.push(
-                    Diagnostic::error("no-recipients", format!("backup `{}` has no recipients", b.name.value))
-                        .at(b.name.span, "backups are always encrypted")
-                        .help("list the team's public keys under top-level `recipients:`"),
+                    Diagnostic::error(
+                        "no-recipients",
+                        format!("backup `{}` has no recipients", b.name.value),
+                    )
+                    .at(b.name.span, "backups are always encrypted")
+                    .help("list the team's public keys under top-level `recipients:`"),
                 ),
                 None => {}
             }
@@ -1016,7 +1184,9 @@ fn valid_host(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -1066,7 +1236,10 @@ pub fn check_on_calendar(s: &str) -> Result<(), String> {
     let mut parts: Vec<&str> = s.split_whitespace().collect();
     const DAYS: &[&str] = &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     if let Some(first) = parts.first()
-        && first.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && first
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
     {
         for piece in first.split([',', '.']).filter(|p| !p.is_empty()) {
             if !DAYS.contains(&piece) {
@@ -1075,15 +1248,21 @@ pub fn check_on_calendar(s: &str) -> Result<(), String> {
         }
         parts.remove(0);
     }
-    let ok_chars = |p: &str| p.chars().all(|c| c.is_ascii_digit() || "*,./~-:".contains(c));
+    let ok_chars = |p: &str| {
+        p.chars()
+            .all(|c| c.is_ascii_digit() || "*,./~-:".contains(c))
+    };
     match parts.as_slice() {
         [time] if time.contains(':') && ok_chars(time) => Ok(()),
-        [date, time] if date.contains('-') && time.contains(':') && ok_chars(date) && ok_chars(time) => {
+        [date, time]
+            if date.contains('-') && time.contains(':') && ok_chars(date) && ok_chars(time) =>
+        {
             Ok(())
         }
         [date] if date.contains('-') && ok_chars(date) => Ok(()),
         _ if parts.len() == 5 => Err(
-            "this looks like a cron expression; systemd writes `0 3 * * *` as `*-*-* 03:00:00`".into(),
+            "this looks like a cron expression; systemd writes `0 3 * * *` as `*-*-* 03:00:00`"
+                .into(),
         ),
         _ => Err("expected `[weekday] [year-month-day] hour:minute[:second]`".into()),
     }
@@ -1108,15 +1287,32 @@ mod tests {
     fn ports() {
         assert_eq!(PortMapping::parse("8080:80").unwrap().host, 8080);
         let p = PortMapping::parse("127.0.0.1:8080:80/udp").unwrap();
-        assert_eq!((p.ip.as_str(), p.container, p.protocol.as_str()), ("127.0.0.1", 80, "udp"));
-        for bad in ["80", "0:80", "70000:80", "x:80", "8080:80/sctp", "300.1.1.1:1:2"] {
+        assert_eq!(
+            (p.ip.as_str(), p.container, p.protocol.as_str()),
+            ("127.0.0.1", 80, "udp")
+        );
+        for bad in [
+            "80",
+            "0:80",
+            "70000:80",
+            "x:80",
+            "8080:80/sctp",
+            "300.1.1.1:1:2",
+        ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn calendars() {
-        for ok in ["daily", "*-*-* 03:00:00", "Mon *-*-* 04:30", "Mon,Fri 02:00", "*:0/15", "2026-01-01"] {
+        for ok in [
+            "daily",
+            "*-*-* 03:00:00",
+            "Mon *-*-* 04:30",
+            "Mon,Fri 02:00",
+            "*:0/15",
+            "2026-01-01",
+        ] {
             assert!(check_on_calendar(ok).is_ok(), "{ok}");
         }
         for bad in ["", "every day", "Funday 03:00", "*-*-* 3am", "0 3 * * *"] {

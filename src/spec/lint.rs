@@ -24,10 +24,19 @@ pub const LINTS: &[(&str, &str)] = &[
         "forbidden-default",
         "a placeholder or well-known default credential (`CHANGE_ME`, `changeme`, `postgres`, `admin`, `password`)",
     ),
-    ("debug-in-production", "debug mode switched on in production"),
+    (
+        "debug-in-production",
+        "debug mode switched on in production",
+    ),
     ("insecure-url", "a public `http://` URL in production"),
-    ("backup-store-tmp", "a backup store under /tmp, /var/tmp or /dev/shm"),
-    ("backup-store-relative", "a backup store given as a relative path"),
+    (
+        "backup-store-tmp",
+        "a backup store under /tmp, /var/tmp or /dev/shm",
+    ),
+    (
+        "backup-store-relative",
+        "a backup store given as a relative path",
+    ),
 ];
 
 /// Well-known defaults refused as credential values.
@@ -70,16 +79,25 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
         {
             found.push((
                 store.span,
-                Finding::new("backup-store-tmp", format!("backup `{}` is stored under a temporary directory", b.name.value))
-                    .label("cleared on reboot, often world-readable")
-                    .help("store backups in a persistent directory such as `/var/backups/PROJECT`"),
+                Finding::new(
+                    "backup-store-tmp",
+                    format!(
+                        "backup `{}` is stored under a temporary directory",
+                        b.name.value
+                    ),
+                )
+                .label("cleared on reboot, often world-readable")
+                .help("store backups in a persistent directory such as `/var/backups/PROJECT`"),
             ));
         } else if !path.starts_with('/') {
             found.push((
                 store.span,
-                Finding::new("backup-store-relative", format!("backup `{}` store is a relative path", b.name.value))
-                    .label("relative to wherever berth runs")
-                    .help("give an absolute path such as `/var/backups/PROJECT`"),
+                Finding::new(
+                    "backup-store-relative",
+                    format!("backup `{}` store is a relative path", b.name.value),
+                )
+                .label("relative to wherever berth runs")
+                .help("give an absolute path such as `/var/backups/PROJECT`"),
             ));
         }
     }
@@ -118,42 +136,60 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
     let use_secret = "move it to an age-encrypted secret (`berth secrets set NAME`) and list it under the pod's `secrets:`";
     if lower.contains("change_me") || lower.contains("changeme") {
         return Some(
-            Finding::new("forbidden-default", format!("`{key}` holds a placeholder value"))
-                .label("placeholder, not a real value")
-                .help("set the real value in a secret; placeholders must never reach a host"),
+            Finding::new(
+                "forbidden-default",
+                format!("`{key}` holds a placeholder value"),
+            )
+            .label("placeholder, not a real value")
+            .help("set the real value in a secret; placeholders must never reach a host"),
         );
     }
     if let Some(password) = url_password(value) {
         let default = FORBIDDEN_DEFAULTS.contains(&password.to_ascii_lowercase().as_str());
         return Some(if default {
-            Finding::new("forbidden-default", format!("`{key}` is a URL with a well-known default password"))
-                .label("default password in URL")
-                .help(format!("choose a strong password and {use_secret}"))
+            Finding::new(
+                "forbidden-default",
+                format!("`{key}` is a URL with a well-known default password"),
+            )
+            .label("default password in URL")
+            .help(format!("choose a strong password and {use_secret}"))
         } else {
-            Finding::new("plaintext-credential", format!("`{key}` is a URL with a password in plain env"))
-                .label("password in URL")
-                .help(use_secret)
+            Finding::new(
+                "plaintext-credential",
+                format!("`{key}` is a URL with a password in plain env"),
+            )
+            .label("password in URL")
+            .help(use_secret)
         });
     }
     if value.contains("-----BEGIN ") {
         return Some(
-            Finding::new("plaintext-credential", format!("`{key}` holds a PEM block in plain env"))
-                .label("PEM block")
-                .help(use_secret),
+            Finding::new(
+                "plaintext-credential",
+                format!("`{key}` holds a PEM block in plain env"),
+            )
+            .label("PEM block")
+            .help(use_secret),
         );
     }
     if is_credential_key(key) && !value.trim().is_empty() {
         if FORBIDDEN_DEFAULTS.contains(&lower.as_str()) {
             return Some(
-                Finding::new("forbidden-default", format!("`{key}` is a well-known default credential"))
-                    .label("default credential")
-                    .help(format!("choose a strong value and {use_secret}")),
+                Finding::new(
+                    "forbidden-default",
+                    format!("`{key}` is a well-known default credential"),
+                )
+                .label("default credential")
+                .help(format!("choose a strong value and {use_secret}")),
             );
         }
         return Some(
-            Finding::new("plaintext-credential", format!("`{key}` looks like a credential in plain env"))
-                .label("literal credential")
-                .help(use_secret),
+            Finding::new(
+                "plaintext-credential",
+                format!("`{key}` looks like a credential in plain env"),
+            )
+            .label("literal credential")
+            .help(use_secret),
         );
     }
     if env == Environment::Production {
@@ -162,16 +198,22 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
             && matches!(lower.as_str(), "true" | "1" | "yes" | "on")
         {
             return Some(
-                Finding::new("debug-in-production", format!("`{key}` switches debug mode on in production"))
-                    .label("debug on")
-                    .help("set it to `false` for production"),
+                Finding::new(
+                    "debug-in-production",
+                    format!("`{key}` switches debug mode on in production"),
+                )
+                .label("debug on")
+                .help("set it to `false` for production"),
             );
         }
         if is_public_http(value) {
             return Some(
-                Finding::new("insecure-url", format!("`{key}` is a public http:// URL in production"))
-                    .label("unencrypted")
-                    .help("use `https://`"),
+                Finding::new(
+                    "insecure-url",
+                    format!("`{key}` is a public http:// URL in production"),
+                )
+                .label("unencrypted")
+                .help("use `https://`"),
             );
         }
     }
@@ -187,7 +229,13 @@ pub fn is_credential_key(key: &str) -> bool {
     }
     const EXACT: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY"];
     const SUFFIX: &[&str] = &[
-        "_KEY", "_TOKEN", "_PASSWORD", "_PASSWD", "_PASS", "_SECRET", "_APIKEY",
+        "_KEY",
+        "_TOKEN",
+        "_PASSWORD",
+        "_PASSWD",
+        "_PASS",
+        "_SECRET",
+        "_APIKEY",
     ];
     EXACT.contains(&k.as_str()) || SUFFIX.iter().any(|s| k.ends_with(s))
 }
@@ -216,11 +264,17 @@ fn is_public_http(value: &str) -> bool {
     if host.is_empty() || !host.contains('.') && !host.contains(':') {
         return false; // a service name on the project network
     }
-    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") || host.ends_with(".local") {
+    if host == "localhost"
+        || host.ends_with(".localhost")
+        || host.ends_with(".internal")
+        || host.ends_with(".local")
+    {
         return false;
     }
     match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => !(ip.is_loopback() || ip.is_private() || ip.is_link_local()),
+        Ok(std::net::IpAddr::V4(ip)) => {
+            !(ip.is_loopback() || ip.is_private() || ip.is_link_local())
+        }
         Ok(std::net::IpAddr::V6(ip)) => !(ip.is_loopback() || ip.is_unique_local()),
         Err(_) => true,
     }
@@ -273,7 +327,9 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
         let mut allowed = false;
         for l in [line, line.saturating_sub(1)] {
             if let Some(list) = allows.get_mut(&l)
-                && let Some(a) = list.iter_mut().find(|a| a.lint == f.lint && !a.reason.is_empty())
+                && let Some(a) = list
+                    .iter_mut()
+                    .find(|a| a.lint == f.lint && !a.reason.is_empty())
             {
                 a.used = true;
                 allowed = true;
@@ -298,25 +354,40 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
             out.push(
                 Diagnostic::error("unknown-lint", format!("`{}` is not a berth lint", a.lint))
                     .at(a.span, "in this opt-out")
-                    .help(match super::check::suggest(&a.lint, LINTS.iter().map(|(n, _)| *n)) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!(
-                            "use one of: {}",
-                            LINTS.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-                        ),
-                    }),
+                    .help(
+                        match super::check::suggest(&a.lint, LINTS.iter().map(|(n, _)| *n)) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!(
+                                "use one of: {}",
+                                LINTS
+                                    .iter()
+                                    .map(|(n, _)| format!("`{n}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        },
+                    ),
             );
         } else if a.reason.is_empty() {
             out.push(
-                Diagnostic::error("allow-without-reason", format!("opt-out of `{}` gives no reason", a.lint))
-                    .at(a.span, "no reason")
-                    .help(format!("write why the lint does not apply: `# berth:allow({}): REASON`", a.lint)),
+                Diagnostic::error(
+                    "allow-without-reason",
+                    format!("opt-out of `{}` gives no reason", a.lint),
+                )
+                .at(a.span, "no reason")
+                .help(format!(
+                    "write why the lint does not apply: `# berth:allow({}): REASON`",
+                    a.lint
+                )),
             );
         } else if !a.used {
             out.push(
-                Diagnostic::warning("unused-allow", format!("opt-out of `{}` silences nothing", a.lint))
-                    .at(a.span, "nothing to silence on this line or the next")
-                    .help("remove the comment, or move it onto the line above the value it excuses"),
+                Diagnostic::warning(
+                    "unused-allow",
+                    format!("opt-out of `{}` silences nothing", a.lint),
+                )
+                .at(a.span, "nothing to silence on this line or the next")
+                .help("remove the comment, or move it onto the line above the value it excuses"),
             );
         }
     }
@@ -329,17 +400,33 @@ mod tests {
 
     #[test]
     fn credential_keys() {
-        for k in ["STRIPE_API_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "PASSWORD", "JWT_SECRET"] {
+        for k in [
+            "STRIPE_API_KEY",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "PASSWORD",
+            "JWT_SECRET",
+        ] {
             assert!(is_credential_key(k), "{k}");
         }
-        for k in ["DATABASE_HOST", "DB_PASSWORD_FILE", "JWT_PUBLIC_KEY", "STRIPE_PUBLISHABLE_KEY", "KEYBOARD", "TOKENS_PER_MIN"] {
+        for k in [
+            "DATABASE_HOST",
+            "DB_PASSWORD_FILE",
+            "JWT_PUBLIC_KEY",
+            "STRIPE_PUBLISHABLE_KEY",
+            "KEYBOARD",
+            "TOKENS_PER_MIN",
+        ] {
             assert!(!is_credential_key(k), "{k}");
         }
     }
 
     #[test]
     fn url_passwords() {
-        assert_eq!(url_password("postgres://u:hunter2@db:5432/x"), Some("hunter2"));
+        assert_eq!(
+            url_password("postgres://u:hunter2@db:5432/x"),
+            Some("hunter2")
+        );
         assert_eq!(url_password("postgres://u@db/x"), None);
         assert_eq!(url_password("https://example.com/a:b@c"), None);
     }
@@ -348,7 +435,13 @@ mod tests {
     fn public_http() {
         assert!(is_public_http("http://api.shop.example/v1"));
         assert!(is_public_http("http://8.8.8.8"));
-        for v in ["http://api:8000", "http://localhost:3000", "http://10.0.0.4", "https://x.example", "http://[::1]:80"] {
+        for v in [
+            "http://api:8000",
+            "http://localhost:3000",
+            "http://10.0.0.4",
+            "https://x.example",
+            "http://[::1]:80",
+        ] {
             assert!(!is_public_http(v), "{v}");
         }
     }

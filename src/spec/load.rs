@@ -45,7 +45,10 @@ pub enum ReadError {
         source: std::io::Error,
     },
     #[error("spec `{path}` is {size} bytes, more than berth reads ({max} bytes)")]
-    #[diagnostic(code(berth::spec_too_large), help("split the deployment into several projects"))]
+    #[diagnostic(
+        code(berth::spec_too_large),
+        help("split the deployment into several projects")
+    )]
     TooLarge { path: PathBuf, size: u64, max: u64 },
     #[error("spec `{path}` is not UTF-8 text")]
     #[diagnostic(code(berth::spec_not_utf8), help("save the file as UTF-8"))]
@@ -82,7 +85,7 @@ pub fn load_str(path: &Path, text: String) -> Loaded {
             diags.extend(super::lint::lint(&spec, &source));
             (Some(spec), diags)
         }
-        Err(d) => (None, vec![d]),
+        Err(d) => (None, vec![*d]),
     };
     // In file order, as a reader goes through the file.
     diagnostics.sort_by_key(|d| d.span.map_or(usize::MAX, |s| s.offset));
@@ -93,11 +96,16 @@ pub fn load_str(path: &Path, text: String) -> Loaded {
 }
 
 /// YAML text -> [`Spec`], within budgets that refuse alias bombs and deep nesting.
-pub fn parse(text: &str) -> Result<Spec, Diagnostic> {
+pub fn parse(text: &str) -> Result<Spec, Box<Diagnostic>> {
     if is_blank(text) {
-        return Err(Diagnostic::error("empty-spec", "the spec is empty")
-            .at(Span::new(0, text.len()), "nothing but blank lines and comments")
-            .help("start from `examples/quickstart/berth.yaml`"));
+        return Err(Box::new(
+            Diagnostic::error("empty-spec", "the spec is empty")
+                .at(
+                    Span::new(0, text.len()),
+                    "nothing but blank lines and comments",
+                )
+                .help("start from `examples/quickstart/berth.yaml`"),
+        ));
     }
     match parse_with(text, DuplicateKeyPolicy::PassThrough) {
         Ok(spec) => Ok(spec),
@@ -105,18 +113,20 @@ pub fn parse(text: &str) -> Result<Spec, Diagnostic> {
             // Duplicates in mappings of names are kept for the checks to report all of them;
             // a duplicate key of a fixed section (two `pods:`) reaches serde without a place.
             // The parser's own duplicate check knows the place: ask it.
-            if UserMessageFormatter.format_message(&e).contains("duplicate field")
+            if UserMessageFormatter
+                .format_message(&e)
+                .contains("duplicate field")
                 && let Err(strict) = parse_with(text, DuplicateKeyPolicy::Error)
             {
-                return Err(yaml_diagnostic(&strict, text));
+                return Err(Box::new(yaml_diagnostic(&strict, text)));
             }
-            Err(yaml_diagnostic(&e, text))
+            Err(Box::new(yaml_diagnostic(&e, text)))
         }
     }
 }
 
 /// Nothing but blank lines, comments and document markers.
-fn is_blank(text: &str) -> bool {
+pub fn is_blank(text: &str) -> bool {
     text.lines().all(|l| {
         let l = l.trim();
         l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
@@ -157,7 +167,10 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
     let (code, message, help) = match inner {
         E::Budget { breach, .. } => (
             "yaml-budget",
-            format!("the spec exceeds berth's reading limits: {}", describe_breach(breach)),
+            format!(
+                "the spec exceeds berth's reading limits: {}",
+                describe_breach(breach)
+            ),
             budget_help.to_owned(),
         ),
         E::AliasExpansionLimitExceeded { .. }
@@ -175,7 +188,11 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
                 None if expected.is_empty() => "remove it".to_owned(),
                 None => format!(
                     "this section takes: {}",
-                    expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+                    expected
+                        .iter()
+                        .map(|e| format!("`{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             ("unknown-key", format!("unknown key `{field}`"), hint)
@@ -183,7 +200,9 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
         E::SerdeMissingField { field, .. } => (
             "missing-key",
             format!("missing key `{field}`"),
-            format!("add `{field}:` to the mapping that ends here (docs/spec.md lists what each section needs)"),
+            format!(
+                "add `{field}:` to the mapping that ends here (docs/spec.md lists what each section needs)"
+            ),
         ),
         E::DuplicateMappingKey { key, .. } => (
             "duplicate-key",
@@ -220,8 +239,12 @@ fn describe_breach(b: &serde_saphyr::budget::BudgetBreach) -> String {
         B::Depth { .. } => format!("nesting deeper than {MAX_DEPTH} levels"),
         B::Aliases { .. } => format!("more than {MAX_ALIASES} aliases"),
         B::Anchors { .. } => format!("more than {MAX_ALIASES} anchors"),
-        B::Nodes { .. } | B::Events { .. } => "too many values for the size of the file (alias expansion)".into(),
-        B::AliasAnchorRatio { .. } => "aliases repeat anchors far more often than a spec needs (an alias bomb)".into(),
+        B::Nodes { .. } | B::Events { .. } => {
+            "too many values for the size of the file (alias expansion)".into()
+        }
+        B::AliasAnchorRatio { .. } => {
+            "aliases repeat anchors far more often than a spec needs (an alias bomb)".into()
+        }
         B::Documents { .. } => "too many YAML documents".into(),
         B::ScalarBytes { .. } => "too much text in values".into(),
         _ => "a size limit".into(),

@@ -63,7 +63,9 @@ pub struct Spec {
 
 impl Spec {
     pub fn environment(&self) -> Environment {
-        self.environment.as_ref().map_or(Environment::Development, |e| e.value)
+        self.environment
+            .as_ref()
+            .map_or(Environment::Development, |e| e.value)
     }
 }
 

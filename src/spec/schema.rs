@@ -65,7 +65,11 @@ fn section(out: &mut String, name: &str, def: &Value) {
                 .unwrap_or("")
                 .replace('\n', " ")
                 .replace('|', "\\|");
-            let req = if required.contains(&key.as_str()) { "yes" } else { "" };
+            let req = if required.contains(&key.as_str()) {
+                "yes"
+            } else {
+                ""
+            };
             out.push_str(&format!("| `{key}` | {} | {req} | {desc} |\n", type_of(p)));
         }
         out.push('\n');
@@ -81,7 +85,10 @@ fn section(out: &mut String, name: &str, def: &Value) {
         }
     }
     if let Some(Value::Array(values)) = def.get("enum") {
-        let vals: Vec<String> = values.iter().map(|v| format!("`{}`", v.as_str().unwrap_or("?"))).collect();
+        let vals: Vec<String> = values
+            .iter()
+            .map(|v| format!("`{}`", v.as_str().unwrap_or("?")))
+            .collect();
         out.push_str(&format!("Values: {}\n\n", vals.join(", ")));
     }
     if let Some(p) = def.get("pattern").and_then(Value::as_str) {
@@ -107,7 +114,10 @@ fn type_of(p: &Value) -> String {
         return format!("`{c}`");
     }
     if let Some(Value::Array(values)) = p.get("enum") {
-        let vals: Vec<String> = values.iter().map(|v| format!("`{}`", v.as_str().unwrap_or("?"))).collect();
+        let vals: Vec<String> = values
+            .iter()
+            .map(|v| format!("`{}`", v.as_str().unwrap_or("?")))
+            .collect();
         return vals.join(" \\| ");
     }
     match p.get("type") {

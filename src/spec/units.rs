@@ -132,7 +132,8 @@ impl UnitKind for DurationKind {
     type Value = std::time::Duration;
     const NAME: &'static str = "duration";
     const SCHEMA_NAME: &'static str = "Duration";
-    const HINT: &'static str = "a whole number and a unit (ms, s, m, h, d), e.g. `500ms`, `5s`, `2m`, `1h30m`";
+    const HINT: &'static str =
+        "a whole number and a unit (ms, s, m, h, d), e.g. `500ms`, `5s`, `2m`, `1h30m`";
     const PATTERN: &'static str = "^([0-9]+(ms|s|m|h|d))+$";
 
     fn parse(text: &str) -> Result<Self::Value, String> {
@@ -142,8 +143,8 @@ impl UnitKind for DurationKind {
         let mut rest = text;
         let mut total_ms: u64 = 0;
         while !rest.is_empty() {
-            let (n, tail) = number_then_suffix(rest)
-                .ok_or_else(|| format!("`{text}` is not a duration"))?;
+            let (n, tail) =
+                number_then_suffix(rest).ok_or_else(|| format!("`{text}` is not a duration"))?;
             let unit_len = tail
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(tail.len());
@@ -198,8 +199,7 @@ impl UnitKind for SizeKind {
     type Value = u64;
     const NAME: &'static str = "size";
     const SCHEMA_NAME: &'static str = "Size";
-    const HINT: &'static str =
-        "a whole number and a unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB), e.g. `512MiB`, `2GiB`";
+    const HINT: &'static str = "a whole number and a unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB), e.g. `512MiB`, `2GiB`";
     const PATTERN: &'static str = "^[0-9]+(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)$";
 
     fn parse(text: &str) -> Result<u64, String> {
@@ -248,7 +248,7 @@ pub fn format_size(bytes: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ] {
-        if bytes >= per && bytes % per == 0 {
+        if bytes >= per && bytes.is_multiple_of(per) {
             return format!("{}{unit}", bytes / per);
         }
     }
@@ -278,7 +278,8 @@ impl UnitKind for RateKind {
     const PATTERN: &'static str = "^[0-9]+/(s|min)$";
 
     fn parse(text: &str) -> Result<Rate, String> {
-        let (n, rest) = number_then_suffix(text).ok_or_else(|| format!("`{text}` is not a rate"))?;
+        let (n, rest) =
+            number_then_suffix(text).ok_or_else(|| format!("`{text}` is not a rate"))?;
         let per = match rest {
             "/s" => RatePer::Second,
             "/min" => RatePer::Minute,
@@ -321,13 +322,14 @@ impl UnitKind for ModeKind {
 
     fn parse(text: &str) -> Result<u32, String> {
         let digits = text.strip_prefix("0o").unwrap_or(text);
-        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-        {
+        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
             return Err(format!("`{text}` is not an octal file mode"));
         }
         let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
         if mode > 0o777 {
-            return Err(format!("`{text}` sets special bits (setuid, setgid, sticky)"));
+            return Err(format!(
+                "`{text}` sets special bits (setuid, setgid, sticky)"
+            ));
         }
         Ok(mode)
     }
@@ -353,7 +355,16 @@ mod tests {
         assert_eq!(DurationKind::parse("5s"), Ok(D::from_secs(5)));
         assert_eq!(DurationKind::parse("2m"), Ok(D::from_secs(120)));
         assert_eq!(DurationKind::parse("1h30m"), Ok(D::from_secs(5400)));
-        for bad in ["", "5", "5 s", "-1s", "1.5s", "5sec", "s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "5 s",
+            "-1s",
+            "1.5s",
+            "5sec",
+            "s",
+            "99999999999999999999d",
+        ] {
             assert!(DurationKind::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(format_duration(D::from_secs(90)), "1m30s");
@@ -378,17 +389,31 @@ mod tests {
     fn rates() {
         assert_eq!(
             RateKind::parse("100/min"),
-            Ok(Rate { requests: 100, per: RatePer::Minute })
+            Ok(Rate {
+                requests: 100,
+                per: RatePer::Minute
+            })
         );
         assert_eq!(
             RateKind::parse("10/s"),
-            Ok(Rate { requests: 10, per: RatePer::Second })
+            Ok(Rate {
+                requests: 10,
+                per: RatePer::Second
+            })
         );
         for bad in ["100", "100/h", "/s", "0/s", "1.5/s", "100/minute"] {
             assert!(RateKind::parse(bad).is_err(), "{bad}");
         }
-        assert!(RateKind::parse("10r/s").unwrap_err().contains("did you mean `10/s`"));
-        assert!(RateKind::parse("100/m").unwrap_err().contains("did you mean `100/min`"));
+        assert!(
+            RateKind::parse("10r/s")
+                .unwrap_err()
+                .contains("did you mean `10/s`")
+        );
+        assert!(
+            RateKind::parse("100/m")
+                .unwrap_err()
+                .contains("did you mean `100/min`")
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ impl Berth {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.current_dir(repo());
         // Output is a pipe here; clear what would force colour on.
-        cmd.env_remove("CLICOLOR_FORCE").env_remove("NO_COLOR").env_remove("BERTH_FILE");
+        cmd.env_remove("CLICOLOR_FORCE")
+            .env_remove("NO_COLOR")
+            .env_remove("BERTH_FILE");
         Berth { cmd }
     }
 
