@@ -5,12 +5,15 @@
 //! [`Report`] (a file, its text and its diagnostics) into miette's graphical output for people
 //! and into a stable JSON shape for CI (`berth validate --format json`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
+
+use crate::secrets::detect::mask_source;
 
 /// A byte range in the spec's source text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,8 +61,6 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Further places that explain the problem (the first definition of a duplicate, ...).
     pub related: Vec<(Span, String)>,
-    /// The text under `span` may be a credential: rendered snippets mask it.
-    pub redact: bool,
 }
 
 impl Diagnostic {
@@ -72,7 +73,6 @@ impl Diagnostic {
             label: None,
             help: None,
             related: Vec::new(),
-            redact: false,
         }
     }
 
@@ -96,12 +96,6 @@ impl Diagnostic {
 
     pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
         self.related.push((span, label.into()));
-        self
-    }
-
-    /// Marks the text under the span as possibly secret: snippets show `*` in its place.
-    pub fn redacted(mut self) -> Self {
-        self.redact = true;
         self
     }
 
@@ -139,31 +133,14 @@ impl Report {
         self.errors() > 0
     }
 
-    /// The source as snippets may show it: the text of redacted spans replaced by `*`
-    /// (byte for byte, so every span still points at the same place).
-    fn shown_source(&self) -> Arc<String> {
-        let mut bytes: Option<Vec<u8>> = None;
-        for d in self.diagnostics.iter().filter(|d| d.redact) {
-            if let Some(s) = d.span {
-                let b = bytes.get_or_insert_with(|| self.source.as_bytes().to_vec());
-                let end = (s.offset + s.len).min(b.len());
-                for byte in &mut b[s.offset.min(end)..end] {
-                    if !byte.is_ascii_whitespace() {
-                        *byte = b'*';
-                    }
-                }
-            }
-        }
-        match bytes {
-            // Whole multi-byte characters may be masked partly; lossy keeps it valid text.
-            Some(b) => Arc::new(String::from_utf8_lossy(&b).into_owned()),
-            None => self.source.clone(),
-        }
-    }
-
     /// Each diagnostic as a miette diagnostic bound to the file's source.
     pub fn miette(&self) -> impl Iterator<Item = SpecDiagnostic> + '_ {
-        let named = NamedSource::new(self.path.display().to_string(), self.shown_source());
+        // Snippets show the file with credentials masked, whatever the diagnostic is about.
+        let shown = match mask_source(&self.source) {
+            Cow::Borrowed(_) => self.source.clone(),
+            Cow::Owned(masked) => Arc::new(masked),
+        };
+        let named = NamedSource::new(self.path.display().to_string(), shown);
         let end = self.source.len();
         self.diagnostics.iter().map(move |d| {
             let mut diag = d.clone();

@@ -63,50 +63,60 @@ pub fn graph(spec: &Spec) -> Result<ResourceGraph, OpError> {
 
 /// `plan --against OLD`: what would change going from the old spec to the new one.
 pub fn plan_against(new: &Spec, old: &Spec, old_name: &str) -> Result<Plan, OpError> {
-    let desired = resources::graph(new)?;
-    let observed = ObservedState::from_resources(
+    let graph = resources::graph(new)?;
+    let observed = observed_from(
+        resources::desired(old),
+        &old.region_names(),
+        &new.region_names(),
+        old_name,
+    );
+    Ok(plan(&new.project.value, &graph, &observed))
+}
+
+/// The state a deployment of the old revision left, with addresses in the new revision's
+/// form (a second region qualifies every address).
+fn observed_from(
+    old: Vec<crate::graph::Resource>,
+    old_regions: &[&str],
+    new_regions: &[&str],
+    old_name: &str,
+) -> ObservedState {
+    let requalify = |a| resources::requalify(a, old_regions, new_regions);
+    let resources = old.into_iter().map(|mut r| {
+        r.address = requalify(r.address);
+        r.depends_on = r.depends_on.into_iter().map(requalify).collect();
+        r
+    });
+    ObservedState::from_resources(
         Origin::Spec {
             file: old_name.to_owned(),
         },
-        resources::desired(old),
-    );
-    Ok(plan(&new.project.value, &desired, &observed))
+        resources,
+    )
 }
 
-/// A plan between two spec files, with the reports (warnings) of both.
+/// A plan between two spec files, with the report (warnings) of the new one.
 pub struct AgainstPlan {
     pub plan: Plan,
     pub new: Report,
-    /// `None` when the old file was empty (nothing deployed yet).
-    pub old: Option<Report>,
-}
-
-fn is_empty_file(path: &Path) -> Result<bool, OpError> {
-    let io = |source| ReadError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.len() > 64 * 1024 {
-        return Ok(false);
-    }
-    let text = std::fs::read(path).map_err(io)?;
-    Ok(crate::spec::load::is_blank(&String::from_utf8_lossy(&text)))
 }
 
 /// `plan -f NEW --against OLD`: loads, checks and expands both files concurrently (they
 /// are independent), then plans.
+///
+/// The old revision only has to parse and pass the structural checks: its lints are not
+/// the pull request's business (a pull request that fixes a lint must be plannable). An
+/// empty old file is "nothing deployed yet": `--against /dev/null` plans a first deployment.
 pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError> {
     let (new_side, old_side) = std::thread::scope(|s| {
         let old_thread = s.spawn(|| -> Result<_, OpError> {
-            // An empty file is "nothing deployed yet": `--against /dev/null` plans a first
-            // deployment, as CI does in the pull request that adds berth.yaml.
-            if is_empty_file(old)? {
-                return Ok((None, Vec::new()));
+            let text = read_spec(old)?;
+            if crate::spec::load::is_blank(&text) {
+                return Ok(None);
             }
-            let valid = load_valid(old)?;
-            let resources = resources::desired(&valid.spec);
-            Ok((Some(valid.report), resources))
+            let spec = load_structure(old, text)?;
+            let regions: Vec<String> = spec.region_names().iter().map(|r| r.to_string()).collect();
+            Ok(Some((regions, resources::desired(&spec))))
         });
         let new_side = (|| -> Result<_, OpError> {
             let valid = load_valid(new)?;
@@ -119,16 +129,46 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
         (new_side, old_side)
     });
     let (new_valid, graph) = new_side?;
-    let (old_report, observed) = old_side?;
-    let observed = ObservedState::from_resources(
-        Origin::Spec {
-            file: old.display().to_string(),
-        },
-        observed,
-    );
+    let observed = match old_side? {
+        None => ObservedState::from_resources(
+            Origin::Spec {
+                file: old.display().to_string(),
+            },
+            Vec::new(),
+        ),
+        Some((old_regions, old_resources)) => {
+            let from: Vec<&str> = old_regions.iter().map(String::as_str).collect();
+            observed_from(
+                old_resources,
+                &from,
+                &new_valid.spec.region_names(),
+                &old.display().to_string(),
+            )
+        }
+    };
     Ok(AgainstPlan {
         plan: plan(&new_valid.spec.project.value, &graph, &observed),
         new: new_valid.report,
-        old: old_report,
     })
+}
+
+fn read_spec(path: &Path) -> Result<String, OpError> {
+    Ok(crate::spec::load::read_text(path)?)
+}
+
+/// Parses a spec and runs the structural checks only (no lints).
+fn load_structure(path: &Path, text: String) -> Result<Spec, OpError> {
+    let source = std::sync::Arc::new(text);
+    let (spec, diagnostics) = match crate::spec::load::parse(&source) {
+        Ok(spec) => {
+            let d = crate::spec::check::check(&spec);
+            (Some(spec), d)
+        }
+        Err(d) => (None, vec![*d]),
+    };
+    let report = Report::new(path, source, diagnostics);
+    match spec {
+        Some(spec) if !report.has_errors() => Ok(spec),
+        _ => Err(OpError::Invalid(Box::new(report))),
+    }
 }

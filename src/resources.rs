@@ -2,40 +2,46 @@
 //! attributes, per region, and the [`ResourceGraph`] over them.
 //!
 //! Attributes are the comparable text form of a resource's configuration (`image`,
-//! `env.DEBUG`, `volume[/data]`, ...). They never hold a secret value: secrets appear by
-//! name and delivery, and env values that look like credentials by fingerprint only.
+//! `env.DEBUG`, `mount[/data]`, ...). They never hold a secret value: secrets appear by
+//! name, source file and delivery, and values that look like credentials (see
+//! `secrets::detect`) only in concealed form.
 
 use std::collections::{BTreeMap, HashSet};
 
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
-use crate::secrets::plaintext::fingerprint;
+use crate::secrets::detect::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::check::{Mount, PortMapping};
-use crate::spec::lint::is_credential_key;
-use crate::spec::{Pod, SecretUse, Spec, Strategy};
+use crate::spec::{Pod, SecretUse, Sp, Spec, Strategy};
 
-/// The region used when a spec names none.
-pub const DEFAULT_REGION: &str = "local";
-
-/// The regions of a spec, primary first. `None` entries stand for "not qualified": a spec
-/// with fewer than two regions does not qualify its addresses.
-pub fn regions(spec: &Spec) -> Vec<Option<&str>> {
-    if spec.regions.len() < 2 {
-        return vec![None];
-    }
-    let mut names: Vec<(bool, &str)> = spec
-        .regions
-        .iter()
-        .map(|r| (!r.item.primary, r.name.value.as_str()))
-        .collect();
-    names.sort();
-    names.into_iter().map(|(_, n)| Some(n)).collect()
+/// How a region appears in addresses: only specs with several regions qualify them.
+pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {
+    (all.len() > 1).then_some(region)
 }
 
-fn runs_in(list: &Option<Vec<crate::spec::Sp<String>>>, region: Option<&str>) -> bool {
-    match (list, region) {
-        (None, _) | (_, None) => true,
-        (Some(list), Some(r)) => list.iter().any(|x| x.value == r),
+/// Rewrites an address of a spec whose regions are `from` into the form of a spec whose
+/// regions are `to`, so the two can be compared: `pod.db` of a single-region spec `fra` is
+/// `pod.db@fra` once a second region exists, and the other way round.
+pub fn requalify(mut address: Address, from: &[&str], to: &[&str]) -> Address {
+    if address.kind == Kind::Secret {
+        return address; // secrets are not per region
     }
+    let region = match (&address.region, from.first()) {
+        (Some(r), _) => r.clone(),
+        (None, Some(only)) => (*only).to_owned(),
+        (None, None) => return address,
+    };
+    address.region = if to.len() > 1 || !to.contains(&region.as_str()) {
+        Some(region)
+    } else {
+        None
+    };
+    address
+}
+
+/// Whether something with this `regions:` list runs in `region` (one of the spec's).
+fn runs_in(list: &Option<Vec<Sp<String>>>, region: &str) -> bool {
+    list.as_ref()
+        .is_none_or(|l| l.iter().any(|x| x.value == region))
 }
 
 /// Builds the desired resources of a spec that passed its checks.
@@ -72,9 +78,11 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
     let mounted_anywhere: HashSet<&str> = spec
         .pods
         .iter()
-        .flat_map(|p| named_mounts(&p.item))
+        .flat_map(|p| p.item.named_volumes())
         .collect();
-    for region in regions(spec) {
+    let all_regions = spec.region_names();
+    for &region_name in &all_regions {
+        let region = shown_region(&all_regions, region_name);
         let network = Address::new(Kind::Network, "default").region(region);
         out.push(Resource {
             address: network.clone(),
@@ -85,13 +93,13 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
         let pods_here: Vec<_> = spec
             .pods
             .iter()
-            .filter(|p| runs_in(&p.item.regions, region))
+            .filter(|p| runs_in(&p.item.regions, region_name))
             .collect();
         let instances = |name: &str| -> Vec<Address> {
             let Some(p) = spec.pods.get(name) else {
                 return Vec::new();
             };
-            if !runs_in(&p.regions, region) {
+            if !runs_in(&p.regions, region_name) {
                 return Vec::new();
             }
             pod_addresses(name, p.replicas(), region)
@@ -99,7 +107,7 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
 
         let mounted_here: HashSet<&str> = pods_here
             .iter()
-            .flat_map(|p| named_mounts(&p.item))
+            .flat_map(|p| p.item.named_volumes())
             .collect();
         let mut volumes_here = HashSet::new();
         for v in spec.volumes.iter() {
@@ -130,11 +138,21 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
             }
             deps.sort();
             deps.dedup();
-            for address in pod_addresses(name, p.item.replicas(), region) {
+            let mut addresses = pod_addresses(name, p.item.replicas(), region)
+                .into_iter()
+                .peekable();
+            let mut attrs = attrs;
+            while let Some(address) = addresses.next() {
+                // Replicas share the configuration; the last one takes it.
+                let (attrs, depends_on) = if addresses.peek().is_some() {
+                    (attrs.clone(), deps.clone())
+                } else {
+                    (std::mem::take(&mut attrs), std::mem::take(&mut deps))
+                };
                 out.push(Resource {
                     address,
-                    attrs: attrs.clone(),
-                    depends_on: deps.clone(),
+                    attrs,
+                    depends_on,
                 });
             }
         }
@@ -275,26 +293,12 @@ fn pod_addresses(name: &str, replicas: u32, region: Option<&str>) -> Vec<Address
         .collect()
 }
 
-/// The named volumes a pod mounts.
-fn named_mounts(pod: &Pod) -> impl Iterator<Item = &str> {
-    pod.volumes
-        .iter()
-        .filter_map(|m| Mount::parse(&m.value).ok())
-        .filter(|m| !m.bind)
-        .map(|m| m.source)
-}
-
-/// The effective update strategy: blue-green unless the pod owns a named volume.
+/// The effective update strategy: blue-green unless the pod owns a named volume or
+/// publishes host ports (two containers cannot hold either at once).
 pub fn strategy(pod: &Pod) -> Strategy {
     match &pod.update {
         Some(u) => u.strategy.value,
-        None if pod
-            .volumes
-            .iter()
-            .any(|m| Mount::parse(&m.value).is_ok_and(|m| !m.bind)) =>
-        {
-            Strategy::Recreate
-        }
+        None if pod.named_volumes().next().is_some() || !pod.ports.is_empty() => Strategy::Recreate,
         None => Strategy::BlueGreen,
     }
 }
@@ -315,7 +319,7 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
                 .unwrap_or_else(|| "Dockerfile".into()),
         );
         for (k, v) in &b.value.args {
-            a.insert(format!("build.args.{k}"), v.clone());
+            a.insert(format!("build.args.{k}"), shown(k, v));
         }
     }
     if let Some(c) = &pod.command {
@@ -325,17 +329,14 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
         a.insert("entrypoint".into(), json_list(e));
     }
     for e in pod.env.iter() {
-        let value = &e.item.value.0;
-        let shown = if is_credential_key(&e.name.value) && !value.is_empty() {
-            format!("(sensitive) {}", fingerprint(value.as_bytes()))
-        } else {
-            value.clone()
-        };
-        a.insert(format!("env.{}", e.name.value), shown);
+        a.insert(
+            format!("env.{}", e.name.value),
+            shown(&e.name.value, &e.item.value.0),
+        );
     }
     for s in &pod.secrets {
         let name = s.value.name();
-        let delivery = match &s.value {
+        let mut delivery = match &s.value {
             SecretUse::Detailed(d) if d.env.is_some() => {
                 format!("env {} (env-exposed)", d.env.as_deref().unwrap_or_default())
             }
@@ -344,6 +345,10 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
                 format!("file /run/secrets/{name} mode {mode}")
             }
         };
+        // Another source file is another value: the consumers restart to get it.
+        if let Some(secret) = spec.secrets.get(name) {
+            delivery.push_str(&format!(", from {}", secret.file.value));
+        }
         a.insert(format!("secret.{name}"), delivery);
         if spec.secrets.contains(name) {
             deps.push(Address::new(Kind::Secret, name));
@@ -409,7 +414,7 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
         }
     }
     a.insert("update.strategy".into(), strategy(pod).as_str().into());
-    for (i, c) in pod.checks.iter().enumerate() {
+    for c in &pod.checks {
         let h = &c.value.http;
         let mut v = format!("http :{}{}", h.port, h.path);
         if let Some(s) = h.expect_status {
@@ -430,7 +435,12 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
         if let Some(l) = &h.max_latency {
             v.push_str(&format!(" within {}", l.canonical()));
         }
-        a.insert(format!("check[{i}]"), v);
+        // Keyed by what is checked, so inserting a check does not shift the others.
+        let mut key = format!("check[:{}{}]", h.port, h.path);
+        while a.contains_key(&key) {
+            key.push('+');
+        }
+        a.insert(key, v);
     }
     if !pod.depends_on.is_empty() {
         a.insert(
@@ -451,6 +461,26 @@ fn sorted_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     v.join(", ")
 }
 
+/// A command or argument list as JSON, with any argument holding a credential concealed.
 fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_default()
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| {
+            if is_sensitive_value(i) {
+                conceal(i)
+            } else {
+                i.clone()
+            }
+        })
+        .collect();
+    serde_json::to_string(&items).unwrap_or_default()
+}
+
+/// A value under a key, concealed when it looks like a credential.
+fn shown(key: &str, value: &str) -> String {
+    if is_sensitive(key, value) {
+        conceal(value)
+    } else {
+        value.to_owned()
+    }
 }

@@ -186,6 +186,67 @@ fn plan_against_an_empty_file_is_a_first_deployment() {
 }
 
 #[test]
+fn plan_reads_the_old_revision_from_a_pipe() {
+    // `--against <(git show main:berth.yaml)` hands berth a pipe it can read only once.
+    let old = std::fs::read(repo().join(MR_V1)).unwrap();
+    let piped = Berth::new()
+        .args([
+            "plan",
+            "-f",
+            MR_V2,
+            "--against",
+            "/dev/stdin",
+            "--format",
+            "json",
+        ])
+        .stdin(old)
+        .run()
+        .code(0);
+    let from_file = Berth::new()
+        .args(["plan", "-f", MR_V2, "--against", MR_V1, "--format", "json"])
+        .run()
+        .code(0);
+    let a: berth::plan::Plan = serde_json::from_str(&piped.stdout()).unwrap();
+    let b: berth::plan::Plan = serde_json::from_str(&from_file.stdout()).unwrap();
+    assert_eq!(a.changes, b.changes);
+}
+
+#[test]
+fn a_pull_request_that_fixes_a_lint_can_be_planned() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |debug: &str| {
+        format!(
+            "version: 1\nproject: p\nenvironment: production\npods:\n  api:\n    image: api:1\n    env: {{ DEBUG: \"{debug}\" }}\n"
+        )
+    };
+    std::fs::write(dir.path().join("old.yaml"), spec("true")).unwrap();
+    std::fs::write(dir.path().join("new.yaml"), spec("false")).unwrap();
+    let r = Berth::new()
+        .dir(dir.path())
+        .args([
+            "plan",
+            "-f",
+            "new.yaml",
+            "--against",
+            "old.yaml",
+            "--detailed-exitcode",
+        ])
+        .run()
+        .code(2);
+    assert!(
+        r.stdout().contains("env.DEBUG: \"true\" -> \"false\""),
+        "{}",
+        r.stdout()
+    );
+    // The new revision is held to every rule: the other way round is refused.
+    Berth::new()
+        .dir(dir.path())
+        .args(["plan", "-f", "old.yaml", "--against", "new.yaml"])
+        .run()
+        .code(1);
+}
+
+#[test]
 fn plan_json_parses_and_round_trips() {
     let r = Berth::new()
         .args(["plan", "-f", MR_V2, "--against", MR_V1, "--format", "json"])

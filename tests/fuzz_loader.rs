@@ -45,7 +45,8 @@ fn exercise(text: String) -> bool {
     false
 }
 
-fn run<S: Strategy>(name: &str, strategy: S, f: impl Fn(S::Value) -> bool)
+/// Runs `f` on `cases()` inputs; returns how many were valid specs.
+fn run<S: Strategy>(name: &str, strategy: S, f: impl Fn(S::Value) -> bool) -> usize
 where
     S::Value: std::fmt::Debug,
 {
@@ -72,11 +73,12 @@ where
         valid.load(Ordering::Relaxed)
     );
     assert!(ran.load(Ordering::Relaxed) >= cases() as usize);
+    valid.load(Ordering::Relaxed)
 }
 
 #[test]
 fn arbitrary_bytes_never_panic() {
-    run(
+    let _ = run(
         "arbitrary bytes",
         proptest::collection::vec(any::<u8>(), 0..2048),
         |bytes| exercise(String::from_utf8_lossy(&bytes).into_owned()),
@@ -96,7 +98,7 @@ enum Edit {
 
 fn edit() -> impl Strategy<Value = Edit> {
     let yamlish = proptest::string::string_regex(
-        r"([a-z_]{1,8}|[:\-\[\]{}&*!|>#,'\x22 ]|\n|[0-9]{1,4}|age1|0400|5s|2GiB|100/min|@|~|\t)",
+        r"([a-z_]{1,8}|[:\-\[\]{}&*!|>#,'\x22 ]|\n|[0-9]{1,4}|[0-9]{9,22}|-[0-9]{1,3}|age1|0400|5s|2GiB|100/min|@|~|\t|é|日本|🚀|\u{200b})",
     )
     .expect("regex");
     prop_oneof![
@@ -164,7 +166,7 @@ fn apply(text: &str, e: &Edit) -> String {
 
 #[test]
 fn mutated_examples_never_panic() {
-    run(
+    let valid = run(
         "mutated examples",
         (0..EXAMPLES.len(), proptest::collection::vec(edit(), 1..4)),
         |(i, edits)| {
@@ -174,5 +176,10 @@ fn mutated_examples_never_panic() {
             }
             exercise(text)
         },
+    );
+    // The mutations must leave enough specs valid to exercise the graph and the planner.
+    assert!(
+        valid * 20 > cases() as usize,
+        "only {valid} mutated specs were valid"
     );
 }

@@ -93,3 +93,30 @@ fn every_example_plans_no_changes_against_itself() {
         assert!(p.summary.no_op > 0);
     }
 }
+
+#[test]
+fn credential_values_never_reach_a_plan() {
+    let d = "fixtures/plan/sensitive-env";
+    let p = plan(&format!("{d}/new.yaml"), &format!("{d}/old.yaml"));
+    let outputs = [
+        render::human(&p, true),
+        render::markdown(&p),
+        render::json(&p),
+    ];
+    for out in &outputs {
+        for secret in [
+            "oldpassword",
+            "newpassword",
+            "pk_test",
+            "sk_test",
+            "51HqLyjWDarjtT1zdp7dc",
+        ] {
+            assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+        }
+        // The changes themselves are still visible.
+        assert!(
+            out.contains("env.SANDBOX_API_KEY") && out.contains("(sensitive)"),
+            "{out}"
+        );
+    }
+}

@@ -12,6 +12,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Address, Kind, Resource, ResourceGraph};
 use crate::observe::{ObservedResource, ObservedState, Origin};
+use crate::secrets::detect::SENSITIVE_MARK;
+
+/// An attribute value as a plan may show it: concealed values (whole, or an argument in a
+/// list) become `(sensitive)`.
+fn public(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(at) = rest.find(SENSITIVE_MARK) {
+        out.push_str(&rest[..at]);
+        out.push_str("(sensitive)");
+        let after = &rest[at + SENSITIVE_MARK.len()..];
+        rest = after.split_once(')').map_or("", |(_, tail)| tail);
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Version of the plan's JSON shape; bumped on any incompatible change.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -149,7 +165,9 @@ pub fn forces_replacement(kind: Kind, field: &str) -> bool {
                 || field.starts_with("resources.")
                 || field.starts_with("check["))
         }
-        Kind::Volume | Kind::Network => true,
+        // A volume is never replaced by a plan: that would lose its data.
+        Kind::Volume => false,
+        Kind::Network => true,
         // The proxy reloads new config in place; a new image or ports need a new container.
         Kind::Proxy => field == "image" || field == "listen",
         Kind::Secret | Kind::RateLimit | Kind::Backup => false,
@@ -177,7 +195,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
                     .map(|(k, v)| FieldChange {
                         field: k.clone(),
                         old: None,
-                        new: Some(v.clone()),
+                        new: Some(public(v)),
                         forces_replacement: false,
                     })
                     .collect(),
@@ -257,8 +275,8 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         };
         fields.push(FieldChange {
             field: field.clone(),
-            old: o.cloned(),
-            new: n.cloned(),
+            old: o.map(|v| public(v)),
+            new: n.map(|v| public(v)),
             forces_replacement: forces_replacement(kind, field),
         });
     }
@@ -462,6 +480,15 @@ mod tests {
         );
         let got: Vec<Action> = p.changes.iter().map(|c| c.action).collect();
         assert_eq!(got, vec![Action::NoOp, Action::Create]);
+    }
+
+    #[test]
+    fn concealed_values_are_never_shown() {
+        use crate::secrets::detect::conceal;
+        assert_eq!(public(&conceal("hunter2")), "(sensitive)");
+        let list = format!("[\"serve\",\"{}\"]", conceal("postgres://a:b@c/d"));
+        assert_eq!(public(&list), "[\"serve\",\"(sensitive)\"]");
+        assert_eq!(public("plain"), "plain");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use super::units::{Unit, UnitKind};
 use super::{NamedMap, Pod, SecretUse, Sp, Spec, Strategy};
 use crate::diag::{Diagnostic, Span};
+use crate::secrets::detect::contains_age_secret_key;
 
 /// Runs every structural check.
 pub fn check(spec: &Spec) -> Vec<Diagnostic> {
@@ -25,11 +26,15 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
     c.secrets();
     c.pods();
     c.cycles();
+    c.host_ports();
     c.rate_limits();
     c.proxy();
     c.backups();
     c.diags
 }
+
+/// Most replicas of one pod in one region.
+pub const MAX_REPLICAS: u32 = 100;
 
 /// Pod names berth reserves for its own containers.
 const RESERVED_POD_NAMES: &[&str] = &["proxy", "berth"];
@@ -280,14 +285,20 @@ impl Checker<'_> {
         }
     }
 
-    /// Every region name in `list` exists.
-    fn region_refs(&mut self, list: &Option<Vec<Sp<String>>>) {
+    /// Every region name in `list` exists, and the list is not empty.
+    fn region_refs(&mut self, list: &Option<Vec<Sp<String>>>, owner: &Sp<String>) {
         let Some(list) = list else { return };
-        let defined: Vec<&str> = if self.spec.regions.is_empty() {
-            vec!["local"]
-        } else {
-            self.spec.regions.names().collect()
-        };
+        let defined = self.spec.region_names();
+        if list.is_empty() {
+            self.push(
+                Diagnostic::error(
+                    "empty-regions",
+                    format!("`{}` runs in no region", owner.value),
+                )
+                .at(owner.span, "`regions: []`")
+                .help("remove `regions:` to run it in every region, or name the regions"),
+            );
+        }
         for r in list {
             if !defined.contains(&r.value.as_str()) {
                 self.unknown("region", r, defined.iter().copied(), "regions");
@@ -316,7 +327,8 @@ impl Checker<'_> {
     fn recipients_of(&mut self, owner: &str, list: &[Sp<String>]) {
         for r in list {
             let v = r.value.trim();
-            if v.starts_with("AGE-SECRET-KEY-") {
+            if contains_age_secret_key(v) {
+                // Never quote it: the snippet masks it, and so must the message.
                 self.push(
                     Diagnostic::error("private-key-as-recipient", format!("{owner} lists an age private key as a recipient"))
                         .at(r.span, "this is a secret key, not a public recipient")
@@ -327,7 +339,7 @@ impl Checker<'_> {
                 || v.starts_with("ssh-rsa "))
             {
                 self.push(
-                    Diagnostic::error("invalid-recipient", format!("`{}` is not an age recipient", r.value))
+                    Diagnostic::error("invalid-recipient", format!("{owner} lists something that is not an age recipient"))
                         .at(r.span, "not `age1...` or an ssh public key")
                         .help("use the public key printed by `berth secrets init` or `age-keygen -y KEYFILE`"),
                 );
@@ -421,6 +433,23 @@ impl Checker<'_> {
                     .help("remove the pod from the spec to stop it, or set `replicas: 1`"),
                 );
             }
+            if let Some(r) = &pod.replicas
+                && r.value > MAX_REPLICAS
+            {
+                self.push(
+                    Diagnostic::error(
+                        "too-many-replicas",
+                        format!(
+                            "pod `{}` asks for {} replicas, more than berth runs ({MAX_REPLICAS})",
+                            name.value, r.value
+                        ),
+                    )
+                    .at(r.span, "too many")
+                    .help(format!(
+                        "run at most {MAX_REPLICAS} replicas of one pod per region"
+                    )),
+                );
+            }
             for dep in &pod.depends_on {
                 if dep.value == name.value {
                     self.push(
@@ -432,8 +461,8 @@ impl Checker<'_> {
                         .help("remove this entry from `depends_on`"),
                     );
                 } else if let Some(target) = spec.pods.get(&dep.value) {
-                    let here = self.pod_regions(&pod.regions);
-                    let there = self.pod_regions(&target.regions);
+                    let here = spec.regions_of(&pod.regions);
+                    let there = spec.regions_of(&target.regions);
                     if let Some(missing) = here.iter().find(|r| !there.contains(r)) {
                         self.push(
                             Diagnostic::error(
@@ -461,7 +490,7 @@ impl Checker<'_> {
             self.pod_secrets(name, pod);
             self.pod_env(pod);
             let named_volumes = self.pod_volumes(pod);
-            self.pod_ports(pod);
+            self.pod_ports(name, pod);
             if let Some(res) = &pod.resources {
                 if let Some(c) = &res.cpus
                     && !(c.value > 0.0 && c.value <= 1024.0)
@@ -570,15 +599,7 @@ impl Checker<'_> {
                     );
                 }
             }
-            self.region_refs(&pod.regions);
-        }
-    }
-
-    /// The regions a pod runs in: its own list, or every region.
-    fn pod_regions(&self, list: &Option<Vec<Sp<String>>>) -> Vec<String> {
-        match list {
-            Some(l) => l.iter().map(|r| r.value.clone()).collect(),
-            None => self.spec.regions.names().map(str::to_owned).collect(),
+            self.region_refs(&pod.regions, name);
         }
     }
 
@@ -703,8 +724,7 @@ impl Checker<'_> {
         named
     }
 
-    fn pod_ports(&mut self, pod: &Pod) {
-        let mut seen: HashMap<(String, u16, String), Span> = HashMap::new();
+    fn pod_ports(&mut self, name: &Sp<String>, pod: &Pod) {
         for p in &pod.ports {
             match PortMapping::parse(&p.value) {
                 Err(why) => self.push(
@@ -715,22 +735,115 @@ impl Checker<'_> {
                     .at(p.span, "invalid port mapping")
                     .help("write `HOST:CONTAINER`, e.g. `8080:80`, or `127.0.0.1:8080:80/tcp`"),
                 ),
-                Ok(pm) => {
-                    if let Some(first) =
-                        seen.insert((pm.ip.clone(), pm.host, pm.protocol.clone()), p.span)
-                    {
-                        self.push(
-                            Diagnostic::error(
-                                "duplicate-port",
-                                format!("host port {} is published twice", pm.host),
-                            )
-                            .at(p.span, "published again here")
-                            .related(first, "first published here")
-                            .help("publish each host port once"),
+                Ok(pm) if pod.replicas() > 1 => self.push(
+                    Diagnostic::error(
+                        "replicas-share-port",
+                        format!(
+                            "the {} replicas of `{}` cannot all publish host port {}",
+                            pod.replicas(),
+                            name.value,
+                            pm.host
+                        ),
+                    )
+                    .at(p.span, "one host port, one container")
+                    .help("route to the pod through the `proxy`, or run one replica"),
+                ),
+                Ok(_) => {}
+            }
+        }
+        if let Some(u) = &pod.update
+            && u.strategy.value == Strategy::BlueGreen
+            && let Some(p) = pod.ports.first()
+        {
+            self.push(
+                Diagnostic::error("blue-green-with-port", format!("pod `{}` cannot be replaced blue-green", name.value))
+                    .at(u.strategy.span, "blue-green runs two containers at once")
+                    .related(p.span, "only one of them can hold this host port")
+                    .help("use `update: { strategy: recreate }`, or route to the pod through the `proxy` instead of publishing a port"),
+            );
+        }
+    }
+
+    /// No two pods (or a pod and the proxy) of one region publish the same host port.
+    fn host_ports(&mut self) {
+        /// Who publishes a host port, where.
+        struct Publisher {
+            ip: String,
+            span: Span,
+            what: String,
+        }
+        let spec = self.spec;
+        let mut clashes: Vec<(u16, Publisher, Span, String)> = Vec::new();
+        for region in spec.region_names() {
+            let mut seen: HashMap<(u16, String), Vec<Publisher>> = HashMap::new();
+            let mut publish = |port: u16, proto: &str, ip: &str, span: Span, what: String| {
+                let ip = if ip == "0.0.0.0" || ip == "::" {
+                    ""
+                } else {
+                    ip
+                };
+                let list = seen.entry((port, proto.to_owned())).or_default();
+                if let Some(first) = list
+                    .iter()
+                    .find(|p| p.ip.is_empty() || ip.is_empty() || p.ip == ip)
+                {
+                    clashes.push((
+                        port,
+                        Publisher {
+                            ip: ip.to_owned(),
+                            span,
+                            what: what.clone(),
+                        },
+                        first.span,
+                        first.what.clone(),
+                    ));
+                }
+                list.push(Publisher {
+                    ip: ip.to_owned(),
+                    span,
+                    what,
+                });
+            };
+            for p in spec.pods.iter() {
+                if !spec.regions_of(&p.item.regions).contains(&region) {
+                    continue;
+                }
+                for m in &p.item.ports {
+                    if let Ok(pm) = PortMapping::parse(&m.value) {
+                        publish(
+                            pm.host,
+                            &pm.protocol,
+                            &pm.ip,
+                            m.span,
+                            format!("pod `{}`", p.name.value),
                         );
                     }
                 }
             }
+            if let Some(proxy) = &spec.proxy {
+                for port in &proxy.listen {
+                    publish(*port, "tcp", "", proxy.image.span, "the proxy".to_owned());
+                }
+            }
+        }
+        let mut reported = std::collections::HashSet::new();
+        for (port, again, first, first_what) in clashes {
+            // The same clash shows in every region both run in: report it once.
+            if !reported.insert(again.span) {
+                continue;
+            }
+            let what = again.what;
+            let message = if what == first_what {
+                format!("host port {port} is published twice by {what}")
+            } else {
+                format!("host port {port} is published by {first_what} and {what}")
+            };
+            self.push(
+                Diagnostic::error("port-conflict", message)
+                    .at(again.span, format!("{what} publishes it again"))
+                    .related(first, format!("{first_what} publishes it here"))
+                    .help("give each a different host port, or route both through the proxy"),
+            );
         }
     }
 
@@ -1022,7 +1135,9 @@ impl Checker<'_> {
                 );
             }
             if let Some(r) = &b.item.retention
-                && r.daily.unwrap_or(0) + r.weekly.unwrap_or(0) + r.monthly.unwrap_or(0) == 0
+                && [r.daily, r.weekly, r.monthly]
+                    .iter()
+                    .all(|n| n.unwrap_or(0) == 0)
             {
                 self.push(
                     Diagnostic::error(

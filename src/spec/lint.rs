@@ -1,18 +1,23 @@
 //! Lints: values that are legal but risky. Warnings in development and staging, errors in
-//! production. A lint is silenced for one line by a comment on that line or the line above:
+//! production. A lint is silenced for one entry by a comment on a line of its own just above
+//! the entry's key, or at the end of the key's line:
 //!
 //! ```yaml
 //! # berth:allow(plaintext-credential): the demo key of the public sandbox API
 //! SANDBOX_API_KEY: pk_test_123
+//! SANDBOX_ID: sb_123 # berth:allow(plaintext-credential): an id, not a key
 //! ```
 //!
 //! The reason after the colon is required. Diagnostics never quote the flagged value: it may
-//! be a credential.
+//! be a credential (and rendered snippets mask it, see `secrets::detect::mask_source`).
 
 use std::collections::BTreeMap;
 
 use super::{Environment, Spec};
 use crate::diag::{Diagnostic, Severity, Span};
+use crate::secrets::detect::{
+    contains_age_secret_key, contains_pem, is_credential_key, is_placeholder, url_password,
+};
 
 /// Every lint, with what it is about.
 pub const LINTS: &[(&str, &str)] = &[
@@ -50,7 +55,7 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
             let key = &e.name.value;
             let value = &e.item.value.0;
             if let Some(d) = env_lint(key, value, env) {
-                found.push((e.item.span, d));
+                found.push((e.item.span, e.name.span, d));
             }
         }
     }
@@ -61,6 +66,7 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
             for origin in &route.value.cors {
                 if is_public_http(&origin.value) {
                     found.push((
+                        origin.span,
                         origin.span,
                         Finding::new("insecure-url", "CORS origin uses plain http in production")
                             .label("public http:// origin")
@@ -79,6 +85,7 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
         {
             found.push((
                 store.span,
+                store.span,
                 Finding::new(
                     "backup-store-tmp",
                     format!(
@@ -91,6 +98,7 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
             ));
         } else if !path.starts_with('/') {
             found.push((
+                store.span,
                 store.span,
                 Finding::new(
                     "backup-store-relative",
@@ -134,7 +142,7 @@ impl Finding {
 fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
     let lower = value.trim().to_ascii_lowercase();
     let use_secret = "move it to an age-encrypted secret (`berth secrets set NAME`) and list it under the pod's `secrets:`";
-    if lower.contains("change_me") || lower.contains("changeme") {
+    if is_placeholder(value) {
         return Some(
             Finding::new(
                 "forbidden-default",
@@ -162,7 +170,7 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
             .help(use_secret)
         });
     }
-    if value.contains("-----BEGIN ") {
+    if contains_pem(value) || contains_age_secret_key(value) {
         return Some(
             Finding::new(
                 "plaintext-credential",
@@ -220,35 +228,6 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
     None
 }
 
-/// Whether an env key names a credential (`*_KEY`, `*_TOKEN`, `*_PASSWORD`, `*_SECRET`, ...).
-pub fn is_credential_key(key: &str) -> bool {
-    let k = key.to_ascii_uppercase();
-    // Publishable and public keys are meant to be seen (Stripe's `pk_live_...`).
-    if k.ends_with("_FILE") || k.contains("PUBLIC") || k.contains("PUBLISHABLE") {
-        return false;
-    }
-    const EXACT: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY"];
-    const SUFFIX: &[&str] = &[
-        "_KEY",
-        "_TOKEN",
-        "_PASSWORD",
-        "_PASSWD",
-        "_PASS",
-        "_SECRET",
-        "_APIKEY",
-    ];
-    EXACT.contains(&k.as_str()) || SUFFIX.iter().any(|s| k.ends_with(s))
-}
-
-/// The password of `scheme://user:password@host...`, if there is one.
-fn url_password(value: &str) -> Option<&str> {
-    let (_, rest) = value.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
-}
-
 /// `http://` to a host that is not loopback, a bare name (a pod on the network) or private.
 fn is_public_http(value: &str) -> bool {
     let Some(rest) = value.trim().strip_prefix("http://") else {
@@ -285,6 +264,8 @@ struct Allow {
     lint: String,
     reason: String,
     span: Span,
+    /// On a line of its own (applies to the next line) rather than after a value.
+    own_line: bool,
     used: bool,
 }
 
@@ -306,6 +287,7 @@ fn parse_allows(source: &str) -> BTreeMap<usize, Vec<Allow>> {
                 lint: lint.trim().to_owned(),
                 reason: reason.to_owned(),
                 span: Span::new(offset + start, text_len),
+                own_line: line[..hash].trim().is_empty(),
                 used: false,
             });
         }
@@ -314,7 +296,12 @@ fn parse_allows(source: &str) -> BTreeMap<usize, Vec<Allow>> {
     by_line
 }
 
-fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> Vec<Diagnostic> {
+/// `found`: (span to label, span whose line an opt-out must be on or above, finding).
+fn apply_allows(
+    found: Vec<(Span, Span, Finding)>,
+    source: &str,
+    env: Environment,
+) -> Vec<Diagnostic> {
     let mut allows = parse_allows(source);
     let severity = if env == Environment::Production {
         Severity::Error
@@ -322,14 +309,15 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
         Severity::Warning
     };
     let mut out = Vec::new();
-    for (span, f) in found {
-        let (line, _) = span.line_col(source);
+    for (span, anchor, f) in found {
+        let (line, _) = anchor.line_col(source);
+        // A trailing opt-out on the entry's own line, or one on its own line just above.
         let mut allowed = false;
-        for l in [line, line.saturating_sub(1)] {
+        for (l, own_line) in [(line, false), (line.saturating_sub(1), true)] {
             if let Some(list) = allows.get_mut(&l)
                 && let Some(a) = list
                     .iter_mut()
-                    .find(|a| a.lint == f.lint && !a.reason.is_empty())
+                    .find(|a| a.lint == f.lint && !a.reason.is_empty() && a.own_line == own_line)
             {
                 a.used = true;
                 allowed = true;
@@ -339,15 +327,14 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
         if allowed {
             continue;
         }
-        let secret = matches!(f.lint, "plaintext-credential" | "forbidden-default");
         let mut d = Diagnostic::error(format!("lint::{}", f.lint), f.message)
             .at(span, f.label)
             .help(format!(
-                "{}; or, if this is intended, add `# berth:allow({}): REASON` on the line above",
+                "{}; or, if this is intended, add `# berth:allow({}): REASON` on the line above the key",
                 f.help, f.lint
             ));
         d.severity = severity;
-        out.push(if secret { d.redacted() } else { d });
+        out.push(d);
     }
     for a in allows.into_values().flatten() {
         if !LINTS.iter().any(|(name, _)| *name == a.lint) {
@@ -397,39 +384,6 @@ fn apply_allows(found: Vec<(Span, Finding)>, source: &str, env: Environment) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credential_keys() {
-        for k in [
-            "STRIPE_API_KEY",
-            "GITHUB_TOKEN",
-            "DB_PASSWORD",
-            "PASSWORD",
-            "JWT_SECRET",
-        ] {
-            assert!(is_credential_key(k), "{k}");
-        }
-        for k in [
-            "DATABASE_HOST",
-            "DB_PASSWORD_FILE",
-            "JWT_PUBLIC_KEY",
-            "STRIPE_PUBLISHABLE_KEY",
-            "KEYBOARD",
-            "TOKENS_PER_MIN",
-        ] {
-            assert!(!is_credential_key(k), "{k}");
-        }
-    }
-
-    #[test]
-    fn url_passwords() {
-        assert_eq!(
-            url_password("postgres://u:hunter2@db:5432/x"),
-            Some("hunter2")
-        );
-        assert_eq!(url_password("postgres://u@db/x"), None);
-        assert_eq!(url_password("https://example.com/a:b@c"), None);
-    }
 
     #[test]
     fn public_http() {

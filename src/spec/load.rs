@@ -44,12 +44,12 @@ pub enum ReadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("spec `{path}` is {size} bytes, more than berth reads ({max} bytes)")]
+    #[error("spec `{path}` is larger than berth reads ({max} bytes)")]
     #[diagnostic(
         code(berth::spec_too_large),
         help("split the deployment into several projects")
     )]
-    TooLarge { path: PathBuf, size: u64, max: u64 },
+    TooLarge { path: PathBuf, max: u64 },
     #[error("spec `{path}` is not UTF-8 text")]
     #[diagnostic(code(berth::spec_not_utf8), help("save the file as UTF-8"))]
     NotUtf8 { path: PathBuf },
@@ -57,23 +57,33 @@ pub enum ReadError {
 
 /// Reads, parses, checks and lints the spec at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, ReadError> {
+    Ok(load_str(path, read_text(path)?))
+}
+
+/// Reads a spec file's text once (it may be a pipe, `<(git show ...)`), within the size
+/// limit.
+pub fn read_text(path: &Path) -> Result<String, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > MAX_SPEC_BYTES {
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    // One byte more than the limit tells a file at the limit from a larger one.
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_SPEC_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(io)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
         return Err(ReadError::TooLarge {
             path: path.to_path_buf(),
-            size,
             max: MAX_SPEC_BYTES,
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    let text = String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8 {
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8 {
         path: path.to_path_buf(),
-    })?;
-    Ok(load_str(path, text))
+    })
 }
 
 /// Parses, checks and lints spec text; `path` names it in diagnostics.
@@ -273,5 +283,54 @@ fn first_lower(s: &str) -> String {
     match c.next() {
         Some(f) if !s.starts_with("YAML") => f.to_lowercase().chain(c).collect(),
         _ => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SecretUse;
+
+    fn spec(text: &str) -> Spec {
+        match parse(text) {
+            Ok(s) => s,
+            Err(d) => panic!("{}", d.message),
+        }
+    }
+
+    #[test]
+    fn scalars_are_kept_as_written() {
+        let s = spec(
+            "version: 1\nproject: p\npods:\n  a:\n    image: x\n    env: { V: 1.10, ZIP: 01234, HEX: 0x1F, FLAG: yes, BIG: 12345678901234567890123 }\n",
+        );
+        let env: Vec<(&str, &str)> = s.pods.entries()[0]
+            .item
+            .env
+            .iter()
+            .map(|e| (e.name.value.as_str(), e.item.value.0.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("V", "1.10"),
+                ("ZIP", "01234"),
+                ("HEX", "0x1F"),
+                ("FLAG", "yes"),
+                ("BIG", "12345678901234567890123")
+            ]
+        );
+    }
+
+    #[test]
+    fn file_modes_read_as_octal_however_written() {
+        for mode in ["\"0400\"", "0400", "0o400", "400"] {
+            let s = spec(&format!(
+                "version: 1\nproject: p\nsecrets:\n  k: {{ file: k.age }}\npods:\n  a:\n    image: x\n    secrets: [{{ name: k, mode: {mode} }}]\n"
+            ));
+            let SecretUse::Detailed(d) = &s.pods.entries()[0].item.secrets[0].value else {
+                panic!("detailed form");
+            };
+            assert_eq!(d.mode.as_ref().and_then(|m| m.get()), Some(0o400), "{mode}");
+        }
     }
 }

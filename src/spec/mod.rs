@@ -61,11 +61,40 @@ pub struct Spec {
     pub backups: NamedMap<Backup>,
 }
 
+/// The region of a spec that names none.
+pub const DEFAULT_REGION: &str = "local";
+
 impl Spec {
     pub fn environment(&self) -> Environment {
         self.environment
             .as_ref()
             .map_or(Environment::Development, |e| e.value)
+    }
+
+    /// The names of the regions, primary first (then in file order); `local` when the spec
+    /// names none.
+    pub fn region_names(&self) -> Vec<&str> {
+        if self.regions.is_empty() {
+            return vec![DEFAULT_REGION];
+        }
+        let mut names: Vec<&str> = Vec::with_capacity(self.regions.len());
+        for r in self.regions.iter().filter(|r| r.item.primary) {
+            names.push(&r.name.value);
+        }
+        for r in self.regions.iter().filter(|r| !r.item.primary) {
+            if !names.contains(&r.name.value.as_str()) {
+                names.push(&r.name.value);
+            }
+        }
+        names
+    }
+
+    /// The regions something with a `regions:` list runs in: those listed, or all.
+    pub fn regions_of<'s>(&'s self, list: &'s Option<Vec<Sp<String>>>) -> Vec<&'s str> {
+        match list {
+            Some(l) => l.iter().map(|r| r.value.as_str()).collect(),
+            None => self.region_names(),
+        }
     }
 }
 
@@ -221,6 +250,15 @@ impl Pod {
     pub fn replicas(&self) -> u32 {
         self.replicas.as_ref().map_or(1, |r| r.value)
     }
+
+    /// The named volumes the pod mounts (not host paths).
+    pub fn named_volumes(&self) -> impl Iterator<Item = &str> {
+        self.volumes
+            .iter()
+            .filter_map(|m| check::Mount::parse(&m.value).ok())
+            .filter(|m| !m.bind)
+            .map(|m| m.source)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
@@ -298,35 +336,15 @@ impl SecretUse {
     }
 }
 
-/// An environment value: a string, number or boolean, kept as text.
+/// An environment value: a string, number or boolean, kept exactly as written (`1.10`
+/// stays `1.10`, `01234` stays `01234`, `yes` stays `yes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvValue(pub String);
 
 impl<'de> Deserialize<'de> for EnvValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = EnvValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_owned()))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
+        // Asking for a string makes serde-saphyr hand over the scalar's text as written.
+        String::deserialize(d).map(EnvValue)
     }
 }
 

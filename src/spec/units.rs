@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::de::{Deserialize, Deserializer, Visitor};
+use serde::de::{Deserialize, Deserializer};
 
 use super::spanned::Sp;
 
@@ -22,9 +22,6 @@ pub trait UnitKind {
     /// What a user should write instead (a hint).
     const HINT: &'static str;
     const PATTERN: &'static str;
-    /// Whether a bare YAML number is refused (a mode like `0400` must be quoted, or YAML
-    /// may read it as decimal 400 or octal 256 depending on the spelling).
-    const QUOTED: bool = false;
     fn parse(text: &str) -> Result<Self::Value, String>;
     /// The canonical text of a value, used to compare and render plans.
     fn canonical(value: &Self::Value) -> String;
@@ -52,45 +49,13 @@ impl<K: UnitKind> Unit<K> {
     }
 }
 
-/// Accepts a string or a bare number (kept as text, so that `interval: 5` is reported as a
-/// duration without a unit rather than as a type error); remembers which it was.
-struct Text(String, bool);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string with a unit")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_owned(), false))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string(), true))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string(), true))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string(), true))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 impl<'de, K: UnitKind> Deserialize<'de> for Unit<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Sp::<Text>::deserialize(d)?;
-        let number = raw.value.1;
-        let raw = Sp::new(raw.value.0, raw.span);
-        let parsed = if number && K::QUOTED {
-            Err(format!("a {} must be written in quotes", K::NAME))
-        } else {
-            K::parse(&raw.value)
-        };
+        // A string request gets the scalar's text as written, numbers included, so that
+        // `interval: 5` is reported as a duration without a unit and `mode: 0400` is read
+        // as the octal it looks like.
+        let raw = Sp::<String>::deserialize(d)?;
+        let parsed = K::parse(&raw.value);
         Ok(Unit { raw, parsed })
     }
 }
@@ -316,9 +281,8 @@ impl UnitKind for ModeKind {
     type Value = u32;
     const NAME: &'static str = "file mode";
     const SCHEMA_NAME: &'static str = "FileMode";
-    const HINT: &'static str = "an octal permission mode in quotes, e.g. `\"0400\"` or `\"0440\"`";
-    const PATTERN: &'static str = "^0?[0-7]{3}$";
-    const QUOTED: bool = true;
+    const HINT: &'static str = "an octal permission mode, e.g. `\"0400\"` or `\"0440\"`";
+    const PATTERN: &'static str = "^(0o|0)?[0-7]{3}$";
 
     fn parse(text: &str) -> Result<u32, String> {
         let digits = text.strip_prefix("0o").unwrap_or(text);

@@ -16,6 +16,7 @@ pub fn repo() -> PathBuf {
 
 pub struct Berth {
     cmd: Command,
+    stdin: Option<Vec<u8>>,
 }
 
 impl Berth {
@@ -26,7 +27,12 @@ impl Berth {
         cmd.env_remove("CLICOLOR_FORCE")
             .env_remove("NO_COLOR")
             .env_remove("BERTH_FILE");
-        Berth { cmd }
+        Berth { cmd, stdin: None }
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -49,8 +55,22 @@ impl Berth {
     }
 
     pub fn run(mut self) -> Run {
-        let out = self.cmd.output().expect("berth runs");
-        Run(out)
+        use std::io::Write;
+        use std::process::Stdio;
+        self.cmd
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("berth runs");
+        if let Some(bytes) = self.stdin.take() {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(&bytes).expect("write stdin");
+        }
+        Run(child.wait_with_output().expect("berth finishes"))
     }
 }
 

@@ -1,0 +1,277 @@
+//! Recognising credentials written in plain text: the one definition of "sensitive" used by
+//! the lints (to flag), the resource attributes (to hide values from plans) and diagnostic
+//! rendering (to mask snippets).
+
+use std::borrow::Cow;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
+/// Names that end in `_KEY` without naming a credential (data-structure keys).
+const NON_SECRET_KEY_PREFIXES: &[&str] = &[
+    "CACHE",
+    "SORT",
+    "IDEMPOTENCY",
+    "PARTITION",
+    "ROUTING",
+    "PRIMARY",
+    "FOREIGN",
+    "LOOKUP",
+    "SHARD",
+    "HASH",
+    "RANGE",
+    "GROUP",
+    "DEDUP",
+    "DEDUPLICATION",
+    "INDEX",
+    "QUEUE",
+];
+
+/// Whether an env key names a credential: `*_KEY`, `*_TOKEN`, `*_PASSWORD`, `*_PASS`,
+/// `*_PASSWD`, anything with `SECRET`, and the bare names. Public and publishable keys
+/// (Stripe's `pk_live_...`) and data-structure keys (`CACHE_KEY`) are not credentials.
+pub fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    if k.ends_with("_FILE") || k.contains("PUBLIC") || k.contains("PUBLISHABLE") {
+        return false;
+    }
+    // `SECRET` as a word of the name (`CLIENT_SECRET`, `SECRET_KEY_BASE`), not `SECRETS_DIR`.
+    if k.split('_').any(|w| w == "SECRET") {
+        return true;
+    }
+    const EXACT: &[&str] = &["PASSWORD", "PASSWD", "TOKEN", "API_KEY", "APIKEY"];
+    const SUFFIX: &[&str] = &["_TOKEN", "_PASSWORD", "_PASSWD", "_PASS", "_APIKEY"];
+    if EXACT.contains(&k.as_str()) || SUFFIX.iter().any(|s| k.ends_with(s)) {
+        return true;
+    }
+    match k.strip_suffix("_KEY") {
+        Some(prefix) => {
+            let last = prefix.rsplit('_').next().unwrap_or(prefix);
+            !NON_SECRET_KEY_PREFIXES.contains(&last)
+        }
+        None => false,
+    }
+}
+
+/// The password of `scheme://user:password@host...`, if there is one.
+pub fn url_password(value: &str) -> Option<&str> {
+    let (_, rest) = value.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+pub fn contains_pem(value: &str) -> bool {
+    value.contains("-----BEGIN ")
+}
+
+/// An age secret key (`AGE-SECRET-KEY-1...`; bech32 is case-insensitive).
+pub fn contains_age_secret_key(value: &str) -> bool {
+    value.to_ascii_uppercase().contains("AGE-SECRET-KEY-1")
+}
+
+/// A placeholder such as `CHANGE_ME` as a whole word of the value.
+pub fn is_placeholder(value: &str) -> bool {
+    value
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| w.eq_ignore_ascii_case("change_me") || w.eq_ignore_ascii_case("changeme"))
+}
+
+/// Whether `value`, under `key`, must not be shown.
+pub fn is_sensitive(key: &str, value: &str) -> bool {
+    (is_credential_key(key) && !value.trim().is_empty()) || is_sensitive_value(value)
+}
+
+/// Whether a value alone (a command argument, say) holds a credential.
+pub fn is_sensitive_value(value: &str) -> bool {
+    url_password(value).is_some() || contains_pem(value) || contains_age_secret_key(value)
+}
+
+/// What a sensitive value becomes in resource attributes: equal values give equal text
+/// within one run of berth, so changes are seen, but the text cannot be reversed (the hash
+/// key is random per process and never shown). Plans show `(sensitive)` only.
+pub fn conceal(value: &str) -> String {
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let h = KEY.get_or_init(Default::default).hash_one(value);
+    format!("{SENSITIVE_MARK}{h:016x})")
+}
+
+/// The start of every concealed value.
+pub const SENSITIVE_MARK: &str = "(sensitive ";
+
+/// Spec text with credentials masked by `*` (byte for byte, whitespace kept, so every span
+/// into the text still points at the same place): values under credential-like keys,
+/// passwords in URLs, PEM blocks and age secret keys.
+pub fn mask_source(text: &str) -> Cow<'_, str> {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut offset = 0;
+    let mut in_pem = false;
+    let mut block_key_indent: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let indent = body.len() - body.trim_start().len();
+        // Continuation of a block scalar (`KEY: |`) under a credential key.
+        if let Some(key_indent) = block_key_indent {
+            if body.trim().is_empty() || indent > key_indent {
+                ranges.push((offset, offset + body.len()));
+                offset += line.len();
+                continue;
+            }
+            block_key_indent = None;
+        }
+        if in_pem || body.contains("-----BEGIN ") {
+            in_pem = !body.contains("-----END ");
+            ranges.push((offset, offset + body.len()));
+            offset += line.len();
+            continue;
+        }
+        for (start, end, block) in credential_values(body) {
+            if block {
+                block_key_indent = Some(indent);
+            }
+            ranges.push((offset + start, offset + end));
+        }
+        if let Some(p) = url_password(body)
+            && let Some(at) = body.find(p)
+        {
+            ranges.push((offset + at, offset + at + p.len()));
+        }
+        let upper = body.to_ascii_uppercase();
+        if let Some(at) = upper.find("AGE-SECRET-KEY-1") {
+            let end = body[at..]
+                .find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                .map_or(body.len(), |e| at + e);
+            ranges.push((offset + at, offset + end));
+        }
+        offset += line.len();
+    }
+    if ranges.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    for (start, end) in ranges {
+        for b in &mut bytes[start.min(text.len())..end.min(text.len())] {
+            if !b.is_ascii_whitespace() {
+                *b = b'*';
+            }
+        }
+    }
+    // Masking whole bytes of a multi-byte character leaves `*`s: still valid UTF-8 only if
+    // every byte was masked, so lossy conversion keeps the text valid either way.
+    Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Byte ranges of the values of `KEY: value` pairs on one line whose key names a credential,
+/// in block (`KEY: value`) or flow (`{ KEY: value, ... }`) style; `true` when the value is a
+/// block scalar starting on the next lines.
+fn credential_values(line: &str) -> Vec<(usize, usize, bool)> {
+    let mut out = Vec::new();
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'#' && (i == 0 || bytes[i - 1] == b' ') {
+            break; // a comment
+        }
+        let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        if is_ident(bytes[i]) && (i == 0 || !is_ident(bytes[i - 1])) {
+            let start = i;
+            while i < bytes.len() && is_ident(bytes[i]) {
+                i += 1;
+            }
+            let key = &line[start..i];
+            if line[i..].starts_with(": ") && is_credential_key(key) {
+                let vstart = i + 2;
+                let rest = &line[vstart..];
+                let comment = rest.find(" #").unwrap_or(rest.len());
+                let vlen = rest.find([',', '}']).unwrap_or(rest.len()).min(comment);
+                let value = rest[..vlen].trim_end();
+                let block = matches!(value.trim(), "|" | ">" | "|-" | ">-" | "|+" | ">+");
+                if !block && !value.is_empty() {
+                    out.push((vstart, vstart + value.len(), false));
+                } else if block {
+                    out.push((vstart, vstart, true));
+                }
+                i = vstart + vlen;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_keys() {
+        for k in [
+            "STRIPE_API_KEY",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "PASSWORD",
+            "JWT_SECRET",
+            "SECRET_KEY_BASE",
+            "OPENAI_KEY",
+        ] {
+            assert!(is_credential_key(k), "{k}");
+        }
+        for k in [
+            "DATABASE_HOST",
+            "DB_PASSWORD_FILE",
+            "JWT_PUBLIC_KEY",
+            "STRIPE_PUBLISHABLE_KEY",
+            "KEYBOARD",
+            "TOKENS_PER_MIN",
+            "CACHE_KEY",
+            "SORT_KEY",
+            "IDEMPOTENCY_KEY",
+            "SECRETS_DIR",
+            "secrets",
+        ] {
+            assert!(!is_credential_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn url_passwords() {
+        assert_eq!(
+            url_password("postgres://u:hunter2@db:5432/x"),
+            Some("hunter2")
+        );
+        assert_eq!(url_password("postgres://u@db/x"), None);
+        assert_eq!(url_password("https://example.com/a:b@c"), None);
+    }
+
+    #[test]
+    fn placeholders_are_whole_words() {
+        assert!(is_placeholder("CHANGE_ME"));
+        assert!(is_placeholder("postgres://u:changeme@db/x"));
+        assert!(!is_placeholder("exchange_messages"));
+    }
+
+    #[test]
+    fn concealed_values_compare_but_do_not_show() {
+        assert_eq!(conceal("hunter2"), conceal("hunter2"));
+        assert_ne!(conceal("hunter2"), conceal("hunter3"));
+        assert!(!conceal("hunter2").contains("hunter2"));
+        assert!(conceal("x").starts_with(SENSITIVE_MARK));
+    }
+
+    #[test]
+    fn masking_keeps_positions_and_hides_values() {
+        let src = "env:\n  DB_PASSWORD: hunter2\n  URL: postgres://u:s3cret@db/x\n  flow: { API_TOKEN: abc, MODE: x }\n  CERT_KEY: |\n    line one\n    line two\n  NEXT: shown\nkey: -----BEGIN PRIVATE KEY-----\n  zzz\n  -----END PRIVATE KEY-----\nr: [AGE-SECRET-KEY-1ABCDEF]\nage-secret-key-1qqq\n";
+        let masked = mask_source(src);
+        assert_eq!(masked.len(), src.len());
+        for secret in [
+            "hunter2", "s3cret", "abc", "line one", "zzz", "ABCDEF", "qqq",
+        ] {
+            assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
+        for kept in ["DB_PASSWORD: ", "MODE: x", "NEXT: shown", "postgres://u:"] {
+            assert!(masked.contains(kept), "{kept} missing from {masked}");
+        }
+        assert!(matches!(mask_source("a: 1\n"), Cow::Borrowed(_)));
+    }
+}
