@@ -2,12 +2,13 @@
 //! files, the same operation the CLI runs) on generated specs.
 //!
 //! Run: `cargo run --release --example bench_plan` for sizes 1000, 10000 and 50000 pods, or
-//! give sizes as arguments. Every pod has its own secret, pods depend on each other in chains
-//! of 100, and the new revision changes the image of 1% of the pods, so the plan holds real
-//! replacements. Two shapes: `trivial` pods (image, secret, depends_on: the counterpart of
-//! Terraform's trivial resources) and `rich` pods (plus env, an HTTP health check). Each run
-//! is its own child process so that its peak memory (VmHWM) is its own.
-//! Results are recorded in docs/PERFORMANCE.md.
+//! give sizes as arguments (`BENCH_RUNS` sets the runs per size, default 5). Every pod has
+//! its own secret, pods depend on each other in chains of 100, and the new revision changes
+//! the image of 1% of the pods, so the plan holds real replacements. Two shapes: `trivial`
+//! pods (image, secret, depends_on: the counterpart of Terraform's trivial resources) and
+//! `rich` pods (plus env and an HTTP health check). Every run is a fresh child process, as a
+//! CLI run is, so that its time is a cold start and its peak memory (VmHWM) its own; the
+//! table shows the median and the range over the runs. Results: docs/PERFORMANCE.md.
 
 use std::process::Command;
 use std::time::Instant;
@@ -54,6 +55,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// One run in this process; prints `ms rss_mib resources changes spec_bytes`.
 fn one(pods: usize, rich: bool) {
     let dir = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -61,32 +63,34 @@ fn one(pods: usize, rich: bool) {
     std::fs::write(&old_path, spec_text(pods, 1, rich)).expect("write spec");
     std::fs::write(&new_path, spec_text(pods, 2, rich)).expect("write spec");
     let bytes = std::fs::metadata(&new_path).map_or(0, |m| m.len());
-    let base_rss = peak_rss_mib();
 
     let t0 = Instant::now();
     let result = berth::ops::plan_against_files(&new_path, &old_path);
+    // The plan is ready here; what it was made from is the caller's to keep or free.
     let elapsed = t0.elapsed();
-    if std::env::var_os("KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    let plan = match result {
-        Ok(p) => p.plan,
+    let _ = std::fs::remove_dir_all(&dir);
+    let planned = match result {
+        Ok(p) => p,
         Err(e) => panic!("plan failed: {e}"),
     };
+    let plan = &planned.plan;
     assert_eq!(
         plan.summary.replace,
         pods / 100 + usize::from(pods % 100 > 7)
     );
     println!(
-        "{:<7} {pods:>6} pods + {pods:>6} secrets | {:>8} resources | spec {:>5.1} MiB each | plan --against {:>7.1} ms | {:>3} changes | peak RSS {:>6.1} MiB (harness {:>4.1} MiB)",
-        if rich { "rich" } else { "trivial" },
-        plan.changes.len(),
-        bytes as f64 / (1 << 20) as f64,
+        "{} {} {} {} {}",
         elapsed.as_secs_f64() * 1e3,
-        plan.summary.changes(),
         peak_rss_mib(),
-        base_rss,
+        plan.changes.len(),
+        plan.summary.changes(),
+        bytes
     );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -104,19 +108,50 @@ fn main() {
             .map(|a| a.parse().expect("sizes are numbers"))
             .collect()
     };
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let exe = std::env::current_exe().expect("own path");
     println!(
-        "machine: {} cores; berth {}",
+        "berth {} plan --against, {} cores, {runs} runs each (median, [min..max])",
+        env!("CARGO_PKG_VERSION"),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "shape   |   pods | resources | spec each |  plan --against ms             | peak RSS MiB"
     );
     for shape in ["trivial", "rich"] {
         for &n in &sizes {
-            let status = Command::new(&exe)
-                .args(["--one", &n.to_string(), shape])
-                .status()
-                .expect("run child");
-            assert!(status.success(), "size {n} failed");
+            let (mut ms, mut rss) = (Vec::new(), Vec::new());
+            let (mut resources, mut bytes) = (0, 0);
+            for _ in 0..runs {
+                let out = Command::new(&exe)
+                    .args(["--one", &n.to_string(), shape])
+                    .output()
+                    .expect("run child");
+                assert!(
+                    out.status.success(),
+                    "size {n} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let line = String::from_utf8_lossy(&out.stdout);
+                let f: Vec<&str> = line.split_whitespace().collect();
+                ms.push(f[0].parse::<f64>().expect("ms"));
+                rss.push(f[1].parse::<f64>().expect("rss"));
+                resources = f[2].parse().expect("resources");
+                bytes = f[4].parse::<u64>().expect("bytes");
+            }
+            let (lo, hi) = (
+                ms.iter().copied().fold(f64::MAX, f64::min),
+                ms.iter().copied().fold(0.0, f64::max),
+            );
+            let max_rss = rss.iter().copied().fold(0.0, f64::max);
+            println!(
+                "{shape:<7} | {n:>6} | {resources:>9} | {:>5.1} MiB | {:>7.1} [{lo:>7.1} ..{hi:>7.1}] | {max_rss:>6.1}",
+                bytes as f64 / (1 << 20) as f64,
+                median(&mut ms),
+            );
         }
     }
 }

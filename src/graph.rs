@@ -313,27 +313,35 @@ impl ResourceGraph {
 }
 
 /// Kahn's algorithm with a min-heap on the address, so the order is the same on every run.
+/// The heap holds each node's rank in address order, so it compares integers, not strings.
 fn topo(graph: &DiGraph<Resource, ()>) -> Result<(Vec<NodeIndex>, Vec<usize>), GraphError> {
     let n = graph.node_count();
+    let mut by_address: Vec<NodeIndex> = graph.node_indices().collect();
+    by_address.sort_unstable_by(|a, b| graph[*a].address.cmp(&graph[*b].address));
+    let mut rank = vec![0u32; n];
+    for (r, i) in by_address.iter().enumerate() {
+        rank[i.index()] = r as u32;
+    }
     let mut missing: Vec<usize> = graph
         .node_indices()
         .map(|i| graph.neighbors_directed(i, Direction::Outgoing).count())
         .collect();
-    let mut ready: BinaryHeap<Reverse<(&Address, NodeIndex)>> = graph
+    let mut ready: BinaryHeap<Reverse<u32>> = graph
         .node_indices()
         .filter(|i| missing[i.index()] == 0)
-        .map(|i| Reverse((&graph[i].address, i)))
+        .map(|i| Reverse(rank[i.index()]))
         .collect();
     let mut order = Vec::with_capacity(n);
     let mut layer = vec![0usize; n];
-    while let Some(Reverse((_, i))) = ready.pop() {
+    while let Some(Reverse(r)) = ready.pop() {
+        let i = by_address[r as usize];
         order.push(i);
         for dependent in graph.neighbors_directed(i, Direction::Incoming) {
             let d = dependent.index();
             layer[d] = layer[d].max(layer[i.index()] + 1);
             missing[d] -= 1;
             if missing[d] == 0 {
-                ready.push(Reverse((&graph[dependent].address, dependent)));
+                ready.push(Reverse(rank[d]));
             }
         }
     }

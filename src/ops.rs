@@ -95,10 +95,15 @@ fn observed_from(
     )
 }
 
-/// A plan between two spec files, with the report (warnings) of the new one.
+/// A plan between two spec files, with what it was made from: the new revision's report
+/// (warnings), spec and resource graph (what an apply of the plan works from), and the
+/// observed state it was compared with (what a saved plan must find unchanged).
 pub struct AgainstPlan {
     pub plan: Plan,
     pub new: Report,
+    pub spec: Spec,
+    pub graph: ResourceGraph,
+    pub observed: ObservedState,
 }
 
 /// `plan -f NEW --against OLD`: loads, checks and expands both files concurrently (they
@@ -149,6 +154,9 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
     Ok(AgainstPlan {
         plan: plan(&new_valid.spec.project.value, &graph, &observed),
         new: new_valid.report,
+        spec: new_valid.spec,
+        graph,
+        observed,
     })
 }
 

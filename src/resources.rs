@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
 use crate::secrets::detect::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::check::{Mount, PortMapping};
-use crate::spec::{Pod, SecretUse, Sp, Spec, Strategy};
+use crate::spec::{Pod, SecretUse, Spec, Strategy};
 
 /// How a region appears in addresses: only specs with several regions qualify them.
 pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {
@@ -36,12 +36,6 @@ pub fn requalify(mut address: Address, from: &[&str], to: &[&str]) -> Address {
         None
     };
     address
-}
-
-/// Whether something with this `regions:` list runs in `region` (one of the spec's).
-fn runs_in(list: &Option<Vec<Sp<String>>>, region: &str) -> bool {
-    list.as_ref()
-        .is_none_or(|l| l.iter().any(|x| x.value == region))
 }
 
 /// Builds the desired resources of a spec that passed its checks.
@@ -93,13 +87,13 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
         let pods_here: Vec<_> = spec
             .pods
             .iter()
-            .filter(|p| runs_in(&p.item.regions, region_name))
+            .filter(|p| Spec::runs_in(&p.item.regions, region_name))
             .collect();
         let instances = |name: &str| -> Vec<Address> {
             let Some(p) = spec.pods.get(name) else {
                 return Vec::new();
             };
-            if !runs_in(&p.regions, region_name) {
+            if !Spec::runs_in(&p.regions, region_name) {
                 return Vec::new();
             }
             pod_addresses(name, p.replicas(), region)

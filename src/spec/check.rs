@@ -3,7 +3,7 @@
 //!
 //! Every check runs and every problem is reported; nothing here stops at the first.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -308,6 +308,9 @@ impl Checker<'_> {
     }
 
     fn no_duplicates(&mut self, list: &[Sp<String>], what: &str) {
+        if list.len() < 2 {
+            return;
+        }
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for item in list {
             if let Some(first) = seen.insert(&item.value, item.span) {
@@ -461,8 +464,18 @@ impl Checker<'_> {
                         .help("remove this entry from `depends_on`"),
                     );
                 } else if let Some(target) = spec.pods.get(&dep.value) {
-                    let here = spec.regions_of(&pod.regions);
-                    let there = spec.regions_of(&target.regions);
+                    // Without `regions:` lists both run everywhere.
+                    let narrowed = pod.regions.is_some() || target.regions.is_some();
+                    let here = if narrowed {
+                        spec.regions_of(&pod.regions)
+                    } else {
+                        Vec::new()
+                    };
+                    let there = if narrowed {
+                        spec.regions_of(&target.regions)
+                    } else {
+                        Vec::new()
+                    };
                     if let Some(missing) = here.iter().find(|r| !there.contains(r)) {
                         self.push(
                             Diagnostic::error(
@@ -805,7 +818,7 @@ impl Checker<'_> {
                 });
             };
             for p in spec.pods.iter() {
-                if !spec.regions_of(&p.item.regions).contains(&region) {
+                if !Spec::runs_in(&p.item.regions, region) {
                     continue;
                 }
                 for m in &p.item.ports {
@@ -849,8 +862,8 @@ impl Checker<'_> {
 
     fn cycles(&mut self) {
         let pods = &self.spec.pods;
-        let mut g: DiGraph<&str, Span> = DiGraph::new();
-        let mut idx: BTreeMap<&str, NodeIndex> = BTreeMap::new();
+        let mut g: DiGraph<&str, Span> = DiGraph::with_capacity(pods.len(), pods.len());
+        let mut idx: HashMap<&str, NodeIndex> = HashMap::with_capacity(pods.len());
         for p in pods.iter() {
             idx.entry(p.name.value.as_str())
                 .or_insert_with(|| g.add_node(&p.name.value));

@@ -89,6 +89,12 @@ impl Spec {
         names
     }
 
+    /// Whether something with this `regions:` list runs in `region` (one of the spec's).
+    pub fn runs_in(list: &Option<Vec<Sp<String>>>, region: &str) -> bool {
+        list.as_ref()
+            .is_none_or(|l| l.iter().any(|x| x.value == region))
+    }
+
     /// The regions something with a `regions:` list runs in: those listed, or all.
     pub fn regions_of<'s>(&'s self, list: &'s Option<Vec<Sp<String>>>) -> Vec<&'s str> {
         match list {
