@@ -114,6 +114,20 @@ pub fn suggest<'n>(name: &str, candidates: impl Iterator<Item = &'n str>) -> Opt
         .map(|(_, _, c)| c)
 }
 
+/// The hint for a name that is not one of `candidates`: "did you mean `x`?" when one is
+/// close, else `otherwise` followed by the candidates in backticks (or `empty` when there
+/// are none).
+pub fn hint_for(name: &str, candidates: &[&str], otherwise: &str, empty: &str) -> String {
+    match suggest(name, candidates.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if candidates.is_empty() => empty.to_owned(),
+        None => {
+            let list: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+            format!("{otherwise} {}", list.join(", "))
+        }
+    }
+}
+
 impl Checker<'_> {
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
@@ -195,22 +209,16 @@ impl Checker<'_> {
         &mut self,
         what: &str,
         reference: &Sp<String>,
-        defined: impl Iterator<Item = &'n str> + Clone,
+        defined: impl Iterator<Item = &'n str>,
         section: &str,
     ) {
-        let names: Vec<&str> = defined.clone().collect();
-        let help = match suggest(&reference.value, defined) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None if names.is_empty() => format!("define it under `{section}:`"),
-            None => format!(
-                "define it under `{section}:` or use one of: {}",
-                names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
+        let names: Vec<&str> = defined.collect();
+        let help = hint_for(
+            &reference.value,
+            &names,
+            &format!("define it under `{section}:` or use one of:"),
+            &format!("define it under `{section}:`"),
+        );
         self.push(
             Diagnostic::error(
                 "unknown-reference",

@@ -341,19 +341,12 @@ fn apply_allows(
             out.push(
                 Diagnostic::error("unknown-lint", format!("`{}` is not a berth lint", a.lint))
                     .at(a.span, "in this opt-out")
-                    .help(
-                        match super::check::suggest(&a.lint, LINTS.iter().map(|(n, _)| *n)) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => format!(
-                                "use one of: {}",
-                                LINTS
-                                    .iter()
-                                    .map(|(n, _)| format!("`{n}`"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        },
-                    ),
+                    .help(super::check::hint_for(
+                        &a.lint,
+                        &LINTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                        "use one of:",
+                        "",
+                    )),
             );
         } else if a.reason.is_empty() {
             out.push(

@@ -193,18 +193,7 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
         E::SerdeUnknownField {
             field, expected, ..
         } => {
-            let hint = match super::check::suggest(field, expected.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None if expected.is_empty() => "remove it".to_owned(),
-                None => format!(
-                    "this section takes: {}",
-                    expected
-                        .iter()
-                        .map(|e| format!("`{e}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
+            let hint = super::check::hint_for(field, expected, "this section takes:", "remove it");
             ("unknown-key", format!("unknown key `{field}`"), hint)
         }
         E::SerdeMissingField { field, .. } => (
