@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
 use crate::secrets::detect::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::check::{Mount, PortMapping};
-use crate::spec::{Pod, SecretUse, Spec, Strategy};
+use crate::spec::{DEFAULT_REGION, Pod, SecretUse, Spec, Strategy};
 
 /// How a region appears in addresses: only specs with several regions qualify them.
 pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {
@@ -25,11 +25,20 @@ pub fn requalify(mut address: Address, from: &[&str], to: &[&str]) -> Address {
     if address.kind == Kind::Secret {
         return address; // secrets are not per region
     }
-    let region = match (&address.region, from.first()) {
+    let mut region = match (&address.region, from.first()) {
         (Some(r), _) => r.clone(),
         (None, Some(only)) => (*only).to_owned(),
         (None, None) => return address,
     };
+    // A spec without `regions:` runs on the local engine, which a spec that names regions
+    // calls its primary region (the one listed first); and the other way round.
+    if from == [DEFAULT_REGION] && !to.contains(&DEFAULT_REGION) {
+        if let Some(primary) = to.first() {
+            region = (*primary).to_owned();
+        }
+    } else if to == [DEFAULT_REGION] && from.first() == Some(&region.as_str()) {
+        region = DEFAULT_REGION.to_owned();
+    }
     address.region = if to.len() > 1 || !to.contains(&region.as_str()) {
         Some(region)
     } else {
@@ -476,5 +485,48 @@ fn shown(key: &str, value: &str) -> String {
         conceal(value)
     } else {
         value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requalified(address: &str, from: &[&str], to: &[&str]) -> String {
+        requalify(address.parse().unwrap(), from, to).to_string()
+    }
+
+    #[test]
+    fn addresses_follow_the_regions_of_the_new_revision() {
+        // One named region becomes two: the first keeps its resources.
+        assert_eq!(
+            requalified("pod.db", &["fra"], &["fra", "ord"]),
+            "pod.db@fra"
+        );
+        // Two become one: what ran there is the same, what ran elsewhere stays qualified.
+        assert_eq!(
+            requalified("pod.db@fra", &["fra", "ord"], &["fra"]),
+            "pod.db"
+        );
+        assert_eq!(
+            requalified("pod.db@ord", &["fra", "ord"], &["fra"]),
+            "pod.db@ord"
+        );
+        // No `regions:` (the local engine) and a primary region are the same place.
+        assert_eq!(
+            requalified("pod.db", &["local"], &["fra", "ord"]),
+            "pod.db@fra"
+        );
+        assert_eq!(requalified("pod.db", &["local"], &["fra"]), "pod.db");
+        assert_eq!(requalified("pod.db", &["fra"], &["local"]), "pod.db");
+        assert_eq!(
+            requalified("pod.db@ord", &["fra", "ord"], &["local"]),
+            "pod.db@ord"
+        );
+        // Secrets are not per region.
+        assert_eq!(
+            requalified("secret.k", &["fra"], &["fra", "ord"]),
+            "secret.k"
+        );
     }
 }
