@@ -246,40 +246,25 @@ fn count(s: &mut Summary, a: Action) {
 
 fn compare(want: &Resource, have: &ObservedResource) -> Change {
     let kind = want.address.kind;
-    let mut fields = Vec::new();
-    let mut old = have.attrs.iter().peekable();
-    let mut new = want.attrs.iter().peekable();
-    loop {
-        let (field, o, n) = match (old.peek(), new.peek()) {
-            (None, None) => break,
-            (Some((ko, _)), Some((kn, _))) if ko == kn => {
-                let (k, o) = old.next().expect("peeked");
-                let (_, n) = new.next().expect("peeked");
-                if o == n {
-                    continue;
-                }
-                (k, Some(o), Some(n))
-            }
-            (Some((ko, _)), Some((kn, _))) if ko < kn => {
-                let (k, o) = old.next().expect("peeked");
-                (k, Some(o), None)
-            }
-            (Some(_), None) => {
-                let (k, o) = old.next().expect("peeked");
-                (k, Some(o), None)
-            }
-            _ => {
-                let (k, n) = new.next().expect("peeked");
-                (k, None, Some(n))
-            }
-        };
-        fields.push(FieldChange {
-            field: field.clone(),
-            old: o.map(|v| public(v)),
-            new: n.map(|v| public(v)),
-            forces_replacement: forces_replacement(kind, field),
-        });
-    }
+    let field = |name: &String, old: Option<&String>, new: Option<&String>| FieldChange {
+        field: name.clone(),
+        old: old.map(|v| public(v)),
+        new: new.map(|v| public(v)),
+        forces_replacement: forces_replacement(kind, name),
+    };
+    let mut fields: Vec<FieldChange> = have
+        .attrs
+        .iter()
+        .filter(|(k, o)| want.attrs.get(*k) != Some(*o))
+        .map(|(k, o)| field(k, Some(o), want.attrs.get(k)))
+        .chain(
+            want.attrs
+                .iter()
+                .filter(|(k, _)| !have.attrs.contains_key(*k))
+                .map(|(k, n)| field(k, None, Some(n))),
+        )
+        .collect();
+    fields.sort_by(|a, b| a.field.cmp(&b.field));
     let forcing: Vec<&str> = fields
         .iter()
         .filter(|f| f.forces_replacement)
@@ -287,11 +272,10 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         .collect();
     let (action, reason) = if !forcing.is_empty() {
         let what = match forcing.as_slice() {
-            [one] => format!("{one} forces"),
             [a, b] => format!("{a} and {b} force"),
             [a, b, c] => format!("{a}, {b} and {c} force"),
             [a, b, c, rest @ ..] => format!("{a}, {b}, {c} and {} more force", rest.len()),
-            [] => unreachable!("forcing is not empty"),
+            one => format!("{} forces", one.join("")),
         };
         (Action::Replace, Some(format!("{what} replacement")))
     } else if !fields.is_empty() {
