@@ -321,7 +321,8 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
                 .clone()
                 .unwrap_or_else(|| "Dockerfile".into()),
         );
-        for (k, v) in &b.value.args {
+        for arg in b.value.args.iter() {
+            let (k, v) = (&arg.name.value, &arg.item.value.0);
             a.insert(format!("build.args.{k}"), shown(k, v));
         }
     }

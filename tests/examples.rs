@@ -93,11 +93,41 @@ fn checked_in_reference_is_current() {
 }
 
 #[test]
-fn examples_are_graphs() {
-    for path in example_specs() {
-        let loaded = load_file(Path::new(&path)).unwrap();
-        let spec = loaded.spec.expect("parsed");
-        let g = berth::resources::graph(&spec).expect("graph");
-        assert!(g.len() > 3, "{}", path.display());
+fn the_multi_region_example_expands_per_region() {
+    let loaded = load_file(Path::new("examples/multi-region/berth.yaml")).unwrap();
+    let spec = loaded.spec.expect("parsed");
+    let g = berth::resources::graph(&spec).expect("graph");
+    let has = |a: &str| g.get(&a.parse().unwrap()).is_some();
+    // Two replicas of the api in each region, the database only in the primary, secrets once.
+    for a in [
+        "pod.api[0]@fra",
+        "pod.api[1]@fra",
+        "pod.api[0]@ord",
+        "pod.api[1]@ord",
+        "pod.db@fra",
+        "network.default@fra",
+        "network.default@ord",
+        "proxy@fra",
+        "proxy@ord",
+        "backup.db@fra",
+    ] {
+        assert!(has(a), "{a} missing");
+    }
+    assert!(!has("pod.db@ord"), "the database runs in fra only");
+    assert!(!has("backup.db@ord"), "its backup too");
+    // The api waits for its dependencies in its own region, never across regions.
+    let api = g.get(&"pod.api[0]@ord".parse().unwrap()).unwrap();
+    assert!(
+        api.depends_on
+            .iter()
+            .all(|d| d.region.as_deref() != Some("fra")),
+        "{:?}",
+        api.depends_on
+    );
+    // Dependencies come first in the order.
+    let order: Vec<String> = g.in_order().map(|r| r.address.to_string()).collect();
+    let pos = |a: &str| order.iter().position(|x| x == a).unwrap();
+    for d in &api.depends_on {
+        assert!(pos(&d.to_string()) < pos("pod.api[0]@ord"), "{d}");
     }
 }

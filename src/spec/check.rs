@@ -685,6 +685,9 @@ impl Checker<'_> {
 
     fn pod_env(&mut self, pod: &Pod) {
         self.map_env_names(&pod.env);
+        if let Some(b) = &pod.build {
+            self.map_env_names(&b.value.args);
+        }
     }
 
     fn map_env_names<T>(&mut self, env: &NamedMap<T>) {

@@ -51,10 +51,13 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
     let env = spec.environment();
     let mut found = Vec::new();
     for p in spec.pods.iter() {
-        for e in p.item.env.iter() {
+        // Build arguments end up in the image's history: the same rules as env.
+        let env_entries = p.item.env.iter().map(|e| ("env", e));
+        let args = p.item.build.iter().flat_map(|b| b.value.args.iter());
+        for (place, e) in env_entries.chain(args.map(|a| ("build args", a))) {
             let key = &e.name.value;
             let value = &e.item.value.0;
-            if let Some(d) = env_lint(key, value, env) {
+            if let Some(d) = env_lint(key, value, env, place) {
                 found.push((e.item.span, e.name.span, d));
             }
         }
@@ -139,7 +142,8 @@ impl Finding {
     }
 }
 
-fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
+/// A lint of one `KEY: value` entry of `place` (`env` or `build args`).
+fn env_lint(key: &str, value: &str, env: Environment, place: &str) -> Option<Finding> {
     let lower = value.trim().to_ascii_lowercase();
     let use_secret = "move it to an age-encrypted secret (`berth secrets set NAME`) and list it under the pod's `secrets:`";
     if is_placeholder(value) {
@@ -164,7 +168,7 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
         } else {
             Finding::new(
                 "plaintext-credential",
-                format!("`{key}` is a URL with a password in plain env"),
+                format!("`{key}` is a URL with a password in plain {place}"),
             )
             .label("password in URL")
             .help(use_secret)
@@ -174,7 +178,7 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
         return Some(
             Finding::new(
                 "plaintext-credential",
-                format!("`{key}` holds a PEM block in plain env"),
+                format!("`{key}` holds a private key in plain {place}"),
             )
             .label("PEM block")
             .help(use_secret),
@@ -194,7 +198,7 @@ fn env_lint(key: &str, value: &str, env: Environment) -> Option<Finding> {
         return Some(
             Finding::new(
                 "plaintext-credential",
-                format!("`{key}` looks like a credential in plain env"),
+                format!("`{key}` looks like a credential in plain {place}"),
             )
             .label("literal credential")
             .help(use_secret),

@@ -11,8 +11,6 @@ pub mod schema;
 pub mod spanned;
 pub mod units;
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -267,7 +265,7 @@ impl Pod {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
     /// Directory sent to the engine as the build context, relative to the spec.
@@ -275,8 +273,9 @@ pub struct Build {
     /// Dockerfile path inside the context (default `Dockerfile`).
     #[serde(default)]
     pub dockerfile: Option<String>,
+    /// Build arguments (`ARG` values), kept as written.
     #[serde(default)]
-    pub args: BTreeMap<String, String>,
+    pub args: NamedMap<Sp<EnvValue>>,
 }
 
 /// A secret given to a pod: its name, or a mapping for env delivery or another file mode.
