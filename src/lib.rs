@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod diag;
+pub mod engine;
 pub mod graph;
 pub mod observe;
 pub mod ops;

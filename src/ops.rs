@@ -33,6 +33,15 @@ pub enum OpError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("cannot start berth's async runtime: {0}")]
+    #[diagnostic(
+        code(berth::runtime),
+        help("this is a problem of the machine (threads, file descriptors); try again")
+    )]
+    Runtime(std::io::Error),
     #[error("cannot build the resource graph: {0}")]
     #[diagnostic(
         code(berth::graph),
@@ -179,4 +188,60 @@ fn load_structure(path: &Path, text: String) -> Result<Spec, OpError> {
         Some(spec) if !report.has_errors() => Ok(spec),
         _ => Err(OpError::Invalid(Box::new(report))),
     }
+}
+
+/// Kinds that observation of engines does not see yet: secrets are files (checked by the
+/// secrets work), rate limits live in the proxy's config (compared through the proxy's
+/// attributes), backups are timers and stores (the backups work).
+pub const UNOBSERVED_ON_ENGINES: [crate::graph::Kind; 3] = [
+    crate::graph::Kind::Secret,
+    crate::graph::Kind::RateLimit,
+    crate::graph::Kind::Backup,
+];
+
+/// A plan against the live engines, with the number of engine requests it took.
+pub struct LivePlan {
+    pub plan: Plan,
+    pub report: Report,
+    pub requests: u64,
+}
+
+/// `plan` without `--against`: observes every region's engine, then plans.
+pub fn plan_live(path: &Path) -> Result<LivePlan, OpError> {
+    let valid = load_valid(path)?;
+    let graph = resources::graph(&valid.spec)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(OpError::Runtime)?;
+    let (observed, requests) = runtime.block_on(observe_engines(&valid.spec))?;
+    Ok(LivePlan {
+        plan: plan(&valid.spec.project.value, &graph, &observed),
+        report: valid.report,
+        requests,
+    })
+}
+
+/// Observes every region's engine concurrently; returns the state and the requests made.
+pub async fn observe_engines(spec: &Spec) -> Result<(ObservedState, u64), OpError> {
+    let names = spec.region_names();
+    let all = &names;
+    let project = spec.project.value.as_str();
+    let observations = names.iter().map(|name| async move {
+        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
+        let engine = crate::engine::Engine::connect(name, endpoint).await?;
+        let shown = resources::shown_region(all, name);
+        let found = crate::observe::docker::observe(&engine, project, shown).await?;
+        Ok::<_, crate::engine::EngineError>((found, engine.requests()))
+    });
+    let results = futures_util::future::try_join_all(observations).await?;
+    let requests = results.iter().map(|(_, r)| r).sum();
+    let state = ObservedState {
+        origin: Origin::Engines {
+            regions: names.iter().map(|n| n.to_string()).collect(),
+        },
+        resources: results.into_iter().flat_map(|(found, _)| found).collect(),
+        unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
+    };
+    Ok((state, requests))
 }

@@ -1,4 +1,5 @@
-//! `berth plan --against OLD.yaml`: the changes between two revisions of a spec.
+//! `berth plan`: the changes that take the regions' engines to the spec, or, with
+//! `--against OLD.yaml`, the changes between two revisions of the spec.
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +11,10 @@ use crate::plan::render;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Plan against another revision of the spec instead of live state (pull-request CI).
-    /// An empty file (`/dev/null`) stands for nothing deployed yet.
+    /// Plan against another revision of the spec instead of the live engines (pull-request
+    /// CI). An empty file (`/dev/null`) stands for nothing deployed yet.
     #[arg(long, value_name = "OLD.yaml")]
-    pub against: PathBuf,
+    pub against: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
@@ -29,8 +30,17 @@ pub enum Format {
 }
 
 pub fn run(file: &Path, args: Args) -> Result<u8, OpError> {
-    let ops::AgainstPlan { plan, new, .. } = ops::plan_against_files(file, &args.against)?;
-    print_warnings(&new);
+    let (plan, report) = match &args.against {
+        Some(old) => {
+            let p = ops::plan_against_files(file, old)?;
+            (p.plan, p.new)
+        }
+        None => {
+            let p = ops::plan_live(file)?;
+            (p.plan, p.report)
+        }
+    };
+    print_warnings(&report);
     print(&match args.format {
         Format::Human => render::human(&plan, stdout_color()),
         Format::Json => render::json(&plan),

@@ -1,8 +1,10 @@
 //! Observed state: what exists, as plain data the planner compares the desired graph with.
 //!
-//! The planner does not care where this came from. Today it comes from another revision of
-//! the spec (`berth plan --against OLD.yaml`, [`ObservedState::from_resources`]); detection
-//! on Docker engines and the filesystem fills the same type.
+//! The planner does not care where this came from: another revision of the spec
+//! (`berth plan --against OLD.yaml`, [`ObservedState::from_resources`]) or the regions'
+//! engines ([`docker`]).
+
+pub mod docker;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,8 @@ use crate::graph::{Address, Resource};
 pub enum Origin {
     /// Another revision of the spec (`plan --against FILE`).
     Spec { file: String },
+    /// The container engines of these regions.
+    Engines { regions: Vec<String> },
 }
 
 /// A difference between what exists and what it was configured to be, found by observation
@@ -43,6 +47,10 @@ pub struct ObservedResource {
 pub struct ObservedState {
     pub origin: Origin,
     pub resources: Vec<ObservedResource>,
+    /// Kinds this observation cannot see (yet): the plan leaves them out rather than
+    /// guessing that they are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unobserved: Vec<crate::graph::Kind>,
 }
 
 impl ObservedState {
@@ -59,6 +67,7 @@ impl ObservedState {
                     drift: Vec::new(),
                 })
                 .collect(),
+            unobserved: Vec::new(),
         }
     }
 }

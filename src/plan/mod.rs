@@ -144,6 +144,9 @@ pub struct Plan {
     /// dependents first; unchanged resources are listed as `no-op`.
     pub changes: Vec<Change>,
     pub summary: Summary,
+    /// Kinds the observation could not see: their resources are not in `changes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unobserved: Vec<Kind>,
 }
 
 impl Plan {
@@ -184,6 +187,9 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
     let mut changes = Vec::with_capacity(desired.len() + 8);
     let mut summary = Summary::default();
     for want in desired.in_order() {
+        if observed.unobserved.contains(&want.address.kind) {
+            continue;
+        }
         let change = match by_key.remove(&want.address.match_key()) {
             None => Change {
                 address: want.address.clone(),
@@ -230,6 +236,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
         observed: observed.origin.clone(),
         changes,
         summary,
+        unobserved: observed.unobserved.clone(),
     }
 }
 

@@ -42,9 +42,22 @@ fn quote(v: &str) -> String {
 }
 
 fn origin(plan: &Plan) -> String {
-    match &plan.observed {
+    let mut s = match &plan.observed {
         Origin::Spec { file } => format!("against `{file}`"),
+        Origin::Engines { regions } => {
+            let r: Vec<String> = regions.iter().map(|r| format!("`{r}`")).collect();
+            format!(
+                "against the engine of {} {}",
+                if r.len() == 1 { "region" } else { "regions" },
+                r.join(", ")
+            )
+        }
+    };
+    if !plan.unobserved.is_empty() {
+        let kinds: Vec<&str> = plan.unobserved.iter().map(|k| k.as_str()).collect();
+        s.push_str(&format!(" (not compared yet: {})", kinds.join(", ")));
     }
+    s
 }
 
 /// The summary sentence, e.g. `1 to create, 2 to replace, 0 to delete`.

@@ -3,8 +3,8 @@
 //! rendering (to mask snippets).
 
 use std::borrow::Cow;
-use std::hash::BuildHasher;
-use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
 
 /// Names that end in `_KEY` without naming a credential (data-structure keys).
 const NON_SECRET_KEY_PREFIXES: &[&str] = &[
@@ -87,13 +87,18 @@ pub fn is_sensitive_value(value: &str) -> bool {
     url_password(value).is_some() || contains_pem(value) || contains_age_secret_key(value)
 }
 
-/// What a sensitive value becomes in resource attributes: equal values give equal text
-/// within one run of berth, so changes are seen, but the text cannot be reversed (the hash
-/// key is random per process and never shown). Plans show `(sensitive)` only.
+/// What a sensitive value becomes in resource attributes (and so in the labels berth puts
+/// on containers): equal values give equal text, in every run, so a changed credential is
+/// seen as a change; plans and diagnostics show only `(sensitive)`.
+///
+/// TODO-design: this is a plain domain-separated SHA-256, stable without any key, so a weak
+/// value could be guessed from it by whoever reads the labels (who can read the container's
+/// env anyway). Once the state directory exists, key it (HMAC) with a per-project key kept
+/// there, before attributes reach state snapshots or saved plans.
 pub fn conceal(value: &str) -> String {
-    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    let h = KEY.get_or_init(Default::default).hash_one(value);
-    format!("{SENSITIVE_MARK}{h:016x})")
+    let digest = Sha256::digest([b"berth/v1/sensitive\0".as_slice(), value.as_bytes()].concat());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{SENSITIVE_MARK}{hex})")
 }
 
 /// The start of every concealed value.

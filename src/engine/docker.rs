@@ -1,0 +1,242 @@
+//! A region's container engine, through bollard: connecting (the region's `engine`, or
+//! DOCKER_HOST, or the local socket), checking that it answers and is recent enough, and the
+//! calls observation makes. Every call is counted, so benchmarks can report requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bollard::Docker;
+use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
+
+use super::labels;
+
+/// Oldest engine API berth works with (Docker 19.03).
+pub const MIN_API: (u32, u32) = (1, 40);
+
+/// Seconds berth waits for one engine request.
+const TIMEOUT_SECS: u64 = 120;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum EngineError {
+    #[error("cannot reach the engine of region `{region}` at `{endpoint}`: {reason}")]
+    #[diagnostic(
+        code(berth::engine_unreachable),
+        help(
+            "start the engine (`systemctl start docker`), or fix the region's `engine:` (or DOCKER_HOST); nothing was changed"
+        )
+    )]
+    Unreachable {
+        region: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("the engine of region `{region}` speaks API {found}; berth needs {}.{} or newer", MIN_API.0, MIN_API.1)]
+    #[diagnostic(
+        code(berth::engine_too_old),
+        help("upgrade Docker to 19.03 or newer, or Podman to 4 or newer")
+    )]
+    TooOld { region: String, found: String },
+    #[error("region `{region}`: `{endpoint}` engines are not supported yet")]
+    #[diagnostic(
+        code(berth::engine_unsupported),
+        help(
+            "reach the host through a unix socket or `tcp://`; ssh:// and TLS engines come with the regions work"
+        )
+    )]
+    Unsupported { region: String, endpoint: String },
+    #[error("the engine of region `{region}` refused `{call}`: {reason}")]
+    #[diagnostic(
+        code(berth::engine_call),
+        help("check the engine's logs; nothing was changed by this call")
+    )]
+    Call {
+        region: String,
+        call: &'static str,
+        reason: String,
+    },
+}
+
+/// A container as a list call shows it.
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// `running`, `exited`, `created`, ...
+    pub state: String,
+}
+
+/// A network or volume as a list call shows it.
+#[derive(Clone, Debug)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// A connected engine of one region.
+pub struct Engine {
+    pub region: String,
+    pub endpoint: String,
+    docker: Docker,
+    requests: AtomicU64,
+}
+
+impl Engine {
+    /// Connects to `endpoint` (`unix:///path` or `tcp://host:port`), or, without one, to
+    /// DOCKER_HOST or the local socket; then checks that the engine answers and its version.
+    pub async fn connect(region: &str, endpoint: Option<&str>) -> Result<Engine, EngineError> {
+        let shown = endpoint
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |reason: String| EngineError::Unreachable {
+            region: region.to_owned(),
+            endpoint: shown.clone(),
+            reason,
+        };
+        let docker = match endpoint {
+            None => Docker::connect_with_defaults(),
+            Some(e) if e.starts_with("unix://") => {
+                Docker::connect_with_unix(e, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            }
+            Some(e) if e.starts_with("tcp://") || e.starts_with("http://") => {
+                Docker::connect_with_http(e, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            }
+            Some(e) => {
+                return Err(EngineError::Unsupported {
+                    region: region.to_owned(),
+                    endpoint: e.to_owned(),
+                });
+            }
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let engine = Engine {
+            region: region.to_owned(),
+            endpoint: shown.clone(),
+            docker,
+            requests: AtomicU64::new(2),
+        };
+        let version = engine
+            .docker
+            .version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let api = version.api_version.unwrap_or_default();
+        if !api_at_least(&api, MIN_API) {
+            return Err(EngineError::TooOld {
+                region: region.to_owned(),
+                found: api,
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Requests made to the engine so far (connecting counts two).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn call_error(&self, call: &'static str, e: bollard::errors::Error) -> EngineError {
+        EngineError::Call {
+            region: self.region.clone(),
+            call,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Every container of the project, running or not, in one call.
+    pub async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, EngineError> {
+        self.count();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(labels::project_filter(project)),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.call_error("list containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Every network of the project, in one call.
+    pub async fn networks(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
+        self.count();
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(labels::project_filter(project)),
+            }))
+            .await
+            .map_err(|e| self.call_error("list networks", e))?;
+        Ok(list
+            .into_iter()
+            .map(|n| ObjectInfo {
+                name: n.name.unwrap_or_default(),
+                labels: n.labels.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Every volume of the project, in one call.
+    pub async fn volumes(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
+        self.count();
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(labels::project_filter(project)),
+            }))
+            .await
+            .map_err(|e| self.call_error("list volumes", e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| ObjectInfo {
+                name: v.name,
+                labels: v.labels,
+            })
+            .collect())
+    }
+}
+
+/// `1.41` >= (1, 40)?
+fn api_at_least(api: &str, min: (u32, u32)) -> bool {
+    let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_compare_numerically() {
+        assert!(api_at_least("1.41", (1, 40)));
+        assert!(api_at_least("1.100", (1, 40)));
+        assert!(!api_at_least("1.39", (1, 40)));
+        assert!(!api_at_least("", (1, 40)));
+    }
+}

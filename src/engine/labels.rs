@@ -1,0 +1,129 @@
+//! The labels berth puts on every container, network and volume it manages, and reads back to
+//! observe them. Observation lists objects by `io.berth.project` only: anything without the
+//! label is not berth's and is never touched.
+//!
+//! - `io.berth.project`: the project name;
+//! - `io.berth.resource`: the resource's address without region (the engine is the region);
+//! - `io.berth.hash`: SHA-256 of the normalised attributes, to compare without decoding;
+//! - `io.berth.attrs`: the attributes as JSON, for field-level plans (credential-looking
+//!   values only in concealed form, see `secrets::detect::conceal`);
+//! - `io.berth.depends_on`: addresses it depends on, so deletions run dependents first;
+//! - `io.berth.revision`: the applied revision that created it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use crate::graph::{Address, Resource};
+
+pub const PROJECT: &str = "io.berth.project";
+pub const RESOURCE: &str = "io.berth.resource";
+pub const HASH: &str = "io.berth.hash";
+pub const ATTRS: &str = "io.berth.attrs";
+pub const DEPENDS_ON: &str = "io.berth.depends_on";
+pub const REVISION: &str = "io.berth.revision";
+
+/// The label filter that finds a project's objects in one list call.
+pub fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![format!("{PROJECT}={project}")])])
+}
+
+/// SHA-256 of the attributes' canonical JSON (sorted keys), hex.
+pub fn hash(attrs: &BTreeMap<String, String>) -> String {
+    let json = serde_json::to_string(attrs).unwrap_or_default();
+    Sha256::digest(json.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The labels for a resource of `project`.
+pub fn encode(
+    project: &str,
+    resource: &Resource,
+    revision: Option<u64>,
+) -> HashMap<String, String> {
+    let mut unqualified = resource.address.clone();
+    unqualified.region = None;
+    let mut deps: Vec<String> = resource
+        .depends_on
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.region = None;
+            d.to_string()
+        })
+        .collect();
+    deps.sort();
+    let mut labels = HashMap::from([
+        (PROJECT.to_owned(), project.to_owned()),
+        (RESOURCE.to_owned(), unqualified.to_string()),
+        (HASH.to_owned(), hash(&resource.attrs)),
+        (
+            ATTRS.to_owned(),
+            serde_json::to_string(&resource.attrs).unwrap_or_default(),
+        ),
+        (DEPENDS_ON.to_owned(), deps.join(",")),
+    ]);
+    if let Some(r) = revision {
+        labels.insert(REVISION.to_owned(), r.to_string());
+    }
+    labels
+}
+
+/// What the labels of an object say about it.
+#[derive(Debug, PartialEq)]
+pub struct Decoded {
+    pub address: Address,
+    pub attrs: BTreeMap<String, String>,
+    pub depends_on: Vec<Address>,
+    /// The labels were damaged: the attributes do not match their hash.
+    pub tampered: bool,
+}
+
+/// Reads berth's labels; `None` when the object does not name a resource berth knows.
+pub fn decode(labels: &HashMap<String, String>) -> Option<Decoded> {
+    let address: Address = labels.get(RESOURCE)?.parse().ok()?;
+    let attrs: BTreeMap<String, String> = labels
+        .get(ATTRS)
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default();
+    let tampered = labels.get(HASH).is_none_or(|h| *h != hash(&attrs));
+    let depends_on = labels
+        .get(DEPENDS_ON)
+        .map(|d| d.split(',').filter_map(|a| a.parse().ok()).collect())
+        .unwrap_or_default();
+    Some(Decoded {
+        address,
+        attrs,
+        depends_on,
+        tampered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip_without_the_region() {
+        let r = Resource {
+            address: "pod.api[1]@fra".parse().unwrap(),
+            attrs: BTreeMap::from([("image".into(), "api:1".into())]),
+            depends_on: vec!["network.default@fra".parse().unwrap()],
+        };
+        let labels = encode("shop", &r, Some(3));
+        assert_eq!(labels[PROJECT], "shop");
+        assert_eq!(labels[RESOURCE], "pod.api[1]");
+        let d = decode(&labels).unwrap();
+        assert_eq!(d.address.to_string(), "pod.api[1]");
+        assert_eq!(d.attrs, r.attrs);
+        assert_eq!(d.depends_on[0].to_string(), "network.default");
+        assert!(!d.tampered);
+
+        let mut changed = labels.clone();
+        changed.insert(ATTRS.into(), r#"{"image":"api:2"}"#.into());
+        assert!(decode(&changed).unwrap().tampered);
+        assert!(decode(&HashMap::new()).is_none());
+    }
+}

@@ -1,0 +1,122 @@
+//! Helpers for tests against the real engine. The docker CLI is used here only as an
+//! independent witness and to set up scenes; berth itself talks to the engine with bollard.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Whether the engine answers. Without it the test is skipped, unless
+/// `BERTH_REQUIRE_DOCKER=1` (CI), where a missing engine fails the test.
+pub fn available() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
+            panic!("BERTH_REQUIRE_DOCKER=1 but the Docker engine does not answer (`docker info`)");
+        }
+        eprintln!("skipped: no Docker engine (set BERTH_REQUIRE_DOCKER=1 to make this a failure)");
+    }
+    ok
+}
+
+/// Runs the docker CLI; panics with its output when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A project name no other test uses; everything labelled with it is removed on drop.
+pub struct Project(pub String);
+
+impl Project {
+    pub fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        Project(format!(
+            "bt{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    fn filter(&self) -> String {
+        format!("label=io.berth.project={}", self.0)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let filter = self.filter();
+        for (list, remove) in [
+            (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+            (
+                vec!["network", "ls", "-q", "--filter", &filter],
+                vec!["network", "rm"],
+            ),
+            (
+                vec!["volume", "ls", "-q", "--filter", &filter],
+                vec!["volume", "rm", "-f"],
+            ),
+        ] {
+            let Ok(out) = Command::new("docker").args(&list).output() else {
+                continue;
+            };
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").args(&remove).args(&ids).output();
+            }
+        }
+    }
+}
+
+/// `--label k=v` arguments for the labels.
+pub fn label_args(labels: &HashMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<&String> = labels.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .flat_map(|k| ["--label".to_owned(), format!("{k}={}", labels[k])])
+        .collect()
+}
+
+/// A `FROM scratch` image holding a statically linked program that sleeps until stopped,
+/// built once per test process (no registry is reachable).
+pub fn sleeper_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("sleeper.rs");
+        std::fs::write(
+            &src,
+            "fn main() { loop { std::thread::sleep(std::time::Duration::from_secs(3600)); } }\n",
+        )
+        .unwrap();
+        let status = Command::new("rustc")
+            .args(["-O", "-C", "target-feature=+crt-static", "-o"])
+            .arg(dir.path().join("sleeper"))
+            .arg(&src)
+            .status()
+            .expect("rustc runs");
+        assert!(status.success(), "rustc could not build the sleeper");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY sleeper /sleeper\nENTRYPOINT [\"/sleeper\"]\n",
+        )
+        .unwrap();
+        let tag = "berth-test-sleeper:1".to_owned();
+        docker(&["build", "-q", "-t", &tag, &dir.path().display().to_string()]);
+        tag
+    })
+}
