@@ -8,15 +8,18 @@
 //! old spec / engines --observe--> ObservedState (plain data)
 //! (ResourceGraph, ObservedState) --plan--> Plan (plain data, pure, no I/O)
 //! Plan --plan::render--> human | json | markdown
+//! Plan --apply--> steps on the engines, each with its undo; gates; rollback
 //! ```
 //!
 //! - [`spec`] reads `berth.yaml` (and owns the checked-in `schemas/berth.schema.json`);
 //! - [`diag`] is the one place diagnostics are rendered (miette for people, JSON for CI);
 //! - [`graph`] and [`resources`] turn a spec into addressed resources and their DAG;
-//! - [`observe`] holds what exists, [`plan`] compares and renders;
+//! - [`observe`] holds what exists, [`plan`] compares and renders, [`apply`] executes;
+//! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
 //! - [`secrets`] holds the plaintext type that can never be printed;
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
+pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod engine;

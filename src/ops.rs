@@ -36,6 +36,15 @@ pub enum OpError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error("apply needs a confirmation, and there is no terminal to ask on")]
+    #[diagnostic(
+        code(berth::not_confirmed),
+        help("pass --yes to apply without asking (automation), or run on a terminal")
+    )]
+    NotConfirmed,
     #[error("cannot start berth's async runtime: {0}")]
     #[diagnostic(
         code(berth::runtime),
@@ -208,22 +217,90 @@ pub struct LivePlan {
 
 /// `plan` without `--against`: observes every region's engine, then plans.
 pub fn plan_live(path: &Path) -> Result<LivePlan, OpError> {
-    let valid = load_valid(path)?;
-    let graph = resources::graph(&valid.spec)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(OpError::Runtime)?;
-    let (observed, requests) = runtime.block_on(observe_engines(&valid.spec))?;
+    let session = Session::open(path, Goal::Spec)?;
+    let requests = session.engines.values().map(|e| e.requests()).sum();
     Ok(LivePlan {
-        plan: plan(&valid.spec.project.value, &graph, &observed),
-        report: valid.report,
+        plan: session.plan,
+        report: session.report,
         requests,
     })
 }
 
-/// Observes every region's engine concurrently; returns the state and the requests made.
-pub async fn observe_engines(spec: &Spec) -> Result<(ObservedState, u64), OpError> {
+/// What a session converges to: the spec, or nothing (`destroy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    Spec,
+    Nothing,
+}
+
+/// A spec, its engines (connected), what they hold, and the plan between them: what
+/// `apply` shows, asks about, and then carries out.
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    engines: std::collections::HashMap<String, crate::engine::Engine>,
+    pub spec: Spec,
+    pub report: Report,
+    spec_dir: std::path::PathBuf,
+    graph: ResourceGraph,
+    observed: ObservedState,
+    pub plan: Plan,
+}
+
+impl Session {
+    /// Loads the spec, connects to every region's engine, observes and plans.
+    pub fn open(path: &Path, goal: Goal) -> Result<Session, OpError> {
+        let valid = load_valid(path)?;
+        let graph = match goal {
+            Goal::Spec => resources::graph(&valid.spec)?,
+            Goal::Nothing => ResourceGraph::new(Vec::new())?,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(OpError::Runtime)?;
+        let (engines, observed) = runtime.block_on(observe_engines(&valid.spec))?;
+        let plan = plan(&valid.spec.project.value, &graph, &observed);
+        let spec_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Session {
+            runtime,
+            engines,
+            spec: valid.spec,
+            report: valid.report,
+            spec_dir,
+            graph,
+            observed,
+            plan,
+        })
+    }
+
+    /// Carries out the plan; `progress` receives a line per step.
+    pub fn apply(
+        &self,
+        options: crate::apply::Options,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<crate::apply::Applied, crate::apply::ApplyError> {
+        let inputs = crate::apply::Inputs {
+            spec: &self.spec,
+            spec_dir: &self.spec_dir,
+            graph: &self.graph,
+            observed: &self.observed,
+            engines: &self.engines,
+        };
+        self.runtime
+            .block_on(crate::apply::apply(inputs, &self.plan, options, progress))
+    }
+}
+
+/// Connects to every region's engine and observes them, concurrently.
+pub async fn observe_engines(
+    spec: &Spec,
+) -> Result<
+    (
+        std::collections::HashMap<String, crate::engine::Engine>,
+        ObservedState,
+    ),
+    OpError,
+> {
     let names = spec.region_names();
     let all = &names;
     let project = spec.project.value.as_str();
@@ -232,16 +309,21 @@ pub async fn observe_engines(spec: &Spec) -> Result<(ObservedState, u64), OpErro
         let engine = crate::engine::Engine::connect(name, endpoint).await?;
         let shown = resources::shown_region(all, name);
         let found = crate::observe::docker::observe(&engine, project, shown).await?;
-        Ok::<_, crate::engine::EngineError>((found, engine.requests()))
+        Ok::<_, crate::engine::EngineError>((name.to_string(), engine, found))
     });
     let results = futures_util::future::try_join_all(observations).await?;
-    let requests = results.iter().map(|(_, r)| r).sum();
+    let mut engines = std::collections::HashMap::new();
+    let mut resources = Vec::new();
+    for (name, engine, found) in results {
+        engines.insert(name, engine);
+        resources.extend(found);
+    }
     let state = ObservedState {
         origin: Origin::Engines {
             regions: names.iter().map(|n| n.to_string()).collect(),
         },
-        resources: results.into_iter().flat_map(|(found, _)| found).collect(),
+        resources,
         unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
     };
-    Ok((state, requests))
+    Ok((engines, state))
 }

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and the mapping of outcomes to exit codes. Each command
 //! is a thin layer over [`crate::ops`].
 
+mod apply;
 mod graph;
 mod plan;
 mod schema;
@@ -53,6 +54,10 @@ pub enum Command {
     Graph(graph::Args),
     /// Show the changes that would take the current state to the spec.
     Plan(plan::Args),
+    /// Carry out the plan against the live engines, with gates and rollback.
+    Apply(apply::Args),
+    /// Remove everything berth manages for the project (volumes only with --delete-volumes).
+    Destroy(apply::Args),
     /// Print the JSON Schema of the spec.
     Schema(schema::Args),
 }
@@ -75,6 +80,8 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),
         Command::Plan(args) => plan::run(&cli.file, args),
+        Command::Apply(args) => apply::run(&cli.file, args, crate::ops::Goal::Spec),
+        Command::Destroy(args) => apply::run(&cli.file, args, crate::ops::Goal::Nothing),
         Command::Schema(args) => schema::run(args),
     };
     match result {

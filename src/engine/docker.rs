@@ -6,7 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
+use bollard::models::{ContainerCreateBody, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
+    LogsOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
 
 use super::labels;
 
@@ -217,6 +222,208 @@ impl Engine {
                 labels: v.labels,
             })
             .collect())
+    }
+}
+
+/// What berth needs to know of a container after starting it.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerState {
+    pub running: bool,
+    pub restarting: bool,
+    pub exit_code: i64,
+    /// `starting`, `healthy`, `unhealthy`, or empty without a healthcheck.
+    pub health: String,
+    /// The last healthcheck output, if any.
+    pub health_output: String,
+    /// The container's address on each network, by network name.
+    pub addresses: HashMap<String, String>,
+}
+
+impl Engine {
+    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        self.count();
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(self.call_error("inspect image", e)),
+        }
+    }
+
+    pub async fn create_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".into()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.call_error("create network", e))?;
+        Ok(())
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .remove_network(name)
+            .await
+            .map_err(|e| self.call_error("remove network", e))
+    }
+
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_owned()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.call_error("create volume", e))?;
+        Ok(())
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+            .map_err(|e| self.call_error("remove volume", e))
+    }
+
+    /// Creates a container (not started); returns its id.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, EngineError> {
+        self.count();
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| self.call_error("create container", e))?;
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| self.call_error("start container", e))
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        self.count();
+        let options = StopContainerOptions {
+            t: Some(10),
+            ..Default::default()
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            // Already stopped is stopped.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.call_error("stop container", e)),
+        }
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.count();
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.call_error("remove container", e)),
+        }
+    }
+
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .rename_container(
+                id,
+                RenameContainerOptions {
+                    name: name.to_owned(),
+                },
+            )
+            .await
+            .map_err(|e| self.call_error("rename container", e))
+    }
+
+    pub async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        self.count();
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| self.call_error("inspect container", e))?;
+        let st = c.state.unwrap_or_default();
+        let health = st.health.unwrap_or_default();
+        let addresses = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(net, e)| e.ip_address.filter(|ip| !ip.is_empty()).map(|ip| (net, ip)))
+            .collect();
+        Ok(ContainerState {
+            running: st.running.unwrap_or(false),
+            restarting: st.restarting.unwrap_or(false),
+            exit_code: st.exit_code.unwrap_or(0),
+            health: health.status.map(|s| s.to_string()).unwrap_or_default(),
+            health_output: health
+                .log
+                .and_then(|l| l.last().and_then(|r| r.output.clone()))
+                .unwrap_or_default(),
+            addresses,
+        })
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr).
+    pub async fn log_tail(&self, id: &str, lines: usize) -> String {
+        self.count();
+        let mut stream = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        out
     }
 }
 

@@ -32,13 +32,13 @@ pub fn from_lists(
     let objects = networks
         .iter()
         .chain(volumes)
-        .map(|o| (&o.labels, None::<&str>))
+        .map(|o| (&o.labels, None::<&str>, &o.name))
         .chain(
             containers
                 .iter()
-                .map(|c| (&c.labels, Some(c.state.as_str()))),
+                .map(|c| (&c.labels, Some(c.state.as_str()), &c.id)),
         );
-    for (labels, state) in objects {
+    for (labels, state, id) in objects {
         let Some(d) = labels::decode(labels) else {
             continue; // labelled for the project, but not a resource (a helper, say)
         };
@@ -73,6 +73,7 @@ pub fn from_lists(
                 .map(|a| in_region(a, region))
                 .collect(),
             drift,
+            id: Some(id.clone()),
         });
     }
     out

@@ -40,6 +40,9 @@ pub struct ObservedResource {
     pub depends_on: Vec<Address>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
+    /// The engine's id or name of the object (observed from an engine only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Everything observed for one project.
@@ -65,6 +68,7 @@ impl ObservedState {
                     attrs: r.attrs,
                     depends_on: r.depends_on,
                     drift: Vec::new(),
+                    id: None,
                 })
                 .collect(),
             unobserved: Vec::new(),

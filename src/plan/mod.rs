@@ -159,15 +159,12 @@ impl Plan {
 /// container, a new volume) rather than updated in place.
 pub fn forces_replacement(kind: Kind, field: &str) -> bool {
     match kind {
-        // Container configuration is immutable, except what the engine updates live and what
-        // only berth reads (ordering, strategy, gates).
-        Kind::Pod => {
-            !(field == "depends_on"
-                || field == "update.strategy"
-                || field == "restart"
-                || field.starts_with("resources.")
-                || field.starts_with("check["))
-        }
+        // A container's configuration, and the labels that record it, cannot change after
+        // creation: any change is a new container.
+        // TODO-design: fields only berth reads (`depends_on`, `update.strategy`, checks) and
+        // those the engine updates live (`restart`, `resources.*`) could change in place
+        // once the applied configuration is recorded in the state directory.
+        Kind::Pod => true,
         // A volume is never replaced by a plan: that would lose its data.
         Kind::Volume => false,
         Kind::Network => true,
@@ -440,10 +437,12 @@ mod tests {
             ]
         );
         let api = &p.changes[1];
-        assert_eq!(api.reason.as_deref(), Some("image forces replacement"));
+        // Every change to a pod is a new container (labels are immutable).
+        assert_eq!(api.reason.as_deref(), Some("depends_on and image force replacement"));
         assert_eq!(api.fields.len(), 2);
-        assert!(!api.fields[0].forces_replacement); // depends_on, added
-        assert!(api.fields[1].forces_replacement); // image
+        assert!(api.fields.iter().all(|f| f.forces_replacement));
+        // A secret's fields change in place.
+        assert!(p.changes[0].fields.iter().all(|f| !f.forces_replacement));
         assert_eq!(
             p.summary,
             Summary {

@@ -120,3 +120,71 @@ pub fn sleeper_image() -> &'static str {
         tag
     })
 }
+
+/// The test app of `fixtures/images/testapp` (an HTTP server whose env switches make it
+/// fail its health check, start slowly or crash), as a `FROM scratch` image built once per
+/// test process.
+pub fn testapp_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = super::repo().join("fixtures/images/testapp");
+        let status = Command::new("rustc")
+            .args(["-O", "-C", "target-feature=+crt-static", "-o"])
+            .arg(dir.path().join("testapp"))
+            .arg(src.join("main.rs"))
+            .status()
+            .expect("rustc runs");
+        assert!(status.success(), "rustc could not build the test app");
+        std::fs::copy(src.join("Dockerfile"), dir.path().join("Dockerfile")).unwrap();
+        let tag = "berth-testapp:test".to_owned();
+        docker(&["build", "-q", "-t", &tag, &dir.path().display().to_string()]);
+        tag
+    })
+}
+
+/// Id of the running container named `name`, if any.
+pub fn container_id(name: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.Id}} {{.State.Running}}", name])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (id, running) = text.trim().split_once(' ')?;
+    (out.status.success() && running == "true").then(|| id.to_owned())
+}
+
+/// Names of all containers (running or not) of a project.
+pub fn containers_of(project: &str) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.berth.project={project}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    let mut names: Vec<String> = out.lines().map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+/// GET `path` from a container's port over its project network address, as a client would.
+pub fn http_get(container: &str, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        container,
+    ]);
+    let mut stream = std::net::TcpStream::connect((ip.as_str(), port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}

@@ -1,0 +1,147 @@
+//! A pod's container configuration, for the engine, from the spec.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as EngineMount,
+    MountType, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+
+use crate::graph::Resource;
+use crate::spec::check::{Mount, PortMapping};
+use crate::spec::{Pod, RestartPolicy as Restart};
+
+/// The engine's name of a project's network, volume or container part.
+pub fn object_name(project: &str, name: &str) -> String {
+    format!("{project}-{name}")
+}
+
+/// The container name of a pod instance: `<project>-<pod>`, `<project>-<pod>-<n>` for
+/// replicas.
+pub fn container_name(project: &str, resource: &Resource) -> String {
+    match resource.address.index {
+        Some(i) => format!("{project}-{}-{i}", resource.address.name),
+        None => format!("{project}-{}", resource.address.name),
+    }
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The create request for a pod instance on the project's network, labelled as `labels`.
+pub fn body(
+    project: &str,
+    pod_name: &str,
+    pod: &Pod,
+    labels: HashMap<String, String>,
+    spec_dir: &Path,
+) -> ContainerCreateBody {
+    let network = object_name(project, "default");
+    let env: Vec<String> = pod
+        .env
+        .iter()
+        .map(|e| format!("{}={}", e.name.value, e.item.value.0))
+        .collect();
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &pod.ports {
+        if let Ok(pm) = PortMapping::parse(&p.value) {
+            let key = format!("{}/{}", pm.container, pm.protocol);
+            exposed.push(key.clone());
+            bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: (!pm.ip.is_empty()).then(|| pm.ip.clone()),
+                    host_port: Some(pm.host.to_string()),
+                });
+        }
+    }
+    let mounts: Vec<EngineMount> = pod
+        .volumes
+        .iter()
+        .filter_map(|m| Mount::parse(&m.value).ok())
+        .map(|m| EngineMount {
+            target: Some(m.target.to_owned()),
+            source: Some(if m.bind {
+                let p = Path::new(m.source);
+                if p.is_absolute() {
+                    m.source.to_owned()
+                } else {
+                    spec_dir.join(p).display().to_string()
+                }
+            } else {
+                object_name(project, m.source)
+            }),
+            typ: Some(if m.bind {
+                MountType::BIND
+            } else {
+                MountType::VOLUME
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let healthcheck = pod.health.as_ref().and_then(|h| {
+        let h = &h.value;
+        h.cmd.as_ref().map(|cmd| HealthConfig {
+            test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
+            interval: h.interval.as_ref().and_then(|d| d.get()).map(nanos),
+            timeout: h.timeout.as_ref().and_then(|d| d.get()).map(nanos),
+            retries: h.retries.map(i64::from),
+            start_period: h.start_period.as_ref().and_then(|d| d.get()).map(nanos),
+            ..Default::default()
+        })
+    });
+    let restart = match pod.restart.unwrap_or(Restart::UnlessStopped) {
+        Restart::No => RestartPolicyNameEnum::NO,
+        Restart::Always => RestartPolicyNameEnum::ALWAYS,
+        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+    };
+    let resources = pod.resources.as_ref();
+    ContainerCreateBody {
+        image: pod.image.as_ref().map(|i| i.value.clone()),
+        cmd: pod.command.clone(),
+        entrypoint: pod.entrypoint.clone(),
+        env: Some(env),
+        user: pod.user.clone(),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        host_config: Some(HostConfig {
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            readonly_rootfs: Some(pod.read_only),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            memory: resources
+                .and_then(|r| r.memory.as_ref())
+                .and_then(|m| m.get())
+                .and_then(|b| i64::try_from(b).ok()),
+            nano_cpus: resources
+                .and_then(|r| r.cpus.as_ref())
+                .map(|c| (c.value * 1e9) as i64),
+            network_mode: Some(network.clone()),
+            // The engine's init as PID 1 forwards SIGTERM to the program and reaps zombies,
+            // so a stop takes as long as the program's shutdown, not the 10 s kill timeout.
+            init: Some(true),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network,
+                EndpointSettings {
+                    aliases: Some(vec![pod_name.to_owned()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,609 @@
+//! Apply: the plan's changes carried out on the regions' engines, in plan order (which is
+//! dependency order), each mutation recording how to undo it before the next one starts.
+//! When a gate fails, the completed steps are undone in reverse and the failed container's
+//! last output goes into the report. Removals of replaced and deleted containers wait until
+//! every gate has passed (the commit), so that undoing never needs what is already gone.
+//!
+//! TODO-design: steps run one at a time; independent branches of the graph can run
+//! concurrently (`--parallelism`) once the journal (apply's intent log) exists, so that a
+//! killed apply can be recovered whatever was in flight.
+
+pub mod container;
+pub mod gate;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::engine::{Engine, EngineError, labels};
+use crate::graph::{Kind, Resource, ResourceGraph};
+use crate::observe::ObservedState;
+use crate::plan::{Action, Change, Plan, ReplaceOrder};
+use crate::spec::Spec;
+
+use container::{container_name, object_name};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Remove volumes the spec no longer has (their data with them).
+    pub delete_volumes: bool,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ApplyError {
+    #[error("apply cannot {what} yet (`{address}`); nothing was changed")]
+    #[diagnostic(code(berth::apply_unsupported), help("{help}"))]
+    Unsupported {
+        address: String,
+        what: String,
+        help: String,
+    },
+    #[error(
+        "image `{image}` of `{address}` is not on the engine of region `{region}`; nothing was changed"
+    )]
+    #[diagnostic(
+        code(berth::image_missing),
+        help(
+            "build or load it on that host (`docker build -t {image} DIR`, `docker load`), then apply again"
+        )
+    )]
+    ImageMissing {
+        address: String,
+        image: String,
+        region: String,
+    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Engine(#[from] EngineError),
+    #[error("`{address}` failed its `{gate}` gate: {detail}")]
+    #[diagnostic(code(berth::gate_failed), help("{report}"))]
+    GateFailed {
+        address: String,
+        gate: String,
+        detail: String,
+        /// What was rolled back, and the failed container's last output.
+        report: String,
+    },
+}
+
+/// How to take back one completed mutation.
+#[derive(Debug)]
+enum Undo {
+    RemoveContainer {
+        region: String,
+        id: String,
+    },
+    RemoveNetwork {
+        region: String,
+        name: String,
+    },
+    RemoveVolume {
+        region: String,
+        name: String,
+    },
+    /// An old container stopped and set aside: give it its name back and start it.
+    Restore {
+        region: String,
+        id: String,
+        name: String,
+    },
+    /// A blue-green switch: remove the new container, then restore the old one.
+    Unswitch {
+        region: String,
+        new_id: String,
+        old_id: String,
+        name: String,
+    },
+}
+
+/// What is left to remove once every gate has passed.
+#[derive(Debug)]
+enum Commit {
+    Container { region: String, id: String },
+    Network { region: String, name: String },
+    Volume { region: String, name: String },
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub changed: usize,
+    pub kept_volumes: Vec<String>,
+}
+
+struct Run<'a> {
+    spec: &'a Spec,
+    spec_dir: &'a Path,
+    graph: &'a ResourceGraph,
+    observed: &'a ObservedState,
+    engines: &'a HashMap<String, Engine>,
+    project: &'a str,
+    undo: Vec<Undo>,
+    commit: Vec<Commit>,
+    done: Vec<String>,
+    progress: &'a mut dyn FnMut(&str),
+}
+
+/// What a plan was made from, and where it is carried out.
+pub struct Inputs<'a> {
+    pub spec: &'a Spec,
+    /// Relative host paths in mounts are relative to the spec's directory.
+    pub spec_dir: &'a Path,
+    pub graph: &'a ResourceGraph,
+    pub observed: &'a ObservedState,
+    /// Connected engines, by region name.
+    pub engines: &'a HashMap<String, Engine>,
+}
+
+/// Applies `plan`, made from `inputs.graph` and `inputs.observed`, on `inputs.engines`.
+pub async fn apply(
+    inputs: Inputs<'_>,
+    plan: &Plan,
+    options: Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Applied, ApplyError> {
+    let Inputs {
+        spec,
+        spec_dir,
+        graph,
+        observed,
+        engines,
+    } = inputs;
+    let mut run = Run {
+        spec,
+        spec_dir,
+        graph,
+        observed,
+        engines,
+        project: &spec.project.value,
+        undo: Vec::new(),
+        commit: Vec::new(),
+        done: Vec::new(),
+        progress,
+    };
+    let changes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    // Pre-flight: everything apply needs, checked before the first mutation.
+    for c in &changes {
+        run.preflight(c).await?;
+    }
+    let mut applied = Applied::default();
+    for c in &changes {
+        if let Err(e) = run.step(c, options, &mut applied).await {
+            let restored = run.rollback().await;
+            return Err(match e {
+                ApplyError::GateFailed {
+                    address,
+                    gate,
+                    detail,
+                    report,
+                } => ApplyError::GateFailed {
+                    address,
+                    gate,
+                    detail,
+                    report: format!("{restored}{report}"),
+                },
+                other => {
+                    (run.progress)(&restored);
+                    other
+                }
+            });
+        }
+        applied.changed += 1;
+    }
+    run.finish().await;
+    Ok(applied)
+}
+
+impl<'a> Run<'a> {
+    fn region_of(&self, c: &Change) -> String {
+        c.address
+            .region
+            .clone()
+            .unwrap_or_else(|| self.spec.region_names()[0].to_owned())
+    }
+
+    fn engine(&self, region: &str) -> &'a Engine {
+        // Every region of the spec was connected before planning.
+        let engines: &'a HashMap<String, Engine> = self.engines;
+        &engines[region]
+    }
+
+    fn desired(&self, c: &Change) -> Option<&Resource> {
+        self.graph.get(&c.address)
+    }
+
+    fn observed_id(&self, c: &Change) -> Option<String> {
+        let key = c.address.match_key();
+        self.observed
+            .resources
+            .iter()
+            .find(|o| o.address.match_key() == key)
+            .and_then(|o| o.id.clone())
+    }
+
+    async fn preflight(&self, c: &Change) -> Result<(), ApplyError> {
+        let unsupported = |what: &str, help: &str| ApplyError::Unsupported {
+            address: c.address.to_string(),
+            what: what.to_owned(),
+            help: help.to_owned(),
+        };
+        match (c.address.kind, c.action) {
+            (Kind::Proxy, _) => Err(unsupported(
+                "run the proxy",
+                "the managed nginx proxy comes with the proxy work; remove `proxy:` to apply the rest",
+            )),
+            (Kind::Network | Kind::Volume, Action::Update | Action::Replace) => Err(unsupported(
+                &format!("change a {} in place", c.address.kind.as_str()),
+                "remove and re-create it by hand if you must; berth never replaces a volume",
+            )),
+            (Kind::Volume, Action::Create)
+                if self
+                    .spec
+                    .volumes
+                    .get(&c.address.name)
+                    .is_some_and(|v| v.external) =>
+            {
+                Err(unsupported(
+                    "use an external volume",
+                    "create the volume by hand and drop `external: true` to let berth manage it",
+                ))
+            }
+            (Kind::Pod, Action::Create | Action::Replace | Action::Heal) => {
+                let Some(pod) = self.spec.pods.get(&c.address.name) else {
+                    return Ok(());
+                };
+                if pod.build.is_some() {
+                    return Err(unsupported(
+                        "build images",
+                        "build it with `docker build -t NAME DIR` and set `image: NAME`; `build:` comes next",
+                    ));
+                }
+                if !pod.secrets.is_empty() {
+                    return Err(unsupported(
+                        "deliver secrets",
+                        "secret delivery comes with the secrets work; apply the pods without `secrets:` first",
+                    ));
+                }
+                let region = self.region_of(c);
+                if let Some(image) = &pod.image
+                    && !self.engine(&region).image_present(&image.value).await?
+                {
+                    return Err(ApplyError::ImageMissing {
+                        address: c.address.to_string(),
+                        image: image.value.clone(),
+                        region,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn step(
+        &mut self,
+        c: &Change,
+        options: Options,
+        applied: &mut Applied,
+    ) -> Result<(), ApplyError> {
+        let region = self.region_of(c);
+        let engine = self.engine(&region);
+        let address = c.address.to_string();
+        match (c.address.kind, c.action) {
+            (Kind::Network, Action::Create) | (Kind::Volume, Action::Create) => {
+                let resource = self.desired(c).cloned().unwrap_or_else(|| Resource {
+                    address: c.address.clone(),
+                    attrs: Default::default(),
+                    depends_on: Vec::new(),
+                });
+                let name = object_name(self.project, &c.address.name);
+                let labels = labels::encode(self.project, &resource, None);
+                if c.address.kind == Kind::Network {
+                    engine.create_network(&name, labels).await?;
+                    self.undo.push(Undo::RemoveNetwork { region, name });
+                } else {
+                    engine.create_volume(&name, labels).await?;
+                    self.undo.push(Undo::RemoveVolume { region, name });
+                }
+                self.note(&format!("+ {address}: created"));
+            }
+            (Kind::Pod, Action::Create) => {
+                let id = self.start_pod(c, &region, None).await?;
+                self.note(&format!(
+                    "+ {address}: created and healthy ({})",
+                    short(&id)
+                ));
+            }
+            (Kind::Pod, Action::Replace) => {
+                let Some(old) = self.observed_id(c) else {
+                    let id = self.start_pod(c, &region, None).await?;
+                    self.note(&format!(
+                        "+ {address}: created and healthy ({})",
+                        short(&id)
+                    ));
+                    return Ok(());
+                };
+                let resource = self
+                    .desired(c)
+                    .cloned()
+                    .ok_or_else(|| ApplyError::Unsupported {
+                        address: address.clone(),
+                        what: "find the pod in the spec".into(),
+                        help: "this is a bug in berth: please report it".into(),
+                    })?;
+                let name = container_name(self.project, &resource);
+                let aside = format!("{name}-berth-old");
+                if c.replace_order == Some(ReplaceOrder::CreateBeforeDestroy) {
+                    let next = format!("{name}-berth-next");
+                    let new_id = self.start_pod(c, &region, Some(&next)).await?;
+                    engine.stop(&old).await?;
+                    engine.rename(&old, &aside).await?;
+                    engine.rename(&new_id, &name).await?;
+                    // The new container's removal is part of unswitching.
+                    self.undo.pop();
+                    self.undo.push(Undo::Unswitch {
+                        region: region.clone(),
+                        new_id: new_id.clone(),
+                        old_id: old.clone(),
+                        name,
+                    });
+                    self.commit.push(Commit::Container { region, id: old });
+                    self.note(&format!(
+                        "+/- {address}: replaced blue-green ({})",
+                        short(&new_id)
+                    ));
+                } else {
+                    engine.stop(&old).await?;
+                    engine.rename(&old, &aside).await?;
+                    self.undo.push(Undo::Restore {
+                        region: region.clone(),
+                        id: old.clone(),
+                        name,
+                    });
+                    let new_id = self.start_pod(c, &region, None).await?;
+                    self.commit.push(Commit::Container { region, id: old });
+                    self.note(&format!("-/+ {address}: recreated ({})", short(&new_id)));
+                }
+            }
+            (Kind::Pod, Action::Heal) => {
+                let id = self.observed_id(c).unwrap_or_default();
+                engine.start(&id).await?;
+                self.gate(c, &region, &id, false).await?;
+                self.note(&format!("! {address}: started again and healthy"));
+            }
+            (Kind::Pod, Action::Delete) => {
+                if let Some(id) = self.observed_id(c) {
+                    let name = format!("{}-{}", self.project, c.address.name);
+                    engine.stop(&id).await?;
+                    engine
+                        .rename(&id, &format!("{name}-berth-deleted-{}", short(&id)))
+                        .await?;
+                    self.undo.push(Undo::Restore {
+                        region: region.clone(),
+                        id: id.clone(),
+                        name: self.observed_name(c).unwrap_or(name),
+                    });
+                    self.commit.push(Commit::Container { region, id });
+                }
+                self.note(&format!(
+                    "- {address}: stopped (removed once every gate passed)"
+                ));
+            }
+            (Kind::Network, Action::Delete) => {
+                let name = object_name(self.project, &c.address.name);
+                self.commit.push(Commit::Network { region, name });
+            }
+            (Kind::Volume, Action::Delete) => {
+                let name = object_name(self.project, &c.address.name);
+                if options.delete_volumes {
+                    self.commit.push(Commit::Volume { region, name });
+                } else {
+                    applied.kept_volumes.push(address.clone());
+                    self.note(&format!(
+                        "  {address}: kept with its data (--delete-volumes removes it)"
+                    ));
+                }
+            }
+            // Not observed on engines (secrets, rate limits, backups) or refused by the
+            // pre-flight: nothing to do here.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn observed_name(&self, c: &Change) -> Option<String> {
+        self.desired(c).map(|r| container_name(self.project, r))
+    }
+
+    fn note(&mut self, line: &str) {
+        self.done.push(line.to_owned());
+        (self.progress)(line);
+    }
+
+    /// Creates and starts the container of a pod change, then runs its gates. Its removal
+    /// is on the undo stack before it starts.
+    async fn start_pod(
+        &mut self,
+        c: &Change,
+        region: &str,
+        name: Option<&str>,
+    ) -> Result<String, ApplyError> {
+        let engine = self.engine(region);
+        let resource = self
+            .desired(c)
+            .cloned()
+            .ok_or_else(|| ApplyError::Unsupported {
+                address: c.address.to_string(),
+                what: "find the pod in the spec".into(),
+                help: "this is a bug in berth: please report it".into(),
+            })?;
+        let Some(pod) = self.spec.pods.get(&c.address.name) else {
+            return Err(ApplyError::Unsupported {
+                address: c.address.to_string(),
+                what: "find the pod in the spec".into(),
+                help: "this is a bug in berth: please report it".into(),
+            });
+        };
+        let name = name.map_or_else(|| container_name(self.project, &resource), str::to_owned);
+        let body = container::body(
+            self.project,
+            &c.address.name,
+            pod,
+            labels::encode(self.project, &resource, None),
+            self.spec_dir,
+        );
+        (self.progress)(&format!("  {}: starting {name}", c.address));
+        let id = engine.create_container(&name, body).await?;
+        self.undo.push(Undo::RemoveContainer {
+            region: region.to_owned(),
+            id: id.clone(),
+        });
+        engine.start(&id).await?;
+        self.gate(c, region, &id, true).await?;
+        Ok(id)
+    }
+
+    async fn gate(
+        &mut self,
+        c: &Change,
+        region: &str,
+        id: &str,
+        remove_on_failure: bool,
+    ) -> Result<(), ApplyError> {
+        let Some(pod) = self.spec.pods.get(&c.address.name) else {
+            return Ok(());
+        };
+        let engine = self.engine(region);
+        let network = object_name(self.project, "default");
+        match gate::healthy(engine, id, &network, pod).await {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                let logs = engine.log_tail(id, 20).await;
+                if remove_on_failure {
+                    // The failed container goes first; the undo stack no longer needs it.
+                    let _ = engine.remove(id).await;
+                }
+                Err(ApplyError::GateFailed {
+                    address: c.address.to_string(),
+                    gate: failure.gate,
+                    detail: failure.detail,
+                    report: format!(
+                        "last output of the failed container:\n{}",
+                        indent(logs.trim_end())
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Undoes every completed step, newest first; says what was restored.
+    async fn rollback(&mut self) -> String {
+        let mut lines = Vec::new();
+        while let Some(u) = self.undo.pop() {
+            let (region, what, result) = match &u {
+                Undo::RemoveContainer { region, id } => (
+                    region,
+                    format!("removed new container {}", short(id)),
+                    self.engine(region).remove(id).await,
+                ),
+                Undo::RemoveNetwork { region, name } => (
+                    region,
+                    format!("removed network {name}"),
+                    self.engine(region).remove_network(name).await,
+                ),
+                Undo::RemoveVolume { region, name } => (
+                    region,
+                    format!("removed new volume {name}"),
+                    self.engine(region).remove_volume(name).await,
+                ),
+                Undo::Restore { region, id, name } => {
+                    let e = self.engine(region);
+                    let r = match e.rename(id, name).await {
+                        Ok(()) => e.start(id).await,
+                        Err(err) => Err(err),
+                    };
+                    (region, format!("restored {name} ({})", short(id)), r)
+                }
+                Undo::Unswitch {
+                    region,
+                    new_id,
+                    old_id,
+                    name,
+                } => {
+                    let e = self.engine(region);
+                    let r = match e.remove(new_id).await {
+                        Ok(()) => match e.rename(old_id, name).await {
+                            Ok(()) => e.start(old_id).await,
+                            Err(err) => Err(err),
+                        },
+                        Err(err) => Err(err),
+                    };
+                    (
+                        region,
+                        format!("switched back to {name} ({})", short(old_id)),
+                        r,
+                    )
+                }
+            };
+            match result {
+                Ok(()) => lines.push(format!("  rolled back in `{region}`: {what}")),
+                Err(e) => lines.push(format!("  could NOT roll back in `{region}`: {what}: {e}")),
+            }
+        }
+        if lines.is_empty() {
+            "nothing had been changed\n".to_owned()
+        } else {
+            format!("the completed steps were undone:\n{}\n", lines.join("\n"))
+        }
+    }
+
+    /// Every gate passed: remove what was replaced or deleted.
+    async fn finish(&mut self) {
+        // Containers first, then networks and volumes they used.
+        self.commit.sort_by_key(|c| match c {
+            Commit::Container { .. } => 0,
+            Commit::Network { .. } => 1,
+            Commit::Volume { .. } => 2,
+        });
+        for c in std::mem::take(&mut self.commit) {
+            let (what, result) = match &c {
+                Commit::Container { region, id } => (
+                    format!("container {}", short(id)),
+                    self.engine(region).remove(id).await,
+                ),
+                Commit::Network { region, name } => (
+                    format!("network {name}"),
+                    self.engine(region).remove_network(name).await,
+                ),
+                Commit::Volume { region, name } => (
+                    format!("volume {name}"),
+                    self.engine(region).remove_volume(name).await,
+                ),
+            };
+            let line = match result {
+                Ok(()) => format!("  removed {what}"),
+                Err(e) => {
+                    format!("  warning: could not remove {what} ({e}); the next plan shows it")
+                }
+            };
+            (self.progress)(&line);
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn indent(text: &str) -> String {
+    if text.is_empty() {
+        return "    (no output)".to_owned();
+    }
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

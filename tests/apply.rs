@@ -1,0 +1,231 @@
+//! `berth apply` against the real engine: converging an empty host, replacing exactly what
+//! changed, rolling back a failed gate, deleting, healing; checked with the docker CLI and
+//! by asking the containers themselves (HTTP) as independent witnesses.
+
+mod common;
+
+use std::path::Path;
+
+use berth::plan::{Action, Plan};
+use common::Berth;
+use common::docker::{self, Project, container_id, containers_of, http_get};
+
+/// A spec of two pods of the test app: `api` (owns a volume, so recreate) and `web`
+/// (blue-green), with HTTP health checks.
+fn spec(project: &str, api_env: &str, with_web: bool) -> String {
+    let image = docker::testapp_image();
+    let mut s = format!(
+        "version: 1
+project: {project}
+volumes:
+  data: {{}}
+pods:
+  api:
+    image: {image}
+    env: {{ PORT: 8000, {api_env} }}
+    volumes: [\"data:/data\"]
+    health: {{ http: {{ port: 8000, path: /health }}, interval: 300ms, retries: 6 }}
+"
+    );
+    if with_web {
+        s.push_str(&format!(
+            "  web:
+    image: {image}
+    env: {{ VERSION: w1 }}
+    depends_on: [api]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 6 }}
+"
+        ));
+    }
+    s
+}
+
+struct Scene {
+    project: Project,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Scene {
+            project: Project::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn write(&self, api_env: &str, with_web: bool) {
+        std::fs::write(
+            self.dir.path().join("berth.yaml"),
+            spec(&self.project.0, api_env, with_web),
+        )
+        .unwrap();
+    }
+
+    fn berth(&self, args: &[&str]) -> common::Run {
+        Berth::new().dir(self.dir.path()).args(args).run()
+    }
+
+    fn name(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.project.0)
+    }
+
+    fn plan(&self, code: i32) -> Plan {
+        let r = self
+            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
+            .code(code);
+        serde_json::from_str(&r.stdout()).expect("plan json")
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn changed(plan: &Plan) -> Vec<(String, Action)> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect()
+}
+
+#[test]
+fn an_empty_host_converges_and_a_second_apply_changes_nothing() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", true);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(containers_of(&s.project.0), [s.name("api"), s.name("web")]);
+    assert_eq!(http_get(&s.name("api"), 8000, "/version"), "v1");
+    assert_eq!(http_get(&s.name("web"), 8080, "/health"), "ok");
+    // Plan again: nothing to do; apply again: says so.
+    s.plan(0);
+    let again = s.berth(&["apply", "--yes"]).code(0);
+    assert!(again.stderr().contains("No changes"), "{}", again.stderr());
+    let _ = s.path();
+}
+
+#[test]
+fn a_changed_pod_is_replaced_and_the_others_keep_their_containers() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", true);
+    s.berth(&["apply", "--yes"]).code(0);
+    let api_before = container_id(&s.name("api")).expect("api runs");
+    let web_before = container_id(&s.name("web")).expect("web runs");
+
+    s.write("VERSION: v2", true);
+    let plan = s.plan(2);
+    assert_eq!(changed(&plan), [("pod.api".to_owned(), Action::Replace)]);
+    let api_change = plan
+        .changes
+        .iter()
+        .find(|c| c.action == Action::Replace)
+        .unwrap();
+    assert_eq!(api_change.fields.len(), 1);
+    assert_eq!(api_change.fields[0].field, "env.VERSION");
+
+    s.berth(&["apply", "--yes"]).code(0);
+    let api_after = container_id(&s.name("api")).expect("api runs");
+    assert_ne!(api_after, api_before, "api was replaced");
+    assert_eq!(
+        container_id(&s.name("web")),
+        Some(web_before),
+        "web kept its container"
+    );
+    assert_eq!(http_get(&s.name("api"), 8000, "/version"), "v2");
+    assert_eq!(
+        containers_of(&s.project.0),
+        [s.name("api"), s.name("web")],
+        "no leftovers"
+    );
+    s.plan(0);
+}
+
+#[test]
+fn a_failed_health_gate_rolls_back_to_the_serving_container() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", true);
+    s.berth(&["apply", "--yes"]).code(0);
+    let api_before = container_id(&s.name("api")).expect("api runs");
+
+    s.write("VERSION: v2, FAIL_HEALTH: 1", true);
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr();
+    assert!(err.contains("`pod.api` failed its `healthy` gate"), "{err}");
+    assert!(err.contains("answered 503"), "{err}");
+    assert!(err.contains("restored"), "{err}");
+    assert!(
+        err.contains("testapp v2 starting"),
+        "the failed container's log tail: {err}"
+    );
+    // The previous container is the one serving, and nothing of v2 is left.
+    assert_eq!(container_id(&s.name("api")), Some(api_before));
+    assert_eq!(http_get(&s.name("api"), 8000, "/version"), "v1");
+    assert_eq!(containers_of(&s.project.0), [s.name("api"), s.name("web")]);
+    // The spec still asks for v2: the plan still shows it.
+    assert_eq!(
+        changed(&s.plan(2)),
+        [("pod.api".to_owned(), Action::Replace)]
+    );
+}
+
+#[test]
+fn a_stopped_container_is_healed_and_a_removed_pod_is_deleted_keeping_its_volume() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", true);
+    s.berth(&["apply", "--yes"]).code(0);
+
+    docker::docker(&["stop", "-t", "1", &s.name("web")]);
+    assert_eq!(changed(&s.plan(2)), [("pod.web".to_owned(), Action::Heal)]);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert!(container_id(&s.name("web")).is_some(), "web runs again");
+
+    // Without web and without the api's volume in the spec.
+    std::fs::write(
+        s.path().join("berth.yaml"),
+        format!(
+            "version: 1\nproject: {}\npods:\n  api:\n    image: {}\n    env: {{ PORT: 8000, VERSION: v1 }}\n    health: {{ http: {{ port: 8000, path: /health }}, interval: 300ms }}\n",
+            s.project.0,
+            docker::testapp_image()
+        ),
+    )
+    .unwrap();
+    let r = s.berth(&["apply", "--yes"]).code(0);
+    assert!(r.stderr().contains("kept with its data"), "{}", r.stderr());
+    assert_eq!(containers_of(&s.project.0), [s.name("api")]);
+    let volume = format!("{}-data", s.project.0);
+    assert_eq!(
+        docker::docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")]),
+        volume
+    );
+}
+
+#[test]
+fn apply_asks_before_changing_anything() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", false);
+    let r = s.berth(&["apply"]).code(1);
+    assert!(
+        r.stderr().contains("needs a confirmation"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        containers_of(&s.project.0).is_empty(),
+        "nothing was created"
+    );
+}
