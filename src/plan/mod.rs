@@ -438,7 +438,10 @@ mod tests {
         );
         let api = &p.changes[1];
         // Every change to a pod is a new container (labels are immutable).
-        assert_eq!(api.reason.as_deref(), Some("depends_on and image force replacement"));
+        assert_eq!(
+            api.reason.as_deref(),
+            Some("depends_on and image force replacement")
+        );
         assert_eq!(api.fields.len(), 2);
         assert!(api.fields.iter().all(|f| f.forces_replacement));
         // A secret's fields change in place.
