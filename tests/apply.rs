@@ -158,7 +158,7 @@ fn a_failed_health_gate_rolls_back_to_the_serving_container() {
 
     s.write("VERSION: v2, FAIL_HEALTH: 1", true);
     let r = s.berth(&["apply", "--yes"]).code(1);
-    let err = r.stderr();
+    let err = r.stderr_flat();
     assert!(err.contains("`pod.api` failed its `healthy` gate"), "{err}");
     assert!(err.contains("answered 503"), "{err}");
     assert!(err.contains("restored"), "{err}");
@@ -228,4 +228,48 @@ fn apply_asks_before_changing_anything() {
         containers_of(&s.project.0).is_empty(),
         "nothing was created"
     );
+}
+
+#[test]
+fn a_failed_post_deploy_check_rolls_back_too() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let write = |env: &str| {
+        std::fs::write(
+            s.path().join("berth.yaml"),
+            format!(
+                "version: 1
+project: {}
+pods:
+  auth:
+    image: {}
+    env: {{ {env} }}
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}
+    checks:
+      - http: {{ port: 8080, path: /.well-known/jwks.json, expect_status: 200,
+                expect_json: {{ pointer: /keys, non_empty: true }}, max_latency: 2s }}
+",
+                s.project.0,
+                docker::testapp_image()
+            ),
+        )
+        .unwrap();
+    };
+    write("VERSION: v1");
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = container_id(&s.name("auth")).expect("auth runs");
+
+    write("VERSION: v2, JWKS_EMPTY: 1");
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("check GET :8080/.well-known/jwks.json"),
+        "{err}"
+    );
+    assert!(err.contains("`/keys` is empty"), "{err}");
+    assert_eq!(container_id(&s.name("auth")), Some(before));
+    assert_eq!(http_get(&s.name("auth"), 8080, "/version"), "v1");
+    assert_eq!(containers_of(&s.project.0), [s.name("auth")]);
 }

@@ -136,8 +136,24 @@ pub async fn healthy(
     }
 }
 
+/// What a GET returned.
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub latency: Duration,
+}
+
 /// GET `path` on `ip:port`; the response status.
 pub async fn http_get(ip: &str, port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+    get(ip, port, path, timeout).await.map(|r| r.status)
+}
+
+/// GET `path` on `ip:port` with its headers and body (at most `MAX_BODY` bytes).
+pub async fn get(ip: &str, port: u16, path: &str, timeout: Duration) -> Result<Response, String> {
+    use http_body_util::BodyExt;
+    const MAX_BODY: usize = 1 << 20;
+    let start = Instant::now();
     let attempt = async {
         let stream = tokio::net::TcpStream::connect((ip, port))
             .await
@@ -155,9 +171,167 @@ pub async fn http_get(ip: &str, port: u16, path: &str, timeout: Duration) -> Res
             .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(response.status().as_u16())
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let limited = http_body_util::Limited::new(response.into_body(), MAX_BODY);
+        let body = limited
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body,
+            latency: start.elapsed(),
+        })
     };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// Time allowed for one post-deploy check request.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the pod's post-deploy `checks` once each, in order; the first that fails is the
+/// gate's verdict.
+pub async fn checks(
+    engine: &Engine,
+    id: &str,
+    network: &str,
+    pod: &Pod,
+) -> Result<(), GateFailure> {
+    if pod.checks.is_empty() {
+        return Ok(());
+    }
+    let state = engine
+        .state(id)
+        .await
+        .map_err(|e| fail("checks", e.to_string()))?;
+    let Some(ip) = state.addresses.get(network) else {
+        return Err(fail(
+            "checks",
+            format!("the container has no address on `{network}`"),
+        ));
+    };
+    for check in &pod.checks {
+        let http = &check.value.http;
+        let name = format!("check GET :{}{}", http.port, http.path);
+        let timeout = http
+            .max_latency
+            .as_ref()
+            .and_then(|l| l.get())
+            .map_or(CHECK_TIMEOUT, |l| l.max(CHECK_TIMEOUT));
+        let r = get(ip, http.port, &http.path, timeout)
+            .await
+            .map_err(|e| fail(&name, e))?;
+        verify(http, &r).map_err(|why| fail(&name, why))?;
+    }
+    Ok(())
+}
+
+/// Whether a response passes one check; why not.
+pub fn verify(http: &crate::spec::HttpCheck, r: &Response) -> Result<(), String> {
+    match http.expect_status {
+        Some(s) if r.status != s => return Err(format!("answered {} (expected {s})", r.status)),
+        None if !(200..300).contains(&r.status) => {
+            return Err(format!("answered {} (expected 2xx)", r.status));
+        }
+        _ => {}
+    }
+    if let Some(max) = http.max_latency.as_ref().and_then(|l| l.get())
+        && r.latency > max
+    {
+        return Err(format!("took {:?} (at most {max:?})", r.latency));
+    }
+    for h in &http.expect_headers {
+        if !r.headers.contains_key(h.as_str()) {
+            return Err(format!("has no `{h}` header"));
+        }
+    }
+    if let Some(j) = &http.expect_json {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&r.body).map_err(|e| format!("did not answer JSON ({e})"))?;
+        let Some(value) = doc.pointer(&j.pointer.value) else {
+            return Err(format!("has nothing at `{}`", j.pointer.value));
+        };
+        if j.non_empty {
+            let empty = match value {
+                serde_json::Value::Array(a) => a.is_empty(),
+                serde_json::Value::Object(o) => o.is_empty(),
+                serde_json::Value::String(s) => s.is_empty(),
+                serde_json::Value::Null => true,
+                _ => false,
+            };
+            if empty {
+                return Err(format!("`{}` is empty", j.pointer.value));
+            }
+        }
+        if let Some(expected) = &j.equals
+            && value != expected
+        {
+            return Err(format!("`{}` is {value}, not {expected}", j.pointer.value));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> crate::spec::HttpCheck {
+        serde_saphyr::from_str(yaml).expect("check")
+    }
+
+    fn response(status: u16, body: &str, latency_ms: u64) -> Response {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-testapp-version", "v1".parse().unwrap());
+        Response {
+            status,
+            headers,
+            body: Bytes::from(body.to_owned()),
+            latency: Duration::from_millis(latency_ms),
+        }
+    }
+
+    #[test]
+    fn checks_judge_status_json_headers_and_latency() {
+        let jwks = check(
+            "port: 8000\npath: /jwks\nexpect_status: 200\nexpect_json: { pointer: /keys, non_empty: true }\nmax_latency: 200ms\nexpect_headers: [x-testapp-version]\n",
+        );
+        assert_eq!(
+            verify(&jwks, &response(200, r#"{"keys":[{"kid":"a"}]}"#, 5)),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&jwks, &response(200, r#"{"keys":[]}"#, 5)),
+            Err("`/keys` is empty".into())
+        );
+        assert!(
+            verify(&jwks, &response(503, "", 5))
+                .unwrap_err()
+                .contains("503")
+        );
+        assert!(
+            verify(&jwks, &response(200, r#"{"keys":[1]}"#, 900))
+                .unwrap_err()
+                .contains("took")
+        );
+        assert!(
+            verify(&jwks, &response(200, "not json", 5))
+                .unwrap_err()
+                .contains("JSON")
+        );
+        let equals = check("port: 1\nexpect_json: { pointer: /ok, equals: true }\n");
+        assert_eq!(verify(&equals, &response(200, r#"{"ok":true}"#, 1)), Ok(()));
+        assert!(verify(&equals, &response(200, r#"{"ok":false}"#, 1)).is_err());
+        let header = check("port: 1\nexpect_headers: [x-missing]\n");
+        assert!(
+            verify(&header, &response(204, "", 1))
+                .unwrap_err()
+                .contains("x-missing")
+        );
+    }
 }

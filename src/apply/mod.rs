@@ -478,7 +478,11 @@ impl<'a> Run<'a> {
         };
         let engine = self.engine(region);
         let network = object_name(self.project, "default");
-        match gate::healthy(engine, id, &network, pod).await {
+        let verdict = match gate::healthy(engine, id, &network, pod).await {
+            Ok(()) => gate::checks(engine, id, &network, pod).await,
+            failed => failed,
+        };
+        match verdict {
             Ok(()) => Ok(()),
             Err(failure) => {
                 let logs = engine.log_tail(id, 20).await;

@@ -64,6 +64,12 @@ pub enum Command {
 
 /// Parses arguments, runs the command, prints any error as a diagnostic.
 pub fn main() -> ExitCode {
+    // Into a pipe or a CI log, wrap errors late rather than at 80 columns.
+    if !std::io::IsTerminal::is_terminal(&io::stderr()) {
+        let _ = miette::set_hook(Box::new(|_| {
+            Box::new(miette::MietteHandlerOpts::new().width(120).build())
+        }));
+    }
     // Usage errors exit 1, not clap's 2: with `plan --detailed-exitcode`, 2 means "changes".
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

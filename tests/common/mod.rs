@@ -87,6 +87,20 @@ impl Run {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
 
+    /// stderr with miette's line wrapping undone (a break, its indent and any `│` gutter
+    /// become one space), so assertions do not depend on where a message wraps.
+    pub fn stderr_flat(&self) -> String {
+        let mut out = String::new();
+        for line in self.stderr().lines() {
+            let body = line.trim_start().trim_start_matches('│').trim_start();
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(body);
+        }
+        out
+    }
+
     /// Asserts the exit code, showing the output when it differs.
     pub fn code(self, expected: i32) -> Self {
         assert_eq!(
