@@ -273,3 +273,45 @@ pods:
     assert_eq!(http_get(&s.name("auth"), 8080, "/version"), "v1");
     assert_eq!(containers_of(&s.project.0), [s.name("auth")]);
 }
+
+#[test]
+fn independent_pods_start_together_and_one_failure_undoes_them_all() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let pod = |name: &str, env: &str| {
+        format!(
+            "  {name}:\n    image: {image}\n    env: {{ {env} }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 4 }}\n"
+        )
+    };
+    let write = |bad: &str| {
+        let text = format!(
+            "version: 1\nproject: {}\npods:\n{}{}{}",
+            s.project.0,
+            pod("a", "VERSION: a"),
+            pod("b", bad),
+            pod("c", "VERSION: c"),
+        );
+        std::fs::write(s.path().join("berth.yaml"), text).unwrap();
+    };
+    write("VERSION: b, FAIL_HEALTH: 1");
+    let r = s.berth(&["apply", "--yes", "--parallelism", "3"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("`pod.b` failed its `healthy` gate"), "{err}");
+    // a and c were created in the same layer and are undone with b: nothing is left.
+    assert!(
+        containers_of(&s.project.0).is_empty(),
+        "{:?}",
+        containers_of(&s.project.0)
+    );
+
+    write("VERSION: b");
+    s.berth(&["apply", "--yes", "--parallelism", "3"]).code(0);
+    assert_eq!(
+        containers_of(&s.project.0),
+        [s.name("a"), s.name("b"), s.name("c")]
+    );
+    s.plan(0);
+}

@@ -4,15 +4,22 @@
 //! last output goes into the report. Removals of replaced and deleted containers wait until
 //! every gate has passed (the commit), so that undoing never needs what is already gone.
 //!
-//! TODO-design: steps run one at a time; independent branches of the graph can run
-//! concurrently (`--parallelism`) once the journal (apply's intent log) exists, so that a
-//! killed apply can be recovered whatever was in flight.
+//! Steps of one graph layer do not depend on each other and run concurrently, at most
+//! `--parallelism` at once; a layer starts when the one before it is done. When a step
+//! fails, the others of its layer finish (nothing is left half-done) and then everything is
+//! undone.
+//!
+//! TODO-design: the undo list lives in memory; the journal (an intent log on disk) will let
+//! `berth recover` finish or undo an apply that was killed.
 
 pub mod container;
 pub mod gate;
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+use futures_util::StreamExt;
 
 use crate::engine::{Engine, EngineError, labels};
 use crate::graph::{Kind, Resource, ResourceGraph};
@@ -22,10 +29,21 @@ use crate::spec::Spec;
 
 use container::{container_name, object_name};
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Remove volumes the spec no longer has (their data with them).
     pub delete_volumes: bool,
+    /// Most steps in flight at once (steps of one graph layer do not depend on each other).
+    pub parallelism: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            delete_volumes: false,
+            parallelism: 4,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -110,6 +128,8 @@ pub struct Applied {
     pub kept_volumes: Vec<String>,
 }
 
+/// One apply in progress. Steps of one layer run concurrently on one task, so the shared
+/// lists are `RefCell`s, borrowed only between awaits.
 struct Run<'a> {
     spec: &'a Spec,
     spec_dir: &'a Path,
@@ -117,10 +137,11 @@ struct Run<'a> {
     observed: &'a ObservedState,
     engines: &'a HashMap<String, Engine>,
     project: &'a str,
-    undo: Vec<Undo>,
-    commit: Vec<Commit>,
-    done: Vec<String>,
-    progress: &'a mut dyn FnMut(&str),
+    options: Options,
+    undo: RefCell<Vec<Undo>>,
+    commit: RefCell<Vec<Commit>>,
+    kept_volumes: RefCell<Vec<String>>,
+    progress: RefCell<&'a mut dyn FnMut(&str)>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -148,17 +169,18 @@ pub async fn apply(
         observed,
         engines,
     } = inputs;
-    let mut run = Run {
+    let run = Run {
         spec,
         spec_dir,
         graph,
         observed,
         engines,
         project: &spec.project.value,
-        undo: Vec::new(),
-        commit: Vec::new(),
-        done: Vec::new(),
-        progress,
+        options,
+        undo: RefCell::new(Vec::new()),
+        commit: RefCell::new(Vec::new()),
+        kept_volumes: RefCell::new(Vec::new()),
+        progress: RefCell::new(progress),
     };
     let changes: Vec<&Change> = plan
         .changes
@@ -169,9 +191,23 @@ pub async fn apply(
     for c in &changes {
         run.preflight(c).await?;
     }
-    let mut applied = Applied::default();
+    // Batches by graph layer: a layer starts when the one before it is done; deletions
+    // (no longer in the graph) come last.
+    let mut batches: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
     for c in &changes {
-        if let Err(e) = run.step(c, options, &mut applied).await {
+        let layer = graph.layer_of(&c.address).unwrap_or(usize::MAX);
+        batches.entry(layer).or_default().push(c);
+    }
+    let mut changed = 0;
+    for batch in batches.into_values() {
+        let results: Vec<Result<(), ApplyError>> = futures_util::stream::iter(batch)
+            .map(|c| run.step(c))
+            .buffer_unordered(options.parallelism.max(1))
+            .collect()
+            .await;
+        changed += results.iter().filter(|r| r.is_ok()).count();
+        // Every step of the batch has finished (none is left half-done); undo them all.
+        if let Some(e) = results.into_iter().find_map(Result::err) {
             let restored = run.rollback().await;
             return Err(match e {
                 ApplyError::GateFailed {
@@ -186,15 +222,17 @@ pub async fn apply(
                     report: format!("{restored}{report}"),
                 },
                 other => {
-                    (run.progress)(&restored);
+                    run.note(&restored);
                     other
                 }
             });
         }
-        applied.changed += 1;
     }
     run.finish().await;
-    Ok(applied)
+    Ok(Applied {
+        changed,
+        kept_volumes: run.kept_volumes.take(),
+    })
 }
 
 impl<'a> Run<'a> {
@@ -283,12 +321,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn step(
-        &mut self,
-        c: &Change,
-        options: Options,
-        applied: &mut Applied,
-    ) -> Result<(), ApplyError> {
+    async fn step(&self, c: &Change) -> Result<(), ApplyError> {
         let region = self.region_of(c);
         let engine = self.engine(&region);
         let address = c.address.to_string();
@@ -303,10 +336,14 @@ impl<'a> Run<'a> {
                 let labels = labels::encode(self.project, &resource, None);
                 if c.address.kind == Kind::Network {
                     engine.create_network(&name, labels).await?;
-                    self.undo.push(Undo::RemoveNetwork { region, name });
+                    self.undo
+                        .borrow_mut()
+                        .push(Undo::RemoveNetwork { region, name });
                 } else {
                     engine.create_volume(&name, labels).await?;
-                    self.undo.push(Undo::RemoveVolume { region, name });
+                    self.undo
+                        .borrow_mut()
+                        .push(Undo::RemoveVolume { region, name });
                 }
                 self.note(&format!("+ {address}: created"));
             }
@@ -342,15 +379,19 @@ impl<'a> Run<'a> {
                     engine.stop(&old).await?;
                     engine.rename(&old, &aside).await?;
                     engine.rename(&new_id, &name).await?;
-                    // The new container's removal is part of unswitching.
-                    self.undo.pop();
-                    self.undo.push(Undo::Unswitch {
+                    // The new container's removal is now part of unswitching.
+                    self.undo.borrow_mut().retain(
+                        |u| !matches!(u, Undo::RemoveContainer { id, .. } if *id == new_id),
+                    );
+                    self.undo.borrow_mut().push(Undo::Unswitch {
                         region: region.clone(),
                         new_id: new_id.clone(),
                         old_id: old.clone(),
                         name,
                     });
-                    self.commit.push(Commit::Container { region, id: old });
+                    self.commit
+                        .borrow_mut()
+                        .push(Commit::Container { region, id: old });
                     self.note(&format!(
                         "+/- {address}: replaced blue-green ({})",
                         short(&new_id)
@@ -358,13 +399,15 @@ impl<'a> Run<'a> {
                 } else {
                     engine.stop(&old).await?;
                     engine.rename(&old, &aside).await?;
-                    self.undo.push(Undo::Restore {
+                    self.undo.borrow_mut().push(Undo::Restore {
                         region: region.clone(),
                         id: old.clone(),
                         name,
                     });
                     let new_id = self.start_pod(c, &region, None).await?;
-                    self.commit.push(Commit::Container { region, id: old });
+                    self.commit
+                        .borrow_mut()
+                        .push(Commit::Container { region, id: old });
                     self.note(&format!("-/+ {address}: recreated ({})", short(&new_id)));
                 }
             }
@@ -381,12 +424,14 @@ impl<'a> Run<'a> {
                     engine
                         .rename(&id, &format!("{name}-berth-deleted-{}", short(&id)))
                         .await?;
-                    self.undo.push(Undo::Restore {
+                    self.undo.borrow_mut().push(Undo::Restore {
                         region: region.clone(),
                         id: id.clone(),
                         name: self.observed_name(c).unwrap_or(name),
                     });
-                    self.commit.push(Commit::Container { region, id });
+                    self.commit
+                        .borrow_mut()
+                        .push(Commit::Container { region, id });
                 }
                 self.note(&format!(
                     "- {address}: stopped (removed once every gate passed)"
@@ -394,14 +439,18 @@ impl<'a> Run<'a> {
             }
             (Kind::Network, Action::Delete) => {
                 let name = object_name(self.project, &c.address.name);
-                self.commit.push(Commit::Network { region, name });
+                self.commit
+                    .borrow_mut()
+                    .push(Commit::Network { region, name });
             }
             (Kind::Volume, Action::Delete) => {
                 let name = object_name(self.project, &c.address.name);
-                if options.delete_volumes {
-                    self.commit.push(Commit::Volume { region, name });
+                if self.options.delete_volumes {
+                    self.commit
+                        .borrow_mut()
+                        .push(Commit::Volume { region, name });
                 } else {
-                    applied.kept_volumes.push(address.clone());
+                    self.kept_volumes.borrow_mut().push(address.clone());
                     self.note(&format!(
                         "  {address}: kept with its data (--delete-volumes removes it)"
                     ));
@@ -418,15 +467,14 @@ impl<'a> Run<'a> {
         self.desired(c).map(|r| container_name(self.project, r))
     }
 
-    fn note(&mut self, line: &str) {
-        self.done.push(line.to_owned());
-        (self.progress)(line);
+    fn note(&self, line: &str) {
+        (self.progress.borrow_mut())(line);
     }
 
     /// Creates and starts the container of a pod change, then runs its gates. Its removal
     /// is on the undo stack before it starts.
     async fn start_pod(
-        &mut self,
+        &self,
         c: &Change,
         region: &str,
         name: Option<&str>,
@@ -455,9 +503,9 @@ impl<'a> Run<'a> {
             labels::encode(self.project, &resource, None),
             self.spec_dir,
         );
-        (self.progress)(&format!("  {}: starting {name}", c.address));
+        self.note(&format!("  {}: starting {name}", c.address));
         let id = engine.create_container(&name, body).await?;
-        self.undo.push(Undo::RemoveContainer {
+        self.undo.borrow_mut().push(Undo::RemoveContainer {
             region: region.to_owned(),
             id: id.clone(),
         });
@@ -467,7 +515,7 @@ impl<'a> Run<'a> {
     }
 
     async fn gate(
-        &mut self,
+        &self,
         c: &Change,
         region: &str,
         id: &str,
@@ -504,9 +552,10 @@ impl<'a> Run<'a> {
     }
 
     /// Undoes every completed step, newest first; says what was restored.
-    async fn rollback(&mut self) -> String {
+    async fn rollback(&self) -> String {
         let mut lines = Vec::new();
-        while let Some(u) = self.undo.pop() {
+        let undo = self.undo.take();
+        for u in undo.into_iter().rev() {
             let (region, what, result) = match &u {
                 Undo::RemoveContainer { region, id } => (
                     region,
@@ -565,14 +614,15 @@ impl<'a> Run<'a> {
     }
 
     /// Every gate passed: remove what was replaced or deleted.
-    async fn finish(&mut self) {
+    async fn finish(&self) {
+        let mut commit = self.commit.take();
         // Containers first, then networks and volumes they used.
-        self.commit.sort_by_key(|c| match c {
+        commit.sort_by_key(|c| match c {
             Commit::Container { .. } => 0,
             Commit::Network { .. } => 1,
             Commit::Volume { .. } => 2,
         });
-        for c in std::mem::take(&mut self.commit) {
+        for c in commit {
             let (what, result) = match &c {
                 Commit::Container { region, id } => (
                     format!("container {}", short(id)),
@@ -593,7 +643,7 @@ impl<'a> Run<'a> {
                     format!("  warning: could not remove {what} ({e}); the next plan shows it")
                 }
             };
-            (self.progress)(&line);
+            self.note(&line);
         }
     }
 }

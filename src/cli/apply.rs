@@ -16,6 +16,9 @@ pub struct Args {
     /// Remove volumes that are no longer in the spec, with their data.
     #[arg(long)]
     pub delete_volumes: bool,
+    /// Most steps in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallelism: u16,
 }
 
 pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
@@ -33,6 +36,7 @@ pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
     let applied = session.apply(
         crate::apply::Options {
             delete_volumes: args.delete_volumes,
+            parallelism: usize::from(args.parallelism),
         },
         &mut |line| eprintln!("{line}"),
     )?;
