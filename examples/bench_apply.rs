@@ -36,7 +36,9 @@ fn build_image(dir: &Path) -> String {
         .arg(src.join("main.rs")));
     std::fs::copy(src.join("Dockerfile"), dir.join("Dockerfile")).expect("Dockerfile");
     let tag = "berth-testapp:bench".to_owned();
-    sh(Command::new("docker").args(["build", "-q", "-t", &tag]).arg(dir));
+    sh(Command::new("docker")
+        .args(["build", "-q", "-t", &tag])
+        .arg(dir));
     tag
 }
 

@@ -277,7 +277,7 @@ impl Session {
     pub fn apply(
         &self,
         options: crate::apply::Options,
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(&crate::apply::Event),
     ) -> Result<crate::apply::Applied, crate::apply::ApplyError> {
         let inputs = crate::apply::Inputs {
             spec: &self.spec,

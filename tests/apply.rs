@@ -315,3 +315,35 @@ fn independent_pods_start_together_and_one_failure_undoes_them_all() {
     );
     s.plan(0);
 }
+
+#[test]
+fn json_events_tell_a_machine_what_happened() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", false);
+    let r = s.berth(&["apply", "--yes", "--format", "json"]).code(0);
+    let events: Vec<serde_json::Value> = r
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "plan");
+    assert_eq!(events.first().unwrap()["plan"]["summary"]["create"], 3);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "applied");
+    assert_eq!(last["changed"], 3);
+    let done: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["step"]["status"] == "done")
+        .filter_map(|e| e["step"]["address"].as_str())
+        .collect();
+    // The network and the volume do not depend on each other (one layer, concurrent); the
+    // pod comes after both.
+    let mut first_layer = done[..2].to_vec();
+    first_layer.sort();
+    assert_eq!(first_layer, ["network.default", "volume.data"]);
+    assert_eq!(done[2..], ["pod.api"]);
+    assert!(events.iter().any(|e| e["step"]["status"] == "started"));
+}

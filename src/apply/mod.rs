@@ -121,6 +121,33 @@ enum Commit {
     Volume { region: String, name: String },
 }
 
+/// What an apply reports as it goes: one event per step started or finished, and per
+/// rollback or removal. Rendered as plain lines, progress bars, or JSON lines.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Event {
+    /// The resource, when the event is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub status: Status,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// A step began (a container is starting, a gate is being waited for).
+    Started,
+    /// A step finished and its gates passed.
+    Done,
+    /// A volume the spec no longer has was kept with its data.
+    Kept,
+    /// Completed steps were undone after a failure.
+    RolledBack,
+    /// A replaced or deleted object was removed after every gate passed.
+    Removed,
+    Warning,
+}
+
 /// What an apply did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -141,7 +168,7 @@ struct Run<'a> {
     undo: RefCell<Vec<Undo>>,
     commit: RefCell<Vec<Commit>>,
     kept_volumes: RefCell<Vec<String>>,
-    progress: RefCell<&'a mut dyn FnMut(&str)>,
+    progress: RefCell<&'a mut dyn FnMut(&Event)>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -160,7 +187,7 @@ pub async fn apply(
     inputs: Inputs<'_>,
     plan: &Plan,
     options: Options,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&Event),
 ) -> Result<Applied, ApplyError> {
     let Inputs {
         spec,
@@ -222,7 +249,7 @@ pub async fn apply(
                     report: format!("{restored}{report}"),
                 },
                 other => {
-                    run.note(&restored);
+                    run.event(None, Status::RolledBack, restored);
                     other
                 }
             });
@@ -345,22 +372,22 @@ impl<'a> Run<'a> {
                         .borrow_mut()
                         .push(Undo::RemoveVolume { region, name });
                 }
-                self.note(&format!("+ {address}: created"));
+                self.done(c, format!("+ {address}: created"));
             }
             (Kind::Pod, Action::Create) => {
                 let id = self.start_pod(c, &region, None).await?;
-                self.note(&format!(
-                    "+ {address}: created and healthy ({})",
-                    short(&id)
-                ));
+                self.done(
+                    c,
+                    format!("+ {address}: created and healthy ({})", short(&id)),
+                );
             }
             (Kind::Pod, Action::Replace) => {
                 let Some(old) = self.observed_id(c) else {
                     let id = self.start_pod(c, &region, None).await?;
-                    self.note(&format!(
-                        "+ {address}: created and healthy ({})",
-                        short(&id)
-                    ));
+                    self.done(
+                        c,
+                        format!("+ {address}: created and healthy ({})", short(&id)),
+                    );
                     return Ok(());
                 };
                 let resource = self
@@ -392,10 +419,10 @@ impl<'a> Run<'a> {
                     self.commit
                         .borrow_mut()
                         .push(Commit::Container { region, id: old });
-                    self.note(&format!(
-                        "+/- {address}: replaced blue-green ({})",
-                        short(&new_id)
-                    ));
+                    self.done(
+                        c,
+                        format!("+/- {address}: replaced blue-green ({})", short(&new_id)),
+                    );
                 } else {
                     engine.stop(&old).await?;
                     engine.rename(&old, &aside).await?;
@@ -408,14 +435,14 @@ impl<'a> Run<'a> {
                     self.commit
                         .borrow_mut()
                         .push(Commit::Container { region, id: old });
-                    self.note(&format!("-/+ {address}: recreated ({})", short(&new_id)));
+                    self.done(c, format!("-/+ {address}: recreated ({})", short(&new_id)));
                 }
             }
             (Kind::Pod, Action::Heal) => {
                 let id = self.observed_id(c).unwrap_or_default();
                 engine.start(&id).await?;
                 self.gate(c, &region, &id, false).await?;
-                self.note(&format!("! {address}: started again and healthy"));
+                self.done(c, format!("! {address}: started again and healthy"));
             }
             (Kind::Pod, Action::Delete) => {
                 if let Some(id) = self.observed_id(c) {
@@ -433,9 +460,10 @@ impl<'a> Run<'a> {
                         .borrow_mut()
                         .push(Commit::Container { region, id });
                 }
-                self.note(&format!(
-                    "- {address}: stopped (removed once every gate passed)"
-                ));
+                self.done(
+                    c,
+                    format!("- {address}: stopped (removed once every gate passed)"),
+                );
             }
             (Kind::Network, Action::Delete) => {
                 let name = object_name(self.project, &c.address.name);
@@ -451,9 +479,11 @@ impl<'a> Run<'a> {
                         .push(Commit::Volume { region, name });
                 } else {
                     self.kept_volumes.borrow_mut().push(address.clone());
-                    self.note(&format!(
-                        "  {address}: kept with its data (--delete-volumes removes it)"
-                    ));
+                    self.event(
+                        Some(&c.address),
+                        Status::Kept,
+                        format!("  {address}: kept with its data (--delete-volumes removes it)"),
+                    );
                 }
             }
             // Not observed on engines (secrets, rate limits, backups) or refused by the
@@ -467,8 +497,17 @@ impl<'a> Run<'a> {
         self.desired(c).map(|r| container_name(self.project, r))
     }
 
-    fn note(&self, line: &str) {
-        (self.progress.borrow_mut())(line);
+    fn event(&self, address: Option<&crate::graph::Address>, status: Status, message: String) {
+        let e = Event {
+            address: address.map(|a| a.to_string()),
+            status,
+            message,
+        };
+        (self.progress.borrow_mut())(&e);
+    }
+
+    fn done(&self, c: &Change, message: String) {
+        self.event(Some(&c.address), Status::Done, message);
     }
 
     /// Creates and starts the container of a pod change, then runs its gates. Its removal
@@ -503,7 +542,11 @@ impl<'a> Run<'a> {
             labels::encode(self.project, &resource, None),
             self.spec_dir,
         );
-        self.note(&format!("  {}: starting {name}", c.address));
+        self.event(
+            Some(&c.address),
+            Status::Started,
+            format!("  {}: starting {name}, waiting for its gates", c.address),
+        );
         let id = engine.create_container(&name, body).await?;
         self.undo.borrow_mut().push(Undo::RemoveContainer {
             region: region.to_owned(),
@@ -637,13 +680,14 @@ impl<'a> Run<'a> {
                     self.engine(region).remove_volume(name).await,
                 ),
             };
-            let line = match result {
-                Ok(()) => format!("  removed {what}"),
-                Err(e) => {
-                    format!("  warning: could not remove {what} ({e}); the next plan shows it")
-                }
-            };
-            self.note(&line);
+            match result {
+                Ok(()) => self.event(None, Status::Removed, format!("  removed {what}")),
+                Err(e) => self.event(
+                    None,
+                    Status::Warning,
+                    format!("  warning: could not remove {what} ({e}); the next plan shows it"),
+                ),
+            }
         }
     }
 }

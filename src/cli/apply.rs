@@ -1,10 +1,17 @@
 //! `berth apply` and `berth destroy`: show the plan against the live engines, ask, carry it
-//! out with gates and rollback.
+//! out with gates and rollback. Progress: spinners on a terminal, plain lines otherwise,
+//! JSON lines with `--format json`.
 
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::{exit, print, print_warnings, stdout_color};
+use crate::apply::{Event, Status};
 use crate::ops::{self, Goal, OpError};
 use crate::plan::render;
 
@@ -19,27 +26,72 @@ pub struct Args {
     /// Most steps in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: u16,
+    /// `json`: the plan, every step and the outcome as JSON lines on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
 }
 
 pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
     let session = ops::Session::open(file, goal)?;
     print_warnings(&session.report);
+    let json = args.format == Format::Json;
+    if json {
+        json_line(&serde_json::json!({ "event": "plan", "plan": session.plan }));
+    }
     if !session.plan.has_changes() {
-        eprintln!("{}", render::summary_line(&session.plan));
+        if json {
+            json_line(&serde_json::json!({ "event": "applied", "changed": 0 }));
+        } else {
+            eprintln!("{}", render::summary_line(&session.plan));
+        }
         return Ok(exit::OK);
     }
-    print(&render::human(&session.plan, stdout_color()));
+    if !json {
+        print(&render::human(&session.plan, stdout_color()));
+    }
     if !args.yes && !confirmed(goal)? {
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(exit::ERROR);
     }
-    let applied = session.apply(
-        crate::apply::Options {
-            delete_volumes: args.delete_volumes,
-            parallelism: usize::from(args.parallelism),
-        },
-        &mut |line| eprintln!("{line}"),
-    )?;
+    let options = crate::apply::Options {
+        delete_volumes: args.delete_volumes,
+        parallelism: usize::from(args.parallelism),
+    };
+    let result = if json {
+        session.apply(options, &mut |e| {
+            json_line(&serde_json::json!({ "event": "step", "step": e }))
+        })
+    } else if std::io::stderr().is_terminal() {
+        let mut bars = Bars::default();
+        let r = session.apply(options, &mut |e| bars.show(e));
+        bars.multi.clear().ok();
+        r
+    } else {
+        session.apply(options, &mut |e| eprintln!("{}", e.message))
+    };
+    let applied = match result {
+        Ok(a) => a,
+        Err(e) => {
+            if json {
+                json_line(&serde_json::json!({ "event": "failed", "error": e.to_string() }));
+            }
+            return Err(e.into());
+        }
+    };
+    if json {
+        json_line(&serde_json::json!({
+            "event": "applied",
+            "changed": applied.changed,
+            "kept_volumes": applied.kept_volumes,
+        }));
+        return Ok(exit::OK);
+    }
     let verb = if goal == Goal::Nothing {
         "Destroy"
     } else {
@@ -53,6 +105,42 @@ pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
         );
     }
     Ok(exit::OK)
+}
+
+fn json_line(value: &serde_json::Value) {
+    print(&format!("{value}\n"));
+}
+
+/// One spinner per resource in flight, with its elapsed time; other events print above.
+#[derive(Default)]
+struct Bars {
+    multi: MultiProgress,
+    in_flight: HashMap<String, ProgressBar>,
+}
+
+impl Bars {
+    fn show(&mut self, e: &Event) {
+        match (e.status, &e.address) {
+            (Status::Started, Some(address)) => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
+                    bar.set_style(style);
+                }
+                bar.set_message(e.message.trim().to_owned());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                self.in_flight.insert(address.clone(), bar);
+            }
+            (_, Some(address)) if self.in_flight.contains_key(address) => {
+                if let Some(bar) = self.in_flight.remove(address) {
+                    bar.finish_and_clear();
+                }
+                let _ = self.multi.println(&e.message);
+            }
+            _ => {
+                let _ = self.multi.println(&e.message);
+            }
+        }
+    }
 }
 
 /// Asks on a terminal; refuses without one (automation passes `--yes`).
