@@ -39,6 +39,9 @@ pub enum OpError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Context(#[from] crate::engine::context::ContextError),
     #[error("apply needs a confirmation, and there is no terminal to ask on")]
     #[diagnostic(
         code(berth::not_confirmed),
@@ -199,6 +202,22 @@ fn load_structure(path: &Path, text: String) -> Result<Spec, OpError> {
     }
 }
 
+/// The content digest of every pod's build context, by pod name (reading the files is
+/// observation of the local filesystem, done before planning).
+fn build_digests(
+    spec: &Spec,
+    spec_dir: &Path,
+) -> Result<std::collections::HashMap<String, String>, OpError> {
+    let mut out = std::collections::HashMap::new();
+    for p in spec.pods.iter() {
+        if let Some(b) = &p.item.build {
+            let digest = crate::engine::context::digest(&spec_dir.join(&b.value.context))?;
+            out.insert(p.name.value.clone(), digest);
+        }
+    }
+    Ok(out)
+}
+
 /// Kinds that observation of engines does not see yet: secrets are files (checked by the
 /// secrets work), rate limits live in the proxy's config (compared through the proxy's
 /// attributes), backups are timers and stores (the backups work).
@@ -250,8 +269,12 @@ impl Session {
     /// Loads the spec, connects to every region's engine, observes and plans.
     pub fn open(path: &Path, goal: Goal) -> Result<Session, OpError> {
         let valid = load_valid(path)?;
+        let spec_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let graph = match goal {
-            Goal::Spec => resources::graph(&valid.spec)?,
+            Goal::Spec => {
+                let digests = build_digests(&valid.spec, &spec_dir)?;
+                ResourceGraph::new(resources::desired_with_builds(&valid.spec, &digests))?
+            }
             Goal::Nothing => ResourceGraph::new(Vec::new())?,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()

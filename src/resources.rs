@@ -6,7 +6,7 @@
 //! name, source file and delivery, and values that look like credentials (see
 //! `secrets::detect`) only in concealed form.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
 use crate::secrets::detect::{conceal, is_sensitive, is_sensitive_value};
@@ -49,6 +49,21 @@ pub fn requalify(mut address: Address, from: &[&str], to: &[&str]) -> Address {
 
 /// Builds the desired resources of a spec that passed its checks.
 pub fn desired(spec: &Spec) -> Vec<Resource> {
+    desired_with_builds(spec, &HashMap::new())
+}
+
+/// The image a pod with `build:` runs: named after the project and pod, tagged with the
+/// digest of its build context, so that the same files are the same image.
+pub fn built_image(project: &str, pod: &str, digest: &str) -> String {
+    format!(
+        "berth-{project}-{pod}:{}",
+        digest.get(..16).unwrap_or(digest)
+    )
+}
+
+/// [`desired`], with the content digests of the pods' build contexts (by pod name), read
+/// from the filesystem beforehand: a change to the files is a change to the pod.
+pub fn desired_with_builds(spec: &Spec, build_digests: &HashMap<String, String>) -> Vec<Resource> {
     let mut out = Vec::new();
     let mut attrs_of_secret: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     for s in spec.secrets.iter() {
@@ -127,7 +142,10 @@ pub fn desired(spec: &Spec) -> Vec<Resource> {
 
         for p in &pods_here {
             let name = &p.name.value;
-            let (attrs, mut deps) = pod_attrs(spec, &p.item);
+            let built = build_digests
+                .get(name.as_str())
+                .map(|d| built_image(&spec.project.value, name, d));
+            let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref());
             deps.push(network.clone());
             for m in &p.item.volumes {
                 if let Ok(mount) = Mount::parse(&m.value)
@@ -306,7 +324,11 @@ pub fn strategy(pod: &Pod) -> Strategy {
     }
 }
 
-fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>) {
+fn pod_attrs(
+    spec: &Spec,
+    pod: &Pod,
+    built_image: Option<&str>,
+) -> (BTreeMap<String, String>, Vec<Address>) {
     let mut a = BTreeMap::new();
     let mut deps = Vec::new();
     if let Some(image) = &pod.image {
@@ -314,6 +336,9 @@ fn pod_attrs(spec: &Spec, pod: &Pod) -> (BTreeMap<String, String>, Vec<Address>)
     }
     if let Some(b) = &pod.build {
         a.insert("build.context".into(), b.value.context.clone());
+        if let Some(image) = built_image {
+            a.insert("build.image".into(), image.to_owned());
+        }
         a.insert(
             "build.dockerfile".into(),
             b.value

@@ -347,3 +347,52 @@ fn json_events_tell_a_machine_what_happened() {
     assert_eq!(done[2..], ["pod.api"]);
     assert!(events.iter().any(|e| e["step"]["status"] == "started"));
 }
+
+#[test]
+fn a_pod_is_built_from_its_context_and_rebuilt_when_the_files_change() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let context = s.path().join("app");
+    std::fs::create_dir_all(&context).unwrap();
+    for f in ["testapp", "Dockerfile"] {
+        std::fs::copy(docker::testapp_context().join(f), context.join(f)).unwrap();
+    }
+    std::fs::write(
+        s.path().join("berth.yaml"),
+        format!(
+            "version: 1\nproject: {}\npods:\n  web:\n    build: {{ context: app }}\n    env: {{ VERSION: built }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}\n",
+            s.project.0
+        ),
+    )
+    .unwrap();
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(http_get(&s.name("web"), 8080, "/version"), "built");
+    let image = |name: &str| docker::docker(&["inspect", "-f", "{{.Config.Image}}", name]);
+    let first = image(&s.name("web"));
+    assert!(
+        first.starts_with(&format!("berth-{}-web:", s.project.0)),
+        "{first}"
+    );
+    s.plan(0);
+
+    // Another file in the context is another image: the pod is replaced.
+    std::fs::write(context.join("notes.txt"), "changed").unwrap();
+    let plan = s.plan(2);
+    let web = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "pod.web")
+        .unwrap();
+    assert_eq!(web.action, Action::Replace);
+    assert_eq!(web.fields[0].field, "build.image");
+    s.berth(&["apply", "--yes"]).code(0);
+    let second = image(&s.name("web"));
+    assert_ne!(first, second);
+    for tag in [first, second] {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &tag])
+            .output();
+    }
+}

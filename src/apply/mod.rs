@@ -320,12 +320,7 @@ impl<'a> Run<'a> {
                 let Some(pod) = self.spec.pods.get(&c.address.name) else {
                     return Ok(());
                 };
-                if pod.build.is_some() {
-                    return Err(unsupported(
-                        "build images",
-                        "build it with `docker build -t NAME DIR` and set `image: NAME`; `build:` comes next",
-                    ));
-                }
+
                 if !pod.secrets.is_empty() {
                     return Err(unsupported(
                         "deliver secrets",
@@ -333,6 +328,39 @@ impl<'a> Run<'a> {
                     ));
                 }
                 let region = self.region_of(c);
+                if let Some(b) = &pod.build
+                    && let Some(tag) = self.desired(c).and_then(|r| r.attrs.get("build.image"))
+                {
+                    let engine = self.engine(&region);
+                    if !engine.image_present(tag).await? {
+                        self.event(
+                            Some(&c.address),
+                            Status::Started,
+                            format!("  {}: building {tag}", c.address),
+                        );
+                        let context = self.spec_dir.join(&b.value.context);
+                        let archive = crate::engine::context::tar(&context).map_err(|e| {
+                            ApplyError::Unsupported {
+                                address: c.address.to_string(),
+                                what: "read the build context".into(),
+                                help: e.to_string(),
+                            }
+                        })?;
+                        let args = b
+                            .value
+                            .args
+                            .iter()
+                            .map(|a| (a.name.value.clone(), a.item.value.0.clone()))
+                            .collect();
+                        let dockerfile = b.value.dockerfile.as_deref().unwrap_or("Dockerfile");
+                        engine.build_image(tag, archive, dockerfile, args).await?;
+                        self.event(
+                            Some(&c.address),
+                            Status::Done,
+                            format!("  {}: built {tag}", c.address),
+                        );
+                    }
+                }
                 if let Some(image) = &pod.image
                     && !self.engine(&region).image_present(&image.value).await?
                 {
@@ -535,13 +563,16 @@ impl<'a> Run<'a> {
             });
         };
         let name = name.map_or_else(|| container_name(self.project, &resource), str::to_owned);
-        let body = container::body(
+        let mut body = container::body(
             self.project,
             &c.address.name,
             pod,
             labels::encode(self.project, &resource, None),
             self.spec_dir,
         );
+        if let Some(built) = resource.attrs.get("build.image") {
+            body.image = Some(built.clone());
+        }
         self.event(
             Some(&c.address),
             Status::Started,

@@ -49,6 +49,16 @@ pub enum EngineError {
         )
     )]
     Unsupported { region: String, endpoint: String },
+    #[error("building image `{image}` on the engine of region `{region}` failed: {reason}")]
+    #[diagnostic(
+        code(berth::build_failed),
+        help("fix the build context or its Dockerfile; nothing was changed")
+    )]
+    Build {
+        region: String,
+        image: String,
+        reason: String,
+    },
     #[error("the engine of region `{region}` refused `{call}`: {reason}")]
     #[diagnostic(
         code(berth::engine_call),
@@ -249,6 +259,54 @@ impl Engine {
             }) => Ok(false),
             Err(e) => Err(self.call_error("inspect image", e)),
         }
+    }
+
+    /// Builds `tag` from a tar of the build context.
+    pub async fn build_image(
+        &self,
+        tag: &str,
+        context_tar: Vec<u8>,
+        dockerfile: &str,
+        args: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.count();
+        let options = bollard::query_parameters::BuildImageOptions {
+            dockerfile: dockerfile.to_owned(),
+            t: Some(tag.to_owned()),
+            rm: true,
+            forcerm: true,
+            buildargs: (!args.is_empty()).then_some(args),
+            ..Default::default()
+        };
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context_tar.into())));
+        let mut output: Vec<String> = Vec::new();
+        while let Some(item) = stream.next().await {
+            let failure = |reason: String| EngineError::Build {
+                region: self.region.clone(),
+                image: tag.to_owned(),
+                reason,
+            };
+            match item {
+                Ok(info) => {
+                    if let Some(line) = info.stream {
+                        output.push(line.trim_end().to_owned());
+                    }
+                    if let Some(detail) = info.error_detail {
+                        let last: Vec<String> =
+                            output.iter().rev().take(5).rev().cloned().collect();
+                        return Err(failure(format!(
+                            "{}\n{}",
+                            detail.message.unwrap_or_default(),
+                            last.join("\n")
+                        )));
+                    }
+                }
+                Err(e) => return Err(failure(e.to_string())),
+            }
+        }
+        Ok(())
     }
 
     pub async fn create_network(

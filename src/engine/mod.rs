@@ -2,6 +2,7 @@
 //! the docker CLI); [`labels`] is the contract between what berth writes on the engine's
 //! objects and what observation reads back.
 
+pub mod context;
 pub mod docker;
 pub mod labels;
 

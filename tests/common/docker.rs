@@ -122,23 +122,39 @@ pub fn sleeper_image() -> &'static str {
 }
 
 /// The test app of `fixtures/images/testapp` (an HTTP server whose env switches make it
-/// fail its health check, start slowly or crash), as a `FROM scratch` image built once per
-/// test process.
-pub fn testapp_image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
+/// fail its health check, start slowly or crash), compiled once per test process as a
+/// static binary into a build context directory (with its Dockerfile).
+pub fn testapp_context() -> &'static std::path::Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("testapp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("context dir");
         let src = super::repo().join("fixtures/images/testapp");
         let status = Command::new("rustc")
             .args(["-O", "-C", "target-feature=+crt-static", "-o"])
-            .arg(dir.path().join("testapp"))
+            .arg(dir.join("testapp"))
             .arg(src.join("main.rs"))
             .status()
             .expect("rustc runs");
         assert!(status.success(), "rustc could not build the test app");
-        std::fs::copy(src.join("Dockerfile"), dir.path().join("Dockerfile")).unwrap();
+        std::fs::copy(src.join("Dockerfile"), dir.join("Dockerfile")).unwrap();
+        dir
+    })
+}
+
+/// The test app as a `FROM scratch` image, built once per test process.
+pub fn testapp_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
         let tag = "berth-testapp:test".to_owned();
-        docker(&["build", "-q", "-t", &tag, &dir.path().display().to_string()]);
+        docker(&[
+            "build",
+            "-q",
+            "-t",
+            &tag,
+            &testapp_context().display().to_string(),
+        ]);
         tag
     })
 }
