@@ -396,3 +396,39 @@ fn a_pod_is_built_from_its_context_and_rebuilt_when_the_files_change() {
             .output();
     }
 }
+
+#[test]
+fn a_health_command_is_the_engines_healthcheck_and_gates_the_change() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let write = |env: &str| {
+        std::fs::write(
+            s.path().join("berth.yaml"),
+            format!(
+                "version: 1\nproject: {}\npods:\n  worker:\n    image: {}\n    env: {{ {env} }}\n    health: {{ cmd: [/testapp, health], interval: 300ms, timeout: 1s, retries: 3 }}\n",
+                s.project.0,
+                docker::testapp_image()
+            ),
+        )
+        .unwrap();
+    };
+    write("VERSION: v1");
+    s.berth(&["apply", "--yes"]).code(0);
+    let status = docker::docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Health.Status}}",
+        &s.name("worker"),
+    ]);
+    assert_eq!(status, "healthy");
+    let before = container_id(&s.name("worker")).unwrap();
+
+    write("VERSION: v2, FAIL_HEALTH: 1");
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("the health command failed"), "{err}");
+    assert!(err.contains("503"), "the command's output: {err}");
+    assert_eq!(container_id(&s.name("worker")), Some(before));
+}

@@ -468,6 +468,8 @@ impl<'a> Run<'a> {
             }
             (Kind::Pod, Action::Heal) => {
                 let id = self.observed_id(c).unwrap_or_default();
+                // Stopped: start it. Running but unhealthy: restart it.
+                engine.stop(&id).await?;
                 engine.start(&id).await?;
                 self.gate(c, &region, &id, false).await?;
                 self.done(c, format!("! {address}: started again and healthy"));

@@ -79,6 +79,8 @@ pub struct ContainerInfo {
     pub labels: HashMap<String, String>,
     /// `running`, `exited`, `created`, ...
     pub state: String,
+    /// The engine's summary, e.g. `Up 5 minutes (unhealthy)`.
+    pub status: String,
 }
 
 /// A network or volume as a list call shows it.
@@ -190,6 +192,7 @@ impl Engine {
                     .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
             })
             .collect())
     }

@@ -32,12 +32,14 @@ pub fn from_lists(
     let objects = networks
         .iter()
         .chain(volumes)
-        .map(|o| (&o.labels, None::<&str>, &o.name))
-        .chain(
-            containers
-                .iter()
-                .map(|c| (&c.labels, Some(c.state.as_str()), &c.id)),
-        );
+        .map(|o| (&o.labels, None::<(&str, &str)>, &o.name))
+        .chain(containers.iter().map(|c| {
+            (
+                &c.labels,
+                Some((c.state.as_str(), c.status.as_str())),
+                &c.id,
+            )
+        }));
     for (labels, state, id) in objects {
         let Some(d) = labels::decode(labels) else {
             continue; // labelled for the project, but not a resource (a helper, say)
@@ -49,14 +51,18 @@ pub fn from_lists(
             continue;
         }
         let mut drift = Vec::new();
-        if let Some(state) = state
-            && state != "running"
-        {
-            drift.push(Drift {
+        match state {
+            Some((state, _)) if state != "running" => drift.push(Drift {
                 field: "state".into(),
                 observed: state.to_owned(),
                 expected: "running".into(),
-            });
+            }),
+            Some((_, status)) if status.contains("(unhealthy)") => drift.push(Drift {
+                field: "health".into(),
+                observed: "unhealthy".into(),
+                expected: "healthy".into(),
+            }),
+            _ => {}
         }
         out.push(ObservedResource {
             address,
@@ -113,18 +119,21 @@ mod tests {
                 name: "shop-api".into(),
                 labels: labelled("pod.api", &[("image", "api:1")]),
                 state: "running".into(),
+                status: "Up 2 minutes (healthy)".into(),
             },
             ContainerInfo {
                 id: "b".into(),
                 name: "shop-web".into(),
                 labels: labelled("pod.web", &[("image", "web:1")]),
                 state: "exited".into(),
+                status: "Exited (1) 3 seconds ago".into(),
             },
             ContainerInfo {
                 id: "c".into(),
                 name: "shop-helper".into(),
                 labels: HashMap::from([(labels::PROJECT.to_owned(), "shop".to_owned())]),
                 state: "running".into(),
+                status: "Up 1 second (unhealthy)".into(),
             },
         ];
         let networks = vec![ObjectInfo {
@@ -141,5 +150,19 @@ mod tests {
             got[1].attrs,
             BTreeMap::from([("image".into(), "api:1".into())])
         );
+    }
+
+    #[test]
+    fn an_unhealthy_running_container_has_drifted() {
+        let containers = vec![ContainerInfo {
+            id: "a".into(),
+            name: "shop-api".into(),
+            labels: labelled("pod.api", &[("image", "api:1")]),
+            state: "running".into(),
+            status: "Up 5 minutes (unhealthy)".into(),
+        }];
+        let got = from_lists(None, &containers, &[], &[]);
+        assert_eq!(got[0].drift[0].field, "health");
+        assert_eq!(got[0].drift[0].observed, "unhealthy");
     }
 }
