@@ -432,3 +432,34 @@ fn a_health_command_is_the_engines_healthcheck_and_gates_the_change() {
     assert!(err.contains("503"), "the command's output: {err}");
     assert_eq!(container_id(&s.name("worker")), Some(before));
 }
+
+#[test]
+fn an_image_that_cannot_be_pulled_stops_apply_before_any_change() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    std::fs::write(
+        s.path().join("berth.yaml"),
+        format!(
+            "version: 1\nproject: {}\npods:\n  api:\n    image: berth-test-absent/never:{}\n",
+            s.project.0, s.project.0
+        ),
+    )
+    .unwrap();
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("could not be pulled"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    // Not even the network was created.
+    assert!(
+        docker::docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.berth.project={}", s.project.0)
+        ])
+        .is_empty()
+    );
+}

@@ -56,18 +56,19 @@ pub enum ApplyError {
         help: String,
     },
     #[error(
-        "image `{image}` of `{address}` is not on the engine of region `{region}`; nothing was changed"
+        "image `{image}` of `{address}` is not on the engine of region `{region}` and could not be pulled ({reason}); nothing was changed"
     )]
     #[diagnostic(
         code(berth::image_missing),
         help(
-            "build or load it on that host (`docker build -t {image} DIR`, `docker load`), then apply again"
+            "make a registry reachable from that host, or build or load the image there (`docker build -t {image} DIR`, `docker load`), or use `build:`; then apply again"
         )
     )]
     ImageMissing {
         address: String,
         image: String,
         region: String,
+        reason: String,
     },
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -364,11 +365,24 @@ impl<'a> Run<'a> {
                 if let Some(image) = &pod.image
                     && !self.engine(&region).image_present(&image.value).await?
                 {
-                    return Err(ApplyError::ImageMissing {
-                        address: c.address.to_string(),
-                        image: image.value.clone(),
-                        region,
-                    });
+                    self.event(
+                        Some(&c.address),
+                        Status::Started,
+                        format!("  {}: pulling {}", c.address, image.value),
+                    );
+                    if let Err(reason) = self.engine(&region).pull(&image.value).await {
+                        return Err(ApplyError::ImageMissing {
+                            address: c.address.to_string(),
+                            image: image.value.clone(),
+                            region,
+                            reason,
+                        });
+                    }
+                    self.event(
+                        Some(&c.address),
+                        Status::Done,
+                        format!("  {}: pulled {}", c.address, image.value),
+                    );
                 }
                 Ok(())
             }

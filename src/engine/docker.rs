@@ -264,6 +264,27 @@ impl Engine {
         }
     }
 
+    /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal as text.
+    pub async fn pull(&self, image: &str) -> Result<(), String> {
+        self.count();
+        let options = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        return Err(detail.message.unwrap_or_else(|| "the pull failed".into()));
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
     /// Builds `tag` from a tar of the build context.
     pub async fn build_image(
         &self,
