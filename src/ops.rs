@@ -269,7 +269,11 @@ impl Session {
     /// Loads the spec, connects to every region's engine, observes and plans.
     pub fn open(path: &Path, goal: Goal) -> Result<Session, OpError> {
         let valid = load_valid(path)?;
-        let spec_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Relative mounts and build contexts are relative to the spec, wherever berth runs.
+        let spec_dir = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
         let graph = match goal {
             Goal::Spec => {
                 let digests = build_digests(&valid.spec, &spec_dir)?;
@@ -283,7 +287,11 @@ impl Session {
             .map_err(OpError::Runtime)?;
         let (engines, observed) = runtime.block_on(observe_engines(&valid.spec))?;
         let plan = plan(&valid.spec.project.value, &graph, &observed);
-        let spec_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Relative mounts and build contexts are relative to the spec, wherever berth runs.
+        let spec_dir = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
         Ok(Session {
             runtime,
             engines,

@@ -463,3 +463,97 @@ fn an_image_that_cannot_be_pulled_stops_apply_before_any_change() {
         .is_empty()
     );
 }
+
+#[test]
+fn a_volume_made_by_hand_is_never_taken_over_or_removed() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    // A volume with the name berth would give, not berth's, holding data.
+    let volume = format!("{}-data", s.project.0);
+    let _guard = VolumeGuard(volume.clone());
+    docker::docker(&["volume", "create", &volume]);
+    s.write("VERSION: v1, FAIL_HEALTH: 1", false);
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains(&format!("a volume named `{volume}` already exists")),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(
+        docker::docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")]),
+        volume
+    );
+    assert!(containers_of(&s.project.0).is_empty());
+}
+
+#[test]
+fn a_pod_renamed_in_the_spec_hands_its_port_to_its_successor() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let write = |pod: &str| {
+        std::fs::write(
+            s.path().join("berth.yaml"),
+            format!(
+                "version: 1\nproject: {}\npods:\n  {pod}:\n    image: {}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}\n",
+                s.project.0,
+                docker::testapp_image()
+            ),
+        )
+        .unwrap();
+    };
+    write("api");
+    s.berth(&["apply", "--yes"]).code(0);
+    write("backend");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(containers_of(&s.project.0), [s.name("backend")]);
+}
+
+#[test]
+fn a_container_left_aside_by_an_interrupted_apply_stops_the_next_one_early() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", false);
+    s.berth(&["apply", "--yes"]).code(0);
+    // What a killed recreate leaves: the old container renamed aside.
+    let leftover = format!("{}-berth-old", s.name("api"));
+    docker::docker(&[
+        "create",
+        "--name",
+        &leftover,
+        "--label",
+        &format!("io.berth.project={}", s.project.0),
+        docker::testapp_image(),
+    ]);
+    let before = container_id(&s.name("api")).unwrap();
+    s.write("VERSION: v2", false);
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    assert!(
+        r.stderr_flat()
+            .contains(&format!("a container named `{leftover}` already exists")),
+        "{}",
+        r.stderr_flat()
+    );
+    assert_eq!(
+        container_id(&s.name("api")),
+        Some(before),
+        "the serving container was not touched"
+    );
+}
+
+struct VolumeGuard(String);
+
+impl Drop for VolumeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}

@@ -20,9 +20,14 @@ pub fn object_name(project: &str, name: &str) -> String {
 /// The container name of a pod instance: `<project>-<pod>`, `<project>-<pod>-<n>` for
 /// replicas.
 pub fn container_name(project: &str, resource: &Resource) -> String {
-    match resource.address.index {
-        Some(i) => format!("{project}-{}-{i}", resource.address.name),
-        None => format!("{project}-{}", resource.address.name),
+    container_name_of(project, &resource.address)
+}
+
+/// [`container_name`] from an address alone (a pod no longer in the spec).
+pub fn container_name_of(project: &str, address: &crate::graph::Address) -> String {
+    match address.index {
+        Some(i) => format!("{project}-{}-{i}", address.name),
+        None => format!("{project}-{}", address.name),
     }
 }
 
@@ -67,11 +72,11 @@ pub fn body(
         .map(|m| EngineMount {
             target: Some(m.target.to_owned()),
             source: Some(if m.bind {
-                let p = Path::new(m.source);
-                if p.is_absolute() {
-                    m.source.to_owned()
-                } else {
-                    spec_dir.join(p).display().to_string()
+                let home = std::env::var("HOME").unwrap_or_default();
+                match m.source.strip_prefix("~/") {
+                    Some(rest) => Path::new(&home).join(rest).display().to_string(),
+                    None if Path::new(m.source).is_absolute() => m.source.to_owned(),
+                    None => spec_dir.join(m.source).display().to_string(),
                 }
             } else {
                 object_name(project, m.source)
@@ -85,16 +90,26 @@ pub fn body(
             ..Default::default()
         })
         .collect();
-    let healthcheck = pod.health.as_ref().and_then(|h| {
+    // The engine runs `health.cmd` with the same timing the gate waits for. With
+    // `health.http` berth probes itself, and the image's own HEALTHCHECK is switched off so
+    // that it cannot mark the pod unhealthy behind berth's back.
+    let healthcheck = pod.health.as_ref().map(|h| {
         let h = &h.value;
-        h.cmd.as_ref().map(|cmd| HealthConfig {
-            test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
-            interval: h.interval.as_ref().and_then(|d| d.get()).map(nanos),
-            timeout: h.timeout.as_ref().and_then(|d| d.get()).map(nanos),
-            retries: h.retries.map(i64::from),
-            start_period: h.start_period.as_ref().and_then(|d| d.get()).map(nanos),
-            ..Default::default()
-        })
+        let timing = super::gate::Timing::of(pod);
+        match &h.cmd {
+            Some(cmd) => HealthConfig {
+                test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
+                interval: Some(nanos(timing.interval)),
+                timeout: Some(nanos(timing.timeout)),
+                retries: Some(i64::from(timing.retries)),
+                start_period: Some(nanos(timing.start_period)),
+                ..Default::default()
+            },
+            None => HealthConfig {
+                test: Some(vec!["NONE".to_owned()]),
+                ..Default::default()
+            },
+        }
     });
     let restart = match pod.restart.unwrap_or(Restart::UnlessStopped) {
         Restart::No => RestartPolicyNameEnum::NO,

@@ -24,10 +24,39 @@ fn fail(gate: &str, detail: impl Into<String>) -> GateFailure {
     }
 }
 
-/// Docker's defaults where the spec leaves a value out.
+/// berth's defaults where the spec leaves a value out (written into the engine's
+/// healthcheck too, so that both agree).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_RETRIES: u32 = 10;
+
+/// A pod's health timing, with the defaults filled in.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+impl Timing {
+    pub fn of(pod: &Pod) -> Timing {
+        let health = pod.health.as_ref().map(|h| &h.value);
+        Timing {
+            interval: health
+                .and_then(|h| h.interval.as_ref()?.get())
+                .unwrap_or(DEFAULT_INTERVAL),
+            timeout: health
+                .and_then(|h| h.timeout.as_ref()?.get())
+                .unwrap_or(DEFAULT_TIMEOUT),
+            retries: health.and_then(|h| h.retries).unwrap_or(DEFAULT_RETRIES),
+            start_period: health
+                .and_then(|h| h.start_period.as_ref()?.get())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// How long a container must stay up before "running" passes, without a health check.
 const SETTLE: Duration = Duration::from_millis(1500);
 const POLL: Duration = Duration::from_millis(250);
@@ -40,16 +69,12 @@ pub async fn healthy(
     pod: &Pod,
 ) -> Result<(), GateFailure> {
     let health = pod.health.as_ref().map(|h| &h.value);
-    let interval = health
-        .and_then(|h| h.interval.as_ref()?.get())
-        .unwrap_or(DEFAULT_INTERVAL);
-    let timeout = health
-        .and_then(|h| h.timeout.as_ref()?.get())
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let retries = health.and_then(|h| h.retries).unwrap_or(DEFAULT_RETRIES);
-    let start_period = health
-        .and_then(|h| h.start_period.as_ref()?.get())
-        .unwrap_or_default();
+    let Timing {
+        interval,
+        timeout,
+        retries,
+        start_period,
+    } = Timing::of(pod);
     let started = Instant::now();
     let running = |state: &crate::engine::docker::ContainerState| -> Result<(), GateFailure> {
         if state.running && !state.restarting {
@@ -118,7 +143,8 @@ pub async fn healthy(
                 };
                 if started.elapsed() >= start_period {
                     failures += 1;
-                    if failures > retries {
+                    // As the engine counts: `retries` failures in a row are unhealthy.
+                    if failures >= retries {
                         return Err(fail("healthy", format!("{why} ({} attempts)", failures)));
                     }
                 }

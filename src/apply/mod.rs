@@ -15,7 +15,7 @@
 pub mod container;
 pub mod gate;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -27,7 +27,7 @@ use crate::observe::ObservedState;
 use crate::plan::{Action, Change, Plan, ReplaceOrder};
 use crate::spec::Spec;
 
-use container::{container_name, object_name};
+use container::{container_name, container_name_of, object_name};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -70,6 +70,24 @@ pub enum ApplyError {
         region: String,
         reason: String,
     },
+    #[error(
+        "a {kind} named `{name}` already exists on the engine of region `{region}` and is not berth's for this project; nothing was changed"
+    )]
+    #[diagnostic(
+        code(berth::name_taken),
+        help(
+            "remove or rename it (if an interrupted apply left it, `docker rm`/`docker rename` it back), or choose another project name"
+        )
+    )]
+    NameTaken {
+        kind: &'static str,
+        name: String,
+        region: String,
+    },
+    /// A step not started because another step of its batch had failed.
+    #[error("skipped after another step failed")]
+    #[diagnostic(code(berth::skipped))]
+    Skipped,
     #[error(transparent)]
     #[diagnostic(transparent)]
     Engine(#[from] EngineError),
@@ -99,11 +117,12 @@ enum Undo {
         region: String,
         name: String,
     },
-    /// An old container stopped and set aside: give it its name back and start it.
+    /// An old container stopped (`name: None`) or also set aside under another name: give
+    /// it its name back and start it.
     Restore {
         region: String,
         id: String,
-        name: String,
+        name: Option<String>,
     },
     /// A blue-green switch: remove the new container, then restore the old one.
     Unswitch {
@@ -167,6 +186,8 @@ struct Run<'a> {
     project: &'a str,
     options: Options,
     undo: RefCell<Vec<Undo>>,
+    /// Set when a step fails: the steps not yet started in its batch are skipped.
+    failed: Cell<bool>,
     commit: RefCell<Vec<Commit>>,
     kept_volumes: RefCell<Vec<String>>,
     progress: RefCell<&'a mut dyn FnMut(&Event)>,
@@ -206,6 +227,7 @@ pub async fn apply(
         project: &spec.project.value,
         options,
         undo: RefCell::new(Vec::new()),
+        failed: Cell::new(false),
         commit: RefCell::new(Vec::new()),
         kept_volumes: RefCell::new(Vec::new()),
         progress: RefCell::new(progress),
@@ -215,16 +237,34 @@ pub async fn apply(
         .iter()
         .filter(|c| c.action != Action::NoOp)
         .collect();
-    // Pre-flight: everything apply needs, checked before the first mutation.
+    // Pre-flight: everything apply needs, checked before the first mutation; the cheap
+    // refusals first, then names on the engines, then images (pulls and builds).
+    for c in &changes {
+        run.refusals(c)?;
+    }
+    for c in &changes {
+        run.names_free(c).await?;
+    }
     for c in &changes {
         run.preflight(c).await?;
     }
-    // Batches by graph layer: a layer starts when the one before it is done; deletions
-    // (no longer in the graph) come last.
-    let mut batches: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
+    // Batches: region by region (primary first), then by graph layer; a batch starts when
+    // the one before it is done. Pods leaving the spec are set aside first, so that what
+    // replaces them can take their ports and names.
+    let regions = spec.region_names();
+    let mut batches: BTreeMap<(usize, usize), Vec<&Change>> = BTreeMap::new();
     for c in &changes {
-        let layer = graph.layer_of(&c.address).unwrap_or(usize::MAX);
-        batches.entry(layer).or_default().push(c);
+        let region = c
+            .address
+            .region
+            .as_deref()
+            .and_then(|r| regions.iter().position(|x| *x == r))
+            .unwrap_or(0);
+        let layer = match graph.layer_of(&c.address) {
+            Some(l) => l + 1,
+            None => 0,
+        };
+        batches.entry((region, layer)).or_default().push(c);
     }
     let mut changed = 0;
     for batch in batches.into_values() {
@@ -234,8 +274,11 @@ pub async fn apply(
             .collect()
             .await;
         changed += results.iter().filter(|r| r.is_ok()).count();
-        // Every step of the batch has finished (none is left half-done); undo them all.
-        if let Some(e) = results.into_iter().find_map(Result::err) {
+        // Every step of the batch has finished or was skipped (none is left half-done);
+        // undo them all, and report the failure rather than the skips it caused.
+        let mut errors: Vec<ApplyError> = results.into_iter().filter_map(Result::err).collect();
+        errors.sort_by_key(|e| matches!(e, ApplyError::Skipped));
+        if let Some(e) = errors.into_iter().next() {
             let restored = run.rollback().await;
             return Err(match e {
                 ApplyError::GateFailed {
@@ -290,7 +333,8 @@ impl<'a> Run<'a> {
             .and_then(|o| o.id.clone())
     }
 
-    async fn preflight(&self, c: &Change) -> Result<(), ApplyError> {
+    /// What apply cannot do, refused before anything else.
+    fn refusals(&self, c: &Change) -> Result<(), ApplyError> {
         let unsupported = |what: &str, help: &str| ApplyError::Unsupported {
             address: c.address.to_string(),
             what: what.to_owned(),
@@ -317,17 +361,71 @@ impl<'a> Run<'a> {
                     "create the volume by hand and drop `external: true` to let berth manage it",
                 ))
             }
+            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
+                if self
+                    .spec
+                    .pods
+                    .get(&c.address.name)
+                    .is_some_and(|p| !p.secrets.is_empty()) =>
+            {
+                Err(unsupported(
+                    "deliver secrets",
+                    "secret delivery comes with the secrets work; apply the pods without `secrets:` first",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The names apply will give must be free: another project's network, a volume made by
+    /// hand, a container left by an interrupted apply would otherwise be taken over.
+    async fn names_free(&self, c: &Change) -> Result<(), ApplyError> {
+        use crate::engine::docker::ObjectKind;
+        let region = self.region_of(c);
+        let engine = self.engine(&region);
+        let mut wanted: Vec<(ObjectKind, String)> = Vec::new();
+        match (c.address.kind, c.action) {
+            (Kind::Network, Action::Create) => {
+                wanted.push((
+                    ObjectKind::Network,
+                    object_name(self.project, &c.address.name),
+                ));
+            }
+            (Kind::Volume, Action::Create) => {
+                wanted.push((
+                    ObjectKind::Volume,
+                    object_name(self.project, &c.address.name),
+                ));
+            }
+            (Kind::Pod, Action::Create | Action::Replace) => {
+                let name = container_name_of(self.project, &c.address);
+                if c.action == Action::Create {
+                    wanted.push((ObjectKind::Container, name.clone()));
+                }
+                wanted.push((ObjectKind::Container, format!("{name}-berth-old")));
+                wanted.push((ObjectKind::Container, format!("{name}-berth-next")));
+            }
+            _ => {}
+        }
+        for (kind, name) in wanted {
+            if engine.labels_of(kind, &name).await?.is_some() {
+                return Err(ApplyError::NameTaken {
+                    kind: kind.as_str(),
+                    name,
+                    region,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Images: pulled when absent, built from their context when `build:` says so.
+    async fn preflight(&self, c: &Change) -> Result<(), ApplyError> {
+        match (c.address.kind, c.action) {
             (Kind::Pod, Action::Create | Action::Replace | Action::Heal) => {
                 let Some(pod) = self.spec.pods.get(&c.address.name) else {
                     return Ok(());
                 };
-
-                if !pod.secrets.is_empty() {
-                    return Err(unsupported(
-                        "deliver secrets",
-                        "secret delivery comes with the secrets work; apply the pods without `secrets:` first",
-                    ));
-                }
                 let region = self.region_of(c);
                 if let Some(b) = &pod.build
                     && let Some(tag) = self.desired(c).and_then(|r| r.attrs.get("build.image"))
@@ -391,6 +489,17 @@ impl<'a> Run<'a> {
     }
 
     async fn step(&self, c: &Change) -> Result<(), ApplyError> {
+        if self.failed.get() {
+            return Err(ApplyError::Skipped);
+        }
+        let result = self.step_inner(c).await;
+        if result.is_err() {
+            self.failed.set(true);
+        }
+        result
+    }
+
+    async fn step_inner(&self, c: &Change) -> Result<(), ApplyError> {
         let region = self.region_of(c);
         let engine = self.engine(&region);
         let address = c.address.to_string();
@@ -445,13 +554,14 @@ impl<'a> Run<'a> {
                 if c.replace_order == Some(ReplaceOrder::CreateBeforeDestroy) {
                     let next = format!("{name}-berth-next");
                     let new_id = self.start_pod(c, &region, Some(&next)).await?;
-                    engine.stop(&old).await?;
-                    engine.rename(&old, &aside).await?;
+                    self.set_aside(&region, &old, &name, &aside).await?;
                     engine.rename(&new_id, &name).await?;
-                    // The new container's removal is now part of unswitching.
-                    self.undo.borrow_mut().retain(
-                        |u| !matches!(u, Undo::RemoveContainer { id, .. } if *id == new_id),
-                    );
+                    // Switched: undoing is now "remove the new one, restore the old one".
+                    self.undo.borrow_mut().retain(|u| match u {
+                        Undo::RemoveContainer { id, .. } => *id != new_id,
+                        Undo::Restore { id, .. } => *id != old,
+                        _ => true,
+                    });
                     self.undo.borrow_mut().push(Undo::Unswitch {
                         region: region.clone(),
                         new_id: new_id.clone(),
@@ -466,13 +576,7 @@ impl<'a> Run<'a> {
                         format!("+/- {address}: replaced blue-green ({})", short(&new_id)),
                     );
                 } else {
-                    engine.stop(&old).await?;
-                    engine.rename(&old, &aside).await?;
-                    self.undo.borrow_mut().push(Undo::Restore {
-                        region: region.clone(),
-                        id: old.clone(),
-                        name,
-                    });
+                    self.set_aside(&region, &old, &name, &aside).await?;
                     let new_id = self.start_pod(c, &region, None).await?;
                     self.commit
                         .borrow_mut()
@@ -490,16 +594,9 @@ impl<'a> Run<'a> {
             }
             (Kind::Pod, Action::Delete) => {
                 if let Some(id) = self.observed_id(c) {
-                    let name = format!("{}-{}", self.project, c.address.name);
-                    engine.stop(&id).await?;
-                    engine
-                        .rename(&id, &format!("{name}-berth-deleted-{}", short(&id)))
-                        .await?;
-                    self.undo.borrow_mut().push(Undo::Restore {
-                        region: region.clone(),
-                        id: id.clone(),
-                        name: self.observed_name(c).unwrap_or(name),
-                    });
+                    let name = container_name_of(self.project, &c.address);
+                    let aside = format!("{name}-berth-deleted-{}", short(&id));
+                    self.set_aside(&region, &id, &name, &aside).await?;
                     self.commit
                         .borrow_mut()
                         .push(Commit::Container { region, id });
@@ -537,8 +634,34 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn observed_name(&self, c: &Change) -> Option<String> {
-        self.desired(c).map(|r| container_name(self.project, r))
+    /// Stops a container and renames it aside, recording before each move how to undo it:
+    /// a failure halfway still leaves the container restorable.
+    async fn set_aside(
+        &self,
+        region: &str,
+        id: &str,
+        name: &str,
+        aside: &str,
+    ) -> Result<(), ApplyError> {
+        let engine = self.engine(region);
+        self.undo.borrow_mut().push(Undo::Restore {
+            region: region.to_owned(),
+            id: id.to_owned(),
+            name: None,
+        });
+        engine.stop(id).await?;
+        engine.rename(id, aside).await?;
+        for u in self.undo.borrow_mut().iter_mut().rev() {
+            if let Undo::Restore {
+                id: rid, name: n, ..
+            } = u
+                && rid == id
+            {
+                *n = Some(name.to_owned());
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn event(&self, address: Option<&crate::graph::Address>, status: Status, message: String) {
@@ -664,11 +787,16 @@ impl<'a> Run<'a> {
                 ),
                 Undo::Restore { region, id, name } => {
                     let e = self.engine(region);
-                    let r = match e.rename(id, name).await {
+                    let renamed = match name {
+                        Some(n) => e.rename(id, n).await,
+                        None => Ok(()),
+                    };
+                    let r = match renamed {
                         Ok(()) => e.start(id).await,
                         Err(err) => Err(err),
                     };
-                    (region, format!("restored {name} ({})", short(id)), r)
+                    let shown = name.clone().unwrap_or_else(|| short(id).to_owned());
+                    (region, format!("restored {shown} ({})", short(id)), r)
                 }
                 Undo::Unswitch {
                     region,

@@ -42,9 +42,10 @@ fn files(root: &Path) -> Result<Vec<PathBuf>, ContextError> {
             let kind = entry.file_type().map_err(|e| err(e.to_string()))?;
             if kind.is_dir() {
                 stack.push(rel);
-            } else {
+            } else if kind.is_file() || kind.is_symlink() {
                 out.push(rel);
             }
+            // Sockets, pipes and devices are not build input (reading a pipe would block).
         }
     }
     out.sort();

@@ -83,6 +83,24 @@ pub struct ContainerInfo {
     pub status: String,
 }
 
+/// The kinds of engine object berth names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Network,
+    Volume,
+    Container,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Network => "network",
+            ObjectKind::Volume => "volume",
+            ObjectKind::Container => "container",
+        }
+    }
+}
+
 /// A network or volume as a list call shows it.
 #[derive(Clone, Debug)]
 pub struct ObjectInfo {
@@ -264,11 +282,60 @@ impl Engine {
         }
     }
 
+    /// Whether a network, volume or container of this name exists, and its labels if so.
+    pub async fn labels_of(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        self.count();
+        let not_found = |e: &bollard::errors::Error| {
+            matches!(
+                e,
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                }
+            )
+        };
+        let result = match kind {
+            ObjectKind::Network => self
+                .docker
+                .inspect_network(
+                    name,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .map(|n| n.labels.unwrap_or_default()),
+            ObjectKind::Volume => self.docker.inspect_volume(name).await.map(|v| v.labels),
+            ObjectKind::Container => self
+                .docker
+                .inspect_container(
+                    name,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .map(|c| c.config.and_then(|c| c.labels).unwrap_or_default()),
+        };
+        match result {
+            Ok(labels) => Ok(Some(labels)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.call_error("inspect", e)),
+        }
+    }
+
     /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal as text.
     pub async fn pull(&self, image: &str) -> Result<(), String> {
         self.count();
+        // Without a tag the engine would pull every tag of the repository.
+        let last = image.rsplit('/').next().unwrap_or(image);
+        let reference = if last.contains(':') || image.contains('@') {
+            image.to_owned()
+        } else {
+            format!("{image}:latest")
+        };
         let options = bollard::query_parameters::CreateImageOptions {
-            from_image: Some(image.to_owned()),
+            from_image: Some(reference),
             ..Default::default()
         };
         let mut stream = self.docker.create_image(Some(options), None, None);
