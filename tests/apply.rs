@@ -557,3 +557,61 @@ impl Drop for VolumeGuard {
             .output();
     }
 }
+
+#[test]
+fn blue_green_gives_the_network_name_to_the_new_container_only_once_healthy() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let write = |version: &str| {
+        std::fs::write(
+            s.path().join("berth.yaml"),
+            format!(
+                "version: 1\nproject: {}\npods:\n  web:\n    image: {}\n    env: {{ VERSION: {version}, START_DELAY: 2 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 20 }}\n",
+                s.project.0,
+                docker::testapp_image()
+            ),
+        )
+        .unwrap();
+    };
+    write("w1");
+    s.berth(&["apply", "--yes"]).code(0);
+    write("w2");
+    // While the candidate waits for its gates (it starts listening after 2 s), it is on the
+    // network without the pod's name.
+    let candidate = format!("{}-berth-next", s.name("web"));
+    let network = format!("{}-default", s.project.0);
+    let aliases_of = |container: &str| {
+        std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                &format!("{{{{json (index .NetworkSettings.Networks \"{network}\").Aliases}}}}"),
+                container,
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let dir = s.path().to_path_buf();
+    let apply = std::thread::spawn(move || Berth::new().dir(&dir).args(["apply", "--yes"]).run());
+    let mut seen = None;
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some(a) = aliases_of(&candidate) {
+            seen = Some(a);
+            break;
+        }
+    }
+    apply.join().unwrap().code(0);
+    let seen = seen.expect("the candidate was seen while its gates ran");
+    assert!(!seen.contains("\"web\""), "candidate had the alias: {seen}");
+    let after = aliases_of(&s.name("web")).unwrap();
+    assert!(
+        after.contains("\"web\""),
+        "the new container answers to `web`: {after}"
+    );
+    assert_eq!(http_get(&s.name("web"), 8080, "/version"), "w2");
+}

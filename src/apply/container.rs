@@ -36,9 +36,10 @@ fn nanos(d: std::time::Duration) -> i64 {
 }
 
 /// The create request for a pod instance on the project's network, labelled as `labels`.
+/// `alias` is the name peers reach it by (none for a blue-green candidate under test).
 pub fn body(
     project: &str,
-    pod_name: &str,
+    alias: Option<&str>,
     pod: &Pod,
     labels: HashMap<String, String>,
     spec_dir: &Path,
@@ -152,7 +153,7 @@ pub fn body(
             endpoints_config: Some(HashMap::from([(
                 network,
                 EndpointSettings {
-                    aliases: Some(vec![pod_name.to_owned()]),
+                    aliases: alias.map(|a| vec![a.to_owned()]),
                     ..Default::default()
                 },
             )])),

@@ -554,6 +554,14 @@ impl<'a> Run<'a> {
                 if c.replace_order == Some(ReplaceOrder::CreateBeforeDestroy) {
                     let next = format!("{name}-berth-next");
                     let new_id = self.start_pod(c, &region, Some(&next)).await?;
+                    // Healthy: peers may reach it now, beside the old one; then the old goes.
+                    engine
+                        .reconnect_with_alias(
+                            &new_id,
+                            &object_name(self.project, "default"),
+                            &c.address.name,
+                        )
+                        .await?;
                     self.set_aside(&region, &old, &name, &aside).await?;
                     engine.rename(&new_id, &name).await?;
                     // Switched: undoing is now "remove the new one, restore the old one".
@@ -701,10 +709,14 @@ impl<'a> Run<'a> {
                 help: "this is a bug in berth: please report it".into(),
             });
         };
+        let candidate = name.is_some();
         let name = name.map_or_else(|| container_name(self.project, &resource), str::to_owned);
+        // A blue-green candidate gets the pod's network alias only once it has passed its
+        // gates, so that no peer reaches it before.
+        let alias = (!candidate).then_some(c.address.name.as_str());
         let mut body = container::body(
             self.project,
-            &c.address.name,
+            alias,
             pod,
             labels::encode(self.project, &resource, None),
             self.spec_dir,

@@ -418,6 +418,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Reconnects a container to `network` answering to `alias` (an endpoint's aliases are
+    /// fixed when it connects).
+    pub async fn reconnect_with_alias(
+        &self,
+        id: &str,
+        network: &str,
+        alias: &str,
+    ) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .disconnect_network(
+                network,
+                bollard::models::NetworkDisconnectRequest {
+                    container: id.to_owned(),
+                    force: Some(true),
+                },
+            )
+            .await
+            .map_err(|e| self.call_error("disconnect network", e))?;
+        self.count();
+        self.docker
+            .connect_network(
+                network,
+                bollard::models::NetworkConnectRequest {
+                    container: id.to_owned(),
+                    endpoint_config: Some(bollard::models::EndpointSettings {
+                        aliases: Some(vec![alias.to_owned()]),
+                        ..Default::default()
+                    }),
+                },
+            )
+            .await
+            .map_err(|e| self.call_error("connect network", e))
+    }
+
     pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         self.count();
         self.docker
