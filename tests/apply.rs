@@ -615,3 +615,30 @@ fn blue_green_gives_the_network_name_to_the_new_container_only_once_healthy() {
     );
     assert_eq!(http_get(&s.name("web"), 8080, "/version"), "w2");
 }
+
+#[test]
+fn an_engine_error_midway_is_rolled_back_and_says_so() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    // A host port held by something that is not berth's: the engine refuses to start.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    std::fs::write(
+        s.path().join("berth.yaml"),
+        format!(
+            "version: 1\nproject: {}\npods:\n  web:\n    image: {}\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
+            s.project.0,
+            docker::testapp_image()
+        ),
+    )
+    .unwrap();
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("refused `start container`"), "{err}");
+    assert!(err.contains("the completed steps were undone"), "{err}");
+    assert!(err.contains("removed network"), "{err}");
+    assert!(containers_of(&s.project.0).is_empty());
+    drop(holder);
+}

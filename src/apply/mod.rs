@@ -84,6 +84,13 @@ pub enum ApplyError {
         name: String,
         region: String,
     },
+    /// A step failed on the engine (not at a gate); what was undone is in the report.
+    #[error("{cause}")]
+    #[diagnostic(code(berth::apply_failed), help("{report}"))]
+    Failed {
+        cause: Box<ApplyError>,
+        report: String,
+    },
     /// A step not started because another step of its batch had failed.
     #[error("skipped after another step failed")]
     #[diagnostic(code(berth::skipped))]
@@ -292,10 +299,10 @@ pub async fn apply(
                     detail,
                     report: format!("{restored}{report}"),
                 },
-                other => {
-                    run.event(None, Status::RolledBack, restored);
-                    other
-                }
+                other => ApplyError::Failed {
+                    cause: Box::new(other),
+                    report: restored,
+                },
             });
         }
     }
