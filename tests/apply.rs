@@ -61,6 +61,12 @@ impl Scene {
         .unwrap();
     }
 
+    /// Writes a spec of this scene's project with these pods (YAML under `pods:`).
+    fn pods(&self, pods: &str) {
+        let text = format!("version: 1\nproject: {}\npods:\n{pods}", self.project.0);
+        std::fs::write(self.dir.path().join("berth.yaml"), text).unwrap();
+    }
+
     fn berth(&self, args: &[&str]) -> common::Run {
         Berth::new().dir(self.dir.path()).args(args).run()
     }
@@ -192,15 +198,7 @@ fn a_stopped_container_is_healed_and_a_removed_pod_is_deleted_keeping_its_volume
     assert!(container_id(&s.name("web")).is_some(), "web runs again");
 
     // Without web and without the api's volume in the spec.
-    std::fs::write(
-        s.path().join("berth.yaml"),
-        format!(
-            "version: 1\nproject: {}\npods:\n  api:\n    image: {}\n    env: {{ PORT: 8000, VERSION: v1 }}\n    health: {{ http: {{ port: 8000, path: /health }}, interval: 300ms }}\n",
-            s.project.0,
-            docker::testapp_image()
-        ),
-    )
-    .unwrap();
+    s.pods(&format!("  api:\n    image: {}\n    env: {{ PORT: 8000, VERSION: v1 }}\n    health: {{ http: {{ port: 8000, path: /health }}, interval: 300ms }}\n", docker::testapp_image()));
     let r = s.berth(&["apply", "--yes"]).code(0);
     assert!(r.stderr().contains("kept with its data"), "{}", r.stderr());
     assert_eq!(containers_of(&s.project.0), [s.name("api")]);
@@ -237,13 +235,8 @@ fn a_failed_post_deploy_check_rolls_back_too() {
     }
     let s = Scene::new();
     let write = |env: &str| {
-        std::fs::write(
-            s.path().join("berth.yaml"),
-            format!(
-                "version: 1
-project: {}
-pods:
-  auth:
+        s.pods(&format!(
+            "  auth:
     image: {}
     env: {{ {env} }}
     health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}
@@ -251,11 +244,8 @@ pods:
       - http: {{ port: 8080, path: /.well-known/jwks.json, expect_status: 200,
                 expect_json: {{ pointer: /keys, non_empty: true }}, max_latency: 2s }}
 ",
-                s.project.0,
-                docker::testapp_image()
-            ),
-        )
-        .unwrap();
+            docker::testapp_image()
+        ))
     };
     write("VERSION: v1");
     s.berth(&["apply", "--yes"]).code(0);
@@ -287,14 +277,14 @@ fn independent_pods_start_together_and_one_failure_undoes_them_all() {
         )
     };
     let write = |bad: &str| {
-        let text = format!(
-            "version: 1\nproject: {}\npods:\n{}{}{}",
-            s.project.0,
-            pod("a", "VERSION: a"),
-            pod("b", bad),
-            pod("c", "VERSION: c"),
+        s.pods(
+            &[
+                pod("a", "VERSION: a"),
+                pod("b", bad),
+                pod("c", "VERSION: c"),
+            ]
+            .concat(),
         );
-        std::fs::write(s.path().join("berth.yaml"), text).unwrap();
     };
     write("VERSION: b, FAIL_HEALTH: 1");
     let r = s.berth(&["apply", "--yes", "--parallelism", "3"]).code(1);
@@ -359,14 +349,7 @@ fn a_pod_is_built_from_its_context_and_rebuilt_when_the_files_change() {
     for f in ["testapp", "Dockerfile"] {
         std::fs::copy(docker::testapp_context().join(f), context.join(f)).unwrap();
     }
-    std::fs::write(
-        s.path().join("berth.yaml"),
-        format!(
-            "version: 1\nproject: {}\npods:\n  web:\n    build: {{ context: app }}\n    env: {{ VERSION: built }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}\n",
-            s.project.0
-        ),
-    )
-    .unwrap();
+    s.pods("  web:\n    build: { context: app }\n    env: { VERSION: built }\n    health: { http: { port: 8080, path: /health }, interval: 300ms }\n");
     s.berth(&["apply", "--yes"]).code(0);
     assert_eq!(http_get(&s.name("web"), 8080, "/version"), "built");
     let image = |name: &str| docker::docker(&["inspect", "-f", "{{.Config.Image}}", name]);
@@ -404,15 +387,7 @@ fn a_health_command_is_the_engines_healthcheck_and_gates_the_change() {
     }
     let s = Scene::new();
     let write = |env: &str| {
-        std::fs::write(
-            s.path().join("berth.yaml"),
-            format!(
-                "version: 1\nproject: {}\npods:\n  worker:\n    image: {}\n    env: {{ {env} }}\n    health: {{ cmd: [/testapp, health], interval: 300ms, timeout: 1s, retries: 3 }}\n",
-                s.project.0,
-                docker::testapp_image()
-            ),
-        )
-        .unwrap();
+        s.pods(&format!("  worker:\n    image: {}\n    env: {{ {env} }}\n    health: {{ cmd: [/testapp, health], interval: 300ms, timeout: 1s, retries: 3 }}\n", docker::testapp_image()));
     };
     write("VERSION: v1");
     s.berth(&["apply", "--yes"]).code(0);
@@ -439,14 +414,10 @@ fn an_image_that_cannot_be_pulled_stops_apply_before_any_change() {
         return;
     }
     let s = Scene::new();
-    std::fs::write(
-        s.path().join("berth.yaml"),
-        format!(
-            "version: 1\nproject: {}\npods:\n  api:\n    image: berth-test-absent/never:{}\n",
-            s.project.0, s.project.0
-        ),
-    )
-    .unwrap();
+    s.pods(&format!(
+        "  api:\n    image: berth-test-absent/never:{}\n",
+        s.project.0
+    ));
     let r = s.berth(&["apply", "--yes"]).code(1);
     let err = r.stderr_flat();
     assert!(err.contains("could not be pulled"), "{err}");
@@ -472,7 +443,7 @@ fn a_volume_made_by_hand_is_never_taken_over_or_removed() {
     let s = Scene::new();
     // A volume with the name berth would give, not berth's, holding data.
     let volume = format!("{}-data", s.project.0);
-    let _guard = VolumeGuard(volume.clone());
+    let _guard = docker::Cleanup::new(&["volume", "rm", "-f", &volume]);
     docker::docker(&["volume", "create", &volume]);
     s.write("VERSION: v1, FAIL_HEALTH: 1", false);
     let r = s.berth(&["apply", "--yes"]).code(1);
@@ -497,15 +468,7 @@ fn a_pod_renamed_in_the_spec_hands_its_port_to_its_successor() {
     let s = Scene::new();
     let port = 20000 + (std::process::id() % 20000) as u16;
     let write = |pod: &str| {
-        std::fs::write(
-            s.path().join("berth.yaml"),
-            format!(
-                "version: 1\nproject: {}\npods:\n  {pod}:\n    image: {}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}\n",
-                s.project.0,
-                docker::testapp_image()
-            ),
-        )
-        .unwrap();
+        s.pods(&format!("  {pod}:\n    image: {}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms }}\n", docker::testapp_image()));
     };
     write("api");
     s.berth(&["apply", "--yes"]).code(0);
@@ -548,16 +511,6 @@ fn a_container_left_aside_by_an_interrupted_apply_stops_the_next_one_early() {
     );
 }
 
-struct VolumeGuard(String);
-
-impl Drop for VolumeGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["volume", "rm", "-f", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn blue_green_gives_the_network_name_to_the_new_container_only_once_healthy() {
     if !docker::available() {
@@ -565,15 +518,7 @@ fn blue_green_gives_the_network_name_to_the_new_container_only_once_healthy() {
     }
     let s = Scene::new();
     let write = |version: &str| {
-        std::fs::write(
-            s.path().join("berth.yaml"),
-            format!(
-                "version: 1\nproject: {}\npods:\n  web:\n    image: {}\n    env: {{ VERSION: {version}, START_DELAY: 2 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 20 }}\n",
-                s.project.0,
-                docker::testapp_image()
-            ),
-        )
-        .unwrap();
+        s.pods(&format!("  web:\n    image: {}\n    env: {{ VERSION: {version}, START_DELAY: 2 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 20 }}\n", docker::testapp_image()));
     };
     write("w1");
     s.berth(&["apply", "--yes"]).code(0);
@@ -625,15 +570,10 @@ fn an_engine_error_midway_is_rolled_back_and_says_so() {
     // A host port held by something that is not berth's: the engine refuses to start.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    std::fs::write(
-        s.path().join("berth.yaml"),
-        format!(
-            "version: 1\nproject: {}\npods:\n  web:\n    image: {}\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
-            s.project.0,
-            docker::testapp_image()
-        ),
-    )
-    .unwrap();
+    s.pods(&format!(
+        "  web:\n    image: {}\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
+        docker::testapp_image()
+    ));
     let r = s.berth(&["apply", "--yes"]).code(1);
     let err = r.stderr_flat();
     assert!(err.contains("refused `start container`"), "{err}");

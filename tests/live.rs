@@ -141,7 +141,7 @@ fn plan_sees_labelled_objects_and_only_them() {
     let old_name = format!("{}-old", p.0);
     docker::docker(&[&["run", "-d", "--name", &old_name], &args[..], &[image]].concat());
     let stray = format!("{}-stray", p.0);
-    let _stray_guard = Stray(stray.clone());
+    let _stray_guard = docker::Cleanup::new(&["rm", "-f", &stray]);
     docker::docker(&["run", "-d", "--name", &stray, image]);
 
     let plan = plan_json(dir.path(), 2);
@@ -174,15 +174,4 @@ fn plan_sees_labelled_objects_and_only_them() {
     // Observing changed nothing: the stray container is still there, untouched.
     let state = docker::docker(&["inspect", "-f", "{{.State.Status}}", &stray]);
     assert_eq!(state, "running");
-}
-
-/// Removes a container that carries no berth label (so `Project` does not see it).
-struct Stray(String);
-
-impl Drop for Stray {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .output();
-    }
 }

@@ -82,6 +82,22 @@ impl Drop for Project {
     }
 }
 
+/// Runs a docker command when dropped: cleans up what a test made without berth's labels
+/// (so `Project` does not see it), even when the test fails.
+pub struct Cleanup(Vec<String>);
+
+impl Cleanup {
+    pub fn new(args: &[&str]) -> Self {
+        Cleanup(args.iter().map(|a| a.to_string()).collect())
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(&self.0).output();
+    }
+}
+
 /// `--label k=v` arguments for the labels.
 pub fn label_args(labels: &HashMap<String, String>) -> Vec<String> {
     let mut keys: Vec<&String> = labels.keys().collect();
