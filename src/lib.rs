@@ -23,6 +23,7 @@ pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod engine;
+pub mod fsutil;
 pub mod graph;
 pub mod observe;
 pub mod ops;

@@ -373,13 +373,15 @@ impl Checker<'_> {
             }
             match &s.item.recipients {
                 Some(list) => self.recipients_of(&format!("secret `{}`", s.name.value), list),
-                None if self.spec.recipients.is_empty() => self.push(
+                // With an explicit `identity:` and no list, secrets are encrypted to that
+                // identity's key alone (a one-person, one-host setup).
+                None if self.spec.recipients.is_empty() && self.spec.identity.is_none() => self.push(
                     Diagnostic::error(
                         "no-recipients",
                         format!("secret `{}` has no recipients", s.name.value),
                     )
                     .at(s.name.span, "nobody could decrypt it after a rotation")
-                    .help("list the team's public keys under top-level `recipients:`"),
+                    .help("list the team's public keys under top-level `recipients:`, or name the one `identity:` whose key may decrypt"),
                 ),
                 None => {}
             }

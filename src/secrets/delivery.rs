@@ -1,0 +1,251 @@
+//! How a decrypted value reaches a container without touching persistent disk: a directory
+//! per container on a memory filesystem (tmpfs) of the engine's host, holding one file per
+//! secret (mode 0400, owned by the container's user), bind-mounted read-only at
+//! `/run/secrets`. The directory lives as long as its container: apply sweeps away the
+//! directories no container of the project mounts any more, and a reboot empties it (apply
+//! then delivers again, as a heal).
+//!
+//! This needs the engine on the machine berth runs on (a `unix://` endpoint): the bind
+//! source is a path on the engine's host.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::Plaintext;
+use crate::fsutil;
+
+/// Overrides where the per-container directories are made (must be a tmpfs).
+pub const ENV_RUNTIME_DIR: &str = "BERTH_RUNTIME_DIR";
+
+/// Where secrets appear inside a container.
+pub const MOUNT_POINT: &str = "/run/secrets";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no memory filesystem (tmpfs) to hold decrypted secrets: {0}")]
+    NoTmpfs(String),
+    #[error("cannot prepare secrets in `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeliveryError + '_ {
+    move |source| DeliveryError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn is_memory(fs: Option<&str>) -> bool {
+    matches!(fs, Some("tmpfs" | "ramfs"))
+}
+
+/// The directory under which per-container directories are made: `$BERTH_RUNTIME_DIR`,
+/// else `$XDG_RUNTIME_DIR/berth`, `/run/berth` or `/dev/shm/berth-UID`, whichever is first
+/// on a memory filesystem. Never a directory on disk.
+pub fn root() -> Result<PathBuf, DeliveryError> {
+    if let Some(dir) = std::env::var_os(ENV_RUNTIME_DIR).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+        let fs = fsutil::filesystem_of(&dir);
+        if !is_memory(fs.as_deref()) {
+            return Err(DeliveryError::NoTmpfs(format!(
+                "${ENV_RUNTIME_DIR} is `{}`, on {}, which keeps what is written to it; point it at a tmpfs",
+                dir.display(),
+                fs.unwrap_or_else(|| "an unknown filesystem".into())
+            )));
+        }
+        return Ok(dir);
+    }
+    let uid = current_uid();
+    let mut candidates = Vec::new();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        candidates.push((PathBuf::from(x), "berth".to_owned()));
+    }
+    if uid == 0 {
+        candidates.push((PathBuf::from("/run"), "berth".to_owned()));
+    }
+    candidates.push((PathBuf::from("/dev/shm"), format!("berth-{uid}")));
+    for (base, name) in &candidates {
+        if base.is_dir() && is_memory(fsutil::filesystem_of(base).as_deref()) {
+            let dir = base.join(name);
+            fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+            return Ok(dir);
+        }
+    }
+    Err(DeliveryError::NoTmpfs(format!(
+        "none of {} is a tmpfs; set ${ENV_RUNTIME_DIR} to a tmpfs directory",
+        candidates
+            .iter()
+            .map(|(b, _)| b.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a directory this process just made is this process's user.
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+}
+
+/// One value to deliver as a file.
+pub struct SecretFile<'a> {
+    pub name: &'a str,
+    pub value: &'a Plaintext,
+    pub mode: u32,
+}
+
+/// Makes a fresh directory for one container, holding `files` owned by `uid:gid`; returns
+/// its path (the bind source for [`MOUNT_POINT`]).
+pub fn prepare(
+    project: &str,
+    files: &[SecretFile<'_>],
+    uid: u32,
+    gid: u32,
+) -> Result<PathBuf, DeliveryError> {
+    let base = root()?.join(project);
+    fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
+    let dir = base.join(token());
+    std::fs::DirBuilder::new().create(&dir).map_err(io(&dir))?;
+    fsutil::set_mode(&dir, 0o700).map_err(io(&dir))?;
+    write_into(&dir, files, uid, gid)?;
+    Ok(dir)
+}
+
+/// Writes `files` into an existing delivery directory again (after a reboot emptied it).
+pub fn refill(
+    dir: &Path,
+    files: &[SecretFile<'_>],
+    uid: u32,
+    gid: u32,
+) -> Result<(), DeliveryError> {
+    fsutil::create_dir_all(dir, 0o700).map_err(io(dir))?;
+    fsutil::set_mode(dir, 0o700).map_err(io(dir))?;
+    for f in files {
+        let _ = std::fs::remove_file(dir.join(f.name));
+    }
+    write_into(dir, files, uid, gid)
+}
+
+fn write_into(
+    dir: &Path,
+    files: &[SecretFile<'_>],
+    uid: u32,
+    gid: u32,
+) -> Result<(), DeliveryError> {
+    for f in files {
+        let path = dir.join(f.name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.write_all(f.value.expose()).map_err(io(&path))?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io(&path))?;
+        fsutil::set_mode(&path, f.mode).map_err(io(&path))?;
+    }
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io(dir))?;
+    fsutil::set_mode(dir, 0o500).map_err(io(dir))
+}
+
+/// Removes the project's delivery directories that are not in `keep` (those no container
+/// mounts any more). Returns how many went.
+pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize {
+    let Ok(root) = root() else { return 0 };
+    let base = root.join(project);
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if keep.contains(&path) {
+            continue;
+        }
+        // 0500 keeps the container's user from changing it; the owner needs 0700 to empty it.
+        let _ = fsutil::set_mode(&path, 0o700);
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether `path` is one of the project's delivery directories.
+pub fn is_delivery_dir(project: &str, path: &Path) -> bool {
+    root().is_ok_and(|r| path.parent() == Some(&r.join(project)))
+}
+
+fn token() -> String {
+    let mut bytes = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `uid[:gid]` as numbers; `None` for a user name (which only the image can resolve).
+pub fn numeric_user(user: &str) -> Option<(u32, u32)> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Some((0, 0));
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid: u32 = u.parse().ok()?;
+    let gid: u32 = if g.is_empty() { uid } else { g.parse().ok()? };
+    Some((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users() {
+        assert_eq!(numeric_user(""), Some((0, 0)));
+        assert_eq!(numeric_user("1000"), Some((1000, 1000)));
+        assert_eq!(numeric_user("1000:50"), Some((1000, 50)));
+        assert_eq!(numeric_user("postgres"), None);
+        assert_eq!(numeric_user("1000:staff"), None);
+    }
+
+    #[test]
+    fn delivery_lands_on_tmpfs_with_modes_and_is_swept() {
+        let Ok(root) = root() else {
+            return; // no tmpfs on this machine: nothing to deliver to
+        };
+        assert!(is_memory(fsutil::filesystem_of(&root).as_deref()));
+        let project = format!("unit-{}", token());
+        let v = Plaintext::new(b"value".to_vec());
+        let uid = current_uid();
+        let dir = prepare(
+            &project,
+            &[SecretFile {
+                name: "k",
+                value: &v,
+                mode: 0o400,
+            }],
+            uid,
+            uid,
+        )
+        .unwrap();
+        assert!(is_delivery_dir(&project, &dir));
+        assert_eq!(fsutil::mode_of(&dir.join("k")).unwrap(), 0o400);
+        assert_eq!(fsutil::mode_of(&dir).unwrap(), 0o500);
+        assert_eq!(std::fs::read(dir.join("k")).unwrap(), b"value");
+        assert_eq!(sweep(&project, &Default::default()), 1);
+        assert!(!dir.exists());
+        let _ = std::fs::remove_dir(root.join(&project));
+    }
+}

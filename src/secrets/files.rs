@@ -1,0 +1,373 @@
+//! A spec's secrets on this machine: where the identity and the encrypted files are, what
+//! berth finds there (mode, ciphertext fingerprint, the recipients each file was encrypted
+//! to), and the pre-flight checks that `plan` reports as warnings and `apply` refuses on.
+//!
+//! Beside each file berth writes `FILE.recipients`: the public keys it encrypted the file
+//! to and the fingerprint of the ciphertext they describe. A file written by another tool
+//! (or edited after) has no matching record, and counts as encrypted to unknown
+//! recipients until berth re-encrypts it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diagnostic, Span};
+use crate::fsutil;
+use crate::observe::Drift;
+use crate::spec::{Secret, Spec};
+
+use super::age::Identity;
+use super::plaintext::fingerprint;
+
+/// Overrides the spec's `identity:` (and the default path) for every command.
+pub const ENV_IDENTITY: &str = "BERTH_IDENTITY";
+
+/// The mode berth gives secret files and the identity.
+pub const FILE_MODE: u32 = 0o600;
+
+/// The observed value of `recipients` for a file berth has no record for.
+pub const NOT_RECORDED: &str = "(not recorded)";
+
+/// Where the identity is: `$BERTH_IDENTITY`, else the spec's `identity:` (relative to the
+/// spec, `~` expanded), else `$XDG_CONFIG_HOME/berth/age.key` (`~/.config/...`).
+pub fn identity_path(spec: &Spec, spec_dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os(ENV_IDENTITY).filter(|p| !p.is_empty()) {
+        return fsutil::expand_home(&p.to_string_lossy());
+    }
+    if let Some(p) = &spec.identity {
+        return spec_dir.join(fsutil::expand_home(&p.value));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| fsutil::expand_home("~/.config"), PathBuf::from);
+    config.join("berth").join("age.key")
+}
+
+/// Where a secret's encrypted file is.
+pub fn secret_path(spec_dir: &Path, secret: &Secret) -> PathBuf {
+    spec_dir.join(fsutil::expand_home(&secret.file.value))
+}
+
+/// The record of recipients beside a secret file.
+pub fn record_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".recipients");
+    PathBuf::from(s)
+}
+
+/// The recipients a secret is to be encrypted to: its own list, else the spec's, else the
+/// identity's own key (when the spec names an identity and no recipients).
+pub fn wanted_recipients(spec: &Spec, secret: &Secret, identity: Option<&Identity>) -> Vec<String> {
+    let listed = secret.recipients.as_ref().unwrap_or(&spec.recipients);
+    let mut out: Vec<String> = if listed.is_empty() {
+        identity
+            .and_then(|i| i.recipients().first().cloned())
+            .into_iter()
+            .collect()
+    } else {
+        listed.iter().map(|r| r.value.trim().to_owned()).collect()
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What a file's record says, if it describes this very ciphertext.
+pub fn recorded_recipients(path: &Path, ciphertext_fingerprint: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(record_path(path)).ok()?;
+    let mut described = None;
+    let mut recipients = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(f) = line.strip_prefix("# file: ") {
+            described = Some(f.trim());
+        } else if !line.is_empty() && !line.starts_with('#') {
+            recipients.push(line.to_owned());
+        }
+    }
+    (described == Some(ciphertext_fingerprint)).then(|| {
+        recipients.sort();
+        recipients
+    })
+}
+
+/// Writes an encrypted secret and its record, each atomically, mode 0600.
+pub fn write_secret(path: &Path, ciphertext: &[u8], recipients: &[String]) -> std::io::Result<()> {
+    fsutil::create_dir_all(&fsutil::parent_of(path), 0o700)?;
+    fsutil::write_atomic(path, ciphertext, FILE_MODE)?;
+    let mut record = format!(
+        "# berth: the public keys {} was encrypted to (by `berth secrets`).\n# file: {}\n",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        fingerprint(ciphertext)
+    );
+    for r in recipients {
+        record.push_str(r);
+        record.push('\n');
+    }
+    fsutil::write_atomic(&record_path(path), record.as_bytes(), FILE_MODE)
+}
+
+/// One secret file as found.
+#[derive(Clone, Debug)]
+pub struct FileFacts {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub ciphertext: Vec<u8>,
+    /// Of the ciphertext (public: the file is in git).
+    pub fingerprint: String,
+    /// The recipients berth recorded for this ciphertext (sorted), if any.
+    pub recorded: Option<Vec<String>>,
+    /// The recipients the spec wants (sorted).
+    pub wanted: Vec<String>,
+}
+
+impl FileFacts {
+    /// Differences to heal: a mode other than 0600, a recipient set other than the spec's.
+    pub fn drift(&self) -> Vec<Drift> {
+        let mut out = Vec::new();
+        if self.mode != FILE_MODE {
+            out.push(Drift {
+                field: "mode".into(),
+                observed: format!("{:04o}", self.mode),
+                expected: format!("{FILE_MODE:04o}"),
+            });
+        }
+        if self.stale_recipients() {
+            out.push(Drift {
+                field: "recipients".into(),
+                observed: self
+                    .recorded
+                    .as_ref()
+                    .map_or_else(|| NOT_RECORDED.to_owned(), |r| r.join(", ")),
+                expected: self.wanted.join(", "),
+            });
+        }
+        out
+    }
+
+    /// Whether the file must be re-encrypted to the spec's recipients.
+    pub fn stale_recipients(&self) -> bool {
+        self.recorded.as_ref() != Some(&self.wanted)
+    }
+}
+
+/// Everything berth found about a spec's secrets, and what is wrong with them.
+pub struct Inspection {
+    pub identity_path: PathBuf,
+    pub identity: Option<Identity>,
+    /// By secret name: the files that could be read.
+    pub files: BTreeMap<String, FileFacts>,
+    /// Problems that stop an apply (plan shows them as warnings).
+    pub problems: Vec<Diagnostic>,
+}
+
+impl Inspection {
+    /// What a pod's configuration records for a secret it consumes: the fingerprint of the
+    /// ciphertext it gets, or [`KNOWN_AFTER_APPLY`] when apply re-encrypts the file first.
+    pub fn versions(&self) -> std::collections::HashMap<String, String> {
+        self.files
+            .iter()
+            .map(|(name, f)| {
+                let v = if f.stale_recipients() {
+                    KNOWN_AFTER_APPLY.to_owned()
+                } else {
+                    f.fingerprint.clone()
+                };
+                (name.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// A value only apply can tell (the fingerprint of a file it is about to re-encrypt).
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
+/// Reads the identity and every secret file of the spec, decrypts each and runs its checks.
+/// With no secrets in the spec, nothing is read (not even the identity).
+pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
+    let identity_path = identity_path(spec, spec_dir);
+    let mut out = Inspection {
+        identity_path: identity_path.clone(),
+        identity: None,
+        files: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    if spec.secrets.iter().next().is_none() {
+        return out;
+    }
+    let identity_span = spec.identity.as_ref().map(|i| i.span);
+    let at = |d: Diagnostic, span: Option<Span>, label: &str| match span {
+        Some(s) => d.at(s, label),
+        None => d,
+    };
+    let shown = identity_path.display().to_string();
+    match fsutil::mode_of(&identity_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.problems.push(
+            at(
+                Diagnostic::error(
+                    "secrets::identity-missing",
+                    format!("the identity `{shown}` does not exist"),
+                ),
+                identity_span,
+                "no key here",
+            )
+            .help(format!(
+                "create it with `berth secrets init`, or point `identity:` (or ${ENV_IDENTITY}) at your age key"
+            )),
+        ),
+        Err(e) => out.problems.push(
+            at(
+                Diagnostic::error(
+                    "secrets::identity-unreadable",
+                    format!("the identity `{shown}` cannot be read: {e}"),
+                ),
+                identity_span,
+                "unreadable",
+            )
+            .help("run berth as the user who owns the key"),
+        ),
+        Ok(mode) if mode & 0o077 != 0 => out.problems.push(
+            at(
+                Diagnostic::error(
+                    "secrets::identity-mode",
+                    format!("the identity `{shown}` has mode {mode:04o}: other users may read it"),
+                ),
+                identity_span,
+                "must be 0600",
+            )
+            .help(format!(
+                "run `chmod 600 {shown}`; if other users could read it, treat the key as leaked: create a new one and rotate"
+            )),
+        ),
+        Ok(_) => match Identity::load(&identity_path) {
+            Ok(i) => out.identity = Some(i),
+            Err(e) => out.problems.push(
+                at(
+                    Diagnostic::error("secrets::identity-invalid", e.to_string()),
+                    identity_span,
+                    "not an age identity",
+                )
+                .help("an identity file holds `AGE-SECRET-KEY-1...` lines (from `berth secrets init` or `age-keygen`)"),
+            ),
+        },
+    }
+    for s in spec.secrets.iter() {
+        let name = &s.name.value;
+        let secret = &s.item;
+        let span = secret.file.span;
+        let path = secret_path(spec_dir, secret);
+        let shown = secret.file.value.as_str();
+        let mode = match fsutil::mode_of(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.problems.push(
+                    Diagnostic::error(
+                        "secrets::file-missing",
+                        format!("secret `{name}`: `{shown}` does not exist"),
+                    )
+                    .at(span, "no file here")
+                    .help(format!(
+                        "create it with `berth secrets set {name}` (the value is read from stdin)"
+                    )),
+                );
+                continue;
+            }
+            Err(e) => {
+                out.problems.push(
+                    Diagnostic::error(
+                        "secrets::file-unreadable",
+                        format!("secret `{name}`: `{shown}` cannot be read: {e}"),
+                    )
+                    .at(span, "unreadable")
+                    .help("check the file's owner and mode"),
+                );
+                continue;
+            }
+        };
+        if mode & 0o022 != 0 {
+            out.problems.push(
+                Diagnostic::error(
+                    "secrets::file-writable",
+                    format!("secret `{name}`: `{shown}` has mode {mode:04o}: other users may replace it"),
+                )
+                .at(span, "writable by others")
+                .help(format!(
+                    "run `chmod 600 {shown}`; anyone who can write the file can substitute a value of their own"
+                )),
+            );
+        }
+        let ciphertext = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                out.problems.push(
+                    Diagnostic::error(
+                        "secrets::file-unreadable",
+                        format!("secret `{name}`: `{shown}` cannot be read: {e}"),
+                    )
+                    .at(span, "unreadable")
+                    .help("check the file's owner and mode"),
+                );
+                continue;
+            }
+        };
+        let fp = fingerprint(&ciphertext);
+        if let Some(identity) = &out.identity {
+            match identity.decrypt(&ciphertext) {
+                Ok(value) => {
+                    let problems = super::value::problems(secret, &value);
+                    if !problems.is_empty() {
+                        out.problems.push(
+                            Diagnostic::error(
+                                "secrets::check-failed",
+                                format!("secret `{name}` fails its checks: {}", problems.join("; ")),
+                            )
+                            .at(span, "decrypted, then checked")
+                            .help(format!("set a proper value with `berth secrets set {name}`")),
+                        );
+                    }
+                }
+                Err(e) => out.problems.push(
+                    Diagnostic::error(
+                        "secrets::undecryptable",
+                        format!("secret `{name}`: `{shown}` cannot be decrypted: {e}"),
+                    )
+                    .at(span, "undecryptable")
+                    .help(format!(
+                        "re-encrypt it to your key (`berth secrets rotate` on a machine that can decrypt it), or set it again with `berth secrets set {name}`"
+                    )),
+                ),
+            }
+        }
+        out.files.insert(
+            name.clone(),
+            FileFacts {
+                recorded: recorded_recipients(&path, &fp),
+                wanted: wanted_recipients(spec, secret, out.identity.as_ref()),
+                path,
+                mode,
+                ciphertext,
+                fingerprint: fp,
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_describe_one_ciphertext() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s/x.age");
+        write_secret(&p, b"cipher", &["age1b".into(), "age1a".into()]).unwrap();
+        assert_eq!(fsutil::mode_of(&p).unwrap(), 0o600);
+        assert_eq!(
+            recorded_recipients(&p, &fingerprint(b"cipher")),
+            Some(vec!["age1a".into(), "age1b".into()])
+        );
+        // Another ciphertext (edited by another tool): the record says nothing about it.
+        assert_eq!(recorded_recipients(&p, &fingerprint(b"other")), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! The checks a decrypted value must pass (`min_length`, `forbid`, `format`). Problems are
+//! described without the value: a message may say that a value is too short, never what
+//! it is.
+
+use crate::spec::{Secret, SecretFormat};
+
+use super::Plaintext;
+
+/// Values refused for every secret: the defaults that images and tutorials ship with.
+pub const FORBIDDEN_DEFAULTS: [&str; 5] =
+    ["CHANGE_ME", "changeme", "postgres", "admin", "password"];
+
+/// What is wrong with a decrypted value, one line per problem (empty: it passes).
+pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = value.expose();
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        if secret.format.is_some() || secret.min_length.is_some() {
+            out.push("it is not UTF-8 text".into());
+        }
+        return out;
+    };
+    let trimmed = text.trim();
+    if let Some(min) = secret.min_length {
+        let len = text.chars().count();
+        if len < min as usize {
+            out.push(format!(
+                "it is {len} character(s) long, shorter than `min_length: {min}`"
+            ));
+        }
+    }
+    if trimmed.is_empty() {
+        out.push("it is empty".into());
+    }
+    if FORBIDDEN_DEFAULTS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(trimmed))
+    {
+        out.push(format!(
+            "it is a well-known default value (one of {})",
+            FORBIDDEN_DEFAULTS.join(", ")
+        ));
+    }
+    if let Some(n) = secret.forbid.iter().position(|f| f == trimmed) {
+        out.push(format!("it equals entry {} of its `forbid` list", n + 1));
+    }
+    if let Some(format) = secret.format
+        && let Err(why) = check_format(format, trimmed)
+    {
+        out.push(format!(
+            "it is not valid `format: {}`: {why}",
+            format.as_str()
+        ));
+    }
+    out
+}
+
+fn check_format(format: SecretFormat, text: &str) -> Result<(), String> {
+    match format {
+        SecretFormat::Text => Ok(()),
+        SecretFormat::Url => url(text).map(|_| ()),
+        SecretFormat::HttpsUrl => match url(text)? {
+            "https" => Ok(()),
+            other => Err(format!("the scheme is `{other}`, not `https`")),
+        },
+        SecretFormat::Pem => pem(text),
+        SecretFormat::Json => serde_json::from_str::<serde_json::Value>(text)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "JSON does not parse at line {} column {}",
+                    e.line(),
+                    e.column()
+                )
+            }),
+        SecretFormat::Jwks => jwks(text),
+    }
+}
+
+/// `scheme://authority[...]`: returns the scheme.
+fn url(text: &str) -> Result<&str, String> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| "it has no `scheme://`".to_owned())?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !scheme_ok {
+        return Err("the scheme is not a URL scheme".into());
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err("it contains whitespace".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("it has no host".into());
+    }
+    Ok(scheme)
+}
+
+/// One or more `-----BEGIN X-----` ... `-----END X-----` blocks with base64 bodies.
+fn pem(text: &str) -> Result<(), String> {
+    let mut blocks = 0;
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        let label = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+            .ok_or_else(|| "text outside a `-----BEGIN ...-----` block".to_owned())?;
+        let mut body = 0;
+        loop {
+            let Some(l) = lines.next() else {
+                return Err(format!("the `{label}` block has no END line"));
+            };
+            if let Some(end) = l
+                .strip_prefix("-----END ")
+                .and_then(|l| l.strip_suffix("-----"))
+            {
+                if end != label {
+                    return Err(format!("`BEGIN {label}` ends with `END {end}`"));
+                }
+                break;
+            }
+            // Headers (`Proc-Type: ...`) in old-style keys are allowed; base64 otherwise.
+            if !l.contains(':')
+                && !l
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+            {
+                return Err(format!("the `{label}` block's body is not base64"));
+            }
+            body += l.len();
+        }
+        if body == 0 {
+            return Err(format!("the `{label}` block is empty"));
+        }
+        blocks += 1;
+    }
+    if blocks == 0 {
+        return Err("it holds no PEM block".into());
+    }
+    Ok(())
+}
+
+/// A JSON object whose `keys` is a non-empty array of keys, each with a `kty`.
+fn jwks(text: &str) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "JSON does not parse at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let keys = v
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or_else(|| "it has no `keys` array".to_owned())?;
+    if keys.is_empty() {
+        return Err("its `keys` array is empty".into());
+    }
+    if let Some(n) = keys.iter().position(|k| k.get("kty").is_none()) {
+        return Err(format!("key {} has no `kty`", n + 1));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(yaml_fields: impl FnOnce(&mut Secret)) -> Secret {
+        let mut s: Secret = serde_saphyr::from_str("file: x.age").unwrap();
+        yaml_fields(&mut s);
+        s
+    }
+
+    fn check(s: &Secret, v: &str) -> Vec<String> {
+        problems(s, &Plaintext::new(v.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn lengths_defaults_and_forbidden_values() {
+        let s = secret(|s| {
+            s.min_length = Some(8);
+            s.forbid = vec!["hunter22".into()];
+        });
+        assert!(check(&s, "a-long-enough-value").is_empty());
+        assert!(check(&s, "short")[0].contains("5 character(s)"));
+        assert!(
+            check(&s, "Postgres\n")
+                .iter()
+                .any(|p| p.contains("well-known"))
+        );
+        assert!(check(&s, "hunter22").iter().any(|p| p.contains("entry 1")));
+        // No message repeats the value.
+        for p in check(&s, "hunter22") {
+            assert!(!p.contains("hunter22"), "{p}");
+        }
+        assert!(check(&secret(|_| {}), "   ")[0].contains("empty"));
+    }
+
+    #[test]
+    fn formats() {
+        let f = |format| secret(|s| s.format = Some(format));
+        assert!(check(&f(SecretFormat::Url), "postgres://u:p@db:5432/app").is_empty());
+        assert!(!check(&f(SecretFormat::Url), "db:5432").is_empty());
+        assert!(!check(&f(SecretFormat::HttpsUrl), "http://x.example").is_empty());
+        assert!(check(&f(SecretFormat::HttpsUrl), "https://x.example/hook").is_empty());
+        assert!(check(&f(SecretFormat::Json), r#"{"a": 1}"#).is_empty());
+        assert!(!check(&f(SecretFormat::Json), "{a").is_empty());
+        let jwks = f(SecretFormat::Jwks);
+        assert!(check(&jwks, r#"{"keys":[{"kty":"OKP"}]}"#).is_empty());
+        assert!(check(&jwks, r#"{"keys":[]}"#)[0].contains("empty"));
+        assert!(check(&jwks, r#"{"k":1}"#)[0].contains("no `keys`"));
+        let pem = f(SecretFormat::Pem);
+        let good =
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+        assert!(check(&pem, good).is_empty());
+        assert!(!check(&pem, "-----BEGIN X-----\nAAAA\n-----END Y-----").is_empty());
+        assert!(!check(&pem, "just text").is_empty());
+    }
+}
