@@ -54,6 +54,19 @@ pub enum OpError {
         help("this is a problem of the machine (threads, file descriptors); try again")
     )]
     Runtime(std::io::Error),
+    /// A `berth secrets` command cannot do what was asked.
+    #[error("{message}")]
+    #[diagnostic(code(berth::secrets), help("{help}"))]
+    Secrets { message: String, help: String },
+    /// Secrets failed the pre-flight; the report holds each problem (rendered by the caller).
+    #[error("{} problem(s) with secrets; nothing was changed", .0.errors())]
+    #[diagnostic(
+        code(berth::preflight),
+        help(
+            "fix the problems above, then run the command again (`berth secrets verify` checks them alone)"
+        )
+    )]
+    Preflight(Box<Report>),
     #[error("cannot build the resource graph: {0}")]
     #[diagnostic(
         code(berth::graph),
@@ -239,8 +252,8 @@ pub fn plan_live(path: &Path) -> Result<LivePlan, OpError> {
     let session = Session::open(path, Goal::Spec)?;
     let requests = session.engines.values().map(|e| e.requests()).sum();
     Ok(LivePlan {
+        report: session.warnings(),
         plan: session.plan,
-        report: session.report,
         requests,
     })
 }
@@ -263,21 +276,60 @@ pub struct Session {
     graph: ResourceGraph,
     observed: ObservedState,
     pub plan: Plan,
+    secrets: crate::secrets::files::Inspection,
+}
+
+/// Secrets are files, seen on this machine rather than on an engine: each one the spec
+/// declares is observed as configured, with its drift (mode, recipients) to heal.
+fn observe_secret_files(
+    graph: &ResourceGraph,
+    secrets: &crate::secrets::files::Inspection,
+    observed: &mut ObservedState,
+) {
+    use crate::graph::Kind;
+    observed.unobserved.retain(|k| *k != Kind::Secret);
+    for r in graph.in_order() {
+        if r.address.kind != Kind::Secret {
+            continue;
+        }
+        let drift = secrets
+            .files
+            .get(&r.address.name)
+            .map(|f| f.drift())
+            .unwrap_or_default();
+        observed.resources.push(crate::observe::ObservedResource {
+            address: r.address.clone(),
+            attrs: r.attrs.clone(),
+            depends_on: r.depends_on.clone(),
+            drift,
+            id: None,
+        });
+    }
 }
 
 impl Session {
-    /// Loads the spec, connects to every region's engine, observes and plans.
+    /// Loads the spec, reads the local facts (build contexts, secret files), connects to
+    /// every region's engine, observes and plans.
     pub fn open(path: &Path, goal: Goal) -> Result<Session, OpError> {
         let valid = load_valid(path)?;
-        // Relative mounts and build contexts are relative to the spec, wherever berth runs.
+        // Relative mounts, build contexts and secret files are relative to the spec,
+        // wherever berth runs.
         let spec_dir = std::path::absolute(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_default();
+        let secrets = match goal {
+            Goal::Spec => crate::secrets::files::inspect(&valid.spec, &spec_dir),
+            // Destroy leaves the secret files alone: they are the repository's.
+            Goal::Nothing => crate::secrets::files::Inspection::default(),
+        };
         let graph = match goal {
             Goal::Spec => {
-                let digests = build_digests(&valid.spec, &spec_dir)?;
-                ResourceGraph::new(resources::desired_with_builds(&valid.spec, &digests))?
+                let facts = resources::LocalFacts {
+                    build_digests: build_digests(&valid.spec, &spec_dir)?,
+                    secret_versions: secrets.versions(),
+                };
+                ResourceGraph::new(resources::desired_with(&valid.spec, &facts))?
             }
             Goal::Nothing => ResourceGraph::new(Vec::new())?,
         };
@@ -285,13 +337,11 @@ impl Session {
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
-        let (engines, observed) = runtime.block_on(observe_engines(&valid.spec))?;
+        let (engines, mut observed) = runtime.block_on(observe_engines(&valid.spec))?;
+        if goal == Goal::Spec {
+            observe_secret_files(&graph, &secrets, &mut observed);
+        }
         let plan = plan(&valid.spec.project.value, &graph, &observed);
-        // Relative mounts and build contexts are relative to the spec, wherever berth runs.
-        let spec_dir = std::path::absolute(path)
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
         Ok(Session {
             runtime,
             engines,
@@ -301,7 +351,31 @@ impl Session {
             graph,
             observed,
             plan,
+            secrets,
         })
+    }
+
+    /// The secrets pre-flight: `Err` with every problem when apply must not go on.
+    pub fn preflight(&self) -> Result<(), OpError> {
+        if self.secrets.problems.is_empty() {
+            return Ok(());
+        }
+        Err(OpError::Preflight(Box::new(Report::new(
+            &self.report.path,
+            self.report.source.clone(),
+            self.secrets.problems.clone(),
+        ))))
+    }
+
+    /// The spec's warnings, with the secrets pre-flight problems as warnings (what `plan`
+    /// shows: a plan can be read where the secrets cannot be decrypted).
+    pub fn warnings(&self) -> Report {
+        let mut diagnostics = self.report.diagnostics.clone();
+        diagnostics.extend(self.secrets.problems.iter().cloned().map(|mut d| {
+            d.severity = crate::diag::Severity::Warning;
+            d
+        }));
+        Report::new(&self.report.path, self.report.source.clone(), diagnostics)
     }
 
     /// Carries out the plan; `progress` receives a line per step.
@@ -316,6 +390,7 @@ impl Session {
             graph: &self.graph,
             observed: &self.observed,
             engines: &self.engines,
+            secrets: &self.secrets,
         };
         self.runtime
             .block_on(crate::apply::apply(inputs, &self.plan, options, progress))

@@ -49,7 +49,19 @@ pub fn requalify(mut address: Address, from: &[&str], to: &[&str]) -> Address {
 
 /// Builds the desired resources of a spec that passed its checks.
 pub fn desired(spec: &Spec) -> Vec<Resource> {
-    desired_with_builds(spec, &HashMap::new())
+    desired_with(spec, &LocalFacts::default())
+}
+
+/// Facts read from this machine's files before planning, that the desired configuration
+/// depends on: a change to them is a change to the pods that use them.
+#[derive(Clone, Debug, Default)]
+pub struct LocalFacts {
+    /// The content digest of each pod's build context, by pod name.
+    pub build_digests: HashMap<String, String>,
+    /// What a consuming pod records for each secret, by secret name: the fingerprint of the
+    /// ciphertext it gets (public: the file is in git), or "(known after apply)" when
+    /// apply re-encrypts the file first.
+    pub secret_versions: HashMap<String, String>,
 }
 
 /// The image a pod with `build:` runs: named after the project and pod, tagged with the
@@ -61,9 +73,8 @@ pub fn built_image(project: &str, pod: &str, digest: &str) -> String {
     )
 }
 
-/// [`desired`], with the content digests of the pods' build contexts (by pod name), read
-/// from the filesystem beforehand: a change to the files is a change to the pod.
-pub fn desired_with_builds(spec: &Spec, build_digests: &HashMap<String, String>) -> Vec<Resource> {
+/// [`desired`], with the facts read from the filesystem beforehand.
+pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
     let mut out = Vec::new();
     let mut attrs_of_secret: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     for s in spec.secrets.iter() {
@@ -72,8 +83,13 @@ pub fn desired_with_builds(spec: &Spec, build_digests: &HashMap<String, String>)
         let recipients = s.item.recipients.as_ref().unwrap_or(&spec.recipients);
         a.insert(
             "recipients".into(),
-            sorted_list(recipients.iter().map(|r| r.value.as_str())),
+            if recipients.is_empty() {
+                "(the identity's key)".to_owned()
+            } else {
+                sorted_list(recipients.iter().map(|r| r.value.trim()))
+            },
         );
+        a.insert("mode".into(), "0600".into());
         if let Some(f) = s.item.format {
             a.insert("format".into(), f.as_str().into());
         }
@@ -142,10 +158,11 @@ pub fn desired_with_builds(spec: &Spec, build_digests: &HashMap<String, String>)
 
         for p in &pods_here {
             let name = &p.name.value;
-            let built = build_digests
+            let built = facts
+                .build_digests
                 .get(name.as_str())
                 .map(|d| built_image(&spec.project.value, name, d));
-            let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref());
+            let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref(), facts);
             deps.push(network.clone());
             for m in &p.item.volumes {
                 if let Ok(mount) = Mount::parse(&m.value)
@@ -328,6 +345,7 @@ fn pod_attrs(
     spec: &Spec,
     pod: &Pod,
     built_image: Option<&str>,
+    facts: &LocalFacts,
 ) -> (BTreeMap<String, String>, Vec<Address>) {
     let mut a = BTreeMap::new();
     let mut deps = Vec::new();
@@ -379,6 +397,10 @@ fn pod_attrs(
             delivery.push_str(&format!(", from {}", secret.file.value));
         }
         a.insert(format!("secret.{name}"), delivery);
+        // A new ciphertext (a new value, or new recipients) is a new configuration.
+        if let Some(version) = facts.secret_versions.get(name) {
+            a.insert(format!("secret.{name}.version"), version.clone());
+        }
         if spec.secrets.contains(name) {
             deps.push(Address::new(Kind::Secret, name));
         }

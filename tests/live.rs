@@ -86,7 +86,9 @@ fn an_empty_host_plans_every_engine_resource_to_create() {
             ("pod.web".to_owned(), Action::Create),
         ]
     );
-    assert!(plan.unobserved.contains(&berth::graph::Kind::Secret));
+    // Secret files are observed on this machine; rate limits are not observed yet.
+    assert!(!plan.unobserved.contains(&berth::graph::Kind::Secret));
+    assert!(plan.unobserved.contains(&berth::graph::Kind::RateLimit));
 }
 
 #[test]

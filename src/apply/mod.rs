@@ -25,6 +25,8 @@ use crate::engine::{Engine, EngineError, labels};
 use crate::graph::{Kind, Resource, ResourceGraph};
 use crate::observe::ObservedState;
 use crate::plan::{Action, Change, Plan, ReplaceOrder};
+use crate::secrets::delivery;
+use crate::secrets::files::{self, FileFacts, Inspection};
 use crate::spec::Spec;
 
 use container::{container_name, container_name_of, object_name};
@@ -98,6 +100,14 @@ pub enum ApplyError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Engine(#[from] EngineError),
+    #[error("`{address}`: {reason}")]
+    #[diagnostic(
+        code(berth::secret),
+        help(
+            "the steps before this one were rolled back; `berth secrets verify` checks the secrets alone"
+        )
+    )]
+    Secret { address: String, reason: String },
     #[error("`{address}` failed its `{gate}` gate: {detail}")]
     #[diagnostic(code(berth::gate_failed), help("{report}"))]
     GateFailed {
@@ -131,6 +141,18 @@ enum Undo {
         id: String,
         name: Option<String>,
     },
+    /// A secret file rewritten (re-encrypted): its previous bytes, mode and record.
+    RestoreFile {
+        path: std::path::PathBuf,
+        bytes: Vec<u8>,
+        mode: u32,
+        record: Option<Vec<u8>>,
+    },
+    /// A secret file's mode changed.
+    RestoreMode {
+        path: std::path::PathBuf,
+        mode: u32,
+    },
     /// A blue-green switch: remove the new container, then restore the old one.
     Unswitch {
         region: String,
@@ -138,6 +160,14 @@ enum Undo {
         old_id: String,
         name: String,
     },
+}
+
+/// How a secret reaches a container.
+enum Delivery {
+    /// A file under `/run/secrets` with this mode.
+    File(u32),
+    /// An environment variable of this name (the spec opted in).
+    Env(String),
 }
 
 /// What is left to remove once every gate has passed.
@@ -198,6 +228,9 @@ struct Run<'a> {
     commit: RefCell<Vec<Commit>>,
     kept_volumes: RefCell<Vec<String>>,
     progress: RefCell<&'a mut dyn FnMut(&Event)>,
+    /// The identity and the secret files as found, updated as apply re-encrypts them.
+    secrets: &'a Inspection,
+    secret_files: RefCell<BTreeMap<String, FileFacts>>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -209,6 +242,8 @@ pub struct Inputs<'a> {
     pub observed: &'a ObservedState,
     /// Connected engines, by region name.
     pub engines: &'a HashMap<String, Engine>,
+    /// The identity and secret files, as read before planning.
+    pub secrets: &'a Inspection,
 }
 
 /// Applies `plan`, made from `inputs.graph` and `inputs.observed`, on `inputs.engines`.
@@ -224,6 +259,7 @@ pub async fn apply(
         graph,
         observed,
         engines,
+        secrets,
     } = inputs;
     let run = Run {
         spec,
@@ -238,6 +274,8 @@ pub async fn apply(
         commit: RefCell::new(Vec::new()),
         kept_volumes: RefCell::new(Vec::new()),
         progress: RefCell::new(progress),
+        secrets,
+        secret_files: RefCell::new(secrets.files.clone()),
     };
     let changes: Vec<&Change> = plan
         .changes
@@ -373,11 +411,12 @@ impl<'a> Run<'a> {
                     .spec
                     .pods
                     .get(&c.address.name)
-                    .is_some_and(|p| !p.secrets.is_empty()) =>
+                    .is_some_and(|p| !p.secrets.is_empty())
+                    && !self.engine(&self.region_of(c)).is_local() =>
             {
                 Err(unsupported(
-                    "deliver secrets",
-                    "secret delivery comes with the secrets work; apply the pods without `secrets:` first",
+                    "deliver secrets to an engine on another machine",
+                    "secrets reach a container through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
                 ))
             }
             _ => Ok(()),
@@ -603,6 +642,23 @@ impl<'a> Run<'a> {
                 let id = self.observed_id(c).unwrap_or_default();
                 // Stopped: start it. Running but unhealthy: restart it.
                 engine.stop(&id).await?;
+                // Its secrets again, in case a reboot emptied the tmpfs that held them.
+                if let Some(pod) = self.spec.pods.get(&c.address.name)
+                    && let Some((dir, _)) = engine
+                        .state(&id)
+                        .await?
+                        .binds
+                        .into_iter()
+                        .find(|(_, dest)| dest == delivery::MOUNT_POINT)
+                {
+                    let image = self
+                        .desired(c)
+                        .and_then(|r| r.attrs.get("build.image").or_else(|| r.attrs.get("image")))
+                        .cloned()
+                        .unwrap_or_default();
+                    let owner = self.owner(c, &region, pod, &image).await?;
+                    self.refill(c, pod, Path::new(&dir), owner)?;
+                }
                 engine.start(&id).await?;
                 self.gate(c, &region, &id, false).await?;
                 self.done(c, format!("! {address}: started again and healthy"));
@@ -642,8 +698,17 @@ impl<'a> Run<'a> {
                     );
                 }
             }
-            // Not observed on engines (secrets, rate limits, backups) or refused by the
-            // pre-flight: nothing to do here.
+            (Kind::Secret, Action::Heal) => {
+                let what =
+                    self.heal_secret(&c.address.name)
+                        .map_err(|reason| ApplyError::Secret {
+                            address: address.clone(),
+                            reason,
+                        })?;
+                self.done(c, format!("! {address}: {what}"));
+            }
+            // Not observed (rate limits, backups) or refused by the pre-flight: nothing to
+            // do here.
             _ => {}
         }
         Ok(())
@@ -679,6 +744,197 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Re-encrypts a secret file to the spec's recipients, or gives it mode 0600; the
+    /// previous bytes, mode and record go on the undo stack first. Says what it did.
+    fn heal_secret(&self, name: &str) -> Result<String, String> {
+        let Some(facts) = self.secret_files.borrow().get(name).cloned() else {
+            return Ok("nothing to do".into());
+        };
+        if facts.stale_recipients() {
+            let identity = self
+                .secrets
+                .identity
+                .as_ref()
+                .ok_or_else(|| "there is no identity to decrypt it with".to_owned())?;
+            let value = identity
+                .decrypt(&facts.ciphertext)
+                .map_err(|e| e.to_string())?;
+            let armor = crate::secrets::age::is_armored(&facts.ciphertext);
+            let ciphertext = crate::secrets::age::encrypt(&facts.wanted, &value, armor)
+                .map_err(|e| e.to_string())?;
+            self.undo.borrow_mut().push(Undo::RestoreFile {
+                path: facts.path.clone(),
+                bytes: facts.ciphertext.clone(),
+                mode: facts.mode,
+                record: std::fs::read(files::record_path(&facts.path)).ok(),
+            });
+            files::write_secret(&facts.path, &ciphertext, &facts.wanted)
+                .map_err(|e| format!("cannot write {}: {e}", facts.path.display()))?;
+            let fingerprint = crate::secrets::plaintext::fingerprint(&ciphertext);
+            if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
+                f.ciphertext = ciphertext;
+                f.fingerprint = fingerprint.clone();
+                f.recorded = Some(f.wanted.clone());
+                f.mode = files::FILE_MODE;
+            }
+            return Ok(format!(
+                "re-encrypted to {} recipient(s) ({fingerprint})",
+                facts.wanted.len()
+            ));
+        }
+        if facts.mode != files::FILE_MODE {
+            self.undo.borrow_mut().push(Undo::RestoreMode {
+                path: facts.path.clone(),
+                mode: facts.mode,
+            });
+            crate::fsutil::set_mode(&facts.path, files::FILE_MODE)
+                .map_err(|e| format!("cannot change the mode of {}: {e}", facts.path.display()))?;
+            if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
+                f.mode = files::FILE_MODE;
+            }
+            return Ok(format!("mode {:04o} -> 0600", facts.mode));
+        }
+        Ok("nothing to do".into())
+    }
+
+    /// The values of the secrets a pod consumes, decrypted from the files as they are now
+    /// (after any re-encryption in this apply), with how each is delivered.
+    fn secret_values(
+        &self,
+        c: &Change,
+        pod: &crate::spec::Pod,
+    ) -> Result<Vec<(String, crate::secrets::Plaintext, Delivery)>, ApplyError> {
+        let fail = |reason: String| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason,
+        };
+        let mut out = Vec::new();
+        if pod.secrets.is_empty() {
+            return Ok(out);
+        }
+        let identity = self
+            .secrets
+            .identity
+            .as_ref()
+            .ok_or_else(|| fail("there is no identity to decrypt its secrets with".into()))?;
+        let files = self.secret_files.borrow();
+        for s in &pod.secrets {
+            let name = s.value.name();
+            let f = files
+                .get(name)
+                .ok_or_else(|| fail(format!("the file of secret `{name}` could not be read")))?;
+            let value = identity
+                .decrypt(&f.ciphertext)
+                .map_err(|e| fail(format!("secret `{name}`: {e}")))?;
+            let how = match s.value.env() {
+                Some(var) => Delivery::Env(var.to_owned()),
+                None => Delivery::File(s.value.mode().and_then(|m| m.get()).unwrap_or(0o400)),
+            };
+            out.push((name.to_owned(), value, how));
+        }
+        Ok(out)
+    }
+
+    /// Puts a pod's secrets into its create request: files in a fresh tmpfs directory
+    /// bind-mounted at `/run/secrets`, env variables where the spec asks for them.
+    async fn deliver(
+        &self,
+        c: &Change,
+        region: &str,
+        pod: &crate::spec::Pod,
+        body: &mut bollard::models::ContainerCreateBody,
+    ) -> Result<(), ApplyError> {
+        let values = self.secret_values(c, pod)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let fail = |reason: String| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason,
+        };
+        let mut file_values = Vec::new();
+        for (name, value, how) in &values {
+            match how {
+                Delivery::Env(var) => {
+                    let text = String::from_utf8_lossy(value.expose()).into_owned();
+                    body.env
+                        .get_or_insert_with(Vec::new)
+                        .push(format!("{var}={text}"));
+                }
+                Delivery::File(mode) => file_values.push(delivery::SecretFile {
+                    name,
+                    value,
+                    mode: *mode,
+                }),
+            }
+        }
+        if file_values.is_empty() {
+            return Ok(());
+        }
+        let image = body.image.clone().unwrap_or_default();
+        let (uid, gid) = self.owner(c, region, pod, &image).await?;
+        let dir = delivery::prepare(self.project, &file_values, uid, gid)
+            .map_err(|e| fail(e.to_string()))?;
+        let host = body.host_config.get_or_insert_with(Default::default);
+        host.mounts
+            .get_or_insert_with(Vec::new)
+            .push(bollard::models::Mount {
+                target: Some(delivery::MOUNT_POINT.to_owned()),
+                source: Some(dir.display().to_string()),
+                typ: Some(bollard::models::MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        Ok(())
+    }
+
+    /// Who a pod's secret files belong to: its `user:`, else its image's `USER`, as numbers.
+    async fn owner(
+        &self,
+        c: &Change,
+        region: &str,
+        pod: &crate::spec::Pod,
+        image: &str,
+    ) -> Result<(u32, u32), ApplyError> {
+        let user = match &pod.user {
+            Some(u) => u.clone(),
+            None => self.engine(region).image_user(image).await?,
+        };
+        delivery::numeric_user(&user).ok_or_else(|| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason: format!(
+                "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
+            ),
+        })
+    }
+
+    /// Writes a pod's secret files again into the directory its container mounts (after
+    /// a reboot emptied the tmpfs).
+    fn refill(
+        &self,
+        c: &Change,
+        pod: &crate::spec::Pod,
+        dir: &Path,
+        (uid, gid): (u32, u32),
+    ) -> Result<(), ApplyError> {
+        let values = self.secret_values(c, pod)?;
+        let file_values: Vec<delivery::SecretFile> = values
+            .iter()
+            .filter_map(|(name, value, how)| match how {
+                Delivery::File(mode) => Some(delivery::SecretFile {
+                    name,
+                    value,
+                    mode: *mode,
+                }),
+                Delivery::Env(_) => None,
+            })
+            .collect();
+        delivery::refill(dir, &file_values, uid, gid).map_err(|e| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     fn event(&self, address: Option<&crate::graph::Address>, status: Status, message: String) {
         let e = Event {
             address: address.map(|a| a.to_string()),
@@ -701,7 +957,7 @@ impl<'a> Run<'a> {
         name: Option<&str>,
     ) -> Result<String, ApplyError> {
         let engine = self.engine(region);
-        let resource = self
+        let mut resource = self
             .desired(c)
             .cloned()
             .ok_or_else(|| ApplyError::Unsupported {
@@ -709,6 +965,17 @@ impl<'a> Run<'a> {
                 what: "find the pod in the spec".into(),
                 help: "this is a bug in berth: please report it".into(),
             })?;
+        // The fingerprints of files re-encrypted earlier in this apply are known now.
+        for (field, value) in resource.attrs.iter_mut() {
+            if value == files::KNOWN_AFTER_APPLY
+                && let Some(name) = field
+                    .strip_prefix("secret.")
+                    .and_then(|f| f.strip_suffix(".version"))
+                && let Some(f) = self.secret_files.borrow().get(name)
+            {
+                *value = f.fingerprint.clone();
+            }
+        }
         let Some(pod) = self.spec.pods.get(&c.address.name) else {
             return Err(ApplyError::Unsupported {
                 address: c.address.to_string(),
@@ -731,6 +998,7 @@ impl<'a> Run<'a> {
         if let Some(built) = resource.attrs.get("build.image") {
             body.image = Some(built.clone());
         }
+        self.deliver(c, region, pod, &mut body).await?;
         self.event(
             Some(&c.address),
             Status::Started,
@@ -804,6 +1072,40 @@ impl<'a> Run<'a> {
                     format!("removed new volume {name}"),
                     self.engine(region).remove_volume(name).await,
                 ),
+                Undo::RestoreFile {
+                    path,
+                    bytes,
+                    mode,
+                    record,
+                } => {
+                    let restored = crate::fsutil::write_atomic(path, bytes, *mode).and_then(|()| {
+                        let record_path = files::record_path(path);
+                        match record {
+                            Some(r) => {
+                                crate::fsutil::write_atomic(&record_path, r, files::FILE_MODE)
+                            }
+                            None => std::fs::remove_file(&record_path),
+                        }
+                    });
+                    let line = format!("restored the previous {}", path.display());
+                    match restored {
+                        Ok(()) => lines.push(format!("  rolled back on this machine: {line}")),
+                        Err(e) => lines.push(format!(
+                            "  could NOT roll back on this machine: {line}: {e}"
+                        )),
+                    }
+                    continue;
+                }
+                Undo::RestoreMode { path, mode } => {
+                    let line = format!("mode {mode:04o} of {}", path.display());
+                    match crate::fsutil::set_mode(path, *mode) {
+                        Ok(()) => lines.push(format!("  rolled back on this machine: {line}")),
+                        Err(e) => lines.push(format!(
+                            "  could NOT roll back on this machine: {line}: {e}"
+                        )),
+                    }
+                    continue;
+                }
                 Undo::Restore { region, id, name } => {
                     let e = self.engine(region);
                     let renamed = match name {
@@ -843,6 +1145,7 @@ impl<'a> Run<'a> {
                 Err(e) => lines.push(format!("  could NOT roll back in `{region}`: {what}: {e}")),
             }
         }
+        self.sweep_deliveries().await;
         if lines.is_empty() {
             "nothing had been changed\n".to_owned()
         } else {
@@ -883,6 +1186,29 @@ impl<'a> Run<'a> {
                 ),
             }
         }
+        self.sweep_deliveries().await;
+    }
+
+    /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
+    /// rolled back): they live only as long as a container mounts them.
+    async fn sweep_deliveries(&self) {
+        let Ok(root) = delivery::root() else { return };
+        if !root.join(self.project).is_dir() {
+            return;
+        }
+        let mut keep = std::collections::HashSet::new();
+        for engine in self.engines.values().filter(|e| e.is_local()) {
+            match engine.containers(self.project).await {
+                Ok(list) => keep.extend(
+                    list.into_iter()
+                        .flat_map(|c| c.binds)
+                        .map(|(source, _)| std::path::PathBuf::from(source)),
+                ),
+                // Without the list, nothing can be told unused: keep everything.
+                Err(_) => return,
+            }
+        }
+        delivery::sweep(self.project, &keep);
     }
 }
 

@@ -40,6 +40,8 @@ pub enum Format {
 pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
     let session = ops::Session::open(file, goal)?;
     print_warnings(&session.report);
+    // Secrets must decrypt and pass their checks before anything is changed.
+    session.preflight()?;
     let json = args.format == Format::Json;
     if json {
         json_line(&serde_json::json!({ "event": "plan", "plan": session.plan }));

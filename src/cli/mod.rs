@@ -5,6 +5,7 @@ mod apply;
 mod graph;
 mod plan;
 mod schema;
+mod secrets;
 mod validate;
 
 use std::io::{self, Write};
@@ -60,6 +61,8 @@ pub enum Command {
     Destroy(apply::Args),
     /// Print the JSON Schema of the spec.
     Schema(schema::Args),
+    /// Manage the age identity and the encrypted secret files.
+    Secrets(secrets::Args),
 }
 
 /// Parses arguments, runs the command, prints any error as a diagnostic.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(&cli.file, args, crate::ops::Goal::Spec),
         Command::Destroy(args) => apply::run(&cli.file, args, crate::ops::Goal::Nothing),
         Command::Schema(args) => schema::run(args),
+        Command::Secrets(args) => secrets::run(&cli.file, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -100,7 +104,7 @@ pub fn main() -> ExitCode {
 }
 
 fn report_error(e: OpError) {
-    if let OpError::Invalid(report) = &e {
+    if let OpError::Invalid(report) | OpError::Preflight(report) = &e {
         eprint!("{}", report.render(stderr_color()));
     }
     eprintln!("{:?}", miette::Report::new(e));

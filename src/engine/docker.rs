@@ -81,6 +81,8 @@ pub struct ContainerInfo {
     pub state: String,
     /// The engine's summary, e.g. `Up 5 minutes (unhealthy)`.
     pub status: String,
+    /// Host paths bind-mounted into it, as (source, destination).
+    pub binds: Vec<(String, String)>,
 }
 
 /// The kinds of engine object berth names.
@@ -170,6 +172,23 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Whether the engine runs on this machine (a `unix://` socket), so that a path here
+    /// is a path there.
+    pub fn is_local(&self) -> bool {
+        self.endpoint.starts_with("unix://")
+    }
+
+    /// The user an image runs as (`USER` in its Dockerfile), empty for root.
+    pub async fn image_user(&self, image: &str) -> Result<String, EngineError> {
+        self.count();
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.call_error("inspect image", e))?;
+        Ok(i.config.and_then(|c| c.user).unwrap_or_default())
+    }
+
     /// Requests made to the engine so far (connecting counts two).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -211,6 +230,12 @@ impl Engine {
                 labels: c.labels.unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 status: c.status.unwrap_or_default(),
+                binds: c
+                    .mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|m| Some((m.source?, m.destination?)))
+                    .collect(),
             })
             .collect())
     }
@@ -268,6 +293,8 @@ pub struct ContainerState {
     pub health_output: String,
     /// The container's address on each network, by network name.
     pub addresses: HashMap<String, String>,
+    /// Host paths bind-mounted into it, as (source, destination).
+    pub binds: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -571,6 +598,12 @@ impl Engine {
             .map_err(|e| self.call_error("inspect container", e))?;
         let st = c.state.unwrap_or_default();
         let health = st.health.unwrap_or_default();
+        let binds = c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| Some((m.source?, m.destination?)))
+            .collect();
         let addresses = c
             .network_settings
             .and_then(|n| n.networks)
@@ -588,6 +621,7 @@ impl Engine {
                 .and_then(|l| l.last().and_then(|r| r.output.clone()))
                 .unwrap_or_default(),
             addresses,
+            binds,
         })
     }
 

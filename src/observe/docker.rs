@@ -18,7 +18,31 @@ pub async fn observe(
         engine.networks(project),
         engine.volumes(project),
     )?;
-    Ok(from_lists(region, &containers, &networks, &volumes))
+    let mut found = from_lists(region, &containers, &networks, &volumes);
+    if engine.is_local() {
+        secrets_gone(&containers, &mut found);
+    }
+    Ok(found)
+}
+
+/// A container whose decrypted secrets are gone from this machine's tmpfs (emptied by a
+/// reboot) has drifted: apply delivers them again and restarts it.
+fn secrets_gone(containers: &[ContainerInfo], found: &mut [ObservedResource]) {
+    for c in containers {
+        let gone = c.binds.iter().any(|(source, dest)| {
+            dest == crate::secrets::delivery::MOUNT_POINT && !std::path::Path::new(source).is_dir()
+        });
+        if let Some(o) = found
+            .iter_mut()
+            .find(|o| gone && o.id.as_deref() == Some(c.id.as_str()))
+        {
+            o.drift.push(Drift {
+                field: "secrets".into(),
+                observed: "missing from the host's tmpfs (rebooted?)".into(),
+                expected: "delivered".into(),
+            });
+        }
+    }
 }
 
 /// The pure part of observation: list results -> observed resources.
@@ -120,6 +144,7 @@ mod tests {
                 labels: labelled("pod.api", &[("image", "api:1")]),
                 state: "running".into(),
                 status: "Up 2 minutes (healthy)".into(),
+                binds: Vec::new(),
             },
             ContainerInfo {
                 id: "b".into(),
@@ -127,6 +152,7 @@ mod tests {
                 labels: labelled("pod.web", &[("image", "web:1")]),
                 state: "exited".into(),
                 status: "Exited (1) 3 seconds ago".into(),
+                binds: Vec::new(),
             },
             ContainerInfo {
                 id: "c".into(),
@@ -134,6 +160,7 @@ mod tests {
                 labels: HashMap::from([(labels::PROJECT.to_owned(), "shop".to_owned())]),
                 state: "running".into(),
                 status: "Up 1 second (unhealthy)".into(),
+                binds: Vec::new(),
             },
         ];
         let networks = vec![ObjectInfo {
@@ -160,6 +187,7 @@ mod tests {
             labels: labelled("pod.api", &[("image", "api:1")]),
             state: "running".into(),
             status: "Up 5 minutes (unhealthy)".into(),
+            binds: Vec::new(),
         }];
         let got = from_lists(None, &containers, &[], &[]);
         assert_eq!(got[0].drift[0].field, "health");

@@ -152,6 +152,7 @@ impl FileFacts {
 }
 
 /// Everything berth found about a spec's secrets, and what is wrong with them.
+#[derive(Default)]
 pub struct Inspection {
     pub identity_path: PathBuf,
     pub identity: Option<Identity>,
