@@ -275,13 +275,29 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         .map(|f| f.field.as_str())
         .collect();
     let (action, reason) = if !forcing.is_empty() {
-        let what = match forcing.as_slice() {
-            [a, b] => format!("{a} and {b} force"),
-            [a, b, c] => format!("{a}, {b} and {c} force"),
-            [a, b, c, rest @ ..] => format!("{a}, {b}, {c} and {} more force", rest.len()),
-            one => format!("{} forces", one.join("")),
-        };
-        (Action::Replace, Some(format!("{what} replacement")))
+        // A secret's new ciphertext is named as the secret that changed.
+        let mut secrets = Vec::new();
+        let mut fields = Vec::new();
+        for f in &forcing {
+            match f
+                .strip_suffix(".version")
+                .filter(|s| s.starts_with("secret."))
+            {
+                Some(secret) => secrets.push(secret),
+                None => fields.push(*f),
+            }
+        }
+        let mut parts = Vec::new();
+        if !fields.is_empty() {
+            parts.push(format!(
+                "{} replacement",
+                listed(&fields, "forces", "force")
+            ));
+        }
+        if !secrets.is_empty() {
+            parts.push(format!("{} changed", listed(&secrets, "", "").trim_end()));
+        }
+        (Action::Replace, Some(parts.join("; ")))
     } else if !fields.is_empty() {
         (Action::Update, None)
     } else if !have.drift.is_empty() {
@@ -318,6 +334,18 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         fields,
         replace_order,
         gates,
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`, `a, b, c and N more`, followed by the verb in its
+/// singular or plural form.
+fn listed(items: &[&str], one: &str, many: &str) -> String {
+    match items {
+        [a] => format!("{a} {one}"),
+        [a, b] => format!("{a} and {b} {many}"),
+        [a, b, c] => format!("{a}, {b} and {c} {many}"),
+        [a, b, c, rest @ ..] => format!("{a}, {b}, {c} and {} more {many}", rest.len()),
+        [] => String::new(),
     }
 }
 
@@ -482,6 +510,31 @@ mod tests {
         let list = format!("[\"serve\",\"{}\"]", conceal("postgres://a:b@c/d"));
         assert_eq!(public(&list), "[\"serve\",\"(sensitive)\"]");
         assert_eq!(public("plain"), "plain");
+    }
+
+    #[test]
+    fn a_new_secret_ciphertext_is_named_as_the_secret_that_changed() {
+        let pod = |v: &str, image: &str| {
+            res(
+                "pod.api",
+                &[
+                    ("image", image),
+                    ("secret.k.version", v),
+                    ("secret.j.version", "j"),
+                ],
+                &[],
+            )
+        };
+        let desired = ResourceGraph::new(vec![pod("sha256:2", "a")]).unwrap();
+        let p = plan("x", &desired, &observed(vec![pod("sha256:1", "a")]));
+        assert_eq!(p.changes[0].action, Action::Replace);
+        assert_eq!(p.changes[0].reason.as_deref(), Some("secret.k changed"));
+        let desired = ResourceGraph::new(vec![pod("sha256:2", "b")]).unwrap();
+        let p = plan("x", &desired, &observed(vec![pod("sha256:1", "a")]));
+        assert_eq!(
+            p.changes[0].reason.as_deref(),
+            Some("image forces replacement; secret.k changed")
+        );
     }
 
     #[test]

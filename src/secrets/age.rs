@@ -267,10 +267,10 @@ mod tests {
     #[test]
     fn round_trip_binary_and_armored() {
         let (id, public) = identity();
-        assert_eq!(id.recipients(), [public.clone()]);
+        assert_eq!(id.recipients(), std::slice::from_ref(&public));
         for armor in [false, true] {
             let c = encrypt(
-                &[public.clone()],
+                std::slice::from_ref(&public),
                 &Plaintext::new(b"s3cret".to_vec()),
                 armor,
             )

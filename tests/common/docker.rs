@@ -79,6 +79,16 @@ impl Drop for Project {
                 let _ = Command::new("docker").args(&remove).args(&ids).output();
             }
         }
+        // Decrypted secrets delivered to the project's containers (on a tmpfs).
+        if let Ok(root) = berth::secrets::delivery::root() {
+            let dir = root.join(&self.0);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let _ = berth::fsutil::set_mode(&e.path(), 0o700);
+                }
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -28,7 +28,8 @@ impl Berth {
         // Output is a pipe here; clear what would force colour on.
         cmd.env_remove("CLICOLOR_FORCE")
             .env_remove("NO_COLOR")
-            .env_remove("BERTH_FILE");
+            .env_remove("BERTH_FILE")
+            .env_remove("BERTH_IDENTITY");
         Berth { cmd, stdin: None }
     }
 

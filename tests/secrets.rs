@@ -1,0 +1,681 @@
+//! Secrets end to end: `berth secrets` against the `age` CLI as an independent client, the
+//! pre-flight refusing each kind of problem before any change to the engine, delivery into
+//! real containers (checked from inside with `docker exec`), rotation, heals, and a canary
+//! value searched for everywhere it must not be.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth::plan::{Action, Plan};
+use common::Berth;
+use common::docker::{self, Project, docker};
+
+/// The `age` CLI, the witness for interop; CI installs it (`.ci/run`), so there it must be.
+fn age_cli() -> bool {
+    let ok = Command::new("age").arg("--version").output().is_ok();
+    if !ok && std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("the `age` CLI is missing (`.ci/run` installs it with apt-get)");
+    }
+    ok
+}
+
+/// A fresh identity made by `age-keygen`; returns its path and public key.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .expect("age-keygen runs");
+    assert!(out.status.success());
+    let public = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&path)
+        .output()
+        .expect("age-keygen -y runs");
+    (
+        path,
+        String::from_utf8_lossy(&public.stdout).trim().to_owned(),
+    )
+}
+
+fn age_decrypt(identity: &Path, file: &Path) -> Option<Vec<u8>> {
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .expect("age runs");
+    out.status.success().then_some(out.stdout)
+}
+
+/// A unique value nobody else prints: 32 hex digits from the kernel's random source.
+fn canary() -> String {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("canary-{hex}")
+}
+
+struct Scene {
+    project: Project,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Scene {
+            project: Project::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the spec: `head` (identity, recipients) then `secrets:` and `pods:`.
+    fn spec(&self, head: &str, secrets: &str, pods: &str) {
+        let text = format!(
+            "version: 1\nproject: {}\n{head}\nsecrets:\n{secrets}\npods:\n{pods}",
+            self.project.0
+        );
+        std::fs::write(self.path().join("berth.yaml"), text).unwrap();
+    }
+
+    fn berth(&self, args: &[&str]) -> common::Run {
+        Berth::new().dir(self.path()).args(args).run()
+    }
+
+    fn set(&self, name: &str, value: &str) -> common::Run {
+        Berth::new()
+            .dir(self.path())
+            .args(["secrets", "set", name])
+            .stdin(value.as_bytes().to_vec())
+            .run()
+    }
+
+    fn plan(&self, code: i32) -> Plan {
+        let r = self
+            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
+            .code(code);
+        serde_json::from_str(&r.stdout()).expect("plan json")
+    }
+
+    fn name(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.project.0)
+    }
+
+    /// Ids, names and states of the project's containers: what "no change" is checked on.
+    fn containers(&self) -> String {
+        docker(&[
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.berth.project={}", self.project.0),
+            "--format",
+            "{{.ID}} {{.Names}} {{.State}}",
+        ])
+    }
+
+    fn exec(&self, pod: &str, args: &[&str]) -> String {
+        let name = self.name(pod);
+        let mut all = vec!["exec", name.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+}
+
+fn changed(plan: &Plan) -> Vec<(String, Action)> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// One pod of the test app that reads `/run/secrets/token` at start and gets `jwks` in env.
+fn web_pod(image: &str, version: &str) -> String {
+    format!(
+        "  web:
+    image: {image}
+    user: \"1000:1000\"
+    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token }}
+    secrets: [token, {{ name: jwks, env: JWKS }}]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 10 }}
+"
+    )
+}
+
+const SECRETS: &str = "  token: { file: secrets/token.age, min_length: 16 }
+  jwks: { file: secrets/jwks.age, format: jwks }
+";
+
+const JWKS: &str =
+    r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+#[test]
+fn berth_and_the_age_cli_read_each_others_files() {
+    if !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(
+        "identity: ./keys/me.key",
+        "  token: { file: secrets/token.age, min_length: 16 }\n",
+        "  web: { image: x:1, secrets: [token] }\n",
+    );
+    // init: a new identity, 0600 in a 0700 directory, its public key on stdout.
+    let init = s.berth(&["secrets", "init"]).code(0);
+    let public = init.stdout().trim().to_owned();
+    assert!(public.starts_with("age1"), "{public}");
+    let key = s.path().join("keys/me.key");
+    assert_eq!(berth::fsutil::mode_of(&key).unwrap(), 0o600);
+    assert_eq!(
+        berth::fsutil::mode_of(&s.path().join("keys")).unwrap(),
+        0o700
+    );
+    // A second init keeps it.
+    assert_eq!(
+        s.berth(&["secrets", "init"]).code(0).stdout().trim(),
+        public
+    );
+
+    // berth encrypts, the age CLI decrypts.
+    s.set("token", "a-token-of-enough-length\n").code(0);
+    let file = s.path().join("secrets/token.age");
+    assert_eq!(berth::fsutil::mode_of(&file).unwrap(), 0o600);
+    assert_eq!(
+        age_decrypt(&key, &file).unwrap(),
+        b"a-token-of-enough-length"
+    );
+    let record = std::fs::read_to_string(s.path().join("secrets/token.age.recipients")).unwrap();
+    assert!(record.contains(&public), "{record}");
+
+    // The age CLI encrypts (binary and armored), berth decrypts.
+    for armor in [false, true] {
+        let mut cmd = Command::new("age");
+        cmd.arg("-r").arg(&public).arg("-o").arg(&file);
+        if armor {
+            cmd.arg("-a");
+        }
+        let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"written-by-the-age-cli")
+            .unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        let shown = s.berth(&["secrets", "show", "token"]).code(0);
+        assert_eq!(shown.stdout(), "written-by-the-age-cli");
+    }
+    // verify: it decrypts and passes, but berth has no record of its recipients.
+    let v = s.berth(&["secrets", "verify"]).code(0);
+    assert!(
+        v.stderr_flat().contains("recipients is (not recorded)"),
+        "{}",
+        v.stderr()
+    );
+
+    // A value that fails its checks is refused and nothing is written.
+    let before = std::fs::read(&file).unwrap();
+    let r = s.set("token", "short").code(1);
+    assert!(
+        r.stderr_flat().contains("shorter than `min_length: 16`"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    // A value is never taken from the arguments.
+    s.berth(&["secrets", "set", "token", "the-value-itself"])
+        .code(1);
+    // An unknown name is refused with a suggestion.
+    let r = s.set("tokn", "whatever-long-enough").code(1);
+    assert!(
+        r.stderr_flat().contains("did you mean `token`?"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn each_preflight_failure_has_its_own_diagnostic_and_changes_nothing() {
+    if !docker::available() || !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let write = |version: &str| s.spec("identity: ./me.key", SECRETS, &web_pod(image, version));
+    write("v1");
+    s.berth(&["secrets", "init"]).code(0);
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.set("jwks", JWKS).code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    // Every attempt below would replace the pod (new env) if it got that far.
+    write("v2");
+    let before = s.containers();
+    let key = s.path().join("me.key");
+    let token = s.path().join("secrets/token.age");
+    let jwks = s.path().join("secrets/jwks.age");
+    let saved = |p: &Path| std::fs::read(p).unwrap();
+    let (key_bytes, token_bytes, jwks_bytes) = (saved(&key), saved(&token), saved(&jwks));
+    let restore = || {
+        std::fs::write(&key, &key_bytes).unwrap();
+        chmod(&key, 0o600);
+        std::fs::write(&token, &token_bytes).unwrap();
+        std::fs::write(&jwks, &jwks_bytes).unwrap();
+    };
+    let (_, stranger) = keygen(s.path(), "stranger.key");
+    let encrypt_to = |recipient: &str, value: &str, file: &Path| {
+        let mut child = Command::new("age")
+            .arg("-r")
+            .arg(recipient)
+            .arg("-o")
+            .arg(file)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), value.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    };
+    let me = s
+        .berth(&["secrets", "init"])
+        .code(0)
+        .stdout()
+        .trim()
+        .to_owned();
+    type Break<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, &str, Break)> = vec![
+        (
+            "missing identity",
+            "secrets::identity-missing",
+            Box::new(|| std::fs::remove_file(&key).unwrap()),
+        ),
+        (
+            "identity 0644",
+            "secrets::identity-mode",
+            Box::new(|| chmod(&key, 0o644)),
+        ),
+        (
+            "missing secret file",
+            "secrets::file-missing",
+            Box::new(|| std::fs::remove_file(&token).unwrap()),
+        ),
+        (
+            "undecryptable file",
+            "secrets::undecryptable",
+            Box::new(|| encrypt_to(&stranger, "a-token-for-someone-else", &token)),
+        ),
+        (
+            "too short",
+            "secrets::check-failed",
+            Box::new(|| encrypt_to(&me, "short", &token)),
+        ),
+        (
+            "forbidden value",
+            "secrets::check-failed",
+            Box::new(|| encrypt_to(&me, "CHANGE_ME", &token)),
+        ),
+        (
+            "bad JWKS",
+            "secrets::check-failed",
+            Box::new(|| encrypt_to(&me, r#"{"keys":[]}"#, &jwks)),
+        ),
+    ];
+    for (what, code, break_it) in &cases {
+        restore();
+        break_it();
+        // plan: the problem as a warning, and a plan all the same.
+        let plan = s.berth(&["plan"]).code(0);
+        assert!(
+            plan.stderr().contains(code),
+            "{what}: plan warns: {}",
+            plan.stderr()
+        );
+        // apply: the problem as an error, before anything changes.
+        let r = s.berth(&["apply", "--yes"]).code(1);
+        let err = r.stderr_flat();
+        assert!(err.contains(code), "{what}: {err}");
+        assert!(err.contains("nothing was changed"), "{what}: {err}");
+        assert_eq!(
+            r.stderr().matches("  × ").count(),
+            2,
+            "{what}: one problem and the verdict: {err}"
+        );
+        assert_eq!(
+            s.containers(),
+            before,
+            "{what}: the engine's containers changed"
+        );
+    }
+    restore();
+    // Two problems at once are listed together.
+    chmod(&key, 0o600);
+    encrypt_to(&me, "short", &token);
+    encrypt_to(&me, r#"{"keys":[]}"#, &jwks);
+    let r = s.berth(&["secrets", "verify"]).code(1);
+    assert_eq!(
+        r.stderr().matches("secrets::check-failed").count(),
+        2,
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.containers(), before);
+}
+
+#[test]
+fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.spec("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
+    s.berth(&["secrets", "init"]).code(0);
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.set("jwks", JWKS).code(0);
+    // The app exits at start without its token: healthy means the file was there first.
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(
+        s.exec("web", &["/testapp", "stat", "/run/secrets/token"]),
+        "mode=0400 uid=1000 gid=1000 size=24"
+    );
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        "a-token-of-enough-length"
+    );
+    // Not a file when delivered through env.
+    assert!(
+        Command::new("docker")
+            .args([
+                "exec",
+                &s.name("web"),
+                "/testapp",
+                "stat",
+                "/run/secrets/jwks"
+            ])
+            .output()
+            .unwrap()
+            .stdout
+            .starts_with(b"/run/secrets/jwks: ")
+    );
+    let inspect = docker(&["inspect", &s.name("web")]);
+    assert!(
+        !inspect.contains("a-token-of-enough-length"),
+        "file-delivered value in inspect"
+    );
+    assert!(
+        inspect.contains("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+        "env-delivered value"
+    );
+    // The bind source is on a memory filesystem, read-only inside.
+    let mounts = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Source}} {{.Destination}} {{.RW}}{{end}}",
+        &s.name("web"),
+    ]);
+    let (source, rest) = mounts.split_once(' ').unwrap();
+    assert_eq!(rest, "/run/secrets false");
+    assert_eq!(
+        berth::fsutil::filesystem_of(Path::new(source)).as_deref(),
+        Some("tmpfs")
+    );
+    s.plan(0);
+
+    // A reboot empties the tmpfs: plan heals the pod, apply delivers again.
+    std::fs::set_permissions(source, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::remove_dir_all(source).unwrap();
+    let plan = s.plan(2);
+    assert_eq!(changed(&plan), [("pod.web".to_owned(), Action::Heal)]);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        "a-token-of-enough-length"
+    );
+    s.plan(0);
+
+    // A new value: the pod is replaced "because secret.token changed"; the old
+    // container's directory is swept away with it.
+    s.set("token", "another-token-of-enough-length").code(0);
+    let human = s.berth(&["plan"]).code(0).stdout();
+    assert!(human.contains("secret.token changed"), "{human}");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        "another-token-of-enough-length"
+    );
+    let root = berth::secrets::delivery::root().unwrap().join(&s.project.0);
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        1,
+        "one container, one directory"
+    );
+    // Destroy: containers and their decrypted secrets go; the encrypted files stay.
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert_eq!(std::fs::read_dir(&root).map_or(0, |d| d.count()), 0);
+    assert!(s.path().join("secrets/token.age").exists());
+}
+
+#[test]
+fn removing_a_recipient_re_encrypts_every_secret_and_restarts_its_consumers() {
+    if !docker::available() || !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let (me, me_public) = keygen(s.path(), "me.key");
+    let (_, ops_public) = keygen(s.path(), "ops.key");
+    let ops = s.path().join("ops.key");
+    let head = |recipients: &str| format!("identity: ./me.key\nrecipients: [{recipients}]");
+    s.spec(
+        &head(&format!("{me_public}, {ops_public}")),
+        SECRETS,
+        &web_pod(image, "v1"),
+    );
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.set("jwks", JWKS).code(0);
+    let token = s.path().join("secrets/token.age");
+    assert!(
+        age_decrypt(&ops, &token).is_some(),
+        "ops can read it before"
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    let old_id = docker(&["inspect", "-f", "{{.Id}}", &s.name("web")]);
+
+    // ops leaves the team.
+    s.spec(&head(&me_public), SECRETS, &web_pod(image, "v1"));
+    let plan = s.plan(2);
+    assert_eq!(
+        changed(&plan),
+        [
+            ("secret.jwks".to_owned(), Action::Heal),
+            ("secret.token".to_owned(), Action::Heal),
+            ("pod.web".to_owned(), Action::Replace),
+        ]
+    );
+    let human = s.berth(&["plan"]).code(0).stdout();
+    assert!(
+        human.contains("secret.jwks and secret.token changed"),
+        "{human}"
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    for f in ["secrets/token.age", "secrets/jwks.age"] {
+        let f = s.path().join(f);
+        assert!(
+            age_decrypt(&ops, &f).is_none(),
+            "ops can still read {}",
+            f.display()
+        );
+        assert!(age_decrypt(&me, &f).is_some());
+    }
+    assert_ne!(
+        docker(&["inspect", "-f", "{{.Id}}", &s.name("web")]),
+        old_id
+    );
+    s.plan(0);
+
+    // A secret file left readable by others: a heal of its mode, nothing else.
+    chmod(&token, 0o644);
+    let plan = s.plan(2);
+    assert_eq!(changed(&plan), [("secret.token".to_owned(), Action::Heal)]);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(berth::fsutil::mode_of(&token).unwrap(), 0o600);
+    s.plan(0);
+
+    // `berth secrets rotate` does the re-encryption alone, and reports the removed key.
+    s.spec(
+        &head(&format!("{me_public}, {ops_public}")),
+        SECRETS,
+        &web_pod(image, "v1"),
+    );
+    let r = s.berth(&["secrets", "rotate"]).code(0);
+    assert!(r.stderr().contains("Rotated 2 secret(s)"), "{}", r.stderr());
+    assert!(age_decrypt(&ops, &token).is_some());
+    s.spec(&head(&me_public), SECRETS, &web_pod(image, "v1"));
+    let r = s.berth(&["secrets", "rotate"]).code(0);
+    assert!(
+        r.stderr().contains("no longer readable by"),
+        "{}",
+        r.stderr()
+    );
+    assert!(age_decrypt(&ops, &token).is_none());
+}
+
+/// Every process's command line, read while an apply runs.
+fn sample_cmdlines(stop: &std::sync::atomic::AtomicBool) -> Vec<u8> {
+    let mut seen = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                    seen.extend_from_slice(&c);
+                    seen.push(b'\n');
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    seen
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
+    if !docker::available() || !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let value = canary();
+    let (_, me_public) = keygen(s.path(), "me.key");
+    let (_, ops_public) = keygen(s.path(), "ops.key");
+    let head = |recipients: &str| format!("identity: ./me.key\nrecipients: [{recipients}]");
+    let pods = format!(
+        "{}  env-user:
+    image: {image}
+    env: {{ PORT: 8081 }}
+    secrets: [{{ name: token, env: TOKEN }}]
+    health: {{ http: {{ port: 8081, path: /health }}, interval: 300ms, retries: 10 }}
+",
+        web_pod(image, "v1")
+    );
+    s.spec(&head(&format!("{me_public}, {ops_public}")), SECRETS, &pods);
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let record = |outputs: &mut Vec<(String, Vec<u8>)>, what: &str, r: common::Run| {
+        outputs.push((format!("{what} stdout"), r.0.stdout.clone()));
+        outputs.push((format!("{what} stderr"), r.0.stderr.clone()));
+    };
+    record(&mut outputs, "set", s.set("token", &value).code(0));
+    record(&mut outputs, "set jwks", s.set("jwks", JWKS).code(0));
+    for args in [
+        &["validate"][..],
+        &["plan"],
+        &["plan", "--format", "json"],
+        &["plan", "--format", "markdown"],
+        &["secrets", "verify"],
+    ] {
+        record(&mut outputs, &args.join(" "), s.berth(args));
+    }
+    // apply, with every process's command line sampled meanwhile.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (applied, cmdlines) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_cmdlines(&stop));
+        let r = s.berth(&["apply", "--yes", "--format", "json"]).code(0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, sampler.join().unwrap())
+    });
+    record(&mut outputs, "apply", applied);
+    outputs.push(("/proc/*/cmdline during apply".into(), cmdlines));
+    // Rotation (a recipient removed), then apply again.
+    s.spec(&head(&me_public), SECRETS, &pods);
+    record(
+        &mut outputs,
+        "plan after rotation",
+        s.berth(&["plan", "--format", "json"]),
+    );
+    record(&mut outputs, "rotate", s.berth(&["secrets", "rotate"]));
+    record(
+        &mut outputs,
+        "apply after rotation",
+        s.berth(&["apply", "--yes"]).code(0),
+    );
+    // TODO(issue 4): `rollback` and the state directory join this search once they exist.
+
+    for (what, bytes) in &outputs {
+        assert!(!contains(bytes, &value), "the canary appeared in {what}");
+    }
+    // The files beside the spec: only ciphertext and records.
+    for dir in [s.path().to_path_buf(), s.path().join("secrets")] {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                assert!(
+                    !contains(&bytes, &value),
+                    "the canary is in {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    // docker inspect: only in the env of the pod that asked for env delivery.
+    assert!(!contains(
+        docker(&["inspect", &s.name("web")]).as_bytes(),
+        &value
+    ));
+    assert!(contains(
+        docker(&["inspect", &s.name("env-user")]).as_bytes(),
+        &value
+    ));
+    // And inside the file-delivered container, at /run/secrets, mode 0400.
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        value
+    );
+    assert!(
+        s.exec("web", &["/testapp", "stat", "/run/secrets/token"])
+            .starts_with("mode=0400 ")
+    );
+    // Asked for explicitly, it is shown.
+    assert_eq!(
+        s.berth(&["secrets", "show", "token"]).code(0).stdout(),
+        value
+    );
+}
