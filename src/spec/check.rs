@@ -1176,13 +1176,15 @@ impl Checker<'_> {
             }
             match &b.item.recipients {
                 Some(list) => self.recipients_of(&format!("backup `{}`", b.name.value), list),
-                None if spec.recipients.is_empty() => self.push(
+                // With an explicit `identity:`, its key (the `backup-key-on-host` lint
+                // says why that alone is risky).
+                None if spec.recipients.is_empty() && spec.identity.is_none() => self.push(
                     Diagnostic::error(
                         "no-recipients",
                         format!("backup `{}` has no recipients", b.name.value),
                     )
                     .at(b.name.span, "backups are always encrypted")
-                    .help("list the team's public keys under top-level `recipients:`"),
+                    .help("list the team's public keys under top-level `recipients:`, or name the one `identity:` whose key may decrypt"),
                 ),
                 None => {}
             }

@@ -42,6 +42,10 @@ pub const LINTS: &[(&str, &str)] = &[
         "backup-store-relative",
         "a backup store given as a relative path",
     ),
+    (
+        "backup-key-on-host",
+        "backups encrypted to the host's identity alone (lost with the host)",
+    ),
 ];
 
 /// Well-known defaults refused as credential values.
@@ -109,6 +113,23 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
                 )
                 .label("relative to wherever berth runs")
                 .help("give an absolute path such as `/var/backups/PROJECT`"),
+            ));
+        }
+    }
+    if spec.recipients.is_empty() {
+        for b in spec.backups.iter().filter(|b| b.item.recipients.is_none()) {
+            found.push((
+                b.name.span,
+                b.name.span,
+                Finding::new(
+                    "backup-key-on-host",
+                    format!(
+                        "backup `{}` is encrypted to the identity alone",
+                        b.name.value
+                    ),
+                )
+                .label("the only key that opens it lives on this host")
+                .help("list a recipient whose key is kept off the host (`recipients:` at the top or on the backup)"),
             ));
         }
     }

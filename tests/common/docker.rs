@@ -79,6 +79,21 @@ impl Drop for Project {
                 let _ = Command::new("docker").args(&remove).args(&ids).output();
             }
         }
+        // Images berth built for the project's pods (`berth-PROJECT-POD:DIGEST`).
+        if let Ok(out) = Command::new("docker")
+            .args(["images", "-q", "--filter"])
+            .arg(format!("reference=berth-{}-*", self.0))
+            .output()
+        {
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
         // Decrypted secrets delivered to the project's containers (on a tmpfs).
         if let Ok(root) = berth::secrets::delivery::root() {
             let dir = root.join(&self.0);
