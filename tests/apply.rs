@@ -106,6 +106,15 @@ fn an_empty_host_converges_and_a_second_apply_changes_nothing() {
     assert_eq!(containers_of(&s.project.0), [s.name("api"), s.name("web")]);
     assert_eq!(http_get(&s.name("api"), 8000, "/version"), "v1");
     assert_eq!(http_get(&s.name("web"), 8080, "/health"), "ok");
+    // The exact image is recorded on the container, as the engine knows it.
+    let recorded = docker::docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.berth.image\"}} {{.Image}}",
+        &s.name("api"),
+    ]);
+    let image_id = docker::docker(&["image", "inspect", "-f", "{{.Id}}", docker::testapp_image()]);
+    assert_eq!(recorded, format!("{image_id} {image_id}"));
     // Plan again: nothing to do; apply again: says so.
     s.plan(0);
     let again = s.berth(&["apply", "--yes"]).code(0);
@@ -581,4 +590,27 @@ fn an_engine_error_midway_is_rolled_back_and_says_so() {
     assert!(err.contains("removed network"), "{err}");
     assert!(containers_of(&s.project.0).is_empty());
     drop(holder);
+}
+
+#[test]
+fn a_pod_that_crashes_and_is_restarted_by_its_policy_fails_its_gate() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // No health check: only "running" gates it. The engine restarts it within 100 ms of
+    // each crash, so a look now and then may well find it running; its restart count
+    // does not lie.
+    s.pods(&format!(
+        "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 0 }}\n"
+    ));
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.flaky` failed its `running` gate"),
+        "{err}"
+    );
+    assert!(err.contains("crashing as asked"), "the log tail: {err}");
+    assert!(containers_of(&s.project.0).is_empty());
 }

@@ -61,6 +61,27 @@ impl Timing {
 const SETTLE: Duration = Duration::from_millis(1500);
 const POLL: Duration = Duration::from_millis(250);
 
+/// The "running" gate on one look at a container: up, and not restarted by its restart
+/// policy since it was created (a crash between two looks is a crash all the same).
+fn running(state: &crate::engine::docker::ContainerState) -> Result<(), GateFailure> {
+    if state.restart_count > 0 {
+        Err(fail(
+            "running",
+            format!(
+                "the container exited and was restarted {} time(s) (last exit status {})",
+                state.restart_count, state.exit_code
+            ),
+        ))
+    } else if state.running && !state.restarting {
+        Ok(())
+    } else {
+        Err(fail(
+            "running",
+            format!("the container stopped (exit status {})", state.exit_code),
+        ))
+    }
+}
+
 /// Waits until the container `id` of `pod` passes its gates, or fails one.
 pub async fn healthy(
     engine: &Engine,
@@ -76,16 +97,6 @@ pub async fn healthy(
         start_period,
     } = Timing::of(pod);
     let started = Instant::now();
-    let running = |state: &crate::engine::docker::ContainerState| -> Result<(), GateFailure> {
-        if state.running && !state.restarting {
-            Ok(())
-        } else {
-            Err(fail(
-                "running",
-                format!("the container stopped (exit status {})", state.exit_code),
-            ))
-        }
-    };
     let state_of = |id: &str| {
         let id = id.to_owned();
         async move {
@@ -306,6 +317,24 @@ pub fn verify(http: &crate::spec::HttpCheck, r: &Response) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::docker::ContainerState;
+
+    #[test]
+    fn a_container_restarted_by_its_policy_is_not_running_for_the_gate() {
+        let up = ContainerState {
+            running: true,
+            ..Default::default()
+        };
+        assert!(running(&up).is_ok());
+        let restarted = ContainerState {
+            restart_count: 2,
+            exit_code: 3,
+            ..up.clone()
+        };
+        let e = running(&restarted).err().unwrap();
+        assert!(e.detail.contains("restarted 2 time(s)"), "{}", e.detail);
+        assert!(running(&ContainerState::default()).is_err());
+    }
 
     fn check(yaml: &str) -> crate::spec::HttpCheck {
         serde_saphyr::from_str(yaml).expect("check")

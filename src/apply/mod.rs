@@ -998,6 +998,13 @@ impl<'a> Run<'a> {
         if let Some(built) = resource.attrs.get("build.image") {
             body.image = Some(built.clone());
         }
+        // The exact image, recorded on the container: a tag can move, its id cannot.
+        let image_id = engine
+            .image_id(body.image.as_deref().unwrap_or_default())
+            .await?;
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(labels::IMAGE.to_owned(), image_id);
         self.deliver(c, region, pod, &mut body).await?;
         self.event(
             Some(&c.address),

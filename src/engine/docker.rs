@@ -178,6 +178,17 @@ impl Engine {
         self.endpoint.starts_with("unix://")
     }
 
+    /// The id (`sha256:...`) of the image a name or tag stands for now.
+    pub async fn image_id(&self, image: &str) -> Result<String, EngineError> {
+        self.count();
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.call_error("inspect image", e))?;
+        Ok(i.id.unwrap_or_default())
+    }
+
     /// The user an image runs as (`USER` in its Dockerfile), empty for root.
     pub async fn image_user(&self, image: &str) -> Result<String, EngineError> {
         self.count();
@@ -286,6 +297,8 @@ impl Engine {
 pub struct ContainerState {
     pub running: bool,
     pub restarting: bool,
+    /// How often the engine restarted it (its restart policy) since it was created.
+    pub restart_count: i64,
     pub exit_code: i64,
     /// `starting`, `healthy`, `unhealthy`, or empty without a healthcheck.
     pub health: String,
@@ -614,6 +627,7 @@ impl Engine {
         Ok(ContainerState {
             running: st.running.unwrap_or(false),
             restarting: st.restarting.unwrap_or(false),
+            restart_count: c.restart_count.unwrap_or(0),
             exit_code: st.exit_code.unwrap_or(0),
             health: health.status.map(|s| s.to_string()).unwrap_or_default(),
             health_output: health

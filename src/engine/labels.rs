@@ -8,7 +8,9 @@
 //! - `io.berth.attrs`: the attributes as JSON, for field-level plans (credential-looking
 //!   values only in concealed form, see `secrets::detect::conceal`);
 //! - `io.berth.depends_on`: addresses it depends on, so deletions run dependents first;
-//! - `io.berth.revision`: the applied revision that created it.
+//! - `io.berth.revision`: the applied revision that created it;
+//! - `io.berth.image`: on containers, the id (`sha256:...`) of the image it was created
+//!   from, the exact bits, whatever tag the spec names.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +24,7 @@ pub const HASH: &str = "io.berth.hash";
 pub const ATTRS: &str = "io.berth.attrs";
 pub const DEPENDS_ON: &str = "io.berth.depends_on";
 pub const REVISION: &str = "io.berth.revision";
+pub const IMAGE: &str = "io.berth.image";
 
 /// The label filter that finds a project's objects in one list call.
 pub fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
