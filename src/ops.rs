@@ -224,7 +224,9 @@ fn build_digests(
     let mut out = std::collections::HashMap::new();
     for p in spec.pods.iter() {
         if let Some(b) = &p.item.build {
-            let digest = crate::engine::context::digest(&spec_dir.join(&b.value.context))?;
+            let dockerfile = b.value.dockerfile.as_deref().unwrap_or("Dockerfile");
+            let digest =
+                crate::engine::context::digest(&spec_dir.join(&b.value.context), dockerfile)?;
             out.insert(p.name.value.clone(), digest);
         }
     }

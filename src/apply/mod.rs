@@ -484,20 +484,21 @@ impl<'a> Run<'a> {
                             format!("  {}: building {tag}", c.address),
                         );
                         let context = self.spec_dir.join(&b.value.context);
-                        let archive = crate::engine::context::tar(&context).map_err(|e| {
-                            ApplyError::Unsupported {
-                                address: c.address.to_string(),
-                                what: "read the build context".into(),
-                                help: e.to_string(),
-                            }
-                        })?;
+                        let dockerfile = b.value.dockerfile.as_deref().unwrap_or("Dockerfile");
+                        let archive =
+                            crate::engine::context::tar(&context, dockerfile).map_err(|e| {
+                                ApplyError::Unsupported {
+                                    address: c.address.to_string(),
+                                    what: "read the build context".into(),
+                                    help: e.to_string(),
+                                }
+                            })?;
                         let args = b
                             .value
                             .args
                             .iter()
                             .map(|a| (a.name.value.clone(), a.item.value.0.clone()))
                             .collect();
-                        let dockerfile = b.value.dockerfile.as_deref().unwrap_or("Dockerfile");
                         engine.build_image(tag, archive, dockerfile, args).await?;
                         self.event(
                             Some(&c.address),

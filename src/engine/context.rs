@@ -3,7 +3,11 @@
 //! pod (and only a change to the files: modification times do not count, so a fresh
 //! checkout of the same commit is the same image).
 //!
-//! TODO-design: `.dockerignore` is not read yet; everything but `.git` is sent.
+//! `.dockerignore` at the context's root is honoured as the docker CLI does: patterns in
+//! order, `!` re-includes, `**` spans directories, a pattern that matches a directory
+//! leaves out everything under it, and the last pattern that matches a path decides. The
+//! Dockerfile and `.dockerignore` are sent all the same (the engine needs the Dockerfile).
+//! `.git` is never sent.
 
 use std::path::{Path, PathBuf};
 
@@ -20,12 +24,90 @@ pub struct ContextError {
     pub reason: String,
 }
 
-/// The files of a context, relative paths sorted, `.git` left out.
-fn files(root: &Path) -> Result<Vec<PathBuf>, ContextError> {
+/// The rules of a context's `.dockerignore`.
+struct Ignore {
+    /// Each pattern, and whether it re-includes (`!`).
+    rules: Vec<(globset::GlobMatcher, bool)>,
+}
+
+impl Ignore {
+    fn read(root: &Path) -> Result<Ignore, ContextError> {
+        let path = root.join(".dockerignore");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(ContextError {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut rules = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (negated, pattern) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let pattern = clean(pattern);
+            if pattern.is_empty() {
+                continue;
+            }
+            let glob = globset::GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| ContextError {
+                    path: path.clone(),
+                    reason: format!("line {}: {e}", n + 1),
+                })?;
+            rules.push((glob.compile_matcher(), negated));
+        }
+        Ok(Ignore { rules })
+    }
+
+    /// Whether a relative path is left out: the last rule matching it or one of its
+    /// parent directories decides.
+    fn excludes(&self, rel: &Path) -> bool {
+        let mut excluded = false;
+        for (glob, negated) in &self.rules {
+            if rel
+                .ancestors()
+                .filter(|a| !a.as_os_str().is_empty())
+                .any(|a| glob.is_match(a))
+            {
+                excluded = !negated;
+            }
+        }
+        excluded
+    }
+}
+
+/// A pattern as the docker CLI reads it: `/` at either end and `./` parts removed.
+fn clean(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The files of a context, relative paths sorted: `.git` and what `.dockerignore` excludes
+/// left out, except the Dockerfile and `.dockerignore` themselves.
+fn files(root: &Path, dockerfile: &str) -> Result<Vec<PathBuf>, ContextError> {
     let err = |reason: String| ContextError {
         path: root.to_path_buf(),
         reason,
     };
+    let ignore = Ignore::read(root)?;
+    let always = [
+        PathBuf::from(clean(dockerfile)),
+        PathBuf::from(".dockerignore"),
+    ];
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -42,7 +124,9 @@ fn files(root: &Path) -> Result<Vec<PathBuf>, ContextError> {
             let kind = entry.file_type().map_err(|e| err(e.to_string()))?;
             if kind.is_dir() {
                 stack.push(rel);
-            } else if kind.is_file() || kind.is_symlink() {
+            } else if (kind.is_file() || kind.is_symlink())
+                && (!ignore.excludes(&rel) || always.contains(&rel))
+            {
                 out.push(rel);
             }
             // Sockets, pipes and devices are not build input (reading a pipe would block).
@@ -53,10 +137,10 @@ fn files(root: &Path) -> Result<Vec<PathBuf>, ContextError> {
 }
 
 /// SHA-256 over every file's relative path, mode and content (or link target), hex.
-pub fn digest(root: &Path) -> Result<String, ContextError> {
+pub fn digest(root: &Path, dockerfile: &str) -> Result<String, ContextError> {
     use std::os::unix::fs::PermissionsExt;
     let mut h = Sha256::new();
-    for rel in files(root)? {
+    for rel in files(root, dockerfile)? {
         let path = root.join(&rel);
         let meta = std::fs::symlink_metadata(&path).map_err(|e| ContextError {
             path: path.clone(),
@@ -81,10 +165,10 @@ pub fn digest(root: &Path) -> Result<String, ContextError> {
 }
 
 /// The context as a tar archive for the engine's build call.
-pub fn tar(root: &Path) -> Result<Vec<u8>, ContextError> {
+pub fn tar(root: &Path, dockerfile: &str) -> Result<Vec<u8>, ContextError> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    for rel in files(root)? {
+    for rel in files(root, dockerfile)? {
         builder
             .append_path_with_name(root.join(&rel), &rel)
             .map_err(|e| ContextError {
@@ -108,13 +192,13 @@ mod tests {
         std::fs::create_dir_all(dir.join("src")).unwrap();
         std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
         std::fs::write(dir.join("src/app"), "one").unwrap();
-        let a = digest(&dir).unwrap();
+        let a = digest(&dir, "Dockerfile").unwrap();
         // Rewriting the same bytes (a fresh checkout) is the same context.
         std::fs::write(dir.join("src/app"), "one").unwrap();
-        assert_eq!(digest(&dir).unwrap(), a);
+        assert_eq!(digest(&dir, "Dockerfile").unwrap(), a);
         std::fs::write(dir.join("src/app"), "two").unwrap();
-        assert_ne!(digest(&dir).unwrap(), a);
-        let archive = tar(&dir).unwrap();
+        assert_ne!(digest(&dir, "Dockerfile").unwrap(), a);
+        let archive = tar(&dir, "Dockerfile").unwrap();
         let names: Vec<String> = tar::Archive::new(archive.as_slice())
             .entries()
             .unwrap()
@@ -122,5 +206,51 @@ mod tests {
             .collect();
         assert_eq!(names, ["Dockerfile", "src/app"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn names(dir: &Path, dockerfile: &str) -> Vec<String> {
+        files(dir, dockerfile)
+            .unwrap()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn dockerignore_rules_as_the_docker_cli_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "Dockerfile",
+            "app.rs",
+            "notes.md",
+            "docs/guide.md",
+            "docs/keep.md",
+            "target/debug/app",
+            "deep/a/b/cache.tmp",
+            "secrets/key.age",
+        ] {
+            std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.join(f), f).unwrap();
+        }
+        std::fs::write(
+            d.join(".dockerignore"),
+            "# build output\n/target\n*.md\ndocs\n!docs/keep.md\n**/*.tmp\n./secrets/\nDockerfile\n",
+        )
+        .unwrap();
+        assert_eq!(
+            names(d, "Dockerfile"),
+            [".dockerignore", "Dockerfile", "app.rs", "docs/keep.md"]
+        );
+        // What is left out does not count: changing it is not a new image.
+        let before = digest(d, "Dockerfile").unwrap();
+        std::fs::write(d.join("target/debug/app"), "rebuilt").unwrap();
+        assert_eq!(digest(d, "Dockerfile").unwrap(), before);
+        std::fs::write(d.join("app.rs"), "changed").unwrap();
+        assert_ne!(digest(d, "Dockerfile").unwrap(), before);
+        // A bad pattern is an error that names the line.
+        std::fs::write(d.join(".dockerignore"), "ok\n[z-a\n").unwrap();
+        let e = files(d, "Dockerfile").unwrap_err();
+        assert!(e.reason.contains("line 2"), "{}", e.reason);
     }
 }
