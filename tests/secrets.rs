@@ -679,3 +679,46 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
         value
     );
 }
+
+#[test]
+fn an_ssh_ed25519_key_works_as_identity_and_recipient() {
+    if !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    let key = s.path().join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "deploy@host", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(s.path().join("id_ed25519.pub")).unwrap();
+    s.spec(
+        &format!(
+            "identity: ./id_ed25519\nrecipients: [\"{}\"]",
+            public.trim()
+        ),
+        "  token: { file: secrets/token.age, min_length: 16 }\n",
+        "  web: { image: x:1, secrets: [token] }\n",
+    );
+    s.set("token", "a-token-of-enough-length").code(0);
+    assert_eq!(
+        s.berth(&["secrets", "show", "token"]).code(0).stdout(),
+        "a-token-of-enough-length"
+    );
+    // The age CLI opens it with the same ssh key.
+    let file = s.path().join("secrets/token.age");
+    assert_eq!(
+        age_decrypt(&key, &file).unwrap(),
+        b"a-token-of-enough-length"
+    );
+    // init on an ssh identity keeps it and prints its public key as a recipient.
+    let init = s.berth(&["secrets", "init"]).code(0).stdout();
+    assert!(init.starts_with("ssh-ed25519 "), "{init}");
+    s.berth(&["secrets", "verify"]).code(0);
+}
