@@ -62,9 +62,18 @@ fn compose_file(image: &str, pods: usize) -> String {
     s
 }
 
+/// The benchmark's own state directory, beside its spec, and berth's lock like `apply`.
+fn opts(spec: &Path) -> berth::ops::Opts {
+    berth::ops::Opts {
+        state_dir: spec.parent().map(|d| d.join("state")),
+        lock: Some("bench_apply".into()),
+        ..Default::default()
+    }
+}
+
 fn apply(path: &Path, goal: Goal) -> (Duration, usize) {
     let t = Instant::now();
-    let session = Session::open(path, goal).expect("plan");
+    let session = Session::open(path, goal, &opts(path)).expect("plan");
     let applied = session
         .apply(
             Options {
@@ -132,7 +141,7 @@ fn main() {
     std::fs::write(&spec, berth_spec("benchp", &image, pods)).expect("spec");
     apply(&spec, Goal::Spec);
     let t = Instant::now();
-    let live = berth::ops::plan_live(&spec).expect("plan");
+    let live = berth::ops::plan_live(&spec, &opts(&spec)).expect("plan");
     let plan_time = t.elapsed();
     assert!(!live.plan.has_changes());
     println!(

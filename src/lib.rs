@@ -31,3 +31,4 @@ pub mod plan;
 pub mod resources;
 pub mod secrets;
 pub mod spec;
+pub mod state;

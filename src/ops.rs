@@ -54,6 +54,38 @@ pub enum OpError {
         help("this is a problem of the machine (threads, file descriptors); try again")
     )]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Locked(#[from] crate::state::lock::LockError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Journal(#[from] crate::state::journal::JournalError),
+    /// An apply was interrupted (killed) and its journal is unfinished.
+    #[error(
+        "an apply of `{project}` was interrupted ({detail}); nothing can be planned or applied until it is recovered"
+    )]
+    #[diagnostic(
+        code(berth::interrupted_apply),
+        help(
+            "run `berth recover` to roll back to the last revision (or `berth recover --forward` to finish the apply)"
+        )
+    )]
+    Interrupted { project: String, detail: String },
+    /// A saved plan no longer matches what it was made from.
+    #[error("the saved plan `{path}` is stale: {} fact(s) it relied on changed:\n{}", .changed.len(), .changed.join("\n"))]
+    #[diagnostic(
+        code(berth::stale_plan),
+        help(
+            "nothing was changed; make a new plan (`berth plan --out FILE`), review it, and apply that"
+        )
+    )]
+    StalePlan {
+        path: std::path::PathBuf,
+        changed: Vec<String>,
+    },
     /// A `berth secrets` command cannot do what was asked.
     #[error("{message}")]
     #[diagnostic(code(berth::secrets), help("{help}"))]
@@ -250,8 +282,8 @@ pub struct LivePlan {
 }
 
 /// `plan` without `--against`: observes every region's engine, then plans.
-pub fn plan_live(path: &Path) -> Result<LivePlan, OpError> {
-    let session = Session::open(path, Goal::Spec)?;
+pub fn plan_live(path: &Path, opts: &Opts) -> Result<LivePlan, OpError> {
+    let session = Session::open(path, Goal::Spec, opts)?;
     let requests = session.engines.values().map(|e| e.requests()).sum();
     Ok(LivePlan {
         report: session.warnings(),
@@ -279,6 +311,26 @@ pub struct Session {
     observed: ObservedState,
     pub plan: Plan,
     secrets: crate::secrets::files::Inspection,
+    pub state: crate::state::StateDir,
+    lock: Option<crate::state::lock::Lock>,
+    /// The spec file (absolute) and the text that was planned.
+    spec_path: std::path::PathBuf,
+    spec_text: String,
+    command: String,
+}
+
+/// How a session is opened: which state directory, whether it takes the project's lock,
+/// and which spec it converges to.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// `--state-dir`: the project's state directory itself.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Take the lock for this command (`berth apply`, ...); `None` for a read-only plan.
+    pub lock: Option<String>,
+    /// `--lock-wait`: how long to wait for another holder.
+    pub lock_wait: Option<std::time::Duration>,
+    /// Converge to this revision's spec, its images pinned by id (`berth rollback`).
+    pub revision: Option<u64>,
 }
 
 /// Secrets are files, seen on this machine rather than on an engine: each one the spec
@@ -305,55 +357,123 @@ fn observe_secret_files(
             depends_on: r.depends_on.clone(),
             drift,
             id: None,
+            image: None,
         });
     }
 }
 
 impl Session {
-    /// Loads the spec, reads the local facts (build contexts, secret files), connects to
-    /// every region's engine, observes and plans.
-    pub fn open(path: &Path, goal: Goal) -> Result<Session, OpError> {
-        let valid = load_valid(path)?;
+    /// Loads the spec, takes the lock (when asked), checks for an interrupted apply, reads
+    /// the local facts (build contexts, secret files), connects to every region's engine,
+    /// observes and plans.
+    pub fn open(path: &Path, goal: Goal, opts: &Opts) -> Result<Session, OpError> {
+        let current = load_valid(path)?;
+        let state =
+            crate::state::StateDir::locate(&current.spec.project.value, opts.state_dir.as_deref());
+        let lock = match &opts.lock {
+            Some(command) => Some(crate::state::lock::acquire(
+                &state,
+                &current.spec.project.value,
+                command,
+                opts.lock_wait,
+            )?),
+            None => None,
+        };
+        let mut notes = Vec::new();
+        if let Some(l) = lock.as_ref().and_then(|l| l.stale.as_ref()) {
+            notes.push(format!(
+                "took over a stale lock left by {l}, which is no longer running"
+            ));
+        }
+        if let Some(m) = crate::state::journal::read(&state)? {
+            let held = crate::state::lock::holder(&state).filter(|_| lock.is_none());
+            match held {
+                // Someone is applying right now: this read-only plan may be out of date.
+                Some(h) => notes.push(format!("an apply is in progress: {h}")),
+                None => {
+                    return Err(OpError::Interrupted {
+                        project: current.spec.project.value.clone(),
+                        detail: interrupted_detail(&m),
+                    });
+                }
+            }
+        }
+        // The spec to converge to: the file, or a recorded revision of it.
+        let (valid, spec_path, spec_text) = match opts.revision {
+            None => {
+                let text = read_spec(path)?;
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+                (current, abs, text)
+            }
+            Some(n) => {
+                let r = crate::state::revisions::load(&state, n)?;
+                let abs = std::path::PathBuf::from(&r.spec_path);
+                let loaded = crate::spec::load::load_str(&abs, r.spec_text.clone());
+                let report = loaded.report;
+                match loaded.spec {
+                    Some(spec) if !report.has_errors() => {
+                        (Valid { spec, report }, abs, r.spec_text)
+                    }
+                    _ => return Err(OpError::Invalid(Box::new(report))),
+                }
+            }
+        };
         // Relative mounts, build contexts and secret files are relative to the spec,
         // wherever berth runs.
-        let spec_dir = std::path::absolute(path)
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
+        let spec_dir = spec_path
+            .parent()
+            .map(Path::to_path_buf)
             .unwrap_or_default();
         let secrets = match goal {
             Goal::Spec => crate::secrets::files::inspect(&valid.spec, &spec_dir),
             // Destroy leaves the secret files alone: they are the repository's.
             Goal::Nothing => crate::secrets::files::Inspection::default(),
         };
-        let graph = match goal {
-            Goal::Spec => {
-                let facts = resources::LocalFacts {
-                    build_digests: build_digests(&valid.spec, &spec_dir)?,
-                    secret_versions: secrets.versions(),
-                };
-                ResourceGraph::new(resources::desired_with(&valid.spec, &facts))?
-            }
-            Goal::Nothing => ResourceGraph::new(Vec::new())?,
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
         let (engines, mut observed) = runtime.block_on(observe_engines(&valid.spec))?;
+        let mut desired = match goal {
+            Goal::Spec => {
+                let facts = resources::LocalFacts {
+                    build_digests: build_digests(&valid.spec, &spec_dir)?,
+                    secret_versions: secrets.versions(),
+                };
+                resources::desired_with(&valid.spec, &facts)
+            }
+            Goal::Nothing => Vec::new(),
+        };
+        if let Some(n) = opts.revision {
+            let r = crate::state::revisions::load(&state, n)?;
+            pin_images(&mut desired, &r, &observed);
+        }
+        let graph = ResourceGraph::new(desired)?;
         if goal == Goal::Spec {
             observe_secret_files(&graph, &secrets, &mut observed);
         }
         let plan = plan(&valid.spec.project.value, &graph, &observed);
+        let mut report = valid.report;
+        for n in notes {
+            report
+                .diagnostics
+                .push(crate::diag::Diagnostic::warning("berth::state", n));
+        }
         Ok(Session {
             runtime,
             engines,
             spec: valid.spec,
-            report: valid.report,
+            report,
             spec_dir,
             graph,
             observed,
             plan,
             secrets,
+            state,
+            lock,
+            spec_path,
+            spec_text,
+            command: opts.lock.clone().unwrap_or_else(|| "berth plan".into()),
         })
     }
 
@@ -380,12 +500,29 @@ impl Session {
         Report::new(&self.report.path, self.report.source.clone(), diagnostics)
     }
 
-    /// Carries out the plan; `progress` receives a line per step.
+    /// Carries out the plan under the journal; `progress` receives a line per step. A
+    /// successful apply that changed something is recorded as the next revision.
     pub fn apply(
         &self,
         options: crate::apply::Options,
         progress: &mut dyn FnMut(&crate::apply::Event),
-    ) -> Result<crate::apply::Applied, crate::apply::ApplyError> {
+    ) -> Result<crate::apply::Applied, OpError> {
+        use crate::state::{journal, revisions};
+        let from = revisions::latest(&self.state)?;
+        let spec_sha256 = sha256_hex(self.spec_text.as_bytes());
+        let journal = journal::Journal::begin(
+            &self.state,
+            journal::Record::Begin {
+                command: self.command.clone(),
+                project: self.spec.project.value.clone(),
+                spec: self.spec_path.display().to_string(),
+                spec_sha256: spec_sha256.clone(),
+                from_revision: from,
+                revision: from + 1,
+                at: crate::state::now(),
+            },
+        )?;
+        let interrupted = std::sync::atomic::AtomicBool::new(false);
         let inputs = crate::apply::Inputs {
             spec: &self.spec,
             spec_dir: &self.spec_dir,
@@ -393,10 +530,152 @@ impl Session {
             observed: &self.observed,
             engines: &self.engines,
             secrets: &self.secrets,
+            journal,
+            interrupted: &interrupted,
         };
-        self.runtime
-            .block_on(crate::apply::apply(inputs, &self.plan, options, progress))
+        let applied = self.runtime.block_on(async {
+            let work = crate::apply::apply(inputs, &self.plan, options, progress);
+            tokio::pin!(work);
+            // SIGINT/SIGTERM: no new step starts; the ones in flight finish, then
+            // everything is undone.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = tokio::signal::ctrl_c() => interrupted.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {
+                        interrupted.store(true, std::sync::atomic::Ordering::Relaxed)
+                    }
+                }
+            }
+        })?;
+        if applied.changed > 0 {
+            let images = self
+                .runtime
+                .block_on(deployed_images(&self.spec, &self.engines))?;
+            let secrets = crate::secrets::files::inspect(&self.spec, &self.spec_dir)
+                .files
+                .into_iter()
+                .map(|(name, f)| (name, f.fingerprint))
+                .collect();
+            revisions::record(
+                &self.state,
+                &revisions::Revision {
+                    revision: from + 1,
+                    at: crate::state::now(),
+                    who: crate::state::who(),
+                    command: self.command.clone(),
+                    spec_path: self.spec_path.display().to_string(),
+                    spec_sha256,
+                    spec_text: self.spec_text.clone(),
+                    images,
+                    secrets,
+                    summary: self.plan.summary.clone(),
+                },
+            )?;
+        }
+        Ok(applied)
     }
+
+    /// The lock this session holds, if any (released when the session is dropped).
+    pub fn holds_lock(&self) -> bool {
+        self.lock.is_some()
+    }
+}
+
+/// What an unfinished journal says, for the diagnostic.
+fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
+    let what = match &m.begin {
+        Some(crate::state::journal::Record::Begin {
+            command,
+            revision,
+            at,
+            ..
+        }) => format!(
+            "`{command}` towards revision {revision}, started {}",
+            crate::state::format_time(*at)
+        ),
+        _ => "an apply".into(),
+    };
+    let phase = if m.commit.is_some() {
+        "after its gates had passed"
+    } else {
+        "before it finished"
+    };
+    format!("{what}, stopped {phase}")
+}
+
+/// Pins every pod of a revision to the image id it ran, where the live container runs
+/// another (or none): the same bits as then, whatever the tag points at now.
+fn pin_images(
+    desired: &mut [crate::graph::Resource],
+    revision: &crate::state::revisions::Revision,
+    observed: &ObservedState,
+) {
+    for r in desired
+        .iter_mut()
+        .filter(|r| r.address.kind == crate::graph::Kind::Pod)
+    {
+        let Some(id) = revision.images.get(&r.address.to_string()) else {
+            continue;
+        };
+        let key = r.address.match_key();
+        let live = observed
+            .resources
+            .iter()
+            .find(|o| o.address.match_key() == key)
+            .and_then(|o| o.image.as_ref());
+        if live == Some(id) {
+            continue; // already the same bits: keep the attributes, so nothing changes
+        }
+        let field = if r.attrs.contains_key("build.image") {
+            "build.image"
+        } else {
+            "image"
+        };
+        r.attrs.insert(field.to_owned(), id.clone());
+    }
+}
+
+/// The image id each pod instance runs now, by address (from the containers' labels).
+async fn deployed_images(
+    spec: &Spec,
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+) -> Result<std::collections::BTreeMap<String, String>, OpError> {
+    let names = spec.region_names();
+    let mut out = std::collections::BTreeMap::new();
+    for name in &names {
+        let Some(engine) = engines.get(*name) else {
+            continue;
+        };
+        let shown = resources::shown_region(&names, name);
+        for c in engine.containers(&spec.project.value).await? {
+            let (Some(address), Some(image)) = (
+                c.labels.get(crate::engine::labels::RESOURCE),
+                c.labels.get(crate::engine::labels::IMAGE),
+            ) else {
+                continue;
+            };
+            if c.name.contains("-berth-") {
+                continue; // set aside or a candidate, not what serves
+            }
+            let mut a: crate::graph::Address = match address.parse() {
+                Ok(a) => a,
+                Err(_) => continue,
+            };
+            a.region = shown.map(str::to_owned);
+            out.insert(a.to_string(), image.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Connects to every region's engine and observes them, concurrently.
@@ -434,4 +713,92 @@ pub async fn observe_engines(
         unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
     };
     Ok((engines, state))
+}
+
+/// What `berth recover` did.
+pub struct Recovered {
+    pub lines: Vec<String>,
+    /// The interrupted apply had passed its gates: it was finished, not undone.
+    pub finished_commit: bool,
+    /// There was nothing to recover.
+    pub nothing: bool,
+}
+
+/// `berth recover`: finishes the journal an interrupted apply left. Before its commit, the
+/// recorded undos are carried out (newest first): the last revision is back. After its
+/// commit (every gate had passed), the removals it announced are finished: the new
+/// revision stays.
+pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpError> {
+    use crate::state::journal::{Journal, Outcome, Record, UndoState};
+    let valid = load_valid(path)?;
+    let project = valid.spec.project.value.clone();
+    let state = crate::state::StateDir::locate(&project, state_dir);
+    let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
+    let Some(mut journal) = Journal::resume(&state)? else {
+        return Ok(Recovered {
+            lines: Vec::new(),
+            finished_commit: false,
+            nothing: true,
+        });
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(OpError::Runtime)?;
+    let (engines, _) = runtime.block_on(observe_engines(&valid.spec))?;
+    let machine = journal.machine().clone();
+    let mut lines = Vec::new();
+    let mut failed = false;
+    let finished_commit = machine.commit.is_some();
+    runtime.block_on(async {
+        if let Some(items) = &machine.commit {
+            for item in items {
+                let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
+                match r {
+                    Ok(()) => lines.push(format!("  removed {what}")),
+                    Err(e) => {
+                        failed = true;
+                        lines.push(format!("  could NOT remove {what}: {e}"));
+                    }
+                }
+            }
+        } else {
+            for (id, u) in machine.pending_undos() {
+                journal.append(Record::UndoState {
+                    id,
+                    state: UndoState::UndoStarted,
+                })?;
+                let (what, r) = crate::apply::undo::perform(&engines, &project, &u).await;
+                journal.append(Record::UndoState {
+                    id,
+                    state: if r.is_ok() {
+                        UndoState::UndoFinished
+                    } else {
+                        UndoState::UndoFailed
+                    },
+                })?;
+                match r {
+                    Ok(()) => lines.push(format!("  rolled back {what}")),
+                    Err(e) => {
+                        failed = true;
+                        lines.push(format!("  could NOT roll back {what}: {e}"));
+                    }
+                }
+            }
+        }
+        crate::apply::sweep_deliveries(&engines, &project).await;
+        Ok::<(), OpError>(())
+    })?;
+    if failed {
+        return Err(OpError::Interrupted {
+            project,
+            detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
+        });
+    }
+    journal.end(Outcome::Recovered)?;
+    Ok(Recovered {
+        lines,
+        finished_commit,
+        nothing: false,
+    })
 }

@@ -64,6 +64,8 @@ fn the_quickstart_comes_up_with_one_command_and_goes_down_with_destroy() {
         let out = Command::new(root.join("up.sh"))
             .env("BERTH", env!("CARGO_BIN_EXE_berth"))
             .env("BERTH_IDENTITY", &identity)
+            .env("BERTH_STATE_HOME", common::state_home())
+            .env_remove("BERTH_STATE_DIR")
             .output()
             .expect("up.sh runs");
         let text = format!(

@@ -9,11 +9,14 @@
 //! fails, the others of its layer finish (nothing is left half-done) and then everything is
 //! undone.
 //!
-//! TODO-design: the undo list lives in memory; the journal (an intent log on disk) will let
-//! `berth recover` finish or undo an apply that was killed.
+//! Every undo (and the commit) is also written to the journal before the mutation it
+//! covers (`state::journal`), so that `berth recover` can finish what a killed apply left.
 
 pub mod container;
 pub mod gate;
+pub mod undo;
+
+pub use undo::Undo;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +31,9 @@ use crate::plan::{Action, Change, Plan, ReplaceOrder};
 use crate::secrets::delivery;
 use crate::secrets::files::{self, FileFacts, Inspection};
 use crate::spec::Spec;
+use crate::state::journal::{
+    CommitItem, Journal, JournalError, Outcome, Record, StepState, UndoState,
+};
 
 use container::{container_name, container_name_of, object_name};
 
@@ -100,6 +106,13 @@ pub enum ApplyError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Journal(#[from] JournalError),
+    /// Stopped by SIGINT or SIGTERM before this step.
+    #[error("interrupted (SIGINT or SIGTERM); the steps done so far were undone")]
+    #[diagnostic(code(berth::interrupted), help("{report}"))]
+    Interrupted { report: String },
     #[error("`{address}`: {reason}")]
     #[diagnostic(
         code(berth::secret),
@@ -119,63 +132,12 @@ pub enum ApplyError {
     },
 }
 
-/// How to take back one completed mutation.
-#[derive(Debug)]
-enum Undo {
-    RemoveContainer {
-        region: String,
-        id: String,
-    },
-    RemoveNetwork {
-        region: String,
-        name: String,
-    },
-    RemoveVolume {
-        region: String,
-        name: String,
-    },
-    /// An old container stopped (`name: None`) or also set aside under another name: give
-    /// it its name back and start it.
-    Restore {
-        region: String,
-        id: String,
-        name: Option<String>,
-    },
-    /// A secret file rewritten (re-encrypted): its previous bytes, mode and record.
-    RestoreFile {
-        path: std::path::PathBuf,
-        bytes: Vec<u8>,
-        mode: u32,
-        record: Option<Vec<u8>>,
-    },
-    /// A secret file's mode changed.
-    RestoreMode {
-        path: std::path::PathBuf,
-        mode: u32,
-    },
-    /// A blue-green switch: remove the new container, then restore the old one.
-    Unswitch {
-        region: String,
-        new_id: String,
-        old_id: String,
-        name: String,
-    },
-}
-
 /// How a secret reaches a container.
 enum Delivery {
     /// A file under `/run/secrets` with this mode.
     File(u32),
     /// An environment variable of this name (the spec opted in).
     Env(String),
-}
-
-/// What is left to remove once every gate has passed.
-#[derive(Debug)]
-enum Commit {
-    Container { region: String, id: String },
-    Network { region: String, name: String },
-    Volume { region: String, name: String },
 }
 
 /// What an apply reports as it goes: one event per step started or finished, and per
@@ -222,10 +184,14 @@ struct Run<'a> {
     engines: &'a HashMap<String, Engine>,
     project: &'a str,
     options: Options,
-    undo: RefCell<Vec<Undo>>,
+    /// Undo records (with their journal ids), oldest first.
+    undo: RefCell<Vec<(u64, Undo)>>,
     /// Set when a step fails: the steps not yet started in its batch are skipped.
     failed: Cell<bool>,
-    commit: RefCell<Vec<Commit>>,
+    commit: RefCell<Vec<CommitItem>>,
+    journal: RefCell<Option<Journal>>,
+    /// Set by SIGINT/SIGTERM: no new step starts.
+    interrupted: &'a std::sync::atomic::AtomicBool,
     kept_volumes: RefCell<Vec<String>>,
     progress: RefCell<&'a mut dyn FnMut(&Event)>,
     /// The identity and the secret files as found, updated as apply re-encrypts them.
@@ -244,6 +210,10 @@ pub struct Inputs<'a> {
     pub engines: &'a HashMap<String, Engine>,
     /// The identity and secret files, as read before planning.
     pub secrets: &'a Inspection,
+    /// The journal of this apply, begun by the caller.
+    pub journal: Journal,
+    /// Set when the process is asked to stop.
+    pub interrupted: &'a std::sync::atomic::AtomicBool,
 }
 
 /// Applies `plan`, made from `inputs.graph` and `inputs.observed`, on `inputs.engines`.
@@ -260,6 +230,8 @@ pub async fn apply(
         observed,
         engines,
         secrets,
+        journal,
+        interrupted,
     } = inputs;
     let run = Run {
         spec,
@@ -272,6 +244,8 @@ pub async fn apply(
         undo: RefCell::new(Vec::new()),
         failed: Cell::new(false),
         commit: RefCell::new(Vec::new()),
+        journal: RefCell::new(Some(journal)),
+        interrupted,
         kept_volumes: RefCell::new(Vec::new()),
         progress: RefCell::new(progress),
         secrets,
@@ -284,14 +258,10 @@ pub async fn apply(
         .collect();
     // Pre-flight: everything apply needs, checked before the first mutation; the cheap
     // refusals first, then names on the engines, then images (pulls and builds).
-    for c in &changes {
-        run.refusals(c)?;
-    }
-    for c in &changes {
-        run.names_free(c).await?;
-    }
-    for c in &changes {
-        run.preflight(c).await?;
+    if let Err(e) = run.preflight_all(&changes).await {
+        // Nothing was changed: the journal ends here.
+        run.end_journal(Outcome::RolledBack)?;
+        return Err(e);
     }
     // Batches: region by region (primary first), then by graph layer; a batch starts when
     // the one before it is done. Pods leaving the spec are set aside first, so that what
@@ -324,8 +294,9 @@ pub async fn apply(
         let mut errors: Vec<ApplyError> = results.into_iter().filter_map(Result::err).collect();
         errors.sort_by_key(|e| matches!(e, ApplyError::Skipped));
         if let Some(e) = errors.into_iter().next() {
-            let restored = run.rollback().await;
+            let restored = run.rollback().await?;
             return Err(match e {
+                ApplyError::Interrupted { .. } => ApplyError::Interrupted { report: restored },
                 ApplyError::GateFailed {
                     address,
                     gate,
@@ -344,7 +315,7 @@ pub async fn apply(
             });
         }
     }
-    run.finish().await;
+    run.finish().await?;
     Ok(Applied {
         changed,
         kept_volumes: run.kept_volumes.take(),
@@ -376,6 +347,61 @@ impl<'a> Run<'a> {
             .iter()
             .find(|o| o.address.match_key() == key)
             .and_then(|o| o.id.clone())
+    }
+
+    /// Pre-flight: everything apply needs, checked before the first mutation; the cheap
+    /// refusals first, then names on the engines, then images (pulls and builds).
+    async fn preflight_all(&self, changes: &[&Change]) -> Result<(), ApplyError> {
+        for c in changes {
+            self.refusals(c)?;
+        }
+        for c in changes {
+            self.names_free(c).await?;
+        }
+        for c in changes {
+            self.preflight(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a record to the journal.
+    fn journal(&self, r: Record) -> Result<(), ApplyError> {
+        match self.journal.borrow_mut().as_mut() {
+            Some(j) => Ok(j.append(r)?),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the journal (once).
+    fn end_journal(&self, outcome: Outcome) -> Result<(), ApplyError> {
+        match self.journal.borrow_mut().take() {
+            Some(j) => Ok(j.end(outcome)?),
+            None => Ok(()),
+        }
+    }
+
+    /// Records how to undo the mutation about to happen: in the journal (durably), then
+    /// on the undo stack. Returns its id.
+    fn record_undo(&self, u: Undo) -> Result<u64, ApplyError> {
+        let id = match self.journal.borrow_mut().as_mut() {
+            Some(j) => {
+                let id = j.next_undo_id();
+                j.append(Record::Undo {
+                    id,
+                    undo: u.clone(),
+                })?;
+                id
+            }
+            None => 0,
+        };
+        self.undo.borrow_mut().push((id, u));
+        Ok(id)
+    }
+
+    /// Undo records no longer needed (superseded by another).
+    fn drop_undos(&self, ids: Vec<u64>) -> Result<(), ApplyError> {
+        self.undo.borrow_mut().retain(|(id, _)| !ids.contains(id));
+        self.journal(Record::Drop { ids })
     }
 
     /// What apply cannot do, refused before anything else.
@@ -539,7 +565,26 @@ impl<'a> Run<'a> {
         if self.failed.get() {
             return Err(ApplyError::Skipped);
         }
+        if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            self.failed.set(true);
+            return Err(ApplyError::Interrupted {
+                report: String::new(),
+            });
+        }
+        let address = c.address.to_string();
+        self.journal(Record::Step {
+            address: address.clone(),
+            state: StepState::Started,
+        })?;
         let result = self.step_inner(c).await;
+        self.journal(Record::Step {
+            address,
+            state: if result.is_ok() {
+                StepState::Succeeded
+            } else {
+                StepState::Failed
+            },
+        })?;
         if result.is_err() {
             self.failed.set(true);
         }
@@ -560,15 +605,17 @@ impl<'a> Run<'a> {
                 let name = object_name(self.project, &c.address.name);
                 let labels = labels::encode(self.project, &resource, None);
                 if c.address.kind == Kind::Network {
+                    self.record_undo(Undo::RemoveNetwork {
+                        region,
+                        name: name.clone(),
+                    })?;
                     engine.create_network(&name, labels).await?;
-                    self.undo
-                        .borrow_mut()
-                        .push(Undo::RemoveNetwork { region, name });
                 } else {
+                    self.record_undo(Undo::RemoveVolume {
+                        region,
+                        name: name.clone(),
+                    })?;
                     engine.create_volume(&name, labels).await?;
-                    self.undo
-                        .borrow_mut()
-                        .push(Undo::RemoveVolume { region, name });
                 }
                 self.done(c, format!("+ {address}: created"));
             }
@@ -610,22 +657,30 @@ impl<'a> Run<'a> {
                         )
                         .await?;
                     self.set_aside(&region, &old, &name, &aside).await?;
-                    engine.rename(&new_id, &name).await?;
-                    // Switched: undoing is now "remove the new one, restore the old one".
-                    self.undo.borrow_mut().retain(|u| match u {
-                        Undo::RemoveContainer { id, .. } => *id != new_id,
-                        Undo::Restore { id, .. } => *id != old,
-                        _ => true,
-                    });
-                    self.undo.borrow_mut().push(Undo::Unswitch {
+                    // Switching: undoing is now "remove the new one, restore the old one",
+                    // whatever name the new one has.
+                    let superseded: Vec<u64> = self
+                        .undo
+                        .borrow()
+                        .iter()
+                        .filter(|(_, u)| match u {
+                            Undo::RemoveContainer { name: n, .. } => *n == next,
+                            Undo::Restore { id, .. } => *id == old,
+                            _ => false,
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    self.record_undo(Undo::Unswitch {
                         region: region.clone(),
                         new_id: new_id.clone(),
                         old_id: old.clone(),
-                        name,
-                    });
+                        name: name.clone(),
+                    })?;
+                    self.drop_undos(superseded)?;
+                    engine.rename(&new_id, &name).await?;
                     self.commit
                         .borrow_mut()
-                        .push(Commit::Container { region, id: old });
+                        .push(CommitItem::Container { region, id: old });
                     self.done(
                         c,
                         format!("+/- {address}: replaced blue-green ({})", short(&new_id)),
@@ -635,7 +690,7 @@ impl<'a> Run<'a> {
                     let new_id = self.start_pod(c, &region, None).await?;
                     self.commit
                         .borrow_mut()
-                        .push(Commit::Container { region, id: old });
+                        .push(CommitItem::Container { region, id: old });
                     self.done(c, format!("-/+ {address}: recreated ({})", short(&new_id)));
                 }
             }
@@ -671,7 +726,7 @@ impl<'a> Run<'a> {
                     self.set_aside(&region, &id, &name, &aside).await?;
                     self.commit
                         .borrow_mut()
-                        .push(Commit::Container { region, id });
+                        .push(CommitItem::Container { region, id });
                 }
                 self.done(
                     c,
@@ -682,14 +737,14 @@ impl<'a> Run<'a> {
                 let name = object_name(self.project, &c.address.name);
                 self.commit
                     .borrow_mut()
-                    .push(Commit::Network { region, name });
+                    .push(CommitItem::Network { region, name });
             }
             (Kind::Volume, Action::Delete) => {
                 let name = object_name(self.project, &c.address.name);
                 if self.options.delete_volumes {
                     self.commit
                         .borrow_mut()
-                        .push(Commit::Volume { region, name });
+                        .push(CommitItem::Volume { region, name });
                 } else {
                     self.kept_volumes.borrow_mut().push(address.clone());
                     self.event(
@@ -715,8 +770,8 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Stops a container and renames it aside, recording before each move how to undo it:
-    /// a failure halfway still leaves the container restorable.
+    /// Stops a container and renames it aside, having recorded how to undo both: give it
+    /// its name back and start it.
     async fn set_aside(
         &self,
         region: &str,
@@ -725,23 +780,13 @@ impl<'a> Run<'a> {
         aside: &str,
     ) -> Result<(), ApplyError> {
         let engine = self.engine(region);
-        self.undo.borrow_mut().push(Undo::Restore {
+        self.record_undo(Undo::Restore {
             region: region.to_owned(),
             id: id.to_owned(),
-            name: None,
-        });
+            name: name.to_owned(),
+        })?;
         engine.stop(id).await?;
         engine.rename(id, aside).await?;
-        for u in self.undo.borrow_mut().iter_mut().rev() {
-            if let Undo::Restore {
-                id: rid, name: n, ..
-            } = u
-                && rid == id
-            {
-                *n = Some(name.to_owned());
-                break;
-            }
-        }
         Ok(())
     }
 
@@ -763,12 +808,15 @@ impl<'a> Run<'a> {
             let armor = crate::secrets::age::is_armored(&facts.ciphertext);
             let ciphertext = crate::secrets::age::encrypt(&facts.wanted, &value, armor)
                 .map_err(|e| e.to_string())?;
-            self.undo.borrow_mut().push(Undo::RestoreFile {
+            self.record_undo(Undo::RestoreFile {
                 path: facts.path.clone(),
-                bytes: facts.ciphertext.clone(),
+                bytes: undo::hex(&facts.ciphertext),
                 mode: facts.mode,
-                record: std::fs::read(files::record_path(&facts.path)).ok(),
-            });
+                record: std::fs::read(files::record_path(&facts.path))
+                    .ok()
+                    .map(|r| undo::hex(&r)),
+            })
+            .map_err(|e| e.to_string())?;
             files::write_secret(&facts.path, &ciphertext, &facts.wanted)
                 .map_err(|e| format!("cannot write {}: {e}", facts.path.display()))?;
             let fingerprint = crate::secrets::plaintext::fingerprint(&ciphertext);
@@ -784,10 +832,11 @@ impl<'a> Run<'a> {
             ));
         }
         if facts.mode != files::FILE_MODE {
-            self.undo.borrow_mut().push(Undo::RestoreMode {
+            self.record_undo(Undo::RestoreMode {
                 path: facts.path.clone(),
                 mode: facts.mode,
-            });
+            })
+            .map_err(|e| e.to_string())?;
             crate::fsutil::set_mode(&facts.path, files::FILE_MODE)
                 .map_err(|e| format!("cannot change the mode of {}: {e}", facts.path.display()))?;
             if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
@@ -1012,11 +1061,11 @@ impl<'a> Run<'a> {
             Status::Started,
             format!("  {}: starting {name}, waiting for its gates", c.address),
         );
-        let id = engine.create_container(&name, body).await?;
-        self.undo.borrow_mut().push(Undo::RemoveContainer {
+        self.record_undo(Undo::RemoveContainer {
             region: region.to_owned(),
-            id: id.clone(),
-        });
+            name: name.clone(),
+        })?;
+        let id = engine.create_container(&name, body).await?;
         engine.start(&id).await?;
         self.gate(c, region, &id, true).await?;
         Ok(id)
@@ -1059,132 +1108,61 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Undoes every completed step, newest first; says what was restored.
-    async fn rollback(&self) -> String {
+    /// Undoes every completed step, newest first, each journaled; says what was restored.
+    async fn rollback(&self) -> Result<String, ApplyError> {
         let mut lines = Vec::new();
         let undo = self.undo.take();
-        for u in undo.into_iter().rev() {
-            let (region, what, result) = match &u {
-                Undo::RemoveContainer { region, id } => (
-                    region,
-                    format!("removed new container {}", short(id)),
-                    self.engine(region).remove(id).await,
-                ),
-                Undo::RemoveNetwork { region, name } => (
-                    region,
-                    format!("removed network {name}"),
-                    self.engine(region).remove_network(name).await,
-                ),
-                Undo::RemoveVolume { region, name } => (
-                    region,
-                    format!("removed new volume {name}"),
-                    self.engine(region).remove_volume(name).await,
-                ),
-                Undo::RestoreFile {
-                    path,
-                    bytes,
-                    mode,
-                    record,
-                } => {
-                    let restored = crate::fsutil::write_atomic(path, bytes, *mode).and_then(|()| {
-                        let record_path = files::record_path(path);
-                        match record {
-                            Some(r) => {
-                                crate::fsutil::write_atomic(&record_path, r, files::FILE_MODE)
-                            }
-                            None => std::fs::remove_file(&record_path),
-                        }
-                    });
-                    let line = format!("restored the previous {}", path.display());
-                    match restored {
-                        Ok(()) => lines.push(format!("  rolled back on this machine: {line}")),
-                        Err(e) => lines.push(format!(
-                            "  could NOT roll back on this machine: {line}: {e}"
-                        )),
-                    }
-                    continue;
-                }
-                Undo::RestoreMode { path, mode } => {
-                    let line = format!("mode {mode:04o} of {}", path.display());
-                    match crate::fsutil::set_mode(path, *mode) {
-                        Ok(()) => lines.push(format!("  rolled back on this machine: {line}")),
-                        Err(e) => lines.push(format!(
-                            "  could NOT roll back on this machine: {line}: {e}"
-                        )),
-                    }
-                    continue;
-                }
-                Undo::Restore { region, id, name } => {
-                    let e = self.engine(region);
-                    let renamed = match name {
-                        Some(n) => e.rename(id, n).await,
-                        None => Ok(()),
-                    };
-                    let r = match renamed {
-                        Ok(()) => e.start(id).await,
-                        Err(err) => Err(err),
-                    };
-                    let shown = name.clone().unwrap_or_else(|| short(id).to_owned());
-                    (region, format!("restored {shown} ({})", short(id)), r)
-                }
-                Undo::Unswitch {
-                    region,
-                    new_id,
-                    old_id,
-                    name,
-                } => {
-                    let e = self.engine(region);
-                    let r = match e.remove(new_id).await {
-                        Ok(()) => match e.rename(old_id, name).await {
-                            Ok(()) => e.start(old_id).await,
-                            Err(err) => Err(err),
-                        },
-                        Err(err) => Err(err),
-                    };
-                    (
-                        region,
-                        format!("switched back to {name} ({})", short(old_id)),
-                        r,
-                    )
-                }
-            };
+        for (id, u) in undo.into_iter().rev() {
+            self.journal(Record::UndoState {
+                id,
+                state: UndoState::UndoStarted,
+            })?;
+            let (what, result) = undo::perform(self.engines, self.project, &u).await;
+            self.journal(Record::UndoState {
+                id,
+                state: if result.is_ok() {
+                    UndoState::UndoFinished
+                } else {
+                    UndoState::UndoFailed
+                },
+            })?;
             match result {
-                Ok(()) => lines.push(format!("  rolled back in `{region}`: {what}")),
-                Err(e) => lines.push(format!("  could NOT roll back in `{region}`: {what}: {e}")),
+                Ok(()) => lines.push(format!("  rolled back {what}")),
+                Err(e) => lines.push(format!("  could NOT roll back {what}: {e}")),
             }
         }
+        let failed = lines.iter().any(|l| l.starts_with("  could NOT"));
+        if !failed {
+            self.end_journal(Outcome::RolledBack)?;
+        }
+        // With an undo that failed, the journal stays open: `berth recover` retries.
         self.sweep_deliveries().await;
-        if lines.is_empty() {
+        Ok(if lines.is_empty() {
             "nothing had been changed\n".to_owned()
+        } else if failed {
+            format!(
+                "the completed steps were undone, except where it says NOT (run `berth recover` to retry):\n{}\n",
+                lines.join("\n")
+            )
         } else {
             format!("the completed steps were undone:\n{}\n", lines.join("\n"))
-        }
+        })
     }
 
-    /// Every gate passed: remove what was replaced or deleted.
-    async fn finish(&self) {
+    /// Every gate passed: remove what was replaced or deleted (journaled as the commit).
+    async fn finish(&self) -> Result<(), ApplyError> {
         let mut commit = self.commit.take();
         // Containers first, then networks and volumes they used.
         commit.sort_by_key(|c| match c {
-            Commit::Container { .. } => 0,
-            Commit::Network { .. } => 1,
-            Commit::Volume { .. } => 2,
+            CommitItem::Container { .. } => 0,
+            CommitItem::Network { .. } => 1,
+            CommitItem::Volume { .. } => 2,
         });
-        for c in commit {
-            let (what, result) = match &c {
-                Commit::Container { region, id } => (
-                    format!("container {}", short(id)),
-                    self.engine(region).remove(id).await,
-                ),
-                Commit::Network { region, name } => (
-                    format!("network {name}"),
-                    self.engine(region).remove_network(name).await,
-                ),
-                Commit::Volume { region, name } => (
-                    format!("volume {name}"),
-                    self.engine(region).remove_volume(name).await,
-                ),
-            };
+        self.journal(Record::Commit {
+            items: commit.clone(),
+        })?;
+        for c in &commit {
+            let (what, result) = undo::commit_one(self.engines, c).await;
             match result {
                 Ok(()) => self.event(None, Status::Removed, format!("  removed {what}")),
                 Err(e) => self.event(
@@ -1194,34 +1172,38 @@ impl<'a> Run<'a> {
                 ),
             }
         }
+        self.end_journal(Outcome::Applied)?;
         self.sweep_deliveries().await;
+        Ok(())
     }
 
-    /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
-    /// rolled back): they live only as long as a container mounts them.
     async fn sweep_deliveries(&self) {
-        let Ok(root) = delivery::root() else { return };
-        if !root.join(self.project).is_dir() {
-            return;
-        }
-        let mut keep = std::collections::HashSet::new();
-        for engine in self.engines.values().filter(|e| e.is_local()) {
-            match engine.containers(self.project).await {
-                Ok(list) => keep.extend(
-                    list.into_iter()
-                        .flat_map(|c| c.binds)
-                        .map(|(source, _)| std::path::PathBuf::from(source)),
-                ),
-                // Without the list, nothing can be told unused: keep everything.
-                Err(_) => return,
-            }
-        }
-        delivery::sweep(self.project, &keep);
+        sweep_deliveries(self.engines, self.project).await;
     }
 }
 
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
+use undo::short;
+
+/// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
+/// rolled back): they live only as long as a container mounts them.
+pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
+    let Ok(root) = delivery::root() else { return };
+    if !root.join(project).is_dir() {
+        return;
+    }
+    let mut keep = std::collections::HashSet::new();
+    for engine in engines.values().filter(|e| e.is_local()) {
+        match engine.containers(project).await {
+            Ok(list) => keep.extend(
+                list.into_iter()
+                    .flat_map(|c| c.binds)
+                    .map(|(source, _)| std::path::PathBuf::from(source)),
+            ),
+            // Without the list, nothing can be told unused: keep everything.
+            Err(_) => return,
+        }
+    }
+    delivery::sweep(project, &keep);
 }
 
 fn indent(text: &str) -> String {

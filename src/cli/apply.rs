@@ -29,6 +29,23 @@ pub struct Args {
     /// `json`: the plan, every step and the outcome as JSON lines on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Wait this long (`30s`, `5m`) for another apply of the project to finish, instead of
+    /// failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = super::duration)]
+    pub lock_wait: Option<Duration>,
+}
+
+impl Args {
+    /// `--yes`, everything else by default: for commands that apply on the user's behalf.
+    pub fn automated() -> Args {
+        Args {
+            yes: true,
+            delete_volumes: false,
+            parallelism: 4,
+            format: Format::Human,
+            lock_wait: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,8 +54,28 @@ pub enum Format {
     Json,
 }
 
-pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
-    let session = ops::Session::open(file, goal)?;
+/// What a run of `apply` converges to: the spec, nothing (`destroy`), or a recorded
+/// revision (`rollback`).
+pub struct Target {
+    pub goal: Goal,
+    pub command: String,
+    pub revision: Option<u64>,
+}
+
+pub fn run(
+    file: &Path,
+    state_dir: Option<&Path>,
+    args: Args,
+    target: Target,
+) -> Result<u8, OpError> {
+    let goal = target.goal;
+    let opts = ops::Opts {
+        state_dir: state_dir.map(Path::to_path_buf),
+        lock: Some(target.command),
+        lock_wait: args.lock_wait,
+        revision: target.revision,
+    };
+    let session = ops::Session::open(file, goal, &opts)?;
     print_warnings(&session.report);
     // Secrets must decrypt and pass their checks before anything is changed.
     session.preflight()?;
@@ -83,7 +120,7 @@ pub fn run(file: &Path, args: Args, goal: Goal) -> Result<u8, OpError> {
             if json {
                 json_line(&serde_json::json!({ "event": "failed", "error": e.to_string() }));
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     if json {

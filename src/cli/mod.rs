@@ -6,6 +6,7 @@ mod graph;
 mod plan;
 mod schema;
 mod secrets;
+mod state;
 mod validate;
 
 use std::io::{self, Write};
@@ -22,6 +23,12 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// `plan --detailed-exitcode` found changes.
     pub const CHANGES: u8 = 2;
+    /// Another apply (or recover, rollback) holds the project's lock.
+    pub const LOCKED: u8 = 3;
+    /// A saved plan is stale: what it was made from has changed.
+    pub const STALE_PLAN: u8 = 4;
+    /// An interrupted apply's journal must be recovered first.
+    pub const NEEDS_RECOVER: u8 = 5;
 }
 
 #[derive(Debug, Parser)]
@@ -43,6 +50,11 @@ pub struct Cli {
     )]
     pub file: PathBuf,
 
+    /// The project's state directory (lock, journal, revisions); default
+    /// `/var/lib/berth/PROJECT` as root, else `~/.local/state/berth/PROJECT`.
+    #[arg(long, global = true, env = "BERTH_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +75,15 @@ pub enum Command {
     Schema(schema::Args),
     /// Manage the age identity and the encrypted secret files.
     Secrets(secrets::Args),
+    /// Finish an apply that was interrupted: roll back to the last revision (or, with
+    /// --forward, roll back and apply the spec again).
+    Recover(state::RecoverArgs),
+    /// List the revisions applied so far.
+    History(state::HistoryArgs),
+    /// Apply an earlier revision again (its spec, its images by id), through the same gates.
+    Rollback(state::RollbackArgs),
+    /// Remove the project's lock when no berth holds it.
+    Unlock,
 }
 
 /// Parses arguments, runs the command, prints any error as a diagnostic.
@@ -88,17 +109,45 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),
-        Command::Plan(args) => plan::run(&cli.file, args),
-        Command::Apply(args) => apply::run(&cli.file, args, crate::ops::Goal::Spec),
-        Command::Destroy(args) => apply::run(&cli.file, args, crate::ops::Goal::Nothing),
+        Command::Plan(args) => plan::run(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Apply(args) => apply::run(
+            &cli.file,
+            cli.state_dir.as_deref(),
+            args,
+            apply::Target {
+                goal: crate::ops::Goal::Spec,
+                command: "berth apply".into(),
+                revision: None,
+            },
+        ),
+        Command::Destroy(args) => apply::run(
+            &cli.file,
+            cli.state_dir.as_deref(),
+            args,
+            apply::Target {
+                goal: crate::ops::Goal::Nothing,
+                command: "berth destroy".into(),
+                revision: None,
+            },
+        ),
+        Command::Recover(args) => state::recover(&cli.file, cli.state_dir.as_deref(), args),
+        Command::History(args) => state::history(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Rollback(args) => state::rollback(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Unlock => state::unlock(&cli.file, cli.state_dir.as_deref()),
         Command::Schema(args) => schema::run(args),
         Command::Secrets(args) => secrets::run(&cli.file, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let code = match &e {
+                OpError::Locked(_) => exit::LOCKED,
+                OpError::Interrupted { .. } => exit::NEEDS_RECOVER,
+                OpError::StalePlan { .. } => exit::STALE_PLAN,
+                _ => exit::ERROR,
+            };
             report_error(e);
-            ExitCode::from(exit::ERROR)
+            ExitCode::from(code)
         }
     }
 }
@@ -108,6 +157,12 @@ fn report_error(e: OpError) {
         eprint!("{}", report.render(stderr_color()));
     }
     eprintln!("{:?}", miette::Report::new(e));
+}
+
+/// A duration argument (`500ms`, `30s`, `5m`, `1h30m`), as in the spec.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    use crate::spec::units::UnitKind;
+    crate::spec::units::DurationKind::parse(text)
 }
 
 /// Whether stderr gets colour: a terminal, and NO_COLOR unset (anstream's rules).

@@ -29,14 +29,18 @@ pub enum Format {
     Markdown,
 }
 
-pub fn run(file: &Path, args: Args) -> Result<u8, OpError> {
+pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
     let (plan, report) = match &args.against {
         Some(old) => {
             let p = ops::plan_against_files(file, old)?;
             (p.plan, p.new)
         }
         None => {
-            let p = ops::plan_live(file)?;
+            let opts = ops::Opts {
+                state_dir: state_dir.map(Path::to_path_buf),
+                ..Default::default()
+            };
+            let p = ops::plan_live(file, &opts)?;
             (p.plan, p.report)
         }
     };

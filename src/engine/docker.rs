@@ -493,12 +493,16 @@ impl Engine {
             .map_err(|e| self.call_error("connect network", e))
     }
 
+    /// Removes a network; one that is already gone is fine.
     pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         self.count();
-        self.docker
-            .remove_network(name)
-            .await
-            .map_err(|e| self.call_error("remove network", e))
+        match self.docker.remove_network(name).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.call_error("remove network", e)),
+        }
     }
 
     pub async fn create_volume(
@@ -518,12 +522,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes a volume; one that is already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.count();
-        self.docker
+        match self
+            .docker
             .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
             .await
-            .map_err(|e| self.call_error("remove volume", e))
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.call_error("remove volume", e)),
+        }
+    }
+
+    /// A container's current name, or `None` when it does not exist.
+    pub async fn name_of(&self, id: &str) -> Result<Option<String>, EngineError> {
+        self.count();
+        match self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => Ok(Some(
+                c.name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+            )),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.call_error("inspect container", e)),
+        }
     }
 
     /// Creates a container (not started); returns its id.

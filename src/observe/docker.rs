@@ -104,6 +104,7 @@ pub fn from_lists(
                 .collect(),
             drift,
             id: Some(id.clone()),
+            image: labels.get(crate::engine::labels::IMAGE).cloned(),
         });
     }
     out

@@ -43,6 +43,9 @@ pub struct ObservedResource {
     /// The engine's id or name of the object (observed from an engine only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// For a container: the id of the image it runs (`io.berth.image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Everything observed for one project.
@@ -69,6 +72,7 @@ impl ObservedState {
                     depends_on: r.depends_on,
                     drift: Vec::new(),
                     id: None,
+                    image: None,
                 })
                 .collect(),
             unobserved: Vec::new(),

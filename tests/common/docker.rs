@@ -94,6 +94,8 @@ impl Drop for Project {
                     .output();
             }
         }
+        // The project's state directory (lock, journal, revisions).
+        let _ = std::fs::remove_dir_all(super::state_home().join(&self.0));
         // Decrypted secrets delivered to the project's containers (on a tmpfs).
         if let Ok(root) = berth::secrets::delivery::root() {
             let dir = root.join(&self.0);

@@ -16,6 +16,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the tests' berth keeps each project's state directory (not /var/lib/berth).
+pub fn state_home() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("berth-state")
+}
+
 pub struct Berth {
     cmd: Command,
     stdin: Option<Vec<u8>>,
@@ -29,7 +34,9 @@ impl Berth {
         cmd.env_remove("CLICOLOR_FORCE")
             .env_remove("NO_COLOR")
             .env_remove("BERTH_FILE")
-            .env_remove("BERTH_IDENTITY");
+            .env_remove("BERTH_IDENTITY")
+            .env_remove("BERTH_STATE_DIR")
+            .env("BERTH_STATE_HOME", state_home());
         Berth { cmd, stdin: None }
     }
 

@@ -1,0 +1,235 @@
+//! How to take back one mutation, and how to finish a commit: as data, written to the
+//! journal before the mutation happens, and carried out by a failed apply's rollback or by
+//! `berth recover` after a crash. Every undo is idempotent and safe when the mutation never
+//! happened (the process may have died between writing the record and mutating): removing
+//! what is not there, or renaming a container to the name it has, does nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::docker::ObjectKind;
+use crate::engine::{Engine, labels};
+use crate::secrets::files;
+use crate::state::journal::CommitItem;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Undo {
+    /// A container about to be created under `name`: remove it (if it is the project's).
+    RemoveContainer {
+        region: String,
+        name: String,
+    },
+    RemoveNetwork {
+        region: String,
+        name: String,
+    },
+    RemoveVolume {
+        region: String,
+        name: String,
+    },
+    /// An old container about to be stopped and set aside: give it back its name, start it.
+    Restore {
+        region: String,
+        id: String,
+        name: String,
+    },
+    /// A secret file about to be rewritten: its previous bytes, mode and record (hex, for
+    /// the journal; the ciphertext is public, like the file in git).
+    RestoreFile {
+        path: PathBuf,
+        bytes: String,
+        mode: u32,
+        record: Option<String>,
+    },
+    /// A secret file's mode about to change.
+    RestoreMode {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// A blue-green switch: remove the new container, then restore the old one.
+    Unswitch {
+        region: String,
+        new_id: String,
+        old_id: String,
+        name: String,
+    },
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn engine<'e>(engines: &'e HashMap<String, Engine>, region: &str) -> Result<&'e Engine, String> {
+    engines
+        .get(region)
+        .ok_or_else(|| format!("region `{region}` is not connected"))
+}
+
+/// Gives a container back its name (unless it has it) and starts it.
+async fn restore(e: &Engine, id: &str, name: &str) -> Result<(), String> {
+    match e.name_of(id).await.map_err(|x| x.to_string())? {
+        None => return Err(format!("container {} no longer exists", short(id))),
+        Some(current) if current != name => {
+            e.rename(id, name).await.map_err(|x| x.to_string())?;
+        }
+        Some(_) => {}
+    }
+    e.start(id).await.map_err(|x| x.to_string())
+}
+
+/// Carries out one undo; says what it did ("where: what").
+pub async fn perform(
+    engines: &HashMap<String, Engine>,
+    project: &str,
+    u: &Undo,
+) -> (String, Result<(), String>) {
+    let at = |region: &str| format!("in `{region}`");
+    match u {
+        Undo::RemoveContainer { region, name } => {
+            let r = async {
+                let e = engine(engines, region)?;
+                let theirs = e
+                    .labels_of(ObjectKind::Container, name)
+                    .await
+                    .map_err(|x| x.to_string())?;
+                match theirs {
+                    Some(l) if l.get(labels::PROJECT).map(String::as_str) == Some(project) => {
+                        e.remove(name).await.map_err(|x| x.to_string())
+                    }
+                    // Never created, or not ours: nothing to take back.
+                    _ => Ok(()),
+                }
+            }
+            .await;
+            (format!("{}: removed new container {name}", at(region)), r)
+        }
+        Undo::RemoveNetwork { region, name } => {
+            let r = match engine(engines, region) {
+                Ok(e) => e.remove_network(name).await.map_err(|x| x.to_string()),
+                Err(x) => Err(x),
+            };
+            (format!("{}: removed network {name}", at(region)), r)
+        }
+        Undo::RemoveVolume { region, name } => {
+            let r = match engine(engines, region) {
+                Ok(e) => e.remove_volume(name).await.map_err(|x| x.to_string()),
+                Err(x) => Err(x),
+            };
+            (format!("{}: removed new volume {name}", at(region)), r)
+        }
+        Undo::Restore { region, id, name } => {
+            let r = match engine(engines, region) {
+                Ok(e) => restore(e, id, name).await,
+                Err(x) => Err(x),
+            };
+            (
+                format!("{}: restored {name} ({})", at(region), short(id)),
+                r,
+            )
+        }
+        Undo::Unswitch {
+            region,
+            new_id,
+            old_id,
+            name,
+        } => {
+            let r = async {
+                let e = engine(engines, region)?;
+                e.remove(new_id).await.map_err(|x| x.to_string())?;
+                restore(e, old_id, name).await
+            }
+            .await;
+            (
+                format!(
+                    "{}: switched back to {name} ({})",
+                    at(region),
+                    short(old_id)
+                ),
+                r,
+            )
+        }
+        Undo::RestoreFile {
+            path,
+            bytes,
+            mode,
+            record,
+        } => {
+            let r = crate::fsutil::write_atomic(path, &unhex(bytes), *mode)
+                .and_then(|()| {
+                    let record_path = files::record_path(path);
+                    match record {
+                        Some(r) => {
+                            crate::fsutil::write_atomic(&record_path, &unhex(r), files::FILE_MODE)
+                        }
+                        None => match std::fs::remove_file(&record_path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                            _ => Ok(()),
+                        },
+                    }
+                })
+                .map_err(|e| e.to_string());
+            (
+                format!("on this machine: restored the previous {}", path.display()),
+                r,
+            )
+        }
+        Undo::RestoreMode { path, mode } => (
+            format!("on this machine: mode {mode:04o} of {}", path.display()),
+            crate::fsutil::set_mode(path, *mode).map_err(|e| e.to_string()),
+        ),
+    }
+}
+
+/// Removes one object a commit let go; says what.
+pub async fn commit_one(
+    engines: &HashMap<String, Engine>,
+    item: &CommitItem,
+) -> (String, Result<(), String>) {
+    match item {
+        CommitItem::Container { region, id } => (
+            format!("container {}", short(id)),
+            match engine(engines, region) {
+                Ok(e) => e.remove(id).await.map_err(|x| x.to_string()),
+                Err(x) => Err(x),
+            },
+        ),
+        CommitItem::Network { region, name } => (
+            format!("network {name}"),
+            match engine(engines, region) {
+                Ok(e) => e.remove_network(name).await.map_err(|x| x.to_string()),
+                Err(x) => Err(x),
+            },
+        ),
+        CommitItem::Volume { region, name } => (
+            format!("volume {name}"),
+            match engine(engines, region) {
+                Ok(e) => e.remove_volume(name).await.map_err(|x| x.to_string()),
+                Err(x) => Err(x),
+            },
+        ),
+    }
+}
+
+pub fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let b = vec![0u8, 1, 254, 255, 16];
+        assert_eq!(unhex(&hex(&b)), b);
+    }
+}

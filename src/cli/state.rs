@@ -1,0 +1,196 @@
+//! `berth recover`, `history`, `rollback`, `unlock`: the state directory's commands.
+
+use std::path::Path;
+
+use super::{exit, print, print_warnings, stdout_color};
+use crate::ops::{self, Goal, OpError};
+use crate::plan::render;
+use crate::state::{StateDir, format_time, lock, revisions};
+
+#[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    /// After rolling back, apply the spec again (finish what the interrupted apply began).
+    #[arg(long)]
+    pub forward: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// `json`: every revision as recorded.
+    #[arg(long, value_enum, default_value_t = HistoryFormat::Human)]
+    pub format: HistoryFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum HistoryFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The revision to go back to (default: the one before the latest).
+    #[arg(long, value_name = "N")]
+    pub to: Option<u64>,
+    /// Only report whether the live state matches the latest revision: exit 0 when it
+    /// does, 2 (with the differences) when it does not.
+    #[arg(long)]
+    pub check_only: bool,
+    #[command(flatten)]
+    pub apply: super::apply::Args,
+}
+
+fn state_of(file: &Path, state_dir: Option<&Path>) -> Result<(String, StateDir), OpError> {
+    let valid = ops::load_valid(file)?;
+    let project = valid.spec.project.value.clone();
+    let dir = StateDir::locate(&project, state_dir);
+    Ok((project, dir))
+}
+
+pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Result<u8, OpError> {
+    let r = ops::recover(file, state_dir)?;
+    if r.nothing {
+        eprintln!("Nothing to recover: no apply was interrupted.");
+    } else {
+        for l in &r.lines {
+            eprintln!("{l}");
+        }
+        if r.finished_commit {
+            eprintln!(
+                "Recovered: the interrupted apply had passed every gate; its removals are finished, and the new revision stays."
+            );
+        } else {
+            eprintln!("Recovered: the interrupted apply was rolled back.");
+        }
+    }
+    if args.forward {
+        eprintln!("Applying the spec again (--forward):");
+        return super::apply::run(
+            file,
+            state_dir,
+            super::apply::Args::automated(),
+            super::apply::Target {
+                goal: Goal::Spec,
+                command: "berth recover --forward".into(),
+                revision: None,
+            },
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn history(file: &Path, state_dir: Option<&Path>, args: HistoryArgs) -> Result<u8, OpError> {
+    let (project, dir) = state_of(file, state_dir)?;
+    let list = revisions::list(&dir)?;
+    match args.format {
+        HistoryFormat::Json => {
+            let mut text = serde_json::to_string_pretty(&list).unwrap_or_default();
+            text.push('\n');
+            print(&text);
+        }
+        HistoryFormat::Human => {
+            if list.is_empty() {
+                eprintln!(
+                    "No revisions of `{project}` yet (in {}).",
+                    dir.path.display()
+                );
+                return Ok(exit::OK);
+            }
+            let mut out = format!(
+                "{:>4}  {:<23}  {:<22}  {:<26}  {:<30}  images\n",
+                "rev", "applied", "by", "command", "changes"
+            );
+            for r in &list {
+                let s = &r.summary;
+                let changes = format!(
+                    "+{} ~{} -/+{} -{} !{}",
+                    s.create, s.update, s.replace, s.delete, s.heal
+                );
+                out.push_str(&format!(
+                    "{:>4}  {:<23}  {:<22}  {:<26}  {:<30}  {}\n",
+                    r.revision,
+                    format_time(r.at),
+                    r.who,
+                    r.command,
+                    changes,
+                    r.images.len()
+                ));
+            }
+            print(&out);
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Result<u8, OpError> {
+    let (project, dir) = state_of(file, state_dir)?;
+    let latest = revisions::latest(&dir)?;
+    if args.check_only {
+        if latest == 0 {
+            return Err(OpError::Secrets {
+                message: format!("`{project}` has no revision to compare with"),
+                help: "apply first; each successful apply records a revision".into(),
+            });
+        }
+        let opts = ops::Opts {
+            state_dir: state_dir.map(Path::to_path_buf),
+            revision: Some(latest),
+            ..Default::default()
+        };
+        let session = ops::Session::open(file, Goal::Spec, &opts)?;
+        print_warnings(&session.report);
+        if session.plan.has_changes() {
+            print(&render::human(&session.plan, stdout_color()));
+            eprintln!("The live state differs from revision {latest}.");
+            return Ok(exit::CHANGES);
+        }
+        eprintln!("The live state matches revision {latest}.");
+        return Ok(exit::OK);
+    }
+    let to = match args.to {
+        Some(n) => n,
+        None if latest >= 2 => latest - 1,
+        None => {
+            return Err(OpError::Secrets {
+                message: format!("`{project}` has no earlier revision to roll back to"),
+                help: "`berth history` lists the revisions; give one with --to N".into(),
+            });
+        }
+    };
+    revisions::load(&dir, to)?;
+    eprintln!("Rolling back `{project}` to revision {to} (its spec, its images by id):");
+    super::apply::run(
+        file,
+        state_dir,
+        args.apply,
+        super::apply::Target {
+            goal: Goal::Spec,
+            command: format!("berth rollback --to {to}"),
+            revision: Some(to),
+        },
+    )
+}
+
+pub fn unlock(file: &Path, state_dir: Option<&Path>) -> Result<u8, OpError> {
+    let (project, dir) = state_of(file, state_dir)?;
+    if let Some(h) = lock::holder(&dir) {
+        return Err(OpError::Locked(lock::LockError::Held {
+            project,
+            holder: h,
+        }));
+    }
+    match std::fs::remove_file(dir.file("lock")) {
+        Ok(()) => eprintln!("Removed the lock record of `{project}`; nobody held it."),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("`{project}` is not locked.");
+        }
+        Err(e) => {
+            return Err(crate::state::StateError::Io {
+                path: dir.file("lock"),
+                source: e,
+            }
+            .into());
+        }
+    }
+    Ok(exit::OK)
+}

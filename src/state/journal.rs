@@ -1,0 +1,475 @@
+//! The intent journal of an apply, after oxidecomputer/steno's saga log: one JSON record
+//! per line in `STATE/journal.jsonl`, each written and fsynced before what it announces.
+//!
+//! - `begin`: an apply started (the revision it goes from and to);
+//! - `undo`: how to undo the mutation about to happen, written *before* it (an undo of a
+//!   mutation that never happened does nothing: every undo is idempotent);
+//! - `drop`: undo records no longer needed (a blue-green switch replaces two by one);
+//! - `step`: a resource's step `started`, then `succeeded` or `failed`;
+//! - `undo_state`: an undo record's `undo_started`, then `undo_finished` or `undo_failed`;
+//! - `commit`: every gate passed; these objects are now removed;
+//! - `end`: `applied`, `rolled_back` or `recovered`; the journal is then set aside as
+//!   `last-journal.jsonl`.
+//!
+//! A journal without `end` is an apply that was interrupted (killed, power lost): `plan` and
+//! `apply` refuse to go on until `berth recover` has finished it. The record types are a
+//! state machine: [`Journal::append`] refuses an illegal transition (a step that succeeds
+//! without having started, an undo finished twice), and so does reading one back.
+//!
+//! Debugging aid: with `BERTH_FAULT_KILL_AT=N` the process aborts right after writing its
+//! N-th record, as a `kill -9` at that point would. The fault-injection tests use it.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{StateDir, StateError, io_error};
+use crate::apply::Undo;
+
+/// Aborts the process after writing this many records.
+pub const ENV_FAULT_KILL_AT: &str = "BERTH_FAULT_KILL_AT";
+
+const FILE: &str = "journal.jsonl";
+const LAST: &str = "last-journal.jsonl";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Started,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndoState {
+    /// Written before the mutation it undoes.
+    Recorded,
+    UndoStarted,
+    UndoFinished,
+    UndoFailed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Applied,
+    RolledBack,
+    Recovered,
+}
+
+/// What a commit removes once every gate has passed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommitItem {
+    Container { region: String, id: String },
+    Network { region: String, name: String },
+    Volume { region: String, name: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Record {
+    Begin {
+        command: String,
+        project: String,
+        /// The spec file and the SHA-256 of its text.
+        spec: String,
+        spec_sha256: String,
+        from_revision: u64,
+        revision: u64,
+        at: u64,
+    },
+    Undo {
+        id: u64,
+        undo: Undo,
+    },
+    Drop {
+        ids: Vec<u64>,
+    },
+    Step {
+        address: String,
+        state: StepState,
+    },
+    UndoState {
+        id: u64,
+        state: UndoState,
+    },
+    Commit {
+        items: Vec<CommitItem>,
+    },
+    End {
+        outcome: Outcome,
+    },
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum JournalError {
+    #[error("the journal refuses `{what}`: {why}")]
+    #[diagnostic(
+        code(berth::journal),
+        help("this is a bug in berth (an illegal transition of its intent log): please report it")
+    )]
+    Illegal { what: String, why: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] StateError),
+}
+
+/// Where each step and undo record stands: the state machine the records drive.
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    pub begin: Option<Record>,
+    pub steps: HashMap<String, StepState>,
+    /// Undo records in the order written, with their state; dropped ones removed.
+    pub undos: Vec<(u64, Undo, UndoState)>,
+    pub commit: Option<Vec<CommitItem>>,
+    pub end: Option<Outcome>,
+}
+
+impl Machine {
+    /// Applies a record, or says why it is illegal here.
+    pub fn apply(&mut self, r: &Record) -> Result<(), String> {
+        if self.end.is_some() {
+            return Err("the journal has ended".into());
+        }
+        match r {
+            Record::Begin { .. } if self.begin.is_some() => return Err("begun twice".into()),
+            Record::Begin { .. } => self.begin = Some(r.clone()),
+            _ if self.begin.is_none() => return Err("nothing has begun".into()),
+            Record::Undo { id, undo } => {
+                if self.undos.iter().any(|(i, ..)| i == id) {
+                    return Err(format!("undo record {id} written twice"));
+                }
+                if self.commit.is_some() {
+                    return Err("an undo record after the commit".into());
+                }
+                self.undos.push((*id, undo.clone(), UndoState::Recorded));
+            }
+            Record::Drop { ids } => {
+                for id in ids {
+                    let Some(pos) = self.undos.iter().position(|(i, ..)| i == id) else {
+                        return Err(format!("dropping unknown undo record {id}"));
+                    };
+                    self.undos.remove(pos);
+                }
+            }
+            Record::Step { address, state } => {
+                let from = self.steps.get(address).copied();
+                let legal = matches!(
+                    (from, state),
+                    (None, StepState::Started)
+                        | (
+                            Some(StepState::Started),
+                            StepState::Succeeded | StepState::Failed
+                        )
+                );
+                if !legal {
+                    return Err(format!("step `{address}`: {from:?} -> {state:?}"));
+                }
+                self.steps.insert(address.clone(), *state);
+            }
+            Record::UndoState { id, state } => {
+                let Some(entry) = self.undos.iter_mut().find(|(i, ..)| i == id) else {
+                    return Err(format!("undo record {id} is unknown"));
+                };
+                let legal = matches!(
+                    (entry.2, state),
+                    // Started again: after a failure, or after a crash in the middle of
+                    // it (every undo is idempotent).
+                    (
+                        UndoState::Recorded | UndoState::UndoFailed | UndoState::UndoStarted,
+                        UndoState::UndoStarted
+                    ) | (
+                        UndoState::UndoStarted,
+                        UndoState::UndoFinished | UndoState::UndoFailed
+                    )
+                );
+                if !legal {
+                    return Err(format!("undo record {id}: {:?} -> {state:?}", entry.2));
+                }
+                entry.2 = *state;
+            }
+            Record::Commit { items } => {
+                if self.commit.is_some() {
+                    return Err("committed twice".into());
+                }
+                self.commit = Some(items.clone());
+            }
+            Record::End { outcome } => self.end = Some(*outcome),
+        }
+        Ok(())
+    }
+
+    /// The undo records still to carry out, newest first.
+    pub fn pending_undos(&self) -> Vec<(u64, Undo)> {
+        self.undos
+            .iter()
+            .rev()
+            .filter(|(_, _, s)| *s != UndoState::UndoFinished)
+            .map(|(i, u, _)| (*i, u.clone()))
+            .collect()
+    }
+}
+
+/// The journal of the apply in progress.
+pub struct Journal {
+    file: std::fs::File,
+    path: PathBuf,
+    dir: StateDir,
+    machine: Machine,
+    written: u64,
+    kill_at: Option<u64>,
+    next_id: u64,
+}
+
+impl Journal {
+    /// Starts the journal of a new apply. There must be no unfinished one.
+    pub fn begin(dir: &StateDir, begin: Record) -> Result<Journal, JournalError> {
+        dir.create()?;
+        let path = dir.file(FILE);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        crate::fsutil::sync_dir(&dir.path).map_err(io_error(&dir.path))?;
+        let mut j = Journal {
+            file,
+            path,
+            dir: dir.clone(),
+            machine: Machine::default(),
+            written: 0,
+            kill_at: kill_at(),
+            next_id: 1,
+        };
+        j.append(begin)?;
+        Ok(j)
+    }
+
+    /// Continues an unfinished journal (for `recover`).
+    pub fn resume(dir: &StateDir) -> Result<Option<Journal>, JournalError> {
+        let Some(machine) = read(dir)? else {
+            return Ok(None);
+        };
+        let path = dir.file(FILE);
+        // A torn last line goes, so that the next record starts a line of its own.
+        let text = std::fs::read(&path).map_err(io_error(&path))?;
+        let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        if whole < text.len() {
+            file.set_len(whole as u64)
+                .and_then(|()| file.sync_data())
+                .map_err(io_error(&path))?;
+        }
+        let next_id = machine.undos.iter().map(|(i, ..)| *i).max().unwrap_or(0) + 1;
+        Ok(Some(Journal {
+            file,
+            path,
+            dir: dir.clone(),
+            machine,
+            written: 0,
+            kill_at: kill_at(),
+            next_id,
+        }))
+    }
+
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// A fresh id for an undo record.
+    pub fn next_undo_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Writes a record durably, after checking that it is legal here.
+    pub fn append(&mut self, r: Record) -> Result<(), JournalError> {
+        self.machine
+            .apply(&r)
+            .map_err(|why| JournalError::Illegal {
+                what: serde_json::to_string(&r).unwrap_or_default(),
+                why,
+            })?;
+        let mut line = serde_json::to_vec(&r).unwrap_or_default();
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .map_err(io_error(&self.path))?;
+        self.written += 1;
+        if self.kill_at == Some(self.written) {
+            eprintln!(
+                "{ENV_FAULT_KILL_AT}: aborting after record {}",
+                self.written
+            );
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// Ends the journal and sets it aside as the last one.
+    pub fn end(mut self, outcome: Outcome) -> Result<(), JournalError> {
+        self.append(Record::End { outcome })?;
+        let last = self.dir.file(LAST);
+        std::fs::rename(&self.path, &last).map_err(io_error(&self.path))?;
+        crate::fsutil::sync_dir(&self.dir.path).map_err(io_error(&self.dir.path))?;
+        Ok(())
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+fn kill_at() -> Option<u64> {
+    std::env::var(ENV_FAULT_KILL_AT).ok()?.parse().ok()
+}
+
+/// The unfinished journal of the state directory, replayed, if there is one. A torn last
+/// line (the process died while writing it) is ignored: its record was never complete, so
+/// what it announced never started.
+pub fn read(dir: &StateDir) -> Result<Option<Machine>, JournalError> {
+    let path = dir.file(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path)(e).into()),
+    };
+    let mut machine = Machine::default();
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        let record: Record = match serde_json::from_str(line) {
+            Ok(r) => r,
+            Err(_) if n + 1 == lines.len() && !text.ends_with('\n') => break,
+            Err(e) => {
+                return Err(StateError::Damaged {
+                    path,
+                    reason: format!("line {}: {e}", n + 1),
+                }
+                .into());
+            }
+        };
+        machine.apply(&record).map_err(|why| StateError::Damaged {
+            path: path.clone(),
+            reason: format!("line {}: {why}", n + 1),
+        })?;
+    }
+    if machine.end.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(machine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn begin() -> Record {
+        Record::Begin {
+            command: "apply".into(),
+            project: "p".into(),
+            spec: "berth.yaml".into(),
+            spec_sha256: "x".into(),
+            from_revision: 0,
+            revision: 1,
+            at: 0,
+        }
+    }
+
+    fn undo(name: &str) -> Undo {
+        Undo::RemoveNetwork {
+            region: "local".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn illegal_transitions_are_refused() {
+        let mut m = Machine::default();
+        let step = |s| Record::Step {
+            address: "pod.a".into(),
+            state: s,
+        };
+        assert!(m.apply(&step(StepState::Started)).is_err(), "before begin");
+        m.apply(&begin()).unwrap();
+        assert!(m.apply(&step(StepState::Succeeded)).is_err(), "not started");
+        m.apply(&step(StepState::Started)).unwrap();
+        m.apply(&step(StepState::Succeeded)).unwrap();
+        assert!(
+            m.apply(&step(StepState::Failed)).is_err(),
+            "already succeeded"
+        );
+        m.apply(&Record::Undo {
+            id: 1,
+            undo: undo("n"),
+        })
+        .unwrap();
+        assert!(
+            m.apply(&Record::Undo {
+                id: 1,
+                undo: undo("n")
+            })
+            .is_err()
+        );
+        let us = |s| Record::UndoState { id: 1, state: s };
+        assert!(
+            m.apply(&us(UndoState::UndoFinished)).is_err(),
+            "not started"
+        );
+        m.apply(&us(UndoState::UndoStarted)).unwrap();
+        m.apply(&us(UndoState::UndoFailed)).unwrap();
+        m.apply(&us(UndoState::UndoStarted)).unwrap();
+        m.apply(&us(UndoState::UndoFinished)).unwrap();
+        assert!(m.pending_undos().is_empty());
+        m.apply(&Record::End {
+            outcome: Outcome::RolledBack,
+        })
+        .unwrap();
+        assert!(m.apply(&step(StepState::Started)).is_err(), "after the end");
+    }
+
+    #[test]
+    fn an_unfinished_journal_is_read_back_and_a_torn_line_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().to_path_buf(),
+        };
+        let mut j = Journal::begin(&dir, begin()).unwrap();
+        let a = j.next_undo_id();
+        j.append(Record::Undo {
+            id: a,
+            undo: undo("a"),
+        })
+        .unwrap();
+        let b = j.next_undo_id();
+        j.append(Record::Undo {
+            id: b,
+            undo: undo("b"),
+        })
+        .unwrap();
+        j.append(Record::Drop { ids: vec![a] }).unwrap();
+        drop(j);
+        // A second apply cannot begin over it.
+        assert!(Journal::begin(&dir, begin()).is_err());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.file(FILE))
+            .unwrap();
+        f.write_all(b"{\"t\":\"undo_st").unwrap();
+        let m = read(&dir).unwrap().expect("unfinished");
+        assert_eq!(m.pending_undos().len(), 1);
+        assert_eq!(m.pending_undos()[0].0, b);
+        // Resumed (the torn line cut off) and ended, it is set aside.
+        let j = Journal::resume(&dir).unwrap().unwrap();
+        j.end(Outcome::Recovered).unwrap();
+        assert!(read(&dir).unwrap().is_none());
+        assert!(dir.file(LAST).exists());
+    }
+}

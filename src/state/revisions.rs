@@ -1,0 +1,77 @@
+//! What each successful apply deployed: `STATE/revisions/NNNNNN.json`. A revision holds the
+//! spec as it was applied, the id of the image every pod runs (the exact bits, whatever a
+//! tag points at later), the fingerprints of the secret ciphertexts, who applied it and
+//! when, and the plan's summary. `berth history` lists them; `berth rollback --to N` applies
+//! one again.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{StateDir, StateError, io_error};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Revision {
+    pub revision: u64,
+    /// Seconds since the epoch.
+    pub at: u64,
+    pub who: String,
+    pub command: String,
+    /// The spec file (absolute) and its text as applied.
+    pub spec_path: String,
+    pub spec_sha256: String,
+    pub spec_text: String,
+    /// The image id each pod instance runs, by address.
+    pub images: BTreeMap<String, String>,
+    /// The fingerprint of each secret's ciphertext, by name.
+    pub secrets: BTreeMap<String, String>,
+    pub summary: crate::plan::Summary,
+}
+
+fn dir_of(dir: &StateDir) -> std::path::PathBuf {
+    dir.file("revisions")
+}
+
+fn file_name(n: u64) -> String {
+    format!("{n:06}.json")
+}
+
+/// Every revision, oldest first.
+pub fn list(dir: &StateDir) -> Result<Vec<Revision>, StateError> {
+    let path = dir_of(dir);
+    let entries = match std::fs::read_dir(&path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    let mut numbers: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers.into_iter().map(|n| load(dir, n)).collect()
+}
+
+/// The number of the newest revision (0: none yet).
+pub fn latest(dir: &StateDir) -> Result<u64, StateError> {
+    Ok(list(dir)?.last().map_or(0, |r| r.revision))
+}
+
+pub fn load(dir: &StateDir, n: u64) -> Result<Revision, StateError> {
+    let path = dir_of(dir).join(file_name(n));
+    let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| StateError::Damaged {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a revision (atomically, 0600).
+pub fn record(dir: &StateDir, r: &Revision) -> Result<(), StateError> {
+    let path = dir_of(dir);
+    crate::fsutil::create_dir_all(&path, 0o700).map_err(io_error(&path))?;
+    let mut text = serde_json::to_vec_pretty(r).unwrap_or_default();
+    text.push(b'\n');
+    let file = path.join(file_name(r.revision));
+    crate::fsutil::write_atomic(&file, &text, 0o600).map_err(io_error(&file))
+}
