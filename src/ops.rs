@@ -623,17 +623,24 @@ fn pin_images(
         let live = observed
             .resources
             .iter()
-            .find(|o| o.address.match_key() == key)
-            .and_then(|o| o.image.as_ref());
-        if live == Some(id) {
-            continue; // already the same bits: keep the attributes, so nothing changes
-        }
+            .find(|o| o.address.match_key() == key);
         let field = if r.attrs.contains_key("build.image") {
             "build.image"
         } else {
             "image"
         };
-        r.attrs.insert(field.to_owned(), id.clone());
+        match live {
+            // Already the same bits: as the container recorded them (a tag or the id), so
+            // that nothing changes.
+            Some(o) if o.image.as_ref() == Some(id) => {
+                if let Some(v) = o.attrs.get(field) {
+                    r.attrs.insert(field.to_owned(), v.clone());
+                }
+            }
+            _ => {
+                r.attrs.insert(field.to_owned(), id.clone());
+            }
+        }
     }
 }
 

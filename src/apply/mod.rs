@@ -292,6 +292,11 @@ pub async fn apply(
         // Every step of the batch has finished or was skipped (none is left half-done);
         // undo them all, and report the failure rather than the skips it caused.
         let mut errors: Vec<ApplyError> = results.into_iter().filter_map(Result::err).collect();
+        if run.interrupted.load(std::sync::atomic::Ordering::Relaxed) && errors.is_empty() {
+            errors.push(ApplyError::Interrupted {
+                report: String::new(),
+            });
+        }
         errors.sort_by_key(|e| matches!(e, ApplyError::Skipped));
         if let Some(e) = errors.into_iter().next() {
             let restored = run.rollback().await?;
@@ -533,18 +538,23 @@ impl<'a> Run<'a> {
                         );
                     }
                 }
-                if let Some(image) = &pod.image
-                    && !self.engine(&region).image_present(&image.value).await?
+                // The image as planned (a rollback pins it to an id).
+                let planned = self.desired(c).and_then(|r| r.attrs.get("image")).cloned();
+                if let Some(image) = pod
+                    .image
+                    .as_ref()
+                    .map(|i| planned.unwrap_or_else(|| i.value.clone()))
+                    && !self.engine(&region).image_present(&image).await?
                 {
                     self.event(
                         Some(&c.address),
                         Status::Started,
-                        format!("  {}: pulling {}", c.address, image.value),
+                        format!("  {}: pulling {}", c.address, image),
                     );
-                    if let Err(reason) = self.engine(&region).pull(&image.value).await {
+                    if let Err(reason) = self.engine(&region).pull(&image).await {
                         return Err(ApplyError::ImageMissing {
                             address: c.address.to_string(),
-                            image: image.value.clone(),
+                            image: image.clone(),
                             region,
                             reason,
                         });
@@ -552,7 +562,7 @@ impl<'a> Run<'a> {
                     self.event(
                         Some(&c.address),
                         Status::Done,
-                        format!("  {}: pulled {}", c.address, image.value),
+                        format!("  {}: pulled {}", c.address, image),
                     );
                 }
                 Ok(())
@@ -1045,8 +1055,14 @@ impl<'a> Run<'a> {
             labels::encode(self.project, &resource, None),
             self.spec_dir,
         );
-        if let Some(built) = resource.attrs.get("build.image") {
-            body.image = Some(built.clone());
+        // The image as planned: a built tag, or the spec's image (pinned to an id by a
+        // rollback).
+        if let Some(image) = resource
+            .attrs
+            .get("build.image")
+            .or_else(|| resource.attrs.get("image"))
+        {
+            body.image = Some(image.clone());
         }
         // The exact image, recorded on the container: a tag can move, its id cannot.
         let image_id = engine
@@ -1083,9 +1099,21 @@ impl<'a> Run<'a> {
         };
         let engine = self.engine(region);
         let network = object_name(self.project, "default");
-        let verdict = match gate::healthy(engine, id, &network, pod).await {
-            Ok(()) => gate::checks(engine, id, &network, pod).await,
-            failed => failed,
+        let gates = async {
+            match gate::healthy(engine, id, &network, pod).await {
+                Ok(()) => gate::checks(engine, id, &network, pod).await,
+                failed => failed,
+            }
+        };
+        // SIGINT/SIGTERM cut a wait for health short.
+        let interrupted = async {
+            while !self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        let verdict = tokio::select! {
+            v = gates => v,
+            () = interrupted => return Err(ApplyError::Interrupted { report: String::new() }),
         };
         match verdict {
             Ok(()) => Ok(()),

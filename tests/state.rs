@@ -1,0 +1,328 @@
+//! Apply you can trust, against the real engine: the kernel lock, the intent journal with
+//! `berth recover` after a kill at every step boundary, revisions and `rollback`, and
+//! SIGTERM in the middle of an apply. Checked with the docker CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Berth;
+use common::docker::{self, Project, containers_of, docker};
+
+struct Scene {
+    project: Project,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Scene {
+            project: Project::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn pods(&self, text: &str) {
+        let spec = format!(
+            "version: 1\nproject: {}\nvolumes:\n  data: {{}}\npods:\n{text}",
+            self.project.0
+        );
+        std::fs::write(self.path().join("berth.yaml"), spec).unwrap();
+    }
+
+    fn berth(&self, args: &[&str]) -> common::Run {
+        Berth::new().dir(self.path()).args(args).run()
+    }
+
+    fn state(&self) -> PathBuf {
+        common::state_home().join(&self.project.0)
+    }
+
+    /// Names and images of the project's containers, running or not.
+    fn containers(&self) -> Vec<String> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.berth.project={}", self.project.0),
+            "--format",
+            "{{.Names}} {{.State}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+}
+
+fn pod(name: &str, image: &str, env: &str, extra: &str) -> String {
+    format!(
+        "  {name}:\n    image: {image}\n    env: {{ {env} }}\n{extra}    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 40 }}\n"
+    )
+}
+
+/// Revision 1: `a` (blue-green), `b` (owns a volume: recreate), `d`.
+fn rev1(image: &str) -> String {
+    [
+        pod("a", image, "VERSION: a1", ""),
+        pod("b", image, "VERSION: b1", "    volumes: [\"data:/data\"]\n"),
+        pod("d", image, "VERSION: d1", ""),
+    ]
+    .concat()
+}
+
+/// Revision 2: `a` and `b` changed, `c` new, `d` gone.
+fn rev2(image: &str) -> String {
+    [
+        pod("a", image, "VERSION: a2", ""),
+        pod("b", image, "VERSION: b2", "    volumes: [\"data:/data\"]\n"),
+        pod("c", image, "VERSION: c2", "    depends_on: [a]\n"),
+    ]
+    .concat()
+}
+
+#[test]
+fn a_kill_at_every_step_boundary_is_recovered_to_one_revision_without_orphans() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // A clean run of rev1 -> rev2 counts the journal's records: the kill points.
+    s.pods(&rev1(image));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(&rev2(image));
+    s.berth(&["apply", "--yes"]).code(0);
+    let records = std::fs::read_to_string(s.state().join("last-journal.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(records > 10, "{records} records");
+    let rev2_containers = s.containers();
+    s.pods(&rev1(image));
+    s.berth(&["apply", "--yes"]).code(0);
+    let rev1_containers = s.containers();
+
+    let mut exercised = 0;
+    let (mut ended_old, mut ended_new) = (0, 0);
+    // The last record is `end`: killed after it, the apply is simply done.
+    for kill_at in 1..records {
+        s.pods(&rev2(image));
+        let killed = Berth::new()
+            .dir(s.path())
+            .args(["apply", "--yes"])
+            .env("BERTH_FAULT_KILL_AT", &kill_at.to_string())
+            .run();
+        assert!(
+            killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
+            "kill point {kill_at}: apply was not killed: {}",
+            killed.stderr()
+        );
+        exercised += 1;
+        // Nothing goes on until it is recovered.
+        let refused = s.berth(&["plan"]).code(5);
+        assert!(
+            refused.stderr_flat().contains("berth recover"),
+            "kill point {kill_at}: {}",
+            refused.stderr()
+        );
+        s.berth(&["apply", "--yes"]).code(5);
+        if kill_at == records / 2 {
+            // --forward: back to the old revision, then on to the new one.
+            let r = s.berth(&["recover", "--forward"]).code(0);
+            assert!(r.stderr().contains("Apply complete"), "{}", r.stderr());
+            assert_eq!(s.containers(), rev2_containers);
+        } else {
+            s.berth(&["recover"]).code(0);
+        }
+        // No orphans: no set-aside or candidate containers, every container running.
+        let now = s.containers();
+        assert!(
+            now.iter()
+                .all(|c| !c.contains("-berth-") && c.ends_with(" running")),
+            "kill point {kill_at}: {now:?}"
+        );
+        // Fully one revision or the other, and the next plan says so.
+        if now == rev1_containers {
+            s.pods(&rev1(image));
+            ended_old += 1;
+        } else if now == rev2_containers {
+            s.pods(&rev2(image));
+            ended_new += 1;
+        } else {
+            panic!("kill point {kill_at}: neither revision: {now:?}");
+        }
+        s.berth(&["plan", "--detailed-exitcode"]).code(0);
+        // Back to revision 1 for the next kill point.
+        s.pods(&rev1(image));
+        s.berth(&["apply", "--yes"]).code(0);
+        assert_eq!(s.containers(), rev1_containers);
+    }
+    eprintln!(
+        "kill points exercised: {exercised} (recovered to the old revision {ended_old} times, to the new {ended_new})"
+    );
+    assert_eq!(exercised, records - 1);
+    assert!(ended_old > 0 && ended_new > 0);
+}
+
+#[test]
+fn two_applies_at_once_one_proceeds_and_the_other_exits_3_naming_the_holder() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // A pod that takes two seconds to become healthy keeps the first apply busy.
+    s.pods(&pod("slow", image, "START_DELAY: 2", ""));
+    let first = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["apply", "--yes"])
+        .current_dir(s.path())
+        .env("BERTH_STATE_HOME", common::state_home())
+        .env_remove("BERTH_STATE_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = s.state().join("lock");
+    let t = Instant::now();
+    while std::fs::read(&lock).map_or(true, |b| b.is_empty()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the first apply never locked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = s.berth(&["apply", "--yes"]).code(3);
+    let err = second.stderr_flat();
+    assert!(err.contains("is locked by `berth apply`"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Once it is done, the next one goes through (and has nothing to do).
+    s.berth(&["apply", "--yes"]).code(0);
+}
+
+#[test]
+fn rollback_to_an_earlier_revision_runs_its_exact_images_again() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let base = docker::testapp_image();
+    // One tag, moved to a new image for each revision (as a registry tag would be).
+    let tag = format!("berth-rb-{}:live", s.project.0);
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {base}\nLABEL build={n}\n"),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", &tag, &ctx.path().display().to_string()]);
+        ids.push(docker(&["image", "inspect", "-f", "{{.Id}}", &tag]));
+        s.pods(&pod("web", &tag, &format!("VERSION: r{n}"), ""));
+        s.berth(&["apply", "--yes"]).code(0);
+    }
+    let running = |s: &Scene| {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.Image}}",
+            &format!("{}-web", s.project.0),
+        ])
+    };
+    assert_eq!(running(&s), ids[2]);
+    let history = s.berth(&["history"]).code(0).stdout();
+    for n in 1..=3 {
+        assert!(
+            history
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{n} "))),
+            "{history}"
+        );
+    }
+    // The live state matches the latest revision.
+    s.berth(&["rollback", "--check-only"]).code(0);
+
+    s.berth(&["rollback", "--to", "1", "--yes"]).code(0);
+    assert_eq!(
+        running(&s),
+        ids[0],
+        "revision 1's image, though the tag moved on"
+    );
+    assert_eq!(
+        common::docker::http_get(&format!("{}-web", s.project.0), 8080, "/version"),
+        "r1"
+    );
+    // The rollback is revision 4, and the spec file (revision 3) now differs from it.
+    let json = s.berth(&["history", "--format", "json"]).code(0).stdout();
+    let revisions: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(revisions.len(), 4);
+    assert_eq!(revisions[3]["command"], "berth rollback --to 1");
+    assert_eq!(revisions[3]["images"]["pod.web"], serde_json::json!(ids[0]));
+    s.berth(&["rollback", "--check-only"]).code(0);
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+    // Someone changes the container by hand: check-only says so.
+    docker(&["stop", &format!("{}-web", s.project.0)]);
+    s.berth(&["rollback", "--check-only"]).code(2);
+    for id in ids {
+        let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
+    }
+}
+
+#[test]
+fn sigterm_during_apply_undoes_the_steps_and_exits_non_zero() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(
+        &[
+            pod("quick", image, "VERSION: q", ""),
+            pod("slow", image, "START_DELAY: 3", "    depends_on: [quick]\n"),
+        ]
+        .concat(),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["apply", "--yes"])
+        .current_dir(s.path())
+        .env("BERTH_STATE_HOME", common::state_home())
+        .env_remove("BERTH_STATE_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once `slow` is being waited for, ask berth to stop.
+    let t = Instant::now();
+    while !containers_of(&s.project.0).contains(&format!("{}-slow", s.project.0)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "slow never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        containers_of(&s.project.0).is_empty(),
+        "{:?}",
+        containers_of(&s.project.0)
+    );
+    // The journal was finished: the next plan works.
+    s.berth(&["plan"]).code(0);
+}
