@@ -141,7 +141,7 @@ fn main() {
     std::fs::write(&spec, berth_spec("benchp", &image, pods)).expect("spec");
     apply(&spec, Goal::Spec);
     let t = Instant::now();
-    let live = berth::ops::plan_live(&spec, &opts(&spec)).expect("plan");
+    let live = berth::ops::plan_live(&spec, &opts(&spec), false).expect("plan");
     let plan_time = t.elapsed();
     assert!(!live.plan.has_changes());
     println!(

@@ -279,16 +279,25 @@ pub struct LivePlan {
     pub plan: Plan,
     pub report: Report,
     pub requests: u64,
+    /// With the facts it relied on, to be written by `plan --out FILE`.
+    pub saved: Option<SavedPlan>,
 }
 
-/// `plan` without `--against`: observes every region's engine, then plans.
-pub fn plan_live(path: &Path, opts: &Opts) -> Result<LivePlan, OpError> {
+/// `plan` without `--against`: observes every region's engine, then plans; with `save`,
+/// gathers the facts for a saved plan too.
+pub fn plan_live(path: &Path, opts: &Opts, save: bool) -> Result<LivePlan, OpError> {
     let session = Session::open(path, Goal::Spec, opts)?;
+    let saved = if save {
+        Some(SavedPlan::of(&session)?)
+    } else {
+        None
+    };
     let requests = session.engines.values().map(|e| e.requests()).sum();
     Ok(LivePlan {
         report: session.warnings(),
         plan: session.plan,
         requests,
+        saved,
     })
 }
 
@@ -577,6 +586,104 @@ impl Session {
         Ok(applied)
     }
 
+    /// Every observed fact the plan relies on, by name, each as a short text: the spec's
+    /// hash; each container's id, configuration hash, state and image; each secret file's
+    /// fingerprint, mode and recorded recipients; the identity's mode and key; each build
+    /// context's digest; the id each image reference resolves to. Never a secret value.
+    pub fn facts(&self) -> Result<std::collections::BTreeMap<String, String>, OpError> {
+        let mut f = std::collections::BTreeMap::new();
+        f.insert(
+            "spec".to_owned(),
+            format!("sha256:{}", &sha256_hex(self.spec_text.as_bytes())[..16]),
+        );
+        for o in &self.observed.resources {
+            if o.address.kind == crate::graph::Kind::Secret {
+                continue;
+            }
+            let config = sha256_hex(
+                serde_json::to_string(&o.attrs)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            let state = if o.drift.is_empty() {
+                "as configured".to_owned()
+            } else {
+                o.drift
+                    .iter()
+                    .map(|d| format!("{} {}", d.field, d.observed))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut v = format!(
+                "id {}, config sha256:{}, {state}",
+                crate::apply::undo::short(o.id.as_deref().unwrap_or("-")),
+                &config[..12]
+            );
+            if let Some(image) = &o.image {
+                v.push_str(&format!(", image {}", short_image(image)));
+            }
+            f.insert(o.address.to_string(), v);
+        }
+        for (name, file) in &self.secrets.files {
+            f.insert(
+                format!("secret.{name} file"),
+                format!(
+                    "{}, mode {:04o}, recipients {}",
+                    file.fingerprint,
+                    file.mode,
+                    file.recorded.as_ref().map_or_else(
+                        || crate::secrets::files::NOT_RECORDED.to_owned(),
+                        |r| r.join(" ")
+                    )
+                ),
+            );
+        }
+        if self.spec.secrets.iter().next().is_some() {
+            let path = &self.secrets.identity_path;
+            let mode = crate::fsutil::mode_of(path)
+                .map_or_else(|_| "missing".to_owned(), |m| format!("mode {m:04o}"));
+            let key = self
+                .secrets
+                .identity
+                .as_ref()
+                .and_then(|i| i.recipients().first().cloned())
+                .unwrap_or_else(|| "unreadable".into());
+            f.insert(
+                "identity".to_owned(),
+                format!("{}, {mode}, key {key}", path.display()),
+            );
+        }
+        let mut images = std::collections::BTreeSet::new();
+        for r in self.graph.in_order() {
+            if let Some(b) = r.attrs.get("build.image") {
+                f.insert(format!("{} build", r.address), b.clone());
+            } else if let Some(i) = r.attrs.get("image") {
+                let region = r
+                    .address
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| self.spec.region_names()[0].to_owned());
+                images.insert((i.clone(), region));
+            }
+        }
+        let resolved = self.runtime.block_on(async {
+            let mut out = Vec::new();
+            for (image, region) in &images {
+                let Some(engine) = self.engines.get(region) else {
+                    continue;
+                };
+                let id = match engine.image_present(image).await? {
+                    true => short_image(&engine.image_id(image).await?).to_owned(),
+                    false => "absent (to be pulled)".to_owned(),
+                };
+                out.push((format!("image {image}@{region}"), id));
+            }
+            Ok::<_, OpError>(out)
+        })?;
+        f.extend(resolved);
+        Ok(f)
+    }
+
     /// The lock this session holds, if any (released when the session is dropped).
     pub fn holds_lock(&self) -> bool {
         self.lock.is_some()
@@ -675,6 +782,11 @@ async fn deployed_images(
         }
     }
     Ok(out)
+}
+
+/// `sha256:` and 12 hex digits of an image id.
+fn short_image(id: &str) -> &str {
+    id.get(..19).unwrap_or(id)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -808,4 +920,81 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         finished_commit,
         nothing: false,
     })
+}
+
+/// A plan written by `berth plan --out FILE`, applied later by `berth apply FILE`: the plan,
+/// and every fact it was made from, so that apply can refuse it when the world moved on.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedPlan {
+    pub format_version: u32,
+    pub project: String,
+    /// The spec file it was made from (absolute).
+    pub spec: String,
+    pub facts: std::collections::BTreeMap<String, String>,
+    pub plan: Plan,
+}
+
+pub const SAVED_PLAN_FORMAT: u32 = 1;
+
+impl SavedPlan {
+    pub fn of(session: &Session) -> Result<SavedPlan, OpError> {
+        Ok(SavedPlan {
+            format_version: SAVED_PLAN_FORMAT,
+            project: session.spec.project.value.clone(),
+            spec: session.spec_path.display().to_string(),
+            facts: session.facts()?,
+            plan: session.plan.clone(),
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<SavedPlan, OpError> {
+        let bytes = std::fs::read(path).map_err(|e| OpError::Secrets {
+            message: format!("cannot read the saved plan `{}`: {e}", path.display()),
+            help: "give the file written by `berth plan --out FILE`".into(),
+        })?;
+        let plan: SavedPlan = serde_json::from_slice(&bytes).map_err(|e| OpError::Secrets {
+            message: format!("`{}` is not a saved plan: {e}", path.display()),
+            help: "give the file written by `berth plan --out FILE`".into(),
+        })?;
+        if plan.format_version != SAVED_PLAN_FORMAT {
+            return Err(OpError::Secrets {
+                message: format!(
+                    "`{}` is a saved plan of format {}; this berth reads format {SAVED_PLAN_FORMAT}",
+                    path.display(),
+                    plan.format_version
+                ),
+                help: "make the plan again with this berth".into(),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// What differs between the facts this plan was made from and the session's now (one
+    /// line per fact), and whether the plan itself would come out differently.
+    pub fn stale_facts(&self, session: &Session) -> Result<Vec<String>, OpError> {
+        let now = session.facts()?;
+        let mut changed = Vec::new();
+        for (k, was) in &self.facts {
+            match now.get(k) {
+                Some(is) if is == was => {}
+                Some(is) => changed.push(format!("  {k}: was {was}; now {is}")),
+                None => changed.push(format!("  {k}: was {was}; now gone")),
+            }
+        }
+        for (k, is) in &now {
+            if !self.facts.contains_key(k) {
+                changed.push(format!("  {k}: new: {is}"));
+            }
+        }
+        if self.project != session.spec.project.value {
+            changed.push(format!(
+                "  project: the plan is for `{}`, the spec is `{}`",
+                self.project, session.spec.project.value
+            ));
+        }
+        if changed.is_empty() && self.plan != session.plan {
+            changed.push("  the plan: it comes out differently now".into());
+        }
+        Ok(changed)
+    }
 }

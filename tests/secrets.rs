@@ -637,15 +637,37 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
         "apply after rotation",
         s.berth(&["apply", "--yes"]).code(0),
     );
-    // TODO(issue 4): `rollback` and the state directory join this search once they exist.
+    // A saved plan, then a rollback to the first revision.
+    record(
+        &mut outputs,
+        "plan --out",
+        s.berth(&["plan", "--out", "saved-plan.json"]).code(0),
+    );
+    record(
+        &mut outputs,
+        "history",
+        s.berth(&["history", "--format", "json"]).code(0),
+    );
+    record(
+        &mut outputs,
+        "rollback",
+        s.berth(&["rollback", "--to", "1", "--yes"]).code(0),
+    );
 
     for (what, bytes) in &outputs {
         assert!(!contains(bytes, &value), "the canary appeared in {what}");
     }
-    // The files beside the spec: only ciphertext and records.
-    for dir in [s.path().to_path_buf(), s.path().join("secrets")] {
+    // The files beside the spec (ciphertext, records, the saved plan) and every file of
+    // the state directory (lock, journals, revisions).
+    let state = common::state_home().join(&s.project.0);
+    let mut files = 0;
+    let mut dirs = vec![s.path().to_path_buf(), state.clone()];
+    while let Some(dir) = dirs.pop() {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
-            if e.path().is_file() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                files += 1;
                 let bytes = std::fs::read(e.path()).unwrap();
                 assert!(
                     !contains(&bytes, &value),
@@ -655,6 +677,10 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
             }
         }
     }
+    assert!(
+        state.join("revisions").is_dir() && files > 8,
+        "{files} files searched"
+    );
     // docker inspect: only in the env of the pod that asked for env delivery.
     assert!(!contains(
         docker(&["inspect", &s.name("web")]).as_bytes(),

@@ -326,3 +326,77 @@ fn sigterm_during_apply_undoes_the_steps_and_exits_non_zero() {
     // The journal was finished: the next plan works.
     s.berth(&["plan"]).code(0);
 }
+
+#[test]
+fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(
+        &[
+            pod("a", image, "VERSION: a1", ""),
+            pod("b", image, "VERSION: b1", ""),
+        ]
+        .concat(),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(
+        &[
+            pod("a", image, "VERSION: a2", ""),
+            pod("b", image, "VERSION: b1", ""),
+        ]
+        .concat(),
+    );
+    let plan_file = s.path().join("plan.json");
+    s.berth(&["plan", "--out", "plan.json"]).code(0);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan_file).unwrap()).unwrap();
+    assert!(
+        saved["facts"]["pod.b"]
+            .as_str()
+            .unwrap()
+            .contains("as configured")
+    );
+
+    // Someone stops `b` by hand: the plan did not account for that.
+    docker(&["stop", &format!("{}-b", s.project.0)]);
+    let r = s.berth(&["apply", "plan.json"]).code(4);
+    let err = r.stderr_flat();
+    assert!(err.contains("is stale"), "{err}");
+    assert!(err.contains("pod.b: was id"), "names the container: {err}");
+    assert!(err.contains("state exited"), "names the fact: {err}");
+    assert!(!err.contains("pod.a:"), "only what changed: {err}");
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}}",
+            &format!("{}-b", s.project.0)
+        ]),
+        "false",
+        "nothing was changed"
+    );
+
+    // The spec edited after the plan was made: refused too.
+    docker(&["start", &format!("{}-b", s.project.0)]);
+    s.pods(
+        &[
+            pod("a", image, "VERSION: a3", ""),
+            pod("b", image, "VERSION: b1", ""),
+        ]
+        .concat(),
+    );
+    let err = s.berth(&["apply", "plan.json"]).code(4).stderr_flat();
+    assert!(err.contains("spec: was sha256:"), "{err}");
+
+    // A fresh plan, applied as saved, without a question.
+    s.berth(&["plan", "--out", "plan.json"]).code(0);
+    s.berth(&["apply", "plan.json"]).code(0);
+    assert_eq!(
+        common::docker::http_get(&format!("{}-a", s.project.0), 8080, "/version"),
+        "a3"
+    );
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

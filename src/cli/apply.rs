@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -14,6 +14,16 @@ use super::{exit, print, print_warnings, stdout_color};
 use crate::apply::{Event, Status};
 use crate::ops::{self, Goal, OpError};
 use crate::plan::render;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `berth plan --out FILE`: applied as it is, or refused (exit 4) when
+    /// a fact it relied on has changed since.
+    #[arg(value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Args,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -68,6 +78,17 @@ pub fn run(
     args: Args,
     target: Target,
 ) -> Result<u8, OpError> {
+    run_saved(file, state_dir, args, target, None)
+}
+
+/// [`run`], or with a saved plan: apply exactly it, or refuse when it is stale.
+pub fn run_saved(
+    file: &Path,
+    state_dir: Option<&Path>,
+    args: Args,
+    target: Target,
+    saved: Option<&Path>,
+) -> Result<u8, OpError> {
     let goal = target.goal;
     let opts = ops::Opts {
         state_dir: state_dir.map(Path::to_path_buf),
@@ -75,8 +96,31 @@ pub fn run(
         lock_wait: args.lock_wait,
         revision: target.revision,
     };
+    let saved = match saved {
+        Some(p) => Some((p, ops::SavedPlan::read(p)?)),
+        None => None,
+    };
+    // A saved plan names its spec; -f (or the default) is used only without one.
+    let file = match &saved {
+        Some((_, s)) => Path::new(&s.spec),
+        None => file,
+    };
     let session = ops::Session::open(file, goal, &opts)?;
     print_warnings(&session.report);
+    if let Some((path, plan)) = &saved {
+        let changed = plan.stale_facts(&session)?;
+        if !changed.is_empty() {
+            return Err(OpError::StalePlan {
+                path: path.to_path_buf(),
+                changed,
+            });
+        }
+    }
+    // A reviewed, saved plan is its own confirmation.
+    let args = Args {
+        yes: args.yes || saved.is_some(),
+        ..args
+    };
     // Secrets must decrypt and pass their checks before anything is changed.
     session.preflight()?;
     let json = args.format == Format::Json;

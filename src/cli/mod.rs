@@ -68,7 +68,7 @@ pub enum Command {
     /// Show the changes that would take the current state to the spec.
     Plan(plan::Args),
     /// Carry out the plan against the live engines, with gates and rollback.
-    Apply(apply::Args),
+    Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
     Destroy(apply::Args),
     /// Print the JSON Schema of the spec.
@@ -110,15 +110,16 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),
         Command::Plan(args) => plan::run(&cli.file, cli.state_dir.as_deref(), args),
-        Command::Apply(args) => apply::run(
+        Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),
-            args,
+            args.common,
             apply::Target {
                 goal: crate::ops::Goal::Spec,
                 command: "berth apply".into(),
                 revision: None,
             },
+            args.plan.as_deref(),
         ),
         Command::Destroy(args) => apply::run(
             &cli.file,

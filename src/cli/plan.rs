@@ -20,6 +20,9 @@ pub struct Args {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Also write the plan, with every fact it relied on, for `berth apply FILE`.
+    #[arg(long, value_name = "FILE", conflicts_with = "against")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,7 +43,23 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                 state_dir: state_dir.map(Path::to_path_buf),
                 ..Default::default()
             };
-            let p = ops::plan_live(file, &opts)?;
+            let p = ops::plan_live(file, &opts, args.out.is_some())?;
+            if let (Some(out), Some(saved)) = (&args.out, &p.saved) {
+                let mut text = serde_json::to_vec_pretty(saved).unwrap_or_default();
+                text.push(b'\n');
+                crate::fsutil::write_atomic(out, &text, 0o600).map_err(|source| {
+                    OpError::Write {
+                        path: out.clone(),
+                        source,
+                    }
+                })?;
+                eprintln!(
+                    "Saved the plan and the {} facts it relies on to {}; `berth apply {}` carries it out, unless one of them changed.",
+                    saved.facts.len(),
+                    out.display(),
+                    out.display()
+                );
+            }
             (p.plan, p.report)
         }
     };
