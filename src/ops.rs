@@ -998,3 +998,69 @@ impl SavedPlan {
         Ok(changed)
     }
 }
+
+/// The observed state of a project, as data: what `berth state snapshot` writes on a host
+/// and `berth plan --state FILE` plans against anywhere (CI without access to the hosts).
+/// It holds what the labels and the files say (attributes, drift, ids, fingerprints), never
+/// a secret value.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub format_version: u32,
+    pub project: String,
+    pub host: String,
+    /// Seconds since the epoch.
+    pub taken_at: u64,
+    pub observed: ObservedState,
+}
+
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// `berth state snapshot`.
+pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
+    let session = Session::open(path, Goal::Spec, opts)?;
+    Ok(Snapshot {
+        format_version: SNAPSHOT_FORMAT,
+        project: session.spec.project.value.clone(),
+        host: crate::state::hostname(),
+        taken_at: crate::state::now(),
+        observed: session.observed,
+    })
+}
+
+/// `berth plan --state FILE`: the spec (with this machine's build contexts and secret
+/// files) planned against a snapshot, without any engine.
+pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Report), OpError> {
+    let bytes = std::fs::read(snapshot).map_err(|e| OpError::Secrets {
+        message: format!("cannot read the snapshot `{}`: {e}", snapshot.display()),
+        help: "write one on the host with `berth state snapshot > live.json`".into(),
+    })?;
+    let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| OpError::Secrets {
+        message: format!("`{}` is not a state snapshot: {e}", snapshot.display()),
+        help: "write one on the host with `berth state snapshot > live.json`".into(),
+    })?;
+    let valid = load_valid(path)?;
+    if snap.format_version != SNAPSHOT_FORMAT || snap.project != valid.spec.project.value {
+        return Err(OpError::Secrets {
+            message: format!(
+                "`{}` is a snapshot of project `{}` (format {}), not of `{}`",
+                snapshot.display(),
+                snap.project,
+                snap.format_version,
+                valid.spec.project.value
+            ),
+            help: "take the snapshot of this project with this berth".into(),
+        });
+    }
+    let spec_dir = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let secrets = crate::secrets::files::inspect(&valid.spec, &spec_dir);
+    let facts = resources::LocalFacts {
+        build_digests: build_digests(&valid.spec, &spec_dir)?,
+        secret_versions: secrets.versions(),
+    };
+    let graph = ResourceGraph::new(resources::desired_with(&valid.spec, &facts))?;
+    let plan = plan(&valid.spec.project.value, &graph, &snap.observed);
+    Ok((plan, valid.report))
+}

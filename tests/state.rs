@@ -400,3 +400,61 @@ fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
     );
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn a_snapshot_taken_on_the_host_plans_anywhere_without_the_engine() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(
+        &[
+            pod("a", image, "VERSION: a1", ""),
+            pod("b", image, "VERSION: b1", ""),
+        ]
+        .concat(),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    let snap = s.berth(&["state", "snapshot"]).code(0).stdout();
+    std::fs::write(s.path().join("live.json"), &snap).unwrap();
+    // In CI: no engine at all, a changed spec.
+    s.pods(
+        &[
+            pod("a", image, "VERSION: a2", ""),
+            pod("b", image, "VERSION: b1", ""),
+        ]
+        .concat(),
+    );
+    let offline = Berth::new()
+        .dir(s.path())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args([
+            "plan",
+            "--state",
+            "live.json",
+            "--format",
+            "json",
+            "--detailed-exitcode",
+        ])
+        .run()
+        .code(2);
+    let live = s.berth(&["plan", "--format", "json"]).code(0);
+    let plan: berth::plan::Plan = serde_json::from_str(&offline.stdout()).unwrap();
+    let changed: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != berth::plan::Action::NoOp)
+        .map(|c| format!("{} {:?}", c.address, c.action))
+        .collect();
+    assert_eq!(changed, ["pod.a Replace"]);
+    // The same plan as against the engines themselves.
+    assert_eq!(offline.stdout(), live.stdout());
+    // A snapshot of another project is refused.
+    let other = snap.replace(
+        &format!("\"project\": \"{}\"", s.project.0),
+        "\"project\": \"other\"",
+    );
+    std::fs::write(s.path().join("other.json"), other).unwrap();
+    s.berth(&["plan", "--state", "other.json"]).code(1);
+}

@@ -84,6 +84,8 @@ pub enum Command {
     Rollback(state::RollbackArgs),
     /// Remove the project's lock when no berth holds it.
     Unlock,
+    /// The observed state as data: `berth state snapshot > live.json`.
+    State(state::StateArgs),
 }
 
 /// Parses arguments, runs the command, prints any error as a diagnostic.
@@ -135,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => state::history(&cli.file, cli.state_dir.as_deref(), args),
         Command::Rollback(args) => state::rollback(&cli.file, cli.state_dir.as_deref(), args),
         Command::Unlock => state::unlock(&cli.file, cli.state_dir.as_deref()),
+        Command::State(args) => state::state(&cli.file, cli.state_dir.as_deref(), args),
         Command::Schema(args) => schema::run(args),
         Command::Secrets(args) => secrets::run(&cli.file, args),
     };

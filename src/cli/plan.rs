@@ -21,8 +21,12 @@ pub struct Args {
     #[arg(long)]
     pub detailed_exitcode: bool,
     /// Also write the plan, with every fact it relied on, for `berth apply FILE`.
-    #[arg(long, value_name = "FILE", conflicts_with = "against")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["against", "state"])]
     pub out: Option<PathBuf>,
+    /// Plan against a snapshot of a host's state (`berth state snapshot > live.json` on the
+    /// host) instead of the engines: CI that cannot reach the hosts.
+    #[arg(long, value_name = "FILE", conflicts_with = "against")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -33,12 +37,13 @@ pub enum Format {
 }
 
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
-    let (plan, report) = match &args.against {
-        Some(old) => {
+    let (plan, report) = match (&args.against, &args.state) {
+        (Some(old), _) => {
             let p = ops::plan_against_files(file, old)?;
             (p.plan, p.new)
         }
-        None => {
+        (None, Some(snapshot)) => ops::plan_against_snapshot(file, snapshot)?,
+        (None, None) => {
             let opts = ops::Opts {
                 state_dir: state_dir.map(Path::to_path_buf),
                 ..Default::default()

@@ -194,3 +194,32 @@ pub fn unlock(file: &Path, state_dir: Option<&Path>) -> Result<u8, OpError> {
     }
     Ok(exit::OK)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StateCommand {
+    /// Write the observed state (engines and secret files, no secret values) as JSON to
+    /// stdout, for `berth plan --state FILE` where the hosts cannot be reached.
+    Snapshot,
+}
+
+pub fn state(file: &Path, state_dir: Option<&Path>, args: StateArgs) -> Result<u8, OpError> {
+    match args.command {
+        StateCommand::Snapshot => {
+            let opts = ops::Opts {
+                state_dir: state_dir.map(Path::to_path_buf),
+                ..Default::default()
+            };
+            let snap = ops::snapshot(file, &opts)?;
+            let mut text = serde_json::to_string_pretty(&snap).unwrap_or_default();
+            text.push('\n');
+            print(&text);
+            Ok(exit::OK)
+        }
+    }
+}
