@@ -25,6 +25,7 @@ pub mod diag;
 pub mod engine;
 pub mod fsutil;
 pub mod graph;
+pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod plan;

@@ -542,7 +542,7 @@ impl Session {
             journal,
             interrupted: &interrupted,
         };
-        let applied = self.runtime.block_on(async {
+        let mut applied = self.runtime.block_on(async {
             let work = crate::apply::apply(inputs, &self.plan, options, progress);
             tokio::pin!(work);
             // SIGINT/SIGTERM: no new step starts; the ones in flight finish, then
@@ -582,6 +582,7 @@ impl Session {
                     summary: self.plan.summary.clone(),
                 },
             )?;
+            applied.revision = Some(from + 1);
         }
         Ok(applied)
     }
@@ -682,6 +683,12 @@ impl Session {
         })?;
         f.extend(resolved);
         Ok(f)
+    }
+
+    /// The webhook to tell the outcome: `--notify`, else the spec's `notify:`.
+    pub fn notify_url(&self, flag: Option<&str>) -> Option<String> {
+        flag.map(str::to_owned)
+            .or_else(|| self.spec.notify.as_ref().map(|n| n.value.clone()))
     }
 
     /// The lock this session holds, if any (released when the session is dropped).

@@ -458,3 +458,84 @@ fn a_snapshot_taken_on_the_host_plans_anywhere_without_the_engine() {
     std::fs::write(s.path().join("other.json"), other).unwrap();
     s.berth(&["plan", "--state", "other.json"]).code(1);
 }
+
+/// A webhook on loopback that keeps the bodies it receives.
+fn webhook() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/berth", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut len = 0;
+            let mut line = String::new();
+            let mut first = true;
+            while reader.read_line(&mut line).is_ok() && line != "\r\n" {
+                if first {
+                    assert!(line.starts_with("POST /hooks/berth "), "{line}");
+                    first = false;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn the_outcome_is_posted_to_the_webhook_and_a_dead_webhook_fails_nothing() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let (url, bodies) = webhook();
+    let wait = || {
+        bodies
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a POST")
+    };
+    s.pods(&pod("web", image, "VERSION: v1", ""));
+    s.berth(&["apply", "--yes", "--notify", &url]).code(0);
+    let b = wait();
+    assert_eq!(b["outcome"], "applied");
+    assert_eq!(b["revision"], 1);
+    assert_eq!(b["project"], serde_json::json!(s.project.0));
+    assert_eq!(b["changes"]["create"], 3, "network, volume, pod");
+    assert!(b["duration_ms"].as_u64().is_some());
+    // A failing health gate: rolled back, and said so (the spec's `notify:` this time).
+    let spec = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
+    let spec = spec
+        .replace("VERSION: v1", "VERSION: v2, FAIL_HEALTH: 1")
+        .replace("volumes:", &format!("notify: {url}\nvolumes:"));
+    std::fs::write(s.path().join("berth.yaml"), spec).unwrap();
+    s.berth(&["apply", "--yes"]).code(1);
+    let b = wait();
+    assert_eq!(b["outcome"], "rolled_back");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed its `healthy` gate"),
+        "{b}"
+    );
+    // Nobody listens at this address: a warning, and the apply's own outcome stands.
+    let dead = format!("http://127.0.0.1:{}/x", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    s.pods(&pod("web", image, "VERSION: v3", ""));
+    let r = s.berth(&["apply", "--yes", "--notify", &dead]).code(0);
+    assert!(r.stderr().contains("the notification to"), "{}", r.stderr());
+    assert!(r.stderr().contains("revision 2"), "{}", r.stderr());
+}

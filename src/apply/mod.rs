@@ -172,6 +172,8 @@ pub enum Status {
 pub struct Applied {
     pub changed: usize,
     pub kept_volumes: Vec<String>,
+    /// The revision recorded for it (set by the session; none when nothing changed).
+    pub revision: Option<u64>,
 }
 
 /// One apply in progress. Steps of one layer run concurrently on one task, so the shared
@@ -322,6 +324,7 @@ pub async fn apply(
     }
     run.finish().await?;
     Ok(Applied {
+        revision: None,
         changed,
         kept_volumes: run.kept_volumes.take(),
     })

@@ -43,6 +43,10 @@ pub struct Args {
     /// failing at once.
     #[arg(long, value_name = "DURATION", value_parser = super::duration)]
     pub lock_wait: Option<Duration>,
+    /// POST the outcome as JSON to this webhook (`http://...`), instead of the spec's
+    /// `notify:`. A failing webhook is a warning, never a failed apply.
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<String>,
 }
 
 impl Args {
@@ -54,6 +58,7 @@ impl Args {
             parallelism: 4,
             format: Format::Human,
             lock_wait: None,
+            notify: None,
         }
     }
 }
@@ -105,10 +110,67 @@ pub fn run_saved(
         Some((_, s)) => Path::new(&s.spec),
         None => file,
     };
+    let command = opts.lock.clone().unwrap_or_default();
     let session = ops::Session::open(file, goal, &opts)?;
     print_warnings(&session.report);
-    if let Some((path, plan)) = &saved {
-        let changed = plan.stale_facts(&session)?;
+    let started = std::time::Instant::now();
+    let notify = session.notify_url(args.notify.as_deref());
+    let result = carry_out(&session, args, goal, saved.as_ref());
+    if let Some(url) = notify {
+        let outcome = match &result {
+            Ok(Outcome::Applied(_)) => "applied",
+            Ok(Outcome::NothingToDo) => "no_changes",
+            Ok(Outcome::Cancelled) => "cancelled",
+            Err(OpError::Apply(crate::apply::ApplyError::Interrupted { .. })) => "interrupted",
+            Err(OpError::Apply(
+                crate::apply::ApplyError::GateFailed { .. }
+                | crate::apply::ApplyError::Failed { .. },
+            )) => "rolled_back",
+            Err(_) => "failed",
+        };
+        let revision = match &result {
+            Ok(Outcome::Applied(a)) => a.revision,
+            _ => None,
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        let body = serde_json::json!({
+            "event": "berth.apply",
+            "project": session.spec.project.value,
+            "command": command,
+            "host": crate::state::hostname(),
+            "outcome": outcome,
+            "revision": revision,
+            "changes": session.plan.summary,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "error": error,
+        });
+        if let Some(why) = crate::notify::send(&url, &body) {
+            eprintln!(
+                "warning: the notification to {url} failed ({why}); the outcome above stands"
+            );
+        }
+    }
+    match result? {
+        Outcome::Applied(_) | Outcome::NothingToDo => Ok(exit::OK),
+        Outcome::Cancelled => Ok(exit::ERROR),
+    }
+}
+
+/// How a run ended, for the exit code and the notification.
+enum Outcome {
+    Applied(crate::apply::Applied),
+    NothingToDo,
+    Cancelled,
+}
+
+fn carry_out(
+    session: &ops::Session,
+    args: Args,
+    goal: Goal,
+    saved: Option<&(&Path, ops::SavedPlan)>,
+) -> Result<Outcome, OpError> {
+    if let Some((path, plan)) = saved {
+        let changed = plan.stale_facts(session)?;
         if !changed.is_empty() {
             return Err(OpError::StalePlan {
                 path: path.to_path_buf(),
@@ -133,14 +195,14 @@ pub fn run_saved(
         } else {
             eprintln!("{}", render::summary_line(&session.plan));
         }
-        return Ok(exit::OK);
+        return Ok(Outcome::NothingToDo);
     }
     if !json {
         print(&render::human(&session.plan, stdout_color()));
     }
     if !args.yes && !confirmed(goal)? {
         eprintln!("Apply cancelled; nothing was changed.");
-        return Ok(exit::ERROR);
+        return Ok(Outcome::Cancelled);
     }
     let options = crate::apply::Options {
         delete_volumes: args.delete_volumes,
@@ -172,22 +234,29 @@ pub fn run_saved(
             "event": "applied",
             "changed": applied.changed,
             "kept_volumes": applied.kept_volumes,
+            "revision": applied.revision,
         }));
-        return Ok(exit::OK);
+        return Ok(Outcome::Applied(applied));
     }
     let verb = if goal == Goal::Nothing {
         "Destroy"
     } else {
         "Apply"
     };
-    eprintln!("{verb} complete: {} change(s) made.", applied.changed);
+    match applied.revision {
+        Some(r) => eprintln!(
+            "{verb} complete: {} change(s) made; recorded as revision {r}.",
+            applied.changed
+        ),
+        None => eprintln!("{verb} complete: {} change(s) made.", applied.changed),
+    }
     if !applied.kept_volumes.is_empty() {
         eprintln!(
             "Kept with their data: {} (pass --delete-volumes to remove them).",
             applied.kept_volumes.join(", ")
         );
     }
-    Ok(exit::OK)
+    Ok(Outcome::Applied(applied))
 }
 
 fn json_line(value: &serde_json::Value) {

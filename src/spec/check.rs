@@ -30,6 +30,7 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
     c.rate_limits();
     c.proxy();
     c.backups();
+    c.notify();
     c.diags
 }
 
@@ -332,6 +333,17 @@ impl Checker<'_> {
                     .help("remove the repeated entry"),
                 );
             }
+        }
+    }
+
+    fn notify(&mut self) {
+        let Some(url) = &self.spec.notify else { return };
+        if let Err(why) = crate::notify::Target::parse(&url.value) {
+            self.push(
+                Diagnostic::error("invalid-notify", format!("`notify` is not a webhook berth can call: {why}"))
+                    .at(url.span, "here")
+                    .help("give `http://host[:port]/path`; for an https service, point it at a relay on the host or the private network"),
+            );
         }
     }
 

@@ -57,6 +57,10 @@ pub struct Spec {
     /// Encrypted, verified, scheduled backups.
     #[serde(default)]
     pub backups: NamedMap<Backup>,
+    /// A webhook (`http://host[:port]/path`) that receives a JSON POST with the outcome of
+    /// every apply, destroy and rollback. A failing webhook never fails the apply.
+    #[serde(default)]
+    pub notify: Option<Sp<String>>,
 }
 
 /// The region of a spec that names none.
