@@ -326,6 +326,7 @@ pub struct Session {
     spec_path: std::path::PathBuf,
     spec_text: String,
     command: String,
+    goal: Goal,
 }
 
 /// How a session is opened: which state directory, whether it takes the project's lock,
@@ -483,6 +484,7 @@ impl Session {
             spec_path,
             spec_text,
             command: opts.lock.clone().unwrap_or_else(|| "berth plan".into()),
+            goal,
         })
     }
 
@@ -580,6 +582,7 @@ impl Session {
                     images,
                     secrets,
                     summary: self.plan.summary.clone(),
+                    destroyed: self.goal == Goal::Nothing,
                 },
             )?;
             applied.revision = Some(from + 1);

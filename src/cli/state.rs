@@ -157,14 +157,20 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
             });
         }
     };
-    revisions::load(&dir, to)?;
-    eprintln!("Rolling back `{project}` to revision {to} (its spec, its images by id):");
+    let target = revisions::load(&dir, to)?;
+    let goal = if target.destroyed {
+        eprintln!("Rolling back `{project}` to revision {to}, a destroy: nothing runs.");
+        Goal::Nothing
+    } else {
+        eprintln!("Rolling back `{project}` to revision {to} (its spec, its images by id):");
+        Goal::Spec
+    };
     super::apply::run(
         file,
         state_dir,
         args.apply,
         super::apply::Target {
-            goal: Goal::Spec,
+            goal,
             command: format!("berth rollback --to {to}"),
             revision: Some(to),
         },

@@ -26,6 +26,9 @@ pub struct Revision {
     /// The fingerprint of each secret's ciphertext, by name.
     pub secrets: BTreeMap<String, String>,
     pub summary: crate::plan::Summary,
+    /// `berth destroy`: the revision in which nothing runs.
+    #[serde(default)]
+    pub destroyed: bool,
 }
 
 fn dir_of(dir: &StateDir) -> std::path::PathBuf {
