@@ -20,6 +20,7 @@
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;
+pub mod backup;
 pub mod cli;
 pub mod diag;
 pub mod engine;

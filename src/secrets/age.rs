@@ -128,19 +128,7 @@ impl Identity {
 
     /// Decrypts a whole age file (binary or armored) held in memory.
     pub fn decrypt(&self, ciphertext: &[u8]) -> Result<Plaintext, AgeError> {
-        let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(
-            BufReader::new(ciphertext),
-        ))
-        .map_err(|e| decrypt_error(&e, self))?;
-        if decryptor.is_scrypt() {
-            return Err(AgeError::Decrypt(
-                "it is encrypted with a passphrase; berth needs files encrypted to recipients"
-                    .into(),
-            ));
-        }
-        let mut reader = decryptor
-            .decrypt(self.keys.iter().map(|k| k.as_ref() as &dyn age::Identity))
-            .map_err(|e| decrypt_error(&e, self))?;
+        let mut reader = self.decrypting_reader(ciphertext)?;
         // Sized up front, so that growing the buffer leaves no copies of the plaintext
         // in freed memory.
         let mut out = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
@@ -148,6 +136,26 @@ impl Identity {
             .read_to_end(&mut out)
             .map_err(|e| AgeError::Decrypt(format!("the file is damaged or truncated ({e})")))?;
         Ok(Plaintext::new(std::mem::take(&mut *out)))
+    }
+
+    /// A reader that decrypts an age file (binary or armored) as it is read: for large
+    /// files (backups), with bounded memory. A damaged or truncated file fails the read.
+    pub fn decrypting_reader<'a, R: Read + 'a>(
+        &'a self,
+        input: R,
+    ) -> Result<impl Read + 'a, AgeError> {
+        let decryptor =
+            age::Decryptor::new_buffered(age::armor::ArmoredReader::new(BufReader::new(input)))
+                .map_err(|e| decrypt_error(&e, self))?;
+        if decryptor.is_scrypt() {
+            return Err(AgeError::Decrypt(
+                "it is encrypted with a passphrase; berth needs files encrypted to recipients"
+                    .into(),
+            ));
+        }
+        decryptor
+            .decrypt(self.keys.iter().map(|k| k.as_ref() as &dyn age::Identity))
+            .map_err(|e| decrypt_error(&e, self))
     }
 }
 

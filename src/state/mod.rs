@@ -137,8 +137,19 @@ pub fn now() -> u64 {
 
 /// `2026-11-22 04:05:06 UTC` for seconds since the epoch.
 pub fn format_time(secs: u64) -> String {
-    let days = secs / 86_400;
+    let (y, m, d) = civil(secs);
     let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// The UTC calendar date (year, month, day) of seconds since the epoch.
+pub fn civil(secs: u64) -> (i64, i64, i64) {
+    let days = secs / 86_400;
     // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian, UTC.
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -150,12 +161,7 @@ pub fn format_time(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    (y, m, d)
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+//! Encrypted, verified backups: one streaming pipeline ([`pipeline`]), a store behind a
+//! small trait ([`store`]), retention ([`retention`]).
+//!
+//! A backup is a file `ID.tar.zst.age` (a tar stream, compressed with zstd, encrypted with
+//! age to the backup's recipients) and a manifest `ID.manifest.json` written atomically
+//! after it: the SHA-256 of the file, the size of the tar stream and its SHA-256, the
+//! source, project, spec revision, berth version, time and the recipients. Every backup is
+//! read back and checked before `backup run` reports success. Without berth:
+//!
+//! ```sh
+//! age -d -i KEY ID.tar.zst.age | zstd -d | tar -x
+//! ```
+
+pub mod pipeline;
+pub mod retention;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum BackupError {
+    #[error("backup store: {0}")]
+    #[diagnostic(
+        code(berth::backup_store),
+        help("the store is a directory of its own, absolute, not under /tmp, mode 0700")
+    )]
+    Store(String),
+    #[error("`{what}` is damaged: {why}")]
+    #[diagnostic(
+        code(berth::backup_damaged),
+        help(
+            "this backup cannot be trusted; use another (`berth backup list`), and find out what changed the file"
+        )
+    )]
+    Damaged { what: String, why: String },
+    #[error("backup `{name}`: {why}")]
+    #[diagnostic(code(berth::backup), help("{help}"))]
+    Failed {
+        name: String,
+        why: String,
+        help: String,
+    },
+}
+
+/// What a backup holds and how to check it, written after its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: String,
+    /// The backup's name in the spec.
+    pub name: String,
+    pub project: String,
+    /// `volume NAME`, `path /srv/x`.
+    pub source: String,
+    /// How to read the data: `tar+zstd+age`.
+    pub format: String,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    /// The latest revision applied when it was taken (0: none).
+    pub revision: u64,
+    pub berth_version: String,
+    /// The public keys it is encrypted to.
+    pub recipients: Vec<String>,
+    /// The tar stream: bytes and SHA-256.
+    pub plain_bytes: u64,
+    pub plain_sha256: String,
+    /// The stored file: bytes and SHA-256.
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
+    /// Read back and checked after it was written.
+    pub verified: bool,
+    /// Taken by a restore, to undo it.
+    #[serde(default)]
+    pub safety: bool,
+}
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A new backup id: the UTC time, sortable, and a few random digits.
+pub fn new_id(at: u64) -> String {
+    let (y, m, d) = crate::state::civil(at);
+    let rem = at % 86_400;
+    let mut r = [0u8; 3];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r));
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:02x}{:02x}{:02x}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        r[0],
+        r[1],
+        r[2]
+    )
+}
+
+/// What a full read-back found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub files: u64,
+    pub plain_bytes: u64,
+}
+
+/// Reads a backup back whole: decrypts, decompresses, walks the tar (every entry read to
+/// its end), and compares both hashes and the size with the manifest.
+pub fn verify(
+    store: &dyn store::Store,
+    manifest: &Manifest,
+    identity: &crate::secrets::age::Identity,
+) -> Result<Verified, BackupError> {
+    let what = store.locate(&manifest.name, &manifest.id);
+    let damaged = |why: String| BackupError::Damaged {
+        what: what.clone(),
+        why,
+    };
+    let data = store.open(&manifest.name, &manifest.id)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (stats, walked) = std::thread::scope(|s| {
+        let walker = s.spawn(move || -> Result<u64, String> {
+            let mut archive = tar::Archive::new(pipeline::ChannelReader::new(rx));
+            let mut files = 0;
+            let entries = archive.entries().map_err(|e| e.to_string())?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| format!("the tar stream is broken: {e}"))?;
+                std::io::copy(&mut entry, &mut std::io::sink())
+                    .map_err(|e| format!("an entry is cut short: {e}"))?;
+                files += 1;
+            }
+            Ok(files)
+        });
+        let stats = pipeline::open(data, identity, ChannelSink { tx: Some(tx) });
+        (stats, walker.join())
+    });
+    let stats = stats.map_err(|e| damaged(e.to_string()))?;
+    let files = walked
+        .map_err(|_| damaged("reading the tar stream failed".into()))?
+        .map_err(damaged)?;
+    if stats.stored_sha256 != manifest.stored_sha256 || stats.stored_bytes != manifest.stored_bytes
+    {
+        return Err(damaged(format!(
+            "the file's SHA-256 is {}, the manifest says {} (another file, or a swapped manifest)",
+            &stats.stored_sha256[..16],
+            &manifest.stored_sha256.get(..16).unwrap_or("?")
+        )));
+    }
+    if stats.plain_sha256 != manifest.plain_sha256 || stats.plain_bytes != manifest.plain_bytes {
+        return Err(damaged(
+            "its content does not match the manifest's hash and size".into(),
+        ));
+    }
+    Ok(Verified {
+        files,
+        plain_bytes: stats.plain_bytes,
+    })
+}
+
+/// Sends what is written to a channel; closing it (drop) ends the reader's stream.
+struct ChannelSink {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl std::io::Write for ChannelSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match &self.tx {
+            Some(tx) => tx
+                .send(b.to_vec())
+                .map(|()| b.len())
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader stopped")),
+            None => Ok(b.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
