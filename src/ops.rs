@@ -86,6 +86,9 @@ pub enum OpError {
         path: std::path::PathBuf,
         changed: Vec<String>,
     },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     /// A `berth secrets` command cannot do what was asked.
     #[error("{message}")]
     #[diagnostic(code(berth::secrets), help("{help}"))]

@@ -11,6 +11,7 @@
 //! age -d -i KEY ID.tar.zst.age | zstd -d | tar -x
 //! ```
 
+pub mod ops;
 pub mod pipeline;
 pub mod retention;
 pub mod store;
@@ -128,7 +129,7 @@ pub fn verify(
             }
             Ok(files)
         });
-        let stats = pipeline::open(data, identity, ChannelSink { tx: Some(tx) });
+        let stats = pipeline::open(data, identity, ChannelSink::new(tx));
         (stats, walker.join())
     });
     let stats = stats.map_err(|e| damaged(e.to_string()))?;
@@ -155,8 +156,14 @@ pub fn verify(
 }
 
 /// Sends what is written to a channel; closing it (drop) ends the reader's stream.
-struct ChannelSink {
+pub struct ChannelSink {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl ChannelSink {
+    pub fn new(tx: std::sync::mpsc::SyncSender<Vec<u8>>) -> Self {
+        ChannelSink { tx: Some(tx) }
+    }
 }
 
 impl std::io::Write for ChannelSink {

@@ -2,6 +2,7 @@
 //! is a thin layer over [`crate::ops`].
 
 mod apply;
+mod backup;
 mod graph;
 mod plan;
 mod schema;
@@ -86,6 +87,8 @@ pub enum Command {
     Unlock,
     /// The observed state as data: `berth state snapshot > live.json`.
     State(state::StateArgs),
+    /// Encrypted, verified backups: run, list, verify, prune.
+    Backup(backup::Args),
 }
 
 /// Parses arguments, runs the command, prints any error as a diagnostic.
@@ -138,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(args) => state::rollback(&cli.file, cli.state_dir.as_deref(), args),
         Command::Unlock => state::unlock(&cli.file, cli.state_dir.as_deref()),
         Command::State(args) => state::state(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Backup(args) => backup::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Schema(args) => schema::run(args),
         Command::Secrets(args) => secrets::run(&cli.file, args),
     };

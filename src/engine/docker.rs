@@ -83,6 +83,10 @@ pub struct ContainerInfo {
     pub status: String,
     /// Host paths bind-mounted into it, as (source, destination).
     pub binds: Vec<(String, String)>,
+    /// Named volumes mounted into it.
+    pub volumes: Vec<String>,
+    /// The id of its image.
+    pub image_id: String,
 }
 
 /// The kinds of engine object berth names.
@@ -243,10 +247,18 @@ impl Engine {
                 status: c.status.unwrap_or_default(),
                 binds: c
                     .mounts
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|m| Some((m.source?, m.destination?)))
+                    .iter()
+                    .flatten()
+                    .filter(|m| m.name.is_none())
+                    .filter_map(|m| Some((m.source.clone()?, m.destination.clone()?)))
                     .collect(),
+                volumes: c
+                    .mounts
+                    .iter()
+                    .flatten()
+                    .filter_map(|m| m.name.clone())
+                    .collect(),
+                image_id: c.image_id.unwrap_or_default(),
             })
             .collect())
     }
@@ -536,6 +548,52 @@ impl Engine {
             }) => Ok(()),
             Err(e) => Err(self.call_error("remove volume", e)),
         }
+    }
+
+    /// A container that is never started, only there to reach `volume` (mounted at
+    /// `/volume`) through the archive API; `image` is any image present on the engine.
+    pub async fn create_helper(
+        &self,
+        name: &str,
+        image: &str,
+        volume: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                mounts: Some(vec![bollard::models::Mount {
+                    target: Some("/volume".into()),
+                    source: Some(volume.to_owned()),
+                    typ: Some(bollard::models::MountType::VOLUME),
+                    read_only: Some(false),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_container(name, body).await
+    }
+
+    /// The tar stream of `path` in a container (running or not).
+    pub fn download(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = Result<hyper::body::Bytes, EngineError>> + use<'_> {
+        use futures_util::StreamExt;
+        self.count();
+        self.docker
+            .download_from_container(
+                id,
+                Some(bollard::query_parameters::DownloadFromContainerOptions {
+                    path: path.to_owned(),
+                }),
+            )
+            .map(|r| r.map_err(|e| self.call_error("download from container", e)))
     }
 
     /// A container's current name, or `None` when it does not exist.

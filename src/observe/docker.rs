@@ -146,6 +146,8 @@ mod tests {
                 state: "running".into(),
                 status: "Up 2 minutes (healthy)".into(),
                 binds: Vec::new(),
+                volumes: Vec::new(),
+                image_id: String::new(),
             },
             ContainerInfo {
                 id: "b".into(),
@@ -154,6 +156,8 @@ mod tests {
                 state: "exited".into(),
                 status: "Exited (1) 3 seconds ago".into(),
                 binds: Vec::new(),
+                volumes: Vec::new(),
+                image_id: String::new(),
             },
             ContainerInfo {
                 id: "c".into(),
@@ -162,6 +166,8 @@ mod tests {
                 state: "running".into(),
                 status: "Up 1 second (unhealthy)".into(),
                 binds: Vec::new(),
+                volumes: Vec::new(),
+                image_id: String::new(),
             },
         ];
         let networks = vec![ObjectInfo {
@@ -189,6 +195,8 @@ mod tests {
             state: "running".into(),
             status: "Up 5 minutes (unhealthy)".into(),
             binds: Vec::new(),
+                volumes: Vec::new(),
+                image_id: String::new(),
         }];
         let got = from_lists(None, &containers, &[], &[]);
         assert_eq!(got[0].drift[0].field, "health");

@@ -57,7 +57,17 @@ pub fn record_path(path: &Path) -> PathBuf {
 /// The recipients a secret is to be encrypted to: its own list, else the spec's, else the
 /// identity's own key (when the spec names an identity and no recipients).
 pub fn wanted_recipients(spec: &Spec, secret: &Secret, identity: Option<&Identity>) -> Vec<String> {
-    let listed = secret.recipients.as_ref().unwrap_or(&spec.recipients);
+    recipients_for(spec, secret.recipients.as_deref(), identity)
+}
+
+/// The recipients of a secret or backup with its `own` list (if any): that list, else the
+/// spec's, else the identity's own key. Sorted, without repeats.
+pub fn recipients_for(
+    spec: &Spec,
+    own: Option<&[crate::spec::spanned::Sp<String>]>,
+    identity: Option<&Identity>,
+) -> Vec<String> {
+    let listed = own.unwrap_or(&spec.recipients);
     let mut out: Vec<String> = if listed.is_empty() {
         identity
             .and_then(|i| i.recipients().first().cloned())

@@ -1,0 +1,193 @@
+//! `berth backup run | list | verify | prune`.
+
+use std::path::Path;
+
+use super::{exit, print};
+use crate::backup::ops::Backups;
+use crate::backup::retention;
+use crate::backup::store::Store;
+use crate::ops::OpError;
+use crate::state::format_time;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Take a backup now (read back and verified before it counts).
+    Run {
+        /// The backup, as named under `backups:`.
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every backup of the spec.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// The backups in the store: id, time, size, ratio, verified.
+    List {
+        /// Only this backup name.
+        name: Option<String>,
+    },
+    /// Read backups back whole: decrypt, decompress, walk the tar, compare the hashes.
+    Verify {
+        /// One backup id (default: the newest of each name).
+        id: Option<String>,
+        /// Every backup in the store.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete what the retention policy no longer keeps (never the newest verified one).
+    Prune {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
+    let b = Backups::open(file, state_dir)?;
+    match args.command {
+        Command::Run { name, all } => {
+            let names = if all { b.names() } else { name.into_iter().collect() };
+            let mut failures = 0;
+            for name in names {
+                match b.run(&name, false) {
+                    Ok((m, v)) => eprintln!(
+                        "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
+                        m.id,
+                        v.files,
+                        size(m.plain_bytes),
+                        size(m.stored_bytes),
+                        b.store(b.get(&name)?)?.locate(&name, &m.id)
+                    ),
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!("{:?}", miette::Report::new(e));
+                    }
+                }
+            }
+            Ok(if failures > 0 { exit::ERROR } else { exit::OK })
+        }
+        Command::List { name } => {
+            let names = match name {
+                Some(n) => vec![n],
+                None => b.names(),
+            };
+            let mut out = format!(
+                "{:<12} {:<27} {:<23} {:>10} {:>7}  {}\n",
+                "backup", "id", "taken", "size", "ratio", "verified"
+            );
+            for name in names {
+                let store = b.store(b.get(&name)?)?;
+                for m in store.list(&name)? {
+                    let ratio = if m.stored_bytes == 0 {
+                        0.0
+                    } else {
+                        m.plain_bytes as f64 / m.stored_bytes as f64
+                    };
+                    out.push_str(&format!(
+                        "{:<12} {:<27} {:<23} {:>10} {:>6.1}x  {}{}\n",
+                        name,
+                        m.id,
+                        format_time(m.created_at),
+                        size(m.stored_bytes),
+                        ratio,
+                        if m.verified { "yes" } else { "NO" },
+                        if m.safety { " (safety copy)" } else { "" }
+                    ));
+                }
+            }
+            print(&out);
+            Ok(exit::OK)
+        }
+        Command::Verify { id, all } => {
+            let Some(identity) = &b.identity else {
+                return Err(OpError::Secrets {
+                    message: "there is no identity on this machine to decrypt backups with".into(),
+                    help: "run where the identity is, or point `identity:` (or $BERTH_IDENTITY) at it".into(),
+                });
+            };
+            let mut checked = 0;
+            let mut bad = 0;
+            for name in b.names() {
+                let store = b.store(b.get(&name)?)?;
+                let list = store.list(&name)?;
+                let chosen: Vec<_> = match (&id, all) {
+                    (Some(id), _) => list.into_iter().filter(|m| &m.id == id).collect(),
+                    (None, true) => list,
+                    (None, false) => list.into_iter().last().into_iter().collect(),
+                };
+                for m in chosen {
+                    checked += 1;
+                    match crate::backup::verify(&store, &m, identity) {
+                        Ok(v) => eprintln!("{name} {}: ok ({} files, {})", m.id, v.files, size(v.plain_bytes)),
+                        Err(e) => {
+                            bad += 1;
+                            eprintln!("{:?}", miette::Report::new(e));
+                        }
+                    }
+                }
+            }
+            if checked == 0 {
+                return Err(OpError::Secrets {
+                    message: match &id {
+                        Some(id) => format!("no backup has the id `{id}`"),
+                        None => "there are no backups yet".into(),
+                    },
+                    help: "`berth backup list` shows them".into(),
+                });
+            }
+            eprintln!("{checked} backup(s) read back, {bad} damaged.");
+            Ok(if bad > 0 { exit::ERROR } else { exit::OK })
+        }
+        Command::Prune { dry_run } => {
+            for name in b.names() {
+                let backup = b.get(&name)?;
+                let Some(policy) = &backup.retention else {
+                    eprintln!("{name}: no `retention`; nothing is pruned");
+                    continue;
+                };
+                let store = b.store(backup)?;
+                let list = store.list(&name)?;
+                let entries: Vec<retention::Entry> = list
+                    .iter()
+                    .map(|m| retention::Entry {
+                        id: m.id.clone(),
+                        at: m.created_at,
+                        verified: m.verified,
+                    })
+                    .collect();
+                let kept = retention::keep(&entries, policy);
+                for m in &list {
+                    match kept.iter().find(|(id, _)| *id == m.id) {
+                        Some((_, why)) => eprintln!("  keep   {name} {} ({why})", m.id),
+                        None if dry_run => eprintln!("  would delete {name} {}", m.id),
+                        None => {
+                            store.delete(&name, &m.id)?;
+                            eprintln!("  delete {name} {}", m.id);
+                        }
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
