@@ -783,7 +783,7 @@ async fn deployed_images(
             ) else {
                 continue;
             };
-            if c.name.contains("-berth-") {
+            if crate::apply::container::is_transient(&c.name) {
                 continue; // set aside or a candidate, not what serves
             }
             let mut a: crate::graph::Address = match address.parse() {

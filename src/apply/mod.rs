@@ -711,8 +711,10 @@ impl<'a> Run<'a> {
                 let id = self.observed_id(c).unwrap_or_default();
                 // Stopped: start it. Running but unhealthy: restart it.
                 engine.stop(&id).await?;
-                // Its secrets again, in case a reboot emptied the tmpfs that held them.
+                // Its secrets again, in case a reboot emptied the tmpfs that held them (only
+                // into berth's own delivery directory, never into a mount of the spec's).
                 if let Some(pod) = self.spec.pods.get(&c.address.name)
+                    && pod.secrets.iter().any(|s| s.value.env().is_none())
                     && let Some((dir, _)) = engine
                         .state(&id)
                         .await?
@@ -992,9 +994,11 @@ impl<'a> Run<'a> {
                 Delivery::Env(_) => None,
             })
             .collect();
-        delivery::refill(dir, &file_values, uid, gid).map_err(|e| ApplyError::Secret {
-            address: c.address.to_string(),
-            reason: e.to_string(),
+        delivery::refill(self.project, dir, &file_values, uid, gid).map_err(|e| {
+            ApplyError::Secret {
+                address: c.address.to_string(),
+                reason: e.to_string(),
+            }
         })
     }
 

@@ -49,8 +49,11 @@ impl Backups {
             .build()
             .map_err(OpError::Runtime)?;
         let (engines, _) = runtime.block_on(crate::ops::observe_engines(&valid.spec))?;
-        let identity =
-            Identity::load(&crate::secrets::files::identity_path(&valid.spec, &spec_dir)).ok();
+        let identity = Identity::load(&crate::secrets::files::identity_path(
+            &valid.spec,
+            &spec_dir,
+        ))
+        .ok();
         Ok(Backups {
             spec: valid.spec,
             spec_dir,
@@ -64,21 +67,37 @@ impl Backups {
     /// The backup named `name` in the spec.
     pub fn get(&self, name: &str) -> Result<&Backup, OpError> {
         self.spec.backups.get(name).ok_or_else(|| {
-            let names: Vec<&str> = self.spec.backups.iter().map(|b| b.name.value.as_str()).collect();
+            let names: Vec<&str> = self
+                .spec
+                .backups
+                .iter()
+                .map(|b| b.name.value.as_str())
+                .collect();
             failed(
                 name,
                 "the spec has no such backup",
-                crate::spec::check::hint_for(name, &names, "declare it under `backups:`", "declare it under `backups:`"),
+                crate::spec::check::hint_for(
+                    name,
+                    &names,
+                    "declare it under `backups:`",
+                    "declare it under `backups:`",
+                ),
             )
         })
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.spec.backups.iter().map(|b| b.name.value.clone()).collect()
+        self.spec
+            .backups
+            .iter()
+            .map(|b| b.name.value.clone())
+            .collect()
     }
 
     pub fn store(&self, backup: &Backup) -> Result<LocalStore, OpError> {
-        let root = self.spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
+        let root = self
+            .spec_dir
+            .join(crate::fsutil::expand_home(&backup.store.value));
         Ok(LocalStore::open(&root)?)
     }
 
@@ -130,7 +149,8 @@ impl Backups {
             let root = self.spec_dir.join(crate::fsutil::expand_home(&path.value));
             (
                 format!("path {}", root.display()),
-                seal_path(&root, &recipients, out).map_err(|e| failed(name, e, "check that the path exists and is readable")),
+                seal_path(&root, &recipients, out)
+                    .map_err(|e| failed(name, e, "check that the path exists and is readable")),
             )
         } else {
             store.discard(name, &id);
@@ -236,7 +256,8 @@ impl Backups {
 
 /// Bridges an async stream of chunks into the pipeline's threads.
 async fn stream_into_seal(
-    mut stream: impl futures_util::Stream<Item = Result<hyper::body::Bytes, crate::engine::EngineError>> + Unpin,
+    mut stream: impl futures_util::Stream<Item = Result<hyper::body::Bytes, crate::engine::EngineError>>
+    + Unpin,
     recipients: &[String],
     out: Box<dyn std::io::Write + Send>,
 ) -> Result<pipeline::Stats, String> {
@@ -290,7 +311,9 @@ fn seal_path(
         b.finish()
     });
     let sealed = pipeline::seal(pipeline::ChannelReader::new(rx), recipients, out);
-    let tarred = tarrer.join().map_err(|_| "the tar thread panicked".to_owned())?;
+    let tarred = tarrer
+        .join()
+        .map_err(|_| "the tar thread panicked".to_owned())?;
     tarred.map_err(|e| format!("reading the path failed: {e}"))?;
     sealed.map_err(|e| e.to_string())
 }

@@ -145,8 +145,13 @@ pub fn run_saved(
             "error": error,
         });
         if let Some(why) = crate::notify::send(&url, &body) {
+            // The host only: a webhook's path is often its token.
+            let host = crate::notify::Target::parse(&url).map_or_else(
+                |_| "the webhook".to_owned(),
+                |t| format!("{}:{}", t.host, t.port),
+            );
             eprintln!(
-                "warning: the notification to {url} failed ({why}); the outcome above stands"
+                "warning: the notification to {host} failed ({why}); the outcome above stands"
             );
         }
     }

@@ -51,7 +51,11 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
     let b = Backups::open(file, state_dir)?;
     match args.command {
         Command::Run { name, all } => {
-            let names = if all { b.names() } else { name.into_iter().collect() };
+            let names = if all {
+                b.names()
+            } else {
+                name.into_iter().collect()
+            };
             let mut failures = 0;
             for name in names {
                 match b.run(&name, false) {
@@ -107,7 +111,9 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let Some(identity) = &b.identity else {
                 return Err(OpError::Secrets {
                     message: "there is no identity on this machine to decrypt backups with".into(),
-                    help: "run where the identity is, or point `identity:` (or $BERTH_IDENTITY) at it".into(),
+                    help:
+                        "run where the identity is, or point `identity:` (or $BERTH_IDENTITY) at it"
+                            .into(),
                 });
             };
             let mut checked = 0;
@@ -123,7 +129,12 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                 for m in chosen {
                     checked += 1;
                     match crate::backup::verify(&store, &m, identity) {
-                        Ok(v) => eprintln!("{name} {}: ok ({} files, {})", m.id, v.files, size(v.plain_bytes)),
+                        Ok(v) => eprintln!(
+                            "{name} {}: ok ({} files, {})",
+                            m.id,
+                            v.files,
+                            size(v.plain_bytes)
+                        ),
                         Err(e) => {
                             bad += 1;
                             eprintln!("{:?}", miette::Report::new(e));

@@ -152,6 +152,8 @@ fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
     let path = files::secret_path(&dir, secret);
     let identity_path = files::identity_path(spec, &dir);
     let identity = Identity::load(&identity_path).ok();
+    // --if-missing never writes over a file: one that cannot be decrypted here may be the
+    // value a database was set up with.
     if args.if_missing && path.exists() {
         let readable = std::fs::read(&path)
             .ok()
@@ -161,6 +163,13 @@ fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
             eprintln!("Secret `{}` exists and decrypts; kept.", args.name);
             return Ok(exit::OK);
         }
+        return Err(failure(
+            format!(
+                "secret `{}` exists, and it cannot be decrypted here",
+                args.name
+            ),
+            "nothing was written; `berth secrets verify` says why (set it without --if-missing to replace it)",
+        ));
     }
     let recipients = files::wanted_recipients(spec, secret, identity.as_ref());
     if recipients.is_empty() {

@@ -179,24 +179,11 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
 
 pub fn unlock(file: &Path, state_dir: Option<&Path>) -> Result<u8, OpError> {
     let (project, dir) = state_of(file, state_dir)?;
-    if let Some(h) = lock::holder(&dir) {
-        return Err(OpError::Locked(lock::LockError::Held {
-            project,
-            holder: h,
-        }));
-    }
-    match std::fs::remove_file(dir.file("lock")) {
-        Ok(()) => eprintln!("Removed the lock record of `{project}`; nobody held it."),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("`{project}` is not locked.");
-        }
-        Err(e) => {
-            return Err(crate::state::StateError::Io {
-                path: dir.file("lock"),
-                source: e,
-            }
-            .into());
-        }
+    match lock::clear(&dir, &project)? {
+        Some(h) => eprintln!(
+            "Removed the lock record of `{project}` left by {h}, which is no longer running."
+        ),
+        None => eprintln!("`{project}` is not locked."),
     }
     Ok(exit::OK)
 }

@@ -195,8 +195,8 @@ mod tests {
             state: "running".into(),
             status: "Up 5 minutes (unhealthy)".into(),
             binds: Vec::new(),
-                volumes: Vec::new(),
-                image_id: String::new(),
+            volumes: Vec::new(),
+            image_id: String::new(),
         }];
         let got = from_lists(None, &containers, &[], &[]);
         assert_eq!(got[0].drift[0].field, "health");

@@ -58,6 +58,7 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
                 fs.unwrap_or_else(|| "an unknown filesystem".into())
             )));
         }
+        owned_private_memory(&dir)?;
         return Ok(dir);
     }
     let uid = current_uid();
@@ -73,6 +74,7 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
         if base.is_dir() && is_memory(fsutil::filesystem_of(base).as_deref()) {
             let dir = base.join(name);
             fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+            owned_private_memory(&dir)?;
             return Ok(dir);
         }
     }
@@ -84,6 +86,30 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// A directory of ours that nobody else can use against us: a real directory (not a
+/// symlink planted in a shared /dev/shm), owned by this user, mode 0700, on a memory
+/// filesystem.
+fn owned_private_memory(dir: &Path) -> Result<(), DeliveryError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    if !meta.is_dir() || meta.uid() != current_uid() {
+        return Err(DeliveryError::NoTmpfs(format!(
+            "`{}` is not a directory of this user (a symlink, or someone else's): refusing to put secrets there",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fsutil::set_mode(dir, 0o700).map_err(io(dir))?;
+    }
+    if !is_memory(fsutil::filesystem_of(dir).as_deref()) {
+        return Err(DeliveryError::NoTmpfs(format!(
+            "`{}` is not on a memory filesystem",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn current_uid() -> u32 {
@@ -109,6 +135,7 @@ pub fn prepare(
 ) -> Result<PathBuf, DeliveryError> {
     let base = root()?.join(project);
     fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
+    owned_private_memory(&base)?;
     let dir = base.join(token());
     std::fs::DirBuilder::new().create(&dir).map_err(io(&dir))?;
     fsutil::set_mode(&dir, 0o700).map_err(io(&dir))?;
@@ -116,13 +143,24 @@ pub fn prepare(
     Ok(dir)
 }
 
-/// Writes `files` into an existing delivery directory again (after a reboot emptied it).
+/// Writes `files` into a delivery directory of `project` again (after a reboot emptied the
+/// tmpfs). Refuses any other directory: only berth's own are ever written to.
 pub fn refill(
+    project: &str,
     dir: &Path,
     files: &[SecretFile<'_>],
     uid: u32,
     gid: u32,
 ) -> Result<(), DeliveryError> {
+    if !is_delivery_dir(project, dir) {
+        return Err(DeliveryError::NoTmpfs(format!(
+            "`{}` is not one of berth's delivery directories: refusing to write secrets there",
+            dir.display()
+        )));
+    }
+    let base = fsutil::parent_of(dir);
+    fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
+    owned_private_memory(&base)?;
     fsutil::create_dir_all(dir, 0o700).map_err(io(dir))?;
     fsutil::set_mode(dir, 0o700).map_err(io(dir))?;
     for f in files {
@@ -164,6 +202,12 @@ pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize 
     let mut removed = 0;
     for e in entries.flatten() {
         let path = e.path();
+        // Only real directories of ours: a planted symlink is removed, never followed.
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
         if keep.contains(&path) {
             continue;
         }

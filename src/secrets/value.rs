@@ -61,7 +61,7 @@ fn check_format(format: SecretFormat, text: &str) -> Result<(), String> {
         SecretFormat::Url => url(text).map(|_| ()),
         SecretFormat::HttpsUrl => match url(text)? {
             "https" => Ok(()),
-            other => Err(format!("the scheme is `{other}`, not `https`")),
+            _ => Err("the scheme is not `https`".to_owned()),
         },
         SecretFormat::Pem => pem(text),
         SecretFormat::Json => serde_json::from_str::<serde_json::Value>(text)
@@ -115,14 +115,14 @@ fn pem(text: &str) -> Result<(), String> {
         let mut body = 0;
         loop {
             let Some(l) = lines.next() else {
-                return Err(format!("the `{label}` block has no END line"));
+                return Err("a block has no END line".to_owned());
             };
             if let Some(end) = l
                 .strip_prefix("-----END ")
                 .and_then(|l| l.strip_suffix("-----"))
             {
                 if end != label {
-                    return Err(format!("`BEGIN {label}` ends with `END {end}`"));
+                    return Err("a block's END label differs from its BEGIN label".to_owned());
                 }
                 break;
             }
@@ -132,12 +132,12 @@ fn pem(text: &str) -> Result<(), String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
             {
-                return Err(format!("the `{label}` block's body is not base64"));
+                return Err("a block's body is not base64".to_owned());
             }
             body += l.len();
         }
         if body == 0 {
-            return Err(format!("the `{label}` block is empty"));
+            return Err("a block is empty".to_owned());
         }
         blocks += 1;
     }

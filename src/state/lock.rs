@@ -74,10 +74,12 @@ pub struct Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        // Empty the record first, so that nobody reads it as a stale holder.
+        // Empty the record, remove the file, and only then let go: whoever waits on this
+        // file finds it gone (`same_file`) and locks the next one, so there is never more
+        // than one holder.
         let _ = self.file.set_len(0);
-        let _ = self.file.unlock();
         let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 
@@ -152,6 +154,17 @@ pub fn acquire(
             Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path)(e).into()),
         }
     }
+}
+
+/// Removes a lock record nobody holds (`berth unlock`), holding the lock while it does, so
+/// that it never removes a live holder's file. Says whose record it was, if anyone's.
+pub fn clear(dir: &StateDir, project: &str) -> Result<Option<Holder>, LockError> {
+    let path = dir.file("lock");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let lock = acquire(dir, project, "berth unlock", None)?;
+    Ok(lock.stale.clone())
 }
 
 /// Who holds the lock now, if anyone does.
