@@ -531,6 +531,7 @@ impl Session {
                 project: self.spec.project.value.clone(),
                 spec: self.spec_path.display().to_string(),
                 spec_sha256: spec_sha256.clone(),
+                spec_text: self.spec_text.clone(),
                 from_revision: from,
                 revision: from + 1,
                 at: crate::state::now(),
@@ -926,6 +927,39 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
             project,
             detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
         });
+    }
+    // An apply that had passed its gates is a revision: record it as the apply would have.
+    if finished_commit
+        && let Some(Record::Begin {
+            command,
+            spec,
+            spec_sha256,
+            spec_text,
+            revision,
+            ..
+        }) = &machine.begin
+        && !spec_text.is_empty()
+        && crate::state::revisions::latest(&state)? < *revision
+        && let Some(applied) = crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
+    {
+        let images = runtime.block_on(deployed_images(&applied, &engines))?;
+        crate::state::revisions::record(
+            &state,
+            &crate::state::revisions::Revision {
+                revision: *revision,
+                at: crate::state::now(),
+                who: crate::state::who(),
+                command: format!("{command} (finished by berth recover)"),
+                spec_path: spec.clone(),
+                spec_sha256: spec_sha256.clone(),
+                spec_text: spec_text.clone(),
+                images,
+                secrets: Default::default(),
+                summary: Default::default(),
+                destroyed: command == "berth destroy",
+            },
+        )?;
+        lines.push(format!("  recorded revision {revision}"));
     }
     journal.end(Outcome::Recovered)?;
     Ok(Recovered {

@@ -216,6 +216,16 @@ fn a_stopped_container_is_healed_and_a_removed_pod_is_deleted_keeping_its_volume
         docker::docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")]),
         volume
     );
+    // Keeping it again is not a change: no new revision.
+    let history = |s: &Scene| s.berth(&["history", "--format", "json"]).code(0).stdout();
+    let before = history(&s);
+    let again = s.berth(&["apply", "--yes"]).code(0);
+    assert!(
+        again.stderr().contains("0 change(s) made"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(history(&s), before);
 }
 
 #[test]

@@ -158,6 +158,8 @@ fn a_kill_at_every_step_boundary_is_recovered_to_one_revision_without_orphans() 
             panic!("kill point {kill_at}: neither revision: {now:?}");
         }
         s.berth(&["plan", "--detailed-exitcode"]).code(0);
+        // And the history agrees: the latest revision is what runs.
+        s.berth(&["rollback", "--check-only"]).code(0);
         // Back to revision 1 for the next kill point.
         s.pods(&rev1(image));
         s.berth(&["apply", "--yes"]).code(0);

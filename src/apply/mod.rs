@@ -323,10 +323,12 @@ pub async fn apply(
         }
     }
     run.finish().await?;
+    // A volume kept with its data is not a change: nothing was done to it.
+    let kept_volumes = run.kept_volumes.take();
     Ok(Applied {
         revision: None,
-        changed,
-        kept_volumes: run.kept_volumes.take(),
+        changed: changed.saturating_sub(kept_volumes.len()),
+        kept_volumes,
     })
 }
 
@@ -408,8 +410,10 @@ impl<'a> Run<'a> {
 
     /// Undo records no longer needed (superseded by another).
     fn drop_undos(&self, ids: Vec<u64>) -> Result<(), ApplyError> {
+        // Journaled first: memory follows what is durable.
+        self.journal(Record::Drop { ids: ids.clone() })?;
         self.undo.borrow_mut().retain(|(id, _)| !ids.contains(id));
-        self.journal(Record::Drop { ids })
+        Ok(())
     }
 
     /// What apply cannot do, refused before anything else.
@@ -1147,28 +1151,40 @@ impl<'a> Run<'a> {
     async fn rollback(&self) -> Result<String, ApplyError> {
         let mut lines = Vec::new();
         let undo = self.undo.take();
+        // A journal that cannot be written does not stop the undoing: it goes on in
+        // memory, and the journal stays open for `recover` (every undo is idempotent).
+        let mut journaled = true;
         for (id, u) in undo.into_iter().rev() {
-            self.journal(Record::UndoState {
-                id,
-                state: UndoState::UndoStarted,
-            })?;
+            journaled &= self
+                .journal(Record::UndoState {
+                    id,
+                    state: UndoState::UndoStarted,
+                })
+                .is_ok();
             let (what, result) = undo::perform(self.engines, self.project, &u).await;
-            self.journal(Record::UndoState {
-                id,
-                state: if result.is_ok() {
-                    UndoState::UndoFinished
-                } else {
-                    UndoState::UndoFailed
-                },
-            })?;
+            journaled &= self
+                .journal(Record::UndoState {
+                    id,
+                    state: if result.is_ok() {
+                        UndoState::UndoFinished
+                    } else {
+                        UndoState::UndoFailed
+                    },
+                })
+                .is_ok();
             match result {
                 Ok(()) => lines.push(format!("  rolled back {what}")),
                 Err(e) => lines.push(format!("  could NOT roll back {what}: {e}")),
             }
         }
-        let failed = lines.iter().any(|l| l.starts_with("  could NOT"));
+        let failed = lines.iter().any(|l| l.starts_with("  could NOT")) || !journaled;
         if !failed {
             self.end_journal(Outcome::RolledBack)?;
+        }
+        if !journaled {
+            lines.push(
+                "  the journal could not be written: run `berth recover` to make sure".into(),
+            );
         }
         // With an undo that failed, the journal stays open: `berth recover` retries.
         self.sweep_deliveries().await;
@@ -1196,18 +1212,34 @@ impl<'a> Run<'a> {
         self.journal(Record::Commit {
             items: commit.clone(),
         })?;
+        let mut left = 0;
         for c in &commit {
             let (what, result) = undo::commit_one(self.engines, c).await;
             match result {
                 Ok(()) => self.event(None, Status::Removed, format!("  removed {what}")),
-                Err(e) => self.event(
-                    None,
-                    Status::Warning,
-                    format!("  warning: could not remove {what} ({e}); the next plan shows it"),
-                ),
+                Err(e) => {
+                    left += 1;
+                    self.event(
+                        None,
+                        Status::Warning,
+                        format!("  warning: could not remove {what} ({e})"),
+                    );
+                }
             }
         }
-        self.end_journal(Outcome::Applied)?;
+        if left == 0 {
+            self.end_journal(Outcome::Applied)?;
+        } else {
+            // The journal stays open: `berth recover` finishes the removals, and until then
+            // plan and apply say so.
+            self.event(
+                None,
+                Status::Warning,
+                format!(
+                    "  warning: {left} removal(s) are left; run `berth recover` to finish them"
+                ),
+            );
+        }
         self.sweep_deliveries().await;
         Ok(())
     }

@@ -16,6 +16,9 @@ pub struct Entry {
     pub verified: bool,
 }
 
+/// The period a time falls in, as a number that grows with time.
+type Period = fn(u64) -> i64;
+
 /// The ids to keep, and why each is kept.
 pub fn keep(entries: &[Entry], policy: &Retention) -> Vec<(String, String)> {
     let mut newest_first: Vec<&Entry> = entries.iter().collect();
@@ -25,7 +28,7 @@ pub fn keep(entries: &[Entry], policy: &Retention) -> Vec<(String, String)> {
         Some((_, w)) => w.push(why),
         None => reasons.push((id.to_owned(), vec![why])),
     };
-    let buckets: [(&str, Option<u32>, fn(u64) -> i64); 3] = [
+    let buckets: [(&str, Option<u32>, Period); 3] = [
         ("daily", policy.daily, |at| (at / 86_400) as i64),
         ("weekly", policy.weekly, |at| ((at / 86_400) as i64 + 3) / 7),
         ("monthly", policy.monthly, |at| {

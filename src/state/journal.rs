@@ -78,6 +78,10 @@ pub enum Record {
         /// The spec file and the SHA-256 of its text.
         spec: String,
         spec_sha256: String,
+        /// The spec's text, so that `recover` can record the revision of an apply it
+        /// finishes.
+        #[serde(default)]
+        spec_text: String,
         from_revision: u64,
         revision: u64,
         at: u64,
@@ -223,6 +227,7 @@ pub struct Journal {
     written: u64,
     kill_at: Option<u64>,
     next_id: u64,
+    poisoned: bool,
 }
 
 impl Journal {
@@ -245,6 +250,7 @@ impl Journal {
             written: 0,
             kill_at: kill_at(),
             next_id: 1,
+            poisoned: false,
         };
         j.append(begin)?;
         Ok(j)
@@ -277,6 +283,7 @@ impl Journal {
             written: 0,
             kill_at: kill_at(),
             next_id,
+            poisoned: false,
         }))
     }
 
@@ -293,18 +300,34 @@ impl Journal {
 
     /// Writes a record durably, after checking that it is legal here.
     pub fn append(&mut self, r: Record) -> Result<(), JournalError> {
-        self.machine
-            .apply(&r)
-            .map_err(|why| JournalError::Illegal {
+        if self.poisoned {
+            return Err(JournalError::Illegal {
                 what: serde_json::to_string(&r).unwrap_or_default(),
-                why,
-            })?;
+                why: "an earlier record could not be written; the journal takes no more".into(),
+            });
+        }
+        let mut next = self.machine.clone();
+        next.apply(&r).map_err(|why| JournalError::Illegal {
+            what: serde_json::to_string(&r).unwrap_or_default(),
+            why,
+        })?;
         let mut line = serde_json::to_vec(&r).unwrap_or_default();
         line.push(b'\n');
-        self.file
+        let offset = self.file.metadata().map(|m| m.len()).ok();
+        if let Err(e) = self
+            .file
             .write_all(&line)
             .and_then(|()| self.file.sync_data())
-            .map_err(io_error(&self.path))?;
+        {
+            // A partial line (disk full) goes, so that the journal stays readable for
+            // `recover`; nothing more is written to it.
+            if let Some(o) = offset {
+                let _ = self.file.set_len(o);
+            }
+            self.poisoned = true;
+            return Err(io_error(&self.path)(e).into());
+        }
+        self.machine = next;
         self.written += 1;
         if self.kill_at == Some(self.written) {
             eprintln!(
@@ -377,6 +400,7 @@ mod tests {
             project: "p".into(),
             spec: "berth.yaml".into(),
             spec_sha256: "x".into(),
+            spec_text: String::new(),
             from_revision: 0,
             revision: 1,
             at: 0,
