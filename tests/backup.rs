@@ -228,6 +228,108 @@ fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
     let list = s.berth(&["backup", "list"]).code(0).stdout();
     assert!(list.contains(" yes"), "{list}");
     s.berth(&["backup", "verify", "--all"]).code(0);
+
+    // The volume changes; the backup is restored into a fresh volume, identical by hash.
+    std::fs::write(s.path().join("stray"), "not in the backup").unwrap();
+    docker(&[
+        "cp",
+        &s.path().join("stray").display().to_string(),
+        &format!("{web}:/data/stray"),
+    ]);
+    let dry = s
+        .berth(&["backup", "restore", "data", "--dry-run"])
+        .code(0)
+        .stderr();
+    assert!(
+        dry.contains("1 removed") && dry.contains("remove stray"),
+        "{dry}"
+    );
+    let r = s.berth(&["backup", "restore", "data"]).code(0);
+    assert!(r.stderr().contains("safety copy"), "{}", r.stderr());
+    let back = s.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    docker(&["cp", &format!("{web}:/data/."), &back.display().to_string()]);
+    assert_eq!(tree(&back), tree(&src));
+    assert_eq!(common::docker::http_get(&web, 8080, "/health"), "ok");
+}
+
+#[test]
+fn a_restore_that_fails_its_health_gate_puts_the_safety_copy_back() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    // The app is unhealthy while /data/broken exists.
+    let spec = std::fs::read_to_string(s.path().join("berth.yaml"))
+        .unwrap()
+        .replace(
+            "    volumes: [\"data:/data\"]\n",
+            "    volumes: [\"data:/data\"]\n    env: { FAIL_IF_FILE: /data/broken }\n",
+        )
+        .replace("retries: 20", "retries: 8");
+    std::fs::write(s.path().join("berth.yaml"), spec).unwrap();
+    s.berth(&["apply", "--yes"]).code(0);
+    let web = format!("{}-web", s.project.0);
+    let put = |name: &str| {
+        let f = s.path().join(name);
+        std::fs::write(&f, name).unwrap();
+        docker(&[
+            "cp",
+            &f.display().to_string(),
+            &format!("{web}:/data/{name}"),
+        ]);
+    };
+    put("good");
+    s.berth(&["backup", "run", "data"]).code(0);
+    put("broken");
+    s.berth(&["backup", "run", "data"]).code(0);
+    let ids: Vec<String> = s
+        .data_files()
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".tar.zst.age", "")
+        })
+        .collect();
+    // Back to the good data, then forward to the broken backup: its gate fails.
+    s.berth(&["backup", "restore", "data", &ids[0]]).code(0);
+    assert_eq!(common::docker::http_get(&web, 8080, "/health"), "ok");
+    let r = s.berth(&["backup", "restore", "data", &ids[1]]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("failed their gates on the restored data"),
+        "{err}"
+    );
+    assert!(err.contains("was put back"), "{err}");
+    // The pod runs, healthy, on the data from before: `good`, not `broken`.
+    assert_eq!(common::docker::http_get(&web, 8080, "/health"), "ok");
+    let has = |f: &str| {
+        Command::new("docker")
+            .args(["exec", &web, "/testapp", "stat", &format!("/data/{f}")])
+            .output()
+            .unwrap()
+            .stdout
+            .starts_with(b"mode=")
+    };
+    assert!(has("good") && !has("broken"));
+    // A damaged backup is refused before anything is touched.
+    let file = &s.data_files()[0];
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(file, bytes).unwrap();
+    let before = docker(&["inspect", "-f", "{{.Id}}", &web]);
+    let r = s.berth(&["backup", "restore", "data", &ids[0]]).code(1);
+    assert!(r.stderr_flat().contains("is damaged"), "{}", r.stderr());
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &web]),
+        before,
+        "nothing was touched"
+    );
 }
 
 #[test]

@@ -77,22 +77,32 @@ pub struct Manifest {
 
 pub const MANIFEST_FORMAT: u32 = 1;
 
-/// A new backup id: the UTC time, sortable, and a few random digits.
-pub fn new_id(at: u64) -> String {
+/// A new backup id: the UTC time to the millisecond (so that ids sort as they were taken),
+/// and a few random digits.
+pub fn new_id(at_millis: u128) -> String {
+    let at = (at_millis / 1000) as u64;
     let (y, m, d) = crate::state::civil(at);
     let rem = at % 86_400;
     let mut r = [0u8; 3];
     let _ = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r));
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:02x}{:02x}{:02x}",
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{:02x}{:02x}{:02x}",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60,
+        at_millis % 1000,
         r[0],
         r[1],
         r[2]
     )
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// What a full read-back found.

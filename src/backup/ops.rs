@@ -136,8 +136,9 @@ impl Backups {
                 "every backup is verified after it is written: run where the identity is (`berth secrets init`)",
             ));
         };
-        let at = crate::state::now();
-        let id = new_id(at);
+        let millis = super::now_millis();
+        let at = (millis / 1000) as u64;
+        let id = new_id(millis);
         let out = store.create(name, &id)?;
         let source = &backup.source.value;
         let (described, sealed) = if let Some(volume) = &source.volume {
@@ -232,7 +233,7 @@ impl Backups {
             for id in &stopped {
                 engine.stop(id).await?;
             }
-            let helper = format!("{project}-berth-backup-{}", &new_id(0)[17..]);
+            let helper = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
             let mut helper_labels = HashMap::new();
             helper_labels.insert(labels::PROJECT.to_owned(), project.to_owned());
             let made = engine
@@ -316,4 +317,333 @@ fn seal_path(
         .map_err(|_| "the tar thread panicked".to_owned())?;
     tarred.map_err(|e| format!("reading the path failed: {e}"))?;
     sealed.map_err(|e| e.to_string())
+}
+
+/// What a restore would do or did.
+pub struct Restored {
+    pub manifest: Manifest,
+    /// The safety copy taken first (none for a dry run).
+    pub safety: Option<Manifest>,
+    /// Lines for the person: what was (or would be) overwritten, created, removed.
+    pub lines: Vec<String>,
+}
+
+impl Backups {
+    /// The backup to restore: `id`, or the newest verified one that is not a safety copy.
+    pub fn choose(&self, name: &str, id: Option<&str>) -> Result<Manifest, OpError> {
+        let store = self.store(self.get(name)?)?;
+        let list = store.list(name)?;
+        let found = match id {
+            Some(id) => list.into_iter().find(|m| m.id == id),
+            None => list.into_iter().rev().find(|m| m.verified && !m.safety),
+        };
+        found.ok_or_else(|| {
+            failed(
+                name,
+                match id {
+                    Some(id) => format!("there is no backup `{id}`"),
+                    None => "there is no verified backup to restore".into(),
+                },
+                "`berth backup list` shows them",
+            )
+        })
+    }
+
+    /// The entries of a backup's tar stream (verifying it on the way).
+    fn entries_of(&self, name: &str, m: &Manifest) -> Result<Vec<String>, OpError> {
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            failed(
+                name,
+                "there is no identity to decrypt it with",
+                "run where the identity is",
+            )
+        })?;
+        let store = self.store(self.get(name)?)?;
+        verify(&store, m, identity)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let data = store.open(name, &m.id)?;
+        let names = std::thread::scope(|s| {
+            let walker = s.spawn(move || tar_names(pipeline::ChannelReader::new(rx)));
+            let _ = pipeline::open(data, identity, super::ChannelSink::new(tx));
+            walker.join().unwrap_or_default()
+        });
+        Ok(names)
+    }
+
+    /// Restores a volume backup: verifies it, takes a safety copy of the volume, stops and
+    /// removes the containers that mount it, puts the backup into a fresh volume, and
+    /// applies the latest revision again, through its health gates. If a gate fails, the
+    /// safety copy goes back the same way, and the pods run on the old data.
+    pub fn restore(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        dry_run: bool,
+        state_dir: Option<&Path>,
+        spec_path: &Path,
+    ) -> Result<Restored, OpError> {
+        let backup = self.get(name)?;
+        let Some(volume) = backup.source.value.volume.as_ref().map(|v| v.value.clone()) else {
+            return Err(failed(
+                name,
+                "only volume backups can be restored by berth yet",
+                "open a path backup with the one-liner in the README (`age -d ... | zstd -d | tar -x`)",
+            ));
+        };
+        let manifest = self.choose(name, id)?;
+        let incoming = self.entries_of(name, &manifest)?;
+        let engine = self.primary()?;
+        let project = self.spec.project.value.as_str();
+        let object = crate::apply::container::object_name(project, &volume);
+        let current = self
+            .runtime
+            .block_on(self.volume_entries(engine, &object))?;
+        let mut lines = Vec::new();
+        let overwritten: Vec<&String> = incoming.iter().filter(|e| current.contains(e)).collect();
+        let created: Vec<&String> = incoming.iter().filter(|e| !current.contains(e)).collect();
+        let removed: Vec<&String> = current.iter().filter(|e| !incoming.contains(e)).collect();
+        lines.push(format!(
+            "{} from backup {} ({}): {} entries overwritten, {} created, {} removed (not in the backup)",
+            if dry_run { "would restore volume" } else { "restoring volume" },
+            manifest.id,
+            crate::state::format_time(manifest.created_at),
+            overwritten.len(),
+            created.len(),
+            removed.len()
+        ));
+        for (what, list) in [
+            ("overwrite", &overwritten),
+            ("create", &created),
+            ("remove", &removed),
+        ] {
+            for e in list.iter().take(20) {
+                lines.push(format!("  {what} {e}"));
+            }
+            if list.len() > 20 {
+                lines.push(format!("  ... and {} more to {what}", list.len() - 20));
+            }
+        }
+        if dry_run {
+            return Ok(Restored {
+                manifest,
+                safety: None,
+                lines,
+            });
+        }
+        let latest = crate::state::revisions::latest(&self.state)?;
+        if latest == 0 {
+            return Err(failed(
+                name,
+                "the project has no applied revision to bring its pods back with",
+                "apply the spec first",
+            ));
+        }
+        let _lock =
+            crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
+        // The helper's image, chosen while the pods still run (a failed gate removes them).
+        let image = self.runtime.block_on(async {
+            let containers = engine.containers(project).await?;
+            containers
+                .iter()
+                .find(|c| c.volumes.contains(&object))
+                .or_else(|| containers.first())
+                .map(|c| c.image_id.clone())
+                .ok_or_else(|| {
+                    failed(
+                        name,
+                        "no container of the project runs here",
+                        "apply the spec first",
+                    )
+                })
+        })?;
+        let (safety, _) = self.run(name, true)?;
+        lines.push(format!("safety copy of the volume taken: {}", safety.id));
+        self.replace_volume(name, &object, &manifest, &image)?;
+        match self.bring_back(spec_path, state_dir, latest) {
+            Ok(()) => {
+                lines.push(format!(
+                    "the pods are back on the data of {}, healthy",
+                    manifest.id
+                ));
+                Ok(Restored {
+                    manifest,
+                    safety: Some(safety),
+                    lines,
+                })
+            }
+            Err(e) => {
+                // The restored data failed the gates: back to the safety copy.
+                self.replace_volume(name, &object, &safety, &image)?;
+                self.bring_back(spec_path, state_dir, latest)?;
+                Err(failed(
+                    name,
+                    format!("the pods failed their gates on the restored data ({e})"),
+                    format!(
+                        "the safety copy {} was put back and the pods run on the data from before the restore",
+                        safety.id
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The entries now in a volume (through a helper container).
+    async fn volume_entries(&self, engine: &Engine, object: &str) -> Result<Vec<String>, OpError> {
+        let project = self.spec.project.value.as_str();
+        let containers = engine.containers(project).await?;
+        let Some(image) = containers.first().map(|c| c.image_id.clone()) else {
+            return Ok(Vec::new());
+        };
+        let helper = self.helper(engine, &image, object).await?;
+        let mut tar_bytes = Vec::new();
+        let mut stream = engine.download(&helper, "/volume/.");
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => tar_bytes.extend_from_slice(&b),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        let _ = engine.remove(&helper).await;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        Ok(tar_names(tar_bytes.as_slice()))
+    }
+
+    async fn helper(&self, engine: &Engine, image: &str, object: &str) -> Result<String, OpError> {
+        let project = self.spec.project.value.as_str();
+        let name = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
+        let mut l = HashMap::new();
+        l.insert(labels::PROJECT.to_owned(), project.to_owned());
+        Ok(engine.create_helper(&name, image, object, l).await?)
+    }
+
+    /// Removes the containers that mount the volume, and the volume; makes it again with
+    /// its labels, holding the backup's files.
+    fn replace_volume(
+        &self,
+        name: &str,
+        object: &str,
+        m: &Manifest,
+        image: &str,
+    ) -> Result<(), OpError> {
+        let engine = self.primary()?;
+        let project = self.spec.project.value.as_str();
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            failed(
+                name,
+                "there is no identity to decrypt it with",
+                "run where the identity is",
+            )
+        })?;
+        let store = self.store(self.get(name)?)?;
+        let data = store.open(name, &m.id)?;
+        self.runtime.block_on(async {
+            let containers = engine.containers(project).await?;
+            for c in containers
+                .iter()
+                .filter(|c| c.volumes.iter().any(|v| v == object))
+            {
+                engine.remove(&c.id).await?;
+            }
+            let volume_labels = engine
+                .labels_of(crate::engine::docker::ObjectKind::Volume, object)
+                .await?
+                .unwrap_or_default();
+            engine.remove_volume(object).await?;
+            engine.create_volume(object, volume_labels).await?;
+            let helper = self.helper(engine, image, object).await?;
+            // Decrypted and decompressed on threads, streamed into the helper.
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
+            let key = identity.path.clone();
+            let opener = std::thread::spawn(move || {
+                let identity = Identity::load(&key).map_err(std::io::Error::other)?;
+                let sink = BlockingSink { tx: tx.clone() };
+                let r = pipeline::open(data, &identity, sink);
+                if let Err(e) = &r {
+                    // Cut the upload short: a half-read backup must not look complete.
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+                r
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let uploaded = engine.upload(&helper, "/volume", stream).await;
+            let opened = opener.join();
+            let _ = engine.remove(&helper).await;
+            uploaded?;
+            match opened {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(failed(
+                    name,
+                    "the backup could not be read while restoring",
+                    "verify it: `berth backup verify`",
+                )),
+            }
+        })
+    }
+
+    /// Applies the latest revision again (the pods of the restored volume come back),
+    /// through the gates.
+    fn bring_back(
+        &self,
+        spec_path: &Path,
+        state_dir: Option<&Path>,
+        latest: u64,
+    ) -> Result<(), OpError> {
+        let opts = crate::ops::Opts {
+            state_dir: state_dir.map(Path::to_path_buf),
+            lock: None,
+            lock_wait: None,
+            revision: Some(latest),
+        };
+        let session = crate::ops::Session::open(spec_path, crate::ops::Goal::Spec, &opts)?;
+        session.preflight()?;
+        session.apply(crate::apply::Options::default(), &mut |e| {
+            eprintln!("{}", e.message)
+        })?;
+        Ok(())
+    }
+}
+
+/// The names in a tar stream (`./a/b` as `a/b`), directories included.
+fn tar_names(r: impl std::io::Read) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(r);
+    if let Ok(entries) = archive.entries() {
+        for e in entries.flatten() {
+            if let Ok(p) = e.path() {
+                let p = p.display().to_string();
+                let p = p.trim_start_matches("./").trim_end_matches('/').to_owned();
+                if !p.is_empty() && p != "." {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sends what is written to an async channel, blocking (from a pipeline thread).
+struct BlockingSink {
+    tx: tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, std::io::Error>>,
+}
+
+impl std::io::Write for BlockingSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(hyper::body::Bytes::copy_from_slice(b)))
+            .map(|()| b.len())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

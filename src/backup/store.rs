@@ -126,6 +126,7 @@ impl Store for LocalStore {
             })?;
             out.push(m);
         }
+        // Ids begin with the time to the millisecond: their order is the order taken.
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }

@@ -39,6 +39,18 @@ pub enum Command {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+    /// Put a volume back as a backup holds it: verified first, a safety copy taken, the
+    /// pods brought back through their health gates, and the safety copy put back if they
+    /// fail.
+    Restore {
+        /// The backup, as named under `backups:`.
+        name: String,
+        /// The backup id (default: the newest verified one).
+        id: Option<String>,
+        /// Only list what would be overwritten, created and removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete what the retention policy no longer keeps (never the newest verified one).
     Prune {
         /// Only list what would be deleted.
@@ -153,6 +165,21 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             }
             eprintln!("{checked} backup(s) read back, {bad} damaged.");
             Ok(if bad > 0 { exit::ERROR } else { exit::OK })
+        }
+        Command::Restore { name, id, dry_run } => {
+            let r = b.restore(&name, id.as_deref(), dry_run, state_dir, file)?;
+            for l in &r.lines {
+                eprintln!("{l}");
+            }
+            if !dry_run {
+                eprintln!(
+                    "Restored `{name}` from {}; the safety copy {} undoes it (`berth backup restore {name} {}`).",
+                    r.manifest.id,
+                    r.safety.as_ref().map_or("-", |m| m.id.as_str()),
+                    r.safety.as_ref().map_or("-", |m| m.id.as_str()),
+                );
+            }
+            Ok(exit::OK)
         }
         Command::Prune { dry_run } => {
             for name in b.names() {

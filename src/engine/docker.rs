@@ -596,6 +596,29 @@ impl Engine {
             .map(|r| r.map_err(|e| self.call_error("download from container", e)))
     }
 
+    /// Unpacks a tar stream at `path` in a container (running or not).
+    pub async fn upload(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl futures_util::Stream<Item = Result<hyper::body::Bytes, std::io::Error>>
+        + Send
+        + 'static,
+    ) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .upload_to_container(
+                id,
+                Some(bollard::query_parameters::UploadToContainerOptions {
+                    path: path.to_owned(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(tar),
+            )
+            .await
+            .map_err(|e| self.call_error("upload to container", e))
+    }
+
     /// A container's current name, or `None` when it does not exist.
     pub async fn name_of(&self, id: &str) -> Result<Option<String>, EngineError> {
         self.count();
