@@ -540,3 +540,96 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
     assert_eq!(kept, want);
     assert_eq!(deleted.len(), 180 - want.len());
 }
+
+/// The bytes `testapp emit N` prints.
+fn emitted(n: usize) -> Vec<u8> {
+    (0..=255u8)
+        .cycle()
+        .take(64 * 1024)
+        .cycle()
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn a_commands_output_is_backed_up_and_restored_through_a_command() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    let image = docker::testapp_image();
+    let size = 3_000_000;
+    let text = format!(
+        "version: 1
+project: {p}
+identity: ./key.txt
+volumes:
+  data: {{}}
+pods:
+  web:
+    image: {image}
+    volumes: [\"data:/data\"]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
+backups:
+  # berth:allow(backup-key-on-host): a test
+  dump:
+    source: {{ pod: web, exec: [/testapp, emit, \"{size}\"], restore: [/testapp, absorb, /data/restored] }}
+    store: {store}
+  # berth:allow(backup-key-on-host): a test
+  broken:
+    source: {{ pod: web, exec: [/testapp, absorb, /no/such/dir/file] }}
+    store: {store}
+",
+        p = s.project.0,
+        store = s.store.display(),
+    );
+    std::fs::write(s.path().join("berth.yaml"), text).unwrap();
+    s.berth(&["apply", "--yes"]).code(0);
+    let r = s.berth(&["backup", "run", "dump"]).code(0);
+    assert!(
+        r.stderr().contains("written and verified"),
+        "{}",
+        r.stderr()
+    );
+    let file = std::fs::read_dir(s.store.join("dump"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst.age"))
+        .unwrap();
+    // Without berth: age and zstd give the command's output back, byte for byte.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"age -d -i "$1" "$2" | zstd -d"#)
+        .arg("sh")
+        .arg(s.path().join("key.txt"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, emitted(size));
+    // Restored through the restore command, in the running pod.
+    s.berth(&["backup", "restore", "dump", "--dry-run"]).code(0);
+    let r = s.berth(&["backup", "restore", "dump"]).code(0);
+    assert!(
+        r.stderr().contains("healthy on the data of"),
+        "{}",
+        r.stderr()
+    );
+    let web = format!("{}-web", s.project.0);
+    let back = s.path().join("restored");
+    docker(&[
+        "cp",
+        &format!("{web}:/data/restored"),
+        &back.display().to_string(),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), emitted(size));
+    // A command that fails fails the backup, saying why, and leaves nothing in the store.
+    let r = s.berth(&["backup", "run", "broken"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("exited with 1"), "{err}");
+    assert!(err.contains("absorbed 0 bytes"), "its stderr: {err}");
+    let left = std::fs::read_dir(s.store.join("broken")).map_or(0, |d| d.count());
+    assert_eq!(left, 0);
+}

@@ -153,13 +153,23 @@ impl Backups {
                 seal_path(&root, &recipients, out)
                     .map_err(|e| failed(name, e, "check that the path exists and is readable")),
             )
+        } else if let (Some(pod), Some(cmd)) = (&source.pod, &source.exec) {
+            (
+                format!("exec in pod {}: {}", pod.value, cmd.join(" ")),
+                self.seal_exec(name, &pod.value, cmd, &recipients, out),
+            )
         } else {
             store.discard(name, &id);
             return Err(failed(
                 name,
-                "backups of a command's output (`exec`) are not implemented yet",
-                "back up the volume or the host path the data lives in",
+                "its source names no volume, path, or pod with `exec`",
+                "give `source: { volume: NAME }`, `{ path: /abs }` or `{ pod: NAME, exec: [...] }`",
             ));
+        };
+        let format = if source.exec.is_some() {
+            "stream+zstd+age"
+        } else {
+            "tar+zstd+age"
         };
         let stats = match sealed {
             Ok(s) => s,
@@ -174,7 +184,7 @@ impl Backups {
             name: name.to_owned(),
             project: self.spec.project.value.clone(),
             source: described,
-            format: "tar+zstd+age".into(),
+            format: format.into(),
             created_at: at,
             revision: crate::state::revisions::latest(&self.state)?,
             berth_version: env!("CARGO_PKG_VERSION").into(),
@@ -192,6 +202,86 @@ impl Backups {
         manifest.verified = true;
         store.commit(&manifest)?;
         Ok((manifest, checked))
+    }
+
+    /// The running container of a pod (its first replica), on the primary region.
+    async fn pod_container(&self, name: &str, pod: &str) -> Result<String, OpError> {
+        let engine = self.primary()?;
+        let project = self.spec.project.value.as_str();
+        let address = crate::graph::Address::new(crate::graph::Kind::Pod, pod);
+        let wanted = crate::apply::container::container_name_of(project, &address);
+        let containers = engine.containers(project).await?;
+        containers
+            .into_iter()
+            .find(|c| (c.name == wanted || c.name == format!("{wanted}-0")) && c.state == "running")
+            .map(|c| c.id)
+            .ok_or_else(|| {
+                failed(
+                    name,
+                    format!("pod `{pod}` has no running container here"),
+                    "apply the spec (or start the pod) first",
+                )
+            })
+    }
+
+    /// The standard output of a command in a pod, sealed into `out`; a command that fails
+    /// (non-zero exit) fails the backup, with the end of its stderr.
+    fn seal_exec(
+        &self,
+        name: &str,
+        pod: &str,
+        cmd: &[String],
+        recipients: &[String],
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<pipeline::Stats, OpError> {
+        let engine = self.primary()?;
+        self.runtime.block_on(async {
+            let container = self.pod_container(name, pod).await?;
+            let (exec_id, io) = engine.exec(&container, cmd, false).await?;
+            let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let tail = stderr.clone();
+            let stdout = io.output.filter_map(move |frame| {
+                let tail = tail.clone();
+                async move {
+                    match frame {
+                        Ok(bollard::container::LogOutput::StdOut { message }) => Some(Ok(message)),
+                        Ok(bollard::container::LogOutput::StdErr { message }) => {
+                            if let Ok(mut t) = tail.lock() {
+                                t.extend_from_slice(&message);
+                                let excess = t.len().saturating_sub(4096);
+                                t.drain(..excess);
+                            }
+                            None
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(crate::engine::EngineError::Call {
+                            region: String::new(),
+                            call: "exec output",
+                            reason: e.to_string(),
+                        })),
+                    }
+                }
+            });
+            let sealed = stream_into_seal(Box::pin(stdout), recipients, out).await;
+            let code = engine.exec_exit_code(&exec_id).await?;
+            let stderr = stderr
+                .lock()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
+            if code != Some(0) {
+                return Err(failed(
+                    name,
+                    format!(
+                        "`{}` exited with {} in pod `{pod}`: {}",
+                        cmd.join(" "),
+                        code.map_or("no status".into(), |c| c.to_string()),
+                        stderr.trim()
+                    ),
+                    "run the command by hand in the pod to see why",
+                ));
+            }
+            sealed.map_err(|e| failed(name, e, "check the engine and the store's disk"))
+        })
     }
 
     /// The tar stream of a volume, through a helper container, sealed into `out`.
@@ -383,6 +473,9 @@ impl Backups {
         spec_path: &Path,
     ) -> Result<Restored, OpError> {
         let backup = self.get(name)?;
+        if backup.source.value.exec.is_some() {
+            return self.restore_exec(name, id, dry_run);
+        }
         let Some(volume) = backup.source.value.volume.as_ref().map(|v| v.value.clone()) else {
             return Err(failed(
                 name,
@@ -485,6 +578,199 @@ impl Backups {
                 ))
             }
         }
+    }
+
+    /// Restores a command's output through the source's `restore` command, in the running
+    /// pod: verified first, a safety copy (the command's output now) taken, the backup piped
+    /// into the command, then the pod's health gate. If the command or the gate fails, the
+    /// safety copy is piped back the same way.
+    fn restore_exec(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Restored, OpError> {
+        let source = &self.get(name)?.source.value;
+        let (Some(pod), Some(cmd)) = (source.pod.as_ref(), source.restore.as_ref()) else {
+            return Err(failed(
+                name,
+                "a command's output is restored through a command, and the source has no `restore`",
+                "add `restore: [...]` to the source (e.g. `[pg_restore, -d, shop]`), or pipe the one-liner's output into it by hand",
+            ));
+        };
+        let pod = pod.value.clone();
+        let manifest = self.choose(name, id)?;
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            failed(
+                name,
+                "there is no identity to decrypt it with",
+                "run where the identity is",
+            )
+        })?;
+        let store = self.store(self.get(name)?)?;
+        verify(&store, &manifest, identity)?;
+        let mut lines = vec![format!(
+            "{} backup {} ({}, {} bytes) into `{}` in pod `{pod}`",
+            if dry_run { "would pipe" } else { "piping" },
+            manifest.id,
+            crate::state::format_time(manifest.created_at),
+            manifest.plain_bytes,
+            cmd.join(" ")
+        )];
+        if dry_run {
+            return Ok(Restored {
+                manifest,
+                safety: None,
+                lines,
+            });
+        }
+        let project = self.spec.project.value.clone();
+        let _lock =
+            crate::state::lock::acquire(&self.state, &project, "berth backup restore", None)?;
+        let (safety, _) = self.run(name, true)?;
+        lines.push(format!("safety copy taken: {}", safety.id));
+        let attempt = self
+            .pipe_into(name, &pod, cmd, &manifest)
+            .and_then(|()| self.pod_gate(name, &pod));
+        match attempt {
+            Ok(()) => {
+                lines.push(format!(
+                    "pod `{pod}` is healthy on the data of {}",
+                    manifest.id
+                ));
+                Ok(Restored {
+                    manifest,
+                    safety: Some(safety),
+                    lines,
+                })
+            }
+            Err(e) => {
+                self.pipe_into(name, &pod, cmd, &safety)?;
+                self.pod_gate(name, &pod)?;
+                Err(failed(
+                    name,
+                    format!("restoring {} failed ({e})", manifest.id),
+                    format!(
+                        "the safety copy {} was piped back and pod `{pod}` is healthy on the data from before",
+                        safety.id
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Decrypts a backup and pipes it into `cmd` in the pod; fails when the command does.
+    fn pipe_into(
+        &self,
+        name: &str,
+        pod: &str,
+        cmd: &[String],
+        m: &Manifest,
+    ) -> Result<(), OpError> {
+        use tokio::io::AsyncWriteExt;
+        let engine = self.primary()?;
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            failed(
+                name,
+                "there is no identity to decrypt it with",
+                "run where the identity is",
+            )
+        })?;
+        let store = self.store(self.get(name)?)?;
+        let data = store.open(name, &m.id)?;
+        self.runtime.block_on(async {
+            let container = self.pod_container(name, pod).await?;
+            let (exec_id, io) = engine.exec(&container, cmd, true).await?;
+            let crate::engine::docker::ExecIo {
+                mut output,
+                mut input,
+            } = io;
+            let (tx, mut rx) =
+                tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
+            let key = identity.path.clone();
+            let opener = std::thread::spawn(move || {
+                let identity = Identity::load(&key).map_err(std::io::Error::other)?;
+                let r = pipeline::open(data, &identity, BlockingSink { tx: tx.clone() });
+                if let Err(e) = &r {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+                r
+            });
+            // Moves the receiver in: when the command stops reading, the channel closes and
+            // the pipeline thread stops too (no thread is left blocked on a full channel).
+            let writer = async move {
+                while let Some(item) = rx.recv().await {
+                    input.write_all(&item?).await?;
+                }
+                input.shutdown().await
+            };
+            let reader = async {
+                let mut tail = Vec::new();
+                while let Some(frame) = output.next().await {
+                    if let Ok(f) = frame {
+                        tail.extend_from_slice(&f.into_bytes());
+                        let excess = tail.len().saturating_sub(4096);
+                        tail.drain(..excess);
+                    }
+                }
+                tail
+            };
+            let (written, tail) = tokio::join!(writer, reader);
+            let opened = opener.join();
+            let code = engine.exec_exit_code(&exec_id).await?;
+            let said = String::from_utf8_lossy(&tail).trim().to_owned();
+            if !matches!(opened, Ok(Ok(_))) {
+                return Err(failed(
+                    name,
+                    "the backup could not be read while restoring",
+                    "verify it: `berth backup verify`",
+                ));
+            }
+            if let Err(e) = written {
+                return Err(failed(
+                    name,
+                    format!("`{}` stopped reading: {e} ({said})", cmd.join(" ")),
+                    "run the command by hand in the pod to see why",
+                ));
+            }
+            if code != Some(0) {
+                return Err(failed(
+                    name,
+                    format!(
+                        "`{}` exited with {}: {said}",
+                        cmd.join(" "),
+                        code.map_or("no status".into(), |c| c.to_string())
+                    ),
+                    "run the command by hand in the pod to see why",
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// The pod's gates (health, then checks) on its running container.
+    fn pod_gate(&self, name: &str, pod: &str) -> Result<(), OpError> {
+        let engine = self.primary()?;
+        let Some(spec_pod) = self.spec.pods.get(pod) else {
+            return Ok(());
+        };
+        let network = crate::apply::container::object_name(&self.spec.project.value, "default");
+        self.runtime.block_on(async {
+            let container = self.pod_container(name, pod).await?;
+            let verdict = match crate::apply::gate::healthy(engine, &container, &network, spec_pod)
+                .await
+            {
+                Ok(()) => crate::apply::gate::checks(engine, &container, &network, spec_pod).await,
+                failed => failed,
+            };
+            verdict.map_err(|f| {
+                failed(
+                    name,
+                    format!("pod `{pod}` failed its `{}` gate: {}", f.gate, f.detail),
+                    "see the pod's logs",
+                )
+            })
+        })
     }
 
     /// The entries now in a volume (through a helper container).

@@ -89,6 +89,18 @@ pub struct ContainerInfo {
     pub image_id: String,
 }
 
+/// The streams of a command run with [`Engine::exec`].
+pub struct ExecIo {
+    pub output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// The kinds of engine object berth names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -617,6 +629,66 @@ impl Engine {
             )
             .await
             .map_err(|e| self.call_error("upload to container", e))
+    }
+
+    /// Starts `cmd` in a running container, attached: its output (stdout and stderr
+    /// frames) and, with `stdin`, a writer to its standard input. Returns the exec's id
+    /// for [`Engine::exec_exit_code`].
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        stdin: bool,
+    ) -> Result<(String, ExecIo), EngineError> {
+        self.count();
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                bollard::exec::CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    attach_stdin: Some(stdin),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.call_error("create exec", e))?;
+        self.count();
+        match self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(bollard::exec::StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(256 * 1024),
+                }),
+            )
+            .await
+            .map_err(|e| self.call_error("start exec", e))?
+        {
+            bollard::exec::StartExecResults::Attached { output, input } => {
+                Ok((created.id, ExecIo { output, input }))
+            }
+            bollard::exec::StartExecResults::Detached => Err(EngineError::Call {
+                region: self.region.clone(),
+                call: "start exec",
+                reason: "the engine did not attach to the command".into(),
+            }),
+        }
+    }
+
+    /// The exit code of a finished exec.
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+        self.count();
+        let r = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| self.call_error("inspect exec", e))?;
+        Ok(r.exit_code)
     }
 
     /// A container's current name, or `None` when it does not exist.
