@@ -346,6 +346,64 @@ pub struct Opts {
     pub revision: Option<u64>,
 }
 
+/// Backups are a store directory and schedule units on this machine: each one the spec
+/// declares is observed as configured when something of it exists, with its drift. A
+/// scheduled backup whose newest verified copy is older than twice its period is an RPO at
+/// risk, said as a warning.
+fn observe_backups(
+    spec: &Spec,
+    spec_path: &Path,
+    spec_dir: &Path,
+    graph: &ResourceGraph,
+    observed: &mut ObservedState,
+    notes: &mut Vec<String>,
+) {
+    use crate::backup::schedule;
+    use crate::graph::Kind;
+    observed.unobserved.retain(|k| *k != Kind::Backup);
+    for r in graph.in_order() {
+        if r.address.kind != Kind::Backup {
+            continue;
+        }
+        let Some(backup) = spec.backups.get(&r.address.name) else {
+            continue;
+        };
+        let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
+        let units = schedule::units(spec, spec_path, &r.address.name, backup);
+        if let Some(drift) = schedule::observe(&store, units.as_deref()) {
+            observed.resources.push(crate::observe::ObservedResource {
+                address: r.address.clone(),
+                attrs: r.attrs.clone(),
+                depends_on: r.depends_on.clone(),
+                drift,
+                id: None,
+                image: None,
+            });
+        }
+        let period = backup
+            .schedule
+            .as_ref()
+            .and_then(|s| schedule::period(&s.value));
+        let newest = crate::backup::store::LocalStore::open_existing(&store)
+            .and_then(|st| {
+                use crate::backup::store::Store;
+                st.list(&r.address.name).ok()
+            })
+            .and_then(|l| l.into_iter().rev().find(|m| m.verified && !m.safety));
+        if let (Some(period), Some(m)) = (period, newest) {
+            let age = crate::state::now().saturating_sub(m.created_at);
+            if age > 2 * period {
+                notes.push(format!(
+                    "backup `{}`: the newest verified backup is {} h old, more than twice its schedule: the RPO is at risk (run `berth backup run {}`, and check its timer)",
+                    r.address.name,
+                    age / 3600,
+                    r.address.name
+                ));
+            }
+        }
+    }
+}
+
 /// Secrets are files, seen on this machine rather than on an engine: each one the spec
 /// declares is observed as configured, with its drift (mode, recipients) to heal.
 fn observe_secret_files(
@@ -464,6 +522,14 @@ impl Session {
         let graph = ResourceGraph::new(desired)?;
         if goal == Goal::Spec {
             observe_secret_files(&graph, &secrets, &mut observed);
+            observe_backups(
+                &valid.spec,
+                &spec_path,
+                &spec_dir,
+                &graph,
+                &mut observed,
+                &mut notes,
+            );
         }
         let plan = plan(&valid.spec.project.value, &graph, &observed);
         let mut report = valid.report;
@@ -522,6 +588,22 @@ impl Session {
         progress: &mut dyn FnMut(&crate::apply::Event),
     ) -> Result<crate::apply::Applied, OpError> {
         use crate::state::{journal, revisions};
+        // Data rollback points first: a backup of every volume a replaced pod owns, when
+        // the backup says `before_apply: true`. A failure here stops the apply before any
+        // change.
+        let before = self.backups_before_apply();
+        if !before.is_empty() {
+            let backups =
+                crate::backup::ops::Backups::open(&self.spec_path, Some(&self.state.path))?;
+            for name in before {
+                let (m, _) = backups.run(&name, false)?;
+                progress(&crate::apply::Event {
+                    address: Some(format!("backup.{name}")),
+                    status: crate::apply::Status::Done,
+                    message: format!("  backup.{name}: taken before the apply ({})", m.id),
+                });
+            }
+        }
         let from = revisions::latest(&self.state)?;
         let spec_sha256 = sha256_hex(self.spec_text.as_bytes());
         let journal = journal::Journal::begin(
@@ -541,6 +623,7 @@ impl Session {
         let inputs = crate::apply::Inputs {
             spec: &self.spec,
             spec_dir: &self.spec_dir,
+            spec_path: &self.spec_path,
             graph: &self.graph,
             observed: &self.observed,
             engines: &self.engines,
@@ -690,6 +773,40 @@ impl Session {
         })?;
         f.extend(resolved);
         Ok(f)
+    }
+
+    /// The backups with `before_apply: true` whose data a change of this plan touches: a
+    /// pod replaced (or deleted) that mounts the backup's volume, or that it runs `exec` in.
+    pub fn backups_before_apply(&self) -> Vec<String> {
+        use crate::plan::Action;
+        let touched: Vec<&crate::spec::Pod> = self
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.address.kind == crate::graph::Kind::Pod)
+            .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
+            .filter_map(|c| self.spec.pods.get(&c.address.name))
+            .collect();
+        let mut out = Vec::new();
+        for b in self.spec.backups.iter().filter(|b| b.item.before_apply) {
+            let src = &b.item.source.value;
+            let by_volume = src.volume.as_ref().is_some_and(|v| {
+                touched
+                    .iter()
+                    .any(|p| p.named_volumes().any(|n| n == v.value))
+            });
+            let by_pod = src.pod.as_ref().is_some_and(|pod| {
+                self.plan.changes.iter().any(|c| {
+                    c.address.kind == crate::graph::Kind::Pod
+                        && c.address.name == pod.value
+                        && matches!(c.action, Action::Replace | Action::Delete)
+                })
+            });
+            if by_volume || by_pod {
+                out.push(b.name.value.clone());
+            }
+        }
+        out
     }
 
     /// The webhook to tell the outcome: `--notify`, else the spec's `notify:`.

@@ -633,3 +633,106 @@ backups:
     let left = std::fs::read_dir(s.store.join("broken")).map_or(0, |d| d.count());
     assert_eq!(left, 0);
 }
+
+#[test]
+fn the_store_and_the_schedule_are_planned_resources_and_a_stale_backup_is_an_rpo_warning() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    let with_schedule = |schedule: &str| {
+        let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
+        let text = match text.find("    schedule:") {
+            Some(i) => {
+                let end = i + text[i..].find('\n').unwrap() + 1;
+                format!("{}    schedule: {schedule}\n{}", &text[..i], &text[end..])
+            }
+            None => text.replace(
+                "    retention:",
+                &format!("    schedule: {schedule}\n    retention:"),
+            ),
+        };
+        std::fs::write(s.path().join("berth.yaml"), text).unwrap();
+    };
+    with_schedule("daily");
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(plan.contains("+ backup.data"), "{plan}");
+    s.berth(&["apply", "--yes"]).code(0);
+    let timer = common::unit_dir().join(format!("berth-{}-backup-data.timer", s.project.0));
+    assert!(
+        std::fs::read_to_string(&timer)
+            .unwrap()
+            .contains("OnCalendar=daily")
+    );
+    assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+
+    // Drift: a store others can read, and a new schedule in the spec.
+    std::fs::set_permissions(&s.store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    with_schedule("\"*-*-* 03:00:00\"");
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(plan.contains("! backup.data"), "{plan}");
+    assert!(plan.contains("mode 0755"), "{plan}");
+    assert!(plan.contains(".timer"), "{plan}");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
+    assert!(
+        std::fs::read_to_string(&timer)
+            .unwrap()
+            .contains("OnCalendar=*-*-* 03:00:00")
+    );
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+
+    // The newest verified backup is three days old for a daily schedule: the RPO is at risk.
+    s.berth(&["backup", "run", "data"]).code(0);
+    let quiet = s.berth(&["plan"]).code(0).stderr();
+    assert!(!quiet.contains("RPO"), "{quiet}");
+    let manifest = s
+        .files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let three_days_ago = m["created_at"].as_u64().unwrap() - 3 * 86_400;
+    m["created_at"] = serde_json::json!(three_days_ago);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let warned = s.berth(&["plan"]).code(0).stderr_flat();
+    assert!(warned.contains("the RPO is at risk"), "{warned}");
+    let _ = std::fs::remove_file(&timer);
+    let _ = std::fs::remove_file(timer.with_extension("service"));
+}
+
+#[test]
+fn before_apply_takes_a_backup_before_a_pod_that_owns_the_volume_is_replaced() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
+        std::fs::write(s.path().join("berth.yaml"), text.replace(from, to)).unwrap();
+    };
+    edit("    retention:", "    before_apply: true\n    retention:");
+    // The first apply creates the pod: nothing to protect yet.
+    s.berth(&["apply", "--yes"]).code(0);
+    assert!(s.data_files().is_empty());
+    // A change that replaces the pod: a backup of its volume first.
+    edit(
+        "    volumes: [\"data:/data\"]\n",
+        "    volumes: [\"data:/data\"]\n    env: { VERSION: v2 }\n",
+    );
+    let r = s.berth(&["apply", "--yes"]).code(0);
+    assert!(
+        r.stderr().contains("taken before the apply"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.data_files().len(), 1);
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(list.contains(" yes"), "{list}");
+}

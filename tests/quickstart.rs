@@ -55,16 +55,24 @@ fn the_quickstart_comes_up_with_one_command_and_goes_down_with_destroy() {
     copy_dir(&common::repo().join("examples/quickstart"), &root);
     let port = free_port();
     let spec = std::fs::read_to_string(root.join("berth.yaml")).unwrap();
+    // The store may not be under /tmp: under the build's directory, removed at the end.
+    let store = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qs-store-{}", p.0));
     let spec = spec
         .replace("project: quickstart", &format!("project: {}", p.0))
-        .replace("127.0.0.1:8080:8080", &format!("127.0.0.1:{port}:8080"));
+        .replace("127.0.0.1:8080:8080", &format!("127.0.0.1:{port}:8080"))
+        .replace(
+            "/var/lib/berth-quickstart/backups",
+            &store.display().to_string(),
+        );
     std::fs::write(root.join("berth.yaml"), spec).unwrap();
     let identity = dir.path().join("age.key");
+    let units = dir.path().join("units");
     let up = || {
         let out = Command::new(root.join("up.sh"))
             .env("BERTH", env!("CARGO_BIN_EXE_berth"))
             .env("BERTH_IDENTITY", &identity)
             .env("BERTH_STATE_HOME", common::state_home())
+            .env("BERTH_UNIT_DIR", &units)
             .env_remove("BERTH_STATE_DIR")
             .output()
             .expect("up.sh runs");
@@ -85,6 +93,28 @@ fn the_quickstart_comes_up_with_one_command_and_goes_down_with_destroy() {
     // The secret on disk is ciphertext; the app got it as a file.
     let secret = std::fs::read(root.join("secrets/app_key.age")).unwrap();
     assert!(secret.starts_with(b"age-encryption.org/v1"));
+
+    // The nightly backup is set up: its store, and a systemd timer and service.
+    assert_eq!(berth::fsutil::mode_of(&store).unwrap(), 0o700);
+    let timer = std::fs::read_to_string(units.join(format!("berth-{}-backup-app-data.timer", p.0)))
+        .unwrap();
+    assert!(timer.contains("OnCalendar=daily"), "{timer}");
+    let service =
+        std::fs::read_to_string(units.join(format!("berth-{}-backup-app-data.service", p.0)))
+            .unwrap();
+    assert!(service.contains("backup run app-data"), "{service}");
+    // And a backup of the visit counter can be taken right away.
+    let backup = common::Berth::new()
+        .dir(&root)
+        .env("BERTH_IDENTITY", &identity.display().to_string())
+        .args(["backup", "run", "app-data"])
+        .run()
+        .code(0);
+    assert!(
+        backup.stderr().contains("written and verified"),
+        "{}",
+        backup.stderr()
+    );
 
     // Again: the key and the secret are kept, and nothing changes.
     let second = up();
@@ -113,4 +143,5 @@ fn the_quickstart_comes_up_with_one_command_and_goes_down_with_destroy() {
         &format!("label=io.berth.project={}", p.0),
     ]);
     assert!(volumes.is_empty(), "{volumes}");
+    let _ = std::fs::remove_dir_all(&store);
 }

@@ -181,6 +181,7 @@ pub struct Applied {
 struct Run<'a> {
     spec: &'a Spec,
     spec_dir: &'a Path,
+    spec_path: &'a Path,
     graph: &'a ResourceGraph,
     observed: &'a ObservedState,
     engines: &'a HashMap<String, Engine>,
@@ -206,6 +207,8 @@ pub struct Inputs<'a> {
     pub spec: &'a Spec,
     /// Relative host paths in mounts are relative to the spec's directory.
     pub spec_dir: &'a Path,
+    /// The spec file (absolute), for the units of scheduled backups.
+    pub spec_path: &'a Path,
     pub graph: &'a ResourceGraph,
     pub observed: &'a ObservedState,
     /// Connected engines, by region name.
@@ -228,6 +231,7 @@ pub async fn apply(
     let Inputs {
         spec,
         spec_dir,
+        spec_path,
         graph,
         observed,
         engines,
@@ -238,6 +242,7 @@ pub async fn apply(
     let run = Run {
         spec,
         spec_dir,
+        spec_path,
         graph,
         observed,
         engines,
@@ -773,6 +778,19 @@ impl<'a> Run<'a> {
                     );
                 }
             }
+            (Kind::Backup, Action::Create | Action::Heal) => {
+                let what =
+                    self.set_up_backup(&c.address.name)
+                        .map_err(|reason| ApplyError::Failed {
+                            cause: Box::new(ApplyError::Unsupported {
+                                address: address.clone(),
+                                what: "set up the backup".into(),
+                                help: reason.clone(),
+                            }),
+                            report: reason,
+                        })?;
+                self.done(c, format!("+ {address}: {what}"));
+            }
             (Kind::Secret, Action::Heal) => {
                 let what =
                     self.heal_secret(&c.address.name)
@@ -807,6 +825,66 @@ impl<'a> Run<'a> {
         engine.stop(id).await?;
         engine.rename(id, aside).await?;
         Ok(())
+    }
+
+    /// Makes a backup's store directory (0700) and writes its schedule's units (each
+    /// previous file on the undo stack first); tells systemd when it runs here.
+    fn set_up_backup(&self, name: &str) -> Result<String, String> {
+        use crate::backup::schedule;
+        let Some(backup) = self.spec.backups.get(name) else {
+            return Ok("nothing to do".into());
+        };
+        let store = self
+            .spec_dir
+            .join(crate::fsutil::expand_home(&backup.store.value));
+        if crate::fsutil::mode_of(&store).is_ok_and(|m| m & 0o077 != 0) {
+            crate::fsutil::set_mode(&store, 0o700).map_err(|e| e.to_string())?;
+        }
+        crate::backup::store::LocalStore::open(&store).map_err(|e| e.to_string())?;
+        let mut what = format!("store {} (0700)", store.display());
+        let Some(units) = schedule::units(self.spec, self.spec_path, name, backup) else {
+            return Ok(what);
+        };
+        let dir = schedule::unit_dir();
+        crate::fsutil::create_dir_all(&dir, 0o755)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (file, content) in &units {
+            let path = dir.join(file);
+            match std::fs::read(&path) {
+                Ok(old) if old == content.as_bytes() => continue,
+                Ok(old) => self.record_undo(Undo::RestoreFile {
+                    path: path.clone(),
+                    bytes: undo::hex(&old),
+                    mode: 0o644,
+                    record: None,
+                }),
+                Err(_) => self.record_undo(Undo::RemoveFile { path: path.clone() }),
+            }
+            .map_err(|e| e.to_string())?;
+            crate::fsutil::write_atomic(&path, content.as_bytes(), 0o644)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let timer = format!("{}.timer", schedule::unit_name(self.project, name));
+        if schedule::systemd_running() {
+            let user = !dir.starts_with("/etc");
+            let systemctl = |args: &[&str]| {
+                let mut c = std::process::Command::new("systemctl");
+                if user {
+                    c.arg("--user");
+                }
+                c.args(args).status().map(|s| s.success()).unwrap_or(false)
+            };
+            if !(systemctl(&["daemon-reload"]) && systemctl(&["enable", "--now", &timer])) {
+                return Err(format!("systemctl could not enable {timer}"));
+            }
+            what.push_str(&format!(", {timer} enabled"));
+        } else {
+            what.push_str(&format!(
+                ", units in {} (systemd is not running here: enable {timer} where it does)",
+                dir.display()
+            ));
+        }
+        Ok(what)
     }
 
     /// Re-encrypts a secret file to the spec's recipients, or gives it mode 0600; the

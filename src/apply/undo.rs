@@ -44,6 +44,10 @@ pub enum Undo {
         mode: u32,
         record: Option<String>,
     },
+    /// A file about to be written where there was none (a systemd unit).
+    RemoveFile {
+        path: PathBuf,
+    },
     /// A secret file's mode about to change.
     RestoreMode {
         path: PathBuf,
@@ -182,6 +186,13 @@ pub async fn perform(
                 r,
             )
         }
+        Undo::RemoveFile { path } => (
+            format!("on this machine: removed {}", path.display()),
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            },
+        ),
         Undo::RestoreMode { path, mode } => (
             format!("on this machine: mode {mode:04o} of {}", path.display()),
             crate::fsutil::set_mode(path, *mode).map_err(|e| e.to_string()),

@@ -14,6 +14,7 @@
 pub mod ops;
 pub mod pipeline;
 pub mod retention;
+pub mod schedule;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

@@ -63,6 +63,13 @@ impl LocalStore {
         })
     }
 
+    /// A store that exists already, to read (plan looks, and never creates).
+    pub fn open_existing(root: &Path) -> Option<LocalStore> {
+        root.is_dir().then(|| LocalStore {
+            root: root.to_path_buf(),
+        })
+    }
+
     fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

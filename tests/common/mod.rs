@@ -21,6 +21,11 @@ pub fn state_home() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("berth-state")
 }
 
+/// Where the tests' berth writes systemd units (not /etc/systemd/system).
+pub fn unit_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("berth-units")
+}
+
 pub struct Berth {
     cmd: Command,
     stdin: Option<Vec<u8>>,
@@ -36,7 +41,8 @@ impl Berth {
             .env_remove("BERTH_FILE")
             .env_remove("BERTH_IDENTITY")
             .env_remove("BERTH_STATE_DIR")
-            .env("BERTH_STATE_HOME", state_home());
+            .env("BERTH_STATE_HOME", state_home())
+            .env("BERTH_UNIT_DIR", unit_dir());
         Berth { cmd, stdin: None }
     }
 

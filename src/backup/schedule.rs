@@ -1,0 +1,171 @@
+//! Backups as planned resources: the store directory, and the schedule as a systemd timer
+//! and service. `plan` compares them with what is on this machine; `apply` makes them.
+//!
+//! Units go to `$BERTH_UNIT_DIR`, else `/etc/systemd/system` as root, else
+//! `~/.config/systemd/user`. When systemd runs, apply reloads it and enables the timer;
+//! otherwise the units are written and apply says how to enable them.
+
+use std::path::{Path, PathBuf};
+
+use crate::observe::Drift;
+use crate::spec::{Backup, Spec};
+
+pub const ENV_UNIT_DIR: &str = "BERTH_UNIT_DIR";
+
+/// Where unit files go.
+pub fn unit_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(ENV_UNIT_DIR).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        PathBuf::from("/etc/systemd/system")
+    } else {
+        crate::fsutil::expand_home("~/.config/systemd/user")
+    }
+}
+
+/// Whether systemd manages this machine (and so can be told about new units).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The unit name (without suffix) of a backup's schedule.
+pub fn unit_name(project: &str, backup: &str) -> String {
+    format!("berth-{project}-backup-{backup}")
+}
+
+/// The service and timer files of a scheduled backup: (file name, content).
+pub fn units(
+    spec: &Spec,
+    spec_path: &Path,
+    name: &str,
+    backup: &Backup,
+) -> Option<Vec<(String, String)>> {
+    let schedule = backup.schedule.as_ref()?;
+    let project = &spec.project.value;
+    let unit = unit_name(project, name);
+    let berth = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "berth".into());
+    let service = format!(
+        "# Written by berth for `{project}`; `berth apply` keeps it as the spec says.
+[Unit]
+Description=berth backup `{name}` of {project}
+Wants=network-online.target
+After=network-online.target docker.service
+
+[Service]
+Type=oneshot
+ExecStart={berth} -f {spec} backup run {name}
+",
+        spec = spec_path.display(),
+    );
+    let timer = format!(
+        "# Written by berth for `{project}`; `berth apply` keeps it as the spec says.
+[Unit]
+Description=Schedule of the berth backup `{name}` of {project}
+
+[Timer]
+OnCalendar={schedule}
+Persistent=true
+RandomizedDelaySec=60
+
+[Install]
+WantedBy=timers.target
+",
+        schedule = schedule.value,
+    );
+    Some(vec![
+        (format!("{unit}.service"), service),
+        (format!("{unit}.timer"), timer),
+    ])
+}
+
+/// What is on this machine for a backup resource, against what the spec wants: `None`
+/// when nothing exists yet (the plan creates it), else the drift to heal.
+pub fn observe(store: &Path, units: Option<&[(String, String)]>) -> Option<Vec<Drift>> {
+    let dir = unit_dir();
+    let store_mode = crate::fsutil::mode_of(store).ok();
+    let unit_state: Vec<(String, Option<bool>)> = units
+        .unwrap_or_default()
+        .iter()
+        .map(|(file, want)| {
+            let have = std::fs::read_to_string(dir.join(file)).ok();
+            (file.clone(), have.map(|h| h == *want))
+        })
+        .collect();
+    if store_mode.is_none() && unit_state.iter().all(|(_, s)| s.is_none()) {
+        return None;
+    }
+    let mut drift = Vec::new();
+    match store_mode {
+        None => drift.push(Drift {
+            field: "store".into(),
+            observed: "missing".into(),
+            expected: "a 0700 directory".into(),
+        }),
+        Some(m) if m & 0o077 != 0 => drift.push(Drift {
+            field: "store".into(),
+            observed: format!("mode {m:04o}"),
+            expected: "mode 0700".into(),
+        }),
+        Some(_) => {}
+    }
+    for (file, state) in unit_state {
+        match state {
+            Some(true) => {}
+            Some(false) => drift.push(Drift {
+                field: file,
+                observed: "differs from the spec".into(),
+                expected: "as the spec says".into(),
+            }),
+            None => drift.push(Drift {
+                field: file,
+                observed: "missing".into(),
+                expected: "written".into(),
+            }),
+        }
+    }
+    Some(drift)
+}
+
+/// The period of a schedule, for the RPO check: the systemd shortcuts, and
+/// `*-*-* HH:MM[:SS]` (daily) or `*-*-* *:MM[:SS]` (hourly). `None` when it cannot tell.
+pub fn period(schedule: &str) -> Option<u64> {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    match schedule.trim() {
+        "minutely" => return Some(60),
+        "hourly" => return Some(HOUR),
+        "daily" => return Some(DAY),
+        "weekly" => return Some(7 * DAY),
+        "monthly" => return Some(31 * DAY),
+        "quarterly" => return Some(92 * DAY),
+        "semiannually" => return Some(183 * DAY),
+        "yearly" | "annually" => return Some(366 * DAY),
+        _ => {}
+    }
+    let time = schedule.trim().strip_prefix("*-*-* ")?;
+    let hour = time.split(':').next()?;
+    if hour == "*" {
+        Some(HOUR)
+    } else if hour.parse::<u32>().is_ok() {
+        Some(DAY)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods() {
+        assert_eq!(period("daily"), Some(86_400));
+        assert_eq!(period("*-*-* 03:00:00"), Some(86_400));
+        assert_eq!(period("*-*-* *:15"), Some(3600));
+        assert_eq!(period("Mon *-*-* 03:00"), None);
+    }
+}
