@@ -354,6 +354,21 @@ fn a_host_path_backed_up_opens_without_berth() {
     let out = s.path().join("out");
     open_without_berth(&s.path().join("key.txt"), &s.data_files()[0], &out);
     assert_eq!(tree(&out), tree(&src));
+
+    // Restored in place: what changed since is put back, what was added goes.
+    let before = tree(&src);
+    std::fs::write(src.join("hello.txt"), "changed\n").unwrap();
+    std::fs::write(src.join("stray"), "not in the backup").unwrap();
+    let dry = s
+        .berth(&["backup", "restore", "data", "--dry-run"])
+        .code(0)
+        .stderr();
+    assert!(dry.contains("remove stray"), "{dry}");
+    assert!(src.join("stray").exists(), "a dry run changes nothing");
+    s.berth(&["backup", "restore", "data"]).code(0);
+    assert_eq!(tree(&src), before);
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(list.contains("(safety copy)"), "{list}");
 }
 
 #[test]

@@ -476,11 +476,15 @@ impl Backups {
         if backup.source.value.exec.is_some() {
             return self.restore_exec(name, id, dry_run);
         }
+        if let Some(path) = &backup.source.value.path {
+            let root = self.spec_dir.join(crate::fsutil::expand_home(&path.value));
+            return self.restore_path(name, id, dry_run, &root);
+        }
         let Some(volume) = backup.source.value.volume.as_ref().map(|v| v.value.clone()) else {
             return Err(failed(
                 name,
-                "only volume backups can be restored by berth yet",
-                "open a path backup with the one-liner in the README (`age -d ... | zstd -d | tar -x`)",
+                "its source names no volume, path, or pod with `exec`",
+                "give `source: { volume: NAME }`, `{ path: /abs }` or `{ pod: NAME, exec: [...] }`",
             ));
         };
         let manifest = self.choose(name, id)?;
@@ -657,6 +661,170 @@ impl Backups {
                 ))
             }
         }
+    }
+
+    /// Restores a host path: verified first, a safety copy taken, the pods that bind-mount
+    /// it stopped, its contents replaced by the backup's, the pods started and gated; the
+    /// safety copy goes back the same way if a gate fails.
+    fn restore_path(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        dry_run: bool,
+        root: &Path,
+    ) -> Result<Restored, OpError> {
+        // Restoring empties the directory first: never a top-level one.
+        if root.components().count() < 3 {
+            return Err(failed(
+                name,
+                format!(
+                    "`{}` is too close to the root to be emptied and restored",
+                    root.display()
+                ),
+                "back up (and restore) a directory of its own, such as /srv/APP/uploads",
+            ));
+        }
+        let manifest = self.choose(name, id)?;
+        let incoming = self.entries_of(name, &manifest)?;
+        let current = walk(root);
+        let overwritten = incoming.iter().filter(|e| current.contains(e)).count();
+        let created = incoming.len() - overwritten;
+        let removed: Vec<&String> = current.iter().filter(|e| !incoming.contains(e)).collect();
+        let mut lines = vec![format!(
+            "{} {} from backup {} ({}): {overwritten} entries overwritten, {created} created, {} removed (not in the backup)",
+            if dry_run {
+                "would restore"
+            } else {
+                "restoring"
+            },
+            root.display(),
+            manifest.id,
+            crate::state::format_time(manifest.created_at),
+            removed.len()
+        )];
+        for e in removed.iter().take(20) {
+            lines.push(format!("  remove {e}"));
+        }
+        if dry_run {
+            return Ok(Restored {
+                manifest,
+                safety: None,
+                lines,
+            });
+        }
+        let project = self.spec.project.value.clone();
+        let _lock =
+            crate::state::lock::acquire(&self.state, &project, "berth backup restore", None)?;
+        let (safety, _) = self.run(name, true)?;
+        lines.push(format!("safety copy taken: {}", safety.id));
+        let pods = self.replace_path(name, root, &manifest)?;
+        let gated = pods.iter().try_for_each(|p| self.pod_gate(name, p));
+        match gated {
+            Ok(()) => {
+                lines.push(format!(
+                    "{} holds the data of {}",
+                    root.display(),
+                    manifest.id
+                ));
+                Ok(Restored {
+                    manifest,
+                    safety: Some(safety),
+                    lines,
+                })
+            }
+            Err(e) => {
+                let pods = self.replace_path(name, root, &safety)?;
+                pods.iter().try_for_each(|p| self.pod_gate(name, p))?;
+                Err(failed(
+                    name,
+                    format!("the pods failed their gates on the restored data ({e})"),
+                    format!(
+                        "the safety copy {} was put back and the pods run on the data from before",
+                        safety.id
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Stops the containers that bind-mount `root`, empties it, unpacks the backup into
+    /// it, starts them again; returns the pods they belong to.
+    fn replace_path(&self, name: &str, root: &Path, m: &Manifest) -> Result<Vec<String>, OpError> {
+        let engine = self.primary()?;
+        let project = self.spec.project.value.as_str();
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            failed(
+                name,
+                "there is no identity to decrypt it with",
+                "run where the identity is",
+            )
+        })?;
+        let store = self.store(self.get(name)?)?;
+        let users: Vec<(String, Option<String>)> = self.runtime.block_on(async {
+            let list = engine.containers(project).await?;
+            let mut users = Vec::new();
+            for c in list {
+                let mounts_it = c
+                    .binds
+                    .iter()
+                    .any(|(src, _)| root.starts_with(src) || Path::new(src).starts_with(root));
+                if mounts_it && c.state == "running" {
+                    engine.stop(&c.id).await?;
+                    let pod = labels::decode(&c.labels).map(|d| d.address.name);
+                    users.push((c.id, pod));
+                }
+            }
+            Ok::<_, OpError>(users)
+        })?;
+        let unpacked = (|| -> Result<(), String> {
+            for e in std::fs::read_dir(root)
+                .map_err(|e| e.to_string())?
+                .flatten()
+            {
+                let p = e.path();
+                let r = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                r.map_err(|x| format!("{}: {x}", p.display()))?;
+            }
+            let data = store.open(name, &m.id).map_err(|e| e.to_string())?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let target = root.to_path_buf();
+            std::thread::scope(|s| {
+                let unpacker = s.spawn(move || {
+                    let mut a = tar::Archive::new(pipeline::ChannelReader::new(rx));
+                    a.set_preserve_permissions(true);
+                    a.set_overwrite(true);
+                    a.unpack(&target)
+                });
+                let opened = pipeline::open(data, identity, super::ChannelSink::new(tx));
+                let unpacked = unpacker
+                    .join()
+                    .map_err(|_| "the unpacking thread panicked".to_owned())?;
+                opened.map_err(|e| e.to_string())?;
+                unpacked.map_err(|e| e.to_string())
+            })
+        })();
+        // The pods start again whatever happened: their gates tell.
+        self.runtime.block_on(async {
+            for (id, _) in &users {
+                engine.start(id).await?;
+            }
+            Ok::<_, OpError>(())
+        })?;
+        unpacked.map_err(|why| {
+            failed(
+                name,
+                format!("restoring {} failed: {why}", root.display()),
+                "the safety copy is in the store: restore it by id",
+            )
+        })?;
+        let mut pods: Vec<String> = users.into_iter().filter_map(|(_, p)| p).collect();
+        pods.sort();
+        pods.dedup();
+        Ok(pods)
     }
 
     /// Decrypts a backup and pipes it into `cmd` in the pod; fails when the command does.
@@ -932,4 +1100,25 @@ impl std::io::Write for BlockingSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The relative paths under a directory (directories included), as tar names them.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.display().to_string());
+            }
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out
 }
