@@ -60,10 +60,8 @@ fn one(mib: u64) {
     let path = dir.path().join("backup.tar.zst.age");
     let bytes = mib * 1024 * 1024;
     let t = Instant::now();
-    let file = std::io::BufWriter::with_capacity(
-        256 * 1024,
-        std::fs::File::create(&path).expect("file"),
-    );
+    let file =
+        std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&path).expect("file"));
     let sealed = pipeline::seal(
         Data {
             left: bytes,
@@ -97,14 +95,21 @@ fn one(mib: u64) {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     if std::env::var("BENCH_CHILD").is_ok() {
         for mib in args {
             one(mib);
         }
         return;
     }
-    let sizes = if args.is_empty() { vec![1024, 4096] } else { args };
+    let sizes = if args.is_empty() {
+        vec![1024, 4096]
+    } else {
+        args
+    };
     println!(
         "backup pipeline on {} cores (read, zstd level 3 and age on their own threads):",
         std::thread::available_parallelism().map_or(1, |n| n.get())

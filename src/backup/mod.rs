@@ -136,16 +136,7 @@ pub fn verify(
                     .map_err(|e| e.to_string())?;
                 return Ok(0);
             }
-            let mut archive = tar::Archive::new(pipeline::ChannelReader::new(rx));
-            let mut files = 0;
-            let entries = archive.entries().map_err(|e| e.to_string())?;
-            for entry in entries {
-                let mut entry = entry.map_err(|e| format!("the tar stream is broken: {e}"))?;
-                std::io::copy(&mut entry, &mut std::io::sink())
-                    .map_err(|e| format!("an entry is cut short: {e}"))?;
-                files += 1;
-            }
-            Ok(files)
+            walk_tar(pipeline::ChannelReader::new(rx))
         });
         let stats = pipeline::open(data, identity, ChannelSink::new(tx));
         (stats, walker.join())
@@ -173,6 +164,23 @@ pub fn verify(
     })
 }
 
+/// Walks a tar stream, reading every entry to its end and then the stream itself to its
+/// very end: the reader stops at the end-of-archive blocks, and the padding after them is
+/// part of the stream (and of its hash) all the same. Returns the number of entries.
+fn walk_tar(r: impl std::io::Read) -> Result<u64, String> {
+    let mut archive = tar::Archive::new(r);
+    let mut files = 0;
+    let entries = archive.entries().map_err(|e| e.to_string())?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("the tar stream is broken: {e}"))?;
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| format!("an entry is cut short: {e}"))?;
+        files += 1;
+    }
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| e.to_string())?;
+    Ok(files)
+}
+
 /// Sends what is written to a channel; closing it (drop) ends the reader's stream.
 pub struct ChannelSink {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
@@ -196,5 +204,89 @@ impl std::io::Write for ChannelSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store::{LocalStore, Store};
+    use super::*;
+    use crate::secrets::age::Identity;
+
+    /// A reader that counts what is taken from it.
+    struct Counting<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(self.0.len() - self.1);
+            out[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_walk_reads_past_the_end_of_archive_blocks() {
+        // As the engine pads archives: zero blocks after the end-of-archive marker.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"abc"[..]).unwrap();
+        let mut tarred = b.into_inner().unwrap();
+        tarred.extend_from_slice(&[0u8; 8192]);
+        let mut r = Counting(&tarred, 0);
+        assert_eq!(walk_tar(&mut r).unwrap(), 1);
+        assert_eq!(r.1, tarred.len(), "every byte was read");
+    }
+
+    /// Tar streams of every length modulo the tar reader's 8 KiB: the padding after the
+    /// end-of-archive blocks must be read and hashed like the rest.
+    #[test]
+    fn verify_accepts_every_tar_length() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(format!("verify-test-{}", std::process::id()));
+        let store = LocalStore::open(&root).unwrap();
+        let (text, public) = Identity::generate();
+        std::fs::write(root.join("key"), text.as_bytes()).unwrap();
+        let identity = Identity::load(&root.join("key")).unwrap();
+        for blocks in 0..20u64 {
+            let mut b = tar::Builder::new(Vec::new());
+            let data = vec![7u8; (blocks * 512) as usize];
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, "f", data.as_slice()).unwrap();
+            let tarred = b.into_inner().unwrap();
+            let id = format!("t{blocks:02}");
+            let out = store.create("n", &id).unwrap();
+            let stats =
+                pipeline::seal(tarred.as_slice(), std::slice::from_ref(&public), out).unwrap();
+            let m = Manifest {
+                format_version: MANIFEST_FORMAT,
+                id: id.clone(),
+                name: "n".into(),
+                project: "p".into(),
+                source: "test".into(),
+                format: "tar+zstd+age".into(),
+                created_at: 0,
+                revision: 0,
+                berth_version: "test".into(),
+                recipients: vec![public.clone()],
+                plain_bytes: stats.plain_bytes,
+                plain_sha256: stats.plain_sha256,
+                stored_bytes: stats.stored_bytes,
+                stored_sha256: stats.stored_sha256,
+                verified: false,
+                safety: false,
+            };
+            store.commit(&m).unwrap();
+            let v = verify(&store, &m, &identity)
+                .unwrap_or_else(|e| panic!("{} bytes of tar: {e}", tarred.len()));
+            assert_eq!(v.plain_bytes, tarred.len() as u64);
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -796,8 +796,10 @@ impl Backups {
                 let unpacker = s.spawn(move || {
                     let mut a = tar::Archive::new(pipeline::ChannelReader::new(rx));
                     a.set_preserve_permissions(true);
+                    a.set_preserve_ownerships(true);
                     a.set_overwrite(true);
-                    a.unpack(&target)
+                    a.unpack(&target)?;
+                    std::io::copy(&mut a.into_inner(), &mut std::io::sink()).map(|_| ())
                 });
                 let opened = pipeline::open(data, identity, super::ChannelSink::new(tx));
                 let unpacked = unpacker
@@ -1082,6 +1084,9 @@ fn tar_names(r: impl std::io::Read) -> Vec<String> {
             }
         }
     }
+    // Read to the very end (the padding after the end-of-archive blocks), so that the
+    // writer never finds the reader gone.
+    let _ = std::io::copy(&mut archive.into_inner(), &mut std::io::sink());
     out
 }
 
