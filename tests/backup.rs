@@ -301,7 +301,7 @@ fn a_restore_that_fails_its_health_gate_puts_the_safety_copy_back() {
     let r = s.berth(&["backup", "restore", "data", &ids[1]]).code(1);
     let err = r.stderr_flat();
     assert!(
-        err.contains("failed their gates on the restored data"),
+        err.contains("did not come back healthy on the restored data"),
         "{err}"
     );
     assert!(err.contains("was put back"), "{err}");

@@ -553,10 +553,33 @@ impl Backups {
                     )
                 })
         })?;
-        let (safety, _) = self.run(name, true)?;
+        // The pods that write to it stop first, so that the safety copy holds everything.
+        let stopped = self.runtime.block_on(async {
+            let mut stopped = Vec::new();
+            for c in engine.containers(project).await? {
+                if c.volumes.contains(&object) && c.state == "running" {
+                    engine.stop(&c.id).await?;
+                    stopped.push(c.id);
+                }
+            }
+            Ok::<_, OpError>(stopped)
+        })?;
+        let safety = match self.run(name, true) {
+            Ok((m, _)) => m,
+            Err(e) => {
+                self.runtime.block_on(async {
+                    for id in &stopped {
+                        let _ = engine.start(id).await;
+                    }
+                });
+                return Err(e);
+            }
+        };
         lines.push(format!("safety copy of the volume taken: {}", safety.id));
-        self.replace_volume(name, &object, &manifest, &image)?;
-        match self.bring_back(spec_path, state_dir, latest) {
+        let restored = self
+            .replace_volume(name, &object, &manifest, &image)
+            .and_then(|()| self.bring_back(spec_path, state_dir, latest));
+        match restored {
             Ok(()) => {
                 lines.push(format!(
                     "the pods are back on the data of {}, healthy",
@@ -569,12 +592,13 @@ impl Backups {
                 })
             }
             Err(e) => {
-                // The restored data failed the gates: back to the safety copy.
+                // The restore failed (or the pods failed their gates on the restored data):
+                // back to the safety copy.
                 self.replace_volume(name, &object, &safety, &image)?;
                 self.bring_back(spec_path, state_dir, latest)?;
                 Err(failed(
                     name,
-                    format!("the pods failed their gates on the restored data ({e})"),
+                    format!("the pods did not come back healthy on the restored data ({e})"),
                     format!(
                         "the safety copy {} was put back and the pods run on the data from before the restore",
                         safety.id
@@ -673,7 +697,41 @@ impl Backups {
         dry_run: bool,
         root: &Path,
     ) -> Result<Restored, OpError> {
-        // Restoring empties the directory first: never a top-level one.
+        // Restoring empties the directory first: its real path (no `..`, no symlink),
+        // never a top-level one, and never one that holds anything berth needs to undo it.
+        let root = &std::fs::canonicalize(root).map_err(|e| {
+            failed(
+                name,
+                format!("`{}`: {e}", root.display()),
+                "the path must exist",
+            )
+        })?;
+        let store_root = self.store(self.get(name)?)?.root;
+        let precious = [
+            (
+                "the backup store",
+                std::fs::canonicalize(&store_root).unwrap_or(store_root),
+            ),
+            ("the spec", self.spec_dir.clone()),
+            ("the state directory", self.state.path.clone()),
+        ];
+        let identity_path = self.identity.as_ref().map(|i| i.path.clone());
+        for (what, p) in precious
+            .into_iter()
+            .chain(identity_path.map(|p| ("the identity", p)))
+        {
+            let p = std::fs::canonicalize(&p).unwrap_or(p);
+            if p.starts_with(root) {
+                return Err(failed(
+                    name,
+                    format!(
+                        "{what} is inside `{}`, which a restore empties",
+                        root.display()
+                    ),
+                    "keep the store, the spec, the state and the key outside the backed-up path",
+                ));
+            }
+        }
         if root.components().count() < 3 {
             return Err(failed(
                 name,
@@ -776,7 +834,10 @@ impl Backups {
             }
             Ok::<_, OpError>(users)
         })?;
+        // Opened before anything is emptied: a backup that cannot be read stops here.
+        let data = store.open(name, &m.id);
         let unpacked = (|| -> Result<(), String> {
+            let data = data.map_err(|e| e.to_string())?;
             for e in std::fs::read_dir(root)
                 .map_err(|e| e.to_string())?
                 .flatten()
@@ -789,7 +850,6 @@ impl Backups {
                 };
                 r.map_err(|x| format!("{}: {x}", p.display()))?;
             }
-            let data = store.open(name, &m.id).map_err(|e| e.to_string())?;
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
             let target = root.to_path_buf();
             std::thread::scope(|s| {
@@ -860,19 +920,31 @@ impl Backups {
             let key = identity.path.clone();
             let opener = std::thread::spawn(move || {
                 let identity = Identity::load(&key).map_err(std::io::Error::other)?;
-                let r = pipeline::open(data, &identity, BlockingSink { tx: tx.clone() });
+                let sink = BlockingSink { tx: tx.clone() };
+                let r = pipeline::open(data, &identity, sink);
                 if let Err(e) = &r {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
                 }
                 r
             });
             // Moves the receiver in: when the command stops reading, the channel closes and
             // the pipeline thread stops too (no thread is left blocked on a full channel).
             let writer = async move {
+                let mut result = Ok(());
                 while let Some(item) = rx.recv().await {
-                    input.write_all(&item?).await?;
+                    let written = match item {
+                        Ok(bytes) => input.write_all(&bytes).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                input.shutdown().await
+                // Always the end of input, so that the command finishes (and its output
+                // with it), failed or not.
+                let _ = input.shutdown().await;
+                result
             };
             let reader = async {
                 let mut tail = Vec::new();
@@ -885,8 +957,13 @@ impl Backups {
                 }
                 tail
             };
+            // The writer owns the receiver: when it is done, a blocked send ends.
             let (written, tail) = tokio::join!(writer, reader);
-            let opened = opener.join();
+            let opened = tokio::task::spawn_blocking(move || opener.join())
+                .await
+                .map_err(|_| {
+                    failed(name, "the restore thread was lost", "run the restore again")
+                })?;
             let code = engine.exec_exit_code(&exec_id).await?;
             let said = String::from_utf8_lossy(&tail).trim().to_owned();
             if !matches!(opened, Ok(Ok(_))) {
@@ -1024,15 +1101,27 @@ impl Backups {
                 let r = pipeline::open(data, &identity, sink);
                 if let Err(e) = &r {
                     // Cut the upload short: a half-read backup must not look complete.
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
                 }
                 r
             });
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
+            // The receiver is shared, so that it can be dropped here whatever the engine's
+            // client still holds: a pipeline thread blocked on a full channel then ends.
+            let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+            let stream = futures_util::stream::unfold(shared.clone(), |s| async move {
+                let item = match s.lock().await.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => None,
+                };
+                item.map(|i| (i, s))
             });
             let uploaded = engine.upload(&helper, "/volume", stream).await;
-            let opened = opener.join();
+            shared.lock().await.take();
+            let opened = tokio::task::spawn_blocking(move || opener.join())
+                .await
+                .map_err(|_| {
+                    failed(name, "the restore thread was lost", "run the restore again")
+                })?;
             let _ = engine.remove(&helper).await;
             uploaded?;
             match opened {
@@ -1091,6 +1180,7 @@ fn tar_names(r: impl std::io::Read) -> Vec<String> {
 }
 
 /// Sends what is written to an async channel, blocking (from a pipeline thread).
+/// The receiving side drops its receiver when it gives up, so that a blocked send ends.
 struct BlockingSink {
     tx: tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, std::io::Error>>,
 }
