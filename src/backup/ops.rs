@@ -320,8 +320,14 @@ impl Backups {
             } else {
                 Vec::new()
             };
-            for id in &stopped {
-                engine.stop(id).await?;
+            // Stopped one by one; a failure starts again those already stopped.
+            for (n, id) in stopped.iter().enumerate() {
+                if let Err(e) = engine.stop(id).await {
+                    for started in &stopped[..n] {
+                        let _ = engine.start(started).await;
+                    }
+                    return Err(e.into());
+                }
             }
             let helper = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
             let mut helper_labels = HashMap::new();
@@ -337,10 +343,18 @@ impl Backups {
                 }
                 Err(e) => Err(e.into()),
             };
+            // Started again whatever happened; the first failure is the one reported.
+            let mut restarted = Ok(());
             for id in &stopped {
-                engine.start(id).await?;
+                if let Err(e) = engine.start(id).await
+                    && restarted.is_ok()
+                {
+                    restarted = Err(e);
+                }
             }
-            result
+            let sealed = result?;
+            restarted?;
+            Ok(sealed)
         })
     }
 }
@@ -419,10 +433,19 @@ pub struct Restored {
 }
 
 impl Backups {
+    /// This project's backups of `name`, oldest first (a store may be shared by projects).
+    pub fn list(&self, name: &str) -> Result<Vec<Manifest>, OpError> {
+        let store = self.store(self.get(name)?)?;
+        Ok(store
+            .list(name)?
+            .into_iter()
+            .filter(|m| m.project == self.spec.project.value)
+            .collect())
+    }
+
     /// The backup to restore: `id`, or the newest verified one that is not a safety copy.
     pub fn choose(&self, name: &str, id: Option<&str>) -> Result<Manifest, OpError> {
-        let store = self.store(self.get(name)?)?;
-        let list = store.list(name)?;
+        let list = self.list(name)?;
         let found = match id {
             Some(id) => list.into_iter().find(|m| m.id == id),
             None => list.into_iter().rev().find(|m| m.verified && !m.safety),

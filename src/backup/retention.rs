@@ -14,14 +14,22 @@ pub struct Entry {
     /// Seconds since the epoch.
     pub at: u64,
     pub verified: bool,
+    /// Taken by a restore, to undo it.
+    pub safety: bool,
 }
+
+/// How long a restore's safety copy is kept, whatever the policy.
+pub const SAFETY_GRACE: u64 = 7 * 86_400;
 
 /// The period a time falls in, as a number that grows with time.
 type Period = fn(u64) -> i64;
 
 /// The ids to keep, and why each is kept.
 pub fn keep(entries: &[Entry], policy: &Retention) -> Vec<(String, String)> {
-    let mut newest_first: Vec<&Entry> = entries.iter().collect();
+    // Only backups that can be restored fill the policy's periods: an unverified one
+    // would push a good one out.
+    let mut newest_first: Vec<&Entry> =
+        entries.iter().filter(|e| e.verified && !e.safety).collect();
     newest_first.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
     let mut reasons: Vec<(String, Vec<String>)> = Vec::new();
     let mut add = |id: &str, why: String| match reasons.iter_mut().find(|(i, _)| i == id) {
@@ -48,8 +56,16 @@ pub fn keep(entries: &[Entry], policy: &Retention) -> Vec<(String, String)> {
             }
         }
     }
-    if let Some(v) = newest_first.iter().find(|e| e.verified) {
+    if let Some(v) = newest_first.first() {
         add(&v.id, "newest verified".into());
+    }
+    // A restore's safety copy is its way back: kept for a while whatever the policy.
+    let newest = entries.iter().map(|e| e.at).max().unwrap_or(0);
+    for e in entries
+        .iter()
+        .filter(|e| e.safety && newest.saturating_sub(e.at) < SAFETY_GRACE)
+    {
+        add(&e.id, "safety copy of a restore".into());
     }
     let mut out: Vec<(String, String)> = reasons
         .into_iter()
@@ -74,6 +90,7 @@ mod tests {
                     id: format!("d{d:02}-{k}"),
                     at: START + d * DAY + 3600 * (1 + k),
                     verified: true,
+                    safety: false,
                 })
             })
             .collect()
@@ -109,7 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_verified_backup_is_never_pruned() {
+    fn unverified_backups_take_no_place_and_the_newest_verified_one_stays() {
         let mut all = entries(10, 1);
         for e in all.iter_mut().skip(3) {
             e.verified = false; // the last 7 failed their verification
@@ -122,7 +139,25 @@ mod tests {
                 monthly: None,
             },
         );
-        assert_eq!(ids(&kept), ["d02-0", "d08-0", "d09-0"]);
-        assert_eq!(kept[0].1, "newest verified");
+        // The two days kept are the last two with a good backup, not the broken ones.
+        assert_eq!(ids(&kept), ["d01-0", "d02-0"]);
+        assert_eq!(kept[1].1, "daily 1, newest verified");
+    }
+
+    #[test]
+    fn a_safety_copy_is_kept_for_a_week() {
+        let mut all = entries(20, 1);
+        all[5].safety = true; // 14 days before the newest: gone
+        all[15].safety = true; // 4 days before: kept
+        let kept = keep(
+            &all,
+            &Retention {
+                daily: Some(1),
+                weekly: None,
+                monthly: None,
+            },
+        );
+        assert_eq!(ids(&kept), ["d15-0", "d19-0"]);
+        assert_eq!(kept[0].1, "safety copy of a restore");
     }
 }

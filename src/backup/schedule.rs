@@ -59,7 +59,8 @@ After=network-online.target docker.service
 Type=oneshot
 ExecStart={berth} -f {spec} backup run {name}
 ",
-        spec = spec_path.display(),
+        berth = systemd_quote(&berth),
+        spec = systemd_quote(&spec_path.display().to_string()),
     );
     let timer = format!(
         "# Written by berth for `{project}`; `berth apply` keeps it as the spec says.
@@ -80,6 +81,15 @@ WantedBy=timers.target
         (format!("{unit}.service"), service),
         (format!("{unit}.timer"), timer),
     ])
+}
+
+/// A word of a unit's command line: double-quoted (spaces), `%` doubled (specifiers).
+fn systemd_quote(word: &str) -> String {
+    let escaped = word
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%");
+    format!("\"{escaped}\"")
 }
 
 /// What is on this machine for a backup resource, against what the spec wants: `None`
@@ -160,6 +170,15 @@ pub fn period(schedule: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_words_are_quoted_for_systemd() {
+        assert_eq!(
+            systemd_quote("/srv/my app/berth.yaml"),
+            "\"/srv/my app/berth.yaml\""
+        );
+        assert_eq!(systemd_quote("/x/100%"), "\"/x/100%%\"");
+    }
 
     #[test]
     fn periods() {

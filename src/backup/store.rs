@@ -131,6 +131,11 @@ impl Store for LocalStore {
                 what: e.path().display().to_string(),
                 why: format!("the manifest does not parse ({x})"),
             })?;
+            // A manifest under another name than its id, or of another backup, is not
+            // this backup's (a copy, or a swap): it is left out, never restored or pruned.
+            if file != format!("{}{MANIFEST}", m.id) || m.name != name {
+                continue;
+            }
             out.push(m);
         }
         // Ids begin with the time to the millisecond: their order is the order taken.

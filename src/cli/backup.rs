@@ -61,8 +61,19 @@ pub enum Command {
 
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
     let b = Backups::open(file, state_dir)?;
+    // A backup waits for an apply or a restore of the project to finish (a scheduled run
+    // must not save a volume halfway through a restore).
+    let lock = |command: &str| {
+        crate::state::lock::acquire(
+            &b.state,
+            &b.spec.project.value,
+            command,
+            Some(std::time::Duration::from_secs(600)),
+        )
+    };
     match args.command {
         Command::Run { name, all } => {
+            let _lock = lock("berth backup run")?;
             let names = if all {
                 b.names()
             } else {
@@ -97,8 +108,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                 "backup", "id", "taken", "size", "ratio", "verified"
             );
             for name in names {
-                let store = b.store(b.get(&name)?)?;
-                for m in store.list(&name)? {
+                for m in b.list(&name)? {
                     let ratio = if m.stored_bytes == 0 {
                         0.0
                     } else {
@@ -132,7 +142,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let mut bad = 0;
             for name in b.names() {
                 let store = b.store(b.get(&name)?)?;
-                let list = store.list(&name)?;
+                let list = b.list(&name)?;
                 let chosen: Vec<_> = match (&id, all) {
                     (Some(id), _) => list.into_iter().filter(|m| &m.id == id).collect(),
                     (None, true) => list,
@@ -182,6 +192,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             Ok(exit::OK)
         }
         Command::Prune { dry_run } => {
+            let _lock = lock("berth backup prune")?;
             for name in b.names() {
                 let backup = b.get(&name)?;
                 let Some(policy) = &backup.retention else {
@@ -189,13 +200,14 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                     continue;
                 };
                 let store = b.store(backup)?;
-                let list = store.list(&name)?;
+                let list = b.list(&name)?;
                 let entries: Vec<retention::Entry> = list
                     .iter()
                     .map(|m| retention::Entry {
                         id: m.id.clone(),
                         at: m.created_at,
                         verified: m.verified,
+                        safety: m.safety,
                     })
                     .collect();
                 let kept = retention::keep(&entries, policy);
