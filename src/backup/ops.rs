@@ -510,6 +510,14 @@ impl Backups {
                 "give `source: { volume: NAME }`, `{ path: /abs }` or `{ pod: NAME, exec: [...] }`",
             ));
         };
+        // Restoring makes the volume again: never one berth does not manage.
+        if self.spec.volumes.get(&volume).is_some_and(|v| v.external) {
+            return Err(failed(
+                name,
+                format!("volume `{volume}` is external: berth never removes or makes it"),
+                "restore it by hand with the one-liner in the README, into a container that mounts it",
+            ));
+        }
         let manifest = self.choose(name, id)?;
         let incoming = self.entries_of(name, &manifest)?;
         let engine = self.primary()?;
@@ -972,8 +980,9 @@ impl Backups {
             let reader = async {
                 let mut tail = Vec::new();
                 while let Some(frame) = output.next().await {
-                    if let Ok(f) = frame {
-                        tail.extend_from_slice(&f.into_bytes());
+                    // Its stderr only: what it prints on stdout may be the data itself.
+                    if let Ok(bollard::container::LogOutput::StdErr { message }) = frame {
+                        tail.extend_from_slice(&message);
                         let excess = tail.len().saturating_sub(4096);
                         tail.drain(..excess);
                     }
@@ -1051,12 +1060,21 @@ impl Backups {
             return Ok(Vec::new());
         };
         let helper = self.helper(engine, &image, object).await?;
-        let mut tar_bytes = Vec::new();
+        // Streamed to a thread that reads the names: memory stays bounded whatever the
+        // volume holds.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let lister = std::thread::spawn(move || tar_names(pipeline::ChannelReader::new(rx)));
         let mut stream = engine.download(&helper, "/volume/.");
         let mut failure = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(b) => tar_bytes.extend_from_slice(&b),
+                Ok(b) => {
+                    let tx = tx.clone();
+                    let sent = tokio::task::spawn_blocking(move || tx.send(b.to_vec())).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break;
+                    }
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -1064,11 +1082,15 @@ impl Backups {
             }
         }
         drop(stream);
+        drop(tx);
+        let names = tokio::task::spawn_blocking(move || lister.join().unwrap_or_default())
+            .await
+            .unwrap_or_default();
         let _ = engine.remove(&helper).await;
         if let Some(e) = failure {
             return Err(e.into());
         }
-        Ok(tar_names(tar_bytes.as_slice()))
+        Ok(names)
     }
 
     async fn helper(&self, engine: &Engine, image: &str, object: &str) -> Result<String, OpError> {
