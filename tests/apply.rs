@@ -624,3 +624,24 @@ fn a_pod_that_crashes_and_is_restarted_by_its_policy_fails_its_gate() {
     assert!(err.contains("crashing as asked"), "the log tail: {err}");
     assert!(containers_of(&s.project.0).is_empty());
 }
+
+#[test]
+fn a_container_that_was_stopped_stays_stopped_when_a_failed_replace_is_undone() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    s.write("VERSION: v1", false);
+    s.berth(&["apply", "--yes"]).code(0);
+    docker::docker(&["stop", "-t", "1", &s.name("api")]);
+    s.write("VERSION: v2, FAIL_HEALTH: 1", false);
+    s.berth(&["apply", "--yes"]).code(1);
+    // Back under its name, and as it was: stopped (someone stopped it on purpose).
+    let state = docker::docker(&[
+        "inspect",
+        "-f",
+        "{{.Name}} {{.State.Running}}",
+        &s.name("api"),
+    ]);
+    assert_eq!(state, format!("/{} false", s.name("api")));
+}

@@ -817,10 +817,17 @@ impl<'a> Run<'a> {
         aside: &str,
     ) -> Result<(), ApplyError> {
         let engine = self.engine(region);
+        // A container observed stopped (drift in `state`) stays stopped when restored.
+        let was_running = !self
+            .observed
+            .resources
+            .iter()
+            .any(|o| o.id.as_deref() == Some(id) && o.drift.iter().any(|d| d.field == "state"));
         self.record_undo(Undo::Restore {
             region: region.to_owned(),
             id: id.to_owned(),
             name: name.to_owned(),
+            was_running,
         })?;
         engine.stop(id).await?;
         engine.rename(id, aside).await?;

@@ -30,11 +30,14 @@ pub enum Undo {
         region: String,
         name: String,
     },
-    /// An old container about to be stopped and set aside: give it back its name, start it.
+    /// An old container about to be stopped and set aside: give it back its name, and
+    /// start it if it was running.
     Restore {
         region: String,
         id: String,
         name: String,
+        #[serde(default = "running")]
+        was_running: bool,
     },
     /// A secret file about to be rewritten: its previous bytes, mode and record (hex, for
     /// the journal; the ciphertext is public, like the file in git).
@@ -62,6 +65,10 @@ pub enum Undo {
     },
 }
 
+fn running() -> bool {
+    true
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -79,13 +86,16 @@ fn engine<'e>(engines: &'e HashMap<String, Engine>, region: &str) -> Result<&'e 
 }
 
 /// Gives a container back its name (unless it has it) and starts it.
-async fn restore(e: &Engine, id: &str, name: &str) -> Result<(), String> {
+async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), String> {
     match e.name_of(id).await.map_err(|x| x.to_string())? {
         None => return Err(format!("container {} no longer exists", short(id))),
         Some(current) if current != name => {
             e.rename(id, name).await.map_err(|x| x.to_string())?;
         }
         Some(_) => {}
+    }
+    if !start {
+        return Ok(()); // it was stopped before the apply: it stays so
     }
     e.start(id).await.map_err(|x| x.to_string())
 }
@@ -130,9 +140,14 @@ pub async fn perform(
             };
             (format!("{}: removed new volume {name}", at(region)), r)
         }
-        Undo::Restore { region, id, name } => {
+        Undo::Restore {
+            region,
+            id,
+            name,
+            was_running,
+        } => {
             let r = match engine(engines, region) {
-                Ok(e) => restore(e, id, name).await,
+                Ok(e) => restore(e, id, name, *was_running).await,
                 Err(x) => Err(x),
             };
             (
@@ -149,7 +164,7 @@ pub async fn perform(
             let r = async {
                 let e = engine(engines, region)?;
                 e.remove(new_id).await.map_err(|x| x.to_string())?;
-                restore(e, old_id, name).await
+                restore(e, old_id, name, true).await
             }
             .await;
             (
