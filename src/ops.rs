@@ -404,6 +404,46 @@ fn observe_backups(
     }
 }
 
+/// The project's backup timers in the unit directory that no desired backup has.
+fn observe_orphan_timers(project: &str, graph: &ResourceGraph, observed: &mut ObservedState) {
+    use crate::graph::Kind;
+    let prefix = format!("berth-{project}-backup-");
+    let Ok(entries) = std::fs::read_dir(crate::backup::schedule::unit_dir()) else {
+        return;
+    };
+    let wanted: std::collections::HashSet<String> = graph
+        .in_order()
+        .filter(|r| r.address.kind == Kind::Backup)
+        .map(|r| r.address.name.clone())
+        .collect();
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(name) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".timer"))
+        else {
+            continue;
+        };
+        if wanted.contains(name)
+            || observed
+                .resources
+                .iter()
+                .any(|o| o.address.kind == Kind::Backup && o.address.name == name)
+        {
+            continue;
+        }
+        observed.unobserved.retain(|k| *k != Kind::Backup);
+        observed.resources.push(crate::observe::ObservedResource {
+            address: crate::graph::Address::new(Kind::Backup, name),
+            attrs: std::collections::BTreeMap::from([("units".to_owned(), file.clone())]),
+            depends_on: Vec::new(),
+            drift: Vec::new(),
+            id: None,
+            image: None,
+        });
+    }
+}
+
 /// Secrets are files, seen on this machine rather than on an engine: each one the spec
 /// declares is observed as configured, with its drift (mode, recipients) to heal.
 fn observe_secret_files(
@@ -531,6 +571,9 @@ impl Session {
                 &mut notes,
             );
         }
+        // Timers of backups the goal no longer has (removed from the spec, or a destroy):
+        // planned for deletion (their stores and backups stay).
+        observe_orphan_timers(&valid.spec.project.value, &graph, &mut observed);
         let plan = plan(&valid.spec.project.value, &graph, &observed);
         let mut report = valid.report;
         for n in notes {

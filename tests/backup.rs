@@ -716,8 +716,17 @@ fn the_store_and_the_schedule_are_planned_resources_and_a_stale_backup_is_an_rpo
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
     let warned = s.berth(&["plan"]).code(0).stderr_flat();
     assert!(warned.contains("the RPO is at risk"), "{warned}");
-    let _ = std::fs::remove_file(&timer);
-    let _ = std::fs::remove_file(timer.with_extension("service"));
+
+    // Destroy removes the timer and the service; the store and its backups stay.
+    let r = s.berth(&["destroy", "--yes"]).code(0);
+    assert!(
+        r.stderr().contains("store and backups are kept"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!timer.exists() && !timer.with_extension("service").exists());
+    assert_eq!(s.data_files().len(), 1);
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
 }
 
 #[test]

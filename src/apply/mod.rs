@@ -778,6 +778,16 @@ impl<'a> Run<'a> {
                     );
                 }
             }
+            (Kind::Backup, Action::Delete) => {
+                let what = self
+                    .remove_backup_units(&c.address.name)
+                    .map_err(|reason| ApplyError::Unsupported {
+                        address: address.clone(),
+                        what: "remove the backup's timer".into(),
+                        help: reason,
+                    })?;
+                self.done(c, format!("- {address}: {what}"));
+            }
             (Kind::Backup, Action::Create | Action::Heal) => {
                 let what =
                     self.set_up_backup(&c.address.name)
@@ -832,6 +842,40 @@ impl<'a> Run<'a> {
         engine.stop(id).await?;
         engine.rename(id, aside).await?;
         Ok(())
+    }
+
+    /// Disables and removes the timer and service of a backup that left the spec (each file
+    /// on the undo stack first). Its store and its backups stay: they are data.
+    fn remove_backup_units(&self, name: &str) -> Result<String, String> {
+        use crate::backup::schedule;
+        let dir = schedule::unit_dir();
+        let unit = schedule::unit_name(self.project, name);
+        if schedule::systemd_running() {
+            let mut c = std::process::Command::new("systemctl");
+            if !dir.starts_with("/etc") {
+                c.arg("--user");
+            }
+            let _ = c
+                .args(["disable", "--now", &format!("{unit}.timer")])
+                .status();
+        }
+        for file in [format!("{unit}.timer"), format!("{unit}.service")] {
+            let path = dir.join(&file);
+            let Ok(old) = std::fs::read(&path) else {
+                continue;
+            };
+            self.record_undo(Undo::RestoreFile {
+                path: path.clone(),
+                bytes: undo::hex(&old),
+                mode: 0o644,
+                record: None,
+            })
+            .map_err(|e| e.to_string())?;
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(format!(
+            "{unit}.timer removed; its store and backups are kept"
+        ))
     }
 
     /// Makes a backup's store directory (0700) and writes its schedule's units (each
