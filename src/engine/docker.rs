@@ -225,6 +225,21 @@ impl Engine {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A call's result with "not found" (404) as `None`: gone is an answer, not an error.
+    fn found<T>(
+        &self,
+        call: &'static str,
+        r: Result<T, bollard::errors::Error>,
+    ) -> Result<Option<T>, EngineError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.call_error(call, e)),
+        }
+    }
+
     fn call_error(&self, call: &'static str, e: bollard::errors::Error) -> EngineError {
         EngineError::Call {
             region: self.region.clone(),
@@ -337,13 +352,8 @@ pub struct ContainerState {
 impl Engine {
     pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
         self.count();
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => Err(self.call_error("inspect image", e)),
-        }
+        let r = self.docker.inspect_image(image).await;
+        Ok(self.found("inspect image", r)?.is_some())
     }
 
     /// Whether a network, volume or container of this name exists, and its labels if so.
@@ -353,15 +363,6 @@ impl Engine {
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError> {
         self.count();
-        let not_found = |e: &bollard::errors::Error| {
-            matches!(
-                e,
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404,
-                    ..
-                }
-            )
-        };
         let result = match kind {
             ObjectKind::Network => self
                 .docker
@@ -381,11 +382,7 @@ impl Engine {
                 .await
                 .map(|c| c.config.and_then(|c| c.labels).unwrap_or_default()),
         };
-        match result {
-            Ok(labels) => Ok(Some(labels)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(self.call_error("inspect", e)),
-        }
+        self.found("inspect", result)
     }
 
     /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal as text.
@@ -520,13 +517,8 @@ impl Engine {
     /// Removes a network; one that is already gone is fine.
     pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         self.count();
-        match self.docker.remove_network(name).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(self.call_error("remove network", e)),
-        }
+        let r = self.docker.remove_network(name).await;
+        self.found("remove network", r).map(|_| ())
     }
 
     pub async fn create_volume(
@@ -549,17 +541,11 @@ impl Engine {
     /// Removes a volume; one that is already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.count();
-        match self
+        let r = self
             .docker
             .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
-            .await
-        {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(self.call_error("remove volume", e)),
-        }
+            .await;
+        self.found("remove volume", r).map(|_| ())
     }
 
     /// A container that is never started, only there to reach `volume` (mounted at
@@ -694,25 +680,19 @@ impl Engine {
     /// A container's current name, or `None` when it does not exist.
     pub async fn name_of(&self, id: &str) -> Result<Option<String>, EngineError> {
         self.count();
-        match self
+        let r = self
             .docker
             .inspect_container(
                 id,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
-            .await
-        {
-            Ok(c) => Ok(Some(
-                c.name
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_owned(),
-            )),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(self.call_error("inspect container", e)),
-        }
+            .await;
+        Ok(self.found("inspect container", r)?.map(|c| {
+            c.name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned()
+        }))
     }
 
     /// Creates a container (not started); returns its id.
@@ -766,13 +746,8 @@ impl Engine {
             force: true,
             ..Default::default()
         };
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(self.call_error("remove container", e)),
-        }
+        let r = self.docker.remove_container(id, Some(options)).await;
+        self.found("remove container", r).map(|_| ())
     }
 
     pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
