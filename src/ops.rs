@@ -89,10 +89,11 @@ pub enum OpError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Backup(#[from] crate::backup::BackupError),
-    /// A `berth secrets` command cannot do what was asked.
+    /// A command cannot do what was asked (a missing file, a name the spec lacks, a
+    /// snapshot of another project): what, and what to do.
     #[error("{message}")]
-    #[diagnostic(code(berth::secrets), help("{help}"))]
-    Secrets { message: String, help: String },
+    #[diagnostic(code(berth::refused), help("{help}"))]
+    Refused { message: String, help: String },
     /// Secrets failed the pre-flight; the report holds each problem (rendered by the caller).
     #[error("{} problem(s) with secrets; nothing was changed", .0.errors())]
     #[diagnostic(
@@ -510,20 +511,24 @@ impl Session {
             }
         }
         // The spec to converge to: the file, or a recorded revision of it.
-        let (valid, spec_path, spec_text) = match opts.revision {
+        let revision = match opts.revision {
+            Some(n) => Some(crate::state::revisions::load(&state, n)?),
+            None => None,
+        };
+        let (valid, spec_path, spec_text) = match &revision {
             None => {
-                let text = read_spec(path)?;
+                // The text as loaded (the report holds it): the file is read once.
+                let text = current.report.source.to_string();
                 let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
                 (current, abs, text)
             }
-            Some(n) => {
-                let r = crate::state::revisions::load(&state, n)?;
+            Some(r) => {
                 let abs = std::path::PathBuf::from(&r.spec_path);
                 let loaded = crate::spec::load::load_str(&abs, r.spec_text.clone());
                 let report = loaded.report;
                 match loaded.spec {
                     Some(spec) if !report.has_errors() => {
-                        (Valid { spec, report }, abs, r.spec_text)
+                        (Valid { spec, report }, abs, r.spec_text.clone())
                     }
                     _ => return Err(OpError::Invalid(Box::new(report))),
                 }
@@ -555,9 +560,8 @@ impl Session {
             }
             Goal::Nothing => Vec::new(),
         };
-        if let Some(n) = opts.revision {
-            let r = crate::state::revisions::load(&state, n)?;
-            pin_images(&mut desired, &r, &observed);
+        if let Some(r) = &revision {
+            pin_images(&mut desired, r, &observed);
         }
         let graph = ResourceGraph::new(desired)?;
         if goal == Goal::Spec {
@@ -1129,6 +1133,22 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     })
 }
 
+/// A JSON file berth wrote (`what` it should be, and `help` for when it is not).
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    help: &str,
+) -> Result<T, OpError> {
+    let refused = |message: String| OpError::Refused {
+        message,
+        help: help.to_owned(),
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| refused(format!("cannot read `{}`: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| refused(format!("`{}` is not {what}: {e}", path.display())))
+}
+
 /// A plan written by `berth plan --out FILE`, applied later by `berth apply FILE`: the plan,
 /// and every fact it was made from, so that apply can refuse it when the world moved on.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -1155,16 +1175,13 @@ impl SavedPlan {
     }
 
     pub fn read(path: &Path) -> Result<SavedPlan, OpError> {
-        let bytes = std::fs::read(path).map_err(|e| OpError::Secrets {
-            message: format!("cannot read the saved plan `{}`: {e}", path.display()),
-            help: "give the file written by `berth plan --out FILE`".into(),
-        })?;
-        let plan: SavedPlan = serde_json::from_slice(&bytes).map_err(|e| OpError::Secrets {
-            message: format!("`{}` is not a saved plan: {e}", path.display()),
-            help: "give the file written by `berth plan --out FILE`".into(),
-        })?;
+        let plan: SavedPlan = read_json(
+            path,
+            "a saved plan",
+            "give the file written by `berth plan --out FILE`",
+        )?;
         if plan.format_version != SAVED_PLAN_FORMAT {
-            return Err(OpError::Secrets {
+            return Err(OpError::Refused {
                 message: format!(
                     "`{}` is a saved plan of format {}; this berth reads format {SAVED_PLAN_FORMAT}",
                     path.display(),
@@ -1237,17 +1254,14 @@ pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
 /// `berth plan --state FILE`: the spec (with this machine's build contexts and secret
 /// files) planned against a snapshot, without any engine.
 pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Report), OpError> {
-    let bytes = std::fs::read(snapshot).map_err(|e| OpError::Secrets {
-        message: format!("cannot read the snapshot `{}`: {e}", snapshot.display()),
-        help: "write one on the host with `berth state snapshot > live.json`".into(),
-    })?;
-    let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| OpError::Secrets {
-        message: format!("`{}` is not a state snapshot: {e}", snapshot.display()),
-        help: "write one on the host with `berth state snapshot > live.json`".into(),
-    })?;
+    let snap: Snapshot = read_json(
+        snapshot,
+        "a state snapshot",
+        "write one on the host with `berth state snapshot > live.json`",
+    )?;
     let valid = load_valid(path)?;
     if snap.format_version != SNAPSHOT_FORMAT || snap.project != valid.spec.project.value {
-        return Err(OpError::Secrets {
+        return Err(OpError::Refused {
             message: format!(
                 "`{}` is a snapshot of project `{}` (format {}), not of `{}`",
                 snapshot.display(),

@@ -111,7 +111,7 @@ impl Backups {
 
     fn primary(&self) -> Result<&Engine, OpError> {
         let name = self.spec.region_names()[0];
-        self.engines.get(name).ok_or_else(|| OpError::Secrets {
+        self.engines.get(name).ok_or_else(|| OpError::Refused {
             message: format!("region `{name}` is not connected"),
             help: "this is a bug in berth: please report it".into(),
         })

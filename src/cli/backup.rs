@@ -131,7 +131,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         }
         Command::Verify { id, all } => {
             let Some(identity) = &b.identity else {
-                return Err(OpError::Secrets {
+                return Err(OpError::Refused {
                     message: "there is no identity on this machine to decrypt backups with".into(),
                     help:
                         "run where the identity is, or point `identity:` (or $BERTH_IDENTITY) at it"
@@ -165,7 +165,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                 }
             }
             if checked == 0 {
-                return Err(OpError::Secrets {
+                return Err(OpError::Refused {
                     message: match &id {
                         Some(id) => format!("no backup has the id `{id}`"),
                         None => "there are no backups yet".into(),

@@ -78,7 +78,7 @@ fn spec_dir(file: &Path) -> std::path::PathBuf {
 }
 
 fn failure(message: impl Into<String>, help: impl Into<String>) -> OpError {
-    OpError::Secrets {
+    OpError::Refused {
         message: message.into(),
         help: help.into(),
     }

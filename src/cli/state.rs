@@ -127,7 +127,7 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
     let latest = revisions::latest(&dir)?;
     if args.check_only {
         if latest == 0 {
-            return Err(OpError::Secrets {
+            return Err(OpError::Refused {
                 message: format!("`{project}` has no revision to compare with"),
                 help: "apply first; each successful apply records a revision".into(),
             });
@@ -151,7 +151,7 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
         Some(n) => n,
         None if latest >= 2 => latest - 1,
         None => {
-            return Err(OpError::Secrets {
+            return Err(OpError::Refused {
                 message: format!("`{project}` has no earlier revision to roll back to"),
                 help: "`berth history` lists the revisions; give one with --to N".into(),
             });
