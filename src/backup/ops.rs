@@ -64,6 +64,30 @@ impl Backups {
         })
     }
 
+    /// A restore's start: the project's lock, then a safety copy of what is there now.
+    fn lock_and_safety_copy(
+        &self,
+        name: &str,
+        lines: &mut Vec<String>,
+    ) -> Result<(crate::state::lock::Lock, Manifest), OpError> {
+        let project = &self.spec.project.value;
+        let lock = crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
+        let (safety, _) = self.run(name, true)?;
+        lines.push(format!("safety copy taken: {}", safety.id));
+        Ok((lock, safety))
+    }
+
+    /// The identity that decrypts backups, or why there is none.
+    fn identity(&self, name: &str) -> Result<&Identity, OpError> {
+        self.identity.as_ref().ok_or_else(|| {
+            failed(
+                name,
+                "there is no identity on this machine to decrypt it with",
+                "run where the identity is (`berth secrets init`), or point `identity:` (or $BERTH_IDENTITY) at it",
+            )
+        })
+    }
+
     /// The backup named `name` in the spec.
     pub fn get(&self, name: &str) -> Result<&Backup, OpError> {
         self.spec.backups.get(name).ok_or_else(|| {
@@ -129,13 +153,8 @@ impl Backups {
                 "list `recipients:` (or name an `identity:` whose key may decrypt)",
             ));
         }
-        let Some(identity) = &self.identity else {
-            return Err(failed(
-                name,
-                "there is no identity on this machine to read the backup back with",
-                "every backup is verified after it is written: run where the identity is (`berth secrets init`)",
-            ));
-        };
+        // Every backup is read back after it is written: that needs the identity.
+        let identity = self.identity(name)?;
         let millis = super::now_millis();
         let at = (millis / 1000) as u64;
         let id = new_id(millis);
@@ -464,13 +483,7 @@ impl Backups {
 
     /// The entries of a backup's tar stream (verifying it on the way).
     fn entries_of(&self, name: &str, m: &Manifest) -> Result<Vec<String>, OpError> {
-        let identity = self.identity.as_ref().ok_or_else(|| {
-            failed(
-                name,
-                "there is no identity to decrypt it with",
-                "run where the identity is",
-            )
-        })?;
+        let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         verify(&store, m, identity)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
@@ -659,13 +672,7 @@ impl Backups {
         };
         let pod = pod.value.clone();
         let manifest = self.choose(name, id)?;
-        let identity = self.identity.as_ref().ok_or_else(|| {
-            failed(
-                name,
-                "there is no identity to decrypt it with",
-                "run where the identity is",
-            )
-        })?;
+        let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         verify(&store, &manifest, identity)?;
         let mut lines = vec![format!(
@@ -683,11 +690,7 @@ impl Backups {
                 lines,
             });
         }
-        let project = self.spec.project.value.clone();
-        let _lock =
-            crate::state::lock::acquire(&self.state, &project, "berth backup restore", None)?;
-        let (safety, _) = self.run(name, true)?;
-        lines.push(format!("safety copy taken: {}", safety.id));
+        let (_lock, safety) = self.lock_and_safety_copy(name, &mut lines)?;
         let attempt = self
             .pipe_into(name, &pod, cmd, &manifest)
             .and_then(|()| self.pod_gate(name, &pod));
@@ -801,11 +804,7 @@ impl Backups {
                 lines,
             });
         }
-        let project = self.spec.project.value.clone();
-        let _lock =
-            crate::state::lock::acquire(&self.state, &project, "berth backup restore", None)?;
-        let (safety, _) = self.run(name, true)?;
-        lines.push(format!("safety copy taken: {}", safety.id));
+        let (_lock, safety) = self.lock_and_safety_copy(name, &mut lines)?;
         let pods = self.replace_path(name, root, &manifest)?;
         let gated = pods.iter().try_for_each(|p| self.pod_gate(name, p));
         match gated {
@@ -841,13 +840,7 @@ impl Backups {
     fn replace_path(&self, name: &str, root: &Path, m: &Manifest) -> Result<Vec<String>, OpError> {
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
-        let identity = self.identity.as_ref().ok_or_else(|| {
-            failed(
-                name,
-                "there is no identity to decrypt it with",
-                "run where the identity is",
-            )
-        })?;
+        let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         let users: Vec<(String, Option<String>)> = self.runtime.block_on(async {
             let list = engine.containers(project).await?;
@@ -930,13 +923,7 @@ impl Backups {
     ) -> Result<(), OpError> {
         use tokio::io::AsyncWriteExt;
         let engine = self.primary()?;
-        let identity = self.identity.as_ref().ok_or_else(|| {
-            failed(
-                name,
-                "there is no identity to decrypt it with",
-                "run where the identity is",
-            )
-        })?;
+        let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         let data = store.open(name, &m.id)?;
         self.runtime.block_on(async {
@@ -948,16 +935,7 @@ impl Backups {
             } = io;
             let (tx, mut rx) =
                 tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
-            let key = identity.path.clone();
-            let opener = std::thread::spawn(move || {
-                let identity = Identity::load(&key).map_err(std::io::Error::other)?;
-                let sink = BlockingSink { tx: tx.clone() };
-                let r = pipeline::open(data, &identity, sink);
-                if let Err(e) = &r {
-                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
-                }
-                r
-            });
+            let opener = open_into(data, &identity.path, tx);
             // Moves the receiver in: when the command stops reading, the channel closes and
             // the pipeline thread stops too (no thread is left blocked on a full channel).
             let writer = async move {
@@ -1112,13 +1090,7 @@ impl Backups {
     ) -> Result<(), OpError> {
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
-        let identity = self.identity.as_ref().ok_or_else(|| {
-            failed(
-                name,
-                "there is no identity to decrypt it with",
-                "run where the identity is",
-            )
-        })?;
+        let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         let data = store.open(name, &m.id)?;
         self.runtime.block_on(async {
@@ -1139,17 +1111,7 @@ impl Backups {
             // Decrypted and decompressed on threads, streamed into the helper.
             let (tx, rx) =
                 tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
-            let key = identity.path.clone();
-            let opener = std::thread::spawn(move || {
-                let identity = Identity::load(&key).map_err(std::io::Error::other)?;
-                let sink = BlockingSink { tx: tx.clone() };
-                let r = pipeline::open(data, &identity, sink);
-                if let Err(e) = &r {
-                    // Cut the upload short: a half-read backup must not look complete.
-                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
-                }
-                r
-            });
+            let opener = open_into(data, &identity.path, tx);
             // The receiver is shared, so that it can be dropped here whatever the engine's
             // client still holds: a pipeline thread blocked on a full channel then ends.
             let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
@@ -1225,6 +1187,26 @@ fn tar_names(r: impl std::io::Read) -> Vec<String> {
 }
 
 /// Sends what is written to an async channel, blocking (from a pipeline thread).
+/// Decrypts and decompresses a backup on a thread of its own into an async channel (for
+/// an upload or a command's stdin). A failure is sent down the channel too, so that the
+/// receiving side stops with it: a half-read backup must never look complete. The thread
+/// loads the identity again from its file (an identity is not shared across threads).
+fn open_into(
+    data: Box<dyn std::io::Read + Send>,
+    key: &Path,
+    tx: tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, std::io::Error>>,
+) -> std::thread::JoinHandle<std::io::Result<pipeline::Stats>> {
+    let key = key.to_path_buf();
+    std::thread::spawn(move || {
+        let identity = Identity::load(&key).map_err(std::io::Error::other)?;
+        let r = pipeline::open(data, &identity, BlockingSink { tx: tx.clone() });
+        if let Err(e) = &r {
+            let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
+        }
+        r
+    })
+}
+
 /// The receiving side drops its receiver when it gives up, so that a blocked send ends.
 struct BlockingSink {
     tx: tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, std::io::Error>>,
