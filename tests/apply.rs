@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use berth::plan::{Action, Plan};
-use common::Berth;
-use common::docker::{self, Project, container_id, containers_of, http_get};
+use berth::plan::Action;
+use common::docker::{self, container_id, containers_of, http_get};
+use common::{Berth, Scene, changed};
 
 /// A spec of two pods of the test app: `api` (owns a volume, so recreate) and `web`
 /// (blue-green), with HTTP health checks.
@@ -40,22 +38,16 @@ pods:
     s
 }
 
-struct Scene {
-    project: Project,
-    dir: tempfile::TempDir,
+/// The scene of these tests: the two-pod spec above, or pods as given.
+trait ApplyScene {
+    fn write(&self, api_env: &str, with_web: bool);
+    fn pods(&self, pods: &str);
 }
 
-impl Scene {
-    fn new() -> Self {
-        Scene {
-            project: Project::new(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
+impl ApplyScene for Scene {
     fn write(&self, api_env: &str, with_web: bool) {
         std::fs::write(
-            self.dir.path().join("berth.yaml"),
+            self.path().join("berth.yaml"),
             spec(&self.project.0, api_env, with_web),
         )
         .unwrap();
@@ -63,36 +55,8 @@ impl Scene {
 
     /// Writes a spec of this scene's project with these pods (YAML under `pods:`).
     fn pods(&self, pods: &str) {
-        let text = format!("version: 1\nproject: {}\npods:\n{pods}", self.project.0);
-        std::fs::write(self.dir.path().join("berth.yaml"), text).unwrap();
+        self.spec(&format!("pods:\n{pods}"));
     }
-
-    fn berth(&self, args: &[&str]) -> common::Run {
-        Berth::new().dir(self.dir.path()).args(args).run()
-    }
-
-    fn name(&self, pod: &str) -> String {
-        format!("{}-{pod}", self.project.0)
-    }
-
-    fn plan(&self, code: i32) -> Plan {
-        let r = self
-            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
-            .code(code);
-        serde_json::from_str(&r.stdout()).expect("plan json")
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-fn changed(plan: &Plan) -> Vec<(String, Action)> {
-    plan.changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .map(|c| (c.address.to_string(), c.action))
-        .collect()
 }
 
 #[test]
@@ -119,7 +83,6 @@ fn an_empty_host_converges_and_a_second_apply_changes_nothing() {
     s.plan(0);
     let again = s.berth(&["apply", "--yes"]).code(0);
     assert!(again.stderr().contains("No changes"), "{}", again.stderr());
-    let _ = s.path();
 }
 
 #[test]

@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth::plan::{Action, Plan};
-use common::Berth;
-use common::docker::{self, Project, docker};
+use berth::plan::Action;
+use common::docker::{self, docker};
+use common::{Berth, Scene, changed};
 
 /// The `age` CLI, the witness for interop; CI installs it (`.ci/run`), so there it must be.
 fn age_cli() -> bool {
@@ -65,34 +65,18 @@ fn canary() -> String {
     format!("canary-{hex}")
 }
 
-struct Scene {
-    project: Project,
-    dir: tempfile::TempDir,
+/// The scene of these tests: an identity and recipients, secrets, pods.
+trait SecretsScene {
+    fn write(&self, head: &str, secrets: &str, pods: &str);
+    fn set(&self, name: &str, value: &str) -> common::Run;
+    fn ids(&self) -> String;
+    fn exec(&self, pod: &str, args: &[&str]) -> String;
 }
 
-impl Scene {
-    fn new() -> Self {
-        Scene {
-            project: Project::new(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
+impl SecretsScene for Scene {
     /// Writes the spec: `head` (identity, recipients) then `secrets:` and `pods:`.
-    fn spec(&self, head: &str, secrets: &str, pods: &str) {
-        let text = format!(
-            "version: 1\nproject: {}\n{head}\nsecrets:\n{secrets}\npods:\n{pods}",
-            self.project.0
-        );
-        std::fs::write(self.path().join("berth.yaml"), text).unwrap();
-    }
-
-    fn berth(&self, args: &[&str]) -> common::Run {
-        Berth::new().dir(self.path()).args(args).run()
+    fn write(&self, head: &str, secrets: &str, pods: &str) {
+        self.spec(&format!("{head}\nsecrets:\n{secrets}\npods:\n{pods}"));
     }
 
     fn set(&self, name: &str, value: &str) -> common::Run {
@@ -103,19 +87,8 @@ impl Scene {
             .run()
     }
 
-    fn plan(&self, code: i32) -> Plan {
-        let r = self
-            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
-            .code(code);
-        serde_json::from_str(&r.stdout()).expect("plan json")
-    }
-
-    fn name(&self, pod: &str) -> String {
-        format!("{}-{pod}", self.project.0)
-    }
-
     /// Ids, names and states of the project's containers: what "no change" is checked on.
-    fn containers(&self) -> String {
+    fn ids(&self) -> String {
         docker(&[
             "ps",
             "-a",
@@ -133,14 +106,6 @@ impl Scene {
         all.extend_from_slice(args);
         docker(&all)
     }
-}
-
-fn changed(plan: &Plan) -> Vec<(String, Action)> {
-    plan.changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .map(|c| (c.address.to_string(), c.action))
-        .collect()
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -173,7 +138,7 @@ fn berth_and_the_age_cli_read_each_others_files() {
         return;
     }
     let s = Scene::new();
-    s.spec(
+    s.write(
         "identity: ./keys/me.key",
         "  token: { file: secrets/token.age, min_length: 16 }\n",
         "  web: { image: x:1, secrets: [token] }\n",
@@ -256,7 +221,7 @@ fn each_preflight_failure_has_its_own_diagnostic_and_changes_nothing() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    let write = |version: &str| s.spec("identity: ./me.key", SECRETS, &web_pod(image, version));
+    let write = |version: &str| s.write("identity: ./me.key", SECRETS, &web_pod(image, version));
     write("v1");
     s.berth(&["secrets", "init"]).code(0);
     s.set("token", "a-token-of-enough-length").code(0);
@@ -264,7 +229,7 @@ fn each_preflight_failure_has_its_own_diagnostic_and_changes_nothing() {
     s.berth(&["apply", "--yes"]).code(0);
     // Every attempt below would replace the pod (new env) if it got that far.
     write("v2");
-    let before = s.containers();
+    let before = s.ids();
     let key = s.path().join("me.key");
     let token = s.path().join("secrets/token.age");
     let jwks = s.path().join("secrets/jwks.age");
@@ -354,11 +319,7 @@ fn each_preflight_failure_has_its_own_diagnostic_and_changes_nothing() {
             2,
             "{what}: one problem and the verdict: {err}"
         );
-        assert_eq!(
-            s.containers(),
-            before,
-            "{what}: the engine's containers changed"
-        );
+        assert_eq!(s.ids(), before, "{what}: the engine's containers changed");
     }
     restore();
     // Two problems at once are listed together.
@@ -372,7 +333,7 @@ fn each_preflight_failure_has_its_own_diagnostic_and_changes_nothing() {
         "{}",
         r.stderr()
     );
-    assert_eq!(s.containers(), before);
+    assert_eq!(s.ids(), before);
 }
 
 #[test]
@@ -382,7 +343,7 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.spec("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
+    s.write("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
     s.berth(&["secrets", "init"]).code(0);
     s.set("token", "a-token-of-enough-length").code(0);
     s.set("jwks", JWKS).code(0);
@@ -480,7 +441,7 @@ fn removing_a_recipient_re_encrypts_every_secret_and_restarts_its_consumers() {
     let (_, ops_public) = keygen(s.path(), "ops.key");
     let ops = s.path().join("ops.key");
     let head = |recipients: &str| format!("identity: ./me.key\nrecipients: [{recipients}]");
-    s.spec(
+    s.write(
         &head(&format!("{me_public}, {ops_public}")),
         SECRETS,
         &web_pod(image, "v1"),
@@ -496,7 +457,7 @@ fn removing_a_recipient_re_encrypts_every_secret_and_restarts_its_consumers() {
     let old_id = docker(&["inspect", "-f", "{{.Id}}", &s.name("web")]);
 
     // ops leaves the team.
-    s.spec(&head(&me_public), SECRETS, &web_pod(image, "v1"));
+    s.write(&head(&me_public), SECRETS, &web_pod(image, "v1"));
     let plan = s.plan(2);
     assert_eq!(
         changed(&plan),
@@ -536,7 +497,7 @@ fn removing_a_recipient_re_encrypts_every_secret_and_restarts_its_consumers() {
     s.plan(0);
 
     // `berth secrets rotate` does the re-encryption alone, and reports the removed key.
-    s.spec(
+    s.write(
         &head(&format!("{me_public}, {ops_public}")),
         SECRETS,
         &web_pod(image, "v1"),
@@ -544,7 +505,7 @@ fn removing_a_recipient_re_encrypts_every_secret_and_restarts_its_consumers() {
     let r = s.berth(&["secrets", "rotate"]).code(0);
     assert!(r.stderr().contains("Rotated 2 secret(s)"), "{}", r.stderr());
     assert!(age_decrypt(&ops, &token).is_some());
-    s.spec(&head(&me_public), SECRETS, &web_pod(image, "v1"));
+    s.write(&head(&me_public), SECRETS, &web_pod(image, "v1"));
     let r = s.berth(&["secrets", "rotate"]).code(0);
     assert!(
         r.stderr().contains("no longer readable by"),
@@ -597,7 +558,7 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
 ",
         web_pod(image, "v1")
     );
-    s.spec(&head(&format!("{me_public}, {ops_public}")), SECRETS, &pods);
+    s.write(&head(&format!("{me_public}, {ops_public}")), SECRETS, &pods);
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
     let record = |outputs: &mut Vec<(String, Vec<u8>)>, what: &str, r: common::Run| {
         outputs.push((format!("{what} stdout"), r.0.stdout.clone()));
@@ -625,7 +586,7 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
     record(&mut outputs, "apply", applied);
     outputs.push(("/proc/*/cmdline during apply".into(), cmdlines));
     // Rotation (a recipient removed), then apply again.
-    s.spec(&head(&me_public), SECRETS, &pods);
+    s.write(&head(&me_public), SECRETS, &pods);
     record(
         &mut outputs,
         "plan after rotation",
@@ -724,7 +685,7 @@ fn an_ssh_ed25519_key_works_as_identity_and_recipient() {
         String::from_utf8_lossy(&out.stderr)
     );
     let public = std::fs::read_to_string(s.path().join("id_ed25519.pub")).unwrap();
-    s.spec(
+    s.write(
         &format!(
             "identity: ./id_ed25519\nrecipients: [\"{}\"]",
             public.trim()

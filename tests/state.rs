@@ -4,59 +4,26 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Berth;
-use common::docker::{self, Project, containers_of, docker};
+use common::docker::{self, containers_of, docker};
+use common::{Berth, Scene};
 
-struct Scene {
-    project: Project,
-    dir: tempfile::TempDir,
+/// The scene of these tests: one volume, pods as given.
+trait StateScene {
+    fn pods(&self, text: &str);
+    fn state(&self) -> PathBuf;
 }
 
-impl Scene {
-    fn new() -> Self {
-        Scene {
-            project: Project::new(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
+impl StateScene for Scene {
     fn pods(&self, text: &str) {
-        let spec = format!(
-            "version: 1\nproject: {}\nvolumes:\n  data: {{}}\npods:\n{text}",
-            self.project.0
-        );
-        std::fs::write(self.path().join("berth.yaml"), spec).unwrap();
-    }
-
-    fn berth(&self, args: &[&str]) -> common::Run {
-        Berth::new().dir(self.path()).args(args).run()
+        self.spec(&format!("volumes:\n  data: {{}}\npods:\n{text}"));
     }
 
     fn state(&self) -> PathBuf {
         common::state_home().join(&self.project.0)
-    }
-
-    /// Names and images of the project's containers, running or not.
-    fn containers(&self) -> Vec<String> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=io.berth.project={}", self.project.0),
-            "--format",
-            "{{.Names}} {{.State}}",
-        ]);
-        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
-        v.sort();
-        v
     }
 }
 
@@ -181,15 +148,7 @@ fn two_applies_at_once_one_proceeds_and_the_other_exits_3_naming_the_holder() {
     let image = docker::testapp_image();
     // A pod that takes two seconds to become healthy keeps the first apply busy.
     s.pods(&pod("slow", image, "START_DELAY: 2", ""));
-    let first = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["apply", "--yes"])
-        .current_dir(s.path())
-        .env("BERTH_STATE_HOME", common::state_home())
-        .env_remove("BERTH_STATE_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = Berth::new().dir(s.path()).args(["apply", "--yes"]).spawn();
     let lock = s.state().join("lock");
     let t = Instant::now();
     while std::fs::read(&lock).map_or(true, |b| b.is_empty()) {
@@ -296,15 +255,7 @@ fn sigterm_during_apply_undoes_the_steps_and_exits_non_zero() {
         ]
         .concat(),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["apply", "--yes"])
-        .current_dir(s.path())
-        .env("BERTH_STATE_HOME", common::state_home())
-        .env_remove("BERTH_STATE_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Berth::new().dir(s.path()).args(["apply", "--yes"]).spawn();
     // Once `slow` is being waited for, ask berth to stop.
     let t = Instant::now();
     while !containers_of(&s.project.0).contains(&format!("{}-slow", s.project.0)) {

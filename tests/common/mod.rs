@@ -84,10 +84,93 @@ impl Berth {
         let mut child = self.cmd.spawn().expect("berth runs");
         if let Some(bytes) = self.stdin.take() {
             let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(&bytes).expect("write stdin");
+            // berth may exit without reading stdin (a refused command): that is its answer.
+            if let Err(e) = pipe.write_all(&bytes) {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+            }
         }
         Run(child.wait_with_output().expect("berth finishes"))
     }
+
+    /// Starts berth in the background (stdout discarded, stderr kept), for tests that act
+    /// while it runs.
+    pub fn spawn(mut self) -> std::process::Child {
+        use std::process::Stdio;
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth starts")
+    }
+}
+
+/// One test's project (removed with everything labelled for it when dropped) and the
+/// directory its spec is written to.
+pub struct Scene {
+    pub project: docker::Project,
+    pub dir: tempfile::TempDir,
+}
+
+impl Scene {
+    pub fn new() -> Self {
+        Scene {
+            project: docker::Project::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `berth.yaml`: `version`, `project`, then `rest`.
+    pub fn spec(&self, rest: &str) {
+        let text = format!("version: 1\nproject: {}\n{rest}", self.project.0);
+        std::fs::write(self.path().join("berth.yaml"), text).expect("spec written");
+    }
+
+    /// Runs berth in the scene's directory.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        Berth::new().dir(self.path()).args(args).run()
+    }
+
+    /// The container name of a pod.
+    pub fn name(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.project.0)
+    }
+
+    /// `plan --format json --detailed-exitcode`, expecting `code`.
+    pub fn plan(&self, code: i32) -> berth::plan::Plan {
+        let r = self
+            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
+            .code(code);
+        serde_json::from_str(&r.stdout()).expect("plan json")
+    }
+
+    /// Names and states of the project's containers, running or not, sorted.
+    pub fn containers(&self) -> Vec<String> {
+        let out = docker::docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.berth.project={}", self.project.0),
+            "--format",
+            "{{.Names}} {{.State}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+}
+
+/// The changes of a plan that are not no-ops, as (address, action).
+pub fn changed(plan: &berth::plan::Plan) -> Vec<(String, berth::plan::Action)> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action != berth::plan::Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect()
 }
 
 pub struct Run(pub Output);
