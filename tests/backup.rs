@@ -32,8 +32,8 @@ struct Scene {
 impl Scene {
     fn new() -> Self {
         let project = Project::new();
-        // Not under /tmp (refused): under the build's own directory.
-        let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stores/{}", project.0));
+        // Not under /tmp (refused), wherever the checkout is.
+        let store = common::store_root(&project.0);
         Scene {
             project,
             dir: tempfile::tempdir().unwrap(),
@@ -500,21 +500,28 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
     let real: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&real_manifest).unwrap()).unwrap();
     let real_data = s.data_files()[0].clone();
+    let real_bytes = std::fs::read(&real_data).unwrap();
     std::fs::remove_file(&real_manifest).unwrap();
     std::fs::remove_file(&real_data).unwrap();
     let start: u64 = 1_767_571_200; // 2026-01-05, a Monday
     for day in 0..90u64 {
         for k in 0..2u64 {
             let id = format!("synthetic-d{day:02}-{k}");
+            let at = start + day * 86_400 + 3600 * (1 + k);
             let mut m = real.clone();
             m["id"] = serde_json::json!(id);
-            m["created_at"] = serde_json::json!(start + day * 86_400 + 3600 * (1 + k));
+            m["created_at"] = serde_json::json!(at);
             std::fs::write(
                 s.store.join(format!("data/{id}.manifest.json")),
                 serde_json::to_vec(&m).unwrap(),
             )
             .unwrap();
-            std::fs::write(s.store.join(format!("data/{id}.tar.zst.age")), b"x").unwrap();
+            // The real data (prune reads back what it keeps), written when it says.
+            write_backup_data(
+                &s.store.join(format!("data/{id}.tar.zst.age")),
+                &real_bytes,
+                at,
+            );
         }
     }
     let listed = |text: &str, word: &str| -> Vec<String> {
@@ -534,6 +541,12 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
     let real_run = s.berth(&["backup", "prune"]).code(0).stderr();
     let deleted = listed(&real_run, "delete");
     assert_eq!(would, deleted);
+    // The same decision, line for line, with the same reasons.
+    assert_eq!(dry.replace("would delete", "delete"), real_run);
+    assert!(
+        real_run.contains("(in none of the kept periods (daily 7, weekly 4, monthly 3))"),
+        "{real_run}"
+    );
     let mut kept: Vec<String> = s
         .data_files()
         .iter()
@@ -554,6 +567,146 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
     want.sort();
     assert_eq!(kept, want);
     assert_eq!(deleted.len(), 180 - want.len());
+}
+
+/// The id of a backup from its data file's path.
+fn id_of(data: &Path) -> String {
+    data.file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst.age", "")
+}
+
+/// Three real backups of a small host path, oldest first, under `{ daily: 1 }`.
+fn three_backups(s: &Scene) -> Vec<String> {
+    keygen(&s.path().join("key.txt"));
+    let src = s.path().join("files");
+    sample(&src, 1);
+    s.spec(
+        "",
+        &format!("{{ path: {} }}", src.display()),
+        "{ daily: 1 }",
+    );
+    for n in 0..3 {
+        std::fs::write(src.join("n"), format!("{n}")).unwrap();
+        s.berth(&["backup", "run", "data"]).code(0);
+    }
+    let ids: Vec<String> = s.data_files().iter().map(|p| id_of(p)).collect();
+    assert_eq!(ids.len(), 3);
+    ids
+}
+
+#[test]
+fn prune_reads_back_the_newest_and_keeps_a_good_backup_when_the_newest_has_a_flipped_byte() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let ids = three_backups(&s);
+    let newest = s.store.join(format!("data/{}.tar.zst.age", ids[2]));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+
+    // Damage found is a failure (exit 1), in a dry run as in a real one.
+    let dry = s.berth(&["backup", "prune", "--dry-run"]).code(1).stderr();
+    assert_eq!(s.data_files().len(), 3, "a dry run deletes nothing");
+    let real = s.berth(&["backup", "prune"]).code(1).stderr();
+    assert_eq!(dry.replace("would delete", "delete"), real);
+    // The damaged newest counts for nothing: the one before it is the newest verified,
+    // read back just now; only the oldest goes.
+    let kept = pruned(&real, "keep");
+    assert_eq!(kept.len(), 2, "{real}");
+    assert_eq!(kept[0].0, ids[1]);
+    assert_eq!(kept[0].1, "(daily 1, newest verified)");
+    assert_eq!(kept[1].0, ids[2]);
+    assert!(kept[1].1.contains("damaged"), "{real}");
+    let deleted = pruned(&real, "delete");
+    assert_eq!(deleted.len(), 1, "{real}");
+    assert_eq!(deleted[0].0, ids[0]);
+    assert!(real.contains("failed their read-back"), "{real}");
+    let left: Vec<String> = s.data_files().iter().map(|p| id_of(p)).collect();
+    assert_eq!(left, [ids[1].clone(), ids[2].clone()]);
+    // What is left verifies; the damaged one is marked unverified, never restored.
+    s.berth(&["backup", "verify", &ids[1]]).code(0);
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    let line = list.lines().find(|l| l.contains(&ids[2])).unwrap();
+    assert!(line.ends_with(" NO"), "{list}");
+    // The next prune deletes the damaged one, and keeps the good one.
+    let again = s.berth(&["backup", "prune"]).code(0).stderr();
+    assert_eq!(pruned(&again, "delete")[0].0, ids[2], "{again}");
+    let left: Vec<String> = s.data_files().iter().map(|p| id_of(p)).collect();
+    assert_eq!(left, [ids[1].clone()]);
+}
+
+#[test]
+fn prune_keeps_the_real_newest_when_manifests_claim_2100_or_1970() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let ids = three_backups(&s);
+    // Copies of the newest backup (they verify), their manifests dated in 2100 and in
+    // 1970, written just now.
+    let newest = |ext: &str| s.store.join(format!("data/{}.{ext}", ids[2]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest("manifest.json")).unwrap()).unwrap();
+    for (id, at) in [("forged-future", 4_102_444_800u64), ("forged-epoch", 0)] {
+        let mut m = manifest.clone();
+        m["id"] = serde_json::json!(id);
+        m["created_at"] = serde_json::json!(at);
+        std::fs::write(
+            s.store.join(format!("data/{id}.manifest.json")),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        std::fs::copy(
+            newest("tar.zst.age"),
+            s.store.join(format!("data/{id}.tar.zst.age")),
+        )
+        .unwrap();
+    }
+    let dry = s.berth(&["backup", "prune", "--dry-run"]).code(0).stderr();
+    let real = s.berth(&["backup", "prune"]).code(0).stderr();
+    assert_eq!(dry.replace("would delete", "delete"), real);
+    let kept = pruned(&real, "keep");
+    let why = |id: &str| {
+        kept.iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, w)| w.clone())
+            .unwrap_or_else(|| panic!("{id} is not kept: {real}"))
+    };
+    assert_eq!(why(&ids[2]), "(daily 1, newest verified)");
+    assert!(why("forged-future").contains("untrusted time"), "{real}");
+    assert!(why("forged-future").contains("in the future"), "{real}");
+    assert!(why("forged-epoch").contains("untrusted time"), "{real}");
+    let deleted: Vec<String> = pruned(&real, "delete")
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(deleted, [ids[0].clone(), ids[1].clone()]);
+    assert_eq!(s.data_files().len(), 3);
+}
+
+/// Writes a backup's data file, with `at` as its modification time (as if written then).
+fn write_backup_data(path: &Path, bytes: &[u8], at: u64) {
+    std::fs::write(path, bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+        .unwrap();
+}
+
+/// The lines of a prune's output that begin with `verb`, as (id, reason).
+fn pruned(text: &str, verb: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(verb))
+        .filter_map(|rest| {
+            let rest = rest.trim_start().strip_prefix("data ")?;
+            let (id, why) = rest.split_once(' ')?;
+            Some((id.to_owned(), why.to_owned()))
+        })
+        .collect()
 }
 
 /// The bytes `testapp emit N` prints.

@@ -55,8 +55,8 @@ fn the_quickstart_comes_up_with_one_command_and_goes_down_with_destroy() {
     copy_dir(&common::repo().join("examples/quickstart"), &root);
     let port = free_port();
     let spec = std::fs::read_to_string(root.join("berth.yaml")).unwrap();
-    // The store may not be under /tmp: under the build's directory, removed at the end.
-    let store = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qs-store-{}", p.0));
+    // The store may not be under /tmp: in the tests' store place, removed at the end.
+    let store = common::store_root(&format!("qs-store-{}", p.0));
     let spec = spec
         .replace("project: quickstart", &format!("project: {}", p.0))
         .replace("127.0.0.1:8080:8080", &format!("127.0.0.1:{port}:8080"))

@@ -24,6 +24,9 @@ pub trait Store {
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError>;
     /// Where the data of a backup is, for people (and the disaster-recovery one-liner).
     fn locate(&self, name: &str, id: &str) -> String;
+    /// When the data of a backup was last written (seconds since the epoch), if known: a
+    /// witness of the manifest's time that the manifest cannot forge.
+    fn modified(&self, name: &str, id: &str) -> Option<u64>;
 }
 
 pub struct LocalStore {
@@ -165,6 +168,14 @@ impl Store for LocalStore {
 
     fn locate(&self, name: &str, id: &str) -> String {
         self.data(name, id).display().to_string()
+    }
+
+    fn modified(&self, name: &str, id: &str) -> Option<u64> {
+        let at = std::fs::symlink_metadata(self.data(name, id))
+            .ok()?
+            .modified()
+            .ok()?;
+        Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
     }
 }
 

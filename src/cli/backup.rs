@@ -4,7 +4,6 @@ use std::path::Path;
 
 use super::{exit, print};
 use crate::backup::ops::Backups;
-use crate::backup::retention;
 use crate::backup::store::Store;
 use crate::ops::OpError;
 use crate::state::format_time;
@@ -51,9 +50,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete what the retention policy no longer keeps (never the newest verified one).
+    /// Delete what the retention policy no longer keeps, after reading back whole the backups
+    /// kept in their place (never the newest verified one).
     Prune {
-        /// Only list what would be deleted.
+        /// Only say what would be kept and deleted, and why (the same decision).
         #[arg(long)]
         dry_run: bool,
     },
@@ -193,36 +193,42 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         }
         Command::Prune { dry_run } => {
             let _lock = lock("berth backup prune")?;
+            let mut failed = false;
             for name in b.names() {
-                let backup = b.get(&name)?;
-                let Some(policy) = &backup.retention else {
+                let Some(pruned) = b.prune(&name, dry_run)? else {
                     eprintln!("{name}: no `retention`; nothing is pruned");
                     continue;
                 };
-                let store = b.store(backup)?;
-                let list = b.list(&name)?;
-                let entries: Vec<retention::Entry> = list
-                    .iter()
-                    .map(|m| retention::Entry {
-                        id: m.id.clone(),
-                        at: m.created_at,
-                        verified: m.verified,
-                        safety: m.safety,
-                    })
-                    .collect();
-                let kept = retention::keep(&entries, policy);
-                for m in &list {
-                    match kept.iter().find(|(id, _)| *id == m.id) {
-                        Some((_, why)) => eprintln!("  keep   {name} {} ({why})", m.id),
-                        None if dry_run => eprintln!("  would delete {name} {}", m.id),
-                        None => {
-                            store.delete(&name, &m.id)?;
-                            eprintln!("  delete {name} {}", m.id);
-                        }
-                    }
+                // The same lines with `--dry-run` and without, but for the verb.
+                for d in &pruned.decisions {
+                    let verb = match (d.delete, dry_run) {
+                        (false, _) => "keep  ",
+                        (true, true) => "would delete",
+                        (true, false) => "delete",
+                    };
+                    eprintln!("  {verb} {name} {} ({})", d.id, d.why);
+                }
+                if !pruned.damaged.is_empty() {
+                    failed = true;
+                    eprintln!(
+                        "{name}: {} backup(s) failed their read-back and count for nothing: {}",
+                        pruned.damaged.len(),
+                        pruned
+                            .damaged
+                            .iter()
+                            .map(|(id, _)| id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                if pruned.nothing_verifies {
+                    failed = true;
+                    eprintln!(
+                        "{name}: no backup verifies now, so nothing is deleted (take one: `berth backup run {name}`)"
+                    );
                 }
             }
-            Ok(exit::OK)
+            Ok(if failed { exit::ERROR } else { exit::OK })
         }
     }
 }

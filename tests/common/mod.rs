@@ -26,6 +26,19 @@ pub fn unit_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("berth-units")
 }
 
+/// Where a test keeps a backup store: a place the store policy allows wherever the
+/// repository is cloned (not under the build's directory, which may be under /tmp), unique
+/// to `tag` (a test's project name). The test removes it when it is done.
+pub fn store_root(tag: &str) -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
+        .expect("$HOME is set: the tests keep backup stores under ~/.cache/berth-tests");
+    let parent = home.join(".cache").join("berth-tests");
+    std::fs::create_dir_all(&parent).expect("~/.cache/berth-tests");
+    parent.join(tag)
+}
+
 pub struct Berth {
     cmd: Command,
     stdin: Option<Vec<u8>>,
