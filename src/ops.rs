@@ -324,6 +324,8 @@ pub struct Session {
     observed: ObservedState,
     pub plan: Plan,
     secrets: crate::secrets::files::Inspection,
+    /// Backup stores berth may not use: refused by the pre-flight.
+    store_problems: Vec<crate::diag::Diagnostic>,
     pub state: crate::state::StateDir,
     lock: Option<crate::state::lock::Lock>,
     /// The spec file (absolute) and the text that was planned.
@@ -350,7 +352,9 @@ pub struct Opts {
 /// Backups are a store directory and schedule units on this machine: each one the spec
 /// declares is observed as configured when something of it exists, with its drift. A
 /// scheduled backup whose newest verified copy is older than twice its period is an RPO at
-/// risk, said as a warning.
+/// risk, said as a warning. A store berth may not use (a directory it did not make, that is
+/// not empty or not the user's; one that leads to a refused place) is a pre-flight problem,
+/// at the store's span: apply refuses it before the first change, and never chmods it.
 fn observe_backups(
     spec: &Spec,
     spec_path: &Path,
@@ -358,6 +362,7 @@ fn observe_backups(
     graph: &ResourceGraph,
     observed: &mut ObservedState,
     notes: &mut Vec<String>,
+    problems: &mut Vec<crate::diag::Diagnostic>,
 ) {
     use crate::backup::schedule;
     use crate::graph::Kind;
@@ -370,6 +375,16 @@ fn observe_backups(
             continue;
         };
         let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
+        if let crate::backup::store::Found::Refused(why) = crate::backup::store::inspect(&store) {
+            problems.push(
+                crate::diag::Diagnostic::error(
+                    "backup-store",
+                    format!("backup `{}` cannot use its store: {why}", r.address.name),
+                )
+                .at(backup.store.span, "not berth's to use")
+                .help("give `store:` a directory of berth's own: one that does not exist yet (berth makes it), or an empty one of yours"),
+            );
+        }
         let units = schedule::units(spec, spec_path, &r.address.name, backup);
         if let Some(drift) = schedule::observe(&store, units.as_deref()) {
             observed.resources.push(crate::observe::ObservedResource {
@@ -564,6 +579,7 @@ impl Session {
             pin_images(&mut desired, r, &observed);
         }
         let graph = ResourceGraph::new(desired)?;
+        let mut store_problems = Vec::new();
         if goal == Goal::Spec {
             observe_secret_files(&graph, &secrets, &mut observed);
             observe_backups(
@@ -573,6 +589,7 @@ impl Session {
                 &graph,
                 &mut observed,
                 &mut notes,
+                &mut store_problems,
             );
         }
         // Timers of backups the goal no longer has (removed from the spec, or a destroy):
@@ -595,6 +612,7 @@ impl Session {
             observed,
             plan,
             secrets,
+            store_problems,
             state,
             lock,
             spec_path,
@@ -606,13 +624,15 @@ impl Session {
 
     /// The secrets pre-flight: `Err` with every problem when apply must not go on.
     pub fn preflight(&self) -> Result<(), OpError> {
-        if self.secrets.problems.is_empty() {
+        if self.secrets.problems.is_empty() && self.store_problems.is_empty() {
             return Ok(());
         }
+        let mut problems = self.secrets.problems.clone();
+        problems.extend(self.store_problems.iter().cloned());
         Err(OpError::Preflight(Box::new(Report::new(
             &self.report.path,
             self.report.source.clone(),
-            self.secrets.problems.clone(),
+            problems,
         ))))
     }
 
@@ -620,7 +640,8 @@ impl Session {
     /// shows: a plan can be read where the secrets cannot be decrypted).
     pub fn warnings(&self) -> Report {
         let mut diagnostics = self.report.diagnostics.clone();
-        diagnostics.extend(self.secrets.problems.iter().cloned().map(|mut d| {
+        let problems = self.secrets.problems.iter().chain(&self.store_problems);
+        diagnostics.extend(problems.cloned().map(|mut d| {
             d.severity = crate::diag::Severity::Warning;
             d
         }));

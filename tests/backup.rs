@@ -913,3 +913,127 @@ fn before_apply_takes_a_backup_before_a_pod_that_owns_the_volume_is_replaced() {
     let list = s.berth(&["backup", "list"]).code(0).stdout();
     assert!(list.contains(" yes"), "{list}");
 }
+
+#[test]
+fn validate_refuses_the_root_system_and_temporary_stores_in_every_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp_mode = berth::fsutil::mode_of(Path::new("/tmp")).unwrap();
+    for env in ["development", "staging", "production"] {
+        for store in [
+            "/",
+            "/usr",
+            "/usr/local",
+            "/etc",
+            "/var",
+            "/var/lib",
+            "/var/backups",
+            "/home",
+            "/root",
+            "/run",
+            "/tmp",
+            "/tmp/backups",
+            "/var/tmp/b",
+            "/dev/shm/b",
+            "/srv/../tmp",
+        ] {
+            let text = format!(
+                "version: 1
+project: store-place
+environment: {env}
+recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+backups:
+  uploads:
+    source: {{ path: /srv/uploads }}
+    store: {store}
+"
+            );
+            std::fs::write(dir.path().join("berth.yaml"), text).unwrap();
+            let r = Berth::new()
+                .dir(dir.path())
+                .args(["validate", "berth.yaml"])
+                .run()
+                .code(1);
+            let err = r.stderr_flat();
+            assert!(err.contains("backup-store-place"), "{env} {store}: {err}");
+            assert!(
+                err.contains("cannot be stored there"),
+                "{env} {store}: {err}"
+            );
+            // At the span: the `store:` line is shown.
+            assert!(
+                err.contains(&format!("store: {store}")),
+                "{env} {store}: {err}"
+            );
+        }
+        // An apply of a store in /tmp is refused before anything: /tmp keeps its mode.
+        Berth::new()
+            .dir(dir.path())
+            .args(["apply", "--yes"])
+            .run()
+            .code(1);
+        assert_eq!(berth::fsutil::mode_of(Path::new("/tmp")).unwrap(), tmp_mode);
+    }
+}
+
+#[test]
+fn a_store_berth_did_not_make_is_refused_by_the_pre_flight_and_never_chmod_ed() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    // Someone else's directory: not empty, readable by others, no marker of berth's.
+    std::fs::create_dir_all(&s.store).unwrap();
+    std::fs::set_permissions(&s.store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(s.store.join("notes.txt"), "not berth's").unwrap();
+
+    let plan = s.berth(&["plan"]).code(0);
+    assert!(
+        plan.stderr_flat().contains("was not made by berth"),
+        "{}",
+        plan.stderr()
+    );
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("cannot use its store"), "{err}");
+    assert!(err.contains("was not made by berth"), "{err}");
+    // Refused before the first change: no container, volume or network; the directory as
+    // it was.
+    assert!(docker::containers_of(&s.project.0).is_empty());
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=io.berth.project={}", s.project.0),
+    ]);
+    assert_eq!(volumes.trim(), "");
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=io.berth.project={}", s.project.0),
+    ]);
+    assert_eq!(networks.trim(), "");
+    assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o755);
+    assert!(s.store.join("notes.txt").exists());
+    assert!(!s.store.join(".berth-store").exists());
+
+    // Empty and the user's: berth makes it its own.
+    std::fs::remove_file(s.store.join("notes.txt")).unwrap();
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(plan.contains("+ backup.data"), "{plan}");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
+    assert!(s.store.join(".berth-store").is_file());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // Its own, with the wrong mode: a heal in the plan.
+    std::fs::set_permissions(&s.store, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(plan.contains("! backup.data"), "{plan}");
+    assert!(plan.contains("mode 0750"), "{plan}");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
+}

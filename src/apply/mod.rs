@@ -92,6 +92,15 @@ pub enum ApplyError {
         name: String,
         region: String,
     },
+    /// A backup's store or timer could not be set up.
+    #[error("`{address}`: its store or timer could not be set up: {reason}")]
+    #[diagnostic(
+        code(berth::backup_setup),
+        help(
+            "give `store:` a directory of berth's own (berth makes it), not `/`, a system or a temporary directory"
+        )
+    )]
+    BackupSetUp { address: String, reason: String },
     /// A step failed on the engine (not at a gate); what was undone is in the report.
     #[error("{cause}")]
     #[diagnostic(code(berth::apply_failed), help("{report}"))]
@@ -789,16 +798,12 @@ impl<'a> Run<'a> {
                 self.done(c, format!("- {address}: {what}"));
             }
             (Kind::Backup, Action::Create | Action::Heal) => {
-                let what =
-                    self.set_up_backup(&c.address.name)
-                        .map_err(|reason| ApplyError::Failed {
-                            cause: Box::new(ApplyError::Unsupported {
-                                address: address.clone(),
-                                what: "set up the backup".into(),
-                                help: reason.clone(),
-                            }),
-                            report: reason,
-                        })?;
+                let what = self.set_up_backup(&c.address.name).map_err(|reason| {
+                    ApplyError::BackupSetUp {
+                        address: address.clone(),
+                        reason,
+                    }
+                })?;
                 self.done(c, format!("+ {address}: {what}"));
             }
             (Kind::Secret, Action::Heal) => {
@@ -888,11 +893,11 @@ impl<'a> Run<'a> {
         let store = self
             .spec_dir
             .join(crate::fsutil::expand_home(&backup.store.value));
-        if crate::fsutil::mode_of(&store).is_ok_and(|m| m & 0o077 != 0) {
-            crate::fsutil::set_mode(&store, 0o700).map_err(|e| e.to_string())?;
-        }
-        crate::backup::store::LocalStore::open(&store).map_err(|e| e.to_string())?;
-        let mut what = format!("store {} (0700)", store.display());
+        // Made, or its mode healed, only when it is berth's own (the pre-flight refused any
+        // other before the first change).
+        let (_, done) =
+            crate::backup::store::LocalStore::set_up(&store).map_err(|e| e.to_string())?;
+        let mut what = format!("store {} {done}", store.display());
         let Some(units) = schedule::units(self.spec, self.spec_path, name, backup) else {
             return Ok(what);
         };

@@ -245,9 +245,7 @@ mod tests {
     /// `the_walk_reads_past_the_end_of_archive_blocks` checks that deterministically.)
     #[test]
     fn verify_accepts_every_tar_length() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join(format!("verify-test-{}", std::process::id()));
+        let root = super::store::test_root("verify");
         let store = LocalStore::open(&root).unwrap();
         let (text, public) = Identity::generate();
         std::fs::write(root.join("key"), text.as_bytes()).unwrap();

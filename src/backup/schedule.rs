@@ -96,7 +96,12 @@ fn systemd_quote(word: &str) -> String {
 /// when nothing exists yet (the plan creates it), else the drift to heal.
 pub fn observe(store: &Path, units: Option<&[(String, String)]>) -> Option<Vec<Drift>> {
     let dir = unit_dir();
-    let store_mode = crate::fsutil::mode_of(store).ok();
+    // Only a store of berth's own has a mode to heal: one it may still make (or adopt) is
+    // to create, and one it may not touch is refused by the pre-flight, never chmod-ed.
+    let store_mode = match crate::backup::store::inspect(store) {
+        crate::backup::store::Found::Ours { mode } => Some(mode),
+        _ => None,
+    };
     let unit_state: Vec<(String, Option<bool>)> = units
         .unwrap_or_default()
         .iter()

@@ -1,6 +1,13 @@
 //! Where backups are kept. A [`Store`] holds, per backup name, data files and their
-//! manifests; [`LocalStore`] is a directory on the host (refused under /tmp and when others
-//! can read it; created 0700, files 0600). An object store can follow behind the same trait.
+//! manifests; [`LocalStore`] is a directory on the host (created 0700, files 0600). An object
+//! store can follow behind the same trait.
+//!
+//! berth only ever makes, and changes the mode of, a store directory that is its own. As
+//! restic's repository `config`, a marker file ([`MARKER`]) written inside when berth makes
+//! the directory says so. A directory without it is adopted only when it is empty and owned
+//! by the user berth runs as (or holds nothing but backups, from before the marker);
+//! anything else is refused, never chmod-ed. `/`, system directories and temporary
+//! directories are refused whatever is there ([`refused_place`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,34 +43,251 @@ pub struct LocalStore {
 const DATA: &str = ".tar.zst.age";
 const MANIFEST: &str = ".manifest.json";
 
-impl LocalStore {
-    /// Opens (and creates, 0700) a store directory; refuses one under a temporary
-    /// directory, or that other users can read or enter.
-    pub fn open(root: &Path) -> Result<LocalStore, BackupError> {
-        let shown = root.display().to_string();
-        if !root.is_absolute() {
-            return Err(BackupError::Store(format!(
-                "`{shown}` is not an absolute path"
-            )));
+/// The file berth writes inside a store directory it makes (or adopts): the proof that the
+/// directory is berth's to chmod.
+pub const MARKER: &str = ".berth-store";
+
+/// Top-level directories the system and every user share: never a store themselves.
+const SYSTEM: &[&str] = &[
+    "/usr", "/etc", "/var", "/home", "/root", "/boot", "/proc", "/sys", "/dev", "/run", "/bin",
+    "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/srv", "/mnt", "/media", "/snap",
+];
+
+/// Trees that are temporary (cleared on reboot, shared by every user) or not files at all:
+/// nothing in them is a store.
+const TEMPORARY: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
+const VIRTUAL: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// The children of system directories that the OS owns (all of those of `/etc` and `/boot`).
+const OS_CHILDREN: &[(&str, &[&str])] = &[
+    (
+        "/usr",
+        &[
+            "bin", "lib", "lib32", "lib64", "libx32", "libexec", "local", "sbin", "share",
+            "include", "src", "games",
+        ],
+    ),
+    (
+        "/var",
+        &[
+            "lib", "backups", "cache", "log", "spool", "mail", "opt", "local", "lock", "run",
+            "www", "snap", "crash", "db", "empty", "games", "yp", "account", "adm", "nis",
+        ],
+    ),
+];
+
+/// `path` with `.` and `..` resolved as text (a store is given as an absolute path).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
-        for tmp in ["/tmp", "/var/tmp", "/dev/shm"] {
-            if root.starts_with(tmp) {
-                return Err(BackupError::Store(format!(
-                    "`{shown}` is under {tmp}, which is cleared on reboot and often shared"
-                )));
+    }
+    out
+}
+
+/// Why `path` (absolute) may never be a backup store, whatever is there: the root, a system
+/// directory or one of its children the OS owns, a temporary or virtual directory (or
+/// anything under them). `None` when it may be.
+pub fn refused_place(path: &Path) -> Option<String> {
+    let path = normalize(path);
+    if path == Path::new("/") {
+        return Some("`/` is the root directory: every file of the system is in it".into());
+    }
+    if let Some(t) = TEMPORARY.iter().find(|t| path.starts_with(t)) {
+        return Some(format!(
+            "`{}` is {}a temporary directory ({t}), cleared on reboot and shared by every user",
+            path.display(),
+            if path == Path::new(t) { "" } else { "under " }
+        ));
+    }
+    if let Some(v) = VIRTUAL.iter().find(|v| path.starts_with(v)) {
+        return Some(format!(
+            "`{}` is {}{v}, a directory of the kernel's, not of files",
+            path.display(),
+            if path == Path::new(v) { "" } else { "under " }
+        ));
+    }
+    let shown = path.display().to_string();
+    if SYSTEM.contains(&shown.as_str()) {
+        return Some(format!(
+            "`{shown}` is a system directory, shared by the system and its users"
+        ));
+    }
+    let parent = path.parent().map(|p| p.display().to_string());
+    let child = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let os_owned = match parent.as_deref() {
+        Some("/etc" | "/boot") => true,
+        Some(p) => OS_CHILDREN
+            .iter()
+            .any(|(dir, kids)| *dir == p && kids.contains(&child.as_str())),
+        None => false,
+    };
+    os_owned.then(|| format!("`{shown}` is a system directory the OS owns"))
+}
+
+/// What is at a store's path, as far as berth may touch it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing yet: berth makes it.
+    Missing,
+    /// berth's own (its marker is inside), with this mode.
+    Ours { mode: u32 },
+    /// Not yet berth's, but berth may make it its own: empty and owned by the user berth
+    /// runs as, or holding nothing but backups (a store made before the marker) and 0700.
+    Adoptable,
+    /// Never a store: why, and what to do.
+    Refused(String),
+}
+
+/// The user berth runs as (the owner of what it creates).
+fn my_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Whether a directory holds nothing but backup folders of data files and manifests.
+fn only_backups(root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return false;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else {
+            return false;
+        };
+        if !kind.is_dir() {
+            return false;
+        }
+        let Ok(files) = std::fs::read_dir(e.path()) else {
+            return false;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let berths = name.ends_with(DATA)
+                || name.ends_with(MANIFEST)
+                || (name.starts_with('.') && name.contains(".berth-tmp"));
+            if !berths || !f.file_type().is_ok_and(|t| t.is_file()) {
+                return false;
             }
         }
-        let io = |e: std::io::Error| BackupError::Store(format!("`{shown}`: {e}"));
-        fsutil::create_dir_all(root, 0o700).map_err(io)?;
-        let mode = fsutil::mode_of(root).map_err(io)?;
-        if mode & 0o077 != 0 {
-            return Err(BackupError::Store(format!(
-                "`{shown}` has mode {mode:04o}: other users can see the backups (chmod 700 it)"
-            )));
+    }
+    true
+}
+
+/// Looks at a store's path (never changes anything): whether berth may use it, make it, or
+/// change its mode.
+pub fn inspect(root: &Path) -> Found {
+    let shown = root.display().to_string();
+    if !root.is_absolute() {
+        return Found::Refused(format!("`{shown}` is not an absolute path"));
+    }
+    if let Some(why) = refused_place(root) {
+        return Found::Refused(why);
+    }
+    // Where it leads once symlinks are followed (of the part that exists).
+    let mut existing = root.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(ToOwned::to_owned),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
         }
-        Ok(LocalStore {
-            root: root.to_path_buf(),
-        })
+    }
+    if let Ok(mut real) = existing.canonicalize() {
+        real.extend(rest.iter().rev());
+        if let Some(why) = refused_place(&real) {
+            return Found::Refused(format!("`{shown}` leads to `{}`: {why}", real.display()));
+        }
+    }
+    let meta = match std::fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
+        Err(e) => return Found::Refused(format!("`{shown}`: {e}")),
+    };
+    if !meta.is_dir() {
+        return Found::Refused(format!("`{shown}` exists and is not a directory"));
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = meta.permissions().mode() & 0o7777;
+    if std::fs::symlink_metadata(root.join(MARKER)).is_ok_and(|m| m.is_file()) {
+        return Found::Ours { mode };
+    }
+    let mine = my_uid() == Some(meta.uid());
+    let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
+    if mine && (empty || (mode & 0o077 == 0 && only_backups(root))) {
+        return Found::Adoptable;
+    }
+    Found::Refused(format!(
+        "`{shown}` exists, was not made by berth (there is no {MARKER} in it), and is {}: berth never uses or changes the mode of a directory that is not its own",
+        if mine {
+            "not empty".to_owned()
+        } else {
+            format!("owned by uid {}, not by the user berth runs as", meta.uid())
+        }
+    ))
+}
+
+impl LocalStore {
+    /// Opens a store directory, making it (0700, with its marker) when it does not exist
+    /// or adopting it when berth may ([`Found::Adoptable`]); refuses one that is not
+    /// berth's, or that other users can read or enter.
+    pub fn open(root: &Path) -> Result<LocalStore, BackupError> {
+        Self::prepare(root, false).map(|(store, _)| store)
+    }
+
+    /// As [`LocalStore::open`], for `apply`: a store of berth's that others can read is
+    /// given mode 0700 again. Says what it did.
+    pub fn set_up(root: &Path) -> Result<(LocalStore, String), BackupError> {
+        Self::prepare(root, true)
+    }
+
+    fn prepare(root: &Path, heal: bool) -> Result<(LocalStore, String), BackupError> {
+        let shown = root.display().to_string();
+        let io = |e: std::io::Error| BackupError::Store(format!("`{shown}`: {e}"));
+        let done = match inspect(root) {
+            Found::Refused(why) => return Err(BackupError::Store(why)),
+            Found::Missing => {
+                fsutil::create_dir_all(root, 0o700).map_err(io)?;
+                mark(root).map_err(io)?;
+                "made (0700)".to_owned()
+            }
+            Found::Adoptable => {
+                fsutil::set_mode(root, 0o700).map_err(io)?;
+                mark(root).map_err(io)?;
+                "made berth's (0700)".to_owned()
+            }
+            Found::Ours { mode } if mode & 0o077 != 0 => {
+                if !heal {
+                    return Err(BackupError::Store(format!(
+                        "`{shown}` has mode {mode:04o}: other users can see the backups (chmod 700 it, or run `berth apply`)"
+                    )));
+                }
+                fsutil::set_mode(root, 0o700).map_err(io)?;
+                format!("mode {mode:04o} -> 0700")
+            }
+            Found::Ours { .. } => "0700".to_owned(),
+        };
+        Ok((
+            LocalStore {
+                root: root.to_path_buf(),
+            },
+            done,
+        ))
     }
 
     /// A store that exists already, to read (plan looks, and never creates).
@@ -84,6 +308,16 @@ impl LocalStore {
     fn manifest(&self, name: &str, id: &str) -> PathBuf {
         self.dir(name).join(format!("{id}{MANIFEST}"))
     }
+}
+
+/// Writes the marker that makes a directory berth's store.
+fn mark(root: &Path) -> std::io::Result<()> {
+    let text = format!(
+        "berth backup store\nmade {} by berth {}: berth may change the mode of this directory\n",
+        crate::state::format_time(crate::state::now()),
+        env!("CARGO_PKG_VERSION")
+    );
+    fsutil::write_atomic(&root.join(MARKER), text.as_bytes(), 0o600)
 }
 
 impl Store for LocalStore {
@@ -205,6 +439,16 @@ impl Drop for SyncOnDrop {
     }
 }
 
+/// A directory for a unit test's store, where the store policy allows one wherever the
+/// repository is (not under the build's directory, which may be under /tmp).
+#[cfg(test)]
+pub fn test_root(tag: &str) -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let parent = home.join(".cache").join("berth-tests");
+    std::fs::create_dir_all(&parent).unwrap();
+    parent.join(format!("unit-{tag}-{}", std::process::id()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,15 +457,90 @@ mod tests {
     fn stores_under_tmp_or_readable_by_others_are_refused() {
         assert!(LocalStore::open(Path::new("/tmp/backups")).is_err());
         assert!(LocalStore::open(Path::new("relative")).is_err());
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join(format!("store-test-{}", std::process::id()));
+        let here = test_root("store");
         let _ = std::fs::remove_dir_all(&here);
         LocalStore::open(&here).unwrap();
         assert_eq!(fsutil::mode_of(&here).unwrap(), 0o700);
+        assert!(here.join(MARKER).is_file());
         fsutil::set_mode(&here, 0o755).unwrap();
         let e = LocalStore::open(&here).err().unwrap().to_string();
         assert!(e.contains("0755"), "{e}");
+        // Its own store, apply gives back its mode.
+        let (_, done) = LocalStore::set_up(&here).unwrap();
+        assert_eq!(done, "mode 0755 -> 0700");
+        assert_eq!(fsutil::mode_of(&here).unwrap(), 0o700);
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn the_root_system_and_temporary_directories_are_never_stores() {
+        for refused in [
+            "/",
+            "/usr",
+            "/usr/",
+            "/etc",
+            "/var",
+            "/home",
+            "/root",
+            "/boot",
+            "/proc",
+            "/sys",
+            "/dev",
+            "/run",
+            "/var/lib",
+            "/usr/local",
+            "/var/backups",
+            "/etc/ssl",
+            "/tmp",
+            "/tmp/backups",
+            "/var/tmp/x",
+            "/dev/shm/x",
+            "/run/user/1000/b",
+            "/proc/1",
+            "/srv",
+            "/mnt",
+            "/opt/../usr",
+            "/srv/./../tmp/x",
+        ] {
+            assert!(refused_place(Path::new(refused)).is_some(), "{refused}");
+        }
+        for allowed in [
+            "/var/backups/shop",
+            "/var/lib/berth-quickstart/backups",
+            "/srv/backups",
+            "/mnt/disk/backups",
+            "/home/alice/backups",
+            "/root/backups",
+            "/backups",
+            "/usr/local/backups",
+        ] {
+            assert_eq!(refused_place(Path::new(allowed)), None, "{allowed}");
+        }
+    }
+
+    #[test]
+    fn a_directory_berth_did_not_make_is_refused_unless_empty_and_ours() {
+        let here = test_root("adopt");
+        let _ = std::fs::remove_dir_all(&here);
+        fsutil::create_dir_all(&here, 0o755).unwrap();
+        // Empty and ours: adopted (made 0700, marked).
+        assert_eq!(inspect(&here), Found::Adoptable);
+        let (_, done) = LocalStore::set_up(&here).unwrap();
+        assert_eq!(done, "made berth's (0700)");
+        assert_eq!(inspect(&here), Found::Ours { mode: 0o700 });
+        // Not berth's and not empty: refused, its mode untouched.
+        std::fs::remove_file(here.join(MARKER)).unwrap();
+        std::fs::write(here.join("someone's file"), "x").unwrap();
+        fsutil::set_mode(&here, 0o755).unwrap();
+        assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("not made by berth")));
+        assert!(LocalStore::set_up(&here).is_err());
+        assert_eq!(fsutil::mode_of(&here).unwrap(), 0o755);
+        // A symlink that leads to a temporary directory.
+        let link = test_root("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/tmp", &link).unwrap();
+        assert!(matches!(inspect(&link.join("b")), Found::Refused(w) if w.contains("leads to")));
+        std::fs::remove_file(&link).unwrap();
         std::fs::remove_dir_all(&here).unwrap();
     }
 }

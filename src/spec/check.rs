@@ -1157,6 +1157,7 @@ impl Checker<'_> {
                     .help("give the absolute host path, e.g. `/srv/uploads`"),
                 );
             }
+            self.backup_store(&b.name.value, &b.item.store);
             if let Some(sched) = &b.item.schedule
                 && let Err(why) = check_on_calendar(&sched.value)
             {
@@ -1200,6 +1201,28 @@ impl Checker<'_> {
                 ),
                 None => {}
             }
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// A backup store is a directory of its own: never `/`, a system directory (or a child
+    /// of one the OS owns) or a temporary directory, in any environment. berth makes the
+    /// store and may change its mode: such a directory is shared.
+    fn backup_store(&mut self, backup: &str, store: &crate::spec::Sp<String>) {
+        let path = crate::fsutil::expand_home(&store.value);
+        if !path.is_absolute() {
+            return; // the `backup-store-relative` lint
+        }
+        if let Some(why) = crate::backup::store::refused_place(&path) {
+            self.push(
+                Diagnostic::error(
+                    "backup-store-place",
+                    format!("backup `{backup}` cannot be stored there: {why}"),
+                )
+                .at(store.span, "not a directory of its own")
+                .help("give a directory that berth makes and keeps 0700, e.g. `/var/backups/PROJECT` or `/srv/backups/PROJECT`"),
+            );
         }
     }
 }

@@ -35,10 +35,6 @@ pub const LINTS: &[(&str, &str)] = &[
     ),
     ("insecure-url", "a public `http://` URL in production"),
     (
-        "backup-store-tmp",
-        "a backup store under /tmp, /var/tmp or /dev/shm",
-    ),
-    (
         "backup-store-relative",
         "a backup store given as a relative path",
     ),
@@ -86,24 +82,9 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
     for b in spec.backups.iter() {
         let store = &b.item.store;
         let path = store.value.as_str();
-        if ["/tmp", "/var/tmp", "/dev/shm"]
-            .iter()
-            .any(|t| path == *t || path.starts_with(&format!("{t}/")))
-        {
-            found.push((
-                store.span,
-                store.span,
-                Finding::new(
-                    "backup-store-tmp",
-                    format!(
-                        "backup `{}` is stored under a temporary directory",
-                        b.name.value
-                    ),
-                )
-                .label("cleared on reboot, often world-readable")
-                .help("store backups in a persistent directory such as `/var/backups/PROJECT`"),
-            ));
-        } else if !path.starts_with('/') {
+        // A store under a temporary directory is an error of `check` (`backup-store-place`),
+        // in every environment.
+        if !path.starts_with('/') {
             found.push((
                 store.span,
                 store.span,
