@@ -400,14 +400,18 @@ fn observe_backups(
             .schedule
             .as_ref()
             .and_then(|s| schedule::period(&s.value));
-        let newest = crate::backup::store::LocalStore::open_existing(&store)
-            .and_then(|st| {
-                use crate::backup::store::Store;
-                st.list(&r.address.name).ok()
-            })
-            .and_then(|l| l.into_iter().rev().find(|m| m.verified && !m.safety));
-        if let (Some(period), Some(m)) = (period, newest) {
-            let age = crate::state::now().saturating_sub(m.created_at);
+        // A backup's time is the earlier of its manifest's and its data file's: a manifest
+        // dated in the future never hides an RPO at risk.
+        let newest = crate::backup::store::LocalStore::open_existing(&store).and_then(|st| {
+            use crate::backup::store::Store;
+            let list = st.list(&r.address.name).ok()?;
+            list.iter()
+                .filter(|m| m.verified && !m.safety)
+                .filter_map(|m| Some(m.created_at.min(st.modified(&m.name, &m.id)?)))
+                .max()
+        });
+        if let (Some(period), Some(taken)) = (period, newest) {
+            let age = crate::state::now().saturating_sub(taken);
             if age > 2 * period {
                 notes.push(format!(
                     "backup `{}`: the newest verified backup is {} h old, more than twice its schedule: the RPO is at risk (run `berth backup run {}`, and check its timer)",

@@ -869,6 +869,14 @@ fn the_store_and_the_schedule_are_planned_resources_and_a_stale_backup_is_an_rpo
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
     let warned = s.berth(&["plan"]).code(0).stderr_flat();
     assert!(warned.contains("the RPO is at risk"), "{warned}");
+    // A manifest dated in 2100 on a file written three days ago hides nothing.
+    m["created_at"] = serde_json::json!(4_102_444_800u64);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let data = &s.data_files()[0];
+    let bytes = std::fs::read(data).unwrap();
+    write_backup_data(data, &bytes, three_days_ago);
+    let warned = s.berth(&["plan"]).code(0).stderr_flat();
+    assert!(warned.contains("the RPO is at risk"), "{warned}");
 
     // Destroy removes the timer and the service; the store and its backups stay.
     let r = s.berth(&["destroy", "--yes"]).code(0);

@@ -232,14 +232,22 @@ pub fn inspect(root: &Path) -> Found {
     if mine && (empty || (mode & 0o077 == 0 && only_backups(root))) {
         return Found::Adoptable;
     }
-    Found::Refused(format!(
-        "`{shown}` exists, was not made by berth (there is no {MARKER} in it), and is {}: berth never uses or changes the mode of a directory that is not its own",
-        if mine {
-            "not empty".to_owned()
-        } else {
-            format!("owned by uid {}, not by the user berth runs as", meta.uid())
-        }
-    ))
+    let head = format!("`{shown}` exists and was not made by berth (there is no {MARKER} in it)");
+    Found::Refused(if !mine {
+        format!(
+            "{head}, and it is owned by uid {}, not by the user berth runs as: berth never uses or changes the mode of a directory that is not its own",
+            meta.uid()
+        )
+    } else if only_backups(root) {
+        // A store from before the marker, that others can read.
+        format!(
+            "{head}; it holds only backups, but others can read it (mode {mode:04o}): `chmod 700` it by hand and berth makes it its own"
+        )
+    } else {
+        format!(
+            "{head}, and it is not empty: berth never uses or changes the mode of a directory that is not its own"
+        )
+    })
 }
 
 impl LocalStore {
@@ -535,6 +543,15 @@ mod tests {
         assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("not made by berth")));
         assert!(LocalStore::set_up(&here).is_err());
         assert_eq!(fsutil::mode_of(&here).unwrap(), 0o755);
+        // A store from before the marker: only backups in it. 0700: adopted; readable by
+        // others: refused, saying how to make it berth's.
+        std::fs::remove_file(here.join("someone's file")).unwrap();
+        std::fs::create_dir_all(here.join("db")).unwrap();
+        std::fs::write(here.join("db/x.tar.zst.age"), "x").unwrap();
+        std::fs::write(here.join("db/x.manifest.json"), "{}").unwrap();
+        assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("chmod 700")));
+        fsutil::set_mode(&here, 0o700).unwrap();
+        assert_eq!(inspect(&here), Found::Adoptable);
         // A symlink that leads to a temporary directory.
         let link = test_root("link");
         let _ = std::fs::remove_file(&link);
