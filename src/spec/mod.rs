@@ -579,7 +579,8 @@ impl Route {
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     pub source: Sp<BackupSource>,
-    /// Directory holding the encrypted backups (absolute; not under /tmp).
+    /// Directory of its own holding the encrypted backups (absolute; berth makes it 0700;
+    /// never `/`, a system or a temporary directory).
     pub store: Sp<String>,
     /// systemd `OnCalendar` expression, e.g. `*-*-* 03:00:00` or `daily`.
     #[serde(default)]
