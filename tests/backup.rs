@@ -638,6 +638,22 @@ fn prune_reads_back_the_newest_and_keeps_a_good_backup_when_the_newest_has_a_fli
     assert_eq!(pruned(&again, "delete")[0].0, ids[2], "{again}");
     let left: Vec<String> = s.data_files().iter().map(|p| id_of(p)).collect();
     assert_eq!(left, [ids[1].clone()]);
+    // The last backup damaged too: nothing verifies, nothing is deleted.
+    let last = s.store.join(format!("data/{}.tar.zst.age", ids[1]));
+    let mut bytes = std::fs::read(&last).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&last, &bytes).unwrap();
+    let r = s.berth(&["backup", "prune"]).code(1).stderr();
+    assert!(r.contains("nothing is deleted"), "{r}");
+    assert_eq!(s.data_files().len(), 1);
+    let r = s.berth(&["backup", "prune"]).code(1).stderr();
+    assert!(pruned(&r, "delete").is_empty(), "{r}");
+    assert_eq!(
+        s.data_files().len(),
+        1,
+        "an unverified last backup is not deleted either"
+    );
 }
 
 #[test]

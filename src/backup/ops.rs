@@ -542,7 +542,10 @@ impl Backups {
                     ));
                 }
                 if nothing_verifies {
-                    return keep("no backup of this name verifies now: nothing is deleted".into());
+                    return keep(
+                        "no backup of this name verifies now at a trusted time: nothing is deleted"
+                            .into(),
+                    );
                 }
                 let why = if e.safety {
                     "a restore's safety copy older than 7 days".to_owned()

@@ -42,7 +42,7 @@ pub fn untrusted_time(at: u64, modified: Option<u64>, now: u64) -> Option<String
         ));
     }
     let Some(modified) = modified else {
-        return Some("untrusted time: its data file's time cannot be read".into());
+        return Some("untrusted time: its data file is missing or unreadable".into());
     };
     (at.abs_diff(modified) > TIME_SLACK).then(|| {
         format!(

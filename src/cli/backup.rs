@@ -224,7 +224,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                 if pruned.nothing_verifies {
                     failed = true;
                     eprintln!(
-                        "{name}: no backup verifies now, so nothing is deleted (take one: `berth backup run {name}`)"
+                        "{name}: no backup verifies now at a trusted time, so nothing is deleted (take one: `berth backup run {name}`)"
                     );
                 }
             }
