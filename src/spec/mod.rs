@@ -156,6 +156,10 @@ pub struct Secret {
     /// (`CHANGE_ME`, `changeme`, `postgres`, `admin`, `password`).
     #[serde(default)]
     pub forbid: Vec<String>,
+    /// The file may lie outside the spec's directory (after resolving symlinks); without
+    /// it, such a `file` is refused.
+    #[serde(default)]
+    pub allow_outside: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
