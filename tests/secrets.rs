@@ -871,4 +871,30 @@ fn validate_places_secret_files_by_their_written_path() {
             diags(inside, "")
         );
     }
+    let bad = diags("x.age", ", pattern: \"[\", forbid_pattern: \"(?<=x)\"");
+    assert_eq!(bad, ["invalid-pattern", "invalid-pattern"]);
+}
+
+#[test]
+fn pattern_forbid_pattern_and_placeholders_are_checked_on_set_without_showing_the_value() {
+    let s = Scene::new();
+    s.spec(
+        "identity: ./me.key\nsecrets:\n  stripe: { file: secrets/stripe.age, pattern: \"^sk_live_\", forbid_pattern: \"(?i)test\" }\n  app_key: { file: secrets/app_key.age, min_length: 32 }\n",
+    );
+    s.berth(&["secrets", "init"]).code(0);
+    let value = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
+    let r = s.set("stripe", value).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("does not match its `pattern`"), "{err}");
+    assert!(err.contains("matches its `forbid_pattern`"), "{err}");
+    assert!(!r.stderr().contains(value) && !r.stdout().contains(value));
+    s.set("stripe", "sk_live_4eC39HqLyjWDarjtT1zdp7dc").code(0);
+    let template = "your-secret-key-CHANGE_ME-min-32-characters-long";
+    let r = s.set("app_key", template).code(1);
+    assert!(r.stderr_flat().contains("placeholder"), "{}", r.stderr());
+    assert!(!r.stderr().contains(template));
+    // Short defaults only as the whole value: a random key holding "admin" is fine.
+    s.set("app_key", "Qm9admin7Lp2xV8rT4wZ0yK6nB3cD5fGh")
+        .code(0);
+    s.berth(&["secrets", "verify"]).code(0);
 }

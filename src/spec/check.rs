@@ -398,6 +398,25 @@ impl Checker<'_> {
                 None => {}
             }
             self.secret_file_inside(s);
+            for (key, p) in [
+                ("pattern", &s.item.pattern),
+                ("forbid_pattern", &s.item.forbid_pattern),
+            ] {
+                let Some(p) = p else { continue };
+                if let Err(why) = crate::secrets::value::compile(&p.value) {
+                    self.push(
+                        Diagnostic::error(
+                            "invalid-pattern",
+                            format!(
+                                "secret `{}` has a `{key}` that is not a regular expression: {why}",
+                                s.name.value
+                            ),
+                        )
+                        .at(p.span, "not a regular expression")
+                        .help("write it in the syntax of Rust's `regex` crate (like RE2: no look-around or back-references), e.g. `^sk_live_[0-9A-Za-z]{24,}$`"),
+                    );
+                }
+            }
             if s.item.min_length == Some(0) {
                 self.push(
                     Diagnostic::warning(
