@@ -898,3 +898,23 @@ fn pattern_forbid_pattern_and_placeholders_are_checked_on_set_without_showing_th
         .code(0);
     s.berth(&["secrets", "verify"]).code(0);
 }
+#[test]
+fn a_secret_declaration_is_shown_unmasked_in_diagnostics() {
+    let s = Scene::new();
+    s.spec(
+        "identity: ./me.key\nsecrets:\n  app_key: { file: secrets/app_key.age, min_length: 32 }\n",
+    );
+    s.berth(&["secrets", "init"]).code(0);
+    let r = s.berth(&["secrets", "verify"]).code(1);
+    assert!(
+        r.stderr().contains("secrets::file-missing"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr()
+            .contains("app_key: { file: secrets/app_key.age, min_length: 32 }"),
+        "{}",
+        r.stderr()
+    );
+}
