@@ -898,6 +898,7 @@ fn pattern_forbid_pattern_and_placeholders_are_checked_on_set_without_showing_th
         .code(0);
     s.berth(&["secrets", "verify"]).code(0);
 }
+
 #[test]
 fn a_secret_declaration_is_shown_unmasked_in_diagnostics() {
     let s = Scene::new();
@@ -917,4 +918,82 @@ fn a_secret_declaration_is_shown_unmasked_in_diagnostics() {
         "{}",
         r.stderr()
     );
+}
+
+#[test]
+fn a_truncated_or_placeholder_secret_is_a_preflight_warning_and_replaces_no_pod() {
+    if !docker::available() || !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.write("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
+    let me = s
+        .berth(&["secrets", "init"])
+        .code(0)
+        .stdout()
+        .trim()
+        .to_owned();
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.set("jwks", JWKS).code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = s.ids();
+    let token = s.path().join("secrets/token.age");
+    let good = std::fs::read(&token).unwrap();
+    let placeholder = || {
+        let mut child = Command::new("age")
+            .arg("-r")
+            .arg(&me)
+            .arg("-o")
+            .arg(&token)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            b"your-secret-key-CHANGE_ME-min-32-characters-long",
+        )
+        .unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    };
+    type Break<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, &str, Break)> = vec![
+        (
+            "truncated",
+            "secrets::undecryptable",
+            Box::new(|| std::fs::write(&token, &good[..good.len() / 2]).unwrap()),
+        ),
+        (
+            "placeholder",
+            "secrets::check-failed",
+            Box::new(placeholder),
+        ),
+    ];
+    for (what, code, break_it) in &cases {
+        std::fs::write(&token, &good).unwrap();
+        break_it();
+        let r = s
+            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
+            .code(0);
+        assert!(
+            r.stderr().contains(code),
+            "{what}: plan warns: {}",
+            r.stderr()
+        );
+        let plan: berth::plan::Plan = serde_json::from_str(&r.stdout()).unwrap();
+        assert_eq!(changed(&plan), [], "{what}: nothing is planned for it");
+        let human = s.berth(&["plan"]).code(0);
+        assert!(
+            !human.stdout().contains("drift in recipients"),
+            "{what}: {}",
+            human.stdout()
+        );
+        let r = s.berth(&["apply", "--yes"]).code(1);
+        assert!(r.stderr_flat().contains(code), "{what}: {}", r.stderr());
+        assert_eq!(s.ids(), before, "{what}");
+    }
+    // The value fixed, nothing changes either: the same ciphertext as deployed.
+    std::fs::write(&token, &good).unwrap();
+    assert_eq!(changed(&s.plan(0)), []);
 }

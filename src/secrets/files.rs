@@ -213,12 +213,20 @@ pub struct FileFacts {
     pub recorded: Option<Vec<String>>,
     /// The recipients the spec wants (sorted).
     pub wanted: Vec<String>,
+    /// The file decrypts and its value passes its checks (or there is no identity to tell):
+    /// false when the pre-flight refuses it, and then nothing is planned for it.
+    pub usable: bool,
 }
 
 impl FileFacts {
     /// Differences to heal: a mode other than 0600, a recipient set other than the spec's.
+    /// A file that does not decrypt or holds a bad value has none: apply refuses it, and
+    /// what it needs is a new value, which the pre-flight says.
     pub fn drift(&self) -> Vec<Drift> {
         let mut out = Vec::new();
+        if !self.usable {
+            return out;
+        }
         if self.mode != FILE_MODE {
             out.push(Drift {
                 field: "mode".into(),
@@ -260,9 +268,12 @@ pub struct Inspection {
 impl Inspection {
     /// What a pod's configuration records for a secret it consumes: the fingerprint of the
     /// ciphertext it gets, or [`KNOWN_AFTER_APPLY`] when apply re-encrypts the file first.
+    /// Secrets the pre-flight refuses are left out ([`Inspection::unusable`]): no pod is
+    /// planned to change for a file that cannot be delivered.
     pub fn versions(&self) -> std::collections::HashMap<String, String> {
         self.files
             .iter()
+            .filter(|(_, f)| f.usable)
             .map(|(name, f)| {
                 let v = if f.stale_recipients() {
                     KNOWN_AFTER_APPLY.to_owned()
@@ -272,6 +283,17 @@ impl Inspection {
                 (name.clone(), v)
             })
             .collect()
+    }
+}
+
+impl Inspection {
+    /// The secrets whose files the pre-flight refuses (missing, unreadable, outside the
+    /// spec's directory, undecryptable, or failing their checks).
+    pub fn unusable<'s>(&'s self, spec: &'s Spec) -> impl Iterator<Item = &'s str> + 's {
+        spec.secrets
+            .iter()
+            .map(|s| s.name.value.as_str())
+            .filter(|name| self.files.get(*name).is_none_or(|f| !f.usable))
     }
 }
 
@@ -448,11 +470,13 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
             }
         };
         let fp = fingerprint(&ciphertext);
+        let mut usable = true;
         if let Some(identity) = &out.identity {
             match identity.decrypt(&ciphertext) {
                 Ok(value) => {
                     let problems = super::value::problems(secret, &value);
                     if !problems.is_empty() {
+                        usable = false;
                         out.problems.push(
                             Diagnostic::error(
                                 "secrets::check-failed",
@@ -469,6 +493,7 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                     }
                 }
                 Err(e) => {
+                    usable = false;
                     out.problems.push(
                     Diagnostic::error(
                         "secrets::undecryptable",
@@ -491,6 +516,7 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                 mode,
                 ciphertext,
                 fingerprint: fp,
+                usable,
             },
         );
     }
