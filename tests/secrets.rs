@@ -788,6 +788,7 @@ fn a_secret_file_outside_the_spec_directory_is_refused_and_never_written() {
         "{}",
         r.stderr()
     );
+    s.berth(&["secrets", "show", "token"]).code(1);
     let r = s.set("token", "a-token-of-enough-length").code(1);
     assert!(
         r.stderr_flat().contains("outside the spec's directory"),

@@ -377,7 +377,12 @@ fn show(file: &Path, name: &str) -> Result<u8, OpError> {
     let dir = spec_dir(file);
     let secret = find(&valid.spec, name)?;
     let identity = load_identity(&valid.spec, &dir)?;
-    let path = files::secret_path(&dir, secret);
+    let path = files::resolve_secret_path(&dir, secret).map_err(|e| {
+        failure(
+            format!("secret `{name}`: `{}` {e}", secret.file.value),
+            "keep the file beside the spec, or add `allow_outside: true` to this secret",
+        )
+    })?;
     let ciphertext = std::fs::read(&path).map_err(|e| {
         failure(
             format!("cannot read `{}`: {e}", path.display()),
