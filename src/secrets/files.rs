@@ -284,9 +284,7 @@ impl Inspection {
             })
             .collect()
     }
-}
 
-impl Inspection {
     /// The secrets whose files the pre-flight refuses (missing, unreadable, outside the
     /// spec's directory, undecryptable, or failing their checks).
     pub fn unusable<'s>(&'s self, spec: &'s Spec) -> impl Iterator<Item = &'s str> + 's {
