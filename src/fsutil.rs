@@ -68,10 +68,18 @@ fn random_suffix() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Whether a directory that others may write into is acceptable when it has the sticky
+/// bit (as `/tmp`): others may then add entries, never rename or remove ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sticky {
+    Allowed,
+    Refused,
+}
+
 /// Why a directory is not safe to write a file into, if it is not: another user (not
-/// root) owns it, or a group or other users may write into it without the sticky bit (so
-/// they could rename, replace or plant entries in it).
-pub fn unsafe_dir(dir: &Path) -> std::io::Result<Option<String>> {
+/// root) owns it, or a group or other users may write into it (without the sticky bit,
+/// when `sticky` allows it), so they could rename, replace or plant entries in it.
+pub fn unsafe_dir(dir: &Path, sticky: Sticky) -> std::io::Result<Option<String>> {
     let meta = std::fs::metadata(dir)?;
     if !meta.is_dir() {
         return Err(std::io::Error::new(
@@ -79,8 +87,7 @@ pub fn unsafe_dir(dir: &Path) -> std::io::Result<Option<String>> {
             format!("`{}` is not a directory", dir.display()),
         ));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = effective_uid();
     let mode = meta.mode() & 0o7777;
     if meta.uid() != me && meta.uid() != 0 {
         return Ok(Some(format!(
@@ -89,7 +96,7 @@ pub fn unsafe_dir(dir: &Path) -> std::io::Result<Option<String>> {
             meta.uid()
         )));
     }
-    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+    if mode & 0o022 != 0 && (sticky == Sticky::Refused || mode & 0o1000 == 0) {
         return Ok(Some(format!(
             "`{}` has mode {mode:04o}: other users may write into it",
             dir.display()
@@ -98,9 +105,15 @@ pub fn unsafe_dir(dir: &Path) -> std::io::Result<Option<String>> {
     Ok(None)
 }
 
+/// The user berth runs as.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// [`unsafe_dir`] as an error.
 pub fn check_private_dir(dir: &Path) -> std::io::Result<()> {
-    match unsafe_dir(dir)? {
+    match unsafe_dir(dir, Sticky::Allowed)? {
         None => Ok(()),
         Some(why) => Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,

@@ -728,7 +728,7 @@ fn a_secrets_directory_others_may_write_into_is_refused_by_the_preflight_and_set
     let dir = s.path().join("secrets");
     let token = dir.join("token.age");
     let before = std::fs::read(&token).unwrap();
-    for mode in [0o777, 0o775] {
+    for mode in [0o777, 0o775, 0o1777] {
         chmod(&dir, mode);
         let r = s.berth(&["secrets", "verify"]).code(1);
         let err = r.stderr_flat();
@@ -740,6 +740,18 @@ fn a_secrets_directory_others_may_write_into_is_refused_by_the_preflight_and_set
         assert_eq!(std::fs::read(&token).unwrap(), before, "{mode:o}");
         // Nothing was created beside it (no temporary file).
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "{mode:o}");
+    }
+    // A file another user owns could hold their value (giving it away needs root).
+    chmod(&dir, 0o700);
+    if berth::fsutil::effective_uid() == 0 {
+        std::os::unix::fs::chown(&token, Some(65534), None).unwrap();
+        let r = s.berth(&["secrets", "verify"]).code(1);
+        assert!(
+            r.stderr_flat().contains("is owned by user 65534"),
+            "{}",
+            r.stderr()
+        );
+        std::os::unix::fs::chown(&token, Some(0), None).unwrap();
     }
     // The spec's directory counts too: it holds `secrets/`.
     chmod(&dir, 0o700);

@@ -114,13 +114,14 @@ fn resolve(path: &Path) -> std::io::Result<PathBuf> {
 
 /// The directories a secret's file depends on, from its own up to the spec's directory
 /// (only its own when it lies outside), each with why another user could replace what is
-/// in it, if they could.
+/// in it, if they could. A sticky directory others may write is refused too: they could
+/// not replace the file, but could create it before berth does.
 pub fn unsafe_dirs(spec_dir: &Path, resolved: &Path) -> Vec<(PathBuf, String)> {
     let root = std::fs::canonicalize(spec_dir).unwrap_or_else(|_| spec_dir.to_path_buf());
     let mut out = Vec::new();
     let mut dir = resolved.parent();
     while let Some(d) = dir {
-        if let Ok(Some(why)) = fsutil::unsafe_dir(d) {
+        if let Ok(Some(why)) = fsutil::unsafe_dir(d, fsutil::Sticky::Refused) {
             out.push((d.to_path_buf(), why));
         }
         if d == root || !d.starts_with(&root) {
@@ -441,6 +442,23 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                 continue;
             }
         };
+        let owner = std::fs::metadata(&path).map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        if owner != 0 && owner != fsutil::effective_uid() {
+            out.problems.push(
+                Diagnostic::error(
+                    "secrets::file-writable",
+                    format!("secret `{name}`: `{shown}` is owned by user {owner}, who may replace it"),
+                )
+                .at(span, "owned by another user")
+                .help(format!(
+                    "run `chown {} {shown}` (berth runs as that user); whoever owns the file can substitute a value of their own",
+                    fsutil::effective_uid()
+                )),
+            );
+        }
         if mode & 0o022 != 0 {
             out.problems.push(
                 Diagnostic::error(
