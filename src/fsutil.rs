@@ -1,28 +1,29 @@
 //! Files berth writes: atomically, with their mode from the start, and durably.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` so that a reader (or a crash) sees either the old file or the
 /// new one, never a mix: a temporary file beside it, created with `mode` (never wider for
 /// a moment), flushed to disk, renamed over the old one, and the directory flushed so
 /// that the rename survives a power loss.
+///
+/// The directory must be one nobody else can write into ([`check_private_dir`]), and the
+/// temporary file has a random name and is created with `O_CREAT|O_EXCL|O_NOFOLLOW`: a
+/// file or symlink planted under that name makes the write fail, never redirects it. A
+/// symlink at `path` itself is replaced by the file, not written through.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = parent_of(path);
+    check_private_dir(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.berth-tmp-{}", std::process::id()));
+    let (tmp, mut f) = create_temporary(&dir, &name, mode)?;
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // `mode` passes through the umask on creation; set it exactly.
+        // `mode` passes through the umask on creation; set it exactly (on the open file,
+        // never by path).
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -33,6 +34,92 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new file `.NAME.berth-tmp-RANDOM` in `dir`, created exclusively and without following
+/// a symlink, with `mode`.
+fn create_temporary(
+    dir: &Path,
+    name: &str,
+    mode: u32,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let tmp = dir.join(format!(".{name}.berth-tmp-{}", random_suffix()?));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name was free")))
+}
+
+/// 16 hex digits from the kernel's random source.
+fn random_suffix() -> std::io::Result<String> {
+    let mut bytes = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a directory that others may write into is acceptable when it has the sticky
+/// bit (as `/tmp`): others may then add entries, never rename or remove ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sticky {
+    Allowed,
+    Refused,
+}
+
+/// Why a directory is not safe to write a file into, if it is not: another user (not
+/// root) owns it, or a group or other users may write into it (without the sticky bit,
+/// when `sticky` allows it), so they could rename, replace or plant entries in it.
+pub fn unsafe_dir(dir: &Path, sticky: Sticky) -> std::io::Result<Option<String>> {
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("`{}` is not a directory", dir.display()),
+        ));
+    }
+    let me = effective_uid();
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != me && meta.uid() != 0 {
+        return Ok(Some(format!(
+            "`{}` is owned by user {}, not by user {me} who runs berth, nor by root",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if mode & 0o022 != 0 && (sticky == Sticky::Refused || mode & 0o1000 == 0) {
+        return Ok(Some(format!(
+            "`{}` has mode {mode:04o}: other users may write into it",
+            dir.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// The user berth runs as.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// [`unsafe_dir`] as an error.
+pub fn check_private_dir(dir: &Path) -> std::io::Result<()> {
+    match unsafe_dir(dir, Sticky::Allowed)? {
+        None => Ok(()),
+        Some(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing to write there: {why}"),
+        )),
+    }
 }
 
 /// Flushes a directory's entries (a rename or a new file in it) to disk.
@@ -140,6 +227,55 @@ mod tests {
         assert_eq!(mode_of(&p).unwrap(), 0o640);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_name_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A shared directory (sticky, like /tmp): others may add entries, not replace ours.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        set_mode(&shared, 0o1777).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        set_mode(&victim, 0o644).unwrap();
+        // The names the old writer used (`.NAME.berth-tmp-PID`), and a few more pids.
+        let pid = std::process::id();
+        for p in [pid, pid + 1, pid.saturating_sub(1)] {
+            std::os::unix::fs::symlink(&victim, shared.join(format!(".f.berth-tmp-{p}"))).unwrap();
+        }
+        let target = shared.join("f");
+        write_atomic(&target, b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(mode_of(&victim).unwrap(), 0o644);
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A symlink at the path itself is replaced, not written through.
+        std::fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        write_atomic(&target, b"newer", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            !std::fs::symlink_metadata(&target)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn a_directory_others_may_write_into_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        for mode in [0o777, 0o770, 0o757] {
+            set_mode(&open, mode).unwrap();
+            let e = write_atomic(&open.join("f"), b"x", 0o600).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{mode:o}");
+            assert!(e.to_string().contains("other users may write"), "{e}");
+            assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
+        }
+        set_mode(&open, 0o755).unwrap();
+        write_atomic(&open.join("f"), b"x", 0o600).unwrap();
     }
 
     #[test]

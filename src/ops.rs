@@ -493,6 +493,39 @@ fn observe_secret_files(
     }
 }
 
+/// A secret the pre-flight refuses has no version to give its consumers: each pod that
+/// runs keeps the version it has, so that the plan replaces no pod for a file that apply
+/// will not deliver (the pre-flight warning says what is wrong with it).
+fn hold_unusable_secrets(
+    desired: &mut [crate::graph::Resource],
+    observed: &ObservedState,
+    unusable: &[&str],
+) {
+    if unusable.is_empty() {
+        return;
+    }
+    for want in desired.iter_mut() {
+        if want.address.kind != crate::graph::Kind::Pod {
+            continue;
+        }
+        let Some(have) = observed
+            .resources
+            .iter()
+            .find(|o| o.address.match_key() == want.address.match_key())
+        else {
+            continue;
+        };
+        for name in unusable {
+            let field = format!("secret.{name}.version");
+            if let Some(v) = have.attrs.get(&field)
+                && want.attrs.contains_key(&format!("secret.{name}"))
+            {
+                want.attrs.insert(field, v.clone());
+            }
+        }
+    }
+}
+
 impl Session {
     /// Loads the spec, takes the lock (when asked), checks for an interrupted apply, reads
     /// the local facts (build contexts, secret files), connects to every region's engine,
@@ -582,6 +615,8 @@ impl Session {
         if let Some(r) = &revision {
             pin_images(&mut desired, r, &observed);
         }
+        let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
+        hold_unusable_secrets(&mut desired, &observed, &unusable);
         let graph = ResourceGraph::new(desired)?;
         let mut store_problems = Vec::new();
         if goal == Goal::Spec {
@@ -1306,7 +1341,10 @@ pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Repo
         build_digests: build_digests(&valid.spec, &spec_dir)?,
         secret_versions: secrets.versions(),
     };
-    let graph = ResourceGraph::new(resources::desired_with(&valid.spec, &facts))?;
+    let mut desired = resources::desired_with(&valid.spec, &facts);
+    let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
+    hold_unusable_secrets(&mut desired, &snap.observed, &unusable);
+    let graph = ResourceGraph::new(desired)?;
     let plan = plan(&valid.spec.project.value, &graph, &snap.observed);
     Ok((plan, valid.report))
 }

@@ -709,3 +709,304 @@ fn an_ssh_ed25519_key_works_as_identity_and_recipient() {
     assert!(init.starts_with("ssh-ed25519 "), "{init}");
     s.berth(&["secrets", "verify"]).code(0);
 }
+
+/// A spec of one secret `token` (inside the scene) and no pod: enough for `secrets set`
+/// and `secrets verify`, which need no engine.
+fn token_only(s: &Scene, file: &str, extra: &str) {
+    s.spec(&format!(
+        "identity: ./me.key\nsecrets:\n  token: {{ file: {file}, min_length: 16{extra} }}\n"
+    ));
+}
+
+#[test]
+fn a_secrets_directory_others_may_write_into_is_refused_by_the_preflight_and_set() {
+    let s = Scene::new();
+    token_only(&s, "secrets/token.age", "");
+    s.berth(&["secrets", "init"]).code(0);
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.berth(&["secrets", "verify"]).code(0);
+    let dir = s.path().join("secrets");
+    let token = dir.join("token.age");
+    let before = std::fs::read(&token).unwrap();
+    for mode in [0o777, 0o775, 0o1777] {
+        chmod(&dir, mode);
+        let r = s.berth(&["secrets", "verify"]).code(1);
+        let err = r.stderr_flat();
+        assert!(err.contains("secrets::dir-writable"), "{mode:o}: {err}");
+        assert!(err.contains("other users may write"), "{mode:o}: {err}");
+        assert!(err.contains("chmod go-w"), "{mode:o}: {err}");
+        let r = s.set("token", "another-token-of-enough-length").code(1);
+        assert!(r.stderr_flat().contains("not private"), "{}", r.stderr());
+        assert_eq!(std::fs::read(&token).unwrap(), before, "{mode:o}");
+        // Nothing was created beside it (no temporary file).
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "{mode:o}");
+    }
+    // A file another user owns could hold their value (giving it away needs root).
+    chmod(&dir, 0o700);
+    if berth::fsutil::effective_uid() == 0 {
+        std::os::unix::fs::chown(&token, Some(65534), None).unwrap();
+        let r = s.berth(&["secrets", "verify"]).code(1);
+        assert!(
+            r.stderr_flat().contains("is owned by user 65534"),
+            "{}",
+            r.stderr()
+        );
+        std::os::unix::fs::chown(&token, Some(0), None).unwrap();
+    }
+    // The spec's directory counts too: it holds `secrets/`.
+    chmod(&dir, 0o700);
+    chmod(s.path(), 0o777);
+    let r = s.berth(&["secrets", "verify"]).code(1);
+    assert!(
+        r.stderr_flat().contains("secrets::dir-writable"),
+        "{}",
+        r.stderr()
+    );
+    chmod(s.path(), 0o700);
+    s.berth(&["secrets", "verify"]).code(0);
+}
+
+#[test]
+fn a_secret_file_outside_the_spec_directory_is_refused_and_never_written() {
+    let s = Scene::new();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("passwd-like");
+    std::fs::write(&victim, b"root:x:0:0\n").unwrap();
+    chmod(&victim, 0o644);
+    let untouched = || {
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root:x:0:0\n");
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    };
+    // Written as a path that climbs out: validate refuses it at the span.
+    token_only(&s, &victim.display().to_string(), "");
+    let r = s.berth(&["validate"]).code(1);
+    assert!(r.stderr().contains("secret-file-outside"), "{}", r.stderr());
+    s.berth(&["secrets", "init"]).code(1);
+    s.set("token", "a-token-of-enough-length").code(1);
+    untouched();
+    // A path inside that is a symlink out of the directory: the pre-flight and `set`
+    // resolve it and refuse.
+    token_only(&s, "secrets/token.age", "");
+    s.berth(&["secrets", "init"]).code(0);
+    std::fs::create_dir_all(s.path().join("secrets")).unwrap();
+    let link = s.path().join("secrets/token.age");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let r = s.berth(&["secrets", "verify"]).code(1);
+    assert!(
+        r.stderr_flat().contains("secrets::file-outside"),
+        "{}",
+        r.stderr()
+    );
+    s.berth(&["secrets", "show", "token"]).code(1);
+    let r = s.set("token", "a-token-of-enough-length").code(1);
+    assert!(
+        r.stderr_flat().contains("outside the spec's directory"),
+        "{}",
+        r.stderr()
+    );
+    untouched();
+    // So is a symlinked directory on the way.
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_dir(s.path().join("secrets")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), s.path().join("secrets")).unwrap();
+    token_only(&s, "secrets/passwd-like", "");
+    s.set("token", "a-token-of-enough-length").code(1);
+    untouched();
+    // A symlink to a file inside the directory is not written through either.
+    std::fs::remove_file(s.path().join("secrets")).unwrap();
+    std::fs::create_dir(s.path().join("secrets")).unwrap();
+    chmod(&s.path().join("secrets"), 0o700);
+    token_only(&s, "secrets/token.age", "");
+    s.set("token", "a-token-of-enough-length").code(0);
+    token_only(&s, "secrets/alias.age", "");
+    std::os::unix::fs::symlink("token.age", s.path().join("secrets/alias.age")).unwrap();
+    let before = std::fs::read(s.path().join("secrets/token.age")).unwrap();
+    let r = s.set("token", "another-token-of-enough-length").code(1);
+    assert!(r.stderr_flat().contains("is a symlink"), "{}", r.stderr());
+    assert_eq!(
+        std::fs::read(s.path().join("secrets/token.age")).unwrap(),
+        before
+    );
+    // `allow_outside: true` says the file lives elsewhere on purpose.
+    let elsewhere = outside.path().join("token.age");
+    token_only(
+        &s,
+        &elsewhere.display().to_string(),
+        ", allow_outside: true",
+    );
+    s.berth(&["validate"]).code(0);
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.berth(&["secrets", "verify"]).code(0);
+    untouched();
+}
+
+#[test]
+fn validate_places_secret_files_by_their_written_path() {
+    let diags = |file: &str, extra: &str| {
+        let text = format!(
+            "version: 1\nproject: p\nidentity: ./me.key\nsecrets:\n  s: {{ file: \"{file}\"{extra} }}\n"
+        );
+        berth::spec::load_str(Path::new("berth.yaml"), text)
+            .report
+            .diagnostics
+            .iter()
+            .map(|d| d.code.clone())
+            .collect::<Vec<_>>()
+    };
+    for outside in [
+        "../x.age",
+        "/etc/x.age",
+        "~/x.age",
+        "./a/../../x.age",
+        "a/../../x",
+    ] {
+        assert!(
+            diags(outside, "").contains(&"secret-file-outside".to_owned()),
+            "{outside}"
+        );
+        assert!(
+            diags(outside, ", allow_outside: true").is_empty(),
+            "{outside}"
+        );
+    }
+    for inside in [
+        "x.age",
+        "secrets/x.age",
+        "./secrets/../x.age",
+        "a/b/../../x.age",
+    ] {
+        assert!(
+            diags(inside, "").is_empty(),
+            "{inside}: {:?}",
+            diags(inside, "")
+        );
+    }
+    let bad = diags("x.age", ", pattern: \"[\", forbid_pattern: \"(?<=x)\"");
+    assert_eq!(bad, ["invalid-pattern", "invalid-pattern"]);
+}
+
+#[test]
+fn pattern_forbid_pattern_and_placeholders_are_checked_on_set_without_showing_the_value() {
+    let s = Scene::new();
+    s.spec(
+        "identity: ./me.key\nsecrets:\n  stripe: { file: secrets/stripe.age, pattern: \"^sk_live_\", forbid_pattern: \"(?i)test\" }\n  app_key: { file: secrets/app_key.age, min_length: 32 }\n",
+    );
+    s.berth(&["secrets", "init"]).code(0);
+    let value = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
+    let r = s.set("stripe", value).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("does not match its `pattern`"), "{err}");
+    assert!(err.contains("matches its `forbid_pattern`"), "{err}");
+    assert!(!r.stderr().contains(value) && !r.stdout().contains(value));
+    s.set("stripe", "sk_live_4eC39HqLyjWDarjtT1zdp7dc").code(0);
+    let template = "your-secret-key-CHANGE_ME-min-32-characters-long";
+    let r = s.set("app_key", template).code(1);
+    assert!(r.stderr_flat().contains("placeholder"), "{}", r.stderr());
+    assert!(!r.stderr().contains(template));
+    // Short defaults only as the whole value: a random key holding "admin" is fine.
+    s.set("app_key", "Qm9admin7Lp2xV8rT4wZ0yK6nB3cD5fGh")
+        .code(0);
+    s.berth(&["secrets", "verify"]).code(0);
+}
+
+#[test]
+fn a_secret_declaration_is_shown_unmasked_in_diagnostics() {
+    let s = Scene::new();
+    s.spec(
+        "identity: ./me.key\nsecrets:\n  app_key: { file: secrets/app_key.age, min_length: 32 }\n",
+    );
+    s.berth(&["secrets", "init"]).code(0);
+    let r = s.berth(&["secrets", "verify"]).code(1);
+    assert!(
+        r.stderr().contains("secrets::file-missing"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr()
+            .contains("app_key: { file: secrets/app_key.age, min_length: 32 }"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn a_truncated_or_placeholder_secret_is_a_preflight_warning_and_replaces_no_pod() {
+    if !docker::available() || !age_cli() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.write("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
+    let me = s
+        .berth(&["secrets", "init"])
+        .code(0)
+        .stdout()
+        .trim()
+        .to_owned();
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.set("jwks", JWKS).code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = s.ids();
+    let token = s.path().join("secrets/token.age");
+    let good = std::fs::read(&token).unwrap();
+    let placeholder = || {
+        let mut child = Command::new("age")
+            .arg("-r")
+            .arg(&me)
+            .arg("-o")
+            .arg(&token)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            b"your-secret-key-CHANGE_ME-min-32-characters-long",
+        )
+        .unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    };
+    type Break<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, &str, Break)> = vec![
+        (
+            "truncated",
+            "secrets::undecryptable",
+            Box::new(|| std::fs::write(&token, &good[..good.len() / 2]).unwrap()),
+        ),
+        (
+            "placeholder",
+            "secrets::check-failed",
+            Box::new(placeholder),
+        ),
+    ];
+    for (what, code, break_it) in &cases {
+        std::fs::write(&token, &good).unwrap();
+        break_it();
+        let r = s
+            .berth(&["plan", "--format", "json", "--detailed-exitcode"])
+            .code(0);
+        assert!(
+            r.stderr().contains(code),
+            "{what}: plan warns: {}",
+            r.stderr()
+        );
+        let plan: berth::plan::Plan = serde_json::from_str(&r.stdout()).unwrap();
+        assert_eq!(changed(&plan), [], "{what}: nothing is planned for it");
+        let human = s.berth(&["plan"]).code(0);
+        assert!(
+            !human.stdout().contains("drift in recipients"),
+            "{what}: {}",
+            human.stdout()
+        );
+        let r = s.berth(&["apply", "--yes"]).code(1);
+        assert!(r.stderr_flat().contains(code), "{what}: {}", r.stderr());
+        assert_eq!(s.ids(), before, "{what}");
+    }
+    // The value fixed, nothing changes either: the same ciphertext as deployed.
+    std::fs::write(&token, &good).unwrap();
+    assert_eq!(changed(&s.plan(0)), []);
+}

@@ -149,7 +149,7 @@ fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
     let spec = &valid.spec;
     let dir = spec_dir(file);
     let secret = find(spec, &args.name)?;
-    let path = files::secret_path(&dir, secret);
+    let path = writable_secret_path(&dir, &args.name, secret)?;
     let identity_path = files::identity_path(spec, &dir);
     let identity = Identity::load(&identity_path).ok();
     // --if-missing never writes over a file: one that cannot be decrypted here may be the
@@ -214,6 +214,50 @@ fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
         recipients.len()
     );
     Ok(exit::OK)
+}
+
+/// Where `secrets set` may write a secret's file: inside the spec's directory once
+/// symlinks are resolved (unless `allow_outside: true`), in a directory nobody else may
+/// write into, and never through a symlink (at the file or at its record).
+fn writable_secret_path(
+    dir: &Path,
+    name: &str,
+    secret: &crate::spec::Secret,
+) -> Result<std::path::PathBuf, OpError> {
+    let shown = &secret.file.value;
+    let path = files::resolve_secret_path(dir, secret).map_err(|e| match e {
+        files::PlaceError::Outside { .. } => failure(
+            format!("secret `{name}`: `{shown}` {e}"),
+            "nothing was written; keep the file beside the spec (replace a symlink by the file itself), or add `allow_outside: true` to this secret",
+        ),
+        files::PlaceError::Io(_) => failure(
+            format!("secret `{name}`: `{shown}`: {e}"),
+            "nothing was written; berth does not write through a symlink: remove it, or point `file` at the real file",
+        ),
+    })?;
+    let written = files::secret_path(dir, secret);
+    for p in [
+        written.clone(),
+        files::record_path(&written),
+        files::record_path(&path),
+    ] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(failure(
+                format!("secret `{name}`: `{}` is a symlink", p.display()),
+                "nothing was written; berth does not write through a symlink: remove it",
+            ));
+        }
+    }
+    if let Some((d, why)) = files::unsafe_dirs(dir, &path).into_iter().next() {
+        return Err(failure(
+            format!("secret `{name}`: its directory is not private: {why}"),
+            format!(
+                "nothing was written; run `chmod go-w {}` (and give it to the user who runs berth)",
+                d.display()
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 fn find<'s>(spec: &'s Spec, name: &str) -> Result<&'s crate::spec::Secret, OpError> {
@@ -333,7 +377,12 @@ fn show(file: &Path, name: &str) -> Result<u8, OpError> {
     let dir = spec_dir(file);
     let secret = find(&valid.spec, name)?;
     let identity = load_identity(&valid.spec, &dir)?;
-    let path = files::secret_path(&dir, secret);
+    let path = files::resolve_secret_path(&dir, secret).map_err(|e| {
+        failure(
+            format!("secret `{name}`: `{}` {e}", secret.file.value),
+            "keep the file beside the spec, or add `allow_outside: true` to this secret",
+        )
+    })?;
     let ciphertext = std::fs::read(&path).map_err(|e| {
         failure(
             format!("cannot read `{}`: {e}", path.display()),

@@ -166,6 +166,35 @@ pub fn mask_source(text: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// A value that names where a credential is rather than holding it: a file path
+/// (`/run/secrets/db`, `./certs/tls.key`, `secrets/app_key.age`) or a reference to a
+/// variable (`${DB_PASSWORD}`). Anything else under a credential-like key is masked.
+fn is_path_or_reference(value: &str) -> bool {
+    let v = value.trim().trim_matches(['"', '\'']);
+    if v.starts_with("${") && v.ends_with('}') && !v[2..].contains(['$', '{']) {
+        return true;
+    }
+    let path_chars = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c))
+    };
+    if !path_chars(v) || v.contains("//") {
+        return false;
+    }
+    let segments: Vec<&str> = v.split('/').filter(|s| !s.is_empty()).collect();
+    let rooted = ["/", "./", "../", "~/"].iter().any(|p| v.starts_with(p));
+    // `secrets/app_key.age`: directories and a file with an extension.
+    let with_extension = segments.last().is_some_and(|last| {
+        last.rsplit_once('.').is_some_and(|(stem, ext)| {
+            !stem.is_empty()
+                && (1..=5).contains(&ext.len())
+                && ext.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+    });
+    segments.len() >= 2 && (rooted || with_extension)
+}
+
 /// Byte ranges of the values of `KEY: value` pairs on one line whose key names a credential,
 /// in block (`KEY: value`) or flow (`{ KEY: value, ... }`) style; `true` when the value is a
 /// block scalar starting on the next lines.
@@ -187,11 +216,27 @@ fn credential_values(line: &str) -> Vec<(usize, usize, bool)> {
             if line[i..].starts_with(": ") && is_credential_key(key) {
                 let vstart = i + 2;
                 let rest = &line[vstart..];
+                // A mapping or a list under a credential-like name (a secret's declaration,
+                // `app_key: { file: ..., min_length: 32 }`) is spec, not a value: its own
+                // keys are looked at one by one.
+                if rest.trim_start().starts_with(['{', '[']) {
+                    i = vstart;
+                    continue;
+                }
                 let comment = rest.find(" #").unwrap_or(rest.len());
-                let vlen = rest.find([',', '}']).unwrap_or(rest.len()).min(comment);
+                // `${VAR}` ends at its own brace, not at the one that closes a flow mapping.
+                let skip = if rest.starts_with("${") {
+                    rest.find('}').map_or(0, |e| e + 1)
+                } else {
+                    0
+                };
+                let vlen = rest[skip..]
+                    .find([',', '}'])
+                    .map_or(rest.len(), |e| e + skip)
+                    .min(comment.max(skip));
                 let value = rest[..vlen].trim_end();
                 let block = matches!(value.trim(), "|" | ">" | "|-" | ">-" | "|+" | ">+");
-                if !block && !value.is_empty() {
+                if !block && !value.is_empty() && !is_path_or_reference(value) {
                     out.push((vstart, vstart + value.len(), false));
                 } else if block {
                     out.push((vstart, vstart, true));
@@ -278,5 +323,24 @@ mod tests {
             assert!(masked.contains(kept), "{kept} missing from {masked}");
         }
         assert!(matches!(mask_source("a: 1\n"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn masking_keeps_declarations_paths_and_references() {
+        let src = "secrets:\n  app_key: { file: secrets/app_key.age, min_length: 32 }\n  db_password:\n    file: secrets/db.age\nenv:\n  TLS_KEY: /etc/ssl/private/site.key\n  API_KEY: ${API_KEY}\n  SIGNING_KEY: ./keys/signing.pem\n  flow: { DB_PASSWORD: s3cretvalue, JWT_SECRET: { file: x/y.age } }\n  APP_SECRET: Zq8v3/mK1xP0wL7rT+q==\n  OTHER_TOKEN: abcdef0123456789\n";
+        let masked = mask_source(src);
+        assert_eq!(masked.len(), src.len());
+        for kept in [
+            "app_key: { file: secrets/app_key.age, min_length: 32 }",
+            "TLS_KEY: /etc/ssl/private/site.key",
+            "API_KEY: ${API_KEY}",
+            "SIGNING_KEY: ./keys/signing.pem",
+            "JWT_SECRET: { file: x/y.age }",
+        ] {
+            assert!(masked.contains(kept), "{kept} missing from {masked}");
+        }
+        for secret in ["s3cretvalue", "Zq8v3", "abcdef0123456789"] {
+            assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
     }
 }

@@ -47,6 +47,91 @@ pub fn secret_path(spec_dir: &Path, secret: &Secret) -> PathBuf {
     spec_dir.join(fsutil::expand_home(&secret.file.value))
 }
 
+/// Why a secret's file cannot be used where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("it resolves to `{}`, outside the spec's directory `{}`", resolved.display(), spec_dir.display())]
+    Outside {
+        resolved: PathBuf,
+        spec_dir: PathBuf,
+    },
+    #[error("its path cannot be resolved: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where a secret's file really is: [`secret_path`] with every symlink resolved (for a file
+/// that does not exist yet, its deepest existing directory resolved), refused when that
+/// leaves the spec's directory and the secret does not say `allow_outside: true`.
+pub fn resolve_secret_path(spec_dir: &Path, secret: &Secret) -> Result<PathBuf, PlaceError> {
+    let resolved = resolve(&secret_path(spec_dir, secret))?;
+    if secret.allow_outside {
+        return Ok(resolved);
+    }
+    let root = std::fs::canonicalize(spec_dir)?;
+    if resolved.starts_with(&root) {
+        Ok(resolved)
+    } else {
+        Err(PlaceError::Outside {
+            resolved,
+            spec_dir: root,
+        })
+    }
+}
+
+/// A path with its symlinks resolved, whether or not its last components exist yet.
+fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut existing = path.to_path_buf();
+    loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(mut found) => {
+                found.extend(missing.iter().rev());
+                return Ok(found);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // `..` after a missing directory cannot be resolved; nor can a dangling
+                // symlink be followed (it is where the file would be written: refused).
+                let is_link =
+                    std::fs::symlink_metadata(&existing).is_ok_and(|m| m.file_type().is_symlink());
+                let (Some(name), Some(parent), false) =
+                    (existing.file_name(), existing.parent(), is_link)
+                else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "`{}` is a dangling symlink or climbs out of a missing directory",
+                            existing.display()
+                        ),
+                    ));
+                };
+                missing.push(name.to_owned());
+                existing = parent.to_path_buf();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The directories a secret's file depends on, from its own up to the spec's directory
+/// (only its own when it lies outside), each with why another user could replace what is
+/// in it, if they could. A sticky directory others may write is refused too: they could
+/// not replace the file, but could create it before berth does.
+pub fn unsafe_dirs(spec_dir: &Path, resolved: &Path) -> Vec<(PathBuf, String)> {
+    let root = std::fs::canonicalize(spec_dir).unwrap_or_else(|_| spec_dir.to_path_buf());
+    let mut out = Vec::new();
+    let mut dir = resolved.parent();
+    while let Some(d) = dir {
+        if let Ok(Some(why)) = fsutil::unsafe_dir(d, fsutil::Sticky::Refused) {
+            out.push((d.to_path_buf(), why));
+        }
+        if d == root || !d.starts_with(&root) {
+            break;
+        }
+        dir = d.parent();
+    }
+    out
+}
+
 /// The record of recipients beside a secret file.
 pub fn record_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -129,12 +214,20 @@ pub struct FileFacts {
     pub recorded: Option<Vec<String>>,
     /// The recipients the spec wants (sorted).
     pub wanted: Vec<String>,
+    /// The file decrypts and its value passes its checks (or there is no identity to tell):
+    /// false when the pre-flight refuses it, and then nothing is planned for it.
+    pub usable: bool,
 }
 
 impl FileFacts {
     /// Differences to heal: a mode other than 0600, a recipient set other than the spec's.
+    /// A file that does not decrypt or holds a bad value has none: apply refuses it, and
+    /// what it needs is a new value, which the pre-flight says.
     pub fn drift(&self) -> Vec<Drift> {
         let mut out = Vec::new();
+        if !self.usable {
+            return out;
+        }
         if self.mode != FILE_MODE {
             out.push(Drift {
                 field: "mode".into(),
@@ -176,9 +269,12 @@ pub struct Inspection {
 impl Inspection {
     /// What a pod's configuration records for a secret it consumes: the fingerprint of the
     /// ciphertext it gets, or [`KNOWN_AFTER_APPLY`] when apply re-encrypts the file first.
+    /// Secrets the pre-flight refuses are left out ([`Inspection::unusable`]): no pod is
+    /// planned to change for a file that cannot be delivered.
     pub fn versions(&self) -> std::collections::HashMap<String, String> {
         self.files
             .iter()
+            .filter(|(_, f)| f.usable)
             .map(|(name, f)| {
                 let v = if f.stale_recipients() {
                     KNOWN_AFTER_APPLY.to_owned()
@@ -188,6 +284,15 @@ impl Inspection {
                 (name.clone(), v)
             })
             .collect()
+    }
+
+    /// The secrets whose files the pre-flight refuses (missing, unreadable, outside the
+    /// spec's directory, undecryptable, or failing their checks).
+    pub fn unusable<'s>(&'s self, spec: &'s Spec) -> impl Iterator<Item = &'s str> + 's {
+        spec.secrets
+            .iter()
+            .map(|s| s.name.value.as_str())
+            .filter(|name| self.files.get(*name).is_none_or(|f| !f.usable))
     }
 }
 
@@ -267,8 +372,49 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
         let name = &s.name.value;
         let secret = &s.item;
         let span = secret.file.span;
-        let path = secret_path(spec_dir, secret);
         let shown = secret.file.value.as_str();
+        let path = match resolve_secret_path(spec_dir, secret) {
+            Ok(p) => p,
+            Err(e @ PlaceError::Outside { .. }) => {
+                out.problems.push(
+                    Diagnostic::error(
+                        "secrets::file-outside",
+                        format!("secret `{name}`: `{shown}` {e}"),
+                    )
+                    .at(span, "outside the spec's directory")
+                    .help("keep the file beside the spec (replace the symlink by the file itself); if it must live elsewhere, add `allow_outside: true` to this secret"),
+                );
+                continue;
+            }
+            Err(PlaceError::Io(e)) => {
+                out.problems.push(
+                    Diagnostic::error(
+                        "secrets::file-unreadable",
+                        format!("secret `{name}`: `{shown}` cannot be read: {e}"),
+                    )
+                    .at(span, "unreadable")
+                    .help("check the path and the directories on it"),
+                );
+                continue;
+            }
+        };
+        let unsafe_dirs = unsafe_dirs(spec_dir, &path);
+        for (dir, why) in &unsafe_dirs {
+            out.problems.push(
+                Diagnostic::error(
+                    "secrets::dir-writable",
+                    format!("secret `{name}`: its directory is not private: {why}"),
+                )
+                .at(span, "in a directory others may write")
+                .help(format!(
+                    "run `chmod go-w {}` (and give it to the user who runs berth); anyone who can write the directory can substitute the file, or plant a link that berth would write through",
+                    dir.display()
+                )),
+            );
+        }
+        if !unsafe_dirs.is_empty() {
+            continue;
+        }
         let mode = match fsutil::mode_of(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -296,6 +442,23 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                 continue;
             }
         };
+        let owner = std::fs::metadata(&path).map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        if owner != 0 && owner != fsutil::effective_uid() {
+            out.problems.push(
+                Diagnostic::error(
+                    "secrets::file-writable",
+                    format!("secret `{name}`: `{shown}` is owned by user {owner}, who may replace it"),
+                )
+                .at(span, "owned by another user")
+                .help(format!(
+                    "run `chown {} {shown}` (berth runs as that user); whoever owns the file can substitute a value of their own",
+                    fsutil::effective_uid()
+                )),
+            );
+        }
         if mode & 0o022 != 0 {
             out.problems.push(
                 Diagnostic::error(
@@ -323,22 +486,31 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
             }
         };
         let fp = fingerprint(&ciphertext);
+        let mut usable = true;
         if let Some(identity) = &out.identity {
             match identity.decrypt(&ciphertext) {
                 Ok(value) => {
                     let problems = super::value::problems(secret, &value);
                     if !problems.is_empty() {
+                        usable = false;
                         out.problems.push(
                             Diagnostic::error(
                                 "secrets::check-failed",
-                                format!("secret `{name}` fails its checks: {}", problems.join("; ")),
+                                format!(
+                                    "secret `{name}` fails its checks: {}",
+                                    problems.join("; ")
+                                ),
                             )
                             .at(span, "decrypted, then checked")
-                            .help(format!("set a proper value with `berth secrets set {name}`")),
+                            .help(format!(
+                                "set a proper value with `berth secrets set {name}`"
+                            )),
                         );
                     }
                 }
-                Err(e) => out.problems.push(
+                Err(e) => {
+                    usable = false;
+                    out.problems.push(
                     Diagnostic::error(
                         "secrets::undecryptable",
                         format!("secret `{name}`: `{shown}` cannot be decrypted: {e}"),
@@ -347,7 +519,8 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                     .help(format!(
                         "re-encrypt it to your key (`berth secrets rotate` on a machine that can decrypt it), or set it again with `berth secrets set {name}`"
                     )),
-                ),
+                    );
+                }
             }
         }
         out.files.insert(
@@ -359,6 +532,7 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                 mode,
                 ciphertext,
                 fingerprint: fp,
+                usable,
             },
         );
     }

@@ -1,21 +1,73 @@
-//! The checks a decrypted value must pass (`min_length`, `forbid`, `format`). Problems are
-//! described without the value: a message may say that a value is too short, never what
-//! it is.
+//! The checks a decrypted value must pass (`min_length`, the built-in placeholders and
+//! defaults, `forbid`, `pattern`, `forbid_pattern`, `format`). Problems are described
+//! without the value: a message may say that a value is too short, never what it is.
 
 use crate::spec::{Secret, SecretFormat};
 
 use super::Plaintext;
 
-/// Values refused for every secret: the defaults that images and tutorials ship with.
-pub const FORBIDDEN_DEFAULTS: [&str; 5] =
-    ["CHANGE_ME", "changeme", "postgres", "admin", "password"];
+/// Placeholders refused anywhere in a value, in any case: no real credential contains
+/// them, and template values are built around them (`your-secret-key-CHANGE_ME-min-32`).
+const PLACEHOLDERS: [&str; 6] = [
+    "change_me",
+    "change-me",
+    "changeme",
+    "replace_me",
+    "replace-me",
+    "replaceme",
+];
+
+/// Template values such as `your-api-key-here`, `your_token_here` or `<your key>`: one
+/// word joined by `-`, `_` or `.` from `your` to `here`, or `<your ...>`.
+static TEMPLATE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)(\byour(?:[-_.][a-z0-9]+)*[-_.]here\b)|(<your[^<>]*>)").ok()
+});
+
+/// What the placeholder rule refuses, as messages say it.
+pub const PLACEHOLDERS_DESCRIBED: &str =
+    "CHANGE_ME, changeme, change-me, replace-me, your-...-here, <your ...>";
+
+/// Short defaults refused only as the whole value (in any case): as parts of a value they
+/// are common and harmless (`postgres://...`, a random string that happens to hold
+/// `admin`).
+pub const FORBIDDEN_DEFAULTS: [&str; 3] = ["postgres", "admin", "password"];
+
+/// Most bytes a compiled `pattern` or `forbid_pattern` may take.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// A secret's `pattern` or `forbid_pattern`, compiled; the error says why it is not a
+/// regular expression.
+pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::Syntax(s) => {
+                let last = s.lines().last().unwrap_or_default().trim();
+                last.strip_prefix("error: ").unwrap_or(last).to_owned()
+            }
+            regex::Error::CompiledTooBig(_) => "it is too large once compiled".to_owned(),
+            _ => e.to_string(),
+        })
+}
+
+/// Whether a value holds one of the [`PLACEHOLDERS`].
+pub fn has_placeholder(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    PLACEHOLDERS.iter().any(|p| lower.contains(p))
+        || TEMPLATE.as_ref().is_some_and(|t| t.is_match(text))
+}
 
 /// What is wrong with a decrypted value, one line per problem (empty: it passes).
 pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
     let mut out = Vec::new();
     let bytes = value.expose();
     let Ok(text) = std::str::from_utf8(bytes) else {
-        if secret.format.is_some() || secret.min_length.is_some() {
+        if secret.format.is_some()
+            || secret.min_length.is_some()
+            || secret.pattern.is_some()
+            || secret.forbid_pattern.is_some()
+        {
             out.push("it is not UTF-8 text".into());
         }
         return out;
@@ -32,7 +84,9 @@ pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
     if trimmed.is_empty() {
         out.push("it is empty".into());
     }
-    if FORBIDDEN_DEFAULTS
+    if has_placeholder(trimmed) {
+        out.push(format!("it holds a placeholder ({PLACEHOLDERS_DESCRIBED})"));
+    } else if FORBIDDEN_DEFAULTS
         .iter()
         .any(|f| f.eq_ignore_ascii_case(trimmed))
     {
@@ -43,6 +97,24 @@ pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
     }
     if let Some(n) = secret.forbid.iter().position(|f| f == trimmed) {
         out.push(format!("it equals entry {} of its `forbid` list", n + 1));
+    }
+    if let Some(p) = &secret.pattern {
+        match compile(&p.value) {
+            Ok(re) if !re.is_match(trimmed) => {
+                out.push("it does not match its `pattern`".into());
+            }
+            Ok(_) => {}
+            Err(_) => out.push("its `pattern` is not a valid regular expression".into()),
+        }
+    }
+    if let Some(p) = &secret.forbid_pattern {
+        match compile(&p.value) {
+            Ok(re) if re.is_match(trimmed) => {
+                out.push("it matches its `forbid_pattern`".into());
+            }
+            Ok(_) => {}
+            Err(_) => out.push("its `forbid_pattern` is not a valid regular expression".into()),
+        }
     }
     if let Some(format) = secret.format
         && let Err(why) = check_format(format, trimmed)
@@ -196,12 +268,78 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("well-known"))
         );
+        assert!(
+            check(&s, "CHANGE_ME")
+                .iter()
+                .any(|p| p.contains("placeholder"))
+        );
         assert!(check(&s, "hunter22").iter().any(|p| p.contains("entry 1")));
         // No message repeats the value.
         for p in check(&s, "hunter22") {
             assert!(!p.contains("hunter22"), "{p}");
         }
         assert!(check(&secret(|_| {}), "   ")[0].contains("empty"));
+    }
+
+    #[test]
+    fn placeholders_are_refused_inside_a_value_and_short_defaults_only_whole() {
+        let s = secret(|_| {});
+        for bad in [
+            "your-secret-key-CHANGE_ME-min-32-characters-long",
+            "prefix-changeme-suffix-0123456789",
+            "Change-Me-Please-0123456789abcdef",
+            "replace_me_with_a_real_key_0123456",
+            "your-api-key-here",
+            "YOUR_STRIPE_TOKEN_HERE",
+            "<your token>",
+            "Admin",
+            " password\n",
+        ] {
+            let p = check(&s, bad);
+            assert!(
+                p.iter()
+                    .any(|p| p.contains("placeholder") || p.contains("well-known")),
+                "{bad}: {p:?}"
+            );
+            // (The built-in list itself is public: `admin` may be named, as one of it.)
+            for p in p.iter().filter(|_| bad.trim().len() > 12) {
+                assert!(!p.contains(bad.trim()), "the message shows the value: {p}");
+            }
+        }
+        for good in [
+            "postgres://app:Zq8v3mK1xP0wL7rT@db:5432/app",
+            "k3admin9Q0xLmNp2RtYvBw8ZsD4fGh6Jk",
+            "s3cr3t-password-manager-generated-Xy9",
+            "exchange-rates-key-Qw8Er7Ty6Ui5Op4",
+            "yours-truly-here-is-no-template-X9",
+        ] {
+            assert!(check(&s, good).is_empty(), "{good}: {:?}", check(&s, good));
+        }
+    }
+
+    #[test]
+    fn pattern_and_forbid_pattern_are_matched_without_showing_the_value() {
+        let sp = |v: &str| crate::spec::Sp::new(v.to_owned(), crate::diag::Span::default());
+        let live = secret(|s| {
+            s.pattern = Some(sp("^sk_live_[0-9A-Za-z]{8,}$"));
+            s.forbid_pattern = Some(sp("(?i)test"));
+        });
+        assert!(check(&live, "sk_live_Ab12Cd34Ef").is_empty());
+        let p = check(&live, "sk_test_Ab12Cd34Ef\n");
+        assert!(
+            p.iter().any(|p| p.contains("does not match its `pattern`")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("matches its `forbid_pattern`")),
+            "{p:?}"
+        );
+        assert!(p.iter().all(|p| !p.contains("sk_test")), "{p:?}");
+        assert!(compile("^(unclosed").is_err());
+        assert!(
+            compile("(a)\\1").is_err(),
+            "back-references are not supported"
+        );
     }
 
     #[test]

@@ -397,6 +397,26 @@ impl Checker<'_> {
                 ),
                 None => {}
             }
+            self.secret_file_inside(s);
+            for (key, p) in [
+                ("pattern", &s.item.pattern),
+                ("forbid_pattern", &s.item.forbid_pattern),
+            ] {
+                let Some(p) = p else { continue };
+                if let Err(why) = crate::secrets::value::compile(&p.value) {
+                    self.push(
+                        Diagnostic::error(
+                            "invalid-pattern",
+                            format!(
+                                "secret `{}` has a `{key}` that is not a regular expression: {why}",
+                                s.name.value
+                            ),
+                        )
+                        .at(p.span, "not a regular expression")
+                        .help("write it in the syntax of Rust's `regex` crate (like RE2: no look-around or back-references), e.g. `^sk_live_[0-9A-Za-z]{24,}$`"),
+                    );
+                }
+            }
             if s.item.min_length == Some(0) {
                 self.push(
                     Diagnostic::warning(
@@ -407,6 +427,42 @@ impl Checker<'_> {
                     .help("remove it or set a real minimum, e.g. 16"),
                 );
             }
+        }
+    }
+
+    /// A secret's `file` written so that it leaves the spec's directory (absolute, `~`, or
+    /// climbing out with `..`), without `allow_outside: true`. Symlinks are resolved by the
+    /// pre-flight and by `berth secrets set`, which see the files.
+    fn secret_file_inside(&mut self, s: &super::Named<super::Secret>) {
+        let file = &s.item.file;
+        if s.item.allow_outside || file.value.trim().is_empty() {
+            return;
+        }
+        let v = file.value.as_str();
+        let mut depth: i64 = 0;
+        let mut climbs = false;
+        for part in v.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    depth -= 1;
+                    climbs |= depth < 0;
+                }
+                _ => depth += 1,
+            }
+        }
+        if v.starts_with('/') || v.starts_with('~') || climbs {
+            self.push(
+                Diagnostic::error(
+                    "secret-file-outside",
+                    format!(
+                        "secret `{}` has a `file` outside the spec's directory",
+                        s.name.value
+                    ),
+                )
+                .at(file.span, "outside the spec's directory")
+                .help("keep secret files beside the spec, e.g. `secrets/NAME.age`; if the file must live elsewhere, add `allow_outside: true` to this secret"),
+            );
         }
     }
 

@@ -152,10 +152,23 @@ pub struct Secret {
     /// Checked after decryption.
     #[serde(default)]
     pub format: Option<SecretFormat>,
-    /// Values refused after decryption, in addition to the built-in defaults
-    /// (`CHANGE_ME`, `changeme`, `postgres`, `admin`, `password`).
+    /// Values refused after decryption, in addition to the built-in placeholders (any value
+    /// containing `CHANGE_ME`, `changeme`, `change-me`, `replace-me` or `your-...-here`,
+    /// in any case) and defaults (exactly `postgres`, `admin` or `password`).
     #[serde(default)]
     pub forbid: Vec<String>,
+    /// A regular expression the decrypted value (without surrounding whitespace) must
+    /// match, e.g. `^sk_live_` for a live payment key.
+    #[serde(default)]
+    pub pattern: Option<Sp<String>>,
+    /// A regular expression the decrypted value (without surrounding whitespace) must not
+    /// match, e.g. `^sk_test_` in production.
+    #[serde(default)]
+    pub forbid_pattern: Option<Sp<String>>,
+    /// The file may lie outside the spec's directory (after resolving symlinks); without
+    /// it, such a `file` is refused.
+    #[serde(default)]
+    pub allow_outside: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
