@@ -134,7 +134,7 @@ pub async fn healthy(
             let probe = h
                 .http
                 .as_ref()
-                .map(|p| (p.port, p.path.clone()))
+                .map(|p| (p.port.value, p.path.clone()))
                 .unwrap_or_default();
             let mut failures = 0;
             loop {
@@ -254,13 +254,13 @@ pub async fn checks(
     };
     for check in &pod.checks {
         let http = &check.value.http;
-        let name = format!("check GET :{}{}", http.port, http.path);
+        let name = format!("check GET :{}{}", http.port.value, http.path);
         let timeout = http
             .max_latency
             .as_ref()
             .and_then(|l| l.get())
             .map_or(CHECK_TIMEOUT, |l| l.max(CHECK_TIMEOUT));
-        let r = get(ip, http.port, &http.path, timeout)
+        let r = get(ip, http.port.value, &http.path, timeout)
             .await
             .map_err(|e| fail(&name, e))?;
         verify(http, &r).map_err(|why| fail(&name, why))?;

@@ -420,7 +420,8 @@ pub struct Health {
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbe {
-    pub port: u16,
+    /// The container port to GET (1-65535).
+    pub port: Sp<u16>,
     #[serde(default = "default_path")]
     pub path: String,
 }
@@ -465,7 +466,8 @@ pub struct Check {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheck {
-    pub port: u16,
+    /// The container port to GET (1-65535).
+    pub port: Sp<u16>,
     #[serde(default = "default_path")]
     pub path: String,
     /// Expected status (default: any 2xx).
