@@ -608,3 +608,44 @@ fn a_container_that_was_stopped_stays_stopped_when_a_failed_replace_is_undone() 
     ]);
     assert_eq!(state, format!("/{} false", s.name("api")));
 }
+
+#[test]
+fn a_health_gate_that_would_wait_for_ever_gives_up_at_the_most_berth_waits() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    // Four billion retries of a probe that never passes: the gate stops at the cap (set to
+    // 3 s here instead of an hour) and rolls back.
+    s.pods(&format!(
+        "  stuck:\n    image: {}\n    env: {{ FAIL_HEALTH: 1 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 4000000000 }}\n",
+        docker::testapp_image()
+    ));
+    let mut child = Berth::new()
+        .dir(s.path())
+        .env("BERTH_MAX_GATE_WAIT", "3s")
+        .args(["apply", "--yes"])
+        .spawn();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the gate was still waiting after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        err.contains("not healthy within 3s, the most berth waits"),
+        "{err}"
+    );
+    assert!(err.contains("answered 503"), "{err}");
+    assert!(containers_of(&s.project.0).is_empty());
+}

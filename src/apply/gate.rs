@@ -55,6 +55,63 @@ impl Timing {
                 .unwrap_or_default(),
         }
     }
+
+    /// The longest the health gate waits: `start_period + (retries + 1) × (interval +
+    /// timeout)` and 2 s of slack, at most [`max_gate_wait`]. Also whether the cap cut it.
+    pub fn budget(&self, max: Duration) -> (Duration, bool) {
+        let per_try = self.interval.saturating_add(self.timeout);
+        let tries = self.retries.saturating_add(1);
+        let wanted = per_try
+            .checked_mul(tries)
+            .and_then(|d| d.checked_add(self.start_period))
+            .and_then(|d| d.checked_add(Duration::from_secs(2)))
+            .unwrap_or(Duration::MAX);
+        if wanted > max {
+            (max, true)
+        } else {
+            (wanted, false)
+        }
+    }
+}
+
+/// The longest apply waits for one pod's health gate, whatever its `health` allows: an
+/// hour, or `$BERTH_MAX_GATE_WAIT` (a duration such as `10m`).
+pub const ENV_MAX_GATE_WAIT: &str = "BERTH_MAX_GATE_WAIT";
+const DEFAULT_MAX_GATE_WAIT: Duration = Duration::from_secs(3600);
+
+/// [`ENV_MAX_GATE_WAIT`], or an hour when it is unset (or not a duration).
+pub fn max_gate_wait() -> Duration {
+    use crate::spec::units::{DurationKind, UnitKind};
+    std::env::var(ENV_MAX_GATE_WAIT)
+        .ok()
+        .and_then(|v| DurationKind::parse(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_MAX_GATE_WAIT)
+}
+
+/// The failure of a gate that ran out of time.
+fn timed_out(budget: Duration, capped: bool, timing: &Timing) -> GateFailure {
+    use crate::spec::units::format_duration;
+    if capped {
+        let (wanted, _) = timing.budget(Duration::MAX);
+        let wanted = if wanted == Duration::MAX {
+            "for ever".to_owned()
+        } else {
+            format_duration(wanted)
+        };
+        fail(
+            "healthy",
+            format!(
+                "not healthy within {}, the most berth waits for a gate (its `health` would allow {wanted}; ${ENV_MAX_GATE_WAIT} sets the most); shorten `retries`, `interval` or `start_period`",
+                format_duration(budget)
+            ),
+        )
+    } else {
+        fail(
+            "healthy",
+            format!("not healthy within {}", format_duration(budget)),
+        )
+    }
 }
 
 /// How long a container must stay up before "running" passes, without a health check.
@@ -90,12 +147,14 @@ pub async fn healthy(
     pod: &Pod,
 ) -> Result<(), GateFailure> {
     let health = pod.health.as_ref().map(|h| &h.value);
+    let timing = Timing::of(pod);
     let Timing {
         interval,
         timeout,
         retries,
         start_period,
-    } = Timing::of(pod);
+    } = timing;
+    let (budget, capped) = timing.budget(max_gate_wait());
     let started = Instant::now();
     let state_of = |id: &str| {
         let id = id.to_owned();
@@ -110,8 +169,6 @@ pub async fn healthy(
     match health {
         Some(h) if h.cmd.is_some() => {
             // The engine runs the command; wait for its verdict within the budget.
-            let budget =
-                start_period + (interval + timeout) * (retries + 1) + Duration::from_secs(2);
             loop {
                 let state = state_of(id).await?;
                 running(&state)?;
@@ -124,7 +181,7 @@ pub async fn healthy(
                         ));
                     }
                     _ if started.elapsed() > budget => {
-                        return Err(fail("healthy", format!("not healthy within {budget:?}")));
+                        return Err(timed_out(budget, capped, &timing));
                     }
                     _ => tokio::time::sleep(POLL).await,
                 }
@@ -158,6 +215,11 @@ pub async fn healthy(
                     if failures >= retries {
                         return Err(fail("healthy", format!("{why} ({} attempts)", failures)));
                     }
+                }
+                if started.elapsed() > budget {
+                    let mut f = timed_out(budget, capped, &timing);
+                    f.detail.push_str(&format!("; last probe: {why}"));
+                    return Err(f);
                 }
                 tokio::time::sleep(interval.saturating_sub(attempt.elapsed())).await;
             }
@@ -334,6 +396,33 @@ mod tests {
         let e = running(&restarted).err().unwrap();
         assert!(e.detail.contains("restarted 2 time(s)"), "{}", e.detail);
         assert!(running(&ContainerState::default()).is_err());
+    }
+
+    #[test]
+    fn a_gates_wait_is_bounded_whatever_its_health_allows() {
+        let max = Duration::from_secs(3600);
+        let t = |interval_ms: u64, retries: u32| Timing {
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_secs(1),
+            retries,
+            start_period: Duration::from_secs(5),
+        };
+        // start_period + (retries + 1) × (interval + timeout) + 2 s.
+        assert_eq!(
+            t(2000, 9).budget(max),
+            (Duration::from_secs(5 + 10 * 3 + 2), false)
+        );
+        // Four billion retries: capped, not for ever.
+        assert_eq!(t(100, u32::MAX).budget(max), (max, true));
+        // Values that overflow a Duration are capped, not a panic.
+        let huge = Timing {
+            interval: Duration::from_secs(u64::MAX / 2),
+            ..t(0, u32::MAX)
+        };
+        assert_eq!(huge.budget(max), (max, true));
+        let f = timed_out(max, true, &huge);
+        assert!(f.detail.contains("not healthy within 1h"), "{}", f.detail);
+        assert!(f.detail.contains("would allow for ever"), "{}", f.detail);
     }
 
     fn check(yaml: &str) -> crate::spec::HttpCheck {
