@@ -610,6 +610,28 @@ fn a_container_that_was_stopped_stays_stopped_when_a_failed_replace_is_undone() 
 }
 
 #[test]
+fn a_pod_restarted_by_its_policy_reports_the_status_of_the_exit_that_caused_it() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // It exits with status 1 after a second, never having served; the engine restarts it
+    // within 100 ms, and its state then shows the new run (exit status 0) for a second.
+    s.pods(&format!(
+        "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 1, START_DELAY: 60 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 50 }}\n"
+    ));
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.flaky` failed its `running` gate"),
+        "{err}"
+    );
+    assert!(err.contains("(last exit status 1)"), "{err}");
+    assert!(containers_of(&s.project.0).is_empty());
+}
+
+#[test]
 fn a_health_gate_that_would_wait_for_ever_gives_up_at_the_most_berth_waits() {
     if !docker::available() {
         return;

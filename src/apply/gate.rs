@@ -2,7 +2,7 @@
 //! spec's `health.cmd` as the engine's healthcheck, or `health.http` checked by berth over
 //! the project network).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
@@ -118,24 +118,54 @@ fn timed_out(budget: Duration, capped: bool, timing: &Timing) -> GateFailure {
 const SETTLE: Duration = Duration::from_millis(1500);
 const POLL: Duration = Duration::from_millis(250);
 
+/// Why the "running" gate failed on one look at a container.
+#[derive(Debug, PartialEq, Eq)]
+enum NotRunning {
+    /// Restarted by its restart policy this many times since it was created.
+    Restarted(i64),
+    /// Stopped (or about to be restarted), with the status it exited with.
+    Stopped(i64),
+}
+
 /// The "running" gate on one look at a container: up, and not restarted by its restart
 /// policy since it was created (a crash between two looks is a crash all the same).
-fn running(state: &crate::engine::docker::ContainerState) -> Result<(), GateFailure> {
+fn running(state: &crate::engine::docker::ContainerState) -> Result<(), NotRunning> {
     if state.restart_count > 0 {
-        Err(fail(
-            "running",
-            format!(
-                "the container exited and was restarted {} time(s) (last exit status {})",
-                state.restart_count, state.exit_code
-            ),
-        ))
+        Err(NotRunning::Restarted(state.restart_count))
     } else if state.running && !state.restarting {
         Ok(())
     } else {
-        Err(fail(
+        Err(NotRunning::Stopped(state.exit_code))
+    }
+}
+
+/// The "running" gate, with the exit status that matters in its message: after a
+/// restart the container's state shows the new run (0 while it runs), so the status of
+/// the exit that caused the restart comes from the engine's events since `since`.
+async fn running_gate(
+    engine: &Engine,
+    id: &str,
+    state: &crate::engine::docker::ContainerState,
+    since: SystemTime,
+) -> Result<(), GateFailure> {
+    match running(state) {
+        Ok(()) => Ok(()),
+        Err(NotRunning::Stopped(code)) => Err(fail(
             "running",
-            format!("the container stopped (exit status {})", state.exit_code),
-        ))
+            format!("the container stopped (exit status {code})"),
+        )),
+        Err(NotRunning::Restarted(count)) => {
+            let status = match engine.last_exit_status(id, since).await {
+                Ok(Some(code)) => format!("last exit status {code}"),
+                // Between an exit and the restart, the state still holds the status.
+                _ if state.restarting => format!("last exit status {}", state.exit_code),
+                _ => "its exit status is no longer known".to_owned(),
+            };
+            Err(fail(
+                "running",
+                format!("the container exited and was restarted {count} time(s) ({status})"),
+            ))
+        }
     }
 }
 
@@ -156,6 +186,10 @@ pub async fn healthy(
     } = timing;
     let (budget, capped) = timing.budget(max_gate_wait());
     let started = Instant::now();
+    // A little before the container started: its exits are after this.
+    let since = SystemTime::now()
+        .checked_sub(Duration::from_secs(5))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let state_of = |id: &str| {
         let id = id.to_owned();
         async move {
@@ -171,7 +205,7 @@ pub async fn healthy(
             // The engine runs the command; wait for its verdict within the budget.
             loop {
                 let state = state_of(id).await?;
-                running(&state)?;
+                running_gate(engine, id, &state, since).await?;
                 match state.health.as_str() {
                     "healthy" => return Ok(()),
                     "unhealthy" => {
@@ -196,7 +230,7 @@ pub async fn healthy(
             let mut failures = 0;
             loop {
                 let state = state_of(id).await?;
-                running(&state)?;
+                running_gate(engine, id, &state, since).await?;
                 let Some(ip) = state.addresses.get(network) else {
                     return Err(fail(
                         "healthy",
@@ -227,10 +261,10 @@ pub async fn healthy(
         _ => {
             // No health check: the container must stay up for a moment.
             while started.elapsed() < SETTLE {
-                running(&state_of(id).await?)?;
+                running_gate(engine, id, &state_of(id).await?, since).await?;
                 tokio::time::sleep(POLL).await;
             }
-            running(&state_of(id).await?)
+            running_gate(engine, id, &state_of(id).await?, since).await
         }
     }
 }
@@ -393,9 +427,11 @@ mod tests {
             exit_code: 3,
             ..up.clone()
         };
-        let e = running(&restarted).err().unwrap();
-        assert!(e.detail.contains("restarted 2 time(s)"), "{}", e.detail);
-        assert!(running(&ContainerState::default()).is_err());
+        assert_eq!(running(&restarted), Err(NotRunning::Restarted(2)));
+        assert_eq!(
+            running(&ContainerState::default()),
+            Err(NotRunning::Stopped(0))
+        );
     }
 
     #[test]
