@@ -824,6 +824,17 @@ impl Engine {
 }
 
 impl Engine {
+    /// How many CPUs the engine has (`NCPU` of `/info`): the most a container may ask for.
+    pub async fn cpu_count(&self) -> Result<i64, EngineError> {
+        self.count();
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| self.call_error("info", e))?;
+        Ok(info.ncpu.unwrap_or(0))
+    }
+
     /// The exit status of the container's last exit since `since`, from the engine's
     /// events. After a restart by its policy, the container's own state shows the new run
     /// (status 0 while it runs); its `die` events keep the status of each exit.
