@@ -369,7 +369,7 @@ impl JsonSchema for EnvValue {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    /// CPU limit in cores, e.g. `0.5` or `2`.
+    /// CPU limit in cores, e.g. `0.5` or `2`: from 0.01 to the engine's CPU count.
     #[serde(default)]
     pub cpus: Option<Sp<f64>>,
     /// Memory limit, e.g. `512MiB`.
@@ -407,6 +407,7 @@ pub struct Health {
     /// HTTP GET against the container, made by berth; 2xx is healthy.
     #[serde(default)]
     pub http: Option<HttpProbe>,
+    /// Time between probes: at least `100ms` (default `2s`).
     #[serde(default)]
     pub interval: Option<Duration>,
     #[serde(default)]
