@@ -2,7 +2,7 @@
 //! spec's `health.cmd` as the engine's healthcheck, or `health.http` checked by berth over
 //! the project network).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
@@ -141,12 +141,11 @@ fn running(state: &crate::engine::docker::ContainerState) -> Result<(), NotRunni
 
 /// The "running" gate, with the exit status that matters in its message: after a
 /// restart the container's state shows the new run (0 while it runs), so the status of
-/// the exit that caused the restart comes from the engine's events since `since`.
+/// the exit that caused the restart comes from the engine's events.
 async fn running_gate(
     engine: &Engine,
     id: &str,
     state: &crate::engine::docker::ContainerState,
-    since: SystemTime,
 ) -> Result<(), GateFailure> {
     match running(state) {
         Ok(()) => Ok(()),
@@ -155,7 +154,7 @@ async fn running_gate(
             format!("the container stopped (exit status {code})"),
         )),
         Err(NotRunning::Restarted(count)) => {
-            let status = match engine.last_exit_status(id, since).await {
+            let status = match engine.last_exit_status(id).await {
                 Ok(Some(code)) => format!("last exit status {code}"),
                 // Between an exit and the restart, the state still holds the status.
                 _ if state.restarting => format!("last exit status {}", state.exit_code),
@@ -186,10 +185,6 @@ pub async fn healthy(
     } = timing;
     let (budget, capped) = timing.budget(max_gate_wait());
     let started = Instant::now();
-    // A little before the container started: its exits are after this.
-    let since = SystemTime::now()
-        .checked_sub(Duration::from_secs(5))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     let state_of = |id: &str| {
         let id = id.to_owned();
         async move {
@@ -205,7 +200,7 @@ pub async fn healthy(
             // The engine runs the command; wait for its verdict within the budget.
             loop {
                 let state = state_of(id).await?;
-                running_gate(engine, id, &state, since).await?;
+                running_gate(engine, id, &state).await?;
                 match state.health.as_str() {
                     "healthy" => return Ok(()),
                     "unhealthy" => {
@@ -230,7 +225,7 @@ pub async fn healthy(
             let mut failures = 0;
             loop {
                 let state = state_of(id).await?;
-                running_gate(engine, id, &state, since).await?;
+                running_gate(engine, id, &state).await?;
                 let Some(ip) = state.addresses.get(network) else {
                     return Err(fail(
                         "healthy",
@@ -261,10 +256,10 @@ pub async fn healthy(
         _ => {
             // No health check: the container must stay up for a moment.
             while started.elapsed() < SETTLE {
-                running_gate(engine, id, &state_of(id).await?, since).await?;
+                running_gate(engine, id, &state_of(id).await?).await?;
                 tokio::time::sleep(POLL).await;
             }
-            running_gate(engine, id, &state_of(id).await?, since).await
+            running_gate(engine, id, &state_of(id).await?).await
         }
     }
 }

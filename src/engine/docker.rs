@@ -835,21 +835,18 @@ impl Engine {
         Ok(info.ncpu.unwrap_or(0))
     }
 
-    /// The exit status of the container's last exit since `since`, from the engine's
-    /// events. After a restart by its policy, the container's own state shows the new run
-    /// (status 0 while it runs); its `die` events keep the status of each exit.
-    pub async fn last_exit_status(
-        &self,
-        id: &str,
-        since: std::time::SystemTime,
-    ) -> Result<Option<i64>, EngineError> {
+    /// The exit status of the container's last exit, from the engine's events (those it
+    /// still holds). After a restart by its policy, the container's own state shows the
+    /// new run (status 0 while it runs); its `die` events keep the status of each exit.
+    pub async fn last_exit_status(&self, id: &str) -> Result<Option<i64>, EngineError> {
         self.count();
         let stamp = |t: std::time::SystemTime| {
             let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
         };
         let options = bollard::query_parameters::EventsOptions {
-            since: Some(stamp(since)),
+            // Every event the engine holds for this container id (no clock to agree on).
+            since: Some(stamp(std::time::UNIX_EPOCH)),
             // Up to now: the stream ends instead of waiting for new events.
             until: Some(stamp(std::time::SystemTime::now())),
             filters: Some(HashMap::from([
