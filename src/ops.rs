@@ -661,9 +661,16 @@ impl Session {
         })
     }
 
-    /// The secrets pre-flight: `Err` with every problem when apply must not go on.
+    /// The pre-flight: `Err` with every secrets and store problem when apply must not go on, then
+    /// the pod changes against their engine and this host (`apply::preflight_host`).
     pub fn preflight(&self) -> Result<(), OpError> {
         if self.secrets.problems.is_empty() && self.store_problems.is_empty() {
+            let changes: Vec<&crate::plan::Change> = self.plan.changes.iter().collect();
+            self.runtime.block_on(crate::apply::preflight_host(
+                &self.spec,
+                &changes,
+                &self.engines,
+            ))?;
             return Ok(());
         }
         let mut problems = self.secrets.problems.clone();

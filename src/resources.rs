@@ -449,7 +449,10 @@ fn pod_attrs(
             a.insert("health.cmd".into(), json_list(cmd));
         }
         if let Some(http) = &h.http {
-            a.insert("health.http".into(), format!(":{}{}", http.port, http.path));
+            a.insert(
+                "health.http".into(),
+                format!(":{}{}", http.port.value, http.path),
+            );
         }
         for (k, v) in [
             ("interval", &h.interval),
@@ -467,7 +470,7 @@ fn pod_attrs(
     a.insert("update.strategy".into(), strategy(pod).as_str().into());
     for c in &pod.checks {
         let h = &c.value.http;
-        let mut v = format!("http :{}{}", h.port, h.path);
+        let mut v = format!("http :{}{}", h.port.value, h.path);
         if let Some(s) = h.expect_status {
             v.push_str(&format!(" status {s}"));
         }
@@ -487,7 +490,7 @@ fn pod_attrs(
             v.push_str(&format!(" within {}", l.canonical()));
         }
         // Keyed by what is checked, so inserting a check does not shift the others.
-        let mut key = format!("check[:{}{}]", h.port, h.path);
+        let mut key = format!("check[:{}{}]", h.port.value, h.path);
         while a.contains_key(&key) {
             key.push('+');
         }

@@ -608,3 +608,164 @@ fn a_container_that_was_stopped_stays_stopped_when_a_failed_replace_is_undone() 
     ]);
     assert_eq!(state, format!("/{} false", s.name("api")));
 }
+
+#[test]
+fn a_pod_restarted_by_its_policy_reports_the_status_of_the_exit_that_caused_it() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // It exits with status 1 after a second, never having served; the engine restarts it
+    // within 100 ms, and its state then shows the new run (exit status 0) for a second.
+    s.pods(&format!(
+        "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 1, START_DELAY: 60 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 50 }}\n"
+    ));
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.flaky` failed its `running` gate"),
+        "{err}"
+    );
+    assert!(err.contains("(last exit status 1)"), "{err}");
+    assert!(containers_of(&s.project.0).is_empty());
+}
+
+#[test]
+fn a_health_gate_that_would_wait_for_ever_gives_up_at_the_most_berth_waits() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    // Four billion retries of a probe that never passes: the gate stops at the cap (set to
+    // 3 s here instead of an hour) and rolls back.
+    s.pods(&format!(
+        "  stuck:\n    image: {}\n    env: {{ FAIL_HEALTH: 1 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 4000000000 }}\n",
+        docker::testapp_image()
+    ));
+    let mut child = Berth::new()
+        .dir(s.path())
+        .env("BERTH_MAX_GATE_WAIT", "3s")
+        .args(["apply", "--yes"])
+        .spawn();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the gate was still waiting after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        err.contains("not healthy within 3s, the most berth waits"),
+        "{err}"
+    );
+    assert!(err.contains("answered 503"), "{err}");
+    assert!(containers_of(&s.project.0).is_empty());
+}
+
+/// Id, start time and state of a container: a refused apply must leave all three alone
+/// (a stopped and restarted container keeps its id, not its start time).
+fn started(name: &str) -> String {
+    docker::docker(&[
+        "inspect",
+        "-f",
+        "{{.Id}} {{.State.StartedAt}} {{.State.Running}}",
+        name,
+    ])
+}
+
+#[test]
+fn more_cpus_than_the_engine_has_are_refused_before_the_old_container_is_stopped() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let pod = |version: &str, cpus: &str| {
+        format!(
+            "  api:\n    image: {image}\n    env: {{ VERSION: {version} }}\n    resources: {{ cpus: {cpus} }}\n    update: {{ strategy: recreate }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 10 }}\n"
+        )
+    };
+    s.pods(&pod("v1", "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = started(&s.name("api"));
+    let ncpu = docker::docker(&["info", "--format", "{{.NCPU}}"]);
+    s.pods(&pod("v2", "64"));
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains(&format!(
+            "pod `api` asks for 64 CPUs, but the engine of region `local` has {ncpu}; nothing was changed"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        started(&s.name("api")),
+        before,
+        "the old container was touched"
+    );
+    assert_eq!(containers_of(&s.project.0), [s.name("api")]);
+    assert_eq!(http_get(&s.name("api"), 8080, "/version"), "v1");
+}
+
+#[test]
+fn a_runtime_directory_on_disk_is_refused_before_the_old_container_is_stopped() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let spec = |version: &str| {
+        s.spec(&format!(
+            "identity: ./me.key\nsecrets:\n  token: {{ file: secrets/token.age, min_length: 16 }}\npods:\n  web:\n    image: {image}\n    user: \"1000:1000\"\n    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token }}\n    secrets: [token]\n    update: {{ strategy: recreate }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 10 }}\n"
+        ))
+    };
+    spec("v1");
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(b"a-token-of-enough-length".to_vec())
+        .run()
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = started(&s.name("web"));
+    spec("v2");
+    // A directory on the disk this test runs on (not a tmpfs): decrypted secrets must
+    // never land there.
+    let on_disk = s.path().join("runtime");
+    let r = Berth::new()
+        .dir(s.path())
+        .env("BERTH_RUNTIME_DIR", &on_disk.display().to_string())
+        .args(["apply", "--yes"])
+        .run()
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.web` gets secret files, and this host has nowhere safe to put them"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(
+        started(&s.name("web")),
+        before,
+        "the old container was touched"
+    );
+    assert_eq!(containers_of(&s.project.0), [s.name("web")]);
+    assert_eq!(http_get(&s.name("web"), 8080, "/version"), "v1");
+    // Nothing of the secret reached the disk.
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&on_disk) {
+        found.extend(entries.flatten().map(|e| e.path()));
+    }
+    assert!(found.is_empty(), "{found:?}");
+}

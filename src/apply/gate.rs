@@ -55,30 +55,116 @@ impl Timing {
                 .unwrap_or_default(),
         }
     }
+
+    /// The longest the health gate waits: `start_period + (retries + 1) × (interval +
+    /// timeout)` and 2 s of slack, at most [`max_gate_wait`]. Also whether the cap cut it.
+    pub fn budget(&self, max: Duration) -> (Duration, bool) {
+        let per_try = self.interval.saturating_add(self.timeout);
+        let tries = self.retries.saturating_add(1);
+        let wanted = per_try
+            .checked_mul(tries)
+            .and_then(|d| d.checked_add(self.start_period))
+            .and_then(|d| d.checked_add(Duration::from_secs(2)))
+            .unwrap_or(Duration::MAX);
+        if wanted > max {
+            (max, true)
+        } else {
+            (wanted, false)
+        }
+    }
+}
+
+/// The longest apply waits for one pod's health gate, whatever its `health` allows: an
+/// hour, or `$BERTH_MAX_GATE_WAIT` (a duration such as `10m`).
+pub const ENV_MAX_GATE_WAIT: &str = "BERTH_MAX_GATE_WAIT";
+const DEFAULT_MAX_GATE_WAIT: Duration = Duration::from_secs(3600);
+
+/// [`ENV_MAX_GATE_WAIT`], or an hour when it is unset (or not a duration).
+pub fn max_gate_wait() -> Duration {
+    use crate::spec::units::{DurationKind, UnitKind};
+    std::env::var(ENV_MAX_GATE_WAIT)
+        .ok()
+        .and_then(|v| DurationKind::parse(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_MAX_GATE_WAIT)
+}
+
+/// The failure of a gate that ran out of time.
+fn timed_out(budget: Duration, capped: bool, timing: &Timing) -> GateFailure {
+    use crate::spec::units::format_duration;
+    if capped {
+        let (wanted, _) = timing.budget(Duration::MAX);
+        let wanted = if wanted == Duration::MAX {
+            "for ever".to_owned()
+        } else {
+            format_duration(wanted)
+        };
+        fail(
+            "healthy",
+            format!(
+                "not healthy within {}, the most berth waits for a gate (its `health` would allow {wanted}; ${ENV_MAX_GATE_WAIT} sets the most); shorten `retries`, `interval` or `start_period`",
+                format_duration(budget)
+            ),
+        )
+    } else {
+        fail(
+            "healthy",
+            format!("not healthy within {}", format_duration(budget)),
+        )
+    }
 }
 
 /// How long a container must stay up before "running" passes, without a health check.
 const SETTLE: Duration = Duration::from_millis(1500);
 const POLL: Duration = Duration::from_millis(250);
 
+/// Why the "running" gate failed on one look at a container.
+#[derive(Debug, PartialEq, Eq)]
+enum NotRunning {
+    /// Restarted by its restart policy this many times since it was created.
+    Restarted(i64),
+    /// Stopped (or about to be restarted), with the status it exited with.
+    Stopped(i64),
+}
+
 /// The "running" gate on one look at a container: up, and not restarted by its restart
 /// policy since it was created (a crash between two looks is a crash all the same).
-fn running(state: &crate::engine::docker::ContainerState) -> Result<(), GateFailure> {
+fn running(state: &crate::engine::docker::ContainerState) -> Result<(), NotRunning> {
     if state.restart_count > 0 {
-        Err(fail(
-            "running",
-            format!(
-                "the container exited and was restarted {} time(s) (last exit status {})",
-                state.restart_count, state.exit_code
-            ),
-        ))
+        Err(NotRunning::Restarted(state.restart_count))
     } else if state.running && !state.restarting {
         Ok(())
     } else {
-        Err(fail(
+        Err(NotRunning::Stopped(state.exit_code))
+    }
+}
+
+/// The "running" gate, with the exit status that matters in its message: after a
+/// restart the container's state shows the new run (0 while it runs), so the status of
+/// the exit that caused the restart comes from the engine's events.
+async fn running_gate(
+    engine: &Engine,
+    id: &str,
+    state: &crate::engine::docker::ContainerState,
+) -> Result<(), GateFailure> {
+    match running(state) {
+        Ok(()) => Ok(()),
+        Err(NotRunning::Stopped(code)) => Err(fail(
             "running",
-            format!("the container stopped (exit status {})", state.exit_code),
-        ))
+            format!("the container stopped (exit status {code})"),
+        )),
+        Err(NotRunning::Restarted(count)) => {
+            let status = match engine.last_exit_status(id).await {
+                Ok(Some(code)) => format!("last exit status {code}"),
+                // Between an exit and the restart, the state still holds the status.
+                _ if state.restarting => format!("last exit status {}", state.exit_code),
+                _ => "its exit status is no longer known".to_owned(),
+            };
+            Err(fail(
+                "running",
+                format!("the container exited and was restarted {count} time(s) ({status})"),
+            ))
+        }
     }
 }
 
@@ -90,12 +176,14 @@ pub async fn healthy(
     pod: &Pod,
 ) -> Result<(), GateFailure> {
     let health = pod.health.as_ref().map(|h| &h.value);
+    let timing = Timing::of(pod);
     let Timing {
         interval,
         timeout,
         retries,
         start_period,
-    } = Timing::of(pod);
+    } = timing;
+    let (budget, capped) = timing.budget(max_gate_wait());
     let started = Instant::now();
     let state_of = |id: &str| {
         let id = id.to_owned();
@@ -110,11 +198,9 @@ pub async fn healthy(
     match health {
         Some(h) if h.cmd.is_some() => {
             // The engine runs the command; wait for its verdict within the budget.
-            let budget =
-                start_period + (interval + timeout) * (retries + 1) + Duration::from_secs(2);
             loop {
                 let state = state_of(id).await?;
-                running(&state)?;
+                running_gate(engine, id, &state).await?;
                 match state.health.as_str() {
                     "healthy" => return Ok(()),
                     "unhealthy" => {
@@ -124,7 +210,7 @@ pub async fn healthy(
                         ));
                     }
                     _ if started.elapsed() > budget => {
-                        return Err(fail("healthy", format!("not healthy within {budget:?}")));
+                        return Err(timed_out(budget, capped, &timing));
                     }
                     _ => tokio::time::sleep(POLL).await,
                 }
@@ -134,12 +220,12 @@ pub async fn healthy(
             let probe = h
                 .http
                 .as_ref()
-                .map(|p| (p.port, p.path.clone()))
+                .map(|p| (p.port.value, p.path.clone()))
                 .unwrap_or_default();
             let mut failures = 0;
             loop {
                 let state = state_of(id).await?;
-                running(&state)?;
+                running_gate(engine, id, &state).await?;
                 let Some(ip) = state.addresses.get(network) else {
                     return Err(fail(
                         "healthy",
@@ -159,16 +245,21 @@ pub async fn healthy(
                         return Err(fail("healthy", format!("{why} ({} attempts)", failures)));
                     }
                 }
+                if started.elapsed() > budget {
+                    let mut f = timed_out(budget, capped, &timing);
+                    f.detail.push_str(&format!("; last probe: {why}"));
+                    return Err(f);
+                }
                 tokio::time::sleep(interval.saturating_sub(attempt.elapsed())).await;
             }
         }
         _ => {
             // No health check: the container must stay up for a moment.
             while started.elapsed() < SETTLE {
-                running(&state_of(id).await?)?;
+                running_gate(engine, id, &state_of(id).await?).await?;
                 tokio::time::sleep(POLL).await;
             }
-            running(&state_of(id).await?)
+            running_gate(engine, id, &state_of(id).await?).await
         }
     }
 }
@@ -254,13 +345,13 @@ pub async fn checks(
     };
     for check in &pod.checks {
         let http = &check.value.http;
-        let name = format!("check GET :{}{}", http.port, http.path);
+        let name = format!("check GET :{}{}", http.port.value, http.path);
         let timeout = http
             .max_latency
             .as_ref()
             .and_then(|l| l.get())
             .map_or(CHECK_TIMEOUT, |l| l.max(CHECK_TIMEOUT));
-        let r = get(ip, http.port, &http.path, timeout)
+        let r = get(ip, http.port.value, &http.path, timeout)
             .await
             .map_err(|e| fail(&name, e))?;
         verify(http, &r).map_err(|why| fail(&name, why))?;
@@ -331,9 +422,38 @@ mod tests {
             exit_code: 3,
             ..up.clone()
         };
-        let e = running(&restarted).err().unwrap();
-        assert!(e.detail.contains("restarted 2 time(s)"), "{}", e.detail);
-        assert!(running(&ContainerState::default()).is_err());
+        assert_eq!(running(&restarted), Err(NotRunning::Restarted(2)));
+        assert_eq!(
+            running(&ContainerState::default()),
+            Err(NotRunning::Stopped(0))
+        );
+    }
+
+    #[test]
+    fn a_gates_wait_is_bounded_whatever_its_health_allows() {
+        let max = Duration::from_secs(3600);
+        let t = |interval_ms: u64, retries: u32| Timing {
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_secs(1),
+            retries,
+            start_period: Duration::from_secs(5),
+        };
+        // start_period + (retries + 1) × (interval + timeout) + 2 s.
+        assert_eq!(
+            t(2000, 9).budget(max),
+            (Duration::from_secs(5 + 10 * 3 + 2), false)
+        );
+        // Four billion retries: capped, not for ever.
+        assert_eq!(t(100, u32::MAX).budget(max), (max, true));
+        // Values that overflow a Duration are capped, not a panic.
+        let huge = Timing {
+            interval: Duration::from_secs(u64::MAX / 2),
+            ..t(0, u32::MAX)
+        };
+        assert_eq!(huge.budget(max), (max, true));
+        let f = timed_out(max, true, &huge);
+        assert!(f.detail.contains("not healthy within 1h"), "{}", f.detail);
+        assert!(f.detail.contains("would allow for ever"), "{}", f.detail);
     }
 
     fn check(yaml: &str) -> crate::spec::HttpCheck {

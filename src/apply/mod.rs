@@ -122,6 +122,31 @@ pub enum ApplyError {
     #[error("interrupted (SIGINT or SIGTERM); the steps done so far were undone")]
     #[diagnostic(code(berth::interrupted), help("{report}"))]
     Interrupted { report: String },
+    #[error(
+        "pod `{pod}` asks for {cpus} CPUs, but the engine of region `{region}` has {ncpu}; nothing was changed"
+    )]
+    #[diagnostic(
+        code(berth::too_many_cpus),
+        help(
+            "lower `resources.cpus` of pod `{pod}` to at most {ncpu}, or run it on an engine with more CPUs"
+        )
+    )]
+    TooManyCpus {
+        pod: String,
+        cpus: f64,
+        region: String,
+        ncpu: i64,
+    },
+    #[error(
+        "`{address}` gets secret files, and this host has nowhere safe to put them: {reason}; nothing was changed"
+    )]
+    #[diagnostic(
+        code(berth::runtime_dir),
+        help(
+            "point $BERTH_RUNTIME_DIR at a directory of yours on a tmpfs (e.g. under /dev/shm or $XDG_RUNTIME_DIR), or unset it; or deliver the pod's secrets as env"
+        )
+    )]
+    RuntimeDir { address: String, reason: String },
     #[error("`{address}`: {reason}")]
     #[diagnostic(
         code(berth::secret),
@@ -379,6 +404,7 @@ impl<'a> Run<'a> {
         for c in changes {
             self.refusals(c)?;
         }
+        preflight_host(self.spec, changes, self.engines).await?;
         for c in changes {
             self.names_free(c).await?;
         }
@@ -1384,6 +1410,67 @@ impl<'a> Run<'a> {
 }
 
 use undo::short;
+
+/// The pre-flight of pod changes against their engine and this host: what the engine or
+/// the secrets delivery would otherwise refuse in the middle of an apply, after the old
+/// container was stopped. A CPU limit above the engine's CPU count (`NCPU` of its
+/// `/info`), and secret files with no memory filesystem here to hold them. Run before
+/// anything changes (before a `before_apply` backup too).
+pub async fn preflight_host(
+    spec: &Spec,
+    changes: &[&Change],
+    engines: &HashMap<String, Engine>,
+) -> Result<(), ApplyError> {
+    let mut ncpu: HashMap<&str, i64> = HashMap::new();
+    let regions = spec.region_names();
+    for c in changes {
+        if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
+            continue;
+        }
+        let Some(pod) = spec.pods.get(&c.address.name) else {
+            continue;
+        };
+        let region = c
+            .address
+            .region
+            .as_deref()
+            .or_else(|| regions.first().copied())
+            .unwrap_or_default();
+        let Some(engine) = engines.get(region) else {
+            continue;
+        };
+        if let Some(cpus) = pod.resources.as_ref().and_then(|r| r.cpus.as_ref()) {
+            let n = match ncpu.get(region) {
+                Some(n) => *n,
+                None => {
+                    let n = engine.cpu_count().await?;
+                    ncpu.insert(region, n);
+                    n
+                }
+            };
+            // As the engine compares: in billionths of a CPU (an engine that does not say
+            // how many it has is not second-guessed).
+            if n > 0 && (cpus.value * 1e9) as i64 > n.saturating_mul(1_000_000_000) {
+                return Err(ApplyError::TooManyCpus {
+                    pod: c.address.name.clone(),
+                    cpus: cpus.value,
+                    region: region.to_owned(),
+                    ncpu: n,
+                });
+            }
+        }
+        if engine.is_local()
+            && pod.secrets.iter().any(|s| s.value.env().is_none())
+            && let Err(e) = delivery::root()
+        {
+            return Err(ApplyError::RuntimeDir {
+                address: c.address.to_string(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
 /// rolled back): they live only as long as a container mounts them.

@@ -823,6 +823,54 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// How many CPUs the engine has (`NCPU` of `/info`): the most a container may ask for.
+    pub async fn cpu_count(&self) -> Result<i64, EngineError> {
+        self.count();
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| self.call_error("info", e))?;
+        Ok(info.ncpu.unwrap_or(0))
+    }
+
+    /// The exit status of the container's last exit, from the engine's events (those it
+    /// still holds). After a restart by its policy, the container's own state shows the
+    /// new run (status 0 while it runs); its `die` events keep the status of each exit.
+    pub async fn last_exit_status(&self, id: &str) -> Result<Option<i64>, EngineError> {
+        self.count();
+        let stamp = |t: std::time::SystemTime| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        };
+        let options = bollard::query_parameters::EventsOptions {
+            // Every event the engine holds for this container id (no clock to agree on).
+            since: Some(stamp(std::time::UNIX_EPOCH)),
+            // Up to now: the stream ends instead of waiting for new events.
+            until: Some(stamp(std::time::SystemTime::now())),
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("container".to_owned(), vec![id.to_owned()]),
+                ("event".to_owned(), vec!["die".to_owned()]),
+            ])),
+        };
+        let mut events = self.docker.events(Some(options));
+        let mut last = None;
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| self.call_error("events", e))?;
+            if let Some(code) = event
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("exitCode").and_then(|c| c.parse().ok()))
+            {
+                last = Some(code);
+            }
+        }
+        Ok(last)
+    }
+}
+
 /// `1.41` >= (1, 40)?
 fn api_at_least(api: &str, min: (u32, u32)) -> bool {
     let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));

@@ -9,8 +9,9 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::units::{Unit, UnitKind};
-use super::{NamedMap, Pod, SecretUse, Sp, Spec, Strategy};
+use super::{EnvValue, NamedMap, Pod, SecretUse, Sp, Spec, Strategy};
 use crate::diag::{Diagnostic, Span};
+use crate::secrets::delivery::MOUNT_POINT;
 use crate::secrets::detect::contains_age_secret_key;
 
 /// Runs every structural check.
@@ -39,6 +40,41 @@ pub const MAX_REPLICAS: u32 = 100;
 
 /// Pod names berth reserves for its own containers.
 const RESERVED_POD_NAMES: &[&str] = &["proxy", "berth"];
+
+/// The smallest CPU limit the engine accepts.
+pub const MIN_CPUS: f64 = 0.01;
+
+/// The shortest health `interval`: a probe more often than this is a busy loop.
+pub const MIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether any argument holds a NUL byte (no program can receive one).
+fn has_nul(args: &[String]) -> bool {
+    args.iter().any(|a| a.contains('\0'))
+}
+
+/// A NUL byte in `what`, pointed at `span`.
+fn nul_in(what: &str, span: Span, label: &str) -> Diagnostic {
+    Diagnostic::error("nul-byte", format!("{what} holds a NUL byte"))
+        .at(span, label.to_owned())
+        .help("remove it: a NUL byte cannot reach a program (its arguments and environment end at the first one); binary data belongs in a file or a secret, or base64-encoded")
+}
+
+/// Whether the container path `path` is `dir` or inside it, as the engine reads paths
+/// (`//` and `.` collapsed, `..` resolved, a trailing `/` ignored).
+fn is_under(path: &str, dir: &str) -> bool {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let clean = format!("/{}", parts.join("/"));
+    clean == dir || clean.starts_with(&format!("{dir}/"))
+}
 
 struct Checker<'a> {
     spec: &'a Spec,
@@ -489,14 +525,23 @@ impl Checker<'_> {
                     .help("add `image: NAME:TAG` or `build: { context: ./dir }`"),
                 ),
                 (Some(img), None)
-                    if img.value.trim().is_empty() || img.value.contains(char::is_whitespace) =>
+                    if img.value.trim().is_empty()
+                        || img.value.contains(char::is_whitespace)
+                        || img.value.contains(char::is_control) =>
                 {
                     self.push(
                         Diagnostic::error(
                             "invalid-image",
-                            format!("`{}` is not an image reference", img.value),
+                            format!("`{}` is not an image reference", img.value.escape_debug()),
                         )
-                        .at(img.span, "invalid image")
+                        .at(
+                            img.span,
+                            if img.value.contains('\0') {
+                                "holds a NUL byte"
+                            } else {
+                                "invalid image"
+                            },
+                        )
                         .help("write `name:tag` or `registry/name:tag`, e.g. `postgres:17.2`"),
                     )
                 }
@@ -584,15 +629,15 @@ impl Checker<'_> {
             self.pod_ports(name, pod);
             if let Some(res) = &pod.resources {
                 if let Some(c) = &res.cpus
-                    && !(c.value > 0.0 && c.value <= 1024.0)
+                    && !(c.value >= MIN_CPUS && c.value <= 1024.0)
                 {
                     self.push(
                         Diagnostic::error(
                             "invalid-cpus",
                             format!("`cpus: {}` is not a CPU limit", c.value),
                         )
-                        .at(c.span, "must be more than 0")
-                        .help("give cores as a number, e.g. `0.5` or `2`"),
+                        .at(c.span, format!("must be from {MIN_CPUS} to 1024"))
+                        .help("give cores as a number, e.g. `0.5` or `2` (the engine's own CPU count is checked by apply)"),
                     );
                 }
                 if let Some(m) = &res.memory {
@@ -637,12 +682,47 @@ impl Checker<'_> {
                         self.unit(u, field);
                     }
                 }
+                if let Some(iv) = &h.value.interval
+                    && let Some(d) = iv.get()
+                    && d < MIN_HEALTH_INTERVAL
+                {
+                    self.push(
+                        Diagnostic::error(
+                            "health-interval-too-short",
+                            format!(
+                                "health `interval: {}` is shorter than {}ms",
+                                iv.raw.value,
+                                MIN_HEALTH_INTERVAL.as_millis()
+                            ),
+                        )
+                        .at(iv.raw.span, "too short")
+                        .help(format!(
+                            "probe at most every {}ms, e.g. `interval: 500ms` or `2s`",
+                            MIN_HEALTH_INTERVAL.as_millis()
+                        )),
+                    );
+                }
                 if h.value.retries == Some(0) {
                     self.push(
                         Diagnostic::error("zero-retries", "health `retries: 0` never passes")
                             .at(h.span, "in this health check")
                             .help("give at least 1 retry"),
                     );
+                }
+                if let Some(http) = &h.value.http {
+                    self.probe_port(&http.port, "health `http.port`");
+                }
+                if h.value.cmd.as_ref().is_some_and(|c| has_nul(c)) {
+                    self.push(nul_in("health `cmd`", h.span, "in this health check"));
+                }
+            }
+            for (list, field) in [(&pod.command, "command"), (&pod.entrypoint, "entrypoint")] {
+                if list.as_ref().is_some_and(|c| has_nul(c)) {
+                    self.push(nul_in(
+                        &format!("pod `{}`'s `{field}`", name.value),
+                        name.span,
+                        &format!("its `{field}`"),
+                    ));
                 }
             }
             if let Some(u) = &pod.update
@@ -661,6 +741,7 @@ impl Checker<'_> {
             }
             for check in &pod.checks {
                 let http = &check.value.http;
+                self.probe_port(&http.port, "check `http.port`");
                 if let Some(j) = &http.expect_json
                     && !(j.pointer.value.is_empty() || j.pointer.value.starts_with('/'))
                 {
@@ -755,8 +836,36 @@ impl Checker<'_> {
 
     fn pod_env(&mut self, pod: &Pod) {
         self.map_env_names(&pod.env);
+        self.env_values(&pod.env, "env");
         if let Some(b) = &pod.build {
             self.map_env_names(&b.value.args);
+            self.env_values(&b.value.args, "build arg");
+        }
+    }
+
+    /// No value holds a NUL byte: a process cannot receive one in its environment (or a
+    /// build in an argument), so the engine would refuse it in the middle of an apply.
+    fn env_values(&mut self, env: &NamedMap<Sp<EnvValue>>, what: &str) {
+        for e in env.iter() {
+            if e.item.value.0.contains('\0') {
+                // Never quote the value: it may be a credential.
+                self.push(nul_in(
+                    &format!("{what} `{}`", e.name.value),
+                    e.item.span,
+                    "a NUL byte in this value",
+                ));
+            }
+        }
+    }
+
+    /// A probe's container port: 1-65535.
+    fn probe_port(&mut self, port: &Sp<u16>, what: &str) {
+        if port.value == 0 {
+            self.push(
+                Diagnostic::error("invalid-port", format!("{what} is 0"))
+                    .at(port.span, "not a port")
+                    .help("give the port the container listens on, 1-65535, e.g. `8080`"),
+            );
         }
     }
 
@@ -789,6 +898,9 @@ impl Checker<'_> {
         let spec = self.spec;
         let mut named = Vec::new();
         let mut targets: HashMap<&str, Span> = HashMap::new();
+        // berth mounts the pod's secret files there; the engine refuses a second mount at
+        // that place (or one inside a read-only mount) in the middle of an apply.
+        let secret_file = pod.secrets.iter().find(|s| s.value.env().is_none());
         for m in &pod.volumes {
             match Mount::parse(&m.value) {
                 Err(why) => self.push(
@@ -803,6 +915,21 @@ impl Checker<'_> {
                             let sp = Sp::new(mount.source.to_owned(), m.span);
                             self.unknown("volume", &sp, spec.volumes.names(), "volumes");
                         }
+                    }
+                    if let Some(secret) = secret_file
+                        && is_under(mount.target, MOUNT_POINT)
+                    {
+                        self.push(
+                            Diagnostic::error(
+                                "reserved-mount",
+                                format!("`{}` is where berth puts the pod's secrets", mount.target),
+                            )
+                            .at(m.span, format!("a mount at or inside `{MOUNT_POINT}`"))
+                            .related(secret.span, format!("delivered as a file under `{MOUNT_POINT}`"))
+                            .help(format!(
+                                "mount it elsewhere (e.g. `/run/app`), or deliver the secret as env (`{{ name: NAME, env: VAR }}`); `{MOUNT_POINT}` is berth's in a pod with secret files"
+                            )),
+                        );
                     }
                     if let Some(first) = targets.insert(mount.target, m.span) {
                         self.push(
@@ -1391,7 +1518,22 @@ impl PortMapping {
                 Ok(n) => Ok(n),
             }
         };
-        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        // `[v6]` in brackets (exactly one pair), or a bare address as the engine reads it.
+        let ip = match (ip.strip_prefix('['), ip.ends_with(']')) {
+            (Some(inner), true) => {
+                let inner = &inner[..inner.len() - 1];
+                if inner.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!("`{ip}` is not an IPv6 address in brackets"));
+                }
+                inner
+            }
+            (None, false) => ip,
+            _ => {
+                return Err(format!(
+                    "`{ip}` has an unpaired bracket (write `[::1]:8080:80`)"
+                ));
+            }
+        };
         if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
             return Err(format!("`{ip}` is not an IP address"));
         }
@@ -1525,6 +1667,8 @@ mod tests {
             (p.ip.as_str(), p.container, p.protocol.as_str()),
             ("127.0.0.1", 80, "udp")
         );
+        assert_eq!(PortMapping::parse("[::1]:17002:80").unwrap().ip, "::1");
+        assert_eq!(PortMapping::parse("::1:17002:80").unwrap().ip, "::1");
         for bad in [
             "80",
             "0:80",
@@ -1532,8 +1676,33 @@ mod tests {
             "x:80",
             "8080:80/sctp",
             "300.1.1.1:1:2",
+            "[::1:17002:80",
+            "::1]:17002:80",
+            "[127.0.0.1]:17002:80",
+            "[[::1]]:17002:80",
         ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn container_paths_under_a_directory() {
+        for yes in [
+            "/run/secrets",
+            "/run/secrets/",
+            "/run//secrets",
+            "/run/./secrets/x",
+            "/run/x/../secrets",
+        ] {
+            assert!(is_under(yes, "/run/secrets"), "{yes}");
+        }
+        for no in [
+            "/run",
+            "/run/secrets-x",
+            "/run/secrets/..",
+            "/srv/run/secrets",
+        ] {
+            assert!(!is_under(no, "/run/secrets"), "{no}");
         }
     }
 

@@ -382,7 +382,7 @@ impl JsonSchema for EnvValue {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    /// CPU limit in cores, e.g. `0.5` or `2`.
+    /// CPU limit in cores, e.g. `0.5` or `2`: from 0.01 to the engine's CPU count.
     #[serde(default)]
     pub cpus: Option<Sp<f64>>,
     /// Memory limit, e.g. `512MiB`.
@@ -420,6 +420,7 @@ pub struct Health {
     /// HTTP GET against the container, made by berth; 2xx is healthy.
     #[serde(default)]
     pub http: Option<HttpProbe>,
+    /// Time between probes: at least `100ms` (default `2s`).
     #[serde(default)]
     pub interval: Option<Duration>,
     #[serde(default)]
@@ -433,7 +434,8 @@ pub struct Health {
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbe {
-    pub port: u16,
+    /// The container port to GET (1-65535).
+    pub port: Sp<u16>,
     #[serde(default = "default_path")]
     pub path: String,
 }
@@ -478,7 +480,8 @@ pub struct Check {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheck {
-    pub port: u16,
+    /// The container port to GET (1-65535).
+    pub port: Sp<u16>,
     #[serde(default = "default_path")]
     pub path: String,
     /// Expected status (default: any 2xx).

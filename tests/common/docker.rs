@@ -186,11 +186,20 @@ pub fn testapp_context() -> &'static std::path::Path {
     })
 }
 
-/// The test app as a `FROM scratch` image, built once per test process.
+/// The test app as a `FROM scratch` image, built once per test process. Its tag names its
+/// source, so that test runs of different versions of it on one engine (two checkouts)
+/// never run each other's.
 pub fn testapp_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let tag = "berth-testapp:test".to_owned();
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for file in ["main.rs", "Dockerfile"] {
+            std::fs::read(super::repo().join("fixtures/images/testapp").join(file))
+                .expect("test app source")
+                .hash(&mut h);
+        }
+        let tag = format!("berth-testapp:{:016x}", h.finish());
         docker(&[
             "build",
             "-q",
