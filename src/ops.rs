@@ -474,6 +474,8 @@ fn observe_secret_files(
     }
 }
 
+use crate::state::journal::Kind;
+
 impl Session {
     /// Loads the spec, takes the lock (when asked), checks for an interrupted apply, reads
     /// the local facts (build contexts, secret files), connects to every region's engine,
@@ -497,10 +499,14 @@ impl Session {
                 "took over a stale lock left by {l}, which is no longer running"
             ));
         }
-        if let Some(m) = crate::state::journal::read(&state)? {
+        for kind in [Kind::Apply, Kind::Restore] {
+            let Some(m) = crate::state::journal::read_kind(&state, kind)? else {
+                continue;
+            };
             let held = crate::state::lock::holder(&state).filter(|_| lock.is_none());
             match held {
-                // Someone is applying right now: this read-only plan may be out of date.
+                // Someone is applying (or restoring) right now: this read-only plan may be
+                // out of date. A restore's own apply (bringing its pods back) is one too.
                 Some(h) => notes.push(format!("an apply is in progress: {h}")),
                 None => {
                     return Err(OpError::Interrupted {
@@ -664,6 +670,7 @@ impl Session {
                 from_revision: from,
                 revision: from + 1,
                 at: crate::state::now(),
+                restore: None,
             },
         )?;
         let interrupted = std::sync::atomic::AtomicBool::new(false);
@@ -862,6 +869,12 @@ impl Session {
             .or_else(|| self.spec.notify.as_ref().map(|n| n.value.clone()))
     }
 
+    /// The command this session's apply is recorded as (in the journal and the revision),
+    /// when it is not the one that took the lock: a restore bringing its pods back.
+    pub fn set_command(&mut self, command: String) {
+        self.command = command;
+    }
+
     /// The lock this session holds, if any (released when the session is dropped).
     pub fn holds_lock(&self) -> bool {
         self.lock.is_some()
@@ -869,7 +882,7 @@ impl Session {
 }
 
 /// What an unfinished journal says, for the diagnostic.
-fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
+pub(crate) fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
     let what = match &m.begin {
         Some(crate::state::journal::Record::Begin {
             command,
@@ -1017,118 +1030,238 @@ pub struct Recovered {
     pub lines: Vec<String>,
     /// The interrupted apply had passed its gates: it was finished, not undone.
     pub finished_commit: bool,
+    /// An interrupted restore was rolled back: its backup name and the id it was putting
+    /// back (for `--forward`).
+    pub restore: Option<(String, String)>,
     /// There was nothing to recover.
     pub nothing: bool,
 }
 
-/// `berth recover`: finishes the journal an interrupted apply left. Before its commit, the
-/// recorded undos are carried out (newest first): the last revision is back. After its
-/// commit (every gate had passed), the removals it announced are finished: the new
-/// revision stays.
+/// Applies a recorded revision again, through its gates, recorded as `command`: the pods a
+/// restore removed come back. The caller holds the project's lock.
+pub fn reapply(
+    spec_path: &Path,
+    state_dir: Option<&Path>,
+    revision: u64,
+    command: &str,
+) -> Result<(), OpError> {
+    let opts = Opts {
+        state_dir: state_dir.map(Path::to_path_buf),
+        lock: None,
+        lock_wait: None,
+        revision: Some(revision),
+    };
+    let mut session = Session::open(spec_path, Goal::Spec, &opts)?;
+    session.set_command(command.to_owned());
+    session.preflight()?;
+    session.apply(crate::apply::Options::default(), &mut |e| {
+        eprintln!("{}", e.message)
+    })?;
+    Ok(())
+}
+
+/// Where an unwind applies a revision again (a restore's `Reapply`).
+pub struct UnwindCtx<'a> {
+    pub spec_path: &'a Path,
+    pub state_dir: Option<&'a Path>,
+    /// What the revision applied again is recorded as.
+    pub command: &'a str,
+}
+
+/// Carries out a journal's pending undos, newest first, each journaled (started, then
+/// finished or failed): the one unwind of an interrupted apply (in `recover`) and of a
+/// restore (failed, or interrupted). A `Reapply` applies its revision again; the helper
+/// containers a backup or restore left are removed. Says what it did, and whether
+/// everything was undone (the journal is the caller's to end).
+pub fn unwind(
+    runtime: &tokio::runtime::Runtime,
+    journal: &mut crate::state::journal::Journal,
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    project: &str,
+    ctx: &UnwindCtx<'_>,
+) -> Result<(Vec<String>, bool), OpError> {
+    use crate::apply::Undo;
+    use crate::state::journal::{Record, UndoState};
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for (id, u) in journal.machine().pending_undos() {
+        journal.append(Record::UndoState {
+            id,
+            state: UndoState::UndoStarted,
+        })?;
+        let (what, r) = match &u {
+            Undo::Reapply { revision } => (
+                format!("applied revision {revision} again"),
+                reapply(ctx.spec_path, ctx.state_dir, *revision, ctx.command)
+                    .map_err(|e| e.to_string()),
+            ),
+            _ => runtime.block_on(crate::apply::undo::perform(engines, project, &u)),
+        };
+        journal.append(Record::UndoState {
+            id,
+            state: if r.is_ok() {
+                UndoState::UndoFinished
+            } else {
+                UndoState::UndoFailed
+            },
+        })?;
+        match r {
+            Ok(()) => lines.push(format!("  rolled back {what}")),
+            Err(e) => {
+                ok = false;
+                lines.push(format!("  could NOT roll back {what}: {e}"));
+            }
+        }
+    }
+    runtime.block_on(async {
+        for (region, engine) in engines {
+            match crate::backup::ops::sweep_helpers(engine, project).await {
+                Ok(0) => {}
+                Ok(n) => lines.push(format!(
+                    "  removed {n} helper container(s) in `{region}` a backup or restore left"
+                )),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!(
+                        "  could NOT remove the helper containers in `{region}`: {e}"
+                    ));
+                }
+            }
+        }
+        crate::apply::sweep_deliveries(engines, project).await;
+    });
+    Ok((lines, ok))
+}
+
+/// `berth recover`: finishes the journals an interrupted apply or restore left. An apply's
+/// first: before its commit, the recorded undos are carried out (newest first) and the last
+/// revision is back; after its commit (every gate had passed), the removals it announced
+/// are finished and the new revision stays. Then a restore's: its undos put the safety
+/// copy back and apply the last revision again (the data from before the restore).
 pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpError> {
-    use crate::state::journal::{Journal, Outcome, Record, UndoState};
+    use crate::state::journal::{Journal, Outcome, Record};
     let valid = load_valid(path)?;
     let project = valid.spec.project.value.clone();
     let state = crate::state::StateDir::locate(&project, state_dir);
     let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
-    let Some(mut journal) = Journal::resume(&state)? else {
+    let applying = Journal::resume(&state)?;
+    let restoring = Journal::resume_kind(&state, Kind::Restore)?;
+    if applying.is_none() && restoring.is_none() {
         return Ok(Recovered {
             lines: Vec::new(),
             finished_commit: false,
+            restore: None,
             nothing: true,
         });
-    };
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(OpError::Runtime)?;
     let (engines, _) = runtime.block_on(observe_engines(&valid.spec))?;
-    let machine = journal.machine().clone();
     let mut lines = Vec::new();
-    let mut failed = false;
-    let finished_commit = machine.commit.is_some();
-    runtime.block_on(async {
-        if let Some(items) = &machine.commit {
-            for item in items {
-                let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
-                match r {
-                    Ok(()) => lines.push(format!("  removed {what}")),
-                    Err(e) => {
-                        failed = true;
-                        lines.push(format!("  could NOT remove {what}: {e}"));
+    let mut finished_commit = false;
+    let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let ctx = UnwindCtx {
+        spec_path: &spec_path,
+        state_dir,
+        command: "berth recover",
+    };
+    if let Some(mut journal) = applying {
+        let machine = journal.machine().clone();
+        finished_commit = machine.commit.is_some() && restoring.is_none();
+        let failed = if let Some(items) = &machine.commit {
+            let mut failed = false;
+            runtime.block_on(async {
+                for item in items {
+                    let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
+                    match r {
+                        Ok(()) => lines.push(format!("  removed {what}")),
+                        Err(e) => {
+                            failed = true;
+                            lines.push(format!("  could NOT remove {what}: {e}"));
+                        }
                     }
                 }
-            }
+                crate::apply::sweep_deliveries(&engines, &project).await;
+            });
+            failed
         } else {
-            for (id, u) in machine.pending_undos() {
-                journal.append(Record::UndoState {
-                    id,
-                    state: UndoState::UndoStarted,
-                })?;
-                let (what, r) = crate::apply::undo::perform(&engines, &project, &u).await;
-                journal.append(Record::UndoState {
-                    id,
-                    state: if r.is_ok() {
-                        UndoState::UndoFinished
-                    } else {
-                        UndoState::UndoFailed
-                    },
-                })?;
-                match r {
-                    Ok(()) => lines.push(format!("  rolled back {what}")),
-                    Err(e) => {
-                        failed = true;
-                        lines.push(format!("  could NOT roll back {what}: {e}"));
-                    }
-                }
-            }
+            let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
+            lines.extend(done);
+            !ok
+        };
+        if failed {
+            return Err(OpError::Interrupted {
+                project,
+                detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
+            });
         }
-        crate::apply::sweep_deliveries(&engines, &project).await;
-        Ok::<(), OpError>(())
-    })?;
-    if failed {
-        return Err(OpError::Interrupted {
-            project,
-            detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
-        });
+        // An apply that had passed its gates is a revision: record it as the apply would
+        // have.
+        if machine.commit.is_some()
+            && let Some(Record::Begin {
+                command,
+                spec,
+                spec_sha256,
+                spec_text,
+                revision,
+                ..
+            }) = &machine.begin
+            && !spec_text.is_empty()
+            && crate::state::revisions::latest(&state)? < *revision
+            && let Some(applied) =
+                crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
+        {
+            let images = runtime.block_on(deployed_images(&applied, &engines))?;
+            crate::state::revisions::record(
+                &state,
+                &crate::state::revisions::Revision {
+                    revision: *revision,
+                    at: crate::state::now(),
+                    who: crate::state::who(),
+                    command: format!("{command} (finished by berth recover)"),
+                    spec_path: spec.clone(),
+                    spec_sha256: spec_sha256.clone(),
+                    spec_text: spec_text.clone(),
+                    images,
+                    secrets: Default::default(),
+                    summary: Default::default(),
+                    destroyed: command == "berth destroy",
+                },
+            )?;
+            lines.push(format!("  recorded revision {revision}"));
+        }
+        journal.end(Outcome::Recovered)?;
     }
-    // An apply that had passed its gates is a revision: record it as the apply would have.
-    if finished_commit
-        && let Some(Record::Begin {
+    let mut restore = None;
+    if let Some(mut journal) = restoring {
+        let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
+        lines.extend(done);
+        if !ok {
+            return Err(OpError::Interrupted {
+                project,
+                detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
+            });
+        }
+        if let Some(Record::Begin {
             command,
-            spec,
-            spec_sha256,
-            spec_text,
-            revision,
+            restore: Some(id),
             ..
-        }) = &machine.begin
-        && !spec_text.is_empty()
-        && crate::state::revisions::latest(&state)? < *revision
-        && let Some(applied) = crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
-    {
-        let images = runtime.block_on(deployed_images(&applied, &engines))?;
-        crate::state::revisions::record(
-            &state,
-            &crate::state::revisions::Revision {
-                revision: *revision,
-                at: crate::state::now(),
-                who: crate::state::who(),
-                command: format!("{command} (finished by berth recover)"),
-                spec_path: spec.clone(),
-                spec_sha256: spec_sha256.clone(),
-                spec_text: spec_text.clone(),
-                images,
-                secrets: Default::default(),
-                summary: Default::default(),
-                destroyed: command == "berth destroy",
-            },
-        )?;
-        lines.push(format!("  recorded revision {revision}"));
+        }) = &journal.machine().begin
+        {
+            let name = command
+                .strip_prefix("berth backup restore ")
+                .unwrap_or_default()
+                .to_owned();
+            restore = Some((name, id.clone()));
+        }
+        journal.end(Outcome::Recovered)?;
     }
-    journal.end(Outcome::Recovered)?;
     Ok(Recovered {
         lines,
         finished_commit,
+        restore,
         nothing: false,
     })
 }
