@@ -567,7 +567,8 @@ impl Session {
             Goal::Nothing => Vec::new(),
         };
         if let Some(r) = &revision {
-            pin_images(&mut desired, r, &observed);
+            let now = runtime.block_on(resolve_images(&desired, &valid.spec, &engines));
+            pin_images(&mut desired, r, &observed, &now);
         }
         let graph = ResourceGraph::new(desired)?;
         if goal == Goal::Spec {
@@ -903,12 +904,44 @@ pub(crate) fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
     format!("{what}, stopped {phase}")
 }
 
+/// The image id each pod's reference (its `image`, or the tag of its `build`) names on its
+/// engine now, by address; a reference that is not there is left out.
+async fn resolve_images(
+    desired: &[crate::graph::Resource],
+    spec: &Spec,
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+) -> std::collections::HashMap<String, String> {
+    let primary = spec.region_names()[0].to_owned();
+    let mut out = std::collections::HashMap::new();
+    for r in desired
+        .iter()
+        .filter(|r| r.address.kind == crate::graph::Kind::Pod)
+    {
+        let Some(reference) = r.attrs.get("build.image").or_else(|| r.attrs.get("image")) else {
+            continue;
+        };
+        let region = r.address.region.clone().unwrap_or_else(|| primary.clone());
+        let Some(engine) = engines.get(&region) else {
+            continue;
+        };
+        if let Ok(true) = engine.image_present(reference).await
+            && let Ok(id) = engine.image_id(reference).await
+        {
+            out.insert(r.address.to_string(), id);
+        }
+    }
+    out
+}
+
 /// Pins every pod of a revision to the image id it ran, where the live container runs
-/// another (or none): the same bits as then, whatever the tag points at now.
+/// another (or none): the same bits as then, whatever the tag points at now. Where the
+/// spec's reference still names those very bits (`now`), it stays as it is, so that the
+/// pod is labelled exactly as an apply of the spec labels it (no needless replace after).
 fn pin_images(
     desired: &mut [crate::graph::Resource],
     revision: &crate::state::revisions::Revision,
     observed: &ObservedState,
+    now: &std::collections::HashMap<String, String>,
 ) {
     for r in desired
         .iter_mut()
@@ -935,6 +968,9 @@ fn pin_images(
                     r.attrs.insert(field.to_owned(), v.clone());
                 }
             }
+            // No container (a restore removed it), or another one: the spec's reference
+            // still names the recorded bits.
+            _ if now.get(&r.address.to_string()) == Some(id) => {}
             _ => {
                 r.attrs.insert(field.to_owned(), id.clone());
             }
