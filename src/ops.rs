@@ -347,12 +347,28 @@ pub struct Opts {
     pub revision: Option<u64>,
 }
 
+/// The spec of the latest applied revision (none before the first apply, or after a
+/// destroy).
+fn applied_spec(state: &crate::state::StateDir) -> Option<Spec> {
+    let latest = crate::state::revisions::latest(state).ok()?;
+    if latest == 0 {
+        return None;
+    }
+    let r = crate::state::revisions::load(state, latest).ok()?;
+    if r.destroyed {
+        return None;
+    }
+    crate::spec::load::load_str(Path::new(&r.spec_path), r.spec_text).spec
+}
+
 /// Backups are a store directory and schedule units on this machine: each one the spec
 /// declares is observed as configured when something of it exists, with its drift. A
 /// scheduled backup whose newest verified copy is older than twice its period is an RPO at
-/// risk, said as a warning.
+/// risk, said as a warning. What is only in the spec (`before_apply`) is observed as the
+/// last applied revision had it, so that turning it on or off is a planned update.
 fn observe_backups(
     spec: &Spec,
+    state: &crate::state::StateDir,
     spec_path: &Path,
     spec_dir: &Path,
     graph: &ResourceGraph,
@@ -362,6 +378,7 @@ fn observe_backups(
     use crate::backup::schedule;
     use crate::graph::Kind;
     observed.unobserved.retain(|k| *k != Kind::Backup);
+    let applied = applied_spec(state);
     for r in graph.in_order() {
         if r.address.kind != Kind::Backup {
             continue;
@@ -372,9 +389,16 @@ fn observe_backups(
         let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
         let units = schedule::units(spec, spec_path, &r.address.name, backup);
         if let Some(drift) = schedule::observe(&store, units.as_deref()) {
+            let mut attrs = r.attrs.clone();
+            if let Some(was) = applied
+                .as_ref()
+                .and_then(|a| a.backups.get(&r.address.name))
+            {
+                attrs.insert("before_apply".into(), was.before_apply.to_string());
+            }
             observed.resources.push(crate::observe::ObservedResource {
                 address: r.address.clone(),
-                attrs: r.attrs.clone(),
+                attrs,
                 depends_on: r.depends_on.clone(),
                 drift,
                 id: None,
@@ -575,6 +599,7 @@ impl Session {
             observe_secret_files(&graph, &secrets, &mut observed);
             observe_backups(
                 &valid.spec,
+                &state,
                 &spec_path,
                 &spec_dir,
                 &graph,
@@ -650,7 +675,9 @@ impl Session {
             let backups =
                 crate::backup::ops::Backups::open(&self.spec_path, Some(&self.state.path))?;
             for name in before {
-                let (m, _) = backups.run(&name, false)?;
+                let (m, _) = backups
+                    .run(&name, false)
+                    .map_err(|e| before_apply_failed(&name, e))?;
                 progress(&crate::apply::Event {
                     address: Some(format!("backup.{name}")),
                     status: crate::apply::Status::Done,
@@ -880,6 +907,24 @@ impl Session {
     pub fn holds_lock(&self) -> bool {
         self.lock.is_some()
     }
+}
+
+/// A backup taken before an apply (`before_apply: true`) that failed: the error says so,
+/// and that the apply changed nothing.
+fn before_apply_failed(name: &str, e: OpError) -> OpError {
+    let why = match e {
+        OpError::Backup(crate::backup::BackupError::Failed { why, .. }) => why,
+        other => other.to_string(),
+    };
+    OpError::Backup(crate::backup::BackupError::Failed {
+        name: name.to_owned(),
+        why: format!(
+            "the backup this apply takes first (`before_apply: true`) failed, so the apply stopped before any change: {why}"
+        ),
+        help: format!(
+            "fix the backup (`berth backup run {name}` shows the same), or set `before_apply: false` to apply without it"
+        ),
+    })
 }
 
 /// What an unfinished journal says, for the diagnostic.

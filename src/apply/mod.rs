@@ -788,7 +788,7 @@ impl<'a> Run<'a> {
                     })?;
                 self.done(c, format!("- {address}: {what}"));
             }
-            (Kind::Backup, Action::Create | Action::Heal) => {
+            (Kind::Backup, Action::Create | Action::Heal | Action::Update) => {
                 let what =
                     self.set_up_backup(&c.address.name)
                         .map_err(|reason| ApplyError::Failed {
