@@ -387,7 +387,16 @@ fn observe_backups(
             continue;
         };
         let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
-        let units = schedule::units(spec, spec_path, &r.address.name, backup);
+        let units = schedule::units(
+            spec,
+            spec_path,
+            &r.address.name,
+            backup,
+            &schedule::RunAs {
+                state_dir: &state.path,
+                identity: &crate::secrets::files::identity_path(spec, spec_dir),
+            },
+        );
         if let Some(drift) = schedule::observe(&store, units.as_deref()) {
             let mut attrs = r.attrs.clone();
             if let Some(was) = applied
@@ -710,6 +719,7 @@ impl Session {
             observed: &self.observed,
             engines: &self.engines,
             secrets: &self.secrets,
+            state_dir: &self.state.path,
             journal,
             interrupted: &interrupted,
         };
