@@ -320,6 +320,8 @@ fn recover_forward_finishes_an_interrupted_restore() {
     );
     assert!(killed(&r), "not killed: {}", r.stderr());
     s.berth(&["plan"]).code(5);
+    // A (scheduled) backup would save the emptied volume: refused too.
+    s.berth(&["backup", "run", "data"]).code(5);
     let r = s.berth(&["recover", "--forward"]).code(0);
     assert!(r.stderr().contains(&backup), "{}", r.stderr());
     assert_eq!(s.volume_tree(), backup_tree);
@@ -663,4 +665,32 @@ fn the_backup_timer_unit_runs_by_hand_with_the_state_dir_and_identity_of_the_app
     plan.code(0);
     let _ = std::fs::remove_file(&unit);
     let _ = std::fs::remove_file(unit.with_extension("timer"));
+}
+
+#[test]
+fn a_helper_container_left_behind_is_removed_by_the_next_backup_run() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", docker::testapp_image()));
+    s.berth(&["apply", "--yes"]).code(0);
+    // What a backup killed while reading the volume leaves: a helper that mounts it.
+    let volume = format!("{}-data", s.project());
+    docker(&[
+        "create",
+        "--name",
+        &format!("{}-berth-backup-0a0b0c", s.project()),
+        "--label",
+        &format!("io.berth.project={}", s.project()),
+        "--label",
+        "io.berth.helper=backup",
+        "--mount",
+        &format!("type=volume,source={volume},target=/volume"),
+        docker::testapp_image(),
+    ]);
+    assert_eq!(s.helpers().len(), 1);
+    s.berth(&["backup", "run", "data"]).code(0);
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }

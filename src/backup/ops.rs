@@ -86,7 +86,7 @@ impl Backups {
     }
 
     /// Removes the helper containers a killed backup or restore left (under the lock).
-    fn sweep_helpers(&self) -> Result<(), OpError> {
+    pub fn sweep_helpers(&self) -> Result<(), OpError> {
         let project = self.spec.project.value.as_str();
         self.runtime.block_on(async {
             for engine in self.engines.values() {
@@ -226,6 +226,19 @@ impl Backups {
                 }
             },
         ))
+    }
+
+    /// A backup's start (under the lock): refused while a restore is unfinished (the
+    /// volume may be empty or half-restored until `berth recover`); the helper containers a
+    /// killed backup or restore left are removed.
+    pub fn ready_for_backup(&self) -> Result<(), OpError> {
+        if let Some(m) = crate::state::journal::read_kind(&self.state, Kind::Restore)? {
+            return Err(OpError::Interrupted {
+                project: self.spec.project.value.clone(),
+                detail: crate::ops::interrupted_detail(&m),
+            });
+        }
+        self.sweep_helpers()
     }
 
     /// The identity that decrypts backups, or why there is none.
