@@ -551,4 +551,30 @@ mod tests {
         assert!(read(&dir).unwrap().is_none());
         assert!(dir.file(LAST).exists());
     }
+
+    #[test]
+    fn a_journal_ended_but_not_set_aside_blocks_no_new_one_and_kinds_are_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().to_path_buf(),
+        };
+        // Killed between `end` and the rename: the file is there, and ended.
+        let mut j = Journal::begin(&dir, begin()).unwrap();
+        j.append(Record::End {
+            outcome: Outcome::Applied,
+        })
+        .unwrap();
+        drop(j);
+        assert!(dir.file(FILE).exists());
+        assert!(read(&dir).unwrap().is_none());
+        let j = Journal::begin(&dir, begin()).expect("an ended journal blocks nothing");
+        // A restore's journal is a file of its own, read apart.
+        let r = Journal::begin_kind(&dir, Kind::Restore, begin()).unwrap();
+        assert!(read_kind(&dir, Kind::Restore).unwrap().is_some());
+        r.end(Outcome::RolledBack).unwrap();
+        assert!(read_kind(&dir, Kind::Restore).unwrap().is_none());
+        assert!(read(&dir).unwrap().is_some());
+        j.end(Outcome::Applied).unwrap();
+        assert!(dir.file(Kind::Restore.last()).exists());
+    }
 }
