@@ -54,6 +54,23 @@ impl Scene {
         self.inner.path()
     }
 
+    /// Not `berth-PROJECT-*`: the project's cleanup removes those images by id, and this
+    /// one's id is the shared test app's.
+    fn own_tag(&self) -> String {
+        format!("berth-restore-test-{}:test", self.project())
+    }
+
+    /// The test app under a tag of this project's own (untagged on drop): the
+    /// shared `berth-testapp:test` is built again by other test processes, and a tag that
+    /// moves would be a real change to the pods.
+    fn image(&self) -> String {
+        let shared = docker::testapp_image();
+        let id = docker(&["image", "inspect", "-f", "{{.Id}}", shared]);
+        let own = self.own_tag();
+        docker(&["tag", &id, &own]);
+        own
+    }
+
     fn project(&self) -> &str {
         &self.inner.project.0
     }
@@ -151,6 +168,25 @@ impl Scene {
 impl Drop for Scene {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.store);
+        // The containers go first (the project does it again), then the tag alone: never
+        // the image by id, which other tests share.
+        let filter = format!("label=io.berth.project={}", self.project());
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["rmi", &self.own_tag()])
+            .output();
     }
 }
 
@@ -248,7 +284,7 @@ fn a_volume_restore_killed_at_any_boundary_is_recovered_to_the_data_from_before(
         return;
     }
     let s = Scene::new();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", docker::testapp_image()));
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
     s.berth(&["apply", "--yes"]).code(0);
     s.put(&[("a.txt", "old a\n"), ("nested/b.txt", "old b\n")]);
     s.berth(&["backup", "run", "data"]).code(0);
@@ -315,7 +351,7 @@ fn recover_forward_finishes_an_interrupted_restore() {
         return;
     }
     let s = Scene::new();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", docker::testapp_image()));
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
     s.berth(&["apply", "--yes"]).code(0);
     s.put(&[("a.txt", "old a\n")]);
     s.berth(&["backup", "run", "data"]).code(0);
@@ -361,7 +397,7 @@ backups:
     source: {{ path: {} }}
     store: STORE
 ",
-            docker::testapp_image(),
+            &s.image(),
             dir.display()
         ),
     );
@@ -419,13 +455,26 @@ fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
         return;
     }
     let s = Scene::new();
-    let context = docker::testapp_context();
+    // A context of its own (its image id is not the shared test app's, which the project's
+    // cleanup would remove with it).
+    let context = s.path().join("app");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::copy(
+        docker::testapp_context().join("testapp"),
+        context.join("testapp"),
+    )
+    .unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\nENTRYPOINT [\"/testapp\"]\n",
+            s.project()
+        ),
+    )
+    .unwrap();
     s.spec(
         true,
-        &VOLUME_SPEC.replace(
-            "image: IMAGE",
-            &format!("build: {{ context: {} }}", context.display()),
-        ),
+        &VOLUME_SPEC.replace("image: IMAGE", "build: { context: ./app }"),
     );
     s.berth(&["apply", "--yes"]).code(0);
     s.put(&[("a.txt", "a\n")]);
@@ -459,7 +508,10 @@ fn a_volume_backup_works_with_an_image_that_has_no_default_command() {
     .unwrap();
     std::fs::write(
         context.join("Dockerfile"),
-        "FROM scratch\nCOPY testapp /testapp\n",
+        format!(
+            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\n",
+            s.project()
+        ),
     )
     .unwrap();
     let spec = VOLUME_SPEC
@@ -505,12 +557,10 @@ fn a_failed_before_apply_backup_names_itself_and_changes_nothing() {
         return;
     }
     let s = Scene::new();
-    let spec = VOLUME_SPEC
-        .replace("IMAGE", docker::testapp_image())
-        .replace(
-            "    source: { volume: data }\n",
-            "    source: { volume: data }\n    before_apply: true\n",
-        );
+    let spec = VOLUME_SPEC.replace("IMAGE", &s.image()).replace(
+        "    source: { volume: data }\n",
+        "    source: { volume: data }\n    before_apply: true\n",
+    );
     s.spec(true, &spec);
     s.berth(&["apply", "--yes"]).code(0);
     let id = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
@@ -536,7 +586,7 @@ fn turning_before_apply_on_or_off_is_a_planned_update_of_the_backup() {
         return;
     }
     let s = Scene::new();
-    let off = VOLUME_SPEC.replace("IMAGE", docker::testapp_image());
+    let off = VOLUME_SPEC.replace("IMAGE", &s.image());
     let on = off.replace(
         "    source: { volume: data }\n",
         "    source: { volume: data }\n    before_apply: true\n",
@@ -603,7 +653,7 @@ fn the_backup_timer_unit_runs_by_hand_with_the_state_dir_and_identity_of_the_app
     let state = s.path().join("state");
     s.state_dir = Some(state.clone());
     let spec = VOLUME_SPEC
-        .replace("IMAGE", docker::testapp_image())
+        .replace("IMAGE", &s.image())
         .replace(
             "    source: { volume: data }\n",
             "    source: { volume: data }\n    schedule: daily\n",
@@ -681,7 +731,8 @@ fn a_helper_container_left_behind_is_removed_by_the_next_backup_run() {
         return;
     }
     let s = Scene::new();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", docker::testapp_image()));
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
     s.berth(&["apply", "--yes"]).code(0);
     // What a backup killed while reading the volume leaves: a helper that mounts it.
     let volume = format!("{}-data", s.project());
@@ -695,7 +746,7 @@ fn a_helper_container_left_behind_is_removed_by_the_next_backup_run() {
         "io.berth.helper=backup",
         "--mount",
         &format!("type=volume,source={volume},target=/volume"),
-        docker::testapp_image(),
+        &image,
     ]);
     assert_eq!(s.helpers().len(), 1);
     s.berth(&["backup", "run", "data"]).code(0);
