@@ -70,19 +70,24 @@ impl Backups {
     /// pending (`berth recover` first); the helper containers a killed backup or restore
     /// left are removed.
     fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
-        use crate::state::journal::{Kind, read_kind};
         let project = &self.spec.project.value;
         let lock = crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
+        self.refuse_if_interrupted()?;
+        self.sweep_helpers()?;
+        Ok(lock)
+    }
+
+    /// Refuses while an apply or a restore is unfinished (`berth recover` first).
+    fn refuse_if_interrupted(&self) -> Result<(), OpError> {
         for kind in [Kind::Apply, Kind::Restore] {
-            if let Some(m) = read_kind(&self.state, kind)? {
+            if let Some(m) = crate::state::journal::read_kind(&self.state, kind)? {
                 return Err(OpError::Interrupted {
-                    project: project.clone(),
+                    project: self.spec.project.value.clone(),
                     detail: crate::ops::interrupted_detail(&m),
                 });
             }
         }
-        self.sweep_helpers()?;
-        Ok(lock)
+        Ok(())
     }
 
     /// Removes the helper containers a killed backup or restore left (under the lock).
@@ -668,6 +673,9 @@ impl Backups {
         spec_path: &Path,
     ) -> Result<Restored, OpError> {
         let backup = self.get(name)?;
+        // Before anything is read (listing a volume mounts it in a helper): an unfinished
+        // apply or restore is recovered first. Checked again under the lock.
+        self.refuse_if_interrupted()?;
         if backup.source.value.exec.is_some() {
             return self.restore_exec(name, id, dry_run);
         }
