@@ -349,14 +349,31 @@ pub struct Opts {
     pub revision: Option<u64>,
 }
 
+/// The spec of the latest applied revision (none before the first apply, or after a
+/// destroy).
+fn applied_spec(state: &crate::state::StateDir) -> Option<Spec> {
+    let latest = crate::state::revisions::latest(state).ok()?;
+    if latest == 0 {
+        return None;
+    }
+    let r = crate::state::revisions::load(state, latest).ok()?;
+    if r.destroyed {
+        return None;
+    }
+    crate::spec::load::load_str(Path::new(&r.spec_path), r.spec_text).spec
+}
+
 /// Backups are a store directory and schedule units on this machine: each one the spec
 /// declares is observed as configured when something of it exists, with its drift. A
 /// scheduled backup whose newest verified copy is older than twice its period is an RPO at
 /// risk, said as a warning. A store berth may not use (a directory it did not make, that is
 /// not empty or not the user's; one that leads to a refused place) is a pre-flight problem,
 /// at the store's span: apply refuses it before the first change, and never chmods it.
+/// What is only in the spec (`before_apply`) is observed as the last applied revision had
+/// it, so that turning it on or off is a planned update.
 fn observe_backups(
     spec: &Spec,
+    state: &crate::state::StateDir,
     spec_path: &Path,
     spec_dir: &Path,
     graph: &ResourceGraph,
@@ -367,6 +384,7 @@ fn observe_backups(
     use crate::backup::schedule;
     use crate::graph::Kind;
     observed.unobserved.retain(|k| *k != Kind::Backup);
+    let applied = applied_spec(state);
     for r in graph.in_order() {
         if r.address.kind != Kind::Backup {
             continue;
@@ -385,11 +403,27 @@ fn observe_backups(
                 .help("give `store:` a directory of berth's own: one that does not exist yet (berth makes it), or an empty one of yours"),
             );
         }
-        let units = schedule::units(spec, spec_path, &r.address.name, backup);
+        let units = schedule::units(
+            spec,
+            spec_path,
+            &r.address.name,
+            backup,
+            &schedule::RunAs {
+                state_dir: &state.path,
+                identity: &crate::secrets::files::identity_path(spec, spec_dir),
+            },
+        );
         if let Some(drift) = schedule::observe(&store, units.as_deref()) {
+            let mut attrs = r.attrs.clone();
+            if let Some(was) = applied
+                .as_ref()
+                .and_then(|a| a.backups.get(&r.address.name))
+            {
+                attrs.insert("before_apply".into(), was.before_apply.to_string());
+            }
             observed.resources.push(crate::observe::ObservedResource {
                 address: r.address.clone(),
-                attrs: r.attrs.clone(),
+                attrs,
                 depends_on: r.depends_on.clone(),
                 drift,
                 id: None,
@@ -526,6 +560,8 @@ fn hold_unusable_secrets(
     }
 }
 
+use crate::state::journal::Kind;
+
 impl Session {
     /// Loads the spec, takes the lock (when asked), checks for an interrupted apply, reads
     /// the local facts (build contexts, secret files), connects to every region's engine,
@@ -549,10 +585,14 @@ impl Session {
                 "took over a stale lock left by {l}, which is no longer running"
             ));
         }
-        if let Some(m) = crate::state::journal::read(&state)? {
+        for kind in [Kind::Apply, Kind::Restore] {
+            let Some(m) = crate::state::journal::read_kind(&state, kind)? else {
+                continue;
+            };
             let held = crate::state::lock::holder(&state).filter(|_| lock.is_none());
             match held {
-                // Someone is applying right now: this read-only plan may be out of date.
+                // Someone is applying (or restoring) right now: this read-only plan may be
+                // out of date. A restore's own apply (bringing its pods back) is one too.
                 Some(h) => notes.push(format!("an apply is in progress: {h}")),
                 None => {
                     return Err(OpError::Interrupted {
@@ -613,7 +653,8 @@ impl Session {
             Goal::Nothing => Vec::new(),
         };
         if let Some(r) = &revision {
-            pin_images(&mut desired, r, &observed);
+            let now = runtime.block_on(resolve_images(&desired, &valid.spec, &engines));
+            pin_images(&mut desired, r, &observed, &now);
         }
         let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
         hold_unusable_secrets(&mut desired, &observed, &unusable);
@@ -623,6 +664,7 @@ impl Session {
             observe_secret_files(&graph, &secrets, &mut observed);
             observe_backups(
                 &valid.spec,
+                &state,
                 &spec_path,
                 &spec_dir,
                 &graph,
@@ -710,7 +752,9 @@ impl Session {
             let backups =
                 crate::backup::ops::Backups::open(&self.spec_path, Some(&self.state.path))?;
             for name in before {
-                let (m, _) = backups.run(&name, false)?;
+                let (m, _) = backups
+                    .run(&name, false)
+                    .map_err(|e| before_apply_failed(&name, e))?;
                 progress(&crate::apply::Event {
                     address: Some(format!("backup.{name}")),
                     status: crate::apply::Status::Done,
@@ -731,6 +775,7 @@ impl Session {
                 from_revision: from,
                 revision: from + 1,
                 at: crate::state::now(),
+                restore: None,
             },
         )?;
         let interrupted = std::sync::atomic::AtomicBool::new(false);
@@ -742,6 +787,7 @@ impl Session {
             observed: &self.observed,
             engines: &self.engines,
             secrets: &self.secrets,
+            state_dir: &self.state.path,
             journal,
             interrupted: &interrupted,
         };
@@ -929,14 +975,38 @@ impl Session {
             .or_else(|| self.spec.notify.as_ref().map(|n| n.value.clone()))
     }
 
+    /// The command this session's apply is recorded as (in the journal and the revision),
+    /// when it is not the one that took the lock: a restore bringing its pods back.
+    pub fn set_command(&mut self, command: String) {
+        self.command = command;
+    }
+
     /// The lock this session holds, if any (released when the session is dropped).
     pub fn holds_lock(&self) -> bool {
         self.lock.is_some()
     }
 }
 
+/// A backup taken before an apply (`before_apply: true`) that failed: the error says so,
+/// and that the apply changed nothing.
+fn before_apply_failed(name: &str, e: OpError) -> OpError {
+    let why = match e {
+        OpError::Backup(crate::backup::BackupError::Failed { why, .. }) => why,
+        other => other.to_string(),
+    };
+    OpError::Backup(crate::backup::BackupError::Failed {
+        name: name.to_owned(),
+        why: format!(
+            "the backup this apply takes first (`before_apply: true`) failed, so the apply stopped before any change: {why}"
+        ),
+        help: format!(
+            "fix the backup (`berth backup run {name}` shows the same), or set `before_apply: false` to apply without it"
+        ),
+    })
+}
+
 /// What an unfinished journal says, for the diagnostic.
-fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
+pub(crate) fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
     let what = match &m.begin {
         Some(crate::state::journal::Record::Begin {
             command,
@@ -957,12 +1027,44 @@ fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
     format!("{what}, stopped {phase}")
 }
 
+/// The image id each pod's reference (its `image`, or the tag of its `build`) names on its
+/// engine now, by address; a reference that is not there is left out.
+async fn resolve_images(
+    desired: &[crate::graph::Resource],
+    spec: &Spec,
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+) -> std::collections::HashMap<String, String> {
+    let primary = spec.region_names()[0].to_owned();
+    let mut out = std::collections::HashMap::new();
+    for r in desired
+        .iter()
+        .filter(|r| r.address.kind == crate::graph::Kind::Pod)
+    {
+        let Some(reference) = r.attrs.get("build.image").or_else(|| r.attrs.get("image")) else {
+            continue;
+        };
+        let region = r.address.region.clone().unwrap_or_else(|| primary.clone());
+        let Some(engine) = engines.get(&region) else {
+            continue;
+        };
+        if let Ok(true) = engine.image_present(reference).await
+            && let Ok(id) = engine.image_id(reference).await
+        {
+            out.insert(r.address.to_string(), id);
+        }
+    }
+    out
+}
+
 /// Pins every pod of a revision to the image id it ran, where the live container runs
-/// another (or none): the same bits as then, whatever the tag points at now.
+/// another (or none): the same bits as then, whatever the tag points at now. Where the
+/// spec's reference still names those very bits (`now`), it stays as it is, so that the
+/// pod is labelled exactly as an apply of the spec labels it (no needless replace after).
 fn pin_images(
     desired: &mut [crate::graph::Resource],
     revision: &crate::state::revisions::Revision,
     observed: &ObservedState,
+    now: &std::collections::HashMap<String, String>,
 ) {
     for r in desired
         .iter_mut()
@@ -989,6 +1091,9 @@ fn pin_images(
                     r.attrs.insert(field.to_owned(), v.clone());
                 }
             }
+            // No container (a restore removed it), or another one: the spec's reference
+            // still names the recorded bits.
+            _ if now.get(&r.address.to_string()) == Some(id) => {}
             _ => {
                 r.attrs.insert(field.to_owned(), id.clone());
             }
@@ -1084,118 +1189,238 @@ pub struct Recovered {
     pub lines: Vec<String>,
     /// The interrupted apply had passed its gates: it was finished, not undone.
     pub finished_commit: bool,
+    /// An interrupted restore was rolled back: its backup name and the id it was putting
+    /// back (for `--forward`).
+    pub restore: Option<(String, String)>,
     /// There was nothing to recover.
     pub nothing: bool,
 }
 
-/// `berth recover`: finishes the journal an interrupted apply left. Before its commit, the
-/// recorded undos are carried out (newest first): the last revision is back. After its
-/// commit (every gate had passed), the removals it announced are finished: the new
-/// revision stays.
+/// Applies a recorded revision again, through its gates, recorded as `command`: the pods a
+/// restore removed come back. The caller holds the project's lock.
+pub fn reapply(
+    spec_path: &Path,
+    state_dir: Option<&Path>,
+    revision: u64,
+    command: &str,
+) -> Result<(), OpError> {
+    let opts = Opts {
+        state_dir: state_dir.map(Path::to_path_buf),
+        lock: None,
+        lock_wait: None,
+        revision: Some(revision),
+    };
+    let mut session = Session::open(spec_path, Goal::Spec, &opts)?;
+    session.set_command(command.to_owned());
+    session.preflight()?;
+    session.apply(crate::apply::Options::default(), &mut |e| {
+        eprintln!("{}", e.message)
+    })?;
+    Ok(())
+}
+
+/// Where an unwind applies a revision again (a restore's `Reapply`).
+pub struct UnwindCtx<'a> {
+    pub spec_path: &'a Path,
+    pub state_dir: Option<&'a Path>,
+    /// What the revision applied again is recorded as.
+    pub command: &'a str,
+}
+
+/// Carries out a journal's pending undos, newest first, each journaled (started, then
+/// finished or failed): the one unwind of an interrupted apply (in `recover`) and of a
+/// restore (failed, or interrupted). A `Reapply` applies its revision again; the helper
+/// containers a backup or restore left are removed. Says what it did, and whether
+/// everything was undone (the journal is the caller's to end).
+pub fn unwind(
+    runtime: &tokio::runtime::Runtime,
+    journal: &mut crate::state::journal::Journal,
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    project: &str,
+    ctx: &UnwindCtx<'_>,
+) -> Result<(Vec<String>, bool), OpError> {
+    use crate::apply::Undo;
+    use crate::state::journal::{Record, UndoState};
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for (id, u) in journal.machine().pending_undos() {
+        journal.append(Record::UndoState {
+            id,
+            state: UndoState::UndoStarted,
+        })?;
+        let (what, r) = match &u {
+            Undo::Reapply { revision } => (
+                format!("applied revision {revision} again"),
+                reapply(ctx.spec_path, ctx.state_dir, *revision, ctx.command)
+                    .map_err(|e| e.to_string()),
+            ),
+            _ => runtime.block_on(crate::apply::undo::perform(engines, project, &u)),
+        };
+        journal.append(Record::UndoState {
+            id,
+            state: if r.is_ok() {
+                UndoState::UndoFinished
+            } else {
+                UndoState::UndoFailed
+            },
+        })?;
+        match r {
+            Ok(()) => lines.push(format!("  rolled back {what}")),
+            Err(e) => {
+                ok = false;
+                lines.push(format!("  could NOT roll back {what}: {e}"));
+            }
+        }
+    }
+    runtime.block_on(async {
+        for (region, engine) in engines {
+            match crate::backup::ops::sweep_helpers(engine, project).await {
+                Ok(0) => {}
+                Ok(n) => lines.push(format!(
+                    "  removed {n} helper container(s) in `{region}` a backup or restore left"
+                )),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!(
+                        "  could NOT remove the helper containers in `{region}`: {e}"
+                    ));
+                }
+            }
+        }
+        crate::apply::sweep_deliveries(engines, project).await;
+    });
+    Ok((lines, ok))
+}
+
+/// `berth recover`: finishes the journals an interrupted apply or restore left. An apply's
+/// first: before its commit, the recorded undos are carried out (newest first) and the last
+/// revision is back; after its commit (every gate had passed), the removals it announced
+/// are finished and the new revision stays. Then a restore's: its undos put the safety
+/// copy back and apply the last revision again (the data from before the restore).
 pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpError> {
-    use crate::state::journal::{Journal, Outcome, Record, UndoState};
+    use crate::state::journal::{Journal, Outcome, Record};
     let valid = load_valid(path)?;
     let project = valid.spec.project.value.clone();
     let state = crate::state::StateDir::locate(&project, state_dir);
     let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
-    let Some(mut journal) = Journal::resume(&state)? else {
+    let applying = Journal::resume(&state)?;
+    let restoring = Journal::resume_kind(&state, Kind::Restore)?;
+    if applying.is_none() && restoring.is_none() {
         return Ok(Recovered {
             lines: Vec::new(),
             finished_commit: false,
+            restore: None,
             nothing: true,
         });
-    };
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(OpError::Runtime)?;
     let (engines, _) = runtime.block_on(observe_engines(&valid.spec))?;
-    let machine = journal.machine().clone();
     let mut lines = Vec::new();
-    let mut failed = false;
-    let finished_commit = machine.commit.is_some();
-    runtime.block_on(async {
-        if let Some(items) = &machine.commit {
-            for item in items {
-                let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
-                match r {
-                    Ok(()) => lines.push(format!("  removed {what}")),
-                    Err(e) => {
-                        failed = true;
-                        lines.push(format!("  could NOT remove {what}: {e}"));
+    let mut finished_commit = false;
+    let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let ctx = UnwindCtx {
+        spec_path: &spec_path,
+        state_dir,
+        command: "berth recover",
+    };
+    if let Some(mut journal) = applying {
+        let machine = journal.machine().clone();
+        finished_commit = machine.commit.is_some() && restoring.is_none();
+        let failed = if let Some(items) = &machine.commit {
+            let mut failed = false;
+            runtime.block_on(async {
+                for item in items {
+                    let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
+                    match r {
+                        Ok(()) => lines.push(format!("  removed {what}")),
+                        Err(e) => {
+                            failed = true;
+                            lines.push(format!("  could NOT remove {what}: {e}"));
+                        }
                     }
                 }
-            }
+                crate::apply::sweep_deliveries(&engines, &project).await;
+            });
+            failed
         } else {
-            for (id, u) in machine.pending_undos() {
-                journal.append(Record::UndoState {
-                    id,
-                    state: UndoState::UndoStarted,
-                })?;
-                let (what, r) = crate::apply::undo::perform(&engines, &project, &u).await;
-                journal.append(Record::UndoState {
-                    id,
-                    state: if r.is_ok() {
-                        UndoState::UndoFinished
-                    } else {
-                        UndoState::UndoFailed
-                    },
-                })?;
-                match r {
-                    Ok(()) => lines.push(format!("  rolled back {what}")),
-                    Err(e) => {
-                        failed = true;
-                        lines.push(format!("  could NOT roll back {what}: {e}"));
-                    }
-                }
-            }
+            let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
+            lines.extend(done);
+            !ok
+        };
+        if failed {
+            return Err(OpError::Interrupted {
+                project,
+                detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
+            });
         }
-        crate::apply::sweep_deliveries(&engines, &project).await;
-        Ok::<(), OpError>(())
-    })?;
-    if failed {
-        return Err(OpError::Interrupted {
-            project,
-            detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
-        });
+        // An apply that had passed its gates is a revision: record it as the apply would
+        // have.
+        if machine.commit.is_some()
+            && let Some(Record::Begin {
+                command,
+                spec,
+                spec_sha256,
+                spec_text,
+                revision,
+                ..
+            }) = &machine.begin
+            && !spec_text.is_empty()
+            && crate::state::revisions::latest(&state)? < *revision
+            && let Some(applied) =
+                crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
+        {
+            let images = runtime.block_on(deployed_images(&applied, &engines))?;
+            crate::state::revisions::record(
+                &state,
+                &crate::state::revisions::Revision {
+                    revision: *revision,
+                    at: crate::state::now(),
+                    who: crate::state::who(),
+                    command: format!("{command} (finished by berth recover)"),
+                    spec_path: spec.clone(),
+                    spec_sha256: spec_sha256.clone(),
+                    spec_text: spec_text.clone(),
+                    images,
+                    secrets: Default::default(),
+                    summary: Default::default(),
+                    destroyed: command == "berth destroy",
+                },
+            )?;
+            lines.push(format!("  recorded revision {revision}"));
+        }
+        journal.end(Outcome::Recovered)?;
     }
-    // An apply that had passed its gates is a revision: record it as the apply would have.
-    if finished_commit
-        && let Some(Record::Begin {
+    let mut restore = None;
+    if let Some(mut journal) = restoring {
+        let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
+        lines.extend(done);
+        if !ok {
+            return Err(OpError::Interrupted {
+                project,
+                detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
+            });
+        }
+        if let Some(Record::Begin {
             command,
-            spec,
-            spec_sha256,
-            spec_text,
-            revision,
+            restore: Some(id),
             ..
-        }) = &machine.begin
-        && !spec_text.is_empty()
-        && crate::state::revisions::latest(&state)? < *revision
-        && let Some(applied) = crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
-    {
-        let images = runtime.block_on(deployed_images(&applied, &engines))?;
-        crate::state::revisions::record(
-            &state,
-            &crate::state::revisions::Revision {
-                revision: *revision,
-                at: crate::state::now(),
-                who: crate::state::who(),
-                command: format!("{command} (finished by berth recover)"),
-                spec_path: spec.clone(),
-                spec_sha256: spec_sha256.clone(),
-                spec_text: spec_text.clone(),
-                images,
-                secrets: Default::default(),
-                summary: Default::default(),
-                destroyed: command == "berth destroy",
-            },
-        )?;
-        lines.push(format!("  recorded revision {revision}"));
+        }) = &journal.machine().begin
+        {
+            let name = command
+                .strip_prefix("berth backup restore ")
+                .unwrap_or_default()
+                .to_owned();
+            restore = Some((name, id.clone()));
+        }
+        journal.end(Outcome::Recovered)?;
     }
-    journal.end(Outcome::Recovered)?;
     Ok(Recovered {
         lines,
         finished_commit,
+        restore,
         nothing: false,
     })
 }

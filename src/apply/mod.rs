@@ -234,6 +234,7 @@ struct Run<'a> {
     /// The identity and the secret files as found, updated as apply re-encrypts them.
     secrets: &'a Inspection,
     secret_files: RefCell<BTreeMap<String, FileFacts>>,
+    state_dir: &'a Path,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -249,6 +250,8 @@ pub struct Inputs<'a> {
     pub engines: &'a HashMap<String, Engine>,
     /// The identity and secret files, as read before planning.
     pub secrets: &'a Inspection,
+    /// The project's state directory (written into the units of scheduled backups).
+    pub state_dir: &'a Path,
     /// The journal of this apply, begun by the caller.
     pub journal: Journal,
     /// Set when the process is asked to stop.
@@ -270,6 +273,7 @@ pub async fn apply(
         observed,
         engines,
         secrets,
+        state_dir,
         journal,
         interrupted,
     } = inputs;
@@ -291,6 +295,7 @@ pub async fn apply(
         progress: RefCell::new(progress),
         secrets,
         secret_files: RefCell::new(secrets.files.clone()),
+        state_dir,
     };
     let changes: Vec<&Change> = plan
         .changes
@@ -823,7 +828,7 @@ impl<'a> Run<'a> {
                     })?;
                 self.done(c, format!("- {address}: {what}"));
             }
-            (Kind::Backup, Action::Create | Action::Heal) => {
+            (Kind::Backup, Action::Create | Action::Heal | Action::Update) => {
                 let what = self.set_up_backup(&c.address.name).map_err(|reason| {
                     ApplyError::BackupSetUp {
                         address: address.clone(),
@@ -924,7 +929,11 @@ impl<'a> Run<'a> {
         let (_, done) =
             crate::backup::store::LocalStore::set_up(&store).map_err(|e| e.to_string())?;
         let mut what = format!("store {} {done}", store.display());
-        let Some(units) = schedule::units(self.spec, self.spec_path, name, backup) else {
+        let run_as = schedule::RunAs {
+            state_dir: self.state_dir,
+            identity: &self.secrets.identity_path,
+        };
+        let Some(units) = schedule::units(self.spec, self.spec_path, name, backup, &run_as) else {
             return Ok(what);
         };
         let dir = schedule::unit_dir();

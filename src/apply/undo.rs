@@ -4,7 +4,7 @@
 //! happened (the process may have died between writing the record and mutating): removing
 //! what is not there, or renaming a container to the name it has, does nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,42 @@ pub enum Undo {
         new_id: String,
         old_id: String,
         name: String,
+    },
+    /// A container about to be stopped by a restore: start it again, if it still exists
+    /// (the restore may have removed it since; `Reapply` then brings its pod back).
+    StartContainer {
+        region: String,
+        id: String,
+    },
+    /// A volume about to be emptied by a restore: the safety copy goes back into it (the
+    /// containers that mount it removed, the volume made again with these labels, the
+    /// copy unpacked into it through a helper container made from `image`).
+    RefillVolume {
+        region: String,
+        volume: String,
+        labels: BTreeMap<String, String>,
+        image: String,
+        /// The safety copy: its store, backup name and id, and the identity that opens it.
+        store: PathBuf,
+        backup: String,
+        id: String,
+        identity: PathBuf,
+    },
+    /// A host directory about to be emptied by a restore: the safety copy goes back (the
+    /// project's containers that bind-mount it, in `region`, stopped first).
+    RefillPath {
+        region: String,
+        path: PathBuf,
+        store: PathBuf,
+        backup: String,
+        id: String,
+        identity: PathBuf,
+    },
+    /// The pods of a restored volume about to be removed: the recorded revision is applied
+    /// again (after the undos recorded after this one: the data is back first). Carried out
+    /// by `ops::unwind`, which can open a session; [`perform`] refuses it.
+    Reapply {
+        revision: u64,
     },
 }
 
@@ -211,6 +247,86 @@ pub async fn perform(
         Undo::RestoreMode { path, mode } => (
             format!("on this machine: mode {mode:04o} of {}", path.display()),
             crate::fsutil::set_mode(path, *mode).map_err(|e| e.to_string()),
+        ),
+        Undo::StartContainer { region, id } => {
+            let r = async {
+                let e = engine(engines, region)?;
+                match e.name_of(id).await.map_err(|x| x.to_string())? {
+                    // Removed since: the pod comes back by `Reapply`.
+                    None => Ok(()),
+                    Some(_) => e.start(id).await.map_err(|x| x.to_string()),
+                }
+            }
+            .await;
+            (format!("{}: started {} again", at(region), short(id)), r)
+        }
+        Undo::RefillVolume {
+            region,
+            volume,
+            labels,
+            image,
+            store,
+            backup,
+            id,
+            identity,
+        } => {
+            let from = crate::backup::ops::BackupRef {
+                store: store.clone(),
+                name: backup.clone(),
+                id: id.clone(),
+                identity: identity.clone(),
+            };
+            let r = match engine(engines, region) {
+                Ok(e) => {
+                    crate::backup::ops::refill_volume(e, project, volume, labels, image, &from)
+                        .await
+                }
+                Err(x) => Err(x),
+            };
+            (
+                format!(
+                    "{}: volume {volume} holds the safety copy {id} again",
+                    at(region)
+                ),
+                r,
+            )
+        }
+        Undo::RefillPath {
+            region,
+            path,
+            store,
+            backup,
+            id,
+            identity,
+        } => {
+            let from = crate::backup::ops::BackupRef {
+                store: store.clone(),
+                name: backup.clone(),
+                id: id.clone(),
+                identity: identity.clone(),
+            };
+            let r = async {
+                // Its users stop first (the undo records before this one start them again).
+                let e = engine(engines, region)?;
+                for c in e.containers(project).await.map_err(|x| x.to_string())? {
+                    if c.state == "running" && crate::backup::ops::binds(&c.binds, path) {
+                        e.stop(&c.id).await.map_err(|x| x.to_string())?;
+                    }
+                }
+                crate::backup::ops::refill_path(path, &from)
+            }
+            .await;
+            (
+                format!(
+                    "on this machine: {} holds the safety copy {id} again",
+                    path.display()
+                ),
+                r,
+            )
+        }
+        Undo::Reapply { revision } => (
+            format!("applied revision {revision} again"),
+            Err("this undo is carried out by the caller, with a session".into()),
         ),
     }
 }

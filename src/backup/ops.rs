@@ -13,10 +13,12 @@ use futures_util::StreamExt;
 
 use super::store::{LocalStore, Store};
 use super::{BackupError, MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
+use crate::apply::Undo;
 use crate::engine::{Engine, labels};
 use crate::ops::OpError;
 use crate::secrets::age::Identity;
 use crate::spec::{Backup, Consistency, Spec};
+use crate::state::journal::{Journal, Kind, Outcome, Record, StepState};
 
 /// A spec's backups on this machine: the spec, its engines, the identity.
 pub struct Backups {
@@ -64,17 +66,184 @@ impl Backups {
         })
     }
 
-    /// A restore's start: the project's lock, then a safety copy of what is there now.
-    fn lock_and_safety_copy(
-        &self,
-        name: &str,
-        lines: &mut Vec<String>,
-    ) -> Result<(crate::state::lock::Lock, Manifest), OpError> {
+    /// A restore's start: the project's lock; no interrupted apply or restore may be
+    /// pending (`berth recover` first); the helper containers a killed backup or restore
+    /// left are removed.
+    fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
         let project = &self.spec.project.value;
         let lock = crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
-        let (safety, _) = self.run(name, true)?;
-        lines.push(format!("safety copy taken: {}", safety.id));
-        Ok((lock, safety))
+        self.refuse_if_interrupted()?;
+        self.sweep_helpers()?;
+        Ok(lock)
+    }
+
+    /// Refuses while an apply or a restore is unfinished (`berth recover` first).
+    fn refuse_if_interrupted(&self) -> Result<(), OpError> {
+        for kind in [Kind::Apply, Kind::Restore] {
+            if let Some(m) = crate::state::journal::read_kind(&self.state, kind)? {
+                return Err(OpError::Interrupted {
+                    project: self.spec.project.value.clone(),
+                    detail: crate::ops::interrupted_detail(&m),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the helper containers a killed backup or restore left (under the lock).
+    pub fn sweep_helpers(&self) -> Result<(), OpError> {
+        let project = self.spec.project.value.as_str();
+        self.runtime.block_on(async {
+            for engine in self.engines.values() {
+                sweep_helpers(engine, project).await?;
+            }
+            Ok::<_, OpError>(())
+        })
+    }
+
+    /// The journal of a restore, begun: its undo records say how to put back what was
+    /// there, for a failure here or for `berth recover` after a crash.
+    fn begin_restore(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        spec_path: &Path,
+        latest: u64,
+    ) -> Result<Journal, OpError> {
+        let spec = std::path::absolute(spec_path).unwrap_or_else(|_| spec_path.to_path_buf());
+        Ok(Journal::begin_kind(
+            &self.state,
+            Kind::Restore,
+            Record::Begin {
+                command: format!("berth backup restore {name}"),
+                project: self.spec.project.value.clone(),
+                spec: spec.display().to_string(),
+                spec_sha256: String::new(),
+                spec_text: String::new(),
+                from_revision: latest,
+                revision: latest + 1,
+                at: crate::state::now(),
+                restore: Some(manifest.id.clone()),
+            },
+        )?)
+    }
+
+    /// A journaled step: started, then succeeded or failed.
+    fn step<T>(
+        &self,
+        journal: &mut Journal,
+        address: &str,
+        f: impl FnOnce() -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        journal.append(Record::Step {
+            address: address.to_owned(),
+            state: StepState::Started,
+        })?;
+        let r = f();
+        journal.append(Record::Step {
+            address: address.to_owned(),
+            state: if r.is_ok() {
+                StepState::Succeeded
+            } else {
+                StepState::Failed
+            },
+        })?;
+        r
+    }
+
+    /// The safety copy of what is there now (a journaled step).
+    fn safety_copy(&self, journal: &mut Journal, name: &str) -> Result<Manifest, OpError> {
+        self.step(journal, "restore.safety", || {
+            self.run(name, true).map(|(m, _)| m)
+        })
+    }
+
+    /// Where backup `id` of `name` is, and what opens it.
+    fn backup_ref(&self, name: &str, id: &str) -> Result<BackupRef, OpError> {
+        Ok(BackupRef {
+            store: self.store(self.get(name)?)?.root,
+            name: name.to_owned(),
+            id: id.to_owned(),
+            identity: self.identity(name)?.path.clone(),
+        })
+    }
+
+    /// A restore's end: the journal ends when it went through; otherwise it is unwound
+    /// (the safety copy back, the pods as they were), and the error says what happened.
+    fn finish_restore(
+        &self,
+        mut journal: Journal,
+        name: &str,
+        forward: Result<Manifest, OpError>,
+        spec_path: &Path,
+        state_dir: Option<&Path>,
+    ) -> Result<Manifest, OpError> {
+        let e = match forward {
+            Ok(safety) => {
+                journal.end(Outcome::Applied)?;
+                return Ok(safety);
+            }
+            Err(e) => e,
+        };
+        let why = match e {
+            OpError::Backup(BackupError::Failed { why, .. }) => why,
+            other => other.to_string(),
+        };
+        let safety = journal
+            .machine()
+            .undos
+            .iter()
+            .find_map(|(_, u, _)| match u {
+                Undo::RefillVolume { id, .. } | Undo::RefillPath { id, .. } => Some(id.clone()),
+                _ => None,
+            });
+        let command = format!("berth backup restore {name}");
+        let ctx = crate::ops::UnwindCtx {
+            spec_path,
+            state_dir,
+            command: &command,
+        };
+        let (lines, ok) = crate::ops::unwind(
+            &self.runtime,
+            &mut journal,
+            &self.engines,
+            &self.spec.project.value,
+            &ctx,
+        )?;
+        if !ok {
+            // The journal stays open: plan and apply refuse until `berth recover` is done.
+            return Err(failed(
+                name,
+                format!("{why}; and rolling back failed:\n{}", lines.join("\n")),
+                "run `berth recover` to put the safety copy back",
+            ));
+        }
+        journal.end(Outcome::RolledBack)?;
+        Err(failed(
+            name,
+            why,
+            match safety {
+                Some(id) => format!(
+                    "the safety copy {id} was put back and the pods run on the data from before the restore"
+                ),
+                None => {
+                    "nothing had been emptied: the data is as it was, and the pods run again".into()
+                }
+            },
+        ))
+    }
+
+    /// A backup's start (under the lock): refused while a restore is unfinished (the
+    /// volume may be empty or half-restored until `berth recover`); the helper containers a
+    /// killed backup or restore left are removed.
+    pub fn ready_for_backup(&self) -> Result<(), OpError> {
+        if let Some(m) = crate::state::journal::read_kind(&self.state, Kind::Restore)? {
+            return Err(OpError::Interrupted {
+                project: self.spec.project.value.clone(),
+                detail: crate::ops::interrupted_detail(&m),
+            });
+        }
+        self.sweep_helpers()
     }
 
     /// The identity that decrypts backups, or why there is none.
@@ -348,12 +517,7 @@ impl Backups {
                     return Err(e.into());
                 }
             }
-            let helper = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
-            let mut helper_labels = HashMap::new();
-            helper_labels.insert(labels::PROJECT.to_owned(), project.to_owned());
-            let made = engine
-                .create_helper(&helper, &image, &object, helper_labels)
-                .await;
+            let made = create_helper(engine, project, &image, &object).await;
             let result = match made {
                 Ok(id) => {
                     let r = stream_into_seal(engine.download(&id, "/volume/."), recipients, out).await;
@@ -661,12 +825,15 @@ impl Backups {
         spec_path: &Path,
     ) -> Result<Restored, OpError> {
         let backup = self.get(name)?;
+        // Before anything is read (listing a volume mounts it in a helper): an unfinished
+        // apply or restore is recovered first. Checked again under the lock.
+        self.refuse_if_interrupted()?;
         if backup.source.value.exec.is_some() {
             return self.restore_exec(name, id, dry_run);
         }
         if let Some(path) = &backup.source.value.path {
             let root = self.spec_dir.join(crate::fsutil::expand_home(&path.value));
-            return self.restore_path(name, id, dry_run, &root);
+            return self.restore_path(name, id, dry_run, &root, spec_path, state_dir);
         }
         let Some(volume) = backup.source.value.volume.as_ref().map(|v| v.value.clone()) else {
             return Err(failed(
@@ -731,13 +898,13 @@ impl Backups {
                 "apply the spec first",
             ));
         }
-        let _lock =
-            crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
+        let _lock = self.lock_for_restore()?;
         // The helper's image, chosen while the pods still run (a failed gate removes them).
         let image = self.runtime.block_on(async {
             let containers = engine.containers(project).await?;
             containers
                 .iter()
+                .filter(|c| !c.labels.contains_key(labels::HELPER))
                 .find(|c| c.volumes.contains(&object))
                 .or_else(|| containers.first())
                 .map(|c| c.image_id.clone())
@@ -749,59 +916,105 @@ impl Backups {
                     )
                 })
         })?;
-        // The pods that write to it stop first, so that the safety copy holds everything.
-        let stopped = self.runtime.block_on(async {
-            let mut stopped = Vec::new();
-            for c in engine.containers(project).await? {
-                if c.volumes.contains(&object) && c.state == "running" {
-                    engine.stop(&c.id).await?;
-                    stopped.push(c.id);
-                }
+        let volume_labels: std::collections::BTreeMap<String, String> = self
+            .runtime
+            .block_on(engine.labels_of(crate::engine::docker::ObjectKind::Volume, &object))?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut journal = self.begin_restore(name, &manifest, spec_path, latest)?;
+        let region = self.spec.region_names()[0].to_owned();
+        let forward = (|| -> Result<Manifest, OpError> {
+            // The pods that write to it stop first, so that the safety copy holds
+            // everything; each stop journaled with its undo (start it again).
+            let running: Vec<String> = self.runtime.block_on(async {
+                Ok::<_, OpError>(
+                    engine
+                        .containers(project)
+                        .await?
+                        .into_iter()
+                        .filter(|c| c.volumes.contains(&object) && c.state == "running")
+                        .map(|c| c.id)
+                        .collect(),
+                )
+            })?;
+            for id in running {
+                record_undo(
+                    &mut journal,
+                    Undo::StartContainer {
+                        region: region.clone(),
+                        id: id.clone(),
+                    },
+                )?;
+                self.runtime.block_on(engine.stop(&id))?;
             }
-            Ok::<_, OpError>(stopped)
-        })?;
-        let safety = match self.run(name, true) {
-            Ok((m, _)) => m,
-            Err(e) => {
-                self.runtime.block_on(async {
-                    for id in &stopped {
-                        let _ = engine.start(id).await;
-                    }
-                });
-                return Err(e);
-            }
-        };
-        lines.push(format!("safety copy of the volume taken: {}", safety.id));
-        let restored = self
-            .replace_volume(name, &object, &manifest, &image)
-            .and_then(|()| self.bring_back(spec_path, state_dir, latest));
-        match restored {
-            Ok(()) => {
+            let safety = self.safety_copy(&mut journal, name)?;
+            // The pods go (they mount the volume): applying the revision again brings them
+            // back, after the data (undo records run newest first).
+            record_undo(&mut journal, Undo::Reapply { revision: latest })?;
+            // The volume is emptied: the safety copy is what undoes it.
+            record_undo(
+                &mut journal,
+                Undo::RefillVolume {
+                    region: region.clone(),
+                    volume: object.clone(),
+                    labels: volume_labels.clone(),
+                    image: image.clone(),
+                    store: self.store(self.get(name)?)?.root,
+                    backup: name.to_owned(),
+                    id: safety.id.clone(),
+                    identity: self.identity(name)?.path.clone(),
+                },
+            )?;
+            self.step(&mut journal, "restore.volume", || {
+                let from = self.backup_ref(name, &manifest.id)?;
+                self.runtime
+                    .block_on(refill_volume(
+                        engine,
+                        project,
+                        &object,
+                        &volume_labels,
+                        &image,
+                        &from,
+                    ))
+                    .map_err(|e| {
+                        failed(
+                            name,
+                            format!("restoring volume `{volume}` failed: {e}"),
+                            "verify the backup: `berth backup verify`",
+                        )
+                    })
+            })?;
+            self.step(&mut journal, "restore.pods", || {
+                crate::ops::reapply(
+                    spec_path,
+                    state_dir,
+                    latest,
+                    &format!("berth backup restore {name}"),
+                )
+                .map_err(|e| {
+                    failed(
+                        name,
+                        format!("the pods did not come back healthy on the restored data ({e})"),
+                        "see the pods' logs",
+                    )
+                })
+            })?;
+            Ok(safety)
+        })();
+        self.finish_restore(journal, name, forward, spec_path, state_dir)
+            .map(|safety| {
+                lines.push(format!("safety copy of the volume taken: {}", safety.id));
                 lines.push(format!(
                     "the pods are back on the data of {}, healthy",
                     manifest.id
                 ));
-                Ok(Restored {
+                Restored {
                     manifest,
                     safety: Some(safety),
                     lines,
-                })
-            }
-            Err(e) => {
-                // The restore failed (or the pods failed their gates on the restored data):
-                // back to the safety copy.
-                self.replace_volume(name, &object, &safety, &image)?;
-                self.bring_back(spec_path, state_dir, latest)?;
-                Err(failed(
-                    name,
-                    format!("the pods did not come back healthy on the restored data ({e})"),
-                    format!(
-                        "the safety copy {} was put back and the pods run on the data from before the restore",
-                        safety.id
-                    ),
-                ))
-            }
-        }
+                }
+            })
     }
 
     /// Restores a command's output through the source's `restore` command, in the running
@@ -842,7 +1055,9 @@ impl Backups {
                 lines,
             });
         }
-        let (_lock, safety) = self.lock_and_safety_copy(name, &mut lines)?;
+        let _lock = self.lock_for_restore()?;
+        let (safety, _) = self.run(name, true)?;
+        lines.push(format!("safety copy taken: {}", safety.id));
         let attempt = self
             .pipe_into(name, &pod, cmd, &manifest)
             .and_then(|()| self.pod_gate(name, &pod));
@@ -882,6 +1097,8 @@ impl Backups {
         id: Option<&str>,
         dry_run: bool,
         root: &Path,
+        spec_path: &Path,
+        state_dir: Option<&Path>,
     ) -> Result<Restored, OpError> {
         // Restoring empties the directory first: its real path (no `..`, no symlink),
         // never a top-level one, and never one that holds anything berth needs to undo it.
@@ -956,113 +1173,99 @@ impl Backups {
                 lines,
             });
         }
-        let (_lock, safety) = self.lock_and_safety_copy(name, &mut lines)?;
-        let pods = self.replace_path(name, root, &manifest)?;
-        let gated = pods.iter().try_for_each(|p| self.pod_gate(name, p));
-        match gated {
-            Ok(()) => {
-                lines.push(format!(
-                    "{} holds the data of {}",
-                    root.display(),
-                    manifest.id
-                ));
-                Ok(Restored {
-                    manifest,
-                    safety: Some(safety),
-                    lines,
-                })
-            }
-            Err(e) => {
-                let pods = self.replace_path(name, root, &safety)?;
-                pods.iter().try_for_each(|p| self.pod_gate(name, p))?;
-                Err(failed(
-                    name,
-                    format!("the pods failed their gates on the restored data ({e})"),
-                    format!(
-                        "the safety copy {} was put back and the pods run on the data from before",
-                        safety.id
-                    ),
-                ))
-            }
-        }
-    }
-
-    /// Stops the containers that bind-mount `root`, empties it, unpacks the backup into
-    /// it, starts them again; returns the pods they belong to.
-    fn replace_path(&self, name: &str, root: &Path, m: &Manifest) -> Result<Vec<String>, OpError> {
+        let _lock = self.lock_for_restore()?;
+        let latest = crate::state::revisions::latest(&self.state)?;
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
-        let identity = self.identity(name)?;
-        let store = self.store(self.get(name)?)?;
-        let users: Vec<(String, Option<String>)> = self.runtime.block_on(async {
-            let list = engine.containers(project).await?;
-            let mut users = Vec::new();
-            for c in list {
-                let mounts_it = c
-                    .binds
-                    .iter()
-                    .any(|(src, _)| root.starts_with(src) || Path::new(src).starts_with(root));
-                if mounts_it && c.state == "running" {
-                    engine.stop(&c.id).await?;
-                    let pod = labels::decode(&c.labels).map(|d| d.address.name);
-                    users.push((c.id, pod));
-                }
-            }
-            Ok::<_, OpError>(users)
-        })?;
-        // Opened before anything is emptied: a backup that cannot be read stops here.
-        let data = store.open(name, &m.id);
-        let unpacked = (|| -> Result<(), String> {
-            let data = data.map_err(|e| e.to_string())?;
-            for e in std::fs::read_dir(root)
-                .map_err(|e| e.to_string())?
-                .flatten()
-            {
-                let p = e.path();
-                let r = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-                r.map_err(|x| format!("{}: {x}", p.display()))?;
-            }
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-            let target = root.to_path_buf();
-            std::thread::scope(|s| {
-                let unpacker = s.spawn(move || {
-                    let mut a = tar::Archive::new(pipeline::ChannelReader::new(rx));
-                    a.set_preserve_permissions(true);
-                    a.set_preserve_ownerships(true);
-                    a.set_overwrite(true);
-                    a.unpack(&target)?;
-                    std::io::copy(&mut a.into_inner(), &mut std::io::sink()).map(|_| ())
-                });
-                let opened = pipeline::open(data, identity, super::ChannelSink::new(tx));
-                let unpacked = unpacker
-                    .join()
-                    .map_err(|_| "the unpacking thread panicked".to_owned())?;
-                opened.map_err(|e| e.to_string())?;
-                unpacked.map_err(|e| e.to_string())
-            })
-        })();
-        // The pods start again whatever happened: their gates tell.
-        self.runtime.block_on(async {
+        let region = self.spec.region_names()[0].to_owned();
+        let mut journal = self.begin_restore(name, &manifest, spec_path, latest)?;
+        let forward = (|| -> Result<(Manifest, Vec<String>), OpError> {
+            // The containers that bind-mount it stop, each journaled with its undo.
+            let users: Vec<(String, Option<String>)> = self.runtime.block_on(async {
+                Ok::<_, OpError>(
+                    engine
+                        .containers(project)
+                        .await?
+                        .into_iter()
+                        .filter(|c| c.state == "running" && binds(&c.binds, root))
+                        .map(|c| {
+                            let pod = labels::decode(&c.labels).map(|d| d.address.name);
+                            (c.id, pod)
+                        })
+                        .collect(),
+                )
+            })?;
             for (id, _) in &users {
-                engine.start(id).await?;
+                record_undo(
+                    &mut journal,
+                    Undo::StartContainer {
+                        region: region.clone(),
+                        id: id.clone(),
+                    },
+                )?;
+                self.runtime.block_on(engine.stop(id))?;
             }
-            Ok::<_, OpError>(())
-        })?;
-        unpacked.map_err(|why| {
-            failed(
-                name,
-                format!("restoring {} failed: {why}", root.display()),
-                "the safety copy is in the store: restore it by id",
-            )
-        })?;
-        let mut pods: Vec<String> = users.into_iter().filter_map(|(_, p)| p).collect();
-        pods.sort();
-        pods.dedup();
-        Ok(pods)
+            let safety = self.safety_copy(&mut journal, name)?;
+            // The directory is emptied: the safety copy is what undoes it.
+            let undo = self.backup_ref(name, &safety.id)?;
+            record_undo(
+                &mut journal,
+                Undo::RefillPath {
+                    region: region.clone(),
+                    path: root.to_path_buf(),
+                    store: undo.store,
+                    backup: undo.name,
+                    id: undo.id,
+                    identity: undo.identity,
+                },
+            )?;
+            self.step(&mut journal, "restore.path", || {
+                refill_path(root, &self.backup_ref(name, &manifest.id)?).map_err(|why| {
+                    failed(
+                        name,
+                        format!("restoring {} failed: {why}", root.display()),
+                        "verify the backup: `berth backup verify`",
+                    )
+                })
+            })?;
+            // The pods start again, and pass their gates on the restored data.
+            self.step(&mut journal, "restore.pods", || {
+                self.runtime.block_on(async {
+                    for (id, _) in &users {
+                        engine.start(id).await?;
+                    }
+                    Ok::<_, OpError>(())
+                })?;
+                let mut pods: Vec<String> = users.iter().filter_map(|(_, p)| p.clone()).collect();
+                pods.sort();
+                pods.dedup();
+                pods.iter()
+                    .try_for_each(|p| self.pod_gate(name, p))
+                    .map_err(|e| match e {
+                        OpError::Backup(BackupError::Failed { why, help, .. }) => failed(
+                            name,
+                            format!("the pods failed their gates on the restored data ({why})"),
+                            help,
+                        ),
+                        other => other,
+                    })?;
+                Ok(pods)
+            })
+            .map(|pods| (safety, pods))
+        })();
+        let forward = forward.map(|(safety, _)| safety);
+        let safety = self.finish_restore(journal, name, forward, spec_path, state_dir)?;
+        lines.push(format!("safety copy taken: {}", safety.id));
+        lines.push(format!(
+            "{} holds the data of {}",
+            root.display(),
+            manifest.id
+        ));
+        Ok(Restored {
+            manifest,
+            safety: Some(safety),
+            lines,
+        })
     }
 
     /// Decrypts a backup and pipes it into `cmd` in the pod; fails when the command does.
@@ -1189,7 +1392,7 @@ impl Backups {
         let Some(image) = containers.first().map(|c| c.image_id.clone()) else {
             return Ok(Vec::new());
         };
-        let helper = self.helper(engine, &image, object).await?;
+        let helper = create_helper(engine, project, &image, object).await?;
         // Streamed to a thread that reads the names: memory stays bounded whatever the
         // volume holds.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
@@ -1222,99 +1425,20 @@ impl Backups {
         }
         Ok(names)
     }
+}
 
-    async fn helper(&self, engine: &Engine, image: &str, object: &str) -> Result<String, OpError> {
-        let project = self.spec.project.value.as_str();
-        let name = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
-        let mut l = HashMap::new();
-        l.insert(labels::PROJECT.to_owned(), project.to_owned());
-        Ok(engine.create_helper(&name, image, object, l).await?)
-    }
+/// Whether a container's bind mounts reach `root` (it, inside it, or around it).
+pub fn binds(mounts: &[(String, String)], root: &Path) -> bool {
+    mounts
+        .iter()
+        .any(|(src, _)| root.starts_with(src) || Path::new(src).starts_with(root))
+}
 
-    /// Removes the containers that mount the volume, and the volume; makes it again with
-    /// its labels, holding the backup's files.
-    fn replace_volume(
-        &self,
-        name: &str,
-        object: &str,
-        m: &Manifest,
-        image: &str,
-    ) -> Result<(), OpError> {
-        let engine = self.primary()?;
-        let project = self.spec.project.value.as_str();
-        let identity = self.identity(name)?;
-        let store = self.store(self.get(name)?)?;
-        let data = store.open(name, &m.id)?;
-        self.runtime.block_on(async {
-            let containers = engine.containers(project).await?;
-            for c in containers
-                .iter()
-                .filter(|c| c.volumes.iter().any(|v| v == object))
-            {
-                engine.remove(&c.id).await?;
-            }
-            let volume_labels = engine
-                .labels_of(crate::engine::docker::ObjectKind::Volume, object)
-                .await?
-                .unwrap_or_default();
-            engine.remove_volume(object).await?;
-            engine.create_volume(object, volume_labels).await?;
-            let helper = self.helper(engine, image, object).await?;
-            // Decrypted and decompressed on threads, streamed into the helper.
-            let (tx, rx) =
-                tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
-            let opener = open_into(data, &identity.path, tx);
-            // The receiver is shared, so that it can be dropped here whatever the engine's
-            // client still holds: a pipeline thread blocked on a full channel then ends.
-            let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
-            let stream = futures_util::stream::unfold(shared.clone(), |s| async move {
-                let item = match s.lock().await.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => None,
-                };
-                item.map(|i| (i, s))
-            });
-            let uploaded = engine.upload(&helper, "/volume", stream).await;
-            shared.lock().await.take();
-            let opened = tokio::task::spawn_blocking(move || opener.join())
-                .await
-                .map_err(|_| {
-                    failed(name, "the restore thread was lost", "run the restore again")
-                })?;
-            let _ = engine.remove(&helper).await;
-            uploaded?;
-            match opened {
-                Ok(Ok(_)) => Ok(()),
-                _ => Err(failed(
-                    name,
-                    "the backup could not be read while restoring",
-                    "verify it: `berth backup verify`",
-                )),
-            }
-        })
-    }
-
-    /// Applies the latest revision again (the pods of the restored volume come back),
-    /// through the gates.
-    fn bring_back(
-        &self,
-        spec_path: &Path,
-        state_dir: Option<&Path>,
-        latest: u64,
-    ) -> Result<(), OpError> {
-        let opts = crate::ops::Opts {
-            state_dir: state_dir.map(Path::to_path_buf),
-            lock: None,
-            lock_wait: None,
-            revision: Some(latest),
-        };
-        let session = crate::ops::Session::open(spec_path, crate::ops::Goal::Spec, &opts)?;
-        session.preflight()?;
-        session.apply(crate::apply::Options::default(), &mut |e| {
-            eprintln!("{}", e.message)
-        })?;
-        Ok(())
-    }
+/// Writes an undo record, durably, before the mutation it undoes.
+fn record_undo(journal: &mut Journal, undo: Undo) -> Result<(), OpError> {
+    let id = journal.next_undo_id();
+    journal.append(Record::Undo { id, undo })?;
+    Ok(())
 }
 
 /// The names in a tar stream (`./a/b` as `a/b`), directories included.
@@ -1395,4 +1519,166 @@ fn walk(root: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// A backup to read: its store, name and id, and the identity file that opens it.
+pub struct BackupRef {
+    pub store: PathBuf,
+    pub name: String,
+    pub id: String,
+    pub identity: PathBuf,
+}
+
+impl BackupRef {
+    /// Its data, opened (a backup that cannot be opened stops a restore before anything is
+    /// emptied).
+    fn open(&self) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let store = LocalStore::open(&self.store).map_err(|e| e.to_string())?;
+        store.open(&self.name, &self.id).map_err(|e| e.to_string())
+    }
+}
+
+/// Debugging aid for the kill tests: with `BERTH_FAULT_RESTORE_KILL=emptied`, a restore
+/// aborts right after emptying the volume or directory (before the backup is unpacked into
+/// it), as a `kill -9` at that moment would.
+pub const ENV_FAULT_RESTORE_KILL: &str = "BERTH_FAULT_RESTORE_KILL";
+
+fn fault_point(at: &str) {
+    if std::env::var(ENV_FAULT_RESTORE_KILL).as_deref() == Ok(at) {
+        eprintln!("{ENV_FAULT_RESTORE_KILL}: aborting at `{at}`");
+        std::process::abort();
+    }
+}
+
+/// The labels of a helper container: the project's, and what it is.
+fn helper_labels(project: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::PROJECT.to_owned(), project.to_owned()),
+        (labels::HELPER.to_owned(), "backup".to_owned()),
+    ])
+}
+
+/// A helper container (never started) that mounts `volume`, labelled as berth's.
+async fn create_helper(
+    engine: &Engine,
+    project: &str,
+    image: &str,
+    volume: &str,
+) -> Result<String, crate::engine::EngineError> {
+    let name = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
+    engine
+        .create_helper(&name, image, volume, helper_labels(project))
+        .await
+}
+
+/// Removes the helper containers of the project a killed backup or restore left behind;
+/// says how many. Only called under the project's lock (no helper is in use then).
+pub async fn sweep_helpers(
+    engine: &Engine,
+    project: &str,
+) -> Result<usize, crate::engine::EngineError> {
+    let mut removed = 0;
+    for c in engine.containers(project).await? {
+        if c.labels.contains_key(labels::HELPER) {
+            engine.remove(&c.id).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Makes `volume` hold exactly what the backup holds: the project's containers that mount
+/// it are removed, the volume removed and made again with `volume_labels`, the backup
+/// unpacked into it through a helper container made from `image`. Idempotent: it starts
+/// from nothing each time, so that a restore (or its undo) cut short is simply done again.
+pub async fn refill_volume(
+    engine: &Engine,
+    project: &str,
+    volume: &str,
+    volume_labels: &std::collections::BTreeMap<String, String>,
+    image: &str,
+    from: &BackupRef,
+) -> Result<(), String> {
+    let data = from.open()?;
+    let text = |e: crate::engine::EngineError| e.to_string();
+    for c in engine.containers(project).await.map_err(text)? {
+        if c.volumes.iter().any(|v| v == volume) {
+            engine.remove(&c.id).await.map_err(text)?;
+        }
+    }
+    engine.remove_volume(volume).await.map_err(text)?;
+    let l: HashMap<String, String> = volume_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    engine.create_volume(volume, l).await.map_err(text)?;
+    fault_point("emptied");
+    let helper = create_helper(engine, project, image, volume)
+        .await
+        .map_err(text)?;
+    // Decrypted and decompressed on threads, streamed into the helper.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
+    let opener = open_into(data, &from.identity, tx);
+    // The receiver is shared, so that it can be dropped here whatever the engine's client
+    // still holds: a pipeline thread blocked on a full channel then ends.
+    let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let stream = futures_util::stream::unfold(shared.clone(), |s| async move {
+        let item = match s.lock().await.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => None,
+        };
+        item.map(|i| (i, s))
+    });
+    let uploaded = engine.upload(&helper, "/volume", stream).await;
+    shared.lock().await.take();
+    let opened = tokio::task::spawn_blocking(move || opener.join())
+        .await
+        .map_err(|_| "the restore thread was lost".to_owned())?;
+    let removed = engine.remove(&helper).await;
+    uploaded.map_err(text)?;
+    match opened {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("the backup could not be read: {e}")),
+        Err(_) => return Err("the restore thread panicked".into()),
+    }
+    removed.map_err(text)
+}
+
+/// Makes the directory `root` hold exactly what the backup holds: emptied, then the backup
+/// unpacked into it. Idempotent, like [`refill_volume`]. The containers that bind-mount it
+/// are the caller's to stop.
+pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), String> {
+    let data = from.open()?;
+    let identity = Identity::load(&from.identity).map_err(|e| e.to_string())?;
+    for e in std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .flatten()
+    {
+        let p = e.path();
+        let r = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(|x| format!("{}: {x}", p.display()))?;
+    }
+    fault_point("emptied");
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let target = root.to_path_buf();
+    std::thread::scope(|s| {
+        let unpacker = s.spawn(move || {
+            let mut a = tar::Archive::new(pipeline::ChannelReader::new(rx));
+            a.set_preserve_permissions(true);
+            a.set_preserve_ownerships(true);
+            a.set_overwrite(true);
+            a.unpack(&target)?;
+            std::io::copy(&mut a.into_inner(), &mut std::io::sink()).map(|_| ())
+        });
+        let opened = pipeline::open(data, &identity, super::ChannelSink::new(tx));
+        let unpacked = unpacker
+            .join()
+            .map_err(|_| "the unpacking thread panicked".to_owned())?;
+        opened.map_err(|e| e.to_string())?;
+        unpacked.map_err(|e| format!("unpacking into {}: {e}", root.display()))
+    })
 }

@@ -35,12 +35,21 @@ pub fn unit_name(project: &str, backup: &str) -> String {
     format!("berth-{project}-backup-{backup}")
 }
 
+/// How the applying command ran, written into the service so that the timer runs the
+/// backup the same way: the project's state directory (`--state-dir`) and the identity
+/// (`$BERTH_IDENTITY`), both absolute.
+pub struct RunAs<'a> {
+    pub state_dir: &'a Path,
+    pub identity: &'a Path,
+}
+
 /// The service and timer files of a scheduled backup: (file name, content).
 pub fn units(
     spec: &Spec,
     spec_path: &Path,
     name: &str,
     backup: &Backup,
+    run_as: &RunAs<'_>,
 ) -> Option<Vec<(String, String)>> {
     let schedule = backup.schedule.as_ref()?;
     let project = &spec.project.value;
@@ -57,10 +66,17 @@ After=network-online.target docker.service
 
 [Service]
 Type=oneshot
-ExecStart={berth} -f {spec} backup run {name}
+Environment={identity}
+ExecStart={berth} -f {spec} --state-dir {state} backup run {name}
 ",
         berth = systemd_quote(&berth),
-        spec = systemd_quote(&spec_path.display().to_string()),
+        spec = systemd_quote(&absolute(spec_path)),
+        state = systemd_quote(&absolute(run_as.state_dir)),
+        identity = systemd_quote(&format!(
+            "{}={}",
+            crate::secrets::files::ENV_IDENTITY,
+            absolute(run_as.identity)
+        )),
     );
     let timer = format!(
         "# Written by berth for `{project}`; `berth apply` keeps it as the spec says.
@@ -81,6 +97,13 @@ WantedBy=timers.target
         (format!("{unit}.service"), service),
         (format!("{unit}.timer"), timer),
     ])
+}
+
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// A word of a unit's command line: double-quoted (spaces), `%` doubled (specifiers).

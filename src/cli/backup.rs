@@ -74,6 +74,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
     match args.command {
         Command::Run { name, all } => {
             let _lock = lock("berth backup run")?;
+            b.ready_for_backup()?;
             let names = if all {
                 b.names()
             } else {

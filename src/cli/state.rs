@@ -9,7 +9,8 @@ use crate::state::{StateDir, format_time, lock, revisions};
 
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {
-    /// After rolling back, apply the spec again (finish what the interrupted apply began).
+    /// After rolling back, apply the spec again (finish what the interrupted apply began);
+    /// for an interrupted restore, restore the same backup again.
     #[arg(long)]
     pub forward: bool,
 }
@@ -55,13 +56,28 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
         for l in &r.lines {
             eprintln!("{l}");
         }
-        if r.finished_commit {
+        if let Some((name, id)) = &r.restore {
+            eprintln!(
+                "Recovered: the interrupted restore of `{name}` ({id}) was rolled back; the data is as it was before it."
+            );
+        } else if r.finished_commit {
             eprintln!(
                 "Recovered: the interrupted apply had passed every gate; its removals are finished, and the new revision stays."
             );
         } else {
             eprintln!("Recovered: the interrupted apply was rolled back.");
         }
+    }
+    if args.forward
+        && let Some((name, id)) = &r.restore
+    {
+        eprintln!("Restoring `{name}` from {id} again (--forward):");
+        let b = crate::backup::ops::Backups::open(file, state_dir)?;
+        let done = b.restore(name, Some(id), false, state_dir, file)?;
+        for l in &done.lines {
+            eprintln!("{l}");
+        }
+        return Ok(exit::OK);
     }
     if args.forward {
         eprintln!("Applying the spec again (--forward):");

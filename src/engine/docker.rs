@@ -550,6 +550,8 @@ impl Engine {
 
     /// A container that is never started, only there to reach `volume` (mounted at
     /// `/volume`) through the archive API; `image` is any image present on the engine.
+    /// Its command is explicit (the engine refuses to create a container from an image
+    /// with no default command otherwise) and is never run.
     pub async fn create_helper(
         &self,
         name: &str,
@@ -559,6 +561,7 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
+            cmd: Some(vec!["/berth-helper-is-never-started".into()]),
             labels: Some(labels),
             network_disabled: Some(true),
             host_config: Some(bollard::models::HostConfig {

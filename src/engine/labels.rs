@@ -10,7 +10,10 @@
 //! - `io.berth.depends_on`: addresses it depends on, so deletions run dependents first;
 //! - `io.berth.revision`: the applied revision that created it;
 //! - `io.berth.image`: on containers, the id (`sha256:...`) of the image it was created
-//!   from, the exact bits, whatever tag the spec names.
+//!   from, the exact bits, whatever tag the spec names;
+//! - `io.berth.helper`: on the never-started containers that backups and restores read and
+//!   fill volumes through (with `io.berth.project`): what they are for. One left behind by
+//!   a killed command is removed by `recover` and by the next backup or restore.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +28,7 @@ pub const ATTRS: &str = "io.berth.attrs";
 pub const DEPENDS_ON: &str = "io.berth.depends_on";
 pub const REVISION: &str = "io.berth.revision";
 pub const IMAGE: &str = "io.berth.image";
+pub const HELPER: &str = "io.berth.helper";
 
 /// The label filter that finds a project's objects in one list call.
 pub fn project_filter(project: &str) -> HashMap<String, Vec<String>> {

@@ -11,13 +11,18 @@
 //! - `end`: `applied`, `rolled_back` or `recovered`; the journal is then set aside as
 //!   `last-journal.jsonl`.
 //!
+//! A restore (`berth backup restore`) keeps a journal of its own kind
+//! (`STATE/restore-journal.jsonl`, the same records): its undo records put the safety copy
+//! back and apply the last revision again. It stays open while the apply that brings the
+//! pods back writes the apply journal; `recover` finishes that one first.
+//!
 //! A journal without `end` is an apply that was interrupted (killed, power lost): `plan` and
 //! `apply` refuse to go on until `berth recover` has finished it. The record types are a
 //! state machine: [`Journal::append`] refuses an illegal transition (a step that succeeds
 //! without having started, an undo finished twice), and so does reading one back.
 //!
 //! Debugging aid: with `BERTH_FAULT_KILL_AT=N` the process aborts right after writing its
-//! N-th record, as a `kill -9` at that point would. The fault-injection tests use it.
+//! N-th record (counted across its journals), as a `kill -9` at that point would. The fault-injection tests use it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -33,6 +38,30 @@ pub const ENV_FAULT_KILL_AT: &str = "BERTH_FAULT_KILL_AT";
 
 const FILE: &str = "journal.jsonl";
 const LAST: &str = "last-journal.jsonl";
+
+/// Which journal: an apply's, or a restore's (`berth backup restore`). A restore's journal
+/// stays open while the apply that brings its pods back writes the apply journal, so the
+/// two are files of their own; `recover` finishes the apply's first, then the restore's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Apply,
+    Restore,
+}
+
+impl Kind {
+    fn file(self) -> &'static str {
+        match self {
+            Kind::Apply => FILE,
+            Kind::Restore => "restore-journal.jsonl",
+        }
+    }
+    fn last(self) -> &'static str {
+        match self {
+            Kind::Apply => LAST,
+            Kind::Restore => "last-restore-journal.jsonl",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -85,6 +114,9 @@ pub enum Record {
         from_revision: u64,
         revision: u64,
         at: u64,
+        /// A restore's journal: the backup id it puts back (for `recover --forward`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<String>,
     },
     Undo {
         id: u64,
@@ -222,9 +254,9 @@ impl Machine {
 pub struct Journal {
     file: std::fs::File,
     path: PathBuf,
+    kind: Kind,
     dir: StateDir,
     machine: Machine,
-    written: u64,
     kill_at: Option<u64>,
     next_id: u64,
     poisoned: bool,
@@ -233,8 +265,18 @@ pub struct Journal {
 impl Journal {
     /// Starts the journal of a new apply. There must be no unfinished one.
     pub fn begin(dir: &StateDir, begin: Record) -> Result<Journal, JournalError> {
+        Journal::begin_kind(dir, Kind::Apply, begin)
+    }
+
+    /// Starts a journal of this kind. There must be no unfinished one of that kind.
+    pub fn begin_kind(dir: &StateDir, kind: Kind, begin: Record) -> Result<Journal, JournalError> {
         dir.create()?;
-        let path = dir.file(FILE);
+        let path = dir.file(kind.file());
+        // A journal that ended but was not yet set aside (the process died between its
+        // `end` and the rename) is set aside now: it blocks nothing.
+        if path.exists() && read_kind(dir, kind)?.is_none() {
+            std::fs::rename(&path, dir.file(kind.last())).map_err(io_error(&path))?;
+        }
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -245,9 +287,9 @@ impl Journal {
         let mut j = Journal {
             file,
             path,
+            kind,
             dir: dir.clone(),
             machine: Machine::default(),
-            written: 0,
             kill_at: kill_at(),
             next_id: 1,
             poisoned: false,
@@ -258,10 +300,15 @@ impl Journal {
 
     /// Continues an unfinished journal (for `recover`).
     pub fn resume(dir: &StateDir) -> Result<Option<Journal>, JournalError> {
-        let Some(machine) = read(dir)? else {
+        Journal::resume_kind(dir, Kind::Apply)
+    }
+
+    /// Continues an unfinished journal of this kind.
+    pub fn resume_kind(dir: &StateDir, kind: Kind) -> Result<Option<Journal>, JournalError> {
+        let Some(machine) = read_kind(dir, kind)? else {
             return Ok(None);
         };
-        let path = dir.file(FILE);
+        let path = dir.file(kind.file());
         // A torn last line goes, so that the next record starts a line of its own.
         let text = std::fs::read(&path).map_err(io_error(&path))?;
         let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -278,9 +325,9 @@ impl Journal {
         Ok(Some(Journal {
             file,
             path,
+            kind,
             dir: dir.clone(),
             machine,
-            written: 0,
             kill_at: kill_at(),
             next_id,
             poisoned: false,
@@ -328,12 +375,11 @@ impl Journal {
             return Err(io_error(&self.path)(e).into());
         }
         self.machine = next;
-        self.written += 1;
-        if self.kill_at == Some(self.written) {
-            eprintln!(
-                "{ENV_FAULT_KILL_AT}: aborting after record {}",
-                self.written
-            );
+        // Counted across the journals of the process (a restore's, then the apply that
+        // brings its pods back), so that every record is a kill point of its own.
+        let written = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.kill_at == Some(written) {
+            eprintln!("{ENV_FAULT_KILL_AT}: aborting after record {written}");
             std::process::abort();
         }
         Ok(())
@@ -342,7 +388,7 @@ impl Journal {
     /// Ends the journal and sets it aside as the last one.
     pub fn end(mut self, outcome: Outcome) -> Result<(), JournalError> {
         self.append(Record::End { outcome })?;
-        let last = self.dir.file(LAST);
+        let last = self.dir.file(self.kind.last());
         std::fs::rename(&self.path, &last).map_err(io_error(&self.path))?;
         crate::fsutil::sync_dir(&self.dir.path).map_err(io_error(&self.dir.path))?;
         Ok(())
@@ -350,6 +396,9 @@ impl Journal {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// The records this process has written, in all its journals.
+static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn kill_at() -> Option<u64> {
     std::env::var(ENV_FAULT_KILL_AT).ok()?.parse().ok()
@@ -359,7 +408,12 @@ fn kill_at() -> Option<u64> {
 /// line (the process died while writing it) is ignored: its record was never complete, so
 /// what it announced never started.
 pub fn read(dir: &StateDir) -> Result<Option<Machine>, JournalError> {
-    let path = dir.file(FILE);
+    read_kind(dir, Kind::Apply)
+}
+
+/// The unfinished journal of this kind, replayed, if there is one.
+pub fn read_kind(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalError> {
+    let path = dir.file(kind.file());
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -404,6 +458,7 @@ mod tests {
             from_revision: 0,
             revision: 1,
             at: 0,
+            restore: None,
         }
     }
 
@@ -495,5 +550,31 @@ mod tests {
         j.end(Outcome::Recovered).unwrap();
         assert!(read(&dir).unwrap().is_none());
         assert!(dir.file(LAST).exists());
+    }
+
+    #[test]
+    fn a_journal_ended_but_not_set_aside_blocks_no_new_one_and_kinds_are_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().to_path_buf(),
+        };
+        // Killed between `end` and the rename: the file is there, and ended.
+        let mut j = Journal::begin(&dir, begin()).unwrap();
+        j.append(Record::End {
+            outcome: Outcome::Applied,
+        })
+        .unwrap();
+        drop(j);
+        assert!(dir.file(FILE).exists());
+        assert!(read(&dir).unwrap().is_none());
+        let j = Journal::begin(&dir, begin()).expect("an ended journal blocks nothing");
+        // A restore's journal is a file of its own, read apart.
+        let r = Journal::begin_kind(&dir, Kind::Restore, begin()).unwrap();
+        assert!(read_kind(&dir, Kind::Restore).unwrap().is_some());
+        r.end(Outcome::RolledBack).unwrap();
+        assert!(read_kind(&dir, Kind::Restore).unwrap().is_none());
+        assert!(read(&dir).unwrap().is_some());
+        j.end(Outcome::Applied).unwrap();
+        assert!(dir.file(Kind::Restore.last()).exists());
     }
 }

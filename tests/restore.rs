@@ -1,0 +1,755 @@
+//! Restores against the real engine and real files: journaled like an apply, so that one
+//! killed at any moment is rolled back by `berth recover` to the data from before it
+//! (hash-identical), with no helper container left and a clean plan; pods brought back as an
+//! apply makes them; and the backup settings that reach the plan and the timer's unit.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Berth;
+use common::docker::{self, docker};
+
+fn tools() -> bool {
+    let ok = Command::new("age-keygen").arg("--version").output().is_ok();
+    if !ok && std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("the age-keygen CLI is needed (`.ci/run` installs it)");
+    }
+    ok
+}
+
+/// A test's project, spec directory (with an age key) and backup store (under
+/// `$HOME/.cache/berth-tests`, never under /tmp, which berth refuses), removed on drop.
+struct Scene {
+    inner: common::Scene,
+    store: PathBuf,
+    /// `--state-dir` for every berth run, when set.
+    state_dir: Option<PathBuf>,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let inner = common::Scene::new();
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+        let store = home
+            .join(".cache/berth-tests")
+            .join(format!("restore-{}", inner.project.0));
+        let key = inner.path().join("key.txt");
+        let out = Command::new("age-keygen")
+            .arg("-o")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        Scene {
+            inner,
+            store,
+            state_dir: None,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    /// Not `berth-PROJECT-*`: the project's cleanup removes those images by id, and this
+    /// one's id is the shared test app's.
+    fn own_tag(&self) -> String {
+        format!("berth-restore-test-{}:test", self.project())
+    }
+
+    /// The test app under a tag of this project's own (untagged on drop): the
+    /// shared `berth-testapp:test` is built again by other test processes, and a tag that
+    /// moves would be a real change to the pods.
+    fn image(&self) -> String {
+        let shared = docker::testapp_image();
+        let id = docker(&["image", "inspect", "-f", "{{.Id}}", shared]);
+        let own = self.own_tag();
+        docker(&["tag", &id, &own]);
+        own
+    }
+
+    fn project(&self) -> &str {
+        &self.inner.project.0
+    }
+
+    fn web(&self) -> String {
+        self.inner.name("web")
+    }
+
+    /// `version`, `project`, `identity` (unless `identity` is false), then `rest` with
+    /// `STORE` replaced by the store.
+    fn spec(&self, identity: bool, rest: &str) {
+        let head = if identity {
+            "identity: ./key.txt\n"
+        } else {
+            ""
+        };
+        let rest = rest.replace("STORE", &self.store.display().to_string());
+        self.inner.spec(&format!("{head}{rest}"));
+    }
+
+    fn berth(&self, args: &[&str]) -> common::Run {
+        let mut b = Berth::new().dir(self.path());
+        if let Some(d) = &self.state_dir {
+            b = b.args(["--state-dir", &d.display().to_string()]);
+        }
+        b.args(args).run()
+    }
+
+    fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> common::Run {
+        let mut b = Berth::new().dir(self.path()).args(args);
+        for (k, v) in env {
+            b = b.env(k, v);
+        }
+        b.run()
+    }
+
+    /// The ids of the backups of `name` in the store, oldest first.
+    fn ids(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.store.join(name))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter_map(|f| f.strip_suffix(".tar.zst.age").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The project's helper containers (any state).
+    fn helpers(&self) -> Vec<String> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.berth.project={}", self.project()),
+            "--format",
+            "{{.Names}} {{.Labels}}",
+        ]);
+        out.lines()
+            .filter(|l| l.contains("-berth-backup-") || l.contains("io.berth.helper"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Files of the volume `data`, read through the running pod's container.
+    fn volume_tree(&self) -> BTreeMap<String, String> {
+        let out = tempfile::tempdir().unwrap();
+        docker(&[
+            "cp",
+            &format!("{}:/data/.", self.web()),
+            &out.path().display().to_string(),
+        ]);
+        tree(out.path())
+    }
+
+    /// Writes `files` (name, content) into the volume through the running pod, and removes
+    /// the names in `gone`.
+    fn put(&self, files: &[(&str, &str)]) {
+        let src = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            let p = src.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        docker(&[
+            "cp",
+            &format!("{}/.", src.path().display()),
+            &format!("{}:/data/", self.web()),
+        ]);
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.store);
+        // The containers go first (the project does it again), then the tag alone: never
+        // the image by id, which other tests share.
+        let filter = format!("label=io.berth.project={}", self.project());
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["rmi", &self.own_tag()])
+            .output();
+    }
+}
+
+/// Every file under `root` by relative path: its content's hash (or link target) and mode.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let v = if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                format!(
+                    "{:x} {:o}",
+                    Sha256::digest(&bytes),
+                    meta.permissions().mode() & 0o777
+                )
+            };
+            out.insert(rel, v);
+        }
+    }
+    out
+}
+
+fn killed(r: &common::Run) -> bool {
+    // SIGABRT: no exit code (or 134 through a shell).
+    r.0.status.code().is_none() || r.0.status.code() == Some(134)
+}
+
+const VOLUME_SPEC: &str = "volumes:
+  data: {}
+pods:
+  web:
+    image: IMAGE
+    volumes: [\"data:/data\"]
+    health: { http: { port: 8080, path: /health }, interval: 200ms, retries: 20 }
+backups:
+  # berth:allow(backup-key-on-host): a test
+  data:
+    source: { volume: data }
+    store: STORE
+";
+
+/// After a killed restore: plan and apply refuse (exit 5) until `recover`, which puts back
+/// the data from before (`before`), leaves no helper, and the next plan is clean.
+fn recovered_to(
+    s: &Scene,
+    at: &str,
+    data: &dyn Fn() -> BTreeMap<String, String>,
+    before: &BTreeMap<String, String>,
+) {
+    let refused = s.berth(&["plan"]).code(5);
+    assert!(
+        refused.stderr_flat().contains("berth recover")
+            && refused.stderr_flat().contains("berth backup restore data"),
+        "{at}: {}",
+        refused.stderr()
+    );
+    s.berth(&["apply", "--yes"]).code(5);
+    // Putting the safety copy back by hand says to recover first (it used to fail on the
+    // journal's file: `File exists (os error 17)`).
+    let r = s.berth(&["backup", "restore", "data"]).code(5);
+    assert!(
+        r.stderr_flat().contains("berth recover") && !r.stderr().contains("os error 17"),
+        "{at}: {}",
+        r.stderr()
+    );
+    let r = s.berth(&["recover"]).code(0);
+    assert!(
+        r.stderr().contains("interrupted restore of `data`"),
+        "{at}: {}",
+        r.stderr()
+    );
+    assert_eq!(
+        &data(),
+        before,
+        "{at}: not the data from before the restore"
+    );
+    assert_eq!(s.helpers(), Vec::<String>::new(), "{at}: helpers left");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_volume_restore_killed_at_any_boundary_is_recovered_to_the_data_from_before() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "old a\n"), ("nested/b.txt", "old b\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    let backup = s.ids("data")[0].clone();
+    // The data now (what every interrupted restore must leave): changed, and grown.
+    s.put(&[
+        ("a.txt", "new a, longer\n"),
+        ("stray.txt", "not in the backup\n"),
+    ]);
+    let before = s.volume_tree();
+    assert!(before.contains_key("stray.txt"));
+    let data = || s.volume_tree();
+
+    // The moment the volume is empty (before the backup goes into it).
+    let r = s.berth_env(
+        &["backup", "restore", "data", &backup],
+        &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
+    );
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    recovered_to(&s, "emptied", &data, &before);
+
+    // After each journal record, until the restore goes through.
+    let mut points = 0;
+    for kill_at in 1..200 {
+        let r = s.berth_env(
+            &["backup", "restore", "data", &backup],
+            &[("BERTH_FAULT_KILL_AT", &kill_at.to_string())],
+        );
+        if r.0.status.code() == Some(0) {
+            break;
+        }
+        assert!(killed(&r), "kill point {kill_at}: {}", r.stderr());
+        points += 1;
+        if s.berth(&["plan"]).0.status.code() == Some(0) {
+            // Killed after the restore's last record: it had gone through.
+            break;
+        }
+        recovered_to(&s, &format!("kill point {kill_at}"), &data, &before);
+    }
+    eprintln!("kill points exercised: {points}");
+    assert!(points >= 8, "{points} kill points");
+    // The restore went through: the backup's data, and nothing left behind.
+    let restored = s.volume_tree();
+    assert!(!restored.contains_key("stray.txt"), "{restored:?}");
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // The documented put-back: the safety copy by id gives the data from before.
+    let safety = s
+        .berth(&["backup", "list"])
+        .code(0)
+        .stdout()
+        .lines()
+        .rfind(|l| l.contains("(safety copy)"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap();
+    s.berth(&["backup", "restore", "data", &safety]).code(0);
+    assert_eq!(s.volume_tree(), before);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn recover_forward_finishes_an_interrupted_restore() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "old a\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    let backup_tree = s.volume_tree();
+    let backup = s.ids("data")[0].clone();
+    s.put(&[("a.txt", "new a\n"), ("stray.txt", "stray\n")]);
+    let r = s.berth_env(
+        &["backup", "restore", "data", &backup],
+        &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
+    );
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    s.berth(&["plan"]).code(5);
+    // A (scheduled) backup would save the emptied volume: refused too.
+    s.berth(&["backup", "run", "data"]).code(5);
+    let r = s.berth(&["recover", "--forward"]).code(0);
+    assert!(r.stderr().contains(&backup), "{}", r.stderr());
+    assert_eq!(s.volume_tree(), backup_tree);
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_path_restore_killed_at_any_boundary_is_recovered_to_the_data_from_before() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let dir = s.path().join("uploads");
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    std::fs::write(dir.join("a.txt"), "old a\n").unwrap();
+    std::fs::write(dir.join("nested/b.txt"), "old b\n").unwrap();
+    s.spec(
+        true,
+        &format!(
+            "pods:
+  web:
+    image: {}
+    volumes: [\"./uploads:/data\"]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
+backups:
+  # berth:allow(backup-key-on-host): a test
+  data:
+    source: {{ path: {} }}
+    store: STORE
+",
+            &s.image(),
+            dir.display()
+        ),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    s.berth(&["backup", "run", "data"]).code(0);
+    let backup = s.ids("data")[0].clone();
+    std::fs::write(dir.join("a.txt"), "new a, longer\n").unwrap();
+    std::fs::write(dir.join("stray.txt"), "not in the backup\n").unwrap();
+    let before = tree(&dir);
+    let data = || tree(&dir);
+
+    let r = s.berth_env(
+        &["backup", "restore", "data", &backup],
+        &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
+    );
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    assert!(tree(&dir).is_empty(), "the directory was emptied");
+    recovered_to(&s, "emptied", &data, &before);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &s.web()]),
+        "true"
+    );
+
+    let mut points = 0;
+    for kill_at in 1..100 {
+        let r = s.berth_env(
+            &["backup", "restore", "data", &backup],
+            &[("BERTH_FAULT_KILL_AT", &kill_at.to_string())],
+        );
+        if r.0.status.code() == Some(0) {
+            break;
+        }
+        assert!(killed(&r), "kill point {kill_at}: {}", r.stderr());
+        points += 1;
+        if s.berth(&["plan"]).0.status.code() == Some(0) {
+            // Killed after the restore's last record: it had gone through.
+            break;
+        }
+        recovered_to(&s, &format!("kill point {kill_at}"), &data, &before);
+        assert_eq!(
+            docker(&["inspect", "-f", "{{.State.Running}}", &s.web()]),
+            "true",
+            "kill point {kill_at}"
+        );
+    }
+    eprintln!("kill points exercised: {points}");
+    assert!(points >= 5, "{points} kill points");
+    assert!(!tree(&dir).contains_key("stray.txt"));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    // A context of its own (its image id is not the shared test app's, which the project's
+    // cleanup would remove with it).
+    let context = s.path().join("app");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::copy(
+        docker::testapp_context().join("testapp"),
+        context.join("testapp"),
+    )
+    .unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\nENTRYPOINT [\"/testapp\"]\n",
+            s.project()
+        ),
+    )
+    .unwrap();
+    s.spec(
+        true,
+        &VOLUME_SPEC.replace("image: IMAGE", "build: { context: ./app }"),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "a\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.berth(&["backup", "restore", "data"]).code(0);
+    // No replace for the pod: its labels are those of an apply.
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // And the history names the restore.
+    let history = s.berth(&["history", "--format", "json"]).code(0).stdout();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    assert_eq!(
+        list.last().unwrap()["command"],
+        "berth backup restore data",
+        "{history}"
+    );
+}
+
+#[test]
+fn a_volume_backup_works_with_an_image_that_has_no_default_command() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    // The test app with no ENTRYPOINT and no CMD: the pod says what to run.
+    let context = s.path().join("bare");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::copy(
+        docker::testapp_context().join("testapp"),
+        context.join("testapp"),
+    )
+    .unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\n",
+            s.project()
+        ),
+    )
+    .unwrap();
+    let spec = VOLUME_SPEC
+        .replace(
+            "image: IMAGE",
+            "build: { context: ./bare }\n    command: [/testapp]",
+        )
+        .replace(
+            "    source: { volume: data }\n",
+            "    source: { volume: data }\n    before_apply: true\n",
+        );
+    s.spec(true, &spec);
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "a\n")]);
+    let r = s.berth(&["backup", "run", "data"]).code(0);
+    assert!(
+        r.stderr().contains("written and verified"),
+        "{}",
+        r.stderr()
+    );
+    // An apply that replaces the pod takes its backup first, and goes through.
+    s.spec(
+        true,
+        &spec.replace(
+            "command: [/testapp]",
+            "command: [/testapp]\n    env: { V: \"2\" }",
+        ),
+    );
+    let r = s.berth(&["apply", "--yes"]).code(0);
+    assert!(
+        r.stderr().contains("taken before the apply"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.ids("data").len(), 2);
+    s.berth(&["backup", "restore", "data"]).code(0);
+    assert_eq!(s.helpers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_before_apply_backup_names_itself_and_changes_nothing() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let spec = VOLUME_SPEC.replace("IMAGE", &s.image()).replace(
+        "    source: { volume: data }\n",
+        "    source: { volume: data }\n    before_apply: true\n",
+    );
+    s.spec(true, &spec);
+    s.berth(&["apply", "--yes"]).code(0);
+    let id = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
+    // The backup cannot be written: a file where its directory in the store goes.
+    std::fs::write(s.store.join("data"), "in the way").unwrap();
+    s.spec(
+        true,
+        &spec.replace(
+            "volumes: [\"data:/data\"]",
+            "volumes: [\"data:/data\"]\n    env: { V: \"2\" }",
+        ),
+    );
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("before_apply: true"), "{err}");
+    assert!(err.contains("before any change"), "{err}");
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &s.web()]), id);
+}
+
+#[test]
+fn turning_before_apply_on_or_off_is_a_planned_update_of_the_backup() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let off = VOLUME_SPEC.replace("IMAGE", &s.image());
+    let on = off.replace(
+        "    source: { volume: data }\n",
+        "    source: { volume: data }\n    before_apply: true\n",
+    );
+    s.spec(true, &off);
+    s.berth(&["apply", "--yes"]).code(0);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    for (text, want) in [(&on, "true"), (&off, "false")] {
+        s.spec(true, text);
+        let plan = s.inner.plan(2);
+        let changed = common::changed(&plan);
+        assert_eq!(
+            changed,
+            vec![("backup.data".to_owned(), berth::plan::Action::Update)],
+            "{want}"
+        );
+        let human = s.berth(&["plan"]).code(0).stdout();
+        assert!(human.contains("before_apply"), "{human}");
+        s.berth(&["apply", "--yes"]).code(0);
+        s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    }
+}
+
+/// The words of a systemd command line as `units` writes them (double-quoted, `%%`).
+fn unquote(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => {}
+            '"' => {
+                let mut w = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => w.extend(chars.next()),
+                        '"' => break,
+                        c => w.push(c),
+                    }
+                }
+                words.push(w.replace("%%", "%"));
+            }
+            c => {
+                let mut w = c.to_string();
+                while let Some(c) = chars.peek().copied().filter(|c| *c != ' ') {
+                    chars.next();
+                    w.push(c);
+                }
+                words.push(w);
+            }
+        }
+    }
+    words
+}
+
+#[test]
+fn the_backup_timer_unit_runs_by_hand_with_the_state_dir_and_identity_of_the_apply() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let mut s = Scene::new();
+    // The identity only through $BERTH_IDENTITY, the state in a directory of its own.
+    let key = s.path().join("elsewhere.key");
+    std::fs::rename(s.path().join("key.txt"), &key).unwrap();
+    let state = s.path().join("state");
+    s.state_dir = Some(state.clone());
+    let spec = VOLUME_SPEC
+        .replace("IMAGE", &s.image())
+        .replace(
+            "    source: { volume: data }\n",
+            "    source: { volume: data }\n    schedule: daily\n",
+        )
+        .replace("backups:\n", "recipients: [RECIPIENT]\nbackups:\n");
+    let public = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    s.spec(false, &spec.replace("RECIPIENT", &public));
+    let apply = Berth::new()
+        .dir(s.path())
+        .args([
+            "--state-dir",
+            &state.display().to_string(),
+            "apply",
+            "--yes",
+        ])
+        .env("BERTH_IDENTITY", &key.display().to_string())
+        .run()
+        .code(0);
+    let unit = common::unit_dir().join(format!("berth-{}-backup-data.service", s.project()));
+    let text = std::fs::read_to_string(&unit)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", unit.display(), apply.stderr()));
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let words = unquote(exec);
+    assert!(words.contains(&state.display().to_string()), "{text}");
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .flat_map(unquote)
+        .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    // Run by hand as systemd would: its environment only, from another directory.
+    let mut cmd = Command::new(&words[0]);
+    cmd.args(&words[1..])
+        .current_dir("/")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", std::env::var("HOME").unwrap())
+        .env("BERTH_UNIT_DIR", common::unit_dir());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.ids("data").len(), 1);
+    // The plan stays clean (the unit is as the spec says).
+    let plan = Berth::new()
+        .dir(s.path())
+        .args([
+            "--state-dir",
+            &state.display().to_string(),
+            "plan",
+            "--detailed-exitcode",
+        ])
+        .env("BERTH_IDENTITY", &key.display().to_string())
+        .run();
+    plan.code(0);
+    let _ = std::fs::remove_file(&unit);
+    let _ = std::fs::remove_file(unit.with_extension("timer"));
+}
+
+#[test]
+fn a_helper_container_left_behind_is_removed_by_the_next_backup_run() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    // What a backup killed while reading the volume leaves: a helper that mounts it.
+    let volume = format!("{}-data", s.project());
+    docker(&[
+        "create",
+        "--name",
+        &format!("{}-berth-backup-0a0b0c", s.project()),
+        "--label",
+        &format!("io.berth.project={}", s.project()),
+        "--label",
+        "io.berth.helper=backup",
+        "--mount",
+        &format!("type=volume,source={volume},target=/volume"),
+        &image,
+    ]);
+    assert_eq!(s.helpers().len(), 1);
+    s.berth(&["backup", "run", "data"]).code(0);
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
