@@ -379,9 +379,9 @@ fn observe_backups(
     graph: &ResourceGraph,
     observed: &mut ObservedState,
     notes: &mut Vec<String>,
-    problems: &mut Vec<crate::diag::Diagnostic>,
-) {
+) -> Vec<crate::diag::Diagnostic> {
     use crate::backup::schedule;
+    let mut problems = Vec::new();
     use crate::graph::Kind;
     observed.unobserved.retain(|k| *k != Kind::Backup);
     let applied = applied_spec(state);
@@ -456,6 +456,7 @@ fn observe_backups(
             }
         }
     }
+    problems
 }
 
 /// The project's backup timers in the unit directory that no desired backup has.
@@ -662,7 +663,7 @@ impl Session {
         let mut store_problems = Vec::new();
         if goal == Goal::Spec {
             observe_secret_files(&graph, &secrets, &mut observed);
-            observe_backups(
+            store_problems = observe_backups(
                 &valid.spec,
                 &state,
                 &spec_path,
@@ -670,7 +671,6 @@ impl Session {
                 &graph,
                 &mut observed,
                 &mut notes,
-                &mut store_problems,
             );
         }
         // Timers of backups the goal no longer has (removed from the spec, or a destroy):
