@@ -497,11 +497,19 @@ impl Session {
                 "took over a stale lock left by {l}, which is no longer running"
             ));
         }
+        let mut mode = if lock.is_some() {
+            Observe::Tidy
+        } else {
+            Observe::Strict
+        };
         if let Some(m) = crate::state::journal::read(&state)? {
             let held = crate::state::lock::holder(&state).filter(|_| lock.is_none());
             match held {
                 // Someone is applying right now: this read-only plan may be out of date.
-                Some(h) => notes.push(format!("an apply is in progress: {h}")),
+                Some(h) => {
+                    notes.push(format!("an apply is in progress: {h}"));
+                    mode = Observe::DuringApply;
+                }
                 None => {
                     return Err(OpError::Interrupted {
                         project: current.spec.project.value.clone(),
@@ -549,7 +557,11 @@ impl Session {
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
-        let (engines, mut observed) = runtime.block_on(observe_engines(&valid.spec))?;
+        // With the lock (apply, destroy, rollback) and no apply to recover, what an
+        // interrupted apply left beside a pod's own is removed before observing.
+        let (engines, mut observed, removed) =
+            runtime.block_on(observe_engines_tidy(&valid.spec, mode))?;
+        notes.extend(removed);
         let mut desired = match goal {
             Goal::Spec => {
                 let facts = resources::LocalFacts {
@@ -720,6 +732,10 @@ impl Session {
                 },
             )?;
             applied.revision = Some(from + 1);
+        }
+        // Recorded first, then ended: killed in between, `recover` finds the revision.
+        if let Some(j) = applied.journal.take() {
+            j.end()?;
         }
         Ok(applied)
     }
@@ -985,22 +1001,60 @@ pub async fn observe_engines(
     ),
     OpError,
 > {
+    let (engines, state, _) = observe_engines_tidy(spec, Observe::Strict).await?;
+    Ok((engines, state))
+}
+
+/// How observation treats two containers claiming one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observe {
+    /// An error naming both.
+    Strict,
+    /// The caller holds the project's lock and no apply is to recover: the containers an
+    /// interrupted apply left beside a pod's own are removed first
+    /// ([`crate::observe::docker::remove_strays`]).
+    Tidy,
+    /// Another command is applying (a read-only plan): the pod's own name wins.
+    DuringApply,
+}
+
+/// [`observe_engines`], treating duplicates as `mode` says; returns what it removed.
+pub async fn observe_engines_tidy(
+    spec: &Spec,
+    mode: Observe,
+) -> Result<
+    (
+        std::collections::HashMap<String, crate::engine::Engine>,
+        ObservedState,
+        Vec<String>,
+    ),
+    OpError,
+> {
     let names = spec.region_names();
     let all = &names;
     let project = spec.project.value.as_str();
     let observations = names.iter().map(|name| async move {
         let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
         let engine = crate::engine::Engine::connect(name, endpoint).await?;
+        let removed = if mode == Observe::Tidy {
+            crate::observe::docker::remove_strays(&engine, project).await?
+        } else {
+            Vec::new()
+        };
         let shown = resources::shown_region(all, name);
-        let found = crate::observe::docker::observe(&engine, project, shown).await?;
-        Ok::<_, crate::engine::EngineError>((name.to_string(), engine, found))
+        let found =
+            crate::observe::docker::observe(&engine, project, shown, mode == Observe::DuringApply)
+                .await?;
+        Ok::<_, crate::engine::EngineError>((name.to_string(), engine, found, removed))
     });
     let results = futures_util::future::try_join_all(observations).await?;
     let mut engines = std::collections::HashMap::new();
     let mut resources = Vec::new();
-    for (name, engine, found) in results {
+    let mut removed = Vec::new();
+    for (name, engine, found, gone) in results {
         engines.insert(name, engine);
         resources.extend(found);
+        removed.extend(gone);
     }
     let state = ObservedState {
         origin: Origin::Engines {
@@ -1009,7 +1063,22 @@ pub async fn observe_engines(
         resources,
         unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
     };
-    Ok((engines, state))
+    Ok((engines, state, removed))
+}
+
+/// Connects to every region's engine, concurrently, without observing.
+async fn connect_engines(
+    spec: &Spec,
+) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
+    let connections = spec.region_names().into_iter().map(|name| async move {
+        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
+        let engine = crate::engine::Engine::connect(name, endpoint).await?;
+        Ok::<_, crate::engine::EngineError>((name.to_string(), engine))
+    });
+    Ok(futures_util::future::try_join_all(connections)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// What `berth recover` did.
@@ -1031,18 +1100,33 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     let project = valid.spec.project.value.clone();
     let state = crate::state::StateDir::locate(&project, state_dir);
     let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
-    let Some(mut journal) = Journal::resume(&state)? else {
-        return Ok(Recovered {
-            lines: Vec::new(),
-            finished_commit: false,
-            nothing: true,
-        });
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(OpError::Runtime)?;
-    let (engines, _) = runtime.block_on(observe_engines(&valid.spec))?;
+    let Some(mut journal) = Journal::resume(&state)? else {
+        // No apply to finish; containers left beside a pod's own (by a crash of an older
+        // berth, say) still go.
+        let engines = runtime.block_on(connect_engines(&valid.spec))?;
+        let mut lines = Vec::new();
+        for e in engines.values() {
+            let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
+            lines.extend(removed.into_iter().map(|l| format!("  {l}")));
+        }
+        return Ok(Recovered {
+            nothing: lines.is_empty(),
+            lines,
+            finished_commit: false,
+        });
+    };
+    // Only connected: an interrupted apply leaves two containers claiming a pod (its
+    // candidate or set-aside one beside it), which observing would refuse.
+    let engines = runtime.block_on(connect_engines(&valid.spec))?;
+    // A recover killed while it held names leaves their holders: they go first, or they
+    // would keep the set-aside containers from getting their names back.
+    for e in engines.values() {
+        runtime.block_on(crate::observe::docker::remove_name_holds(e, &project))?;
+    }
     let machine = journal.machine().clone();
     let mut lines = Vec::new();
     let mut failed = false;
@@ -1050,9 +1134,14 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     runtime.block_on(async {
         if let Some(items) = &machine.commit {
             for item in items {
-                let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
+                let (what, r) = crate::apply::undo::commit_one(&engines, &project, item).await;
                 match r {
-                    Ok(()) => lines.push(format!("  removed {what}")),
+                    Ok(crate::apply::undo::Committed::Removed) => {
+                        lines.push(format!("  removed {what}"))
+                    }
+                    Ok(crate::apply::undo::Committed::Kept(why)) => {
+                        lines.push(format!("  warning: {why}"))
+                    }
                     Err(e) => {
                         failed = true;
                         lines.push(format!("  could NOT remove {what}: {e}"));
@@ -1082,6 +1171,31 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
                     }
                 }
             }
+        }
+        for e in engines.values() {
+            // The names held while undoing container creates are free again; then, when
+            // every undo went through (none set aside is waiting for its name), what is
+            // left beside a pod's own goes.
+            let tidied = match e.release_names().await {
+                Ok(()) if !failed => crate::observe::docker::remove_strays(e, &project).await,
+                Ok(()) => Ok(Vec::new()),
+                Err(x) => Err(x),
+            };
+            match tidied {
+                Ok(removed) => lines.extend(removed.into_iter().map(|l| format!("  {l}"))),
+                Err(x) => {
+                    failed = true;
+                    lines.push(format!(
+                        "  could NOT check for containers left behind in `{}`: {x}",
+                        e.region
+                    ));
+                }
+            }
+        }
+        if !finished_commit {
+            let left = journaled_containers_left(&engines, &project, &machine).await;
+            failed |= !left.is_empty();
+            lines.extend(left);
         }
         crate::apply::sweep_deliveries(&engines, &project).await;
         Ok::<(), OpError>(())
@@ -1131,6 +1245,73 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         finished_commit,
         nothing: false,
     })
+}
+
+/// After the undos of an interrupted apply: every container its journal announced creating
+/// (by name, with the project's label, and not one the undos gave its name back) must be
+/// gone. Says which are not.
+async fn journaled_containers_left(
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    project: &str,
+    machine: &crate::state::journal::Machine,
+) -> Vec<String> {
+    use crate::apply::Undo;
+    let restored: Vec<&str> = machine
+        .undos
+        .iter()
+        .filter_map(|(_, u, _)| match u {
+            Undo::Restore { id, .. } => Some(id.as_str()),
+            Undo::Unswitch { old_id, .. } => Some(old_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut left = Vec::new();
+    for (_, u, _) in &machine.undos {
+        let (region, name, new_id) = match u {
+            Undo::RemoveContainer { region, name } => (region, name.as_str(), None),
+            Undo::Unswitch {
+                region,
+                new_id,
+                name,
+                ..
+            } => (region, name.as_str(), Some(new_id.as_str())),
+            _ => continue,
+        };
+        let Some(e) = engines.get(region) else {
+            continue;
+        };
+        let found = match e.container_named(name).await {
+            Ok(found) => found,
+            Err(x) => {
+                left.push(format!("  could NOT check that {name} is gone: {x}"));
+                continue;
+            }
+        };
+        let named_left = found.filter(|c| {
+            c.labels
+                .get(crate::engine::labels::PROJECT)
+                .map(String::as_str)
+                == Some(project)
+                && !restored
+                    .iter()
+                    .any(|r| c.id.starts_with(r) || r.starts_with(&c.id))
+        });
+        if let Some(c) = named_left {
+            left.push(format!(
+                "  container {name} ({}) that the interrupted apply created is still there",
+                crate::apply::undo::short(&c.id)
+            ));
+        }
+        if let Some(id) = new_id
+            && let Ok(Some(n)) = e.name_of(id).await
+        {
+            left.push(format!(
+                "  container {n} ({}) that the interrupted apply created is still there",
+                crate::apply::undo::short(id)
+            ));
+        }
+    }
+    left
 }
 
 /// A JSON file berth wrote (`what` it should be, and `help` for when it is not).
