@@ -1086,7 +1086,7 @@ pub struct Recovered {
     pub lines: Vec<String>,
     /// The interrupted apply had passed its gates: it was finished, not undone.
     pub finished_commit: bool,
-    /// There was nothing to recover.
+    /// No apply was interrupted (`lines` may still say which leftovers went).
     pub nothing: bool,
 }
 
@@ -1114,9 +1114,9 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
         }
         return Ok(Recovered {
-            nothing: lines.is_empty(),
             lines,
             finished_commit: false,
+            nothing: true,
         });
     };
     // Only connected: an interrupted apply leaves two containers claiming a pod (its

@@ -440,6 +440,13 @@ fn two_containers_claiming_one_pod_are_refused_by_plan_and_the_stray_removed_by_
         let r = s.berth(&[fixer, "--yes"][..if fixer == "apply" { 2 } else { 1 }]);
         assert_eq!(r.0.status.code(), Some(0), "{fixer}: {}", r.stderr());
         assert!(r.stderr().contains(&stray_name), "{fixer}: {}", r.stderr());
+        if fixer == "recover" {
+            assert!(
+                r.stderr().contains("no apply was interrupted"),
+                "{}",
+                r.stderr()
+            );
+        }
         assert_eq!(s.containers(), [format!("{} running", s.name("a"))]);
         assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]), real);
         s.berth(&["plan", "--detailed-exitcode"]).code(0);

@@ -49,12 +49,12 @@ fn state_of(file: &Path, state_dir: Option<&Path>) -> Result<(String, StateDir),
 
 pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Result<u8, OpError> {
     let r = ops::recover(file, state_dir)?;
+    for l in &r.lines {
+        eprintln!("{l}");
+    }
     if r.nothing {
         eprintln!("Nothing to recover: no apply was interrupted.");
     } else {
-        for l in &r.lines {
-            eprintln!("{l}");
-        }
         if r.finished_commit {
             eprintln!(
                 "Recovered: the interrupted apply had passed every gate; its removals are finished, and the new revision stays."
