@@ -586,6 +586,11 @@ impl Session {
                 "took over a stale lock left by {l}, which is no longer running"
             ));
         }
+        let mut mode = if lock.is_some() {
+            Observe::Tidy
+        } else {
+            Observe::Strict
+        };
         for kind in [Kind::Apply, Kind::Restore] {
             let Some(m) = crate::state::journal::read_kind(&state, kind)? else {
                 continue;
@@ -594,7 +599,10 @@ impl Session {
             match held {
                 // Someone is applying (or restoring) right now: this read-only plan may be
                 // out of date. A restore's own apply (bringing its pods back) is one too.
-                Some(h) => notes.push(format!("an apply is in progress: {h}")),
+                Some(h) => {
+                    notes.push(format!("an apply is in progress: {h}"));
+                    mode = Observe::DuringApply;
+                }
                 None => {
                     return Err(OpError::Interrupted {
                         project: current.spec.project.value.clone(),
@@ -642,7 +650,11 @@ impl Session {
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
-        let (engines, mut observed) = runtime.block_on(observe_engines(&valid.spec))?;
+        // With the lock (apply, destroy, rollback) and no apply to recover, what an
+        // interrupted apply left beside a pod's own is removed before observing.
+        let (engines, mut observed, removed) =
+            runtime.block_on(observe_engines_tidy(&valid.spec, mode))?;
+        notes.extend(removed);
         let mut desired = match goal {
             Goal::Spec => {
                 let facts = resources::LocalFacts {
@@ -833,6 +845,10 @@ impl Session {
                 },
             )?;
             applied.revision = Some(from + 1);
+        }
+        // Recorded first, then ended: killed in between, `recover` finds the revision.
+        if let Some(j) = applied.journal.take() {
+            j.end()?;
         }
         Ok(applied)
     }
@@ -1157,22 +1173,60 @@ pub async fn observe_engines(
     ),
     OpError,
 > {
+    let (engines, state, _) = observe_engines_tidy(spec, Observe::Strict).await?;
+    Ok((engines, state))
+}
+
+/// How observation treats two containers claiming one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observe {
+    /// An error naming both.
+    Strict,
+    /// The caller holds the project's lock and no apply is to recover: the containers an
+    /// interrupted apply left beside a pod's own are removed first
+    /// ([`crate::observe::docker::remove_strays`]).
+    Tidy,
+    /// Another command is applying (a read-only plan): the pod's own name wins.
+    DuringApply,
+}
+
+/// [`observe_engines`], treating duplicates as `mode` says; returns what it removed.
+pub async fn observe_engines_tidy(
+    spec: &Spec,
+    mode: Observe,
+) -> Result<
+    (
+        std::collections::HashMap<String, crate::engine::Engine>,
+        ObservedState,
+        Vec<String>,
+    ),
+    OpError,
+> {
     let names = spec.region_names();
     let all = &names;
     let project = spec.project.value.as_str();
     let observations = names.iter().map(|name| async move {
         let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
         let engine = crate::engine::Engine::connect(name, endpoint).await?;
+        let removed = if mode == Observe::Tidy {
+            crate::observe::docker::remove_strays(&engine, project).await?
+        } else {
+            Vec::new()
+        };
         let shown = resources::shown_region(all, name);
-        let found = crate::observe::docker::observe(&engine, project, shown).await?;
-        Ok::<_, crate::engine::EngineError>((name.to_string(), engine, found))
+        let found =
+            crate::observe::docker::observe(&engine, project, shown, mode == Observe::DuringApply)
+                .await?;
+        Ok::<_, crate::engine::EngineError>((name.to_string(), engine, found, removed))
     });
     let results = futures_util::future::try_join_all(observations).await?;
     let mut engines = std::collections::HashMap::new();
     let mut resources = Vec::new();
-    for (name, engine, found) in results {
+    let mut removed = Vec::new();
+    for (name, engine, found, gone) in results {
         engines.insert(name, engine);
         resources.extend(found);
+        removed.extend(gone);
     }
     let state = ObservedState {
         origin: Origin::Engines {
@@ -1181,7 +1235,22 @@ pub async fn observe_engines(
         resources,
         unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
     };
-    Ok((engines, state))
+    Ok((engines, state, removed))
+}
+
+/// Connects to every region's engine, concurrently, without observing.
+async fn connect_engines(
+    spec: &Spec,
+) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
+    let connections = spec.region_names().into_iter().map(|name| async move {
+        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
+        let engine = crate::engine::Engine::connect(name, endpoint).await?;
+        Ok::<_, crate::engine::EngineError>((name.to_string(), engine))
+    });
+    Ok(futures_util::future::try_join_all(connections)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// What `berth recover` did.
@@ -1192,7 +1261,7 @@ pub struct Recovered {
     /// An interrupted restore was rolled back: its backup name and the id it was putting
     /// back (for `--forward`).
     pub restore: Option<(String, String)>,
-    /// There was nothing to recover.
+    /// No apply or restore was interrupted (`lines` may still say which leftovers went).
     pub nothing: bool,
 }
 
@@ -1305,19 +1374,33 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
     let applying = Journal::resume(&state)?;
     let restoring = Journal::resume_kind(&state, Kind::Restore)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(OpError::Runtime)?;
+    // Only connected: an interrupted apply leaves two containers claiming a pod (its
+    // candidate or set-aside one beside it), which observing would refuse.
+    let engines = runtime.block_on(connect_engines(&valid.spec))?;
     if applying.is_none() && restoring.is_none() {
+        // Nothing to finish; containers left beside a pod's own (by a crash of an older
+        // berth, say) still go.
+        let mut lines = Vec::new();
+        for e in engines.values() {
+            let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
+            lines.extend(removed.into_iter().map(|l| format!("  {l}")));
+        }
         return Ok(Recovered {
-            lines: Vec::new(),
+            lines,
             finished_commit: false,
             restore: None,
             nothing: true,
         });
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(OpError::Runtime)?;
-    let (engines, _) = runtime.block_on(observe_engines(&valid.spec))?;
+    // A recover killed while it held names leaves their holders: they go first, or they
+    // would keep the set-aside containers from getting their names back.
+    for e in engines.values() {
+        runtime.block_on(crate::observe::docker::remove_name_holds(e, &project))?;
+    }
     let mut lines = Vec::new();
     let mut finished_commit = false;
     let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -1329,20 +1412,24 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     if let Some(mut journal) = applying {
         let machine = journal.machine().clone();
         finished_commit = machine.commit.is_some() && restoring.is_none();
-        let failed = if let Some(items) = &machine.commit {
+        let mut failed = if let Some(items) = &machine.commit {
             let mut failed = false;
             runtime.block_on(async {
                 for item in items {
-                    let (what, r) = crate::apply::undo::commit_one(&engines, item).await;
+                    let (what, r) = crate::apply::undo::commit_one(&engines, &project, item).await;
                     match r {
-                        Ok(()) => lines.push(format!("  removed {what}")),
+                        Ok(crate::apply::undo::Committed::Removed) => {
+                            lines.push(format!("  removed {what}"))
+                        }
+                        Ok(crate::apply::undo::Committed::Kept(why)) => {
+                            lines.push(format!("  warning: {why}"))
+                        }
                         Err(e) => {
                             failed = true;
                             lines.push(format!("  could NOT remove {what}: {e}"));
                         }
                     }
                 }
-                crate::apply::sweep_deliveries(&engines, &project).await;
             });
             failed
         } else {
@@ -1350,6 +1437,12 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
             lines.extend(done);
             !ok
         };
+        failed |= !runtime.block_on(tidy(&engines, &project, failed, &mut lines));
+        if machine.commit.is_none() {
+            let left = runtime.block_on(journaled_containers_left(&engines, &project, &machine));
+            failed |= !left.is_empty();
+            lines.extend(left);
+        }
         if failed {
             return Err(OpError::Interrupted {
                 project,
@@ -1397,7 +1490,8 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     if let Some(mut journal) = restoring {
         let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
         lines.extend(done);
-        if !ok {
+        let tidied = runtime.block_on(tidy(&engines, &project, !ok, &mut lines));
+        if !ok || !tidied {
             return Err(OpError::Interrupted {
                 project,
                 detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
@@ -1423,6 +1517,105 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         restore,
         nothing: false,
     })
+}
+
+/// After undoing: the names held while undoing container creates are free again; then,
+/// when every undo went through (none set aside is waiting for its name), what is left
+/// beside a pod's own goes, and so do the secrets runtime directories of containers that
+/// are gone. `false` when something could not be checked.
+async fn tidy(
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    project: &str,
+    failed: bool,
+    lines: &mut Vec<String>,
+) -> bool {
+    let mut ok = true;
+    for e in engines.values() {
+        let tidied = match e.release_names().await {
+            Ok(()) if !failed => crate::observe::docker::remove_strays(e, project).await,
+            Ok(()) => Ok(Vec::new()),
+            Err(x) => Err(x),
+        };
+        match tidied {
+            Ok(removed) => lines.extend(removed.into_iter().map(|l| format!("  {l}"))),
+            Err(x) => {
+                ok = false;
+                lines.push(format!(
+                    "  could NOT check for containers left behind in `{}`: {x}",
+                    e.region
+                ));
+            }
+        }
+    }
+    crate::apply::sweep_deliveries(engines, project).await;
+    ok
+}
+
+/// After the undos of an interrupted apply: every container its journal announced creating
+/// (by name, with the project's label, and not one the undos gave its name back) must be
+/// gone. Says which are not.
+async fn journaled_containers_left(
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    project: &str,
+    machine: &crate::state::journal::Machine,
+) -> Vec<String> {
+    use crate::apply::Undo;
+    let restored: Vec<&str> = machine
+        .undos
+        .iter()
+        .filter_map(|(_, u, _)| match u {
+            Undo::Restore { id, .. } => Some(id.as_str()),
+            Undo::Unswitch { old_id, .. } => Some(old_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut left = Vec::new();
+    for (_, u, _) in &machine.undos {
+        let (region, name, new_id) = match u {
+            Undo::RemoveContainer { region, name } => (region, name.as_str(), None),
+            Undo::Unswitch {
+                region,
+                new_id,
+                name,
+                ..
+            } => (region, name.as_str(), Some(new_id.as_str())),
+            _ => continue,
+        };
+        let Some(e) = engines.get(region) else {
+            continue;
+        };
+        let found = match e.container_named(name).await {
+            Ok(found) => found,
+            Err(x) => {
+                left.push(format!("  could NOT check that {name} is gone: {x}"));
+                continue;
+            }
+        };
+        let named_left = found.filter(|c| {
+            c.labels
+                .get(crate::engine::labels::PROJECT)
+                .map(String::as_str)
+                == Some(project)
+                && !restored
+                    .iter()
+                    .any(|r| c.id.starts_with(r) || r.starts_with(&c.id))
+        });
+        if let Some(c) = named_left {
+            left.push(format!(
+                "  container {name} ({}) that the interrupted apply created is still there",
+                crate::apply::undo::short(&c.id)
+            ));
+        }
+        if let Some(id) = new_id
+            && let Ok(Some(n)) = e.name_of(id).await
+        {
+            left.push(format!(
+                "  container {n} ({}) that the interrupted apply created is still there",
+                crate::apply::undo::short(id)
+            ));
+        }
+    }
+    left
 }
 
 /// A JSON file berth wrote (`what` it should be, and `help` for when it is not).

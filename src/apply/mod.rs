@@ -206,8 +206,31 @@ pub enum Status {
 pub struct Applied {
     pub changed: usize,
     pub kept_volumes: Vec<String>,
+    /// Objects the commit let go but kept, each with why (a network that containers of
+    /// other projects still use).
+    pub kept: Vec<String>,
     /// The revision recorded for it (set by the session; none when nothing changed).
     pub revision: Option<u64>,
+    /// The journal of a finished apply, still open: the caller records the revision, then
+    /// ends it, so that a kill in between leaves a journal `recover` finishes (and records
+    /// the revision from), never a new state without its revision.
+    pub journal: Option<FinishedJournal>,
+}
+
+/// See [`Applied::journal`].
+pub struct FinishedJournal(Box<Journal>);
+
+impl FinishedJournal {
+    /// Ends the journal: the apply is done.
+    pub fn end(self) -> Result<(), crate::state::journal::JournalError> {
+        self.0.end(Outcome::Applied)
+    }
+}
+
+impl std::fmt::Debug for FinishedJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinishedJournal")
+    }
 }
 
 /// One apply in progress. Steps of one layer run concurrently on one task, so the shared
@@ -220,6 +243,9 @@ struct Run<'a> {
     observed: &'a ObservedState,
     engines: &'a HashMap<String, Engine>,
     project: &'a str,
+    /// The revision this apply makes (its journal's `begin`), put on what it creates as
+    /// `io.berth.revision`.
+    revision: Option<u64>,
     options: Options,
     /// Undo records (with their journal ids), oldest first.
     undo: RefCell<Vec<(u64, Undo)>>,
@@ -230,6 +256,7 @@ struct Run<'a> {
     /// Set by SIGINT/SIGTERM: no new step starts.
     interrupted: &'a std::sync::atomic::AtomicBool,
     kept_volumes: RefCell<Vec<String>>,
+    kept: RefCell<Vec<String>>,
     progress: RefCell<&'a mut dyn FnMut(&Event)>,
     /// The identity and the secret files as found, updated as apply re-encrypts them.
     secrets: &'a Inspection,
@@ -277,7 +304,12 @@ pub async fn apply(
         journal,
         interrupted,
     } = inputs;
+    let revision = match &journal.machine().begin {
+        Some(Record::Begin { revision, .. }) => Some(*revision),
+        _ => None,
+    };
     let run = Run {
+        revision,
         spec,
         spec_dir,
         spec_path,
@@ -292,6 +324,7 @@ pub async fn apply(
         journal: RefCell::new(Some(journal)),
         interrupted,
         kept_volumes: RefCell::new(Vec::new()),
+        kept: RefCell::new(Vec::new()),
         progress: RefCell::new(progress),
         secrets,
         secret_files: RefCell::new(secrets.files.clone()),
@@ -366,13 +399,21 @@ pub async fn apply(
             });
         }
     }
-    run.finish().await?;
+    let all_removed = run.finish().await?;
+    // Every removal done: the caller ends the journal once the revision is recorded. With
+    // removals left, it stays open for `recover` (dropped, not ended).
+    let journal = run.journal.borrow_mut().take();
+    let journal = journal
+        .filter(|_| all_removed)
+        .map(|j| FinishedJournal(Box::new(j)));
     // A volume kept with its data is not a change: nothing was done to it.
     let kept_volumes = run.kept_volumes.take();
     Ok(Applied {
+        journal,
         revision: None,
         changed: changed.saturating_sub(kept_volumes.len()),
         kept_volumes,
+        kept: run.kept.take(),
     })
 }
 
@@ -665,7 +706,7 @@ impl<'a> Run<'a> {
                     depends_on: Vec::new(),
                 });
                 let name = object_name(self.project, &c.address.name);
-                let labels = labels::encode(self.project, &resource, None);
+                let labels = labels::encode(self.project, &resource, self.revision);
                 if c.address.kind == Kind::Network {
                     self.record_undo(Undo::RemoveNetwork {
                         region,
@@ -1232,7 +1273,7 @@ impl<'a> Run<'a> {
             self.project,
             alias,
             pod,
-            labels::encode(self.project, &resource, None),
+            labels::encode(self.project, &resource, self.revision),
             self.spec_dir,
         );
         // The image as planned: a built tag, or the spec's image (pinned to an id by a
@@ -1346,6 +1387,14 @@ impl<'a> Run<'a> {
                 Err(e) => lines.push(format!("  could NOT roll back {what}: {e}")),
             }
         }
+        // The names held while undoing container creates are free again.
+        for e in self.engines.values() {
+            if let Err(x) = e.release_names().await {
+                lines.push(format!(
+                    "  could NOT free the names held while undoing: {x}"
+                ));
+            }
+        }
         let failed = lines.iter().any(|l| l.starts_with("  could NOT")) || !journaled;
         if !failed {
             self.end_journal(Outcome::RolledBack)?;
@@ -1370,7 +1419,7 @@ impl<'a> Run<'a> {
     }
 
     /// Every gate passed: remove what was replaced or deleted (journaled as the commit).
-    async fn finish(&self) -> Result<(), ApplyError> {
+    async fn finish(&self) -> Result<bool, ApplyError> {
         let mut commit = self.commit.take();
         // Containers first, then networks and volumes they used.
         commit.sort_by_key(|c| match c {
@@ -1383,9 +1432,15 @@ impl<'a> Run<'a> {
         })?;
         let mut left = 0;
         for c in &commit {
-            let (what, result) = undo::commit_one(self.engines, c).await;
+            let (what, result) = undo::commit_one(self.engines, self.project, c).await;
             match result {
-                Ok(()) => self.event(None, Status::Removed, format!("  removed {what}")),
+                Ok(undo::Committed::Removed) => {
+                    self.event(None, Status::Removed, format!("  removed {what}"))
+                }
+                Ok(undo::Committed::Kept(why)) => {
+                    self.event(None, Status::Warning, format!("  warning: {why}"));
+                    self.kept.borrow_mut().push(why);
+                }
                 Err(e) => {
                     left += 1;
                     self.event(
@@ -1396,9 +1451,7 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        if left == 0 {
-            self.end_journal(Outcome::Applied)?;
-        } else {
+        if left > 0 {
             // The journal stays open: `berth recover` finishes the removals, and until then
             // plan and apply say so.
             self.event(
@@ -1410,7 +1463,7 @@ impl<'a> Run<'a> {
             );
         }
         self.sweep_deliveries().await;
-        Ok(())
+        Ok(left == 0)
     }
 
     async fn sweep_deliveries(&self) {
@@ -1501,6 +1554,9 @@ pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) 
         }
     }
     delivery::sweep(project, &keep);
+    // A project with no container holding secrets leaves no directory behind (a destroy,
+    // say): removing a directory fails unless it is empty, and the next delivery makes it.
+    let _ = std::fs::remove_dir(root.join(project));
 }
 
 fn indent(text: &str) -> String {

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::docker::ObjectKind;
-use crate::engine::{Engine, labels};
+use crate::engine::Engine;
 use crate::secrets::files;
 use crate::state::journal::CommitItem;
 
@@ -126,6 +125,8 @@ async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), St
     match e.name_of(id).await.map_err(|x| x.to_string())? {
         None => return Err(format!("container {} no longer exists", short(id))),
         Some(current) if current != name => {
+            // Held while undoing the create of the container that had it: free it.
+            e.release_name(name).await.map_err(|x| x.to_string())?;
             e.rename(id, name).await.map_err(|x| x.to_string())?;
         }
         Some(_) => {}
@@ -147,27 +148,26 @@ pub async fn perform(
         Undo::RemoveContainer { region, name } => {
             let r = async {
                 let e = engine(engines, region)?;
-                let theirs = e
-                    .labels_of(ObjectKind::Container, name)
+                // The engine may still be creating it (berth was killed after asking): the
+                // name is held until the caller releases it, once it is found and removed,
+                // so that a create still in flight cannot leave it behind.
+                e.remove_named(name, project)
                     .await
-                    .map_err(|x| x.to_string())?;
-                match theirs {
-                    Some(l) if l.get(labels::PROJECT).map(String::as_str) == Some(project) => {
-                        e.remove(name).await.map_err(|x| x.to_string())
-                    }
-                    // Never created, or not ours: nothing to take back.
-                    _ => Ok(()),
-                }
+                    .map_err(|x| x.to_string())
             }
             .await;
             (format!("{}: removed new container {name}", at(region)), r)
         }
         Undo::RemoveNetwork { region, name } => {
             let r = match engine(engines, region) {
-                Ok(e) => e.remove_network(name).await.map_err(|x| x.to_string()),
+                Ok(e) => remove_network(e, project, name).await,
                 Err(x) => Err(x),
             };
-            (format!("{}: removed network {name}", at(region)), r)
+            match r {
+                Ok(Some(kept)) => (format!("{}: {kept}", at(region)), Ok(())),
+                Ok(None) => (format!("{}: removed network {name}", at(region)), Ok(())),
+                Err(x) => (format!("{}: removed network {name}", at(region)), Err(x)),
+            }
         }
         Undo::RemoveVolume { region, name } => {
             let r = match engine(engines, region) {
@@ -331,30 +331,70 @@ pub async fn perform(
     }
 }
 
+/// Removes a project's network unless containers of other projects are attached to it:
+/// berth never removes those, and the engine cannot remove a network in use. Kept, it says
+/// so and why (`Some`); the network stays the project's, and the next plan or apply works
+/// with it.
+async fn remove_network(e: &Engine, project: &str, name: &str) -> Result<Option<String>, String> {
+    let foreign = e
+        .foreign_on_network(name, project)
+        .await
+        .map_err(|x| x.to_string())?;
+    if !foreign.is_empty() {
+        return Ok(Some(format!(
+            "kept network {name}: containers of other projects are attached to it ({}); disconnect them (`docker network disconnect {name} CONTAINER`) and run `berth destroy` again to remove it",
+            foreign.join(", ")
+        )));
+    }
+    e.remove_network(name)
+        .await
+        .map(|()| None)
+        .map_err(|x| x.to_string())
+}
+
+/// What became of one object a commit let go.
+#[derive(Debug)]
+pub enum Committed {
+    Removed,
+    /// Not removed, and rightly so (a network others still use): why, for a warning.
+    Kept(String),
+}
+
 /// Removes one object a commit let go; says what.
 pub async fn commit_one(
     engines: &HashMap<String, Engine>,
+    project: &str,
     item: &CommitItem,
-) -> (String, Result<(), String>) {
+) -> (String, Result<Committed, String>) {
     match item {
         CommitItem::Container { region, id } => (
             format!("container {}", short(id)),
             match engine(engines, region) {
-                Ok(e) => e.remove(id).await.map_err(|x| x.to_string()),
+                Ok(e) => e
+                    .remove(id)
+                    .await
+                    .map(|()| Committed::Removed)
+                    .map_err(|x| x.to_string()),
                 Err(x) => Err(x),
             },
         ),
         CommitItem::Network { region, name } => (
             format!("network {name}"),
             match engine(engines, region) {
-                Ok(e) => e.remove_network(name).await.map_err(|x| x.to_string()),
+                Ok(e) => remove_network(e, project, name)
+                    .await
+                    .map(|kept| kept.map_or(Committed::Removed, Committed::Kept)),
                 Err(x) => Err(x),
             },
         ),
         CommitItem::Volume { region, name } => (
             format!("volume {name}"),
             match engine(engines, region) {
-                Ok(e) => e.remove_volume(name).await.map_err(|x| x.to_string()),
+                Ok(e) => e
+                    .remove_volume(name)
+                    .await
+                    .map(|()| Committed::Removed)
+                    .map_err(|x| x.to_string()),
                 Err(x) => Err(x),
             },
         ),

@@ -239,6 +239,7 @@ fn carry_out(
             "event": "applied",
             "changed": applied.changed,
             "kept_volumes": applied.kept_volumes,
+            "kept": applied.kept,
             "revision": applied.revision,
         }));
         return Ok(Outcome::Applied(applied));
@@ -254,6 +255,9 @@ fn carry_out(
             applied.changed
         ),
         None => eprintln!("{verb} complete: {} change(s) made.", applied.changed),
+    }
+    for why in &applied.kept {
+        eprintln!("Warning: {why}.");
     }
     if !applied.kept_volumes.is_empty() {
         eprintln!(

@@ -50,12 +50,12 @@ fn state_of(file: &Path, state_dir: Option<&Path>) -> Result<(String, StateDir),
 
 pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Result<u8, OpError> {
     let r = ops::recover(file, state_dir)?;
+    for l in &r.lines {
+        eprintln!("{l}");
+    }
     if r.nothing {
         eprintln!("Nothing to recover: no apply was interrupted.");
     } else {
-        for l in &r.lines {
-            eprintln!("{l}");
-        }
         if let Some((name, id)) = &r.restore {
             eprintln!(
                 "Recovered: the interrupted restore of `{name}` ({id}) was rolled back; the data is as it was before it."

@@ -21,6 +21,45 @@ pub const MIN_API: (u32, u32) = (1, 40);
 /// Seconds berth waits for one engine request.
 const TIMEOUT_SECS: u64 = 120;
 
+/// How long berth keeps retrying a call the engine refuses because another operation on
+/// the same object is still in progress (a removal, a create holding a name): long enough
+/// for the engine to finish what a killed berth had asked of it, bounded so that a stuck
+/// engine is reported, not waited on forever.
+const IN_PROGRESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The first pause between two tries; it doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The label of a container berth creates only to hold a name (see [`Engine::hold_name`]).
+pub const NAME_HOLD_LABEL: &str = "io.berth.name-hold";
+
+/// Whether an engine refusal only means "not now": another operation on the object is in
+/// progress (`removal of container ... is already in progress`, a container that is
+/// restarting). Such a call is tried again after a pause.
+pub fn in_progress(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("in progress") || m.contains("is restarting")
+        }
+        _ => false,
+    }
+}
+
+/// Whether an engine refusal is a name held by another container (409 `Conflict. The
+/// container name ... is already in use`), maybe one the engine is still creating.
+pub fn name_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.to_ascii_lowercase().contains("already in use")
+    )
+}
+
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum EngineError {
     #[error("cannot reach the engine of region `{region}` at `{endpoint}`: {reason}")]
@@ -68,6 +107,19 @@ pub enum EngineError {
         region: String,
         call: &'static str,
         reason: String,
+    },
+    #[error("in region `{region}`, {} containers claim `{address}`: {}", containers.len(), containers.join(", "))]
+    #[diagnostic(
+        code(berth::duplicate_container),
+        help(
+            "an interrupted apply can leave one behind: `berth apply` or `berth recover` removes the one with a `-berth-` name and keeps the pod's own; otherwise remove the wrong one by hand (`docker rm -f ID`); nothing was changed"
+        )
+    )]
+    Duplicate {
+        region: String,
+        address: String,
+        /// Each as `ID (NAME)`.
+        containers: Vec<String>,
     },
 }
 
@@ -132,6 +184,8 @@ pub struct Engine {
     pub endpoint: String,
     docker: Docker,
     requests: AtomicU64,
+    /// Containers created only to hold a name ([`Engine::hold_name`]), until released.
+    held: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Engine {
@@ -172,6 +226,7 @@ impl Engine {
             endpoint: shown.clone(),
             docker,
             requests: AtomicU64::new(2),
+            held: std::sync::Mutex::new(Vec::new()),
         };
         let version = engine
             .docker
@@ -225,6 +280,28 @@ impl Engine {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Makes a call, and makes it again (with a growing pause, for a bounded time) while
+    /// the engine answers that another operation on the object is in progress: the one
+    /// place every mutating call goes through, in apply, undo and recover alike.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, bollard::errors::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_RETRY;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            self.count();
+            match call().await {
+                Err(e) if in_progress(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// A call's result with "not found" (404) as `None`: gone is an answer, not an error.
     fn found<T>(
         &self,
@@ -260,34 +337,7 @@ impl Engine {
             }))
             .await
             .map_err(|e| self.call_error("list containers", e))?;
-        Ok(list
-            .into_iter()
-            .map(|c| ContainerInfo {
-                id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_owned())
-                    .unwrap_or_default(),
-                labels: c.labels.unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                status: c.status.unwrap_or_default(),
-                binds: c
-                    .mounts
-                    .iter()
-                    .flatten()
-                    .filter(|m| m.name.is_none())
-                    .filter_map(|m| Some((m.source.clone()?, m.destination.clone()?)))
-                    .collect(),
-                volumes: c
-                    .mounts
-                    .iter()
-                    .flatten()
-                    .filter_map(|m| m.name.clone())
-                    .collect(),
-                image_id: c.image_id.unwrap_or_default(),
-            })
-            .collect())
+        Ok(list.into_iter().map(info).collect())
     }
 
     /// Every network of the project, in one call.
@@ -466,14 +516,13 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
     ) -> Result<(), EngineError> {
-        self.count();
-        self.docker
-            .create_network(NetworkCreateRequest {
-                name: name.to_owned(),
-                driver: Some("bridge".into()),
-                labels: Some(labels),
-                ..Default::default()
-            })
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.retrying(|| self.docker.create_network(request.clone()))
             .await
             .map_err(|e| self.call_error("create network", e))?;
         Ok(())
@@ -487,20 +536,19 @@ impl Engine {
         network: &str,
         alias: &str,
     ) -> Result<(), EngineError> {
-        self.count();
-        self.docker
-            .disconnect_network(
+        self.retrying(|| {
+            self.docker.disconnect_network(
                 network,
                 bollard::models::NetworkDisconnectRequest {
                     container: id.to_owned(),
                     force: Some(true),
                 },
             )
-            .await
-            .map_err(|e| self.call_error("disconnect network", e))?;
-        self.count();
-        self.docker
-            .connect_network(
+        })
+        .await
+        .map_err(|e| self.call_error("disconnect network", e))?;
+        self.retrying(|| {
+            self.docker.connect_network(
                 network,
                 bollard::models::NetworkConnectRequest {
                     container: id.to_owned(),
@@ -510,14 +558,14 @@ impl Engine {
                     }),
                 },
             )
-            .await
-            .map_err(|e| self.call_error("connect network", e))
+        })
+        .await
+        .map_err(|e| self.call_error("connect network", e))
     }
 
     /// Removes a network; one that is already gone is fine.
     pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
-        self.count();
-        let r = self.docker.remove_network(name).await;
+        let r = self.retrying(|| self.docker.remove_network(name)).await;
         self.found("remove network", r).map(|_| ())
     }
 
@@ -526,13 +574,12 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
     ) -> Result<(), EngineError> {
-        self.count();
-        self.docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(name.to_owned()),
-                labels: Some(labels),
-                ..Default::default()
-            })
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.retrying(|| self.docker.create_volume(request.clone()))
             .await
             .map_err(|e| self.call_error("create volume", e))?;
         Ok(())
@@ -540,10 +587,11 @@ impl Engine {
 
     /// Removes a volume; one that is already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
-        self.count();
         let r = self
-            .docker
-            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .retrying(|| {
+                self.docker
+                    .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            })
             .await;
         self.found("remove volume", r).map(|_| ())
     }
@@ -577,6 +625,184 @@ impl Engine {
             ..Default::default()
         };
         self.create_container(name, body).await
+    }
+
+    /// The container named `name` once no engine operation holds the name, or else the name
+    /// held by berth until [`Engine::release_names`].
+    ///
+    /// A killed berth may have asked the engine to create a container that the engine is
+    /// still creating: it holds the name but cannot be inspected or listed yet. Creating a
+    /// container of that name tells: the engine refuses (the name is in use) until the
+    /// other one exists, and then inspecting finds it; or the create succeeds, and the name
+    /// is berth's, so that a create still in flight fails instead of leaving an orphan. The
+    /// holding container is never started; it carries `project`'s label and
+    /// [`NAME_HOLD_LABEL`]. Tries for a bounded time.
+    pub async fn hold_name(
+        &self,
+        name: &str,
+        project: &str,
+    ) -> Result<Option<ContainerInfo>, EngineError> {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_RETRY;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            if let Some(c) = self.container_named(name).await? {
+                return Ok(Some(c));
+            }
+            // Any image will do: the container is never started.
+            self.count();
+            let images = self
+                .docker
+                .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+                .await
+                .map_err(|e| self.call_error("list images", e))?;
+            let Some(image) = images.into_iter().next().map(|i| i.id) else {
+                // Without an image no container can be created: the name is free.
+                return Ok(None);
+            };
+            let body = ContainerCreateBody {
+                image: Some(image),
+                cmd: Some(vec!["berth-holds-this-name".into()]),
+                labels: Some(HashMap::from([
+                    (labels::PROJECT.to_owned(), project.to_owned()),
+                    (NAME_HOLD_LABEL.to_owned(), "1".to_owned()),
+                ])),
+                network_disabled: Some(true),
+                ..Default::default()
+            };
+            self.count();
+            let r = self
+                .docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: Some(name.to_owned()),
+                        ..Default::default()
+                    }),
+                    body,
+                )
+                .await;
+            match r {
+                Ok(created) => {
+                    if let Ok(mut held) = self.held.lock() {
+                        held.push((name.to_owned(), created.id));
+                    }
+                    return Ok(None);
+                }
+                Err(e)
+                    if (name_conflict(&e) || in_progress(&e))
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                Err(e) => return Err(self.call_error("create container (to hold its name)", e)),
+            }
+        }
+    }
+
+    /// Removes the container of this name if it is `project`'s (one the engine may still be
+    /// creating included), and holds the name (see [`Engine::hold_name`]). A container of
+    /// another project (or none) under the name is left alone.
+    pub async fn remove_named(&self, name: &str, project: &str) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_RETRY;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            match self.hold_name(name, project).await? {
+                Some(c) if c.labels.get(labels::PROJECT).map(String::as_str) == Some(project) => {
+                    // Listed, it may still be finishing its create: removed, it can show
+                    // once more until the engine is done with it.
+                    self.remove(&c.id).await?;
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(EngineError::Call {
+                            region: self.region.clone(),
+                            call: "remove container",
+                            reason: format!("container {name} is still there after its removal"),
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                // Never created (the name is held now), or not ours.
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Removes the containers [`Engine::hold_name`] created: the names are free again.
+    pub async fn release_names(&self) -> Result<(), EngineError> {
+        let held = match self.held.lock() {
+            Ok(mut h) => std::mem::take(&mut *h),
+            Err(_) => Vec::new(),
+        };
+        for (_, id) in held {
+            self.remove(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases one name [`Engine::hold_name`] holds (before a container is given it).
+    pub async fn release_name(&self, name: &str) -> Result<(), EngineError> {
+        let ids: Vec<String> = match self.held.lock() {
+            Ok(mut h) => {
+                let (these, others) = std::mem::take(&mut *h)
+                    .into_iter()
+                    .partition(|(n, _)| n == name);
+                *h = others;
+                these.into_iter().map(|(_, id)| id).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for id in ids {
+            self.remove(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// The container of this name (not an id prefix), as a list call shows it.
+    pub async fn container_named(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        self.count();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "name".to_owned(),
+                    vec![format!("^/{name}$")],
+                )])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.call_error("list containers", e))?;
+        Ok(list.into_iter().map(info).find(|c| c.name == name))
+    }
+
+    /// Containers of other projects (or none) attached to a network, by name: they keep it
+    /// alive, and berth never removes them.
+    pub async fn foreign_on_network(
+        &self,
+        network: &str,
+        project: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        self.count();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "network".to_owned(),
+                    vec![network.to_owned()],
+                )])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.call_error("list containers", e))?;
+        let mut names: Vec<String> = list
+            .into_iter()
+            .map(info)
+            .filter(|c| c.labels.get(labels::PROJECT).map(String::as_str) != Some(project))
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The tar stream of `path` in a container (running or not).
@@ -704,36 +930,38 @@ impl Engine {
         name: &str,
         body: ContainerCreateBody,
     ) -> Result<String, EngineError> {
-        self.count();
+        let options = CreateContainerOptions {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
         let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.to_owned()),
-                    ..Default::default()
-                }),
-                body,
-            )
+            .retrying(|| {
+                self.docker
+                    .create_container(Some(options.clone()), body.clone())
+            })
             .await
             .map_err(|e| self.call_error("create container", e))?;
         Ok(created.id)
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.count();
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| self.call_error("start container", e))
+        self.retrying(|| {
+            self.docker
+                .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        })
+        .await
+        .map_err(|e| self.call_error("start container", e))
     }
 
     pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
-        self.count();
         let options = StopContainerOptions {
             t: Some(10),
             ..Default::default()
         };
-        match self.docker.stop_container(id, Some(options)).await {
+        match self
+            .retrying(|| self.docker.stop_container(id, Some(options.clone())))
+            .await
+        {
             // Already stopped is stopped.
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {
@@ -744,26 +972,29 @@ impl Engine {
     }
 
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        self.count();
         let options = RemoveContainerOptions {
             force: true,
             ..Default::default()
         };
-        let r = self.docker.remove_container(id, Some(options)).await;
+        // "Removal already in progress" (a killed berth asked for it): retried until the
+        // engine has finished it, when the container is gone (404), which is success.
+        let r = self
+            .retrying(|| self.docker.remove_container(id, Some(options.clone())))
+            .await;
         self.found("remove container", r).map(|_| ())
     }
 
     pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
-        self.count();
-        self.docker
-            .rename_container(
+        self.retrying(|| {
+            self.docker.rename_container(
                 id,
                 RenameContainerOptions {
                     name: name.to_owned(),
                 },
             )
-            .await
-            .map_err(|e| self.call_error("rename container", e))
+        })
+        .await
+        .map_err(|e| self.call_error("rename container", e))
     }
 
     pub async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
@@ -874,6 +1105,35 @@ impl Engine {
     }
 }
 
+/// A container of a list call.
+fn info(c: bollard::models::ContainerSummary) -> ContainerInfo {
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default(),
+        labels: c.labels.unwrap_or_default(),
+        state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        status: c.status.unwrap_or_default(),
+        binds: c
+            .mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name.is_none())
+            .filter_map(|m| Some((m.source.clone()?, m.destination.clone()?)))
+            .collect(),
+        volumes: c
+            .mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| m.name.clone())
+            .collect(),
+        image_id: c.image_id.unwrap_or_default(),
+    }
+}
+
 /// `1.41` >= (1, 40)?
 fn api_at_least(api: &str, min: (u32, u32)) -> bool {
     let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -885,6 +1145,39 @@ fn api_at_least(api: &str, min: (u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_operation_in_progress_is_retried_and_other_refusals_are_not() {
+        assert!(in_progress(&refusal(
+            409,
+            "removal of container 4f2a is already in progress"
+        )));
+        assert!(in_progress(&refusal(
+            409,
+            "Container 4f2a is restarting, wait until the container is running"
+        )));
+        assert!(!in_progress(&refusal(
+            409,
+            "Conflict. The container name \"/x\" is already in use by container \"4f2a\""
+        )));
+        assert!(!in_progress(&refusal(
+            404,
+            "No such container: in progress"
+        )));
+        assert!(!in_progress(&refusal(500, "removal is in progress")));
+        assert!(name_conflict(&refusal(
+            409,
+            "Conflict. The container name \"/x\" is already in use by container \"4f2a\""
+        )));
+        assert!(!name_conflict(&refusal(409, "removal already in progress")));
+    }
 
     #[test]
     fn api_versions_compare_numerically() {

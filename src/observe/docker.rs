@@ -8,21 +8,111 @@ use crate::graph::{Address, Kind};
 
 /// The project's resources on `engine`, with addresses qualified by `region` when the spec
 /// qualifies them (`None` for a single-region spec).
+///
+/// Two containers claiming one address are an error naming both
+/// ([`EngineError::Duplicate`]), unless `during_apply` (a read-only plan while another
+/// command applies: its candidate and set-aside containers are expected), where the pod's
+/// own name wins.
 pub async fn observe(
     engine: &Engine,
     project: &str,
     region: Option<&str>,
+    during_apply: bool,
 ) -> Result<Vec<ObservedResource>, EngineError> {
-    let (containers, networks, volumes) = tokio::try_join!(
+    let (mut containers, networks, volumes) = tokio::try_join!(
         engine.containers(project),
         engine.networks(project),
         engine.volumes(project),
     )?;
+    if during_apply {
+        let transient: Vec<String> = duplicates(&containers)
+            .into_iter()
+            .flat_map(|(_, claimants)| claimants)
+            .filter(|c| crate::apply::container::is_transient(&c.name))
+            .map(|c| c.id.clone())
+            .collect();
+        containers.retain(|c| !transient.contains(&c.id));
+    }
+    if let Some((address, claimants)) = duplicates(&containers).into_iter().next() {
+        return Err(EngineError::Duplicate {
+            region: engine.region.clone(),
+            address: in_region(address, region).to_string(),
+            containers: claimants
+                .iter()
+                .map(|c| format!("{} ({})", c.id, c.name))
+                .collect(),
+        });
+    }
     let mut found = from_lists(region, &containers, &networks, &volumes);
     if engine.is_local() {
         secrets_gone(&containers, &mut found);
     }
     Ok(found)
+}
+
+/// Addresses that more than one container claims, with the claimants (an interrupted
+/// apply leaves a candidate or a set-aside container beside the pod's own). Observation
+/// never picks one of them.
+pub fn duplicates(containers: &[ContainerInfo]) -> Vec<(Address, Vec<&ContainerInfo>)> {
+    let mut by_address: Vec<(Address, Vec<&ContainerInfo>)> = Vec::new();
+    for c in containers {
+        let Some(d) = labels::decode(&c.labels) else {
+            continue;
+        };
+        match by_address.iter_mut().find(|(a, _)| *a == d.address) {
+            Some((_, list)) => list.push(c),
+            None => by_address.push((d.address, vec![c])),
+        }
+    }
+    by_address.retain(|(_, list)| list.len() > 1);
+    by_address
+}
+
+/// Removes the containers an interrupted apply left beside a pod's own: of two or more
+/// claiming one address, those with a transient name (`-berth-next`, `-berth-old`, ...)
+/// when exactly one has the pod's own name; and containers made only to hold a name.
+/// Only for a caller that holds the project's lock with no apply to recover (nothing else
+/// is creating containers). Says what it removed.
+pub async fn remove_strays(engine: &Engine, project: &str) -> Result<Vec<String>, EngineError> {
+    remove_name_holds(engine, project).await?;
+    let containers = engine.containers(project).await?;
+    let mut removed = Vec::new();
+    for (address, claimants) in duplicates(&containers) {
+        let own: Vec<&&ContainerInfo> = claimants
+            .iter()
+            .filter(|c| !crate::apply::container::is_transient(&c.name))
+            .collect();
+        if own.len() != 1 {
+            continue; // nothing tells which one is the pod: observation reports them
+        }
+        for c in claimants
+            .iter()
+            .filter(|c| crate::apply::container::is_transient(&c.name))
+        {
+            engine.remove(&c.id).await?;
+            removed.push(format!(
+                "in `{}`: removed {} ({}), left beside {} by an interrupted apply",
+                engine.region,
+                c.name,
+                crate::apply::undo::short(&c.id),
+                address
+            ));
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the containers a killed `recover` or rollback made only to hold a name
+/// ([`Engine::hold_name`]): they would keep the name from the container it belongs to.
+pub async fn remove_name_holds(engine: &Engine, project: &str) -> Result<(), EngineError> {
+    for c in engine.containers(project).await? {
+        if c.labels
+            .contains_key(crate::engine::docker::NAME_HOLD_LABEL)
+        {
+            engine.remove(&c.id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A container whose decrypted secrets are gone from this machine's tmpfs (emptied by a
@@ -69,8 +159,8 @@ pub fn from_lists(
             continue; // labelled for the project, but not a resource (a helper, say)
         };
         let address = in_region(d.address, region);
-        // Two objects claiming one resource (left by an interrupted apply): the first is it.
-        // TODO-design: report the others as orphans once the journal exists (recover).
+        // Two containers claiming one resource are refused by `observe` before this; two
+        // networks or volumes cannot share a name.
         if out.iter().any(|o| o.address == address) {
             continue;
         }

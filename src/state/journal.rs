@@ -264,6 +264,10 @@ pub struct Journal {
 
 impl Journal {
     /// Starts the journal of a new apply. There must be no unfinished one.
+    ///
+    /// The journal appears with its `begin` record whole (written aside, then linked into
+    /// place), so that a kill at any moment leaves either no journal or one that has begun.
+    /// A journal file that has ended (killed before it was set aside) is set aside now.
     pub fn begin(dir: &StateDir, begin: Record) -> Result<Journal, JournalError> {
         Journal::begin_kind(dir, Kind::Apply, begin)
     }
@@ -277,24 +281,42 @@ impl Journal {
         if path.exists() && read_kind(dir, kind)?.is_none() {
             std::fs::rename(&path, dir.file(kind.last())).map_err(io_error(&path))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .append(true)
+        let mut machine = Machine::default();
+        machine.apply(&begin).map_err(|why| JournalError::Illegal {
+            what: serde_json::to_string(&begin).unwrap_or_default(),
+            why,
+        })?;
+        let mut line = serde_json::to_vec(&begin).unwrap_or_default();
+        line.push(b'\n');
+        let aside = dir.file(&format!("{}.new", kind.file()));
+        let _ = std::fs::remove_file(&aside); // left by a kill: never linked, never begun
+        std::fs::OpenOptions::new()
+            .write(true)
             .create_new(true)
             .mode(0o600)
+            .open(&aside)
+            .and_then(|mut f| f.write_all(&line).and_then(|()| f.sync_data()))
+            .map_err(io_error(&aside))?;
+        // Linking fails if a journal is there: an unfinished apply is never overwritten.
+        let linked = std::fs::hard_link(&aside, &path).map_err(io_error(&path));
+        let _ = std::fs::remove_file(&aside);
+        linked?;
+        crate::fsutil::sync_dir(&dir.path).map_err(io_error(&dir.path))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        crate::fsutil::sync_dir(&dir.path).map_err(io_error(&dir.path))?;
-        let mut j = Journal {
+        let j = Journal {
             file,
             path,
             kind,
             dir: dir.clone(),
-            machine: Machine::default(),
+            machine,
             kill_at: kill_at(),
             next_id: 1,
             poisoned: false,
         };
-        j.append(begin)?;
+        Journal::check_kill(j.kill_at);
         Ok(j)
     }
 
@@ -375,14 +397,19 @@ impl Journal {
             return Err(io_error(&self.path)(e).into());
         }
         self.machine = next;
-        // Counted across the journals of the process (a restore's, then the apply that
-        // brings its pods back), so that every record is a kill point of its own.
+        Journal::check_kill(self.kill_at);
+        Ok(())
+    }
+
+    /// The fault hook: aborts when the record just written is the one to die after.
+    /// Records are counted across the journals of the process (a restore's, then the apply
+    /// that brings its pods back), so that every record is a kill point of its own.
+    fn check_kill(kill_at: Option<u64>) {
         let written = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if self.kill_at == Some(written) {
+        if kill_at == Some(written) {
             eprintln!("{ENV_FAULT_KILL_AT}: aborting after record {written}");
             std::process::abort();
         }
-        Ok(())
     }
 
     /// Ends the journal and sets it aside as the last one.
@@ -438,7 +465,9 @@ pub fn read_kind(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalE
             reason: format!("line {}: {why}", n + 1),
         })?;
     }
-    if machine.end.is_some() {
+    // Ended, or never begun (an older berth killed before its first record): nothing to
+    // recover.
+    if machine.end.is_some() || machine.begin.is_none() {
         return Ok(None);
     }
     Ok(Some(machine))
@@ -512,6 +541,33 @@ mod tests {
         })
         .unwrap();
         assert!(m.apply(&step(StepState::Started)).is_err(), "after the end");
+    }
+
+    #[test]
+    fn a_journal_killed_before_it_began_or_after_it_ended_does_not_block_the_next_apply() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().to_path_buf(),
+        };
+        // Killed while creating it: an empty or torn first line is no apply at all.
+        for text in ["", "{\"t\":\"beg"] {
+            std::fs::write(dir.file(FILE), text).unwrap();
+            assert!(read(&dir).unwrap().is_none(), "{text:?}");
+            let j = Journal::begin(&dir, begin()).unwrap();
+            assert!(read(&dir).unwrap().is_some());
+            j.end(Outcome::Applied).unwrap();
+        }
+        // Killed after `end`, before it was set aside.
+        let mut j = Journal::begin(&dir, begin()).unwrap();
+        j.append(Record::End {
+            outcome: Outcome::Applied,
+        })
+        .unwrap();
+        drop(j);
+        assert!(read(&dir).unwrap().is_none());
+        Journal::begin(&dir, begin()).unwrap();
+        assert!(read(&dir).unwrap().is_some());
+        assert!(!dir.file("journal.jsonl.new").exists());
     }
 
     #[test]

@@ -1,0 +1,552 @@
+//! Crashes, races and leftovers against the real engine: `kill -9` of `apply` and then of
+//! `recover` at random moments; a create the engine is still finishing when `recover` runs;
+//! a removal still in progress when the next `recover` runs; two containers claiming one
+//! pod; `destroy` beside a container of another project; what `destroy` leaves in the
+//! secrets runtime directory; the revision label. Checked with the docker CLI.
+//!
+//! The randomised test runs `BERTH_CRASH_ROUNDS` rounds (30 by default) from the seed
+//! `BERTH_CRASH_SEED` (random by default, printed so that a failure can be replayed).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::docker::{self, Cleanup, docker};
+use common::{Berth, Scene};
+
+/// The scene of these tests: one volume and pods.
+trait CrashScene {
+    fn pods(&self, text: &str);
+    fn state(&self) -> PathBuf;
+    /// The project's networks and volumes, by name, sorted.
+    fn objects(&self, kind: &str) -> Vec<String>;
+    /// The labels of a container, as JSON.
+    fn labels_of(&self, container: &str) -> serde_json::Value;
+}
+
+impl CrashScene for Scene {
+    fn pods(&self, text: &str) {
+        self.spec(&format!("volumes:\n  data: {{}}\npods:\n{text}"));
+    }
+
+    fn state(&self) -> PathBuf {
+        common::state_home().join(&self.project.0)
+    }
+
+    fn objects(&self, kind: &str) -> Vec<String> {
+        let out = docker(&[
+            kind,
+            "ls",
+            "--filter",
+            &format!("label=io.berth.project={}", self.project.0),
+            "--format",
+            "{{.Name}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+
+    fn labels_of(&self, container: &str) -> serde_json::Value {
+        serde_json::from_str(&docker(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Labels}}",
+            container,
+        ]))
+        .expect("labels json")
+    }
+}
+
+fn pod(name: &str, image: &str, env: &str, extra: &str) -> String {
+    format!(
+        "  {name}:\n    image: {image}\n    env: {{ {env} }}\n{extra}    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 80 }}\n"
+    )
+}
+
+/// A revision: `a` (replaced blue-green) and `b` (owns the volume: recreated), both
+/// carrying `version`.
+fn revision(image: &str, version: &str) -> String {
+    [
+        pod("a", image, &format!("VERSION: a{version}"), ""),
+        pod(
+            "b",
+            image,
+            &format!("VERSION: b{version}"),
+            "    volumes: [\"data:/data\"]\n",
+        ),
+    ]
+    .concat()
+}
+
+/// One pod, `a`, replaced blue-green between versions.
+fn one_pod(image: &str, version: &str) -> String {
+    pod("a", image, &format!("VERSION: {version}"), "")
+}
+
+/// The records of the last finished journal.
+fn last_journal(s: &Scene) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(s.state().join("last-journal.jsonl"))
+        .expect("last journal")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect()
+}
+
+/// The 1-based number of the first record matching `what` (the `BERTH_FAULT_KILL_AT` that
+/// aborts right after writing it).
+fn record_number(records: &[serde_json::Value], what: impl Fn(&serde_json::Value) -> bool) -> u64 {
+    records
+        .iter()
+        .position(what)
+        .map(|i| i as u64 + 1)
+        .expect("the record is in the journal")
+}
+
+/// Whether a journal record is the undo record of kind `kind` for a container named `name`.
+fn undo_of(r: &serde_json::Value, kind: &str, name: &str) -> bool {
+    r["t"] == "undo" && r["undo"]["kind"] == kind && r["undo"]["name"] == name
+}
+
+/// Runs `apply --yes` aborted right after writing record `kill_at`.
+fn apply_killed_at(s: &Scene, kill_at: u64) {
+    let killed = Berth::new()
+        .dir(s.path())
+        .args(["apply", "--yes"])
+        .env("BERTH_FAULT_KILL_AT", &kill_at.to_string())
+        .run();
+    assert!(
+        killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
+        "apply was not killed at record {kill_at}: {}",
+        killed.stderr()
+    );
+}
+
+/// Asks the engine to create a container, as a berth that is then killed would: the request
+/// is on its way before this returns, the answer is read (and returned) by the thread.
+fn create_in_flight(
+    name: &str,
+    image: &str,
+    labels: &serde_json::Value,
+) -> std::thread::JoinHandle<String> {
+    let body = serde_json::json!({ "Image": image, "Labels": labels }).to_string();
+    let mut socket =
+        std::os::unix::net::UnixStream::connect("/var/run/docker.sock").expect("docker socket");
+    write!(
+        socket,
+        "POST /containers/create?name={name} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let _ = socket.read_to_string(&mut answer);
+        answer
+    })
+}
+
+/// No journal, the lock free, every container of the project running under its own name
+/// (`names`), only the default network and the data volume, and no runtime directory.
+fn assert_clean(s: &Scene, names: &[String], context: &str) {
+    assert!(
+        !s.state().join("journal.jsonl").exists(),
+        "{context}: a journal is left"
+    );
+    let dir = berth::state::StateDir { path: s.state() };
+    assert!(
+        berth::state::lock::holder(&dir).is_none(),
+        "{context}: the lock is held"
+    );
+    let containers = s.containers();
+    let expected: Vec<String> = names.iter().map(|n| format!("{n} running")).collect();
+    assert_eq!(containers, expected, "{context}: containers");
+    assert_eq!(
+        s.objects("network"),
+        [format!("{}-default", s.project.0)],
+        "{context}: networks"
+    );
+    assert_eq!(
+        s.objects("volume"),
+        [format!("{}-data", s.project.0)],
+        "{context}: volumes"
+    );
+    if let Ok(root) = berth::secrets::delivery::root() {
+        assert!(
+            !root.join(&s.project.0).exists(),
+            "{context}: a runtime directory is left"
+        );
+    }
+}
+
+/// Which of `specs` the engine now runs whole (the one `plan --detailed-exitcode` finds
+/// nothing to change for); the spec is left written as that one.
+fn whole_revision(s: &Scene, specs: &[String]) -> Option<usize> {
+    for (i, text) in specs.iter().enumerate() {
+        s.pods(text);
+        let r = s.berth(&["plan", "--detailed-exitcode"]);
+        if r.0.status.code() == Some(0) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// splitmix64: small, seedable, and enough to pick kill moments.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A duration in [0, max).
+    fn below(&mut self, max: Duration) -> Duration {
+        let ms = max.as_millis().max(1) as u64;
+        Duration::from_millis(self.next() % ms)
+    }
+}
+
+/// Starts berth with `args` in the scene and kills it (-9) after `after`, unless it ended
+/// before; says whether it was killed.
+fn run_and_kill(s: &Scene, args: &[&str], after: Duration) -> bool {
+    let mut child = Berth::new().dir(s.path()).args(args).spawn();
+    let deadline = Instant::now() + after;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            child.kill().expect("kill -9");
+            child.wait().expect("reaped");
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn kill_9_of_apply_then_of_recover_at_random_moments_ends_in_one_whole_revision() {
+    if !docker::available() {
+        return;
+    }
+    let rounds: usize = std::env::var("BERTH_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("BERTH_CRASH_SEED")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("crash test: {rounds} rounds, BERTH_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let specs = [revision(image, "1"), revision(image, "2")];
+    let names = [s.name("a"), s.name("b")];
+    s.pods(&specs[0]);
+    s.berth(&["apply", "--yes"]).code(0);
+    // How long a whole apply takes: the kills fall anywhere in it, and a little after.
+    s.pods(&specs[1]);
+    let started = Instant::now();
+    s.berth(&["apply", "--yes"]).code(0);
+    let apply_takes = started.elapsed();
+    let mut now = 1;
+    let (mut old, mut new, mut recovered_after_kill) = (0, 0, 0);
+    for round in 0..rounds {
+        let context = format!("round {round} (BERTH_CRASH_SEED={seed})");
+        let target = 1 - now;
+        s.pods(&specs[target]);
+        let apply_after = rng.below(apply_takes + apply_takes / 5);
+        run_and_kill(&s, &["apply", "--yes"], apply_after);
+        if s.state().join("journal.jsonl").exists() {
+            let recover_after = rng.below(Duration::from_millis(1500));
+            if run_and_kill(&s, &["recover"], recover_after) {
+                recovered_after_kill += 1;
+            }
+        }
+        let r = s.berth(&["recover"]);
+        assert_eq!(
+            r.0.status.code(),
+            Some(0),
+            "{context}: recover after apply killed at {apply_after:?}: {}",
+            r.stderr()
+        );
+        assert_clean(&s, &names, &context);
+        let whole = whole_revision(&s, &specs).unwrap_or_else(|| {
+            panic!(
+                "{context}: neither revision runs whole: {:?}",
+                s.containers()
+            )
+        });
+        if whole == target {
+            new += 1;
+        } else {
+            old += 1;
+        }
+        now = whole;
+        // The history agrees: the latest revision is what runs.
+        s.berth(&["rollback", "--check-only"]).code(0);
+    }
+    eprintln!(
+        "crash test: {rounds} rounds (seed {seed}): {old} back to the old revision, {new} on to the new; recover itself killed in {recovered_after_kill}"
+    );
+}
+
+#[test]
+fn recover_waits_for_a_create_the_engine_is_still_finishing_and_leaves_no_orphan() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let next = format!("{}-berth-next", s.name("a"));
+    // Version 2's labels, and the record that announces its candidate.
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(&one_pod(image, "2"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let labels = s.labels_of(&s.name("a"));
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let kill_at = record_number(&last_journal(&s), |r| undo_of(r, "remove_container", &next));
+    let real = docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]);
+    // The engine finishes the create a killed apply asked for, while recover runs: the
+    // later recover starts, the likelier the create is done before it looks.
+    for (round, wait_ms) in [0u64, 0, 0, 2, 5, 10, 20, 40].into_iter().enumerate() {
+        s.pods(&one_pod(image, "2"));
+        apply_killed_at(&s, kill_at);
+        let answer = create_in_flight(&next, image, &labels);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let r = s.berth(&["recover"]);
+        let answer = answer.join().expect("the create's answer");
+        assert_eq!(
+            r.0.status.code(),
+            Some(0),
+            "round {round}: {}\n(the create: {})",
+            r.stderr(),
+            answer.lines().next().unwrap_or_default()
+        );
+        // Whatever the engine answered the create, nothing of it is left, and the pod is
+        // the real container.
+        assert_eq!(
+            s.containers(),
+            [format!("{} running", s.name("a"))],
+            "round {round}: the create answered {}",
+            answer.lines().next().unwrap_or_default()
+        );
+        assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]), real);
+        s.pods(&one_pod(image, "1"));
+        s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    }
+}
+
+#[test]
+fn a_recover_killed_while_the_engine_removes_is_finished_by_the_next_recover() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let next = format!("{}-berth-next", s.name("a"));
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(&one_pod(image, "2"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let records = last_journal(&s);
+    // Killed once the candidate runs beside the old container: recover removes it.
+    let kill_at = record_number(&records, |r| undo_of(r, "restore", &s.name("a")));
+    let remove_id = records
+        [record_number(&records, |r| undo_of(r, "remove_container", &next)) as usize - 1]["id"]
+        .as_u64()
+        .expect("undo id");
+    let journal = s.state().join("journal.jsonl");
+    for (round, after_ms) in [0u64, 5, 10, 15, 20, 30, 45, 60].into_iter().enumerate() {
+        s.pods(&one_pod(image, "2"));
+        apply_killed_at(&s, kill_at);
+        assert!(
+            s.containers().iter().any(|c| c.starts_with(&next)),
+            "round {round}: the candidate runs"
+        );
+        // kill -9 of recover just after it starts removing the candidate.
+        let mut child = Berth::new().dir(s.path()).args(["recover"]).spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let marker =
+            format!("{{\"t\":\"undo_state\",\"id\":{remove_id},\"state\":\"undo_started\"}}");
+        loop {
+            let text = std::fs::read_to_string(&journal).unwrap_or_default();
+            if text.contains(&marker) || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: recover hangs");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(after_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // The next recover finishes, whatever the engine is still doing.
+        let r = s.berth(&["recover"]);
+        assert_eq!(r.0.status.code(), Some(0), "round {round}: {}", r.stderr());
+        assert_eq!(
+            s.containers(),
+            [format!("{} running", s.name("a"))],
+            "round {round}"
+        );
+        s.pods(&one_pod(image, "1"));
+        s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    }
+}
+
+#[test]
+fn two_containers_claiming_one_pod_are_refused_by_plan_and_the_stray_removed_by_apply_or_recover() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let real = docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]);
+    let labels: std::collections::HashMap<String, String> =
+        serde_json::from_value(s.labels_of(&s.name("a"))).unwrap();
+    let stray_name = format!("{}-berth-next", s.name("a"));
+    let make_stray = || {
+        let mut args = vec!["create".to_owned(), "--name".to_owned(), stray_name.clone()];
+        args.extend(docker::label_args(&labels));
+        args.push(image.to_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args)
+    };
+    for fixer in ["apply", "recover"] {
+        let stray = make_stray();
+        // Never one picked silently: both named, exit 1.
+        let r = s.berth(&["plan"]).code(1);
+        let err = r.stderr_flat();
+        assert!(
+            err.contains(&real) && err.contains(&stray) && err.contains("pod.a"),
+            "{err}"
+        );
+        let r = s.berth(&[fixer, "--yes"][..if fixer == "apply" { 2 } else { 1 }]);
+        assert_eq!(r.0.status.code(), Some(0), "{fixer}: {}", r.stderr());
+        assert!(r.stderr().contains(&stray_name), "{fixer}: {}", r.stderr());
+        if fixer == "recover" {
+            assert!(
+                r.stderr().contains("no apply was interrupted"),
+                "{}",
+                r.stderr()
+            );
+        }
+        assert_eq!(s.containers(), [format!("{} running", s.name("a"))]);
+        assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]), real);
+        s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    }
+}
+
+#[test]
+fn destroy_keeps_and_names_a_network_a_foreign_container_uses_and_plan_apply_recover_still_work() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let network = format!("{}-default", s.project.0);
+    let foreign = format!("{}-foreign", s.project.0);
+    let _cleanup = Cleanup::new(&["rm", "-f", &foreign]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &foreign,
+        "--network",
+        &network,
+        image,
+    ]);
+    let r = s.berth(&["destroy", "--yes"]).code(0);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains(&format!("kept network {network}")) && err.contains(&foreign),
+        "{err}"
+    );
+    // No journal left open: plan, apply and recover work.
+    assert!(!s.state().join("journal.jsonl").exists());
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+    assert_eq!(s.objects("network"), std::slice::from_ref(&network));
+    s.berth(&["recover"]).code(0);
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+    s.berth(&["apply", "--yes"]).code(0);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // Once the foreign container is gone, destroy removes the network.
+    docker(&["rm", "-f", &foreign]);
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert!(s.objects("network").is_empty());
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+}
+
+#[test]
+fn destroy_leaves_no_directory_of_the_project_in_the_secrets_runtime_directory() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.spec(&format!(
+        "identity: ./me.key\nsecrets:\n  token: {{ file: secrets/token.age, min_length: 16 }}\npods:\n  web:\n    image: {image}\n    env: {{ REQUIRE_FILE: /run/secrets/token }}\n    secrets: [token]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 50 }}\n"
+    ));
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(b"a-token-of-enough-length".to_vec())
+        .run()
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    let root = berth::secrets::delivery::root().unwrap().join(&s.project.0);
+    assert!(root.is_dir(), "delivered");
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert!(!root.exists(), "{} is left", root.display());
+}
+
+#[test]
+fn containers_carry_the_revision_that_created_them_and_plan_sees_no_drift_in_it() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let revision_of = |c: &str| s.labels_of(c)["io.berth.revision"].clone();
+    assert_eq!(revision_of(&s.name("a")), "1");
+    // A second pod: revision 2 creates it; `a` keeps the revision that created it.
+    s.pods(&[one_pod(image, "1"), pod("c", image, "VERSION: c1", "")].concat());
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(revision_of(&s.name("c")), "2");
+    assert_eq!(revision_of(&s.name("a")), "1");
+    let network = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Labels \"io.berth.revision\"}}",
+        &format!("{}-default", s.project.0),
+    ]);
+    assert_eq!(network, "1");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // Replaced, `a` is revision 3's.
+    s.pods(&[one_pod(image, "2"), pod("c", image, "VERSION: c1", "")].concat());
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(revision_of(&s.name("a")), "3");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
