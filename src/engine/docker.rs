@@ -327,12 +327,20 @@ impl Engine {
 
     /// Every container of the project, running or not, in one call.
     pub async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, EngineError> {
+        self.list_containers(labels::project_filter(project)).await
+    }
+
+    /// The containers, running or not, that pass these list filters, in one call.
+    async fn list_containers(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
         self.count();
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(labels::project_filter(project)),
+                filters: Some(filters),
                 ..Default::default()
             }))
             .await
@@ -759,20 +767,9 @@ impl Engine {
 
     /// The container of this name (not an id prefix), as a list call shows it.
     pub async fn container_named(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
-        self.count();
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(HashMap::from([(
-                    "name".to_owned(),
-                    vec![format!("^/{name}$")],
-                )])),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.call_error("list containers", e))?;
-        Ok(list.into_iter().map(info).find(|c| c.name == name))
+        let filter = HashMap::from([("name".to_owned(), vec![format!("^/{name}$")])]);
+        let list = self.list_containers(filter).await?;
+        Ok(list.into_iter().find(|c| c.name == name))
     }
 
     /// Containers of other projects (or none) attached to a network, by name: they keep it
@@ -782,22 +779,10 @@ impl Engine {
         network: &str,
         project: &str,
     ) -> Result<Vec<String>, EngineError> {
-        self.count();
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(HashMap::from([(
-                    "network".to_owned(),
-                    vec![network.to_owned()],
-                )])),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.call_error("list containers", e))?;
+        let filter = HashMap::from([("network".to_owned(), vec![network.to_owned()])]);
+        let list = self.list_containers(filter).await?;
         let mut names: Vec<String> = list
             .into_iter()
-            .map(info)
             .filter(|c| c.labels.get(labels::PROJECT).map(String::as_str) != Some(project))
             .map(|c| c.name)
             .collect();
