@@ -767,6 +767,9 @@ pub struct Restored {
     pub lines: Vec<String>,
 }
 
+/// Backups passed over as a default, each with why (id, reason).
+pub type Passed = Vec<(String, String)>;
+
 impl Backups {
     /// This project's backups of `name`, oldest first (a store may be shared by projects).
     pub fn list(&self, name: &str) -> Result<Vec<Manifest>, OpError> {
@@ -778,19 +781,48 @@ impl Backups {
             .collect())
     }
 
-    /// The backup to restore: `id`, or the newest verified one that is not a safety copy.
+    /// The newest backup of `name` that `eligible` accepts and whose time is trusted (as
+    /// for retention: [`super::retention::untrusted_time`]), and the newer eligible ones
+    /// passed over for their time, each with why. A manifest's word alone (a date in 2100,
+    /// or far from when its data was written) never makes a backup the default.
+    pub fn newest_trusted(
+        &self,
+        name: &str,
+        eligible: impl Fn(&Manifest) -> bool,
+    ) -> Result<(Option<Manifest>, Passed), OpError> {
+        let store = self.store(self.get(name)?)?;
+        let now = crate::state::now();
+        let mut skipped = Vec::new();
+        for m in self.list(name)?.into_iter().rev().filter(|m| eligible(m)) {
+            match super::retention::untrusted_time(m.created_at, store.modified(name, &m.id), now) {
+                Some(why) => skipped.push((m.id, why)),
+                None => return Ok((Some(m), skipped)),
+            }
+        }
+        Ok((None, skipped))
+    }
+
+    /// The backup to restore: `id`, or the newest verified one that is not a safety copy
+    /// and whose time is trusted (those passed over are named on stderr).
     pub fn choose(&self, name: &str, id: Option<&str>) -> Result<Manifest, OpError> {
-        let list = self.list(name)?;
         let found = match id {
-            Some(id) => list.into_iter().find(|m| m.id == id),
-            None => list.into_iter().rev().find(|m| m.verified && !m.safety),
+            Some(id) => self.list(name)?.into_iter().find(|m| m.id == id),
+            None => {
+                let (found, skipped) = self.newest_trusted(name, |m| m.verified && !m.safety)?;
+                for (id, why) in skipped {
+                    eprintln!(
+                        "backup `{name}`: passing over {id} ({why}); name its id to restore it anyway"
+                    );
+                }
+                found
+            }
         };
         found.ok_or_else(|| {
             failed(
                 name,
                 match id {
                     Some(id) => format!("there is no backup `{id}`"),
-                    None => "there is no verified backup to restore".into(),
+                    None => "there is no verified backup at a trusted time to restore".into(),
                 },
                 "`berth backup list` shows them",
             )

@@ -32,7 +32,7 @@ pub enum Command {
     },
     /// Read backups back whole: decrypt, decompress, walk the tar, compare the hashes.
     Verify {
-        /// One backup id (default: the newest of each name).
+        /// One backup id (default: the newest of each name whose time is trusted).
         id: Option<String>,
         /// Every backup in the store.
         #[arg(long, conflicts_with = "id")]
@@ -44,7 +44,7 @@ pub enum Command {
     Restore {
         /// The backup, as named under `backups:`.
         name: String,
-        /// The backup id (default: the newest verified one).
+        /// The backup id (default: the newest verified one whose time is trusted).
         id: Option<String>,
         /// Only list what would be overwritten, created and removed.
         #[arg(long)]
@@ -143,11 +143,19 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let mut bad = 0;
             for name in b.names() {
                 let store = b.store(b.get(&name)?)?;
-                let list = b.list(&name)?;
                 let chosen: Vec<_> = match (&id, all) {
-                    (Some(id), _) => list.into_iter().filter(|m| &m.id == id).collect(),
-                    (None, true) => list,
-                    (None, false) => list.into_iter().last().into_iter().collect(),
+                    (Some(id), _) => b.list(&name)?.into_iter().filter(|m| &m.id == id).collect(),
+                    (None, true) => b.list(&name)?,
+                    // The newest at a trusted time, as `restore` and `prune` trust times.
+                    (None, false) => {
+                        let (found, skipped) = b.newest_trusted(&name, |_| true)?;
+                        for (id, why) in skipped {
+                            eprintln!(
+                                "{name} {id}: passed over ({why}); `berth backup verify {id}` reads it back"
+                            );
+                        }
+                        found.into_iter().collect()
+                    }
                 };
                 for m in chosen {
                     checked += 1;
