@@ -83,14 +83,28 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let mut failures = 0;
             for name in names {
                 match b.run(&name, false) {
-                    Ok((m, v)) => eprintln!(
-                        "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
-                        m.id,
-                        v.files,
-                        size(m.plain_bytes),
-                        size(m.stored_bytes),
-                        b.store(b.get(&name)?)?.locate(&name, &m.id)
-                    ),
+                    Ok((m, v)) => {
+                        eprintln!(
+                            "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
+                            m.id,
+                            v.files,
+                            size(m.plain_bytes),
+                            size(m.stored_bytes),
+                            b.store(b.get(&name)?)?.locate(&name, &m.id)
+                        );
+                        // Now that a backup of the name verifies, the data files a killed
+                        // backup left without a manifest go (under the lock).
+                        let store = b.store(b.get(&name)?)?;
+                        for i in store.incomplete(&name)? {
+                            if store.remove_incomplete(&name, &i.id)? {
+                                eprintln!(
+                                    "backup `{name}`: removed {}, cut short while it was written ({}), no manifest",
+                                    i.id,
+                                    format_time(i.modified)
+                                );
+                            }
+                        }
+                    }
                     Err(e) => {
                         failures += 1;
                         eprintln!("{:?}", miette::Report::new(e));
@@ -124,6 +138,16 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                         ratio,
                         if m.verified { "yes" } else { "NO" },
                         if m.safety { " (safety copy)" } else { "" }
+                    ));
+                }
+                for i in b.store(b.get(&name)?)?.incomplete(&name)? {
+                    out.push_str(&format!(
+                        "{:<12} {:<27} {:<23} {:>10} {:>7}  NO (incomplete: cut short while written, no manifest; `berth backup prune` removes it)\n",
+                        name,
+                        i.id,
+                        format_time(i.modified),
+                        size(i.bytes),
+                        "-",
                     ));
                 }
             }
@@ -204,12 +228,12 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let _lock = lock("berth backup prune")?;
             let mut failed = false;
             for name in b.names() {
-                let Some(pruned) = b.prune(&name, dry_run)? else {
-                    eprintln!("{name}: no `retention`; nothing is pruned");
-                    continue;
-                };
+                let pruned = b.prune(&name, dry_run)?;
+                if pruned.no_retention {
+                    eprintln!("{name}: no `retention`; no backup is pruned");
+                }
                 // The same lines with `--dry-run` and without, but for the verb.
-                for d in &pruned.decisions {
+                for d in pruned.decisions.iter().chain(&pruned.incomplete) {
                     let verb = match (d.delete, dry_run) {
                         (false, _) => "keep  ",
                         (true, true) => "would delete",
