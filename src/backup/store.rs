@@ -372,10 +372,11 @@ impl Store for LocalStore {
             .open(&path)
             .map_err(|e| BackupError::Store(format!("`{}`: {e}", path.display())))?;
         // Locked (through a handle of its own, kept until the manifest is written) so that
-        // no other process takes it for one a killed backup left.
+        // no other process takes it for one a killed backup left. (One that looks at it
+        // holds the lock only a moment: waited for.)
         let held = f
             .try_clone()
-            .and_then(|h| h.try_lock().map(|()| h).map_err(std::io::Error::other))
+            .and_then(|h| h.lock().map(|()| h))
             .map_err(|e| BackupError::Store(format!("`{}`: {e}", path.display())))?;
         if let Ok(mut w) = self.writing.lock() {
             w.push((path, held));
