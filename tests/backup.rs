@@ -705,6 +705,155 @@ fn prune_keeps_the_real_newest_when_manifests_claim_2100_or_1970() {
     assert_eq!(s.data_files().len(), 3);
 }
 
+#[test]
+fn restore_and_verify_never_default_to_a_backup_whose_time_is_not_trusted() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let ids = three_backups(&s);
+    // Copies of the oldest backup (they verify): one whose manifest says 2100, one whose
+    // manifest says a second after the real newest while its file was written days ago.
+    let oldest = |ext: &str| s.store.join(format!("data/{}.{ext}", ids[0]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oldest("manifest.json")).unwrap()).unwrap();
+    let newest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.store.join(format!("data/{}.manifest.json", ids[2]))).unwrap(),
+    )
+    .unwrap();
+    let newest_at = newest["created_at"].as_u64().unwrap();
+    let bytes = std::fs::read(oldest("tar.zst.age")).unwrap();
+    for (id, at, written) in [
+        ("forged-future", 4_102_444_800u64, newest_at),
+        ("forged-recent", newest_at + 1, newest_at - 3 * 86_400),
+    ] {
+        let mut m = manifest.clone();
+        m["id"] = serde_json::json!(id);
+        m["created_at"] = serde_json::json!(at);
+        std::fs::write(
+            s.store.join(format!("data/{id}.manifest.json")),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        write_backup_data(
+            &s.store.join(format!("data/{id}.tar.zst.age")),
+            &bytes,
+            written,
+        );
+    }
+    // The default restore is the real newest, and the two passed over are named.
+    let r = s
+        .berth(&["backup", "restore", "data", "--dry-run"])
+        .code(0)
+        .stderr();
+    assert!(r.contains(&format!("from backup {}", ids[2])), "{r}");
+    for id in ["forged-future", "forged-recent"] {
+        assert!(
+            r.lines()
+                .any(|l| l.contains(&format!("passing over {id}")) && l.contains("untrusted time")),
+            "{r}"
+        );
+    }
+    // The same for `verify` with no id.
+    let v = s.berth(&["backup", "verify"]).code(0).stderr();
+    assert!(v.contains(&format!("data {}: ok", ids[2])), "{v}");
+    assert!(
+        !v.contains("forged-future: ok") && !v.contains("forged-recent: ok"),
+        "{v}"
+    );
+    assert!(
+        v.contains("forged-future: passed over (untrusted time"),
+        "{v}"
+    );
+    // Named by its id, it is still restored (a person decided).
+    let r = s
+        .berth(&["backup", "restore", "data", "forged-future", "--dry-run"])
+        .code(0)
+        .stderr();
+    assert!(r.contains("from backup forged-future"), "{r}");
+}
+
+#[test]
+fn a_backup_killed_before_its_manifest_is_listed_as_incomplete_and_removed_by_prune_or_the_next_run()
+ {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    let src = s.path().join("files");
+    sample(&src, 1);
+    s.spec(
+        "",
+        &format!("{{ path: {} }}", src.display()),
+        "{ daily: 1 }",
+    );
+    let killed = |s: &Scene| {
+        let r = Berth::new()
+            .dir(s.path())
+            .args(["backup", "run", "data"])
+            .env("BERTH_FAULT_BACKUP_KILL", "sealed")
+            .run();
+        assert!(
+            r.0.status.code().is_none() || r.0.status.code() == Some(134),
+            "not killed: {}",
+            r.stderr()
+        );
+        let manifests = s
+            .files()
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+            .count();
+        let cut = s
+            .data_files()
+            .into_iter()
+            .map(|p| id_of(&p))
+            .find(|id| !s.store.join(format!("data/{id}.manifest.json")).exists())
+            .expect("a data file without a manifest");
+        (cut, manifests)
+    };
+    // Killed with nothing else in the store: listed, and kept by prune (it may be the only
+    // copy there is, and it opens by hand).
+    let (first, manifests) = killed(&s);
+    assert_eq!(manifests, 0);
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    let line = list
+        .lines()
+        .find(|l| l.contains(&first))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains("incomplete"), "{list}");
+    let r = s.berth(&["backup", "prune"]).code(0).stderr();
+    assert!(
+        pruned(&r, "keep")
+            .iter()
+            .any(|(id, why)| id == &first && why.contains("kept while no backup")),
+        "{r}"
+    );
+    assert_eq!(s.data_files().len(), 1);
+    // The next run of the name, once its own backup verifies, removes it.
+    let r = s.berth(&["backup", "run", "data"]).code(0).stderr();
+    assert!(r.contains(&format!("removed {first}")), "{r}");
+    assert_eq!(s.data_files().len(), 1);
+    let good = id_of(&s.data_files()[0]);
+    // Killed again: with a good backup there, prune (dry run first) deletes it.
+    let (second, manifests) = killed(&s);
+    assert_eq!(manifests, 1);
+    let dry = s.berth(&["backup", "prune", "--dry-run"]).code(0).stderr();
+    assert!(
+        pruned(&dry, "would delete")
+            .iter()
+            .any(|(id, why)| id == &second && why.contains("incomplete")),
+        "{dry}"
+    );
+    assert_eq!(s.data_files().len(), 2, "a dry run deletes nothing");
+    let real = s.berth(&["backup", "prune"]).code(0).stderr();
+    assert_eq!(dry.replace("would delete", "delete"), real);
+    let left: Vec<String> = s.data_files().iter().map(|p| id_of(p)).collect();
+    assert_eq!(left, [good]);
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(!list.contains("incomplete"), "{list}");
+}
+
 /// Writes a backup's data file, with `at` as its modification time (as if written then).
 fn write_backup_data(path: &Path, bytes: &[u8], at: u64) {
     std::fs::write(path, bytes).unwrap();

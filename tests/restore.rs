@@ -492,6 +492,102 @@ fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
     );
 }
 
+/// The `io.berth.*` labels of a container.
+fn berth_labels(name: &str) -> BTreeMap<String, String> {
+    let json = docker(&["inspect", "-f", "{{json .Config.Labels}}", name]);
+    let all: BTreeMap<String, String> = serde_json::from_str(&json).unwrap();
+    all.into_iter()
+        .filter(|(k, _)| k.starts_with("io.berth."))
+        .collect()
+}
+
+#[test]
+fn a_pod_brought_back_by_a_restore_carries_the_revision_label_an_apply_gives() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
+    s.berth(&["apply", "--yes"]).code(0);
+    let applied = berth_labels(&s.web());
+    s.put(&[("a.txt", "a\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    // The labels of an apply, with the revision the last command recorded.
+    let expected = |s: &Scene, command: &str| {
+        let history = s.berth(&["history", "--format", "json"]).code(0).stdout();
+        let list: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+        let last = list.last().unwrap();
+        assert_eq!(last["command"], command, "{history}");
+        let mut want = applied.clone();
+        want.insert(
+            "io.berth.revision".into(),
+            last["revision"].as_u64().unwrap().to_string(),
+        );
+        want
+    };
+    // A restore that goes through: its pods come back by its re-apply.
+    s.berth(&["backup", "restore", "data"]).code(0);
+    let want = expected(&s, "berth backup restore data");
+    assert_eq!(want["io.berth.revision"], "2");
+    assert_eq!(berth_labels(&s.web()), want);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // A restore killed after emptying the volume: `recover` brings the pods back through
+    // the restore's undo (its Reapply), labelled the same way.
+    let r = s.berth_env(
+        &["backup", "restore", "data"],
+        &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
+    );
+    assert!(killed(&r), "{}", r.stderr());
+    s.berth(&["recover"]).code(0);
+    let want = expected(&s, "berth recover");
+    assert_eq!(want["io.berth.revision"], "3");
+    assert_eq!(berth_labels(&s.web()), want);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_safety_copy_cut_short_by_a_kill_is_listed_as_incomplete_and_removed_by_the_next_run() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "a\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    let good = s.ids("data");
+    // Killed once the safety copy's data is written, before its manifest.
+    let r = s.berth_env(
+        &["backup", "restore", "data"],
+        &[("BERTH_FAULT_BACKUP_KILL", "sealed")],
+    );
+    assert!(killed(&r), "{}", r.stderr());
+    s.berth(&["recover"]).code(0);
+    let cut: Vec<String> = s
+        .ids("data")
+        .into_iter()
+        .filter(|id| !good.contains(id))
+        .collect();
+    assert_eq!(cut.len(), 1, "{:?}", s.ids("data"));
+    assert!(
+        !s.store
+            .join(format!("data/{}.manifest.json", cut[0]))
+            .exists()
+    );
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&cut[0]) && l.contains("incomplete")),
+        "{list}"
+    );
+    // The next backup of the name removes it, once its own verifies.
+    let r = s.berth(&["backup", "run", "data"]).code(0).stderr();
+    assert!(r.contains(&format!("removed {}", cut[0])), "{r}");
+    assert!(!s.ids("data").contains(&cut[0]));
+    assert_eq!(s.ids("data").len(), 2);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
 #[test]
 fn a_volume_backup_works_with_an_image_that_has_no_default_command() {
     if !docker::available() || !tools() {

@@ -366,6 +366,7 @@ impl Backups {
                 return Err(e);
             }
         };
+        fault_point(ENV_FAULT_BACKUP_KILL, "sealed");
         let mut manifest = Manifest {
             format_version: MANIFEST_FORMAT,
             id: id.clone(),
@@ -623,6 +624,11 @@ pub struct Pruned {
     pub damaged: Vec<(String, String)>,
     /// No backup of the name verifies now: nothing was deleted.
     pub nothing_verifies: bool,
+    /// Data files a killed backup or safety copy left without a manifest: deleted (unless
+    /// a dry run) when a backup of the name verifies now, kept otherwise.
+    pub incomplete: Vec<PruneDecision>,
+    /// The backup has no `retention`: only incomplete files are pruned.
+    pub no_retention: bool,
 }
 
 impl Backups {
@@ -633,16 +639,61 @@ impl Backups {
     /// not trusted is kept and counts for nothing. When no backup verifies now, nothing is
     /// deleted. Without `dry_run`, damaged ones are then marked unverified in their
     /// manifests, and the others are deleted.
-    pub fn prune(&self, name: &str, dry_run: bool) -> Result<Option<Pruned>, OpError> {
-        use super::retention::{self, Entry};
+    pub fn prune(&self, name: &str, dry_run: bool) -> Result<Pruned, OpError> {
         let backup = self.get(name)?;
-        let Some(policy) = &backup.retention else {
-            return Ok(None);
-        };
         let store = self.store(backup)?;
+        let mut pruned = match &backup.retention {
+            Some(policy) => self.prune_policy(name, policy, &store, dry_run)?,
+            None => Pruned {
+                no_retention: true,
+                ..Pruned::default()
+            },
+        };
+        let incomplete = store.incomplete(name)?;
+        if incomplete.is_empty() {
+            return Ok(pruned);
+        }
+        // A file cut short may still open by hand (the one-liner): it goes only when the
+        // name has a backup that verifies now, read back whole.
+        let verifies = if pruned.no_retention {
+            match self.newest_trusted(name, |m| m.verified && !m.safety)? {
+                (Some(m), _) => verify(&store, &m, self.identity(name)?).is_ok(),
+                (None, _) => false,
+            }
+        } else {
+            // Some backup was read back whole just now (none when there is none at all).
+            !pruned.nothing_verifies && !pruned.decisions.is_empty()
+        };
+        for i in incomplete {
+            let what = format!(
+                "incomplete: cut short while it was written ({}), no manifest, never verified",
+                crate::state::format_time(i.modified)
+            );
+            let delete = verifies && (dry_run || store.remove_incomplete(name, &i.id)?);
+            pruned.incomplete.push(PruneDecision {
+                id: i.id,
+                delete,
+                why: if delete {
+                    what
+                } else {
+                    format!("{what}; kept while no backup of this name verifies now")
+                },
+            });
+        }
+        Ok(pruned)
+    }
+
+    fn prune_policy(
+        &self,
+        name: &str,
+        policy: &crate::spec::Retention,
+        store: &LocalStore,
+        dry_run: bool,
+    ) -> Result<Pruned, OpError> {
+        use super::retention::{self, Entry};
         let list = self.list(name)?;
         if list.is_empty() {
-            return Ok(Some(Pruned::default()));
+            return Ok(Pruned::default());
         }
         // Nothing is deleted on the word of a manifest: the backups kept in its place are
         // read back first, and that needs the identity.
@@ -679,7 +730,7 @@ impl Backups {
                 let Some(m) = list.iter().find(|m| m.id == id) else {
                     continue;
                 };
-                if let Err(e) = verify(&store, m, identity) {
+                if let Err(e) = verify(store, m, identity) {
                     damaged.push((id.clone(), e.to_string()));
                     if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
                         e.verified = false;
@@ -737,11 +788,12 @@ impl Backups {
                 store.delete(name, &d.id)?;
             }
         }
-        Ok(Some(Pruned {
+        Ok(Pruned {
             decisions,
             damaged,
             nothing_verifies,
-        }))
+            ..Pruned::default()
+        })
     }
 }
 
@@ -767,6 +819,9 @@ pub struct Restored {
     pub lines: Vec<String>,
 }
 
+/// Backups passed over as a default, each with why (id, reason).
+pub type Passed = Vec<(String, String)>;
+
 impl Backups {
     /// This project's backups of `name`, oldest first (a store may be shared by projects).
     pub fn list(&self, name: &str) -> Result<Vec<Manifest>, OpError> {
@@ -778,19 +833,48 @@ impl Backups {
             .collect())
     }
 
-    /// The backup to restore: `id`, or the newest verified one that is not a safety copy.
+    /// The newest backup of `name` that `eligible` accepts and whose time is trusted (as
+    /// for retention: [`super::retention::untrusted_time`]), and the newer eligible ones
+    /// passed over for their time, each with why. A manifest's word alone (a date in 2100,
+    /// or far from when its data was written) never makes a backup the default.
+    pub fn newest_trusted(
+        &self,
+        name: &str,
+        eligible: impl Fn(&Manifest) -> bool,
+    ) -> Result<(Option<Manifest>, Passed), OpError> {
+        let store = self.store(self.get(name)?)?;
+        let now = crate::state::now();
+        let mut skipped = Vec::new();
+        for m in self.list(name)?.into_iter().rev().filter(|m| eligible(m)) {
+            match super::retention::untrusted_time(m.created_at, store.modified(name, &m.id), now) {
+                Some(why) => skipped.push((m.id, why)),
+                None => return Ok((Some(m), skipped)),
+            }
+        }
+        Ok((None, skipped))
+    }
+
+    /// The backup to restore: `id`, or the newest verified one that is not a safety copy
+    /// and whose time is trusted (those passed over are named on stderr).
     pub fn choose(&self, name: &str, id: Option<&str>) -> Result<Manifest, OpError> {
-        let list = self.list(name)?;
         let found = match id {
-            Some(id) => list.into_iter().find(|m| m.id == id),
-            None => list.into_iter().rev().find(|m| m.verified && !m.safety),
+            Some(id) => self.list(name)?.into_iter().find(|m| m.id == id),
+            None => {
+                let (found, skipped) = self.newest_trusted(name, |m| m.verified && !m.safety)?;
+                for (id, why) in skipped {
+                    eprintln!(
+                        "backup `{name}`: passing over {id} ({why}); name its id to restore it anyway"
+                    );
+                }
+                found
+            }
         };
         found.ok_or_else(|| {
             failed(
                 name,
                 match id {
                     Some(id) => format!("there is no backup `{id}`"),
-                    None => "there is no verified backup to restore".into(),
+                    None => "there is no verified backup at a trusted time to restore".into(),
                 },
                 "`berth backup list` shows them",
             )
@@ -1543,9 +1627,14 @@ impl BackupRef {
 /// it), as a `kill -9` at that moment would.
 pub const ENV_FAULT_RESTORE_KILL: &str = "BERTH_FAULT_RESTORE_KILL";
 
-fn fault_point(at: &str) {
-    if std::env::var(ENV_FAULT_RESTORE_KILL).as_deref() == Ok(at) {
-        eprintln!("{ENV_FAULT_RESTORE_KILL}: aborting at `{at}`");
+/// Debugging aid for the kill tests: with `BERTH_FAULT_BACKUP_KILL=sealed`, a backup (or a
+/// restore's safety copy) aborts once its data is written and before its manifest is, as
+/// a `kill -9` at that moment would.
+pub const ENV_FAULT_BACKUP_KILL: &str = "BERTH_FAULT_BACKUP_KILL";
+
+fn fault_point(env: &str, at: &str) {
+    if std::env::var(env).as_deref() == Ok(at) {
+        eprintln!("{env}: aborting at `{at}`");
         std::process::abort();
     }
 }
@@ -1612,7 +1701,7 @@ pub async fn refill_volume(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     engine.create_volume(volume, l).await.map_err(text)?;
-    fault_point("emptied");
+    fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
     let helper = create_helper(engine, project, image, volume)
         .await
         .map_err(text)?;
@@ -1662,7 +1751,7 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), String> {
         };
         r.map_err(|x| format!("{}: {x}", p.display()))?;
     }
-    fault_point("emptied");
+    fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let target = root.to_path_buf();
     std::thread::scope(|s| {

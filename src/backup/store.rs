@@ -34,11 +34,34 @@ pub trait Store {
     /// When the data of a backup was last written (seconds since the epoch), if known: a
     /// witness of the manifest's time that the manifest cannot forge.
     fn modified(&self, name: &str, id: &str) -> Option<u64>;
+    /// The data files of `name` that berth began and never finished: no manifest, and no
+    /// process writing them any more (a backup or a safety copy killed while it wrote).
+    /// Never verified, never restorable by berth.
+    fn incomplete(&self, name: &str) -> Result<Vec<Incomplete>, BackupError>;
+    /// Removes an incomplete data file, if it still is one (checked again while holding
+    /// it); says whether it did.
+    fn remove_incomplete(&self, name: &str, id: &str) -> Result<bool, BackupError>;
+}
+
+/// A data file without a manifest, which no process is writing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incomplete {
+    pub id: String,
+    pub bytes: u64,
+    /// When it was last written (seconds since the epoch).
+    pub modified: u64,
 }
 
 pub struct LocalStore {
     pub root: PathBuf,
+    /// The data files this process is writing, each open and locked (`flock`) until its
+    /// manifest is written or it is discarded: another process sees them as in progress,
+    /// never as incomplete. The kernel lets go of the lock when the writer dies.
+    writing: std::sync::Mutex<Vec<(PathBuf, std::fs::File)>>,
 }
+
+/// How long an empty data file counts as just made (created, and not locked yet).
+const JUST_MADE: u64 = 60;
 
 const DATA: &str = ".tar.zst.age";
 const MANIFEST: &str = ".manifest.json";
@@ -290,19 +313,26 @@ impl LocalStore {
             }
             Found::Ours { .. } => "0700".to_owned(),
         };
-        Ok((
-            LocalStore {
-                root: root.to_path_buf(),
-            },
-            done,
-        ))
+        Ok((LocalStore::at(root), done))
     }
 
     /// A store that exists already, to read (plan looks, and never creates).
     pub fn open_existing(root: &Path) -> Option<LocalStore> {
-        root.is_dir().then(|| LocalStore {
+        root.is_dir().then(|| LocalStore::at(root))
+    }
+
+    fn at(root: &Path) -> LocalStore {
+        LocalStore {
             root: root.to_path_buf(),
-        })
+            writing: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Lets go of a data file this process was writing.
+    fn done_writing(&self, path: &Path) {
+        if let Ok(mut w) = self.writing.lock() {
+            w.retain(|(p, _)| p != path);
+        }
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -341,6 +371,16 @@ impl Store for LocalStore {
             .mode(0o600)
             .open(&path)
             .map_err(|e| BackupError::Store(format!("`{}`: {e}", path.display())))?;
+        // Locked (through a handle of its own, kept until the manifest is written) so that
+        // no other process takes it for one a killed backup left. (One that looks at it
+        // holds the lock only a moment: waited for.)
+        let held = f
+            .try_clone()
+            .and_then(|h| h.lock().map(|()| h))
+            .map_err(|e| BackupError::Store(format!("`{}`: {e}", path.display())))?;
+        if let Ok(mut w) = self.writing.lock() {
+            w.push((path, held));
+        }
         Ok(Box::new(SyncOnDrop(Some(f))))
     }
 
@@ -349,12 +389,15 @@ impl Store for LocalStore {
         let mut text = serde_json::to_vec_pretty(manifest).unwrap_or_default();
         text.push(b'\n');
         fsutil::write_atomic(&path, &text, 0o600)
-            .map_err(|e| BackupError::Store(format!("`{}`: {e}", path.display())))
+            .map_err(|e| BackupError::Store(format!("`{}`: {e}", path.display())))?;
+        self.done_writing(&self.data(&manifest.name, &manifest.id));
+        Ok(())
     }
 
     fn discard(&self, name: &str, id: &str) {
         let _ = std::fs::remove_file(self.manifest(name, id));
         let _ = std::fs::remove_file(self.data(name, id));
+        self.done_writing(&self.data(name, id));
     }
 
     fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError> {
@@ -419,6 +462,114 @@ impl Store for LocalStore {
             .ok()?;
         Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
     }
+
+    fn incomplete(&self, name: &str) -> Result<Vec<Incomplete>, BackupError> {
+        let dir = self.dir(name);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(BackupError::Store(format!("`{}`: {e}", dir.display()))),
+        };
+        let now = crate::state::now();
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            // Only a file named as berth names its data, and only a regular file.
+            let Some(id) = file.strip_suffix(DATA).filter(|id| is_backup_id(id)) else {
+                continue;
+            };
+            if self.manifest(name, id).exists() {
+                continue;
+            }
+            let Some((bytes, modified)) = self.abandoned(name, id, now) else {
+                continue;
+            };
+            // Locked: its writer is alive. (The lock taken here goes with the handle.)
+            let unlocked =
+                std::fs::File::open(self.data(name, id)).is_ok_and(|f| f.try_lock().is_ok());
+            if !unlocked {
+                continue;
+            }
+            out.push(Incomplete {
+                id: id.to_owned(),
+                bytes,
+                modified,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn remove_incomplete(&self, name: &str, id: &str) -> Result<bool, BackupError> {
+        if !is_backup_id(id) {
+            return Ok(false);
+        }
+        let path = self.data(name, id);
+        let io = |e: std::io::Error| BackupError::Store(format!("`{}`: {e}", path.display()));
+        let f = match std::fs::OpenOptions::new().read(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        // Held while it is checked and removed: a writer that appears in between (a file of
+        // the same id cannot) finds nothing to clash with.
+        if f.try_lock().is_err() {
+            return Ok(false);
+        }
+        if self.manifest(name, id).exists()
+            || self.abandoned(name, id, crate::state::now()).is_none()
+        {
+            return Ok(false);
+        }
+        std::fs::remove_file(&path).map_err(io)?;
+        fsutil::sync_dir(&self.dir(name)).ok();
+        Ok(true)
+    }
+}
+
+impl LocalStore {
+    /// The size and time of a data file this process does not write: a regular file, and
+    /// not an empty one made a moment ago (between its creation and its writer's lock).
+    /// `None` otherwise. Whether another process holds its lock is the caller's to check.
+    fn abandoned(&self, name: &str, id: &str, now: u64) -> Option<(u64, u64)> {
+        let path = self.data(name, id);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        if meta.len() == 0 && now.saturating_sub(modified) < JUST_MADE {
+            return None;
+        }
+        let writing = self
+            .writing
+            .lock()
+            .map(|w| w.iter().any(|(p, _)| p == &path))
+            .unwrap_or(true);
+        (!writing).then_some((meta.len(), modified))
+    }
+}
+
+/// Whether `id` is one berth makes ([`super::new_id`]): `YYYYMMDDTHHMMSS.mmmZ-xxxxxx`.
+fn is_backup_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 27
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..19)
+        && b[19] == b'Z'
+        && b[20] == b'-'
+        && b[21..]
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 /// A data file flushed to disk when the pipeline lets go of it.
@@ -477,6 +628,45 @@ mod tests {
         let (_, done) = LocalStore::set_up(&here).unwrap();
         assert_eq!(done, "mode 0755 -> 0700");
         assert_eq!(fsutil::mode_of(&here).unwrap(), 0o700);
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_data_file_without_a_manifest_is_incomplete_only_once_its_writer_is_gone() {
+        let here = test_root("incomplete");
+        let _ = std::fs::remove_dir_all(&here);
+        let writer = LocalStore::open(&here).unwrap();
+        let other = LocalStore::open(&here).unwrap();
+        let id = crate::backup::new_id(1_767_571_200_000);
+        assert!(is_backup_id(&id), "{id}");
+        let mut out = writer.create("db", &id).unwrap();
+        out.write_all(b"sealed bytes").unwrap();
+        drop(out);
+        // Being written (locked by its writer, here or in another process): not incomplete.
+        assert_eq!(writer.incomplete("db").unwrap(), []);
+        assert_eq!(other.incomplete("db").unwrap(), []);
+        assert!(!other.remove_incomplete("db", &id).unwrap());
+        // Its writer gone (as a killed process lets go of its lock): incomplete.
+        drop(writer);
+        let found = other.incomplete("db").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].id.as_str(), found[0].bytes), (id.as_str(), 12));
+        // A file not named as berth names its data, or one with a manifest, never is.
+        std::fs::write(here.join("db/mine.tar.zst.age"), "x").unwrap();
+        let done = crate::backup::new_id(1_767_571_300_000);
+        std::fs::write(here.join(format!("db/{done}{DATA}")), "x").unwrap();
+        std::fs::write(here.join(format!("db/{done}{MANIFEST}")), "{}").unwrap();
+        assert_eq!(other.incomplete("db").unwrap().len(), 1);
+        assert!(!other.remove_incomplete("db", "mine").unwrap());
+        assert!(!other.remove_incomplete("db", &done).unwrap());
+        assert!(other.remove_incomplete("db", &id).unwrap());
+        assert_eq!(other.incomplete("db").unwrap(), []);
+        assert!(here.join("db/mine.tar.zst.age").exists());
+        assert!(here.join(format!("db/{done}{DATA}")).exists());
+        // One this very process is writing is not incomplete either.
+        let id = crate::backup::new_id(1_767_571_400_000);
+        drop(other.create("db", &id).unwrap());
+        assert_eq!(other.incomplete("db").unwrap(), []);
         std::fs::remove_dir_all(&here).unwrap();
     }
 

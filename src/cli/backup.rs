@@ -32,7 +32,7 @@ pub enum Command {
     },
     /// Read backups back whole: decrypt, decompress, walk the tar, compare the hashes.
     Verify {
-        /// One backup id (default: the newest of each name).
+        /// One backup id (default: the newest of each name whose time is trusted).
         id: Option<String>,
         /// Every backup in the store.
         #[arg(long, conflicts_with = "id")]
@@ -44,7 +44,7 @@ pub enum Command {
     Restore {
         /// The backup, as named under `backups:`.
         name: String,
-        /// The backup id (default: the newest verified one).
+        /// The backup id (default: the newest verified one whose time is trusted).
         id: Option<String>,
         /// Only list what would be overwritten, created and removed.
         #[arg(long)]
@@ -83,14 +83,28 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let mut failures = 0;
             for name in names {
                 match b.run(&name, false) {
-                    Ok((m, v)) => eprintln!(
-                        "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
-                        m.id,
-                        v.files,
-                        size(m.plain_bytes),
-                        size(m.stored_bytes),
-                        b.store(b.get(&name)?)?.locate(&name, &m.id)
-                    ),
+                    Ok((m, v)) => {
+                        eprintln!(
+                            "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
+                            m.id,
+                            v.files,
+                            size(m.plain_bytes),
+                            size(m.stored_bytes),
+                            b.store(b.get(&name)?)?.locate(&name, &m.id)
+                        );
+                        // Now that a backup of the name verifies, the data files a killed
+                        // backup left without a manifest go (under the lock).
+                        let store = b.store(b.get(&name)?)?;
+                        for i in store.incomplete(&name)? {
+                            if store.remove_incomplete(&name, &i.id)? {
+                                eprintln!(
+                                    "backup `{name}`: removed {}, cut short while it was written ({}), no manifest",
+                                    i.id,
+                                    format_time(i.modified)
+                                );
+                            }
+                        }
+                    }
                     Err(e) => {
                         failures += 1;
                         eprintln!("{:?}", miette::Report::new(e));
@@ -126,6 +140,16 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                         if m.safety { " (safety copy)" } else { "" }
                     ));
                 }
+                for i in b.store(b.get(&name)?)?.incomplete(&name)? {
+                    out.push_str(&format!(
+                        "{:<12} {:<27} {:<23} {:>10} {:>7}  NO (incomplete: cut short while written, no manifest; `berth backup prune` removes it)\n",
+                        name,
+                        i.id,
+                        format_time(i.modified),
+                        size(i.bytes),
+                        "-",
+                    ));
+                }
             }
             print(&out);
             Ok(exit::OK)
@@ -143,11 +167,19 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let mut bad = 0;
             for name in b.names() {
                 let store = b.store(b.get(&name)?)?;
-                let list = b.list(&name)?;
                 let chosen: Vec<_> = match (&id, all) {
-                    (Some(id), _) => list.into_iter().filter(|m| &m.id == id).collect(),
-                    (None, true) => list,
-                    (None, false) => list.into_iter().last().into_iter().collect(),
+                    (Some(id), _) => b.list(&name)?.into_iter().filter(|m| &m.id == id).collect(),
+                    (None, true) => b.list(&name)?,
+                    // The newest at a trusted time, as `restore` and `prune` trust times.
+                    (None, false) => {
+                        let (found, skipped) = b.newest_trusted(&name, |_| true)?;
+                        for (id, why) in skipped {
+                            eprintln!(
+                                "{name} {id}: passed over ({why}); `berth backup verify {id}` reads it back"
+                            );
+                        }
+                        found.into_iter().collect()
+                    }
                 };
                 for m in chosen {
                     checked += 1;
@@ -196,12 +228,12 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let _lock = lock("berth backup prune")?;
             let mut failed = false;
             for name in b.names() {
-                let Some(pruned) = b.prune(&name, dry_run)? else {
-                    eprintln!("{name}: no `retention`; nothing is pruned");
-                    continue;
-                };
+                let pruned = b.prune(&name, dry_run)?;
+                if pruned.no_retention {
+                    eprintln!("{name}: no `retention`; no backup is pruned");
+                }
                 // The same lines with `--dry-run` and without, but for the verb.
-                for d in &pruned.decisions {
+                for d in pruned.decisions.iter().chain(&pruned.incomplete) {
                     let verb = match (d.delete, dry_run) {
                         (false, _) => "keep  ",
                         (true, true) => "would delete",
