@@ -1523,7 +1523,7 @@ pub async fn preflight_host(
         }
         if engine.is_local()
             && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Err(e) = delivery::root()
+            && let Err(e) = delivery::check_root()
         {
             return Err(ApplyError::RuntimeDir {
                 address: c.address.to_string(),
@@ -1537,7 +1537,9 @@ pub async fn preflight_host(
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
 /// rolled back): they live only as long as a container mounts them.
 pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
-    let Ok(root) = delivery::root() else { return };
+    let Ok(root) = delivery::check_root() else {
+        return;
+    };
     if !root.join(project).is_dir() {
         return;
     }
