@@ -642,3 +642,43 @@ fn containers_carry_the_revision_that_created_them_and_plan_sees_no_drift_in_it(
     assert_eq!(revision_of(&s.name("a")), "3");
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn a_rollback_killed_once_its_journal_ended_leaves_no_runtime_directory_after_recover() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // `fail` makes the candidate fail its health gate: the apply rolls back.
+    let spec = |version: &str, fail: bool| {
+        let fail = if fail { ", FAIL_HEALTH: \"1\"" } else { "" };
+        s.spec(&format!(
+            "{SECRETS_HEAD}pods:\n  a:\n    image: {image}\n    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token{fail} }}\n    secrets: [token]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 3 }}\n"
+        ))
+    };
+    spec("v1", false);
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(b"a-token-of-enough-length".to_vec())
+        .run()
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    spec("v2", true);
+    s.berth(&["apply", "--yes"]).code(1);
+    assert_no_stray_runtime_dir(&s, "rolled back");
+    // The same apply, killed right after its journal's last record (the end of the
+    // rollback), before the journal is set aside: recover finds nothing to roll back, and
+    // still no directory of the candidate it made is left.
+    let records = last_journal(&s);
+    assert_eq!(records.last().unwrap()["t"], "end", "{records:?}");
+    apply_killed_at(&s, records.len() as u64);
+    let r = s.berth(&["recover"]);
+    assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
+    assert_eq!(s.containers(), [format!("{} running", s.name("a"))]);
+    assert_no_stray_runtime_dir(&s, "recovered");
+    spec("v1", false);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

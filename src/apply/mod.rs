@@ -1396,6 +1396,9 @@ impl<'a> Run<'a> {
             }
         }
         let failed = lines.iter().any(|l| l.starts_with("  could NOT")) || !journaled;
+        // The secrets of the containers undone go before the journal ends: once it has,
+        // nothing would say they are left.
+        self.sweep_deliveries().await;
         if !failed {
             self.end_journal(Outcome::RolledBack)?;
         }
@@ -1405,7 +1408,6 @@ impl<'a> Run<'a> {
             );
         }
         // With an undo that failed, the journal stays open: `berth recover` retries.
-        self.sweep_deliveries().await;
         Ok(if lines.is_empty() {
             "nothing had been changed\n".to_owned()
         } else if failed {
