@@ -1383,12 +1383,14 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     let engines = runtime.block_on(connect_engines(&valid.spec))?;
     if applying.is_none() && restoring.is_none() {
         // Nothing to finish; containers left beside a pod's own (by a crash of an older
-        // berth, say) still go.
+        // berth, say) still go, and so do the secrets runtime directories no container
+        // mounts (of those, or of an apply killed once its journal had ended).
         let mut lines = Vec::new();
         for e in engines.values() {
             let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
         }
+        runtime.block_on(crate::apply::sweep_deliveries(&engines, &project));
         return Ok(Recovered {
             lines,
             finished_commit: false,

@@ -1,5 +1,5 @@
 //! Crashes, races and leftovers against the real engine: `kill -9` of `apply` and then of
-//! `recover` at random moments; a create the engine is still finishing when `recover` runs;
+//! `recover` (or `recover --forward`) at random moments, with and without secret files; a create the engine is still finishing when `recover` runs;
 //! a removal still in progress when the next `recover` runs; two containers claiming one
 //! pod; `destroy` beside a container of another project; what `destroy` leaves in the
 //! secrets runtime directory; the revision label. Checked with the docker CLI.
@@ -66,12 +66,28 @@ fn pod(name: &str, image: &str, env: &str, extra: &str) -> String {
     )
 }
 
-/// A revision: `a` (replaced blue-green) and `b` (owns the volume: recreated), both
-/// carrying `version`.
-fn revision(image: &str, version: &str) -> String {
+/// The head of the randomised test's specs: an identity and one secret, `token`.
+const SECRETS_HEAD: &str =
+    "identity: ./me.key\nsecrets:\n  token: { file: secrets/token.age, min_length: 16 }\n";
+
+/// A whole spec of the randomised test, revision `version`: `a` (replaced blue-green) and
+/// `b` (owns the volume: recreated), both carrying `version`, `a` getting the secret file
+/// `token` (a tmpfs directory of its own, mounted at /run/secrets) when `secret`. Written
+/// with [`Scene::spec`].
+fn secret_revision(image: &str, version: &str, secret: bool) -> String {
+    let (env, extra) = if secret {
+        (
+            format!("VERSION: a{version}, REQUIRE_FILE: /run/secrets/token"),
+            "    secrets: [token]\n",
+        )
+    } else {
+        (format!("VERSION: a{version}"), "")
+    };
     [
-        pod("a", image, &format!("VERSION: a{version}"), ""),
-        pod(
+        SECRETS_HEAD,
+        "volumes:\n  data: {}\npods:\n",
+        &pod("a", image, &env, extra),
+        &pod(
             "b",
             image,
             &format!("VERSION: b{version}"),
@@ -148,7 +164,8 @@ fn create_in_flight(
 }
 
 /// No journal, the lock free, every container of the project running under its own name
-/// (`names`), only the default network and the data volume, and no runtime directory.
+/// (`names`), only the default network and the data volume, and no stray runtime
+/// directory.
 fn assert_clean(s: &Scene, names: &[String], context: &str) {
     assert!(
         !s.state().join("journal.jsonl").exists(),
@@ -172,19 +189,61 @@ fn assert_clean(s: &Scene, names: &[String], context: &str) {
         [format!("{}-data", s.project.0)],
         "{context}: volumes"
     );
-    if let Ok(root) = berth::secrets::delivery::root() {
+    assert_no_stray_runtime_dir(s, context);
+}
+
+/// The project's secrets runtime directories are exactly those its containers mount at
+/// /run/secrets: none is left of a container that is gone (a candidate rolled back, an old
+/// container replaced), and with none mounted, the project has no directory at all.
+fn assert_no_stray_runtime_dir(s: &Scene, context: &str) {
+    let root = berth::secrets::delivery::check_root().expect("a tmpfs for secrets");
+    let base = root.join(&s.project.0);
+    let mut on_disk: Vec<String> = std::fs::read_dir(&base)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    on_disk.sort();
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.berth.project={}", s.project.0),
+    ]);
+    let mut mounted: Vec<String> = ids
+        .split_whitespace()
+        .map(|id| {
+            docker(&[
+                "inspect",
+                "-f",
+                "{{range .Mounts}}{{if eq .Destination \"/run/secrets\"}}{{.Source}} {{end}}{{end}}",
+                id,
+            ])
+        })
+        .flat_map(|m| m.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    mounted.sort();
+    assert_eq!(
+        on_disk, mounted,
+        "{context}: the runtime directories are not those the containers mount"
+    );
+    if mounted.is_empty() {
         assert!(
-            !root.join(&s.project.0).exists(),
-            "{context}: a runtime directory is left"
+            !base.exists(),
+            "{context}: the runtime directory {} is left",
+            base.display()
         );
     }
 }
 
-/// Which of `specs` the engine now runs whole (the one `plan --detailed-exitcode` finds
-/// nothing to change for); the spec is left written as that one.
-fn whole_revision(s: &Scene, specs: &[String]) -> Option<usize> {
-    for (i, text) in specs.iter().enumerate() {
-        s.pods(text);
+/// Which of `specs` (whole specs) the engine now runs whole (the one `plan
+/// --detailed-exitcode` finds nothing to change for), trying them in the order of
+/// `likeliest`; the spec is left written as that one.
+fn whole_revision(s: &Scene, specs: &[String], likeliest: &[usize]) -> Option<usize> {
+    for &i in likeliest {
+        s.spec(&specs[i]);
         let r = s.berth(&["plan", "--detailed-exitcode"]);
         if r.0.status.code() == Some(0) {
             return Some(i);
@@ -230,6 +289,11 @@ fn run_and_kill(s: &Scene, args: &[&str], after: Duration) -> bool {
     }
 }
 
+/// Each round applies another of three revisions (with no secret, and two with a secret
+/// file in pod `a`, so that every round adds, replaces or removes a runtime directory),
+/// kills the apply, then perhaps the `recover` after it, and recovers: every third round
+/// with `recover --forward` (the killed recover too), which must end in the new revision
+/// whole; the others in the old or the new one.
 #[test]
 fn kill_9_of_apply_then_of_recover_at_random_moments_ends_in_one_whole_revision() {
     if !docker::available() {
@@ -251,43 +315,71 @@ fn kill_9_of_apply_then_of_recover_at_random_moments_ends_in_one_whole_revision(
     let mut rng = Rng(seed);
     let s = Scene::new();
     let image = docker::testapp_image();
-    let specs = [revision(image, "1"), revision(image, "2")];
+    let specs = [
+        secret_revision(image, "1", false),
+        secret_revision(image, "2", true),
+        secret_revision(image, "3", true),
+    ];
     let names = [s.name("a"), s.name("b")];
-    s.pods(&specs[0]);
+    s.spec(&specs[0]);
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(b"a-token-of-enough-length".to_vec())
+        .run()
+        .code(0);
     s.berth(&["apply", "--yes"]).code(0);
     // How long a whole apply takes: the kills fall anywhere in it, and a little after.
-    s.pods(&specs[1]);
+    s.spec(&specs[1]);
     let started = Instant::now();
     s.berth(&["apply", "--yes"]).code(0);
     let apply_takes = started.elapsed();
+    assert_no_stray_runtime_dir(&s, "after the first apply with a secret");
     let mut now = 1;
-    let (mut old, mut new, mut recovered_after_kill) = (0, 0, 0);
+    let (mut old, mut new, mut recovered_after_kill, mut forward_rounds) = (0, 0, 0, 0);
     for round in 0..rounds {
         let context = format!("round {round} (BERTH_CRASH_SEED={seed})");
-        let target = 1 - now;
-        s.pods(&specs[target]);
+        let forward = round % 3 == 2;
+        let target = (now + 1 + (rng.next() % 2) as usize) % specs.len();
+        let other = 3 - now - target;
+        s.spec(&specs[target]);
         let apply_after = rng.below(apply_takes + apply_takes / 5);
         run_and_kill(&s, &["apply", "--yes"], apply_after);
+        let recover: &[&str] = if forward {
+            &["recover", "--forward"]
+        } else {
+            &["recover"]
+        };
         if s.state().join("journal.jsonl").exists() {
             let recover_after = rng.below(Duration::from_millis(1500));
-            if run_and_kill(&s, &["recover"], recover_after) {
+            if run_and_kill(&s, recover, recover_after) {
                 recovered_after_kill += 1;
             }
         }
-        let r = s.berth(&["recover"]);
+        let r = s.berth(recover);
         assert_eq!(
             r.0.status.code(),
             Some(0),
-            "{context}: recover after apply killed at {apply_after:?}: {}",
+            "{context}: {recover:?} after apply killed at {apply_after:?}: {}",
             r.stderr()
         );
         assert_clean(&s, &names, &context);
-        let whole = whole_revision(&s, &specs).unwrap_or_else(|| {
-            panic!(
-                "{context}: neither revision runs whole: {:?}",
-                s.containers()
-            )
-        });
+        let whole = whole_revision(&s, &specs, &[target, now, other])
+            .unwrap_or_else(|| panic!("{context}: no revision runs whole: {:?}", s.containers()));
+        assert_ne!(
+            whole, other,
+            "{context}: a revision neither old nor new runs"
+        );
+        if forward {
+            forward_rounds += 1;
+            assert_eq!(
+                whole,
+                target,
+                "{context}: `recover --forward` did not end in the new revision: {}",
+                r.stderr()
+            );
+        }
         if whole == target {
             new += 1;
         } else {
@@ -298,7 +390,7 @@ fn kill_9_of_apply_then_of_recover_at_random_moments_ends_in_one_whole_revision(
         s.berth(&["rollback", "--check-only"]).code(0);
     }
     eprintln!(
-        "crash test: {rounds} rounds (seed {seed}): {old} back to the old revision, {new} on to the new; recover itself killed in {recovered_after_kill}"
+        "crash test: {rounds} rounds (seed {seed}): {old} back to the old revision, {new} on to the new ({forward_rounds} with --forward); recover itself killed in {recovered_after_kill}"
     );
 }
 
@@ -548,5 +640,45 @@ fn containers_carry_the_revision_that_created_them_and_plan_sees_no_drift_in_it(
     s.pods(&[one_pod(image, "2"), pod("c", image, "VERSION: c1", "")].concat());
     s.berth(&["apply", "--yes"]).code(0);
     assert_eq!(revision_of(&s.name("a")), "3");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_rollback_killed_once_its_journal_ended_leaves_no_runtime_directory_after_recover() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    // `fail` makes the candidate fail its health gate: the apply rolls back.
+    let spec = |version: &str, fail: bool| {
+        let fail = if fail { ", FAIL_HEALTH: \"1\"" } else { "" };
+        s.spec(&format!(
+            "{SECRETS_HEAD}pods:\n  a:\n    image: {image}\n    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token{fail} }}\n    secrets: [token]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 3 }}\n"
+        ))
+    };
+    spec("v1", false);
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(b"a-token-of-enough-length".to_vec())
+        .run()
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    spec("v2", true);
+    s.berth(&["apply", "--yes"]).code(1);
+    assert_no_stray_runtime_dir(&s, "rolled back");
+    // The same apply, killed right after its journal's last record (the end of the
+    // rollback), before the journal is set aside: recover finds nothing to roll back, and
+    // still no directory of the candidate it made is left.
+    let records = last_journal(&s);
+    assert_eq!(records.last().unwrap()["t"], "end", "{records:?}");
+    apply_killed_at(&s, records.len() as u64);
+    let r = s.berth(&["recover"]);
+    assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
+    assert_eq!(s.containers(), [format!("{} running", s.name("a"))]);
+    assert_no_stray_runtime_dir(&s, "recovered");
+    spec("v1", false);
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }

@@ -934,7 +934,7 @@ fn a_secret_declaration_is_shown_unmasked_in_diagnostics() {
 }
 
 #[test]
-fn a_truncated_or_placeholder_secret_is_a_preflight_warning_and_replaces_no_pod() {
+fn a_truncated_placeholder_or_writable_secret_is_a_preflight_warning_and_replaces_no_pod() {
     if !docker::available() || !age_cli() {
         return;
     }
@@ -982,9 +982,16 @@ fn a_truncated_or_placeholder_secret_is_a_preflight_warning_and_replaces_no_pod(
             "secrets::check-failed",
             Box::new(placeholder),
         ),
+        // Apply refuses a file others may replace: not a mode to heal, a warning.
+        (
+            "writable by others",
+            "secrets::file-writable",
+            Box::new(|| chmod(&token, 0o666)),
+        ),
     ];
     for (what, code, break_it) in &cases {
         std::fs::write(&token, &good).unwrap();
+        chmod(&token, 0o600);
         break_it();
         let r = s
             .berth(&["plan", "--format", "json", "--detailed-exitcode"])
@@ -998,7 +1005,8 @@ fn a_truncated_or_placeholder_secret_is_a_preflight_warning_and_replaces_no_pod(
         assert_eq!(changed(&plan), [], "{what}: nothing is planned for it");
         let human = s.berth(&["plan"]).code(0);
         assert!(
-            !human.stdout().contains("drift in recipients"),
+            !human.stdout().contains("drift in recipients")
+                && !human.stdout().contains("heal: mode"),
             "{what}: {}",
             human.stdout()
         );
@@ -1008,5 +1016,6 @@ fn a_truncated_or_placeholder_secret_is_a_preflight_warning_and_replaces_no_pod(
     }
     // The value fixed, nothing changes either: the same ciphertext as deployed.
     std::fs::write(&token, &good).unwrap();
+    chmod(&token, 0o600);
     assert_eq!(changed(&s.plan(0)), []);
 }

@@ -1396,6 +1396,9 @@ impl<'a> Run<'a> {
             }
         }
         let failed = lines.iter().any(|l| l.starts_with("  could NOT")) || !journaled;
+        // The secrets of the containers undone go before the journal ends: once it has,
+        // nothing would say they are left.
+        self.sweep_deliveries().await;
         if !failed {
             self.end_journal(Outcome::RolledBack)?;
         }
@@ -1405,7 +1408,6 @@ impl<'a> Run<'a> {
             );
         }
         // With an undo that failed, the journal stays open: `berth recover` retries.
-        self.sweep_deliveries().await;
         Ok(if lines.is_empty() {
             "nothing had been changed\n".to_owned()
         } else if failed {
@@ -1523,7 +1525,7 @@ pub async fn preflight_host(
         }
         if engine.is_local()
             && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Err(e) = delivery::root()
+            && let Err(e) = delivery::check_root()
         {
             return Err(ApplyError::RuntimeDir {
                 address: c.address.to_string(),
@@ -1537,7 +1539,9 @@ pub async fn preflight_host(
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
 /// rolled back): they live only as long as a container mounts them.
 pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
-    let Ok(root) = delivery::root() else { return };
+    let Ok(root) = delivery::check_root() else {
+        return;
+    };
     if !root.join(project).is_dir() {
         return;
     }

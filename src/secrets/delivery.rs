@@ -45,12 +45,34 @@ fn is_memory(fs: Option<&str>) -> bool {
 
 /// The directory under which per-container directories are made: `$BERTH_RUNTIME_DIR`,
 /// else `$XDG_RUNTIME_DIR/berth`, `/run/berth` or `/dev/shm/berth-UID`, whichever is first
-/// on a memory filesystem. Never a directory on disk.
+/// on a memory filesystem. Never a directory on disk. Made (mode 0700) if it is missing.
 pub fn root() -> Result<PathBuf, DeliveryError> {
+    locate(true)
+}
+
+/// [`root`] without making or changing anything: where it would be, or why it would be
+/// refused (a `$BERTH_RUNTIME_DIR` on disk is refused without being created). For the
+/// pre-flight, and for those that only look (a sweep finds nothing where nothing is).
+pub fn check_root() -> Result<PathBuf, DeliveryError> {
+    locate(false)
+}
+
+fn locate(make: bool) -> Result<PathBuf, DeliveryError> {
     if let Some(dir) = std::env::var_os(ENV_RUNTIME_DIR).filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
-        let fs = fsutil::filesystem_of(&dir);
+        // A directory yet to be made would be on the filesystem of its nearest existing
+        // ancestor.
+        let existing = if make {
+            fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+            dir.clone()
+        } else {
+            let abs = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+            abs.ancestors()
+                .find(|a| std::fs::symlink_metadata(a).is_ok())
+                .unwrap_or(&abs)
+                .to_path_buf()
+        };
+        let fs = fsutil::filesystem_of(&existing);
         if !is_memory(fs.as_deref()) {
             return Err(DeliveryError::NoTmpfs(format!(
                 "${ENV_RUNTIME_DIR} is `{}`, on {}, which keeps what is written to it; point it at a tmpfs",
@@ -58,7 +80,9 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
                 fs.unwrap_or_else(|| "an unknown filesystem".into())
             )));
         }
-        owned_private_memory(&dir)?;
+        if make || std::fs::symlink_metadata(&dir).is_ok() {
+            owned_private_memory(&dir, make)?;
+        }
         return Ok(dir);
     }
     let uid = current_uid();
@@ -73,8 +97,12 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
     for (base, name) in &candidates {
         if base.is_dir() && is_memory(fsutil::filesystem_of(base).as_deref()) {
             let dir = base.join(name);
-            fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
-            owned_private_memory(&dir)?;
+            if make {
+                fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+            }
+            if make || std::fs::symlink_metadata(&dir).is_ok() {
+                owned_private_memory(&dir, make)?;
+            }
             return Ok(dir);
         }
     }
@@ -89,9 +117,9 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
 }
 
 /// A directory of ours that nobody else can use against us: a real directory (not a
-/// symlink planted in a shared /dev/shm), owned by this user, mode 0700, on a memory
-/// filesystem.
-fn owned_private_memory(dir: &Path) -> Result<(), DeliveryError> {
+/// symlink planted in a shared /dev/shm), owned by this user, mode 0700 (set when `fix`,
+/// else only checked to be fixable), on a memory filesystem.
+fn owned_private_memory(dir: &Path, fix: bool) -> Result<(), DeliveryError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
     if !meta.is_dir() || meta.uid() != current_uid() {
@@ -100,7 +128,7 @@ fn owned_private_memory(dir: &Path) -> Result<(), DeliveryError> {
             dir.display()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
+    if fix && meta.mode() & 0o077 != 0 {
         fsutil::set_mode(dir, 0o700).map_err(io(dir))?;
     }
     if !is_memory(fsutil::filesystem_of(dir).as_deref()) {
@@ -135,7 +163,7 @@ pub fn prepare(
 ) -> Result<PathBuf, DeliveryError> {
     let base = root()?.join(project);
     fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
-    owned_private_memory(&base)?;
+    owned_private_memory(&base, true)?;
     let dir = base.join(token());
     std::fs::DirBuilder::new().create(&dir).map_err(io(&dir))?;
     fsutil::set_mode(&dir, 0o700).map_err(io(&dir))?;
@@ -160,7 +188,7 @@ pub fn refill(
     }
     let base = fsutil::parent_of(dir);
     fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
-    owned_private_memory(&base)?;
+    owned_private_memory(&base, true)?;
     fsutil::create_dir_all(dir, 0o700).map_err(io(dir))?;
     fsutil::set_mode(dir, 0o700).map_err(io(dir))?;
     for f in files {
@@ -194,7 +222,7 @@ fn write_into(
 /// Removes the project's delivery directories that are not in `keep` (those no container
 /// mounts any more). Returns how many went.
 pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize {
-    let Ok(root) = root() else { return 0 };
+    let Ok(root) = check_root() else { return 0 };
     let base = root.join(project);
     let Ok(entries) = std::fs::read_dir(&base) else {
         return 0;
@@ -222,7 +250,7 @@ pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize 
 
 /// Whether `path` is one of the project's delivery directories.
 pub fn is_delivery_dir(project: &str, path: &Path) -> bool {
-    root().is_ok_and(|r| path.parent() == Some(&r.join(project)))
+    check_root().is_ok_and(|r| path.parent() == Some(&r.join(project)))
 }
 
 fn token() -> String {

@@ -214,15 +214,17 @@ pub struct FileFacts {
     pub recorded: Option<Vec<String>>,
     /// The recipients the spec wants (sorted).
     pub wanted: Vec<String>,
-    /// The file decrypts and its value passes its checks (or there is no identity to tell):
-    /// false when the pre-flight refuses it, and then nothing is planned for it.
+    /// The file decrypts and its value passes its checks (or there is no identity to tell),
+    /// and no other user may replace it: false when the pre-flight refuses it, and then
+    /// nothing is planned for it.
     pub usable: bool,
 }
 
 impl FileFacts {
     /// Differences to heal: a mode other than 0600, a recipient set other than the spec's.
-    /// A file that does not decrypt or holds a bad value has none: apply refuses it, and
-    /// what it needs is a new value, which the pre-flight says.
+    /// A file that does not decrypt, holds a bad value or that others may replace has none:
+    /// apply refuses it, and what it needs (a new value, or the owner's `chmod`) the
+    /// pre-flight says.
     pub fn drift(&self) -> Vec<Drift> {
         let mut out = Vec::new();
         if !self.usable {
@@ -287,7 +289,7 @@ impl Inspection {
     }
 
     /// The secrets whose files the pre-flight refuses (missing, unreadable, outside the
-    /// spec's directory, undecryptable, or failing their checks).
+    /// spec's directory, writable by others, undecryptable, or failing their checks).
     pub fn unusable<'s>(&'s self, spec: &'s Spec) -> impl Iterator<Item = &'s str> + 's {
         spec.secrets
             .iter()
@@ -442,11 +444,14 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
                 continue;
             }
         };
+        // A file the pre-flight refuses has nothing to heal: apply will not touch it.
+        let mut usable = true;
         let owner = std::fs::metadata(&path).map_or(0, |m| {
             use std::os::unix::fs::MetadataExt;
             m.uid()
         });
         if owner != 0 && owner != fsutil::effective_uid() {
+            usable = false;
             out.problems.push(
                 Diagnostic::error(
                     "secrets::file-writable",
@@ -460,6 +465,7 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
             );
         }
         if mode & 0o022 != 0 {
+            usable = false;
             out.problems.push(
                 Diagnostic::error(
                     "secrets::file-writable",
@@ -486,7 +492,6 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
             }
         };
         let fp = fingerprint(&ciphertext);
-        let mut usable = true;
         if let Some(identity) = &out.identity {
             match identity.decrypt(&ciphertext) {
                 Ok(value) => {

@@ -47,6 +47,10 @@ pub const MIN_CPUS: f64 = 0.01;
 /// The shortest health `interval`: a probe more often than this is a busy loop.
 pub const MIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The shortest health `timeout`: the engine reads 0 as its own default (30s), and no
+/// probe answers in less.
+pub const MIN_HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Whether any argument holds a NUL byte (no program can receive one).
 fn has_nul(args: &[String]) -> bool {
     args.iter().any(|a| a.contains('\0'))
@@ -699,6 +703,28 @@ impl Checker<'_> {
                         .help(format!(
                             "probe at most every {}ms, e.g. `interval: 500ms` or `2s`",
                             MIN_HEALTH_INTERVAL.as_millis()
+                        )),
+                    );
+                }
+                // The engine reads a zero timeout as its default (30s) while the gate
+                // would read it as none: no probe can answer that fast anyway.
+                if let Some(t) = &h.value.timeout
+                    && let Some(d) = t.get()
+                    && d < MIN_HEALTH_TIMEOUT
+                {
+                    self.push(
+                        Diagnostic::error(
+                            "health-timeout-too-short",
+                            format!(
+                                "health `timeout: {}` is shorter than {}ms",
+                                t.raw.value,
+                                MIN_HEALTH_TIMEOUT.as_millis()
+                            ),
+                        )
+                        .at(t.raw.span, "too short")
+                        .help(format!(
+                            "give each probe at least {}ms to answer, e.g. `timeout: 1s` (the default)",
+                            MIN_HEALTH_TIMEOUT.as_millis()
                         )),
                     );
                 }

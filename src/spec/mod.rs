@@ -423,6 +423,7 @@ pub struct Health {
     /// Time between probes: at least `100ms` (default `2s`).
     #[serde(default)]
     pub interval: Option<Duration>,
+    /// How long one probe may take: at least `100ms` (default `1s`).
     #[serde(default)]
     pub timeout: Option<Duration>,
     #[serde(default)]
