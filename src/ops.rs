@@ -1313,6 +1313,16 @@ pub fn unwind(
     let mut lines = Vec::new();
     let mut ok = true;
     for (id, u) in journal.machine().pending_undos() {
+        // A `Reapply` brings the pods back on the data the undos recorded after it put
+        // back: when one of those failed, the data is not back, and the pods stay down. It
+        // stays pending (never marked done), so that the next `recover`, which carries out
+        // those undos again (removing the pods that mount the volume), applies it then.
+        if let (Undo::Reapply { revision }, false) = (&u, ok) {
+            lines.push(format!(
+                "  did NOT apply revision {revision} again: the data is not back yet (see above); the pods stay down until `berth recover` puts it back"
+            ));
+            continue;
+        }
         journal.append(Record::UndoState {
             id,
             state: UndoState::UndoStarted,

@@ -753,3 +753,109 @@ fn a_helper_container_left_behind_is_removed_by_the_next_backup_run() {
     assert_eq!(s.helpers(), Vec::<String>::new());
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+/// A container of no project, mounting the project's volume `data`: removed on drop.
+struct Foreign(String);
+
+impl Foreign {
+    fn create(s: &Scene, image: &str) -> Foreign {
+        let name = format!("{}-foreign", s.project());
+        docker(&[
+            "create",
+            "--name",
+            &name,
+            "-v",
+            &format!("{}-data:/x", s.project()),
+            image,
+        ]);
+        Foreign(name)
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn container_id(name: &str) -> String {
+    docker(&["inspect", "-f", "{{.Id}}", name])
+        .trim()
+        .to_owned()
+}
+
+fn running(name: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+#[test]
+fn a_restore_of_a_volume_a_foreign_container_uses_is_refused_before_anything_is_touched() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "old\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.put(&[("a.txt", "current\n")]);
+    let before = s.volume_tree();
+    let pod = container_id(&s.web());
+    let foreign = Foreign::create(&s, &image);
+    let r = s.berth(&["backup", "restore", "data"]).code(1);
+    assert!(
+        r.stderr_flat().contains(&foreign.0) && r.stderr_flat().contains("does not manage"),
+        "{}",
+        r.stderr()
+    );
+    // Nothing touched: the same container, running, on the same data; no safety copy; no
+    // journal.
+    assert_eq!(container_id(&s.web()), pod);
+    assert!(running(&s.web()));
+    assert_eq!(s.volume_tree(), before);
+    assert_eq!(s.ids("data").len(), 1);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn recover_brings_the_pods_back_when_the_safety_copy_goes_back_only_on_a_later_run() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "old\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.put(&[("a.txt", "current\n"), ("stray.txt", "not in the backup\n")]);
+    let before = s.volume_tree();
+    let r = s.berth_env(
+        &["backup", "restore", "data"],
+        &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
+    );
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    // A container berth does not manage starts using the (empty) volume: the safety copy
+    // cannot go back yet, and the pods must not come back on the empty volume.
+    let foreign = Foreign::create(&s, &image);
+    let r = s.berth(&["recover"]).code(5);
+    assert!(r.stderr_flat().contains(&foreign.0), "{}", r.stderr());
+    assert!(!running(&s.web()), "the pod came back on an empty volume");
+    s.berth(&["plan"]).code(5);
+    drop(foreign);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(
+        r.stderr().contains("interrupted restore of `data`"),
+        "{}",
+        r.stderr()
+    );
+    assert!(running(&s.web()), "no pod after recover: {}", r.stderr());
+    assert_eq!(s.volume_tree(), before);
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+

@@ -850,11 +850,23 @@ impl Backups {
                 "restore it by hand with the one-liner in the README, into a container that mounts it",
             ));
         }
-        let manifest = self.choose(name, id)?;
-        let incoming = self.entries_of(name, &manifest)?;
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
         let object = crate::apply::container::object_name(project, &volume);
+        // Restoring removes the volume: a container berth does not manage that uses it
+        // would make that fail after the pods had gone. Refused before anything is touched.
+        let foreign = self
+            .runtime
+            .block_on(engine.foreign_on_volume(&object, project))?;
+        if !foreign.is_empty() {
+            return Err(failed(
+                name,
+                foreign_users(&object, &foreign),
+                "nothing was changed; run the restore again once they are gone",
+            ));
+        }
+        let manifest = self.choose(name, id)?;
+        let incoming = self.entries_of(name, &manifest)?;
         let current = self
             .runtime
             .block_on(self.volume_entries(engine, &object))?;
@@ -1601,6 +1613,15 @@ pub async fn refill_volume(
 ) -> Result<(), String> {
     let data = from.open()?;
     let text = |e: crate::engine::EngineError| e.to_string();
+    // Checked before anything is removed: a container berth does not manage keeps the
+    // volume in use, and the engine would refuse to remove it after the pods had gone.
+    let foreign = engine
+        .foreign_on_volume(volume, project)
+        .await
+        .map_err(text)?;
+    if !foreign.is_empty() {
+        return Err(foreign_users(volume, &foreign));
+    }
     for c in engine.containers(project).await.map_err(text)? {
         if c.volumes.iter().any(|v| v == volume) {
             engine.remove(&c.id).await.map_err(text)?;
@@ -1642,6 +1663,14 @@ pub async fn refill_volume(
         Err(_) => return Err("the restore thread panicked".into()),
     }
     removed.map_err(text)
+}
+
+/// Why a volume that containers berth does not manage use cannot be made again.
+fn foreign_users(volume: &str, names: &[String]) -> String {
+    format!(
+        "volume {volume} is in use by container(s) berth does not manage ({}); berth never removes them: stop and remove them (`docker rm -f NAME`), or detach them from the volume, first",
+        names.join(", ")
+    )
 }
 
 /// Makes the directory `root` hold exactly what the backup holds: emptied, then the backup
