@@ -1209,7 +1209,16 @@ pub async fn observe_engines_tidy(
         let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
         let engine = crate::engine::Engine::connect(name, endpoint).await?;
         let removed = if mode == Observe::Tidy {
-            crate::observe::docker::remove_strays(&engine, project).await?
+            let mut removed = crate::observe::docker::remove_strays(&engine, project).await?;
+            // And the helper containers a killed backup or restore left: they mount the
+            // project's volumes, which a destroy could not remove while they exist.
+            let helpers = crate::backup::ops::sweep_helpers(&engine, project).await?;
+            if helpers > 0 {
+                removed.push(format!(
+                    "removed {helpers} helper container(s) in `{name}` a killed backup or restore left"
+                ));
+            }
+            removed
         } else {
             Vec::new()
         };
@@ -1395,9 +1404,17 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         // Nothing to finish; containers left beside a pod's own (by a crash of an older
         // berth, say) still go.
         let mut lines = Vec::new();
-        for e in engines.values() {
+        for (region, e) in &engines {
             let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
+            // So do the helper containers a backup or restore killed before its journal
+            // began (or one that keeps none) left.
+            let helpers = runtime.block_on(crate::backup::ops::sweep_helpers(e, &project))?;
+            if helpers > 0 {
+                lines.push(format!(
+                    "  removed {helpers} helper container(s) in `{region}` a killed backup or restore left"
+                ));
+            }
         }
         return Ok(Recovered {
             lines,

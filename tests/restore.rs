@@ -859,3 +859,54 @@ fn recover_brings_the_pods_back_when_the_safety_copy_goes_back_only_on_a_later_r
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
 
+/// What a backup or restore killed before its journal began leaves: a helper that mounts
+/// the volume `data`.
+fn plant_helper(s: &Scene, image: &str, suffix: &str) {
+    docker(&[
+        "create",
+        "--name",
+        &format!("{}-berth-backup-{suffix}", s.project()),
+        "--label",
+        &format!("io.berth.project={}", s.project()),
+        "--label",
+        "io.berth.helper=backup",
+        "--mount",
+        &format!("type=volume,source={}-data,target=/volume", s.project()),
+        image,
+    ]);
+}
+
+#[test]
+fn recover_and_destroy_remove_the_helper_containers_a_killed_backup_left() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    plant_helper(&s, &image, "0a0b0c");
+    assert_eq!(s.helpers().len(), 1);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(r.stderr().contains("helper container"), "{}", r.stderr());
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    // Destroy removes one before the volume it mounts.
+    plant_helper(&s, &image, "0d0e0f");
+    let r = s.berth(&["destroy", "--yes", "--delete-volumes"]).code(0);
+    assert!(
+        r.stderr().contains("Destroy complete") && !r.stderr().contains("are left"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}-data", s.project()),
+    ]);
+    assert_eq!(volumes.trim(), "", "the volume stayed");
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+}
+
