@@ -1270,6 +1270,8 @@ pub struct Recovered {
     /// An interrupted restore was rolled back: its backup name and the id it was putting
     /// back (for `--forward`).
     pub restore: Option<(String, String)>,
+    /// An interrupted `consistent: stop` backup: its name (the pods it stopped run again).
+    pub backup: Option<String>,
     /// No apply or restore was interrupted (`lines` may still say which leftovers went).
     pub nothing: bool,
 }
@@ -1420,6 +1422,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
             lines,
             finished_commit: false,
             restore: None,
+            backup: None,
             nothing: true,
         });
     }
@@ -1514,6 +1517,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         journal.end(Outcome::Recovered)?;
     }
     let mut restore = None;
+    let mut backup = None;
     if let Some(mut journal) = restoring {
         let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
         lines.extend(done);
@@ -1535,6 +1539,10 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
                 .unwrap_or_default()
                 .to_owned();
             restore = Some((name, id.clone()));
+        } else if let Some(Record::Begin { command, .. }) = &journal.machine().begin
+            && let Some(name) = command.strip_prefix("berth backup run ")
+        {
+            backup = Some(name.to_owned());
         }
         journal.end(Outcome::Recovered)?;
     }
@@ -1542,6 +1550,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         lines,
         finished_commit,
         restore,
+        backup,
         nothing: false,
     })
 }

@@ -910,3 +910,36 @@ fn recover_and_destroy_remove_the_helper_containers_a_killed_backup_left() {
     s.berth(&["plan", "--detailed-exitcode"]).code(2);
 }
 
+#[test]
+fn a_killed_stop_consistent_backup_leaves_plan_refusing_until_recover_starts_its_pods() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(
+        true,
+        &format!("{VOLUME_SPEC}    consistent: stop\n").replace("IMAGE", &s.image()),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    // Killed after the stops are journaled and done (begin, one undo, the read's step).
+    let r = s.berth_env(&["backup", "run", "data"], &[("BERTH_FAULT_KILL_AT", "3")]);
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    assert!(!running(&s.web()));
+    let r = s.berth(&["plan"]).code(5);
+    assert!(
+        r.stderr_flat().contains("berth backup run data"),
+        "{}",
+        r.stderr()
+    );
+    s.berth(&["apply", "--yes"]).code(5);
+    s.berth(&["backup", "run", "data"]).code(5);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(r.stderr().contains("run again"), "{}", r.stderr());
+    assert!(running(&s.web()));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // A backup that goes through starts them again and leaves no journal.
+    s.berth(&["backup", "run", "data"]).code(0);
+    assert!(running(&s.web()));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+

@@ -128,6 +128,27 @@ impl Backups {
         )?)
     }
 
+    /// The journal of a `consistent: stop` backup, begun (kept with a restore's: the same
+    /// undos, the same `berth recover`): its undos start again the pods it stops.
+    fn begin_stop_backup(&self, name: &str) -> Result<Journal, OpError> {
+        let latest = crate::state::revisions::latest(&self.state)?;
+        Ok(Journal::begin_kind(
+            &self.state,
+            Kind::Restore,
+            Record::Begin {
+                command: format!("berth backup run {name}"),
+                project: self.spec.project.value.clone(),
+                spec: String::new(),
+                spec_sha256: String::new(),
+                spec_text: String::new(),
+                from_revision: latest,
+                revision: latest,
+                at: crate::state::now(),
+                restore: None,
+            },
+        )?)
+    }
+
     /// A journaled step: started, then succeeded or failed.
     fn step<T>(
         &self,
@@ -508,14 +529,43 @@ impl Backups {
             } else {
                 Vec::new()
             };
+            // The stops are journaled like a restore's (each with its undo, start it again),
+            // so that a backup killed while they are stopped leaves `plan` and `apply`
+            // refusing until `berth recover` starts them again.
+            let mut journal = if stopped.is_empty() {
+                None
+            } else {
+                Some(self.begin_stop_backup(name)?)
+            };
             // Stopped one by one; a failure starts again those already stopped.
             for (n, id) in stopped.iter().enumerate() {
+                if let Some(j) = journal.as_mut() {
+                    record_undo(
+                        j,
+                        Undo::StartContainer {
+                            region: self.spec.region_names()[0].to_owned(),
+                            id: id.clone(),
+                        },
+                    )?;
+                }
                 if let Err(e) = engine.stop(id).await {
+                    let mut all = true;
                     for started in &stopped[..n] {
-                        let _ = engine.start(started).await;
+                        all &= engine.start(started).await.is_ok();
+                    }
+                    if let Some(j) = journal
+                        && all
+                    {
+                        j.end(Outcome::RolledBack)?;
                     }
                     return Err(e.into());
                 }
+            }
+            if let Some(j) = journal.as_mut() {
+                j.append(Record::Step {
+                    address: format!("backup.{name}"),
+                    state: StepState::Started,
+                })?;
             }
             let made = create_helper(engine, project, &image, &object).await;
             let result = match made {
@@ -534,6 +584,13 @@ impl Backups {
                 {
                     restarted = Err(e);
                 }
+            }
+            // Every pod runs again: the journal ends. Otherwise it stays, and `berth
+            // recover` starts them.
+            if let Some(j) = journal
+                && restarted.is_ok()
+            {
+                j.end(Outcome::Applied)?;
             }
             let sealed = result?;
             restarted?;
