@@ -1248,7 +1248,7 @@ pub async fn observe_engines_tidy(
 }
 
 /// Connects to every region's engine, concurrently, without observing.
-async fn connect_engines(
+pub(crate) async fn connect_engines(
     spec: &Spec,
 ) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
     let connections = spec.region_names().into_iter().map(|name| async move {

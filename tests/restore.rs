@@ -943,3 +943,31 @@ fn a_killed_stop_consistent_backup_leaves_plan_refusing_until_recover_starts_its
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
 
+#[test]
+fn a_backup_run_during_an_apply_waits_for_it() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    let spec = |version: &str| {
+        VOLUME_SPEC.replace("IMAGE", &image).replace(
+            "    volumes: [\"data:/data\"]\n",
+            &format!("    volumes: [\"data:/data\"]\n    env: {{ START_DELAY: \"3\", V: \"{version}\" }}\n"),
+        )
+    };
+    s.spec(true, &spec("1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.spec(true, &spec("2"));
+    let apply = Berth::new().dir(s.path()).args(["apply", "--yes"]).spawn();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = s.berth(&["backup", "run", "data"]);
+    let applied = apply.wait_with_output().unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

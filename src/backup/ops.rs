@@ -50,7 +50,9 @@ impl Backups {
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
-        let (engines, _) = runtime.block_on(crate::ops::observe_engines(&valid.spec))?;
+        // Only connected: observing happens under the project's lock (an apply in progress
+        // has two containers claiming a pod for a moment, which observing would refuse).
+        let engines = runtime.block_on(crate::ops::connect_engines(&valid.spec))?;
         let identity = Identity::load(&crate::secrets::files::identity_path(
             &valid.spec,
             &spec_dir,
@@ -71,7 +73,13 @@ impl Backups {
     /// left are removed.
     fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
         let project = &self.spec.project.value;
-        let lock = crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
+        // Waits for an apply (or another restore) to finish, as `backup run` does.
+        let lock = crate::state::lock::acquire(
+            &self.state,
+            project,
+            "berth backup restore",
+            Some(std::time::Duration::from_secs(600)),
+        )?;
         self.refuse_if_interrupted()?;
         self.sweep_helpers()?;
         Ok(lock)
@@ -882,9 +890,10 @@ impl Backups {
         spec_path: &Path,
     ) -> Result<Restored, OpError> {
         let backup = self.get(name)?;
-        // Before anything is read (listing a volume mounts it in a helper): an unfinished
-        // apply or restore is recovered first. Checked again under the lock.
-        self.refuse_if_interrupted()?;
+        // The lock first (waiting for an apply to finish), before the engine is observed
+        // or anything read (listing a volume mounts it in a helper): an unfinished apply or
+        // restore is recovered first.
+        let _lock = self.lock_for_restore()?;
         if backup.source.value.exec.is_some() {
             return self.restore_exec(name, id, dry_run);
         }
@@ -967,7 +976,6 @@ impl Backups {
                 "apply the spec first",
             ));
         }
-        let _lock = self.lock_for_restore()?;
         // The helper's image, chosen while the pods still run (a failed gate removes them).
         let image = self.runtime.block_on(async {
             let containers = engine.containers(project).await?;
@@ -1124,7 +1132,6 @@ impl Backups {
                 lines,
             });
         }
-        let _lock = self.lock_for_restore()?;
         let (safety, _) = self.run(name, true)?;
         lines.push(format!("safety copy taken: {}", safety.id));
         let attempt = self
@@ -1242,7 +1249,6 @@ impl Backups {
                 lines,
             });
         }
-        let _lock = self.lock_for_restore()?;
         let latest = crate::state::revisions::latest(&self.state)?;
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
