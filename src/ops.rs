@@ -1209,7 +1209,16 @@ pub async fn observe_engines_tidy(
         let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
         let engine = crate::engine::Engine::connect(name, endpoint).await?;
         let removed = if mode == Observe::Tidy {
-            crate::observe::docker::remove_strays(&engine, project).await?
+            let mut removed = crate::observe::docker::remove_strays(&engine, project).await?;
+            // And the helper containers a killed backup or restore left: they mount the
+            // project's volumes, which a destroy could not remove while they exist.
+            let helpers = crate::backup::ops::sweep_helpers(&engine, project).await?;
+            if helpers > 0 {
+                removed.push(format!(
+                    "removed {helpers} helper container(s) in `{name}` a killed backup or restore left"
+                ));
+            }
+            removed
         } else {
             Vec::new()
         };
@@ -1239,7 +1248,7 @@ pub async fn observe_engines_tidy(
 }
 
 /// Connects to every region's engine, concurrently, without observing.
-async fn connect_engines(
+pub(crate) async fn connect_engines(
     spec: &Spec,
 ) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
     let connections = spec.region_names().into_iter().map(|name| async move {
@@ -1261,6 +1270,8 @@ pub struct Recovered {
     /// An interrupted restore was rolled back: its backup name and the id it was putting
     /// back (for `--forward`).
     pub restore: Option<(String, String)>,
+    /// An interrupted `consistent: stop` backup: its name (the pods it stopped run again).
+    pub backup: Option<String>,
     /// No apply or restore was interrupted (`lines` may still say which leftovers went).
     pub nothing: bool,
 }
@@ -1313,6 +1324,16 @@ pub fn unwind(
     let mut lines = Vec::new();
     let mut ok = true;
     for (id, u) in journal.machine().pending_undos() {
+        // A `Reapply` brings the pods back on the data the undos recorded after it put
+        // back: when one of those failed, the data is not back, and the pods stay down. It
+        // stays pending (never marked done), so that the next `recover`, which carries out
+        // those undos again (removing the pods that mount the volume), applies it then.
+        if let (Undo::Reapply { revision }, false) = (&u, ok) {
+            lines.push(format!(
+                "  did NOT apply revision {revision} again: the data is not back yet (see above); the pods stay down until `berth recover` puts it back"
+            ));
+            continue;
+        }
         journal.append(Record::UndoState {
             id,
             state: UndoState::UndoStarted,
@@ -1386,15 +1407,24 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         // berth, say) still go, and so do the secrets runtime directories no container
         // mounts (of those, or of an apply killed once its journal had ended).
         let mut lines = Vec::new();
-        for e in engines.values() {
+        for (region, e) in &engines {
             let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
+            // So do the helper containers a backup or restore killed before its journal
+            // began (or one that keeps none) left.
+            let helpers = runtime.block_on(crate::backup::ops::sweep_helpers(e, &project))?;
+            if helpers > 0 {
+                lines.push(format!(
+                    "  removed {helpers} helper container(s) in `{region}` a killed backup or restore left"
+                ));
+            }
         }
         runtime.block_on(crate::apply::sweep_deliveries(&engines, &project));
         return Ok(Recovered {
             lines,
             finished_commit: false,
             restore: None,
+            backup: None,
             nothing: true,
         });
     }
@@ -1489,6 +1519,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         journal.end(Outcome::Recovered)?;
     }
     let mut restore = None;
+    let mut backup = None;
     if let Some(mut journal) = restoring {
         let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
         lines.extend(done);
@@ -1510,6 +1541,10 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
                 .unwrap_or_default()
                 .to_owned();
             restore = Some((name, id.clone()));
+        } else if let Some(Record::Begin { command, .. }) = &journal.machine().begin
+            && let Some(name) = command.strip_prefix("berth backup run ")
+        {
+            backup = Some(name.to_owned());
         }
         journal.end(Outcome::Recovered)?;
     }
@@ -1517,6 +1552,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         lines,
         finished_commit,
         restore,
+        backup,
         nothing: false,
     })
 }

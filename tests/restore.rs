@@ -849,3 +849,221 @@ fn a_helper_container_left_behind_is_removed_by_the_next_backup_run() {
     assert_eq!(s.helpers(), Vec::<String>::new());
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+/// A container of no project, mounting the project's volume `data`: removed on drop.
+struct Foreign(String);
+
+impl Foreign {
+    fn create(s: &Scene, image: &str) -> Foreign {
+        let name = format!("{}-foreign", s.project());
+        docker(&[
+            "create",
+            "--name",
+            &name,
+            "-v",
+            &format!("{}-data:/x", s.project()),
+            image,
+        ]);
+        Foreign(name)
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn container_id(name: &str) -> String {
+    docker(&["inspect", "-f", "{{.Id}}", name])
+        .trim()
+        .to_owned()
+}
+
+fn running(name: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+#[test]
+fn a_restore_of_a_volume_a_foreign_container_uses_is_refused_before_anything_is_touched() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "old\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.put(&[("a.txt", "current\n")]);
+    let before = s.volume_tree();
+    let pod = container_id(&s.web());
+    let foreign = Foreign::create(&s, &image);
+    let r = s.berth(&["backup", "restore", "data"]).code(1);
+    assert!(
+        r.stderr_flat().contains(&foreign.0) && r.stderr_flat().contains("does not manage"),
+        "{}",
+        r.stderr()
+    );
+    // Nothing touched: the same container, running, on the same data; no safety copy; no
+    // journal.
+    assert_eq!(container_id(&s.web()), pod);
+    assert!(running(&s.web()));
+    assert_eq!(s.volume_tree(), before);
+    assert_eq!(s.ids("data").len(), 1);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn recover_brings_the_pods_back_when_the_safety_copy_goes_back_only_on_a_later_run() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("a.txt", "old\n")]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.put(&[("a.txt", "current\n"), ("stray.txt", "not in the backup\n")]);
+    let before = s.volume_tree();
+    let r = s.berth_env(
+        &["backup", "restore", "data"],
+        &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
+    );
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    // A container berth does not manage starts using the (empty) volume: the safety copy
+    // cannot go back yet, and the pods must not come back on the empty volume.
+    let foreign = Foreign::create(&s, &image);
+    let r = s.berth(&["recover"]).code(5);
+    assert!(r.stderr_flat().contains(&foreign.0), "{}", r.stderr());
+    assert!(!running(&s.web()), "the pod came back on an empty volume");
+    s.berth(&["plan"]).code(5);
+    drop(foreign);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(
+        r.stderr().contains("interrupted restore of `data`"),
+        "{}",
+        r.stderr()
+    );
+    assert!(running(&s.web()), "no pod after recover: {}", r.stderr());
+    assert_eq!(s.volume_tree(), before);
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+/// What a backup or restore killed before its journal began leaves: a helper that mounts
+/// the volume `data`.
+fn plant_helper(s: &Scene, image: &str, suffix: &str) {
+    docker(&[
+        "create",
+        "--name",
+        &format!("{}-berth-backup-{suffix}", s.project()),
+        "--label",
+        &format!("io.berth.project={}", s.project()),
+        "--label",
+        "io.berth.helper=backup",
+        "--mount",
+        &format!("type=volume,source={}-data,target=/volume", s.project()),
+        image,
+    ]);
+}
+
+#[test]
+fn recover_and_destroy_remove_the_helper_containers_a_killed_backup_left() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
+    s.berth(&["apply", "--yes"]).code(0);
+    plant_helper(&s, &image, "0a0b0c");
+    assert_eq!(s.helpers().len(), 1);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(r.stderr().contains("helper container"), "{}", r.stderr());
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    // Destroy removes one before the volume it mounts.
+    plant_helper(&s, &image, "0d0e0f");
+    let r = s.berth(&["destroy", "--yes", "--delete-volumes"]).code(0);
+    assert!(
+        r.stderr().contains("Destroy complete") && !r.stderr().contains("are left"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.helpers(), Vec::<String>::new());
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}-data", s.project()),
+    ]);
+    assert_eq!(volumes.trim(), "", "the volume stayed");
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+}
+
+#[test]
+fn a_killed_stop_consistent_backup_leaves_plan_refusing_until_recover_starts_its_pods() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.spec(
+        true,
+        &format!("{VOLUME_SPEC}    consistent: stop\n").replace("IMAGE", &s.image()),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    // Killed after the stops are journaled and done (begin, one undo, the read's step).
+    let r = s.berth_env(&["backup", "run", "data"], &[("BERTH_FAULT_KILL_AT", "3")]);
+    assert!(killed(&r), "not killed: {}", r.stderr());
+    assert!(!running(&s.web()));
+    let r = s.berth(&["plan"]).code(5);
+    assert!(
+        r.stderr_flat().contains("berth backup run data"),
+        "{}",
+        r.stderr()
+    );
+    s.berth(&["apply", "--yes"]).code(5);
+    s.berth(&["backup", "run", "data"]).code(5);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(r.stderr().contains("run again"), "{}", r.stderr());
+    assert!(running(&s.web()));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // A backup that goes through starts them again and leaves no journal.
+    s.berth(&["backup", "run", "data"]).code(0);
+    assert!(running(&s.web()));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_backup_run_during_an_apply_waits_for_it() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    let spec = |version: &str| {
+        VOLUME_SPEC.replace("IMAGE", &image).replace(
+            "    volumes: [\"data:/data\"]\n",
+            &format!("    volumes: [\"data:/data\"]\n    env: {{ START_DELAY: \"3\", V: \"{version}\" }}\n"),
+        )
+    };
+    s.spec(true, &spec("1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.spec(true, &spec("2"));
+    let apply = Berth::new().dir(s.path()).args(["apply", "--yes"]).spawn();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = s.berth(&["backup", "run", "data"]);
+    let applied = apply.wait_with_output().unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

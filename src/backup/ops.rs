@@ -50,7 +50,9 @@ impl Backups {
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
-        let (engines, _) = runtime.block_on(crate::ops::observe_engines(&valid.spec))?;
+        // Only connected: observing happens under the project's lock (an apply in progress
+        // has two containers claiming a pod for a moment, which observing would refuse).
+        let engines = runtime.block_on(crate::ops::connect_engines(&valid.spec))?;
         let identity = Identity::load(&crate::secrets::files::identity_path(
             &valid.spec,
             &spec_dir,
@@ -71,7 +73,13 @@ impl Backups {
     /// left are removed.
     fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
         let project = &self.spec.project.value;
-        let lock = crate::state::lock::acquire(&self.state, project, "berth backup restore", None)?;
+        // Waits for an apply (or another restore) to finish, as `backup run` does.
+        let lock = crate::state::lock::acquire(
+            &self.state,
+            project,
+            "berth backup restore",
+            Some(std::time::Duration::from_secs(600)),
+        )?;
         self.refuse_if_interrupted()?;
         self.sweep_helpers()?;
         Ok(lock)
@@ -124,6 +132,27 @@ impl Backups {
                 revision: latest + 1,
                 at: crate::state::now(),
                 restore: Some(manifest.id.clone()),
+            },
+        )?)
+    }
+
+    /// The journal of a `consistent: stop` backup, begun (kept with a restore's: the same
+    /// undos, the same `berth recover`): its undos start again the pods it stops.
+    fn begin_stop_backup(&self, name: &str) -> Result<Journal, OpError> {
+        let latest = crate::state::revisions::latest(&self.state)?;
+        Ok(Journal::begin_kind(
+            &self.state,
+            Kind::Restore,
+            Record::Begin {
+                command: format!("berth backup run {name}"),
+                project: self.spec.project.value.clone(),
+                spec: String::new(),
+                spec_sha256: String::new(),
+                spec_text: String::new(),
+                from_revision: latest,
+                revision: latest,
+                at: crate::state::now(),
+                restore: None,
             },
         )?)
     }
@@ -509,14 +538,43 @@ impl Backups {
             } else {
                 Vec::new()
             };
+            // The stops are journaled like a restore's (each with its undo, start it again),
+            // so that a backup killed while they are stopped leaves `plan` and `apply`
+            // refusing until `berth recover` starts them again.
+            let mut journal = if stopped.is_empty() {
+                None
+            } else {
+                Some(self.begin_stop_backup(name)?)
+            };
             // Stopped one by one; a failure starts again those already stopped.
             for (n, id) in stopped.iter().enumerate() {
+                if let Some(j) = journal.as_mut() {
+                    record_undo(
+                        j,
+                        Undo::StartContainer {
+                            region: self.spec.region_names()[0].to_owned(),
+                            id: id.clone(),
+                        },
+                    )?;
+                }
                 if let Err(e) = engine.stop(id).await {
+                    let mut all = true;
                     for started in &stopped[..n] {
-                        let _ = engine.start(started).await;
+                        all &= engine.start(started).await.is_ok();
+                    }
+                    if let Some(j) = journal
+                        && all
+                    {
+                        j.end(Outcome::RolledBack)?;
                     }
                     return Err(e.into());
                 }
+            }
+            if let Some(j) = journal.as_mut() {
+                j.append(Record::Step {
+                    address: format!("backup.{name}"),
+                    state: StepState::Started,
+                })?;
             }
             let made = create_helper(engine, project, &image, &object).await;
             let result = match made {
@@ -535,6 +593,13 @@ impl Backups {
                 {
                     restarted = Err(e);
                 }
+            }
+            // Every pod runs again: the journal ends. Otherwise it stays, and `berth
+            // recover` starts them.
+            if let Some(j) = journal
+                && restarted.is_ok()
+            {
+                j.end(Outcome::Applied)?;
             }
             let sealed = result?;
             restarted?;
@@ -909,9 +974,10 @@ impl Backups {
         spec_path: &Path,
     ) -> Result<Restored, OpError> {
         let backup = self.get(name)?;
-        // Before anything is read (listing a volume mounts it in a helper): an unfinished
-        // apply or restore is recovered first. Checked again under the lock.
-        self.refuse_if_interrupted()?;
+        // The lock first (waiting for an apply to finish), before the engine is observed
+        // or anything read (listing a volume mounts it in a helper): an unfinished apply or
+        // restore is recovered first.
+        let _lock = self.lock_for_restore()?;
         if backup.source.value.exec.is_some() {
             return self.restore_exec(name, id, dry_run);
         }
@@ -934,11 +1000,23 @@ impl Backups {
                 "restore it by hand with the one-liner in the README, into a container that mounts it",
             ));
         }
-        let manifest = self.choose(name, id)?;
-        let incoming = self.entries_of(name, &manifest)?;
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
         let object = crate::apply::container::object_name(project, &volume);
+        // Restoring removes the volume: a container berth does not manage that uses it
+        // would make that fail after the pods had gone. Refused before anything is touched.
+        let foreign = self
+            .runtime
+            .block_on(engine.foreign_on_volume(&object, project))?;
+        if !foreign.is_empty() {
+            return Err(failed(
+                name,
+                foreign_users(&object, &foreign),
+                "nothing was changed; run the restore again once they are gone",
+            ));
+        }
+        let manifest = self.choose(name, id)?;
+        let incoming = self.entries_of(name, &manifest)?;
         let current = self
             .runtime
             .block_on(self.volume_entries(engine, &object))?;
@@ -982,7 +1060,6 @@ impl Backups {
                 "apply the spec first",
             ));
         }
-        let _lock = self.lock_for_restore()?;
         // The helper's image, chosen while the pods still run (a failed gate removes them).
         let image = self.runtime.block_on(async {
             let containers = engine.containers(project).await?;
@@ -1139,7 +1216,6 @@ impl Backups {
                 lines,
             });
         }
-        let _lock = self.lock_for_restore()?;
         let (safety, _) = self.run(name, true)?;
         lines.push(format!("safety copy taken: {}", safety.id));
         let attempt = self
@@ -1257,7 +1333,6 @@ impl Backups {
                 lines,
             });
         }
-        let _lock = self.lock_for_restore()?;
         let latest = crate::state::revisions::latest(&self.state)?;
         let engine = self.primary()?;
         let project = self.spec.project.value.as_str();
@@ -1690,6 +1765,15 @@ pub async fn refill_volume(
 ) -> Result<(), String> {
     let data = from.open()?;
     let text = |e: crate::engine::EngineError| e.to_string();
+    // Checked before anything is removed: a container berth does not manage keeps the
+    // volume in use, and the engine would refuse to remove it after the pods had gone.
+    let foreign = engine
+        .foreign_on_volume(volume, project)
+        .await
+        .map_err(text)?;
+    if !foreign.is_empty() {
+        return Err(foreign_users(volume, &foreign));
+    }
     for c in engine.containers(project).await.map_err(text)? {
         if c.volumes.iter().any(|v| v == volume) {
             engine.remove(&c.id).await.map_err(text)?;
@@ -1731,6 +1815,14 @@ pub async fn refill_volume(
         Err(_) => return Err("the restore thread panicked".into()),
     }
     removed.map_err(text)
+}
+
+/// Why a volume that containers berth does not manage use cannot be made again.
+fn foreign_users(volume: &str, names: &[String]) -> String {
+    format!(
+        "volume {volume} is in use by container(s) berth does not manage ({}); berth never removes them: stop and remove them (`docker rm -f NAME`), or detach them from the volume, first",
+        names.join(", ")
+    )
 }
 
 /// Makes the directory `root` hold exactly what the backup holds: emptied, then the backup

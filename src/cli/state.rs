@@ -60,6 +60,10 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
             eprintln!(
                 "Recovered: the interrupted restore of `{name}` ({id}) was rolled back; the data is as it was before it."
             );
+        } else if let Some(name) = &r.backup {
+            eprintln!(
+                "Recovered: the pods the interrupted backup `{name}` had stopped (`consistent: stop`) run again."
+            );
         } else if r.finished_commit {
             eprintln!(
                 "Recovered: the interrupted apply had passed every gate; its removals are finished, and the new revision stays."

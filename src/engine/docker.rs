@@ -790,6 +790,24 @@ impl Engine {
         Ok(names)
     }
 
+    /// Containers of other projects (or none) that mount a volume, by name: the engine
+    /// cannot remove a volume they use, and berth never removes them.
+    pub async fn foreign_on_volume(
+        &self,
+        volume: &str,
+        project: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let filter = HashMap::from([("volume".to_owned(), vec![volume.to_owned()])]);
+        let list = self.list_containers(filter).await?;
+        let mut names: Vec<String> = list
+            .into_iter()
+            .filter(|c| c.labels.get(labels::PROJECT).map(String::as_str) != Some(project))
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The tar stream of `path` in a container (running or not).
     pub fn download(
         &self,
