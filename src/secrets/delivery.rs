@@ -9,7 +9,7 @@
 //! source is a path on the engine's host.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Plaintext;
@@ -58,8 +58,19 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
                 fs.unwrap_or_else(|| "an unknown filesystem".into())
             )));
         }
-        owned_private_memory(&dir)?;
-        return Ok(dir);
+        let uid = current_uid();
+        // A directory that is berth's user's alone is used as it is. Any other (a shared
+        // tmpfs such as /dev/shm, mode 1777) is never chmod-ed: berth makes its own
+        // directory inside it.
+        let private = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && fsutil::is_mine(&m) && m.mode() & 0o077 == 0);
+        if private {
+            return Ok(dir);
+        }
+        let own = dir.join(format!("berth-{uid}"));
+        fsutil::create_dir_all(&own, 0o700).map_err(io(&own))?;
+        owned_private_memory(&own)?;
+        return Ok(own);
     }
     let uid = current_uid();
     let mut candidates = Vec::new();
@@ -92,7 +103,6 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
 /// symlink planted in a shared /dev/shm), owned by this user, mode 0700, on a memory
 /// filesystem.
 fn owned_private_memory(dir: &Path) -> Result<(), DeliveryError> {
-    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
     if !meta.is_dir() || meta.uid() != current_uid() {
         return Err(DeliveryError::NoTmpfs(format!(
@@ -262,6 +272,30 @@ mod tests {
         assert_eq!(numeric_user("1000:50"), Some((1000, 50)));
         assert_eq!(numeric_user("postgres"), None);
         assert_eq!(numeric_user("1000:staff"), None);
+    }
+
+    #[test]
+    fn a_shared_runtime_dir_is_never_chmod_ed_berth_makes_its_own_inside() {
+        // A shared tmpfs like /dev/shm: mode 1777, owned by root.
+        let Ok(base) = tempfile::tempdir_in("/dev/shm") else {
+            return; // no /dev/shm here
+        };
+        let shared = base.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        fsutil::set_mode(&shared, 0o1777).unwrap();
+        let before = std::env::var_os(ENV_RUNTIME_DIR);
+        // SAFETY: the only test of this module that sets the variable; it is put back.
+        unsafe { std::env::set_var(ENV_RUNTIME_DIR, &shared) };
+        let got = root();
+        match before {
+            // SAFETY: as above.
+            Some(v) => unsafe { std::env::set_var(ENV_RUNTIME_DIR, v) },
+            None => unsafe { std::env::remove_var(ENV_RUNTIME_DIR) },
+        }
+        let got = got.unwrap();
+        assert_eq!(fsutil::mode_of(&shared).unwrap(), 0o1777);
+        assert_eq!(got, shared.join(format!("berth-{}", current_uid())));
+        assert_eq!(fsutil::mode_of(&got).unwrap(), 0o700);
     }
 
     #[test]
