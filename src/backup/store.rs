@@ -149,12 +149,6 @@ pub enum Found {
     Refused(String),
 }
 
-/// The user berth runs as (the owner of what it creates).
-fn my_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
 /// Whether a directory holds nothing but backup folders of data files and manifests.
 fn only_backups(root: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -224,10 +218,20 @@ pub fn inspect(root: &Path) -> Found {
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o7777;
-    if std::fs::symlink_metadata(root.join(MARKER)).is_ok_and(|m| m.is_file()) {
-        return Found::Ours { mode };
+    let mine = fsutil::is_mine(&meta);
+    let marker = std::fs::symlink_metadata(root.join(MARKER));
+    if marker.as_ref().is_ok_and(|m| m.is_file()) {
+        // A marker says "berth's" only in a directory of berth's user, written by that
+        // user: one planted in (or a directory handed over by) another user is not.
+        if mine && marker.as_ref().is_ok_and(fsutil::is_mine) {
+            return Found::Ours { mode };
+        }
+        return Found::Refused(format!(
+            "`{shown}` has a {MARKER}, but {} is owned by another user than the one berth runs as (uid {}): berth never uses or changes the mode of a directory that is not its own",
+            if mine { "the marker" } else { "the directory" },
+            fsutil::effective_uid()
+        ));
     }
-    let mine = my_uid() == Some(meta.uid());
     let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
     if mine && (empty || (mode & 0o077 == 0 && only_backups(root))) {
         return Found::Adoptable;
@@ -558,6 +562,30 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", &link).unwrap();
         assert!(matches!(inspect(&link.join("b")), Found::Refused(w) if w.contains("leads to")));
         std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_marker_in_another_users_directory_does_not_make_it_berths() {
+        if fsutil::effective_uid() != 0 {
+            return; // only root can give a directory to another user
+        }
+        let nobody = Some(65534);
+        let here = test_root("foreign");
+        let _ = std::fs::remove_dir_all(&here);
+        std::fs::create_dir_all(&here).unwrap();
+        std::fs::write(here.join(MARKER), "planted").unwrap();
+        std::os::unix::fs::chown(&here, nobody, nobody).unwrap();
+        std::os::unix::fs::chown(here.join(MARKER), nobody, nobody).unwrap();
+        fsutil::set_mode(&here, 0o777).unwrap();
+        assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("another user")));
+        assert!(LocalStore::set_up(&here).is_err());
+        assert_eq!(fsutil::mode_of(&here).unwrap(), 0o777);
+        // The directory is ours, the marker someone else's (planted while it was open).
+        std::os::unix::fs::chown(&here, Some(0), Some(0)).unwrap();
+        assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("the marker")));
+        assert!(LocalStore::set_up(&here).is_err());
+        assert_eq!(fsutil::mode_of(&here).unwrap(), 0o777);
         std::fs::remove_dir_all(&here).unwrap();
     }
 }
