@@ -1061,3 +1061,39 @@ fn a_store_berth_did_not_make_is_refused_by_the_pre_flight_and_never_chmod_ed() 
     s.berth(&["apply", "--yes"]).code(0);
     assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
 }
+
+#[test]
+fn a_damaged_manifest_is_listed_as_damaged_and_does_not_block_the_other_backups() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let ids = three_backups(&s);
+    // The first byte of the oldest manifest flipped, and junk under a manifest's name.
+    let flipped = s
+        .store
+        .join("data")
+        .join(format!("{}.manifest.json", ids[0]));
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&flipped, bytes).unwrap();
+    std::fs::write(s.store.join("data/junk.manifest.json"), "junk").unwrap();
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(list.contains(&ids[1]) && list.contains(&ids[2]), "{list}");
+    assert_eq!(list.matches("DAMAGED").count(), 2, "{list}");
+    assert!(
+        list.contains(&format!("{}.manifest.json", ids[0])),
+        "{list}"
+    );
+    assert!(list.contains("junk.manifest.json"), "{list}");
+    s.berth(&["backup", "verify", &ids[1]]).code(0);
+    let r = s.berth(&["backup", "verify", "--all"]).code(1);
+    assert!(
+        r.stderr_flat().contains("junk.manifest.json"),
+        "{}",
+        r.stderr()
+    );
+    s.berth(&["backup", "restore", "data", &ids[2], "--dry-run"])
+        .code(0);
+    s.berth(&["backup", "prune", "--dry-run"]).code(0);
+}
