@@ -216,6 +216,15 @@ pub fn inspect(root: &Path) -> Found {
     }
     let meta = match std::fs::metadata(root) {
         Ok(m) => m,
+        // A symlink to nothing: berth could not make the directory through it.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(root).is_ok() =>
+        {
+            return Found::Refused(format!(
+                "`{shown}` is a symlink that leads nowhere (its target does not exist): make the target directory, or point `store:` at a directory"
+            ));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
         Err(e) => return Found::Refused(format!("`{shown}`: {e}")),
     };
@@ -590,6 +599,19 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", &link).unwrap();
         assert!(matches!(inspect(&link.join("b")), Found::Refused(w) if w.contains("leads to")));
         std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_dangling_symlink_store_is_refused_before_anything_is_made() {
+        let here = test_root("dangling");
+        let _ = std::fs::remove_dir_all(&here);
+        std::fs::create_dir_all(&here).unwrap();
+        let link = here.join("dang");
+        std::os::unix::fs::symlink(here.join("nonexist"), &link).unwrap();
+        assert!(matches!(inspect(&link), Found::Refused(w) if w.contains("leads nowhere")));
+        assert!(LocalStore::set_up(&link).is_err());
+        assert!(!here.join("nonexist").exists());
         std::fs::remove_dir_all(&here).unwrap();
     }
 
