@@ -1523,7 +1523,7 @@ pub async fn preflight_host(
         }
         if engine.is_local()
             && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Err(e) = delivery::root()
+            && let Err(e) = delivery::check_project(&spec.project.value)
         {
             return Err(ApplyError::RuntimeDir {
                 address: c.address.to_string(),

@@ -48,29 +48,7 @@ fn is_memory(fs: Option<&str>) -> bool {
 /// on a memory filesystem. Never a directory on disk.
 pub fn root() -> Result<PathBuf, DeliveryError> {
     if let Some(dir) = std::env::var_os(ENV_RUNTIME_DIR).filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
-        let fs = fsutil::filesystem_of(&dir);
-        if !is_memory(fs.as_deref()) {
-            return Err(DeliveryError::NoTmpfs(format!(
-                "${ENV_RUNTIME_DIR} is `{}`, on {}, which keeps what is written to it; point it at a tmpfs",
-                dir.display(),
-                fs.unwrap_or_else(|| "an unknown filesystem".into())
-            )));
-        }
-        let uid = current_uid();
-        // A directory that is berth's user's alone is used as it is. Any other (a shared
-        // tmpfs such as /dev/shm, mode 1777) is never chmod-ed: berth makes its own
-        // directory inside it.
-        let private = std::fs::symlink_metadata(&dir)
-            .is_ok_and(|m| m.is_dir() && fsutil::is_mine(&m) && m.mode() & 0o077 == 0);
-        if private {
-            return Ok(dir);
-        }
-        let own = dir.join(format!("berth-{uid}"));
-        fsutil::create_dir_all(&own, 0o700).map_err(io(&own))?;
-        owned_private_memory(&own)?;
-        return Ok(own);
+        return given_root(PathBuf::from(dir));
     }
     let uid = current_uid();
     let mut candidates = Vec::new();
@@ -97,6 +75,53 @@ pub fn root() -> Result<PathBuf, DeliveryError> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// The root under a `$BERTH_RUNTIME_DIR` of `dir`: `dir` itself when it is the user's alone,
+/// else berth's own `berth-UID` directory inside it.
+fn given_root(dir: PathBuf) -> Result<PathBuf, DeliveryError> {
+    fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+    let fs = fsutil::filesystem_of(&dir);
+    if !is_memory(fs.as_deref()) {
+        return Err(DeliveryError::NoTmpfs(format!(
+            "${ENV_RUNTIME_DIR} is `{}`, on {}, which keeps what is written to it; point it at a tmpfs",
+            dir.display(),
+            fs.unwrap_or_else(|| "an unknown filesystem".into())
+        )));
+    }
+    let uid = current_uid();
+    // A directory that is berth's user's alone is used as it is. Any other (a shared
+    // tmpfs such as /dev/shm, mode 1777) is never chmod-ed: berth makes its own
+    // directory inside it.
+    let private = std::fs::symlink_metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && fsutil::is_mine(&m) && m.mode() & 0o077 == 0);
+    if private {
+        return Ok(dir);
+    }
+    let own = dir.join(format!("berth-{uid}"));
+    fsutil::create_dir_all(&own, 0o700).map_err(io(&own))?;
+    owned_private_memory(&own)?;
+    Ok(own)
+}
+
+/// Checks, before the first change, that the project's directory under the root, if it
+/// exists already, is one berth may put secrets into: a real directory of this user, never
+/// a symlink (which apply would otherwise refuse only after stopping a container).
+pub fn check_project(project: &str) -> Result<(), DeliveryError> {
+    check_project_in(&root()?, project)
+}
+
+fn check_project_in(root: &Path, project: &str) -> Result<(), DeliveryError> {
+    let base = root.join(project);
+    match std::fs::symlink_metadata(&base) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(&base)(e)),
+        Ok(m) if m.is_dir() && fsutil::is_mine(&m) => Ok(()),
+        Ok(_) => Err(DeliveryError::NoTmpfs(format!(
+            "`{}` is not a directory of this user (a symlink, or someone else's): refusing to put secrets there; remove it",
+            base.display()
+        ))),
+    }
 }
 
 /// A directory of ours that nobody else can use against us: a real directory (not a
@@ -283,19 +308,23 @@ mod tests {
         let shared = base.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         fsutil::set_mode(&shared, 0o1777).unwrap();
-        let before = std::env::var_os(ENV_RUNTIME_DIR);
-        // SAFETY: the only test of this module that sets the variable; it is put back.
-        unsafe { std::env::set_var(ENV_RUNTIME_DIR, &shared) };
-        let got = root();
-        match before {
-            // SAFETY: as above.
-            Some(v) => unsafe { std::env::set_var(ENV_RUNTIME_DIR, v) },
-            None => unsafe { std::env::remove_var(ENV_RUNTIME_DIR) },
-        }
-        let got = got.unwrap();
+        let got = given_root(shared.clone()).unwrap();
         assert_eq!(fsutil::mode_of(&shared).unwrap(), 0o1777);
         assert_eq!(got, shared.join(format!("berth-{}", current_uid())));
         assert_eq!(fsutil::mode_of(&got).unwrap(), 0o700);
+    }
+
+    #[test]
+    fn a_symlink_planted_for_the_project_dir_is_refused_by_the_check() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(check_project_in(root.path(), "p").is_ok());
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("p")).unwrap();
+        let e = check_project_in(root.path(), "p").unwrap_err().to_string();
+        assert!(e.contains("a symlink"), "{e}");
+        std::fs::remove_file(root.path().join("p")).unwrap();
+        std::fs::create_dir(root.path().join("p")).unwrap();
+        assert!(check_project_in(root.path(), "p").is_ok());
     }
 
     #[test]
