@@ -136,6 +136,24 @@ pub fn open_nofollow(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// The bytes of a file, never read through a symlink: a symlink at `path` is an error
+/// (`ELOOP`), as are other kinds of file than a regular one.
+pub fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{}` is not a regular file", path.display()),
+        ));
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut out)?;
+    Ok(out)
+}
+
 /// Whether a file's owner is the user berth runs as.
 pub fn is_mine(meta: &std::fs::Metadata) -> bool {
     meta.uid() == effective_uid()

@@ -1097,3 +1097,41 @@ fn a_damaged_manifest_is_listed_as_damaged_and_does_not_block_the_other_backups(
         .code(0);
     s.berth(&["backup", "prune", "--dry-run"]).code(0);
 }
+
+#[test]
+fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_through() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
+    let text = text.replace("    retention:", "    schedule: daily\n    retention:");
+    std::fs::write(s.path().join("berth.yaml"), text).unwrap();
+    // The service's unit file is a symlink to someone's file.
+    let units = common::unit_dir();
+    std::fs::create_dir_all(&units).unwrap();
+    let victim = s.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let service = units.join(format!("berth-{}-backup-data.service", s.project.0));
+    let _ = std::fs::remove_file(&service);
+    std::os::unix::fs::symlink(&victim, &service).unwrap();
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("cannot write its schedule's units"), "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    // Refused before the first change: no container, the victim and the link as they were.
+    assert!(docker::containers_of(&s.project.0).is_empty());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(
+        std::fs::symlink_metadata(&service)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    std::fs::remove_file(&service).unwrap();
+    s.berth(&["apply", "--yes"]).code(0);
+    let _ = std::fs::remove_file(&service);
+    let _ = std::fs::remove_file(units.join(format!("berth-{}-backup-data.timer", s.project.0)));
+}
