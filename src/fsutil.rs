@@ -122,6 +122,72 @@ pub fn check_private_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Opens `path` to read and write, creating it with `mode` when it is missing, never
+/// through a symlink (`O_NOFOLLOW`): a symlink planted at that name makes the open fail
+/// instead of reaching (and truncating, or changing the mode of) its target.
+pub fn open_nofollow(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(mode)
+        .open(path)
+}
+
+/// The bytes of a file, never read through a symlink: a symlink at `path` is an error
+/// (`ELOOP`), as are other kinds of file than a regular one.
+pub fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{}` is not a regular file", path.display()),
+        ));
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut out)?;
+    Ok(out)
+}
+
+/// Whether a file's owner is the user berth runs as.
+pub fn is_mine(meta: &std::fs::Metadata) -> bool {
+    meta.uid() == effective_uid()
+}
+
+/// Makes `dir` (and its missing parents) with mode 0700, or checks that an existing one is
+/// berth's to use: a directory owned by the user berth runs as. Only then is its mode
+/// narrowed to 0700; a directory of another user is refused, never chmod-ed or used.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    create_dir_all(dir, 0o700)?;
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("`{}` is not a directory", dir.display()),
+        ));
+    }
+    if !is_mine(&meta) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "`{}` is owned by user {}, not by user {} who runs berth: refusing to use it or change its mode",
+                dir.display(),
+                meta.uid(),
+                effective_uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        set_mode(dir, 0o700)?;
+    }
+    Ok(())
+}
+
 /// Flushes a directory's entries (a rename or a new file in it) to disk.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

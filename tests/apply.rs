@@ -776,3 +776,56 @@ fn a_runtime_directory_on_disk_is_refused_before_the_old_container_is_stopped_an
         "the refused runtime directory was made"
     );
 }
+
+#[test]
+fn a_symlink_planted_for_the_projects_runtime_dir_is_refused_before_the_old_container_is_stopped() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let spec = |version: &str| {
+        s.spec(&format!(
+            "identity: ./me.key\nsecrets:\n  token: {{ file: secrets/token.age, min_length: 16 }}\npods:\n  web:\n    image: {image}\n    user: \"1000:1000\"\n    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token }}\n    secrets: [token]\n    update: {{ strategy: recreate }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 10 }}\n"
+        ))
+    };
+    spec("v1");
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(b"a-token-of-enough-length".to_vec())
+        .run()
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = started(&s.name("web"));
+    spec("v2");
+    // A runtime dir of this user's on a tmpfs, where the project's directory is a symlink
+    // to a directory of another user's.
+    let Ok(rt) = tempfile::tempdir_in("/dev/shm") else {
+        panic!("/dev/shm is needed");
+    };
+    let elsewhere = rt.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::chown(&elsewhere, Some(65534), Some(65534)).unwrap();
+    let root = rt.path().join("rt");
+    std::fs::create_dir(&root).unwrap();
+    berth::fsutil::set_mode(&root, 0o700).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join(&s.project.0)).unwrap();
+    let r = Berth::new()
+        .dir(s.path())
+        .env("BERTH_RUNTIME_DIR", &root.display().to_string())
+        .args(["apply", "--yes"])
+        .run()
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("a symlink"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(
+        started(&s.name("web")),
+        before,
+        "the old container was touched"
+    );
+    assert_eq!(http_get(&s.name("web"), 8080, "/version"), "v1");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}

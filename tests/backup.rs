@@ -1210,3 +1210,77 @@ fn a_store_berth_did_not_make_is_refused_by_the_pre_flight_and_never_chmod_ed() 
     s.berth(&["apply", "--yes"]).code(0);
     assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
 }
+
+#[test]
+fn a_damaged_manifest_is_listed_as_damaged_and_does_not_block_the_other_backups() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let ids = three_backups(&s);
+    // The first byte of the oldest manifest flipped, and junk under a manifest's name.
+    let flipped = s
+        .store
+        .join("data")
+        .join(format!("{}.manifest.json", ids[0]));
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&flipped, bytes).unwrap();
+    std::fs::write(s.store.join("data/junk.manifest.json"), "junk").unwrap();
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(list.contains(&ids[1]) && list.contains(&ids[2]), "{list}");
+    assert_eq!(list.matches("DAMAGED").count(), 2, "{list}");
+    assert!(
+        list.contains(&format!("{}.manifest.json", ids[0])),
+        "{list}"
+    );
+    assert!(list.contains("junk.manifest.json"), "{list}");
+    s.berth(&["backup", "verify", &ids[1]]).code(0);
+    let r = s.berth(&["backup", "verify", "--all"]).code(1);
+    assert!(
+        r.stderr_flat().contains("junk.manifest.json"),
+        "{}",
+        r.stderr()
+    );
+    s.berth(&["backup", "restore", "data", &ids[2], "--dry-run"])
+        .code(0);
+    s.berth(&["backup", "prune", "--dry-run"]).code(0);
+}
+
+#[test]
+fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_through() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    keygen(&s.path().join("key.txt"));
+    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
+    let text = text.replace("    retention:", "    schedule: daily\n    retention:");
+    std::fs::write(s.path().join("berth.yaml"), text).unwrap();
+    // The service's unit file is a symlink to someone's file.
+    let units = common::unit_dir();
+    std::fs::create_dir_all(&units).unwrap();
+    let victim = s.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let service = units.join(format!("berth-{}-backup-data.service", s.project.0));
+    let _ = std::fs::remove_file(&service);
+    std::os::unix::fs::symlink(&victim, &service).unwrap();
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("cannot write its schedule's units"), "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    // Refused before the first change: no container, the victim and the link as they were.
+    assert!(docker::containers_of(&s.project.0).is_empty());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(
+        std::fs::symlink_metadata(&service)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    std::fs::remove_file(&service).unwrap();
+    s.berth(&["apply", "--yes"]).code(0);
+    let _ = std::fs::remove_file(&service);
+    let _ = std::fs::remove_file(units.join(format!("berth-{}-backup-data.timer", s.project.0)));
+}

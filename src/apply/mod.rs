@@ -147,6 +147,14 @@ pub enum ApplyError {
         )
     )]
     RuntimeDir { address: String, reason: String },
+    #[error("`{address}`: cannot write its schedule's units: {reason}")]
+    #[diagnostic(
+        code(berth::unit_dir),
+        help(
+            "nothing was changed; fix the unit directory (or point $BERTH_UNIT_DIR at one of yours), then apply again"
+        )
+    )]
+    UnitDir { address: String, reason: String },
     #[error("`{address}`: {reason}")]
     #[diagnostic(
         code(berth::secret),
@@ -938,7 +946,8 @@ impl<'a> Run<'a> {
         }
         for file in [format!("{unit}.timer"), format!("{unit}.service")] {
             let path = dir.join(&file);
-            let Ok(old) = std::fs::read(&path) else {
+            // Never through a symlink: one is left alone (it is not berth's unit).
+            let Ok(old) = crate::fsutil::read_nofollow(&path) else {
                 continue;
             };
             self.record_undo(Undo::RestoreFile {
@@ -982,15 +991,21 @@ impl<'a> Run<'a> {
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         for (file, content) in &units {
             let path = dir.join(file);
-            match std::fs::read(&path) {
-                Ok(old) if old == content.as_bytes() => continue,
-                Ok(old) => self.record_undo(Undo::RestoreFile {
+            // Never through a symlink: the undo would otherwise keep the target's bytes.
+            let old = match crate::fsutil::read_nofollow(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Ok(old) => Some(old),
+            };
+            match old {
+                Some(old) if old == content.as_bytes() => continue,
+                Some(old) => self.record_undo(Undo::RestoreFile {
                     path: path.clone(),
                     bytes: undo::hex(&old),
                     mode: 0o644,
                     record: None,
                 }),
-                Err(_) => self.record_undo(Undo::RemoveFile { path: path.clone() }),
+                None => self.record_undo(Undo::RemoveFile { path: path.clone() }),
             }
             .map_err(|e| e.to_string())?;
             crate::fsutil::write_atomic(&path, content.as_bytes(), 0o644)
@@ -1488,6 +1503,20 @@ pub async fn preflight_host(
     let mut ncpu: HashMap<&str, i64> = HashMap::new();
     let regions = spec.region_names();
     for c in changes {
+        if c.address.kind == Kind::Backup
+            && matches!(c.action, Action::Create | Action::Update | Action::Heal)
+            && spec
+                .backups
+                .get(&c.address.name)
+                .is_some_and(|b| b.schedule.is_some())
+            && let Err(reason) =
+                crate::backup::schedule::check_unit_dir(&spec.project.value, &c.address.name)
+        {
+            return Err(ApplyError::UnitDir {
+                address: c.address.to_string(),
+                reason,
+            });
+        }
         if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
             continue;
         }
@@ -1525,7 +1554,7 @@ pub async fn preflight_host(
         }
         if engine.is_local()
             && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Err(e) = delivery::check_root()
+            && let Err(e) = delivery::check_project(&spec.project.value)
         {
             return Err(ApplyError::RuntimeDir {
                 address: c.address.to_string(),

@@ -25,6 +25,33 @@ pub fn unit_dir() -> PathBuf {
     }
 }
 
+/// Checks, before the first change, that berth may write a backup's units: the unit
+/// directory, if it exists, is one nobody else can write into, and no unit file of the
+/// backup is a symlink (berth never reads or writes a unit through one).
+pub fn check_unit_dir(project: &str, backup: &str) -> Result<(), String> {
+    check_units_in(&unit_dir(), project, backup)
+}
+
+fn check_units_in(dir: &Path, project: &str, backup: &str) -> Result<(), String> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("`{}`: {e}", dir.display())),
+        Ok(_) => {}
+    }
+    crate::fsutil::check_private_dir(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+    let unit = unit_name(project, backup);
+    for file in [format!("{unit}.timer"), format!("{unit}.service")] {
+        let path = dir.join(file);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(format!(
+                "`{}` is a symlink or not a regular file: berth never reads or writes a unit through one; remove it",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether systemd manages this machine (and so can be told about new units).
 pub fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
@@ -198,6 +225,35 @@ pub fn period(schedule: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unit_dir_others_write_into_or_a_symlinked_unit_is_refused_by_the_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("units");
+        assert!(
+            check_units_in(&dir, "p", "data").is_ok(),
+            "missing: made later"
+        );
+        std::fs::create_dir(&dir).unwrap();
+        crate::fsutil::set_mode(&dir, 0o755).unwrap();
+        assert!(check_units_in(&dir, "p", "data").is_ok());
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let unit = dir.join(format!("{}.service", unit_name("p", "data")));
+        std::os::unix::fs::symlink(&victim, &unit).unwrap();
+        let e = check_units_in(&dir, "p", "data").unwrap_err();
+        assert!(e.contains("symlink"), "{e}");
+        assert_eq!(
+            crate::fsutil::read_nofollow(&unit)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        std::fs::remove_file(&unit).unwrap();
+        crate::fsutil::set_mode(&dir, 0o777).unwrap();
+        let e = check_units_in(&dir, "p", "data").unwrap_err();
+        assert!(e.contains("other users may write"), "{e}");
+    }
 
     #[test]
     fn command_words_are_quoted_for_systemd() {

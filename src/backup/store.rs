@@ -23,8 +23,14 @@ pub trait Store {
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError>;
     /// Removes a backup whose data could not be written or verified.
     fn discard(&self, name: &str, id: &str);
-    /// The manifests of a backup name, oldest first.
+    /// The manifests of a backup name, oldest first; those that cannot be read are left
+    /// out (see [`Store::damaged`]).
     fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError>;
+    /// The manifest files of a backup name that cannot be read or parsed, and why: listed
+    /// as damaged, never in the way of the others.
+    fn damaged(&self, _name: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// The data of a backup, to read.
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn std::io::Read + Send>, BackupError>;
     /// Deletes a backup (data, then manifest).
@@ -172,12 +178,6 @@ pub enum Found {
     Refused(String),
 }
 
-/// The user berth runs as (the owner of what it creates).
-fn my_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
 /// Whether a directory holds nothing but backup folders of data files and manifests.
 fn only_backups(root: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -239,6 +239,15 @@ pub fn inspect(root: &Path) -> Found {
     }
     let meta = match std::fs::metadata(root) {
         Ok(m) => m,
+        // A symlink to nothing: berth could not make the directory through it.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(root).is_ok() =>
+        {
+            return Found::Refused(format!(
+                "`{shown}` is a symlink that leads nowhere (its target does not exist): make the target directory, or point `store:` at a directory"
+            ));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
         Err(e) => return Found::Refused(format!("`{shown}`: {e}")),
     };
@@ -247,10 +256,20 @@ pub fn inspect(root: &Path) -> Found {
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o7777;
-    if std::fs::symlink_metadata(root.join(MARKER)).is_ok_and(|m| m.is_file()) {
-        return Found::Ours { mode };
+    let mine = fsutil::is_mine(&meta);
+    let marker = std::fs::symlink_metadata(root.join(MARKER));
+    if marker.as_ref().is_ok_and(|m| m.is_file()) {
+        // A marker says "berth's" only in a directory of berth's user, written by that
+        // user: one planted in (or a directory handed over by) another user is not.
+        if mine && marker.as_ref().is_ok_and(fsutil::is_mine) {
+            return Found::Ours { mode };
+        }
+        return Found::Refused(format!(
+            "`{shown}` has a {MARKER}, but {} is owned by another user than the one berth runs as (uid {}): berth never uses or changes the mode of a directory that is not its own",
+            if mine { "the marker" } else { "the directory" },
+            fsutil::effective_uid()
+        ));
     }
-    let mine = my_uid() == Some(meta.uid());
     let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
     if mine && (empty || (mode & 0o077 == 0 && only_backups(root))) {
         return Found::Adoptable;
@@ -413,12 +432,11 @@ impl Store for LocalStore {
             if !file.ends_with(MANIFEST) {
                 continue;
             }
-            let text = std::fs::read(e.path())
-                .map_err(|x| BackupError::Store(format!("`{}`: {x}", e.path().display())))?;
-            let m: Manifest = serde_json::from_slice(&text).map_err(|x| BackupError::Damaged {
-                what: e.path().display().to_string(),
-                why: format!("the manifest does not parse ({x})"),
-            })?;
+            // A manifest that cannot be read is reported by `damaged`, and never stands in
+            // the way of the others.
+            let Ok(m) = read_manifest(&e.path()) else {
+                continue;
+            };
             // A manifest under another name than its id, or of another backup, is not
             // this backup's (a copy, or a swap): it is left out, never restored or pruned.
             if file != format!("{}{MANIFEST}", m.id) || m.name != name {
@@ -429,6 +447,23 @@ impl Store for LocalStore {
         // Ids begin with the time to the millisecond: their order is the order taken.
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    fn damaged(&self, name: &str) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(self.dir(name)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(MANIFEST))
+            .filter_map(|e| {
+                read_manifest(&e.path())
+                    .err()
+                    .map(|why| (e.path().display().to_string(), why))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn std::io::Read + Send>, BackupError> {
@@ -570,6 +605,12 @@ fn is_backup_id(id: &str) -> bool {
         && b[21..]
             .iter()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+/// One manifest file, or why it cannot be read.
+fn read_manifest(path: &Path) -> Result<Manifest, String> {
+    let text = std::fs::read(path).map_err(|e| format!("it cannot be read ({e})"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("the manifest does not parse ({e})"))
 }
 
 /// A data file flushed to disk when the pipeline lets go of it.
@@ -748,6 +789,95 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", &link).unwrap();
         assert!(matches!(inspect(&link.join("b")), Found::Refused(w) if w.contains("leads to")));
         std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_dangling_symlink_store_is_refused_before_anything_is_made() {
+        let here = test_root("dangling");
+        let _ = std::fs::remove_dir_all(&here);
+        std::fs::create_dir_all(&here).unwrap();
+        let link = here.join("dang");
+        std::os::unix::fs::symlink(here.join("nonexist"), &link).unwrap();
+        assert!(matches!(inspect(&link), Found::Refused(w) if w.contains("leads nowhere")));
+        assert!(LocalStore::set_up(&link).is_err());
+        assert!(!here.join("nonexist").exists());
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_marker_in_another_users_directory_does_not_make_it_berths() {
+        if fsutil::effective_uid() != 0 {
+            return; // only root can give a directory to another user
+        }
+        let nobody = Some(65534);
+        let here = test_root("foreign");
+        let _ = std::fs::remove_dir_all(&here);
+        std::fs::create_dir_all(&here).unwrap();
+        std::fs::write(here.join(MARKER), "planted").unwrap();
+        std::os::unix::fs::chown(&here, nobody, nobody).unwrap();
+        std::os::unix::fs::chown(here.join(MARKER), nobody, nobody).unwrap();
+        fsutil::set_mode(&here, 0o777).unwrap();
+        assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("another user")));
+        assert!(LocalStore::set_up(&here).is_err());
+        assert_eq!(fsutil::mode_of(&here).unwrap(), 0o777);
+        // The directory is ours, the marker someone else's (planted while it was open).
+        std::os::unix::fs::chown(&here, Some(0), Some(0)).unwrap();
+        assert!(matches!(inspect(&here), Found::Refused(w) if w.contains("the marker")));
+        assert!(LocalStore::set_up(&here).is_err());
+        assert_eq!(fsutil::mode_of(&here).unwrap(), 0o777);
+        std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_listed_as_damaged_and_does_not_hide_the_others() {
+        let here = test_root("damaged");
+        let _ = std::fs::remove_dir_all(&here);
+        let store = LocalStore::open(&here).unwrap();
+        fsutil::create_dir_all(&here.join("data"), 0o700).unwrap();
+        let good = Manifest {
+            format_version: crate::backup::MANIFEST_FORMAT,
+            id: "20260101T000000.000Z-aaaa".into(),
+            name: "data".into(),
+            project: "p".into(),
+            source: "volume data".into(),
+            format: "tar+zstd+age".into(),
+            created_at: 1,
+            revision: 0,
+            berth_version: "x".into(),
+            recipients: vec![],
+            plain_bytes: 0,
+            plain_sha256: String::new(),
+            stored_bytes: 0,
+            stored_sha256: String::new(),
+            verified: true,
+            safety: false,
+        };
+        store.commit(&good).unwrap();
+        let mut old = good.clone();
+        old.id = "20251231T000000.000Z-bbbb".into();
+        store.commit(&old).unwrap();
+        // The first byte of one flipped, and junk under a manifest's name.
+        let flipped = here.join("data").join(format!("{}{MANIFEST}", old.id));
+        let mut bytes = std::fs::read(&flipped).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&flipped, bytes).unwrap();
+        std::fs::write(here.join("data/junk.manifest.json"), "junk").unwrap();
+        let listed = store.list("data").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, good.id);
+        let damaged = store.damaged("data");
+        assert_eq!(damaged.len(), 2, "{damaged:?}");
+        assert!(
+            damaged[0].0.ends_with(&format!("{}{MANIFEST}", old.id)),
+            "{damaged:?}"
+        );
+        assert!(damaged[1].0.ends_with("junk.manifest.json"), "{damaged:?}");
+        assert!(
+            damaged
+                .iter()
+                .all(|(_, why)| why.contains("does not parse"))
+        );
         std::fs::remove_dir_all(&here).unwrap();
     }
 }

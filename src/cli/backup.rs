@@ -150,6 +150,10 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
                         "-",
                     ));
                 }
+                // Manifests that do not parse: named, never in the way of the others.
+                for (file, why) in b.store(b.get(&name)?)?.damaged(&name) {
+                    out.push_str(&format!("{name:<12} DAMAGED `{file}`: {why}\n"));
+                }
             }
             print(&out);
             Ok(exit::OK)
@@ -167,6 +171,13 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             let mut bad = 0;
             for name in b.names() {
                 let store = b.store(b.get(&name)?)?;
+                if id.is_none() && all {
+                    for (file, why) in store.damaged(&name) {
+                        checked += 1;
+                        bad += 1;
+                        eprintln!("{name}: manifest `{file}` is damaged: {why}");
+                    }
+                }
                 let chosen: Vec<_> = match (&id, all) {
                     (Some(id), _) => b.list(&name)?.into_iter().filter(|m| &m.id == id).collect(),
                     (None, true) => b.list(&name)?,

@@ -9,7 +9,7 @@
 //! source is a path on the engine's host.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Plaintext;
@@ -59,31 +59,7 @@ pub fn check_root() -> Result<PathBuf, DeliveryError> {
 
 fn locate(make: bool) -> Result<PathBuf, DeliveryError> {
     if let Some(dir) = std::env::var_os(ENV_RUNTIME_DIR).filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        // A directory yet to be made would be on the filesystem of its nearest existing
-        // ancestor.
-        let existing = if make {
-            fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
-            dir.clone()
-        } else {
-            let abs = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
-            abs.ancestors()
-                .find(|a| std::fs::symlink_metadata(a).is_ok())
-                .unwrap_or(&abs)
-                .to_path_buf()
-        };
-        let fs = fsutil::filesystem_of(&existing);
-        if !is_memory(fs.as_deref()) {
-            return Err(DeliveryError::NoTmpfs(format!(
-                "${ENV_RUNTIME_DIR} is `{}`, on {}, which keeps what is written to it; point it at a tmpfs",
-                dir.display(),
-                fs.unwrap_or_else(|| "an unknown filesystem".into())
-            )));
-        }
-        if make || std::fs::symlink_metadata(&dir).is_ok() {
-            owned_private_memory(&dir, make)?;
-        }
-        return Ok(dir);
+        return given_root(PathBuf::from(dir), make);
     }
     let uid = current_uid();
     let mut candidates = Vec::new();
@@ -114,6 +90,71 @@ fn locate(make: bool) -> Result<PathBuf, DeliveryError> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// The root under a `$BERTH_RUNTIME_DIR` of `dir`: `dir` itself when it is the user's alone
+/// (or yet to be made, 0700), else berth's own `berth-UID` directory inside it. Made when
+/// `make`; else only where it would be, or why it would be refused.
+fn given_root(dir: PathBuf, make: bool) -> Result<PathBuf, DeliveryError> {
+    // A directory yet to be made would be on the filesystem of its nearest existing
+    // ancestor.
+    let existing = if make {
+        fsutil::create_dir_all(&dir, 0o700).map_err(io(&dir))?;
+        dir.clone()
+    } else {
+        let abs = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+        abs.ancestors()
+            .find(|a| std::fs::symlink_metadata(a).is_ok())
+            .unwrap_or(&abs)
+            .to_path_buf()
+    };
+    let fs = fsutil::filesystem_of(&existing);
+    if !is_memory(fs.as_deref()) {
+        return Err(DeliveryError::NoTmpfs(format!(
+            "${ENV_RUNTIME_DIR} is `{}`, on {}, which keeps what is written to it; point it at a tmpfs",
+            dir.display(),
+            fs.unwrap_or_else(|| "an unknown filesystem".into())
+        )));
+    }
+    // A directory that is berth's user's alone is used as it is. Any other (a shared
+    // tmpfs such as /dev/shm, mode 1777) is never chmod-ed: berth makes its own
+    // directory inside it.
+    let meta = std::fs::symlink_metadata(&dir);
+    if meta.as_ref().is_err() && !make {
+        return Ok(dir); // made 0700, the user's alone, when it is needed
+    }
+    let private = meta.is_ok_and(|m| m.is_dir() && fsutil::is_mine(&m) && m.mode() & 0o077 == 0);
+    if private {
+        return Ok(dir);
+    }
+    let own = dir.join(format!("berth-{}", current_uid()));
+    if make {
+        fsutil::create_dir_all(&own, 0o700).map_err(io(&own))?;
+    }
+    if make || std::fs::symlink_metadata(&own).is_ok() {
+        owned_private_memory(&own, make)?;
+    }
+    Ok(own)
+}
+
+/// Checks, before the first change, that the project's directory under the root, if it
+/// exists already, is one berth may put secrets into: a real directory of this user, never
+/// a symlink (which apply would otherwise refuse only after stopping a container).
+pub fn check_project(project: &str) -> Result<(), DeliveryError> {
+    check_project_in(&check_root()?, project)
+}
+
+fn check_project_in(root: &Path, project: &str) -> Result<(), DeliveryError> {
+    let base = root.join(project);
+    match std::fs::symlink_metadata(&base) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(&base)(e)),
+        Ok(m) if m.is_dir() && fsutil::is_mine(&m) => Ok(()),
+        Ok(_) => Err(DeliveryError::NoTmpfs(format!(
+            "`{}` is not a directory of this user (a symlink, or someone else's): refusing to put secrets there; remove it",
+            base.display()
+        ))),
+    }
 }
 
 /// A directory of ours that nobody else can use against us: a real directory (not a
@@ -290,6 +331,34 @@ mod tests {
         assert_eq!(numeric_user("1000:50"), Some((1000, 50)));
         assert_eq!(numeric_user("postgres"), None);
         assert_eq!(numeric_user("1000:staff"), None);
+    }
+
+    #[test]
+    fn a_shared_runtime_dir_is_never_chmod_ed_berth_makes_its_own_inside() {
+        // A shared tmpfs like /dev/shm: mode 1777, owned by root.
+        let Ok(base) = tempfile::tempdir_in("/dev/shm") else {
+            return; // no /dev/shm here
+        };
+        let shared = base.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        fsutil::set_mode(&shared, 0o1777).unwrap();
+        let got = given_root(shared.clone(), true).unwrap();
+        assert_eq!(fsutil::mode_of(&shared).unwrap(), 0o1777);
+        assert_eq!(got, shared.join(format!("berth-{}", current_uid())));
+        assert_eq!(fsutil::mode_of(&got).unwrap(), 0o700);
+    }
+
+    #[test]
+    fn a_symlink_planted_for_the_project_dir_is_refused_by_the_check() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(check_project_in(root.path(), "p").is_ok());
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("p")).unwrap();
+        let e = check_project_in(root.path(), "p").unwrap_err().to_string();
+        assert!(e.contains("a symlink"), "{e}");
+        std::fs::remove_file(root.path().join("p")).unwrap();
+        std::fs::create_dir(root.path().join("p")).unwrap();
+        assert!(check_project_in(root.path(), "p").is_ok());
     }
 
     #[test]

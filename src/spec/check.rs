@@ -629,6 +629,10 @@ impl Checker<'_> {
             self.no_duplicates(&pod.depends_on, "dependency");
             self.pod_secrets(name, pod);
             self.pod_env(pod);
+            if pod.user.as_deref().is_some_and(|u| u.contains('\0')) {
+                // The engine takes it, and the container then fails to start mid-apply.
+                self.push(nul_in("`user` of this pod", name.span, "this pod's `user`"));
+            }
             let named_volumes = self.pod_volumes(pod);
             self.pod_ports(name, pod);
             if let Some(res) = &pod.resources {
@@ -1502,6 +1506,11 @@ impl<'a> Mount<'a> {
         if !target.starts_with('/') {
             return Err(format!("container path `{target}` is not absolute"));
         }
+        if target.split('/').all(|c| c.is_empty() || c == ".") {
+            return Err(format!(
+                "container path `{target}` is the container's root, which the engine never mounts over (mount at a directory such as `/data`)"
+            ));
+        }
         let bind = source.starts_with('/')
             || source.starts_with("./")
             || source.starts_with("../")
@@ -1683,6 +1692,10 @@ mod tests {
         assert!(Mount::parse("data").is_err());
         assert!(Mount::parse("data:relative").is_err());
         assert!(Mount::parse("data:/x:rx").is_err());
+        for root in ["/x:/", "data://", "data:/.", "data:/./"] {
+            let e = Mount::parse(root).unwrap_err();
+            assert!(e.contains("the container's root"), "{root}: {e}");
+        }
     }
 
     #[test]

@@ -95,13 +95,7 @@ pub fn acquire(
     let path = dir.file("lock");
     let started = Instant::now();
     loop {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error(&path))?;
+        let mut file = crate::fsutil::open_nofollow(&path, 0o600).map_err(io_error(&path))?;
         match file.try_lock() {
             Ok(()) => {
                 // The file may have been removed by the holder that just let go: lock the
@@ -122,7 +116,12 @@ pub fn acquire(
                     .and_then(|()| file.write_all(&text))
                     .and_then(|()| file.sync_all())
                     .map_err(io_error(&path))?;
-                crate::fsutil::set_mode(&path, 0o600).map_err(io_error(&path))?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    // On the open file, never by path.
+                    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                        .map_err(io_error(&path))?;
+                }
                 return Ok(Lock { file, path, stale });
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -219,6 +218,41 @@ mod tests {
         assert!(holder(&dir).is_none());
         let again = acquire(&dir, "p", "berth destroy", None).unwrap();
         assert!(again.stale.is_none());
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_lock_is_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().join("p"),
+        };
+        std::fs::create_dir(&dir.path).unwrap();
+        crate::fsutil::set_mode(&dir.path, 0o700).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        crate::fsutil::set_mode(&victim, 0o644).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.file("lock")).unwrap();
+        assert!(acquire(&dir, "p", "berth apply", None).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(crate::fsutil::mode_of(&victim).unwrap(), 0o644);
+    }
+
+    #[test]
+    fn a_state_dir_of_another_user_is_refused_and_left_as_it_is() {
+        if crate::fsutil::effective_uid() != 0 {
+            return; // only root can give a directory to another user
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().join("p"),
+        };
+        std::fs::create_dir(&dir.path).unwrap();
+        crate::fsutil::set_mode(&dir.path, 0o777).unwrap();
+        std::os::unix::fs::chown(&dir.path, Some(65534), Some(65534)).unwrap();
+        let e = acquire(&dir, "p", "berth apply", None).unwrap_err();
+        assert!(e.to_string().contains("owned by user 65534"), "{e}");
+        assert_eq!(crate::fsutil::mode_of(&dir.path).unwrap(), 0o777);
+        assert!(!dir.file("lock").exists());
     }
 
     #[test]

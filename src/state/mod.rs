@@ -87,10 +87,9 @@ impl StateDir {
         }
     }
 
-    /// Creates the directory (0700) if it is missing.
+    /// Creates the directory (0700) if it is missing; refuses one another user owns.
     pub fn create(&self) -> Result<(), StateError> {
-        fsutil::create_dir_all(&self.path, 0o700).map_err(io_error(&self.path))?;
-        fsutil::set_mode(&self.path, 0o700).map_err(io_error(&self.path))
+        fsutil::private_dir(&self.path).map_err(io_error(&self.path))
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
