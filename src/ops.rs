@@ -89,6 +89,9 @@ pub enum OpError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    MaxGateWait(#[from] crate::apply::gate::BadMaxGateWait),
     /// A command cannot do what was asked (a missing file, a name the spec lacks, a
     /// snapshot of another project): what, and what to do.
     #[error("{message}")]
