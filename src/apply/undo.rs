@@ -335,21 +335,33 @@ pub async fn perform(
 /// berth never removes those, and the engine cannot remove a network in use. Kept, it says
 /// so and why (`Some`); the network stays the project's, and the next plan or apply works
 /// with it.
+///
+/// A container that joins the network between the look and the removal (during a
+/// `destroy`) makes the engine refuse ("active endpoints"): the attached containers are
+/// listed again, and the network is kept and they are named, as if they had been there
+/// from the start, rather than the removal failing.
 async fn remove_network(e: &Engine, project: &str, name: &str) -> Result<Option<String>, String> {
-    let foreign = e
-        .foreign_on_network(name, project)
-        .await
-        .map_err(|x| x.to_string())?;
-    if !foreign.is_empty() {
-        return Ok(Some(format!(
-            "kept network {name}: containers of other projects are attached to it ({}); disconnect them (`docker network disconnect {name} CONTAINER`) and run `berth destroy` again to remove it",
-            foreign.join(", ")
-        )));
+    use crate::engine::docker::NetworkRemoval;
+    // Twice at most: a container that left between a refusal and the second look lets the
+    // second removal go through.
+    for _ in 0..2 {
+        let foreign = e
+            .foreign_on_network(name, project)
+            .await
+            .map_err(|x| x.to_string())?;
+        if !foreign.is_empty() {
+            return Ok(Some(format!(
+                "kept network {name}: containers of other projects are attached to it ({}); disconnect them (`docker network disconnect {name} CONTAINER`) and run `berth destroy` again to remove it",
+                foreign.join(", ")
+            )));
+        }
+        if e.remove_network(name).await.map_err(|x| x.to_string())? == NetworkRemoval::Removed {
+            return Ok(None);
+        }
     }
-    e.remove_network(name)
-        .await
-        .map(|()| None)
-        .map_err(|x| x.to_string())
+    Err(format!(
+        "the engine refuses to remove network {name}: it has active endpoints, and no container of another project is attached (a container of this project still is?)"
+    ))
 }
 
 /// What became of one object a commit let go.
