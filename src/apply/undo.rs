@@ -137,6 +137,22 @@ async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), St
     e.start(id).await.map_err(|x| x.to_string())
 }
 
+/// The safety copy a `Refill*` undo puts back: its store, backup name and id, and the
+/// identity that opens it.
+fn safety_copy(
+    store: &std::path::Path,
+    backup: &str,
+    id: &str,
+    identity: &std::path::Path,
+) -> crate::backup::ops::BackupRef {
+    crate::backup::ops::BackupRef {
+        store: store.to_path_buf(),
+        name: backup.to_owned(),
+        id: id.to_owned(),
+        identity: identity.to_path_buf(),
+    }
+}
+
 /// Carries out one undo; says what it did ("where: what").
 pub async fn perform(
     engines: &HashMap<String, Engine>,
@@ -270,12 +286,7 @@ pub async fn perform(
             id,
             identity,
         } => {
-            let from = crate::backup::ops::BackupRef {
-                store: store.clone(),
-                name: backup.clone(),
-                id: id.clone(),
-                identity: identity.clone(),
-            };
+            let from = safety_copy(store, backup, id, identity);
             let r = match engine(engines, region) {
                 Ok(e) => {
                     crate::backup::ops::refill_volume(e, project, volume, labels, image, &from)
@@ -299,12 +310,7 @@ pub async fn perform(
             id,
             identity,
         } => {
-            let from = crate::backup::ops::BackupRef {
-                store: store.clone(),
-                name: backup.clone(),
-                id: id.clone(),
-                identity: identity.clone(),
-            };
+            let from = safety_copy(store, backup, id, identity);
             let r = async {
                 // Its users stop first (the undo records before this one start them again).
                 let e = engine(engines, region)?;
