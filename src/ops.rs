@@ -89,6 +89,9 @@ pub enum OpError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    MaxGateWait(#[from] crate::apply::gate::BadMaxGateWait),
     /// A command cannot do what was asked (a missing file, a name the spec lacks, a
     /// snapshot of another project): what, and what to do.
     #[error("{message}")]
@@ -1393,6 +1396,20 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     let project = valid.spec.project.value.clone();
     let state = crate::state::StateDir::locate(&project, state_dir);
     let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
+    // A journal that ended (or never began) but was left in place, by a kill between its
+    // `end` and setting it aside, is put away: nothing is left to recover from it.
+    let mut put_away = Vec::new();
+    for (kind, what) in [(Kind::Apply, "apply"), (Kind::Restore, "restore")] {
+        match crate::state::journal::set_aside_finished(&state, kind)? {
+            Some(crate::state::journal::Finished::Ended) => put_away.push(format!(
+                "  set aside the journal of an {what} that had ended (it was stopped before putting it away)"
+            )),
+            Some(crate::state::journal::Finished::NeverBegun) => put_away.push(format!(
+                "  removed the journal of an {what} that never began"
+            )),
+            None => {}
+        }
+    }
     let applying = Journal::resume(&state)?;
     let restoring = Journal::resume_kind(&state, Kind::Restore)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1406,7 +1423,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
         // Nothing to finish; containers left beside a pod's own (by a crash of an older
         // berth, say) still go, and so do the secrets runtime directories no container
         // mounts (of those, or of an apply killed once its journal had ended).
-        let mut lines = Vec::new();
+        let mut lines = put_away;
         for (region, e) in &engines {
             let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
@@ -1433,7 +1450,7 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     for e in engines.values() {
         runtime.block_on(crate::observe::docker::remove_name_holds(e, &project))?;
     }
-    let mut lines = Vec::new();
+    let mut lines = put_away;
     let mut finished_commit = false;
     let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let ctx = UnwindCtx {

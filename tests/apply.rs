@@ -672,6 +672,49 @@ fn a_health_gate_that_would_wait_for_ever_gives_up_at_the_most_berth_waits() {
     assert!(containers_of(&s.project.0).is_empty());
 }
 
+#[test]
+fn a_bad_max_gate_wait_is_refused_before_anything_changes() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let pod = |version: &str| {
+        format!(
+            "  api:\n    image: {image}\n    env: {{ VERSION: {version} }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 50 }}\n"
+        )
+    };
+    s.pods(&pod("v1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = started(&s.name("api"));
+    s.pods(&pod("v2"));
+    for bad in ["abc", "-1s", "0s"] {
+        let r = Berth::new()
+            .dir(s.path())
+            .env("BERTH_MAX_GATE_WAIT", bad)
+            .args(["apply", "--yes"])
+            .run()
+            .code(1);
+        let err = r.stderr_flat();
+        assert!(
+            err.contains(&format!(
+                "$BERTH_MAX_GATE_WAIT is `{bad}`, which is not a positive duration"
+            )),
+            "{bad}: {err}"
+        );
+        assert!(err.contains("nothing was changed"), "{bad}: {err}");
+        assert_eq!(
+            started(&s.name("api")),
+            before,
+            "{bad}: the container was touched"
+        );
+        assert_eq!(http_get(&s.name("api"), 8080, "/version"), "v1");
+    }
+    // Unset, the same apply goes through.
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(http_get(&s.name("api"), 8080, "/version"), "v2");
+}
+
 /// Id, start time and state of a container: a refused apply must leave all three alone
 /// (a stopped and restarted container keeps its id, not its start time).
 fn started(name: &str) -> String {

@@ -587,6 +587,121 @@ fn destroy_keeps_and_names_a_network_a_foreign_container_uses_and_plan_apply_rec
     s.berth(&["plan", "--detailed-exitcode"]).code(2);
 }
 
+/// A proxy of the engine's socket that runs `before`, once, when it sees the first request
+/// to remove a network, and only then passes the request on: a container joining the
+/// network between berth's look at it and the removal, every time rather than by luck.
+/// Returns the `DOCKER_HOST` to give berth.
+fn network_removal_proxy(
+    dir: &std::path::Path,
+    before: impl Fn() + Send + Sync + 'static,
+) -> String {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let upstream = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let path = dir.join("engine.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let before = Arc::new(before);
+    let fired = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let Ok(mut server) = UnixStream::connect(&upstream) else {
+                break;
+            };
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Write);
+            });
+            let (before, fired) = (before.clone(), fired.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buf[..n];
+                    let text = String::from_utf8_lossy(chunk);
+                    if text.contains("DELETE /")
+                        && text.contains("/networks/")
+                        && !fired.swap(true, Ordering::SeqCst)
+                    {
+                        before();
+                    }
+                    if server.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    format!("unix://{}", path.display())
+}
+
+#[test]
+fn a_foreign_container_joining_the_network_during_destroy_keeps_it_named_and_leaves_no_journal() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let network = format!("{}-default", s.project.0);
+    let foreign = format!("{}-foreign", s.project.0);
+    let _cleanup = Cleanup::new(&["rm", "-f", &foreign]);
+    // Running, but not on the project's network: destroy's look finds nobody else on it.
+    docker(&["run", "-d", "--name", &foreign, image]);
+    let host = {
+        let (network, foreign) = (network.clone(), foreign.clone());
+        network_removal_proxy(s.path(), move || {
+            docker(&["network", "connect", &network, &foreign]);
+        })
+    };
+    let r = Berth::new()
+        .dir(s.path())
+        .env("DOCKER_HOST", &host)
+        .args(["destroy", "--yes"])
+        .run()
+        .code(0);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains(&format!("kept network {network}")) && err.contains(&foreign),
+        "{err}"
+    );
+    assert!(!err.contains("berth recover"), "{err}");
+    assert!(!err.contains("left"), "{err}");
+    // It did join during the destroy, and the network is kept, the journal ended.
+    assert!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Networks}}",
+            &foreign
+        ])
+        .contains(&network)
+    );
+    assert_eq!(s.objects("network"), std::slice::from_ref(&network));
+    assert!(!s.state().join("journal.jsonl").exists());
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+    // The project stays workable: plan and apply, no recover needed.
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(r.stderr().contains("Nothing to recover"), "{}", r.stderr());
+    s.berth(&["apply", "--yes"]).code(0);
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    docker(&["rm", "-f", &foreign]);
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert!(s.objects("network").is_empty());
+}
+
 #[test]
 fn destroy_leaves_no_directory_of_the_project_in_the_secrets_runtime_directory() {
     if !docker::available() {

@@ -140,6 +140,65 @@ fn a_kill_at_every_step_boundary_is_recovered_to_one_revision_without_orphans() 
 }
 
 #[test]
+fn a_kill_right_after_the_end_record_blocks_nothing_and_recover_sets_the_journal_aside() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let version = |v: &str| pod("a", image, &format!("VERSION: {v}"), "");
+    s.pods(&version("v1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    // A clean apply of one changed pod counts its records; the last is `end`.
+    s.pods(&version("v2"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let last = s.state().join("last-journal.jsonl");
+    let records = std::fs::read_to_string(&last).unwrap().lines().count();
+    let open = s.state().join("journal.jsonl");
+    let killed_after_end = |v: &str| {
+        s.pods(&version(v));
+        let killed = Berth::new()
+            .dir(s.path())
+            .args(["apply", "--yes"])
+            .env("BERTH_FAULT_KILL_AT", &records.to_string())
+            .run();
+        assert!(
+            killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
+            "{v}: apply was not killed: {}",
+            killed.stderr()
+        );
+        let text = std::fs::read_to_string(&open).expect("the ended journal is left in place");
+        assert!(
+            text.lines().last().unwrap().contains("\"end\""),
+            "{v}: {text}"
+        );
+    };
+    // Plan is not blocked by it: the apply was done, and nothing is left to change.
+    killed_after_end("v3");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    // Recover puts it away (and says so), as the apply would have.
+    let r = s.berth(&["recover"]).code(0);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("set aside the journal of an apply that had ended"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing to recover"), "{err}");
+    assert!(!open.exists(), "the ended journal is still in place");
+    let text = std::fs::read_to_string(&last).unwrap();
+    assert!(text.lines().last().unwrap().contains("\"end\""), "{text}");
+    assert!(text.contains("v3"), "{text}");
+    s.berth(&["recover"]).code(0);
+    // Nor is the next apply: it puts the ended journal away and goes on.
+    killed_after_end("v4");
+    s.pods(&version("v5"));
+    s.berth(&["apply", "--yes"]).code(0);
+    assert!(!open.exists());
+    assert!(std::fs::read_to_string(&last).unwrap().contains("v5"));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
 fn two_applies_at_once_one_proceeds_and_the_other_exits_3_naming_the_holder() {
     if !docker::available() {
         return;

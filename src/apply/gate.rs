@@ -79,14 +79,46 @@ impl Timing {
 pub const ENV_MAX_GATE_WAIT: &str = "BERTH_MAX_GATE_WAIT";
 const DEFAULT_MAX_GATE_WAIT: Duration = Duration::from_secs(3600);
 
-/// [`ENV_MAX_GATE_WAIT`], or an hour when it is unset (or not a duration).
-pub fn max_gate_wait() -> Duration {
+/// A `$BERTH_MAX_GATE_WAIT` that is not a positive duration.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error(
+    "${ENV_MAX_GATE_WAIT} is `{value}`, which is not a positive duration ({reason}); nothing was changed"
+)]
+#[diagnostic(
+    code(berth::bad_max_gate_wait),
+    help(
+        "set ${ENV_MAX_GATE_WAIT} to a duration such as `10m` or `1h30m`, or unset it for an hour"
+    )
+)]
+pub struct BadMaxGateWait {
+    pub value: String,
+    pub reason: String,
+}
+
+/// [`ENV_MAX_GATE_WAIT`], or an hour when it is unset or empty. A value that is not a
+/// positive duration is an error, never a silent hour: commands that may wait on a gate
+/// check it before they change anything.
+pub fn max_gate_wait() -> Result<Duration, BadMaxGateWait> {
     use crate::spec::units::{DurationKind, UnitKind};
-    std::env::var(ENV_MAX_GATE_WAIT)
-        .ok()
-        .and_then(|v| DurationKind::parse(&v).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_MAX_GATE_WAIT)
+    let value = match std::env::var(ENV_MAX_GATE_WAIT) {
+        Ok(v) if v.is_empty() => return Ok(DEFAULT_MAX_GATE_WAIT),
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => return Ok(DEFAULT_MAX_GATE_WAIT),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            return Err(BadMaxGateWait {
+                value: v.to_string_lossy().into_owned(),
+                reason: "not UTF-8".into(),
+            });
+        }
+    };
+    match DurationKind::parse(&value) {
+        Ok(d) if d.is_zero() => Err(BadMaxGateWait {
+            value,
+            reason: "a gate cannot be given no time at all".into(),
+        }),
+        Ok(d) => Ok(d),
+        Err(reason) => Err(BadMaxGateWait { value, reason }),
+    }
 }
 
 /// The failure of a gate that ran out of time.
@@ -183,7 +215,8 @@ pub async fn healthy(
         retries,
         start_period,
     } = timing;
-    let (budget, capped) = timing.budget(max_gate_wait());
+    let max = max_gate_wait().map_err(|e| fail("healthy", e.to_string()))?;
+    let (budget, capped) = timing.budget(max);
     let started = Instant::now();
     let state_of = |id: &str| {
         let id = id.to_owned();

@@ -137,6 +137,22 @@ async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), St
     e.start(id).await.map_err(|x| x.to_string())
 }
 
+/// The safety copy a `Refill*` undo puts back: its store, backup name and id, and the
+/// identity that opens it.
+fn safety_copy(
+    store: &std::path::Path,
+    backup: &str,
+    id: &str,
+    identity: &std::path::Path,
+) -> crate::backup::ops::BackupRef {
+    crate::backup::ops::BackupRef {
+        store: store.to_path_buf(),
+        name: backup.to_owned(),
+        id: id.to_owned(),
+        identity: identity.to_path_buf(),
+    }
+}
+
 /// Carries out one undo; says what it did ("where: what").
 pub async fn perform(
     engines: &HashMap<String, Engine>,
@@ -270,12 +286,7 @@ pub async fn perform(
             id,
             identity,
         } => {
-            let from = crate::backup::ops::BackupRef {
-                store: store.clone(),
-                name: backup.clone(),
-                id: id.clone(),
-                identity: identity.clone(),
-            };
+            let from = safety_copy(store, backup, id, identity);
             let r = match engine(engines, region) {
                 Ok(e) => {
                     crate::backup::ops::refill_volume(e, project, volume, labels, image, &from)
@@ -299,12 +310,7 @@ pub async fn perform(
             id,
             identity,
         } => {
-            let from = crate::backup::ops::BackupRef {
-                store: store.clone(),
-                name: backup.clone(),
-                id: id.clone(),
-                identity: identity.clone(),
-            };
+            let from = safety_copy(store, backup, id, identity);
             let r = async {
                 // Its users stop first (the undo records before this one start them again).
                 let e = engine(engines, region)?;
@@ -335,21 +341,33 @@ pub async fn perform(
 /// berth never removes those, and the engine cannot remove a network in use. Kept, it says
 /// so and why (`Some`); the network stays the project's, and the next plan or apply works
 /// with it.
+///
+/// A container that joins the network between the look and the removal (during a
+/// `destroy`) makes the engine refuse ("active endpoints"): the attached containers are
+/// listed again, and the network is kept and they are named, as if they had been there
+/// from the start, rather than the removal failing.
 async fn remove_network(e: &Engine, project: &str, name: &str) -> Result<Option<String>, String> {
-    let foreign = e
-        .foreign_on_network(name, project)
-        .await
-        .map_err(|x| x.to_string())?;
-    if !foreign.is_empty() {
-        return Ok(Some(format!(
-            "kept network {name}: containers of other projects are attached to it ({}); disconnect them (`docker network disconnect {name} CONTAINER`) and run `berth destroy` again to remove it",
-            foreign.join(", ")
-        )));
+    use crate::engine::docker::NetworkRemoval;
+    // Twice at most: a container that left between a refusal and the second look lets the
+    // second removal go through.
+    for _ in 0..2 {
+        let foreign = e
+            .foreign_on_network(name, project)
+            .await
+            .map_err(|x| x.to_string())?;
+        if !foreign.is_empty() {
+            return Ok(Some(format!(
+                "kept network {name}: containers of other projects are attached to it ({}); disconnect them (`docker network disconnect {name} CONTAINER`) and run `berth destroy` again to remove it",
+                foreign.join(", ")
+            )));
+        }
+        if e.remove_network(name).await.map_err(|x| x.to_string())? == NetworkRemoval::Removed {
+            return Ok(None);
+        }
     }
-    e.remove_network(name)
-        .await
-        .map(|()| None)
-        .map_err(|x| x.to_string())
+    Err(format!(
+        "the engine refuses to remove network {name}: it has active endpoints, and no container of another project is attached (a container of this project still is?)"
+    ))
 }
 
 /// What became of one object a commit let go.

@@ -91,6 +91,23 @@ pub enum Command {
     Backup(backup::Args),
 }
 
+impl Command {
+    /// Whether the command may start a pod and wait on its health gates.
+    fn may_wait_on_gates(&self) -> bool {
+        match self {
+            Command::Apply(_)
+            | Command::Destroy(_)
+            | Command::Recover(_)
+            | Command::Rollback(_) => true,
+            Command::Backup(args) => matches!(
+                args.command,
+                backup::Command::Run { .. } | backup::Command::Restore { dry_run: false, .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Parses arguments, runs the command, prints any error as a diagnostic.
 pub fn main() -> ExitCode {
     // Into a pipe or a CI log, wrap errors late rather than at 80 columns.
@@ -111,6 +128,14 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    // A bad `$BERTH_MAX_GATE_WAIT` is refused before a command that may wait on a health
+    // gate changes anything (not found out, or silently replaced, halfway through).
+    if cli.command.may_wait_on_gates()
+        && let Err(e) = crate::apply::gate::max_gate_wait()
+    {
+        report_error(OpError::from(e));
+        return ExitCode::from(exit::ERROR);
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),

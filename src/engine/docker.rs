@@ -50,6 +50,25 @@ pub fn in_progress(e: &bollard::errors::Error) -> bool {
     }
 }
 
+/// Whether an engine refusal to remove a network is containers still attached to it (403
+/// `network ... has active endpoints`).
+pub fn active_endpoints(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 403, message }
+            if message.contains("active endpoints")
+    )
+}
+
+/// What became of a network berth asked the engine to remove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkRemoval {
+    /// Removed, or already gone.
+    Removed,
+    /// Refused: containers are attached to it.
+    InUse,
+}
+
 /// Whether an engine refusal is a name held by another container (409 `Conflict. The
 /// container name ... is already in use`), maybe one the engine is still creating.
 pub fn name_conflict(e: &bollard::errors::Error) -> bool {
@@ -571,10 +590,16 @@ impl Engine {
         .map_err(|e| self.call_error("connect network", e))
     }
 
-    /// Removes a network; one that is already gone is fine.
-    pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
-        let r = self.retrying(|| self.docker.remove_network(name)).await;
-        self.found("remove network", r).map(|_| ())
+    /// Removes a network; one that is already gone is fine. One the engine refuses to
+    /// remove because containers are attached to it (403 `has active endpoints`) is
+    /// [`NetworkRemoval::InUse`], not an error: the caller finds out whose they are.
+    pub async fn remove_network(&self, name: &str) -> Result<NetworkRemoval, EngineError> {
+        match self.retrying(|| self.docker.remove_network(name)).await {
+            Err(e) if active_endpoints(&e) => Ok(NetworkRemoval::InUse),
+            r => self
+                .found("remove network", r)
+                .map(|_| NetworkRemoval::Removed),
+        }
     }
 
     pub async fn create_volume(

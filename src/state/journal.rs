@@ -278,9 +278,7 @@ impl Journal {
         let path = dir.file(kind.file());
         // A journal that ended but was not yet set aside (the process died between its
         // `end` and the rename) is set aside now: it blocks nothing.
-        if path.exists() && read_kind(dir, kind)?.is_none() {
-            std::fs::rename(&path, dir.file(kind.last())).map_err(io_error(&path))?;
-        }
+        set_aside_finished(dir, kind)?;
         let mut machine = Machine::default();
         machine.apply(&begin).map_err(|why| JournalError::Illegal {
             what: serde_json::to_string(&begin).unwrap_or_default(),
@@ -431,6 +429,37 @@ fn kill_at() -> Option<u64> {
     std::env::var(ENV_FAULT_KILL_AT).ok()?.parse().ok()
 }
 
+/// What a journal file left in place holds, when it is not an unfinished one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// It has its `end`: the process died between writing it and setting the file aside.
+    Ended,
+    /// It never began (killed while its first record was written): no apply at all.
+    NeverBegun,
+}
+
+/// Puts away a journal file of this kind that is there but finished: an ended one becomes
+/// the last journal (as [`Journal::end`] would have made it), one that never began is
+/// removed (it must not replace the last journal). An unfinished journal stays. Call it
+/// with the project's lock held. Returns what was put away, if anything.
+pub fn set_aside_finished(dir: &StateDir, kind: Kind) -> Result<Option<Finished>, JournalError> {
+    let path = dir.file(kind.file());
+    let Some(machine) = replay(dir, kind)? else {
+        return Ok(None);
+    };
+    let finished = if machine.end.is_some() {
+        std::fs::rename(&path, dir.file(kind.last())).map_err(io_error(&path))?;
+        Finished::Ended
+    } else if machine.begin.is_none() {
+        std::fs::remove_file(&path).map_err(io_error(&path))?;
+        Finished::NeverBegun
+    } else {
+        return Ok(None);
+    };
+    crate::fsutil::sync_dir(&dir.path).map_err(io_error(&dir.path))?;
+    Ok(Some(finished))
+}
+
 /// The unfinished journal of the state directory, replayed, if there is one. A torn last
 /// line (the process died while writing it) is ignored: its record was never complete, so
 /// what it announced never started.
@@ -440,6 +469,13 @@ pub fn read(dir: &StateDir) -> Result<Option<Machine>, JournalError> {
 
 /// The unfinished journal of this kind, replayed, if there is one.
 pub fn read_kind(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalError> {
+    // Ended, or never begun (an older berth killed before its first record): nothing to
+    // recover.
+    Ok(replay(dir, kind)?.filter(|m| m.end.is_none() && m.begin.is_some()))
+}
+
+/// The journal file of this kind replayed, finished or not, if there is one.
+fn replay(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalError> {
     let path = dir.file(kind.file());
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -464,11 +500,6 @@ pub fn read_kind(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalE
             path: path.clone(),
             reason: format!("line {}: {why}", n + 1),
         })?;
-    }
-    // Ended, or never begun (an older berth killed before its first record): nothing to
-    // recover.
-    if machine.end.is_some() || machine.begin.is_none() {
-        return Ok(None);
     }
     Ok(Some(machine))
 }
@@ -632,5 +663,40 @@ mod tests {
         assert!(read(&dir).unwrap().is_some());
         j.end(Outcome::Applied).unwrap();
         assert!(dir.file(Kind::Restore.last()).exists());
+    }
+
+    #[test]
+    fn a_finished_journal_left_in_place_is_put_away_and_a_never_begun_one_replaces_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            path: tmp.path().to_path_buf(),
+        };
+        assert_eq!(set_aside_finished(&dir, Kind::Apply).unwrap(), None);
+        let mut j = Journal::begin(&dir, begin()).unwrap();
+        j.append(Record::End {
+            outcome: Outcome::Applied,
+        })
+        .unwrap();
+        drop(j);
+        assert_eq!(
+            set_aside_finished(&dir, Kind::Apply).unwrap(),
+            Some(Finished::Ended)
+        );
+        assert!(!dir.file(FILE).exists());
+        let ended = std::fs::read_to_string(dir.file(LAST)).unwrap();
+        assert!(ended.contains("\"end\""), "{ended}");
+        // Never begun: removed, and the last journal stays the ended one.
+        std::fs::write(dir.file(FILE), "{\"t\":\"beg").unwrap();
+        assert_eq!(
+            set_aside_finished(&dir, Kind::Apply).unwrap(),
+            Some(Finished::NeverBegun)
+        );
+        assert!(!dir.file(FILE).exists());
+        assert_eq!(std::fs::read_to_string(dir.file(LAST)).unwrap(), ended);
+        // An unfinished one stays for recover.
+        let j = Journal::begin(&dir, begin()).unwrap();
+        assert_eq!(set_aside_finished(&dir, Kind::Apply).unwrap(), None);
+        assert!(read(&dir).unwrap().is_some());
+        drop(j);
     }
 }
