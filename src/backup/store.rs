@@ -105,6 +105,11 @@ const OS_CHILDREN: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The standard places of `/usr/local` (the filesystem hierarchy standard's).
+const USR_LOCAL: &[&str] = &[
+    "bin", "etc", "games", "include", "lib", "lib64", "libexec", "man", "sbin", "share", "src",
+];
+
 /// `path` with `.` and `..` resolved as text (a store is given as an absolute path).
 fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
@@ -144,6 +149,19 @@ pub fn refused_place(path: &Path) -> Option<String> {
         ));
     }
     let shown = path.display().to_string();
+    // The OS's own trees, whole: a package update may replace or remove anything in them.
+    // Under /usr only /usr/local is the administrator's, and not its standard places.
+    let local = path.strip_prefix("/usr/local").ok();
+    let os_tree = ["/etc", "/boot"].iter().any(|t| path.starts_with(t))
+        || (path.starts_with("/usr") && local.is_none())
+        || local
+            .and_then(|rest| rest.components().next())
+            .is_some_and(|c| USR_LOCAL.contains(&c.as_os_str().to_string_lossy().as_ref()));
+    if os_tree && !SYSTEM.contains(&shown.as_str()) && shown != "/usr/local" {
+        return Some(format!(
+            "`{shown}` is inside a tree of the OS's own files, which a package update may replace"
+        ));
+    }
     if SYSTEM.contains(&shown.as_str()) {
         return Some(format!(
             "`{shown}` is a system directory, shared by the system and its users"
@@ -740,6 +758,11 @@ mod tests {
             "/mnt",
             "/opt/../usr",
             "/srv/./../tmp/x",
+            "/usr/local/games",
+            "/usr/local/share/man",
+            "/usr/share/doc/x",
+            "/etc/ssl/private/x",
+            "/boot/efi/x",
         ] {
             assert!(refused_place(Path::new(refused)).is_some(), "{refused}");
         }
