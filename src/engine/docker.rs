@@ -804,15 +804,7 @@ impl Engine {
         network: &str,
         project: &str,
     ) -> Result<Vec<String>, EngineError> {
-        let filter = HashMap::from([("network".to_owned(), vec![network.to_owned()])]);
-        let list = self.list_containers(filter).await?;
-        let mut names: Vec<String> = list
-            .into_iter()
-            .filter(|c| c.labels.get(labels::PROJECT).map(String::as_str) != Some(project))
-            .map(|c| c.name)
-            .collect();
-        names.sort();
-        Ok(names)
+        self.foreign_on("network", network, project).await
     }
 
     /// Containers of other projects (or none) that mount a volume, by name: the engine
@@ -822,7 +814,18 @@ impl Engine {
         volume: &str,
         project: &str,
     ) -> Result<Vec<String>, EngineError> {
-        let filter = HashMap::from([("volume".to_owned(), vec![volume.to_owned()])]);
+        self.foreign_on("volume", volume, project).await
+    }
+
+    /// The names, sorted, of the containers that pass one list filter and are not the
+    /// project's.
+    async fn foreign_on(
+        &self,
+        filter: &str,
+        value: &str,
+        project: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let filter = HashMap::from([(filter.to_owned(), vec![value.to_owned()])]);
         let list = self.list_containers(filter).await?;
         let mut names: Vec<String> = list
             .into_iter()
