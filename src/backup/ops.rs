@@ -1099,16 +1099,7 @@ impl Backups {
                         .collect(),
                 )
             })?;
-            for id in running {
-                record_undo(
-                    &mut journal,
-                    Undo::StartContainer {
-                        region: region.clone(),
-                        id: id.clone(),
-                    },
-                )?;
-                self.runtime.block_on(engine.stop(&id))?;
-            }
+            self.stop_journaled(&mut journal, engine, &region, &running)?;
             let safety = self.safety_copy(&mut journal, name)?;
             // The pods go (they mount the volume): applying the revision again brings them
             // back, after the data (undo records run newest first).
@@ -1354,16 +1345,8 @@ impl Backups {
                         .collect(),
                 )
             })?;
-            for (id, _) in &users {
-                record_undo(
-                    &mut journal,
-                    Undo::StartContainer {
-                        region: region.clone(),
-                        id: id.clone(),
-                    },
-                )?;
-                self.runtime.block_on(engine.stop(id))?;
-            }
+            let ids: Vec<String> = users.iter().map(|(id, _)| id.clone()).collect();
+            self.stop_journaled(&mut journal, engine, &region, &ids)?;
             let safety = self.safety_copy(&mut journal, name)?;
             // The directory is emptied: the safety copy is what undoes it.
             let undo = self.backup_ref(name, &safety.id)?;
@@ -1594,6 +1577,29 @@ pub fn binds(mounts: &[(String, String)], root: &Path) -> bool {
 }
 
 /// Writes an undo record, durably, before the mutation it undoes.
+impl Backups {
+    /// Stops these containers, each after its undo (start it again) is journaled.
+    fn stop_journaled(
+        &self,
+        journal: &mut Journal,
+        engine: &crate::engine::Engine,
+        region: &str,
+        ids: &[String],
+    ) -> Result<(), OpError> {
+        for id in ids {
+            record_undo(
+                journal,
+                Undo::StartContainer {
+                    region: region.to_owned(),
+                    id: id.clone(),
+                },
+            )?;
+            self.runtime.block_on(engine.stop(id))?;
+        }
+        Ok(())
+    }
+}
+
 fn record_undo(journal: &mut Journal, undo: Undo) -> Result<(), OpError> {
     let id = journal.next_undo_id();
     journal.append(Record::Undo { id, undo })?;
