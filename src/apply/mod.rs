@@ -458,6 +458,8 @@ impl<'a> Run<'a> {
         for c in changes {
             self.refusals(c)?;
         }
+        // Also run by `Session::preflight` before any `before_apply` backup; again here,
+        // next to the first mutation, since a backup can take minutes (one `/info` call).
         preflight_host(self.spec, changes, self.engines).await?;
         for c in changes {
             self.names_free(c).await?;
