@@ -102,6 +102,17 @@ fn one_pod(image: &str, version: &str) -> String {
     pod("a", image, &format!("VERSION: {version}"), "")
 }
 
+/// Pod `a` at `version`, a program that ignores SIGTERM: each stop of it lasts the stop's
+/// whole timeout.
+fn slow_pod(image: &str, version: &str) -> String {
+    pod(
+        "a",
+        image,
+        &format!("VERSION: {version}, IGNORE_SIGTERM: \"1\""),
+        "",
+    )
+}
+
 /// The records of the last finished journal.
 fn last_journal(s: &Scene) -> Vec<serde_json::Value> {
     std::fs::read_to_string(s.state().join("last-journal.jsonl"))
@@ -148,11 +159,17 @@ fn create_in_flight(
     labels: &serde_json::Value,
 ) -> std::thread::JoinHandle<String> {
     let body = serde_json::json!({ "Image": image, "Labels": labels }).to_string();
+    post_in_flight(&format!("/containers/create?name={name}"), &body)
+}
+
+/// Sends `POST path` with a JSON `body` to the engine and returns at once, the request on
+/// its way: the thread reads (and returns) the answer.
+fn post_in_flight(path: &str, body: &str) -> std::thread::JoinHandle<String> {
     let mut socket =
         std::os::unix::net::UnixStream::connect("/var/run/docker.sock").expect("docker socket");
     write!(
         socket,
-        "POST /containers/create?name={name} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("request sent");
@@ -498,6 +515,44 @@ fn a_recover_killed_while_the_engine_removes_is_finished_by_the_next_recover() {
         s.pods(&one_pod(image, "1"));
         s.berth(&["plan", "--detailed-exitcode"]).code(0);
     }
+}
+
+/// A berth killed while the engine stops the old container of a replacement leaves that
+/// stop in flight (the test app ignores SIGTERM: it ends only at the stop's timeout). The
+/// recover that rolls back must leave the old container running once that stop is over,
+/// not answer "already started" and let it die.
+#[test]
+fn a_stop_still_in_flight_when_recover_restores_the_old_container_does_not_leave_it_stopped() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let a = s.name("a");
+    s.pods(&slow_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(&slow_pod(image, "2"));
+    s.berth(&["apply", "--yes"]).code(0);
+    let records = last_journal(&s);
+    // Killed right after recording how to restore the old container, before stopping it.
+    let kill_at = record_number(&records, |r| undo_of(r, "restore", &a));
+    s.pods(&slow_pod(image, "1"));
+    apply_killed_at(&s, kill_at);
+    let old = docker(&["inspect", "-f", "{{.Id}}", &a]);
+    // The stop the killed apply was about to send, on its way as recover runs.
+    let stop = post_in_flight(&format!("/containers/{old}/stop?t=10"), "");
+    std::thread::sleep(Duration::from_millis(200));
+    let r = s.berth(&["recover"]);
+    assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
+    let answer = stop.join().expect("the stop's answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 204") || answer.starts_with("HTTP/1.1 304"),
+        "{answer}"
+    );
+    assert_eq!(s.containers(), [format!("{a} running")]);
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &a]), old);
+    s.pods(&slow_pod(image, "2"));
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
 
 #[test]

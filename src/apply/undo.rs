@@ -134,6 +134,15 @@ async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), St
     if !start {
         return Ok(()); // it was stopped before the apply: it stays so
     }
+    start_again(e, id).await
+}
+
+/// Starts a container that berth stopped (or was about to stop) and that must run again.
+/// A berth killed while the engine stopped it leaves that stop in flight: the container
+/// may still run, so that a bare start is "already started", and die when the stop ends.
+/// Stopping it first waits for any such stop (and is nothing for a stopped container).
+async fn start_again(e: &Engine, id: &str) -> Result<(), String> {
+    e.stop(id).await.map_err(|x| x.to_string())?;
     e.start(id).await.map_err(|x| x.to_string())
 }
 
@@ -270,7 +279,7 @@ pub async fn perform(
                 match e.name_of(id).await.map_err(|x| x.to_string())? {
                     // Removed since: the pod comes back by `Reapply`.
                     None => Ok(()),
-                    Some(_) => e.start(id).await.map_err(|x| x.to_string()),
+                    Some(_) => start_again(e, id).await,
                 }
             }
             .await;
