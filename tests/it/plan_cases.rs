@@ -16,7 +16,7 @@ fn plan(new: &str, old: &str) -> Plan {
 
 fn snapshot_all(name: &str, plan: &Plan) {
     insta::with_settings!({
-        snapshot_path => "../fixtures/plan/snapshots",
+        snapshot_path => "../../fixtures/plan/snapshots",
         prepend_module_to_snapshot => false,
     }, {
         insta::assert_snapshot!(format!("{name}.human"), render::human(plan, false));
