@@ -5,6 +5,7 @@
 //! can be rendered, saved, compared and tested from fixture files alone.
 
 pub mod render;
+pub mod saved;
 
 use std::collections::{BTreeMap, HashMap};
 
