@@ -4,12 +4,12 @@
 //! Attributes are the comparable text form of a resource's configuration (`image`,
 //! `env.DEBUG`, `mount[/data]`, ...). They never hold a secret value: secrets appear by
 //! name, source file and delivery, and values that look like credentials (see
-//! `secrets::detect`) only in concealed form.
+//! `sensitive`) only in concealed form.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
-use crate::secrets::detect::{conceal, is_sensitive, is_sensitive_value};
+use crate::sensitive::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::check::{Mount, PortMapping};
 use crate::spec::{DEFAULT_REGION, Pod, SecretUse, Spec, Strategy};
 

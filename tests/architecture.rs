@@ -15,7 +15,7 @@ const MAX_FN_LINES: usize = 120;
 const LONG_FILES: &[(&str, usize)] = &[
     ("apply/mod.rs", 1605),
     ("backup/ops.rs", 1871),
-    ("backup/store.rs", 906),
+    ("backup/store.rs", 749),
     ("engine/docker.rs", 1220),
     ("ops.rs", 1830),
     ("spec/check.rs", 1782),
@@ -41,16 +41,7 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
 /// The modules still caught in import cycles. A cycle among other modules, or one that takes
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[
-    "apply",
-    "backup",
-    "diag",
-    "observe",
-    "ops",
-    "plan",
-    "resources",
-    "secrets",
-    "spec",
-    "state",
+    "apply", "backup", "observe", "ops", "plan", "secrets", "state",
 ];
 
 fn rel(path: &Path) -> String {

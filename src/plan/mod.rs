@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Address, Kind, Resource, ResourceGraph};
 use crate::observe::{ObservedResource, ObservedState, Origin};
-use crate::secrets::detect::SENSITIVE_MARK;
+use crate::sensitive::SENSITIVE_MARK;
 
 /// An attribute value as a plan may show it: concealed values (whole, or an argument in a
 /// list) become `(sensitive)`.
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn concealed_values_are_never_shown() {
-        use crate::secrets::detect::conceal;
+        use crate::sensitive::conceal;
         assert_eq!(public(&conceal("hunter2")), "(sensitive)");
         let list = format!("[\"serve\",\"{}\"]", conceal("postgres://a:b@c/d"));
         assert_eq!(public(&list), "[\"serve\",\"(sensitive)\"]");

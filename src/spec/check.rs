@@ -8,11 +8,11 @@ use std::collections::{BTreeSet, HashMap};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use super::SECRETS_MOUNT_POINT as MOUNT_POINT;
 use super::units::{Unit, UnitKind};
 use super::{EnvValue, NamedMap, Pod, SecretUse, Sp, Spec, Strategy};
 use crate::diag::{Diagnostic, Span};
-use crate::secrets::delivery::MOUNT_POINT;
-use crate::secrets::detect::contains_age_secret_key;
+use crate::sensitive::contains_age_secret_key;
 
 /// Runs every structural check.
 pub fn check(spec: &Spec) -> Vec<Diagnostic> {
@@ -443,7 +443,7 @@ impl Checker<'_> {
                 ("forbid_pattern", &s.item.forbid_pattern),
             ] {
                 let Some(p) = p else { continue };
-                if let Err(why) = crate::secrets::value::compile(&p.value) {
+                if let Err(why) = super::pattern::compile(&p.value) {
                     self.push(
                         Diagnostic::error(
                             "invalid-pattern",
@@ -1427,7 +1427,7 @@ impl Checker<'_> {
         if !path.is_absolute() {
             return; // the `backup-store-relative` lint
         }
-        if let Some(why) = crate::backup::store::refused_place(&path) {
+        if let Some(why) = crate::fsutil::refused_place(&path) {
             self.push(
                 Diagnostic::error(
                     "backup-store-place",

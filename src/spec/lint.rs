@@ -9,13 +9,13 @@
 //! ```
 //!
 //! The reason after the colon is required. Diagnostics never quote the flagged value: it may
-//! be a credential (and rendered snippets mask it, see `secrets::detect::mask_source`).
+//! be a credential (and rendered snippets mask it, see `sensitive::mask_source`).
 
 use std::collections::BTreeMap;
 
 use super::{Environment, Spec};
 use crate::diag::{Diagnostic, Severity, Span};
-use crate::secrets::detect::{
+use crate::sensitive::{
     contains_age_secret_key, contains_pem, is_credential_key, is_placeholder, url_password,
 };
 

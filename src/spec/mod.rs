@@ -7,6 +7,7 @@
 pub mod check;
 pub mod lint;
 pub mod load;
+pub mod pattern;
 pub mod schema;
 pub mod spanned;
 pub mod units;
@@ -294,6 +295,9 @@ pub struct Build {
     #[serde(default)]
     pub args: NamedMap<Sp<EnvValue>>,
 }
+
+/// Where a pod's secret files appear inside its containers (a spec's mounts may not reach in).
+pub const SECRETS_MOUNT_POINT: &str = "/run/secrets";
 
 /// A secret given to a pod: its name, or a mapping for env delivery or another file mode.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
