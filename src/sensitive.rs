@@ -70,6 +70,18 @@ pub fn contains_age_secret_key(value: &str) -> bool {
     value.to_ascii_uppercase().contains("AGE-SECRET-KEY-1")
 }
 
+/// Well-known default credentials: refused as the whole value, in any case, by the lints and
+/// by the checks of a decrypted secret. As parts of a value they are common and harmless
+/// (`postgres://...`, a random string that happens to hold `admin`).
+pub const FORBIDDEN_DEFAULTS: [&str; 3] = ["postgres", "admin", "password"];
+
+/// Whether `value` is, whole and in any case, one of the [`FORBIDDEN_DEFAULTS`].
+pub fn is_forbidden_default(value: &str) -> bool {
+    FORBIDDEN_DEFAULTS
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(value))
+}
+
 /// A placeholder such as `CHANGE_ME` as a whole word of the value.
 pub fn is_placeholder(value: &str) -> bool {
     value

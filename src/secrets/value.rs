@@ -2,6 +2,7 @@
 //! defaults, `forbid`, `pattern`, `forbid_pattern`, `format`). Problems are described
 //! without the value: a message may say that a value is too short, never what it is.
 
+use crate::sensitive::{FORBIDDEN_DEFAULTS, is_forbidden_default};
 use crate::spec::pattern::compile;
 use crate::spec::{Secret, SecretFormat};
 
@@ -27,11 +28,6 @@ static TEMPLATE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock
 /// What the placeholder rule refuses, as messages say it.
 pub const PLACEHOLDERS_DESCRIBED: &str =
     "CHANGE_ME, changeme, change-me, replace-me, your-...-here, <your ...>";
-
-/// Short defaults refused only as the whole value (in any case): as parts of a value they
-/// are common and harmless (`postgres://...`, a random string that happens to hold
-/// `admin`).
-pub const FORBIDDEN_DEFAULTS: [&str; 3] = ["postgres", "admin", "password"];
 
 /// Whether a value holds one of the [`PLACEHOLDERS`].
 pub fn has_placeholder(text: &str) -> bool {
@@ -68,10 +64,7 @@ pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
     }
     if has_placeholder(trimmed) {
         out.push(format!("it holds a placeholder ({PLACEHOLDERS_DESCRIBED})"));
-    } else if FORBIDDEN_DEFAULTS
-        .iter()
-        .any(|f| f.eq_ignore_ascii_case(trimmed))
-    {
+    } else if is_forbidden_default(trimmed) {
         out.push(format!(
             "it is a well-known default value (one of {})",
             FORBIDDEN_DEFAULTS.join(", ")
