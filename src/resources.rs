@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
 use crate::sensitive::{conceal, is_sensitive, is_sensitive_value};
-use crate::spec::check::{Mount, PortMapping};
 use crate::spec::{DEFAULT_REGION, Pod, SecretUse, Spec, Strategy};
+use crate::spec::{Mount, PortMapping};
 
 /// How a region appears in addresses: only specs with several regions qualify them.
 pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {

@@ -345,7 +345,7 @@ fn apply_allows(
             out.push(
                 Diagnostic::error("unknown-lint", format!("`{}` is not a berth lint", a.lint))
                     .at(a.span, "in this opt-out")
-                    .help(super::check::hint_for(
+                    .help(crate::diag::hint_for(
                         &a.lint,
                         &LINTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
                         "use one of:",

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod lint;
 pub mod load;
+pub mod mapping;
 pub mod pattern;
 pub mod schema;
 pub mod spanned;
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use load::{Loaded, load_file, load_str};
+pub use mapping::{Mount, PortMapping};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -277,7 +279,7 @@ impl Pod {
     pub fn named_volumes(&self) -> impl Iterator<Item = &str> {
         self.volumes
             .iter()
-            .filter_map(|m| check::Mount::parse(&m.value).ok())
+            .filter_map(|m| Mount::parse(&m.value).ok())
             .filter(|m| !m.bind)
             .map(|m| m.source)
     }
