@@ -16,7 +16,6 @@ use crate::sensitive::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::{
     Build, DEFAULT_REGION, Health, Pod, Proxy, SECRETS_MOUNT_POINT, SecretUse, Spec, Strategy,
 };
-use crate::spec::{Mount, PortMapping};
 
 /// How a region appears in addresses: only specs with several regions qualify them.
 pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {
@@ -213,7 +212,7 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
         let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref(), facts);
         deps.push(region.network.clone());
         for m in &p.item.volumes {
-            if let Ok(mount) = Mount::parse(&m.value)
+            if let Ok(mount) = m.get()
                 && !mount.bind
             {
                 deps.push(Address::new(Kind::Volume, mount.source).region(region.shown));
@@ -506,7 +505,7 @@ fn secret_attrs(
 /// `mount[TARGET]` and `port[IP:HOST/PROTO]`.
 fn mount_and_port_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
     for m in &pod.volumes {
-        if let Ok(mount) = Mount::parse(&m.value) {
+        if let Ok(mount) = m.get() {
             let mode = if mount.read_only { "ro" } else { "rw" };
             a.insert(
                 format!("mount[{}]", mount.target),
@@ -515,7 +514,7 @@ fn mount_and_port_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
         }
     }
     for p in &pod.ports {
-        if let Ok(pm) = PortMapping::parse(&p.value) {
+        if let Ok(pm) = p.get() {
             let ip = if pm.ip.is_empty() {
                 "0.0.0.0"
             } else {

@@ -1,5 +1,119 @@
 //! The two `a:b[:c]` forms of a pod: a mount (`volume:/path[:ro]`) and a port mapping
-//! (`[ip:]host:container[/proto]`).
+//! (`[ip:]host:container[/proto]`), each read once where the spec is loaded into a
+//! [`Parsed`] entry that keeps the text, its span and the outcome (as [`super::units`] does
+//! for durations): the checks report a bad entry, the rest of berth reads the parsed value.
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::{Deserialize, Deserializer};
+
+use super::Sp;
+use crate::diag::Span;
+
+/// A pod's entry as written, with its span and the outcome of parsing it.
+#[derive(Clone, Debug)]
+pub struct Parsed<T> {
+    /// The text as written.
+    pub value: String,
+    pub span: Span,
+    parsed: Result<T, String>,
+}
+
+/// What a [`Parsed`] entry holds once read: how it is parsed from its text.
+pub trait FromEntry: Sized {
+    fn from_entry(text: &str) -> Result<Self, String>;
+}
+
+impl<T: FromEntry> Parsed<T> {
+    pub fn new(value: String, span: Span) -> Self {
+        let parsed = T::from_entry(&value);
+        Parsed {
+            value,
+            span,
+            parsed,
+        }
+    }
+}
+
+impl<'de, T: FromEntry> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Sp::<String>::deserialize(d)?;
+        Ok(Parsed::new(raw.value, raw.span))
+    }
+}
+
+/// Written as a string: the schema is a string's, described by the field that holds it.
+impl<T> JsonSchema for Parsed<T> {
+    fn inline_schema() -> bool {
+        String::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        String::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        String::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        String::json_schema(generator)
+    }
+}
+
+/// A pod's mount, parsed once.
+pub type MountEntry = Parsed<MountAt>;
+/// A pod's published port, parsed once.
+pub type PortEntry = Parsed<PortMapping>;
+
+/// Where the parts of a valid mount lie in its text (a [`Mount`] borrows them from it).
+#[derive(Clone, Copy, Debug)]
+pub struct MountAt {
+    /// The `:` after the source.
+    colon: usize,
+    /// The end of the target.
+    end: usize,
+    read_only: bool,
+    bind: bool,
+}
+
+impl FromEntry for MountAt {
+    fn from_entry(text: &str) -> Result<Self, String> {
+        let m = Mount::parse(text)?;
+        let colon = m.source.len();
+        Ok(MountAt {
+            colon,
+            end: colon + 1 + m.target.len(),
+            read_only: m.read_only,
+            bind: m.bind,
+        })
+    }
+}
+
+impl Parsed<MountAt> {
+    /// The mount, or why its text is not one.
+    pub fn get(&self) -> Result<Mount<'_>, &str> {
+        let at = self.parsed.as_ref().map_err(String::as_str)?;
+        let part = |r: std::ops::Range<usize>| self.value.get(r).unwrap_or_default();
+        Ok(Mount {
+            source: part(0..at.colon),
+            target: part(at.colon + 1..at.end),
+            read_only: at.read_only,
+            bind: at.bind,
+        })
+    }
+}
+
+impl FromEntry for PortMapping {
+    fn from_entry(text: &str) -> Result<Self, String> {
+        PortMapping::parse(text)
+    }
+}
+
+impl Parsed<PortMapping> {
+    /// The port mapping, or why its text is not one.
+    pub fn get(&self) -> Result<&PortMapping, &str> {
+        self.parsed.as_ref().map_err(String::as_str)
+    }
+}
 
 /// A parsed `source:target[:ro|rw]` mount.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,7 +161,7 @@ impl<'a> Mount<'a> {
 }
 
 /// A parsed `[ip:]host:container[/proto]` port mapping.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortMapping {
     pub ip: String,
     pub host: u16,
@@ -146,5 +260,25 @@ mod tests {
         ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn entries_are_parsed_once_and_keep_their_text() {
+        let m = MountEntry::new("db-data:/var/lib/data:ro".into(), Span::default());
+        let mount = m.get().unwrap();
+        assert_eq!((mount.source, mount.target), ("db-data", "/var/lib/data"));
+        assert!(mount.read_only && !mount.bind);
+        assert_eq!(m.get().unwrap(), Mount::parse(&m.value).unwrap());
+        let bad = MountEntry::new("data:relative".into(), Span::default());
+        assert_eq!(
+            bad.get().unwrap_err(),
+            Mount::parse("data:relative").unwrap_err()
+        );
+        let p = PortEntry::new("127.0.0.1:8080:80".into(), Span::default());
+        assert_eq!(
+            p.get().unwrap(),
+            &PortMapping::parse("127.0.0.1:8080:80").unwrap()
+        );
+        assert!(PortEntry::new("80".into(), Span::default()).get().is_err());
     }
 }

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use load::{Loaded, load_file, load_str};
-pub use mapping::{Mount, PortMapping};
+pub use mapping::{Mount, MountEntry, PortEntry, PortMapping};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -244,10 +244,10 @@ pub struct Pod {
     /// Mounts: `volume-name:/path[:ro]` for named volumes, `./dir:/path[:ro]` or
     /// `/abs:/path[:ro]` for host paths.
     #[serde(default)]
-    pub volumes: Vec<Sp<String>>,
+    pub volumes: Vec<MountEntry>,
     /// Published ports: `HOST:CONTAINER[/tcp|udp]` or `IP:HOST:CONTAINER[/tcp|udp]`.
     #[serde(default)]
-    pub ports: Vec<Sp<String>>,
+    pub ports: Vec<PortEntry>,
     #[serde(default)]
     pub resources: Option<Resources>,
     /// `uid[:gid]` or a user name.
@@ -279,7 +279,7 @@ impl Pod {
     pub fn named_volumes(&self) -> impl Iterator<Item = &str> {
         self.volumes
             .iter()
-            .filter_map(|m| Mount::parse(&m.value).ok())
+            .filter_map(|m| m.get().ok())
             .filter(|m| !m.bind)
             .map(|m| m.source)
     }

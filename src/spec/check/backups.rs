@@ -3,7 +3,6 @@
 
 use super::Checker;
 use crate::diag::Diagnostic;
-use crate::spec::mapping::Mount;
 use crate::spec::{BackupSource, Sp};
 
 impl Checker<'_> {
@@ -106,7 +105,7 @@ impl Checker<'_> {
                         let mounts = p
                             .volumes
                             .iter()
-                            .filter_map(|m| Mount::parse(&m.value).ok())
+                            .filter_map(|m| m.get().ok())
                             .any(|m| !m.bind && m.source == vol.value);
                         if !mounts {
                             self.push(

@@ -8,7 +8,7 @@ use super::{
     nul_in, valid_env_name,
 };
 use crate::diag::{Diagnostic, Span};
-use crate::spec::mapping::{Mount, PortMapping};
+use crate::spec::MountEntry;
 use crate::spec::{EnvValue, NamedMap, Pod, SECRETS_MOUNT_POINT as MOUNT_POINT, Sp, Strategy};
 
 impl Checker<'_> {
@@ -407,7 +407,7 @@ impl Checker<'_> {
     }
 
     /// Checks mounts; returns the named (not bind) volume mounts.
-    fn pod_volumes<'p>(&mut self, pod: &'p Pod) -> Vec<&'p Sp<String>> {
+    fn pod_volumes<'p>(&mut self, pod: &'p Pod) -> Vec<&'p MountEntry> {
         let spec = self.spec;
         let mut named = Vec::new();
         let mut targets: HashMap<&str, Span> = HashMap::new();
@@ -415,7 +415,7 @@ impl Checker<'_> {
         // that place (or one inside a read-only mount) in the middle of an apply.
         let secret_file = pod.secrets.iter().find(|s| s.value.env().is_none());
         for m in &pod.volumes {
-            match Mount::parse(&m.value) {
+            match m.get() {
                 Err(why) => self.push(
                     Diagnostic::error("invalid-mount", format!("`{}` is not a mount: {why}", m.value))
                         .at(m.span, "invalid mount")
@@ -460,7 +460,7 @@ impl Checker<'_> {
 
     fn pod_ports(&mut self, name: &Sp<String>, pod: &Pod) {
         for p in &pod.ports {
-            match PortMapping::parse(&p.value) {
+            match p.get() {
                 Err(why) => self.push(
                     Diagnostic::error(
                         "invalid-port",

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use super::Checker;
 use crate::diag::{Diagnostic, Span};
 use crate::spec::Spec;
-use crate::spec::mapping::PortMapping;
 
 impl Checker<'_> {
     pub(super) fn host_ports(&mut self) {
@@ -52,7 +51,7 @@ impl Checker<'_> {
                     continue;
                 }
                 for m in &p.item.ports {
-                    if let Ok(pm) = PortMapping::parse(&m.value) {
+                    if let Ok(pm) = m.get() {
                         publish(
                             pm.host,
                             &pm.protocol,
