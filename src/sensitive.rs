@@ -1,6 +1,7 @@
 //! Recognising credentials written in plain text: the one definition of "sensitive" used by
 //! the lints (to flag), the resource attributes (to hide values from plans) and diagnostic
-//! rendering (to mask snippets).
+//! rendering (to mask snippets); and the one list of well-known default credentials, refused
+//! by the lints and by the checks of a decrypted secret.
 
 use std::borrow::Cow;
 
@@ -353,6 +354,16 @@ mod tests {
         }
         for secret in ["s3cretvalue", "Zq8v3", "abcdef0123456789"] {
             assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
+    }
+
+    #[test]
+    fn forbidden_defaults_are_whole_values_in_any_case() {
+        for d in ["postgres", "ADMIN", "Password"] {
+            assert!(is_forbidden_default(d), "{d}");
+        }
+        for v in ["postgres://db", "admin1", "my-password", ""] {
+            assert!(!is_forbidden_default(v), "{v}");
         }
     }
 }

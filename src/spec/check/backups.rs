@@ -146,7 +146,7 @@ impl Checker<'_> {
     /// A backup store is a directory of its own: never `/`, a system directory (or a child
     /// of one the OS owns) or a temporary directory, in any environment. berth makes the
     /// store and may change its mode: such a directory is shared.
-    fn backup_store(&mut self, backup: &str, store: &crate::spec::Sp<String>) {
+    fn backup_store(&mut self, backup: &str, store: &Sp<String>) {
         let path = crate::fsutil::expand_home(&store.value);
         if !path.is_absolute() {
             return; // the `backup-store-relative` lint

@@ -2,9 +2,9 @@
 //! rules that keep a deployment safe (a pod owning a named volume cannot go blue-green).
 //!
 //! Every check runs and every problem is reported; nothing here stops at the first. One file
-//! per subject: [`pods`] (with their mounts and ports), [`ports`] (host ports across pods),
-//! [`secrets`], [`regions`], [`cycles`] (of `depends_on`), [`proxy`] and [`backups`]; the
-//! checker, names and the helpers they share are here.
+//! per subject: `pods` (with their mounts and ports), `ports` (host ports across pods),
+//! `secrets`, `regions`, `cycles` (of `depends_on`), `proxy` and `backups`; the checker,
+//! names and the helpers they share are here.
 
 mod backups;
 mod cycles;
