@@ -15,10 +15,9 @@ const MAX_FN_LINES: usize = 120;
 const LONG_FILES: &[(&str, usize)] = &[
     ("apply/mod.rs", 1605),
     ("backup/ops.rs", 1871),
-    ("backup/store.rs", 906),
+    ("backup/store.rs", 749),
     ("engine/docker.rs", 1220),
     ("ops.rs", 1830),
-    ("spec/check.rs", 1782),
     ("state/journal.rs", 702),
 ];
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
@@ -31,26 +30,12 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("cli/backup.rs", "run", 217),
     ("ops.rs", "open", 147),
     ("ops.rs", "recover", 183),
-    ("resources.rs", "desired_with", 241),
-    ("resources.rs", "pod_attrs", 163),
     ("secrets/files.rs", "inspect", 240),
-    ("spec/check.rs", "pods", 298),
-    ("spec/check.rs", "proxy", 137),
-    ("spec/check.rs", "backups", 130),
 ];
 /// The modules still caught in import cycles. A cycle among other modules, or one that takes
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[
-    "apply",
-    "backup",
-    "diag",
-    "observe",
-    "ops",
-    "plan",
-    "resources",
-    "secrets",
-    "spec",
-    "state",
+    "apply", "backup", "observe", "ops", "plan", "secrets", "state",
 ];
 
 fn rel(path: &Path) -> String {
