@@ -13,3 +13,8 @@ pub fn is_transient(name: &str) -> bool {
 pub fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
+
+/// `sha256:` and 12 hex digits of an image id.
+pub fn short_image(id: &str) -> &str {
+    id.get(..19).unwrap_or(id)
+}
