@@ -17,12 +17,14 @@
 //! - [`observe`] holds what exists, [`plan`] compares and renders, [`apply`] executes;
 //! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
 //! - [`secrets`] holds the plaintext type that can never be printed;
+//! - [`encode`] is hex encoding, written once (the bottom layer);
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;
 pub mod backup;
 pub mod cli;
 pub mod diag;
+pub mod encode;
 pub mod engine;
 pub mod fsutil;
 pub mod graph;

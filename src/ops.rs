@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::diag::Report;
+use crate::encode::sha256_hex;
 use crate::engine::names::short_image;
 use crate::graph::{GraphError, ResourceGraph};
 use crate::observe::{ObservedState, Origin};
@@ -924,14 +925,6 @@ async fn deployed_images(
         }
     }
     Ok(out)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Connects to every region's engine, concurrently, without observing.
