@@ -18,12 +18,14 @@
 //! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
 //! - [`secrets`] holds the plaintext type that can never be printed; [`sensitive`] recognises
 //!   credentials written where they should not be (for lints, plans and snippets);
+//! - [`encode`] is hex encoding, written once (the bottom layer);
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;
 pub mod backup;
 pub mod cli;
 pub mod diag;
+pub mod encode;
 pub mod engine;
 pub mod fsutil;
 pub mod graph;

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use crate::diag::Report;
+use crate::encode::sha256_hex;
+use crate::engine::names::short_image;
 use crate::graph::{GraphError, ResourceGraph};
 use crate::observe::{ObservedState, Origin};
 use crate::plan::{Plan, plan};
@@ -275,15 +277,6 @@ fn build_digests(
     Ok(out)
 }
 
-/// Kinds that observation of engines does not see yet: secrets are files (checked by the
-/// secrets work), rate limits live in the proxy's config (compared through the proxy's
-/// attributes), backups are timers and stores (the backups work).
-pub const UNOBSERVED_ON_ENGINES: [crate::graph::Kind; 3] = [
-    crate::graph::Kind::Secret,
-    crate::graph::Kind::RateLimit,
-    crate::graph::Kind::Backup,
-];
-
 /// A plan against the live engines, with the number of engine requests it took.
 pub struct LivePlan {
     pub plan: Plan,
@@ -355,218 +348,6 @@ pub struct Opts {
     pub revision: Option<u64>,
 }
 
-/// The spec of the latest applied revision (none before the first apply, or after a
-/// destroy).
-fn applied_spec(state: &crate::state::StateDir) -> Option<Spec> {
-    let latest = crate::state::revisions::latest(state).ok()?;
-    if latest == 0 {
-        return None;
-    }
-    let r = crate::state::revisions::load(state, latest).ok()?;
-    if r.destroyed {
-        return None;
-    }
-    crate::spec::load::load_str(Path::new(&r.spec_path), r.spec_text).spec
-}
-
-/// Backups are a store directory and schedule units on this machine: each one the spec
-/// declares is observed as configured when something of it exists, with its drift. A
-/// scheduled backup whose newest verified copy is older than twice its period is an RPO at
-/// risk, said as a warning. A store berth may not use (a directory it did not make, that is
-/// not empty or not the user's; one that leads to a refused place) is a pre-flight problem,
-/// at the store's span: apply refuses it before the first change, and never chmods it.
-/// What is only in the spec (`before_apply`) is observed as the last applied revision had
-/// it, so that turning it on or off is a planned update.
-fn observe_backups(
-    spec: &Spec,
-    state: &crate::state::StateDir,
-    spec_path: &Path,
-    spec_dir: &Path,
-    graph: &ResourceGraph,
-    observed: &mut ObservedState,
-    notes: &mut Vec<String>,
-) -> Vec<crate::diag::Diagnostic> {
-    use crate::backup::schedule;
-    let mut problems = Vec::new();
-    use crate::graph::Kind;
-    observed.unobserved.retain(|k| *k != Kind::Backup);
-    let applied = applied_spec(state);
-    for r in graph.in_order() {
-        if r.address.kind != Kind::Backup {
-            continue;
-        }
-        let Some(backup) = spec.backups.get(&r.address.name) else {
-            continue;
-        };
-        let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
-        if let crate::backup::store::Found::Refused(why) = crate::backup::store::inspect(&store) {
-            problems.push(
-                crate::diag::Diagnostic::error(
-                    "backup-store",
-                    format!("backup `{}` cannot use its store: {why}", r.address.name),
-                )
-                .at(backup.store.span, "not berth's to use")
-                .help("give `store:` a directory of berth's own: one that does not exist yet (berth makes it), or an empty one of yours"),
-            );
-        }
-        let units = schedule::units(
-            spec,
-            spec_path,
-            &r.address.name,
-            backup,
-            &schedule::RunAs {
-                state_dir: &state.path,
-                identity: &crate::secrets::files::identity_path(spec, spec_dir),
-            },
-        );
-        if let Some(drift) = schedule::observe(&store, units.as_deref()) {
-            let mut attrs = r.attrs.clone();
-            if let Some(was) = applied
-                .as_ref()
-                .and_then(|a| a.backups.get(&r.address.name))
-            {
-                attrs.insert("before_apply".into(), was.before_apply.to_string());
-            }
-            observed.resources.push(crate::observe::ObservedResource {
-                address: r.address.clone(),
-                attrs,
-                depends_on: r.depends_on.clone(),
-                drift,
-                id: None,
-                image: None,
-            });
-        }
-        let period = backup
-            .schedule
-            .as_ref()
-            .and_then(|s| schedule::period(&s.value));
-        // A backup's time is the earlier of its manifest's and its data file's: a manifest
-        // dated in the future never hides an RPO at risk.
-        let newest = crate::backup::store::LocalStore::open_existing(&store).and_then(|st| {
-            use crate::backup::store::Store;
-            let list = st.list(&r.address.name).ok()?;
-            list.iter()
-                .filter(|m| m.verified && !m.safety)
-                .filter_map(|m| Some(m.created_at.min(st.modified(&m.name, &m.id)?)))
-                .max()
-        });
-        if let (Some(period), Some(taken)) = (period, newest) {
-            let age = crate::state::now().saturating_sub(taken);
-            if age > 2 * period {
-                notes.push(format!(
-                    "backup `{}`: the newest verified backup is {} h old, more than twice its schedule: the RPO is at risk (run `berth backup run {}`, and check its timer)",
-                    r.address.name,
-                    age / 3600,
-                    r.address.name
-                ));
-            }
-        }
-    }
-    problems
-}
-
-/// The project's backup timers in the unit directory that no desired backup has.
-fn observe_orphan_timers(project: &str, graph: &ResourceGraph, observed: &mut ObservedState) {
-    use crate::graph::Kind;
-    let prefix = format!("berth-{project}-backup-");
-    let Ok(entries) = std::fs::read_dir(crate::backup::schedule::unit_dir()) else {
-        return;
-    };
-    let wanted: std::collections::HashSet<String> = graph
-        .in_order()
-        .filter(|r| r.address.kind == Kind::Backup)
-        .map(|r| r.address.name.clone())
-        .collect();
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let Some(name) = file
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".timer"))
-        else {
-            continue;
-        };
-        if wanted.contains(name)
-            || observed
-                .resources
-                .iter()
-                .any(|o| o.address.kind == Kind::Backup && o.address.name == name)
-        {
-            continue;
-        }
-        observed.unobserved.retain(|k| *k != Kind::Backup);
-        observed.resources.push(crate::observe::ObservedResource {
-            address: crate::graph::Address::new(Kind::Backup, name),
-            attrs: std::collections::BTreeMap::from([("units".to_owned(), file.clone())]),
-            depends_on: Vec::new(),
-            drift: Vec::new(),
-            id: None,
-            image: None,
-        });
-    }
-}
-
-/// Secrets are files, seen on this machine rather than on an engine: each one the spec
-/// declares is observed as configured, with its drift (mode, recipients) to heal.
-fn observe_secret_files(
-    graph: &ResourceGraph,
-    secrets: &crate::secrets::files::Inspection,
-    observed: &mut ObservedState,
-) {
-    use crate::graph::Kind;
-    observed.unobserved.retain(|k| *k != Kind::Secret);
-    for r in graph.in_order() {
-        if r.address.kind != Kind::Secret {
-            continue;
-        }
-        let drift = secrets
-            .files
-            .get(&r.address.name)
-            .map(|f| f.drift())
-            .unwrap_or_default();
-        observed.resources.push(crate::observe::ObservedResource {
-            address: r.address.clone(),
-            attrs: r.attrs.clone(),
-            depends_on: r.depends_on.clone(),
-            drift,
-            id: None,
-            image: None,
-        });
-    }
-}
-
-/// A secret the pre-flight refuses has no version to give its consumers: each pod that
-/// runs keeps the version it has, so that the plan replaces no pod for a file that apply
-/// will not deliver (the pre-flight warning says what is wrong with it).
-fn hold_unusable_secrets(
-    desired: &mut [crate::graph::Resource],
-    observed: &ObservedState,
-    unusable: &[&str],
-) {
-    if unusable.is_empty() {
-        return;
-    }
-    for want in desired.iter_mut() {
-        if want.address.kind != crate::graph::Kind::Pod {
-            continue;
-        }
-        let Some(have) = observed
-            .resources
-            .iter()
-            .find(|o| o.address.match_key() == want.address.match_key())
-        else {
-            continue;
-        };
-        for name in unusable {
-            let field = format!("secret.{name}.version");
-            if let Some(v) = have.attrs.get(&field)
-                && want.attrs.contains_key(&format!("secret.{name}"))
-            {
-                want.attrs.insert(field, v.clone());
-            }
-        }
-    }
-}
-
 use crate::state::journal::Kind;
 
 impl Session {
@@ -593,9 +374,9 @@ impl Session {
             ));
         }
         let mut mode = if lock.is_some() {
-            Observe::Tidy
+            crate::observe::Observe::Tidy
         } else {
-            Observe::Strict
+            crate::observe::Observe::Strict
         };
         for kind in [Kind::Apply, Kind::Restore] {
             let Some(m) = crate::state::journal::read_kind(&state, kind)? else {
@@ -607,7 +388,7 @@ impl Session {
                 // out of date. A restore's own apply (bringing its pods back) is one too.
                 Some(h) => {
                     notes.push(format!("an apply is in progress: {h}"));
-                    mode = Observe::DuringApply;
+                    mode = crate::observe::Observe::DuringApply;
                 }
                 None => {
                     return Err(OpError::Interrupted {
@@ -648,7 +429,7 @@ impl Session {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let secrets = match goal {
-            Goal::Spec => crate::secrets::files::inspect(&valid.spec, &spec_dir),
+            Goal::Spec => crate::observe::secrets::inspect(&valid.spec, &spec_dir),
             // Destroy leaves the secret files alone: they are the repository's.
             Goal::Nothing => crate::secrets::files::Inspection::default(),
         };
@@ -656,11 +437,6 @@ impl Session {
             .enable_all()
             .build()
             .map_err(OpError::Runtime)?;
-        // With the lock (apply, destroy, rollback) and no apply to recover, what an
-        // interrupted apply left beside a pod's own is removed before observing.
-        let (engines, mut observed, removed) =
-            runtime.block_on(observe_engines_tidy(&valid.spec, mode))?;
-        notes.extend(removed);
         let mut desired = match goal {
             Goal::Spec => {
                 let facts = resources::LocalFacts {
@@ -671,29 +447,27 @@ impl Session {
             }
             Goal::Nothing => Vec::new(),
         };
+        // With the lock (apply, destroy, rollback) and no apply to recover, what an
+        // interrupted apply left beside a pod's own is removed before observing.
+        let seen = runtime.block_on(crate::observe::observe(&crate::observe::Scope {
+            spec: &valid.spec,
+            spec_path: &spec_path,
+            spec_dir: &spec_dir,
+            state: &state,
+            desired: &desired,
+            secrets: &secrets,
+            local: goal == Goal::Spec,
+            mode,
+        }))?;
+        let (engines, observed, store_problems) = (seen.engines, seen.state, seen.store_problems);
+        notes.extend(seen.notes);
         if let Some(r) = &revision {
             let now = runtime.block_on(resolve_images(&desired, &valid.spec, &engines));
             pin_images(&mut desired, r, &observed, &now);
         }
         let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
-        hold_unusable_secrets(&mut desired, &observed, &unusable);
+        crate::observe::secrets::hold_unusable(&mut desired, &observed, &unusable);
         let graph = ResourceGraph::new(desired)?;
-        let mut store_problems = Vec::new();
-        if goal == Goal::Spec {
-            observe_secret_files(&graph, &secrets, &mut observed);
-            store_problems = observe_backups(
-                &valid.spec,
-                &state,
-                &spec_path,
-                &spec_dir,
-                &graph,
-                &mut observed,
-                &mut notes,
-            );
-        }
-        // Timers of backups the goal no longer has (removed from the spec, or a destroy):
-        // planned for deletion (their stores and backups stay).
-        observe_orphan_timers(&valid.spec.project.value, &graph, &mut observed);
         let plan = plan(&valid.spec.project.value, &graph, &observed);
         let mut report = valid.report;
         for n in notes {
@@ -829,7 +603,7 @@ impl Session {
             let images = self
                 .runtime
                 .block_on(deployed_images(&self.spec, &self.engines))?;
-            let secrets = crate::secrets::files::inspect(&self.spec, &self.spec_dir)
+            let secrets = crate::observe::secrets::inspect(&self.spec, &self.spec_dir)
                 .files
                 .into_iter()
                 .map(|(name, f)| (name, f.fingerprint))
@@ -1170,103 +944,6 @@ async fn deployed_images(
         }
     }
     Ok(out)
-}
-
-/// `sha256:` and 12 hex digits of an image id.
-fn short_image(id: &str) -> &str {
-    id.get(..19).unwrap_or(id)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Connects to every region's engine and observes them, concurrently.
-pub async fn observe_engines(
-    spec: &Spec,
-) -> Result<
-    (
-        std::collections::HashMap<String, crate::engine::Engine>,
-        ObservedState,
-    ),
-    OpError,
-> {
-    let (engines, state, _) = observe_engines_tidy(spec, Observe::Strict).await?;
-    Ok((engines, state))
-}
-
-/// How observation treats two containers claiming one address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Observe {
-    /// An error naming both.
-    Strict,
-    /// The caller holds the project's lock and no apply is to recover: the containers an
-    /// interrupted apply left beside a pod's own are removed first
-    /// ([`crate::observe::docker::remove_strays`]).
-    Tidy,
-    /// Another command is applying (a read-only plan): the pod's own name wins.
-    DuringApply,
-}
-
-/// [`observe_engines`], treating duplicates as `mode` says; returns what it removed.
-pub async fn observe_engines_tidy(
-    spec: &Spec,
-    mode: Observe,
-) -> Result<
-    (
-        std::collections::HashMap<String, crate::engine::Engine>,
-        ObservedState,
-        Vec<String>,
-    ),
-    OpError,
-> {
-    let names = spec.region_names();
-    let all = &names;
-    let project = spec.project.value.as_str();
-    let observations = names.iter().map(|name| async move {
-        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
-        let engine = crate::engine::Engine::connect(name, endpoint).await?;
-        let removed = if mode == Observe::Tidy {
-            let mut removed = crate::observe::docker::remove_strays(&engine, project).await?;
-            // And the helper containers a killed backup or restore left: they mount the
-            // project's volumes, which a destroy could not remove while they exist.
-            let helpers = crate::backup::ops::sweep_helpers(&engine, project).await?;
-            if helpers > 0 {
-                removed.push(format!(
-                    "removed {helpers} helper container(s) in `{name}` a killed backup or restore left"
-                ));
-            }
-            removed
-        } else {
-            Vec::new()
-        };
-        let shown = resources::shown_region(all, name);
-        let found =
-            crate::observe::docker::observe(&engine, project, shown, mode == Observe::DuringApply)
-                .await?;
-        Ok::<_, crate::engine::EngineError>((name.to_string(), engine, found, removed))
-    });
-    let results = futures_util::future::try_join_all(observations).await?;
-    let mut engines = std::collections::HashMap::new();
-    let mut resources = Vec::new();
-    let mut removed = Vec::new();
-    for (name, engine, found, gone) in results {
-        engines.insert(name, engine);
-        resources.extend(found);
-        removed.extend(gone);
-    }
-    let state = ObservedState {
-        origin: Origin::Engines {
-            regions: names.iter().map(|n| n.to_string()).collect(),
-        },
-        resources,
-        unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
-    };
-    Ok((engines, state, removed))
 }
 
 /// Connects to every region's engine, concurrently, without observing.
@@ -1715,14 +1392,14 @@ pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Repo
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
-    let secrets = crate::secrets::files::inspect(&valid.spec, &spec_dir);
+    let secrets = crate::observe::secrets::inspect(&valid.spec, &spec_dir);
     let facts = resources::LocalFacts {
         build_digests: build_digests(&valid.spec, &spec_dir)?,
         secret_versions: secrets.versions(),
     };
     let mut desired = resources::desired_with(&valid.spec, &facts);
     let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
-    hold_unusable_secrets(&mut desired, &snap.observed, &unusable);
+    crate::observe::secrets::hold_unusable(&mut desired, &snap.observed, &unusable);
     let graph = ResourceGraph::new(desired)?;
     let plan = plan(&valid.spec.project.value, &graph, &snap.observed);
     Ok((plan, valid.report))

@@ -31,13 +31,7 @@ pub fn container_name_of(project: &str, address: &crate::graph::Address) -> Stri
     }
 }
 
-/// Whether a container name is one apply gives for a moment: a blue-green candidate, an old
-/// container set aside, a deleted one awaiting the commit.
-pub fn is_transient(name: &str) -> bool {
-    name.ends_with("-berth-next")
-        || name.ends_with("-berth-old")
-        || name.contains("-berth-deleted-")
-}
+pub use crate::engine::names::is_transient;
 
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)

@@ -428,9 +428,7 @@ pub async fn commit_one(
     }
 }
 
-pub fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
+pub use crate::engine::names::short;
 
 #[cfg(test)]
 mod tests {

@@ -414,7 +414,7 @@ fn rotate(file: &Path, all: bool) -> Result<u8, OpError> {
     let valid = ops::load_valid(file)?;
     print_warnings(&valid.report);
     let dir = spec_dir(file);
-    let inspection = files::inspect(&valid.spec, &dir);
+    let inspection = crate::observe::secrets::inspect(&valid.spec, &dir);
     // Everything must decrypt before anything is rewritten: one step, all or nothing.
     let blocking: Vec<Diagnostic> = inspection
         .problems
@@ -506,10 +506,10 @@ fn report_removed(inspection: &Inspection, rewritten: &[&str]) {
 fn verify(file: &Path) -> Result<u8, OpError> {
     let valid = ops::load_valid(file)?;
     print_warnings(&valid.report);
-    let inspection = files::inspect(&valid.spec, &spec_dir(file));
+    let inspection = crate::observe::secrets::inspect(&valid.spec, &spec_dir(file));
     let mut drift = Vec::new();
     for (name, f) in &inspection.files {
-        for d in f.drift() {
+        for d in crate::observe::secrets::drift(f) {
             drift.push(
                 Diagnostic::warning(
                     "secrets::drift",

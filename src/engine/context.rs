@@ -161,7 +161,7 @@ pub fn digest(root: &Path, dockerfile: &str) -> Result<String, ContextError> {
             h.update(&bytes);
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::encode::hex(&h.finalize()))
 }
 
 /// The context as a tar archive for the engine's build call.

@@ -17,8 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sha2::{Digest, Sha256};
-
 use crate::graph::{Address, Resource};
 
 pub const PROJECT: &str = "io.berth.project";
@@ -38,10 +36,7 @@ pub fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
 /// SHA-256 of the attributes' canonical JSON (sorted keys), hex.
 pub fn hash(attrs: &BTreeMap<String, String>) -> String {
     let json = serde_json::to_string(attrs).unwrap_or_default();
-    Sha256::digest(json.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::encode::sha256_hex(json.as_bytes())
 }
 
 /// The labels for a resource of `project`.

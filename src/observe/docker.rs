@@ -3,7 +3,7 @@
 
 use super::{Drift, ObservedResource};
 use crate::engine::docker::{ContainerInfo, ObjectInfo};
-use crate::engine::{Engine, EngineError, labels};
+use crate::engine::{Engine, EngineError, labels, names};
 use crate::graph::{Address, Kind};
 
 /// The project's resources on `engine`, with addresses qualified by `region` when the spec
@@ -28,7 +28,7 @@ pub async fn observe(
         let transient: Vec<String> = duplicates(&containers)
             .into_iter()
             .flat_map(|(_, claimants)| claimants)
-            .filter(|c| crate::apply::container::is_transient(&c.name))
+            .filter(|c| names::is_transient(&c.name))
             .map(|c| c.id.clone())
             .collect();
         containers.retain(|c| !transient.contains(&c.id));
@@ -80,21 +80,18 @@ pub async fn remove_strays(engine: &Engine, project: &str) -> Result<Vec<String>
     for (address, claimants) in duplicates(&containers) {
         let own: Vec<&&ContainerInfo> = claimants
             .iter()
-            .filter(|c| !crate::apply::container::is_transient(&c.name))
+            .filter(|c| !names::is_transient(&c.name))
             .collect();
         if own.len() != 1 {
             continue; // nothing tells which one is the pod: observation reports them
         }
-        for c in claimants
-            .iter()
-            .filter(|c| crate::apply::container::is_transient(&c.name))
-        {
+        for c in claimants.iter().filter(|c| names::is_transient(&c.name)) {
             engine.remove(&c.id).await?;
             removed.push(format!(
                 "in `{}`: removed {} ({}), left beside {} by an interrupted apply",
                 engine.region,
                 c.name,
-                crate::apply::undo::short(&c.id),
+                names::short(&c.id),
                 address
             ));
         }

@@ -1,14 +1,28 @@
 //! Observed state: what exists, as plain data the planner compares the desired graph with.
 //!
 //! The planner does not care where this came from: another revision of the spec
-//! (`berth plan --against OLD.yaml`, [`ObservedState::from_resources`]) or the regions'
-//! engines ([`docker`]).
+//! (`berth plan --against OLD.yaml`, [`ObservedState::from_resources`]) or what exists now,
+//! observed by [`observe`]: the regions' engines ([`engines`], each through [`docker`]), and
+//! on this machine the secret files ([`secrets`]), the backups' stores and timers
+//! ([`backups`]).
 
+pub mod backups;
 pub mod docker;
+pub mod engines;
+pub mod secrets;
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use engines::{Observe, UNOBSERVED_ON_ENGINES};
+
+use crate::diag::Diagnostic;
+use crate::engine::{Engine, EngineError};
 use crate::graph::{Address, Resource};
+use crate::secrets::files::Inspection;
+use crate::spec::Spec;
 
 /// Where an observed state came from, for the plan's header.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,4 +92,55 @@ impl ObservedState {
             unobserved: Vec::new(),
         }
     }
+}
+
+/// What [`observe`] looks at, for one project.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub spec: &'a Spec,
+    /// The spec file (absolute), and its directory: relative paths are relative to it.
+    pub spec_path: &'a Path,
+    pub spec_dir: &'a Path,
+    pub state: &'a crate::state::StateDir,
+    /// The desired resources: each secret and backup among them is observed on this
+    /// machine.
+    pub desired: &'a [Resource],
+    /// The secret files as read (`secrets::inspect`).
+    pub secrets: &'a Inspection,
+    /// Whether the secret files and backups on this machine are observed: not for a
+    /// destroy, which leaves them alone (the timers of backups no longer desired are
+    /// observed all the same).
+    pub local: bool,
+    pub mode: Observe,
+}
+
+/// What exists for a project: on its engines (connected, kept for apply) and on this
+/// machine.
+pub struct Observation {
+    pub engines: HashMap<String, Engine>,
+    pub state: ObservedState,
+    /// What observation did or found worth a warning: containers an interrupted command
+    /// left, removed; a backup's RPO at risk.
+    pub notes: Vec<String>,
+    /// Backup stores berth may not use: refused by the pre-flight.
+    pub store_problems: Vec<Diagnostic>,
+}
+
+/// Observes everything of the project: its engines, then on this machine its secret files,
+/// its backups' stores and timers, and the timers of backups no longer desired (planned for
+/// deletion; their stores and backups stay).
+pub async fn observe(scope: &Scope<'_>) -> Result<Observation, EngineError> {
+    let (engines, mut state, mut notes) = engines::observe(scope.spec, scope.mode).await?;
+    let mut store_problems = Vec::new();
+    if scope.local {
+        secrets::observe(scope.desired, scope.secrets, &mut state);
+        store_problems = backups::observe(scope, &mut state, &mut notes);
+    }
+    backups::orphan_timers(&scope.spec.project.value, scope.desired, &mut state);
+    Ok(Observation {
+        engines,
+        state,
+        notes,
+        store_problems,
+    })
 }

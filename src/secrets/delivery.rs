@@ -305,7 +305,7 @@ fn token() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::encode::hex(&bytes)
 }
 
 /// `uid[:gid]` as numbers; `None` for a user name (which only the image can resolve).

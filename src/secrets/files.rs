@@ -1,6 +1,8 @@
 //! A spec's secrets on this machine: where the identity and the encrypted files are, what
 //! berth finds there (mode, ciphertext fingerprint, the recipients each file was encrypted
-//! to), and the pre-flight checks that `plan` reports as warnings and `apply` refuses on.
+//! to), as [`Inspection`]. Reading and checking them is observation's
+//! (`observe::secrets::inspect`): the pre-flight checks that `plan` reports as warnings and
+//! `apply` refuses on.
 //!
 //! Beside each file berth writes `FILE.recipients`: the public keys it encrypted the file
 //! to and the fingerprint of the ciphertext they describe. A file written by another tool
@@ -10,9 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::diag::{Diagnostic, Span};
+use crate::diag::Diagnostic;
 use crate::fsutil;
-use crate::observe::Drift;
 use crate::spec::{Secret, Spec};
 
 use super::age::Identity;
@@ -221,35 +222,6 @@ pub struct FileFacts {
 }
 
 impl FileFacts {
-    /// Differences to heal: a mode other than 0600, a recipient set other than the spec's.
-    /// A file that does not decrypt, holds a bad value or that others may replace has none:
-    /// apply refuses it, and what it needs (a new value, or the owner's `chmod`) the
-    /// pre-flight says.
-    pub fn drift(&self) -> Vec<Drift> {
-        let mut out = Vec::new();
-        if !self.usable {
-            return out;
-        }
-        if self.mode != FILE_MODE {
-            out.push(Drift {
-                field: "mode".into(),
-                observed: format!("{:04o}", self.mode),
-                expected: format!("{FILE_MODE:04o}"),
-            });
-        }
-        if self.stale_recipients() {
-            out.push(Drift {
-                field: "recipients".into(),
-                observed: self
-                    .recorded
-                    .as_ref()
-                    .map_or_else(|| NOT_RECORDED.to_owned(), |r| r.join(", ")),
-                expected: self.wanted.join(", "),
-            });
-        }
-        out
-    }
-
     /// Whether the file must be re-encrypted to the spec's recipients. When they cannot
     /// be known here (no `recipients:` and no identity, as in CI), nothing is stale.
     pub fn stale_recipients(&self) -> bool {
@@ -300,249 +272,6 @@ impl Inspection {
 
 /// A value only apply can tell (the fingerprint of a file it is about to re-encrypt).
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
-
-/// Reads the identity and every secret file of the spec, decrypts each and runs its checks.
-/// With no secrets in the spec, nothing is read (not even the identity).
-pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
-    let identity_path = identity_path(spec, spec_dir);
-    let mut out = Inspection {
-        identity_path: identity_path.clone(),
-        identity: None,
-        files: BTreeMap::new(),
-        problems: Vec::new(),
-    };
-    if spec.secrets.iter().next().is_none() {
-        return out;
-    }
-    let identity_span = spec.identity.as_ref().map(|i| i.span);
-    let at = |d: Diagnostic, span: Option<Span>, label: &str| match span {
-        Some(s) => d.at(s, label),
-        None => d,
-    };
-    let shown = identity_path.display().to_string();
-    match fsutil::mode_of(&identity_path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.problems.push(
-            at(
-                Diagnostic::error(
-                    "secrets::identity-missing",
-                    format!("the identity `{shown}` does not exist"),
-                ),
-                identity_span,
-                "no key here",
-            )
-            .help(format!(
-                "create it with `berth secrets init`, or point `identity:` (or ${ENV_IDENTITY}) at your age key"
-            )),
-        ),
-        Err(e) => out.problems.push(
-            at(
-                Diagnostic::error(
-                    "secrets::identity-unreadable",
-                    format!("the identity `{shown}` cannot be read: {e}"),
-                ),
-                identity_span,
-                "unreadable",
-            )
-            .help("run berth as the user who owns the key"),
-        ),
-        Ok(mode) if mode & 0o077 != 0 => out.problems.push(
-            at(
-                Diagnostic::error(
-                    "secrets::identity-mode",
-                    format!("the identity `{shown}` has mode {mode:04o}: other users may read it"),
-                ),
-                identity_span,
-                "must be 0600",
-            )
-            .help(format!(
-                "run `chmod 600 {shown}`; if other users could read it, treat the key as leaked: create a new one and rotate"
-            )),
-        ),
-        Ok(_) => match Identity::load(&identity_path) {
-            Ok(i) => out.identity = Some(i),
-            Err(e) => out.problems.push(
-                at(
-                    Diagnostic::error("secrets::identity-invalid", e.to_string()),
-                    identity_span,
-                    "not an age identity",
-                )
-                .help("an identity file holds `AGE-SECRET-KEY-1...` lines (from `berth secrets init` or `age-keygen`)"),
-            ),
-        },
-    }
-    for s in spec.secrets.iter() {
-        let name = &s.name.value;
-        let secret = &s.item;
-        let span = secret.file.span;
-        let shown = secret.file.value.as_str();
-        let path = match resolve_secret_path(spec_dir, secret) {
-            Ok(p) => p,
-            Err(e @ PlaceError::Outside { .. }) => {
-                out.problems.push(
-                    Diagnostic::error(
-                        "secrets::file-outside",
-                        format!("secret `{name}`: `{shown}` {e}"),
-                    )
-                    .at(span, "outside the spec's directory")
-                    .help("keep the file beside the spec (replace the symlink by the file itself); if it must live elsewhere, add `allow_outside: true` to this secret"),
-                );
-                continue;
-            }
-            Err(PlaceError::Io(e)) => {
-                out.problems.push(
-                    Diagnostic::error(
-                        "secrets::file-unreadable",
-                        format!("secret `{name}`: `{shown}` cannot be read: {e}"),
-                    )
-                    .at(span, "unreadable")
-                    .help("check the path and the directories on it"),
-                );
-                continue;
-            }
-        };
-        let unsafe_dirs = unsafe_dirs(spec_dir, &path);
-        for (dir, why) in &unsafe_dirs {
-            out.problems.push(
-                Diagnostic::error(
-                    "secrets::dir-writable",
-                    format!("secret `{name}`: its directory is not private: {why}"),
-                )
-                .at(span, "in a directory others may write")
-                .help(format!(
-                    "run `chmod go-w {}` (and give it to the user who runs berth); anyone who can write the directory can substitute the file, or plant a link that berth would write through",
-                    dir.display()
-                )),
-            );
-        }
-        if !unsafe_dirs.is_empty() {
-            continue;
-        }
-        let mode = match fsutil::mode_of(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.problems.push(
-                    Diagnostic::error(
-                        "secrets::file-missing",
-                        format!("secret `{name}`: `{shown}` does not exist"),
-                    )
-                    .at(span, "no file here")
-                    .help(format!(
-                        "create it with `berth secrets set {name}` (the value is read from stdin)"
-                    )),
-                );
-                continue;
-            }
-            Err(e) => {
-                out.problems.push(
-                    Diagnostic::error(
-                        "secrets::file-unreadable",
-                        format!("secret `{name}`: `{shown}` cannot be read: {e}"),
-                    )
-                    .at(span, "unreadable")
-                    .help("check the file's owner and mode"),
-                );
-                continue;
-            }
-        };
-        // A file the pre-flight refuses has nothing to heal: apply will not touch it.
-        let mut usable = true;
-        let owner = std::fs::metadata(&path).map_or(0, |m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid()
-        });
-        if owner != 0 && owner != fsutil::effective_uid() {
-            usable = false;
-            out.problems.push(
-                Diagnostic::error(
-                    "secrets::file-writable",
-                    format!("secret `{name}`: `{shown}` is owned by user {owner}, who may replace it"),
-                )
-                .at(span, "owned by another user")
-                .help(format!(
-                    "run `chown {} {shown}` (berth runs as that user); whoever owns the file can substitute a value of their own",
-                    fsutil::effective_uid()
-                )),
-            );
-        }
-        if mode & 0o022 != 0 {
-            usable = false;
-            out.problems.push(
-                Diagnostic::error(
-                    "secrets::file-writable",
-                    format!("secret `{name}`: `{shown}` has mode {mode:04o}: other users may replace it"),
-                )
-                .at(span, "writable by others")
-                .help(format!(
-                    "run `chmod 600 {shown}`; anyone who can write the file can substitute a value of their own"
-                )),
-            );
-        }
-        let ciphertext = match std::fs::read(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                out.problems.push(
-                    Diagnostic::error(
-                        "secrets::file-unreadable",
-                        format!("secret `{name}`: `{shown}` cannot be read: {e}"),
-                    )
-                    .at(span, "unreadable")
-                    .help("check the file's owner and mode"),
-                );
-                continue;
-            }
-        };
-        let fp = fingerprint(&ciphertext);
-        if let Some(identity) = &out.identity {
-            match identity.decrypt(&ciphertext) {
-                Ok(value) => {
-                    let problems = super::value::problems(secret, &value);
-                    if !problems.is_empty() {
-                        usable = false;
-                        out.problems.push(
-                            Diagnostic::error(
-                                "secrets::check-failed",
-                                format!(
-                                    "secret `{name}` fails its checks: {}",
-                                    problems.join("; ")
-                                ),
-                            )
-                            .at(span, "decrypted, then checked")
-                            .help(format!(
-                                "set a proper value with `berth secrets set {name}`"
-                            )),
-                        );
-                    }
-                }
-                Err(e) => {
-                    usable = false;
-                    out.problems.push(
-                    Diagnostic::error(
-                        "secrets::undecryptable",
-                        format!("secret `{name}`: `{shown}` cannot be decrypted: {e}"),
-                    )
-                    .at(span, "undecryptable")
-                    .help(format!(
-                        "re-encrypt it to your key (`berth secrets rotate` on a machine that can decrypt it), or set it again with `berth secrets set {name}`"
-                    )),
-                    );
-                }
-            }
-        }
-        out.files.insert(
-            name.clone(),
-            FileFacts {
-                recorded: recorded_recipients(&path, &fp),
-                wanted: wanted_recipients(spec, secret, out.identity.as_ref()),
-                path,
-                mode,
-                ciphertext,
-                fingerprint: fp,
-                usable,
-            },
-        );
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,8 @@
 //!
 //! - [`plaintext`]: the one type that holds a decrypted value (zeroized, never printed);
 //! - [`age`]: identities, recipients, encryption (shared with backups);
-//! - [`files`]: the identity and the secret files on this machine, and the pre-flight;
+//! - [`files`]: the identity and the secret files on this machine (read and checked by
+//!   `observe::secrets`, the pre-flight);
 //! - [`value`]: the checks a decrypted value must pass;
 //! - [`delivery`]: how values reach containers, in memory only.
 

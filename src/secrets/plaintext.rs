@@ -54,8 +54,7 @@ impl Plaintext {
 /// A short, stable fingerprint of bytes, for showing that something changed.
 pub fn fingerprint(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::encode::hex(&digest[..6]))
 }
 
 #[cfg(test)]

@@ -1,0 +1,198 @@
+//! The engine's errors, the refusals berth tells apart, and the one retry every mutating
+//! call goes through.
+
+use super::{Engine, MIN_API};
+
+/// How long berth keeps retrying a call the engine refuses because another operation on
+/// the same object is still in progress (a removal, a create holding a name): long enough
+/// for the engine to finish what a killed berth had asked of it, bounded so that a stuck
+/// engine is reported, not waited on forever.
+pub(super) const IN_PROGRESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The first pause between two tries; it doubles up to [`RETRY_PAUSE_MAX`].
+pub(super) const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+pub(super) const RETRY_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether an engine refusal only means "not now": another operation on the object is in
+/// progress (`removal of container ... is already in progress`, a container that is
+/// restarting). Such a call is tried again after a pause.
+pub fn in_progress(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("in progress") || m.contains("is restarting")
+        }
+        _ => false,
+    }
+}
+
+/// Whether an engine refusal to remove a network is containers still attached to it (403
+/// `network ... has active endpoints`).
+pub fn active_endpoints(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 403, message }
+            if message.contains("active endpoints")
+    )
+}
+
+/// Whether an engine refusal is a name held by another container (409 `Conflict. The
+/// container name ... is already in use`), maybe one the engine is still creating.
+pub fn name_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.to_ascii_lowercase().contains("already in use")
+    )
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum EngineError {
+    #[error("cannot reach the engine of region `{region}` at `{endpoint}`: {reason}")]
+    #[diagnostic(
+        code(berth::engine_unreachable),
+        help(
+            "start the engine (`systemctl start docker`), or fix the region's `engine:` (or DOCKER_HOST); nothing was changed"
+        )
+    )]
+    Unreachable {
+        region: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("the engine of region `{region}` speaks API {found}; berth needs {}.{} or newer", MIN_API.0, MIN_API.1)]
+    #[diagnostic(
+        code(berth::engine_too_old),
+        help("upgrade Docker to 19.03 or newer, or Podman to 4 or newer")
+    )]
+    TooOld { region: String, found: String },
+    #[error("region `{region}`: `{endpoint}` engines are not supported yet")]
+    #[diagnostic(
+        code(berth::engine_unsupported),
+        help(
+            "reach the host through a unix socket or `tcp://`; ssh:// and TLS engines come with the regions work"
+        )
+    )]
+    Unsupported { region: String, endpoint: String },
+    #[error("building image `{image}` on the engine of region `{region}` failed: {reason}")]
+    #[diagnostic(
+        code(berth::build_failed),
+        help("fix the build context or its Dockerfile; nothing was changed")
+    )]
+    Build {
+        region: String,
+        image: String,
+        reason: String,
+    },
+    #[error("the engine of region `{region}` refused `{call}`: {reason}")]
+    #[diagnostic(
+        code(berth::engine_call),
+        help("check the engine's logs; nothing was changed by this call")
+    )]
+    Call {
+        region: String,
+        call: &'static str,
+        reason: String,
+    },
+    #[error("in region `{region}`, {} containers claim `{address}`: {}", containers.len(), containers.join(", "))]
+    #[diagnostic(
+        code(berth::duplicate_container),
+        help(
+            "an interrupted apply can leave one behind: `berth apply` or `berth recover` removes the one with a `-berth-` name and keeps the pod's own; otherwise remove the wrong one by hand (`docker rm -f ID`); nothing was changed"
+        )
+    )]
+    Duplicate {
+        region: String,
+        address: String,
+        /// Each as `ID (NAME)`.
+        containers: Vec<String>,
+    },
+}
+
+impl Engine {
+    /// Makes a call, and makes it again (with a growing pause, for a bounded time) while
+    /// the engine answers that another operation on the object is in progress: the one
+    /// place every mutating call goes through, in apply, undo and recover alike.
+    pub(super) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, bollard::errors::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_RETRY;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            self.count();
+            match call().await {
+                Err(e) if in_progress(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A call's result with "not found" (404) as `None`: gone is an answer, not an error.
+    pub(super) fn found<T>(
+        &self,
+        call: &'static str,
+        r: Result<T, bollard::errors::Error>,
+    ) -> Result<Option<T>, EngineError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.call_error(call, e)),
+        }
+    }
+
+    pub(super) fn call_error(&self, call: &'static str, e: bollard::errors::Error) -> EngineError {
+        EngineError::Call {
+            region: self.region.clone(),
+            call,
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_operation_in_progress_is_retried_and_other_refusals_are_not() {
+        assert!(in_progress(&refusal(
+            409,
+            "removal of container 4f2a is already in progress"
+        )));
+        assert!(in_progress(&refusal(
+            409,
+            "Container 4f2a is restarting, wait until the container is running"
+        )));
+        assert!(!in_progress(&refusal(
+            409,
+            "Conflict. The container name \"/x\" is already in use by container \"4f2a\""
+        )));
+        assert!(!in_progress(&refusal(
+            404,
+            "No such container: in progress"
+        )));
+        assert!(!in_progress(&refusal(500, "removal is in progress")));
+        assert!(name_conflict(&refusal(
+            409,
+            "Conflict. The container name \"/x\" is already in use by container \"4f2a\""
+        )));
+        assert!(!name_conflict(&refusal(409, "removal already in progress")));
+    }
+}

@@ -1,0 +1,178 @@
+//! Running a command in a container, copying files in and out of it (archives), its logs,
+//! and its events.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::LogsOptions;
+use futures_util::StreamExt;
+
+use super::{Engine, EngineError};
+
+/// The streams of a command run with [`Engine::exec`].
+pub struct ExecIo {
+    pub output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl Engine {
+    /// The tar stream of `path` in a container (running or not).
+    pub fn download(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = Result<hyper::body::Bytes, EngineError>> + use<'_> {
+        use futures_util::StreamExt;
+        self.count();
+        self.docker
+            .download_from_container(
+                id,
+                Some(bollard::query_parameters::DownloadFromContainerOptions {
+                    path: path.to_owned(),
+                }),
+            )
+            .map(|r| r.map_err(|e| self.call_error("download from container", e)))
+    }
+
+    /// Unpacks a tar stream at `path` in a container (running or not).
+    pub async fn upload(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl futures_util::Stream<Item = Result<hyper::body::Bytes, std::io::Error>>
+        + Send
+        + 'static,
+    ) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .upload_to_container(
+                id,
+                Some(bollard::query_parameters::UploadToContainerOptions {
+                    path: path.to_owned(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(tar),
+            )
+            .await
+            .map_err(|e| self.call_error("upload to container", e))
+    }
+
+    /// Starts `cmd` in a running container, attached: its output (stdout and stderr
+    /// frames) and, with `stdin`, a writer to its standard input. Returns the exec's id
+    /// for [`Engine::exec_exit_code`].
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        stdin: bool,
+    ) -> Result<(String, ExecIo), EngineError> {
+        self.count();
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                bollard::exec::CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    attach_stdin: Some(stdin),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.call_error("create exec", e))?;
+        self.count();
+        match self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(bollard::exec::StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(256 * 1024),
+                }),
+            )
+            .await
+            .map_err(|e| self.call_error("start exec", e))?
+        {
+            bollard::exec::StartExecResults::Attached { output, input } => {
+                Ok((created.id, ExecIo { output, input }))
+            }
+            bollard::exec::StartExecResults::Detached => Err(EngineError::Call {
+                region: self.region.clone(),
+                call: "start exec",
+                reason: "the engine did not attach to the command".into(),
+            }),
+        }
+    }
+
+    /// The exit code of a finished exec.
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+        self.count();
+        let r = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| self.call_error("inspect exec", e))?;
+        Ok(r.exit_code)
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr).
+    pub async fn log_tail(&self, id: &str, lines: usize) -> String {
+        self.count();
+        let mut stream = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        out
+    }
+
+    /// The exit status of the container's last exit, from the engine's events (those it
+    /// still holds). After a restart by its policy, the container's own state shows the
+    /// new run (status 0 while it runs); its `die` events keep the status of each exit.
+    pub async fn last_exit_status(&self, id: &str) -> Result<Option<i64>, EngineError> {
+        self.count();
+        let stamp = |t: std::time::SystemTime| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        };
+        let options = bollard::query_parameters::EventsOptions {
+            // Every event the engine holds for this container id (no clock to agree on).
+            since: Some(stamp(std::time::UNIX_EPOCH)),
+            // Up to now: the stream ends instead of waiting for new events.
+            until: Some(stamp(std::time::SystemTime::now())),
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("container".to_owned(), vec![id.to_owned()]),
+                ("event".to_owned(), vec!["die".to_owned()]),
+            ])),
+        };
+        let mut events = self.docker.events(Some(options));
+        let mut last = None;
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| self.call_error("events", e))?;
+            if let Some(code) = event
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("exitCode").and_then(|c| c.parse().ok()))
+            {
+                last = Some(code);
+            }
+        }
+        Ok(last)
+    }
+}

@@ -1,0 +1,113 @@
+//! Images: what a name stands for, pulling one, building one from a context.
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+
+use super::{Engine, EngineError};
+
+impl Engine {
+    /// The id (`sha256:...`) of the image a name or tag stands for now.
+    pub async fn image_id(&self, image: &str) -> Result<String, EngineError> {
+        self.count();
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.call_error("inspect image", e))?;
+        Ok(i.id.unwrap_or_default())
+    }
+
+    /// The user an image runs as (`USER` in its Dockerfile), empty for root.
+    pub async fn image_user(&self, image: &str) -> Result<String, EngineError> {
+        self.count();
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.call_error("inspect image", e))?;
+        Ok(i.config.and_then(|c| c.user).unwrap_or_default())
+    }
+
+    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        self.count();
+        let r = self.docker.inspect_image(image).await;
+        Ok(self.found("inspect image", r)?.is_some())
+    }
+
+    /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal as text.
+    pub async fn pull(&self, image: &str) -> Result<(), String> {
+        self.count();
+        // Without a tag the engine would pull every tag of the repository.
+        let last = image.rsplit('/').next().unwrap_or(image);
+        let reference = if last.contains(':') || image.contains('@') {
+            image.to_owned()
+        } else {
+            format!("{image}:latest")
+        };
+        let options = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(reference),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        return Err(detail.message.unwrap_or_else(|| "the pull failed".into()));
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds `tag` from a tar of the build context.
+    pub async fn build_image(
+        &self,
+        tag: &str,
+        context_tar: Vec<u8>,
+        dockerfile: &str,
+        args: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.count();
+        let options = bollard::query_parameters::BuildImageOptions {
+            dockerfile: dockerfile.to_owned(),
+            t: Some(tag.to_owned()),
+            rm: true,
+            forcerm: true,
+            buildargs: (!args.is_empty()).then_some(args),
+            ..Default::default()
+        };
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context_tar.into())));
+        let mut output: Vec<String> = Vec::new();
+        while let Some(item) = stream.next().await {
+            let failure = |reason: String| EngineError::Build {
+                region: self.region.clone(),
+                image: tag.to_owned(),
+                reason,
+            };
+            match item {
+                Ok(info) => {
+                    if let Some(line) = info.stream {
+                        output.push(line.trim_end().to_owned());
+                    }
+                    if let Some(detail) = info.error_detail {
+                        let last: Vec<String> =
+                            output.iter().rev().take(5).rev().cloned().collect();
+                        return Err(failure(format!(
+                            "{}\n{}",
+                            detail.message.unwrap_or_default(),
+                            last.join("\n")
+                        )));
+                    }
+                }
+                Err(e) => return Err(failure(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
