@@ -62,8 +62,11 @@ pub struct ObservedResource {
     pub image: Option<String>,
 }
 
-/// Everything observed for one project.
+/// Everything observed for one project: at most one object per address (the observers
+/// refuse two containers claiming one pod; a state read from a file is held to the same
+/// rule, so that the planner never matches an address against one of two claimants).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ObservedStateData")]
 pub struct ObservedState {
     pub origin: Origin,
     pub resources: Vec<ObservedResource>,
@@ -71,6 +74,54 @@ pub struct ObservedState {
     /// guessing that they are missing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unobserved: Vec<crate::graph::Kind>,
+}
+
+/// An observed state as written in a file, before the one-object-per-address rule.
+#[derive(Deserialize)]
+struct ObservedStateData {
+    origin: Origin,
+    resources: Vec<ObservedResource>,
+    #[serde(default)]
+    unobserved: Vec<crate::graph::Kind>,
+}
+
+/// Two objects of an observed state claiming one address.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "two objects claim `{address}` ({first} and {second}): an observed state holds one object per address; observe again on the host (`berth plan` names both containers, and `berth apply` or `berth recover` removes the stray)"
+)]
+pub struct TwoClaimants {
+    pub address: String,
+    pub first: String,
+    pub second: String,
+}
+
+impl TryFrom<ObservedStateData> for ObservedState {
+    type Error = TwoClaimants;
+
+    fn try_from(d: ObservedStateData) -> Result<Self, TwoClaimants> {
+        let mut seen: HashMap<_, &ObservedResource> = HashMap::new();
+        let name = |o: &ObservedResource| {
+            o.id.as_deref().map_or_else(
+                || "no id".to_owned(),
+                |id| crate::engine::names::short(id).to_owned(),
+            )
+        };
+        for o in &d.resources {
+            if let Some(first) = seen.insert(o.address.match_key(), o) {
+                return Err(TwoClaimants {
+                    address: o.address.to_string(),
+                    first: name(first),
+                    second: name(o),
+                });
+            }
+        }
+        Ok(ObservedState {
+            origin: d.origin,
+            resources: d.resources,
+            unobserved: d.unobserved,
+        })
+    }
 }
 
 impl ObservedState {

@@ -4,7 +4,8 @@
 //!
 //! Live cases: `(spec.yaml, live.json) -> plan`, where `live.json` is an observed state as
 //! the observers would report it (drift, leftovers, heal), a `README` beside them says what
-//! the case is; the planner, being pure, needs no engine for them.
+//! the case is; the planner, being pure, needs no engine for them. A case with a
+//! `refused.txt` holds a state that must be refused (with that text) before planning.
 
 use std::path::Path;
 
@@ -155,6 +156,7 @@ fn live_cases() {
                 ("volume.old-cache", Action::Delete),
             ],
         ),
+        ("two-claimants", &[]),
     ];
     let mut cases: Vec<_> = std::fs::read_dir("fixtures/plan")
         .expect("fixtures/plan")
@@ -180,6 +182,12 @@ fn live_cases() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let graph = berth::resources::graph(&valid.spec).expect("graph");
         let text = std::fs::read_to_string(dir.join("live.json")).expect("live.json");
+        if let Ok(refused) = std::fs::read_to_string(dir.join("refused.txt")) {
+            let e = serde_json::from_str::<berth::observe::ObservedState>(&text)
+                .expect_err(&format!("{name}: the state is refused"));
+            assert!(e.to_string().contains(refused.trim()), "{name}: {e}");
+            continue;
+        }
         let live: berth::observe::ObservedState =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/live.json: {e}"));
         let p = berth::plan::plan(&valid.spec.project.value, &graph, &live);
