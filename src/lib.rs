@@ -30,6 +30,7 @@ pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod plan;
+pub mod project;
 pub mod resources;
 pub mod secrets;
 pub mod spec;

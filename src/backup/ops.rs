@@ -16,18 +16,15 @@ use super::{BackupError, MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
 use crate::apply::Undo;
 use crate::engine::{Engine, labels};
 use crate::ops::OpError;
+use crate::project::Project;
 use crate::secrets::age::Identity;
-use crate::spec::{Backup, Consistency, Spec};
+use crate::spec::{Backup, Consistency};
 use crate::state::journal::{Journal, Kind, Outcome, Record, StepState};
 
-/// A spec's backups on this machine: the spec, its engines, the identity.
+/// A spec's backups on this machine: its project (spec, engines, identity) and what is
+/// done with them.
 pub struct Backups {
-    pub spec: Spec,
-    pub spec_dir: PathBuf,
-    pub state: crate::state::StateDir,
-    runtime: tokio::runtime::Runtime,
-    engines: HashMap<String, Engine>,
-    pub identity: Option<Identity>,
+    pub project: Project,
 }
 
 fn failed(name: &str, why: impl Into<String>, help: impl Into<String>) -> OpError {
@@ -40,31 +37,8 @@ fn failed(name: &str, why: impl Into<String>, help: impl Into<String>) -> OpErro
 
 impl Backups {
     pub fn open(path: &Path, state_dir: Option<&Path>) -> Result<Backups, OpError> {
-        let valid = crate::ops::load_valid(path)?;
-        let spec_dir = std::path::absolute(path)
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        let state = crate::state::StateDir::locate(&valid.spec.project.value, state_dir);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(OpError::Runtime)?;
-        // Only connected: observing happens under the project's lock (an apply in progress
-        // has two containers claiming a pod for a moment, which observing would refuse).
-        let engines = runtime.block_on(crate::ops::connect_engines(&valid.spec))?;
-        let identity = Identity::load(&crate::secrets::files::identity_path(
-            &valid.spec,
-            &spec_dir,
-        ))
-        .ok();
         Ok(Backups {
-            spec: valid.spec,
-            spec_dir,
-            state,
-            runtime,
-            engines,
-            identity,
+            project: Project::open(path, state_dir)?,
         })
     }
 
@@ -72,10 +46,10 @@ impl Backups {
     /// pending (`berth recover` first); the helper containers a killed backup or restore
     /// left are removed.
     fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
-        let project = &self.spec.project.value;
+        let project = &self.project.spec.project.value;
         // Waits for an apply (or another restore) to finish, as `backup run` does.
         let lock = crate::state::lock::acquire(
-            &self.state,
+            &self.project.state,
             project,
             "berth backup restore",
             Some(std::time::Duration::from_secs(600)),
@@ -88,9 +62,9 @@ impl Backups {
     /// Refuses while an apply or a restore is unfinished (`berth recover` first).
     fn refuse_if_interrupted(&self) -> Result<(), OpError> {
         for kind in [Kind::Apply, Kind::Restore] {
-            if let Some(m) = crate::state::journal::read_kind(&self.state, kind)? {
+            if let Some(m) = crate::state::journal::read_kind(&self.project.state, kind)? {
                 return Err(OpError::Interrupted {
-                    project: self.spec.project.value.clone(),
+                    project: self.project.spec.project.value.clone(),
                     detail: crate::ops::interrupted_detail(&m),
                 });
             }
@@ -100,9 +74,9 @@ impl Backups {
 
     /// Removes the helper containers a killed backup or restore left (under the lock).
     pub fn sweep_helpers(&self) -> Result<(), OpError> {
-        let project = self.spec.project.value.as_str();
-        self.runtime.block_on(async {
-            for engine in self.engines.values() {
+        let project = self.project.spec.project.value.as_str();
+        self.project.runtime.block_on(async {
+            for engine in self.project.engines.values() {
                 sweep_helpers(engine, project).await?;
             }
             Ok::<_, OpError>(())
@@ -120,11 +94,11 @@ impl Backups {
     ) -> Result<Journal, OpError> {
         let spec = std::path::absolute(spec_path).unwrap_or_else(|_| spec_path.to_path_buf());
         Ok(Journal::begin_kind(
-            &self.state,
+            &self.project.state,
             Kind::Restore,
             Record::Begin {
                 command: format!("berth backup restore {name}"),
-                project: self.spec.project.value.clone(),
+                project: self.project.spec.project.value.clone(),
                 spec: spec.display().to_string(),
                 spec_sha256: String::new(),
                 spec_text: String::new(),
@@ -139,13 +113,13 @@ impl Backups {
     /// The journal of a `consistent: stop` backup, begun (kept with a restore's: the same
     /// undos, the same `berth recover`): its undos start again the pods it stops.
     fn begin_stop_backup(&self, name: &str) -> Result<Journal, OpError> {
-        let latest = crate::state::revisions::latest(&self.state)?;
+        let latest = crate::state::revisions::latest(&self.project.state)?;
         Ok(Journal::begin_kind(
-            &self.state,
+            &self.project.state,
             Kind::Restore,
             Record::Begin {
                 command: format!("berth backup run {name}"),
-                project: self.spec.project.value.clone(),
+                project: self.project.spec.project.value.clone(),
                 spec: String::new(),
                 spec_sha256: String::new(),
                 spec_text: String::new(),
@@ -233,10 +207,10 @@ impl Backups {
             command: &command,
         };
         let (lines, ok) = crate::ops::unwind(
-            &self.runtime,
+            &self.project.runtime,
             &mut journal,
-            &self.engines,
-            &self.spec.project.value,
+            &self.project.engines,
+            &self.project.spec.project.value,
             &ctx,
         )?;
         if !ok {
@@ -266,9 +240,9 @@ impl Backups {
     /// volume may be empty or half-restored until `berth recover`); the helper containers a
     /// killed backup or restore left are removed.
     pub fn ready_for_backup(&self) -> Result<(), OpError> {
-        if let Some(m) = crate::state::journal::read_kind(&self.state, Kind::Restore)? {
+        if let Some(m) = crate::state::journal::read_kind(&self.project.state, Kind::Restore)? {
             return Err(OpError::Interrupted {
-                project: self.spec.project.value.clone(),
+                project: self.project.spec.project.value.clone(),
                 detail: crate::ops::interrupted_detail(&m),
             });
         }
@@ -277,7 +251,7 @@ impl Backups {
 
     /// The identity that decrypts backups, or why there is none.
     fn identity(&self, name: &str) -> Result<&Identity, OpError> {
-        self.identity.as_ref().ok_or_else(|| {
+        self.project.identity.as_ref().ok_or_else(|| {
             failed(
                 name,
                 "there is no identity on this machine to decrypt it with",
@@ -288,8 +262,9 @@ impl Backups {
 
     /// The backup named `name` in the spec.
     pub fn get(&self, name: &str) -> Result<&Backup, OpError> {
-        self.spec.backups.get(name).ok_or_else(|| {
+        self.project.spec.backups.get(name).ok_or_else(|| {
             let names: Vec<&str> = self
+                .project
                 .spec
                 .backups
                 .iter()
@@ -309,7 +284,8 @@ impl Backups {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.spec
+        self.project
+            .spec
             .backups
             .iter()
             .map(|b| b.name.value.clone())
@@ -318,6 +294,7 @@ impl Backups {
 
     pub fn store(&self, backup: &Backup) -> Result<LocalStore, OpError> {
         let root = self
+            .project
             .spec_dir
             .join(crate::fsutil::expand_home(&backup.store.value));
         Ok(LocalStore::open(&root)?)
@@ -325,18 +302,21 @@ impl Backups {
 
     fn recipients(&self, backup: &Backup) -> Vec<String> {
         crate::secrets::files::recipients_for(
-            &self.spec,
+            &self.project.spec,
             backup.recipients.as_deref(),
-            self.identity.as_ref(),
+            self.project.identity.as_ref(),
         )
     }
 
     fn primary(&self) -> Result<&Engine, OpError> {
-        let name = self.spec.region_names()[0];
-        self.engines.get(name).ok_or_else(|| OpError::Refused {
-            message: format!("region `{name}` is not connected"),
-            help: "this is a bug in berth: please report it".into(),
-        })
+        let name = self.project.spec.region_names()[0];
+        self.project
+            .engines
+            .get(name)
+            .ok_or_else(|| OpError::Refused {
+                message: format!("region `{name}` is not connected"),
+                help: "this is a bug in berth: please report it".into(),
+            })
     }
 
     /// Takes a backup, reads it back, and records it as verified (or says why not).
@@ -364,7 +344,10 @@ impl Backups {
                 self.seal_volume(name, &volume.value, backup, &recipients, out),
             )
         } else if let Some(path) = &source.path {
-            let root = self.spec_dir.join(crate::fsutil::expand_home(&path.value));
+            let root = self
+                .project
+                .spec_dir
+                .join(crate::fsutil::expand_home(&path.value));
             (
                 format!("path {}", root.display()),
                 seal_path(&root, &recipients, out)
@@ -400,11 +383,11 @@ impl Backups {
             format_version: MANIFEST_FORMAT,
             id: id.clone(),
             name: name.to_owned(),
-            project: self.spec.project.value.clone(),
+            project: self.project.spec.project.value.clone(),
             source: described,
             format: format.into(),
             created_at: at,
-            revision: crate::state::revisions::latest(&self.state)?,
+            revision: crate::state::revisions::latest(&self.project.state)?,
             berth_version: env!("CARGO_PKG_VERSION").into(),
             recipients,
             plain_bytes: stats.plain_bytes,
@@ -425,7 +408,7 @@ impl Backups {
     /// The running container of a pod (its first replica), on the primary region.
     async fn pod_container(&self, name: &str, pod: &str) -> Result<String, OpError> {
         let engine = self.primary()?;
-        let project = self.spec.project.value.as_str();
+        let project = self.project.spec.project.value.as_str();
         let address = crate::graph::Address::new(crate::graph::Kind::Pod, pod);
         let wanted = crate::apply::container::container_name_of(project, &address);
         let containers = engine.containers(project).await?;
@@ -453,7 +436,7 @@ impl Backups {
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
         let engine = self.primary()?;
-        self.runtime.block_on(async {
+        self.project.runtime.block_on(async {
             let container = self.pod_container(name, pod).await?;
             let (exec_id, io) = engine.exec(&container, cmd, false).await?;
             let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
@@ -512,9 +495,9 @@ impl Backups {
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
         let engine = self.primary()?;
-        let project = self.spec.project.value.as_str();
+        let project = self.project.spec.project.value.as_str();
         let object = crate::apply::container::object_name(project, volume);
-        self.runtime.block_on(async {
+        self.project.runtime.block_on(async {
             let containers = engine.containers(project).await?;
             let image = containers
                 .iter()
@@ -552,7 +535,7 @@ impl Backups {
                     record_undo(
                         j,
                         Undo::StartContainer {
-                            region: self.spec.region_names()[0].to_owned(),
+                            region: self.project.spec.region_names()[0].to_owned(),
                             id: id.clone(),
                         },
                     )?;
@@ -894,7 +877,7 @@ impl Backups {
         Ok(store
             .list(name)?
             .into_iter()
-            .filter(|m| m.project == self.spec.project.value)
+            .filter(|m| m.project == self.project.spec.project.value)
             .collect())
     }
 
@@ -982,7 +965,10 @@ impl Backups {
             return self.restore_exec(name, id, dry_run);
         }
         if let Some(path) = &backup.source.value.path {
-            let root = self.spec_dir.join(crate::fsutil::expand_home(&path.value));
+            let root = self
+                .project
+                .spec_dir
+                .join(crate::fsutil::expand_home(&path.value));
             return self.restore_path(name, id, dry_run, &root, spec_path, state_dir);
         }
         let Some(volume) = backup.source.value.volume.as_ref().map(|v| v.value.clone()) else {
@@ -993,7 +979,13 @@ impl Backups {
             ));
         };
         // Restoring makes the volume again: never one berth does not manage.
-        if self.spec.volumes.get(&volume).is_some_and(|v| v.external) {
+        if self
+            .project
+            .spec
+            .volumes
+            .get(&volume)
+            .is_some_and(|v| v.external)
+        {
             return Err(failed(
                 name,
                 format!("volume `{volume}` is external: berth never removes or makes it"),
@@ -1001,11 +993,12 @@ impl Backups {
             ));
         }
         let engine = self.primary()?;
-        let project = self.spec.project.value.as_str();
+        let project = self.project.spec.project.value.as_str();
         let object = crate::apply::container::object_name(project, &volume);
         // Restoring removes the volume: a container berth does not manage that uses it
         // would make that fail after the pods had gone. Refused before anything is touched.
         let foreign = self
+            .project
             .runtime
             .block_on(engine.foreign_on_volume(&object, project))?;
         if !foreign.is_empty() {
@@ -1018,6 +1011,7 @@ impl Backups {
         let manifest = self.choose(name, id)?;
         let incoming = self.entries_of(name, &manifest)?;
         let current = self
+            .project
             .runtime
             .block_on(self.volume_entries(engine, &object))?;
         let mut lines = Vec::new();
@@ -1052,7 +1046,7 @@ impl Backups {
                 lines,
             });
         }
-        let latest = crate::state::revisions::latest(&self.state)?;
+        let latest = crate::state::revisions::latest(&self.project.state)?;
         if latest == 0 {
             return Err(failed(
                 name,
@@ -1061,7 +1055,7 @@ impl Backups {
             ));
         }
         // The helper's image, chosen while the pods still run (a failed gate removes them).
-        let image = self.runtime.block_on(async {
+        let image = self.project.runtime.block_on(async {
             let containers = engine.containers(project).await?;
             containers
                 .iter()
@@ -1078,17 +1072,18 @@ impl Backups {
                 })
         })?;
         let volume_labels: std::collections::BTreeMap<String, String> = self
+            .project
             .runtime
             .block_on(engine.labels_of(crate::engine::docker::ObjectKind::Volume, &object))?
             .unwrap_or_default()
             .into_iter()
             .collect();
         let mut journal = self.begin_restore(name, &manifest, spec_path, latest)?;
-        let region = self.spec.region_names()[0].to_owned();
+        let region = self.project.spec.region_names()[0].to_owned();
         let forward = (|| -> Result<Manifest, OpError> {
             // The pods that write to it stop first, so that the safety copy holds
             // everything; each stop journaled with its undo (start it again).
-            let running: Vec<String> = self.runtime.block_on(async {
+            let running: Vec<String> = self.project.runtime.block_on(async {
                 Ok::<_, OpError>(
                     engine
                         .containers(project)
@@ -1120,7 +1115,8 @@ impl Backups {
             )?;
             self.step(&mut journal, "restore.volume", || {
                 let from = self.backup_ref(name, &manifest.id)?;
-                self.runtime
+                self.project
+                    .runtime
                     .block_on(refill_volume(
                         engine,
                         project,
@@ -1266,10 +1262,10 @@ impl Backups {
                 "the backup store",
                 std::fs::canonicalize(&store_root).unwrap_or(store_root),
             ),
-            ("the spec", self.spec_dir.clone()),
-            ("the state directory", self.state.path.clone()),
+            ("the spec", self.project.spec_dir.clone()),
+            ("the state directory", self.project.state.path.clone()),
         ];
-        let identity_path = self.identity.as_ref().map(|i| i.path.clone());
+        let identity_path = self.project.identity.as_ref().map(|i| i.path.clone());
         for (what, p) in precious
             .into_iter()
             .chain(identity_path.map(|p| ("the identity", p)))
@@ -1324,14 +1320,14 @@ impl Backups {
                 lines,
             });
         }
-        let latest = crate::state::revisions::latest(&self.state)?;
+        let latest = crate::state::revisions::latest(&self.project.state)?;
         let engine = self.primary()?;
-        let project = self.spec.project.value.as_str();
-        let region = self.spec.region_names()[0].to_owned();
+        let project = self.project.spec.project.value.as_str();
+        let region = self.project.spec.region_names()[0].to_owned();
         let mut journal = self.begin_restore(name, &manifest, spec_path, latest)?;
         let forward = (|| -> Result<(Manifest, Vec<String>), OpError> {
             // The containers that bind-mount it stop, each journaled with its undo.
-            let users: Vec<(String, Option<String>)> = self.runtime.block_on(async {
+            let users: Vec<(String, Option<String>)> = self.project.runtime.block_on(async {
                 Ok::<_, OpError>(
                     engine
                         .containers(project)
@@ -1372,7 +1368,7 @@ impl Backups {
             })?;
             // The pods start again, and pass their gates on the restored data.
             self.step(&mut journal, "restore.pods", || {
-                self.runtime.block_on(async {
+                self.project.runtime.block_on(async {
                     for (id, _) in &users {
                         engine.start(id).await?;
                     }
@@ -1423,7 +1419,7 @@ impl Backups {
         let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         let data = store.open(name, &m.id)?;
-        self.runtime.block_on(async {
+        self.project.runtime.block_on(async {
             let container = self.pod_container(name, pod).await?;
             let (exec_id, io) = engine.exec(&container, cmd, true).await?;
             let crate::engine::docker::ExecIo {
@@ -1505,11 +1501,12 @@ impl Backups {
     /// The pod's gates (health, then checks) on its running container.
     fn pod_gate(&self, name: &str, pod: &str) -> Result<(), OpError> {
         let engine = self.primary()?;
-        let Some(spec_pod) = self.spec.pods.get(pod) else {
+        let Some(spec_pod) = self.project.spec.pods.get(pod) else {
             return Ok(());
         };
-        let network = crate::apply::container::object_name(&self.spec.project.value, "default");
-        self.runtime.block_on(async {
+        let network =
+            crate::apply::container::object_name(&self.project.spec.project.value, "default");
+        self.project.runtime.block_on(async {
             let container = self.pod_container(name, pod).await?;
             let verdict = match crate::apply::gate::healthy(engine, &container, &network, spec_pod)
                 .await
@@ -1529,7 +1526,7 @@ impl Backups {
 
     /// The entries now in a volume (through a helper container).
     async fn volume_entries(&self, engine: &Engine, object: &str) -> Result<Vec<String>, OpError> {
-        let project = self.spec.project.value.as_str();
+        let project = self.project.spec.project.value.as_str();
         let containers = engine.containers(project).await?;
         let Some(image) = containers.first().map(|c| c.image_id.clone()) else {
             return Ok(Vec::new());
@@ -1594,7 +1591,7 @@ impl Backups {
                     id: id.clone(),
                 },
             )?;
-            self.runtime.block_on(engine.stop(id))?;
+            self.project.runtime.block_on(engine.stop(id))?;
         }
         Ok(())
     }

@@ -65,8 +65,8 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
     // must not save a volume halfway through a restore).
     let lock = |command: &str| {
         crate::state::lock::acquire(
-            &b.state,
-            &b.spec.project.value,
+            &b.project.state,
+            &b.project.spec.project.value,
             command,
             Some(std::time::Duration::from_secs(600)),
         )
@@ -159,7 +159,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             Ok(exit::OK)
         }
         Command::Verify { id, all } => {
-            let Some(identity) = &b.identity else {
+            let Some(identity) = &b.project.identity else {
                 return Err(OpError::Refused {
                     message: "there is no identity on this machine to decrypt backups with".into(),
                     help:
