@@ -14,7 +14,6 @@ const MAX_FN_LINES: usize = 120;
 /// grows past the length written beside it. The lists only ever shrink, to empty.
 const LONG_FILES: &[(&str, usize)] = &[
     ("apply/mod.rs", 1605),
-    ("backup/ops.rs", 1871),
     ("backup/store.rs", 906),
     ("engine/docker.rs", 1220),
     ("ops.rs", 1830),
@@ -26,8 +25,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("apply/mod.rs", "apply", 130),
     ("apply/mod.rs", "step_inner", 199),
     ("apply/undo.rs", "perform", 182),
-    ("backup/ops.rs", "restore", 203),
-    ("backup/ops.rs", "restore_path", 167),
     ("cli/backup.rs", "run", 217),
     ("ops.rs", "open", 147),
     ("ops.rs", "recover", 183),
