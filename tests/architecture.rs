@@ -25,7 +25,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("apply/mod.rs", "apply", 130),
     ("apply/mod.rs", "step_inner", 199),
     ("apply/undo.rs", "perform", 182),
-    ("cli/backup.rs", "run", 217),
     ("ops.rs", "open", 147),
     ("ops.rs", "recover", 183),
     ("resources.rs", "desired_with", 241),

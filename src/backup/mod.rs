@@ -1,8 +1,8 @@
 //! Encrypted, verified backups: one streaming pipeline ([`pipeline`]), a store behind a
 //! small trait ([`store`]), retention ([`retention`]), timers ([`schedule`]). The backups
 //! of a spec ([`ops::Backups`], on a [`crate::project::Project`]) are taken ([`take`]),
-//! restored ([`restore`]; [`refill`] puts data back in place, for a restore and its undo)
-//! and pruned ([`prune`]).
+//! restored ([`restore`]; [`refill`] puts data back in place, for a restore and its undo),
+//! verified ([`verify`](mod@verify)) and pruned ([`prune`]).
 //!
 //! A backup is a file `ID.tar.zst.age` (a tar stream, compressed with zstd, encrypted with
 //! age to the backup's recipients) and a manifest `ID.manifest.json` written atomically
@@ -23,6 +23,7 @@ pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod take;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 

@@ -42,6 +42,18 @@ impl Backups {
         })
     }
 
+    /// The project's lock for `command`, waiting (ten minutes at most) for an apply or a
+    /// restore of the project to finish: a scheduled backup must not save a volume halfway
+    /// through a restore, nor a prune delete under one.
+    pub fn lock(&self, command: &str) -> Result<crate::state::lock::Lock, OpError> {
+        Ok(crate::state::lock::acquire(
+            &self.project.state,
+            self.project.name(),
+            command,
+            Some(std::time::Duration::from_secs(600)),
+        )?)
+    }
+
     /// Removes the helper containers a killed backup or restore left (under the lock).
     pub fn sweep_helpers(&self) -> Result<(), OpError> {
         let project = self.project.spec.project.value.as_str();

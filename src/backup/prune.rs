@@ -3,7 +3,7 @@
 //! once a backup of the name verifies.
 
 use super::ops::Backups;
-use super::store::{LocalStore, Store};
+use super::store::{Incomplete, LocalStore, Store};
 use super::verify;
 use crate::ops::OpError;
 
@@ -31,7 +31,28 @@ pub struct Pruned {
     pub no_retention: bool,
 }
 
+impl Pruned {
+    /// Whether the prune failed its purpose: a backup failed its read-back, or none of
+    /// the name verifies now (so nothing was deleted).
+    pub fn failed(&self) -> bool {
+        !self.damaged.is_empty() || self.nothing_verifies
+    }
+}
+
 impl Backups {
+    /// The data files a killed backup of `name` left without a manifest, removed (those
+    /// removed). Called under the lock, once a backup of the name has just verified.
+    pub fn remove_incomplete(&self, name: &str) -> Result<Vec<Incomplete>, OpError> {
+        let store = self.store(self.get(name)?)?;
+        let mut removed = Vec::new();
+        for i in store.incomplete(name)? {
+            if store.remove_incomplete(name, &i.id)? {
+                removed.push(i);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Decides what `prune` keeps and deletes for `name`, the same way with `dry_run` or
     /// without. Before anything is deleted, every backup the decision counts on (a period
     /// of the policy, the newest verified) is read back whole; one that fails is marked

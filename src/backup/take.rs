@@ -42,17 +42,20 @@ impl Backups {
         )?)
     }
 
-    /// A backup's start (under the lock): refused while a restore is unfinished (the
-    /// volume may be empty or half-restored until `berth recover`); the helper containers a
-    /// killed backup or restore left are removed.
-    pub fn ready_for_backup(&self) -> Result<(), OpError> {
+    /// A backup's start: the project's lock (waiting for an apply or a restore to
+    /// finish); refused while a restore is unfinished (the volume may be empty or
+    /// half-restored until `berth recover`); the helper containers a killed backup or
+    /// restore left are removed.
+    pub fn lock_for_backup(&self) -> Result<crate::state::lock::Lock, OpError> {
+        let lock = self.lock("berth backup run")?;
         if let Some(m) = crate::state::journal::read_kind(&self.project.state, Kind::Restore)? {
             return Err(OpError::Interrupted {
                 project: self.project.spec.project.value.clone(),
                 detail: crate::ops::interrupted_detail(&m),
             });
         }
-        self.sweep_helpers()
+        self.sweep_helpers()?;
+        Ok(lock)
     }
 
     /// Takes a backup, reads it back, and records it as verified (or says why not).

@@ -16,14 +16,8 @@ impl Backups {
     /// pending (`berth recover` first); the helper containers a killed backup or restore
     /// left are removed.
     pub(super) fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
-        let project = &self.project.spec.project.value;
         // Waits for an apply (or another restore) to finish, as `backup run` does.
-        let lock = crate::state::lock::acquire(
-            &self.project.state,
-            project,
-            "berth backup restore",
-            Some(std::time::Duration::from_secs(600)),
-        )?;
+        let lock = self.lock("berth backup restore")?;
         self.refuse_if_interrupted()?;
         self.sweep_helpers()?;
         Ok(lock)
