@@ -14,7 +14,6 @@ const MAX_FN_LINES: usize = 120;
 /// grows past the length written beside it. The lists only ever shrink, to empty.
 const LONG_FILES: &[(&str, usize)] = &[
     ("apply/mod.rs", 1605),
-    ("backup/store.rs", 906),
     ("engine/docker.rs", 1220),
     ("ops.rs", 1830),
     ("spec/check.rs", 1782),
