@@ -17,6 +17,7 @@
 //! - [`observe`] holds what exists, [`plan`] compares and renders, [`apply`] executes;
 //! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
 //! - [`secrets`] holds the plaintext type that can never be printed;
+//! - [`project`] is the project context (spec, its directories, engines, identity) they share;
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;

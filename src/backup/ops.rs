@@ -15,6 +15,7 @@ use crate::ops::OpError;
 use crate::project::Project;
 use crate::secrets::age::Identity;
 use crate::spec::Backup;
+use crate::state::journal::Kind;
 
 pub use super::prune::{PruneDecision, Pruned};
 pub use super::refill::{BackupRef, binds, refill_path, refill_volume};
@@ -52,6 +53,21 @@ impl Backups {
             command,
             Some(std::time::Duration::from_secs(600)),
         )?)
+    }
+
+    /// Refuses while a journal of one of these kinds is unfinished (`berth recover`
+    /// first): a restore waits for no apply or restore; a backup for no restore (the
+    /// volume may be empty or half-restored until then).
+    pub(super) fn refuse_if_interrupted(&self, kinds: &[Kind]) -> Result<(), OpError> {
+        for kind in kinds {
+            if let Some(m) = crate::state::journal::read_kind(&self.project.state, *kind)? {
+                return Err(OpError::Interrupted {
+                    project: self.project.name().to_owned(),
+                    detail: crate::ops::interrupted_detail(&m),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Removes the helper containers a killed backup or restore left (under the lock).

@@ -48,12 +48,7 @@ impl Backups {
     /// restore left are removed.
     pub fn lock_for_backup(&self) -> Result<crate::state::lock::Lock, OpError> {
         let lock = self.lock("berth backup run")?;
-        if let Some(m) = crate::state::journal::read_kind(&self.project.state, Kind::Restore)? {
-            return Err(OpError::Interrupted {
-                project: self.project.spec.project.value.clone(),
-                detail: crate::ops::interrupted_detail(&m),
-            });
-        }
+        self.refuse_if_interrupted(&[Kind::Restore])?;
         self.sweep_helpers()?;
         Ok(lock)
     }

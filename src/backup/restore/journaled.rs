@@ -18,22 +18,9 @@ impl Backups {
     pub(super) fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
         // Waits for an apply (or another restore) to finish, as `backup run` does.
         let lock = self.lock("berth backup restore")?;
-        self.refuse_if_interrupted()?;
+        self.refuse_if_interrupted(&[Kind::Apply, Kind::Restore])?;
         self.sweep_helpers()?;
         Ok(lock)
-    }
-
-    /// Refuses while an apply or a restore is unfinished (`berth recover` first).
-    fn refuse_if_interrupted(&self) -> Result<(), OpError> {
-        for kind in [Kind::Apply, Kind::Restore] {
-            if let Some(m) = crate::state::journal::read_kind(&self.project.state, kind)? {
-                return Err(OpError::Interrupted {
-                    project: self.project.spec.project.value.clone(),
-                    detail: crate::ops::interrupted_detail(&m),
-                });
-            }
-        }
-        Ok(())
     }
 
     /// The journal of a restore, begun: its undo records say how to put back what was
