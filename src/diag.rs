@@ -3,7 +3,8 @@
 //! Every layer that inspects a spec (YAML parsing, structural checks, lints) produces plain
 //! [`Diagnostic`] values that carry a byte [`Span`] into the source. This module turns a
 //! [`Report`] (a file, its text and its diagnostics) into miette's graphical output for people
-//! and into a stable JSON shape for CI (`berth validate --format json`).
+//! and into a stable JSON shape for CI (`berth validate --format json`). It also holds the
+//! "did you mean" hints ([`suggest`], [`hint_for`]) every layer gives for an unknown name.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
 
-use crate::secrets::detect::mask_source;
+use crate::sensitive::mask_source;
 
 /// A byte range in the spec's source text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -275,6 +276,37 @@ impl miette::Diagnostic for SpecDiagnostic {
             .iter()
             .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
         Some(Box::new(std::iter::once(primary).chain(related)))
+    }
+}
+
+/// `did you mean`, when one of `candidates` is close to `name`: one or two edits away
+/// (a typo, a swapped pair of letters), or very similar.
+pub fn suggest<'n>(name: &str, candidates: impl Iterator<Item = &'n str>) -> Option<&'n str> {
+    let max_edits = (name.chars().count() / 3).clamp(1, 2);
+    candidates
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(name, c),
+                -strsim::jaro_winkler(name, c),
+                c,
+            )
+        })
+        .filter(|(edits, neg_jw, _)| *edits <= max_edits || -neg_jw > 0.9)
+        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+        .map(|(_, _, c)| c)
+}
+
+/// The hint for a name that is not one of `candidates`: "did you mean `x`?" when one is
+/// close, else `otherwise` followed by the candidates in backticks (or `empty` when there
+/// are none).
+pub fn hint_for(name: &str, candidates: &[&str], otherwise: &str, empty: &str) -> String {
+    match suggest(name, candidates.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if candidates.is_empty() => empty.to_owned(),
+        None => {
+            let list: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+            format!("{otherwise} {}", list.join(", "))
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! Files berth writes: atomically, with their mode from the start, and durably.
+//! Files berth writes: atomically, with their mode from the start, and durably; and the
+//! places that may never hold berth's data ([`refused_place`]: the root, system, temporary
+//! and virtual directories).
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -278,6 +280,112 @@ fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Top-level directories the system and every user share: never a store themselves.
+const SYSTEM: &[&str] = &[
+    "/usr", "/etc", "/var", "/home", "/root", "/boot", "/proc", "/sys", "/dev", "/run", "/bin",
+    "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/srv", "/mnt", "/media", "/snap",
+];
+
+/// Trees that are temporary (cleared on reboot, shared by every user) or not files at all:
+/// nothing in them is a store.
+const TEMPORARY: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
+const VIRTUAL: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// The children of system directories that the OS owns (all of those of `/etc` and `/boot`).
+const OS_CHILDREN: &[(&str, &[&str])] = &[
+    (
+        "/usr",
+        &[
+            "bin", "lib", "lib32", "lib64", "libx32", "libexec", "local", "sbin", "share",
+            "include", "src", "games",
+        ],
+    ),
+    (
+        "/var",
+        &[
+            "lib", "backups", "cache", "log", "spool", "mail", "opt", "local", "lock", "run",
+            "www", "snap", "crash", "db", "empty", "games", "yp", "account", "adm", "nis",
+        ],
+    ),
+];
+
+/// The standard places of `/usr/local` (the filesystem hierarchy standard's).
+const USR_LOCAL: &[&str] = &[
+    "bin", "etc", "games", "include", "lib", "lib64", "libexec", "man", "sbin", "share", "src",
+];
+
+/// `path` with `.` and `..` resolved as text (a store is given as an absolute path).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Why `path` (absolute) may never be a backup store, whatever is there: the root, a system
+/// directory or one of its children the OS owns, a temporary or virtual directory (or
+/// anything under them). `None` when it may be.
+pub fn refused_place(path: &Path) -> Option<String> {
+    let path = normalize(path);
+    if path == Path::new("/") {
+        return Some("`/` is the root directory: every file of the system is in it".into());
+    }
+    if let Some(t) = TEMPORARY.iter().find(|t| path.starts_with(t)) {
+        return Some(format!(
+            "`{}` is {}a temporary directory ({t}), cleared on reboot and shared by every user",
+            path.display(),
+            if path == Path::new(t) { "" } else { "under " }
+        ));
+    }
+    if let Some(v) = VIRTUAL.iter().find(|v| path.starts_with(v)) {
+        return Some(format!(
+            "`{}` is {}{v}, a directory of the kernel's, not of files",
+            path.display(),
+            if path == Path::new(v) { "" } else { "under " }
+        ));
+    }
+    let shown = path.display().to_string();
+    // The OS's own trees, whole: a package update may replace or remove anything in them.
+    // Under /usr only /usr/local is the administrator's, and not its standard places.
+    let local = path.strip_prefix("/usr/local").ok();
+    let os_tree = ["/etc", "/boot"].iter().any(|t| path.starts_with(t))
+        || (path.starts_with("/usr") && local.is_none())
+        || local
+            .and_then(|rest| rest.components().next())
+            .is_some_and(|c| USR_LOCAL.contains(&c.as_os_str().to_string_lossy().as_ref()));
+    if os_tree && !SYSTEM.contains(&shown.as_str()) && shown != "/usr/local" {
+        return Some(format!(
+            "`{shown}` is inside a tree of the OS's own files, which a package update may replace"
+        ));
+    }
+    if SYSTEM.contains(&shown.as_str()) {
+        return Some(format!(
+            "`{shown}` is a system directory, shared by the system and its users"
+        ));
+    }
+    let parent = path.parent().map(|p| p.display().to_string());
+    let child = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let os_owned = match parent.as_deref() {
+        Some("/etc" | "/boot") => true,
+        Some(p) => OS_CHILDREN
+            .iter()
+            .any(|(dir, kids)| *dir == p && kids.contains(&child.as_str())),
+        None => false,
+    };
+    os_owned.then(|| format!("`{shown}` is a system directory the OS owns"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +456,56 @@ mod tests {
     fn mount_table_names_filesystems() {
         assert_eq!(filesystem_of(Path::new("/proc")).as_deref(), Some("proc"));
         assert_eq!(unescape_octal(r"/a\040b"), "/a b");
+    }
+
+    #[test]
+    fn the_root_system_and_temporary_directories_are_never_stores() {
+        for refused in [
+            "/",
+            "/usr",
+            "/usr/",
+            "/etc",
+            "/var",
+            "/home",
+            "/root",
+            "/boot",
+            "/proc",
+            "/sys",
+            "/dev",
+            "/run",
+            "/var/lib",
+            "/usr/local",
+            "/var/backups",
+            "/etc/ssl",
+            "/tmp",
+            "/tmp/backups",
+            "/var/tmp/x",
+            "/dev/shm/x",
+            "/run/user/1000/b",
+            "/proc/1",
+            "/srv",
+            "/mnt",
+            "/opt/../usr",
+            "/srv/./../tmp/x",
+            "/usr/local/games",
+            "/usr/local/share/man",
+            "/usr/share/doc/x",
+            "/etc/ssl/private/x",
+            "/boot/efi/x",
+        ] {
+            assert!(refused_place(Path::new(refused)).is_some(), "{refused}");
+        }
+        for allowed in [
+            "/var/backups/shop",
+            "/var/lib/berth-quickstart/backups",
+            "/srv/backups",
+            "/mnt/disk/backups",
+            "/home/alice/backups",
+            "/root/backups",
+            "/backups",
+            "/usr/local/backups",
+        ] {
+            assert_eq!(refused_place(Path::new(allowed)), None, "{allowed}");
+        }
     }
 }

@@ -16,7 +16,8 @@
 //! - [`graph`] and [`resources`] turn a spec into addressed resources and their DAG;
 //! - [`observe`] holds what exists, [`plan`] compares and renders, [`apply`] executes;
 //! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
-//! - [`secrets`] holds the plaintext type that can never be printed;
+//! - [`secrets`] holds the plaintext type that can never be printed; [`sensitive`] recognises
+//!   credentials written where they should not be (for lints, plans and snippets);
 //! - [`project`] is the project context (spec, its directories, engines, identity) they share;
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
@@ -34,5 +35,6 @@ pub mod plan;
 pub mod project;
 pub mod resources;
 pub mod secrets;
+pub mod sensitive;
 pub mod spec;
 pub mod state;

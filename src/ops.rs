@@ -92,6 +92,9 @@ pub enum OpError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     MaxGateWait(#[from] crate::apply::gate::BadMaxGateWait),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Saved(#[from] crate::plan::saved::SavedError),
     /// A command cannot do what was asked (a missing file, a name the spec lacks, a
     /// snapshot of another project): what, and what to do.
     #[error("{message}")]
@@ -295,7 +298,7 @@ pub struct LivePlan {
 pub fn plan_live(path: &Path, opts: &Opts, save: bool) -> Result<LivePlan, OpError> {
     let session = Session::open(path, Goal::Spec, opts)?;
     let saved = if save {
-        Some(SavedPlan::of(&session)?)
+        Some(session.saved_plan()?)
     } else {
         None
     };
@@ -854,6 +857,22 @@ impl Session {
             j.end()?;
         }
         Ok(applied)
+    }
+
+    /// This session's plan, saved with the facts it was made from (`berth plan --out`).
+    pub fn saved_plan(&self) -> Result<SavedPlan, OpError> {
+        Ok(SavedPlan {
+            format_version: SAVED_PLAN_FORMAT,
+            project: self.spec.project.value.clone(),
+            spec: self.spec_path.display().to_string(),
+            facts: self.facts()?,
+            plan: self.plan.clone(),
+        })
+    }
+
+    /// What moved on since `saved` was made (one line each); empty when it still holds.
+    pub fn stale_facts(&self, saved: &SavedPlan) -> Result<Vec<String>, OpError> {
+        Ok(saved.stale_facts(&self.facts()?, &self.spec.project.value, &self.plan))
     }
 
     /// Every observed fact the plan relies on, by name, each as a short text: the spec's
@@ -1658,111 +1677,7 @@ async fn journaled_containers_left(
     left
 }
 
-/// A JSON file berth wrote (`what` it should be, and `help` for when it is not).
-fn read_json<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    what: &str,
-    help: &str,
-) -> Result<T, OpError> {
-    let refused = |message: String| OpError::Refused {
-        message,
-        help: help.to_owned(),
-    };
-    let bytes = std::fs::read(path)
-        .map_err(|e| refused(format!("cannot read `{}`: {e}", path.display())))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| refused(format!("`{}` is not {what}: {e}", path.display())))
-}
-
-/// A plan written by `berth plan --out FILE`, applied later by `berth apply FILE`: the plan,
-/// and every fact it was made from, so that apply can refuse it when the world moved on.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct SavedPlan {
-    pub format_version: u32,
-    pub project: String,
-    /// The spec file it was made from (absolute).
-    pub spec: String,
-    pub facts: std::collections::BTreeMap<String, String>,
-    pub plan: Plan,
-}
-
-pub const SAVED_PLAN_FORMAT: u32 = 1;
-
-impl SavedPlan {
-    pub fn of(session: &Session) -> Result<SavedPlan, OpError> {
-        Ok(SavedPlan {
-            format_version: SAVED_PLAN_FORMAT,
-            project: session.spec.project.value.clone(),
-            spec: session.spec_path.display().to_string(),
-            facts: session.facts()?,
-            plan: session.plan.clone(),
-        })
-    }
-
-    pub fn read(path: &Path) -> Result<SavedPlan, OpError> {
-        let plan: SavedPlan = read_json(
-            path,
-            "a saved plan",
-            "give the file written by `berth plan --out FILE`",
-        )?;
-        if plan.format_version != SAVED_PLAN_FORMAT {
-            return Err(OpError::Refused {
-                message: format!(
-                    "`{}` is a saved plan of format {}; this berth reads format {SAVED_PLAN_FORMAT}",
-                    path.display(),
-                    plan.format_version
-                ),
-                help: "make the plan again with this berth".into(),
-            });
-        }
-        Ok(plan)
-    }
-
-    /// What differs between the facts this plan was made from and the session's now (one
-    /// line per fact), and whether the plan itself would come out differently.
-    pub fn stale_facts(&self, session: &Session) -> Result<Vec<String>, OpError> {
-        let now = session.facts()?;
-        let mut changed = Vec::new();
-        for (k, was) in &self.facts {
-            match now.get(k) {
-                Some(is) if is == was => {}
-                Some(is) => changed.push(format!("  {k}: was {was}; now {is}")),
-                None => changed.push(format!("  {k}: was {was}; now gone")),
-            }
-        }
-        for (k, is) in &now {
-            if !self.facts.contains_key(k) {
-                changed.push(format!("  {k}: new: {is}"));
-            }
-        }
-        if self.project != session.spec.project.value {
-            changed.push(format!(
-                "  project: the plan is for `{}`, the spec is `{}`",
-                self.project, session.spec.project.value
-            ));
-        }
-        if changed.is_empty() && self.plan != session.plan {
-            changed.push("  the plan: it comes out differently now".into());
-        }
-        Ok(changed)
-    }
-}
-
-/// The observed state of a project, as data: what `berth state snapshot` writes on a host
-/// and `berth plan --state FILE` plans against anywhere (CI without access to the hosts).
-/// It holds what the labels and the files say (attributes, drift, ids, fingerprints), never
-/// a secret value.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Snapshot {
-    pub format_version: u32,
-    pub project: String,
-    pub host: String,
-    /// Seconds since the epoch.
-    pub taken_at: u64,
-    pub observed: ObservedState,
-}
-
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub use crate::plan::saved::{SAVED_PLAN_FORMAT, SNAPSHOT_FORMAT, SavedPlan, Snapshot};
 
 /// `berth state snapshot`.
 pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
@@ -1779,24 +1694,8 @@ pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
 /// `berth plan --state FILE`: the spec (with this machine's build contexts and secret
 /// files) planned against a snapshot, without any engine.
 pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Report), OpError> {
-    let snap: Snapshot = read_json(
-        snapshot,
-        "a state snapshot",
-        "write one on the host with `berth state snapshot > live.json`",
-    )?;
     let valid = load_valid(path)?;
-    if snap.format_version != SNAPSHOT_FORMAT || snap.project != valid.spec.project.value {
-        return Err(OpError::Refused {
-            message: format!(
-                "`{}` is a snapshot of project `{}` (format {}), not of `{}`",
-                snapshot.display(),
-                snap.project,
-                snap.format_version,
-                valid.spec.project.value
-            ),
-            help: "take the snapshot of this project with this berth".into(),
-        });
-    }
+    let snap = Snapshot::read(snapshot, &valid.spec.project.value)?;
     let spec_dir = std::path::absolute(path)
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))

@@ -4,14 +4,18 @@
 //! Attributes are the comparable text form of a resource's configuration (`image`,
 //! `env.DEBUG`, `mount[/data]`, ...). They never hold a secret value: secrets appear by
 //! name, source file and delivery, and values that look like credentials (see
-//! `secrets::detect`) only in concealed form.
+//! `sensitive`) only in concealed form. The keys that several stages read are named in
+//! [`attr`].
+
+pub mod attr;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
-use crate::secrets::detect::{conceal, is_sensitive, is_sensitive_value};
-use crate::spec::check::{Mount, PortMapping};
-use crate::spec::{DEFAULT_REGION, Pod, SecretUse, Spec, Strategy};
+use crate::sensitive::{conceal, is_sensitive, is_sensitive_value};
+use crate::spec::{
+    Build, DEFAULT_REGION, Health, Pod, Proxy, SECRETS_MOUNT_POINT, SecretUse, Spec, Strategy,
+};
 
 /// How a region appears in addresses: only specs with several regions qualify them.
 pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {
@@ -75,21 +79,73 @@ pub fn built_image(project: &str, pod: &str, digest: &str) -> String {
 
 /// [`desired`], with the facts read from the filesystem beforehand.
 pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
-    let mut out = Vec::new();
+    let mut out = secret_resources(spec);
+    let mounted_anywhere: HashSet<&str> = spec
+        .pods
+        .iter()
+        .flat_map(|p| p.item.named_volumes())
+        .collect();
+    let all_regions = spec.region_names();
+    for &name in &all_regions {
+        let shown = shown_region(&all_regions, name);
+        let region = Region {
+            spec,
+            name,
+            shown,
+            network: Address::new(Kind::Network, "default").region(shown),
+        };
+        out.push(Resource {
+            address: region.network.clone(),
+            attrs: BTreeMap::from([(attr::DRIVER.into(), "bridge".into())]),
+            depends_on: Vec::new(),
+        });
+        let volumes_here = volume_resources(&region, &mounted_anywhere, &mut out);
+        pod_resources(&region, facts, &mut out);
+        if let Some(proxy) = &spec.proxy {
+            proxy_resources(&region, proxy, &mut out);
+        }
+        backup_resources(&region, &volumes_here, &mut out);
+    }
+    out
+}
+
+/// One region of the spec being expanded: its name, how addresses show it and its network.
+struct Region<'s> {
+    spec: &'s Spec,
+    name: &'s str,
+    shown: Option<&'s str>,
+    network: Address,
+}
+
+impl Region<'_> {
+    /// The addresses of the replicas of pod `name` here (none when it does not run here).
+    fn instances(&self, name: &str) -> Vec<Address> {
+        let Some(p) = self.spec.pods.get(name) else {
+            return Vec::new();
+        };
+        if !Spec::runs_in(&p.regions, self.name) {
+            return Vec::new();
+        }
+        pod_addresses(name, p.replicas(), self.shown)
+    }
+}
+
+/// The secrets, which are not per region.
+fn secret_resources(spec: &Spec) -> Vec<Resource> {
     let mut attrs_of_secret: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     for s in spec.secrets.iter() {
         let mut a = BTreeMap::new();
-        a.insert("file".into(), s.item.file.value.clone());
+        a.insert(attr::FILE.into(), s.item.file.value.clone());
         let recipients = s.item.recipients.as_ref().unwrap_or(&spec.recipients);
         a.insert(
-            "recipients".into(),
+            attr::RECIPIENTS.into(),
             if recipients.is_empty() {
                 "(the identity's key)".to_owned()
             } else {
                 sorted_list(recipients.iter().map(|r| r.value.trim()))
             },
         );
-        a.insert("mode".into(), "0600".into());
+        a.insert(attr::MODE.into(), "0600".into());
         if let Some(f) = s.item.format {
             a.insert("format".into(), f.as_str().into());
         }
@@ -101,219 +157,214 @@ pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
         }
         attrs_of_secret.insert(&s.name.value, a);
     }
-    for (name, attrs) in attrs_of_secret {
-        out.push(Resource {
+    attrs_of_secret
+        .into_iter()
+        .map(|(name, attrs)| Resource {
             address: Address::new(Kind::Secret, name),
             attrs,
             depends_on: Vec::new(),
-        });
-    }
+        })
+        .collect()
+}
 
-    let mounted_anywhere: HashSet<&str> = spec
+/// The volumes of a region: those its pods mount, and those no pod mounts (kept in every
+/// region). Returns their names.
+fn volume_resources<'s>(
+    region: &Region<'s>,
+    mounted_anywhere: &HashSet<&str>,
+    out: &mut Vec<Resource>,
+) -> HashSet<&'s str> {
+    let spec = region.spec;
+    let mounted_here: HashSet<&str> = spec
         .pods
         .iter()
+        .filter(|p| Spec::runs_in(&p.item.regions, region.name))
         .flat_map(|p| p.item.named_volumes())
         .collect();
-    let all_regions = spec.region_names();
-    for &region_name in &all_regions {
-        let region = shown_region(&all_regions, region_name);
-        let network = Address::new(Kind::Network, "default").region(region);
-        out.push(Resource {
-            address: network.clone(),
-            attrs: BTreeMap::from([("driver".into(), "bridge".into())]),
-            depends_on: Vec::new(),
-        });
-
-        let pods_here: Vec<_> = spec
-            .pods
-            .iter()
-            .filter(|p| Spec::runs_in(&p.item.regions, region_name))
-            .collect();
-        let instances = |name: &str| -> Vec<Address> {
-            let Some(p) = spec.pods.get(name) else {
-                return Vec::new();
-            };
-            if !Spec::runs_in(&p.regions, region_name) {
-                return Vec::new();
-            }
-            pod_addresses(name, p.replicas(), region)
-        };
-
-        let mounted_here: HashSet<&str> = pods_here
-            .iter()
-            .flat_map(|p| p.item.named_volumes())
-            .collect();
-        let mut volumes_here = HashSet::new();
-        for v in spec.volumes.iter() {
-            let name = v.name.value.as_str();
-            if mounted_here.contains(name) || !mounted_anywhere.contains(name) {
-                volumes_here.insert(name);
-                out.push(Resource {
-                    address: Address::new(Kind::Volume, &v.name.value).region(region),
-                    attrs: BTreeMap::from([("external".into(), v.item.external.to_string())]),
-                    depends_on: Vec::new(),
-                });
-            }
-        }
-
-        for p in &pods_here {
-            let name = &p.name.value;
-            let built = facts
-                .build_digests
-                .get(name.as_str())
-                .map(|d| built_image(&spec.project.value, name, d));
-            let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref(), facts);
-            deps.push(network.clone());
-            for m in &p.item.volumes {
-                if let Ok(mount) = Mount::parse(&m.value)
-                    && !mount.bind
-                {
-                    deps.push(Address::new(Kind::Volume, mount.source).region(region));
-                }
-            }
-            for d in &p.item.depends_on {
-                deps.extend(instances(&d.value));
-            }
-            deps.sort();
-            deps.dedup();
-            let mut addresses = pod_addresses(name, p.item.replicas(), region)
-                .into_iter()
-                .peekable();
-            let mut attrs = attrs;
-            while let Some(address) = addresses.next() {
-                // Replicas share the configuration; the last one takes it.
-                let (attrs, depends_on) = if addresses.peek().is_some() {
-                    (attrs.clone(), deps.clone())
-                } else {
-                    (std::mem::take(&mut attrs), std::mem::take(&mut deps))
-                };
-                out.push(Resource {
-                    address,
-                    attrs,
-                    depends_on,
-                });
-            }
-        }
-
-        if let Some(proxy) = &spec.proxy {
-            for r in spec.rate_limits.iter() {
-                let mut a = BTreeMap::new();
-                a.insert("rate".into(), r.item.rate.canonical());
-                a.insert("burst".into(), r.item.burst.to_string());
-                out.push(Resource {
-                    address: Address::new(Kind::RateLimit, &r.name.value).region(region),
-                    attrs: a,
-                    depends_on: Vec::new(),
-                });
-            }
-            let mut a = BTreeMap::new();
-            let mut deps = vec![network.clone()];
-            a.insert("image".into(), proxy.image.value.clone());
-            a.insert(
-                "listen".into(),
-                list(proxy.listen.iter().map(|p| p.to_string())),
-            );
-            a.insert(
-                "security_headers".into(),
-                proxy.security_headers.map_or("off", |s| s.as_str()).into(),
-            );
-            // The rendered nginx config holds every limit: a changed limit reloads the proxy.
-            for r in spec.rate_limits.iter() {
-                a.insert(
-                    format!("limit[{}]", r.name.value),
-                    format!("{} burst {}", r.item.rate.canonical(), r.item.burst),
-                );
-            }
-            for route in &proxy.routes {
-                let r = &route.value;
-                let mut v = format!("to {}", r.to.value);
-                if let Some(l) = &r.rate_limit {
-                    v.push_str(&format!(", rate_limit {}", l.value));
-                    deps.push(Address::new(Kind::RateLimit, &l.value).region(region));
-                }
-                if !r.cors.is_empty() {
-                    v.push_str(&format!(
-                        ", cors {}",
-                        sorted_list(r.cors.iter().map(|c| c.value.as_str()))
-                    ));
-                }
-                a.insert(format!("route[{}]", r.key()), v);
-                if let Some((pod, _)) = r.target() {
-                    deps.extend(instances(pod));
-                }
-            }
-            deps.sort();
-            deps.dedup();
+    let mut volumes_here = HashSet::new();
+    for v in spec.volumes.iter() {
+        let name = v.name.value.as_str();
+        if mounted_here.contains(name) || !mounted_anywhere.contains(name) {
+            volumes_here.insert(name);
             out.push(Resource {
-                address: Address::new(Kind::Proxy, "").region(region),
-                attrs: a,
-                depends_on: deps,
-            });
-        }
-
-        for b in spec.backups.iter() {
-            let src = &b.item.source.value;
-            let here = match (&src.pod, &src.volume) {
-                (Some(pod), _) => !instances(&pod.value).is_empty(),
-                (None, Some(vol)) => volumes_here.contains(vol.value.as_str()),
-                (None, None) => true,
-            };
-            if !here {
-                continue;
-            }
-            let mut a = BTreeMap::new();
-            let mut deps = Vec::new();
-            if let Some(pod) = &src.pod {
-                a.insert("source.pod".into(), pod.value.clone());
-                deps.extend(instances(&pod.value));
-            }
-            if let Some(exec) = &src.exec {
-                a.insert("source.exec".into(), json_list(exec));
-            }
-            if let Some(restore) = &src.restore {
-                a.insert("source.restore".into(), json_list(restore));
-            }
-            if let Some(vol) = &src.volume {
-                a.insert("source.volume".into(), vol.value.clone());
-                deps.push(Address::new(Kind::Volume, &vol.value).region(region));
-            }
-            if let Some(path) = &src.path {
-                a.insert("source.path".into(), path.value.clone());
-            }
-            a.insert("store".into(), b.item.store.value.clone());
-            if let Some(s) = &b.item.schedule {
-                a.insert("schedule".into(), s.value.clone());
-            }
-            if let Some(r) = &b.item.retention {
-                for (k, v) in [
-                    ("daily", r.daily),
-                    ("weekly", r.weekly),
-                    ("monthly", r.monthly),
-                ] {
-                    if let Some(v) = v {
-                        a.insert(format!("retention.{k}"), v.to_string());
-                    }
-                }
-            }
-            a.insert("before_apply".into(), b.item.before_apply.to_string());
-            if let Some(c) = b.item.consistent {
-                a.insert("consistent".into(), format!("{c:?}").to_lowercase());
-            }
-            let recipients = b.item.recipients.as_ref().unwrap_or(&spec.recipients);
-            a.insert(
-                "recipients".into(),
-                sorted_list(recipients.iter().map(|r| r.value.as_str())),
-            );
-            deps.sort();
-            deps.dedup();
-            out.push(Resource {
-                address: Address::new(Kind::Backup, &b.name.value).region(region),
-                attrs: a,
-                depends_on: deps,
+                address: Address::new(Kind::Volume, &v.name.value).region(region.shown),
+                attrs: BTreeMap::from([(attr::EXTERNAL.into(), v.item.external.to_string())]),
+                depends_on: Vec::new(),
             });
         }
     }
-    out
+    volumes_here
+}
+
+/// The pods of a region, one resource per replica.
+fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource>) {
+    let spec = region.spec;
+    let pods_here = spec
+        .pods
+        .iter()
+        .filter(|p| Spec::runs_in(&p.item.regions, region.name));
+    for p in pods_here {
+        let name = &p.name.value;
+        let built = facts
+            .build_digests
+            .get(name.as_str())
+            .map(|d| built_image(&spec.project.value, name, d));
+        let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref(), facts);
+        deps.push(region.network.clone());
+        for m in &p.item.volumes {
+            if let Ok(mount) = m.get()
+                && !mount.bind
+            {
+                deps.push(Address::new(Kind::Volume, mount.source).region(region.shown));
+            }
+        }
+        for d in &p.item.depends_on {
+            deps.extend(region.instances(&d.value));
+        }
+        deps.sort();
+        deps.dedup();
+        let mut addresses = pod_addresses(name, p.item.replicas(), region.shown)
+            .into_iter()
+            .peekable();
+        let mut attrs = attrs;
+        while let Some(address) = addresses.next() {
+            // Replicas share the configuration; the last one takes it.
+            let (attrs, depends_on) = if addresses.peek().is_some() {
+                (attrs.clone(), deps.clone())
+            } else {
+                (std::mem::take(&mut attrs), std::mem::take(&mut deps))
+            };
+            out.push(Resource {
+                address,
+                attrs,
+                depends_on,
+            });
+        }
+    }
+}
+
+/// The rate limits and the proxy of a region.
+fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) {
+    let spec = region.spec;
+    for r in spec.rate_limits.iter() {
+        let mut a = BTreeMap::new();
+        a.insert("rate".into(), r.item.rate.canonical());
+        a.insert("burst".into(), r.item.burst.to_string());
+        out.push(Resource {
+            address: Address::new(Kind::RateLimit, &r.name.value).region(region.shown),
+            attrs: a,
+            depends_on: Vec::new(),
+        });
+    }
+    let mut a = BTreeMap::new();
+    let mut deps = vec![region.network.clone()];
+    a.insert(attr::IMAGE.into(), proxy.image.value.clone());
+    a.insert(
+        attr::LISTEN.into(),
+        list(proxy.listen.iter().map(|p| p.to_string())),
+    );
+    a.insert(
+        "security_headers".into(),
+        proxy.security_headers.map_or("off", |s| s.as_str()).into(),
+    );
+    // The rendered nginx config holds every limit: a changed limit reloads the proxy.
+    for r in spec.rate_limits.iter() {
+        a.insert(
+            format!("limit[{}]", r.name.value),
+            format!("{} burst {}", r.item.rate.canonical(), r.item.burst),
+        );
+    }
+    for route in &proxy.routes {
+        let r = &route.value;
+        let mut v = format!("to {}", r.to.value);
+        if let Some(l) = &r.rate_limit {
+            v.push_str(&format!(", rate_limit {}", l.value));
+            deps.push(Address::new(Kind::RateLimit, &l.value).region(region.shown));
+        }
+        if !r.cors.is_empty() {
+            v.push_str(&format!(
+                ", cors {}",
+                sorted_list(r.cors.iter().map(|c| c.value.as_str()))
+            ));
+        }
+        a.insert(format!("route[{}]", r.key()), v);
+        if let Some((pod, _)) = r.target() {
+            deps.extend(region.instances(pod));
+        }
+    }
+    deps.sort();
+    deps.dedup();
+    out.push(Resource {
+        address: Address::new(Kind::Proxy, "").region(region.shown),
+        attrs: a,
+        depends_on: deps,
+    });
+}
+
+/// The backups of a region: those whose pod runs there, or whose volume is there.
+fn backup_resources(region: &Region<'_>, volumes_here: &HashSet<&str>, out: &mut Vec<Resource>) {
+    let spec = region.spec;
+    for b in spec.backups.iter() {
+        let src = &b.item.source.value;
+        let here = match (&src.pod, &src.volume) {
+            (Some(pod), _) => !region.instances(&pod.value).is_empty(),
+            (None, Some(vol)) => volumes_here.contains(vol.value.as_str()),
+            (None, None) => true,
+        };
+        if !here {
+            continue;
+        }
+        let mut a = BTreeMap::new();
+        let mut deps = Vec::new();
+        if let Some(pod) = &src.pod {
+            a.insert("source.pod".into(), pod.value.clone());
+            deps.extend(region.instances(&pod.value));
+        }
+        if let Some(exec) = &src.exec {
+            a.insert("source.exec".into(), json_list(exec));
+        }
+        if let Some(restore) = &src.restore {
+            a.insert("source.restore".into(), json_list(restore));
+        }
+        if let Some(vol) = &src.volume {
+            a.insert("source.volume".into(), vol.value.clone());
+            deps.push(Address::new(Kind::Volume, &vol.value).region(region.shown));
+        }
+        if let Some(path) = &src.path {
+            a.insert("source.path".into(), path.value.clone());
+        }
+        a.insert(attr::STORE.into(), b.item.store.value.clone());
+        if let Some(s) = &b.item.schedule {
+            a.insert("schedule".into(), s.value.clone());
+        }
+        if let Some(r) = &b.item.retention {
+            for (k, v) in [
+                ("daily", r.daily),
+                ("weekly", r.weekly),
+                ("monthly", r.monthly),
+            ] {
+                if let Some(v) = v {
+                    a.insert(format!("retention.{k}"), v.to_string());
+                }
+            }
+        }
+        a.insert(attr::BEFORE_APPLY.into(), b.item.before_apply.to_string());
+        if let Some(c) = b.item.consistent {
+            a.insert("consistent".into(), format!("{c:?}").to_lowercase());
+        }
+        let recipients = b.item.recipients.as_ref().unwrap_or(&spec.recipients);
+        a.insert(
+            attr::RECIPIENTS.into(),
+            sorted_list(recipients.iter().map(|r| r.value.as_str())),
+        );
+        deps.sort();
+        deps.dedup();
+        out.push(Resource {
+            address: Address::new(Kind::Backup, &b.name.value).region(region.shown),
+            attrs: a,
+            depends_on: deps,
+        });
+    }
 }
 
 /// Builds the resource graph of a spec that passed its checks.
@@ -341,6 +392,7 @@ pub fn strategy(pod: &Pod) -> Strategy {
     }
 }
 
+/// The attributes of a pod (shared by its replicas) and the secrets it depends on.
 fn pod_attrs(
     spec: &Spec,
     pod: &Pod,
@@ -348,26 +400,11 @@ fn pod_attrs(
     facts: &LocalFacts,
 ) -> (BTreeMap<String, String>, Vec<Address>) {
     let mut a = BTreeMap::new();
-    let mut deps = Vec::new();
     if let Some(image) = &pod.image {
-        a.insert("image".into(), image.value.clone());
+        a.insert(attr::IMAGE.into(), image.value.clone());
     }
     if let Some(b) = &pod.build {
-        a.insert("build.context".into(), b.value.context.clone());
-        if let Some(image) = built_image {
-            a.insert("build.image".into(), image.to_owned());
-        }
-        a.insert(
-            "build.dockerfile".into(),
-            b.value
-                .dockerfile
-                .clone()
-                .unwrap_or_else(|| "Dockerfile".into()),
-        );
-        for arg in b.value.args.iter() {
-            let (k, v) = (&arg.name.value, &arg.item.value.0);
-            a.insert(format!("build.args.{k}"), shown(k, v));
-        }
+        build_attrs(&mut a, &b.value, built_image);
     }
     if let Some(c) = &pod.command {
         a.insert("command".into(), json_list(c));
@@ -381,52 +418,8 @@ fn pod_attrs(
             shown(&e.name.value, &e.item.value.0),
         );
     }
-    for s in &pod.secrets {
-        let name = s.value.name();
-        let mut delivery = match &s.value {
-            SecretUse::Detailed(d) if d.env.is_some() => {
-                format!("env {} (env-exposed)", d.env.as_deref().unwrap_or_default())
-            }
-            _ => {
-                let mode = s.value.mode().map_or("0400".into(), |m| m.canonical());
-                format!("file /run/secrets/{name} mode {mode}")
-            }
-        };
-        // Another source file is another value: the consumers restart to get it.
-        if let Some(secret) = spec.secrets.get(name) {
-            delivery.push_str(&format!(", from {}", secret.file.value));
-        }
-        a.insert(format!("secret.{name}"), delivery);
-        // A new ciphertext (a new value, or new recipients) is a new configuration.
-        if let Some(version) = facts.secret_versions.get(name) {
-            a.insert(format!("secret.{name}.version"), version.clone());
-        }
-        if spec.secrets.contains(name) {
-            deps.push(Address::new(Kind::Secret, name));
-        }
-    }
-    for m in &pod.volumes {
-        if let Ok(mount) = Mount::parse(&m.value) {
-            let mode = if mount.read_only { "ro" } else { "rw" };
-            a.insert(
-                format!("mount[{}]", mount.target),
-                format!("{} ({mode})", mount.source),
-            );
-        }
-    }
-    for p in &pod.ports {
-        if let Ok(pm) = PortMapping::parse(&p.value) {
-            let ip = if pm.ip.is_empty() {
-                "0.0.0.0"
-            } else {
-                pm.ip.as_str()
-            };
-            a.insert(
-                format!("port[{ip}:{}/{}]", pm.host, pm.protocol),
-                pm.container.to_string(),
-            );
-        }
-    }
+    let deps = secret_attrs(&mut a, spec, pod, facts);
+    mount_and_port_attrs(&mut a, pod);
     if let Some(r) = &pod.resources {
         if let Some(c) = &r.cpus {
             a.insert("resources.cpus".into(), c.value.to_string());
@@ -444,30 +437,124 @@ fn pod_attrs(
         pod.restart.map_or("unless-stopped", |r| r.as_str()).into(),
     );
     if let Some(h) = &pod.health {
-        let h = &h.value;
-        if let Some(cmd) = &h.cmd {
-            a.insert("health.cmd".into(), json_list(cmd));
-        }
-        if let Some(http) = &h.http {
-            a.insert(
-                "health.http".into(),
-                format!(":{}{}", http.port.value, http.path),
-            );
-        }
-        for (k, v) in [
-            ("interval", &h.interval),
-            ("timeout", &h.timeout),
-            ("start_period", &h.start_period),
-        ] {
-            if let Some(v) = v {
-                a.insert(format!("health.{k}"), v.canonical());
+        health_attrs(&mut a, &h.value);
+    }
+    a.insert(attr::UPDATE_STRATEGY.into(), strategy(pod).as_str().into());
+    check_attrs(&mut a, pod);
+    if !pod.depends_on.is_empty() {
+        a.insert(
+            "depends_on".into(),
+            sorted_list(pod.depends_on.iter().map(|d| d.value.as_str())),
+        );
+    }
+    (a, deps)
+}
+
+/// `build.*`: the context, the image built from it, the Dockerfile and the arguments.
+fn build_attrs(a: &mut BTreeMap<String, String>, b: &Build, built_image: Option<&str>) {
+    a.insert("build.context".into(), b.context.clone());
+    if let Some(image) = built_image {
+        a.insert(attr::BUILD_IMAGE.into(), image.to_owned());
+    }
+    a.insert(
+        "build.dockerfile".into(),
+        b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
+    );
+    for arg in b.args.iter() {
+        let (k, v) = (&arg.name.value, &arg.item.value.0);
+        a.insert(format!("build.args.{k}"), shown(k, v));
+    }
+}
+
+/// `secret.NAME` (how it is delivered, from which file) and `secret.NAME.version`; returns
+/// the secrets the pod depends on.
+fn secret_attrs(
+    a: &mut BTreeMap<String, String>,
+    spec: &Spec,
+    pod: &Pod,
+    facts: &LocalFacts,
+) -> Vec<Address> {
+    let mut deps = Vec::new();
+    for s in &pod.secrets {
+        let name = s.value.name();
+        let mut delivery = match &s.value {
+            SecretUse::Detailed(d) if d.env.is_some() => {
+                format!("env {} (env-exposed)", d.env.as_deref().unwrap_or_default())
             }
+            _ => {
+                let mode = s.value.mode().map_or("0400".into(), |m| m.canonical());
+                format!("file {SECRETS_MOUNT_POINT}/{name} mode {mode}")
+            }
+        };
+        // Another source file is another value: the consumers restart to get it.
+        if let Some(secret) = spec.secrets.get(name) {
+            delivery.push_str(&format!(", from {}", secret.file.value));
         }
-        if let Some(r) = h.retries {
-            a.insert("health.retries".into(), r.to_string());
+        a.insert(attr::secret(name), delivery);
+        // A new ciphertext (a new value, or new recipients) is a new configuration.
+        if let Some(version) = facts.secret_versions.get(name) {
+            a.insert(attr::secret_version(name), version.clone());
+        }
+        if spec.secrets.contains(name) {
+            deps.push(Address::new(Kind::Secret, name));
         }
     }
-    a.insert("update.strategy".into(), strategy(pod).as_str().into());
+    deps
+}
+
+/// `mount[TARGET]` and `port[IP:HOST/PROTO]`.
+fn mount_and_port_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
+    for m in &pod.volumes {
+        if let Ok(mount) = m.get() {
+            let mode = if mount.read_only { "ro" } else { "rw" };
+            a.insert(
+                format!("mount[{}]", mount.target),
+                format!("{} ({mode})", mount.source),
+            );
+        }
+    }
+    for p in &pod.ports {
+        if let Ok(pm) = p.get() {
+            let ip = if pm.ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                pm.ip.as_str()
+            };
+            a.insert(
+                format!("port[{ip}:{}/{}]", pm.host, pm.protocol),
+                pm.container.to_string(),
+            );
+        }
+    }
+}
+
+/// `health.*`: the probe, its durations and retries.
+fn health_attrs(a: &mut BTreeMap<String, String>, h: &Health) {
+    if let Some(cmd) = &h.cmd {
+        a.insert(attr::HEALTH_CMD.into(), json_list(cmd));
+    }
+    if let Some(http) = &h.http {
+        a.insert(
+            attr::HEALTH_HTTP.into(),
+            format!(":{}{}", http.port.value, http.path),
+        );
+    }
+    for (k, v) in [
+        ("interval", &h.interval),
+        ("timeout", &h.timeout),
+        ("start_period", &h.start_period),
+    ] {
+        if let Some(v) = v {
+            a.insert(format!("health.{k}"), v.canonical());
+        }
+    }
+    if let Some(r) = h.retries {
+        a.insert("health.retries".into(), r.to_string());
+    }
+}
+
+/// `check[:PORT/PATH]`: what each post-deploy check expects.
+fn check_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
     for c in &pod.checks {
         let h = &c.value.http;
         let mut v = format!("http :{}{}", h.port.value, h.path);
@@ -490,19 +577,12 @@ fn pod_attrs(
             v.push_str(&format!(" within {}", l.canonical()));
         }
         // Keyed by what is checked, so inserting a check does not shift the others.
-        let mut key = format!("check[:{}{}]", h.port.value, h.path);
+        let mut key = format!("{}:{}{}]", attr::CHECK_PREFIX, h.port.value, h.path);
         while a.contains_key(&key) {
             key.push('+');
         }
         a.insert(key, v);
     }
-    if !pod.depends_on.is_empty() {
-        a.insert(
-            "depends_on".into(),
-            sorted_list(pod.depends_on.iter().map(|d| d.value.as_str())),
-        );
-    }
-    (a, deps)
 }
 
 fn list(items: impl Iterator<Item = String>) -> String {

@@ -9,7 +9,7 @@ use bollard::models::{
 };
 
 use crate::graph::Resource;
-use crate::spec::check::{Mount, PortMapping};
+use crate::spec::{Mount, PortMapping};
 use crate::spec::{Pod, RestartPolicy as Restart};
 
 /// The engine's name of a project's network, volume or container part.

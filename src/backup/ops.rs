@@ -105,7 +105,7 @@ impl Backups {
             failed(
                 name,
                 "the spec has no such backup",
-                crate::spec::check::hint_for(
+                crate::diag::hint_for(
                     name,
                     &names,
                     "declare it under `backups:`",

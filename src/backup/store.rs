@@ -7,13 +7,13 @@
 //! the directory says so. A directory without it is adopted only when it is empty and owned
 //! by the user berth runs as (or holds nothing but backups, from before the marker);
 //! anything else is refused, never chmod-ed. `/`, system directories and temporary
-//! directories are refused whatever is there ([`refused_place`]).
+//! directories are refused whatever is there ([`fsutil::refused_place`]).
 //!
 //! Here: the trait and where a store may be ([`inspect`]); the directory store itself is
 //! `store/local.rs`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod local;
 
@@ -72,112 +72,6 @@ const MANIFEST: &str = ".manifest.json";
 /// directory is berth's to chmod.
 pub const MARKER: &str = ".berth-store";
 
-/// Top-level directories the system and every user share: never a store themselves.
-const SYSTEM: &[&str] = &[
-    "/usr", "/etc", "/var", "/home", "/root", "/boot", "/proc", "/sys", "/dev", "/run", "/bin",
-    "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/srv", "/mnt", "/media", "/snap",
-];
-
-/// Trees that are temporary (cleared on reboot, shared by every user) or not files at all:
-/// nothing in them is a store.
-const TEMPORARY: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
-const VIRTUAL: &[&str] = &["/proc", "/sys", "/dev"];
-
-/// The children of system directories that the OS owns (all of those of `/etc` and `/boot`).
-const OS_CHILDREN: &[(&str, &[&str])] = &[
-    (
-        "/usr",
-        &[
-            "bin", "lib", "lib32", "lib64", "libx32", "libexec", "local", "sbin", "share",
-            "include", "src", "games",
-        ],
-    ),
-    (
-        "/var",
-        &[
-            "lib", "backups", "cache", "log", "spool", "mail", "opt", "local", "lock", "run",
-            "www", "snap", "crash", "db", "empty", "games", "yp", "account", "adm", "nis",
-        ],
-    ),
-];
-
-/// The standard places of `/usr/local` (the filesystem hierarchy standard's).
-const USR_LOCAL: &[&str] = &[
-    "bin", "etc", "games", "include", "lib", "lib64", "libexec", "man", "sbin", "share", "src",
-];
-
-/// `path` with `.` and `..` resolved as text (a store is given as an absolute path).
-fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::from("/");
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
-/// Why `path` (absolute) may never be a backup store, whatever is there: the root, a system
-/// directory or one of its children the OS owns, a temporary or virtual directory (or
-/// anything under them). `None` when it may be.
-pub fn refused_place(path: &Path) -> Option<String> {
-    let path = normalize(path);
-    if path == Path::new("/") {
-        return Some("`/` is the root directory: every file of the system is in it".into());
-    }
-    if let Some(t) = TEMPORARY.iter().find(|t| path.starts_with(t)) {
-        return Some(format!(
-            "`{}` is {}a temporary directory ({t}), cleared on reboot and shared by every user",
-            path.display(),
-            if path == Path::new(t) { "" } else { "under " }
-        ));
-    }
-    if let Some(v) = VIRTUAL.iter().find(|v| path.starts_with(v)) {
-        return Some(format!(
-            "`{}` is {}{v}, a directory of the kernel's, not of files",
-            path.display(),
-            if path == Path::new(v) { "" } else { "under " }
-        ));
-    }
-    let shown = path.display().to_string();
-    // The OS's own trees, whole: a package update may replace or remove anything in them.
-    // Under /usr only /usr/local is the administrator's, and not its standard places.
-    let local = path.strip_prefix("/usr/local").ok();
-    let os_tree = ["/etc", "/boot"].iter().any(|t| path.starts_with(t))
-        || (path.starts_with("/usr") && local.is_none())
-        || local
-            .and_then(|rest| rest.components().next())
-            .is_some_and(|c| USR_LOCAL.contains(&c.as_os_str().to_string_lossy().as_ref()));
-    if os_tree && !SYSTEM.contains(&shown.as_str()) && shown != "/usr/local" {
-        return Some(format!(
-            "`{shown}` is inside a tree of the OS's own files, which a package update may replace"
-        ));
-    }
-    if SYSTEM.contains(&shown.as_str()) {
-        return Some(format!(
-            "`{shown}` is a system directory, shared by the system and its users"
-        ));
-    }
-    let parent = path.parent().map(|p| p.display().to_string());
-    let child = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let os_owned = match parent.as_deref() {
-        Some("/etc" | "/boot") => true,
-        Some(p) => OS_CHILDREN
-            .iter()
-            .any(|(dir, kids)| *dir == p && kids.contains(&child.as_str())),
-        None => false,
-    };
-    os_owned.then(|| format!("`{shown}` is a system directory the OS owns"))
-}
-
 /// What is at a store's path, as far as berth may touch it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found {
@@ -227,7 +121,7 @@ pub fn inspect(root: &Path) -> Found {
     if !root.is_absolute() {
         return Found::Refused(format!("`{shown}` is not an absolute path"));
     }
-    if let Some(why) = refused_place(root) {
+    if let Some(why) = fsutil::refused_place(root) {
         return Found::Refused(why);
     }
     // Where it leads once symlinks are followed (of the part that exists).
@@ -247,7 +141,7 @@ pub fn inspect(root: &Path) -> Found {
     }
     if let Ok(mut real) = existing.canonicalize() {
         real.extend(rest.iter().rev());
-        if let Some(why) = refused_place(&real) {
+        if let Some(why) = fsutil::refused_place(&real) {
             return Found::Refused(format!("`{shown}` leads to `{}`: {why}", real.display()));
         }
     }
@@ -326,8 +220,9 @@ fn is_backup_id(id: &str) -> bool {
 /// A directory for a unit test's store, where the store policy allows one wherever the
 /// repository is (not under the build's directory, which may be under /tmp).
 #[cfg(test)]
-pub fn test_root(tag: &str) -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+pub fn test_root(tag: &str) -> std::path::PathBuf {
+    let home = std::env::var_os("HOME")
+        .map_or_else(|| std::path::PathBuf::from("/"), std::path::PathBuf::from);
     let parent = home.join(".cache").join("berth-tests");
     std::fs::create_dir_all(&parent).unwrap();
     parent.join(format!("unit-{tag}-{}", std::process::id()))
@@ -393,57 +288,6 @@ mod tests {
         drop(other.create("db", &id).unwrap());
         assert_eq!(other.incomplete("db").unwrap(), []);
         std::fs::remove_dir_all(&here).unwrap();
-    }
-
-    #[test]
-    fn the_root_system_and_temporary_directories_are_never_stores() {
-        for refused in [
-            "/",
-            "/usr",
-            "/usr/",
-            "/etc",
-            "/var",
-            "/home",
-            "/root",
-            "/boot",
-            "/proc",
-            "/sys",
-            "/dev",
-            "/run",
-            "/var/lib",
-            "/usr/local",
-            "/var/backups",
-            "/etc/ssl",
-            "/tmp",
-            "/tmp/backups",
-            "/var/tmp/x",
-            "/dev/shm/x",
-            "/run/user/1000/b",
-            "/proc/1",
-            "/srv",
-            "/mnt",
-            "/opt/../usr",
-            "/srv/./../tmp/x",
-            "/usr/local/games",
-            "/usr/local/share/man",
-            "/usr/share/doc/x",
-            "/etc/ssl/private/x",
-            "/boot/efi/x",
-        ] {
-            assert!(refused_place(Path::new(refused)).is_some(), "{refused}");
-        }
-        for allowed in [
-            "/var/backups/shop",
-            "/var/lib/berth-quickstart/backups",
-            "/srv/backups",
-            "/mnt/disk/backups",
-            "/home/alice/backups",
-            "/root/backups",
-            "/backups",
-            "/usr/local/backups",
-        ] {
-            assert_eq!(refused_place(Path::new(allowed)), None, "{allowed}");
-        }
     }
 
     #[test]

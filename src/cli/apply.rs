@@ -175,7 +175,7 @@ fn carry_out(
     saved: Option<&(&Path, ops::SavedPlan)>,
 ) -> Result<Outcome, OpError> {
     if let Some((path, plan)) = saved {
-        let changed = plan.stale_facts(session)?;
+        let changed = session.stale_facts(plan)?;
         if !changed.is_empty() {
             return Err(OpError::StalePlan {
                 path: path.to_path_buf(),

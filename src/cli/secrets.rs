@@ -265,7 +265,7 @@ fn find<'s>(spec: &'s Spec, name: &str) -> Result<&'s crate::spec::Secret, OpErr
         let names: Vec<&str> = spec.secrets.iter().map(|s| s.name.value.as_str()).collect();
         failure(
             format!("the spec has no secret `{name}`"),
-            crate::spec::check::hint_for(
+            crate::diag::hint_for(
                 name,
                 &names,
                 "declare it under `secrets:` first",

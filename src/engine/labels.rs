@@ -6,7 +6,7 @@
 //! - `io.berth.resource`: the resource's address without region (the engine is the region);
 //! - `io.berth.hash`: SHA-256 of the normalised attributes, to compare without decoding;
 //! - `io.berth.attrs`: the attributes as JSON, for field-level plans (credential-looking
-//!   values only in concealed form, see `secrets::detect::conceal`);
+//!   values only in concealed form, see `sensitive::conceal`);
 //! - `io.berth.depends_on`: addresses it depends on, so deletions run dependents first;
 //! - `io.berth.revision`: the applied revision that created it;
 //! - `io.berth.image`: on containers, the id (`sha256:...`) of the image it was created

@@ -5,6 +5,7 @@
 //! can be rendered, saved, compared and tested from fixture files alone.
 
 pub mod render;
+pub mod saved;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Address, Kind, Resource, ResourceGraph};
 use crate::observe::{ObservedResource, ObservedState, Origin};
-use crate::secrets::detect::SENSITIVE_MARK;
+use crate::resources::attr;
+use crate::sensitive::SENSITIVE_MARK;
 
 /// An attribute value as a plan may show it: concealed values (whole, or an argument in a
 /// list) become `(sensitive)`.
@@ -169,7 +171,7 @@ pub fn forces_replacement(kind: Kind, field: &str) -> bool {
         Kind::Volume => false,
         Kind::Network => true,
         // The proxy reloads new config in place; a new image or ports need a new container.
-        Kind::Proxy => field == "image" || field == "listen",
+        Kind::Proxy => field == attr::IMAGE || field == attr::LISTEN,
         Kind::Secret | Kind::RateLimit | Kind::Backup => false,
     }
 }
@@ -281,7 +283,7 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         for f in &forcing {
             match f
                 .strip_suffix(".version")
-                .filter(|s| s.starts_with("secret."))
+                .filter(|s| s.starts_with(attr::SECRET_PREFIX))
             {
                 Some(secret) => secrets.push(secret),
                 None => fields.push(*f),
@@ -322,7 +324,7 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         Vec::new()
     };
     let replace_order = (action == Action::Replace).then(|| {
-        match want.attrs.get("update.strategy").map(String::as_str) {
+        match want.attrs.get(attr::UPDATE_STRATEGY).map(String::as_str) {
             Some("blue-green") => ReplaceOrder::CreateBeforeDestroy,
             _ => ReplaceOrder::DestroyBeforeCreate,
         }
@@ -355,16 +357,16 @@ fn gates(r: &Resource) -> Vec<String> {
         return Vec::new();
     }
     let mut g = vec!["running".to_owned()];
-    if let Some(cmd) = r.attrs.get("health.cmd") {
+    if let Some(cmd) = r.attrs.get(attr::HEALTH_CMD) {
         g.push(format!("healthy: {cmd}"));
     }
-    if let Some(http) = r.attrs.get("health.http") {
+    if let Some(http) = r.attrs.get(attr::HEALTH_HTTP) {
         g.push(format!("healthy: GET {http}"));
     }
     g.extend(
         r.attrs
             .iter()
-            .filter(|(k, _)| k.starts_with("check["))
+            .filter(|(k, _)| k.starts_with(attr::CHECK_PREFIX))
             .map(|(k, v)| format!("{k}: {v}")),
     );
     g
@@ -505,7 +507,7 @@ mod tests {
 
     #[test]
     fn concealed_values_are_never_shown() {
-        use crate::secrets::detect::conceal;
+        use crate::sensitive::conceal;
         assert_eq!(public(&conceal("hunter2")), "(sensitive)");
         let list = format!("[\"serve\",\"{}\"]", conceal("postgres://a:b@c/d"));
         assert_eq!(public(&list), "[\"serve\",\"(sensitive)\"]");
@@ -542,7 +544,7 @@ mod tests {
         let desired = ResourceGraph::new(vec![res("pod.api", &[("image", "a")], &[])]).unwrap();
         let mut old = observed(vec![res("pod.api", &[("image", "a")], &[])]);
         old.resources[0].drift.push(crate::observe::Drift {
-            field: "state".into(),
+            field: attr::STATE.into(),
             observed: "exited".into(),
             expected: "running".into(),
         });

@@ -19,7 +19,7 @@ use crate::fsutil;
 pub const ENV_RUNTIME_DIR: &str = "BERTH_RUNTIME_DIR";
 
 /// Where secrets appear inside a container.
-pub const MOUNT_POINT: &str = "/run/secrets";
+pub use crate::spec::SECRETS_MOUNT_POINT as MOUNT_POINT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

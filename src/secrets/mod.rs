@@ -4,12 +4,10 @@
 //! - [`age`]: identities, recipients, encryption (shared with backups);
 //! - [`files`]: the identity and the secret files on this machine, and the pre-flight;
 //! - [`value`]: the checks a decrypted value must pass;
-//! - [`detect`]: what looks like a credential where it should not be;
 //! - [`delivery`]: how values reach containers, in memory only.
 
 pub mod age;
 pub mod delivery;
-pub mod detect;
 pub mod files;
 pub mod plaintext;
 pub mod value;

@@ -2,6 +2,8 @@
 //! defaults, `forbid`, `pattern`, `forbid_pattern`, `format`). Problems are described
 //! without the value: a message may say that a value is too short, never what it is.
 
+use crate::sensitive::{FORBIDDEN_DEFAULTS, is_forbidden_default};
+use crate::spec::pattern::compile;
 use crate::spec::{Secret, SecretFormat};
 
 use super::Plaintext;
@@ -26,30 +28,6 @@ static TEMPLATE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock
 /// What the placeholder rule refuses, as messages say it.
 pub const PLACEHOLDERS_DESCRIBED: &str =
     "CHANGE_ME, changeme, change-me, replace-me, your-...-here, <your ...>";
-
-/// Short defaults refused only as the whole value (in any case): as parts of a value they
-/// are common and harmless (`postgres://...`, a random string that happens to hold
-/// `admin`).
-pub const FORBIDDEN_DEFAULTS: [&str; 3] = ["postgres", "admin", "password"];
-
-/// Most bytes a compiled `pattern` or `forbid_pattern` may take.
-const PATTERN_SIZE_LIMIT: usize = 1 << 20;
-
-/// A secret's `pattern` or `forbid_pattern`, compiled; the error says why it is not a
-/// regular expression.
-pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(PATTERN_SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::Syntax(s) => {
-                let last = s.lines().last().unwrap_or_default().trim();
-                last.strip_prefix("error: ").unwrap_or(last).to_owned()
-            }
-            regex::Error::CompiledTooBig(_) => "it is too large once compiled".to_owned(),
-            _ => e.to_string(),
-        })
-}
 
 /// Whether a value holds one of the [`PLACEHOLDERS`].
 pub fn has_placeholder(text: &str) -> bool {
@@ -86,10 +64,7 @@ pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
     }
     if has_placeholder(trimmed) {
         out.push(format!("it holds a placeholder ({PLACEHOLDERS_DESCRIBED})"));
-    } else if FORBIDDEN_DEFAULTS
-        .iter()
-        .any(|f| f.eq_ignore_ascii_case(trimmed))
-    {
+    } else if is_forbidden_default(trimmed) {
         out.push(format!(
             "it is a well-known default value (one of {})",
             FORBIDDEN_DEFAULTS.join(", ")

@@ -9,14 +9,15 @@
 //! ```
 //!
 //! The reason after the colon is required. Diagnostics never quote the flagged value: it may
-//! be a credential (and rendered snippets mask it, see `secrets::detect::mask_source`).
+//! be a credential (and rendered snippets mask it, see `sensitive::mask_source`).
 
 use std::collections::BTreeMap;
 
 use super::{Environment, Spec};
 use crate::diag::{Diagnostic, Severity, Span};
-use crate::secrets::detect::{
-    contains_age_secret_key, contains_pem, is_credential_key, is_placeholder, url_password,
+use crate::sensitive::{
+    contains_age_secret_key, contains_pem, is_credential_key, is_forbidden_default, is_placeholder,
+    url_password,
 };
 
 /// Every lint, with what it is about.
@@ -43,9 +44,6 @@ pub const LINTS: &[(&str, &str)] = &[
         "backups encrypted to the host's identity alone (lost with the host)",
     ),
 ];
-
-/// Well-known defaults refused as credential values.
-pub const FORBIDDEN_DEFAULTS: &[&str] = &["change_me", "changeme", "postgres", "admin", "password"];
 
 pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
     let env = spec.environment();
@@ -159,7 +157,7 @@ fn env_lint(key: &str, value: &str, env: Environment, place: &str) -> Option<Fin
         );
     }
     if let Some(password) = url_password(value) {
-        let default = FORBIDDEN_DEFAULTS.contains(&password.to_ascii_lowercase().as_str());
+        let default = is_forbidden_default(password);
         return Some(if default {
             Finding::new(
                 "forbidden-default",
@@ -187,7 +185,7 @@ fn env_lint(key: &str, value: &str, env: Environment, place: &str) -> Option<Fin
         );
     }
     if is_credential_key(key) && !value.trim().is_empty() {
-        if FORBIDDEN_DEFAULTS.contains(&lower.as_str()) {
+        if is_forbidden_default(value.trim()) {
             return Some(
                 Finding::new(
                     "forbidden-default",
@@ -347,7 +345,7 @@ fn apply_allows(
             out.push(
                 Diagnostic::error("unknown-lint", format!("`{}` is not a berth lint", a.lint))
                     .at(a.span, "in this opt-out")
-                    .help(super::check::hint_for(
+                    .help(crate::diag::hint_for(
                         &a.lint,
                         &LINTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
                         "use one of:",

@@ -193,7 +193,7 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
         E::SerdeUnknownField {
             field, expected, ..
         } => {
-            let hint = super::check::hint_for(field, expected, "this section takes:", "remove it");
+            let hint = crate::diag::hint_for(field, expected, "this section takes:", "remove it");
             ("unknown-key", format!("unknown key `{field}`"), hint)
         }
         E::SerdeMissingField { field, .. } => (

@@ -7,6 +7,8 @@
 pub mod check;
 pub mod lint;
 pub mod load;
+pub mod mapping;
+pub mod pattern;
 pub mod schema;
 pub mod spanned;
 pub mod units;
@@ -15,6 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use load::{Loaded, load_file, load_str};
+pub use mapping::{Mount, MountEntry, PortEntry, PortMapping};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -241,10 +244,10 @@ pub struct Pod {
     /// Mounts: `volume-name:/path[:ro]` for named volumes, `./dir:/path[:ro]` or
     /// `/abs:/path[:ro]` for host paths.
     #[serde(default)]
-    pub volumes: Vec<Sp<String>>,
+    pub volumes: Vec<MountEntry>,
     /// Published ports: `HOST:CONTAINER[/tcp|udp]` or `IP:HOST:CONTAINER[/tcp|udp]`.
     #[serde(default)]
-    pub ports: Vec<Sp<String>>,
+    pub ports: Vec<PortEntry>,
     #[serde(default)]
     pub resources: Option<Resources>,
     /// `uid[:gid]` or a user name.
@@ -276,7 +279,7 @@ impl Pod {
     pub fn named_volumes(&self) -> impl Iterator<Item = &str> {
         self.volumes
             .iter()
-            .filter_map(|m| check::Mount::parse(&m.value).ok())
+            .filter_map(|m| m.get().ok())
             .filter(|m| !m.bind)
             .map(|m| m.source)
     }
@@ -294,6 +297,9 @@ pub struct Build {
     #[serde(default)]
     pub args: NamedMap<Sp<EnvValue>>,
 }
+
+/// Where a pod's secret files appear inside its containers (a spec's mounts may not reach in).
+pub const SECRETS_MOUNT_POINT: &str = "/run/secrets";
 
 /// A secret given to a pod: its name, or a mapping for env delivery or another file mode.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]

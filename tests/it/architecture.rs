@@ -16,7 +16,6 @@ const LONG_FILES: &[(&str, usize)] = &[
     ("apply/mod.rs", 1605),
     ("engine/docker.rs", 1220),
     ("ops.rs", 1830),
-    ("spec/check.rs", 1782),
     ("state/journal.rs", 702),
 ];
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
@@ -26,29 +25,16 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("apply/undo.rs", "perform", 182),
     ("ops.rs", "open", 147),
     ("ops.rs", "recover", 183),
-    ("resources.rs", "desired_with", 241),
-    ("resources.rs", "pod_attrs", 163),
     ("secrets/files.rs", "inspect", 240),
-    ("spec/check.rs", "pods", 298),
-    ("spec/check.rs", "proxy", 137),
-    ("spec/check.rs", "backups", 130),
 ];
 /// The modules still caught in import cycles. A cycle among other modules, or one that takes
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[
-    "apply",
-    "backup",
-    "diag",
-    "observe",
-    "ops",
-    "plan",
-    // New with issue 11, not a new cycle: it reads spec, diag, secrets and state, which
-    // are still in the cycle above; it leaves once they do (it never reads ops or backup).
-    "project",
-    "resources",
-    "secrets",
-    "spec",
-    "state",
+    "apply", "backup", "observe", "ops", "plan",
+    // New with issue 11, not a new cycle: it reads secrets (the identity) and state (its
+    // directory), which are still in the cycle; it leaves once they do (it never reads ops
+    // or backup).
+    "project", "secrets", "state",
 ];
 
 fn rel(path: &Path) -> String {

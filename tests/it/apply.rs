@@ -2,7 +2,7 @@
 //! changed, rolling back a failed gate, deleting, healing; checked with the docker CLI and
 //! by asking the containers themselves (HTTP) as independent witnesses.
 
-mod common;
+use crate::common;
 
 use berth::plan::Action;
 use common::docker::{self, container_id, containers_of, http_get};

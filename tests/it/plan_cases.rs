@@ -1,6 +1,10 @@
 //! Planner cases: `(old.yaml, new.yaml) -> plan` in all three renderings, as snapshots a
 //! person has read (fixtures/plan/snapshots). Each case directory under `fixtures/plan/`
 //! holds the two revisions; the multi-region example's two revisions are a case too.
+//!
+//! Live cases: `(spec.yaml, live.json) -> plan`, where `live.json` is an observed state as
+//! the observers would report it (drift, leftovers, heal), a `README` beside them says what
+//! the case is; the planner, being pure, needs no engine for them.
 
 use std::path::Path;
 
@@ -16,7 +20,7 @@ fn plan(new: &str, old: &str) -> Plan {
 
 fn snapshot_all(name: &str, plan: &Plan) {
     insta::with_settings!({
-        snapshot_path => "../fixtures/plan/snapshots",
+        snapshot_path => "../../fixtures/plan/snapshots",
         prepend_module_to_snapshot => false,
     }, {
         insta::assert_snapshot!(format!("{name}.human"), render::human(plan, false));
@@ -118,5 +122,70 @@ fn credential_values_never_reach_a_plan() {
             out.contains("env.SANDBOX_API_KEY") && out.contains("(sensitive)"),
             "{out}"
         );
+    }
+}
+
+/// The changes of a plan that do something, as `(address, action)`.
+fn acting(p: &Plan) -> Vec<(String, Action)> {
+    p.changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect()
+}
+
+#[test]
+fn live_cases() {
+    let expected: &[(&str, &[(&str, Action)])] = &[
+        (
+            "drift-hand-edited",
+            &[
+                ("secret.db_password", Action::Heal),
+                ("pod.api", Action::Replace),
+            ],
+        ),
+        (
+            "heal-exited",
+            &[("pod.db", Action::Heal), ("pod.api", Action::Heal)],
+        ),
+        (
+            "orphan-left-behind",
+            &[
+                ("pod.worker", Action::Delete),
+                ("volume.old-cache", Action::Delete),
+            ],
+        ),
+    ];
+    let mut cases: Vec<_> = std::fs::read_dir("fixtures/plan")
+        .expect("fixtures/plan")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("live.json").is_file())
+        .collect();
+    cases.sort();
+    let names: Vec<String> = cases
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        expected
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect::<Vec<_>>(),
+        "every live case has its expected actions here"
+    );
+    for ((dir, name), (_, actions)) in cases.iter().zip(&names).zip(expected) {
+        let valid = berth::ops::load_valid(&dir.join("spec.yaml"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let graph = berth::resources::graph(&valid.spec).expect("graph");
+        let text = std::fs::read_to_string(dir.join("live.json")).expect("live.json");
+        let live: berth::observe::ObservedState =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/live.json: {e}"));
+        let p = berth::plan::plan(&valid.spec.project.value, &graph, &live);
+        let want: Vec<(String, Action)> =
+            actions.iter().map(|(a, x)| (a.to_string(), *x)).collect();
+        assert_eq!(acting(&p), want, "{name}");
+        snapshot_all(&format!("live-{name}"), &p);
     }
 }

@@ -3,7 +3,7 @@
 //! and `berth destroy` takes it down again. Run on a copy, under a project name and host
 //! port of its own, so that it can run beside other tests and a quickstart of your own.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

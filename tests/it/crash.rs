@@ -7,7 +7,7 @@
 //! The randomised test runs `BERTH_CRASH_ROUNDS` rounds (30 by default) from the seed
 //! `BERTH_CRASH_SEED` (random by default, printed so that a failure can be replayed).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

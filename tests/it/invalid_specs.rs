@@ -113,10 +113,10 @@ fn file_name(path: &Path) -> String {
 #[test]
 fn invalid_specs() {
     insta::with_settings!({
-        snapshot_path => "../fixtures/invalid/snapshots",
+        snapshot_path => "../../fixtures/invalid/snapshots",
         prepend_module_to_snapshot => false,
     }, {
-        insta::glob!("../fixtures/invalid", "*.yaml", |path| {
+        insta::glob!("../../fixtures/invalid", "*.yaml", |path| {
             let name = file_name(path);
             let text = std::fs::read_to_string(path).unwrap();
             let report = load(&name, &text);

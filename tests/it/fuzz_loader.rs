@@ -12,11 +12,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 const EXAMPLES: &[&str] = &[
-    include_str!("../examples/quickstart/berth.yaml"),
-    include_str!("../examples/ai-agents/berth.yaml"),
-    include_str!("../examples/multi-region/berth.yaml"),
-    include_str!("../examples/multi-region/berth.v2.yaml"),
-    include_str!("../examples/production/berth.yaml"),
+    include_str!("../../examples/quickstart/berth.yaml"),
+    include_str!("../../examples/ai-agents/berth.yaml"),
+    include_str!("../../examples/multi-region/berth.yaml"),
+    include_str!("../../examples/multi-region/berth.v2.yaml"),
+    include_str!("../../examples/production/berth.yaml"),
 ];
 
 fn cases() -> u32 {

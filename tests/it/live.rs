@@ -2,7 +2,7 @@
 //! engine is not there. The scenes are set with the docker CLI (an independent witness),
 //! labelled the way berth labels what it creates.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

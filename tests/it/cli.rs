@@ -1,6 +1,6 @@
 //! The command line as a user meets it: exit codes, formats, colour, errors.
 
-mod common;
+use crate::common;
 
 use common::{Berth, repo};
 

@@ -3,7 +3,7 @@
 //! (`age -d | zstd -d | tar -x`) and compared byte for byte; damage of every kind caught by
 //! verify; retention over 90 days of synthetic backups.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

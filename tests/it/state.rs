@@ -2,7 +2,7 @@
 //! `berth recover` after a kill at every step boundary, revisions and `rollback`, and
 //! SIGTERM in the middle of an apply. Checked with the docker CLI.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! Recognising credentials written in plain text: the one definition of "sensitive" used by
 //! the lints (to flag), the resource attributes (to hide values from plans) and diagnostic
-//! rendering (to mask snippets).
+//! rendering (to mask snippets); and the one list of well-known default credentials, refused
+//! by the lints and by the checks of a decrypted secret.
 
 use std::borrow::Cow;
 
@@ -68,6 +69,18 @@ pub fn contains_pem(value: &str) -> bool {
 /// An age secret key (`AGE-SECRET-KEY-1...`; bech32 is case-insensitive).
 pub fn contains_age_secret_key(value: &str) -> bool {
     value.to_ascii_uppercase().contains("AGE-SECRET-KEY-1")
+}
+
+/// Well-known default credentials: refused as the whole value, in any case, by the lints and
+/// by the checks of a decrypted secret. As parts of a value they are common and harmless
+/// (`postgres://...`, a random string that happens to hold `admin`).
+pub const FORBIDDEN_DEFAULTS: [&str; 3] = ["postgres", "admin", "password"];
+
+/// Whether `value` is, whole and in any case, one of the [`FORBIDDEN_DEFAULTS`].
+pub fn is_forbidden_default(value: &str) -> bool {
+    FORBIDDEN_DEFAULTS
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(value))
 }
 
 /// A placeholder such as `CHANGE_ME` as a whole word of the value.
@@ -341,6 +354,16 @@ mod tests {
         }
         for secret in ["s3cretvalue", "Zq8v3", "abcdef0123456789"] {
             assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
+    }
+
+    #[test]
+    fn forbidden_defaults_are_whole_values_in_any_case() {
+        for d in ["postgres", "ADMIN", "Password"] {
+            assert!(is_forbidden_default(d), "{d}");
+        }
+        for v in ["postgres://db", "admin1", "my-password", ""] {
+            assert!(!is_forbidden_default(v), "{v}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! (hash-identical), with no helper container left and a clean plan; pods brought back as an
 //! apply makes them; and the backup settings that reach the plan and the timer's unit.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

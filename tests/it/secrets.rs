@@ -3,7 +3,7 @@
 //! real containers (checked from inside with `docker exec`), rotation, heals, and a canary
 //! value searched for everywhere it must not be.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,43 @@
+//! The attribute keys (and drift fields) that more than one stage reads: written by
+//! [`super::desired`] and by the observers (from the engine's labels and the host), read by
+//! the planner, apply and the operations. A key named once, where it is written, stays a
+//! literal.
+
+/// A pod's or the proxy's image reference, as given in the spec.
+pub const IMAGE: &str = "image";
+/// The image berth builds for a pod with `build:` (tagged with its context's digest).
+pub const BUILD_IMAGE: &str = "build.image";
+/// A drift field: the container is not running (or not healthy) as it should be.
+pub const STATE: &str = "state";
+/// The effective update strategy of a pod (see [`super::strategy`]).
+pub const UPDATE_STRATEGY: &str = "update.strategy";
+/// A pod's health probe: a command, or `:port/path` over HTTP.
+pub const HEALTH_CMD: &str = "health.cmd";
+pub const HEALTH_HTTP: &str = "health.http";
+/// The host ports the proxy listens on.
+pub const LISTEN: &str = "listen";
+/// Whether a backup runs before each apply (observed from the state of the last one).
+pub const BEFORE_APPLY: &str = "before_apply";
+/// A backup's store; a drift field when the store is missing or open to others.
+pub const STORE: &str = "store";
+/// A secret's file, its recipients and its mode (also drift fields of the secret file).
+pub const FILE: &str = "file";
+pub const RECIPIENTS: &str = "recipients";
+pub const MODE: &str = "mode";
+/// A network's driver; whether a volume is external.
+pub const DRIVER: &str = "driver";
+pub const EXTERNAL: &str = "external";
+/// How a pod gets a secret: `secret.NAME`, and `secret.NAME.version` for its ciphertext.
+pub const SECRET_PREFIX: &str = "secret.";
+/// A pod's post-deploy checks: `check[:PORT/PATH]`.
+pub const CHECK_PREFIX: &str = "check[";
+
+/// `secret.NAME`: how a pod gets secret `name`.
+pub fn secret(name: &str) -> String {
+    format!("{SECRET_PREFIX}{name}")
+}
+
+/// `secret.NAME.version`: the ciphertext of secret `name` a pod was given.
+pub fn secret_version(name: &str) -> String {
+    format!("{SECRET_PREFIX}{name}.version")
+}

@@ -1,0 +1,243 @@
+//! Backups: one source, its pod and volume, the store's place, the schedule, retention and
+//! recipients.
+
+use super::Checker;
+use crate::diag::Diagnostic;
+use crate::spec::{BackupSource, Sp};
+
+impl Checker<'_> {
+    pub(super) fn backups(&mut self) {
+        let spec = self.spec;
+        for b in spec.backups.iter() {
+            self.backup_source(&b.name, &b.item.source);
+            self.backup_store(&b.name.value, &b.item.store);
+            if let Some(sched) = &b.item.schedule
+                && let Err(why) = check_on_calendar(&sched.value)
+            {
+                self.push(
+                    Diagnostic::error(
+                        "invalid-schedule",
+                        format!(
+                            "`{}` is not a systemd calendar expression: {why}",
+                            sched.value
+                        ),
+                    )
+                    .at(sched.span, "invalid schedule")
+                    .help("write e.g. `daily`, `hourly`, `*-*-* 03:00:00` or `Mon *-*-* 04:30:00`"),
+                );
+            }
+            if let Some(r) = &b.item.retention
+                && [r.daily, r.weekly, r.monthly]
+                    .iter()
+                    .all(|n| n.unwrap_or(0) == 0)
+            {
+                self.push(
+                    Diagnostic::error(
+                        "empty-retention",
+                        format!("backup `{}` retention keeps nothing", b.name.value),
+                    )
+                    .at(b.name.span, "every backup would be pruned")
+                    .help("keep at least one bucket, e.g. `{ daily: 7, weekly: 4 }`"),
+                );
+            }
+            match &b.item.recipients {
+                Some(list) => self.recipients_of(&format!("backup `{}`", b.name.value), list),
+                // With an explicit `identity:`, its key (the `backup-key-on-host` lint
+                // says why that alone is risky).
+                None if spec.recipients.is_empty() && spec.identity.is_none() => self.push(
+                    Diagnostic::error(
+                        "no-recipients",
+                        format!("backup `{}` has no recipients", b.name.value),
+                    )
+                    .at(b.name.span, "backups are always encrypted")
+                    .help("list the team's public keys under top-level `recipients:`, or name the one `identity:` whose key may decrypt"),
+                ),
+                None => {}
+            }
+        }
+    }
+
+    /// A backup's `source`: exactly one of `exec`, `volume` and `path`, and the pod, volume
+    /// or path it names.
+    fn backup_source(&mut self, name: &Sp<String>, src: &Sp<BackupSource>) {
+        let spec = self.spec;
+        let s = &src.value;
+        let kinds = [s.exec.is_some(), s.volume.is_some(), s.path.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if kinds != 1 {
+            self.push(
+                Diagnostic::error("backup-source", format!("backup `{}` needs exactly one of `exec`, `volume` and `path`", name.value))
+                    .at(src.span, if kinds == 0 { "nothing to back up" } else { "more than one source" })
+                    .help("e.g. `{ pod: db, exec: [pg_dump, -Fc, shop] }`, `{ volume: db-data }` or `{ path: /srv/uploads }`"),
+            );
+        }
+        if s.exec.is_some() && s.pod.is_none() {
+            self.push(
+                Diagnostic::error("backup-source", "`exec` needs the `pod` to run in")
+                    .at(src.span, "no pod")
+                    .help("add `pod: NAME`"),
+            );
+        }
+        if s.exec.as_ref().is_some_and(|e| e.is_empty()) {
+            self.push(
+                Diagnostic::error("empty-command", "backup `exec` is empty")
+                    .at(src.span, "empty")
+                    .help("give the command and its arguments, e.g. `[pg_dump, -Fc, shop]`"),
+            );
+        }
+        if s.restore.is_some() && s.exec.is_none() {
+            self.push(
+                Diagnostic::error(
+                    "backup-source",
+                    "`restore` applies only to an `exec` source",
+                )
+                .at(src.span, "no exec")
+                .help("remove `restore`: volumes and paths are restored as files"),
+            );
+        }
+        if let Some(pod) = &s.pod {
+            match spec.pods.get(&pod.value) {
+                None => self.unknown("pod", pod, spec.pods.names(), "pods"),
+                Some(p) => {
+                    if let Some(vol) = &s.volume {
+                        let mounts = p
+                            .volumes
+                            .iter()
+                            .filter_map(|m| m.get().ok())
+                            .any(|m| !m.bind && m.source == vol.value);
+                        if !mounts {
+                            self.push(
+                                Diagnostic::error(
+                                    "backup-source",
+                                    format!(
+                                        "pod `{}` does not mount volume `{}`",
+                                        pod.value, vol.value
+                                    ),
+                                )
+                                .at(vol.span, "not mounted by that pod")
+                                .help("name the pod that mounts the volume, or drop `pod`"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(vol) = &s.volume
+            && !spec.volumes.contains(&vol.value)
+        {
+            self.unknown("volume", vol, spec.volumes.names(), "volumes");
+        }
+        if let Some(path) = &s.path
+            && !path.value.starts_with('/')
+        {
+            self.push(
+                Diagnostic::error(
+                    "relative-path",
+                    format!("backup path `{}` is not absolute", path.value),
+                )
+                .at(path.span, "relative")
+                .help("give the absolute host path, e.g. `/srv/uploads`"),
+            );
+        }
+    }
+
+    /// A backup store is a directory of its own: never `/`, a system directory (or a child
+    /// of one the OS owns) or a temporary directory, in any environment. berth makes the
+    /// store and may change its mode: such a directory is shared.
+    fn backup_store(&mut self, backup: &str, store: &Sp<String>) {
+        let path = crate::fsutil::expand_home(&store.value);
+        if !path.is_absolute() {
+            return; // the `backup-store-relative` lint
+        }
+        if let Some(why) = crate::fsutil::refused_place(&path) {
+            self.push(
+                Diagnostic::error(
+                    "backup-store-place",
+                    format!("backup `{backup}` cannot be stored there: {why}"),
+                )
+                .at(store.span, "not a directory of its own")
+                .help("give a directory that berth makes and keeps 0700, e.g. `/var/backups/PROJECT` or `/srv/backups/PROJECT`"),
+            );
+        }
+    }
+}
+
+/// A structural check of systemd `OnCalendar` syntax: the named shortcuts, or
+/// `[weekdays] [date] time` with the characters systemd accepts in each part.
+pub fn check_on_calendar(s: &str) -> Result<(), String> {
+    const SHORTCUTS: &[&str] = &[
+        "minutely",
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
+        "yearly",
+        "annually",
+        "quarterly",
+        "semiannually",
+    ];
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if SHORTCUTS.contains(&s) {
+        return Ok(());
+    }
+    let mut parts: Vec<&str> = s.split_whitespace().collect();
+    const DAYS: &[&str] = &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    if let Some(first) = parts.first()
+        && first
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+    {
+        for piece in first.split([',', '.']).filter(|p| !p.is_empty()) {
+            if !DAYS.contains(&piece) {
+                return Err(format!("`{piece}` is not a weekday (Mon..Sun)"));
+            }
+        }
+        parts.remove(0);
+    }
+    let ok_chars = |p: &str| {
+        p.chars()
+            .all(|c| c.is_ascii_digit() || "*,./~-:".contains(c))
+    };
+    match parts.as_slice() {
+        [time] if time.contains(':') && ok_chars(time) => Ok(()),
+        [date, time]
+            if date.contains('-') && time.contains(':') && ok_chars(date) && ok_chars(time) =>
+        {
+            Ok(())
+        }
+        [date] if date.contains('-') && ok_chars(date) => Ok(()),
+        _ if parts.len() == 5 => Err(
+            "this looks like a cron expression; systemd writes `0 3 * * *` as `*-*-* 03:00:00`"
+                .into(),
+        ),
+        _ => Err("expected `[weekday] [year-month-day] hour:minute[:second]`".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendars() {
+        for ok in [
+            "daily",
+            "*-*-* 03:00:00",
+            "Mon *-*-* 04:30",
+            "Mon,Fri 02:00",
+            "*:0/15",
+            "2026-01-01",
+        ] {
+            assert!(check_on_calendar(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "every day", "Funday 03:00", "*-*-* 3am", "0 3 * * *"] {
+            assert!(check_on_calendar(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Dependency cycles among pods (`depends_on`), each reported once along its edges.
+
+use std::collections::{BTreeSet, HashMap};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::Checker;
+use crate::diag::{Diagnostic, Span};
+
+impl Checker<'_> {
+    pub(super) fn cycles(&mut self) {
+        let pods = &self.spec.pods;
+        let mut g: DiGraph<&str, Span> = DiGraph::with_capacity(pods.len(), pods.len());
+        let mut idx: HashMap<&str, NodeIndex> = HashMap::with_capacity(pods.len());
+        for p in pods.iter() {
+            idx.entry(p.name.value.as_str())
+                .or_insert_with(|| g.add_node(&p.name.value));
+        }
+        for p in pods.iter() {
+            let from = idx[p.name.value.as_str()];
+            for d in &p.item.depends_on {
+                if d.value == p.name.value {
+                    continue; // reported as a self-dependency
+                }
+                if let Some(&to) = idx.get(d.value.as_str()) {
+                    g.add_edge(from, to, d.span);
+                }
+            }
+        }
+        let mut sccs = tarjan_scc(&g);
+        sccs.retain(|c| c.len() > 1);
+        sccs.sort_by_key(|c| c.iter().map(|n| g[*n]).min());
+        for scc in sccs {
+            let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+            let start = *scc.iter().min_by_key(|n| g[**n]).unwrap_or(&scc[0]);
+            let path = cycle_through(&g, start, &members);
+            let names: Vec<&str> = path.iter().map(|(n, _)| g[*n]).collect();
+            let mut shown = names.clone();
+            shown.push(names[0]);
+            let chain = shown.join(" -> ");
+            let mut d = Diagnostic::error("dependency-cycle", format!("dependency cycle: {chain}"))
+                .help("remove one of these `depends_on` entries: a pod cannot wait for itself");
+            for (i, (_, edge_span)) in path.iter().enumerate() {
+                let label = format!("`{}` depends on `{}`", shown[i], shown[i + 1]);
+                d = if i == 0 {
+                    d.at(*edge_span, label)
+                } else {
+                    d.related(*edge_span, label)
+                };
+            }
+            self.push(d);
+        }
+    }
+}
+
+/// Depth-first search for a cycle from `start` back to itself inside one SCC; returns the
+/// nodes in order with the span of the edge leaving each.
+fn cycle_through(
+    g: &DiGraph<&str, Span>,
+    start: NodeIndex,
+    members: &BTreeSet<NodeIndex>,
+) -> Vec<(NodeIndex, Span)> {
+    fn dfs(
+        g: &DiGraph<&str, Span>,
+        at: NodeIndex,
+        start: NodeIndex,
+        members: &BTreeSet<NodeIndex>,
+        seen: &mut BTreeSet<NodeIndex>,
+        path: &mut Vec<(NodeIndex, Span)>,
+    ) -> bool {
+        let mut edges: Vec<_> = g.edges(at).collect();
+        edges.sort_by_key(|e| g[petgraph::visit::EdgeRef::target(e)]);
+        for e in edges {
+            let to = petgraph::visit::EdgeRef::target(&e);
+            if !members.contains(&to) {
+                continue;
+            }
+            path.push((at, *e.weight()));
+            if to == start {
+                return true;
+            }
+            if seen.insert(to) && dfs(g, to, start, members, seen, path) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = Vec::new();
+    let mut seen = BTreeSet::from([start]);
+    dfs(g, start, start, members, &mut seen, &mut path);
+    path
+}

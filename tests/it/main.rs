@@ -1,0 +1,21 @@
+//! berth's integration tests: one test binary (linked once), a module per subject. Tests
+//! that need the Docker engine skip without one, unless `BERTH_REQUIRE_DOCKER=1` (set by
+//! `.ci/run`), when a missing engine is a failure. Each test works on its own project (a
+//! unique name, removed when the scene drops), so the tests run in parallel.
+
+mod common;
+
+mod apply;
+mod architecture;
+mod backup;
+mod cli;
+mod crash;
+mod examples;
+mod fuzz_loader;
+mod invalid_specs;
+mod live;
+mod plan_cases;
+mod quickstart;
+mod restore;
+mod secrets;
+mod state;
