@@ -19,6 +19,7 @@
 //! - [`secrets`] holds the plaintext type that can never be printed; [`sensitive`] recognises
 //!   credentials written where they should not be (for lints, plans and snippets);
 //! - [`encode`] is hex encoding, written once (the bottom layer);
+//! - [`project`] is the project context (spec, its directories, engines, identity) they share;
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;
@@ -33,6 +34,7 @@ pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod plan;
+pub mod project;
 pub mod resources;
 pub mod secrets;
 pub mod sensitive;

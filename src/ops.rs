@@ -10,8 +10,8 @@ use crate::graph::{GraphError, ResourceGraph};
 use crate::observe::{ObservedState, Origin};
 use crate::plan::{Plan, plan};
 use crate::resources;
+use crate::spec::Spec;
 use crate::spec::load::ReadError;
-use crate::spec::{Loaded, Spec, load_file};
 
 /// Why an operation could not produce its result.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -119,18 +119,18 @@ pub enum OpError {
     Graph(#[from] GraphError),
 }
 
-/// A spec that loaded without errors, with the report of its warnings.
-pub struct Valid {
-    pub spec: Spec,
-    pub report: Report,
-}
+pub use crate::project::{Valid, connect_engines, load_valid};
 
-/// Loads a spec and refuses it if it has errors.
-pub fn load_valid(path: &Path) -> Result<Valid, OpError> {
-    let Loaded { spec, report } = load_file(path)?;
-    match spec {
-        Some(spec) if !report.has_errors() => Ok(Valid { spec, report }),
-        _ => Err(OpError::Invalid(Box::new(report))),
+/// A project that could not be opened fails the operation the same way.
+impl From<crate::project::ProjectError> for OpError {
+    fn from(e: crate::project::ProjectError) -> OpError {
+        use crate::project::ProjectError;
+        match e {
+            ProjectError::Read(e) => OpError::Read(e),
+            ProjectError::Invalid(report) => OpError::Invalid(report),
+            ProjectError::Engine(e) => OpError::Engine(e),
+            ProjectError::Runtime(e) => OpError::Runtime(e),
+        }
     }
 }
 
@@ -944,21 +944,6 @@ async fn deployed_images(
         }
     }
     Ok(out)
-}
-
-/// Connects to every region's engine, concurrently, without observing.
-pub(crate) async fn connect_engines(
-    spec: &Spec,
-) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
-    let connections = spec.region_names().into_iter().map(|name| async move {
-        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
-        let engine = crate::engine::Engine::connect(name, endpoint).await?;
-        Ok::<_, crate::engine::EngineError>((name.to_string(), engine))
-    });
-    Ok(futures_util::future::try_join_all(connections)
-        .await?
-        .into_iter()
-        .collect())
 }
 
 /// What `berth recover` did.

@@ -1,5 +1,8 @@
 //! Encrypted, verified backups: one streaming pipeline ([`pipeline`]), a store behind a
-//! small trait ([`store`]), retention ([`retention`]).
+//! small trait ([`store`]), retention ([`retention`]), timers ([`schedule`]). The backups
+//! of a spec ([`ops::Backups`], on a [`crate::project::Project`]) are taken ([`take`]),
+//! restored ([`restore`]; [`refill`] puts data back in place, for a restore and its undo),
+//! verified ([`verify`](mod@verify)) and pruned ([`prune`]).
 //!
 //! A backup is a file `ID.tar.zst.age` (a tar stream, compressed with zstd, encrypted with
 //! age to the backup's recipients) and a manifest `ID.manifest.json` written atomically
@@ -13,9 +16,14 @@
 
 pub mod ops;
 pub mod pipeline;
+pub mod prune;
+pub mod refill;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod store;
+pub mod take;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 

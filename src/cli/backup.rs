@@ -1,10 +1,12 @@
-//! `berth backup run | list | verify | prune`.
+//! `berth backup run | list | verify | restore | prune`: arguments parsed, results
+//! rendered; the work is `crate::backup`'s, and errors are rendered by `cli::report_error`.
 
 use std::path::Path;
 
-use super::{exit, print};
+use super::{exit, print, report_error};
 use crate::backup::ops::Backups;
 use crate::backup::store::Store;
+use crate::backup::verify::Checked;
 use crate::ops::OpError;
 use crate::state::format_time;
 
@@ -61,165 +63,17 @@ pub enum Command {
 
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
     let b = Backups::open(file, state_dir)?;
-    // A backup waits for an apply or a restore of the project to finish (a scheduled run
-    // must not save a volume halfway through a restore).
-    let lock = |command: &str| {
-        crate::state::lock::acquire(
-            &b.state,
-            &b.spec.project.value,
-            command,
-            Some(std::time::Duration::from_secs(600)),
-        )
-    };
     match args.command {
         Command::Run { name, all } => {
-            let _lock = lock("berth backup run")?;
-            b.ready_for_backup()?;
             let names = if all {
                 b.names()
             } else {
                 name.into_iter().collect()
             };
-            let mut failures = 0;
-            for name in names {
-                match b.run(&name, false) {
-                    Ok((m, v)) => {
-                        eprintln!(
-                            "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
-                            m.id,
-                            v.files,
-                            size(m.plain_bytes),
-                            size(m.stored_bytes),
-                            b.store(b.get(&name)?)?.locate(&name, &m.id)
-                        );
-                        // Now that a backup of the name verifies, the data files a killed
-                        // backup left without a manifest go (under the lock).
-                        let store = b.store(b.get(&name)?)?;
-                        for i in store.incomplete(&name)? {
-                            if store.remove_incomplete(&name, &i.id)? {
-                                eprintln!(
-                                    "backup `{name}`: removed {}, cut short while it was written ({}), no manifest",
-                                    i.id,
-                                    format_time(i.modified)
-                                );
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        eprintln!("{:?}", miette::Report::new(e));
-                    }
-                }
-            }
-            Ok(if failures > 0 { exit::ERROR } else { exit::OK })
+            take(&b, names)
         }
-        Command::List { name } => {
-            let names = match name {
-                Some(n) => vec![n],
-                None => b.names(),
-            };
-            let mut out = format!(
-                "{:<12} {:<27} {:<23} {:>10} {:>7}  {}\n",
-                "backup", "id", "taken", "size", "ratio", "verified"
-            );
-            for name in names {
-                for m in b.list(&name)? {
-                    let ratio = if m.stored_bytes == 0 {
-                        0.0
-                    } else {
-                        m.plain_bytes as f64 / m.stored_bytes as f64
-                    };
-                    out.push_str(&format!(
-                        "{:<12} {:<27} {:<23} {:>10} {:>6.1}x  {}{}\n",
-                        name,
-                        m.id,
-                        format_time(m.created_at),
-                        size(m.stored_bytes),
-                        ratio,
-                        if m.verified { "yes" } else { "NO" },
-                        if m.safety { " (safety copy)" } else { "" }
-                    ));
-                }
-                for i in b.store(b.get(&name)?)?.incomplete(&name)? {
-                    out.push_str(&format!(
-                        "{:<12} {:<27} {:<23} {:>10} {:>7}  NO (incomplete: cut short while written, no manifest; `berth backup prune` removes it)\n",
-                        name,
-                        i.id,
-                        format_time(i.modified),
-                        size(i.bytes),
-                        "-",
-                    ));
-                }
-                // Manifests that do not parse: named, never in the way of the others.
-                for (file, why) in b.store(b.get(&name)?)?.damaged(&name) {
-                    out.push_str(&format!("{name:<12} DAMAGED `{file}`: {why}\n"));
-                }
-            }
-            print(&out);
-            Ok(exit::OK)
-        }
-        Command::Verify { id, all } => {
-            let Some(identity) = &b.identity else {
-                return Err(OpError::Refused {
-                    message: "there is no identity on this machine to decrypt backups with".into(),
-                    help:
-                        "run where the identity is, or point `identity:` (or $BERTH_IDENTITY) at it"
-                            .into(),
-                });
-            };
-            let mut checked = 0;
-            let mut bad = 0;
-            for name in b.names() {
-                let store = b.store(b.get(&name)?)?;
-                if id.is_none() && all {
-                    for (file, why) in store.damaged(&name) {
-                        checked += 1;
-                        bad += 1;
-                        eprintln!("{name}: manifest `{file}` is damaged: {why}");
-                    }
-                }
-                let chosen: Vec<_> = match (&id, all) {
-                    (Some(id), _) => b.list(&name)?.into_iter().filter(|m| &m.id == id).collect(),
-                    (None, true) => b.list(&name)?,
-                    // The newest at a trusted time, as `restore` and `prune` trust times.
-                    (None, false) => {
-                        let (found, skipped) = b.newest_trusted(&name, |_| true)?;
-                        for (id, why) in skipped {
-                            eprintln!(
-                                "{name} {id}: passed over ({why}); `berth backup verify {id}` reads it back"
-                            );
-                        }
-                        found.into_iter().collect()
-                    }
-                };
-                for m in chosen {
-                    checked += 1;
-                    match crate::backup::verify(&store, &m, identity) {
-                        Ok(v) => eprintln!(
-                            "{name} {}: ok ({} files, {})",
-                            m.id,
-                            v.files,
-                            size(v.plain_bytes)
-                        ),
-                        Err(e) => {
-                            bad += 1;
-                            eprintln!("{:?}", miette::Report::new(e));
-                        }
-                    }
-                }
-            }
-            if checked == 0 {
-                return Err(OpError::Refused {
-                    message: match &id {
-                        Some(id) => format!("no backup has the id `{id}`"),
-                        None => "there are no backups yet".into(),
-                    },
-                    help: "`berth backup list` shows them".into(),
-                });
-            }
-            eprintln!("{checked} backup(s) read back, {bad} damaged.");
-            Ok(if bad > 0 { exit::ERROR } else { exit::OK })
-        }
+        Command::List { name } => list(&b, name),
+        Command::Verify { id, all } => verify(&b, id.as_deref(), all),
         Command::Restore { name, id, dry_run } => {
             let r = b.restore(&name, id.as_deref(), dry_run, state_dir, file)?;
             for l in &r.lines {
@@ -235,46 +89,154 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             }
             Ok(exit::OK)
         }
-        Command::Prune { dry_run } => {
-            let _lock = lock("berth backup prune")?;
-            let mut failed = false;
-            for name in b.names() {
-                let pruned = b.prune(&name, dry_run)?;
-                if pruned.no_retention {
-                    eprintln!("{name}: no `retention`; no backup is pruned");
-                }
-                // The same lines with `--dry-run` and without, but for the verb.
-                for d in pruned.decisions.iter().chain(&pruned.incomplete) {
-                    let verb = match (d.delete, dry_run) {
-                        (false, _) => "keep  ",
-                        (true, true) => "would delete",
-                        (true, false) => "delete",
-                    };
-                    eprintln!("  {verb} {name} {} ({})", d.id, d.why);
-                }
-                if !pruned.damaged.is_empty() {
-                    failed = true;
+        Command::Prune { dry_run } => prune(&b, dry_run),
+    }
+}
+
+/// `backup run`: each backup taken under the lock; a failure is reported and the others
+/// are still taken.
+fn take(b: &Backups, names: Vec<String>) -> Result<u8, OpError> {
+    let _lock = b.lock_for_backup()?;
+    let mut failures = 0;
+    for name in names {
+        match b.run(&name, false) {
+            Ok((m, v)) => {
+                eprintln!(
+                    "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
+                    m.id,
+                    v.files,
+                    size(m.plain_bytes),
+                    size(m.stored_bytes),
+                    b.store(b.get(&name)?)?.locate(&name, &m.id)
+                );
+                // Now that a backup of the name verifies, the data files a killed backup
+                // left without a manifest go (under the lock).
+                for i in b.remove_incomplete(&name)? {
                     eprintln!(
-                        "{name}: {} backup(s) failed their read-back and count for nothing: {}",
-                        pruned.damaged.len(),
-                        pruned
-                            .damaged
-                            .iter()
-                            .map(|(id, _)| id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-                if pruned.nothing_verifies {
-                    failed = true;
-                    eprintln!(
-                        "{name}: no backup verifies now at a trusted time, so nothing is deleted (take one: `berth backup run {name}`)"
+                        "backup `{name}`: removed {}, cut short while it was written ({}), no manifest",
+                        i.id,
+                        format_time(i.modified)
                     );
                 }
             }
-            Ok(if failed { exit::ERROR } else { exit::OK })
+            Err(e) => {
+                failures += 1;
+                report_error(e);
+            }
         }
     }
+    Ok(if failures > 0 { exit::ERROR } else { exit::OK })
+}
+
+/// `backup list`: a table of the backups of each name (or of `name`).
+fn list(b: &Backups, name: Option<String>) -> Result<u8, OpError> {
+    let names = match name {
+        Some(n) => vec![n],
+        None => b.names(),
+    };
+    let mut out = format!(
+        "{:<12} {:<27} {:<23} {:>10} {:>7}  {}\n",
+        "backup", "id", "taken", "size", "ratio", "verified"
+    );
+    for name in names {
+        for m in b.list(&name)? {
+            let ratio = if m.stored_bytes == 0 {
+                0.0
+            } else {
+                m.plain_bytes as f64 / m.stored_bytes as f64
+            };
+            out.push_str(&format!(
+                "{:<12} {:<27} {:<23} {:>10} {:>6.1}x  {}{}\n",
+                name,
+                m.id,
+                format_time(m.created_at),
+                size(m.stored_bytes),
+                ratio,
+                if m.verified { "yes" } else { "NO" },
+                if m.safety { " (safety copy)" } else { "" }
+            ));
+        }
+        let store = b.store(b.get(&name)?)?;
+        for i in store.incomplete(&name)? {
+            out.push_str(&format!(
+                "{:<12} {:<27} {:<23} {:>10} {:>7}  NO (incomplete: cut short while written, no manifest; `berth backup prune` removes it)\n",
+                name,
+                i.id,
+                format_time(i.modified),
+                size(i.bytes),
+                "-",
+            ));
+        }
+        // Manifests that do not parse: named, never in the way of the others.
+        for (file, why) in store.damaged(&name) {
+            out.push_str(&format!("{name:<12} DAMAGED `{file}`: {why}\n"));
+        }
+    }
+    print(&out);
+    Ok(exit::OK)
+}
+
+/// `backup verify`: each read-back told as it is done, then the count.
+fn verify(b: &Backups, id: Option<&str>, all: bool) -> Result<u8, OpError> {
+    let tally = b.verify_stored(id, all, &mut |checked| match checked {
+        Checked::DamagedManifest { name, file, why } => {
+            eprintln!("{name}: manifest `{file}` is damaged: {why}")
+        }
+        Checked::PassedOver { name, id, why } => {
+            eprintln!("{name} {id}: passed over ({why}); `berth backup verify {id}` reads it back")
+        }
+        Checked::Sound { name, id, verified } => eprintln!(
+            "{name} {id}: ok ({} files, {})",
+            verified.files,
+            size(verified.plain_bytes)
+        ),
+        Checked::Damaged(e) => report_error(e.into()),
+    })?;
+    eprintln!(
+        "{} backup(s) read back, {} damaged.",
+        tally.checked, tally.bad
+    );
+    Ok(if tally.bad > 0 { exit::ERROR } else { exit::OK })
+}
+
+/// `backup prune`: what each name keeps and deletes (or would), and why.
+fn prune(b: &Backups, dry_run: bool) -> Result<u8, OpError> {
+    let _lock = b.lock("berth backup prune")?;
+    let mut failed = false;
+    for name in b.names() {
+        let pruned = b.prune(&name, dry_run)?;
+        if pruned.no_retention {
+            eprintln!("{name}: no `retention`; no backup is pruned");
+        }
+        // The same lines with `--dry-run` and without, but for the verb.
+        for d in pruned.decisions.iter().chain(&pruned.incomplete) {
+            let verb = match (d.delete, dry_run) {
+                (false, _) => "keep  ",
+                (true, true) => "would delete",
+                (true, false) => "delete",
+            };
+            eprintln!("  {verb} {name} {} ({})", d.id, d.why);
+        }
+        if !pruned.damaged.is_empty() {
+            eprintln!(
+                "{name}: {} backup(s) failed their read-back and count for nothing: {}",
+                pruned.damaged.len(),
+                pruned
+                    .damaged
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if pruned.nothing_verifies {
+            eprintln!(
+                "{name}: no backup verifies now at a trusted time, so nothing is deleted (take one: `berth backup run {name}`)"
+            );
+        }
+        failed |= pruned.failed();
+    }
+    Ok(if failed { exit::ERROR } else { exit::OK })
 }
 
 fn size(bytes: u64) -> String {

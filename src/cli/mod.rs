@@ -185,7 +185,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn report_error(e: OpError) {
+/// Renders a runtime error, once, the same way for every command: a spec's or a
+/// pre-flight's report first, then the diagnostic.
+pub(crate) fn report_error(e: OpError) {
     if let OpError::Invalid(report) | OpError::Preflight(report) = &e {
         eprint!("{}", report.render(stderr_color()));
     }

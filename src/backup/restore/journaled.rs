@@ -1,0 +1,215 @@
+//! The journal of a restore: the lock and the refusals it starts with, its steps and
+//! undo records, and its end (ended when it went through, unwound when it did not).
+
+use std::path::Path;
+
+use crate::apply::Undo;
+use crate::backup::BackupError;
+use crate::backup::Manifest;
+use crate::backup::ops::{Backups, failed};
+use crate::backup::refill::BackupRef;
+use crate::ops::OpError;
+use crate::state::journal::{Journal, Kind, Outcome, Record, StepState};
+
+impl Backups {
+    /// A restore's start: the project's lock; no interrupted apply or restore may be
+    /// pending (`berth recover` first); the helper containers a killed backup or restore
+    /// left are removed.
+    pub(super) fn lock_for_restore(&self) -> Result<crate::state::lock::Lock, OpError> {
+        // Waits for an apply (or another restore) to finish, as `backup run` does.
+        let lock = self.lock("berth backup restore")?;
+        self.refuse_if_interrupted(&[Kind::Apply, Kind::Restore])?;
+        self.sweep_helpers()?;
+        Ok(lock)
+    }
+
+    /// The journal of a restore, begun: its undo records say how to put back what was
+    /// there, for a failure here or for `berth recover` after a crash.
+    pub(super) fn begin_restore(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        spec_path: &Path,
+        latest: u64,
+    ) -> Result<Journal, OpError> {
+        let spec = std::path::absolute(spec_path).unwrap_or_else(|_| spec_path.to_path_buf());
+        Ok(Journal::begin_kind(
+            &self.project.state,
+            Kind::Restore,
+            Record::Begin {
+                command: format!("berth backup restore {name}"),
+                project: self.project.spec.project.value.clone(),
+                spec: spec.display().to_string(),
+                spec_sha256: String::new(),
+                spec_text: String::new(),
+                from_revision: latest,
+                revision: latest + 1,
+                at: crate::state::now(),
+                restore: Some(manifest.id.clone()),
+            },
+        )?)
+    }
+
+    /// A journaled step: started, then succeeded or failed.
+    pub(super) fn step<T>(
+        &self,
+        journal: &mut Journal,
+        address: &str,
+        f: impl FnOnce() -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        journal.append(Record::Step {
+            address: address.to_owned(),
+            state: StepState::Started,
+        })?;
+        let r = f();
+        journal.append(Record::Step {
+            address: address.to_owned(),
+            state: if r.is_ok() {
+                StepState::Succeeded
+            } else {
+                StepState::Failed
+            },
+        })?;
+        r
+    }
+
+    /// The safety copy of what is there now (a journaled step).
+    pub(super) fn safety_copy(
+        &self,
+        journal: &mut Journal,
+        name: &str,
+    ) -> Result<Manifest, OpError> {
+        self.step(journal, "restore.safety", || {
+            self.run(name, true).map(|(m, _)| m)
+        })
+    }
+
+    /// Where backup `id` of `name` is, and what opens it.
+    pub(super) fn backup_ref(&self, name: &str, id: &str) -> Result<BackupRef, OpError> {
+        Ok(BackupRef {
+            store: self.store(self.get(name)?)?.root,
+            name: name.to_owned(),
+            id: id.to_owned(),
+            identity: self.identity(name)?.path.clone(),
+        })
+    }
+
+    /// A restore's end: the journal ends when it went through; otherwise it is unwound
+    /// (the safety copy back, the pods as they were), and the error says what happened.
+    pub(super) fn finish_restore(
+        &self,
+        mut journal: Journal,
+        name: &str,
+        forward: Result<Manifest, OpError>,
+        spec_path: &Path,
+        state_dir: Option<&Path>,
+    ) -> Result<Manifest, OpError> {
+        let e = match forward {
+            Ok(safety) => {
+                journal.end(Outcome::Applied)?;
+                return Ok(safety);
+            }
+            Err(e) => e,
+        };
+        let why = match e {
+            OpError::Backup(BackupError::Failed { why, .. }) => why,
+            other => other.to_string(),
+        };
+        let safety = journal
+            .machine()
+            .undos
+            .iter()
+            .find_map(|(_, u, _)| match u {
+                Undo::RefillVolume { id, .. } | Undo::RefillPath { id, .. } => Some(id.clone()),
+                _ => None,
+            });
+        let command = format!("berth backup restore {name}");
+        let ctx = crate::ops::UnwindCtx {
+            spec_path,
+            state_dir,
+            command: &command,
+        };
+        let (lines, ok) = crate::ops::unwind(
+            &self.project.runtime,
+            &mut journal,
+            &self.project.engines,
+            &self.project.spec.project.value,
+            &ctx,
+        )?;
+        if !ok {
+            // The journal stays open: plan and apply refuse until `berth recover` is done.
+            return Err(failed(
+                name,
+                format!("{why}; and rolling back failed:\n{}", lines.join("\n")),
+                "run `berth recover` to put the safety copy back",
+            ));
+        }
+        journal.end(Outcome::RolledBack)?;
+        Err(failed(
+            name,
+            why,
+            match safety {
+                Some(id) => format!(
+                    "the safety copy {id} was put back and the pods run on the data from before the restore"
+                ),
+                None => {
+                    "nothing had been emptied: the data is as it was, and the pods run again".into()
+                }
+            },
+        ))
+    }
+
+    /// Stops these containers, each after its undo (start it again) is journaled.
+    pub(super) fn stop_journaled(
+        &self,
+        journal: &mut Journal,
+        engine: &crate::engine::Engine,
+        region: &str,
+        ids: &[String],
+    ) -> Result<(), OpError> {
+        for id in ids {
+            record_undo(
+                journal,
+                Undo::StartContainer {
+                    region: region.to_owned(),
+                    id: id.clone(),
+                },
+            )?;
+            self.project.runtime.block_on(engine.stop(id))?;
+        }
+        Ok(())
+    }
+
+    /// The pod's gates (health, then checks) on its running container.
+    pub(super) fn pod_gate(&self, name: &str, pod: &str) -> Result<(), OpError> {
+        let engine = self.primary()?;
+        let Some(spec_pod) = self.project.spec.pods.get(pod) else {
+            return Ok(());
+        };
+        let network =
+            crate::apply::container::object_name(&self.project.spec.project.value, "default");
+        self.project.runtime.block_on(async {
+            let container = self.pod_container(name, pod).await?;
+            let verdict = match crate::apply::gate::healthy(engine, &container, &network, spec_pod)
+                .await
+            {
+                Ok(()) => crate::apply::gate::checks(engine, &container, &network, spec_pod).await,
+                failed => failed,
+            };
+            verdict.map_err(|f| {
+                failed(
+                    name,
+                    format!("pod `{pod}` failed its `{}` gate: {}", f.gate, f.detail),
+                    "see the pod's logs",
+                )
+            })
+        })
+    }
+}
+
+/// Writes an undo record, durably, before the mutation it undoes.
+pub(in crate::backup) fn record_undo(journal: &mut Journal, undo: Undo) -> Result<(), OpError> {
+    let id = journal.next_undo_id();
+    journal.append(Record::Undo { id, undo })?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `berth backup verify`: which backups are read back whole (one id, all of them, or the
+//! newest of each name whose time is trusted), and what each read-back found, told as it
+//! is found. Reading one back is [`super::verify`].
+
+use super::ops::Backups;
+use super::store::Store;
+use super::{BackupError, Verified};
+use crate::ops::OpError;
+
+/// What one read-back (or a look at the store) found.
+pub enum Checked {
+    /// A manifest that does not parse (looked for with `--all`): counted as damaged.
+    DamagedManifest {
+        name: String,
+        file: String,
+        why: String,
+    },
+    /// A newer backup passed over as the default, for its time.
+    PassedOver {
+        name: String,
+        id: String,
+        why: String,
+    },
+    /// Read back whole: it matches its manifest.
+    Sound {
+        name: String,
+        id: String,
+        verified: Verified,
+    },
+    /// Read back, it does not match its manifest (or could not be read).
+    Damaged(BackupError),
+}
+
+/// How many backups were read back, and how many of them are damaged.
+pub struct Tally {
+    pub checked: usize,
+    pub bad: usize,
+}
+
+impl Backups {
+    /// Reads back backup `id`, every backup (`all`), or by default the newest of each name
+    /// whose time is trusted (as `restore` and `prune` trust times), telling `seen` what
+    /// each read-back found as it goes. Refused without an identity to decrypt with, and
+    /// when there was nothing to read back.
+    pub fn verify_stored(
+        &self,
+        id: Option<&str>,
+        all: bool,
+        seen: &mut dyn FnMut(Checked),
+    ) -> Result<Tally, OpError> {
+        let Some(identity) = &self.project.identity else {
+            return Err(OpError::Refused {
+                message: "there is no identity on this machine to decrypt backups with".into(),
+                help: "run where the identity is, or point `identity:` (or $BERTH_IDENTITY) at it"
+                    .into(),
+            });
+        };
+        let mut tally = Tally { checked: 0, bad: 0 };
+        for name in self.names() {
+            let store = self.store(self.get(&name)?)?;
+            if id.is_none() && all {
+                for (file, why) in store.damaged(&name) {
+                    tally.checked += 1;
+                    tally.bad += 1;
+                    seen(Checked::DamagedManifest {
+                        name: name.clone(),
+                        file,
+                        why,
+                    });
+                }
+            }
+            let chosen: Vec<_> = match (id, all) {
+                (Some(id), _) => self
+                    .list(&name)?
+                    .into_iter()
+                    .filter(|m| m.id == id)
+                    .collect(),
+                (None, true) => self.list(&name)?,
+                (None, false) => {
+                    let (found, skipped) = self.newest_trusted(&name, |_| true)?;
+                    for (id, why) in skipped {
+                        seen(Checked::PassedOver {
+                            name: name.clone(),
+                            id,
+                            why,
+                        });
+                    }
+                    found.into_iter().collect()
+                }
+            };
+            for m in chosen {
+                tally.checked += 1;
+                match super::verify(&store, &m, identity) {
+                    Ok(verified) => seen(Checked::Sound {
+                        name: name.clone(),
+                        id: m.id,
+                        verified,
+                    }),
+                    Err(e) => {
+                        tally.bad += 1;
+                        seen(Checked::Damaged(e));
+                    }
+                }
+            }
+        }
+        if tally.checked == 0 {
+            return Err(OpError::Refused {
+                message: match id {
+                    Some(id) => format!("no backup has the id `{id}`"),
+                    None => "there are no backups yet".into(),
+                },
+                help: "`berth backup list` shows them".into(),
+            });
+        }
+        Ok(tally)
+    }
+}

@@ -1,0 +1,123 @@
+//! The project context: a spec loaded without errors, where it lives, its state directory,
+//! its engines (connected, not observed) and the identity on this machine, if any. Built
+//! once by [`Project::open`] and shared by whatever works on the project (backups today;
+//! the ops `Session` next), instead of each reaching back into `ops` for the pieces.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::diag::Report;
+use crate::engine::{Engine, EngineError};
+use crate::secrets::age::Identity;
+use crate::spec::load::ReadError;
+use crate::spec::{Loaded, Spec, load_file};
+use crate::state::StateDir;
+
+/// Why a project could not be opened. `ops::OpError` takes each case as its own variant.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ProjectError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Read(#[from] ReadError),
+    /// The spec has errors; the report holds them (rendered by the caller).
+    #[error("`{}` has {} error(s)", .0.path.display(), .0.errors())]
+    #[diagnostic(
+        code(berth::invalid_spec),
+        help("fix the errors above, then run the command again")
+    )]
+    Invalid(Box<Report>),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot start berth's async runtime: {0}")]
+    #[diagnostic(
+        code(berth::runtime),
+        help("this is a problem of the machine (threads, file descriptors); try again")
+    )]
+    Runtime(std::io::Error),
+}
+
+/// A spec that loaded without errors, with the report of its warnings.
+pub struct Valid {
+    pub spec: Spec,
+    pub report: Report,
+}
+
+/// Loads a spec and refuses it if it has errors.
+pub fn load_valid(path: &Path) -> Result<Valid, ProjectError> {
+    let Loaded { spec, report } = load_file(path)?;
+    match spec {
+        Some(spec) if !report.has_errors() => Ok(Valid { spec, report }),
+        _ => Err(ProjectError::Invalid(Box::new(report))),
+    }
+}
+
+/// Connects to every region's engine, concurrently, without observing.
+pub async fn connect_engines(spec: &Spec) -> Result<HashMap<String, Engine>, EngineError> {
+    let connections = spec.region_names().into_iter().map(|name| async move {
+        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
+        let engine = Engine::connect(name, endpoint).await?;
+        Ok::<_, EngineError>((name.to_string(), engine))
+    });
+    Ok(futures_util::future::try_join_all(connections)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// A project on this machine: its spec, its directories, its engines and the identity.
+pub struct Project {
+    pub spec: Spec,
+    /// The spec's warnings.
+    pub report: Report,
+    /// The spec file, absolute.
+    pub spec_path: PathBuf,
+    /// The directory of the spec: relative paths in it (stores, mounts, secret files, the
+    /// identity) are relative to it, wherever berth runs.
+    pub spec_dir: PathBuf,
+    pub state: StateDir,
+    /// The async runtime the engines are driven on.
+    pub runtime: tokio::runtime::Runtime,
+    /// Every region's engine, by region name: connected, not observed.
+    pub engines: HashMap<String, Engine>,
+    /// The identity that decrypts (secrets, backups), when this machine has one.
+    pub identity: Option<Identity>,
+}
+
+impl Project {
+    /// Loads the spec at `path` (refused if it has errors), locates its state directory
+    /// (`state_dir`, `--state-dir`, first), connects to its engines and loads the identity.
+    /// Only connects: observing is the caller's, under the project's lock when it changes
+    /// anything (an apply in progress has two containers claiming a pod for a moment,
+    /// which observing would refuse).
+    pub fn open(path: &Path, state_dir: Option<&Path>) -> Result<Project, ProjectError> {
+        let Valid { spec, report } = load_valid(path)?;
+        let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let spec_dir = spec_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let state = StateDir::locate(&spec.project.value, state_dir);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ProjectError::Runtime)?;
+        let engines = runtime.block_on(connect_engines(&spec))?;
+        let identity = Identity::load(&crate::secrets::files::identity_path(&spec, &spec_dir)).ok();
+        Ok(Project {
+            spec,
+            report,
+            spec_path,
+            spec_dir,
+            state,
+            runtime,
+            engines,
+            identity,
+        })
+    }
+
+    /// The project's name.
+    pub fn name(&self) -> &str {
+        &self.spec.project.value
+    }
+}
