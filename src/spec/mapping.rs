@@ -1,7 +1,8 @@
-//! The two `a:b[:c]` forms of a pod: a mount (`volume:/path[:ro]`) and a port mapping
-//! (`[ip:]host:container[/proto]`), each read once where the spec is loaded into a
-//! [`Parsed`] entry that keeps the text, its span and the outcome (as [`super::units`] does
-//! for durations): the checks report a bad entry, the rest of berth reads the parsed value.
+//! The `a:b[:c]` forms of the spec: a pod's mount (`volume:/path[:ro]`) and port mapping
+//! (`[ip:]host:container[/proto]`), and a route's target (`pod:port`), each read once where
+//! the spec is loaded into a [`Parsed`] entry that keeps the text, its span and the outcome
+//! (as [`super::units`] does for durations): the checks report a bad entry, the rest of
+//! berth reads the parsed value.
 
 use std::borrow::Cow;
 
@@ -65,6 +66,8 @@ impl<T: FromEntry> JsonSchema for Parsed<T> {
 pub type MountEntry = Parsed<MountAt>;
 /// A pod's published port, parsed once.
 pub type PortEntry = Parsed<PortMapping>;
+/// A route's `to`, parsed once.
+pub type RouteTargetEntry = Parsed<RouteTarget>;
 
 /// Where the parts of a valid mount lie in its text (a [`Mount`] borrows them from it).
 #[derive(Clone, Copy, Debug)]
@@ -136,6 +139,45 @@ pub enum MountError {
         "container path `{target}` is the container's root, which the engine never mounts over (mount at a directory such as `/data`)"
     )]
     ContainerRoot { target: String },
+}
+
+/// Where the pod of a valid `pod:port` ends in its text, and the port.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTarget {
+    /// The last `:`.
+    colon: usize,
+    port: u16,
+}
+
+/// Why a route's `to` is not `pod:port`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteTargetError {
+    #[error("no `:` between the pod and its port")]
+    NoColon,
+    #[error("`{port}` is not a port number")]
+    NotAPort { port: String },
+}
+
+impl FromEntry for RouteTarget {
+    type Error = RouteTargetError;
+    fn from_entry(text: &str) -> Result<Self, RouteTargetError> {
+        let (pod, port) = text.rsplit_once(':').ok_or(RouteTargetError::NoColon)?;
+        let port = port.parse().map_err(|_| RouteTargetError::NotAPort {
+            port: port.to_owned(),
+        })?;
+        Ok(RouteTarget {
+            colon: pod.len(),
+            port,
+        })
+    }
+}
+
+impl Parsed<RouteTarget> {
+    /// The pod and its port, or why the text is not `pod:port`.
+    pub fn get(&self) -> Result<(&str, u16), &RouteTargetError> {
+        let t = self.parsed.as_ref()?;
+        Ok((self.value.get(..t.colon).unwrap_or_default(), t.port))
+    }
 }
 
 /// A parsed `source:target[:ro|rw]` mount.
@@ -335,5 +377,18 @@ mod tests {
             &PortMapping::parse("127.0.0.1:8080:80").unwrap()
         );
         assert!(PortEntry::new("80".into(), Span::default()).get().is_err());
+    }
+
+    #[test]
+    fn route_targets_split_at_the_last_colon() {
+        let t = |s: &str| RouteTargetEntry::new(s.into(), Span::default());
+        assert_eq!(t("api:8000").get(), Ok(("api", 8000)));
+        assert_eq!(t(":80").get(), Ok(("", 80)));
+        assert_eq!(t("api").get(), Err(&RouteTargetError::NoColon));
+        assert_eq!(
+            t("api:http").get().unwrap_err().to_string(),
+            "`http` is not a port number"
+        );
+        assert!(t("api:70000").get().is_err());
     }
 }

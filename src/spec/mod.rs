@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use load::{Loaded, load_file, load_str};
-pub use mapping::{Mount, MountEntry, PortEntry, PortMapping};
+pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -574,7 +574,7 @@ pub struct Route {
     #[serde(default)]
     pub path: Option<Sp<String>>,
     /// `pod:port`.
-    pub to: Sp<String>,
+    pub to: RouteTargetEntry,
     #[serde(default)]
     pub rate_limit: Option<Sp<String>>,
     /// Origins allowed by CORS.
@@ -591,10 +591,9 @@ impl Route {
         let host = self.host.as_ref().map_or("*", |h| h.value.as_str());
         format!("{host}{}", self.path())
     }
-    /// Splits `to` into pod and port, if well-formed.
+    /// `to`'s pod and port, if well-formed (parsed once, at load).
     pub fn target(&self) -> Option<(&str, u16)> {
-        let (pod, port) = self.to.value.rsplit_once(':')?;
-        Some((pod, port.parse().ok()?))
+        self.to.get().ok()
     }
 }
 
