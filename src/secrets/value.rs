@@ -29,7 +29,8 @@ static TEMPLATE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock
 pub const PLACEHOLDERS_DESCRIBED: &str =
     "CHANGE_ME, changeme, change-me, replace-me, your-...-here, <your ...>";
 
-/// Whether a value holds one of the [`PLACEHOLDERS`].
+/// Whether a value holds one of the placeholders (`CHANGE_ME` and its kin, in any case) or
+/// is a template value such as `your-api-key-here`: see [`PLACEHOLDERS_DESCRIBED`].
 pub fn has_placeholder(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     PLACEHOLDERS.iter().any(|p| lower.contains(p))

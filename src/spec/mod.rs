@@ -1,8 +1,16 @@
 //! The spec: `berth.yaml` read into typed data that remembers where every value was written.
 //!
-//! `load` parses the YAML (serde-saphyr, with budgets against bombs), `check` finds structural
-//! mistakes, `lint` finds risky values. All three produce [`crate::diag::Diagnostic`]s.
-//! The same types generate the JSON Schema in `schemas/berth.schema.json` (`schema`).
+//! [`load`] parses the YAML (serde-saphyr, with budgets against bombs), [`check`] finds
+//! structural mistakes (by subject: pods, ports, secrets, regions, cycles, proxy, backups),
+//! [`lint`] finds risky values. All three produce [`crate::diag::Diagnostic`]s.
+//!
+//! Values with a syntax of their own are parsed once, at load, and keep their text and span:
+//! [`units`] (durations, sizes, rates, file modes) and [`mapping`] (a pod's mounts and
+//! ports, a route's `pod:port`). A bad one never fails the load: [`check`] reports it, with
+//! its typed error, and the rest of berth reads the parsed value. [`spanned`] holds the
+//! spanned wrappers ([`Sp`], [`Named`]); [`pattern`] compiles a secret's regular
+//! expressions the same way here and where a value is checked. The same types generate the
+//! JSON Schema in `schemas/berth.schema.json` ([`schema`]).
 
 pub mod check;
 pub mod lint;
