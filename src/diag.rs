@@ -5,6 +5,8 @@
 //! [`Report`] (a file, its text and its diagnostics) into miette's graphical output for people
 //! and into a stable JSON shape for CI (`berth validate --format json`). It also holds the
 //! "did you mean" hints ([`suggest`], [`hint_for`]) every layer gives for an unknown name.
+//! Snippets of the source are shown with credential-looking values masked
+//! ([`crate::sensitive`]), whatever a diagnostic is about.
 
 use std::borrow::Cow;
 use std::fmt;

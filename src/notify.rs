@@ -19,20 +19,52 @@ pub struct Target {
     pub path: String,
 }
 
+/// Why a URL is not a webhook berth can call.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("not a URL ({0})")]
+    NotAUrl(#[from] hyper::http::uri::InvalidUri),
+    #[error("https is not supported yet (berth has no TLS stack)")]
+    Https,
+    #[error("it must start with `http://`")]
+    NotHttp,
+    #[error("it has no host")]
+    NoHost,
+}
+
+/// Why a notification was not delivered (a warning: the apply's outcome stands).
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// No runtime to send it on.
+    #[error("{0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Connect(std::io::Error),
+    /// The HTTP exchange (handshake or request) failed.
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("it answered {status}")]
+    Status { status: u16 },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 impl Target {
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+    pub fn parse(url: &str) -> Result<Target, TargetError> {
+        let uri: hyper::Uri = url.parse()?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => {
-                return Err("https is not supported yet (berth has no TLS stack)".into());
-            }
-            _ => return Err("it must start with `http://`".into()),
+            Some("https") => return Err(TargetError::Https),
+            _ => return Err(TargetError::NotHttp),
         }
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or("it has no host")?
+            .ok_or(TargetError::NoHost)?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
@@ -47,16 +79,14 @@ impl Target {
 }
 
 /// POSTs `body` as JSON; the status, or why it failed.
-pub async fn post(url: &str, body: &serde_json::Value) -> Result<u16, String> {
+pub async fn post(url: &str, body: &serde_json::Value) -> Result<u16, PostError> {
     let t = Target::parse(url)?;
     let attempt = async {
         let stream = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PostError::Connect)?;
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         let request = hyper::Request::post(t.path.as_str())
             .header(hyper::header::HOST, t.host.as_str())
@@ -65,32 +95,28 @@ pub async fn post(url: &str, body: &serde_json::Value) -> Result<u16, String> {
                 hyper::header::USER_AGENT,
                 concat!("berth/", env!("CARGO_PKG_VERSION")),
             )
-            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .body(http_body_util::Full::new(Bytes::from(body.to_string())))?;
+        let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             Ok(status)
         } else {
-            Err(format!("it answered {status}"))
+            Err(PostError::Status { status })
         }
     };
     tokio::time::timeout(TIMEOUT, attempt)
         .await
-        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+        .map_err(|_| PostError::Timeout(TIMEOUT))?
 }
 
 /// Sends, on a runtime of its own; a failure is returned as the warning to print.
-pub fn send(url: &str, body: &serde_json::Value) -> Option<String> {
+pub fn send(url: &str, body: &serde_json::Value) -> Option<PostError> {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => return Some(e.to_string()),
+        Err(e) => return Some(PostError::Runtime(e)),
     };
     runtime.block_on(post(url, body)).err()
 }
@@ -113,6 +139,7 @@ mod tests {
         assert!(
             Target::parse("https://hooks.slack.example/x")
                 .unwrap_err()
+                .to_string()
                 .contains("https")
         );
         assert!(Target::parse("ftp://x/y").is_err());

@@ -1,5 +1,7 @@
 //! Desired resources: a checked [`Spec`] expanded into [`Resource`]s with normalised
-//! attributes, per region, and the [`ResourceGraph`] over them.
+//! attributes, per region, and the [`ResourceGraph`] over them. [`desired_with`] reads as
+//! the list of kinds: the secrets once, then in each region its network, volumes, pods,
+//! proxy and backups, each kind in a function of its own.
 //!
 //! Attributes are the comparable text form of a resource's configuration (`image`,
 //! `env.DEBUG`, `mount[/data]`, ...). They never hold a secret value: secrets appear by

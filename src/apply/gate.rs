@@ -111,7 +111,7 @@ pub fn max_gate_wait() -> Result<Duration, BadMaxGateWait> {
             });
         }
     };
-    match DurationKind::parse(&value) {
+    match DurationKind::parse(&value).map_err(|e| e.to_string()) {
         Ok(d) if d.is_zero() => Err(BadMaxGateWait {
             value,
             reason: "a gate cannot be given no time at all".into(),

@@ -195,7 +195,7 @@ pub(crate) fn report_error(e: OpError) {
 }
 
 /// A duration argument (`500ms`, `30s`, `5m`, `1h30m`), as in the spec.
-pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+pub fn duration(text: &str) -> Result<std::time::Duration, crate::spec::units::DurationError> {
     use crate::spec::units::UnitKind;
     crate::spec::units::DurationKind::parse(text)
 }

@@ -29,7 +29,8 @@ static TEMPLATE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock
 pub const PLACEHOLDERS_DESCRIBED: &str =
     "CHANGE_ME, changeme, change-me, replace-me, your-...-here, <your ...>";
 
-/// Whether a value holds one of the [`PLACEHOLDERS`].
+/// Whether a value holds one of the placeholders (`CHANGE_ME` and its kin, in any case) or
+/// is a template value such as `your-api-key-here`: see [`PLACEHOLDERS_DESCRIBED`].
 pub fn has_placeholder(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     PLACEHOLDERS.iter().any(|p| lower.contains(p))
@@ -102,53 +103,91 @@ pub fn problems(secret: &Secret, value: &Plaintext) -> Vec<String> {
     out
 }
 
-fn check_format(format: SecretFormat, text: &str) -> Result<(), String> {
+/// Why a value is not of its secret's `format`. Like every message here, it never shows
+/// the value: a place in it at most.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("the scheme is not `https`")]
+    NotHttps,
+    #[error("it has no `scheme://`")]
+    NoScheme,
+    #[error("the scheme is not a URL scheme")]
+    BadScheme,
+    #[error("it contains whitespace")]
+    Whitespace,
+    #[error("it has no host")]
+    NoHost,
+    #[error("text outside a `-----BEGIN ...-----` block")]
+    OutsideBlock,
+    #[error("a block has no END line")]
+    NoEnd,
+    #[error("a block's END label differs from its BEGIN label")]
+    EndLabel,
+    #[error("a block's body is not base64")]
+    NotBase64,
+    #[error("a block is empty")]
+    EmptyBlock,
+    #[error("it holds no PEM block")]
+    NoPemBlock,
+    #[error("JSON does not parse at line {line} column {column}")]
+    Json { line: usize, column: usize },
+    #[error("it has no `keys` array")]
+    NoKeys,
+    #[error("its `keys` array is empty")]
+    EmptyKeys,
+    /// `key` counts from 1.
+    #[error("key {key} has no `kty`")]
+    NoKty { key: usize },
+}
+
+impl From<serde_json::Error> for FormatError {
+    fn from(e: serde_json::Error) -> Self {
+        FormatError::Json {
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
+fn check_format(format: SecretFormat, text: &str) -> Result<(), FormatError> {
     match format {
         SecretFormat::Text => Ok(()),
         SecretFormat::Url => url(text).map(|_| ()),
         SecretFormat::HttpsUrl => match url(text)? {
             "https" => Ok(()),
-            _ => Err("the scheme is not `https`".to_owned()),
+            _ => Err(FormatError::NotHttps),
         },
         SecretFormat::Pem => pem(text),
         SecretFormat::Json => serde_json::from_str::<serde_json::Value>(text)
             .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "JSON does not parse at line {} column {}",
-                    e.line(),
-                    e.column()
-                )
-            }),
+            .map_err(FormatError::from),
         SecretFormat::Jwks => jwks(text),
     }
 }
 
 /// `scheme://authority[...]`: returns the scheme.
-fn url(text: &str) -> Result<&str, String> {
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| "it has no `scheme://`".to_owned())?;
+fn url(text: &str) -> Result<&str, FormatError> {
+    let (scheme, rest) = text.split_once("://").ok_or(FormatError::NoScheme)?;
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     if !scheme_ok {
-        return Err("the scheme is not a URL scheme".into());
+        return Err(FormatError::BadScheme);
     }
     if text.chars().any(char::is_whitespace) {
-        return Err("it contains whitespace".into());
+        return Err(FormatError::Whitespace);
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
     if host.is_empty() || host.starts_with(':') {
-        return Err("it has no host".into());
+        return Err(FormatError::NoHost);
     }
     Ok(scheme)
 }
 
 /// One or more `-----BEGIN X-----` ... `-----END X-----` blocks with base64 bodies.
-fn pem(text: &str) -> Result<(), String> {
+fn pem(text: &str) -> Result<(), FormatError> {
     let mut blocks = 0;
     let mut lines = text.lines().map(str::trim);
     while let Some(line) = lines.next() {
@@ -158,18 +197,18 @@ fn pem(text: &str) -> Result<(), String> {
         let label = line
             .strip_prefix("-----BEGIN ")
             .and_then(|l| l.strip_suffix("-----"))
-            .ok_or_else(|| "text outside a `-----BEGIN ...-----` block".to_owned())?;
+            .ok_or(FormatError::OutsideBlock)?;
         let mut body = 0;
         loop {
             let Some(l) = lines.next() else {
-                return Err("a block has no END line".to_owned());
+                return Err(FormatError::NoEnd);
             };
             if let Some(end) = l
                 .strip_prefix("-----END ")
                 .and_then(|l| l.strip_suffix("-----"))
             {
                 if end != label {
-                    return Err("a block's END label differs from its BEGIN label".to_owned());
+                    return Err(FormatError::EndLabel);
                 }
                 break;
             }
@@ -179,39 +218,33 @@ fn pem(text: &str) -> Result<(), String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
             {
-                return Err("a block's body is not base64".to_owned());
+                return Err(FormatError::NotBase64);
             }
             body += l.len();
         }
         if body == 0 {
-            return Err("a block is empty".to_owned());
+            return Err(FormatError::EmptyBlock);
         }
         blocks += 1;
     }
     if blocks == 0 {
-        return Err("it holds no PEM block".into());
+        return Err(FormatError::NoPemBlock);
     }
     Ok(())
 }
 
 /// A JSON object whose `keys` is a non-empty array of keys, each with a `kty`.
-fn jwks(text: &str) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "JSON does not parse at line {} column {}",
-            e.line(),
-            e.column()
-        )
-    })?;
+fn jwks(text: &str) -> Result<(), FormatError> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
     let keys = v
         .get("keys")
         .and_then(|k| k.as_array())
-        .ok_or_else(|| "it has no `keys` array".to_owned())?;
+        .ok_or(FormatError::NoKeys)?;
     if keys.is_empty() {
-        return Err("its `keys` array is empty".into());
+        return Err(FormatError::EmptyKeys);
     }
     if let Some(n) = keys.iter().position(|k| k.get("kty").is_none()) {
-        return Err(format!("key {} has no `kty`", n + 1));
+        return Err(FormatError::NoKty { key: n + 1 });
     }
     Ok(())
 }

@@ -1,8 +1,16 @@
 //! The spec: `berth.yaml` read into typed data that remembers where every value was written.
 //!
-//! `load` parses the YAML (serde-saphyr, with budgets against bombs), `check` finds structural
-//! mistakes, `lint` finds risky values. All three produce [`crate::diag::Diagnostic`]s.
-//! The same types generate the JSON Schema in `schemas/berth.schema.json` (`schema`).
+//! [`load`] parses the YAML (serde-saphyr, with budgets against bombs), [`check`] finds
+//! structural mistakes (by subject: pods, ports, secrets, regions, cycles, proxy, backups),
+//! [`lint`] finds risky values. All three produce [`crate::diag::Diagnostic`]s.
+//!
+//! Values with a syntax of their own are parsed once, at load, and keep their text and span:
+//! [`units`] (durations, sizes, rates, file modes) and [`mapping`] (a pod's mounts and
+//! ports, a route's `pod:port`). A bad one never fails the load: [`check`] reports it, with
+//! its typed error, and the rest of berth reads the parsed value. [`spanned`] holds the
+//! spanned wrappers ([`Sp`], [`Named`]); [`pattern`] compiles a secret's regular
+//! expressions the same way here and where a value is checked. The same types generate the
+//! JSON Schema in `schemas/berth.schema.json` ([`schema`]).
 
 pub mod check;
 pub mod lint;
@@ -17,7 +25,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use load::{Loaded, load_file, load_str};
-pub use mapping::{Mount, MountEntry, PortEntry, PortMapping};
+pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -574,7 +582,7 @@ pub struct Route {
     #[serde(default)]
     pub path: Option<Sp<String>>,
     /// `pod:port`.
-    pub to: Sp<String>,
+    pub to: RouteTargetEntry,
     #[serde(default)]
     pub rate_limit: Option<Sp<String>>,
     /// Origins allowed by CORS.
@@ -591,10 +599,9 @@ impl Route {
         let host = self.host.as_ref().map_or("*", |h| h.value.as_str());
         format!("{host}{}", self.path())
     }
-    /// Splits `to` into pod and port, if well-formed.
+    /// `to`'s pod and port, if well-formed (parsed once, at load).
     pub fn target(&self) -> Option<(&str, u16)> {
-        let (pod, port) = self.to.value.rsplit_once(':')?;
-        Some((pod, port.parse().ok()?))
+        self.to.get().ok()
     }
 }
 

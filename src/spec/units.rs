@@ -15,6 +15,8 @@ use super::spanned::Sp;
 /// A kind of unit: how to parse it and how to describe it.
 pub trait UnitKind {
     type Value: Clone + fmt::Debug + PartialEq;
+    /// Why a text is not such a unit (its `Display` is the message a user reads).
+    type Error: std::error::Error + Clone + PartialEq;
     /// What the unit is called in messages ("duration").
     const NAME: &'static str;
     /// The name of its definition in the JSON Schema.
@@ -22,7 +24,7 @@ pub trait UnitKind {
     /// What a user should write instead (a hint).
     const HINT: &'static str;
     const PATTERN: &'static str;
-    fn parse(text: &str) -> Result<Self::Value, String>;
+    fn parse(text: &str) -> Result<Self::Value, Self::Error>;
     /// The canonical text of a value, used to compare and render plans.
     fn canonical(value: &Self::Value) -> String;
 }
@@ -31,7 +33,7 @@ pub trait UnitKind {
 #[derive(Clone, Debug)]
 pub struct Unit<K: UnitKind> {
     pub raw: Sp<String>,
-    pub parsed: Result<K::Value, String>,
+    pub parsed: Result<K::Value, K::Error>,
 }
 
 impl<K: UnitKind> Unit<K> {
@@ -91,25 +93,42 @@ fn number_then_suffix(text: &str) -> Option<(u64, &str)> {
     Some((n, &text[end..]))
 }
 
+/// Why a text is not a duration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("`{text}` is not a duration")]
+    NotADuration { text: String },
+    #[error("`{text}` has no unit")]
+    NoUnit { text: String },
+    #[error("`{unit}` is not a duration unit")]
+    UnknownUnit { unit: String },
+    #[error("`{text}` is too long")]
+    TooLong { text: String },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationKind;
 impl UnitKind for DurationKind {
     type Value = std::time::Duration;
+    type Error = DurationError;
     const NAME: &'static str = "duration";
     const SCHEMA_NAME: &'static str = "Duration";
     const HINT: &'static str =
         "a whole number and a unit (ms, s, m, h, d), e.g. `500ms`, `5s`, `2m`, `1h30m`";
     const PATTERN: &'static str = "^([0-9]+(ms|s|m|h|d))+$";
 
-    fn parse(text: &str) -> Result<Self::Value, String> {
+    fn parse(text: &str) -> Result<Self::Value, DurationError> {
+        let whole = || text.to_owned();
         if text.is_empty() {
-            return Err("empty duration".into());
+            return Err(DurationError::Empty);
         }
         let mut rest = text;
         let mut total_ms: u64 = 0;
         while !rest.is_empty() {
-            let (n, tail) =
-                number_then_suffix(rest).ok_or_else(|| format!("`{text}` is not a duration"))?;
+            let (n, tail) = number_then_suffix(rest)
+                .ok_or_else(|| DurationError::NotADuration { text: whole() })?;
             let unit_len = tail
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(tail.len());
@@ -119,13 +138,13 @@ impl UnitKind for DurationKind {
                 "m" => 60_000,
                 "h" => 3_600_000,
                 "d" => 86_400_000,
-                "" => return Err(format!("`{text}` has no unit")),
-                u => return Err(format!("`{u}` is not a duration unit")),
+                "" => return Err(DurationError::NoUnit { text: whole() }),
+                u => return Err(DurationError::UnknownUnit { unit: u.to_owned() }),
             };
             total_ms = n
                 .checked_mul(per)
                 .and_then(|v| total_ms.checked_add(v))
-                .ok_or_else(|| format!("`{text}` is too long"))?;
+                .ok_or_else(|| DurationError::TooLong { text: whole() })?;
             rest = &tail[unit_len..];
         }
         Ok(std::time::Duration::from_millis(total_ms))
@@ -158,18 +177,45 @@ pub fn format_duration(d: std::time::Duration) -> String {
     out
 }
 
+/// Why a text is not a size.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{text}` is not a size")]
+    NotASize { text: String },
+    #[error("`{text}` has no unit")]
+    NoUnit { text: String },
+    /// A unit berth does not know, with the one the user probably meant (`2g`: `2GiB`).
+    #[error("`{unit}` is not a size unit{}", did_you_mean(.suggestion))]
+    UnknownUnit {
+        unit: String,
+        suggestion: Option<String>,
+    },
+    #[error("`{text}` is too large")]
+    TooLarge { text: String },
+}
+
+/// ` (did you mean `X`?)`, or nothing.
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SizeKind;
 impl UnitKind for SizeKind {
     type Value = u64;
+    type Error = SizeError;
     const NAME: &'static str = "size";
     const SCHEMA_NAME: &'static str = "Size";
     const HINT: &'static str = "a whole number and a unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB), e.g. `512MiB`, `2GiB`";
     const PATTERN: &'static str = "^[0-9]+(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)$";
 
-    fn parse(text: &str) -> Result<u64, String> {
-        let (n, unit) =
-            number_then_suffix(text).ok_or_else(|| format!("`{text}` is not a size"))?;
+    fn parse(text: &str) -> Result<u64, SizeError> {
+        let (n, unit) = number_then_suffix(text).ok_or_else(|| SizeError::NotASize {
+            text: text.to_owned(),
+        })?;
         let per: u64 = match unit {
             "B" => 1,
             "KiB" => 1 << 10,
@@ -180,7 +226,11 @@ impl UnitKind for SizeKind {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            "" => return Err(format!("`{text}` has no unit")),
+            "" => {
+                return Err(SizeError::NoUnit {
+                    text: text.to_owned(),
+                });
+            }
             u => {
                 let guess = match u.to_ascii_lowercase().trim_end_matches('b') {
                     "k" | "ki" => "KiB",
@@ -189,15 +239,15 @@ impl UnitKind for SizeKind {
                     "t" | "ti" => "TiB",
                     _ => "",
                 };
-                return Err(if guess.is_empty() {
-                    format!("`{u}` is not a size unit")
-                } else {
-                    format!("`{u}` is not a size unit (did you mean `{n}{guess}`?)")
+                return Err(SizeError::UnknownUnit {
+                    unit: u.to_owned(),
+                    suggestion: (!guess.is_empty()).then(|| format!("{n}{guess}")),
                 });
             }
         };
-        n.checked_mul(per)
-            .ok_or_else(|| format!("`{text}` is too large"))
+        n.checked_mul(per).ok_or_else(|| SizeError::TooLarge {
+            text: text.to_owned(),
+        })
     }
 
     fn canonical(v: &u64) -> String {
@@ -233,36 +283,59 @@ pub enum RatePer {
     Minute,
 }
 
+/// Why a text is not a rate.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("`{text}` is not a rate")]
+    NotARate { text: String },
+    #[error("`{text}` has no period")]
+    NoPeriod { text: String },
+    /// A period berth does not know, with the one the user probably meant (`10r/s`: `10/s`).
+    #[error("`{period}` is not a rate period{}", did_you_mean(.suggestion))]
+    UnknownPeriod {
+        period: String,
+        suggestion: Option<String>,
+    },
+    #[error("a rate of zero would refuse every request")]
+    Zero,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateKind;
 impl UnitKind for RateKind {
     type Value = Rate;
+    type Error = RateError;
     const NAME: &'static str = "rate";
     const SCHEMA_NAME: &'static str = "Rate";
     const HINT: &'static str = "requests per second or minute, e.g. `10/s` or `100/min`";
     const PATTERN: &'static str = "^[0-9]+/(s|min)$";
 
-    fn parse(text: &str) -> Result<Rate, String> {
-        let (n, rest) =
-            number_then_suffix(text).ok_or_else(|| format!("`{text}` is not a rate"))?;
+    fn parse(text: &str) -> Result<Rate, RateError> {
+        let (n, rest) = number_then_suffix(text).ok_or_else(|| RateError::NotARate {
+            text: text.to_owned(),
+        })?;
         let per = match rest {
             "/s" => RatePer::Second,
             "/min" => RatePer::Minute,
-            "" => return Err(format!("`{text}` has no period")),
+            "" => {
+                return Err(RateError::NoPeriod {
+                    text: text.to_owned(),
+                });
+            }
             p => {
                 let guess = match p {
                     "r/s" | "/sec" | "/second" | "rps" => Some("s"),
                     "r/m" | "/m" | "/minute" | "rpm" => Some("min"),
                     _ => None,
                 };
-                return Err(match guess {
-                    Some(g) => format!("`{p}` is not a rate period (did you mean `{n}/{g}`?)"),
-                    None => format!("`{p}` is not a rate period"),
+                return Err(RateError::UnknownPeriod {
+                    period: p.to_owned(),
+                    suggestion: guess.map(|g| format!("{n}/{g}")),
                 });
             }
         };
         if n == 0 {
-            return Err("a rate of zero would refuse every request".into());
+            return Err(RateError::Zero);
         }
         Ok(Rate { requests: n, per })
     }
@@ -275,25 +348,38 @@ impl UnitKind for RateKind {
     }
 }
 
+/// Why a text is not a file mode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    #[error("`{text}` is not an octal file mode")]
+    NotOctal { text: String },
+    #[error("`{text}` sets special bits (setuid, setgid, sticky)")]
+    SpecialBits { text: String },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModeKind;
 impl UnitKind for ModeKind {
     type Value = u32;
+    type Error = ModeError;
     const NAME: &'static str = "file mode";
     const SCHEMA_NAME: &'static str = "FileMode";
     const HINT: &'static str = "an octal permission mode, e.g. `\"0400\"` or `\"0440\"`";
     const PATTERN: &'static str = "^(0o|0)?[0-7]{3}$";
 
-    fn parse(text: &str) -> Result<u32, String> {
+    fn parse(text: &str) -> Result<u32, ModeError> {
         let digits = text.strip_prefix("0o").unwrap_or(text);
+        let not_octal = || ModeError::NotOctal {
+            text: text.to_owned(),
+        };
         if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return Err(format!("`{text}` is not an octal file mode"));
+            return Err(not_octal());
         }
-        let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+        let mode = u32::from_str_radix(digits, 8).map_err(|_| not_octal())?;
         if mode > 0o777 {
-            return Err(format!(
-                "`{text}` sets special bits (setuid, setgid, sticky)"
-            ));
+            return Err(ModeError::SpecialBits {
+                text: text.to_owned(),
+            });
         }
         Ok(mode)
     }
@@ -340,7 +426,7 @@ mod tests {
         assert_eq!(SizeKind::parse("512MiB"), Ok(512 << 20));
         assert_eq!(SizeKind::parse("2GiB"), Ok(2 << 30));
         assert_eq!(SizeKind::parse("1GB"), Ok(1_000_000_000));
-        let e = SizeKind::parse("2g").unwrap_err();
+        let e = SizeKind::parse("2g").unwrap_err().to_string();
         assert!(e.contains("did you mean `2GiB`"), "{e}");
         for bad in ["", "2", "GiB", "2 GiB", "-2GiB", "2.5GiB", "99999999999TiB"] {
             assert!(SizeKind::parse(bad).is_err(), "{bad}");
@@ -371,11 +457,13 @@ mod tests {
         assert!(
             RateKind::parse("10r/s")
                 .unwrap_err()
+                .to_string()
                 .contains("did you mean `10/s`")
         );
         assert!(
             RateKind::parse("100/m")
                 .unwrap_err()
+                .to_string()
                 .contains("did you mean `100/min`")
         );
     }

@@ -164,9 +164,22 @@ impl Checker<'_> {
     }
 }
 
+/// Why a `schedule` is not a systemd `OnCalendar` expression.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    #[error("it is empty")]
+    Empty,
+    #[error("`{piece}` is not a weekday (Mon..Sun)")]
+    NotAWeekday { piece: String },
+    #[error("this looks like a cron expression; systemd writes `0 3 * * *` as `*-*-* 03:00:00`")]
+    Cron,
+    #[error("expected `[weekday] [year-month-day] hour:minute[:second]`")]
+    Malformed,
+}
+
 /// A structural check of systemd `OnCalendar` syntax: the named shortcuts, or
 /// `[weekdays] [date] time` with the characters systemd accepts in each part.
-pub fn check_on_calendar(s: &str) -> Result<(), String> {
+pub fn check_on_calendar(s: &str) -> Result<(), CalendarError> {
     const SHORTCUTS: &[&str] = &[
         "minutely",
         "hourly",
@@ -180,7 +193,7 @@ pub fn check_on_calendar(s: &str) -> Result<(), String> {
     ];
     let s = s.trim();
     if s.is_empty() {
-        return Err("it is empty".into());
+        return Err(CalendarError::Empty);
     }
     if SHORTCUTS.contains(&s) {
         return Ok(());
@@ -195,7 +208,9 @@ pub fn check_on_calendar(s: &str) -> Result<(), String> {
     {
         for piece in first.split([',', '.']).filter(|p| !p.is_empty()) {
             if !DAYS.contains(&piece) {
-                return Err(format!("`{piece}` is not a weekday (Mon..Sun)"));
+                return Err(CalendarError::NotAWeekday {
+                    piece: piece.to_owned(),
+                });
             }
         }
         parts.remove(0);
@@ -212,11 +227,8 @@ pub fn check_on_calendar(s: &str) -> Result<(), String> {
             Ok(())
         }
         [date] if date.contains('-') && ok_chars(date) => Ok(()),
-        _ if parts.len() == 5 => Err(
-            "this looks like a cron expression; systemd writes `0 3 * * *` as `*-*-* 03:00:00`"
-                .into(),
-        ),
-        _ => Err("expected `[weekday] [year-month-day] hour:minute[:second]`".into()),
+        _ if parts.len() == 5 => Err(CalendarError::Cron),
+        _ => Err(CalendarError::Malformed),
     }
 }
 

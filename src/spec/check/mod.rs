@@ -20,7 +20,7 @@ use super::units::{Unit, UnitKind};
 use super::{NamedMap, Sp, Spec};
 use crate::diag::{Diagnostic, Span, hint_for};
 
-pub use backups::check_on_calendar;
+pub use backups::{CalendarError, check_on_calendar};
 pub use secrets::is_age_recipient;
 
 /// Runs every structural check.

@@ -116,16 +116,16 @@ impl Checker<'_> {
     fn route_target(&mut self, r: &Route) {
         let spec = self.spec;
         let all_regions: Vec<&str> = spec.regions.names().collect();
-        match r.target() {
-            None => self.push(
+        match r.to.get() {
+            Err(why) => self.push(
                 Diagnostic::error(
                     "invalid-route-target",
-                    format!("route target `{}` is not `pod:port`", r.to.value),
+                    format!("route target `{}` is not `pod:port`: {why}", r.to.value),
                 )
                 .at(r.to.span, "expected `pod:port`")
                 .help("name a pod and the port it listens on, e.g. `api:8000`"),
             ),
-            Some((pod, _)) => match spec.pods.get(pod) {
+            Ok((pod, _)) => match spec.pods.get(pod) {
                 None => {
                     let sp = Sp::new(pod.to_owned(), r.to.span);
                     self.unknown("pod", &sp, spec.pods.names(), "pods");
