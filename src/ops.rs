@@ -62,7 +62,7 @@ pub enum OpError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Journal(#[from] crate::state::journal::JournalError),
+    Journal(#[from] crate::apply::journal::JournalError),
     /// An apply was interrupted (killed) and its journal is unfinished.
     #[error(
         "an apply of `{project}` was interrupted ({detail}); nothing can be planned or applied until it is recovered"
@@ -564,7 +564,7 @@ fn hold_unusable_secrets(
     }
 }
 
-use crate::state::journal::Kind;
+use crate::apply::journal::Kind;
 
 impl Session {
     /// Loads the spec, takes the lock (when asked), checks for an interrupted apply, reads
@@ -595,7 +595,7 @@ impl Session {
             Observe::Strict
         };
         for kind in [Kind::Apply, Kind::Restore] {
-            let Some(m) = crate::state::journal::read_kind(&state, kind)? else {
+            let Some(m) = crate::apply::journal::read_kind(&state, kind)? else {
                 continue;
             };
             let held = crate::state::lock::holder(&state).filter(|_| lock.is_none());
@@ -758,7 +758,7 @@ impl Session {
         options: crate::apply::Options,
         progress: &mut dyn FnMut(&crate::apply::Event),
     ) -> Result<crate::apply::Applied, OpError> {
-        use crate::state::{journal, revisions};
+        use crate::{apply::journal, state::revisions};
         // Data rollback points first: a backup of every volume a replaced pod owns, when
         // the backup says `before_apply: true`. A failure here stops the apply before any
         // change.
@@ -1025,9 +1025,9 @@ fn before_apply_failed(name: &str, e: OpError) -> OpError {
 }
 
 /// What an unfinished journal says, for the diagnostic.
-pub(crate) fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
+pub(crate) fn interrupted_detail(m: &crate::apply::journal::Machine) -> String {
     let what = match &m.begin {
-        Some(crate::state::journal::Record::Begin {
+        Some(crate::apply::journal::Record::Begin {
             command,
             revision,
             at,
@@ -1317,13 +1317,13 @@ pub struct UnwindCtx<'a> {
 /// everything was undone (the journal is the caller's to end).
 pub fn unwind(
     runtime: &tokio::runtime::Runtime,
-    journal: &mut crate::state::journal::Journal,
+    journal: &mut crate::apply::journal::Journal,
     engines: &std::collections::HashMap<String, crate::engine::Engine>,
     project: &str,
     ctx: &UnwindCtx<'_>,
 ) -> Result<(Vec<String>, bool), OpError> {
     use crate::apply::Undo;
-    use crate::state::journal::{Record, UndoState};
+    use crate::apply::journal::{Record, UndoState};
     let mut lines = Vec::new();
     let mut ok = true;
     for (id, u) in journal.machine().pending_undos() {
@@ -1391,7 +1391,7 @@ pub fn unwind(
 /// are finished and the new revision stays. Then a restore's: its undos put the safety
 /// copy back and apply the last revision again (the data from before the restore).
 pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpError> {
-    use crate::state::journal::{Journal, Outcome, Record};
+    use crate::apply::journal::{Journal, Outcome, Record};
     let valid = load_valid(path)?;
     let project = valid.spec.project.value.clone();
     let state = crate::state::StateDir::locate(&project, state_dir);
@@ -1400,11 +1400,11 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     // `end` and setting it aside, is put away: nothing is left to recover from it.
     let mut put_away = Vec::new();
     for (kind, what) in [(Kind::Apply, "apply"), (Kind::Restore, "restore")] {
-        match crate::state::journal::set_aside_finished(&state, kind)? {
-            Some(crate::state::journal::Finished::Ended) => put_away.push(format!(
+        match crate::apply::journal::set_aside_finished(&state, kind)? {
+            Some(crate::apply::journal::Finished::Ended) => put_away.push(format!(
                 "  set aside the journal of an {what} that had ended (it was stopped before putting it away)"
             )),
-            Some(crate::state::journal::Finished::NeverBegun) => put_away.push(format!(
+            Some(crate::apply::journal::Finished::NeverBegun) => put_away.push(format!(
                 "  removed the journal of an {what} that never began"
             )),
             None => {}
@@ -1612,7 +1612,7 @@ async fn tidy(
 async fn journaled_containers_left(
     engines: &std::collections::HashMap<String, crate::engine::Engine>,
     project: &str,
-    machine: &crate::state::journal::Machine,
+    machine: &crate::apply::journal::Machine,
 ) -> Vec<String> {
     use crate::apply::Undo;
     let restored: Vec<&str> = machine

@@ -13,13 +13,12 @@ const MAX_FN_LINES: usize = 120;
 /// ratchet. A file or function not named here fails at once; one named here fails once it
 /// grows past the length written beside it. The lists only ever shrink, to empty.
 const LONG_FILES: &[(&str, usize)] = &[
-    ("apply/mod.rs", 1605),
+    ("apply/mod.rs", 1604),
     ("backup/ops.rs", 1871),
     ("backup/store.rs", 906),
     ("engine/docker.rs", 1220),
     ("ops.rs", 1830),
     ("spec/check.rs", 1782),
-    ("state/journal.rs", 702),
 ];
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("apply/container.rs", "body", 124),

@@ -10,10 +10,11 @@
 //! undone.
 //!
 //! Every undo (and the commit) is also written to the journal before the mutation it
-//! covers (`state::journal`), so that `berth recover` can finish what a killed apply left.
+//! covers (`apply::journal`), so that `berth recover` can finish what a killed apply left.
 
 pub mod container;
 pub mod gate;
+pub mod journal;
 pub mod undo;
 
 pub use undo::Undo;
@@ -31,11 +32,9 @@ use crate::plan::{Action, Change, Plan, ReplaceOrder};
 use crate::secrets::delivery;
 use crate::secrets::files::{self, FileFacts, Inspection};
 use crate::spec::Spec;
-use crate::state::journal::{
-    CommitItem, Journal, JournalError, Outcome, Record, StepState, UndoState,
-};
 
 use container::{container_name, container_name_of, object_name};
+use journal::{CommitItem, Journal, JournalError, Outcome, Record, StepState, UndoState};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -230,7 +229,7 @@ pub struct FinishedJournal(Box<Journal>);
 
 impl FinishedJournal {
     /// Ends the journal: the apply is done.
-    pub fn end(self) -> Result<(), crate::state::journal::JournalError> {
+    pub fn end(self) -> Result<(), crate::apply::journal::JournalError> {
         self.0.end(Outcome::Applied)
     }
 }

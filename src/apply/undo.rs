@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::journal::CommitItem;
 use crate::engine::Engine;
 use crate::secrets::files;
-use crate::state::journal::CommitItem;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

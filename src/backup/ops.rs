@@ -14,11 +14,11 @@ use futures_util::StreamExt;
 use super::store::{LocalStore, Store};
 use super::{BackupError, MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
 use crate::apply::Undo;
+use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
 use crate::engine::{Engine, labels};
 use crate::ops::OpError;
 use crate::secrets::age::Identity;
 use crate::spec::{Backup, Consistency, Spec};
-use crate::state::journal::{Journal, Kind, Outcome, Record, StepState};
 
 /// A spec's backups on this machine: the spec, its engines, the identity.
 pub struct Backups {
@@ -88,7 +88,7 @@ impl Backups {
     /// Refuses while an apply or a restore is unfinished (`berth recover` first).
     fn refuse_if_interrupted(&self) -> Result<(), OpError> {
         for kind in [Kind::Apply, Kind::Restore] {
-            if let Some(m) = crate::state::journal::read_kind(&self.state, kind)? {
+            if let Some(m) = crate::apply::journal::read_kind(&self.state, kind)? {
                 return Err(OpError::Interrupted {
                     project: self.spec.project.value.clone(),
                     detail: crate::ops::interrupted_detail(&m),
@@ -266,7 +266,7 @@ impl Backups {
     /// volume may be empty or half-restored until `berth recover`); the helper containers a
     /// killed backup or restore left are removed.
     pub fn ready_for_backup(&self) -> Result<(), OpError> {
-        if let Some(m) = crate::state::journal::read_kind(&self.state, Kind::Restore)? {
+        if let Some(m) = crate::apply::journal::read_kind(&self.state, Kind::Restore)? {
             return Err(OpError::Interrupted {
                 project: self.spec.project.value.clone(),
                 detail: crate::ops::interrupted_detail(&m),
