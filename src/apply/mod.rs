@@ -9,14 +9,14 @@
 //! fails, the others of its layer finish (nothing is left half-done) and then everything is
 //! undone.
 //!
-//! Every undo (and the commit) is also written to the journal before the mutation it
-//! covers (`apply::journal`), so that `berth recover` can finish what a killed apply left.
+//! Every undo (and the commit) is written to the journal ([`journal`]) before the mutation
+//! it covers, so that `berth recover` ([`recover`]) can finish what a killed apply left.
 
 pub mod container;
 pub mod gate;
 pub mod journal;
+pub mod recover;
 pub mod undo;
-
 pub use undo::Undo;
 
 use std::cell::{Cell, RefCell};
