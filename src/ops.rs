@@ -1267,7 +1267,7 @@ pub(crate) async fn connect_engines(
 
 // `berth recover` and the one unwind live in apply (`apply::recover`); what they need
 // from sessions (applying a revision again, connecting, the images deployed) is below.
-pub use crate::apply::recover::{Recovered, unwind};
+pub use crate::apply::{recover::Recovered, unwind::unwind};
 
 /// Applies a recorded revision again, through its gates, recorded as `command`: the pods a
 /// restore removed come back. The caller holds the project's lock.

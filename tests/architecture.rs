@@ -13,7 +13,7 @@ const MAX_FN_LINES: usize = 120;
 /// ratchet. A file or function not named here fails at once; one named here fails once it
 /// grows past the length written beside it. The lists only ever shrink, to empty.
 const LONG_FILES: &[(&str, usize)] = &[
-    ("apply/mod.rs", 1604),
+    ("apply/mod.rs", 1595),
     ("backup/ops.rs", 1871),
     ("backup/store.rs", 906),
     ("engine/docker.rs", 1220),

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod journal;
 pub mod recover;
 pub mod undo;
+pub mod unwind;
 pub use undo::Undo;
 
 use std::cell::{Cell, RefCell};
@@ -34,7 +35,7 @@ use crate::secrets::files::{self, FileFacts, Inspection};
 use crate::spec::Spec;
 
 use container::{container_name, container_name_of, object_name};
-use journal::{CommitItem, Journal, JournalError, Outcome, Record, StepState, UndoState};
+use journal::{CommitItem, Journal, JournalError, Outcome, Record, StepState};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -1373,36 +1374,26 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Undoes every completed step, newest first, each journaled; says what was restored.
+    /// Undoes every completed step, newest first, each journaled (by the one
+    /// [`unwind::Unwind`]); says what was restored.
     async fn rollback(&self) -> Result<String, ApplyError> {
-        let mut lines = Vec::new();
-        let undo = self.undo.take();
         // A journal that cannot be written does not stop the undoing: it goes on in
         // memory, and the journal stays open for `recover` (every undo is idempotent).
         let mut journaled = true;
-        for (id, u) in undo.into_iter().rev() {
-            journaled &= self
-                .journal(Record::UndoState {
-                    id,
-                    state: UndoState::UndoStarted,
-                })
-                .is_ok();
-            let (what, result) = undo::perform(self.engines, self.project, &u).await;
-            journaled &= self
-                .journal(Record::UndoState {
-                    id,
-                    state: if result.is_ok() {
-                        UndoState::UndoFinished
-                    } else {
-                        UndoState::UndoFailed
-                    },
-                })
-                .is_ok();
-            match result {
-                Ok(()) => lines.push(format!("  rolled back {what}")),
-                Err(e) => lines.push(format!("  could NOT roll back {what}: {e}")),
-            }
+        let mark = &mut |id, state| {
+            journaled &= self.journal(Record::UndoState { id, state }).is_ok();
+            Ok(())
+        };
+        let mut u = unwind::Unwind::new(self.undo.take());
+        // An apply records no `Reapply`; were one there, `perform` refuses it.
+        while let Some(r) = u.run(self.engines, self.project, mark).await? {
+            let refused = Undo::Reapply {
+                revision: r.revision,
+            };
+            let (what, result) = undo::perform(self.engines, self.project, &refused).await;
+            u.finish(r.id, what, result, mark)?;
         }
+        let mut lines = u.lines;
         // The names held while undoing container creates are free again.
         for e in self.engines.values() {
             if let Err(x) = e.release_names().await {

@@ -1,5 +1,5 @@
-//! `berth recover`: finishes the journals an interrupted apply or restore left, and the one
-//! unwind of a journal's pending undos (an interrupted apply's, a restore's).
+//! `berth recover`: finishes the journals an interrupted apply or restore left (undone by
+//! the one [`super::unwind`], or, once committed, finished).
 //!
 //! apply does not open sessions: what recovering needs from the layer above (applying a
 //! revision again through its gates, connecting the engines, the images a finished apply
@@ -13,6 +13,8 @@ use super::journal::{self, Finished, Journal, JournalError, Kind, Machine, Outco
 use crate::engine::{Engine, EngineError};
 use crate::spec::Spec;
 use crate::state::StateDir;
+
+use super::unwind::unwind;
 
 /// What `berth recover` did.
 pub struct Recovered {
@@ -57,79 +59,6 @@ pub trait Host: Reapply {
     fn unfinished(project: String, detail: String) -> Self::Error;
     /// The async runtime could not start.
     fn runtime(e: std::io::Error) -> Self::Error;
-}
-
-/// Carries out a journal's pending undos, newest first, each journaled (started, then
-/// finished or failed): the one unwind of an interrupted apply (in `recover`) and of a
-/// restore (failed, or interrupted). A `Reapply` applies its revision again; the helper
-/// containers a backup or restore left are removed. Says what it did, and whether
-/// everything was undone (the journal is the caller's to end).
-pub fn unwind<R: Reapply + ?Sized>(
-    runtime: &tokio::runtime::Runtime,
-    journal: &mut Journal,
-    engines: &HashMap<String, Engine>,
-    project: &str,
-    reapply: &R,
-) -> Result<(Vec<String>, bool), JournalError> {
-    use super::journal::UndoState;
-    let mut lines = Vec::new();
-    let mut ok = true;
-    for (id, u) in journal.machine().pending_undos() {
-        // A `Reapply` brings the pods back on the data the undos recorded after it put
-        // back: when one of those failed, the data is not back, and the pods stay down. It
-        // stays pending (never marked done), so that the next `recover`, which carries out
-        // those undos again (removing the pods that mount the volume), applies it then.
-        if let (Undo::Reapply { revision }, false) = (&u, ok) {
-            lines.push(format!(
-                "  did NOT apply revision {revision} again: the data is not back yet (see above); the pods stay down until `berth recover` puts it back"
-            ));
-            continue;
-        }
-        journal.append(Record::UndoState {
-            id,
-            state: UndoState::UndoStarted,
-        })?;
-        let (what, r) = match &u {
-            Undo::Reapply { revision } => (
-                format!("applied revision {revision} again"),
-                reapply.reapply(*revision),
-            ),
-            _ => runtime.block_on(super::undo::perform(engines, project, &u)),
-        };
-        journal.append(Record::UndoState {
-            id,
-            state: if r.is_ok() {
-                UndoState::UndoFinished
-            } else {
-                UndoState::UndoFailed
-            },
-        })?;
-        match r {
-            Ok(()) => lines.push(format!("  rolled back {what}")),
-            Err(e) => {
-                ok = false;
-                lines.push(format!("  could NOT roll back {what}: {e}"));
-            }
-        }
-    }
-    runtime.block_on(async {
-        for (region, engine) in engines {
-            match crate::backup::ops::sweep_helpers(engine, project).await {
-                Ok(0) => {}
-                Ok(n) => lines.push(format!(
-                    "  removed {n} helper container(s) in `{region}` a backup or restore left"
-                )),
-                Err(e) => {
-                    ok = false;
-                    lines.push(format!(
-                        "  could NOT remove the helper containers in `{region}`: {e}"
-                    ));
-                }
-            }
-        }
-        super::sweep_deliveries(engines, project).await;
-    });
-    Ok((lines, ok))
 }
 
 /// `berth recover`: finishes the journals an interrupted apply or restore left. An apply's
