@@ -13,7 +13,6 @@ const MAX_FN_LINES: usize = 120;
 /// ratchet. A file or function not named here fails at once; one named here fails once it
 /// grows past the length written beside it. The lists only ever shrink, to empty.
 const LONG_FILES: &[(&str, usize)] = &[
-    ("apply/mod.rs", 1595),
     ("backup/ops.rs", 1871),
     ("backup/store.rs", 906),
     ("engine/docker.rs", 1220),
@@ -23,7 +22,6 @@ const LONG_FILES: &[(&str, usize)] = &[
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("apply/container.rs", "body", 124),
     ("apply/mod.rs", "apply", 130),
-    ("apply/mod.rs", "step_inner", 199),
     ("apply/undo.rs", "perform", 182),
     ("backup/ops.rs", "restore", 203),
     ("backup/ops.rs", "restore_path", 167),

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
-use super::Undo;
+use super::journal::Outcome;
 use super::journal::{Journal, JournalError, Record, UndoState};
 use super::recover::Reapply;
+use super::{ApplyError, Undo, undo};
 use crate::engine::Engine;
 
 /// Journals an undo record's state (`undo_started`, then finished or failed).
@@ -142,4 +143,59 @@ pub fn unwind<R: Reapply + ?Sized>(
         super::sweep_deliveries(engines, project).await;
     });
     Ok((lines, ok))
+}
+
+impl super::Run<'_> {
+    /// Undoes every completed step, newest first, each journaled (by the one
+    /// [`Unwind`]); says what was restored.
+    pub(super) async fn rollback(&self) -> Result<String, ApplyError> {
+        // A journal that cannot be written does not stop the undoing: it goes on in
+        // memory, and the journal stays open for `recover` (every undo is idempotent).
+        let mut journaled = true;
+        let mark = &mut |id, state| {
+            journaled &= self.journal(Record::UndoState { id, state }).is_ok();
+            Ok(())
+        };
+        let mut u = Unwind::new(self.undo.take());
+        // An apply records no `Reapply`; were one there, `perform` refuses it.
+        while let Some(r) = u.run(self.engines, self.project, mark).await? {
+            let refused = Undo::Reapply {
+                revision: r.revision,
+            };
+            let (what, result) = undo::perform(self.engines, self.project, &refused).await;
+            u.finish(r.id, what, result, mark)?;
+        }
+        let mut lines = u.lines;
+        // The names held while undoing container creates are free again.
+        for e in self.engines.values() {
+            if let Err(x) = e.release_names().await {
+                lines.push(format!(
+                    "  could NOT free the names held while undoing: {x}"
+                ));
+            }
+        }
+        let failed = lines.iter().any(|l| l.starts_with("  could NOT")) || !journaled;
+        // The secrets of the containers undone go before the journal ends: once it has,
+        // nothing would say they are left.
+        self.sweep_deliveries().await;
+        if !failed {
+            self.end_journal(Outcome::RolledBack)?;
+        }
+        if !journaled {
+            lines.push(
+                "  the journal could not be written: run `berth recover` to make sure".into(),
+            );
+        }
+        // With an undo that failed, the journal stays open: `berth recover` retries.
+        Ok(if lines.is_empty() {
+            "nothing had been changed\n".to_owned()
+        } else if failed {
+            format!(
+                "the completed steps were undone, except where it says NOT (run `berth recover` to retry):\n{}\n",
+                lines.join("\n")
+            )
+        } else {
+            format!("the completed steps were undone:\n{}\n", lines.join("\n"))
+        })
+    }
 }
