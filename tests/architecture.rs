@@ -20,9 +20,6 @@ const LONG_FILES: &[(&str, usize)] = &[
     ("spec/check.rs", 1782),
 ];
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("apply/container.rs", "body", 124),
-    ("apply/mod.rs", "apply", 130),
-    ("apply/undo.rs", "perform", 182),
     ("backup/ops.rs", "restore", 203),
     ("backup/ops.rs", "restore_path", 167),
     ("cli/backup.rs", "run", 217),

@@ -347,26 +347,8 @@ pub async fn apply(
         run.end_journal(Outcome::RolledBack)?;
         return Err(e);
     }
-    // Batches: region by region (primary first), then by graph layer; a batch starts when
-    // the one before it is done. Pods leaving the spec are set aside first, so that what
-    // replaces them can take their ports and names.
-    let regions = spec.region_names();
-    let mut batches: BTreeMap<(usize, usize), Vec<&Change>> = BTreeMap::new();
-    for c in &changes {
-        let region = c
-            .address
-            .region
-            .as_deref()
-            .and_then(|r| regions.iter().position(|x| *x == r))
-            .unwrap_or(0);
-        let layer = match graph.layer_of(&c.address) {
-            Some(l) => l + 1,
-            None => 0,
-        };
-        batches.entry((region, layer)).or_default().push(c);
-    }
     let mut changed = 0;
-    for batch in batches.into_values() {
+    for batch in batches(spec, graph, &changes) {
         let results: Vec<Result<(), ApplyError>> = futures_util::stream::iter(batch)
             .map(|c| run.step(c))
             .buffer_unordered(options.parallelism.max(1))
@@ -384,24 +366,7 @@ pub async fn apply(
         errors.sort_by_key(|e| matches!(e, ApplyError::Skipped));
         if let Some(e) = errors.into_iter().next() {
             let restored = run.rollback().await?;
-            return Err(match e {
-                ApplyError::Interrupted { .. } => ApplyError::Interrupted { report: restored },
-                ApplyError::GateFailed {
-                    address,
-                    gate,
-                    detail,
-                    report,
-                } => ApplyError::GateFailed {
-                    address,
-                    gate,
-                    detail,
-                    report: format!("{restored}{report}"),
-                },
-                other => ApplyError::Failed {
-                    cause: Box::new(other),
-                    report: restored,
-                },
-            });
+            return Err(rolled_back(e, restored));
         }
     }
     let all_removed = run.finish().await?;
@@ -420,6 +385,54 @@ pub async fn apply(
         kept_volumes,
         kept: run.kept.take(),
     })
+}
+
+/// Batches: region by region (primary first), then by graph layer; a batch starts when the
+/// one before it is done. Pods leaving the spec are set aside first, so that what replaces
+/// them can take their ports and names.
+fn batches<'c>(
+    spec: &Spec,
+    graph: &ResourceGraph,
+    changes: &[&'c Change],
+) -> impl Iterator<Item = Vec<&'c Change>> {
+    let regions = spec.region_names();
+    let mut batches: BTreeMap<(usize, usize), Vec<&Change>> = BTreeMap::new();
+    for c in changes {
+        let region = c
+            .address
+            .region
+            .as_deref()
+            .and_then(|r| regions.iter().position(|x| *x == r))
+            .unwrap_or(0);
+        let layer = match graph.layer_of(&c.address) {
+            Some(l) => l + 1,
+            None => 0,
+        };
+        batches.entry((region, layer)).or_default().push(c);
+    }
+    batches.into_values()
+}
+
+/// The error of a failed batch, with what its rollback `restored` in its report.
+fn rolled_back(e: ApplyError, restored: String) -> ApplyError {
+    match e {
+        ApplyError::Interrupted { .. } => ApplyError::Interrupted { report: restored },
+        ApplyError::GateFailed {
+            address,
+            gate,
+            detail,
+            report,
+        } => ApplyError::GateFailed {
+            address,
+            gate,
+            detail,
+            report: format!("{restored}{report}"),
+        },
+        other => ApplyError::Failed {
+            cause: Box::new(other),
+            report: restored,
+        },
+    }
 }
 
 impl<'a> Run<'a> {
