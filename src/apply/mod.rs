@@ -11,6 +11,13 @@
 //!
 //! Every undo (and the commit) is written to the journal ([`journal`]) before the mutation
 //! it covers, so that `berth recover` ([`recover`]) can finish what a killed apply left.
+//!
+//! - here: the run (its context: journal, undo stack, commit, events), batches, the commit;
+//! - `preflight`: what is checked before the first mutation;
+//! - [`steps`]: one step per kind of change, each recording its [`Undo`] first;
+//! - [`undo`]: the undo records and how each is carried out; [`unwind`]: the one loop that
+//!   carries them out (rollback, recover, a failed restore);
+//! - [`container`]: a pod's container (names, create request); [`gate`]: its gates.
 
 pub mod container;
 pub mod gate;
@@ -168,6 +175,18 @@ pub enum ApplyError {
         )
     )]
     Secret { address: String, reason: String },
+    /// A secret file could not be re-encrypted or its mode healed.
+    #[error("`{address}`: {reason}")]
+    #[diagnostic(
+        code(berth::secret),
+        help(
+            "the steps before this one were rolled back; `berth secrets verify` checks the secrets alone"
+        )
+    )]
+    SecretFile {
+        address: String,
+        reason: steps::HealError,
+    },
     #[error("`{address}` failed its `{gate}` gate: {detail}")]
     #[diagnostic(code(berth::gate_failed), help("{report}"))]
     GateFailed {

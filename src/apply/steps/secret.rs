@@ -36,12 +36,12 @@ pub enum HealError {
 
 impl Run<'_> {
     pub(super) fn heal_secret(&self, c: &Change) -> Result<(), ApplyError> {
-        let what = self
-            .heal_secret_file(&c.address.name)
-            .map_err(|e| ApplyError::Secret {
-                address: c.address.to_string(),
-                reason: e.to_string(),
-            })?;
+        let what =
+            self.heal_secret_file(&c.address.name)
+                .map_err(|reason| ApplyError::SecretFile {
+                    address: c.address.to_string(),
+                    reason,
+                })?;
         self.done(c, format!("! {}: {what}", c.address));
         Ok(())
     }
