@@ -64,7 +64,7 @@ pub enum OpError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Journal(#[from] crate::state::journal::JournalError),
+    Journal(#[from] crate::apply::journal::JournalError),
     /// An apply was interrupted (killed) and its journal is unfinished.
     #[error(
         "an apply of `{project}` was interrupted ({detail}); nothing can be planned or applied until it is recovered"
@@ -348,7 +348,7 @@ pub struct Opts {
     pub revision: Option<u64>,
 }
 
-use crate::state::journal::Kind;
+use crate::apply::journal::Kind;
 
 impl Session {
     /// Loads the spec, takes the lock (when asked), checks for an interrupted apply, reads
@@ -379,7 +379,7 @@ impl Session {
             crate::observe::Observe::Strict
         };
         for kind in [Kind::Apply, Kind::Restore] {
-            let Some(m) = crate::state::journal::read_kind(&state, kind)? else {
+            let Some(m) = crate::apply::journal::read_kind(&state, kind)? else {
                 continue;
             };
             let held = crate::state::lock::holder(&state).filter(|_| lock.is_none());
@@ -535,7 +535,7 @@ impl Session {
         options: crate::apply::Options,
         progress: &mut dyn FnMut(&crate::apply::Event),
     ) -> Result<crate::apply::Applied, OpError> {
-        use crate::state::{journal, revisions};
+        use crate::{apply::journal, state::revisions};
         // Data rollback points first: a backup of every volume a replaced pod owns, when
         // the backup says `before_apply: true`. A failure here stops the apply before any
         // change.
@@ -818,9 +818,9 @@ fn before_apply_failed(name: &str, e: OpError) -> OpError {
 }
 
 /// What an unfinished journal says, for the diagnostic.
-pub(crate) fn interrupted_detail(m: &crate::state::journal::Machine) -> String {
+pub(crate) fn interrupted_detail(m: &crate::apply::journal::Machine) -> String {
     let what = match &m.begin {
-        Some(crate::state::journal::Record::Begin {
+        Some(crate::apply::journal::Record::Begin {
             command,
             revision,
             at,
@@ -946,19 +946,9 @@ async fn deployed_images(
     Ok(out)
 }
 
-/// What `berth recover` did.
-pub struct Recovered {
-    pub lines: Vec<String>,
-    /// The interrupted apply had passed its gates: it was finished, not undone.
-    pub finished_commit: bool,
-    /// An interrupted restore was rolled back: its backup name and the id it was putting
-    /// back (for `--forward`).
-    pub restore: Option<(String, String)>,
-    /// An interrupted `consistent: stop` backup: its name (the pods it stopped run again).
-    pub backup: Option<String>,
-    /// No apply or restore was interrupted (`lines` may still say which leftovers went).
-    pub nothing: bool,
-}
+// `berth recover` and the one unwind live in apply (`apply::recover`); what they need
+// from sessions (applying a revision again, connecting, the images deployed) is below.
+pub use crate::apply::{recover::Recovered, unwind::unwind};
 
 /// Applies a recorded revision again, through its gates, recorded as `command`: the pods a
 /// restore removed come back. The caller holds the project's lock.
@@ -983,7 +973,7 @@ pub fn reapply(
     Ok(())
 }
 
-/// Where an unwind applies a revision again (a restore's `Reapply`).
+/// Where an unwind applies a revision again (a restore's `Reapply`): through a session.
 pub struct UnwindCtx<'a> {
     pub spec_path: &'a Path,
     pub state_dir: Option<&'a Path>,
@@ -991,367 +981,48 @@ pub struct UnwindCtx<'a> {
     pub command: &'a str,
 }
 
-/// Carries out a journal's pending undos, newest first, each journaled (started, then
-/// finished or failed): the one unwind of an interrupted apply (in `recover`) and of a
-/// restore (failed, or interrupted). A `Reapply` applies its revision again; the helper
-/// containers a backup or restore left are removed. Says what it did, and whether
-/// everything was undone (the journal is the caller's to end).
-pub fn unwind(
-    runtime: &tokio::runtime::Runtime,
-    journal: &mut crate::state::journal::Journal,
-    engines: &std::collections::HashMap<String, crate::engine::Engine>,
-    project: &str,
-    ctx: &UnwindCtx<'_>,
-) -> Result<(Vec<String>, bool), OpError> {
-    use crate::apply::Undo;
-    use crate::state::journal::{Record, UndoState};
-    let mut lines = Vec::new();
-    let mut ok = true;
-    for (id, u) in journal.machine().pending_undos() {
-        // A `Reapply` brings the pods back on the data the undos recorded after it put
-        // back: when one of those failed, the data is not back, and the pods stay down. It
-        // stays pending (never marked done), so that the next `recover`, which carries out
-        // those undos again (removing the pods that mount the volume), applies it then.
-        if let (Undo::Reapply { revision }, false) = (&u, ok) {
-            lines.push(format!(
-                "  did NOT apply revision {revision} again: the data is not back yet (see above); the pods stay down until `berth recover` puts it back"
-            ));
-            continue;
-        }
-        journal.append(Record::UndoState {
-            id,
-            state: UndoState::UndoStarted,
-        })?;
-        let (what, r) = match &u {
-            Undo::Reapply { revision } => (
-                format!("applied revision {revision} again"),
-                reapply(ctx.spec_path, ctx.state_dir, *revision, ctx.command)
-                    .map_err(|e| e.to_string()),
-            ),
-            _ => runtime.block_on(crate::apply::undo::perform(engines, project, &u)),
-        };
-        journal.append(Record::UndoState {
-            id,
-            state: if r.is_ok() {
-                UndoState::UndoFinished
-            } else {
-                UndoState::UndoFailed
-            },
-        })?;
-        match r {
-            Ok(()) => lines.push(format!("  rolled back {what}")),
-            Err(e) => {
-                ok = false;
-                lines.push(format!("  could NOT roll back {what}: {e}"));
-            }
-        }
+impl crate::apply::recover::Reapply for UnwindCtx<'_> {
+    fn reapply(&self, revision: u64) -> Result<(), String> {
+        reapply(self.spec_path, self.state_dir, revision, self.command).map_err(|e| e.to_string())
     }
-    runtime.block_on(async {
-        for (region, engine) in engines {
-            match crate::backup::ops::sweep_helpers(engine, project).await {
-                Ok(0) => {}
-                Ok(n) => lines.push(format!(
-                    "  removed {n} helper container(s) in `{region}` a backup or restore left"
-                )),
-                Err(e) => {
-                    ok = false;
-                    lines.push(format!(
-                        "  could NOT remove the helper containers in `{region}`: {e}"
-                    ));
-                }
-            }
-        }
-        crate::apply::sweep_deliveries(engines, project).await;
-    });
-    Ok((lines, ok))
 }
 
-/// `berth recover`: finishes the journals an interrupted apply or restore left. An apply's
-/// first: before its commit, the recorded undos are carried out (newest first) and the last
-/// revision is back; after its commit (every gate had passed), the removals it announced
-/// are finished and the new revision stays. Then a restore's: its undos put the safety
-/// copy back and apply the last revision again (the data from before the restore).
+impl crate::apply::recover::Host for UnwindCtx<'_> {
+    type Error = OpError;
+    fn connect(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        spec: &Spec,
+    ) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
+        Ok(runtime.block_on(connect_engines(spec))?)
+    }
+    fn deployed_images(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        spec: &Spec,
+        engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    ) -> Result<std::collections::BTreeMap<String, String>, OpError> {
+        runtime.block_on(deployed_images(spec, engines))
+    }
+    fn unfinished(project: String, detail: String) -> OpError {
+        OpError::Interrupted { project, detail }
+    }
+    fn runtime(e: std::io::Error) -> OpError {
+        OpError::Runtime(e)
+    }
+}
+
+/// `berth recover` (see [`crate::apply::recover::recover`]), with sessions for its
+/// `Reapply` undos.
 pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpError> {
-    use crate::state::journal::{Journal, Outcome, Record};
     let valid = load_valid(path)?;
-    let project = valid.spec.project.value.clone();
-    let state = crate::state::StateDir::locate(&project, state_dir);
-    let _lock = crate::state::lock::acquire(&state, &project, "berth recover", None)?;
-    // A journal that ended (or never began) but was left in place, by a kill between its
-    // `end` and setting it aside, is put away: nothing is left to recover from it.
-    let mut put_away = Vec::new();
-    for (kind, what) in [(Kind::Apply, "apply"), (Kind::Restore, "restore")] {
-        match crate::state::journal::set_aside_finished(&state, kind)? {
-            Some(crate::state::journal::Finished::Ended) => put_away.push(format!(
-                "  set aside the journal of an {what} that had ended (it was stopped before putting it away)"
-            )),
-            Some(crate::state::journal::Finished::NeverBegun) => put_away.push(format!(
-                "  removed the journal of an {what} that never began"
-            )),
-            None => {}
-        }
-    }
-    let applying = Journal::resume(&state)?;
-    let restoring = Journal::resume_kind(&state, Kind::Restore)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(OpError::Runtime)?;
-    // Only connected: an interrupted apply leaves two containers claiming a pod (its
-    // candidate or set-aside one beside it), which observing would refuse.
-    let engines = runtime.block_on(connect_engines(&valid.spec))?;
-    if applying.is_none() && restoring.is_none() {
-        // Nothing to finish; containers left beside a pod's own (by a crash of an older
-        // berth, say) still go, and so do the secrets runtime directories no container
-        // mounts (of those, or of an apply killed once its journal had ended).
-        let mut lines = put_away;
-        for (region, e) in &engines {
-            let removed = runtime.block_on(crate::observe::docker::remove_strays(e, &project))?;
-            lines.extend(removed.into_iter().map(|l| format!("  {l}")));
-            // So do the helper containers a backup or restore killed before its journal
-            // began (or one that keeps none) left.
-            let helpers = runtime.block_on(crate::backup::ops::sweep_helpers(e, &project))?;
-            if helpers > 0 {
-                lines.push(format!(
-                    "  removed {helpers} helper container(s) in `{region}` a killed backup or restore left"
-                ));
-            }
-        }
-        runtime.block_on(crate::apply::sweep_deliveries(&engines, &project));
-        return Ok(Recovered {
-            lines,
-            finished_commit: false,
-            restore: None,
-            backup: None,
-            nothing: true,
-        });
-    }
-    // A recover killed while it held names leaves their holders: they go first, or they
-    // would keep the set-aside containers from getting their names back.
-    for e in engines.values() {
-        runtime.block_on(crate::observe::docker::remove_name_holds(e, &project))?;
-    }
-    let mut lines = put_away;
-    let mut finished_commit = false;
     let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let ctx = UnwindCtx {
+    let host = UnwindCtx {
         spec_path: &spec_path,
         state_dir,
         command: "berth recover",
     };
-    if let Some(mut journal) = applying {
-        let machine = journal.machine().clone();
-        finished_commit = machine.commit.is_some() && restoring.is_none();
-        let mut failed = if let Some(items) = &machine.commit {
-            let mut failed = false;
-            runtime.block_on(async {
-                for item in items {
-                    let (what, r) = crate::apply::undo::commit_one(&engines, &project, item).await;
-                    match r {
-                        Ok(crate::apply::undo::Committed::Removed) => {
-                            lines.push(format!("  removed {what}"))
-                        }
-                        Ok(crate::apply::undo::Committed::Kept(why)) => {
-                            lines.push(format!("  warning: {why}"))
-                        }
-                        Err(e) => {
-                            failed = true;
-                            lines.push(format!("  could NOT remove {what}: {e}"));
-                        }
-                    }
-                }
-            });
-            failed
-        } else {
-            let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
-            lines.extend(done);
-            !ok
-        };
-        failed |= !runtime.block_on(tidy(&engines, &project, failed, &mut lines));
-        if machine.commit.is_none() {
-            let left = runtime.block_on(journaled_containers_left(&engines, &project, &machine));
-            failed |= !left.is_empty();
-            lines.extend(left);
-        }
-        if failed {
-            return Err(OpError::Interrupted {
-                project,
-                detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
-            });
-        }
-        // An apply that had passed its gates is a revision: record it as the apply would
-        // have.
-        if machine.commit.is_some()
-            && let Some(Record::Begin {
-                command,
-                spec,
-                spec_sha256,
-                spec_text,
-                revision,
-                ..
-            }) = &machine.begin
-            && !spec_text.is_empty()
-            && crate::state::revisions::latest(&state)? < *revision
-            && let Some(applied) =
-                crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
-        {
-            let images = runtime.block_on(deployed_images(&applied, &engines))?;
-            crate::state::revisions::record(
-                &state,
-                &crate::state::revisions::Revision {
-                    revision: *revision,
-                    at: crate::state::now(),
-                    who: crate::state::who(),
-                    command: format!("{command} (finished by berth recover)"),
-                    spec_path: spec.clone(),
-                    spec_sha256: spec_sha256.clone(),
-                    spec_text: spec_text.clone(),
-                    images,
-                    secrets: Default::default(),
-                    summary: Default::default(),
-                    destroyed: command == "berth destroy",
-                },
-            )?;
-            lines.push(format!("  recorded revision {revision}"));
-        }
-        journal.end(Outcome::Recovered)?;
-    }
-    let mut restore = None;
-    let mut backup = None;
-    if let Some(mut journal) = restoring {
-        let (done, ok) = unwind(&runtime, &mut journal, &engines, &project, &ctx)?;
-        lines.extend(done);
-        let tidied = runtime.block_on(tidy(&engines, &project, !ok, &mut lines));
-        if !ok || !tidied {
-            return Err(OpError::Interrupted {
-                project,
-                detail: format!("recover could not finish everything:\n{}", lines.join("\n")),
-            });
-        }
-        if let Some(Record::Begin {
-            command,
-            restore: Some(id),
-            ..
-        }) = &journal.machine().begin
-        {
-            let name = command
-                .strip_prefix("berth backup restore ")
-                .unwrap_or_default()
-                .to_owned();
-            restore = Some((name, id.clone()));
-        } else if let Some(Record::Begin { command, .. }) = &journal.machine().begin
-            && let Some(name) = command.strip_prefix("berth backup run ")
-        {
-            backup = Some(name.to_owned());
-        }
-        journal.end(Outcome::Recovered)?;
-    }
-    Ok(Recovered {
-        lines,
-        finished_commit,
-        restore,
-        backup,
-        nothing: false,
-    })
-}
-
-/// After undoing: the names held while undoing container creates are free again; then,
-/// when every undo went through (none set aside is waiting for its name), what is left
-/// beside a pod's own goes, and so do the secrets runtime directories of containers that
-/// are gone. `false` when something could not be checked.
-async fn tidy(
-    engines: &std::collections::HashMap<String, crate::engine::Engine>,
-    project: &str,
-    failed: bool,
-    lines: &mut Vec<String>,
-) -> bool {
-    let mut ok = true;
-    for e in engines.values() {
-        let tidied = match e.release_names().await {
-            Ok(()) if !failed => crate::observe::docker::remove_strays(e, project).await,
-            Ok(()) => Ok(Vec::new()),
-            Err(x) => Err(x),
-        };
-        match tidied {
-            Ok(removed) => lines.extend(removed.into_iter().map(|l| format!("  {l}"))),
-            Err(x) => {
-                ok = false;
-                lines.push(format!(
-                    "  could NOT check for containers left behind in `{}`: {x}",
-                    e.region
-                ));
-            }
-        }
-    }
-    crate::apply::sweep_deliveries(engines, project).await;
-    ok
-}
-
-/// After the undos of an interrupted apply: every container its journal announced creating
-/// (by name, with the project's label, and not one the undos gave its name back) must be
-/// gone. Says which are not.
-async fn journaled_containers_left(
-    engines: &std::collections::HashMap<String, crate::engine::Engine>,
-    project: &str,
-    machine: &crate::state::journal::Machine,
-) -> Vec<String> {
-    use crate::apply::Undo;
-    let restored: Vec<&str> = machine
-        .undos
-        .iter()
-        .filter_map(|(_, u, _)| match u {
-            Undo::Restore { id, .. } => Some(id.as_str()),
-            Undo::Unswitch { old_id, .. } => Some(old_id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut left = Vec::new();
-    for (_, u, _) in &machine.undos {
-        let (region, name, new_id) = match u {
-            Undo::RemoveContainer { region, name } => (region, name.as_str(), None),
-            Undo::Unswitch {
-                region,
-                new_id,
-                name,
-                ..
-            } => (region, name.as_str(), Some(new_id.as_str())),
-            _ => continue,
-        };
-        let Some(e) = engines.get(region) else {
-            continue;
-        };
-        let found = match e.container_named(name).await {
-            Ok(found) => found,
-            Err(x) => {
-                left.push(format!("  could NOT check that {name} is gone: {x}"));
-                continue;
-            }
-        };
-        let named_left = found.filter(|c| {
-            c.labels
-                .get(crate::engine::labels::PROJECT)
-                .map(String::as_str)
-                == Some(project)
-                && !restored
-                    .iter()
-                    .any(|r| c.id.starts_with(r) || r.starts_with(&c.id))
-        });
-        if let Some(c) = named_left {
-            left.push(format!(
-                "  container {name} ({}) that the interrupted apply created is still there",
-                crate::apply::undo::short(&c.id)
-            ));
-        }
-        if let Some(id) = new_id
-            && let Ok(Some(n)) = e.name_of(id).await
-        {
-            left.push(format!(
-                "  container {n} ({}) that the interrupted apply created is still there",
-                crate::apply::undo::short(id)
-            ));
-        }
-    }
-    left
+    crate::apply::recover::recover(&valid.spec, state_dir, &host)
 }
 
 pub use crate::plan::saved::{SAVED_PLAN_FORMAT, SNAPSHOT_FORMAT, SavedPlan, Snapshot};

@@ -68,52 +68,8 @@ pub fn body(
                 });
         }
     }
-    let mounts: Vec<EngineMount> = pod
-        .volumes
-        .iter()
-        .filter_map(|m| Mount::parse(&m.value).ok())
-        .map(|m| EngineMount {
-            target: Some(m.target.to_owned()),
-            source: Some(if m.bind {
-                let home = std::env::var("HOME").unwrap_or_default();
-                match m.source.strip_prefix("~/") {
-                    Some(rest) => Path::new(&home).join(rest).display().to_string(),
-                    None if Path::new(m.source).is_absolute() => m.source.to_owned(),
-                    None => spec_dir.join(m.source).display().to_string(),
-                }
-            } else {
-                object_name(project, m.source)
-            }),
-            typ: Some(if m.bind {
-                MountType::BIND
-            } else {
-                MountType::VOLUME
-            }),
-            read_only: Some(m.read_only),
-            ..Default::default()
-        })
-        .collect();
-    // The engine runs `health.cmd` with the same timing the gate waits for. With
-    // `health.http` berth probes itself, and the image's own HEALTHCHECK is switched off so
-    // that it cannot mark the pod unhealthy behind berth's back.
-    let healthcheck = pod.health.as_ref().map(|h| {
-        let h = &h.value;
-        let timing = super::gate::Timing::of(pod);
-        match &h.cmd {
-            Some(cmd) => HealthConfig {
-                test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
-                interval: Some(nanos(timing.interval)),
-                timeout: Some(nanos(timing.timeout)),
-                retries: Some(i64::from(timing.retries)),
-                start_period: Some(nanos(timing.start_period)),
-                ..Default::default()
-            },
-            None => HealthConfig {
-                test: Some(vec!["NONE".to_owned()]),
-                ..Default::default()
-            },
-        }
-    });
+    let mounts = mounts(project, pod, spec_dir);
+    let healthcheck = healthcheck(pod);
     let restart = match pod.restart.unwrap_or(Restart::UnlessStopped) {
         Restart::No => RestartPolicyNameEnum::NO,
         Restart::Always => RestartPolicyNameEnum::ALWAYS,
@@ -162,4 +118,56 @@ pub fn body(
         }),
         ..Default::default()
     }
+}
+
+/// The engine mounts of a pod's `volumes:` (bind mounts relative to the spec's directory).
+fn mounts(project: &str, pod: &Pod, spec_dir: &Path) -> Vec<EngineMount> {
+    pod.volumes
+        .iter()
+        .filter_map(|m| Mount::parse(&m.value).ok())
+        .map(|m| EngineMount {
+            target: Some(m.target.to_owned()),
+            source: Some(if m.bind {
+                let home = std::env::var("HOME").unwrap_or_default();
+                match m.source.strip_prefix("~/") {
+                    Some(rest) => Path::new(&home).join(rest).display().to_string(),
+                    None if Path::new(m.source).is_absolute() => m.source.to_owned(),
+                    None => spec_dir.join(m.source).display().to_string(),
+                }
+            } else {
+                object_name(project, m.source)
+            }),
+            typ: Some(if m.bind {
+                MountType::BIND
+            } else {
+                MountType::VOLUME
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The engine runs `health.cmd` with the same timing the gate waits for. With
+/// `health.http` berth probes itself, and the image's own HEALTHCHECK is switched off so
+/// that it cannot mark the pod unhealthy behind berth's back.
+fn healthcheck(pod: &Pod) -> Option<HealthConfig> {
+    pod.health.as_ref().map(|h| {
+        let h = &h.value;
+        let timing = super::gate::Timing::of(pod);
+        match &h.cmd {
+            Some(cmd) => HealthConfig {
+                test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
+                interval: Some(nanos(timing.interval)),
+                timeout: Some(nanos(timing.timeout)),
+                retries: Some(i64::from(timing.retries)),
+                start_period: Some(nanos(timing.start_period)),
+                ..Default::default()
+            },
+            None => HealthConfig {
+                test: Some(vec!["NONE".to_owned()]),
+                ..Default::default()
+            },
+        }
+    })
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use http_body_util::Empty;
 use hyper::body::Bytes;
 
+use super::container::object_name;
+use super::{ApplyError, indent};
 use crate::engine::Engine;
+use crate::plan::Change;
 use crate::spec::Pod;
 
 /// A gate that did not pass, and why.
@@ -436,6 +439,57 @@ pub fn verify(http: &crate::spec::HttpCheck, r: &Response) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+impl super::Run<'_> {
+    pub(super) async fn gate(
+        &self,
+        c: &Change,
+        region: &str,
+        id: &str,
+        remove_on_failure: bool,
+    ) -> Result<(), ApplyError> {
+        let Some(pod) = self.spec.pods.get(&c.address.name) else {
+            return Ok(());
+        };
+        let engine = self.engine(region);
+        let network = object_name(self.project, "default");
+        let gates = async {
+            match healthy(engine, id, &network, pod).await {
+                Ok(()) => checks(engine, id, &network, pod).await,
+                failed => failed,
+            }
+        };
+        // SIGINT/SIGTERM cut a wait for health short.
+        let interrupted = async {
+            while !self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        let verdict = tokio::select! {
+            v = gates => v,
+            () = interrupted => return Err(ApplyError::Interrupted { report: String::new() }),
+        };
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                let logs = engine.log_tail(id, 20).await;
+                if remove_on_failure {
+                    // The failed container goes first; the undo stack no longer needs it.
+                    let _ = engine.remove(id).await;
+                }
+                Err(ApplyError::GateFailed {
+                    address: c.address.to_string(),
+                    gate: failure.gate,
+                    detail: failure.detail,
+                    report: format!(
+                        "last output of the failed container:\n{}",
+                        indent(logs.trim_end())
+                    ),
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

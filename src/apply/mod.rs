@@ -9,13 +9,25 @@
 //! fails, the others of its layer finish (nothing is left half-done) and then everything is
 //! undone.
 //!
-//! Every undo (and the commit) is also written to the journal before the mutation it
-//! covers (`state::journal`), so that `berth recover` can finish what a killed apply left.
+//! Every undo (and the commit) is written to the journal ([`journal`]) before the mutation
+//! it covers, so that `berth recover` ([`recover`]) can finish what a killed apply left.
+//!
+//! - here: the run (its context: journal, undo stack, commit, events), batches, the commit;
+//! - `preflight`: what is checked before the first mutation;
+//! - [`steps`]: one step per kind of change, each recording its [`Undo`] first;
+//! - [`undo`]: the undo records and how each is carried out; [`unwind`]: the one loop that
+//!   carries them out (rollback, recover, a failed restore);
+//! - [`container`]: a pod's container (names, create request); [`gate`]: its gates.
 
 pub mod container;
 pub mod gate;
+pub mod journal;
+mod preflight;
+pub mod recover;
+pub mod steps;
 pub mod undo;
-
+pub mod unwind;
+pub use preflight::preflight_host;
 pub use undo::Undo;
 
 use std::cell::{Cell, RefCell};
@@ -24,18 +36,15 @@ use std::path::Path;
 
 use futures_util::StreamExt;
 
-use crate::engine::{Engine, EngineError, labels};
-use crate::graph::{Kind, Resource, ResourceGraph};
+use crate::engine::{Engine, EngineError};
+use crate::graph::{Resource, ResourceGraph};
 use crate::observe::ObservedState;
-use crate::plan::{Action, Change, Plan, ReplaceOrder};
+use crate::plan::{Action, Change, Plan};
 use crate::secrets::delivery;
-use crate::secrets::files::{self, FileFacts, Inspection};
+use crate::secrets::files::{FileFacts, Inspection};
 use crate::spec::Spec;
-use crate::state::journal::{
-    CommitItem, Journal, JournalError, Outcome, Record, StepState, UndoState,
-};
 
-use container::{container_name, container_name_of, object_name};
+use journal::{CommitItem, Journal, JournalError, Outcome, Record, StepState};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -100,7 +109,10 @@ pub enum ApplyError {
             "give `store:` a directory of berth's own (berth makes it), not `/`, a system or a temporary directory"
         )
     )]
-    BackupSetUp { address: String, reason: String },
+    BackupSetUp {
+        address: String,
+        reason: steps::UnitsError,
+    },
     /// A step failed on the engine (not at a gate); what was undone is in the report.
     #[error("{cause}")]
     #[diagnostic(code(berth::apply_failed), help("{report}"))]
@@ -163,6 +175,18 @@ pub enum ApplyError {
         )
     )]
     Secret { address: String, reason: String },
+    /// A secret file could not be re-encrypted or its mode healed.
+    #[error("`{address}`: {reason}")]
+    #[diagnostic(
+        code(berth::secret),
+        help(
+            "the steps before this one were rolled back; `berth secrets verify` checks the secrets alone"
+        )
+    )]
+    SecretFile {
+        address: String,
+        reason: steps::HealError,
+    },
     #[error("`{address}` failed its `{gate}` gate: {detail}")]
     #[diagnostic(code(berth::gate_failed), help("{report}"))]
     GateFailed {
@@ -172,14 +196,6 @@ pub enum ApplyError {
         /// What was rolled back, and the failed container's last output.
         report: String,
     },
-}
-
-/// How a secret reaches a container.
-enum Delivery {
-    /// A file under `/run/secrets` with this mode.
-    File(u32),
-    /// An environment variable of this name (the spec opted in).
-    Env(String),
 }
 
 /// What an apply reports as it goes: one event per step started or finished, and per
@@ -230,7 +246,7 @@ pub struct FinishedJournal(Box<Journal>);
 
 impl FinishedJournal {
     /// Ends the journal: the apply is done.
-    pub fn end(self) -> Result<(), crate::state::journal::JournalError> {
+    pub fn end(self) -> Result<(), crate::apply::journal::JournalError> {
         self.0.end(Outcome::Applied)
     }
 }
@@ -350,26 +366,8 @@ pub async fn apply(
         run.end_journal(Outcome::RolledBack)?;
         return Err(e);
     }
-    // Batches: region by region (primary first), then by graph layer; a batch starts when
-    // the one before it is done. Pods leaving the spec are set aside first, so that what
-    // replaces them can take their ports and names.
-    let regions = spec.region_names();
-    let mut batches: BTreeMap<(usize, usize), Vec<&Change>> = BTreeMap::new();
-    for c in &changes {
-        let region = c
-            .address
-            .region
-            .as_deref()
-            .and_then(|r| regions.iter().position(|x| *x == r))
-            .unwrap_or(0);
-        let layer = match graph.layer_of(&c.address) {
-            Some(l) => l + 1,
-            None => 0,
-        };
-        batches.entry((region, layer)).or_default().push(c);
-    }
     let mut changed = 0;
-    for batch in batches.into_values() {
+    for batch in batches(spec, graph, &changes) {
         let results: Vec<Result<(), ApplyError>> = futures_util::stream::iter(batch)
             .map(|c| run.step(c))
             .buffer_unordered(options.parallelism.max(1))
@@ -387,24 +385,7 @@ pub async fn apply(
         errors.sort_by_key(|e| matches!(e, ApplyError::Skipped));
         if let Some(e) = errors.into_iter().next() {
             let restored = run.rollback().await?;
-            return Err(match e {
-                ApplyError::Interrupted { .. } => ApplyError::Interrupted { report: restored },
-                ApplyError::GateFailed {
-                    address,
-                    gate,
-                    detail,
-                    report,
-                } => ApplyError::GateFailed {
-                    address,
-                    gate,
-                    detail,
-                    report: format!("{restored}{report}"),
-                },
-                other => ApplyError::Failed {
-                    cause: Box::new(other),
-                    report: restored,
-                },
-            });
+            return Err(rolled_back(e, restored));
         }
     }
     let all_removed = run.finish().await?;
@@ -423,6 +404,54 @@ pub async fn apply(
         kept_volumes,
         kept: run.kept.take(),
     })
+}
+
+/// Batches: region by region (primary first), then by graph layer; a batch starts when the
+/// one before it is done. Pods leaving the spec are set aside first, so that what replaces
+/// them can take their ports and names.
+fn batches<'c>(
+    spec: &Spec,
+    graph: &ResourceGraph,
+    changes: &[&'c Change],
+) -> impl Iterator<Item = Vec<&'c Change>> {
+    let regions = spec.region_names();
+    let mut batches: BTreeMap<(usize, usize), Vec<&Change>> = BTreeMap::new();
+    for c in changes {
+        let region = c
+            .address
+            .region
+            .as_deref()
+            .and_then(|r| regions.iter().position(|x| *x == r))
+            .unwrap_or(0);
+        let layer = match graph.layer_of(&c.address) {
+            Some(l) => l + 1,
+            None => 0,
+        };
+        batches.entry((region, layer)).or_default().push(c);
+    }
+    batches.into_values()
+}
+
+/// The error of a failed batch, with what its rollback `restored` in its report.
+fn rolled_back(e: ApplyError, restored: String) -> ApplyError {
+    match e {
+        ApplyError::Interrupted { .. } => ApplyError::Interrupted { report: restored },
+        ApplyError::GateFailed {
+            address,
+            gate,
+            detail,
+            report,
+        } => ApplyError::GateFailed {
+            address,
+            gate,
+            detail,
+            report: format!("{restored}{report}"),
+        },
+        other => ApplyError::Failed {
+            cause: Box::new(other),
+            report: restored,
+        },
+    }
 }
 
 impl<'a> Run<'a> {
@@ -450,24 +479,6 @@ impl<'a> Run<'a> {
             .iter()
             .find(|o| o.address.match_key() == key)
             .and_then(|o| o.id.clone())
-    }
-
-    /// Pre-flight: everything apply needs, checked before the first mutation; the cheap
-    /// refusals first, then names on the engines, then images (pulls and builds).
-    async fn preflight_all(&self, changes: &[&Change]) -> Result<(), ApplyError> {
-        for c in changes {
-            self.refusals(c)?;
-        }
-        // Also run by `Session::preflight` before any `before_apply` backup; again here,
-        // next to the first mutation, since a backup can take minutes (one `/info` call).
-        preflight_host(self.spec, changes, self.engines).await?;
-        for c in changes {
-            self.names_free(c).await?;
-        }
-        for c in changes {
-            self.preflight(c).await?;
-        }
-        Ok(())
     }
 
     /// Writes a record to the journal.
@@ -512,168 +523,6 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// What apply cannot do, refused before anything else.
-    fn refusals(&self, c: &Change) -> Result<(), ApplyError> {
-        let unsupported = |what: &str, help: &str| ApplyError::Unsupported {
-            address: c.address.to_string(),
-            what: what.to_owned(),
-            help: help.to_owned(),
-        };
-        match (c.address.kind, c.action) {
-            (Kind::Proxy, _) => Err(unsupported(
-                "run the proxy",
-                "the managed nginx proxy comes with the proxy work; remove `proxy:` to apply the rest",
-            )),
-            (Kind::Network | Kind::Volume, Action::Update | Action::Replace) => Err(unsupported(
-                &format!("change a {} in place", c.address.kind.as_str()),
-                "remove and re-create it by hand if you must; berth never replaces a volume",
-            )),
-            (Kind::Volume, Action::Create)
-                if self
-                    .spec
-                    .volumes
-                    .get(&c.address.name)
-                    .is_some_and(|v| v.external) =>
-            {
-                Err(unsupported(
-                    "use an external volume",
-                    "create the volume by hand and drop `external: true` to let berth manage it",
-                ))
-            }
-            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
-                if self
-                    .spec
-                    .pods
-                    .get(&c.address.name)
-                    .is_some_and(|p| !p.secrets.is_empty())
-                    && !self.engine(&self.region_of(c)).is_local() =>
-            {
-                Err(unsupported(
-                    "deliver secrets to an engine on another machine",
-                    "secrets reach a container through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The names apply will give must be free: another project's network, a volume made by
-    /// hand, a container left by an interrupted apply would otherwise be taken over.
-    async fn names_free(&self, c: &Change) -> Result<(), ApplyError> {
-        use crate::engine::docker::ObjectKind;
-        let region = self.region_of(c);
-        let engine = self.engine(&region);
-        let mut wanted: Vec<(ObjectKind, String)> = Vec::new();
-        match (c.address.kind, c.action) {
-            (Kind::Network, Action::Create) => {
-                wanted.push((
-                    ObjectKind::Network,
-                    object_name(self.project, &c.address.name),
-                ));
-            }
-            (Kind::Volume, Action::Create) => {
-                wanted.push((
-                    ObjectKind::Volume,
-                    object_name(self.project, &c.address.name),
-                ));
-            }
-            (Kind::Pod, Action::Create | Action::Replace) => {
-                let name = container_name_of(self.project, &c.address);
-                if c.action == Action::Create {
-                    wanted.push((ObjectKind::Container, name.clone()));
-                }
-                wanted.push((ObjectKind::Container, format!("{name}-berth-old")));
-                wanted.push((ObjectKind::Container, format!("{name}-berth-next")));
-            }
-            _ => {}
-        }
-        for (kind, name) in wanted {
-            if engine.labels_of(kind, &name).await?.is_some() {
-                return Err(ApplyError::NameTaken {
-                    kind: kind.as_str(),
-                    name,
-                    region,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Images: pulled when absent, built from their context when `build:` says so.
-    async fn preflight(&self, c: &Change) -> Result<(), ApplyError> {
-        match (c.address.kind, c.action) {
-            (Kind::Pod, Action::Create | Action::Replace | Action::Heal) => {
-                let Some(pod) = self.spec.pods.get(&c.address.name) else {
-                    return Ok(());
-                };
-                let region = self.region_of(c);
-                if let Some(b) = &pod.build
-                    && let Some(tag) = self.desired(c).and_then(|r| r.attrs.get("build.image"))
-                {
-                    let engine = self.engine(&region);
-                    if !engine.image_present(tag).await? {
-                        self.event(
-                            Some(&c.address),
-                            Status::Started,
-                            format!("  {}: building {tag}", c.address),
-                        );
-                        let context = self.spec_dir.join(&b.value.context);
-                        let dockerfile = b.value.dockerfile.as_deref().unwrap_or("Dockerfile");
-                        let archive =
-                            crate::engine::context::tar(&context, dockerfile).map_err(|e| {
-                                ApplyError::Unsupported {
-                                    address: c.address.to_string(),
-                                    what: "read the build context".into(),
-                                    help: e.to_string(),
-                                }
-                            })?;
-                        let args = b
-                            .value
-                            .args
-                            .iter()
-                            .map(|a| (a.name.value.clone(), a.item.value.0.clone()))
-                            .collect();
-                        engine.build_image(tag, archive, dockerfile, args).await?;
-                        self.event(
-                            Some(&c.address),
-                            Status::Done,
-                            format!("  {}: built {tag}", c.address),
-                        );
-                    }
-                }
-                // The image as planned (a rollback pins it to an id).
-                let planned = self.desired(c).and_then(|r| r.attrs.get("image")).cloned();
-                if let Some(image) = pod
-                    .image
-                    .as_ref()
-                    .map(|i| planned.unwrap_or_else(|| i.value.clone()))
-                    && !self.engine(&region).image_present(&image).await?
-                {
-                    self.event(
-                        Some(&c.address),
-                        Status::Started,
-                        format!("  {}: pulling {}", c.address, image),
-                    );
-                    if let Err(reason) = self.engine(&region).pull(&image).await {
-                        return Err(ApplyError::ImageMissing {
-                            address: c.address.to_string(),
-                            image: image.clone(),
-                            region,
-                            reason,
-                        });
-                    }
-                    self.event(
-                        Some(&c.address),
-                        Status::Done,
-                        format!("  {}: pulled {}", c.address, image),
-                    );
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
     async fn step(&self, c: &Change) -> Result<(), ApplyError> {
         if self.failed.get() {
             return Err(ApplyError::Skipped);
@@ -704,535 +553,6 @@ impl<'a> Run<'a> {
         result
     }
 
-    async fn step_inner(&self, c: &Change) -> Result<(), ApplyError> {
-        let region = self.region_of(c);
-        let engine = self.engine(&region);
-        let address = c.address.to_string();
-        match (c.address.kind, c.action) {
-            (Kind::Network, Action::Create) | (Kind::Volume, Action::Create) => {
-                let resource = self.desired(c).cloned().unwrap_or_else(|| Resource {
-                    address: c.address.clone(),
-                    attrs: Default::default(),
-                    depends_on: Vec::new(),
-                });
-                let name = object_name(self.project, &c.address.name);
-                let labels = labels::encode(self.project, &resource, self.revision);
-                if c.address.kind == Kind::Network {
-                    self.record_undo(Undo::RemoveNetwork {
-                        region,
-                        name: name.clone(),
-                    })?;
-                    engine.create_network(&name, labels).await?;
-                } else {
-                    self.record_undo(Undo::RemoveVolume {
-                        region,
-                        name: name.clone(),
-                    })?;
-                    engine.create_volume(&name, labels).await?;
-                }
-                self.done(c, format!("+ {address}: created"));
-            }
-            (Kind::Pod, Action::Create) => {
-                let id = self.start_pod(c, &region, None).await?;
-                self.done(
-                    c,
-                    format!("+ {address}: created and healthy ({})", short(&id)),
-                );
-            }
-            (Kind::Pod, Action::Replace) => {
-                let Some(old) = self.observed_id(c) else {
-                    let id = self.start_pod(c, &region, None).await?;
-                    self.done(
-                        c,
-                        format!("+ {address}: created and healthy ({})", short(&id)),
-                    );
-                    return Ok(());
-                };
-                let resource = self
-                    .desired(c)
-                    .cloned()
-                    .ok_or_else(|| ApplyError::Unsupported {
-                        address: address.clone(),
-                        what: "find the pod in the spec".into(),
-                        help: "this is a bug in berth: please report it".into(),
-                    })?;
-                let name = container_name(self.project, &resource);
-                let aside = format!("{name}-berth-old");
-                if c.replace_order == Some(ReplaceOrder::CreateBeforeDestroy) {
-                    let next = format!("{name}-berth-next");
-                    let new_id = self.start_pod(c, &region, Some(&next)).await?;
-                    // Healthy: peers may reach it now, beside the old one; then the old goes.
-                    engine
-                        .reconnect_with_alias(
-                            &new_id,
-                            &object_name(self.project, "default"),
-                            &c.address.name,
-                        )
-                        .await?;
-                    self.set_aside(&region, &old, &name, &aside).await?;
-                    // Switching: undoing is now "remove the new one, restore the old one",
-                    // whatever name the new one has.
-                    let superseded: Vec<u64> = self
-                        .undo
-                        .borrow()
-                        .iter()
-                        .filter(|(_, u)| match u {
-                            Undo::RemoveContainer { name: n, .. } => *n == next,
-                            Undo::Restore { id, .. } => *id == old,
-                            _ => false,
-                        })
-                        .map(|(id, _)| *id)
-                        .collect();
-                    self.record_undo(Undo::Unswitch {
-                        region: region.clone(),
-                        new_id: new_id.clone(),
-                        old_id: old.clone(),
-                        name: name.clone(),
-                    })?;
-                    self.drop_undos(superseded)?;
-                    engine.rename(&new_id, &name).await?;
-                    self.commit
-                        .borrow_mut()
-                        .push(CommitItem::Container { region, id: old });
-                    self.done(
-                        c,
-                        format!("+/- {address}: replaced blue-green ({})", short(&new_id)),
-                    );
-                } else {
-                    self.set_aside(&region, &old, &name, &aside).await?;
-                    let new_id = self.start_pod(c, &region, None).await?;
-                    self.commit
-                        .borrow_mut()
-                        .push(CommitItem::Container { region, id: old });
-                    self.done(c, format!("-/+ {address}: recreated ({})", short(&new_id)));
-                }
-            }
-            (Kind::Pod, Action::Heal) => {
-                let id = self.observed_id(c).unwrap_or_default();
-                // Stopped: start it. Running but unhealthy: restart it.
-                engine.stop(&id).await?;
-                // Its secrets again, in case a reboot emptied the tmpfs that held them (only
-                // into berth's own delivery directory, never into a mount of the spec's).
-                if let Some(pod) = self.spec.pods.get(&c.address.name)
-                    && pod.secrets.iter().any(|s| s.value.env().is_none())
-                    && let Some((dir, _)) = engine
-                        .state(&id)
-                        .await?
-                        .binds
-                        .into_iter()
-                        .find(|(_, dest)| dest == delivery::MOUNT_POINT)
-                {
-                    let image = self
-                        .desired(c)
-                        .and_then(|r| r.attrs.get("build.image").or_else(|| r.attrs.get("image")))
-                        .cloned()
-                        .unwrap_or_default();
-                    let owner = self.owner(c, &region, pod, &image).await?;
-                    self.refill(c, pod, Path::new(&dir), owner)?;
-                }
-                engine.start(&id).await?;
-                self.gate(c, &region, &id, false).await?;
-                self.done(c, format!("! {address}: started again and healthy"));
-            }
-            (Kind::Pod, Action::Delete) => {
-                if let Some(id) = self.observed_id(c) {
-                    let name = container_name_of(self.project, &c.address);
-                    let aside = format!("{name}-berth-deleted-{}", short(&id));
-                    self.set_aside(&region, &id, &name, &aside).await?;
-                    self.commit
-                        .borrow_mut()
-                        .push(CommitItem::Container { region, id });
-                }
-                self.done(
-                    c,
-                    format!("- {address}: stopped (removed once every gate passed)"),
-                );
-            }
-            (Kind::Network, Action::Delete) => {
-                let name = object_name(self.project, &c.address.name);
-                self.commit
-                    .borrow_mut()
-                    .push(CommitItem::Network { region, name });
-            }
-            (Kind::Volume, Action::Delete) => {
-                let name = object_name(self.project, &c.address.name);
-                if self.options.delete_volumes {
-                    self.commit
-                        .borrow_mut()
-                        .push(CommitItem::Volume { region, name });
-                } else {
-                    self.kept_volumes.borrow_mut().push(address.clone());
-                    self.event(
-                        Some(&c.address),
-                        Status::Kept,
-                        format!("  {address}: kept with its data (--delete-volumes removes it)"),
-                    );
-                }
-            }
-            (Kind::Backup, Action::Delete) => {
-                let what = self
-                    .remove_backup_units(&c.address.name)
-                    .map_err(|reason| ApplyError::Unsupported {
-                        address: address.clone(),
-                        what: "remove the backup's timer".into(),
-                        help: reason,
-                    })?;
-                self.done(c, format!("- {address}: {what}"));
-            }
-            (Kind::Backup, Action::Create | Action::Heal | Action::Update) => {
-                let what = self.set_up_backup(&c.address.name).map_err(|reason| {
-                    ApplyError::BackupSetUp {
-                        address: address.clone(),
-                        reason,
-                    }
-                })?;
-                self.done(c, format!("+ {address}: {what}"));
-            }
-            (Kind::Secret, Action::Heal) => {
-                let what =
-                    self.heal_secret(&c.address.name)
-                        .map_err(|reason| ApplyError::Secret {
-                            address: address.clone(),
-                            reason,
-                        })?;
-                self.done(c, format!("! {address}: {what}"));
-            }
-            // Not observed (rate limits, backups) or refused by the pre-flight: nothing to
-            // do here.
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Stops a container and renames it aside, having recorded how to undo both: give it
-    /// its name back and start it.
-    async fn set_aside(
-        &self,
-        region: &str,
-        id: &str,
-        name: &str,
-        aside: &str,
-    ) -> Result<(), ApplyError> {
-        let engine = self.engine(region);
-        // A container observed stopped (drift in `state`) stays stopped when restored.
-        let was_running = !self
-            .observed
-            .resources
-            .iter()
-            .any(|o| o.id.as_deref() == Some(id) && o.drift.iter().any(|d| d.field == "state"));
-        self.record_undo(Undo::Restore {
-            region: region.to_owned(),
-            id: id.to_owned(),
-            name: name.to_owned(),
-            was_running,
-        })?;
-        engine.stop(id).await?;
-        engine.rename(id, aside).await?;
-        Ok(())
-    }
-
-    /// Disables and removes the timer and service of a backup that left the spec (each file
-    /// on the undo stack first). Its store and its backups stay: they are data.
-    fn remove_backup_units(&self, name: &str) -> Result<String, String> {
-        use crate::backup::schedule;
-        let dir = schedule::unit_dir();
-        let unit = schedule::unit_name(self.project, name);
-        if schedule::systemd_running() {
-            let mut c = std::process::Command::new("systemctl");
-            if !dir.starts_with("/etc") {
-                c.arg("--user");
-            }
-            let _ = c
-                .args(["disable", "--now", &format!("{unit}.timer")])
-                .status();
-        }
-        for file in [format!("{unit}.timer"), format!("{unit}.service")] {
-            let path = dir.join(&file);
-            // Never through a symlink: one is left alone (it is not berth's unit).
-            let Ok(old) = crate::fsutil::read_nofollow(&path) else {
-                continue;
-            };
-            self.record_undo(Undo::RestoreFile {
-                path: path.clone(),
-                bytes: undo::hex(&old),
-                mode: 0o644,
-                record: None,
-            })
-            .map_err(|e| e.to_string())?;
-            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        Ok(format!(
-            "{unit}.timer removed; its store and backups are kept"
-        ))
-    }
-
-    /// Makes a backup's store directory (0700) and writes its schedule's units (each
-    /// previous file on the undo stack first); tells systemd when it runs here.
-    fn set_up_backup(&self, name: &str) -> Result<String, String> {
-        use crate::backup::schedule;
-        let Some(backup) = self.spec.backups.get(name) else {
-            return Ok("nothing to do".into());
-        };
-        let store = self
-            .spec_dir
-            .join(crate::fsutil::expand_home(&backup.store.value));
-        // Made, or its mode healed, only when it is berth's own (the pre-flight refused any
-        // other before the first change).
-        let (_, done) =
-            crate::backup::store::LocalStore::set_up(&store).map_err(|e| e.to_string())?;
-        let mut what = format!("store {} {done}", store.display());
-        let run_as = schedule::RunAs {
-            state_dir: self.state_dir,
-            identity: &self.secrets.identity_path,
-        };
-        let Some(units) = schedule::units(self.spec, self.spec_path, name, backup, &run_as) else {
-            return Ok(what);
-        };
-        let dir = schedule::unit_dir();
-        crate::fsutil::create_dir_all(&dir, 0o755)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        for (file, content) in &units {
-            let path = dir.join(file);
-            // Never through a symlink: the undo would otherwise keep the target's bytes.
-            let old = match crate::fsutil::read_nofollow(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(format!("{}: {e}", path.display())),
-                Ok(old) => Some(old),
-            };
-            match old {
-                Some(old) if old == content.as_bytes() => continue,
-                Some(old) => self.record_undo(Undo::RestoreFile {
-                    path: path.clone(),
-                    bytes: undo::hex(&old),
-                    mode: 0o644,
-                    record: None,
-                }),
-                None => self.record_undo(Undo::RemoveFile { path: path.clone() }),
-            }
-            .map_err(|e| e.to_string())?;
-            crate::fsutil::write_atomic(&path, content.as_bytes(), 0o644)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        let timer = format!("{}.timer", schedule::unit_name(self.project, name));
-        if schedule::systemd_running() {
-            let user = !dir.starts_with("/etc");
-            let systemctl = |args: &[&str]| {
-                let mut c = std::process::Command::new("systemctl");
-                if user {
-                    c.arg("--user");
-                }
-                c.args(args).status().map(|s| s.success()).unwrap_or(false)
-            };
-            if !(systemctl(&["daemon-reload"]) && systemctl(&["enable", "--now", &timer])) {
-                return Err(format!("systemctl could not enable {timer}"));
-            }
-            what.push_str(&format!(", {timer} enabled"));
-        } else {
-            what.push_str(&format!(
-                ", units in {} (systemd is not running here: enable {timer} where it does)",
-                dir.display()
-            ));
-        }
-        Ok(what)
-    }
-
-    /// Re-encrypts a secret file to the spec's recipients, or gives it mode 0600; the
-    /// previous bytes, mode and record go on the undo stack first. Says what it did.
-    fn heal_secret(&self, name: &str) -> Result<String, String> {
-        let Some(facts) = self.secret_files.borrow().get(name).cloned() else {
-            return Ok("nothing to do".into());
-        };
-        if facts.stale_recipients() {
-            let identity = self
-                .secrets
-                .identity
-                .as_ref()
-                .ok_or_else(|| "there is no identity to decrypt it with".to_owned())?;
-            let value = identity
-                .decrypt(&facts.ciphertext)
-                .map_err(|e| e.to_string())?;
-            let armor = crate::secrets::age::is_armored(&facts.ciphertext);
-            let ciphertext = crate::secrets::age::encrypt(&facts.wanted, &value, armor)
-                .map_err(|e| e.to_string())?;
-            self.record_undo(Undo::RestoreFile {
-                path: facts.path.clone(),
-                bytes: undo::hex(&facts.ciphertext),
-                mode: facts.mode,
-                record: std::fs::read(files::record_path(&facts.path))
-                    .ok()
-                    .map(|r| undo::hex(&r)),
-            })
-            .map_err(|e| e.to_string())?;
-            files::write_secret(&facts.path, &ciphertext, &facts.wanted)
-                .map_err(|e| format!("cannot write {}: {e}", facts.path.display()))?;
-            let fingerprint = crate::secrets::plaintext::fingerprint(&ciphertext);
-            if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
-                f.ciphertext = ciphertext;
-                f.fingerprint = fingerprint.clone();
-                f.recorded = Some(f.wanted.clone());
-                f.mode = files::FILE_MODE;
-            }
-            return Ok(format!(
-                "re-encrypted to {} recipient(s) ({fingerprint})",
-                facts.wanted.len()
-            ));
-        }
-        if facts.mode != files::FILE_MODE {
-            self.record_undo(Undo::RestoreMode {
-                path: facts.path.clone(),
-                mode: facts.mode,
-            })
-            .map_err(|e| e.to_string())?;
-            crate::fsutil::set_mode(&facts.path, files::FILE_MODE)
-                .map_err(|e| format!("cannot change the mode of {}: {e}", facts.path.display()))?;
-            if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
-                f.mode = files::FILE_MODE;
-            }
-            return Ok(format!("mode {:04o} -> 0600", facts.mode));
-        }
-        Ok("nothing to do".into())
-    }
-
-    /// The values of the secrets a pod consumes, decrypted from the files as they are now
-    /// (after any re-encryption in this apply), with how each is delivered.
-    fn secret_values(
-        &self,
-        c: &Change,
-        pod: &crate::spec::Pod,
-    ) -> Result<Vec<(String, crate::secrets::Plaintext, Delivery)>, ApplyError> {
-        let fail = |reason: String| ApplyError::Secret {
-            address: c.address.to_string(),
-            reason,
-        };
-        let mut out = Vec::new();
-        if pod.secrets.is_empty() {
-            return Ok(out);
-        }
-        let identity = self
-            .secrets
-            .identity
-            .as_ref()
-            .ok_or_else(|| fail("there is no identity to decrypt its secrets with".into()))?;
-        let files = self.secret_files.borrow();
-        for s in &pod.secrets {
-            let name = s.value.name();
-            let f = files
-                .get(name)
-                .ok_or_else(|| fail(format!("the file of secret `{name}` could not be read")))?;
-            let value = identity
-                .decrypt(&f.ciphertext)
-                .map_err(|e| fail(format!("secret `{name}`: {e}")))?;
-            let how = match s.value.env() {
-                Some(var) => Delivery::Env(var.to_owned()),
-                None => Delivery::File(s.value.mode().and_then(|m| m.get()).unwrap_or(0o400)),
-            };
-            out.push((name.to_owned(), value, how));
-        }
-        Ok(out)
-    }
-
-    /// Puts a pod's secrets into its create request: files in a fresh tmpfs directory
-    /// bind-mounted at `/run/secrets`, env variables where the spec asks for them.
-    async fn deliver(
-        &self,
-        c: &Change,
-        region: &str,
-        pod: &crate::spec::Pod,
-        body: &mut bollard::models::ContainerCreateBody,
-    ) -> Result<(), ApplyError> {
-        let values = self.secret_values(c, pod)?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        let fail = |reason: String| ApplyError::Secret {
-            address: c.address.to_string(),
-            reason,
-        };
-        let mut file_values = Vec::new();
-        for (name, value, how) in &values {
-            match how {
-                Delivery::Env(var) => {
-                    let text = String::from_utf8_lossy(value.expose()).into_owned();
-                    body.env
-                        .get_or_insert_with(Vec::new)
-                        .push(format!("{var}={text}"));
-                }
-                Delivery::File(mode) => file_values.push(delivery::SecretFile {
-                    name,
-                    value,
-                    mode: *mode,
-                }),
-            }
-        }
-        if file_values.is_empty() {
-            return Ok(());
-        }
-        let image = body.image.clone().unwrap_or_default();
-        let (uid, gid) = self.owner(c, region, pod, &image).await?;
-        let dir = delivery::prepare(self.project, &file_values, uid, gid)
-            .map_err(|e| fail(e.to_string()))?;
-        let host = body.host_config.get_or_insert_with(Default::default);
-        host.mounts
-            .get_or_insert_with(Vec::new)
-            .push(bollard::models::Mount {
-                target: Some(delivery::MOUNT_POINT.to_owned()),
-                source: Some(dir.display().to_string()),
-                typ: Some(bollard::models::MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            });
-        Ok(())
-    }
-
-    /// Who a pod's secret files belong to: its `user:`, else its image's `USER`, as numbers.
-    async fn owner(
-        &self,
-        c: &Change,
-        region: &str,
-        pod: &crate::spec::Pod,
-        image: &str,
-    ) -> Result<(u32, u32), ApplyError> {
-        let user = match &pod.user {
-            Some(u) => u.clone(),
-            None => self.engine(region).image_user(image).await?,
-        };
-        delivery::numeric_user(&user).ok_or_else(|| ApplyError::Secret {
-            address: c.address.to_string(),
-            reason: format!(
-                "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
-            ),
-        })
-    }
-
-    /// Writes a pod's secret files again into the directory its container mounts (after
-    /// a reboot emptied the tmpfs).
-    fn refill(
-        &self,
-        c: &Change,
-        pod: &crate::spec::Pod,
-        dir: &Path,
-        (uid, gid): (u32, u32),
-    ) -> Result<(), ApplyError> {
-        let values = self.secret_values(c, pod)?;
-        let file_values: Vec<delivery::SecretFile> = values
-            .iter()
-            .filter_map(|(name, value, how)| match how {
-                Delivery::File(mode) => Some(delivery::SecretFile {
-                    name,
-                    value,
-                    mode: *mode,
-                }),
-                Delivery::Env(_) => None,
-            })
-            .collect();
-        delivery::refill(self.project, dir, &file_values, uid, gid).map_err(|e| {
-            ApplyError::Secret {
-                address: c.address.to_string(),
-                reason: e.to_string(),
-            }
-        })
-    }
-
     fn event(&self, address: Option<&crate::graph::Address>, status: Status, message: String) {
         let e = Event {
             address: address.map(|a| a.to_string()),
@@ -1244,197 +564,6 @@ impl<'a> Run<'a> {
 
     fn done(&self, c: &Change, message: String) {
         self.event(Some(&c.address), Status::Done, message);
-    }
-
-    /// Creates and starts the container of a pod change, then runs its gates. Its removal
-    /// is on the undo stack before it starts.
-    async fn start_pod(
-        &self,
-        c: &Change,
-        region: &str,
-        name: Option<&str>,
-    ) -> Result<String, ApplyError> {
-        let engine = self.engine(region);
-        let mut resource = self
-            .desired(c)
-            .cloned()
-            .ok_or_else(|| ApplyError::Unsupported {
-                address: c.address.to_string(),
-                what: "find the pod in the spec".into(),
-                help: "this is a bug in berth: please report it".into(),
-            })?;
-        // The fingerprints of files re-encrypted earlier in this apply are known now.
-        for (field, value) in resource.attrs.iter_mut() {
-            if value == files::KNOWN_AFTER_APPLY
-                && let Some(name) = field
-                    .strip_prefix("secret.")
-                    .and_then(|f| f.strip_suffix(".version"))
-                && let Some(f) = self.secret_files.borrow().get(name)
-            {
-                *value = f.fingerprint.clone();
-            }
-        }
-        let Some(pod) = self.spec.pods.get(&c.address.name) else {
-            return Err(ApplyError::Unsupported {
-                address: c.address.to_string(),
-                what: "find the pod in the spec".into(),
-                help: "this is a bug in berth: please report it".into(),
-            });
-        };
-        let candidate = name.is_some();
-        let name = name.map_or_else(|| container_name(self.project, &resource), str::to_owned);
-        // A blue-green candidate gets the pod's network alias only once it has passed its
-        // gates, so that no peer reaches it before.
-        let alias = (!candidate).then_some(c.address.name.as_str());
-        let mut body = container::body(
-            self.project,
-            alias,
-            pod,
-            labels::encode(self.project, &resource, self.revision),
-            self.spec_dir,
-        );
-        // The image as planned: a built tag, or the spec's image (pinned to an id by a
-        // rollback).
-        if let Some(image) = resource
-            .attrs
-            .get("build.image")
-            .or_else(|| resource.attrs.get("image"))
-        {
-            body.image = Some(image.clone());
-        }
-        // The exact image, recorded on the container: a tag can move, its id cannot.
-        let image_id = engine
-            .image_id(body.image.as_deref().unwrap_or_default())
-            .await?;
-        body.labels
-            .get_or_insert_with(Default::default)
-            .insert(labels::IMAGE.to_owned(), image_id);
-        self.deliver(c, region, pod, &mut body).await?;
-        self.event(
-            Some(&c.address),
-            Status::Started,
-            format!("  {}: starting {name}, waiting for its gates", c.address),
-        );
-        self.record_undo(Undo::RemoveContainer {
-            region: region.to_owned(),
-            name: name.clone(),
-        })?;
-        let id = engine.create_container(&name, body).await?;
-        engine.start(&id).await?;
-        self.gate(c, region, &id, true).await?;
-        Ok(id)
-    }
-
-    async fn gate(
-        &self,
-        c: &Change,
-        region: &str,
-        id: &str,
-        remove_on_failure: bool,
-    ) -> Result<(), ApplyError> {
-        let Some(pod) = self.spec.pods.get(&c.address.name) else {
-            return Ok(());
-        };
-        let engine = self.engine(region);
-        let network = object_name(self.project, "default");
-        let gates = async {
-            match gate::healthy(engine, id, &network, pod).await {
-                Ok(()) => gate::checks(engine, id, &network, pod).await,
-                failed => failed,
-            }
-        };
-        // SIGINT/SIGTERM cut a wait for health short.
-        let interrupted = async {
-            while !self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        };
-        let verdict = tokio::select! {
-            v = gates => v,
-            () = interrupted => return Err(ApplyError::Interrupted { report: String::new() }),
-        };
-        match verdict {
-            Ok(()) => Ok(()),
-            Err(failure) => {
-                let logs = engine.log_tail(id, 20).await;
-                if remove_on_failure {
-                    // The failed container goes first; the undo stack no longer needs it.
-                    let _ = engine.remove(id).await;
-                }
-                Err(ApplyError::GateFailed {
-                    address: c.address.to_string(),
-                    gate: failure.gate,
-                    detail: failure.detail,
-                    report: format!(
-                        "last output of the failed container:\n{}",
-                        indent(logs.trim_end())
-                    ),
-                })
-            }
-        }
-    }
-
-    /// Undoes every completed step, newest first, each journaled; says what was restored.
-    async fn rollback(&self) -> Result<String, ApplyError> {
-        let mut lines = Vec::new();
-        let undo = self.undo.take();
-        // A journal that cannot be written does not stop the undoing: it goes on in
-        // memory, and the journal stays open for `recover` (every undo is idempotent).
-        let mut journaled = true;
-        for (id, u) in undo.into_iter().rev() {
-            journaled &= self
-                .journal(Record::UndoState {
-                    id,
-                    state: UndoState::UndoStarted,
-                })
-                .is_ok();
-            let (what, result) = undo::perform(self.engines, self.project, &u).await;
-            journaled &= self
-                .journal(Record::UndoState {
-                    id,
-                    state: if result.is_ok() {
-                        UndoState::UndoFinished
-                    } else {
-                        UndoState::UndoFailed
-                    },
-                })
-                .is_ok();
-            match result {
-                Ok(()) => lines.push(format!("  rolled back {what}")),
-                Err(e) => lines.push(format!("  could NOT roll back {what}: {e}")),
-            }
-        }
-        // The names held while undoing container creates are free again.
-        for e in self.engines.values() {
-            if let Err(x) = e.release_names().await {
-                lines.push(format!(
-                    "  could NOT free the names held while undoing: {x}"
-                ));
-            }
-        }
-        let failed = lines.iter().any(|l| l.starts_with("  could NOT")) || !journaled;
-        // The secrets of the containers undone go before the journal ends: once it has,
-        // nothing would say they are left.
-        self.sweep_deliveries().await;
-        if !failed {
-            self.end_journal(Outcome::RolledBack)?;
-        }
-        if !journaled {
-            lines.push(
-                "  the journal could not be written: run `berth recover` to make sure".into(),
-            );
-        }
-        // With an undo that failed, the journal stays open: `berth recover` retries.
-        Ok(if lines.is_empty() {
-            "nothing had been changed\n".to_owned()
-        } else if failed {
-            format!(
-                "the completed steps were undone, except where it says NOT (run `berth recover` to retry):\n{}\n",
-                lines.join("\n")
-            )
-        } else {
-            format!("the completed steps were undone:\n{}\n", lines.join("\n"))
-        })
     }
 
     /// Every gate passed: remove what was replaced or deleted (journaled as the commit).
@@ -1488,83 +617,6 @@ impl<'a> Run<'a> {
     async fn sweep_deliveries(&self) {
         sweep_deliveries(self.engines, self.project).await;
     }
-}
-
-use undo::short;
-
-/// The pre-flight of pod changes against their engine and this host: what the engine or
-/// the secrets delivery would otherwise refuse in the middle of an apply, after the old
-/// container was stopped. A CPU limit above the engine's CPU count (`NCPU` of its
-/// `/info`), and secret files with no memory filesystem here to hold them. Run before
-/// anything changes (before a `before_apply` backup too).
-pub async fn preflight_host(
-    spec: &Spec,
-    changes: &[&Change],
-    engines: &HashMap<String, Engine>,
-) -> Result<(), ApplyError> {
-    let mut ncpu: HashMap<&str, i64> = HashMap::new();
-    let regions = spec.region_names();
-    for c in changes {
-        if c.address.kind == Kind::Backup
-            && matches!(c.action, Action::Create | Action::Update | Action::Heal)
-            && spec
-                .backups
-                .get(&c.address.name)
-                .is_some_and(|b| b.schedule.is_some())
-            && let Err(reason) =
-                crate::backup::schedule::check_unit_dir(&spec.project.value, &c.address.name)
-        {
-            return Err(ApplyError::UnitDir {
-                address: c.address.to_string(),
-                reason,
-            });
-        }
-        if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
-            continue;
-        }
-        let Some(pod) = spec.pods.get(&c.address.name) else {
-            continue;
-        };
-        let region = c
-            .address
-            .region
-            .as_deref()
-            .or_else(|| regions.first().copied())
-            .unwrap_or_default();
-        let Some(engine) = engines.get(region) else {
-            continue;
-        };
-        if let Some(cpus) = pod.resources.as_ref().and_then(|r| r.cpus.as_ref()) {
-            let n = match ncpu.get(region) {
-                Some(n) => *n,
-                None => {
-                    let n = engine.cpu_count().await?;
-                    ncpu.insert(region, n);
-                    n
-                }
-            };
-            // As the engine compares: in billionths of a CPU (an engine that does not say
-            // how many it has is not second-guessed).
-            if n > 0 && (cpus.value * 1e9) as i64 > n.saturating_mul(1_000_000_000) {
-                return Err(ApplyError::TooManyCpus {
-                    pod: c.address.name.clone(),
-                    cpus: cpus.value,
-                    region: region.to_owned(),
-                    ncpu: n,
-                });
-            }
-        }
-        if engine.is_local()
-            && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Err(e) = delivery::check_project(&spec.project.value)
-        {
-            return Err(ApplyError::RuntimeDir {
-                address: c.address.to_string(),
-                reason: e.to_string(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::journal::CommitItem;
 use crate::engine::Engine;
 use crate::secrets::files;
-use crate::state::journal::CommitItem;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -94,7 +94,7 @@ pub enum Undo {
     },
     /// The pods of a restored volume about to be removed: the recorded revision is applied
     /// again (after the undos recorded after this one: the data is back first). Carried out
-    /// by `ops::unwind`, which can open a session; [`perform`] refuses it.
+    /// by [`super::recover::unwind`], through its caller's session; [`perform`] refuses it.
     Reapply {
         revision: u64,
     },
@@ -162,44 +162,29 @@ fn safety_copy(
     }
 }
 
-/// Carries out one undo; says what it did ("where: what").
+/// Carries out one undo; says what it did ("where: what"). One function per kind of undo:
+/// on a region's engine (containers, networks, volumes, data put back), or on this machine
+/// (files, modes).
 pub async fn perform(
     engines: &HashMap<String, Engine>,
     project: &str,
     u: &Undo,
 ) -> (String, Result<(), String>) {
-    let at = |region: &str| format!("in `{region}`");
     match u {
         Undo::RemoveContainer { region, name } => {
-            let r = async {
-                let e = engine(engines, region)?;
-                // The engine may still be creating it (berth was killed after asking): the
-                // name is held until the caller releases it, once it is found and removed,
-                // so that a create still in flight cannot leave it behind.
-                e.remove_named(name, project)
-                    .await
-                    .map_err(|x| x.to_string())
-            }
-            .await;
-            (format!("{}: removed new container {name}", at(region)), r)
+            let r = async { remove_container(engine(engines, region)?, project, name).await };
+            (
+                format!("{}: removed new container {name}", at(region)),
+                r.await,
+            )
         }
-        Undo::RemoveNetwork { region, name } => {
-            let r = match engine(engines, region) {
-                Ok(e) => remove_network(e, project, name).await,
-                Err(x) => Err(x),
-            };
-            match r {
-                Ok(Some(kept)) => (format!("{}: {kept}", at(region)), Ok(())),
-                Ok(None) => (format!("{}: removed network {name}", at(region)), Ok(())),
-                Err(x) => (format!("{}: removed network {name}", at(region)), Err(x)),
-            }
-        }
+        Undo::RemoveNetwork { region, name } => undo_network(engines, project, region, name).await,
         Undo::RemoveVolume { region, name } => {
-            let r = match engine(engines, region) {
-                Ok(e) => e.remove_volume(name).await.map_err(|x| x.to_string()),
-                Err(x) => Err(x),
-            };
-            (format!("{}: removed new volume {name}", at(region)), r)
+            let r = async { remove_volume(engine(engines, region)?, name).await };
+            (
+                format!("{}: removed new volume {name}", at(region)),
+                r.await,
+            )
         }
         Undo::Restore {
             region,
@@ -207,14 +192,9 @@ pub async fn perform(
             name,
             was_running,
         } => {
-            let r = match engine(engines, region) {
-                Ok(e) => restore(e, id, name, *was_running).await,
-                Err(x) => Err(x),
-            };
-            (
-                format!("{}: restored {name} ({})", at(region), short(id)),
-                r,
-            )
+            let r = async { restore(engine(engines, region)?, id, name, *was_running).await };
+            let what = format!("{}: restored {name} ({})", at(region), short(id));
+            (what, r.await)
         }
         Undo::Unswitch {
             region,
@@ -222,68 +202,37 @@ pub async fn perform(
             old_id,
             name,
         } => {
-            let r = async {
-                let e = engine(engines, region)?;
-                e.remove(new_id).await.map_err(|x| x.to_string())?;
-                restore(e, old_id, name, true).await
-            }
-            .await;
-            (
-                format!(
-                    "{}: switched back to {name} ({})",
-                    at(region),
-                    short(old_id)
-                ),
-                r,
-            )
+            let r = async { unswitch(engine(engines, region)?, new_id, old_id, name).await };
+            let what = format!(
+                "{}: switched back to {name} ({})",
+                at(region),
+                short(old_id)
+            );
+            (what, r.await)
         }
         Undo::RestoreFile {
             path,
             bytes,
             mode,
             record,
-        } => {
-            let r = crate::fsutil::write_atomic(path, &unhex(bytes), *mode)
-                .and_then(|()| {
-                    let record_path = files::record_path(path);
-                    match record {
-                        Some(r) => {
-                            crate::fsutil::write_atomic(&record_path, &unhex(r), files::FILE_MODE)
-                        }
-                        None => match std::fs::remove_file(&record_path) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                            _ => Ok(()),
-                        },
-                    }
-                })
-                .map_err(|e| e.to_string());
-            (
-                format!("on this machine: restored the previous {}", path.display()),
-                r,
-            )
-        }
+        } => (
+            format!("on this machine: restored the previous {}", path.display()),
+            restore_file(path, bytes, *mode, record.as_deref()),
+        ),
         Undo::RemoveFile { path } => (
             format!("on this machine: removed {}", path.display()),
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                _ => Ok(()),
-            },
+            remove_file(path),
         ),
         Undo::RestoreMode { path, mode } => (
             format!("on this machine: mode {mode:04o} of {}", path.display()),
             crate::fsutil::set_mode(path, *mode).map_err(|e| e.to_string()),
         ),
         Undo::StartContainer { region, id } => {
-            let r = async {
-                let e = engine(engines, region)?;
-                match e.name_of(id).await.map_err(|x| x.to_string())? {
-                    // Removed since: the pod comes back by `Reapply`.
-                    None => Ok(()),
-                    Some(_) => start_again(e, id).await,
-                }
-            }
-            .await;
-            (format!("{}: started {} again", at(region), short(id)), r)
+            let r = async { start_if_there(engine(engines, region)?, id).await };
+            (
+                format!("{}: started {} again", at(region), short(id)),
+                r.await,
+            )
         }
         Undo::RefillVolume {
             region,
@@ -296,20 +245,15 @@ pub async fn perform(
             identity,
         } => {
             let from = safety_copy(store, backup, id, identity);
-            let r = match engine(engines, region) {
-                Ok(e) => {
-                    crate::backup::ops::refill_volume(e, project, volume, labels, image, &from)
-                        .await
-                }
-                Err(x) => Err(x),
+            let r = async {
+                let e = engine(engines, region)?;
+                crate::backup::ops::refill_volume(e, project, volume, labels, image, &from).await
             };
-            (
-                format!(
-                    "{}: volume {volume} holds the safety copy {id} again",
-                    at(region)
-                ),
-                r,
-            )
+            let what = format!(
+                "{}: volume {volume} holds the safety copy {id} again",
+                at(region)
+            );
+            (what, r.await)
         }
         Undo::RefillPath {
             region,
@@ -320,30 +264,112 @@ pub async fn perform(
             identity,
         } => {
             let from = safety_copy(store, backup, id, identity);
-            let r = async {
-                // Its users stop first (the undo records before this one start them again).
-                let e = engine(engines, region)?;
-                for c in e.containers(project).await.map_err(|x| x.to_string())? {
-                    if c.state == "running" && crate::backup::ops::binds(&c.binds, path) {
-                        e.stop(&c.id).await.map_err(|x| x.to_string())?;
-                    }
-                }
-                crate::backup::ops::refill_path(path, &from)
-            }
-            .await;
-            (
-                format!(
-                    "on this machine: {} holds the safety copy {id} again",
-                    path.display()
-                ),
-                r,
-            )
+            let r = async { refill_path(engine(engines, region)?, project, path, &from).await };
+            let what = format!(
+                "on this machine: {} holds the safety copy {id} again",
+                path.display()
+            );
+            (what, r.await)
         }
         Undo::Reapply { revision } => (
             format!("applied revision {revision} again"),
             Err("this undo is carried out by the caller, with a session".into()),
         ),
     }
+}
+
+fn at(region: &str) -> String {
+    format!("in `{region}`")
+}
+
+/// A network removed, or kept (and why) when other projects' containers use it.
+async fn undo_network(
+    engines: &HashMap<String, Engine>,
+    project: &str,
+    region: &str,
+    name: &str,
+) -> (String, Result<(), String>) {
+    let r = match engine(engines, region) {
+        Ok(e) => remove_network(e, project, name).await,
+        Err(x) => Err(x),
+    };
+    match r {
+        Ok(Some(kept)) => (format!("{}: {kept}", at(region)), Ok(())),
+        Ok(None) => (format!("{}: removed network {name}", at(region)), Ok(())),
+        Err(x) => (format!("{}: removed network {name}", at(region)), Err(x)),
+    }
+}
+
+/// The engine may still be creating it (berth was killed after asking): the name is held
+/// until the caller releases it, once it is found and removed, so that a create still in
+/// flight cannot leave it behind.
+async fn remove_container(e: &Engine, project: &str, name: &str) -> Result<(), String> {
+    e.remove_named(name, project)
+        .await
+        .map_err(|x| x.to_string())
+}
+
+async fn remove_volume(e: &Engine, name: &str) -> Result<(), String> {
+    e.remove_volume(name).await.map_err(|x| x.to_string())
+}
+
+/// The new container of a blue-green switch goes, and the old one gets its name back.
+async fn unswitch(e: &Engine, new_id: &str, old_id: &str, name: &str) -> Result<(), String> {
+    e.remove(new_id).await.map_err(|x| x.to_string())?;
+    restore(e, old_id, name, true).await
+}
+
+/// A container a restore stopped, started again; removed since, the pod comes back by
+/// `Reapply`.
+async fn start_if_there(e: &Engine, id: &str) -> Result<(), String> {
+    match e.name_of(id).await.map_err(|x| x.to_string())? {
+        None => Ok(()),
+        Some(_) => start_again(e, id).await,
+    }
+}
+
+/// A file's previous bytes and mode, and its record (or none), back.
+fn restore_file(
+    path: &std::path::Path,
+    bytes: &str,
+    mode: u32,
+    record: Option<&str>,
+) -> Result<(), String> {
+    crate::fsutil::write_atomic(path, &unhex(bytes), mode)
+        .and_then(|()| {
+            let record_path = files::record_path(path);
+            match record {
+                Some(r) => crate::fsutil::write_atomic(&record_path, &unhex(r), files::FILE_MODE),
+                None => match std::fs::remove_file(&record_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            }
+        })
+        .map_err(|e| e.to_string())
+}
+
+fn remove_file(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// A host path back from its safety copy; its users stop first (the undo records before
+/// this one start them again).
+async fn refill_path(
+    e: &Engine,
+    project: &str,
+    path: &std::path::Path,
+    from: &crate::backup::ops::BackupRef,
+) -> Result<(), String> {
+    for c in e.containers(project).await.map_err(|x| x.to_string())? {
+        if c.state == "running" && crate::backup::ops::binds(&c.binds, path) {
+            e.stop(&c.id).await.map_err(|x| x.to_string())?;
+        }
+    }
+    crate::backup::ops::refill_path(path, from)
 }
 
 /// Removes a project's network unless containers of other projects are attached to it:

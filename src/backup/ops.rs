@@ -10,12 +10,12 @@ use std::path::Path;
 
 use super::store::{LocalStore, Store};
 use super::{BackupError, Manifest, new_id};
+use crate::apply::journal::Kind;
 use crate::engine::{Engine, labels};
 use crate::ops::OpError;
 use crate::project::Project;
 use crate::secrets::age::Identity;
 use crate::spec::Backup;
-use crate::state::journal::Kind;
 
 pub use super::prune::{PruneDecision, Pruned};
 pub use super::refill::{BackupRef, binds, refill_path, refill_volume};
@@ -60,7 +60,7 @@ impl Backups {
     /// volume may be empty or half-restored until then).
     pub(super) fn refuse_if_interrupted(&self, kinds: &[Kind]) -> Result<(), OpError> {
         for kind in kinds {
-            if let Some(m) = crate::state::journal::read_kind(&self.project.state, *kind)? {
+            if let Some(m) = crate::apply::journal::read_kind(&self.project.state, *kind)? {
                 return Err(OpError::Interrupted {
                     project: self.project.name().to_owned(),
                     detail: crate::ops::interrupted_detail(&m),

@@ -16,9 +16,9 @@ use super::restore::record_undo;
 use super::store::Store;
 use super::{MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
 use crate::apply::Undo;
+use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
 use crate::ops::OpError;
 use crate::spec::{Backup, Consistency};
-use crate::state::journal::{Journal, Kind, Outcome, Record, StepState};
 
 impl Backups {
     /// The journal of a `consistent: stop` backup, begun (kept with a restore's: the same

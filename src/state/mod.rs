@@ -1,6 +1,7 @@
-//! The state directory of a project on a host: the lock, the intent journal of the apply in
-//! progress, and the revisions applied so far. berth does not need it to know what exists
-//! (the engines' labels say that); it needs it to apply safely and to go back.
+//! The state directory of a project on a host: the lock and the revisions applied so far
+//! (the intent journal of the apply in progress is kept there too, by
+//! [`crate::apply::journal`]). berth does not need it to know what exists (the engines'
+//! labels say that); it needs it to apply safely and to go back.
 //!
 //! Where: `--state-dir DIR` (or `$BERTH_STATE_DIR`) is the project's directory itself;
 //! otherwise `$BERTH_STATE_HOME/PROJECT`, else `/var/lib/berth/PROJECT` as root, else
@@ -9,10 +10,8 @@
 //! directory), so that a crash leaves either the old file or the new one.
 //!
 //! - [`lock`]: one mutating command per project and state directory at a time;
-//! - [`journal`]: every step's intent and undo, written before the step runs;
 //! - [`revisions`]: what each successful apply deployed.
 
-pub mod journal;
 pub mod lock;
 pub mod revisions;
 

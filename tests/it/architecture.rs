@@ -12,19 +12,8 @@ const MAX_FN_LINES: usize = 120;
 /// What is still over a bound while issue 11 (one shape for the pipeline) is under way: a
 /// ratchet. A file or function not named here fails at once; one named here fails once it
 /// grows past the length written beside it. The lists only ever shrink, to empty.
-const LONG_FILES: &[(&str, usize)] = &[
-    ("apply/mod.rs", 1605),
-    ("ops.rs", 1507),
-    ("state/journal.rs", 702),
-];
-const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("apply/container.rs", "body", 124),
-    ("apply/mod.rs", "apply", 130),
-    ("apply/mod.rs", "step_inner", 199),
-    ("apply/undo.rs", "perform", 182),
-    ("ops.rs", "open", 140),
-    ("ops.rs", "recover", 183),
-];
+const LONG_FILES: &[(&str, usize)] = &[("ops.rs", 1501)];
+const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[("ops.rs", "open", 140)];
 /// The modules still caught in import cycles. A cycle among other modules, or one that takes
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[

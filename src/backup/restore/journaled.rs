@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use crate::apply::Undo;
+use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
 use crate::backup::BackupError;
 use crate::backup::Manifest;
 use crate::backup::ops::{Backups, failed};
 use crate::backup::refill::BackupRef;
 use crate::ops::OpError;
-use crate::state::journal::{Journal, Kind, Outcome, Record, StepState};
 
 impl Backups {
     /// A restore's start: the project's lock; no interrupted apply or restore may be

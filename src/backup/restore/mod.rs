@@ -21,9 +21,9 @@ use super::ops::{Backups, failed};
 use super::refill::{binds, refill_path, refill_volume};
 use super::{BackupError, Manifest};
 use crate::apply::Undo;
+use crate::apply::journal::Journal;
 use crate::engine::{Engine, labels};
 use crate::ops::OpError;
-use crate::state::journal::Journal;
 
 /// What a restore would do or did.
 pub struct Restored {

@@ -22,16 +22,20 @@
 //! without having started, an undo finished twice), and so does reading one back.
 //!
 //! Debugging aid: with `BERTH_FAULT_KILL_AT=N` the process aborts right after writing its
-//! N-th record (counted across its journals), as a `kill -9` at that point would. The fault-injection tests use it.
+//! N-th record (counted across its journals), as a `kill -9` at that point would. The
+//! fault-injection tests use it.
+//!
+//! - `record.rs`: the records and their state machine;
+//! - here: the journal file (begun whole, appended durably, resumed, set aside).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+mod record;
 
-use super::{StateDir, StateError, io_error};
-use crate::apply::Undo;
+pub use record::{CommitItem, Illegal, Machine, Outcome, Record, StepState, UndoState};
+
+use crate::state::{StateDir, StateError, io_error};
 
 /// Aborts the process after writing this many records.
 pub const ENV_FAULT_KILL_AT: &str = "BERTH_FAULT_KILL_AT";
@@ -63,84 +67,6 @@ impl Kind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    Started,
-    Succeeded,
-    Failed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UndoState {
-    /// Written before the mutation it undoes.
-    Recorded,
-    UndoStarted,
-    UndoFinished,
-    UndoFailed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Applied,
-    RolledBack,
-    Recovered,
-}
-
-/// What a commit removes once every gate has passed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum CommitItem {
-    Container { region: String, id: String },
-    Network { region: String, name: String },
-    Volume { region: String, name: String },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum Record {
-    Begin {
-        command: String,
-        project: String,
-        /// The spec file and the SHA-256 of its text.
-        spec: String,
-        spec_sha256: String,
-        /// The spec's text, so that `recover` can record the revision of an apply it
-        /// finishes.
-        #[serde(default)]
-        spec_text: String,
-        from_revision: u64,
-        revision: u64,
-        at: u64,
-        /// A restore's journal: the backup id it puts back (for `recover --forward`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        restore: Option<String>,
-    },
-    Undo {
-        id: u64,
-        undo: Undo,
-    },
-    Drop {
-        ids: Vec<u64>,
-    },
-    Step {
-        address: String,
-        state: StepState,
-    },
-    UndoState {
-        id: u64,
-        state: UndoState,
-    },
-    Commit {
-        items: Vec<CommitItem>,
-    },
-    End {
-        outcome: Outcome,
-    },
-}
-
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum JournalError {
     #[error("the journal refuses `{what}`: {why}")]
@@ -148,106 +74,10 @@ pub enum JournalError {
         code(berth::journal),
         help("this is a bug in berth (an illegal transition of its intent log): please report it")
     )]
-    Illegal { what: String, why: String },
+    Illegal { what: String, why: Illegal },
     #[error(transparent)]
     #[diagnostic(transparent)]
     State(#[from] StateError),
-}
-
-/// Where each step and undo record stands: the state machine the records drive.
-#[derive(Clone, Debug, Default)]
-pub struct Machine {
-    pub begin: Option<Record>,
-    pub steps: HashMap<String, StepState>,
-    /// Undo records in the order written, with their state; dropped ones removed.
-    pub undos: Vec<(u64, Undo, UndoState)>,
-    pub commit: Option<Vec<CommitItem>>,
-    pub end: Option<Outcome>,
-}
-
-impl Machine {
-    /// Applies a record, or says why it is illegal here.
-    pub fn apply(&mut self, r: &Record) -> Result<(), String> {
-        if self.end.is_some() {
-            return Err("the journal has ended".into());
-        }
-        match r {
-            Record::Begin { .. } if self.begin.is_some() => return Err("begun twice".into()),
-            Record::Begin { .. } => self.begin = Some(r.clone()),
-            _ if self.begin.is_none() => return Err("nothing has begun".into()),
-            Record::Undo { id, undo } => {
-                if self.undos.iter().any(|(i, ..)| i == id) {
-                    return Err(format!("undo record {id} written twice"));
-                }
-                if self.commit.is_some() {
-                    return Err("an undo record after the commit".into());
-                }
-                self.undos.push((*id, undo.clone(), UndoState::Recorded));
-            }
-            Record::Drop { ids } => {
-                for id in ids {
-                    let Some(pos) = self.undos.iter().position(|(i, ..)| i == id) else {
-                        return Err(format!("dropping unknown undo record {id}"));
-                    };
-                    self.undos.remove(pos);
-                }
-            }
-            Record::Step { address, state } => {
-                let from = self.steps.get(address).copied();
-                let legal = matches!(
-                    (from, state),
-                    (None, StepState::Started)
-                        | (
-                            Some(StepState::Started),
-                            StepState::Succeeded | StepState::Failed
-                        )
-                );
-                if !legal {
-                    return Err(format!("step `{address}`: {from:?} -> {state:?}"));
-                }
-                self.steps.insert(address.clone(), *state);
-            }
-            Record::UndoState { id, state } => {
-                let Some(entry) = self.undos.iter_mut().find(|(i, ..)| i == id) else {
-                    return Err(format!("undo record {id} is unknown"));
-                };
-                let legal = matches!(
-                    (entry.2, state),
-                    // Started again: after a failure, or after a crash in the middle of
-                    // it (every undo is idempotent).
-                    (
-                        UndoState::Recorded | UndoState::UndoFailed | UndoState::UndoStarted,
-                        UndoState::UndoStarted
-                    ) | (
-                        UndoState::UndoStarted,
-                        UndoState::UndoFinished | UndoState::UndoFailed
-                    )
-                );
-                if !legal {
-                    return Err(format!("undo record {id}: {:?} -> {state:?}", entry.2));
-                }
-                entry.2 = *state;
-            }
-            Record::Commit { items } => {
-                if self.commit.is_some() {
-                    return Err("committed twice".into());
-                }
-                self.commit = Some(items.clone());
-            }
-            Record::End { outcome } => self.end = Some(*outcome),
-        }
-        Ok(())
-    }
-
-    /// The undo records still to carry out, newest first.
-    pub fn pending_undos(&self) -> Vec<(u64, Undo)> {
-        self.undos
-            .iter()
-            .rev()
-            .filter(|(_, _, s)| *s != UndoState::UndoFinished)
-            .map(|(i, u, _)| (*i, u.clone()))
-            .collect()
-    }
 }
 
 /// The journal of the apply in progress.
@@ -370,7 +200,7 @@ impl Journal {
         if self.poisoned {
             return Err(JournalError::Illegal {
                 what: serde_json::to_string(&r).unwrap_or_default(),
-                why: "an earlier record could not be written; the journal takes no more".into(),
+                why: Illegal::Poisoned,
             });
         }
         let mut next = self.machine.clone();
@@ -507,6 +337,7 @@ fn replay(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::Undo;
 
     fn begin() -> Record {
         Record::Begin {
@@ -527,51 +358,6 @@ mod tests {
             region: "local".into(),
             name: name.into(),
         }
-    }
-
-    #[test]
-    fn illegal_transitions_are_refused() {
-        let mut m = Machine::default();
-        let step = |s| Record::Step {
-            address: "pod.a".into(),
-            state: s,
-        };
-        assert!(m.apply(&step(StepState::Started)).is_err(), "before begin");
-        m.apply(&begin()).unwrap();
-        assert!(m.apply(&step(StepState::Succeeded)).is_err(), "not started");
-        m.apply(&step(StepState::Started)).unwrap();
-        m.apply(&step(StepState::Succeeded)).unwrap();
-        assert!(
-            m.apply(&step(StepState::Failed)).is_err(),
-            "already succeeded"
-        );
-        m.apply(&Record::Undo {
-            id: 1,
-            undo: undo("n"),
-        })
-        .unwrap();
-        assert!(
-            m.apply(&Record::Undo {
-                id: 1,
-                undo: undo("n")
-            })
-            .is_err()
-        );
-        let us = |s| Record::UndoState { id: 1, state: s };
-        assert!(
-            m.apply(&us(UndoState::UndoFinished)).is_err(),
-            "not started"
-        );
-        m.apply(&us(UndoState::UndoStarted)).unwrap();
-        m.apply(&us(UndoState::UndoFailed)).unwrap();
-        m.apply(&us(UndoState::UndoStarted)).unwrap();
-        m.apply(&us(UndoState::UndoFinished)).unwrap();
-        assert!(m.pending_undos().is_empty());
-        m.apply(&Record::End {
-            outcome: Outcome::RolledBack,
-        })
-        .unwrap();
-        assert!(m.apply(&step(StepState::Started)).is_err(), "after the end");
     }
 
     #[test]

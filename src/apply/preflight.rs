@@ -1,0 +1,270 @@
+//! The pre-flight of an apply: everything it needs, checked before the first mutation (what
+//! apply cannot do, names taken on the engines, images pulled or built, what the engine or
+//! this host would refuse halfway).
+
+use std::collections::HashMap;
+
+use super::container::{container_name_of, object_name};
+use super::{ApplyError, Run, Status};
+use crate::engine::Engine;
+use crate::graph::Kind;
+use crate::plan::{Action, Change};
+use crate::secrets::delivery;
+use crate::spec::Spec;
+
+impl Run<'_> {
+    /// Pre-flight: everything apply needs, checked before the first mutation; the cheap
+    /// refusals first, then names on the engines, then images (pulls and builds).
+    pub(super) async fn preflight_all(&self, changes: &[&Change]) -> Result<(), ApplyError> {
+        for c in changes {
+            self.refusals(c)?;
+        }
+        // Also run by `Session::preflight` before any `before_apply` backup; again here,
+        // next to the first mutation, since a backup can take minutes (one `/info` call).
+        preflight_host(self.spec, changes, self.engines).await?;
+        for c in changes {
+            self.names_free(c).await?;
+        }
+        for c in changes {
+            self.preflight(c).await?;
+        }
+        Ok(())
+    }
+
+    /// What apply cannot do, refused before anything else.
+    fn refusals(&self, c: &Change) -> Result<(), ApplyError> {
+        let unsupported = |what: &str, help: &str| ApplyError::Unsupported {
+            address: c.address.to_string(),
+            what: what.to_owned(),
+            help: help.to_owned(),
+        };
+        match (c.address.kind, c.action) {
+            (Kind::Proxy, _) => Err(unsupported(
+                "run the proxy",
+                "the managed nginx proxy comes with the proxy work; remove `proxy:` to apply the rest",
+            )),
+            (Kind::Network | Kind::Volume, Action::Update | Action::Replace) => Err(unsupported(
+                &format!("change a {} in place", c.address.kind.as_str()),
+                "remove and re-create it by hand if you must; berth never replaces a volume",
+            )),
+            (Kind::Volume, Action::Create)
+                if self
+                    .spec
+                    .volumes
+                    .get(&c.address.name)
+                    .is_some_and(|v| v.external) =>
+            {
+                Err(unsupported(
+                    "use an external volume",
+                    "create the volume by hand and drop `external: true` to let berth manage it",
+                ))
+            }
+            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
+                if self
+                    .spec
+                    .pods
+                    .get(&c.address.name)
+                    .is_some_and(|p| !p.secrets.is_empty())
+                    && !self.engine(&self.region_of(c)).is_local() =>
+            {
+                Err(unsupported(
+                    "deliver secrets to an engine on another machine",
+                    "secrets reach a container through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The names apply will give must be free: another project's network, a volume made by
+    /// hand, a container left by an interrupted apply would otherwise be taken over.
+    async fn names_free(&self, c: &Change) -> Result<(), ApplyError> {
+        use crate::engine::docker::ObjectKind;
+        let region = self.region_of(c);
+        let engine = self.engine(&region);
+        let mut wanted: Vec<(ObjectKind, String)> = Vec::new();
+        match (c.address.kind, c.action) {
+            (Kind::Network, Action::Create) => {
+                wanted.push((
+                    ObjectKind::Network,
+                    object_name(self.project, &c.address.name),
+                ));
+            }
+            (Kind::Volume, Action::Create) => {
+                wanted.push((
+                    ObjectKind::Volume,
+                    object_name(self.project, &c.address.name),
+                ));
+            }
+            (Kind::Pod, Action::Create | Action::Replace) => {
+                let name = container_name_of(self.project, &c.address);
+                if c.action == Action::Create {
+                    wanted.push((ObjectKind::Container, name.clone()));
+                }
+                wanted.push((ObjectKind::Container, format!("{name}-berth-old")));
+                wanted.push((ObjectKind::Container, format!("{name}-berth-next")));
+            }
+            _ => {}
+        }
+        for (kind, name) in wanted {
+            if engine.labels_of(kind, &name).await?.is_some() {
+                return Err(ApplyError::NameTaken {
+                    kind: kind.as_str(),
+                    name,
+                    region,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Images: pulled when absent, built from their context when `build:` says so.
+    async fn preflight(&self, c: &Change) -> Result<(), ApplyError> {
+        match (c.address.kind, c.action) {
+            (Kind::Pod, Action::Create | Action::Replace | Action::Heal) => {
+                let Some(pod) = self.spec.pods.get(&c.address.name) else {
+                    return Ok(());
+                };
+                let region = self.region_of(c);
+                if let Some(b) = &pod.build
+                    && let Some(tag) = self.desired(c).and_then(|r| r.attrs.get("build.image"))
+                {
+                    let engine = self.engine(&region);
+                    if !engine.image_present(tag).await? {
+                        self.event(
+                            Some(&c.address),
+                            Status::Started,
+                            format!("  {}: building {tag}", c.address),
+                        );
+                        let context = self.spec_dir.join(&b.value.context);
+                        let dockerfile = b.value.dockerfile.as_deref().unwrap_or("Dockerfile");
+                        let archive =
+                            crate::engine::context::tar(&context, dockerfile).map_err(|e| {
+                                ApplyError::Unsupported {
+                                    address: c.address.to_string(),
+                                    what: "read the build context".into(),
+                                    help: e.to_string(),
+                                }
+                            })?;
+                        let args = b
+                            .value
+                            .args
+                            .iter()
+                            .map(|a| (a.name.value.clone(), a.item.value.0.clone()))
+                            .collect();
+                        engine.build_image(tag, archive, dockerfile, args).await?;
+                        self.event(
+                            Some(&c.address),
+                            Status::Done,
+                            format!("  {}: built {tag}", c.address),
+                        );
+                    }
+                }
+                // The image as planned (a rollback pins it to an id).
+                let planned = self.desired(c).and_then(|r| r.attrs.get("image")).cloned();
+                if let Some(image) = pod
+                    .image
+                    .as_ref()
+                    .map(|i| planned.unwrap_or_else(|| i.value.clone()))
+                    && !self.engine(&region).image_present(&image).await?
+                {
+                    self.event(
+                        Some(&c.address),
+                        Status::Started,
+                        format!("  {}: pulling {}", c.address, image),
+                    );
+                    if let Err(reason) = self.engine(&region).pull(&image).await {
+                        return Err(ApplyError::ImageMissing {
+                            address: c.address.to_string(),
+                            image: image.clone(),
+                            region,
+                            reason,
+                        });
+                    }
+                    self.event(
+                        Some(&c.address),
+                        Status::Done,
+                        format!("  {}: pulled {}", c.address, image),
+                    );
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The pre-flight of pod changes against their engine and this host: what the engine or
+/// the secrets delivery would otherwise refuse in the middle of an apply, after the old
+/// container was stopped. A CPU limit above the engine's CPU count (`NCPU` of its
+/// `/info`), and secret files with no memory filesystem here to hold them. Run before
+/// anything changes (before a `before_apply` backup too).
+pub async fn preflight_host(
+    spec: &Spec,
+    changes: &[&Change],
+    engines: &HashMap<String, Engine>,
+) -> Result<(), ApplyError> {
+    let mut ncpu: HashMap<&str, i64> = HashMap::new();
+    let regions = spec.region_names();
+    for c in changes {
+        if c.address.kind == Kind::Backup
+            && matches!(c.action, Action::Create | Action::Update | Action::Heal)
+            && spec
+                .backups
+                .get(&c.address.name)
+                .is_some_and(|b| b.schedule.is_some())
+            && let Err(reason) =
+                crate::backup::schedule::check_unit_dir(&spec.project.value, &c.address.name)
+        {
+            return Err(ApplyError::UnitDir {
+                address: c.address.to_string(),
+                reason,
+            });
+        }
+        if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
+            continue;
+        }
+        let Some(pod) = spec.pods.get(&c.address.name) else {
+            continue;
+        };
+        let region = c
+            .address
+            .region
+            .as_deref()
+            .or_else(|| regions.first().copied())
+            .unwrap_or_default();
+        let Some(engine) = engines.get(region) else {
+            continue;
+        };
+        if let Some(cpus) = pod.resources.as_ref().and_then(|r| r.cpus.as_ref()) {
+            let n = match ncpu.get(region) {
+                Some(n) => *n,
+                None => {
+                    let n = engine.cpu_count().await?;
+                    ncpu.insert(region, n);
+                    n
+                }
+            };
+            // As the engine compares: in billionths of a CPU (an engine that does not say
+            // how many it has is not second-guessed).
+            if n > 0 && (cpus.value * 1e9) as i64 > n.saturating_mul(1_000_000_000) {
+                return Err(ApplyError::TooManyCpus {
+                    pod: c.address.name.clone(),
+                    cpus: cpus.value,
+                    region: region.to_owned(),
+                    ncpu: n,
+                });
+            }
+        }
+        if engine.is_local()
+            && pod.secrets.iter().any(|s| s.value.env().is_none())
+            && let Err(e) = delivery::check_project(&spec.project.value)
+        {
+            return Err(ApplyError::RuntimeDir {
+                address: c.address.to_string(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! A pod's container: created (its removal recorded first) and brought through its gates;
+//! replaced blue-green (the candidate beside the old one, then switched) or recreated (the
+//! old one set aside first); healed (started again, its secrets refilled); deleted (set
+//! aside, removed at the commit).
+
+use std::path::Path;
+
+use super::super::container::{self, container_name, container_name_of, object_name};
+use super::super::journal::CommitItem;
+use super::super::undo::short;
+use super::super::{ApplyError, Run, Status, Undo};
+use crate::engine::labels;
+use crate::plan::{Change, ReplaceOrder};
+use crate::secrets::delivery;
+use crate::secrets::files;
+
+impl Run<'_> {
+    pub(super) async fn create_pod(&self, c: &Change, region: String) -> Result<(), ApplyError> {
+        let id = self.start_pod(c, &region, None).await?;
+        self.done(
+            c,
+            format!("+ {}: created and healthy ({})", c.address, short(&id)),
+        );
+        Ok(())
+    }
+
+    /// Blue-green (`create_before_destroy`): the candidate starts beside the old one and
+    /// takes its name once healthy; otherwise the old one is set aside first.
+    pub(super) async fn replace_pod(&self, c: &Change, region: String) -> Result<(), ApplyError> {
+        let engine = self.engine(&region);
+        let address = c.address.to_string();
+        let Some(old) = self.observed_id(c) else {
+            let id = self.start_pod(c, &region, None).await?;
+            self.done(
+                c,
+                format!("+ {address}: created and healthy ({})", short(&id)),
+            );
+            return Ok(());
+        };
+        let resource = self
+            .desired(c)
+            .cloned()
+            .ok_or_else(|| ApplyError::Unsupported {
+                address: address.clone(),
+                what: "find the pod in the spec".into(),
+                help: "this is a bug in berth: please report it".into(),
+            })?;
+        let name = container_name(self.project, &resource);
+        let aside = format!("{name}-berth-old");
+        if c.replace_order == Some(ReplaceOrder::CreateBeforeDestroy) {
+            let next = format!("{name}-berth-next");
+            let new_id = self.start_pod(c, &region, Some(&next)).await?;
+            // Healthy: peers may reach it now, beside the old one; then the old goes.
+            engine
+                .reconnect_with_alias(
+                    &new_id,
+                    &object_name(self.project, "default"),
+                    &c.address.name,
+                )
+                .await?;
+            self.set_aside(&region, &old, &name, &aside).await?;
+            // Switching: undoing is now "remove the new one, restore the old one",
+            // whatever name the new one has.
+            let superseded: Vec<u64> = self
+                .undo
+                .borrow()
+                .iter()
+                .filter(|(_, u)| match u {
+                    Undo::RemoveContainer { name: n, .. } => *n == next,
+                    Undo::Restore { id, .. } => *id == old,
+                    _ => false,
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            self.record_undo(Undo::Unswitch {
+                region: region.clone(),
+                new_id: new_id.clone(),
+                old_id: old.clone(),
+                name: name.clone(),
+            })?;
+            self.drop_undos(superseded)?;
+            engine.rename(&new_id, &name).await?;
+            self.commit
+                .borrow_mut()
+                .push(CommitItem::Container { region, id: old });
+            self.done(
+                c,
+                format!("+/- {address}: replaced blue-green ({})", short(&new_id)),
+            );
+        } else {
+            self.set_aside(&region, &old, &name, &aside).await?;
+            let new_id = self.start_pod(c, &region, None).await?;
+            self.commit
+                .borrow_mut()
+                .push(CommitItem::Container { region, id: old });
+            self.done(c, format!("-/+ {address}: recreated ({})", short(&new_id)));
+        }
+        Ok(())
+    }
+
+    /// Stopped: started again; running but unhealthy: restarted; through its gates.
+    pub(super) async fn heal_pod(&self, c: &Change, region: String) -> Result<(), ApplyError> {
+        let engine = self.engine(&region);
+        let address = c.address.to_string();
+        let id = self.observed_id(c).unwrap_or_default();
+        // Stopped: start it. Running but unhealthy: restart it.
+        engine.stop(&id).await?;
+        // Its secrets again, in case a reboot emptied the tmpfs that held them (only
+        // into berth's own delivery directory, never into a mount of the spec's).
+        if let Some(pod) = self.spec.pods.get(&c.address.name)
+            && pod.secrets.iter().any(|s| s.value.env().is_none())
+            && let Some((dir, _)) = engine
+                .state(&id)
+                .await?
+                .binds
+                .into_iter()
+                .find(|(_, dest)| dest == delivery::MOUNT_POINT)
+        {
+            let image = self
+                .desired(c)
+                .and_then(|r| r.attrs.get("build.image").or_else(|| r.attrs.get("image")))
+                .cloned()
+                .unwrap_or_default();
+            let owner = self.owner(c, &region, pod, &image).await?;
+            self.refill(c, pod, Path::new(&dir), owner)?;
+        }
+        engine.start(&id).await?;
+        self.gate(c, &region, &id, false).await?;
+        self.done(c, format!("! {address}: started again and healthy"));
+        Ok(())
+    }
+
+    /// Set aside now, removed once every gate has passed (the commit).
+    pub(super) async fn delete_pod(&self, c: &Change, region: String) -> Result<(), ApplyError> {
+        let address = c.address.to_string();
+        if let Some(id) = self.observed_id(c) {
+            let name = container_name_of(self.project, &c.address);
+            let aside = format!("{name}-berth-deleted-{}", short(&id));
+            self.set_aside(&region, &id, &name, &aside).await?;
+            self.commit
+                .borrow_mut()
+                .push(CommitItem::Container { region, id });
+        }
+        self.done(
+            c,
+            format!("- {address}: stopped (removed once every gate passed)"),
+        );
+        Ok(())
+    }
+
+    /// Creates and starts the container of a pod change, then runs its gates. Its removal
+    /// is on the undo stack before it starts.
+    async fn start_pod(
+        &self,
+        c: &Change,
+        region: &str,
+        name: Option<&str>,
+    ) -> Result<String, ApplyError> {
+        let engine = self.engine(region);
+        let mut resource = self
+            .desired(c)
+            .cloned()
+            .ok_or_else(|| ApplyError::Unsupported {
+                address: c.address.to_string(),
+                what: "find the pod in the spec".into(),
+                help: "this is a bug in berth: please report it".into(),
+            })?;
+        // The fingerprints of files re-encrypted earlier in this apply are known now.
+        for (field, value) in resource.attrs.iter_mut() {
+            if value == files::KNOWN_AFTER_APPLY
+                && let Some(name) = field
+                    .strip_prefix("secret.")
+                    .and_then(|f| f.strip_suffix(".version"))
+                && let Some(f) = self.secret_files.borrow().get(name)
+            {
+                *value = f.fingerprint.clone();
+            }
+        }
+        let Some(pod) = self.spec.pods.get(&c.address.name) else {
+            return Err(ApplyError::Unsupported {
+                address: c.address.to_string(),
+                what: "find the pod in the spec".into(),
+                help: "this is a bug in berth: please report it".into(),
+            });
+        };
+        let candidate = name.is_some();
+        let name = name.map_or_else(|| container_name(self.project, &resource), str::to_owned);
+        // A blue-green candidate gets the pod's network alias only once it has passed its
+        // gates, so that no peer reaches it before.
+        let alias = (!candidate).then_some(c.address.name.as_str());
+        let mut body = container::body(
+            self.project,
+            alias,
+            pod,
+            labels::encode(self.project, &resource, self.revision),
+            self.spec_dir,
+        );
+        // The image as planned: a built tag, or the spec's image (pinned to an id by a
+        // rollback).
+        if let Some(image) = resource
+            .attrs
+            .get("build.image")
+            .or_else(|| resource.attrs.get("image"))
+        {
+            body.image = Some(image.clone());
+        }
+        // The exact image, recorded on the container: a tag can move, its id cannot.
+        let image_id = engine
+            .image_id(body.image.as_deref().unwrap_or_default())
+            .await?;
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(labels::IMAGE.to_owned(), image_id);
+        self.deliver(c, region, pod, &mut body).await?;
+        self.event(
+            Some(&c.address),
+            Status::Started,
+            format!("  {}: starting {name}, waiting for its gates", c.address),
+        );
+        self.record_undo(Undo::RemoveContainer {
+            region: region.to_owned(),
+            name: name.clone(),
+        })?;
+        let id = engine.create_container(&name, body).await?;
+        engine.start(&id).await?;
+        self.gate(c, region, &id, true).await?;
+        Ok(id)
+    }
+
+    /// Stops a container and renames it aside, having recorded how to undo both: give it
+    /// its name back and start it.
+    async fn set_aside(
+        &self,
+        region: &str,
+        id: &str,
+        name: &str,
+        aside: &str,
+    ) -> Result<(), ApplyError> {
+        let engine = self.engine(region);
+        // A container observed stopped (drift in `state`) stays stopped when restored.
+        let was_running = !self
+            .observed
+            .resources
+            .iter()
+            .any(|o| o.id.as_deref() == Some(id) && o.drift.iter().any(|d| d.field == "state"));
+        self.record_undo(Undo::Restore {
+            region: region.to_owned(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+            was_running,
+        })?;
+        engine.stop(id).await?;
+        engine.rename(id, aside).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! A secret file healed: re-encrypted to the spec's recipients, or given mode 0600, its
+//! previous bytes, mode and record recorded first. And a pod's secrets delivered into its
+//! container (files on a tmpfs bind-mounted at `/run/secrets`, or env), or refilled.
+
+use std::path::{Path, PathBuf};
+
+use super::super::{ApplyError, Run, Undo, undo};
+use crate::plan::Change;
+use crate::secrets::age::AgeError;
+use crate::secrets::{delivery, files};
+
+/// Why a secret file could not be healed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealError {
+    /// Re-encrypting needs the value, and there is no identity to decrypt it.
+    #[error("there is no identity to decrypt it with")]
+    NoIdentity,
+    #[error("{0}")]
+    Decrypt(AgeError),
+    #[error("{0}")]
+    Encrypt(AgeError),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot change the mode of {}: {source}", path.display())]
+    Mode {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Its undo could not be recorded (the journal), so nothing was changed.
+    #[error("{0}")]
+    Undo(Box<ApplyError>),
+}
+
+impl Run<'_> {
+    pub(super) fn heal_secret(&self, c: &Change) -> Result<(), ApplyError> {
+        let what =
+            self.heal_secret_file(&c.address.name)
+                .map_err(|reason| ApplyError::SecretFile {
+                    address: c.address.to_string(),
+                    reason,
+                })?;
+        self.done(c, format!("! {}: {what}", c.address));
+        Ok(())
+    }
+
+    /// Re-encrypts a secret file to the spec's recipients, or gives it mode 0600; the
+    /// previous bytes, mode and record go on the undo stack first. Says what it did.
+    fn heal_secret_file(&self, name: &str) -> Result<String, HealError> {
+        let Some(facts) = self.secret_files.borrow().get(name).cloned() else {
+            return Ok("nothing to do".into());
+        };
+        if facts.stale_recipients() {
+            let identity = self
+                .secrets
+                .identity
+                .as_ref()
+                .ok_or(HealError::NoIdentity)?;
+            let value = identity
+                .decrypt(&facts.ciphertext)
+                .map_err(HealError::Decrypt)?;
+            let armor = crate::secrets::age::is_armored(&facts.ciphertext);
+            let ciphertext = crate::secrets::age::encrypt(&facts.wanted, &value, armor)
+                .map_err(HealError::Encrypt)?;
+            self.record_undo(Undo::RestoreFile {
+                path: facts.path.clone(),
+                bytes: undo::hex(&facts.ciphertext),
+                mode: facts.mode,
+                record: std::fs::read(files::record_path(&facts.path))
+                    .ok()
+                    .map(|r| undo::hex(&r)),
+            })
+            .map_err(|e| HealError::Undo(Box::new(e)))?;
+            files::write_secret(&facts.path, &ciphertext, &facts.wanted).map_err(|source| {
+                HealError::Write {
+                    path: facts.path.clone(),
+                    source,
+                }
+            })?;
+            let fingerprint = crate::secrets::plaintext::fingerprint(&ciphertext);
+            if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
+                f.ciphertext = ciphertext;
+                f.fingerprint = fingerprint.clone();
+                f.recorded = Some(f.wanted.clone());
+                f.mode = files::FILE_MODE;
+            }
+            return Ok(format!(
+                "re-encrypted to {} recipient(s) ({fingerprint})",
+                facts.wanted.len()
+            ));
+        }
+        if facts.mode != files::FILE_MODE {
+            self.record_undo(Undo::RestoreMode {
+                path: facts.path.clone(),
+                mode: facts.mode,
+            })
+            .map_err(|e| HealError::Undo(Box::new(e)))?;
+            crate::fsutil::set_mode(&facts.path, files::FILE_MODE).map_err(|source| {
+                HealError::Mode {
+                    path: facts.path.clone(),
+                    source,
+                }
+            })?;
+            if let Some(f) = self.secret_files.borrow_mut().get_mut(name) {
+                f.mode = files::FILE_MODE;
+            }
+            return Ok(format!("mode {:04o} -> 0600", facts.mode));
+        }
+        Ok("nothing to do".into())
+    }
+
+    /// The values of the secrets a pod consumes, decrypted from the files as they are now
+    /// (after any re-encryption in this apply), with how each is delivered.
+    fn secret_values(
+        &self,
+        c: &Change,
+        pod: &crate::spec::Pod,
+    ) -> Result<Vec<(String, crate::secrets::Plaintext, Delivery)>, ApplyError> {
+        let fail = |reason: String| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason,
+        };
+        let mut out = Vec::new();
+        if pod.secrets.is_empty() {
+            return Ok(out);
+        }
+        let identity = self
+            .secrets
+            .identity
+            .as_ref()
+            .ok_or_else(|| fail("there is no identity to decrypt its secrets with".into()))?;
+        let files = self.secret_files.borrow();
+        for s in &pod.secrets {
+            let name = s.value.name();
+            let f = files
+                .get(name)
+                .ok_or_else(|| fail(format!("the file of secret `{name}` could not be read")))?;
+            let value = identity
+                .decrypt(&f.ciphertext)
+                .map_err(|e| fail(format!("secret `{name}`: {e}")))?;
+            let how = match s.value.env() {
+                Some(var) => Delivery::Env(var.to_owned()),
+                None => Delivery::File(s.value.mode().and_then(|m| m.get()).unwrap_or(0o400)),
+            };
+            out.push((name.to_owned(), value, how));
+        }
+        Ok(out)
+    }
+
+    /// Puts a pod's secrets into its create request: files in a fresh tmpfs directory
+    /// bind-mounted at `/run/secrets`, env variables where the spec asks for them.
+    pub(super) async fn deliver(
+        &self,
+        c: &Change,
+        region: &str,
+        pod: &crate::spec::Pod,
+        body: &mut bollard::models::ContainerCreateBody,
+    ) -> Result<(), ApplyError> {
+        let values = self.secret_values(c, pod)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let fail = |reason: String| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason,
+        };
+        let mut file_values = Vec::new();
+        for (name, value, how) in &values {
+            match how {
+                Delivery::Env(var) => {
+                    let text = String::from_utf8_lossy(value.expose()).into_owned();
+                    body.env
+                        .get_or_insert_with(Vec::new)
+                        .push(format!("{var}={text}"));
+                }
+                Delivery::File(mode) => file_values.push(delivery::SecretFile {
+                    name,
+                    value,
+                    mode: *mode,
+                }),
+            }
+        }
+        if file_values.is_empty() {
+            return Ok(());
+        }
+        let image = body.image.clone().unwrap_or_default();
+        let (uid, gid) = self.owner(c, region, pod, &image).await?;
+        let dir = delivery::prepare(self.project, &file_values, uid, gid)
+            .map_err(|e| fail(e.to_string()))?;
+        let host = body.host_config.get_or_insert_with(Default::default);
+        host.mounts
+            .get_or_insert_with(Vec::new)
+            .push(bollard::models::Mount {
+                target: Some(delivery::MOUNT_POINT.to_owned()),
+                source: Some(dir.display().to_string()),
+                typ: Some(bollard::models::MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        Ok(())
+    }
+
+    /// Who a pod's secret files belong to: its `user:`, else its image's `USER`, as numbers.
+    pub(super) async fn owner(
+        &self,
+        c: &Change,
+        region: &str,
+        pod: &crate::spec::Pod,
+        image: &str,
+    ) -> Result<(u32, u32), ApplyError> {
+        let user = match &pod.user {
+            Some(u) => u.clone(),
+            None => self.engine(region).image_user(image).await?,
+        };
+        delivery::numeric_user(&user).ok_or_else(|| ApplyError::Secret {
+            address: c.address.to_string(),
+            reason: format!(
+                "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
+            ),
+        })
+    }
+
+    /// Writes a pod's secret files again into the directory its container mounts (after
+    /// a reboot emptied the tmpfs).
+    pub(super) fn refill(
+        &self,
+        c: &Change,
+        pod: &crate::spec::Pod,
+        dir: &Path,
+        (uid, gid): (u32, u32),
+    ) -> Result<(), ApplyError> {
+        let values = self.secret_values(c, pod)?;
+        let file_values: Vec<delivery::SecretFile> = values
+            .iter()
+            .filter_map(|(name, value, how)| match how {
+                Delivery::File(mode) => Some(delivery::SecretFile {
+                    name,
+                    value,
+                    mode: *mode,
+                }),
+                Delivery::Env(_) => None,
+            })
+            .collect();
+        delivery::refill(self.project, dir, &file_values, uid, gid).map_err(|e| {
+            ApplyError::Secret {
+                address: c.address.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+}
+
+/// How a secret reaches a container.
+enum Delivery {
+    /// A file under `/run/secrets` with this mode.
+    File(u32),
+    /// An environment variable of this name (the spec opted in).
+    Env(String),
+}
