@@ -111,10 +111,7 @@ pub async fn post(url: &str, body: &serde_json::Value) -> Result<u16, PostError>
 
 /// Sends, on a runtime of its own; a failure is returned as the warning to print.
 pub fn send(url: &str, body: &serde_json::Value) -> Option<PostError> {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::engine::runtime() {
         Ok(r) => r,
         Err(e) => return Some(PostError::Runtime(e)),
     };

@@ -98,10 +98,7 @@ impl Project {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let state = StateDir::locate(&spec.project.value, state_dir);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ProjectError::Runtime)?;
+        let runtime = crate::engine::runtime().map_err(ProjectError::Runtime)?;
         let engines = runtime.block_on(connect_engines(&spec))?;
         let identity = Identity::load(&crate::secrets::files::identity_path(&spec, &spec_dir)).ok();
         Ok(Project {

@@ -77,10 +77,7 @@ pub fn recover<H: Host>(
     let put_away = set_aside_finished(&state)?;
     let applying = Journal::resume(&state)?;
     let restoring = Journal::resume_kind(&state, Kind::Restore)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(H::runtime)?;
+    let runtime = crate::engine::runtime().map_err(H::runtime)?;
     // Only connected: an interrupted apply leaves two containers claiming a pod (its
     // candidate or set-aside one beside it), which observing would refuse.
     let engines = host.connect(&runtime, spec)?;

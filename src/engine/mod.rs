@@ -9,3 +9,11 @@ pub mod labels;
 pub mod names;
 
 pub use docker::{Engine, EngineError};
+
+/// The async runtime berth drives its engines on (and every other async call: a
+/// notification's POST): one thread, made the same way wherever a command needs one.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}

@@ -12,8 +12,8 @@ const MAX_FN_LINES: usize = 120;
 /// What is still over a bound while issue 11 (one shape for the pipeline) is under way: a
 /// ratchet. A file or function not named here fails at once; one named here fails once it
 /// grows past the length written beside it. The lists only ever shrink, to empty.
-const LONG_FILES: &[(&str, usize)] = &[("ops.rs", 1501)];
-const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[("ops.rs", "open", 140)];
+const LONG_FILES: &[(&str, usize)] = &[];
+const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[];
 /// The modules still caught in import cycles. A cycle among other modules, or one that takes
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[

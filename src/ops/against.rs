@@ -1,0 +1,174 @@
+//! Plans against something other than the live engines: another revision of the spec
+//! (`berth plan --against OLD`), or a state snapshot taken on the host (`berth plan --state
+//! FILE`, and `berth state snapshot` that writes one).
+
+use std::path::Path;
+
+use super::images::build_digests;
+use super::{Goal, OpError, Opts, Session, load_valid};
+use crate::diag::Report;
+use crate::graph::ResourceGraph;
+use crate::observe::{ObservedState, Origin};
+use crate::plan::saved::{SNAPSHOT_FORMAT, Snapshot};
+use crate::plan::{Plan, plan};
+use crate::resources;
+use crate::spec::Spec;
+
+/// The resource graph of a valid spec.
+pub fn graph(spec: &Spec) -> Result<ResourceGraph, OpError> {
+    Ok(resources::graph(spec)?)
+}
+
+/// `plan --against OLD`: what would change going from the old spec to the new one.
+pub fn plan_against(new: &Spec, old: &Spec, old_name: &str) -> Result<Plan, OpError> {
+    let graph = resources::graph(new)?;
+    let observed = observed_from(
+        resources::desired(old),
+        &old.region_names(),
+        &new.region_names(),
+        old_name,
+    );
+    Ok(plan(&new.project.value, &graph, &observed))
+}
+
+/// The state a deployment of the old revision left, with addresses in the new revision's
+/// form (a second region qualifies every address).
+fn observed_from(
+    old: Vec<crate::graph::Resource>,
+    old_regions: &[&str],
+    new_regions: &[&str],
+    old_name: &str,
+) -> ObservedState {
+    let requalify = |a| resources::requalify(a, old_regions, new_regions);
+    let resources = old.into_iter().map(|mut r| {
+        r.address = requalify(r.address);
+        r.depends_on = r.depends_on.into_iter().map(requalify).collect();
+        r
+    });
+    ObservedState::from_resources(
+        Origin::Spec {
+            file: old_name.to_owned(),
+        },
+        resources,
+    )
+}
+
+/// A plan between two spec files, with what it was made from: the new revision's report
+/// (warnings), spec and resource graph (what an apply of the plan works from), and the
+/// observed state it was compared with (what a saved plan must find unchanged).
+pub struct AgainstPlan {
+    pub plan: Plan,
+    pub new: Report,
+    pub spec: Spec,
+    pub graph: ResourceGraph,
+    pub observed: ObservedState,
+}
+
+/// `plan -f NEW --against OLD`: loads, checks and expands both files concurrently (they
+/// are independent), then plans.
+///
+/// The old revision only has to parse and pass the structural checks: its lints are not
+/// the pull request's business (a pull request that fixes a lint must be plannable). An
+/// empty old file is "nothing deployed yet": `--against /dev/null` plans a first deployment.
+pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError> {
+    let (new_side, old_side) = std::thread::scope(|s| {
+        let old_thread = s.spawn(|| -> Result<_, OpError> {
+            let text = read_spec(old)?;
+            if crate::spec::load::is_blank(&text) {
+                return Ok(None);
+            }
+            let spec = load_structure(old, text)?;
+            let regions: Vec<String> = spec.region_names().iter().map(|r| r.to_string()).collect();
+            Ok(Some((regions, resources::desired(&spec))))
+        });
+        let new_side = (|| -> Result<_, OpError> {
+            let valid = load_valid(new)?;
+            let graph = ResourceGraph::new(resources::desired(&valid.spec))?;
+            Ok((valid, graph))
+        })();
+        let old_side = old_thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (new_side, old_side)
+    });
+    let (new_valid, graph) = new_side?;
+    let observed = match old_side? {
+        None => ObservedState::from_resources(
+            Origin::Spec {
+                file: old.display().to_string(),
+            },
+            Vec::new(),
+        ),
+        Some((old_regions, old_resources)) => {
+            let from: Vec<&str> = old_regions.iter().map(String::as_str).collect();
+            observed_from(
+                old_resources,
+                &from,
+                &new_valid.spec.region_names(),
+                &old.display().to_string(),
+            )
+        }
+    };
+    Ok(AgainstPlan {
+        plan: plan(&new_valid.spec.project.value, &graph, &observed),
+        new: new_valid.report,
+        spec: new_valid.spec,
+        graph,
+        observed,
+    })
+}
+
+fn read_spec(path: &Path) -> Result<String, OpError> {
+    Ok(crate::spec::load::read_text(path)?)
+}
+
+/// Parses a spec and runs the structural checks only (no lints).
+fn load_structure(path: &Path, text: String) -> Result<Spec, OpError> {
+    let source = std::sync::Arc::new(text);
+    let (spec, diagnostics) = match crate::spec::load::parse(&source) {
+        Ok(spec) => {
+            let d = crate::spec::check::check(&spec);
+            (Some(spec), d)
+        }
+        Err(d) => (None, vec![*d]),
+    };
+    let report = Report::new(path, source, diagnostics);
+    match spec {
+        Some(spec) if !report.has_errors() => Ok(spec),
+        _ => Err(OpError::Invalid(Box::new(report))),
+    }
+}
+
+/// `berth state snapshot`.
+pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
+    let session = Session::open(path, Goal::Spec, opts)?;
+    Ok(Snapshot {
+        format_version: SNAPSHOT_FORMAT,
+        project: session.spec.project.value.clone(),
+        host: crate::state::hostname(),
+        taken_at: crate::state::now(),
+        observed: session.observed,
+    })
+}
+
+/// `berth plan --state FILE`: the spec (with this machine's build contexts and secret
+/// files) planned against a snapshot, without any engine.
+pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Report), OpError> {
+    let valid = load_valid(path)?;
+    let snap = Snapshot::read(snapshot, &valid.spec.project.value)?;
+    let spec_dir = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let secrets = crate::observe::secrets::inspect(&valid.spec, &spec_dir);
+    let facts = resources::LocalFacts {
+        build_digests: build_digests(&valid.spec, &spec_dir)?,
+        secret_versions: secrets.versions(),
+    };
+    let mut desired = resources::desired_with(&valid.spec, &facts);
+    let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
+    crate::observe::secrets::hold_unusable(&mut desired, &snap.observed, &unusable);
+    let graph = ResourceGraph::new(desired)?;
+    let plan = plan(&valid.spec.project.value, &graph, &snap.observed);
+    Ok((plan, valid.report))
+}

@@ -1,0 +1,166 @@
+//! A session carried out: the backups a plan asks for first (`before_apply: true`), then
+//! the plan under the journal (with SIGINT/SIGTERM turned into a rollback), then the
+//! revision recorded before the journal ends.
+
+use super::images::deployed_images;
+use super::{Goal, OpError, Session};
+use crate::encode::sha256_hex;
+
+impl Session {
+    /// Carries out the plan under the journal; `progress` receives a line per step. A
+    /// successful apply that changed something is recorded as the next revision.
+    pub fn apply(
+        &self,
+        options: crate::apply::Options,
+        progress: &mut dyn FnMut(&crate::apply::Event),
+    ) -> Result<crate::apply::Applied, OpError> {
+        use crate::{apply::journal, state::revisions};
+        // Data rollback points first: a backup of every volume a replaced pod owns, when
+        // the backup says `before_apply: true`. A failure here stops the apply before any
+        // change.
+        let before = self.backups_before_apply();
+        if !before.is_empty() {
+            let backups =
+                crate::backup::ops::Backups::open(&self.spec_path, Some(&self.state.path))?;
+            for name in before {
+                let (m, _) = backups
+                    .run(&name, false)
+                    .map_err(|e| before_apply_failed(&name, e))?;
+                progress(&crate::apply::Event {
+                    address: Some(format!("backup.{name}")),
+                    status: crate::apply::Status::Done,
+                    message: format!("  backup.{name}: taken before the apply ({})", m.id),
+                });
+            }
+        }
+        let from = revisions::latest(&self.state)?;
+        let spec_sha256 = sha256_hex(self.spec_text.as_bytes());
+        let journal = journal::Journal::begin(
+            &self.state,
+            journal::Record::Begin {
+                command: self.command.clone(),
+                project: self.spec.project.value.clone(),
+                spec: self.spec_path.display().to_string(),
+                spec_sha256: spec_sha256.clone(),
+                spec_text: self.spec_text.clone(),
+                from_revision: from,
+                revision: from + 1,
+                at: crate::state::now(),
+                restore: None,
+            },
+        )?;
+        let interrupted = std::sync::atomic::AtomicBool::new(false);
+        let inputs = crate::apply::Inputs {
+            spec: &self.spec,
+            spec_dir: &self.spec_dir,
+            spec_path: &self.spec_path,
+            graph: &self.graph,
+            observed: &self.observed,
+            engines: &self.engines,
+            secrets: &self.secrets,
+            state_dir: &self.state.path,
+            journal,
+            interrupted: &interrupted,
+        };
+        let mut applied = self.runtime.block_on(async {
+            let work = crate::apply::apply(inputs, &self.plan, options, progress);
+            tokio::pin!(work);
+            // SIGINT/SIGTERM: no new step starts; the ones in flight finish, then
+            // everything is undone.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = tokio::signal::ctrl_c() => interrupted.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {
+                        interrupted.store(true, std::sync::atomic::Ordering::Relaxed)
+                    }
+                }
+            }
+        })?;
+        if applied.changed > 0 {
+            let images = self
+                .runtime
+                .block_on(deployed_images(&self.spec, &self.engines))?;
+            let secrets = crate::observe::secrets::inspect(&self.spec, &self.spec_dir)
+                .files
+                .into_iter()
+                .map(|(name, f)| (name, f.fingerprint))
+                .collect();
+            revisions::record(
+                &self.state,
+                &revisions::Revision {
+                    revision: from + 1,
+                    at: crate::state::now(),
+                    who: crate::state::who(),
+                    command: self.command.clone(),
+                    spec_path: self.spec_path.display().to_string(),
+                    spec_sha256,
+                    spec_text: self.spec_text.clone(),
+                    images,
+                    secrets,
+                    summary: self.plan.summary.clone(),
+                    destroyed: self.goal == Goal::Nothing,
+                },
+            )?;
+            applied.revision = Some(from + 1);
+        }
+        // Recorded first, then ended: killed in between, `recover` finds the revision.
+        if let Some(j) = applied.journal.take() {
+            j.end()?;
+        }
+        Ok(applied)
+    }
+
+    /// The backups with `before_apply: true` whose data a change of this plan touches: a
+    /// pod replaced (or deleted) that mounts the backup's volume, or that it runs `exec` in.
+    pub fn backups_before_apply(&self) -> Vec<String> {
+        use crate::plan::Action;
+        let touched: Vec<&crate::spec::Pod> = self
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.address.kind == crate::graph::Kind::Pod)
+            .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
+            .filter_map(|c| self.spec.pods.get(&c.address.name))
+            .collect();
+        let mut out = Vec::new();
+        for b in self.spec.backups.iter().filter(|b| b.item.before_apply) {
+            let src = &b.item.source.value;
+            let by_volume = src.volume.as_ref().is_some_and(|v| {
+                touched
+                    .iter()
+                    .any(|p| p.named_volumes().any(|n| n == v.value))
+            });
+            let by_pod = src.pod.as_ref().is_some_and(|pod| {
+                self.plan.changes.iter().any(|c| {
+                    c.address.kind == crate::graph::Kind::Pod
+                        && c.address.name == pod.value
+                        && matches!(c.action, Action::Replace | Action::Delete)
+                })
+            });
+            if by_volume || by_pod {
+                out.push(b.name.value.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A backup taken before an apply (`before_apply: true`) that failed: the error says so,
+/// and that the apply changed nothing.
+fn before_apply_failed(name: &str, e: OpError) -> OpError {
+    let why = match e {
+        OpError::Backup(crate::backup::BackupError::Failed { why, .. }) => why,
+        other => other.to_string(),
+    };
+    OpError::Backup(crate::backup::BackupError::Failed {
+        name: name.to_owned(),
+        why: format!(
+            "the backup this apply takes first (`before_apply: true`) failed, so the apply stopped before any change: {why}"
+        ),
+        help: format!(
+            "fix the backup (`berth backup run {name}` shows the same), or set `before_apply: false` to apply without it"
+        ),
+    })
+}
