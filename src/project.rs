@@ -93,24 +93,46 @@ impl Project {
     pub fn open(path: &Path, state_dir: Option<&Path>) -> Result<Project, ProjectError> {
         let Valid { spec, report } = load_valid(path)?;
         let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let state = StateDir::locate(&spec.project.value, state_dir);
+        let runtime = crate::engine::runtime().map_err(ProjectError::Runtime)?;
+        let engines = runtime.block_on(connect_engines(&spec))?;
+        Ok(Project::assemble(
+            Valid { spec, report },
+            spec_path,
+            state,
+            runtime,
+            engines,
+        ))
+    }
+
+    /// A project from its parts, when the caller connected its engines itself (a session
+    /// connects them as it observes): the spec's directory and the identity follow.
+    pub fn assemble(
+        valid: Valid,
+        spec_path: PathBuf,
+        state: StateDir,
+        runtime: tokio::runtime::Runtime,
+        engines: HashMap<String, Engine>,
+    ) -> Project {
         let spec_dir = spec_path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let state = StateDir::locate(&spec.project.value, state_dir);
-        let runtime = crate::engine::runtime().map_err(ProjectError::Runtime)?;
-        let engines = runtime.block_on(connect_engines(&spec))?;
-        let identity = Identity::load(&crate::secrets::files::identity_path(&spec, &spec_dir)).ok();
-        Ok(Project {
-            spec,
-            report,
+        let identity = Identity::load(&crate::secrets::files::identity_path(
+            &valid.spec,
+            &spec_dir,
+        ))
+        .ok();
+        Project {
+            spec: valid.spec,
+            report: valid.report,
             spec_path,
             spec_dir,
             state,
             runtime,
             engines,
             identity,
-        })
+        }
     }
 
     /// The project's name.

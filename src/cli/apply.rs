@@ -112,7 +112,7 @@ pub fn run_saved(
     };
     let command = opts.lock.clone().unwrap_or_default();
     let session = ops::Session::open(file, goal, &opts)?;
-    print_warnings(&session.report);
+    print_warnings(&session.project.report);
     let started = std::time::Instant::now();
     let notify = session.notify_url(args.notify.as_deref());
     let result = carry_out(&session, args, goal, saved.as_ref());
@@ -135,7 +135,7 @@ pub fn run_saved(
         let error = result.as_ref().err().map(ToString::to_string);
         let body = serde_json::json!({
             "event": "berth.apply",
-            "project": session.spec.project.value,
+            "project": session.project.spec.project.value,
             "command": command,
             "host": crate::state::hostname(),
             "outcome": outcome,

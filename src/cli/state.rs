@@ -158,7 +158,7 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
             ..Default::default()
         };
         let session = ops::Session::open(file, Goal::Spec, &opts)?;
-        print_warnings(&session.report);
+        print_warnings(&session.project.report);
         if session.plan.has_changes() {
             print(&render::human(&session.plan, stdout_color()));
             eprintln!("The live state differs from revision {latest}.");

@@ -144,7 +144,7 @@ pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
     let session = Session::open(path, Goal::Spec, opts)?;
     Ok(Snapshot {
         format_version: SNAPSHOT_FORMAT,
-        project: session.spec.project.value.clone(),
+        project: session.project.spec.project.value.clone(),
         host: crate::state::hostname(),
         taken_at: crate::state::now(),
         observed: session.observed,

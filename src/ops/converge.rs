@@ -20,8 +20,10 @@ impl Session {
         // change.
         let before = self.backups_before_apply();
         if !before.is_empty() {
-            let backups =
-                crate::backup::ops::Backups::open(&self.spec_path, Some(&self.state.path))?;
+            let backups = crate::backup::ops::Backups::open(
+                &self.project.spec_path,
+                Some(&self.project.state.path),
+            )?;
             for name in before {
                 let (m, _) = backups
                     .run(&name, false)
@@ -33,14 +35,14 @@ impl Session {
                 });
             }
         }
-        let from = revisions::latest(&self.state)?;
+        let from = revisions::latest(&self.project.state)?;
         let spec_sha256 = sha256_hex(self.spec_text.as_bytes());
         let journal = journal::Journal::begin(
-            &self.state,
+            &self.project.state,
             journal::Record::Begin {
                 command: self.command.clone(),
-                project: self.spec.project.value.clone(),
-                spec: self.spec_path.display().to_string(),
+                project: self.project.spec.project.value.clone(),
+                spec: self.project.spec_path.display().to_string(),
                 spec_sha256: spec_sha256.clone(),
                 spec_text: self.spec_text.clone(),
                 from_revision: from,
@@ -51,18 +53,18 @@ impl Session {
         )?;
         let interrupted = std::sync::atomic::AtomicBool::new(false);
         let inputs = crate::apply::Inputs {
-            spec: &self.spec,
-            spec_dir: &self.spec_dir,
-            spec_path: &self.spec_path,
+            spec: &self.project.spec,
+            spec_dir: &self.project.spec_dir,
+            spec_path: &self.project.spec_path,
             graph: &self.graph,
             observed: &self.observed,
-            engines: &self.engines,
+            engines: &self.project.engines,
             secrets: &self.secrets,
-            state_dir: &self.state.path,
+            state_dir: &self.project.state.path,
             journal,
             interrupted: &interrupted,
         };
-        let mut applied = self.runtime.block_on(async {
+        let mut applied = self.project.runtime.block_on(async {
             let work = crate::apply::apply(inputs, &self.plan, options, progress);
             tokio::pin!(work);
             // SIGINT/SIGTERM: no new step starts; the ones in flight finish, then
@@ -80,21 +82,23 @@ impl Session {
         })?;
         if applied.changed > 0 {
             let images = self
+                .project
                 .runtime
-                .block_on(deployed_images(&self.spec, &self.engines))?;
-            let secrets = crate::observe::secrets::inspect(&self.spec, &self.spec_dir)
-                .files
-                .into_iter()
-                .map(|(name, f)| (name, f.fingerprint))
-                .collect();
+                .block_on(deployed_images(&self.project.spec, &self.project.engines))?;
+            let secrets =
+                crate::observe::secrets::inspect(&self.project.spec, &self.project.spec_dir)
+                    .files
+                    .into_iter()
+                    .map(|(name, f)| (name, f.fingerprint))
+                    .collect();
             revisions::record(
-                &self.state,
+                &self.project.state,
                 &revisions::Revision {
                     revision: from + 1,
                     at: crate::state::now(),
                     who: crate::state::who(),
                     command: self.command.clone(),
-                    spec_path: self.spec_path.display().to_string(),
+                    spec_path: self.project.spec_path.display().to_string(),
                     spec_sha256,
                     spec_text: self.spec_text.clone(),
                     images,
@@ -122,10 +126,16 @@ impl Session {
             .iter()
             .filter(|c| c.address.kind == crate::graph::Kind::Pod)
             .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
-            .filter_map(|c| self.spec.pods.get(&c.address.name))
+            .filter_map(|c| self.project.spec.pods.get(&c.address.name))
             .collect();
         let mut out = Vec::new();
-        for b in self.spec.backups.iter().filter(|b| b.item.before_apply) {
+        for b in self
+            .project
+            .spec
+            .backups
+            .iter()
+            .filter(|b| b.item.before_apply)
+        {
             let src = &b.item.source.value;
             let by_volume = src.volume.as_ref().is_some_and(|v| {
                 touched

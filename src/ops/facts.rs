@@ -12,8 +12,8 @@ impl Session {
     pub fn saved_plan(&self) -> Result<SavedPlan, OpError> {
         Ok(SavedPlan {
             format_version: SAVED_PLAN_FORMAT,
-            project: self.spec.project.value.clone(),
-            spec: self.spec_path.display().to_string(),
+            project: self.project.spec.project.value.clone(),
+            spec: self.project.spec_path.display().to_string(),
             facts: self.facts()?,
             plan: self.plan.clone(),
         })
@@ -21,7 +21,7 @@ impl Session {
 
     /// What moved on since `saved` was made (one line each); empty when it still holds.
     pub fn stale_facts(&self, saved: &SavedPlan) -> Result<Vec<String>, OpError> {
-        Ok(saved.stale_facts(&self.facts()?, &self.spec.project.value, &self.plan))
+        Ok(saved.stale_facts(&self.facts()?, &self.project.spec.project.value, &self.plan))
     }
 
     /// Every observed fact the plan relies on, by name, each as a short text: the spec's
@@ -76,7 +76,7 @@ impl Session {
                 ),
             );
         }
-        if self.spec.secrets.iter().next().is_some() {
+        if self.project.spec.secrets.iter().next().is_some() {
             let path = &self.secrets.identity_path;
             let mode = crate::fsutil::mode_of(path)
                 .map_or_else(|_| "missing".to_owned(), |m| format!("mode {m:04o}"));
@@ -100,14 +100,14 @@ impl Session {
                     .address
                     .region
                     .clone()
-                    .unwrap_or_else(|| self.spec.region_names()[0].to_owned());
+                    .unwrap_or_else(|| self.project.spec.region_names()[0].to_owned());
                 images.insert((i.clone(), region));
             }
         }
-        let resolved = self.runtime.block_on(async {
+        let resolved = self.project.runtime.block_on(async {
             let mut out = Vec::new();
             for (image, region) in &images {
-                let Some(engine) = self.engines.get(region) else {
+                let Some(engine) = self.project.engines.get(region) else {
                     continue;
                 };
                 let id = match engine.image_present(image).await? {

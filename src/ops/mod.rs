@@ -7,6 +7,7 @@ use crate::diag::Report;
 use crate::graph::{GraphError, ResourceGraph};
 use crate::observe::ObservedState;
 use crate::plan::{Plan, plan};
+use crate::project::Project;
 use crate::resources;
 use crate::spec::Spec;
 use crate::spec::load::ReadError;
@@ -160,7 +161,7 @@ pub fn plan_live(path: &Path, opts: &Opts, save: bool) -> Result<LivePlan, OpErr
     } else {
         None
     };
-    let requests = session.engines.values().map(|e| e.requests()).sum();
+    let requests = session.project.engines.values().map(|e| e.requests()).sum();
     Ok(LivePlan {
         report: session.warnings(),
         plan: session.plan,
@@ -179,21 +180,17 @@ pub enum Goal {
 /// A spec, its engines (connected), what they hold, and the plan between them: what
 /// `apply` shows, asks about, and then carries out.
 pub struct Session {
-    runtime: tokio::runtime::Runtime,
-    engines: std::collections::HashMap<String, crate::engine::Engine>,
-    pub spec: Spec,
-    pub report: Report,
-    spec_dir: std::path::PathBuf,
+    /// The spec (the file, or the revision converged to), where it lives, its state
+    /// directory, its engines (connected as they were observed) and the identity.
+    pub project: crate::project::Project,
     graph: ResourceGraph,
     observed: ObservedState,
     pub plan: Plan,
     secrets: crate::secrets::files::Inspection,
     /// Backup stores berth may not use: refused by the pre-flight.
     store_problems: Vec<crate::diag::Diagnostic>,
-    pub state: crate::state::StateDir,
     lock: Option<crate::state::lock::Lock>,
-    /// The spec file (absolute) and the text that was planned.
-    spec_path: std::path::PathBuf,
+    /// The text that was planned.
     spec_text: String,
     command: String,
     goal: Goal,
@@ -245,20 +242,18 @@ impl Session {
         report
             .diagnostics
             .extend(notes.map(|n| crate::diag::Diagnostic::warning("berth::state", n)));
-        Ok(Session {
-            runtime,
-            engines: seen.engines,
+        let valid = Valid {
             spec: target.valid.spec,
             report,
-            spec_dir: target.spec_dir,
+        };
+        Ok(Session {
+            project: Project::assemble(valid, target.spec_path, state, runtime, seen.engines),
             graph,
             observed: seen.state,
             plan,
             secrets,
             store_problems: seen.store_problems,
-            state,
             lock: held.lock,
-            spec_path: target.spec_path,
             spec_text: target.spec_text,
             command: opts.lock.clone().unwrap_or_else(|| "berth plan".into()),
             goal,
@@ -270,18 +265,18 @@ impl Session {
     pub fn preflight(&self) -> Result<(), OpError> {
         if self.secrets.problems.is_empty() && self.store_problems.is_empty() {
             let changes: Vec<&crate::plan::Change> = self.plan.changes.iter().collect();
-            self.runtime.block_on(crate::apply::preflight_host(
-                &self.spec,
+            self.project.runtime.block_on(crate::apply::preflight_host(
+                &self.project.spec,
                 &changes,
-                &self.engines,
+                &self.project.engines,
             ))?;
             return Ok(());
         }
         let mut problems = self.secrets.problems.clone();
         problems.extend(self.store_problems.iter().cloned());
         Err(OpError::Preflight(Box::new(Report::new(
-            &self.report.path,
-            self.report.source.clone(),
+            &self.project.report.path,
+            self.project.report.source.clone(),
             problems,
         ))))
     }
@@ -289,19 +284,23 @@ impl Session {
     /// The spec's warnings, with the secrets pre-flight problems as warnings (what `plan`
     /// shows: a plan can be read where the secrets cannot be decrypted).
     pub fn warnings(&self) -> Report {
-        let mut diagnostics = self.report.diagnostics.clone();
+        let mut diagnostics = self.project.report.diagnostics.clone();
         let problems = self.secrets.problems.iter().chain(&self.store_problems);
         diagnostics.extend(problems.cloned().map(|mut d| {
             d.severity = crate::diag::Severity::Warning;
             d
         }));
-        Report::new(&self.report.path, self.report.source.clone(), diagnostics)
+        Report::new(
+            &self.project.report.path,
+            self.project.report.source.clone(),
+            diagnostics,
+        )
     }
 
     /// The webhook to tell the outcome: `--notify`, else the spec's `notify:`.
     pub fn notify_url(&self, flag: Option<&str>) -> Option<String> {
         flag.map(str::to_owned)
-            .or_else(|| self.spec.notify.as_ref().map(|n| n.value.clone()))
+            .or_else(|| self.project.spec.notify.as_ref().map(|n| n.value.clone()))
     }
 
     /// The command this session's apply is recorded as (in the journal and the revision),
