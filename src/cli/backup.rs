@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{exit, print, report_error};
+use crate::archive::store::Store;
 use crate::backup::ops::Backups;
-use crate::backup::store::Store;
 use crate::backup::verify::Checked;
 use crate::ops::OpError;
 use crate::state::format_time;

@@ -5,10 +5,10 @@
 use futures_util::StreamExt;
 
 use super::Restored;
+use crate::archive::refill::open_into;
+use crate::archive::store::Store;
+use crate::archive::{Manifest, verify};
 use crate::backup::ops::{Backups, failed};
-use crate::backup::refill::open_into;
-use crate::backup::store::Store;
-use crate::backup::{Manifest, verify};
 use crate::ops::OpError;
 
 impl Backups {

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use crate::apply::Undo;
 use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
-use crate::backup::BackupError;
-use crate::backup::Manifest;
+use crate::archive::BackupError;
+use crate::archive::Manifest;
+use crate::archive::refill::BackupRef;
 use crate::backup::ops::{Backups, failed};
-use crate::backup::refill::BackupRef;
 use crate::ops::OpError;
 
 impl Backups {

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 pub(in crate::backup) use journaled::record_undo;
 
 use super::ops::{Backups, failed};
-use super::refill::{binds, refill_path, refill_volume};
-use super::{BackupError, Manifest};
 use crate::apply::Undo;
 use crate::apply::journal::Journal;
+use crate::archive::refill::{binds, refill_path, refill_volume};
+use crate::archive::{BackupError, Manifest};
 use crate::engine::{Engine, labels};
 use crate::ops::OpError;
 
