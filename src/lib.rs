@@ -23,6 +23,7 @@
 //! - [`archive`] is backup data (manifest, pipeline, store, retention, timers, refill) that
 //!   observe and apply read and write; [`backup`] orchestrates backups and restores on it;
 //! - [`project`] is the project context (spec, its directories, engines, identity) they share;
+//! - [`error`] is the one error of the commands ([`error::OpError`]), above apply, below backup;
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod diag;
 pub mod encode;
 pub mod engine;
+pub mod error;
 pub mod fsutil;
 pub mod graph;
 pub mod notify;

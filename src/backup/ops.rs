@@ -11,7 +11,7 @@ use crate::apply::journal::Kind;
 use crate::archive::store::{LocalStore, Store};
 use crate::archive::{BackupError, Manifest};
 use crate::engine::Engine;
-use crate::ops::OpError;
+use crate::error::OpError;
 use crate::project::Project;
 use crate::secrets::age::Identity;
 use crate::spec::Backup;
@@ -62,7 +62,7 @@ impl Backups {
             if let Some(m) = crate::apply::journal::read_kind(&self.project.state, *kind)? {
                 return Err(OpError::Interrupted {
                     project: self.project.name().to_owned(),
-                    detail: crate::ops::interrupted_detail(&m),
+                    detail: crate::error::interrupted_detail(&m),
                 });
             }
         }

@@ -5,7 +5,7 @@
 use super::ops::Backups;
 use crate::archive::store::{Incomplete, LocalStore, Store};
 use crate::archive::verify;
-use crate::ops::OpError;
+use crate::error::OpError;
 
 /// What `prune` decided for one backup, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
 use crate::archive::helpers::{ENV_FAULT_BACKUP_KILL, create_helper, fault_point};
 use crate::archive::store::Store;
 use crate::archive::{MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
-use crate::ops::OpError;
+use crate::error::OpError;
 use crate::spec::{Backup, Consistency};
 
 impl Backups {

@@ -5,7 +5,7 @@
 use super::ops::Backups;
 use crate::archive::store::Store;
 use crate::archive::{BackupError, Verified};
-use crate::ops::OpError;
+use crate::error::OpError;
 
 /// What one read-back (or a look at the store) found.
 pub enum Checked {

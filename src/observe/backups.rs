@@ -104,7 +104,7 @@ pub fn observe(
                 .max()
         });
         if let (Some(period), Some(taken)) = (period, newest) {
-            let age = crate::state::now().saturating_sub(taken);
+            let age = crate::clock::now().saturating_sub(taken);
             if age > 2 * period {
                 notes.push(format!(
                     "backup `{}`: the newest verified backup is {} h old, more than twice its schedule: the RPO is at risk (run `berth backup run {}`, and check its timer)",

@@ -9,7 +9,7 @@ use crate::archive::refill::open_into;
 use crate::archive::store::Store;
 use crate::archive::{Manifest, verify};
 use crate::backup::ops::{Backups, failed};
-use crate::ops::OpError;
+use crate::error::OpError;
 
 impl Backups {
     /// Restores a command's output through the source's `restore` command, in the running

@@ -12,7 +12,7 @@ use crate::archive::store::Store;
 use crate::archive::{Manifest, pipeline, verify};
 use crate::backup::ops::{Backups, failed};
 use crate::engine::Engine;
-use crate::ops::OpError;
+use crate::error::OpError;
 use crate::spec::Backup;
 
 impl Backups {
