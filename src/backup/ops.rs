@@ -16,10 +16,6 @@ use crate::project::Project;
 use crate::secrets::age::Identity;
 use crate::spec::Backup;
 
-pub use super::prune::{PruneDecision, Pruned};
-
-pub use super::restore::Restored;
-
 /// A spec's backups on this machine: its project (spec, engines, identity) and what is
 /// done with them.
 pub struct Backups {
