@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use berth::backup::pipeline;
+use berth::archive::pipeline;
 use berth::secrets::age::Identity;
 
 /// `mib` MiB of half runs, half noise, generated as it is read.

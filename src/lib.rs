@@ -18,16 +18,23 @@
 //! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
 //! - [`secrets`] holds the plaintext type that can never be printed; [`sensitive`] recognises
 //!   credentials written where they should not be (for lints, plans and snippets);
-//! - [`encode`] is hex encoding, written once (the bottom layer);
+//! - [`encode`] is hex encoding, written once, and [`clock`] the time in seconds and its UTC
+//!   form (the bottom layer);
+//! - [`archive`] is backup data (manifest, pipeline, store, retention, timers, refill) that
+//!   observe and apply read and write; [`backup`] orchestrates backups and restores on it;
 //! - [`project`] is the project context (spec, its directories, engines, identity) they share;
+//! - [`error`] is the one error of the commands ([`error::OpError`]), above apply, below backup;
 //! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
 
 pub mod apply;
+pub mod archive;
 pub mod backup;
 pub mod cli;
+pub mod clock;
 pub mod diag;
 pub mod encode;
 pub mod engine;
+pub mod error;
 pub mod fsutil;
 pub mod graph;
 pub mod notify;

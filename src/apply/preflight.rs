@@ -214,7 +214,7 @@ pub async fn preflight_host(
                 .get(&c.address.name)
                 .is_some_and(|b| b.schedule.is_some())
             && let Err(reason) =
-                crate::backup::schedule::check_unit_dir(&spec.project.value, &c.address.name)
+                crate::archive::schedule::check_unit_dir(&spec.project.value, &c.address.name)
         {
             return Err(ApplyError::UnitDir {
                 address: c.address.to_string(),

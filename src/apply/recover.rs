@@ -157,7 +157,7 @@ impl Recovering<'_> {
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
             // So do the helper containers a backup or restore killed before its journal
             // began (or one that keeps none) left.
-            let helpers = runtime.block_on(crate::backup::ops::sweep_helpers(e, project))?;
+            let helpers = runtime.block_on(crate::archive::helpers::sweep_helpers(e, project))?;
             if helpers > 0 {
                 lines.push(format!(
                     "  removed {helpers} helper container(s) in `{region}` a killed backup or restore left"

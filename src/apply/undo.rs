@@ -153,8 +153,8 @@ fn safety_copy(
     backup: &str,
     id: &str,
     identity: &std::path::Path,
-) -> crate::backup::ops::BackupRef {
-    crate::backup::ops::BackupRef {
+) -> crate::archive::refill::BackupRef {
+    crate::archive::refill::BackupRef {
         store: store.to_path_buf(),
         name: backup.to_owned(),
         id: id.to_owned(),
@@ -247,7 +247,8 @@ pub async fn perform(
             let from = safety_copy(store, backup, id, identity);
             let r = async {
                 let e = engine(engines, region)?;
-                crate::backup::ops::refill_volume(e, project, volume, labels, image, &from).await
+                crate::archive::refill::refill_volume(e, project, volume, labels, image, &from)
+                    .await
             };
             let what = format!(
                 "{}: volume {volume} holds the safety copy {id} again",
@@ -362,14 +363,14 @@ async fn refill_path(
     e: &Engine,
     project: &str,
     path: &std::path::Path,
-    from: &crate::backup::ops::BackupRef,
+    from: &crate::archive::refill::BackupRef,
 ) -> Result<(), String> {
     for c in e.containers(project).await.map_err(|x| x.to_string())? {
-        if c.state == "running" && crate::backup::ops::binds(&c.binds, path) {
+        if c.state == "running" && crate::archive::refill::binds(&c.binds, path) {
             e.stop(&c.id).await.map_err(|x| x.to_string())?;
         }
     }
-    crate::backup::ops::refill_path(path, from)
+    crate::archive::refill::refill_path(path, from)
 }
 
 /// Removes a project's network unless containers of other projects are attached to it:

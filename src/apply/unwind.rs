@@ -127,7 +127,7 @@ pub fn unwind<R: Reapply + ?Sized>(
     } = u;
     runtime.block_on(async {
         for (region, engine) in engines {
-            match crate::backup::ops::sweep_helpers(engine, project).await {
+            match crate::archive::helpers::sweep_helpers(engine, project).await {
                 Ok(0) => {}
                 Ok(n) => lines.push(format!(
                     "  removed {n} helper container(s) in `{region}` a backup or restore left"

@@ -1,25 +1,20 @@
 //! The backups of a spec on this machine ([`Backups`]): the project they belong to (its
-//! spec, engines and identity), the backup named in the spec, its store, and the helper
-//! containers that read and write volumes. What is done with them has a file each: taking
-//! a backup ([`super::take`]), restoring one ([`super::restore`]),
-//! putting data back in place ([`super::refill`], shared with the undo of a restore) and
-//! pruning ([`super::prune`]).
+//! spec, engines and identity), the backup named in the spec, its store and its lock. What
+//! is done with them has a file each: taking a backup ([`super::take`]), restoring one
+//! ([`super::restore`]), verifying ([`super::verify`](mod@super::verify)) and pruning
+//! ([`super::prune`]); the data itself (store, pipeline, helper containers, putting data
+//! back in place) is [`crate::archive`]'s.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use super::store::{LocalStore, Store};
-use super::{BackupError, Manifest, new_id};
 use crate::apply::journal::Kind;
-use crate::engine::{Engine, labels};
-use crate::ops::OpError;
+use crate::archive::store::{LocalStore, Store};
+use crate::archive::{BackupError, Manifest};
+use crate::engine::Engine;
+use crate::error::OpError;
 use crate::project::Project;
 use crate::secrets::age::Identity;
 use crate::spec::Backup;
-
-pub use super::prune::{PruneDecision, Pruned};
-pub use super::refill::{BackupRef, binds, refill_path, refill_volume};
-pub use super::restore::Restored;
 
 /// A spec's backups on this machine: its project (spec, engines, identity) and what is
 /// done with them.
@@ -63,7 +58,7 @@ impl Backups {
             if let Some(m) = crate::apply::journal::read_kind(&self.project.state, *kind)? {
                 return Err(OpError::Interrupted {
                     project: self.project.name().to_owned(),
-                    detail: crate::ops::interrupted_detail(&m),
+                    detail: crate::error::interrupted_detail(&m),
                 });
             }
         }
@@ -75,7 +70,7 @@ impl Backups {
         let project = self.project.spec.project.value.as_str();
         self.project.runtime.block_on(async {
             for engine in self.project.engines.values() {
-                sweep_helpers(engine, project).await?;
+                crate::archive::helpers::sweep_helpers(engine, project).await?;
             }
             Ok::<_, OpError>(())
         })
@@ -162,7 +157,7 @@ impl Backups {
     }
 
     /// The newest backup of `name` that `eligible` accepts and whose time is trusted (as
-    /// for retention: [`super::retention::untrusted_time`]), and the newer eligible ones
+    /// for retention: [`crate::archive::retention::untrusted_time`]), and the newer eligible ones
     /// passed over for their time, each with why. A manifest's word alone (a date in 2100,
     /// or far from when its data was written) never makes a backup the default.
     pub fn newest_trusted(
@@ -174,7 +169,11 @@ impl Backups {
         let now = crate::state::now();
         let mut skipped = Vec::new();
         for m in self.list(name)?.into_iter().rev().filter(|m| eligible(m)) {
-            match super::retention::untrusted_time(m.created_at, store.modified(name, &m.id), now) {
+            match crate::archive::retention::untrusted_time(
+                m.created_at,
+                store.modified(name, &m.id),
+                now,
+            ) {
                 Some(why) => skipped.push((m.id, why)),
                 None => return Ok((Some(m), skipped)),
             }
@@ -185,57 +184,3 @@ impl Backups {
 
 /// Backups passed over as a default, each with why (id, reason).
 pub type Passed = Vec<(String, String)>;
-
-/// Debugging aid for the kill tests: with `BERTH_FAULT_RESTORE_KILL=emptied`, a restore
-/// aborts right after emptying the volume or directory (before the backup is unpacked into
-/// it), as a `kill -9` at that moment would.
-pub const ENV_FAULT_RESTORE_KILL: &str = "BERTH_FAULT_RESTORE_KILL";
-
-/// Debugging aid for the kill tests: with `BERTH_FAULT_BACKUP_KILL=sealed`, a backup (or a
-/// restore's safety copy) aborts once its data is written and before its manifest is, as
-/// a `kill -9` at that moment would.
-pub const ENV_FAULT_BACKUP_KILL: &str = "BERTH_FAULT_BACKUP_KILL";
-
-pub(super) fn fault_point(env: &str, at: &str) {
-    if std::env::var(env).as_deref() == Ok(at) {
-        eprintln!("{env}: aborting at `{at}`");
-        std::process::abort();
-    }
-}
-
-/// The labels of a helper container: the project's, and what it is.
-fn helper_labels(project: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (labels::PROJECT.to_owned(), project.to_owned()),
-        (labels::HELPER.to_owned(), "backup".to_owned()),
-    ])
-}
-
-/// A helper container (never started) that mounts `volume`, labelled as berth's.
-pub(super) async fn create_helper(
-    engine: &Engine,
-    project: &str,
-    image: &str,
-    volume: &str,
-) -> Result<String, crate::engine::EngineError> {
-    let name = format!("{project}-berth-backup-{}", &new_id(0)[21..]);
-    engine
-        .create_helper(&name, image, volume, helper_labels(project))
-        .await
-}
-
-/// Removes the helper containers of the project a killed backup or restore left behind;
-/// says how many. Only called under the project's lock (no helper is in use then).
-pub async fn sweep_helpers(
-    engine: &Engine,
-    project: &str,
-) -> Result<usize, crate::engine::EngineError> {
-    let mut removed = 0;
-    for c in engine.containers(project).await? {
-        if c.labels.contains_key(labels::HELPER) {
-            engine.remove(&c.id).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}

@@ -3,9 +3,9 @@
 //! once a backup of the name verifies.
 
 use super::ops::Backups;
-use super::store::{Incomplete, LocalStore, Store};
-use super::verify;
-use crate::ops::OpError;
+use crate::archive::store::{Incomplete, LocalStore, Store};
+use crate::archive::verify;
+use crate::error::OpError;
 
 /// What `prune` decided for one backup, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl Backups {
         store: &LocalStore,
         dry_run: bool,
     ) -> Result<Pruned, OpError> {
-        use super::retention::{self, Entry};
+        use crate::archive::retention::{self, Entry};
         let list = self.list(name)?;
         if list.is_empty() {
             return Ok(Pruned::default());

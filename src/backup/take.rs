@@ -11,13 +11,14 @@ use std::path::Path;
 
 use futures_util::StreamExt;
 
-use super::ops::{Backups, ENV_FAULT_BACKUP_KILL, create_helper, failed, fault_point};
+use super::ops::{Backups, failed};
 use super::restore::record_undo;
-use super::store::Store;
-use super::{MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
 use crate::apply::Undo;
 use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
-use crate::ops::OpError;
+use crate::archive::helpers::{ENV_FAULT_BACKUP_KILL, create_helper, fault_point};
+use crate::archive::store::Store;
+use crate::archive::{MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
+use crate::error::OpError;
 use crate::spec::{Backup, Consistency};
 
 impl Backups {
@@ -54,7 +55,11 @@ impl Backups {
     }
 
     /// Takes a backup, reads it back, and records it as verified (or says why not).
-    pub fn run(&self, name: &str, safety: bool) -> Result<(Manifest, super::Verified), OpError> {
+    pub fn run(
+        &self,
+        name: &str,
+        safety: bool,
+    ) -> Result<(Manifest, crate::archive::Verified), OpError> {
         let backup = self.get(name)?;
         let store = self.store(backup)?;
         let recipients = self.recipients(backup);
@@ -67,7 +72,7 @@ impl Backups {
         }
         // Every backup is read back after it is written: that needs the identity.
         let identity = self.identity(name)?;
-        let millis = super::now_millis();
+        let millis = crate::archive::now_millis();
         let at = (millis / 1000) as u64;
         let id = new_id(millis);
         let out = store.create(name, &id)?;
@@ -376,7 +381,7 @@ fn seal_path(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let root = root.to_path_buf();
     let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut b = tar::Builder::new(super::ChannelSink::new(tx));
+        let mut b = tar::Builder::new(crate::archive::ChannelSink::new(tx));
         b.follow_symlinks(false);
         b.append_dir_all(".", &root)?;
         b.finish()

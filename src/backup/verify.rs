@@ -3,9 +3,9 @@
 //! is found. Reading one back is [`super::verify`].
 
 use super::ops::Backups;
-use super::store::Store;
-use super::{BackupError, Verified};
-use crate::ops::OpError;
+use crate::archive::store::Store;
+use crate::archive::{BackupError, Verified};
+use crate::error::OpError;
 
 /// What one read-back (or a look at the store) found.
 pub enum Checked {
@@ -90,7 +90,7 @@ impl Backups {
             };
             for m in chosen {
                 tally.checked += 1;
-                match super::verify(&store, &m, identity) {
+                match crate::archive::verify(&store, &m, identity) {
                     Ok(verified) => seen(Checked::Sound {
                         name: name.clone(),
                         id: m.id,

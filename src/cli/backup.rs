@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{exit, print, report_error};
+use crate::archive::store::Store;
 use crate::backup::ops::Backups;
-use crate::backup::store::Store;
 use crate::backup::verify::Checked;
 use crate::ops::OpError;
 use crate::state::format_time;
@@ -75,7 +75,14 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         Command::List { name } => list(&b, name),
         Command::Verify { id, all } => verify(&b, id.as_deref(), all),
         Command::Restore { name, id, dry_run } => {
-            let r = b.restore(&name, id.as_deref(), dry_run, state_dir, file)?;
+            // The pods come back (and an unwind brings them back) through a session.
+            let command = format!("berth backup restore {name}");
+            let again = crate::ops::UnwindCtx {
+                spec_path: file,
+                state_dir,
+                command: &command,
+            };
+            let r = b.restore(&name, id.as_deref(), dry_run, file, &again)?;
             for l in &r.lines {
                 eprintln!("{l}");
             }

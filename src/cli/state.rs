@@ -77,7 +77,13 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
     {
         eprintln!("Restoring `{name}` from {id} again (--forward):");
         let b = crate::backup::ops::Backups::open(file, state_dir)?;
-        let done = b.restore(name, Some(id), false, state_dir, file)?;
+        let command = format!("berth backup restore {name}");
+        let again = crate::ops::UnwindCtx {
+            spec_path: file,
+            state_dir,
+            command: &command,
+        };
+        let done = b.restore(name, Some(id), false, file, &again)?;
         for l in &done.lines {
             eprintln!("{l}");
         }

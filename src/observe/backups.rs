@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{ObservedResource, ObservedState, Scope};
-use crate::backup::schedule;
+use crate::archive::schedule;
 use crate::graph::{Kind, Resource};
 use crate::spec::Spec;
 
@@ -52,7 +52,7 @@ pub fn observe(
             continue;
         };
         let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
-        if let crate::backup::store::Found::Refused(why) = crate::backup::store::inspect(&store) {
+        if let crate::archive::store::Found::Refused(why) = crate::archive::store::inspect(&store) {
             problems.push(
                 crate::diag::Diagnostic::error(
                     "backup-store",
@@ -72,7 +72,7 @@ pub fn observe(
                 identity: &crate::secrets::files::identity_path(spec, spec_dir),
             },
         );
-        if let Some(drift) = schedule::observe(&store, units.as_deref()) {
+        if let Some(drift) = super::backup_units::observe(&store, units.as_deref()) {
             let mut attrs = r.attrs.clone();
             if let Some(was) = applied
                 .as_ref()
@@ -95,8 +95,8 @@ pub fn observe(
             .and_then(|s| schedule::period(&s.value));
         // A backup's time is the earlier of its manifest's and its data file's: a manifest
         // dated in the future never hides an RPO at risk.
-        let newest = crate::backup::store::LocalStore::open_existing(&store).and_then(|st| {
-            use crate::backup::store::Store;
+        let newest = crate::archive::store::LocalStore::open_existing(&store).and_then(|st| {
+            use crate::archive::store::Store;
             let list = st.list(&r.address.name).ok()?;
             list.iter()
                 .filter(|m| m.verified && !m.safety)
@@ -104,7 +104,7 @@ pub fn observe(
                 .max()
         });
         if let (Some(period), Some(taken)) = (period, newest) {
-            let age = crate::state::now().saturating_sub(taken);
+            let age = crate::clock::now().saturating_sub(taken);
             if age > 2 * period {
                 notes.push(format!(
                     "backup `{}`: the newest verified backup is {} h old, more than twice its schedule: the RPO is at risk (run `berth backup run {}`, and check its timer)",
@@ -121,7 +121,7 @@ pub fn observe(
 /// The project's backup timers in the unit directory that no desired backup has.
 pub fn orphan_timers(project: &str, desired: &[Resource], observed: &mut ObservedState) {
     let prefix = format!("berth-{project}-backup-");
-    let Ok(entries) = std::fs::read_dir(crate::backup::schedule::unit_dir()) else {
+    let Ok(entries) = std::fs::read_dir(crate::archive::schedule::unit_dir()) else {
         return;
     };
     let wanted: std::collections::HashSet<String> = desired

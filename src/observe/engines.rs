@@ -43,7 +43,7 @@ pub async fn observe(
             let mut removed = super::docker::remove_strays(&engine, project).await?;
             // And the helper containers a killed backup or restore left: they mount the
             // project's volumes, which a destroy could not remove while they exist.
-            let helpers = crate::backup::ops::sweep_helpers(&engine, project).await?;
+            let helpers = crate::archive::helpers::sweep_helpers(&engine, project).await?;
             if helpers > 0 {
                 removed.push(format!(
                     "removed {helpers} helper container(s) in `{name}` a killed backup or restore left"

@@ -6,6 +6,7 @@
 //! on this machine the secret files ([`secrets`]), the backups' stores and timers
 //! ([`backups`]).
 
+pub mod backup_units;
 pub mod backups;
 pub mod docker;
 pub mod engines;

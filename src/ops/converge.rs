@@ -161,10 +161,10 @@ impl Session {
 /// and that the apply changed nothing.
 fn before_apply_failed(name: &str, e: OpError) -> OpError {
     let why = match e {
-        OpError::Backup(crate::backup::BackupError::Failed { why, .. }) => why,
+        OpError::Backup(crate::archive::BackupError::Failed { why, .. }) => why,
         other => other.to_string(),
     };
-    OpError::Backup(crate::backup::BackupError::Failed {
+    OpError::Backup(crate::archive::BackupError::Failed {
         name: name.to_owned(),
         why: format!(
             "the backup this apply takes first (`before_apply: true`) failed, so the apply stopped before any change: {why}"

@@ -17,11 +17,10 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[];
 /// The modules still caught in import cycles. A cycle among other modules, or one that takes
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[
-    "apply", "backup", "observe", "ops", "plan",
-    // New with issue 11, not a new cycle: it reads secrets (the identity) and state (its
-    // directory), which are still in the cycle; it leaves once they do (it never reads ops
-    // or backup).
-    "project", "secrets", "state",
+    // observe reads state (the applied revision), and a revision records a plan summary:
+    // still to break. Backup data (`archive`) sits below observe and apply, and the errors
+    // (`error`) below backup, so apply, backup, ops and project are out.
+    "observe", "plan", "state",
 ];
 
 fn rel(path: &Path) -> String {

@@ -12,7 +12,7 @@ use crate::plan::Change;
 pub enum UnitsError {
     /// The store directory could not be made (or is not berth's own).
     #[error("{0}")]
-    Store(Box<crate::backup::BackupError>),
+    Store(Box<crate::archive::BackupError>),
     /// A unit file (or the unit directory) could not be read, written or removed.
     #[error("{}: {source}", path.display())]
     File {
@@ -60,7 +60,7 @@ impl Run<'_> {
     /// Disables and removes the timer and service of a backup that left the spec (each file
     /// on the undo stack first). Its store and its backups stay: they are data.
     fn remove_backup_units(&self, name: &str) -> Result<String, UnitsError> {
-        use crate::backup::schedule;
+        use crate::archive::schedule;
         let dir = schedule::unit_dir();
         let unit = schedule::unit_name(self.project, name);
         if schedule::systemd_running() {
@@ -95,7 +95,7 @@ impl Run<'_> {
     /// Makes a backup's store directory (0700) and writes its schedule's units (each
     /// previous file on the undo stack first); tells systemd when it runs here.
     fn set_up_backup_units(&self, name: &str) -> Result<String, UnitsError> {
-        use crate::backup::schedule;
+        use crate::archive::schedule;
         let Some(backup) = self.spec.backups.get(name) else {
             return Ok("nothing to do".into());
         };
@@ -104,7 +104,7 @@ impl Run<'_> {
             .join(crate::fsutil::expand_home(&backup.store.value));
         // Made, or its mode healed, only when it is berth's own (the pre-flight refused any
         // other before the first change).
-        let (_, done) = crate::backup::store::LocalStore::set_up(&store)
+        let (_, done) = crate::archive::store::LocalStore::set_up(&store)
             .map_err(|e| UnitsError::Store(Box::new(e)))?;
         let mut what = format!("store {} {done}", store.display());
         let run_as = schedule::RunAs {

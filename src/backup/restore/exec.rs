@@ -5,11 +5,11 @@
 use futures_util::StreamExt;
 
 use super::Restored;
+use crate::archive::refill::open_into;
+use crate::archive::store::Store;
+use crate::archive::{Manifest, verify};
 use crate::backup::ops::{Backups, failed};
-use crate::backup::refill::open_into;
-use crate::backup::store::Store;
-use crate::backup::{Manifest, verify};
-use crate::ops::OpError;
+use crate::error::OpError;
 
 impl Backups {
     /// Restores a command's output through the source's `restore` command, in the running

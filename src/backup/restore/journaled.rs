@@ -5,11 +5,12 @@ use std::path::Path;
 
 use crate::apply::Undo;
 use crate::apply::journal::{Journal, Kind, Outcome, Record, StepState};
-use crate::backup::BackupError;
-use crate::backup::Manifest;
+use crate::apply::recover::Reapply;
+use crate::archive::BackupError;
+use crate::archive::Manifest;
+use crate::archive::refill::BackupRef;
 use crate::backup::ops::{Backups, failed};
-use crate::backup::refill::BackupRef;
-use crate::ops::OpError;
+use crate::error::OpError;
 
 impl Backups {
     /// A restore's start: the project's lock; no interrupted apply or restore may be
@@ -101,8 +102,7 @@ impl Backups {
         mut journal: Journal,
         name: &str,
         forward: Result<Manifest, OpError>,
-        spec_path: &Path,
-        state_dir: Option<&Path>,
+        reapply: &dyn Reapply,
     ) -> Result<Manifest, OpError> {
         let e = match forward {
             Ok(safety) => {
@@ -123,18 +123,12 @@ impl Backups {
                 Undo::RefillVolume { id, .. } | Undo::RefillPath { id, .. } => Some(id.clone()),
                 _ => None,
             });
-        let command = format!("berth backup restore {name}");
-        let ctx = crate::ops::UnwindCtx {
-            spec_path,
-            state_dir,
-            command: &command,
-        };
-        let (lines, ok) = crate::ops::unwind(
+        let (lines, ok) = crate::apply::unwind::unwind(
             &self.project.runtime,
             &mut journal,
             &self.project.engines,
             &self.project.spec.project.value,
-            &ctx,
+            reapply,
         )?;
         if !ok {
             // The journal stays open: plan and apply refuse until `berth recover` is done.

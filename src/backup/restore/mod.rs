@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 pub(in crate::backup) use journaled::record_undo;
 
 use super::ops::{Backups, failed};
-use super::refill::{binds, refill_path, refill_volume};
-use super::{BackupError, Manifest};
 use crate::apply::Undo;
 use crate::apply::journal::Journal;
+use crate::apply::recover::Reapply;
+use crate::archive::refill::{binds, refill_path, refill_volume};
+use crate::archive::{BackupError, Manifest};
 use crate::engine::{Engine, labels};
-use crate::ops::OpError;
+use crate::error::OpError;
 
 /// What a restore would do or did.
 pub struct Restored {
@@ -58,8 +59,7 @@ enum Target<'p> {
 
 /// The revision a restore's pods come back with, and how to apply it again.
 struct Again<'a> {
-    spec_path: &'a Path,
-    state_dir: Option<&'a Path>,
+    reapply: &'a dyn Reapply,
     latest: u64,
 }
 
@@ -68,14 +68,16 @@ impl Backups {
     /// trusted) in place. Verified first; a safety copy of what is there taken; the pods
     /// that use it stopped; the backup put in; the pods brought back through their health
     /// gates. If a gate fails, the safety copy goes back the same way, and the pods run on
-    /// the old data.
+    /// the old data. `reapply` applies a revision again (through a session of the layer
+    /// above, recorded as this restore): the pods of a volume come back with it, and an
+    /// unwind brings them back on the safety copy the same way.
     pub fn restore(
         &self,
         name: &str,
         id: Option<&str>,
         dry_run: bool,
-        state_dir: Option<&Path>,
         spec_path: &Path,
+        reapply: &dyn Reapply,
     ) -> Result<Restored, OpError> {
         let backup = self.get(name)?;
         // The lock first (waiting for an apply to finish), before the engine is observed
@@ -101,14 +103,10 @@ impl Backups {
         let target = self.target(name, &place, latest)?;
         // Journaled from here: stop, safety copy, stream, bring back through the gates.
         let mut journal = self.begin_restore(name, &manifest, spec_path, latest)?;
-        let again = Again {
-            spec_path,
-            state_dir,
-            latest,
-        };
+        let again = Again { reapply, latest };
         let forward = self.put_back(&mut journal, name, &manifest, &target, &again);
         // Ended when it went through; otherwise unwound, and the error says what happened.
-        let safety = self.finish_restore(journal, name, forward, spec_path, state_dir)?;
+        let safety = self.finish_restore(journal, name, forward, reapply)?;
         lines.extend(target.done(&safety, &manifest));
         Ok(Restored {
             manifest,
@@ -321,13 +319,7 @@ impl Backups {
         again: &Again,
     ) -> Result<(), OpError> {
         if let Target::Volume { .. } = target {
-            return crate::ops::reapply(
-                again.spec_path,
-                again.state_dir,
-                again.latest,
-                &format!("berth backup restore {name}"),
-            )
-            .map_err(|e| {
+            return again.reapply.reapply(again.latest).map_err(|e| {
                 failed(
                     name,
                     format!("the pods did not come back healthy on the restored data ({e})"),

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 
 use super::Place;
-use crate::backup::ops::{Backups, create_helper, failed};
-use crate::backup::refill::foreign_users;
-use crate::backup::store::Store;
-use crate::backup::{Manifest, pipeline, verify};
+use crate::archive::helpers::create_helper;
+use crate::archive::refill::foreign_users;
+use crate::archive::store::Store;
+use crate::archive::{Manifest, pipeline, verify};
+use crate::backup::ops::{Backups, failed};
 use crate::engine::Engine;
-use crate::ops::OpError;
+use crate::error::OpError;
 use crate::spec::Backup;
 
 impl Backups {
@@ -229,7 +230,7 @@ impl Backups {
         let data = store.open(name, &m.id)?;
         let names = std::thread::scope(|s| {
             let walker = s.spawn(move || tar_names(pipeline::ChannelReader::new(rx)));
-            let _ = pipeline::open(data, identity, crate::backup::ChannelSink::new(tx));
+            let _ = pipeline::open(data, identity, crate::archive::ChannelSink::new(tx));
             walker.join().unwrap_or_default()
         });
         Ok(names)

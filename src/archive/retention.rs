@@ -38,7 +38,7 @@ pub fn untrusted_time(at: u64, modified: Option<u64>, now: u64) -> Option<String
     if at > now {
         return Some(format!(
             "untrusted time: its manifest says {}, in the future",
-            crate::state::format_time(at)
+            crate::clock::format_time(at)
         ));
     }
     let Some(modified) = modified else {
@@ -47,8 +47,8 @@ pub fn untrusted_time(at: u64, modified: Option<u64>, now: u64) -> Option<String
     (at.abs_diff(modified) > TIME_SLACK).then(|| {
         format!(
             "untrusted time: its manifest says {}, its data file was written {}",
-            crate::state::format_time(at),
-            crate::state::format_time(modified)
+            crate::clock::format_time(at),
+            crate::clock::format_time(modified)
         )
     })
 }
@@ -75,7 +75,7 @@ pub fn keep(entries: &[Entry], policy: &Retention, now: u64) -> Vec<(String, Str
         ("daily", policy.daily, |at| (at / 86_400) as i64),
         ("weekly", policy.weekly, |at| ((at / 86_400) as i64 + 3) / 7),
         ("monthly", policy.monthly, |at| {
-            let (y, m, _) = crate::state::civil(at);
+            let (y, m, _) = crate::clock::civil(at);
             y * 12 + m
         }),
     ];

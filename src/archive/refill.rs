@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::ops::{ENV_FAULT_RESTORE_KILL, create_helper, fault_point};
+use super::helpers::{ENV_FAULT_RESTORE_KILL, create_helper, fault_point};
 use super::pipeline;
 use super::store::{LocalStore, Store};
 use crate::engine::Engine;
@@ -102,7 +102,7 @@ pub async fn refill_volume(
 }
 
 /// Why a volume that containers berth does not manage use cannot be made again.
-pub(super) fn foreign_users(volume: &str, names: &[String]) -> String {
+pub(crate) fn foreign_users(volume: &str, names: &[String]) -> String {
     format!(
         "volume {volume} is in use by container(s) berth does not manage ({}); berth never removes them: stop and remove them (`docker rm -f NAME`), or detach them from the volume, first",
         names.join(", ")
@@ -152,7 +152,7 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), String> {
 /// an upload or a command's stdin). A failure is sent down the channel too, so that the
 /// receiving side stops with it: a half-read backup must never look complete. The thread
 /// loads the identity again from its file (an identity is not shared across threads).
-pub(super) fn open_into(
+pub(crate) fn open_into(
     data: Box<dyn std::io::Read + Send>,
     key: &Path,
     tx: tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, std::io::Error>>,

@@ -257,7 +257,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&here);
         let writer = LocalStore::open(&here).unwrap();
         let other = LocalStore::open(&here).unwrap();
-        let id = crate::backup::new_id(1_767_571_200_000);
+        let id = crate::archive::new_id(1_767_571_200_000);
         assert!(is_backup_id(&id), "{id}");
         let mut out = writer.create("db", &id).unwrap();
         out.write_all(b"sealed bytes").unwrap();
@@ -273,7 +273,7 @@ mod tests {
         assert_eq!((found[0].id.as_str(), found[0].bytes), (id.as_str(), 12));
         // A file not named as berth names its data, or one with a manifest, never is.
         std::fs::write(here.join("db/mine.tar.zst.age"), "x").unwrap();
-        let done = crate::backup::new_id(1_767_571_300_000);
+        let done = crate::archive::new_id(1_767_571_300_000);
         std::fs::write(here.join(format!("db/{done}{DATA}")), "x").unwrap();
         std::fs::write(here.join(format!("db/{done}{MANIFEST}")), "{}").unwrap();
         assert_eq!(other.incomplete("db").unwrap().len(), 1);
@@ -284,7 +284,7 @@ mod tests {
         assert!(here.join("db/mine.tar.zst.age").exists());
         assert!(here.join(format!("db/{done}{DATA}")).exists());
         // One this very process is writing is not incomplete either.
-        let id = crate::backup::new_id(1_767_571_400_000);
+        let id = crate::archive::new_id(1_767_571_400_000);
         drop(other.create("db", &id).unwrap());
         assert_eq!(other.incomplete("db").unwrap(), []);
         std::fs::remove_dir_all(&here).unwrap();
@@ -369,7 +369,7 @@ mod tests {
         let store = LocalStore::open(&here).unwrap();
         fsutil::create_dir_all(&here.join("data"), 0o700).unwrap();
         let good = Manifest {
-            format_version: crate::backup::MANIFEST_FORMAT,
+            format_version: crate::archive::MANIFEST_FORMAT,
             id: "20260101T000000.000Z-aaaa".into(),
             name: "data".into(),
             project: "p".into(),

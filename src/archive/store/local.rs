@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{DATA, Found, Incomplete, MANIFEST, MARKER, Store, inspect, is_backup_id};
-use crate::backup::{BackupError, Manifest};
+use crate::archive::{BackupError, Manifest};
 use crate::fsutil;
 
 /// A store in a directory on the host.
@@ -101,7 +101,7 @@ impl LocalStore {
 fn mark(root: &Path) -> std::io::Result<()> {
     let text = format!(
         "berth backup store\nmade {} by berth {}: berth may change the mode of this directory\n",
-        crate::state::format_time(crate::state::now()),
+        crate::clock::format_time(crate::clock::now()),
         env!("CARGO_PKG_VERSION")
     );
     fsutil::write_atomic(&root.join(MARKER), text.as_bytes(), 0o600)
@@ -235,7 +235,7 @@ impl Store for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(BackupError::Store(format!("`{}`: {e}", dir.display()))),
         };
-        let now = crate::state::now();
+        let now = crate::clock::now();
         let mut out = Vec::new();
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
@@ -282,7 +282,7 @@ impl Store for LocalStore {
             return Ok(false);
         }
         if self.manifest(name, id).exists()
-            || self.abandoned(name, id, crate::state::now()).is_none()
+            || self.abandoned(name, id, crate::clock::now()).is_none()
         {
             return Ok(false);
         }
