@@ -3,28 +3,37 @@
 //! The pipeline, and the module that owns each stage:
 //!
 //! ```text
-//! berth.yaml --spec::load--> Spec (typed, spans kept) --spec::check/lint--> diagnostics
-//!            --resources--> ResourceGraph (graph: addresses, petgraph DAG)
-//! old spec / engines --observe--> ObservedState (plain data)
-//! (ResourceGraph, ObservedState) --plan--> Plan (plain data, pure, no I/O)
-//! Plan --plan::render--> human | json | markdown
-//! Plan --apply--> steps on the engines, each with its undo; gates; rollback
+//! berth.yaml --spec::load--> Spec (typed, spans kept, parsed once) --spec::check/lint--> diagnostics
+//!            --resources--> desired resources --graph--> ResourceGraph (addresses, petgraph DAG)
+//! engines, secret files, backup stores and timers --observe::observe--> ObservedState (plain data)
+//! (ResourceGraph, ObservedState) --plan--> Plan (plain data, pure, no I/O) --plan::render--> human | json | markdown
+//! Plan --apply--> steps on the engines, each recording its undo first (journal); gates; one unwind
 //! ```
 //!
-//! - [`spec`] reads `berth.yaml` (and owns the checked-in `schemas/berth.schema.json`);
-//! - [`diag`] is the one place diagnostics are rendered (miette for people, JSON for CI);
-//! - [`graph`] and [`resources`] turn a spec into addressed resources and their DAG;
-//! - [`observe`] holds what exists, [`plan`] compares and renders, [`apply`] executes;
-//! - [`engine`] talks to container engines (bollard) and owns the labels berth writes;
-//! - [`secrets`] holds the plaintext type that can never be printed; [`sensitive`] recognises
-//!   credentials written where they should not be (for lints, plans and snippets);
-//! - [`encode`] is hex encoding, written once, and [`clock`] the time in seconds and its UTC
-//!   form (the bottom layer);
-//! - [`archive`] is backup data (manifest, pipeline, store, retention, timers, refill) that
-//!   observe and apply read and write; [`backup`] orchestrates backups and restores on it;
-//! - [`project`] is the project context (spec, its directories, engines, identity) they share;
-//! - [`error`] is the one error of the commands ([`error::OpError`]), above apply, below backup;
-//! - [`ops`] are the operations; [`cli`] is a thin layer of clap commands over them.
+//! `ops::Session::open` runs that pipeline in order (load, lock, target, desired, observe,
+//! plan); `cli` is a thin layer of clap commands over `ops`. Each module uses only the
+//! modules above it in this list (`tests/it/architecture.rs` fails on an import cycle):
+//!
+//! - [`clock`], [`encode`], [`fsutil`], [`graph`], [`notify`]: time, hex, files written
+//!   safely (and the places berth never touches), addresses and the DAG, notifications;
+//! - [`sensitive`] recognises credentials written where they should not be (lints, plans,
+//!   snippets); [`diag`] is the one place diagnostics are rendered (miette, JSON for CI);
+//! - [`spec`] reads and checks `berth.yaml` (and owns `schemas/berth.schema.json`);
+//! - [`engine`] talks to container engines (bollard), owns the labels and names berth writes
+//!   and the async runtime; [`secrets`] holds the plaintext type that can never be printed,
+//!   age, the secret files and their delivery to containers;
+//! - [`resources`] turns a spec into desired resources (attribute keys in `resources::attr`);
+//! - [`archive`] is the backup data layer: manifests, stores, the encrypted pipeline,
+//!   retention, schedule units, refilling a volume or path, helper containers;
+//! - [`observe`] owns all detection and returns the observed state; [`plan`] compares and
+//!   renders (and `plan::saved` holds saved plans and snapshots);
+//! - [`state`] is the project's directory, lock and revisions;
+//! - [`apply`] executes a plan: the journal and its state machine, steps with undo
+//!   (`apply::steps`), gates, the one unwind, and `recover`;
+//! - [`error`] is `OpError`, what an operation fails with; [`project`] the project context
+//!   (spec, its directories, state, engines, identity) a session and backups share;
+//! - [`backup`] takes, verifies, prunes and restores backups (journaled, with undo);
+//! - [`ops`] is the sequencer behind the commands; [`cli`] the commands.
 
 pub mod apply;
 pub mod archive;
