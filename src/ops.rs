@@ -12,6 +12,7 @@ use crate::plan::{Plan, plan};
 use crate::resources;
 use crate::spec::Spec;
 use crate::spec::load::ReadError;
+use crate::state::StateDir;
 
 /// Why an operation could not produce its result.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -356,8 +357,7 @@ impl Session {
     /// observes and plans.
     pub fn open(path: &Path, goal: Goal, opts: &Opts) -> Result<Session, OpError> {
         let current = load_valid(path)?;
-        let state =
-            crate::state::StateDir::locate(&current.spec.project.value, opts.state_dir.as_deref());
+        let state = StateDir::locate(&current.spec.project.value, opts.state_dir.as_deref());
         let lock = match &opts.lock {
             Some(command) => Some(crate::state::lock::acquire(
                 &state,
@@ -453,7 +453,8 @@ impl Session {
             spec: &valid.spec,
             spec_path: &spec_path,
             spec_dir: &spec_dir,
-            state: &state,
+            state_dir: &state.path,
+            applied: crate::state::revisions::applied_spec(&state).as_ref(),
             desired: &desired,
             secrets: &secrets,
             local: goal == Goal::Spec,

@@ -2,26 +2,9 @@
 //! engine: each one the spec declares observed as configured when something of it exists,
 //! with its drift and its store's problems; the timers of backups no longer desired.
 
-use std::path::Path;
-
 use super::{ObservedResource, ObservedState, Scope};
 use crate::backup::schedule;
 use crate::graph::{Kind, Resource};
-use crate::spec::Spec;
-
-/// The spec of the latest applied revision (none before the first apply, or after a
-/// destroy).
-fn applied_spec(state: &crate::state::StateDir) -> Option<Spec> {
-    let latest = crate::state::revisions::latest(state).ok()?;
-    if latest == 0 {
-        return None;
-    }
-    let r = crate::state::revisions::load(state, latest).ok()?;
-    if r.destroyed {
-        return None;
-    }
-    crate::spec::load::load_str(Path::new(&r.spec_path), r.spec_text).spec
-}
 
 /// Backups are a store directory and schedule units on this machine: each one the spec
 /// declares is observed as configured when something of it exists, with its drift. A
@@ -40,13 +23,13 @@ pub fn observe(
         spec,
         spec_path,
         spec_dir,
-        state,
+        state_dir,
+        applied,
         desired,
         ..
     } = *scope;
     let mut problems = Vec::new();
     observed.unobserved.retain(|k| *k != Kind::Backup);
-    let applied = applied_spec(state);
     for r in desired.iter().filter(|r| r.address.kind == Kind::Backup) {
         let Some(backup) = spec.backups.get(&r.address.name) else {
             continue;
@@ -68,16 +51,13 @@ pub fn observe(
             &r.address.name,
             backup,
             &schedule::RunAs {
-                state_dir: &state.path,
+                state_dir,
                 identity: &crate::secrets::files::identity_path(spec, spec_dir),
             },
         );
         if let Some(drift) = schedule::observe(&store, units.as_deref()) {
             let mut attrs = r.attrs.clone();
-            if let Some(was) = applied
-                .as_ref()
-                .and_then(|a| a.backups.get(&r.address.name))
-            {
+            if let Some(was) = applied.and_then(|a| a.backups.get(&r.address.name)) {
                 attrs.insert("before_apply".into(), was.before_apply.to_string());
             }
             observed.resources.push(ObservedResource {
@@ -104,7 +84,8 @@ pub fn observe(
                 .max()
         });
         if let (Some(period), Some(taken)) = (period, newest) {
-            let age = crate::state::now().saturating_sub(taken);
+            let taken = std::time::UNIX_EPOCH + std::time::Duration::from_secs(taken);
+            let age = taken.elapsed().map_or(0, |d| d.as_secs());
             if age > 2 * period {
                 notes.push(format!(
                     "backup `{}`: the newest verified backup is {} h old, more than twice its schedule: the RPO is at risk (run `berth backup run {}`, and check its timer)",

@@ -69,6 +69,20 @@ pub fn load(dir: &StateDir, n: u64) -> Result<Revision, StateError> {
     })
 }
 
+/// The spec of the latest applied revision (none before the first apply, after a destroy,
+/// or when the revisions cannot be read: what it serves is observed as the spec has it).
+pub fn applied_spec(dir: &StateDir) -> Option<crate::spec::Spec> {
+    let latest = latest(dir).ok()?;
+    if latest == 0 {
+        return None;
+    }
+    let r = load(dir, latest).ok()?;
+    if r.destroyed {
+        return None;
+    }
+    crate::spec::load::load_str(std::path::Path::new(&r.spec_path), r.spec_text).spec
+}
+
 /// Writes a revision (atomically, 0600).
 pub fn record(dir: &StateDir, r: &Revision) -> Result<(), StateError> {
     let path = dir_of(dir);

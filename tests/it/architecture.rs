@@ -18,10 +18,9 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[("ops.rs", "open", 140)];
 /// in a module not named here, fails.
 const CYCLE_MODULES: &[&str] = &[
     "apply", "backup", "observe", "ops", "plan",
-    // New with issue 11, not a new cycle: it reads secrets (the identity) and state (its
-    // directory), which are still in the cycle; it leaves once they do (it never reads ops
-    // or backup).
-    "project", "secrets", "state",
+    // New with issue 11, not a new cycle: it reads state (its directory), which is still in
+    // the cycle; it leaves once state does (it never reads ops or backup).
+    "project", "state",
 ];
 
 fn rel(path: &Path) -> String {
