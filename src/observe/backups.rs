@@ -5,6 +5,7 @@
 use super::{ObservedResource, ObservedState, Scope};
 use crate::backup::schedule;
 use crate::graph::{Kind, Resource};
+use crate::resources::attr;
 
 /// Backups are a store directory and schedule units on this machine: each one the spec
 /// declares is observed as configured when something of it exists, with its drift. A
@@ -58,7 +59,7 @@ pub fn observe(
         if let Some(drift) = schedule::observe(&store, units.as_deref()) {
             let mut attrs = r.attrs.clone();
             if let Some(was) = applied.and_then(|a| a.backups.get(&r.address.name)) {
-                attrs.insert("before_apply".into(), was.before_apply.to_string());
+                attrs.insert(attr::BEFORE_APPLY.into(), was.before_apply.to_string());
             }
             observed.resources.push(ObservedResource {
                 address: r.address.clone(),
