@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::journal::CommitItem;
+use crate::encode::unhex;
 use crate::engine::Engine;
 use crate::secrets::files;
 
@@ -102,16 +103,6 @@ pub enum Undo {
 
 fn running() -> bool {
     true
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }
 
 fn engine<'e>(engines: &'e HashMap<String, Engine>, region: &str) -> Result<&'e Engine, String> {
@@ -455,14 +446,3 @@ pub async fn commit_one(
 }
 
 pub use crate::engine::names::short;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        let b = vec![0u8, 1, 254, 255, 16];
-        assert_eq!(unhex(&hex(&b)), b);
-    }
-}

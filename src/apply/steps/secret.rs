@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::{ApplyError, Run, Undo, undo};
+use super::super::{ApplyError, Run, Undo};
 use crate::plan::Change;
 use crate::secrets::age::AgeError;
 use crate::secrets::{delivery, files};
@@ -66,11 +66,11 @@ impl Run<'_> {
                 .map_err(HealError::Encrypt)?;
             self.record_undo(Undo::RestoreFile {
                 path: facts.path.clone(),
-                bytes: undo::hex(&facts.ciphertext),
+                bytes: crate::encode::hex(&facts.ciphertext),
                 mode: facts.mode,
                 record: std::fs::read(files::record_path(&facts.path))
                     .ok()
-                    .map(|r| undo::hex(&r)),
+                    .map(|r| crate::encode::hex(&r)),
             })
             .map_err(|e| HealError::Undo(Box::new(e)))?;
             files::write_secret(&facts.path, &ciphertext, &facts.wanted).map_err(|source| {
