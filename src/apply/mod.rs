@@ -46,6 +46,20 @@ use crate::spec::Spec;
 
 use journal::{CommitItem, Journal, JournalError, Outcome, Record, StepState};
 
+/// A plan's summary as a revision records it.
+impl From<crate::plan::Summary> for crate::state::revisions::Summary {
+    fn from(s: crate::plan::Summary) -> Self {
+        crate::state::revisions::Summary {
+            create: s.create,
+            update: s.update,
+            replace: s.replace,
+            delete: s.delete,
+            heal: s.heal,
+            no_op: s.no_op,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Remove volumes the spec no longer has (their data with them).

@@ -25,10 +25,23 @@ pub struct Revision {
     pub images: BTreeMap<String, String>,
     /// The fingerprint of each secret's ciphertext, by name.
     pub secrets: BTreeMap<String, String>,
-    pub summary: crate::plan::Summary,
+    pub summary: Summary,
     /// `berth destroy`: the revision in which nothing runs.
     #[serde(default)]
     pub destroyed: bool,
+}
+
+/// How many changes of each kind a revision's apply made: its plan's summary as the
+/// revision file keeps it (apply converts the planner's), so that state reads nothing of
+/// the planner and what sits below it (observation) may use state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub heal: usize,
+    pub no_op: usize,
 }
 
 fn dir_of(dir: &StateDir) -> std::path::PathBuf {
