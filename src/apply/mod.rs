@@ -99,7 +99,7 @@ pub enum ApplyError {
         address: String,
         image: String,
         region: String,
-        reason: String,
+        reason: crate::engine::docker::PullError,
     },
     #[error(
         "a {kind} named `{name}` already exists on the engine of region `{region}` and is not berth's for this project; nothing was changed"
