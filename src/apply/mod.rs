@@ -188,7 +188,10 @@ pub enum ApplyError {
             "the steps before this one were rolled back; `berth secrets verify` checks the secrets alone"
         )
     )]
-    Secret { address: String, reason: String },
+    Secret {
+        address: String,
+        reason: steps::DeliverError,
+    },
     /// A secret file could not be re-encrypted or its mode healed.
     #[error("`{address}`: {reason}")]
     #[diagnostic(
