@@ -67,7 +67,7 @@ fn create_temporary(
 fn random_suffix() -> std::io::Result<String> {
     let mut bytes = [0u8; 8];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::encode::hex(&bytes))
 }
 
 /// Whether a directory that others may write into is acceptable when it has the sticky

@@ -9,7 +9,6 @@ use bollard::models::{
 };
 
 use crate::graph::Resource;
-use crate::spec::{Mount, PortMapping};
 use crate::spec::{Pod, RestartPolicy as Restart};
 
 /// The engine's name of a project's network, volume or container part.
@@ -55,7 +54,7 @@ pub fn body(
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &pod.ports {
-        if let Ok(pm) = PortMapping::parse(&p.value) {
+        if let Ok(pm) = p.get() {
             let key = format!("{}/{}", pm.container, pm.protocol);
             exposed.push(key.clone());
             bindings
@@ -124,7 +123,7 @@ pub fn body(
 fn mounts(project: &str, pod: &Pod, spec_dir: &Path) -> Vec<EngineMount> {
     pod.volumes
         .iter()
-        .filter_map(|m| Mount::parse(&m.value).ok())
+        .filter_map(|m| m.get().ok())
         .map(|m| EngineMount {
             target: Some(m.target.to_owned()),
             source: Some(if m.bind {

@@ -308,40 +308,66 @@ pub struct Response {
     pub latency: Duration,
 }
 
+/// Why a GET got no response: the port refused the connection, the answer was not HTTP, or
+/// none came in time.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Http(hyper::Error),
+    #[error("{0}")]
+    Request(hyper::http::Error),
+    #[error("reading the body: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// GET `path` on `ip:port`; the response status.
-pub async fn http_get(ip: &str, port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+pub async fn http_get(
+    ip: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, ProbeError> {
     get(ip, port, path, timeout).await.map(|r| r.status)
 }
 
 /// GET `path` on `ip:port` with its headers and body (at most `MAX_BODY` bytes).
-pub async fn get(ip: &str, port: u16, path: &str, timeout: Duration) -> Result<Response, String> {
+pub async fn get(
+    ip: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<Response, ProbeError> {
     use http_body_util::BodyExt;
     const MAX_BODY: usize = 1 << 20;
     let start = Instant::now();
     let attempt = async {
         let stream = tokio::net::TcpStream::connect((ip, port))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ProbeError::Connect)?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(ProbeError::Http)?;
         tokio::spawn(connection);
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, ip)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(ProbeError::Request)?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ProbeError::Http)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let limited = http_body_util::Limited::new(response.into_body(), MAX_BODY);
         let body = limited
             .collect()
             .await
-            .map_err(|e| format!("reading the body: {e}"))?
+            .map_err(ProbeError::Body)?
             .to_bytes();
         Ok(Response {
             status,
@@ -352,7 +378,7 @@ pub async fn get(ip: &str, port: u16, path: &str, timeout: Duration) -> Result<R
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
 /// Time allowed for one post-deploy check request.
@@ -389,7 +415,7 @@ pub async fn checks(
             .map_or(CHECK_TIMEOUT, |l| l.max(CHECK_TIMEOUT));
         let r = get(ip, http.port.value, &http.path, timeout)
             .await
-            .map_err(|e| fail(&name, e))?;
+            .map_err(|e| fail(&name, e.to_string()))?;
         verify(http, &r).map_err(|why| fail(&name, why))?;
     }
     Ok(())

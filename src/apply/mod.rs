@@ -46,6 +46,20 @@ use crate::spec::Spec;
 
 use journal::{CommitItem, Journal, JournalError, Outcome, Record, StepState};
 
+/// A plan's summary as a revision records it.
+impl From<crate::plan::Summary> for crate::state::revisions::Summary {
+    fn from(s: crate::plan::Summary) -> Self {
+        crate::state::revisions::Summary {
+            create: s.create,
+            update: s.update,
+            replace: s.replace,
+            delete: s.delete,
+            heal: s.heal,
+            no_op: s.no_op,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Remove volumes the spec no longer has (their data with them).
@@ -85,7 +99,7 @@ pub enum ApplyError {
         address: String,
         image: String,
         region: String,
-        reason: String,
+        reason: crate::engine::docker::PullError,
     },
     #[error(
         "a {kind} named `{name}` already exists on the engine of region `{region}` and is not berth's for this project; nothing was changed"
@@ -174,7 +188,10 @@ pub enum ApplyError {
             "the steps before this one were rolled back; `berth secrets verify` checks the secrets alone"
         )
     )]
-    Secret { address: String, reason: String },
+    Secret {
+        address: String,
+        reason: steps::DeliverError,
+    },
     /// A secret file could not be re-encrypted or its mode healed.
     #[error("`{address}`: {reason}")]
     #[diagnostic(

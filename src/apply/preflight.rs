@@ -9,6 +9,7 @@ use super::{ApplyError, Run, Status};
 use crate::engine::Engine;
 use crate::graph::Kind;
 use crate::plan::{Action, Change};
+use crate::resources::attr;
 use crate::secrets::delivery;
 use crate::spec::Spec;
 
@@ -127,7 +128,7 @@ impl Run<'_> {
                 };
                 let region = self.region_of(c);
                 if let Some(b) = &pod.build
-                    && let Some(tag) = self.desired(c).and_then(|r| r.attrs.get("build.image"))
+                    && let Some(tag) = self.desired(c).and_then(|r| r.attrs.get(attr::BUILD_IMAGE))
                 {
                     let engine = self.engine(&region);
                     if !engine.image_present(tag).await? {
@@ -161,7 +162,10 @@ impl Run<'_> {
                     }
                 }
                 // The image as planned (a rollback pins it to an id).
-                let planned = self.desired(c).and_then(|r| r.attrs.get("image")).cloned();
+                let planned = self
+                    .desired(c)
+                    .and_then(|r| r.attrs.get(attr::IMAGE))
+                    .cloned();
                 if let Some(image) = pod
                     .image
                     .as_ref()

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::journal::CommitItem;
-use crate::engine::Engine;
+use crate::encode::unhex;
+use crate::engine::{Engine, EngineError};
 use crate::secrets::files;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,30 +105,55 @@ fn running() -> bool {
     true
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Why an undo (or a commit's removal) was not carried out: said after what it undid, in
+/// the lines of a rollback or `recover`, that then leaves its journal for another try.
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    /// The region's engine did not answer when the unwind began.
+    #[error("region `{region}` is not connected")]
+    NotConnected { region: String },
+    /// The engine refused or failed the request.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A file on this machine could not be written or removed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The container to give back its name and start is gone (removed by hand?).
+    #[error("container {id} no longer exists")]
+    Gone { id: String },
+    #[error(
+        "the engine refuses to remove network {name}: it has active endpoints, and no container of another project is attached (a container of this project still is?)"
+    )]
+    NetworkInUse { name: String },
+    /// Data could not be put back from the safety copy.
+    #[error("{0}")]
+    Refill(String),
+    /// The revision could not be applied again.
+    #[error("{0}")]
+    Reapply(String),
+    /// A `Reapply` reached [`perform`], which cannot apply a revision.
+    #[error("this undo is carried out by the caller, with a session")]
+    ByCaller,
 }
 
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
-
-fn engine<'e>(engines: &'e HashMap<String, Engine>, region: &str) -> Result<&'e Engine, String> {
-    engines
-        .get(region)
-        .ok_or_else(|| format!("region `{region}` is not connected"))
+fn engine<'e>(engines: &'e HashMap<String, Engine>, region: &str) -> Result<&'e Engine, UndoError> {
+    engines.get(region).ok_or_else(|| UndoError::NotConnected {
+        region: region.to_owned(),
+    })
 }
 
 /// Gives a container back its name (unless it has it) and starts it.
-async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), String> {
-    match e.name_of(id).await.map_err(|x| x.to_string())? {
-        None => return Err(format!("container {} no longer exists", short(id))),
+async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), UndoError> {
+    match e.name_of(id).await? {
+        None => {
+            return Err(UndoError::Gone {
+                id: short(id).to_owned(),
+            });
+        }
         Some(current) if current != name => {
             // Held while undoing the create of the container that had it: free it.
-            e.release_name(name).await.map_err(|x| x.to_string())?;
-            e.rename(id, name).await.map_err(|x| x.to_string())?;
+            e.release_name(name).await?;
+            e.rename(id, name).await?;
         }
         Some(_) => {}
     }
@@ -141,9 +167,9 @@ async fn restore(e: &Engine, id: &str, name: &str, start: bool) -> Result<(), St
 /// A berth killed while the engine stopped it leaves that stop in flight: the container
 /// may still run, so that a bare start is "already started", and die when the stop ends.
 /// Stopping it first waits for any such stop (and is nothing for a stopped container).
-async fn start_again(e: &Engine, id: &str) -> Result<(), String> {
-    e.stop(id).await.map_err(|x| x.to_string())?;
-    e.start(id).await.map_err(|x| x.to_string())
+async fn start_again(e: &Engine, id: &str) -> Result<(), UndoError> {
+    e.stop(id).await?;
+    Ok(e.start(id).await?)
 }
 
 /// The safety copy a `Refill*` undo puts back: its store, backup name and id, and the
@@ -169,7 +195,7 @@ pub async fn perform(
     engines: &HashMap<String, Engine>,
     project: &str,
     u: &Undo,
-) -> (String, Result<(), String>) {
+) -> (String, Result<(), UndoError>) {
     match u {
         Undo::RemoveContainer { region, name } => {
             let r = async { remove_container(engine(engines, region)?, project, name).await };
@@ -225,7 +251,7 @@ pub async fn perform(
         ),
         Undo::RestoreMode { path, mode } => (
             format!("on this machine: mode {mode:04o} of {}", path.display()),
-            crate::fsutil::set_mode(path, *mode).map_err(|e| e.to_string()),
+            crate::fsutil::set_mode(path, *mode).map_err(UndoError::from),
         ),
         Undo::StartContainer { region, id } => {
             let r = async { start_if_there(engine(engines, region)?, id).await };
@@ -247,8 +273,10 @@ pub async fn perform(
             let from = safety_copy(store, backup, id, identity);
             let r = async {
                 let e = engine(engines, region)?;
-                crate::archive::refill::refill_volume(e, project, volume, labels, image, &from)
-                    .await
+                let refilled =
+                    crate::archive::refill::refill_volume(e, project, volume, labels, image, &from)
+                        .await;
+                refilled.map_err(UndoError::Refill)
             };
             let what = format!(
                 "{}: volume {volume} holds the safety copy {id} again",
@@ -274,7 +302,7 @@ pub async fn perform(
         }
         Undo::Reapply { revision } => (
             format!("applied revision {revision} again"),
-            Err("this undo is carried out by the caller, with a session".into()),
+            Err(UndoError::ByCaller),
         ),
     }
 }
@@ -289,7 +317,7 @@ async fn undo_network(
     project: &str,
     region: &str,
     name: &str,
-) -> (String, Result<(), String>) {
+) -> (String, Result<(), UndoError>) {
     let r = match engine(engines, region) {
         Ok(e) => remove_network(e, project, name).await,
         Err(x) => Err(x),
@@ -304,26 +332,24 @@ async fn undo_network(
 /// The engine may still be creating it (berth was killed after asking): the name is held
 /// until the caller releases it, once it is found and removed, so that a create still in
 /// flight cannot leave it behind.
-async fn remove_container(e: &Engine, project: &str, name: &str) -> Result<(), String> {
-    e.remove_named(name, project)
-        .await
-        .map_err(|x| x.to_string())
+async fn remove_container(e: &Engine, project: &str, name: &str) -> Result<(), UndoError> {
+    Ok(e.remove_named(name, project).await?)
 }
 
-async fn remove_volume(e: &Engine, name: &str) -> Result<(), String> {
-    e.remove_volume(name).await.map_err(|x| x.to_string())
+async fn remove_volume(e: &Engine, name: &str) -> Result<(), UndoError> {
+    Ok(e.remove_volume(name).await?)
 }
 
 /// The new container of a blue-green switch goes, and the old one gets its name back.
-async fn unswitch(e: &Engine, new_id: &str, old_id: &str, name: &str) -> Result<(), String> {
-    e.remove(new_id).await.map_err(|x| x.to_string())?;
+async fn unswitch(e: &Engine, new_id: &str, old_id: &str, name: &str) -> Result<(), UndoError> {
+    e.remove(new_id).await?;
     restore(e, old_id, name, true).await
 }
 
 /// A container a restore stopped, started again; removed since, the pod comes back by
 /// `Reapply`.
-async fn start_if_there(e: &Engine, id: &str) -> Result<(), String> {
-    match e.name_of(id).await.map_err(|x| x.to_string())? {
+async fn start_if_there(e: &Engine, id: &str) -> Result<(), UndoError> {
+    match e.name_of(id).await? {
         None => Ok(()),
         Some(_) => start_again(e, id).await,
     }
@@ -335,7 +361,7 @@ fn restore_file(
     bytes: &str,
     mode: u32,
     record: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), UndoError> {
     crate::fsutil::write_atomic(path, &unhex(bytes), mode)
         .and_then(|()| {
             let record_path = files::record_path(path);
@@ -347,12 +373,12 @@ fn restore_file(
                 },
             }
         })
-        .map_err(|e| e.to_string())
+        .map_err(UndoError::from)
 }
 
-fn remove_file(path: &std::path::Path) -> Result<(), String> {
+fn remove_file(path: &std::path::Path) -> Result<(), UndoError> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
 }
@@ -364,13 +390,13 @@ async fn refill_path(
     project: &str,
     path: &std::path::Path,
     from: &crate::archive::refill::BackupRef,
-) -> Result<(), String> {
-    for c in e.containers(project).await.map_err(|x| x.to_string())? {
+) -> Result<(), UndoError> {
+    for c in e.containers(project).await? {
         if c.state == "running" && crate::archive::refill::binds(&c.binds, path) {
-            e.stop(&c.id).await.map_err(|x| x.to_string())?;
+            e.stop(&c.id).await?;
         }
     }
-    crate::archive::refill::refill_path(path, from)
+    crate::archive::refill::refill_path(path, from).map_err(UndoError::Refill)
 }
 
 /// Removes a project's network unless containers of other projects are attached to it:
@@ -382,28 +408,29 @@ async fn refill_path(
 /// `destroy`) makes the engine refuse ("active endpoints"): the attached containers are
 /// listed again, and the network is kept and they are named, as if they had been there
 /// from the start, rather than the removal failing.
-async fn remove_network(e: &Engine, project: &str, name: &str) -> Result<Option<String>, String> {
+async fn remove_network(
+    e: &Engine,
+    project: &str,
+    name: &str,
+) -> Result<Option<String>, UndoError> {
     use crate::engine::docker::NetworkRemoval;
     // Twice at most: a container that left between a refusal and the second look lets the
     // second removal go through.
     for _ in 0..2 {
-        let foreign = e
-            .foreign_on_network(name, project)
-            .await
-            .map_err(|x| x.to_string())?;
+        let foreign = e.foreign_on_network(name, project).await?;
         if !foreign.is_empty() {
             return Ok(Some(format!(
                 "kept network {name}: containers of other projects are attached to it ({}); disconnect them (`docker network disconnect {name} CONTAINER`) and run `berth destroy` again to remove it",
                 foreign.join(", ")
             )));
         }
-        if e.remove_network(name).await.map_err(|x| x.to_string())? == NetworkRemoval::Removed {
+        if e.remove_network(name).await? == NetworkRemoval::Removed {
             return Ok(None);
         }
     }
-    Err(format!(
-        "the engine refuses to remove network {name}: it has active endpoints, and no container of another project is attached (a container of this project still is?)"
-    ))
+    Err(UndoError::NetworkInUse {
+        name: name.to_owned(),
+    })
 }
 
 /// What became of one object a commit let go.
@@ -419,7 +446,7 @@ pub async fn commit_one(
     engines: &HashMap<String, Engine>,
     project: &str,
     item: &CommitItem,
-) -> (String, Result<Committed, String>) {
+) -> (String, Result<Committed, UndoError>) {
     match item {
         CommitItem::Container { region, id } => (
             format!("container {}", short(id)),
@@ -428,7 +455,7 @@ pub async fn commit_one(
                     .remove(id)
                     .await
                     .map(|()| Committed::Removed)
-                    .map_err(|x| x.to_string()),
+                    .map_err(UndoError::from),
                 Err(x) => Err(x),
             },
         ),
@@ -448,7 +475,7 @@ pub async fn commit_one(
                     .remove_volume(name)
                     .await
                     .map(|()| Committed::Removed)
-                    .map_err(|x| x.to_string()),
+                    .map_err(UndoError::from),
                 Err(x) => Err(x),
             },
         ),
@@ -456,14 +483,3 @@ pub async fn commit_one(
 }
 
 pub use crate::engine::names::short;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        let b = vec![0u8, 1, 254, 255, 16];
-        assert_eq!(unhex(&hex(&b)), b);
-    }
-}

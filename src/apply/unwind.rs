@@ -79,7 +79,7 @@ impl Unwind {
         &mut self,
         id: u64,
         what: String,
-        r: Result<(), String>,
+        r: Result<(), super::undo::UndoError>,
         mark: &mut Mark<'_>,
     ) -> Result<(), JournalError> {
         mark(
@@ -119,7 +119,9 @@ pub fn unwind<R: Reapply + ?Sized>(
     let mut u = Unwind::new(pending);
     let mark = &mut |id, state| journal.append(Record::UndoState { id, state });
     while let Some(ToReapply { id, revision }) = runtime.block_on(u.run(engines, project, mark))? {
-        let r = reapply.reapply(revision);
+        let r = reapply
+            .reapply(revision)
+            .map_err(super::undo::UndoError::Reapply);
         u.finish(id, format!("applied revision {revision} again"), r, mark)?;
     }
     let Unwind {

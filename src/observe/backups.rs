@@ -2,26 +2,10 @@
 //! engine: each one the spec declares observed as configured when something of it exists,
 //! with its drift and its store's problems; the timers of backups no longer desired.
 
-use std::path::Path;
-
 use super::{ObservedResource, ObservedState, Scope};
 use crate::archive::schedule;
 use crate::graph::{Kind, Resource};
-use crate::spec::Spec;
-
-/// The spec of the latest applied revision (none before the first apply, or after a
-/// destroy).
-fn applied_spec(state: &crate::state::StateDir) -> Option<Spec> {
-    let latest = crate::state::revisions::latest(state).ok()?;
-    if latest == 0 {
-        return None;
-    }
-    let r = crate::state::revisions::load(state, latest).ok()?;
-    if r.destroyed {
-        return None;
-    }
-    crate::spec::load::load_str(Path::new(&r.spec_path), r.spec_text).spec
-}
+use crate::resources::attr;
 
 /// Backups are a store directory and schedule units on this machine: each one the spec
 /// declares is observed as configured when something of it exists, with its drift. A
@@ -40,13 +24,13 @@ pub fn observe(
         spec,
         spec_path,
         spec_dir,
-        state,
+        state_dir,
+        applied,
         desired,
         ..
     } = *scope;
     let mut problems = Vec::new();
     observed.unobserved.retain(|k| *k != Kind::Backup);
-    let applied = applied_spec(state);
     for r in desired.iter().filter(|r| r.address.kind == Kind::Backup) {
         let Some(backup) = spec.backups.get(&r.address.name) else {
             continue;
@@ -68,17 +52,14 @@ pub fn observe(
             &r.address.name,
             backup,
             &schedule::RunAs {
-                state_dir: &state.path,
+                state_dir,
                 identity: &crate::secrets::files::identity_path(spec, spec_dir),
             },
         );
         if let Some(drift) = super::backup_units::observe(&store, units.as_deref()) {
             let mut attrs = r.attrs.clone();
-            if let Some(was) = applied
-                .as_ref()
-                .and_then(|a| a.backups.get(&r.address.name))
-            {
-                attrs.insert("before_apply".into(), was.before_apply.to_string());
+            if let Some(was) = applied.and_then(|a| a.backups.get(&r.address.name)) {
+                attrs.insert(attr::BEFORE_APPLY.into(), was.before_apply.to_string());
             }
             observed.resources.push(ObservedResource {
                 address: r.address.clone(),

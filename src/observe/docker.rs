@@ -5,6 +5,7 @@ use super::{Drift, ObservedResource};
 use crate::engine::docker::{ContainerInfo, ObjectInfo};
 use crate::engine::{Engine, EngineError, labels, names};
 use crate::graph::{Address, Kind};
+use crate::resources::attr;
 
 /// The project's resources on `engine`, with addresses qualified by `region` when the spec
 /// qualifies them (`None` for a single-region spec).
@@ -164,7 +165,7 @@ pub fn from_lists(
         let mut drift = Vec::new();
         match state {
             Some((state, _)) if state != "running" => drift.push(Drift {
-                field: "state".into(),
+                field: attr::STATE.into(),
                 observed: state.to_owned(),
                 expected: "running".into(),
             }),

@@ -153,7 +153,12 @@ pub struct Scope<'a> {
     /// The spec file (absolute), and its directory: relative paths are relative to it.
     pub spec_path: &'a Path,
     pub spec_dir: &'a Path,
-    pub state: &'a crate::state::StateDir,
+    /// The project's state directory, that a backup's timer hands to `berth backup run`.
+    pub state_dir: &'a Path,
+    /// The spec of the latest applied revision (none before the first apply, or after a
+    /// destroy): what is only in the spec (a backup's `before_apply`) is observed as it had
+    /// it.
+    pub applied: Option<&'a Spec>,
     /// The desired resources: each secret and backup among them is observed on this
     /// machine.
     pub desired: &'a [Resource],

@@ -10,6 +10,7 @@ use super::{Drift, ObservedResource, ObservedState};
 use crate::diag::{Diagnostic, Span};
 use crate::fsutil;
 use crate::graph::{Kind, Resource};
+use crate::resources::attr;
 use crate::secrets::age::Identity;
 use crate::secrets::files::{
     ENV_IDENTITY, FILE_MODE, FileFacts, Inspection, NOT_RECORDED, PlaceError, identity_path,
@@ -313,14 +314,14 @@ pub fn drift(file: &FileFacts) -> Vec<Drift> {
     }
     if file.mode != FILE_MODE {
         out.push(Drift {
-            field: "mode".into(),
+            field: attr::MODE.into(),
             observed: format!("{:04o}", file.mode),
             expected: format!("{FILE_MODE:04o}"),
         });
     }
     if file.stale_recipients() {
         out.push(Drift {
-            field: "recipients".into(),
+            field: attr::RECIPIENTS.into(),
             observed: file
                 .recorded
                 .as_ref()
@@ -370,9 +371,9 @@ pub fn hold_unusable(desired: &mut [Resource], observed: &ObservedState, unusabl
             continue;
         };
         for name in unusable {
-            let field = format!("secret.{name}.version");
+            let field = attr::secret_version(name);
             if let Some(v) = have.attrs.get(&field)
-                && want.attrs.contains_key(&format!("secret.{name}"))
+                && want.attrs.contains_key(&attr::secret(name))
             {
                 want.attrs.insert(field, v.clone());
             }

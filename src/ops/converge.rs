@@ -103,7 +103,7 @@ impl Session {
                     spec_text: self.spec_text.clone(),
                     images,
                     secrets,
-                    summary: self.plan.summary.clone(),
+                    summary: self.plan.summary.clone().into(),
                     destroyed: self.goal == Goal::Nothing,
                 },
             )?;

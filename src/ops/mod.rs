@@ -107,11 +107,13 @@ impl Session {
         let target = Target::choose(current, path, &state, opts.revision)?;
         let runtime = crate::engine::runtime().map_err(OpError::Runtime)?;
         let (secrets, desired) = desire(&target, goal)?;
+        let applied = crate::state::revisions::applied_spec(&state);
         let seen = runtime.block_on(crate::observe::observe(&crate::observe::Scope {
             spec: &target.valid.spec,
             spec_path: &target.spec_path,
             spec_dir: &target.spec_dir,
-            state: &state,
+            state_dir: &state.path,
+            applied: applied.as_ref(),
             desired: &desired,
             secrets: &secrets,
             local: goal == Goal::Spec,

@@ -191,7 +191,7 @@ pub struct Mount<'a> {
 }
 
 impl<'a> Mount<'a> {
-    pub fn parse(s: &'a str) -> Result<Mount<'a>, MountError> {
+    fn parse(s: &'a str) -> Result<Mount<'a>, MountError> {
         let parts: Vec<&str> = s.split(':').collect();
         let (source, target, read_only) = match parts.as_slice() {
             [src, dst] => (*src, *dst, false),
@@ -262,7 +262,7 @@ pub struct PortMapping {
 }
 
 impl PortMapping {
-    pub fn parse(s: &str) -> Result<PortMapping, PortError> {
+    fn parse(s: &str) -> Result<PortMapping, PortError> {
         let (rest, protocol) = match s.rsplit_once('/') {
             Some((r, p @ ("tcp" | "udp"))) => (r, p),
             Some((_, p)) => {

@@ -25,10 +25,23 @@ pub struct Revision {
     pub images: BTreeMap<String, String>,
     /// The fingerprint of each secret's ciphertext, by name.
     pub secrets: BTreeMap<String, String>,
-    pub summary: crate::plan::Summary,
+    pub summary: Summary,
     /// `berth destroy`: the revision in which nothing runs.
     #[serde(default)]
     pub destroyed: bool,
+}
+
+/// How many changes of each kind a revision's apply made: its plan's summary as the
+/// revision file keeps it (apply converts the planner's), so that state reads nothing of
+/// the planner and what sits below it (observation) may use state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub heal: usize,
+    pub no_op: usize,
 }
 
 fn dir_of(dir: &StateDir) -> std::path::PathBuf {
@@ -67,6 +80,20 @@ pub fn load(dir: &StateDir, n: u64) -> Result<Revision, StateError> {
         path,
         reason: e.to_string(),
     })
+}
+
+/// The spec of the latest applied revision (none before the first apply, after a destroy,
+/// or when the revisions cannot be read: what it serves is observed as the spec has it).
+pub fn applied_spec(dir: &StateDir) -> Option<crate::spec::Spec> {
+    let latest = latest(dir).ok()?;
+    if latest == 0 {
+        return None;
+    }
+    let r = load(dir, latest).ok()?;
+    if r.destroyed {
+        return None;
+    }
+    crate::spec::load::load_str(std::path::Path::new(&r.spec_path), r.spec_text).spec
 }
 
 /// Writes a revision (atomically, 0600).

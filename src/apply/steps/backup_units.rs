@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::{ApplyError, Run, Undo, undo};
+use super::super::{ApplyError, Run, Undo};
 use crate::plan::Change;
 
 /// Why a backup's store or units could not be set up or removed.
@@ -80,7 +80,7 @@ impl Run<'_> {
             };
             self.record_undo(Undo::RestoreFile {
                 path: path.clone(),
-                bytes: undo::hex(&old),
+                bytes: crate::encode::hex(&old),
                 mode: 0o644,
                 record: None,
             })
@@ -128,7 +128,7 @@ impl Run<'_> {
                 Some(old) if old == content.as_bytes() => continue,
                 Some(old) => self.record_undo(Undo::RestoreFile {
                     path: path.clone(),
-                    bytes: undo::hex(&old),
+                    bytes: crate::encode::hex(&old),
                     mode: 0o644,
                     record: None,
                 }),

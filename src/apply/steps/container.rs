@@ -11,6 +11,7 @@ use super::super::undo::short;
 use super::super::{ApplyError, Run, Status, Undo};
 use crate::engine::labels;
 use crate::plan::{Change, ReplaceOrder};
+use crate::resources::attr;
 use crate::secrets::delivery;
 use crate::secrets::files;
 
@@ -118,7 +119,11 @@ impl Run<'_> {
         {
             let image = self
                 .desired(c)
-                .and_then(|r| r.attrs.get("build.image").or_else(|| r.attrs.get("image")))
+                .and_then(|r| {
+                    r.attrs
+                        .get(attr::BUILD_IMAGE)
+                        .or_else(|| r.attrs.get(attr::IMAGE))
+                })
                 .cloned()
                 .unwrap_or_default();
             let owner = self.owner(c, &region, pod, &image).await?;
@@ -169,7 +174,7 @@ impl Run<'_> {
         for (field, value) in resource.attrs.iter_mut() {
             if value == files::KNOWN_AFTER_APPLY
                 && let Some(name) = field
-                    .strip_prefix("secret.")
+                    .strip_prefix(attr::SECRET_PREFIX)
                     .and_then(|f| f.strip_suffix(".version"))
                 && let Some(f) = self.secret_files.borrow().get(name)
             {
@@ -199,8 +204,8 @@ impl Run<'_> {
         // rollback).
         if let Some(image) = resource
             .attrs
-            .get("build.image")
-            .or_else(|| resource.attrs.get("image"))
+            .get(attr::BUILD_IMAGE)
+            .or_else(|| resource.attrs.get(attr::IMAGE))
         {
             body.image = Some(image.clone());
         }
@@ -238,11 +243,10 @@ impl Run<'_> {
     ) -> Result<(), ApplyError> {
         let engine = self.engine(region);
         // A container observed stopped (drift in `state`) stays stopped when restored.
-        let was_running = !self
-            .observed
-            .resources
-            .iter()
-            .any(|o| o.id.as_deref() == Some(id) && o.drift.iter().any(|d| d.field == "state"));
+        let was_running =
+            !self.observed.resources.iter().any(|o| {
+                o.id.as_deref() == Some(id) && o.drift.iter().any(|d| d.field == attr::STATE)
+            });
         self.record_undo(Undo::Restore {
             region: region.to_owned(),
             id: id.to_owned(),

@@ -14,7 +14,7 @@ pub mod secret;
 pub mod volume;
 
 pub use backup_units::UnitsError;
-pub use secret::HealError;
+pub use secret::{DeliverError, HealError};
 
 use super::{ApplyError, Run};
 use crate::engine::labels;

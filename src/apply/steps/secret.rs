@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::{ApplyError, Run, Undo, undo};
+use super::super::{ApplyError, Run, Undo};
 use crate::plan::Change;
 use crate::secrets::age::AgeError;
 use crate::secrets::{delivery, files};
@@ -32,6 +32,25 @@ pub enum HealError {
     /// Its undo could not be recorded (the journal), so nothing was changed.
     #[error("{0}")]
     Undo(Box<ApplyError>),
+}
+
+/// Why a pod's secrets could not be delivered into its container.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("there is no identity to decrypt its secrets with")]
+    NoIdentity,
+    #[error("the file of secret `{name}` could not be read")]
+    Unreadable { name: String },
+    #[error("secret `{name}`: {source}")]
+    Decrypt { name: String, source: AgeError },
+    /// The owner of the files is a user name, that berth cannot map to numbers.
+    #[error(
+        "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
+    )]
+    UserByName { user: String },
+    /// The files could not be written into their tmpfs directory.
+    #[error("{0}")]
+    Files(delivery::DeliveryError),
 }
 
 impl Run<'_> {
@@ -66,11 +85,11 @@ impl Run<'_> {
                 .map_err(HealError::Encrypt)?;
             self.record_undo(Undo::RestoreFile {
                 path: facts.path.clone(),
-                bytes: undo::hex(&facts.ciphertext),
+                bytes: crate::encode::hex(&facts.ciphertext),
                 mode: facts.mode,
                 record: std::fs::read(files::record_path(&facts.path))
                     .ok()
-                    .map(|r| undo::hex(&r)),
+                    .map(|r| crate::encode::hex(&r)),
             })
             .map_err(|e| HealError::Undo(Box::new(e)))?;
             files::write_secret(&facts.path, &ciphertext, &facts.wanted).map_err(|source| {
@@ -118,7 +137,7 @@ impl Run<'_> {
         c: &Change,
         pod: &crate::spec::Pod,
     ) -> Result<Vec<(String, crate::secrets::Plaintext, Delivery)>, ApplyError> {
-        let fail = |reason: String| ApplyError::Secret {
+        let fail = |reason: DeliverError| ApplyError::Secret {
             address: c.address.to_string(),
             reason,
         };
@@ -130,16 +149,21 @@ impl Run<'_> {
             .secrets
             .identity
             .as_ref()
-            .ok_or_else(|| fail("there is no identity to decrypt its secrets with".into()))?;
+            .ok_or_else(|| fail(DeliverError::NoIdentity))?;
         let files = self.secret_files.borrow();
         for s in &pod.secrets {
             let name = s.value.name();
-            let f = files
-                .get(name)
-                .ok_or_else(|| fail(format!("the file of secret `{name}` could not be read")))?;
-            let value = identity
-                .decrypt(&f.ciphertext)
-                .map_err(|e| fail(format!("secret `{name}`: {e}")))?;
+            let f = files.get(name).ok_or_else(|| {
+                fail(DeliverError::Unreadable {
+                    name: name.to_owned(),
+                })
+            })?;
+            let value = identity.decrypt(&f.ciphertext).map_err(|source| {
+                fail(DeliverError::Decrypt {
+                    name: name.to_owned(),
+                    source,
+                })
+            })?;
             let how = match s.value.env() {
                 Some(var) => Delivery::Env(var.to_owned()),
                 None => Delivery::File(s.value.mode().and_then(|m| m.get()).unwrap_or(0o400)),
@@ -162,7 +186,7 @@ impl Run<'_> {
         if values.is_empty() {
             return Ok(());
         }
-        let fail = |reason: String| ApplyError::Secret {
+        let fail = |reason: DeliverError| ApplyError::Secret {
             address: c.address.to_string(),
             reason,
         };
@@ -188,7 +212,7 @@ impl Run<'_> {
         let image = body.image.clone().unwrap_or_default();
         let (uid, gid) = self.owner(c, region, pod, &image).await?;
         let dir = delivery::prepare(self.project, &file_values, uid, gid)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(DeliverError::Files(e)))?;
         let host = body.host_config.get_or_insert_with(Default::default);
         host.mounts
             .get_or_insert_with(Vec::new)
@@ -216,9 +240,7 @@ impl Run<'_> {
         };
         delivery::numeric_user(&user).ok_or_else(|| ApplyError::Secret {
             address: c.address.to_string(),
-            reason: format!(
-                "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
-            ),
+            reason: DeliverError::UserByName { user: user.clone() },
         })
     }
 
@@ -246,7 +268,7 @@ impl Run<'_> {
         delivery::refill(self.project, dir, &file_values, uid, gid).map_err(|e| {
             ApplyError::Secret {
                 address: c.address.to_string(),
-                reason: e.to_string(),
+                reason: DeliverError::Files(e),
             }
         })
     }

@@ -6,6 +6,18 @@ use futures_util::StreamExt;
 
 use super::{Engine, EngineError};
 
+/// Why an image could not be pulled: the registry's (or the engine's) refusal, as it says
+/// it (an unknown name or tag, a registry out of reach, a login needed).
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// What the registry answered, relayed by the engine.
+    #[error("{0}")]
+    Refused(String),
+    /// The engine's own refusal of the request.
+    #[error("{0}")]
+    Engine(Box<bollard::errors::Error>),
+}
+
 impl Engine {
     /// The id (`sha256:...`) of the image a name or tag stands for now.
     pub async fn image_id(&self, image: &str) -> Result<String, EngineError> {
@@ -35,8 +47,8 @@ impl Engine {
         Ok(self.found("inspect image", r)?.is_some())
     }
 
-    /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal as text.
-    pub async fn pull(&self, image: &str) -> Result<(), String> {
+    /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal, as it says it.
+    pub async fn pull(&self, image: &str) -> Result<(), PullError> {
         self.count();
         // Without a tag the engine would pull every tag of the repository.
         let last = image.rsplit('/').next().unwrap_or(image);
@@ -54,10 +66,12 @@ impl Engine {
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail {
-                        return Err(detail.message.unwrap_or_else(|| "the pull failed".into()));
+                        return Err(PullError::Refused(
+                            detail.message.unwrap_or_else(|| "the pull failed".into()),
+                        ));
                     }
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(PullError::Engine(Box::new(e))),
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ use bollard::Docker;
 pub use containers::{ContainerInfo, ContainerState, NAME_HOLD_LABEL};
 pub use errors::{EngineError, active_endpoints, in_progress, name_conflict};
 pub use exec::ExecIo;
+pub use images::PullError;
 pub use networks::{NetworkRemoval, ObjectInfo, ObjectKind};
 
 /// Oldest engine API berth works with (Docker 19.03).
