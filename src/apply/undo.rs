@@ -95,7 +95,7 @@ pub enum Undo {
     },
     /// The pods of a restored volume about to be removed: the recorded revision is applied
     /// again (after the undos recorded after this one: the data is back first). Carried out
-    /// by [`super::recover::unwind`], through its caller's session; [`perform`] refuses it.
+    /// by [`super::unwind::unwind`], through its caller's session; [`perform`] refuses it.
     Reapply {
         revision: u64,
     },

@@ -336,36 +336,21 @@ fn replay(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalError> {
 
 #[cfg(test)]
 mod tests {
+    use super::record::tests::{begin, undo};
     use super::*;
-    use crate::apply::Undo;
 
-    fn begin() -> Record {
-        Record::Begin {
-            command: "apply".into(),
-            project: "p".into(),
-            spec: "berth.yaml".into(),
-            spec_sha256: "x".into(),
-            spec_text: String::new(),
-            from_revision: 0,
-            revision: 1,
-            at: 0,
-            restore: None,
-        }
-    }
-
-    fn undo(name: &str) -> Undo {
-        Undo::RemoveNetwork {
-            region: "local".into(),
-            name: name.into(),
-        }
-    }
-
-    #[test]
-    fn a_journal_killed_before_it_began_or_after_it_ended_does_not_block_the_next_apply() {
+    /// A state directory in a fresh temporary directory (kept while the guard lives).
+    fn state_dir() -> (tempfile::TempDir, StateDir) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir {
             path: tmp.path().to_path_buf(),
         };
+        (tmp, dir)
+    }
+
+    #[test]
+    fn a_journal_killed_before_it_began_or_after_it_ended_does_not_block_the_next_apply() {
+        let (_tmp, dir) = state_dir();
         // Killed while creating it: an empty or torn first line is no apply at all.
         for text in ["", "{\"t\":\"beg"] {
             std::fs::write(dir.file(FILE), text).unwrap();
@@ -389,10 +374,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_journal_is_read_back_and_a_torn_line_ignored() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir {
-            path: tmp.path().to_path_buf(),
-        };
+        let (_tmp, dir) = state_dir();
         let mut j = Journal::begin(&dir, begin()).unwrap();
         let a = j.next_undo_id();
         j.append(Record::Undo {
@@ -427,10 +409,7 @@ mod tests {
 
     #[test]
     fn a_journal_ended_but_not_set_aside_blocks_no_new_one_and_kinds_are_apart() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir {
-            path: tmp.path().to_path_buf(),
-        };
+        let (_tmp, dir) = state_dir();
         // Killed between `end` and the rename: the file is there, and ended.
         let mut j = Journal::begin(&dir, begin()).unwrap();
         j.append(Record::End {
@@ -453,10 +432,7 @@ mod tests {
 
     #[test]
     fn a_finished_journal_left_in_place_is_put_away_and_a_never_begun_one_replaces_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir {
-            path: tmp.path().to_path_buf(),
-        };
+        let (_tmp, dir) = state_dir();
         assert_eq!(set_aside_finished(&dir, Kind::Apply).unwrap(), None);
         let mut j = Journal::begin(&dir, begin()).unwrap();
         j.append(Record::End {

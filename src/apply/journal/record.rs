@@ -229,10 +229,11 @@ impl Machine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn begin() -> Record {
+    /// A journal's first record, for tests.
+    pub(in crate::apply::journal) fn begin() -> Record {
         Record::Begin {
             command: "apply".into(),
             project: "p".into(),
@@ -246,7 +247,8 @@ mod tests {
         }
     }
 
-    fn undo(name: &str) -> Undo {
+    /// An undo record's content, for tests.
+    pub(in crate::apply::journal) fn undo(name: &str) -> Undo {
         Undo::RemoveNetwork {
             region: "local".into(),
             name: name.into(),

@@ -19,25 +19,23 @@ pub enum PullError {
 }
 
 impl Engine {
-    /// The id (`sha256:...`) of the image a name or tag stands for now.
-    pub async fn image_id(&self, image: &str) -> Result<String, EngineError> {
+    /// What the engine says of the image a name or tag stands for now.
+    async fn inspect(&self, image: &str) -> Result<bollard::models::ImageInspect, EngineError> {
         self.count();
-        let i = self
-            .docker
+        self.docker
             .inspect_image(image)
             .await
-            .map_err(|e| self.call_error("inspect image", e))?;
-        Ok(i.id.unwrap_or_default())
+            .map_err(|e| self.call_error("inspect image", e))
+    }
+
+    /// The id (`sha256:...`) of the image a name or tag stands for now.
+    pub async fn image_id(&self, image: &str) -> Result<String, EngineError> {
+        Ok(self.inspect(image).await?.id.unwrap_or_default())
     }
 
     /// The user an image runs as (`USER` in its Dockerfile), empty for root.
     pub async fn image_user(&self, image: &str) -> Result<String, EngineError> {
-        self.count();
-        let i = self
-            .docker
-            .inspect_image(image)
-            .await
-            .map_err(|e| self.call_error("inspect image", e))?;
+        let i = self.inspect(image).await?;
         Ok(i.config.and_then(|c| c.user).unwrap_or_default())
     }
 

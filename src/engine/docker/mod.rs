@@ -1,7 +1,7 @@
 //! A region's container engine, through bollard: connecting (the region's `engine`, or
 //! DOCKER_HOST, or the local socket), checking that it answers and is recent enough, and the
-//! calls berth makes, by subject: [`containers`], [`networks`] (and volumes), [`images`]
-//! (and builds), [`exec`] (exec, archives, logs and events); [`errors`] holds the engine's
+//! calls berth makes, by subject: `containers`, `networks` (and volumes), `images`
+//! (and builds), `exec` (exec, archives, logs and events); `errors` holds the engine's
 //! errors and the one retry every mutating call goes through. Every call is counted, so
 //! benchmarks can report requests.
 
