@@ -1,5 +1,9 @@
-//! Operations behind the commands. Each takes paths and options, does its work through the
-//! pipeline modules and returns data; printing is the command's business.
+//! The sequencer behind the commands: [`Session::open`] runs the pipeline in order (load
+//! the spec, take the lock, choose what to converge to, work out the desired resources,
+//! observe, plan), and a session then carries its plan out (`converge`) or saves it with
+//! the facts it relies on (`facts`). Plans against another revision or a snapshot are
+//! in `against`; the images a session pins and records in `images`. Each operation
+//! takes paths and options and returns data: printing is the command's business.
 
 use std::path::Path;
 
