@@ -33,6 +33,15 @@ fn pod(name: &str, image: &str, env: &str, extra: &str) -> String {
     )
 }
 
+/// Pods `a` and `b` of the test app at the versions given (their `VERSION`).
+fn a_and_b(image: &str, a: &str, b: &str) -> String {
+    [
+        pod("a", image, &format!("VERSION: {a}"), ""),
+        pod("b", image, &format!("VERSION: {b}"), ""),
+    ]
+    .concat()
+}
+
 /// Revision 1: `a` (blue-green), `b` (owns a volume: recreate), `d`.
 fn rev1(image: &str) -> String {
     [
@@ -346,21 +355,9 @@ fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a1", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a1", "b1"));
     s.berth(&["apply", "--yes"]).code(0);
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a2", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a2", "b1"));
     let plan_file = s.path().join("plan.json");
     s.berth(&["plan", "--out", "plan.json"]).code(0);
     let saved: serde_json::Value =
@@ -393,13 +390,7 @@ fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
 
     // The spec edited after the plan was made: refused too.
     docker(&["start", &format!("{}-b", s.project.0)]);
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a3", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a3", "b1"));
     let err = s.berth(&["apply", "plan.json"]).code(4).stderr_flat();
     assert!(err.contains("spec: was sha256:"), "{err}");
 
@@ -420,24 +411,12 @@ fn a_snapshot_taken_on_the_host_plans_anywhere_without_the_engine() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a1", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a1", "b1"));
     s.berth(&["apply", "--yes"]).code(0);
     let snap = s.berth(&["state", "snapshot"]).code(0).stdout();
     std::fs::write(s.path().join("live.json"), &snap).unwrap();
     // In CI: no engine at all, a changed spec.
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a2", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a2", "b1"));
     let offline = Berth::new()
         .dir(s.path())
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
