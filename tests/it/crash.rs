@@ -102,6 +102,15 @@ fn one_pod(image: &str, version: &str) -> String {
     pod("a", image, &format!("VERSION: {version}"), "")
 }
 
+/// A scene with [`one_pod`] at version 1 applied, and the test app's image.
+fn one_pod_applied() -> (Scene, &'static str) {
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    (s, image)
+}
+
 /// Pod `a` at `version`, a program that ignores SIGTERM: each stop of it lasts the stop's
 /// whole timeout.
 fn slow_pod(image: &str, version: &str) -> String {
@@ -464,11 +473,8 @@ fn a_recover_killed_while_the_engine_removes_is_finished_by_the_next_recover() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
+    let (s, image) = one_pod_applied();
     let next = format!("{}-berth-next", s.name("a"));
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
     s.pods(&one_pod(image, "2"));
     s.berth(&["apply", "--yes"]).code(0);
     s.pods(&one_pod(image, "1"));
@@ -560,10 +566,7 @@ fn two_containers_claiming_one_pod_are_refused_by_plan_and_the_stray_removed_by_
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let real = docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]);
     let labels: std::collections::HashMap<String, String> =
         serde_json::from_value(s.labels_of(&s.name("a"))).unwrap();
@@ -605,10 +608,7 @@ fn destroy_keeps_and_names_a_network_a_foreign_container_uses_and_plan_apply_rec
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let network = format!("{}-default", s.project.0);
     let foreign = format!("{}-foreign", s.project.0);
     let _cleanup = Cleanup::new(&["rm", "-f", &foreign]);
@@ -705,10 +705,7 @@ fn a_foreign_container_joining_the_network_during_destroy_keeps_it_named_and_lea
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let network = format!("{}-default", s.project.0);
     let foreign = format!("{}-foreign", s.project.0);
     let _cleanup = Cleanup::new(&["rm", "-f", &foreign]);
@@ -786,10 +783,7 @@ fn containers_carry_the_revision_that_created_them_and_plan_sees_no_drift_in_it(
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let revision_of = |c: &str| s.labels_of(c)["io.berth.revision"].clone();
     assert_eq!(revision_of(&s.name("a")), "1");
     // A second pod: revision 2 creates it; `a` keeps the revision that created it.
