@@ -333,14 +333,7 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
         for k in 0..2u64 {
             let id = format!("synthetic-d{day:02}-{k}");
             let at = start + day * 86_400 + 3600 * (1 + k);
-            let mut m = real.clone();
-            m["id"] = serde_json::json!(id);
-            m["created_at"] = serde_json::json!(at);
-            std::fs::write(
-                s.store.join(format!("data/{id}.manifest.json")),
-                serde_json::to_vec(&m).unwrap(),
-            )
-            .unwrap();
+            write_manifest(&s, &real, &id, at);
             // The real data (prune reads back what it keeps), written when it says.
             write_backup_data(
                 &s.store.join(format!("data/{id}.tar.zst.age")),
@@ -487,14 +480,7 @@ fn prune_keeps_the_real_newest_when_manifests_claim_2100_or_1970() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(newest("manifest.json")).unwrap()).unwrap();
     for (id, at) in [("forged-future", 4_102_444_800u64), ("forged-epoch", 0)] {
-        let mut m = manifest.clone();
-        m["id"] = serde_json::json!(id);
-        m["created_at"] = serde_json::json!(at);
-        std::fs::write(
-            s.store.join(format!("data/{id}.manifest.json")),
-            serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
+        write_manifest(&s, &manifest, id, at);
         std::fs::copy(
             newest("tar.zst.age"),
             s.store.join(format!("data/{id}.tar.zst.age")),
@@ -545,14 +531,7 @@ fn restore_and_verify_never_default_to_a_backup_whose_time_is_not_trusted() {
         ("forged-future", 4_102_444_800u64, newest_at),
         ("forged-recent", newest_at + 1, newest_at - 3 * 86_400),
     ] {
-        let mut m = manifest.clone();
-        m["id"] = serde_json::json!(id);
-        m["created_at"] = serde_json::json!(at);
-        std::fs::write(
-            s.store.join(format!("data/{id}.manifest.json")),
-            serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
+        write_manifest(&s, &manifest, id, at);
         write_backup_data(
             &s.store.join(format!("data/{id}.tar.zst.age")),
             &bytes,
@@ -663,6 +642,19 @@ fn a_backup_killed_before_its_manifest_is_listed_as_incomplete_and_removed_by_pr
     assert_eq!(left, [good]);
     let list = s.berth(&["backup", "list"]).code(0).stdout();
     assert!(!list.contains("incomplete"), "{list}");
+}
+
+/// Writes the manifest of the backup `id` of `data`: `manifest` with its id and creation
+/// time (`at`) replaced.
+fn write_manifest(s: &Scene, manifest: &serde_json::Value, id: &str, at: u64) {
+    let mut m = manifest.clone();
+    m["id"] = serde_json::json!(id);
+    m["created_at"] = serde_json::json!(at);
+    std::fs::write(
+        s.store.join(format!("data/{id}.manifest.json")),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
 }
 
 /// Writes a backup's data file, with `at` as its modification time (as if written then).
