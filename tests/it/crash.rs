@@ -10,7 +10,6 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::docker::{self, Cleanup, docker};
@@ -19,7 +18,6 @@ use common::{Berth, Scene};
 /// The scene of these tests: one volume and pods.
 trait CrashScene {
     fn pods(&self, text: &str);
-    fn state(&self) -> PathBuf;
     /// The project's networks and volumes, by name, sorted.
     fn objects(&self, kind: &str) -> Vec<String>;
     /// The labels of a container, as JSON.
@@ -29,10 +27,6 @@ trait CrashScene {
 impl CrashScene for Scene {
     fn pods(&self, text: &str) {
         self.spec(&format!("volumes:\n  data: {{}}\npods:\n{text}"));
-    }
-
-    fn state(&self) -> PathBuf {
-        common::state_home().join(&self.project.0)
     }
 
     fn objects(&self, kind: &str) -> Vec<String> {

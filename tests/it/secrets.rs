@@ -629,7 +629,7 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
     }
     // The files beside the spec (ciphertext, records, the saved plan) and every file of
     // the state directory (lock, journals, revisions).
-    let state = common::state_home().join(&s.project.0);
+    let state = s.state();
     let mut files = 0;
     let mut dirs = vec![s.path().to_path_buf(), state.clone()];
     while let Some(dir) = dirs.pop() {

@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,16 +13,11 @@ use common::{Berth, Scene};
 /// The scene of these tests: one volume, pods as given.
 trait StateScene {
     fn pods(&self, text: &str);
-    fn state(&self) -> PathBuf;
 }
 
 impl StateScene for Scene {
     fn pods(&self, text: &str) {
         self.spec(&format!("volumes:\n  data: {{}}\npods:\n{text}"));
-    }
-
-    fn state(&self) -> PathBuf {
-        common::state_home().join(&self.project.0)
     }
 }
 

@@ -149,6 +149,11 @@ impl Scene {
         Berth::new().dir(self.path()).args(args).run()
     }
 
+    /// The project's state directory (under [`state_home`]).
+    pub fn state(&self) -> PathBuf {
+        state_home().join(&self.project.0)
+    }
+
     /// The container name of a pod.
     pub fn name(&self, pod: &str) -> String {
         format!("{}-{pod}", self.project.0)
