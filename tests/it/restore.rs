@@ -248,15 +248,11 @@ backups:
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
 
-#[test]
-fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
-    if !docker::available() || !tools() {
-        return;
-    }
-    let s = Scene::new();
-    // A context of its own (its image id is not the shared test app's, which the project's
-    // cleanup would remove with it).
-    let context = s.path().join("app");
+/// A build context `name` in the scene's directory: the test app, and a Dockerfile that
+/// copies it into `scratch` with a label of this project's (an image id of its own), then
+/// `tail`.
+fn own_context(s: &Scene, name: &str, tail: &str) {
+    let context = s.path().join(name);
     std::fs::create_dir_all(&context).unwrap();
     std::fs::copy(
         docker::testapp_context().join("testapp"),
@@ -266,11 +262,22 @@ fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
     std::fs::write(
         context.join("Dockerfile"),
         format!(
-            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\nENTRYPOINT [\"/testapp\"]\n",
+            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\n{tail}",
             s.project()
         ),
     )
     .unwrap();
+}
+
+#[test]
+fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    // A context of its own (its image id is not the shared test app's, which the project's
+    // cleanup would remove with it).
+    own_context(&s, "app", "ENTRYPOINT [\"/testapp\"]\n");
     s.spec(
         true,
         &VOLUME_SPEC.replace("image: IMAGE", "build: { context: ./app }"),
@@ -390,21 +397,7 @@ fn a_volume_backup_works_with_an_image_that_has_no_default_command() {
     }
     let s = Scene::new();
     // The test app with no ENTRYPOINT and no CMD: the pod says what to run.
-    let context = s.path().join("bare");
-    std::fs::create_dir_all(&context).unwrap();
-    std::fs::copy(
-        docker::testapp_context().join("testapp"),
-        context.join("testapp"),
-    )
-    .unwrap();
-    std::fs::write(
-        context.join("Dockerfile"),
-        format!(
-            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\n",
-            s.project()
-        ),
-    )
-    .unwrap();
+    own_context(&s, "bare", "");
     let spec = VOLUME_SPEC
         .replace(
             "image: IMAGE",
