@@ -693,19 +693,11 @@ fn a_commands_output_is_backed_up_and_restored_through_a_command() {
         return;
     }
     let s = Scene::new();
-    let image = docker::testapp_image();
     let size = 3_000_000;
     s.spec(
         true,
         &format!(
-            "volumes:
-  data: {{}}
-pods:
-  web:
-    image: {image}
-    volumes: [\"data:/data\"]
-    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
-backups:
+            "{}backups:
   # berth:allow(backup-key-on-host): a test
   dump:
     source: {{ pod: web, exec: [/testapp, emit, \"{size}\"], restore: [/testapp, absorb, /data/restored] }}
@@ -714,7 +706,8 @@ backups:
   broken:
     source: {{ pod: web, exec: [/testapp, absorb, /no/such/dir/file] }}
     store: STORE
-"
+",
+            backup::web_with_data()
         ),
     );
     s.berth(&["apply", "--yes"]).code(0);

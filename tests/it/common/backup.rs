@@ -38,6 +38,21 @@ pub fn keygen(path: &Path) {
     );
 }
 
+/// The volume `data` and the pod `web` (the shared test app) that mounts it at /data.
+pub fn web_with_data() -> String {
+    let image = docker::testapp_image();
+    format!(
+        "volumes:
+  data: {{}}
+pods:
+  web:
+    image: {image}
+    volumes: [\"data:/data\"]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
+"
+    )
+}
+
 pub struct Scene {
     pub inner: super::Scene,
     pub store: PathBuf,
@@ -102,25 +117,18 @@ impl Scene {
     /// The spec of a pod `web` (the shared test app) with a volume `data`, and one backup
     /// `data` of `source` under `retention`; `extra_head` goes after `identity`.
     pub fn data_spec(&self, extra_head: &str, source: &str, retention: &str) {
-        let image = docker::testapp_image();
         self.spec(
             true,
             &format!(
                 "{extra_head}
-volumes:
-  data: {{}}
-pods:
-  web:
-    image: {image}
-    volumes: [\"data:/data\"]
-    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
-backups:
+{}backups:
   # berth:allow(backup-key-on-host): a test
   data:
     source: {source}
     store: STORE
     retention: {retention}
-"
+",
+                web_with_data()
             ),
         );
     }
