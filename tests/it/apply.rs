@@ -59,14 +59,20 @@ impl ApplyScene for Scene {
     }
 }
 
+/// A scene with the spec above at `VERSION: v1` (with `web` when `with_web`) applied.
+fn applied_v1(with_web: bool) -> Scene {
+    let s = Scene::new();
+    s.write("VERSION: v1", with_web);
+    s.berth(&["apply", "--yes"]).code(0);
+    s
+}
+
 #[test]
 fn an_empty_host_converges_and_a_second_apply_changes_nothing() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    s.write("VERSION: v1", true);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = applied_v1(true);
     assert_eq!(containers_of(&s.project.0), [s.name("api"), s.name("web")]);
     assert_eq!(http_get(&s.name("api"), 8000, "/version"), "v1");
     assert_eq!(http_get(&s.name("web"), 8080, "/health"), "ok");
@@ -90,9 +96,7 @@ fn a_changed_pod_is_replaced_and_the_others_keep_their_containers() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    s.write("VERSION: v1", true);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = applied_v1(true);
     let api_before = container_id(&s.name("api")).expect("api runs");
     let web_before = container_id(&s.name("web")).expect("web runs");
 
@@ -129,9 +133,7 @@ fn a_failed_health_gate_rolls_back_to_the_serving_container() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    s.write("VERSION: v1", true);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = applied_v1(true);
     let api_before = container_id(&s.name("api")).expect("api runs");
 
     s.write("VERSION: v2, FAIL_HEALTH: 1", true);
@@ -160,9 +162,7 @@ fn a_stopped_container_is_healed_and_a_removed_pod_is_deleted_keeping_its_volume
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    s.write("VERSION: v1", true);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = applied_v1(true);
 
     docker::docker(&["stop", "-t", "1", &s.name("web")]);
     assert_eq!(changed(&s.plan(2)), [("pod.web".to_owned(), Action::Heal)]);
@@ -464,9 +464,7 @@ fn a_container_left_aside_by_an_interrupted_apply_stops_the_next_one_early() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    s.write("VERSION: v1", false);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = applied_v1(false);
     // What a killed recreate leaves: the old container renamed aside.
     let leftover = format!("{}-berth-old", s.name("api"));
     docker::docker(&[
@@ -593,9 +591,7 @@ fn a_container_that_was_stopped_stays_stopped_when_a_failed_replace_is_undone() 
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    s.write("VERSION: v1", false);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = applied_v1(false);
     docker::docker(&["stop", "-t", "1", &s.name("api")]);
     s.write("VERSION: v2, FAIL_HEALTH: 1", false);
     s.berth(&["apply", "--yes"]).code(1);

@@ -5,135 +5,16 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Berth;
-use common::docker::{self, Project, docker};
+use common::backup::{self, Scene, keygen, sample, tree};
+use common::docker::{self, docker};
 
 fn tools() -> bool {
-    let ok = ["age", "zstd", "tar"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok && std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
-        panic!("the age, zstd and tar CLIs are needed (`.ci/run` installs them)");
-    }
-    ok
-}
-
-struct Scene {
-    project: Project,
-    dir: tempfile::TempDir,
-    store: PathBuf,
-}
-
-impl Scene {
-    fn new() -> Self {
-        let project = Project::new();
-        // Not under /tmp (refused), wherever the checkout is.
-        let store = common::store_root(&project.0);
-        Scene {
-            project,
-            dir: tempfile::tempdir().unwrap(),
-            store,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn spec(&self, extra_head: &str, source: &str, retention: &str) {
-        let image = docker::testapp_image();
-        let text = format!(
-            "version: 1
-project: {p}
-identity: ./key.txt
-{extra_head}
-volumes:
-  data: {{}}
-pods:
-  web:
-    image: {image}
-    volumes: [\"data:/data\"]
-    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
-backups:
-  # berth:allow(backup-key-on-host): a test
-  data:
-    source: {source}
-    store: {store}
-    retention: {retention}
-",
-            p = self.project.0,
-            store = self.store.display(),
-        );
-        std::fs::write(self.path().join("berth.yaml"), text).unwrap();
-    }
-
-    fn berth(&self, args: &[&str]) -> common::Run {
-        Berth::new().dir(self.path()).args(args).run()
-    }
-
-    fn files(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.store.join("data"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    fn data_files(&self) -> Vec<PathBuf> {
-        self.files()
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(".tar.zst.age"))
-            .collect()
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
-fn keygen(path: &Path) {
-    assert!(
-        Command::new("age-keygen")
-            .arg("-o")
-            .arg(path)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-}
-
-/// Every file under `root` by relative path: content hash (or link target), and mode.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    use sha2::{Digest, Sha256};
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let v = if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(p.clone());
-                "dir".into()
-            } else {
-                let mut h = Sha256::new();
-                std::io::copy(&mut std::fs::File::open(&p).unwrap(), &mut h).unwrap();
-                format!("{:x} {:o}", h.finalize(), meta.permissions().mode() & 0o777)
-            };
-            out.insert(rel, v);
-        }
-    }
-    out
+    backup::tools(&["age", "zstd", "tar"])
 }
 
 /// The disaster-recovery one-liner from the README, with the standard tools.
@@ -151,40 +32,13 @@ fn open_without_berth(key: &Path, file: &Path, into: &Path) {
     assert!(status.success(), "the one-liner failed");
 }
 
-/// Files of every kind: empty, nested, odd names, a symlink, and a large sparse-ish file.
-fn sample(root: &Path, big_mib: u64) {
-    std::fs::create_dir_all(root.join("nested/deeper")).unwrap();
-    std::fs::write(root.join("hello.txt"), "hello\n").unwrap();
-    std::fs::write(root.join("empty"), "").unwrap();
-    std::fs::write(root.join("nested/deeper/odd name — ü ✓.txt"), "odd\n").unwrap();
-    std::fs::write(root.join("nested/-starts-with-dash"), "dash\n").unwrap();
-    std::os::unix::fs::symlink("hello.txt", root.join("link-to-hello")).unwrap();
-    std::fs::set_permissions(
-        root.join("hello.txt"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
-    // Mostly a hole, with data at a few places.
-    let big = std::fs::File::create(root.join("big.bin")).unwrap();
-    big.set_len(big_mib * 1024 * 1024).unwrap();
-    use std::os::unix::fs::FileExt;
-    for (i, at) in [0u64, big_mib * 1024 * 512, big_mib * 1024 * 1024 - 4096]
-        .iter()
-        .enumerate()
-    {
-        big.write_at(format!("block {i} at {at}").as_bytes(), *at)
-            .unwrap();
-    }
-}
-
 #[test]
 fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
     if !docker::available() || !tools() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
     s.berth(&["apply", "--yes"]).code(0);
     // The data, put into the volume of the running pod.
     let src = s.path().join("src");
@@ -193,7 +47,7 @@ fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     sample(&src, big_mib);
-    let web = format!("{}-web", s.project.0);
+    let web = s.web();
     docker(&[
         "cp",
         &format!("{}/.", src.display()),
@@ -208,7 +62,7 @@ fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
     );
     // The pod kept running; no helper container is left.
     assert_eq!(
-        common::docker::containers_of(&s.project.0),
+        common::docker::containers_of(s.project()),
         std::slice::from_ref(&web)
     );
     let data = s.data_files();
@@ -259,8 +113,7 @@ fn a_restore_that_fails_its_health_gate_puts_the_safety_copy_back() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
     // The app is unhealthy while /data/broken exists.
     let spec = std::fs::read_to_string(s.path().join("berth.yaml"))
         .unwrap()
@@ -271,7 +124,7 @@ fn a_restore_that_fails_its_health_gate_puts_the_safety_copy_back() {
         .replace("retries: 20", "retries: 8");
     std::fs::write(s.path().join("berth.yaml"), spec).unwrap();
     s.berth(&["apply", "--yes"]).code(0);
-    let web = format!("{}-web", s.project.0);
+    let web = s.web();
     let put = |name: &str| {
         let f = s.path().join(name);
         std::fs::write(&f, name).unwrap();
@@ -338,14 +191,7 @@ fn a_host_path_backed_up_opens_without_berth() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    let src = s.path().join("files");
-    sample(&src, 8);
-    s.spec(
-        "",
-        &format!("{{ path: {} }}", src.display()),
-        "{ daily: 7 }",
-    );
+    let src = s.path_backup(8, "{ daily: 7 }");
     // No engine work for a path: but `backup` connects to the engines of the spec.
     if !docker::available() {
         return;
@@ -377,14 +223,7 @@ fn a_flipped_byte_a_truncated_file_or_a_swapped_manifest_is_caught() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    let src = s.path().join("files");
-    sample(&src, 4);
-    s.spec(
-        "",
-        &format!("{{ path: {} }}", src.display()),
-        "{ daily: 7 }",
-    );
+    let src = s.path_backup(4, "{ daily: 7 }");
     s.berth(&["backup", "run", "data"]).code(0);
     std::fs::write(src.join("more"), "more").unwrap();
     s.berth(&["backup", "run", "data"]).code(0);
@@ -443,15 +282,8 @@ fn a_backup_that_cannot_be_read_back_is_a_failure_that_deletes_nothing() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
     keygen(&s.path().join("other.txt"));
-    let src = s.path().join("files");
-    sample(&src, 1);
-    s.spec(
-        "",
-        &format!("{{ path: {} }}", src.display()),
-        "{ daily: 7 }",
-    );
+    let src = s.path_backup(1, "{ daily: 7 }");
     s.berth(&["backup", "run", "data"]).code(0);
     // Now encrypted to someone else only: this machine cannot verify what it wrote.
     let other = String::from_utf8(
@@ -463,7 +295,7 @@ fn a_backup_that_cannot_be_read_back_is_a_failure_that_deletes_nothing() {
             .stdout,
     )
     .unwrap();
-    s.spec(
+    s.data_spec(
         &format!("recipients: [{}]", other.trim()),
         &format!("{{ path: {} }}", src.display()),
         "{ daily: 7 }",
@@ -482,14 +314,7 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    let src = s.path().join("files");
-    sample(&src, 1);
-    s.spec(
-        "",
-        &format!("{{ path: {} }}", src.display()),
-        "{ daily: 7, weekly: 4, monthly: 3 }",
-    );
+    s.path_backup(1, "{ daily: 7, weekly: 4, monthly: 3 }");
     s.berth(&["backup", "run", "data"]).code(0);
     // 90 days of backups, two a day, made from the real one with synthetic times.
     let real_manifest = s
@@ -508,14 +333,7 @@ fn prune_keeps_exactly_the_policy_and_dry_run_lists_what_it_then_deletes() {
         for k in 0..2u64 {
             let id = format!("synthetic-d{day:02}-{k}");
             let at = start + day * 86_400 + 3600 * (1 + k);
-            let mut m = real.clone();
-            m["id"] = serde_json::json!(id);
-            m["created_at"] = serde_json::json!(at);
-            std::fs::write(
-                s.store.join(format!("data/{id}.manifest.json")),
-                serde_json::to_vec(&m).unwrap(),
-            )
-            .unwrap();
+            write_manifest(&s, &real, &id, at);
             // The real data (prune reads back what it keeps), written when it says.
             write_backup_data(
                 &s.store.join(format!("data/{id}.tar.zst.age")),
@@ -579,14 +397,7 @@ fn id_of(data: &Path) -> String {
 
 /// Three real backups of a small host path, oldest first, under `{ daily: 1 }`.
 fn three_backups(s: &Scene) -> Vec<String> {
-    keygen(&s.path().join("key.txt"));
-    let src = s.path().join("files");
-    sample(&src, 1);
-    s.spec(
-        "",
-        &format!("{{ path: {} }}", src.display()),
-        "{ daily: 1 }",
-    );
+    let src = s.path_backup(1, "{ daily: 1 }");
     for n in 0..3 {
         std::fs::write(src.join("n"), format!("{n}")).unwrap();
         s.berth(&["backup", "run", "data"]).code(0);
@@ -669,14 +480,7 @@ fn prune_keeps_the_real_newest_when_manifests_claim_2100_or_1970() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(newest("manifest.json")).unwrap()).unwrap();
     for (id, at) in [("forged-future", 4_102_444_800u64), ("forged-epoch", 0)] {
-        let mut m = manifest.clone();
-        m["id"] = serde_json::json!(id);
-        m["created_at"] = serde_json::json!(at);
-        std::fs::write(
-            s.store.join(format!("data/{id}.manifest.json")),
-            serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
+        write_manifest(&s, &manifest, id, at);
         std::fs::copy(
             newest("tar.zst.age"),
             s.store.join(format!("data/{id}.tar.zst.age")),
@@ -727,14 +531,7 @@ fn restore_and_verify_never_default_to_a_backup_whose_time_is_not_trusted() {
         ("forged-future", 4_102_444_800u64, newest_at),
         ("forged-recent", newest_at + 1, newest_at - 3 * 86_400),
     ] {
-        let mut m = manifest.clone();
-        m["id"] = serde_json::json!(id);
-        m["created_at"] = serde_json::json!(at);
-        std::fs::write(
-            s.store.join(format!("data/{id}.manifest.json")),
-            serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
+        write_manifest(&s, &manifest, id, at);
         write_backup_data(
             &s.store.join(format!("data/{id}.tar.zst.age")),
             &bytes,
@@ -780,14 +577,7 @@ fn a_backup_killed_before_its_manifest_is_listed_as_incomplete_and_removed_by_pr
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    let src = s.path().join("files");
-    sample(&src, 1);
-    s.spec(
-        "",
-        &format!("{{ path: {} }}", src.display()),
-        "{ daily: 1 }",
-    );
+    s.path_backup(1, "{ daily: 1 }");
     let killed = |s: &Scene| {
         let r = Berth::new()
             .dir(s.path())
@@ -854,6 +644,19 @@ fn a_backup_killed_before_its_manifest_is_listed_as_incomplete_and_removed_by_pr
     assert!(!list.contains("incomplete"), "{list}");
 }
 
+/// Writes the manifest of the backup `id` of `data`: `manifest` with its id and creation
+/// time (`at`) replaced.
+fn write_manifest(s: &Scene, manifest: &serde_json::Value, id: &str, at: u64) {
+    let mut m = manifest.clone();
+    m["id"] = serde_json::json!(id);
+    m["created_at"] = serde_json::json!(at);
+    std::fs::write(
+        s.store.join(format!("data/{id}.manifest.json")),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+}
+
 /// Writes a backup's data file, with `at` as its modification time (as if written then).
 fn write_backup_data(path: &Path, bytes: &[u8], at: u64) {
     std::fs::write(path, bytes).unwrap();
@@ -890,34 +693,23 @@ fn a_commands_output_is_backed_up_and_restored_through_a_command() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    let image = docker::testapp_image();
     let size = 3_000_000;
-    let text = format!(
-        "version: 1
-project: {p}
-identity: ./key.txt
-volumes:
-  data: {{}}
-pods:
-  web:
-    image: {image}
-    volumes: [\"data:/data\"]
-    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
-backups:
+    s.spec(
+        true,
+        &format!(
+            "{}backups:
   # berth:allow(backup-key-on-host): a test
   dump:
     source: {{ pod: web, exec: [/testapp, emit, \"{size}\"], restore: [/testapp, absorb, /data/restored] }}
-    store: {store}
+    store: STORE
   # berth:allow(backup-key-on-host): a test
   broken:
     source: {{ pod: web, exec: [/testapp, absorb, /no/such/dir/file] }}
-    store: {store}
+    store: STORE
 ",
-        p = s.project.0,
-        store = s.store.display(),
+            backup::web_with_data()
+        ),
     );
-    std::fs::write(s.path().join("berth.yaml"), text).unwrap();
     s.berth(&["apply", "--yes"]).code(0);
     let r = s.berth(&["backup", "run", "dump"]).code(0);
     assert!(
@@ -950,7 +742,7 @@ backups:
         "{}",
         r.stderr()
     );
-    let web = format!("{}-web", s.project.0);
+    let web = s.web();
     let back = s.path().join("restored");
     docker(&[
         "cp",
@@ -973,8 +765,7 @@ fn the_store_and_the_schedule_are_planned_resources_and_a_stale_backup_is_an_rpo
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
     let with_schedule = |schedule: &str| {
         let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
         let text = match text.find("    schedule:") {
@@ -993,7 +784,7 @@ fn the_store_and_the_schedule_are_planned_resources_and_a_stale_backup_is_an_rpo
     let plan = s.berth(&["plan"]).code(0).stdout();
     assert!(plan.contains("+ backup.data"), "{plan}");
     s.berth(&["apply", "--yes"]).code(0);
-    let timer = common::unit_dir().join(format!("berth-{}-backup-data.timer", s.project.0));
+    let timer = common::unit_dir().join(format!("berth-{}-backup-data.timer", s.project()));
     assert!(
         std::fs::read_to_string(&timer)
             .unwrap()
@@ -1061,8 +852,7 @@ fn before_apply_takes_a_backup_before_a_pod_that_owns_the_volume_is_replaced() {
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
     let edit = |from: &str, to: &str| {
         let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
         std::fs::write(s.path().join("berth.yaml"), text.replace(from, to)).unwrap();
@@ -1154,8 +944,7 @@ fn a_store_berth_did_not_make_is_refused_by_the_pre_flight_and_never_chmod_ed() 
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
     // Someone else's directory: not empty, readable by others, no marker of berth's.
     std::fs::create_dir_all(&s.store).unwrap();
     std::fs::set_permissions(&s.store, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1173,13 +962,13 @@ fn a_store_berth_did_not_make_is_refused_by_the_pre_flight_and_never_chmod_ed() 
     assert!(err.contains("was not made by berth"), "{err}");
     // Refused before the first change: no container, volume or network; the directory as
     // it was.
-    assert!(docker::containers_of(&s.project.0).is_empty());
+    assert!(docker::containers_of(s.project()).is_empty());
     let volumes = docker(&[
         "volume",
         "ls",
         "-q",
         "--filter",
-        &format!("label=io.berth.project={}", s.project.0),
+        &format!("label=io.berth.project={}", s.project()),
     ]);
     assert_eq!(volumes.trim(), "");
     let networks = docker(&[
@@ -1187,7 +976,7 @@ fn a_store_berth_did_not_make_is_refused_by_the_pre_flight_and_never_chmod_ed() 
         "ls",
         "-q",
         "--filter",
-        &format!("label=io.berth.project={}", s.project.0),
+        &format!("label=io.berth.project={}", s.project()),
     ]);
     assert_eq!(networks.trim(), "");
     assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o755);
@@ -1253,8 +1042,7 @@ fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_
         return;
     }
     let s = Scene::new();
-    keygen(&s.path().join("key.txt"));
-    s.spec("", "{ volume: data }", "{ daily: 7 }");
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
     let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
     let text = text.replace("    retention:", "    schedule: daily\n    retention:");
     std::fs::write(s.path().join("berth.yaml"), text).unwrap();
@@ -1263,7 +1051,7 @@ fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_
     std::fs::create_dir_all(&units).unwrap();
     let victim = s.path().join("victim");
     std::fs::write(&victim, "precious").unwrap();
-    let service = units.join(format!("berth-{}-backup-data.service", s.project.0));
+    let service = units.join(format!("berth-{}-backup-data.service", s.project()));
     let _ = std::fs::remove_file(&service);
     std::os::unix::fs::symlink(&victim, &service).unwrap();
     let r = s.berth(&["apply", "--yes"]).code(1);
@@ -1271,7 +1059,7 @@ fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_
     assert!(err.contains("cannot write its schedule's units"), "{err}");
     assert!(err.contains("symlink"), "{err}");
     // Refused before the first change: no container, the victim and the link as they were.
-    assert!(docker::containers_of(&s.project.0).is_empty());
+    assert!(docker::containers_of(s.project()).is_empty());
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(
         std::fs::symlink_metadata(&service)
@@ -1282,5 +1070,5 @@ fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_
     std::fs::remove_file(&service).unwrap();
     s.berth(&["apply", "--yes"]).code(0);
     let _ = std::fs::remove_file(&service);
-    let _ = std::fs::remove_file(units.join(format!("berth-{}-backup-data.timer", s.project.0)));
+    let _ = std::fs::remove_file(units.join(format!("berth-{}-backup-data.timer", s.project())));
 }

@@ -10,7 +10,6 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::docker::{self, Cleanup, docker};
@@ -19,7 +18,6 @@ use common::{Berth, Scene};
 /// The scene of these tests: one volume and pods.
 trait CrashScene {
     fn pods(&self, text: &str);
-    fn state(&self) -> PathBuf;
     /// The project's networks and volumes, by name, sorted.
     fn objects(&self, kind: &str) -> Vec<String>;
     /// The labels of a container, as JSON.
@@ -29,10 +27,6 @@ trait CrashScene {
 impl CrashScene for Scene {
     fn pods(&self, text: &str) {
         self.spec(&format!("volumes:\n  data: {{}}\npods:\n{text}"));
-    }
-
-    fn state(&self) -> PathBuf {
-        common::state_home().join(&self.project.0)
     }
 
     fn objects(&self, kind: &str) -> Vec<String> {
@@ -100,6 +94,15 @@ fn secret_revision(image: &str, version: &str, secret: bool) -> String {
 /// One pod, `a`, replaced blue-green between versions.
 fn one_pod(image: &str, version: &str) -> String {
     pod("a", image, &format!("VERSION: {version}"), "")
+}
+
+/// A scene with [`one_pod`] at version 1 applied, and the test app's image.
+fn one_pod_applied() -> (Scene, &'static str) {
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&one_pod(image, "1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    (s, image)
 }
 
 /// Pod `a` at `version`, a program that ignores SIGTERM: each stop of it lasts the stop's
@@ -464,11 +467,8 @@ fn a_recover_killed_while_the_engine_removes_is_finished_by_the_next_recover() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
+    let (s, image) = one_pod_applied();
     let next = format!("{}-berth-next", s.name("a"));
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
     s.pods(&one_pod(image, "2"));
     s.berth(&["apply", "--yes"]).code(0);
     s.pods(&one_pod(image, "1"));
@@ -560,10 +560,7 @@ fn two_containers_claiming_one_pod_are_refused_by_plan_and_the_stray_removed_by_
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let real = docker(&["inspect", "-f", "{{.Id}}", &s.name("a")]);
     let labels: std::collections::HashMap<String, String> =
         serde_json::from_value(s.labels_of(&s.name("a"))).unwrap();
@@ -605,10 +602,7 @@ fn destroy_keeps_and_names_a_network_a_foreign_container_uses_and_plan_apply_rec
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let network = format!("{}-default", s.project.0);
     let foreign = format!("{}-foreign", s.project.0);
     let _cleanup = Cleanup::new(&["rm", "-f", &foreign]);
@@ -705,10 +699,7 @@ fn a_foreign_container_joining_the_network_during_destroy_keeps_it_named_and_lea
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let network = format!("{}-default", s.project.0);
     let foreign = format!("{}-foreign", s.project.0);
     let _cleanup = Cleanup::new(&["rm", "-f", &foreign]);
@@ -786,10 +777,7 @@ fn containers_carry_the_revision_that_created_them_and_plan_sees_no_drift_in_it(
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
-    let image = docker::testapp_image();
-    s.pods(&one_pod(image, "1"));
-    s.berth(&["apply", "--yes"]).code(0);
+    let (s, image) = one_pod_applied();
     let revision_of = |c: &str| s.labels_of(c)["io.berth.revision"].clone();
     assert_eq!(revision_of(&s.name("a")), "1");
     // A second pod: revision 2 creates it; `a` keeps the revision that created it.

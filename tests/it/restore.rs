@@ -6,218 +6,14 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Berth;
+use common::backup::{self, Scene, tree};
 use common::docker::{self, docker};
 
 fn tools() -> bool {
-    let ok = Command::new("age-keygen").arg("--version").output().is_ok();
-    if !ok && std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
-        panic!("the age-keygen CLI is needed (`.ci/run` installs it)");
-    }
-    ok
-}
-
-/// A test's project, spec directory (with an age key) and backup store (under
-/// `$HOME/.cache/berth-tests`, never under /tmp, which berth refuses), removed on drop.
-struct Scene {
-    inner: common::Scene,
-    store: PathBuf,
-    /// `--state-dir` for every berth run, when set.
-    state_dir: Option<PathBuf>,
-}
-
-impl Scene {
-    fn new() -> Self {
-        let inner = common::Scene::new();
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
-        let store = home
-            .join(".cache/berth-tests")
-            .join(format!("restore-{}", inner.project.0));
-        let key = inner.path().join("key.txt");
-        let out = Command::new("age-keygen")
-            .arg("-o")
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        Scene {
-            inner,
-            store,
-            state_dir: None,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-
-    /// Not `berth-PROJECT-*`: the project's cleanup removes those images by id, and this
-    /// one's id is the shared test app's.
-    fn own_tag(&self) -> String {
-        format!("berth-restore-test-{}:test", self.project())
-    }
-
-    /// The test app under a tag of this project's own (untagged on drop): the
-    /// shared `berth-testapp:test` is built again by other test processes, and a tag that
-    /// moves would be a real change to the pods.
-    fn image(&self) -> String {
-        let shared = docker::testapp_image();
-        let id = docker(&["image", "inspect", "-f", "{{.Id}}", shared]);
-        let own = self.own_tag();
-        docker(&["tag", &id, &own]);
-        own
-    }
-
-    fn project(&self) -> &str {
-        &self.inner.project.0
-    }
-
-    fn web(&self) -> String {
-        self.inner.name("web")
-    }
-
-    /// `version`, `project`, `identity` (unless `identity` is false), then `rest` with
-    /// `STORE` replaced by the store.
-    fn spec(&self, identity: bool, rest: &str) {
-        let head = if identity {
-            "identity: ./key.txt\n"
-        } else {
-            ""
-        };
-        let rest = rest.replace("STORE", &self.store.display().to_string());
-        self.inner.spec(&format!("{head}{rest}"));
-    }
-
-    fn berth(&self, args: &[&str]) -> common::Run {
-        let mut b = Berth::new().dir(self.path());
-        if let Some(d) = &self.state_dir {
-            b = b.args(["--state-dir", &d.display().to_string()]);
-        }
-        b.args(args).run()
-    }
-
-    fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> common::Run {
-        let mut b = Berth::new().dir(self.path()).args(args);
-        for (k, v) in env {
-            b = b.env(k, v);
-        }
-        b.run()
-    }
-
-    /// The ids of the backups of `name` in the store, oldest first.
-    fn ids(&self, name: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.store.join(name))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter_map(|f| f.strip_suffix(".tar.zst.age").map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    /// The project's helper containers (any state).
-    fn helpers(&self) -> Vec<String> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=io.berth.project={}", self.project()),
-            "--format",
-            "{{.Names}} {{.Labels}}",
-        ]);
-        out.lines()
-            .filter(|l| l.contains("-berth-backup-") || l.contains("io.berth.helper"))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Files of the volume `data`, read through the running pod's container.
-    fn volume_tree(&self) -> BTreeMap<String, String> {
-        let out = tempfile::tempdir().unwrap();
-        docker(&[
-            "cp",
-            &format!("{}:/data/.", self.web()),
-            &out.path().display().to_string(),
-        ]);
-        tree(out.path())
-    }
-
-    /// Writes `files` (name, content) into the volume through the running pod, and removes
-    /// the names in `gone`.
-    fn put(&self, files: &[(&str, &str)]) {
-        let src = tempfile::tempdir().unwrap();
-        for (name, content) in files {
-            let p = src.path().join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
-        }
-        docker(&[
-            "cp",
-            &format!("{}/.", src.path().display()),
-            &format!("{}:/data/", self.web()),
-        ]);
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.store);
-        // The containers go first (the project does it again), then the tag alone: never
-        // the image by id, which other tests share.
-        let filter = format!("label=io.berth.project={}", self.project());
-        if let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["rmi", &self.own_tag()])
-            .output();
-    }
-}
-
-/// Every file under `root` by relative path: its content's hash (or link target) and mode.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    use sha2::{Digest, Sha256};
-    use std::os::unix::fs::PermissionsExt;
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let v = if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(p.clone());
-                "dir".into()
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                format!(
-                    "{:x} {:o}",
-                    Sha256::digest(&bytes),
-                    meta.permissions().mode() & 0o777
-                )
-            };
-            out.insert(rel, v);
-        }
-    }
-    out
+    backup::tools(&["age-keygen"])
 }
 
 fn killed(r: &common::Run) -> bool {
@@ -238,6 +34,17 @@ backups:
     source: { volume: data }
     store: STORE
 ";
+
+/// A scene with the volume spec applied, `files` put into the volume and a first backup of
+/// it written.
+fn backed_up(files: &[(&str, &str)]) -> Scene {
+    let s = Scene::new();
+    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(files);
+    s.berth(&["backup", "run", "data"]).code(0);
+    s
+}
 
 /// After a killed restore: plan and apply refuse (exit 5) until `recover`, which puts back
 /// the data from before (`before`), leaves no helper, and the next plan is clean.
@@ -283,11 +90,7 @@ fn a_volume_restore_killed_at_any_boundary_is_recovered_to_the_data_from_before(
     if !docker::available() || !tools() {
         return;
     }
-    let s = Scene::new();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
-    s.berth(&["apply", "--yes"]).code(0);
-    s.put(&[("a.txt", "old a\n"), ("nested/b.txt", "old b\n")]);
-    s.berth(&["backup", "run", "data"]).code(0);
+    let s = backed_up(&[("a.txt", "old a\n"), ("nested/b.txt", "old b\n")]);
     let backup = s.ids("data")[0].clone();
     // The data now (what every interrupted restore must leave): changed, and grown.
     s.put(&[
@@ -350,11 +153,7 @@ fn recover_forward_finishes_an_interrupted_restore() {
     if !docker::available() || !tools() {
         return;
     }
-    let s = Scene::new();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
-    s.berth(&["apply", "--yes"]).code(0);
-    s.put(&[("a.txt", "old a\n")]);
-    s.berth(&["backup", "run", "data"]).code(0);
+    let s = backed_up(&[("a.txt", "old a\n")]);
     let backup_tree = s.volume_tree();
     let backup = s.ids("data")[0].clone();
     s.put(&[("a.txt", "new a\n"), ("stray.txt", "stray\n")]);
@@ -449,15 +248,11 @@ backups:
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
 
-#[test]
-fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
-    if !docker::available() || !tools() {
-        return;
-    }
-    let s = Scene::new();
-    // A context of its own (its image id is not the shared test app's, which the project's
-    // cleanup would remove with it).
-    let context = s.path().join("app");
+/// A build context `name` in the scene's directory: the test app, and a Dockerfile that
+/// copies it into `scratch` with a label of this project's (an image id of its own), then
+/// `tail`.
+fn own_context(s: &Scene, name: &str, tail: &str) {
+    let context = s.path().join(name);
     std::fs::create_dir_all(&context).unwrap();
     std::fs::copy(
         docker::testapp_context().join("testapp"),
@@ -467,11 +262,22 @@ fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
     std::fs::write(
         context.join("Dockerfile"),
         format!(
-            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\nENTRYPOINT [\"/testapp\"]\n",
+            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\n{tail}",
             s.project()
         ),
     )
     .unwrap();
+}
+
+#[test]
+fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    // A context of its own (its image id is not the shared test app's, which the project's
+    // cleanup would remove with it).
+    own_context(&s, "app", "ENTRYPOINT [\"/testapp\"]\n");
     s.spec(
         true,
         &VOLUME_SPEC.replace("image: IMAGE", "build: { context: ./app }"),
@@ -550,11 +356,7 @@ fn a_safety_copy_cut_short_by_a_kill_is_listed_as_incomplete_and_removed_by_the_
     if !docker::available() || !tools() {
         return;
     }
-    let s = Scene::new();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &s.image()));
-    s.berth(&["apply", "--yes"]).code(0);
-    s.put(&[("a.txt", "a\n")]);
-    s.berth(&["backup", "run", "data"]).code(0);
+    let s = backed_up(&[("a.txt", "a\n")]);
     let good = s.ids("data");
     // Killed once the safety copy's data is written, before its manifest.
     let r = s.berth_env(
@@ -595,21 +397,7 @@ fn a_volume_backup_works_with_an_image_that_has_no_default_command() {
     }
     let s = Scene::new();
     // The test app with no ENTRYPOINT and no CMD: the pod says what to run.
-    let context = s.path().join("bare");
-    std::fs::create_dir_all(&context).unwrap();
-    std::fs::copy(
-        docker::testapp_context().join("testapp"),
-        context.join("testapp"),
-    )
-    .unwrap();
-    std::fs::write(
-        context.join("Dockerfile"),
-        format!(
-            "FROM scratch\nCOPY testapp /testapp\nLABEL io.berth.test={}\n",
-            s.project()
-        ),
-    )
-    .unwrap();
+    own_context(&s, "bare", "");
     let spec = VOLUME_SPEC
         .replace(
             "image: IMAGE",
@@ -892,12 +680,8 @@ fn a_restore_of_a_volume_a_foreign_container_uses_is_refused_before_anything_is_
     if !docker::available() || !tools() {
         return;
     }
-    let s = Scene::new();
+    let s = backed_up(&[("a.txt", "old\n")]);
     let image = s.image();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
-    s.berth(&["apply", "--yes"]).code(0);
-    s.put(&[("a.txt", "old\n")]);
-    s.berth(&["backup", "run", "data"]).code(0);
     s.put(&[("a.txt", "current\n")]);
     let before = s.volume_tree();
     let pod = container_id(&s.web());
@@ -922,12 +706,8 @@ fn recover_brings_the_pods_back_when_the_safety_copy_goes_back_only_on_a_later_r
     if !docker::available() || !tools() {
         return;
     }
-    let s = Scene::new();
+    let s = backed_up(&[("a.txt", "old\n")]);
     let image = s.image();
-    s.spec(true, &VOLUME_SPEC.replace("IMAGE", &image));
-    s.berth(&["apply", "--yes"]).code(0);
-    s.put(&[("a.txt", "old\n")]);
-    s.berth(&["backup", "run", "data"]).code(0);
     s.put(&[("a.txt", "current\n"), ("stray.txt", "not in the backup\n")]);
     let before = s.volume_tree();
     let r = s.berth_env(

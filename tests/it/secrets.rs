@@ -129,6 +129,21 @@ const SECRETS: &str = "  token: { file: secrets/token.age, min_length: 16 }
   jwks: { file: secrets/jwks.age, format: jwks }
 ";
 
+/// The pod `web` at v1 with [`SECRETS`], an identity made by `secrets init` and both
+/// secrets set; returns the identity's public key (what `init` prints).
+fn web_with_secrets_set(s: &Scene, image: &str) -> String {
+    s.write("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
+    let public = s
+        .berth(&["secrets", "init"])
+        .code(0)
+        .stdout()
+        .trim()
+        .to_owned();
+    s.set("token", "a-token-of-enough-length").code(0);
+    s.set("jwks", JWKS).code(0);
+    public
+}
+
 const JWKS: &str =
     r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 
@@ -222,10 +237,7 @@ fn each_preflight_failure_has_its_own_diagnostic_and_changes_nothing() {
     let s = Scene::new();
     let image = docker::testapp_image();
     let write = |version: &str| s.write("identity: ./me.key", SECRETS, &web_pod(image, version));
-    write("v1");
-    s.berth(&["secrets", "init"]).code(0);
-    s.set("token", "a-token-of-enough-length").code(0);
-    s.set("jwks", JWKS).code(0);
+    web_with_secrets_set(&s, image);
     s.berth(&["apply", "--yes"]).code(0);
     // Every attempt below would replace the pod (new env) if it got that far.
     write("v2");
@@ -343,10 +355,7 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.write("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
-    s.berth(&["secrets", "init"]).code(0);
-    s.set("token", "a-token-of-enough-length").code(0);
-    s.set("jwks", JWKS).code(0);
+    web_with_secrets_set(&s, image);
     // The app exits at start without its token: healthy means the file was there first.
     s.berth(&["apply", "--yes"]).code(0);
     assert_eq!(
@@ -620,7 +629,7 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
     }
     // The files beside the spec (ciphertext, records, the saved plan) and every file of
     // the state directory (lock, journals, revisions).
-    let state = common::state_home().join(&s.project.0);
+    let state = s.state();
     let mut files = 0;
     let mut dirs = vec![s.path().to_path_buf(), state.clone()];
     while let Some(dir) = dirs.pop() {
@@ -940,15 +949,7 @@ fn a_truncated_placeholder_or_writable_secret_is_a_preflight_warning_and_replace
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.write("identity: ./me.key", SECRETS, &web_pod(image, "v1"));
-    let me = s
-        .berth(&["secrets", "init"])
-        .code(0)
-        .stdout()
-        .trim()
-        .to_owned();
-    s.set("token", "a-token-of-enough-length").code(0);
-    s.set("jwks", JWKS).code(0);
+    let me = web_with_secrets_set(&s, image);
     s.berth(&["apply", "--yes"]).code(0);
     let before = s.ids();
     let token = s.path().join("secrets/token.age");

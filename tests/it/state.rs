@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,16 +13,11 @@ use common::{Berth, Scene};
 /// The scene of these tests: one volume, pods as given.
 trait StateScene {
     fn pods(&self, text: &str);
-    fn state(&self) -> PathBuf;
 }
 
 impl StateScene for Scene {
     fn pods(&self, text: &str) {
         self.spec(&format!("volumes:\n  data: {{}}\npods:\n{text}"));
-    }
-
-    fn state(&self) -> PathBuf {
-        common::state_home().join(&self.project.0)
     }
 }
 
@@ -31,6 +25,15 @@ fn pod(name: &str, image: &str, env: &str, extra: &str) -> String {
     format!(
         "  {name}:\n    image: {image}\n    env: {{ {env} }}\n{extra}    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 40 }}\n"
     )
+}
+
+/// Pods `a` and `b` of the test app at the versions given (their `VERSION`).
+fn a_and_b(image: &str, a: &str, b: &str) -> String {
+    [
+        pod("a", image, &format!("VERSION: {a}"), ""),
+        pod("b", image, &format!("VERSION: {b}"), ""),
+    ]
+    .concat()
 }
 
 /// Revision 1: `a` (blue-green), `b` (owns a volume: recreate), `d`.
@@ -346,21 +349,9 @@ fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a1", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a1", "b1"));
     s.berth(&["apply", "--yes"]).code(0);
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a2", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a2", "b1"));
     let plan_file = s.path().join("plan.json");
     s.berth(&["plan", "--out", "plan.json"]).code(0);
     let saved: serde_json::Value =
@@ -393,13 +384,7 @@ fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
 
     // The spec edited after the plan was made: refused too.
     docker(&["start", &format!("{}-b", s.project.0)]);
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a3", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a3", "b1"));
     let err = s.berth(&["apply", "plan.json"]).code(4).stderr_flat();
     assert!(err.contains("spec: was sha256:"), "{err}");
 
@@ -420,24 +405,12 @@ fn a_snapshot_taken_on_the_host_plans_anywhere_without_the_engine() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a1", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a1", "b1"));
     s.berth(&["apply", "--yes"]).code(0);
     let snap = s.berth(&["state", "snapshot"]).code(0).stdout();
     std::fs::write(s.path().join("live.json"), &snap).unwrap();
     // In CI: no engine at all, a changed spec.
-    s.pods(
-        &[
-            pod("a", image, "VERSION: a2", ""),
-            pod("b", image, "VERSION: b1", ""),
-        ]
-        .concat(),
-    );
+    s.pods(&a_and_b(image, "a2", "b1"));
     let offline = Berth::new()
         .dir(s.path())
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod backup;
 pub mod docker;
 
 use std::path::{Path, PathBuf};
@@ -146,6 +147,11 @@ impl Scene {
     /// Runs berth in the scene's directory.
     pub fn berth(&self, args: &[&str]) -> Run {
         Berth::new().dir(self.path()).args(args).run()
+    }
+
+    /// The project's state directory (under [`state_home`]).
+    pub fn state(&self) -> PathBuf {
+        state_home().join(&self.project.0)
     }
 
     /// The container name of a pod.
