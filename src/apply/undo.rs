@@ -126,8 +126,8 @@ pub enum UndoError {
     )]
     NetworkInUse { name: String },
     /// Data could not be put back from the safety copy.
-    #[error("{0}")]
-    Refill(String),
+    #[error(transparent)]
+    Refill(crate::archive::refill::RefillError),
     /// The revision could not be applied again.
     #[error("{0}")]
     Reapply(String),
