@@ -130,7 +130,7 @@ pub enum UndoError {
     Refill(crate::archive::refill::RefillError),
     /// The revision could not be applied again.
     #[error("{0}")]
-    Reapply(String),
+    Reapply(#[source] crate::apply::recover::ReapplyError),
     /// A `Reapply` reached [`perform`], which cannot apply a revision.
     #[error("this undo is carried out by the caller, with a session")]
     ByCaller,
