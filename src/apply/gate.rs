@@ -416,35 +416,69 @@ pub async fn checks(
         let r = get(ip, http.port.value, &http.path, timeout)
             .await
             .map_err(|e| fail(&name, e.to_string()))?;
-        verify(http, &r).map_err(|why| fail(&name, why))?;
+        verify(http, &r).map_err(|why| fail(&name, why.to_string()))?;
     }
     Ok(())
 }
 
+/// Why a response fails an HTTP check (said after the check's name).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailed {
+    #[error("answered {got} (expected {expected})")]
+    Status { got: u16, expected: u16 },
+    #[error("answered {got} (expected 2xx)")]
+    NotSuccess { got: u16 },
+    #[error("took {took:?} (at most {max:?})")]
+    Slow { took: Duration, max: Duration },
+    #[error("has no `{header}` header")]
+    NoHeader { header: String },
+    #[error("did not answer JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    #[error("has nothing at `{pointer}`")]
+    NoValue { pointer: String },
+    #[error("`{pointer}` is empty")]
+    Empty { pointer: String },
+    #[error("`{pointer}` is {value}, not {expected}")]
+    NotEqual {
+        pointer: String,
+        value: serde_json::Value,
+        expected: serde_json::Value,
+    },
+}
+
 /// Whether a response passes one check; why not.
-pub fn verify(http: &crate::spec::HttpCheck, r: &Response) -> Result<(), String> {
+pub fn verify(http: &crate::spec::HttpCheck, r: &Response) -> Result<(), CheckFailed> {
     match http.expect_status {
-        Some(s) if r.status != s => return Err(format!("answered {} (expected {s})", r.status)),
+        Some(expected) if r.status != expected => {
+            return Err(CheckFailed::Status {
+                got: r.status,
+                expected,
+            });
+        }
         None if !(200..300).contains(&r.status) => {
-            return Err(format!("answered {} (expected 2xx)", r.status));
+            return Err(CheckFailed::NotSuccess { got: r.status });
         }
         _ => {}
     }
     if let Some(max) = http.max_latency.as_ref().and_then(|l| l.get())
         && r.latency > max
     {
-        return Err(format!("took {:?} (at most {max:?})", r.latency));
+        return Err(CheckFailed::Slow {
+            took: r.latency,
+            max,
+        });
     }
     for h in &http.expect_headers {
         if !r.headers.contains_key(h.as_str()) {
-            return Err(format!("has no `{h}` header"));
+            return Err(CheckFailed::NoHeader { header: h.clone() });
         }
     }
     if let Some(j) = &http.expect_json {
         let doc: serde_json::Value =
-            serde_json::from_slice(&r.body).map_err(|e| format!("did not answer JSON ({e})"))?;
+            serde_json::from_slice(&r.body).map_err(CheckFailed::NotJson)?;
+        let pointer = || j.pointer.value.clone();
         let Some(value) = doc.pointer(&j.pointer.value) else {
-            return Err(format!("has nothing at `{}`", j.pointer.value));
+            return Err(CheckFailed::NoValue { pointer: pointer() });
         };
         if j.non_empty {
             let empty = match value {
@@ -455,13 +489,17 @@ pub fn verify(http: &crate::spec::HttpCheck, r: &Response) -> Result<(), String>
                 _ => false,
             };
             if empty {
-                return Err(format!("`{}` is empty", j.pointer.value));
+                return Err(CheckFailed::Empty { pointer: pointer() });
             }
         }
         if let Some(expected) = &j.equals
             && value != expected
         {
-            return Err(format!("`{}` is {value}, not {expected}", j.pointer.value));
+            return Err(CheckFailed::NotEqual {
+                pointer: pointer(),
+                value: value.clone(),
+                expected: expected.clone(),
+            });
         }
     }
     Ok(())
@@ -584,40 +622,51 @@ mod tests {
         }
     }
 
+    /// A check's verdict as the user reads it.
+    fn why(r: Result<(), CheckFailed>) -> Result<(), String> {
+        r.map_err(|e| e.to_string())
+    }
+
     #[test]
     fn checks_judge_status_json_headers_and_latency() {
         let jwks = check(
             "port: 8000\npath: /jwks\nexpect_status: 200\nexpect_json: { pointer: /keys, non_empty: true }\nmax_latency: 200ms\nexpect_headers: [x-testapp-version]\n",
         );
         assert_eq!(
-            verify(&jwks, &response(200, r#"{"keys":[{"kid":"a"}]}"#, 5)),
+            why(verify(
+                &jwks,
+                &response(200, r#"{"keys":[{"kid":"a"}]}"#, 5)
+            )),
             Ok(())
         );
         assert_eq!(
-            verify(&jwks, &response(200, r#"{"keys":[]}"#, 5)),
+            why(verify(&jwks, &response(200, r#"{"keys":[]}"#, 5))),
             Err("`/keys` is empty".into())
         );
         assert!(
-            verify(&jwks, &response(503, "", 5))
+            why(verify(&jwks, &response(503, "", 5)))
                 .unwrap_err()
                 .contains("503")
         );
         assert!(
-            verify(&jwks, &response(200, r#"{"keys":[1]}"#, 900))
+            why(verify(&jwks, &response(200, r#"{"keys":[1]}"#, 900)))
                 .unwrap_err()
                 .contains("took")
         );
         assert!(
-            verify(&jwks, &response(200, "not json", 5))
+            why(verify(&jwks, &response(200, "not json", 5)))
                 .unwrap_err()
                 .contains("JSON")
         );
         let equals = check("port: 1\nexpect_json: { pointer: /ok, equals: true }\n");
-        assert_eq!(verify(&equals, &response(200, r#"{"ok":true}"#, 1)), Ok(()));
-        assert!(verify(&equals, &response(200, r#"{"ok":false}"#, 1)).is_err());
+        assert_eq!(
+            why(verify(&equals, &response(200, r#"{"ok":true}"#, 1))),
+            Ok(())
+        );
+        assert!(why(verify(&equals, &response(200, r#"{"ok":false}"#, 1))).is_err());
         let header = check("port: 1\nexpect_headers: [x-missing]\n");
         assert!(
-            verify(&header, &response(204, "", 1))
+            why(verify(&header, &response(204, "", 1)))
                 .unwrap_err()
                 .contains("x-missing")
         );

@@ -180,7 +180,10 @@ pub enum ApplyError {
             "nothing was changed; fix the unit directory (or point $BERTH_UNIT_DIR at one of yours), then apply again"
         )
     )]
-    UnitDir { address: String, reason: String },
+    UnitDir {
+        address: String,
+        reason: crate::archive::schedule::UnitDirError,
+    },
     #[error("`{address}`: {reason}")]
     #[diagnostic(
         code(berth::secret),

@@ -32,9 +32,13 @@ pub struct Recovered {
 
 /// Applies a recorded revision again, through its gates (an undo's `Reapply`: the pods a
 /// restore removed come back). Called outside any async runtime: it runs its own apply.
+/// Its error is the layer above's own (an `OpError`), carried whole to the unwind's line.
 pub trait Reapply {
-    fn reapply(&self, revision: u64) -> Result<(), String>;
+    fn reapply(&self, revision: u64) -> Result<(), ReapplyError>;
 }
+
+/// Why a revision could not be applied again: the error of the layer that applies it.
+pub type ReapplyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What `recover` needs from the layer above apply, and the error it answers in.
 pub trait Host: Reapply {

@@ -126,11 +126,11 @@ pub enum UndoError {
     )]
     NetworkInUse { name: String },
     /// Data could not be put back from the safety copy.
-    #[error("{0}")]
-    Refill(String),
+    #[error(transparent)]
+    Refill(crate::archive::refill::RefillError),
     /// The revision could not be applied again.
     #[error("{0}")]
-    Reapply(String),
+    Reapply(#[source] crate::apply::recover::ReapplyError),
     /// A `Reapply` reached [`perform`], which cannot apply a revision.
     #[error("this undo is carried out by the caller, with a session")]
     ByCaller,

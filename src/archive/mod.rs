@@ -134,11 +134,10 @@ pub fn verify(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let (stats, walked) = std::thread::scope(|s| {
         let stream = manifest.format.starts_with("stream");
-        let walker = s.spawn(move || -> Result<u64, String> {
+        let walker = s.spawn(move || -> Result<u64, WalkError> {
             if stream {
                 // A command's output: no entries to walk, the hashes say it all.
-                std::io::copy(&mut pipeline::ChannelReader::new(rx), &mut std::io::sink())
-                    .map_err(|e| e.to_string())?;
+                std::io::copy(&mut pipeline::ChannelReader::new(rx), &mut std::io::sink())?;
                 return Ok(0);
             }
             walk_tar(pipeline::ChannelReader::new(rx))
@@ -149,7 +148,7 @@ pub fn verify(
     let stats = stats.map_err(|e| damaged(e.to_string()))?;
     let files = walked
         .map_err(|_| damaged("reading the tar stream failed".into()))?
-        .map_err(damaged)?;
+        .map_err(|e| damaged(e.to_string()))?;
     if stats.stored_sha256 != manifest.stored_sha256 || stats.stored_bytes != manifest.stored_bytes
     {
         return Err(damaged(format!(
@@ -172,18 +171,28 @@ pub fn verify(
 /// Walks a tar stream, reading every entry to its end and then the stream itself to its
 /// very end: the reader stops at the end-of-archive blocks, and the padding after them is
 /// part of the stream (and of its hash) all the same. Returns the number of entries.
-fn walk_tar(r: impl std::io::Read) -> Result<u64, String> {
+fn walk_tar(r: impl std::io::Read) -> Result<u64, WalkError> {
     let mut archive = tar::Archive::new(r);
     let mut files = 0;
-    let entries = archive.entries().map_err(|e| e.to_string())?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| format!("the tar stream is broken: {e}"))?;
-        std::io::copy(&mut entry, &mut std::io::sink())
-            .map_err(|e| format!("an entry is cut short: {e}"))?;
+    for entry in archive.entries()? {
+        let mut entry = entry.map_err(WalkError::Broken)?;
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(WalkError::CutShort)?;
         files += 1;
     }
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| e.to_string())?;
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
     Ok(files)
+}
+
+/// Why a read-back's walk of the plain stream stopped.
+#[derive(Debug, thiserror::Error)]
+enum WalkError {
+    /// The stream could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("the tar stream is broken: {0}")]
+    Broken(#[source] std::io::Error),
+    #[error("an entry is cut short: {0}")]
+    CutShort(#[source] std::io::Error),
 }
 
 /// Sends what is written to a channel; closing it (drop) ends the reader's stream.

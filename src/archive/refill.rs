@@ -22,9 +22,55 @@ pub struct BackupRef {
 impl BackupRef {
     /// Its data, opened (a backup that cannot be opened stops a restore before anything is
     /// emptied).
-    fn open(&self) -> Result<Box<dyn std::io::Read + Send>, String> {
-        let store = LocalStore::open(&self.store).map_err(|e| e.to_string())?;
-        store.open(&self.name, &self.id).map_err(|e| e.to_string())
+    fn open(&self) -> Result<Box<dyn std::io::Read + Send>, RefillError> {
+        let store = LocalStore::open(&self.store)?;
+        Ok(store.open(&self.name, &self.id)?)
+    }
+}
+
+/// Why a volume or a directory could not be made to hold what a backup holds.
+#[derive(Debug, thiserror::Error)]
+pub enum RefillError {
+    /// The backup's store or data could not be opened.
+    #[error(transparent)]
+    Store(#[from] Box<super::BackupError>),
+    /// The identity that opens the backup could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] crate::secrets::age::AgeError),
+    /// The engine refused or failed a request.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// Containers berth does not manage use the volume.
+    #[error("{}", foreign_users(volume, names))]
+    ForeignUsers { volume: String, names: Vec<String> },
+    /// A file or directory of the place could not be listed or removed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup could not be decrypted or decompressed (into a directory).
+    #[error(transparent)]
+    Open(std::io::Error),
+    /// The backup could not be decrypted or decompressed (into a volume).
+    #[error("the backup could not be read: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// The backup, read, could not be written into the directory.
+    #[error("unpacking into {}: {source}", root.display())]
+    Unpack {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread of the pipeline was lost or panicked (`what` says which).
+    #[error("the {what}")]
+    Thread { what: &'static str },
+}
+
+impl From<super::BackupError> for RefillError {
+    fn from(e: super::BackupError) -> Self {
+        RefillError::Store(Box::new(e))
     }
 }
 
@@ -46,33 +92,30 @@ pub async fn refill_volume(
     volume_labels: &std::collections::BTreeMap<String, String>,
     image: &str,
     from: &BackupRef,
-) -> Result<(), String> {
+) -> Result<(), RefillError> {
     let data = from.open()?;
-    let text = |e: crate::engine::EngineError| e.to_string();
     // Checked before anything is removed: a container berth does not manage keeps the
     // volume in use, and the engine would refuse to remove it after the pods had gone.
-    let foreign = engine
-        .foreign_on_volume(volume, project)
-        .await
-        .map_err(text)?;
+    let foreign = engine.foreign_on_volume(volume, project).await?;
     if !foreign.is_empty() {
-        return Err(foreign_users(volume, &foreign));
+        return Err(RefillError::ForeignUsers {
+            volume: volume.to_owned(),
+            names: foreign,
+        });
     }
-    for c in engine.containers(project).await.map_err(text)? {
+    for c in engine.containers(project).await? {
         if c.volumes.iter().any(|v| v == volume) {
-            engine.remove(&c.id).await.map_err(text)?;
+            engine.remove(&c.id).await?;
         }
     }
-    engine.remove_volume(volume).await.map_err(text)?;
+    engine.remove_volume(volume).await?;
     let l: HashMap<String, String> = volume_labels
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    engine.create_volume(volume, l).await.map_err(text)?;
+    engine.create_volume(volume, l).await?;
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
-    let helper = create_helper(engine, project, image, volume)
-        .await
-        .map_err(text)?;
+    let helper = create_helper(engine, project, image, volume).await?;
     // Decrypted and decompressed on threads, streamed into the helper.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
     let opener = open_into(data, &from.identity, tx);
@@ -90,15 +133,21 @@ pub async fn refill_volume(
     shared.lock().await.take();
     let opened = tokio::task::spawn_blocking(move || opener.join())
         .await
-        .map_err(|_| "the restore thread was lost".to_owned())?;
+        .map_err(|_| RefillError::Thread {
+            what: "restore thread was lost",
+        })?;
     let removed = engine.remove(&helper).await;
-    uploaded.map_err(text)?;
+    uploaded?;
     match opened {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("the backup could not be read: {e}")),
-        Err(_) => return Err("the restore thread panicked".into()),
+        Ok(Err(e)) => return Err(RefillError::Unreadable(e)),
+        Err(_) => {
+            return Err(RefillError::Thread {
+                what: "restore thread panicked",
+            });
+        }
     }
-    removed.map_err(text)
+    Ok(removed?)
 }
 
 /// Why a volume that containers berth does not manage use cannot be made again.
@@ -112,20 +161,21 @@ pub(crate) fn foreign_users(volume: &str, names: &[String]) -> String {
 /// Makes the directory `root` hold exactly what the backup holds: emptied, then the backup
 /// unpacked into it. Idempotent, like [`refill_volume`]. The containers that bind-mount it
 /// are the caller's to stop.
-pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), String> {
+pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), RefillError> {
     let data = from.open()?;
-    let identity = Identity::load(&from.identity).map_err(|e| e.to_string())?;
-    for e in std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
-        .flatten()
-    {
+    let identity = Identity::load(&from.identity)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RefillError::Io { path, source }
+    };
+    for e in std::fs::read_dir(root).map_err(io(root))?.flatten() {
         let p = e.path();
         let r = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
             std::fs::remove_dir_all(&p)
         } else {
             std::fs::remove_file(&p)
         };
-        r.map_err(|x| format!("{}: {x}", p.display()))?;
+        r.map_err(io(&p))?;
     }
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
@@ -140,11 +190,14 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), String> {
             std::io::copy(&mut a.into_inner(), &mut std::io::sink()).map(|_| ())
         });
         let opened = pipeline::open(data, &identity, super::ChannelSink::new(tx));
-        let unpacked = unpacker
-            .join()
-            .map_err(|_| "the unpacking thread panicked".to_owned())?;
-        opened.map_err(|e| e.to_string())?;
-        unpacked.map_err(|e| format!("unpacking into {}: {e}", root.display()))
+        let unpacked = unpacker.join().map_err(|_| RefillError::Thread {
+            what: "unpacking thread panicked",
+        })?;
+        opened.map_err(RefillError::Open)?;
+        unpacked.map_err(|source| RefillError::Unpack {
+            root: root.to_path_buf(),
+            source,
+        })
     })
 }
 

@@ -27,25 +27,44 @@ pub fn unit_dir() -> PathBuf {
 /// Checks, before the first change, that berth may write a backup's units: the unit
 /// directory, if it exists, is one nobody else can write into, and no unit file of the
 /// backup is a symlink (berth never reads or writes a unit through one).
-pub fn check_unit_dir(project: &str, backup: &str) -> Result<(), String> {
+pub fn check_unit_dir(project: &str, backup: &str) -> Result<(), UnitDirError> {
     check_units_in(&unit_dir(), project, backup)
 }
 
-fn check_units_in(dir: &Path, project: &str, backup: &str) -> Result<(), String> {
+/// Why berth may not write a backup's units.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitDirError {
+    /// The unit directory cannot be read, or others may write into it.
+    #[error("`{}`: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A unit file is a symlink, or not a regular file.
+    #[error(
+        "`{}` is a symlink or not a regular file: berth never reads or writes a unit through one; remove it",
+        path.display()
+    )]
+    NotAFile { path: PathBuf },
+}
+
+fn check_units_in(dir: &Path, project: &str, backup: &str) -> Result<(), UnitDirError> {
+    let refused = |source| UnitDirError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    };
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("`{}`: {e}", dir.display())),
+        Err(e) => return Err(refused(e)),
         Ok(_) => {}
     }
-    crate::fsutil::check_private_dir(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+    crate::fsutil::check_private_dir(dir).map_err(refused)?;
     let unit = unit_name(project, backup);
     for file in [format!("{unit}.timer"), format!("{unit}.service")] {
         let path = dir.join(file);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-            return Err(format!(
-                "`{}` is a symlink or not a regular file: berth never reads or writes a unit through one; remove it",
-                path.display()
-            ));
+            return Err(UnitDirError::NotAFile { path });
         }
     }
     Ok(())
@@ -187,7 +206,7 @@ mod tests {
         std::fs::write(&victim, "precious").unwrap();
         let unit = dir.join(format!("{}.service", unit_name("p", "data")));
         std::os::unix::fs::symlink(&victim, &unit).unwrap();
-        let e = check_units_in(&dir, "p", "data").unwrap_err();
+        let e = check_units_in(&dir, "p", "data").unwrap_err().to_string();
         assert!(e.contains("symlink"), "{e}");
         assert_eq!(
             crate::fsutil::read_nofollow(&unit)
@@ -197,7 +216,7 @@ mod tests {
         );
         std::fs::remove_file(&unit).unwrap();
         crate::fsutil::set_mode(&dir, 0o777).unwrap();
-        let e = check_units_in(&dir, "p", "data").unwrap_err();
+        let e = check_units_in(&dir, "p", "data").unwrap_err().to_string();
         assert!(e.contains("other users may write"), "{e}");
     }
 

@@ -89,8 +89,13 @@ impl Backups {
                 .join(crate::fsutil::expand_home(&path.value));
             (
                 format!("path {}", root.display()),
-                seal_path(&root, &recipients, out)
-                    .map_err(|e| failed(name, e, "check that the path exists and is readable")),
+                seal_path(&root, &recipients, out).map_err(|e| {
+                    failed(
+                        name,
+                        e.to_string(),
+                        "check that the path exists and is readable",
+                    )
+                }),
             )
         } else if let (Some(pod), Some(cmd)) = (&source.pod, &source.exec) {
             (
@@ -220,7 +225,7 @@ impl Backups {
                     "run the command by hand in the pod to see why",
                 ));
             }
-            sealed.map_err(|e| failed(name, e, "check the engine and the store's disk"))
+            sealed.map_err(|e| failed(name, e.to_string(), "check the engine and the store's disk"))
         })
     }
 
@@ -303,7 +308,7 @@ impl Backups {
                 Ok(id) => {
                     let r = stream_into_seal(engine.download(&id, "/volume/."), recipients, out).await;
                     let _ = engine.remove(&id).await;
-                    r.map_err(|e| failed(name, e, "check the engine and the store's disk"))
+                    r.map_err(|e| failed(name, e.to_string(), "check the engine and the store's disk"))
                 }
                 Err(e) => Err(e.into()),
             };
@@ -336,7 +341,7 @@ async fn stream_into_seal(
     + Unpin,
     recipients: &[String],
     out: Box<dyn std::io::Write + Send>,
-) -> Result<pipeline::Stats, String> {
+) -> Result<pipeline::Stats, SealError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let recipients = recipients.to_vec();
     let sealer = std::thread::spawn(move || {
@@ -353,7 +358,7 @@ async fn stream_into_seal(
                 }
             }
             Err(e) => {
-                failure = Some(e.to_string());
+                failure = Some(e);
                 break;
             }
         }
@@ -361,12 +366,34 @@ async fn stream_into_seal(
     drop(tx);
     let sealed = sealer
         .join()
-        .map_err(|_| "the pipeline panicked".to_owned())?
-        .map_err(|e| e.to_string());
+        .map_err(|_| SealError::Panicked {
+            what: "the pipeline",
+        })?
+        .map_err(SealError::Seal);
     match failure {
-        Some(f) => Err(format!("reading the volume failed: {f}")),
+        Some(f) => Err(SealError::Source(f)),
         None => sealed,
     }
+}
+
+/// Why a backup's data could not be read and sealed into the store.
+#[derive(Debug, thiserror::Error)]
+enum SealError {
+    /// The path to back up is not a directory.
+    #[error("`{}` is not a directory", root.display())]
+    NotADir { root: std::path::PathBuf },
+    /// The volume (or the command's output) could not be read from the engine.
+    #[error("reading the volume failed: {0}")]
+    Source(#[source] crate::engine::EngineError),
+    /// The directory could not be read.
+    #[error("reading the path failed: {0}")]
+    Path(#[source] std::io::Error),
+    /// Compressing, encrypting or writing to the store failed.
+    #[error(transparent)]
+    Seal(std::io::Error),
+    /// A thread of the pipeline panicked.
+    #[error("{what} panicked")]
+    Panicked { what: &'static str },
 }
 
 /// A host directory as a tar stream (symlinks as links), sealed into `out`.
@@ -374,9 +401,11 @@ fn seal_path(
     root: &Path,
     recipients: &[String],
     out: Box<dyn std::io::Write + Send>,
-) -> Result<pipeline::Stats, String> {
+) -> Result<pipeline::Stats, SealError> {
     if !root.is_dir() {
-        return Err(format!("`{}` is not a directory", root.display()));
+        return Err(SealError::NotADir {
+            root: root.to_path_buf(),
+        });
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let root = root.to_path_buf();
@@ -387,9 +416,9 @@ fn seal_path(
         b.finish()
     });
     let sealed = pipeline::seal(pipeline::ChannelReader::new(rx), recipients, out);
-    let tarred = tarrer
-        .join()
-        .map_err(|_| "the tar thread panicked".to_owned())?;
-    tarred.map_err(|e| format!("reading the path failed: {e}"))?;
-    sealed.map_err(|e| e.to_string())
+    let tarred = tarrer.join().map_err(|_| SealError::Panicked {
+        what: "the tar thread",
+    })?;
+    tarred.map_err(SealError::Path)?;
+    sealed.map_err(SealError::Seal)
 }

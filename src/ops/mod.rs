@@ -398,8 +398,13 @@ pub struct UnwindCtx<'a> {
 }
 
 impl crate::apply::recover::Reapply for UnwindCtx<'_> {
-    fn reapply(&self, revision: u64) -> Result<(), String> {
-        reapply(self.spec_path, self.state_dir, revision, self.command).map_err(|e| e.to_string())
+    fn reapply(&self, revision: u64) -> Result<(), crate::apply::recover::ReapplyError> {
+        Ok(reapply(
+            self.spec_path,
+            self.state_dir,
+            revision,
+            self.command,
+        )?)
     }
 }
 

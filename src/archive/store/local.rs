@@ -189,7 +189,7 @@ impl Store for LocalStore {
             .filter_map(|e| {
                 read_manifest(&e.path())
                     .err()
-                    .map(|why| (e.path().display().to_string(), why))
+                    .map(|why| (e.path().display().to_string(), why.to_string()))
             })
             .collect();
         out.sort();
@@ -321,9 +321,18 @@ impl LocalStore {
 }
 
 /// One manifest file, or why it cannot be read.
-fn read_manifest(path: &Path) -> Result<Manifest, String> {
-    let text = std::fs::read(path).map_err(|e| format!("it cannot be read ({e})"))?;
-    serde_json::from_slice(&text).map_err(|e| format!("the manifest does not parse ({e})"))
+fn read_manifest(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read(path).map_err(ManifestError::Read)?;
+    serde_json::from_slice(&text).map_err(ManifestError::Parse)
+}
+
+/// Why a manifest file cannot be used (said after its path by `damaged`).
+#[derive(Debug, thiserror::Error)]
+enum ManifestError {
+    #[error("it cannot be read ({0})")]
+    Read(#[source] std::io::Error),
+    #[error("the manifest does not parse ({0})")]
+    Parse(#[source] serde_json::Error),
 }
 
 /// A data file flushed to disk when the pipeline lets go of it.
