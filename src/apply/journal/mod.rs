@@ -110,12 +110,7 @@ impl Journal {
         // `end` and the rename) is set aside now: it blocks nothing.
         set_aside_finished(dir, kind)?;
         let mut machine = Machine::default();
-        machine.apply(&begin).map_err(|why| JournalError::Illegal {
-            what: serde_json::to_string(&begin).unwrap_or_default(),
-            why,
-        })?;
-        let mut line = serde_json::to_vec(&begin).unwrap_or_default();
-        line.push(b'\n');
+        let line = advance(&mut machine, &begin)?;
         let aside = dir.file(&format!("{}.new", kind.file()));
         let _ = std::fs::remove_file(&aside); // left by a kill: never linked, never begun
         std::fs::OpenOptions::new()
@@ -204,12 +199,7 @@ impl Journal {
             });
         }
         let mut next = self.machine.clone();
-        next.apply(&r).map_err(|why| JournalError::Illegal {
-            what: serde_json::to_string(&r).unwrap_or_default(),
-            why,
-        })?;
-        let mut line = serde_json::to_vec(&r).unwrap_or_default();
-        line.push(b'\n');
+        let line = advance(&mut next, &r)?;
         let offset = self.file.metadata().map(|m| m.len()).ok();
         if let Err(e) = self
             .file
@@ -332,6 +322,18 @@ fn replay(dir: &StateDir, kind: Kind) -> Result<Option<Machine>, JournalError> {
         })?;
     }
     Ok(Some(machine))
+}
+
+/// Moves `machine` on by record `r` (refused if the transition is illegal) and returns the
+/// record's line, to be written only once the move is known to be legal.
+fn advance(machine: &mut Machine, r: &Record) -> Result<Vec<u8>, JournalError> {
+    machine.apply(r).map_err(|why| JournalError::Illegal {
+        what: serde_json::to_string(r).unwrap_or_default(),
+        why,
+    })?;
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    Ok(line)
 }
 
 #[cfg(test)]
