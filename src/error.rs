@@ -136,7 +136,7 @@ pub fn interrupted_detail(m: &crate::apply::journal::Machine) -> String {
             ..
         }) => format!(
             "`{command}` towards revision {revision}, started {}",
-            crate::state::format_time(*at)
+            crate::clock::format_time(*at)
         ),
         _ => "an apply".into(),
     };

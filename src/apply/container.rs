@@ -30,8 +30,6 @@ pub fn container_name_of(project: &str, address: &crate::graph::Address) -> Stri
     }
 }
 
-pub use crate::engine::names::is_transient;
-
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }

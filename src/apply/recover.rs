@@ -255,7 +255,7 @@ impl Recovering<'_> {
                 self.state,
                 &revisions::Revision {
                     revision: *revision,
-                    at: crate::state::now(),
+                    at: crate::clock::now(),
                     who: crate::state::who(),
                     command: format!("{command} (finished by berth recover)"),
                     spec_path: spec.clone(),
@@ -399,7 +399,7 @@ async fn journaled_containers_left(
         if let Some(c) = named_left {
             left.push(format!(
                 "  container {name} ({}) that the interrupted apply created is still there",
-                super::undo::short(&c.id)
+                crate::engine::names::short(&c.id)
             ));
         }
         if let Some(id) = new_id
@@ -407,7 +407,7 @@ async fn journaled_containers_left(
         {
             left.push(format!(
                 "  container {n} ({}) that the interrupted apply created is still there",
-                super::undo::short(id)
+                crate::engine::names::short(id)
             ));
         }
     }

@@ -482,4 +482,4 @@ pub async fn commit_one(
     }
 }
 
-pub use crate::engine::names::short;
+use crate::engine::names::short;

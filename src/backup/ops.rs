@@ -166,7 +166,7 @@ impl Backups {
         eligible: impl Fn(&Manifest) -> bool,
     ) -> Result<(Option<Manifest>, Passed), OpError> {
         let store = self.store(self.get(name)?)?;
-        let now = crate::state::now();
+        let now = crate::clock::now();
         let mut skipped = Vec::new();
         for m in self.list(name)?.into_iter().rev().filter(|m| eligible(m)) {
             match crate::archive::retention::untrusted_time(

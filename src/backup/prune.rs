@@ -88,7 +88,7 @@ impl Backups {
         for i in incomplete {
             let what = format!(
                 "incomplete: cut short while it was written ({}), no manifest, never verified",
-                crate::state::format_time(i.modified)
+                crate::clock::format_time(i.modified)
             );
             let delete = verifies && (dry_run || store.remove_incomplete(name, &i.id)?);
             pruned.incomplete.push(PruneDecision {
@@ -119,7 +119,7 @@ impl Backups {
         // Nothing is deleted on the word of a manifest: the backups kept in its place are
         // read back first, and that needs the identity.
         let identity = self.identity(name)?;
-        let now = crate::state::now();
+        let now = crate::clock::now();
         let mut entries: Vec<Entry> = list
             .iter()
             .map(|m| Entry {

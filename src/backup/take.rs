@@ -37,7 +37,7 @@ impl Backups {
                 spec_text: String::new(),
                 from_revision: latest,
                 revision: latest,
-                at: crate::state::now(),
+                at: crate::clock::now(),
                 restore: None,
             },
         )?)

@@ -7,8 +7,8 @@ use super::{exit, print, report_error};
 use crate::archive::store::Store;
 use crate::backup::ops::Backups;
 use crate::backup::verify::Checked;
+use crate::clock::format_time;
 use crate::ops::OpError;
-use crate::state::format_time;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

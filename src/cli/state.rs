@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use super::{exit, print, print_warnings, stdout_color};
+use crate::clock::format_time;
 use crate::ops::{self, Goal, OpError};
 use crate::plan::render;
-use crate::state::{StateDir, format_time, lock, revisions};
+use crate::state::{StateDir, lock, revisions};
 
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {

@@ -118,7 +118,7 @@ pub async fn remove_name_holds(engine: &Engine, project: &str) -> Result<(), Eng
 fn secrets_gone(containers: &[ContainerInfo], found: &mut [ObservedResource]) {
     for c in containers {
         let gone = c.binds.iter().any(|(source, dest)| {
-            dest == crate::secrets::delivery::MOUNT_POINT && !std::path::Path::new(source).is_dir()
+            dest == crate::spec::SECRETS_MOUNT_POINT && !std::path::Path::new(source).is_dir()
         });
         if let Some(o) = found
             .iter_mut()

@@ -146,7 +146,7 @@ pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
         format_version: SNAPSHOT_FORMAT,
         project: session.project.spec.project.value.clone(),
         host: crate::state::hostname(),
-        taken_at: crate::state::now(),
+        taken_at: crate::clock::now(),
         observed: session.observed,
     })
 }

@@ -47,7 +47,7 @@ impl Session {
                 spec_text: self.spec_text.clone(),
                 from_revision: from,
                 revision: from + 1,
-                at: crate::state::now(),
+                at: crate::clock::now(),
                 restore: None,
             },
         )?;
@@ -95,7 +95,7 @@ impl Session {
                 &self.project.state,
                 &revisions::Revision {
                     revision: from + 1,
-                    at: crate::state::now(),
+                    at: crate::clock::now(),
                     who: crate::state::who(),
                     command: self.command.clone(),
                     spec_path: self.project.spec_path.display().to_string(),

@@ -54,7 +54,7 @@ impl Session {
             };
             let mut v = format!(
                 "id {}, config sha256:{}, {state}",
-                crate::apply::undo::short(o.id.as_deref().unwrap_or("-")),
+                crate::engine::names::short(o.id.as_deref().unwrap_or("-")),
                 &config[..12]
             );
             if let Some(image) = &o.image {

@@ -102,7 +102,7 @@ pub(super) async fn deployed_images(
             ) else {
                 continue;
             };
-            if crate::apply::container::is_transient(&c.name) {
+            if crate::engine::names::is_transient(&c.name) {
                 continue; // set aside or a candidate, not what serves
             }
             let mut a: crate::graph::Address = match address.parse() {

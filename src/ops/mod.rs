@@ -24,7 +24,8 @@ mod converge;
 mod facts;
 mod images;
 
-pub use crate::project::{Valid, connect_engines, load_valid};
+pub use crate::project::load_valid;
+use crate::project::{Valid, connect_engines};
 pub use against::{
     AgainstPlan, graph, plan_against, plan_against_files, plan_against_snapshot, snapshot,
 };
@@ -364,7 +365,7 @@ fn settle(
 
 // `berth recover` and the one unwind live in apply (`apply::recover`); what they need
 // from sessions (applying a revision again, connecting, the images deployed) is below.
-pub use crate::apply::{recover::Recovered, unwind::unwind};
+pub use crate::apply::recover::Recovered;
 
 /// Applies a recorded revision again, through its gates, recorded as `command`: the pods a
 /// restore removed come back. The caller holds the project's lock.

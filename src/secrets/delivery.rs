@@ -19,7 +19,6 @@ use crate::fsutil;
 pub const ENV_RUNTIME_DIR: &str = "BERTH_RUNTIME_DIR";
 
 /// Where secrets appear inside a container.
-pub use crate::spec::SECRETS_MOUNT_POINT as MOUNT_POINT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

@@ -33,7 +33,7 @@ impl std::fmt::Display for Holder {
             self.command,
             self.pid,
             self.host,
-            super::format_time(self.since)
+            crate::clock::format_time(self.since)
         )
     }
 }
@@ -108,7 +108,7 @@ pub fn acquire(
                     pid: std::process::id(),
                     host: super::hostname(),
                     command: command.to_owned(),
-                    since: super::now(),
+                    since: crate::clock::now(),
                 };
                 let text = serde_json::to_vec(&me).unwrap_or_default();
                 file.set_len(0)

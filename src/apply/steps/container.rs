@@ -7,12 +7,11 @@ use std::path::Path;
 
 use super::super::container::{self, container_name, container_name_of, object_name};
 use super::super::journal::CommitItem;
-use super::super::undo::short;
 use super::super::{ApplyError, Run, Status, Undo};
 use crate::engine::labels;
+use crate::engine::names::short;
 use crate::plan::{Change, ReplaceOrder};
 use crate::resources::attr;
-use crate::secrets::delivery;
 use crate::secrets::files;
 
 impl Run<'_> {
@@ -115,7 +114,7 @@ impl Run<'_> {
                 .await?
                 .binds
                 .into_iter()
-                .find(|(_, dest)| dest == delivery::MOUNT_POINT)
+                .find(|(_, dest)| dest == crate::spec::SECRETS_MOUNT_POINT)
         {
             let image = self
                 .desired(c)

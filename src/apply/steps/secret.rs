@@ -217,7 +217,7 @@ impl Run<'_> {
         host.mounts
             .get_or_insert_with(Vec::new)
             .push(bollard::models::Mount {
-                target: Some(delivery::MOUNT_POINT.to_owned()),
+                target: Some(crate::spec::SECRETS_MOUNT_POINT.to_owned()),
                 source: Some(dir.display().to_string()),
                 typ: Some(bollard::models::MountType::BIND),
                 read_only: Some(true),

@@ -39,7 +39,7 @@ impl Backups {
             "{} backup {} ({}, {} bytes) into `{}` in pod `{pod}`",
             if dry_run { "would pipe" } else { "piping" },
             manifest.id,
-            crate::state::format_time(manifest.created_at),
+            crate::clock::format_time(manifest.created_at),
             manifest.plain_bytes,
             cmd.join(" ")
         )];

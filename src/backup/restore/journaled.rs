@@ -45,7 +45,7 @@ impl Backups {
                 spec_text: String::new(),
                 from_revision: latest,
                 revision: latest + 1,
-                at: crate::state::now(),
+                at: crate::clock::now(),
                 restore: Some(manifest.id.clone()),
             },
         )?)

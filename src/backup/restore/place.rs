@@ -129,7 +129,7 @@ impl Backups {
         dry_run: bool,
     ) -> Result<Vec<String>, OpError> {
         let incoming = self.entries_of(name, manifest)?;
-        let when = crate::state::format_time(manifest.created_at);
+        let when = crate::clock::format_time(manifest.created_at);
         match place {
             Place::Volume { object, .. } => {
                 let engine = self.primary()?;
