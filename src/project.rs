@@ -65,6 +65,14 @@ pub async fn connect_engines(spec: &Spec) -> Result<HashMap<String, Engine>, Eng
         .collect())
 }
 
+/// The directory of a spec file: relative paths in the spec are relative to it.
+pub fn spec_dir_of(spec_path: &Path) -> PathBuf {
+    spec_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
 /// A project on this machine: its spec, its directories, its engines and the identity.
 pub struct Project {
     pub spec: Spec,
@@ -80,7 +88,9 @@ pub struct Project {
     pub runtime: tokio::runtime::Runtime,
     /// Every region's engine, by region name: connected, not observed.
     pub engines: HashMap<String, Engine>,
-    /// The identity that decrypts (secrets, backups), when this machine has one.
+    /// The identity that decrypts backups, when this machine has one (loaded by
+    /// [`Project::open`]; a session reads it with the secret files instead, see
+    /// `secrets::files::Inspection::identity`).
     pub identity: Option<Identity>,
 }
 
@@ -96,33 +106,30 @@ impl Project {
         let state = StateDir::locate(&spec.project.value, state_dir);
         let runtime = crate::engine::runtime().map_err(ProjectError::Runtime)?;
         let engines = runtime.block_on(connect_engines(&spec))?;
+        let identity_path = crate::secrets::files::identity_path(&spec, &spec_dir_of(&spec_path));
+        let identity = Identity::load(&identity_path).ok();
         Ok(Project::assemble(
             Valid { spec, report },
             spec_path,
             state,
             runtime,
             engines,
+            identity,
         ))
     }
 
     /// A project from its parts, when the caller connected its engines itself (a session
-    /// connects them as it observes): the spec's directory and the identity follow.
+    /// connects them as it observes) and has read the identity, or has no use for it (a
+    /// session reads it with the secret files, only when the spec has secrets).
     pub fn assemble(
         valid: Valid,
         spec_path: PathBuf,
         state: StateDir,
         runtime: tokio::runtime::Runtime,
         engines: HashMap<String, Engine>,
+        identity: Option<Identity>,
     ) -> Project {
-        let spec_dir = spec_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let identity = Identity::load(&crate::secrets::files::identity_path(
-            &valid.spec,
-            &spec_dir,
-        ))
-        .ok();
+        let spec_dir = spec_dir_of(&spec_path);
         Project {
             spec: valid.spec,
             report: valid.report,

@@ -102,7 +102,7 @@ pub fn run_saved(
         revision: target.revision,
     };
     let saved = match saved {
-        Some(p) => Some((p, ops::SavedPlan::read(p)?)),
+        Some(p) => Some((p, ops::read_saved_plan(p)?)),
         None => None,
     };
     // A saved plan names its spec; -f (or the default) is used only without one.

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use engines::{Observe, UNOBSERVED_ON_ENGINES};
+pub use engines::Observe;
 
 use crate::diag::Diagnostic;
 use crate::engine::{Engine, EngineError};

@@ -4,13 +4,14 @@
 
 use std::path::Path;
 
-use super::images::build_digests;
 use super::{Goal, OpError, Opts, Session, load_valid};
+use super::{desire, hold_unusable};
 use crate::diag::Report;
 use crate::graph::ResourceGraph;
 use crate::observe::{ObservedState, Origin};
 use crate::plan::saved::{SNAPSHOT_FORMAT, Snapshot};
 use crate::plan::{Plan, plan};
+use crate::project::spec_dir_of;
 use crate::resources;
 use crate::spec::Spec;
 
@@ -154,21 +155,22 @@ pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
 /// `berth plan --state FILE`: the spec (with this machine's build contexts and secret
 /// files) planned against a snapshot, without any engine.
 pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Report), OpError> {
+    use crate::plan::saved::{SNAPSHOT_HELP, unreadable};
+    let bytes = std::fs::read(snapshot).map_err(|e| unreadable(snapshot, &e, SNAPSHOT_HELP))?;
     let valid = load_valid(path)?;
-    let snap = Snapshot::read(snapshot, &valid.spec.project.value)?;
-    let spec_dir = std::path::absolute(path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let secrets = crate::observe::secrets::inspect(&valid.spec, &spec_dir);
-    let facts = resources::LocalFacts {
-        build_digests: build_digests(&valid.spec, &spec_dir)?,
-        secret_versions: secrets.versions(),
-    };
-    let mut desired = resources::desired_with(&valid.spec, &facts);
-    let unusable: Vec<&str> = secrets.unusable(&valid.spec).collect();
-    crate::observe::secrets::hold_unusable(&mut desired, &snap.observed, &unusable);
+    let snap = Snapshot::parse(snapshot, &bytes, &valid.spec.project.value)?;
+    let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let (secrets, mut desired) = desire(&valid.spec, &spec_dir_of(&spec_path))?;
+    hold_unusable(&mut desired, &valid.spec, &secrets, &snap.observed);
     let graph = ResourceGraph::new(desired)?;
     let plan = plan(&valid.spec.project.value, &graph, &snap.observed);
     Ok((plan, valid.report))
+}
+
+/// `berth apply FILE`: the saved plan in FILE, refused if it cannot be read or is of another
+/// format.
+pub fn read_saved_plan(path: &Path) -> Result<crate::plan::saved::SavedPlan, OpError> {
+    use crate::plan::saved::{SAVED_PLAN_HELP, SavedPlan, unreadable};
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, &e, SAVED_PLAN_HELP))?;
+    Ok(SavedPlan::parse(path, &bytes)?)
 }

@@ -17,7 +17,7 @@ use crate::spec::Spec;
 use crate::state::StateDir;
 
 pub use crate::error::OpError;
-pub(crate) use crate::error::interrupted_detail;
+use crate::error::interrupted_detail;
 
 mod against;
 mod converge;
@@ -27,7 +27,8 @@ mod images;
 pub use crate::project::load_valid;
 use crate::project::{Valid, connect_engines};
 pub use against::{
-    AgainstPlan, graph, plan_against, plan_against_files, plan_against_snapshot, snapshot,
+    AgainstPlan, graph, plan_against, plan_against_files, plan_against_snapshot, read_saved_plan,
+    snapshot,
 };
 use images::{build_digests, deployed_images, pin_images, resolve_images};
 
@@ -77,7 +78,9 @@ pub struct Session {
     secrets: crate::secrets::files::Inspection,
     /// Backup stores berth may not use: refused by the pre-flight.
     store_problems: Vec<crate::diag::Diagnostic>,
-    lock: Option<crate::state::lock::Lock>,
+    /// The project's lock, when the command took it: held while the session lives, released
+    /// when it drops.
+    _lock: Option<crate::state::lock::Lock>,
     /// The text that was planned.
     spec_text: String,
     command: String,
@@ -111,8 +114,16 @@ impl Session {
         let held = Held::take(&current.spec, &state, opts)?;
         let target = Target::choose(current, path, &state, opts.revision)?;
         let runtime = crate::engine::runtime().map_err(OpError::Runtime)?;
-        let (secrets, desired) = desire(&target, goal)?;
-        let applied = crate::state::revisions::applied_spec(&state);
+        // A destroy desires nothing and leaves the secret files alone (the repository's).
+        let (secrets, desired) = match goal {
+            Goal::Spec => desire(&target.valid.spec, &target.spec_dir)?,
+            Goal::Nothing => Default::default(),
+        };
+        // What only the spec says of a backup (`before_apply`) is observed as applied.
+        let applied = match goal {
+            Goal::Spec => crate::state::revisions::applied_spec(&state),
+            Goal::Nothing => None,
+        };
         let seen = runtime.block_on(crate::observe::observe(&crate::observe::Scope {
             spec: &target.valid.spec,
             spec_path: &target.spec_path,
@@ -137,13 +148,13 @@ impl Session {
             report,
         };
         Ok(Session {
-            project: Project::assemble(valid, target.spec_path, state, runtime, seen.engines),
+            project: Project::assemble(valid, target.spec_path, state, runtime, seen.engines, None),
             graph,
             observed: seen.state,
             plan,
             secrets,
             store_problems: seen.store_problems,
-            lock: held.lock,
+            _lock: held.lock,
             spec_text: target.spec_text,
             command: opts.lock.clone().unwrap_or_else(|| "berth plan".into()),
             goal,
@@ -197,11 +208,6 @@ impl Session {
     /// when it is not the one that took the lock: a restore bringing its pods back.
     pub fn set_command(&mut self, command: String) {
         self.command = command;
-    }
-
-    /// The lock this session holds, if any (released when the session is dropped).
-    pub fn holds_lock(&self) -> bool {
-        self.lock.is_some()
     }
 }
 
@@ -304,10 +310,7 @@ impl Target {
                 (valid, abs, r.spec_text.clone(), Some(r))
             }
         };
-        let spec_dir = spec_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let spec_dir = crate::project::spec_dir_of(&spec_path);
         Ok(Target {
             valid,
             spec_path,
@@ -319,11 +322,10 @@ impl Target {
 }
 
 /// The secret files as read, and the desired resources with this machine's facts (build
-/// context digests, secret versions). A destroy desires nothing and leaves the secret
-/// files alone: they are the repository's.
+/// context digests, secret versions).
 fn desire(
-    target: &Target,
-    goal: Goal,
+    spec: &Spec,
+    spec_dir: &Path,
 ) -> Result<
     (
         crate::secrets::files::Inspection,
@@ -331,17 +333,24 @@ fn desire(
     ),
     OpError,
 > {
-    if goal == Goal::Nothing {
-        return Ok((Default::default(), Vec::new()));
-    }
-    let spec = &target.valid.spec;
-    let secrets = crate::observe::secrets::inspect(spec, &target.spec_dir);
+    let secrets = crate::observe::secrets::inspect(spec, spec_dir);
     let facts = resources::LocalFacts {
-        build_digests: build_digests(spec, &target.spec_dir)?,
+        build_digests: build_digests(spec, spec_dir)?,
         secret_versions: secrets.versions(),
     };
     let desired = resources::desired_with(spec, &facts);
     Ok((secrets, desired))
+}
+
+/// A pod whose secret cannot be decrypted here held as it runs (not planned to change).
+fn hold_unusable(
+    desired: &mut [crate::graph::Resource],
+    spec: &Spec,
+    secrets: &crate::secrets::files::Inspection,
+    observed: &ObservedState,
+) {
+    let unusable: Vec<&str> = secrets.unusable(spec).collect();
+    crate::observe::secrets::hold_unusable(desired, observed, &unusable);
 }
 
 /// The desired resources once observed: a revision's images pinned by id, and a pod
@@ -358,8 +367,7 @@ fn settle(
         let now = runtime.block_on(resolve_images(&desired, spec, &seen.engines));
         pin_images(&mut desired, r, &seen.state, &now);
     }
-    let unusable: Vec<&str> = secrets.unusable(spec).collect();
-    crate::observe::secrets::hold_unusable(&mut desired, &seen.state, &unusable);
+    hold_unusable(&mut desired, spec, secrets, &seen.state);
     desired
 }
 
@@ -447,4 +455,4 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
     crate::apply::recover::recover(&valid.spec, state_dir, &host)
 }
 
-pub use crate::plan::saved::{SAVED_PLAN_FORMAT, SNAPSHOT_FORMAT, SavedPlan, Snapshot};
+pub use crate::plan::saved::SavedPlan;

@@ -21,20 +21,31 @@ pub struct SavedError {
     pub help: String,
 }
 
-/// A JSON file berth wrote (`what` it should be, and `help` for when it is not).
-fn read_json<T: serde::de::DeserializeOwned>(
+/// The bytes of a JSON file berth wrote (`path`, for the messages) parsed as `what`, with
+/// `help` for when it is not. The caller reads the file: this module does no I/O.
+fn parse_json<T: serde::de::DeserializeOwned>(
     path: &Path,
+    bytes: &[u8],
     what: &str,
     help: &str,
 ) -> Result<T, SavedError> {
-    let refused = |message: String| SavedError {
-        message,
+    serde_json::from_slice(bytes).map_err(|e| SavedError {
+        message: format!("`{}` is not {what}: {e}", path.display()),
         help: help.to_owned(),
-    };
-    let bytes = std::fs::read(path)
-        .map_err(|e| refused(format!("cannot read `{}`: {e}", path.display())))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| refused(format!("`{}` is not {what}: {e}", path.display())))
+    })
+}
+
+/// What to do when a saved plan cannot be used.
+pub const SAVED_PLAN_HELP: &str = "give the file written by `berth plan --out FILE`";
+/// What to do when a snapshot cannot be used.
+pub const SNAPSHOT_HELP: &str = "write one on the host with `berth state snapshot > live.json`";
+
+/// A file that could not be read, as a [`SavedError`] (for the callers that read one).
+pub fn unreadable(path: &Path, e: &std::io::Error, help: &str) -> SavedError {
+    SavedError {
+        message: format!("cannot read `{}`: {e}", path.display()),
+        help: help.to_owned(),
+    }
 }
 
 /// A plan written by `berth plan --out FILE`, applied later by `berth apply FILE`: the plan,
@@ -52,12 +63,9 @@ pub struct SavedPlan {
 pub const SAVED_PLAN_FORMAT: u32 = 1;
 
 impl SavedPlan {
-    pub fn read(path: &Path) -> Result<SavedPlan, SavedError> {
-        let plan: SavedPlan = read_json(
-            path,
-            "a saved plan",
-            "give the file written by `berth plan --out FILE`",
-        )?;
+    /// A saved plan from the bytes of `path`, refused if it is of another format.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<SavedPlan, SavedError> {
+        let plan: SavedPlan = parse_json(path, bytes, "a saved plan", SAVED_PLAN_HELP)?;
         if plan.format_version != SAVED_PLAN_FORMAT {
             return Err(SavedError {
                 message: format!(
@@ -122,14 +130,10 @@ pub struct Snapshot {
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
 impl Snapshot {
-    /// Reads a snapshot and refuses one of another format or of a project other than
-    /// `project`.
-    pub fn read(path: &Path, project: &str) -> Result<Snapshot, SavedError> {
-        let snap: Snapshot = read_json(
-            path,
-            "a state snapshot",
-            "write one on the host with `berth state snapshot > live.json`",
-        )?;
+    /// A snapshot from the bytes of `path`, refused if it is of another format or of a
+    /// project other than `project`.
+    pub fn parse(path: &Path, bytes: &[u8], project: &str) -> Result<Snapshot, SavedError> {
+        let snap: Snapshot = parse_json(path, bytes, "a state snapshot", SNAPSHOT_HELP)?;
         if snap.format_version != SNAPSHOT_FORMAT || snap.project != project {
             return Err(SavedError {
                 message: format!(
