@@ -479,7 +479,7 @@ impl<'a> Run<'a> {
         c.address
             .region
             .clone()
-            .unwrap_or_else(|| self.spec.region_names()[0].to_owned())
+            .unwrap_or_else(|| self.spec.primary_region().to_owned())
     }
 
     fn engine(&self, region: &str) -> &'a Engine {

@@ -136,7 +136,7 @@ impl Backups {
     }
 
     pub(super) fn primary(&self) -> Result<&Engine, OpError> {
-        let name = self.project.spec.region_names()[0];
+        let name = self.project.spec.primary_region();
         self.project
             .engines
             .get(name)

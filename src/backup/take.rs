@@ -279,7 +279,7 @@ impl Backups {
                     record_undo(
                         j,
                         Undo::StartContainer {
-                            region: self.project.spec.region_names()[0].to_owned(),
+                            region: self.project.spec.primary_region().to_owned(),
                             id: id.clone(),
                         },
                     )?;

@@ -93,14 +93,15 @@ impl Session {
         }
         let mut images = std::collections::BTreeSet::new();
         for r in self.graph.in_order() {
-            if let Some(b) = r.attrs.get("build.image") {
+            use crate::resources::attr;
+            if let Some(b) = r.attrs.get(attr::BUILD_IMAGE) {
                 f.insert(format!("{} build", r.address), b.clone());
-            } else if let Some(i) = r.attrs.get("image") {
+            } else if let Some(i) = r.attrs.get(attr::IMAGE) {
                 let region = r
                     .address
                     .region
                     .clone()
-                    .unwrap_or_else(|| self.project.spec.region_names()[0].to_owned());
+                    .unwrap_or_else(|| self.project.spec.primary_region().to_owned());
                 images.insert((i.clone(), region));
             }
         }

@@ -16,13 +16,13 @@ pub(super) async fn resolve_images(
     spec: &Spec,
     engines: &std::collections::HashMap<String, crate::engine::Engine>,
 ) -> std::collections::HashMap<String, String> {
-    let primary = spec.region_names()[0].to_owned();
+    let primary = spec.primary_region().to_owned();
     let mut out = std::collections::HashMap::new();
     for r in desired
         .iter()
         .filter(|r| r.address.kind == crate::graph::Kind::Pod)
     {
-        let Some(reference) = r.attrs.get("build.image").or_else(|| r.attrs.get("image")) else {
+        let Some(reference) = crate::resources::attr::image_ref(&r.attrs) else {
             continue;
         };
         let region = r.address.region.clone().unwrap_or_else(|| primary.clone());
@@ -60,11 +60,7 @@ pub(super) fn pin_images(
             .resources
             .iter()
             .find(|o| o.address.match_key() == key);
-        let field = if r.attrs.contains_key("build.image") {
-            "build.image"
-        } else {
-            "image"
-        };
+        let field = crate::resources::attr::image_field(&r.attrs);
         match live {
             // Already the same bits: as the container recorded them (a tag or the id), so
             // that nothing changes.

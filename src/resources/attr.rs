@@ -41,3 +41,18 @@ pub fn secret(name: &str) -> String {
 pub fn secret_version(name: &str) -> String {
     format!("{SECRET_PREFIX}{name}.version")
 }
+
+/// Which attribute holds the image a pod runs: [`BUILD_IMAGE`] for a pod berth builds,
+/// else [`IMAGE`].
+pub fn image_field(attrs: &std::collections::BTreeMap<String, String>) -> &'static str {
+    if attrs.contains_key(BUILD_IMAGE) {
+        BUILD_IMAGE
+    } else {
+        IMAGE
+    }
+}
+
+/// The image a pod runs, as its resource names it: the built tag, or the spec's reference.
+pub fn image_ref(attrs: &std::collections::BTreeMap<String, String>) -> Option<&String> {
+    attrs.get(image_field(attrs))
+}

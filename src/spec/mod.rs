@@ -86,6 +86,15 @@ impl Spec {
 
     /// The names of the regions, primary first (then in file order); `local` when the spec
     /// names none.
+    /// The primary region: the one a pod without a region list runs in, and the one a
+    /// single-region spec has (`local`).
+    pub fn primary_region(&self) -> &str {
+        self.region_names()
+            .first()
+            .copied()
+            .unwrap_or(DEFAULT_REGION)
+    }
+
     pub fn region_names(&self) -> Vec<&str> {
         if self.regions.is_empty() {
             return vec![DEFAULT_REGION];

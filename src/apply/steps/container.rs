@@ -118,11 +118,7 @@ impl Run<'_> {
         {
             let image = self
                 .desired(c)
-                .and_then(|r| {
-                    r.attrs
-                        .get(attr::BUILD_IMAGE)
-                        .or_else(|| r.attrs.get(attr::IMAGE))
-                })
+                .and_then(|r| attr::image_ref(&r.attrs))
                 .cloned()
                 .unwrap_or_default();
             let owner = self.owner(c, &region, pod, &image).await?;
@@ -201,11 +197,7 @@ impl Run<'_> {
         );
         // The image as planned: a built tag, or the spec's image (pinned to an id by a
         // rollback).
-        if let Some(image) = resource
-            .attrs
-            .get(attr::BUILD_IMAGE)
-            .or_else(|| resource.attrs.get(attr::IMAGE))
-        {
+        if let Some(image) = attr::image_ref(&resource.attrs) {
             body.image = Some(image.clone());
         }
         // The exact image, recorded on the container: a tag can move, its id cannot.

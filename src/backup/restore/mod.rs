@@ -125,7 +125,7 @@ impl Backups {
         again: &Again,
     ) -> Result<Manifest, OpError> {
         let engine = self.primary()?;
-        let region = self.project.spec.region_names()[0].to_owned();
+        let region = self.project.spec.primary_region().to_owned();
         // Stop: the pods that use the place stop first, so that the safety copy holds
         // everything; each stop journaled with its undo (start it again).
         let users = self.users_of(engine, target)?;
