@@ -1,19 +1,18 @@
 //! The drift of a backup resource on this machine: its store's mode and its timer's unit
 //! files against what the spec wants (the unit text is [`crate::archive::schedule`]'s).
 
-use std::path::Path;
-
 use super::Drift;
 use crate::archive::schedule;
+use crate::archive::store::Found;
 
 /// What is on this machine for a backup resource, against what the spec wants: `None`
 /// when nothing exists yet (the plan creates it), else the drift to heal.
-pub fn observe(store: &Path, units: Option<&[(String, String)]>) -> Option<Vec<Drift>> {
+pub fn observe(store: &Found, units: Option<&[(String, String)]>) -> Option<Vec<Drift>> {
     let dir = schedule::unit_dir();
     // Only a store of berth's own has a mode to heal: one it may still make (or adopt) is
     // to create, and one it may not touch is refused by the pre-flight, never chmod-ed.
-    let store_mode = match crate::archive::store::inspect(store) {
-        crate::archive::store::Found::Ours { mode } => Some(mode),
+    let store_mode = match store {
+        Found::Ours { mode } => Some(*mode),
         _ => None,
     };
     let unit_state: Vec<(String, Option<bool>)> = units

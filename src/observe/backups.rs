@@ -36,7 +36,8 @@ pub fn observe(
             continue;
         };
         let store = spec_dir.join(crate::fsutil::expand_home(&backup.store.value));
-        if let crate::archive::store::Found::Refused(why) = crate::archive::store::inspect(&store) {
+        let found = crate::archive::store::inspect(&store);
+        if let crate::archive::store::Found::Refused(why) = &found {
             problems.push(
                 crate::diag::Diagnostic::error(
                     "backup-store",
@@ -56,7 +57,7 @@ pub fn observe(
                 identity: &crate::secrets::files::identity_path(spec, spec_dir),
             },
         );
-        if let Some(drift) = super::backup_units::observe(&store, units.as_deref()) {
+        if let Some(drift) = super::backup_units::observe(&found, units.as_deref()) {
             let mut attrs = r.attrs.clone();
             if let Some(was) = applied.and_then(|a| a.backups.get(&r.address.name)) {
                 attrs.insert(attr::BEFORE_APPLY.into(), was.before_apply.to_string());
@@ -75,8 +76,13 @@ pub fn observe(
             .as_ref()
             .and_then(|s| schedule::period(&s.value));
         // A backup's time is the earlier of its manifest's and its data file's: a manifest
-        // dated in the future never hides an RPO at risk.
-        let newest = crate::archive::store::LocalStore::open_existing(&store).and_then(|st| {
+        // dated in the future never hides an RPO at risk. A store berth may not use is not
+        // listed.
+        let listed = match found {
+            crate::archive::store::Found::Refused(_) => None,
+            _ => crate::archive::store::LocalStore::open_existing(&store),
+        };
+        let newest = listed.and_then(|st| {
             use crate::archive::store::Store;
             let list = st.list(&r.address.name).ok()?;
             list.iter()
