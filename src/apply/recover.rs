@@ -161,12 +161,8 @@ impl Recovering<'_> {
             lines.extend(removed.into_iter().map(|l| format!("  {l}")));
             // So do the helper containers a backup or restore killed before its journal
             // began (or one that keeps none) left.
-            let helpers = runtime.block_on(crate::archive::helpers::sweep_helpers(e, project))?;
-            if helpers > 0 {
-                lines.push(format!(
-                    "  removed {helpers} helper container(s) in `{region}` a killed backup or restore left"
-                ));
-            }
+            let said = crate::archive::helpers::sweep_helpers_said(e, project, region);
+            lines.extend(runtime.block_on(said)?.map(|l| format!("  {l}")));
         }
         runtime.block_on(super::sweep_deliveries(self.engines, project));
         Ok(lines)

@@ -129,11 +129,8 @@ pub fn unwind<R: Reapply + ?Sized>(
     } = u;
     runtime.block_on(async {
         for (region, engine) in engines {
-            match crate::archive::helpers::sweep_helpers(engine, project).await {
-                Ok(0) => {}
-                Ok(n) => lines.push(format!(
-                    "  removed {n} helper container(s) in `{region}` a backup or restore left"
-                )),
+            match crate::archive::helpers::sweep_helpers_said(engine, project, region).await {
+                Ok(said) => lines.extend(said.map(|l| format!("  {l}"))),
                 Err(e) => {
                     ok = false;
                     lines.push(format!(

@@ -45,6 +45,19 @@ pub async fn create_helper(
         .await
 }
 
+/// [`sweep_helpers`] in `region`, said as a line when it removed any (what recover,
+/// rollback and a tidying observation print).
+pub async fn sweep_helpers_said(
+    engine: &Engine,
+    project: &str,
+    region: &str,
+) -> Result<Option<String>, crate::engine::EngineError> {
+    let n = sweep_helpers(engine, project).await?;
+    Ok((n > 0).then(|| {
+        format!("removed {n} helper container(s) in `{region}` a killed backup or restore left")
+    }))
+}
+
 /// Removes the helper containers of the project a killed backup or restore left behind;
 /// says how many. Only called under the project's lock (no helper is in use then).
 pub async fn sweep_helpers(

@@ -43,20 +43,15 @@ pub async fn observe(
             let mut removed = super::docker::remove_strays(&engine, project).await?;
             // And the helper containers a killed backup or restore left: they mount the
             // project's volumes, which a destroy could not remove while they exist.
-            let helpers = crate::archive::helpers::sweep_helpers(&engine, project).await?;
-            if helpers > 0 {
-                removed.push(format!(
-                    "removed {helpers} helper container(s) in `{name}` a killed backup or restore left"
-                ));
-            }
+            let said = crate::archive::helpers::sweep_helpers_said(&engine, project, name).await?;
+            removed.extend(said);
             removed
         } else {
             Vec::new()
         };
         let shown = resources::shown_region(all, name);
         let found =
-            super::docker::observe(&engine, project, shown, mode == Observe::DuringApply)
-                .await?;
+            super::docker::observe(&engine, project, shown, mode == Observe::DuringApply).await?;
         Ok::<_, EngineError>((name.to_string(), engine, found, removed))
     });
     let results = futures_util::future::try_join_all(observations).await?;
