@@ -8,6 +8,7 @@
 mod containers;
 mod errors;
 mod exec;
+mod files;
 mod images;
 mod networks;
 
