@@ -39,12 +39,27 @@ pub fn hash(attrs: &BTreeMap<String, String>) -> String {
     crate::encode::sha256_hex(json.as_bytes())
 }
 
+/// Attributes too long for a label (the proxy's rendered config): the labels keep their
+/// digest (`sha256:<hex>`); observation reads the text itself back from the object.
+pub const DIGESTED: [&str; 1] = ["config"];
+
+/// The digest a label keeps of a [`DIGESTED`] attribute.
+pub fn digest(text: &str) -> String {
+    format!("sha256:{}", crate::encode::sha256_hex(text.as_bytes()))
+}
+
 /// The labels for a resource of `project`.
 pub fn encode(
     project: &str,
     resource: &Resource,
     revision: Option<u64>,
 ) -> HashMap<String, String> {
+    let mut attrs = resource.attrs.clone();
+    for key in DIGESTED {
+        if let Some(v) = attrs.get_mut(key) {
+            *v = digest(v);
+        }
+    }
     let mut unqualified = resource.address.clone();
     unqualified.region = None;
     let mut deps: Vec<String> = resource
@@ -60,10 +75,10 @@ pub fn encode(
     let mut labels = HashMap::from([
         (PROJECT.to_owned(), project.to_owned()),
         (RESOURCE.to_owned(), unqualified.to_string()),
-        (HASH.to_owned(), hash(&resource.attrs)),
+        (HASH.to_owned(), hash(&attrs)),
         (
             ATTRS.to_owned(),
-            serde_json::to_string(&resource.attrs).unwrap_or_default(),
+            serde_json::to_string(&attrs).unwrap_or_default(),
         ),
         (DEPENDS_ON.to_owned(), deps.join(",")),
     ]);

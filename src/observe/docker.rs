@@ -45,6 +45,7 @@ pub async fn observe(
         });
     }
     let mut found = from_lists(region, &containers, &networks, &volumes);
+    super::proxy::read_configs(engine, &mut found).await?;
     if engine.is_local() {
         secrets_gone(&containers, &mut found);
     }

@@ -10,6 +10,7 @@ pub mod backup_units;
 pub mod backups;
 pub mod docker;
 pub mod engines;
+pub mod proxy;
 pub mod secrets;
 
 use std::collections::HashMap;
