@@ -50,6 +50,7 @@ pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod plan;
+pub mod proxy;
 pub mod project;
 pub mod resources;
 pub mod secrets;

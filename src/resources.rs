@@ -294,6 +294,11 @@ fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) 
             deps.extend(region.instances(pod));
         }
     }
+    // TEMPORARY (lead): the render helper's version replaces this.
+    a.insert(
+        attr::CONFIG.into(),
+        crate::proxy::render(spec, proxy, &crate::proxy::stable_servers(spec, region.name)),
+    );
     deps.sort();
     deps.dedup();
     out.push(Resource {

@@ -207,6 +207,18 @@ pub enum ApplyError {
         address: String,
         reason: steps::HealError,
     },
+    /// A rendered proxy config that `nginx -t` refused: it never reached the running proxy.
+    #[error("`{address}`: {reason}")]
+    #[diagnostic(
+        code(berth::proxy_config),
+        help(
+            "the running proxy keeps its config; fix the spec entry the line comes from (a `headers:` value, a route) and apply again"
+        )
+    )]
+    ProxyRefused {
+        address: String,
+        reason: steps::proxy::Refused,
+    },
     #[error("`{address}` failed its `{gate}` gate: {detail}")]
     #[diagnostic(code(berth::gate_failed), help("{report}"))]
     GateFailed {
@@ -306,6 +318,10 @@ struct Run<'a> {
     secrets: &'a Inspection,
     secret_files: RefCell<BTreeMap<String, FileFacts>>,
     state_dir: &'a Path,
+    /// Each region's proxy as it runs during this apply (config, candidates in it).
+    proxies: RefCell<HashMap<String, steps::proxy::Live>>,
+    /// One reload of a proxy at a time (the replicas of a pod switch concurrently).
+    proxy_turn: futures_util::lock::Mutex<()>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -373,6 +389,8 @@ pub async fn apply(
         secrets,
         secret_files: RefCell::new(secrets.files.clone()),
         state_dir,
+        proxies: RefCell::new(HashMap::new()),
+        proxy_turn: futures_util::lock::Mutex::new(()),
     };
     let changes: Vec<&Change> = plan
         .changes

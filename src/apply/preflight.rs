@@ -40,10 +40,6 @@ impl Run<'_> {
             help: help.to_owned(),
         };
         match (c.address.kind, c.action) {
-            (Kind::Proxy, _) => Err(unsupported(
-                "run the proxy",
-                "the managed nginx proxy comes with the proxy work; remove `proxy:` to apply the rest",
-            )),
             (Kind::Network | Kind::Volume, Action::Update | Action::Replace) => Err(unsupported(
                 &format!("change a {} in place", c.address.kind.as_str()),
                 "remove and re-create it by hand if you must; berth never replaces a volume",
@@ -104,6 +100,13 @@ impl Run<'_> {
                 }
                 wanted.push((ObjectKind::Container, format!("{name}-berth-old")));
                 wanted.push((ObjectKind::Container, format!("{name}-berth-next")));
+            }
+            (Kind::Proxy, Action::Create | Action::Replace) => {
+                let name = super::steps::proxy::proxy_name(self.project);
+                if c.action == Action::Create {
+                    wanted.push((ObjectKind::Container, name.clone()));
+                }
+                wanted.push((ObjectKind::Container, format!("{name}-berth-old")));
             }
             _ => {}
         }
@@ -166,35 +169,50 @@ impl Run<'_> {
                     .desired(c)
                     .and_then(|r| r.attrs.get(attr::IMAGE))
                     .cloned();
-                if let Some(image) = pod
+                match pod
                     .image
                     .as_ref()
                     .map(|i| planned.unwrap_or_else(|| i.value.clone()))
-                    && !self.engine(&region).image_present(&image).await?
                 {
-                    self.event(
-                        Some(&c.address),
-                        Status::Started,
-                        format!("  {}: pulling {}", c.address, image),
-                    );
-                    if let Err(reason) = self.engine(&region).pull(&image).await {
-                        return Err(ApplyError::ImageMissing {
-                            address: c.address.to_string(),
-                            image: image.clone(),
-                            region,
-                            reason,
-                        });
-                    }
-                    self.event(
-                        Some(&c.address),
-                        Status::Done,
-                        format!("  {}: pulled {}", c.address, image),
-                    );
+                    Some(image) => self.ensure_image(c, &region, &image).await,
+                    None => Ok(()),
                 }
-                Ok(())
+            }
+            (Kind::Proxy, Action::Create | Action::Replace | Action::Heal) => {
+                let image = self.desired(c).and_then(|r| r.attrs.get(attr::IMAGE));
+                match image {
+                    Some(image) => self.ensure_image(c, &self.region_of(c), image).await,
+                    None => Ok(()),
+                }
             }
             _ => Ok(()),
         }
+    }
+
+    /// The image is on the region's engine, or pulled there.
+    async fn ensure_image(&self, c: &Change, region: &str, image: &str) -> Result<(), ApplyError> {
+        if self.engine(region).image_present(image).await? {
+            return Ok(());
+        }
+        self.event(
+            Some(&c.address),
+            Status::Started,
+            format!("  {}: pulling {}", c.address, image),
+        );
+        if let Err(reason) = self.engine(region).pull(image).await {
+            return Err(ApplyError::ImageMissing {
+                address: c.address.to_string(),
+                image: image.to_owned(),
+                region: region.to_owned(),
+                reason,
+            });
+        }
+        self.event(
+            Some(&c.address),
+            Status::Done,
+            format!("  {}: pulled {}", c.address, image),
+        );
+        Ok(())
     }
 }
 

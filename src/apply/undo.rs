@@ -63,6 +63,15 @@ pub enum Undo {
         old_id: String,
         name: String,
     },
+    /// The proxy's config about to be replaced (a new config, a blue-green switch, a reload
+    /// that looks containers up again): this text goes back into the container named `name`
+    /// and nginx reloads it. Recorded before the switch it covers, so that undoing a
+    /// replacement first puts the old container back and then reloads.
+    ProxyConfig {
+        region: String,
+        name: String,
+        config: String,
+    },
     /// A container about to be stopped by a restore: start it again, if it still exists
     /// (the restore may have removed it since; `Reapply` then brings its pod back).
     StartContainer {
@@ -172,6 +181,23 @@ async fn start_again(e: &Engine, id: &str) -> Result<(), UndoError> {
     Ok(e.start(id).await?)
 }
 
+/// Puts `config` back into the proxy container `name` and has nginx reload it (a proxy that
+/// is gone or stopped reads it when it starts).
+async fn put_config_back(e: &Engine, name: &str, config: &str) -> Result<(), UndoError> {
+    let Some(c) = e.container_named(name).await? else {
+        return Ok(());
+    };
+    e.put_file(&c.id, crate::proxy::CONFIG_PATH, config.as_bytes(), 0o644)
+        .await?;
+    if c.state == "running" {
+        e.signal(&c.id, "HUP").await?;
+        // nginx loads it in the background: give it the moment it takes before what the
+        // unwind does next (stopping a container the old config no longer names).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
 /// The safety copy a `Refill*` undo puts back: its store, backup name and id, and the
 /// identity that opens it.
 fn safety_copy(
@@ -235,6 +261,17 @@ pub async fn perform(
                 short(old_id)
             );
             (what, r.await)
+        }
+        Undo::ProxyConfig {
+            region,
+            name,
+            config,
+        } => {
+            let r = async { put_config_back(engine(engines, region)?, name, config).await };
+            (
+                format!("{}: the proxy's previous config, reloaded", at(region)),
+                r.await,
+            )
         }
         Undo::RestoreFile {
             path,

@@ -56,3 +56,6 @@ pub fn image_field(attrs: &std::collections::BTreeMap<String, String>) -> &'stat
 pub fn image_ref(attrs: &std::collections::BTreeMap<String, String>) -> Option<&String> {
     attrs.get(image_field(attrs))
 }
+
+/// The proxy's rendered nginx config (the text; labels keep its digest).
+pub const CONFIG: &str = "config";

@@ -288,6 +288,14 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// TEMPORARY (lead): replaced by the render helper's `update.drain` at merge.
+    pub fn drain(&self) -> std::time::Duration {
+        std::env::var("BERTH_TEST_DRAIN_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
+    }
+
     pub fn replicas(&self) -> u32 {
         self.replicas.as_ref().map_or(1, |r| r.value)
     }

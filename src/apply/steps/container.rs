@@ -16,7 +16,11 @@ use crate::secrets::files;
 
 impl Run<'_> {
     pub(super) async fn create_pod(&self, c: &Change, region: String) -> Result<(), ApplyError> {
+        // A routed pod made again (removed by hand): the proxy looks it up anew.
+        let name = container_name_of(self.project, &c.address);
+        self.proxy_reresolve(c, &region, &name, true).await?;
         let id = self.start_pod(c, &region, None).await?;
+        self.proxy_reresolve(c, &region, &name, false).await?;
         self.done(
             c,
             format!("+ {}: created and healthy ({})", c.address, short(&id)),
@@ -58,6 +62,12 @@ impl Run<'_> {
                     &c.address.name,
                 )
                 .await?;
+            // Routed through the proxy: the candidate takes the old one's place in its
+            // upstreams, and requests in flight to the old one finish before it stops.
+            let switched = self.proxy_switch(c, &region, &name, &next).await?;
+            if switched {
+                self.drain(c).await?;
+            }
             self.set_aside(&region, &old, &name, &aside).await?;
             // Switching: undoing is now "remove the new one, restore the old one",
             // whatever name the new one has.
@@ -80,6 +90,9 @@ impl Run<'_> {
             })?;
             self.drop_undos(superseded)?;
             engine.rename(&new_id, &name).await?;
+            if switched {
+                self.proxy_settle(c, &region, &name).await?;
+            }
             self.commit
                 .borrow_mut()
                 .push(CommitItem::Container { region, id: old });
@@ -88,8 +101,11 @@ impl Run<'_> {
                 format!("+/- {address}: replaced blue-green ({})", short(&new_id)),
             );
         } else {
+            // The proxy looks the new container up once it runs; undoing ends the same way.
+            self.proxy_reresolve(c, &region, &name, true).await?;
             self.set_aside(&region, &old, &name, &aside).await?;
             let new_id = self.start_pod(c, &region, None).await?;
+            self.proxy_reresolve(c, &region, &name, false).await?;
             self.commit
                 .borrow_mut()
                 .push(CommitItem::Container { region, id: old });
@@ -103,6 +119,8 @@ impl Run<'_> {
         let engine = self.engine(&region);
         let address = c.address.to_string();
         let id = self.observed_id(c).unwrap_or_default();
+        let name = container_name_of(self.project, &c.address);
+        self.proxy_reresolve(c, &region, &name, true).await?;
         // Stopped: start it. Running but unhealthy: restart it.
         engine.stop(&id).await?;
         // Its secrets again, in case a reboot emptied the tmpfs that held them (only
@@ -126,6 +144,7 @@ impl Run<'_> {
         }
         engine.start(&id).await?;
         self.gate(c, &region, &id, false).await?;
+        self.proxy_reresolve(c, &region, &name, false).await?;
         self.done(c, format!("! {address}: started again and healthy"));
         Ok(())
     }
@@ -223,9 +242,34 @@ impl Run<'_> {
         Ok(id)
     }
 
+    /// Waits the pod's `update.drain` for requests in flight to its old container (cut short
+    /// by SIGINT/SIGTERM).
+    async fn drain(&self, c: &Change) -> Result<(), ApplyError> {
+        let wait = self
+            .spec
+            .pods
+            .get(&c.address.name)
+            .map_or(std::time::Duration::ZERO, |p| p.drain());
+        self.event(
+            Some(&c.address),
+            Status::Started,
+            format!("  {}: draining the old container ({wait:?})", c.address),
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ApplyError::Interrupted {
+                    report: String::new(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Stops a container and renames it aside, having recorded how to undo both: give it
     /// its name back and start it.
-    async fn set_aside(
+    pub(super) async fn set_aside(
         &self,
         region: &str,
         id: &str,

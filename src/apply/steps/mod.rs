@@ -10,6 +10,7 @@
 pub mod backup_units;
 pub mod container;
 pub mod network;
+pub mod proxy;
 pub mod secret;
 pub mod volume;
 
@@ -40,6 +41,11 @@ impl Run<'_> {
             (Kind::Pod, Action::Replace) => self.replace_pod(c, region).await,
             (Kind::Pod, Action::Heal) => self.heal_pod(c, region).await,
             (Kind::Pod, Action::Delete) => self.delete_pod(c, region).await,
+            (Kind::Proxy, Action::Create) => self.create_proxy(c, region).await,
+            (Kind::Proxy, Action::Update) => self.update_proxy(c, region).await,
+            (Kind::Proxy, Action::Replace) => self.replace_proxy(c, region).await,
+            (Kind::Proxy, Action::Heal) => self.heal_proxy(c, region).await,
+            (Kind::Proxy, Action::Delete) => self.delete_proxy(c, region).await,
             (Kind::Backup, Action::Delete) => self.remove_backup(c),
             (Kind::Backup, Action::Create | Action::Heal | Action::Update) => self.set_up_backup(c),
             (Kind::Secret, Action::Heal) => self.heal_secret(c),
