@@ -14,6 +14,7 @@ mod examples;
 mod fuzz_loader;
 mod invalid_specs;
 mod live;
+mod nginx_image;
 mod plan_cases;
 mod quickstart;
 mod restore;

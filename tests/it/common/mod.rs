@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod docker;
+pub mod nginx;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
