@@ -52,7 +52,10 @@ fn sec1_of(pkcs8_pem: &str) -> String {
     pem("EC PRIVATE KEY", info.private_key)
 }
 
-const NOW: fn() -> SystemTime = || at(2026, 6, 1);
+/// The `now` of the checks: within the validity of [`params`].
+fn now() -> SystemTime {
+    at(2026, 6, 1)
+}
 
 #[test]
 fn a_p256_certificate_and_its_key_pass_every_check() {
@@ -64,7 +67,7 @@ fn a_p256_certificate_and_its_key_pass_every_check() {
         cert.as_bytes(),
         key.as_bytes(),
         &["example.com", "WWW.example.com."],
-        NOW(),
+        now(),
     )
     .unwrap();
     assert_eq!(facts.names, ["example.com", "www.example.com"]);
@@ -104,7 +107,7 @@ fn an_rsa_key_matches_in_pkcs8_and_pkcs1_and_another_key_does_not() {
     let key = KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
     let cert = params(&["example.com"]).self_signed(&key).unwrap().pem();
 
-    let facts = check(cert.as_bytes(), pkcs8.as_bytes(), &["example.com"], NOW()).unwrap();
+    let facts = check(cert.as_bytes(), pkcs8.as_bytes(), &["example.com"], now()).unwrap();
     assert_eq!(facts.names, ["example.com"]);
     key_matches(cert.as_bytes(), pkcs1.as_bytes()).unwrap();
 
@@ -122,7 +125,7 @@ fn a_key_of_another_certificate_does_not_match() {
     let (cert, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, &["example.com"]);
     let (_, other) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, &["example.com"]);
     for key in [other.clone(), sec1_of(&other)] {
-        let err = check(cert.as_bytes(), key.as_bytes(), &["example.com"], NOW()).unwrap_err();
+        let err = check(cert.as_bytes(), key.as_bytes(), &["example.com"], now()).unwrap_err();
         assert!(matches!(err, TlsError::KeyMismatch), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -215,7 +218,7 @@ fn a_wildcard_covers_exactly_one_label() {
         cert.as_bytes(),
         key.as_bytes(),
         &["api.example.com", "www.example.com"],
-        NOW(),
+        now(),
     )
     .unwrap();
 }
@@ -230,7 +233,7 @@ fn a_host_the_certificate_does_not_name_is_refused_with_the_names_it_has() {
         cert.as_bytes(),
         key.as_bytes(),
         &["example.com", "shop.example.com"],
-        NOW(),
+        now(),
     )
     .unwrap_err();
     match &err {
@@ -288,7 +291,7 @@ fn in_a_chain_only_the_leaf_counts() {
         chain.as_bytes(),
         leaf_key.as_bytes(),
         &["example.com"],
-        NOW(),
+        now(),
     )
     .unwrap();
     assert_eq!(facts.names, ["example.com"]);
@@ -297,7 +300,7 @@ fn in_a_chain_only_the_leaf_counts() {
         chain.as_bytes(),
         leaf_key.as_bytes(),
         &["ca.example.org"],
-        NOW(),
+        now(),
     )
     .unwrap_err();
     assert!(matches!(err, TlsError::NotCovering { .. }), "{err:?}");
