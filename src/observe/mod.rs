@@ -8,6 +8,7 @@
 
 pub mod backup_units;
 pub mod backups;
+pub mod certificates;
 pub mod docker;
 pub mod engines;
 pub mod proxy;

@@ -28,6 +28,7 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
         identity: None,
         files: BTreeMap::new(),
         problems: Vec::new(),
+        notices: Vec::new(),
     };
     if spec.secrets.iter().next().is_none() {
         return out;
@@ -46,6 +47,7 @@ pub fn inspect(spec: &Spec, spec_dir: &Path) -> Inspection {
             out.files.insert(s.name.value.clone(), facts);
         }
     }
+    super::certificates::check(spec, &mut out, std::time::SystemTime::now());
     out
 }
 

@@ -191,6 +191,7 @@ impl Session {
             d.severity = crate::diag::Severity::Warning;
             d
         }));
+        diagnostics.extend(self.secrets.notices.iter().cloned());
         Report::new(
             &self.project.report.path,
             self.project.report.source.clone(),

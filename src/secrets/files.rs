@@ -238,6 +238,8 @@ pub struct Inspection {
     pub files: BTreeMap<String, FileFacts>,
     /// Problems that stop an apply (plan shows them as warnings).
     pub problems: Vec<Diagnostic>,
+    /// Warnings for plan and apply alike (a certificate that expires soon).
+    pub notices: Vec<Diagnostic>,
 }
 
 impl Inspection {

@@ -16,6 +16,7 @@ mod invalid_specs;
 mod live;
 mod nginx_image;
 mod plan_cases;
+mod proxy;
 mod quickstart;
 mod restore;
 mod secrets;

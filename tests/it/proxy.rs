@@ -1,0 +1,468 @@
+//! The managed proxy against the real engine: real nginx (the test image built from the
+//! Debian package) in front of real test-app containers, spoken to over HTTP on 127.0.0.1.
+//! Rate limits, security headers, CORS, the `nginx -t` gate, zero-downtime replacement of a
+//! routed pod, and destroy.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::Scene;
+use common::docker;
+
+/// A response as the tests read it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` on a connection of its own (closed after).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Answer> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: localhost\r\n");
+    }
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
+/// GET `path` on 127.0.0.1:`port`.
+pub fn get(port: u16, path: &str) -> Answer {
+    request(port, "GET", path, &[]).expect("the proxy answers")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the engine binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The test app as pod `name` at `version`, health-checked, replaced blue-green with a
+/// short drain.
+pub fn app(name: &str, version: &str, replicas: u32) -> String {
+    format!(
+        "  {name}:\n    image: {}\n    replicas: {replicas}\n    env: {{ VERSION: {version} }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 40 }}\n    update: {{ strategy: blue-green, drain: 1s }}\n",
+        docker::testapp_image()
+    )
+}
+
+/// The nginx test image, or `None` (the test skips) where none can be built.
+pub fn nginx() -> Option<String> {
+    if !docker::available() {
+        return None;
+    }
+    common::nginx::image()
+}
+
+/// Waits until the proxy answers `path` with `status`.
+pub fn wait_for(port: u16, path: &str, status: u16) -> Answer {
+    let start = Instant::now();
+    loop {
+        if let Ok(a) = request(port, "GET", path, &[])
+            && a.status == status
+        {
+            return a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "127.0.0.1:{port}{path} never answered {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The upstream servers the running proxy's config names (read with `docker cp`).
+fn servers_in_config(container: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["cp", &format!("{container}:/etc/berth/nginx.conf"), "-"])
+        .output()
+        .expect("docker cp runs");
+    assert!(out.status.success(), "no config in {container}");
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    let mut text = String::new();
+    for e in archive.entries().unwrap() {
+        e.unwrap().read_to_string(&mut text).unwrap();
+    }
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split_once(':').map(|(h, _)| h.to_owned()))
+        .filter(|h| h != "127.0.0.1")
+        .collect()
+}
+
+#[test]
+fn a_routed_pod_behind_the_proxy_applies_replans_clean_and_destroys() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    s.spec(&format!(
+        "pods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  security_headers: basic\n  routes:\n    - {{ path: /, to: api:8080 }}\n",
+        app("api", "v1", 2)
+    ));
+    let r = s.berth(&["apply", "--yes"]).code(0);
+    assert!(r.stderr().contains("proxy"), "{}", r.stderr());
+    assert_eq!(wait_for(port, "/version", 200).body.trim(), "v1");
+    // Both replicas serve through the one upstream.
+    let proxy = format!("{}-proxy", s.project.0);
+    let mut servers = servers_in_config(&proxy);
+    servers.sort();
+    assert_eq!(servers, [s.name("api-0"), s.name("api-1")]);
+    // The proxy's own health endpoint, never routed to the app.
+    let health = get(port, "/.berth/health");
+    assert_eq!(health.status, 200);
+    assert!(health.body.starts_with("berth "), "{health:?}");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+}
+
+#[test]
+fn a_routed_pod_is_replaced_under_load_without_a_failed_request() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    let write = |version: &str| {
+        s.spec(&format!(
+            "pods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  routes:\n    - {{ path: /, to: api:8080 }}\n",
+            app("api", version, 2)
+        ))
+    };
+    write("v1");
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/version", 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut versions) = (0, Vec::new(), std::collections::BTreeSet::new());
+            // Bounded: at most 5,000 requests, about 100 a second.
+            for _ in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match request(port, "GET", "/version", &[]) {
+                    Ok(a) if a.status == 200 => {
+                        ok += 1;
+                        versions.insert(a.body.trim().to_owned());
+                    }
+                    Ok(a) => failed.push(format!("{} {}", a.status, a.body.trim())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ok, failed, versions)
+        })
+    };
+    for version in ["v2", "v3"] {
+        write(version);
+        s.berth(&["apply", "--yes"]).code(0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, versions) = load.join().unwrap();
+    assert!(failed.is_empty(), "{} of {} failed: {failed:?}", failed.len(), ok + failed.len());
+    assert!(ok > 100, "only {ok} requests");
+    assert!(versions.contains("v1") && versions.contains("v3"), "{versions:?}");
+    assert_eq!(get(port, "/version").body.trim(), "v3");
+    // The config names the pod's own containers again, and nothing else is left.
+    let mut servers = servers_in_config(&format!("{}-proxy", s.project.0));
+    servers.sort();
+    assert_eq!(servers, [s.name("api-0"), s.name("api-1")]);
+    assert!(
+        s.containers().iter().all(|c| !c.contains("-berth-")),
+        "{:?}",
+        s.containers()
+    );
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_per_second_and_per_minute() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    s.spec(&format!(
+        "rate_limits:\n  api: {{ rate: 10/s, burst: 10 }}\n  slow: {{ rate: 30/min }}\npods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  security_headers: strict\n  routes:\n    - {{ path: /, to: api:8080, rate_limit: api }}\n    - {{ path: /slow/, to: api:8080, rate_limit: slow }}\n",
+        app("api", "v1", 1)
+    ));
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/.berth/health", 200);
+    std::thread::sleep(Duration::from_secs(2)); // the bucket refills after the gate's requests
+    // 100 requests within one second from one client, 10 at a time.
+    let start = Instant::now();
+    let workers: Vec<_> = (0..10)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| request(port, "GET", "/version", &[]).expect("answered"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Answer> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let took = start.elapsed();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    let others: Vec<u16> = answers
+        .iter()
+        .map(|a| a.status)
+        .filter(|s| *s != 200 && *s != 429)
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    assert!(took < Duration::from_secs(1), "100 requests took {took:?}");
+    assert!(
+        (80..=90).contains(&refused.len()),
+        "{} of 100 refused in {took:?}",
+        refused.len()
+    );
+    for a in &refused {
+        assert!(a.header("retry-after").is_some(), "{a:?}");
+        // The security headers are sent on the refusal too.
+        assert!(a.header("x-content-type-options").is_some(), "{a:?}");
+    }
+    // 30/min: one request every 2 s. Asked every 250 ms for 12 s, about 6 get through.
+    let mut passed = 0;
+    for _ in 0..48 {
+        if get(port, "/slow/x").status == 200 {
+            passed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!((5..=8).contains(&passed), "{passed} of 48 passed a 30/min limit in 12 s");
+}
+
+const STRICT: [&str; 5] = [
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "content-security-policy",
+    "permissions-policy",
+];
+
+#[test]
+fn security_headers_and_cors_arrive_on_every_answer() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    s.spec(&format!(
+        "rate_limits:\n  api: {{ rate: 1/s }}\npods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  security_headers: strict\n  headers: {{ X-Served-By: berth }}\n  routes:\n    - {{ path: /api/, to: api:8080, rate_limit: api, cors: {{ origins: [\"https://shop.example\"], methods: [GET, POST], headers: [Content-Type], credentials: true, max_age: 10m }} }}\n",
+        app("api", "v1", 1)
+    ));
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/.berth/health", 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    let ok = get(port, "/api/version");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let not_found = get(port, "/elsewhere");
+    assert_eq!(not_found.status, 404, "{not_found:?}");
+    let mut limited = None;
+    for _ in 0..10 {
+        let a = get(port, "/api/version");
+        if a.status == 429 {
+            limited = Some(a);
+            break;
+        }
+    }
+    let limited = limited.expect("a 429 from a 1/s limit");
+    for a in [&ok, &not_found, &limited] {
+        for h in STRICT {
+            assert!(a.header(h).is_some(), "{h} missing on {} {a:?}", a.status);
+        }
+        assert_eq!(a.header("x-served-by"), Some("berth"), "{a:?}");
+        // HSTS only over TLS.
+        assert!(a.header("strict-transport-security").is_none(), "{a:?}");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    // A preflight from an allowed origin is answered by the proxy.
+    let allowed = request(
+        port,
+        "OPTIONS",
+        "/api/version",
+        &[
+            ("Origin", "https://shop.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+    )
+    .unwrap();
+    assert!(allowed.status == 204 || allowed.status == 200, "{allowed:?}");
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://shop.example"),
+        "{allowed:?}"
+    );
+    assert_eq!(allowed.header("access-control-allow-credentials"), Some("true"));
+    assert!(
+        allowed
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("POST")),
+        "{allowed:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    // From another origin: no permission.
+    let other = request(
+        port,
+        "OPTIONS",
+        "/api/version",
+        &[
+            ("Origin", "https://evil.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+    )
+    .unwrap();
+    assert!(other.header("access-control-allow-origin").is_none(), "{other:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A simple request from the allowed origin gets the header on the app's answer.
+    let simple = request(port, "GET", "/api/version", &[("Origin", "https://shop.example")])
+        .unwrap();
+    assert_eq!(simple.status, 200, "{simple:?}");
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+}
+
+#[test]
+fn a_config_nginx_refuses_never_reaches_the_running_proxy() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    let write = |headers: &str| {
+        s.spec(&format!(
+            "pods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  headers: {{ {headers} }}\n  routes:\n    - {{ path: /, to: api:8080 }}\n",
+            app("api", "v1", 1)
+        ))
+    };
+    write("X-Good: yes");
+    s.berth(&["apply", "--yes"]).code(0);
+    let before = wait_for(port, "/.berth/health", 200);
+    // A value that closes nginx's quoting: a config nginx cannot parse.
+    write(r#"X-Bad: 'a" b "c'"#);
+    let r = s.berth(&["apply", "--yes"]);
+    assert_ne!(r.0.status.code(), Some(0), "{}", r.stderr());
+    let err = r.stderr_flat();
+    assert!(err.contains("nginx"), "{err}");
+    assert!(err.contains("emerg") || err.contains("invalid") || err.contains("unexpected"), "{err}");
+    // The running proxy keeps its config and serves.
+    let after = get(port, "/.berth/health");
+    assert_eq!(after.body, before.body);
+    assert_eq!(get(port, "/version").body.trim(), "v1");
+    assert_eq!(after.header("x-good"), before.header("x-good"));
+    // No throwaway container is left.
+    assert!(
+        s.containers().iter().all(|c| !c.contains("check")),
+        "{:?}",
+        s.containers()
+    );
+    // The change is still to make.
+    s.berth(&["plan", "--detailed-exitcode"]).code(2);
+}
+
+#[test]
+fn a_kill_at_every_journal_boundary_of_a_proxy_change_recovers_to_one_generation() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    let write = |version: &str, limit: &str| {
+        s.spec(&format!(
+            "rate_limits:\n  api: {{ rate: {limit}, burst: 50 }}\npods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  routes:\n    - {{ path: /, to: api:8080, rate_limit: api }}\n",
+            app("api", version, 1)
+        ))
+    };
+    write("v1", "100/s");
+    s.berth(&["apply", "--yes"]).code(0);
+    write("v2", "200/s");
+    s.berth(&["apply", "--yes"]).code(0);
+    let records = std::fs::read_to_string(s.state().join("last-journal.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(records > 6, "{records} records");
+    let proxy = format!("{}-proxy", s.project.0);
+    let mut seen = std::collections::BTreeSet::new();
+    for kill_at in 1..records {
+        write("v1", "100/s");
+        s.berth(&["apply", "--yes"]).code(0);
+        write("v2", "200/s");
+        let killed = common::Berth::new()
+            .dir(s.path())
+            .args(["apply", "--yes"])
+            .env("BERTH_FAULT_KILL_AT", &kill_at.to_string())
+            .run();
+        assert!(
+            killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
+            "kill point {kill_at}: not killed: {}",
+            killed.stderr()
+        );
+        s.berth(&["recover"]).code(0);
+        // One generation: the proxy routes only to containers that exist and run, and
+        // answers with one version.
+        let running: Vec<String> = s.containers();
+        assert!(
+            running.iter().all(|c| !c.contains("-berth-") && c.ends_with(" running")),
+            "kill point {kill_at}: {running:?}"
+        );
+        for server in servers_in_config(&proxy) {
+            assert!(
+                running.iter().any(|c| c.starts_with(&format!("{server} "))),
+                "kill point {kill_at}: the proxy routes to {server}, which is not running: {running:?}"
+            );
+        }
+        let version = wait_for(port, "/version", 200).body.trim().to_owned();
+        seen.insert(version.clone());
+        write(&version, if version == "v1" { "100/s" } else { "200/s" });
+        let plan = s.berth(&["plan", "--detailed-exitcode"]);
+        // The config and the pod recovered together, or the plan says what is left.
+        assert!(
+            plan.0.status.code() == Some(0),
+            "kill point {kill_at}: after recover to {version}: {}",
+            plan.stdout()
+        );
+    }
+    assert!(seen.contains("v1"), "{seen:?}");
+}
