@@ -245,13 +245,20 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
     }
 }
 
-/// The rate limits and the proxy of a region.
+/// The rate limits and the proxy of a region. The proxy's configuration is its rendered
+/// nginx config ([`attr::CONFIG`], with the stable container names of the routed pods):
+/// every route, limit, header, TLS listener and CORS policy shows there, so a change to any
+/// of them is a change to the text (a reload). Only the image and the listen ports, which
+/// need a new container, are attributes of their own.
 fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) {
     let spec = region.spec;
     for r in spec.rate_limits.iter() {
         let mut a = BTreeMap::new();
         a.insert("rate".into(), r.item.rate.canonical());
         a.insert("burst".into(), r.item.burst.to_string());
+        if let Some(h) = r.item.key_header() {
+            a.insert("key".into(), format!("header {h}"));
+        }
         out.push(Resource {
             address: Address::new(Kind::RateLimit, &r.name.value).region(region.shown),
             attrs: a,
@@ -265,33 +272,23 @@ fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) 
         attr::LISTEN.into(),
         list(proxy.listen.iter().map(|p| p.to_string())),
     );
+    let servers = crate::proxy::stable_servers(spec, region.name);
     a.insert(
-        "security_headers".into(),
-        proxy.security_headers.map_or("off", |s| s.as_str()).into(),
+        attr::CONFIG.into(),
+        crate::proxy::render(spec, proxy, &servers),
     );
-    // The rendered nginx config holds every limit: a changed limit reloads the proxy.
-    for r in spec.rate_limits.iter() {
-        a.insert(
-            format!("limit[{}]", r.name.value),
-            format!("{} burst {}", r.item.rate.canonical(), r.item.burst),
-        );
-    }
     for route in &proxy.routes {
         let r = &route.value;
-        let mut v = format!("to {}", r.to.value);
         if let Some(l) = &r.rate_limit {
-            v.push_str(&format!(", rate_limit {}", l.value));
             deps.push(Address::new(Kind::RateLimit, &l.value).region(region.shown));
         }
-        if !r.cors.is_empty() {
-            v.push_str(&format!(
-                ", cors {}",
-                sorted_list(r.cors.iter().map(|c| c.value.as_str()))
-            ));
-        }
-        a.insert(format!("route[{}]", r.key()), v);
         if let Some((pod, _)) = r.target() {
             deps.extend(region.instances(pod));
+        }
+    }
+    for t in &proxy.tls {
+        for secret in [&t.value.cert, &t.value.key] {
+            deps.push(Address::new(Kind::Secret, &secret.value));
         }
     }
     deps.sort();
