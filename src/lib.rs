@@ -22,6 +22,8 @@
 //! - [`engine`] talks to container engines (bollard), owns the labels and names berth writes
 //!   and the async runtime; [`secrets`] holds the plaintext type that can never be printed,
 //!   age, the secret files and their delivery to containers;
+//! - [`proxy`] renders the managed proxy's nginx config from the spec (pure), with the
+//!   paths, command and health endpoint the engine side runs it with;
 //! - [`resources`] turns a spec into desired resources (attribute keys in `resources::attr`);
 //! - [`archive`] is the backup data layer: manifests, stores, the encrypted pipeline,
 //!   retention, schedule units, refilling a volume or path, helper containers;
@@ -50,8 +52,8 @@ pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod plan;
-pub mod proxy;
 pub mod project;
+pub mod proxy;
 pub mod resources;
 pub mod secrets;
 pub mod sensitive;

@@ -104,7 +104,7 @@ pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
         let volumes_here = volume_resources(&region, &mounted_anywhere, &mut out);
         pod_resources(&region, facts, &mut out);
         if let Some(proxy) = &spec.proxy {
-            proxy_resources(&region, proxy, &mut out);
+            proxy_resources(&region, proxy, facts, &mut out);
         }
         backup_resources(&region, &volumes_here, &mut out);
     }
@@ -245,13 +245,25 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
     }
 }
 
-/// The rate limits and the proxy of a region.
-fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) {
+/// The rate limits and the proxy of a region. The proxy's configuration is its rendered
+/// nginx config ([`attr::CONFIG`], with the stable container names of the routed pods):
+/// every route, limit, header, TLS listener and CORS policy shows there, so a change to any
+/// of them is a change to the text (a reload). Only the image and the listen ports, which
+/// need a new container, are attributes of their own.
+fn proxy_resources(
+    region: &Region<'_>,
+    proxy: &Proxy,
+    facts: &LocalFacts,
+    out: &mut Vec<Resource>,
+) {
     let spec = region.spec;
     for r in spec.rate_limits.iter() {
         let mut a = BTreeMap::new();
         a.insert("rate".into(), r.item.rate.canonical());
         a.insert("burst".into(), r.item.burst.to_string());
+        if let Some(h) = r.item.key_header() {
+            a.insert("key".into(), format!("header {h}"));
+        }
         out.push(Resource {
             address: Address::new(Kind::RateLimit, &r.name.value).region(region.shown),
             attrs: a,
@@ -265,40 +277,25 @@ fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) 
         attr::LISTEN.into(),
         list(proxy.listen.iter().map(|p| p.to_string())),
     );
+    let servers = crate::proxy::stable_servers(spec, region.name);
     a.insert(
-        "security_headers".into(),
-        proxy.security_headers.map_or("off", |s| s.as_str()).into(),
+        attr::CONFIG.into(),
+        with_versions(&crate::proxy::render(spec, proxy, &servers), proxy, facts),
     );
-    // The rendered nginx config holds every limit: a changed limit reloads the proxy.
-    for r in spec.rate_limits.iter() {
-        a.insert(
-            format!("limit[{}]", r.name.value),
-            format!("{} burst {}", r.item.rate.canonical(), r.item.burst),
-        );
-    }
     for route in &proxy.routes {
         let r = &route.value;
-        let mut v = format!("to {}", r.to.value);
         if let Some(l) = &r.rate_limit {
-            v.push_str(&format!(", rate_limit {}", l.value));
             deps.push(Address::new(Kind::RateLimit, &l.value).region(region.shown));
         }
-        if !r.cors.is_empty() {
-            v.push_str(&format!(
-                ", cors {}",
-                sorted_list(r.cors.iter().map(|c| c.value.as_str()))
-            ));
-        }
-        a.insert(format!("route[{}]", r.key()), v);
         if let Some((pod, _)) = r.target() {
             deps.extend(region.instances(pod));
         }
     }
-    // TEMPORARY (lead): the render helper's version replaces this.
-    a.insert(
-        attr::CONFIG.into(),
-        crate::proxy::render(spec, proxy, &crate::proxy::stable_servers(spec, region.name)),
-    );
+    for t in &proxy.tls {
+        for secret in [&t.value.cert, &t.value.key] {
+            deps.push(Address::new(Kind::Secret, &secret.value));
+        }
+    }
     deps.sort();
     deps.dedup();
     out.push(Resource {
@@ -306,6 +303,33 @@ fn proxy_resources(region: &Region<'_>, proxy: &Proxy, out: &mut Vec<Resource>) 
         attrs: a,
         depends_on: deps,
     });
+}
+
+/// The rendered config with a comment line per TLS secret naming the version (ciphertext
+/// fingerprint) it holds, sealed again: a new certificate is a new config (delivered and
+/// reloaded in place), and the running proxy's own file says which one it has.
+fn with_versions(config: &str, proxy: &Proxy, facts: &LocalFacts) -> String {
+    let mut names: Vec<&str> = proxy
+        .tls
+        .iter()
+        .flat_map(|t| [t.value.cert.value.as_str(), t.value.key.value.as_str()])
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let lines: String = names
+        .iter()
+        .filter_map(|n| {
+            let v = facts.secret_versions.get(*n)?;
+            Some(format!(
+                "{}{n}: {v}\n",
+                crate::proxy::SECRET_VERSION_COMMENT
+            ))
+        })
+        .collect();
+    if lines.is_empty() {
+        return config.to_owned();
+    }
+    crate::proxy::seal(&format!("{lines}{config}"))
 }
 
 /// The backups of a region: those whose pod runs there, or whose volume is there.

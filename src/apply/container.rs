@@ -22,13 +22,9 @@ pub fn container_name(project: &str, resource: &Resource) -> String {
     container_name_of(project, &resource.address)
 }
 
-/// [`container_name`] from an address alone (a pod no longer in the spec).
-pub fn container_name_of(project: &str, address: &crate::graph::Address) -> String {
-    match address.index {
-        Some(i) => format!("{project}-{}-{i}", address.name),
-        None => format!("{project}-{}", address.name),
-    }
-}
+/// [`container_name`] from an address alone (a pod no longer in the spec); one copy, in
+/// `engine::names`, which the proxy's config names its upstream servers by.
+pub use crate::engine::names::container_name_of;
 
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)

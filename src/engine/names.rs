@@ -1,5 +1,17 @@
 //! How berth names and shows engine objects, for observation and apply alike: the names
-//! apply gives containers for a moment, and the short form of an id in messages.
+//! apply gives containers for a moment, the stable name of a pod instance's container, and
+//! the short form of an id in messages.
+
+use crate::graph::Address;
+
+/// The stable container name of a pod instance: `<project>-<pod>`, `<project>-<pod>-<n>`
+/// for replicas (what apply names it, and what the proxy's upstreams name).
+pub fn container_name_of(project: &str, address: &Address) -> String {
+    match address.index {
+        Some(i) => format!("{project}-{}-{i}", address.name),
+        None => format!("{project}-{}", address.name),
+    }
+}
 
 /// Whether a container name is one apply gives for a moment: a blue-green candidate, an old
 /// container set aside, a deleted one awaiting the commit.

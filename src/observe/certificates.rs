@@ -37,7 +37,8 @@ pub fn check(spec: &Spec, secrets: &mut Inspection, now: SystemTime) {
             let f = secrets.files.get(name).filter(|f| f.usable)?;
             identity.decrypt(&f.ciphertext).ok()
         };
-        let (Some(cert), Some(key)) = (read(&listener.cert.value), read(&listener.key.value)) else {
+        let (Some(cert), Some(key)) = (read(&listener.cert.value), read(&listener.key.value))
+        else {
             continue; // unreadable: its own problem already
         };
         let at = |d: Diagnostic, label: &str| d.at(listener.cert.span, label.to_owned());

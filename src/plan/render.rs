@@ -91,27 +91,83 @@ fn describe(c: &Change) -> String {
     }
 }
 
-/// One line per changed field, without colour.
-fn field_lines(c: &Change) -> Vec<String> {
+/// One line of a change's fields: a field, or a line of a multi-line field's diff.
+enum Line {
+    Field(String),
+    /// `+`, `-` or ` ` and the line.
+    Diff(char, String),
+}
+
+/// Where the lines of a multi-line field's diff start.
+const DIFF_INDENT: &str = "          ";
+
+/// The lines of the changed fields, without colour: one per field, and a multi-line value
+/// (the proxy's config) as a unified diff of its lines (3 lines of context).
+fn field_lines(c: &Change) -> Vec<Line> {
     if c.action == Action::Delete {
         return Vec::new();
     }
-    c.fields
-        .iter()
-        .filter_map(|f| {
-            let line = match (&f.old, &f.new) {
-                (None, Some(n)) => format!("      + {}: {}", f.field, quote(n)),
-                (Some(o), None) => format!("      - {}: {}", f.field, quote(o)),
-                (Some(o), Some(n)) => format!("      ~ {}: {} -> {}", f.field, quote(o), quote(n)),
-                (None, None) => return None,
+    let mut out = Vec::new();
+    for f in &c.fields {
+        let multiline = |v: &Option<String>| v.as_ref().is_some_and(|v| v.contains('\n'));
+        let line = match (&f.old, &f.new) {
+            _ if multiline(&f.old) || multiline(&f.new) => {
+                let sign = match (&f.old, &f.new) {
+                    (None, _) => '+',
+                    (_, None) => '-',
+                    _ => '~',
+                };
+                format!("      {sign} {}:", f.field)
+            }
+            (None, Some(n)) => format!("      + {}: {}", f.field, quote(n)),
+            (Some(o), None) => format!("      - {}: {}", f.field, quote(o)),
+            (Some(o), Some(n)) => format!("      ~ {}: {} -> {}", f.field, quote(o), quote(n)),
+            (None, None) => continue,
+        };
+        out.push(Line::Field(if f.forces_replacement {
+            format!("{line}  # forces replacement")
+        } else {
+            line
+        }));
+        if multiline(&f.old) || multiline(&f.new) {
+            diff_lines(
+                f.old.as_deref().unwrap_or(""),
+                f.new.as_deref().unwrap_or(""),
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+/// A unified diff of two texts' lines, control characters escaped.
+fn diff_lines(old: &str, new: &str, out: &mut Vec<Line>) {
+    let diff = similar::TextDiff::from_lines(old, new);
+    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+        out.push(Line::Diff(' ', hunk.header().to_string()));
+        for change in hunk.iter_changes() {
+            let sign = match change.tag() {
+                similar::ChangeTag::Delete => '-',
+                similar::ChangeTag::Insert => '+',
+                similar::ChangeTag::Equal => ' ',
             };
-            Some(if f.forces_replacement {
-                format!("{line}  # forces replacement")
-            } else {
-                line
-            })
-        })
-        .collect()
+            let text: String = change
+                .value()
+                .trim_end_matches('\n')
+                .chars()
+                .flat_map(|c| {
+                    let escape = c.is_control() && c != '\t';
+                    let shown: Vec<char> = if escape {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    shown
+                })
+                .collect();
+            out.push(Line::Diff(sign, text));
+        }
+    }
 }
 
 /// The human rendering; `color` adds ANSI styles (the caller decides, honouring NO_COLOR
@@ -137,7 +193,19 @@ pub fn human(plan: &Plan, color: bool) -> String {
         let head = format!("{:>3} {}  ({})", c.symbol(), c.address, describe(c));
         let _ = writeln!(out, "{}", paint(style(c.action).bold(), &head));
         for l in field_lines(c) {
-            let _ = writeln!(out, "{}", paint(style(c.action), &l));
+            let line = match l {
+                Line::Field(text) => paint(style(c.action), &text),
+                // `+` and `-` lines of a diff in the colours of a creation and a deletion.
+                Line::Diff(sign, text) => {
+                    let s = match sign {
+                        '+' => style(Action::Create),
+                        '-' => style(Action::Delete),
+                        _ => Style::new(),
+                    };
+                    paint(s, format!("{DIFF_INDENT}{sign}{text}").trim_end())
+                }
+            };
+            let _ = writeln!(out, "{line}");
         }
         out.push('\n');
         for g in &c.gates {
@@ -202,7 +270,18 @@ pub fn markdown(plan: &Plan) -> String {
             describe(c)
         );
         for l in field_lines(c) {
-            let _ = writeln!(out, "{marker}{l}");
+            let _ = match l {
+                Line::Field(text) => writeln!(out, "{marker}{text}"),
+                // The diff's own sign in the first column, where a diff block colours it.
+                Line::Diff(' ', text) => {
+                    writeln!(
+                        out,
+                        "{}",
+                        format!("{marker}{DIFF_INDENT} {text}").trim_end()
+                    )
+                }
+                Line::Diff(sign, text) => writeln!(out, "{sign}{DIFF_INDENT} {text}"),
+            };
         }
     }
     out.push_str("```\n\n</details>\n");

@@ -16,6 +16,9 @@ pub const HEALTH_CMD: &str = "health.cmd";
 pub const HEALTH_HTTP: &str = "health.http";
 /// The host ports the proxy listens on.
 pub const LISTEN: &str = "listen";
+/// The proxy's rendered nginx config (`crate::proxy::render`); a multi-line text the plan
+/// shows as a diff.
+pub const CONFIG: &str = "config";
 /// Whether a backup runs before each apply (observed from the state of the last one).
 pub const BEFORE_APPLY: &str = "before_apply";
 /// A backup's store; a drift field when the store is missing or open to others.
@@ -56,6 +59,3 @@ pub fn image_field(attrs: &std::collections::BTreeMap<String, String>) -> &'stat
 pub fn image_ref(attrs: &std::collections::BTreeMap<String, String>) -> Option<&String> {
     attrs.get(image_field(attrs))
 }
-
-/// The proxy's rendered nginx config (the text; labels keep its digest).
-pub const CONFIG: &str = "config";

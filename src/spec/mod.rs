@@ -9,14 +9,16 @@
 //! ports, a route's `pod:port`). A bad one never fails the load: [`check`] reports it, with
 //! its typed error, and the rest of berth reads the parsed value. [`spanned`] holds the
 //! spanned wrappers ([`Sp`], [`Named`]); [`pattern`] compiles a secret's regular
-//! expressions the same way here and where a value is checked. The same types generate the
-//! JSON Schema in `schemas/berth.schema.json` ([`schema`]).
+//! expressions the same way here and where a value is checked. [`proxy`] holds the types of
+//! the managed proxy (rate limits, listeners, TLS, headers, routes and their CORS). The same
+//! types generate the JSON Schema in `schemas/berth.schema.json` ([`schema`]).
 
 pub mod check;
 pub mod lint;
 pub mod load;
 pub mod mapping;
 pub mod pattern;
+pub mod proxy;
 pub mod schema;
 pub mod spanned;
 pub mod units;
@@ -26,6 +28,9 @@ use serde::Deserialize;
 
 pub use load::{Loaded, load_file, load_str};
 pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
+pub use proxy::{
+    Cors, CorsPolicy, Proxy, ProxyTls, RateKey, RateLimit, RealIp, Route, SecurityHeaders,
+};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -288,16 +293,18 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// TEMPORARY (lead): replaced by the render helper's `update.drain` at merge.
-    pub fn drain(&self) -> std::time::Duration {
-        std::env::var("BERTH_TEST_DRAIN_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
-    }
-
     pub fn replicas(&self) -> u32 {
         self.replicas.as_ref().map_or(1, |r| r.value)
+    }
+
+    /// How long requests in flight to an old container get before it is stopped
+    /// (`update.drain`, default [`DEFAULT_DRAIN`]).
+    pub fn drain(&self) -> std::time::Duration {
+        self.update
+            .as_ref()
+            .and_then(|u| u.drain.as_ref())
+            .and_then(|d| d.get())
+            .unwrap_or(DEFAULT_DRAIN)
     }
 
     /// The named volumes the pod mounts (not host paths).
@@ -480,7 +487,14 @@ fn default_path() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Update {
     pub strategy: Sp<Strategy>,
+    /// How long requests in flight to the old container of a routed pod get before it is
+    /// stopped (default `10s`).
+    #[serde(default)]
+    pub drain: Option<Duration>,
 }
+
+/// How long a routed pod's old container drains when the spec does not say.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a pod is replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -539,87 +553,6 @@ pub struct ExpectJson {
     /// The value at the pointer equals this value.
     #[serde(default)]
     pub equals: Option<serde_json::Value>,
-}
-
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// `N/s` or `N/min`.
-    pub rate: RateUnit,
-    /// Requests allowed above the rate before refusing (default 0).
-    #[serde(default)]
-    pub burst: u32,
-}
-
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Proxy {
-    /// nginx image to run.
-    pub image: Sp<String>,
-    /// Host ports the proxy listens on.
-    #[serde(default = "default_listen")]
-    pub listen: Vec<u16>,
-    #[serde(default)]
-    pub security_headers: Option<SecurityHeaders>,
-    #[serde(default)]
-    pub routes: Vec<Sp<Route>>,
-}
-
-fn default_listen() -> Vec<u16> {
-    vec![80]
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SecurityHeaders {
-    /// HSTS, nosniff, frame-deny, referrer policy, a restrictive CSP.
-    Strict,
-    /// nosniff, frame-deny, referrer policy.
-    Basic,
-    Off,
-}
-
-impl SecurityHeaders {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SecurityHeaders::Strict => "strict",
-            SecurityHeaders::Basic => "basic",
-            SecurityHeaders::Off => "off",
-        }
-    }
-}
-
-/// Requests matching `host` and `path` go to a pod's port.
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    #[serde(default)]
-    pub host: Option<Sp<String>>,
-    /// Path prefix (default `/`).
-    #[serde(default)]
-    pub path: Option<Sp<String>>,
-    /// `pod:port`.
-    pub to: RouteTargetEntry,
-    #[serde(default)]
-    pub rate_limit: Option<Sp<String>>,
-    /// Origins allowed by CORS.
-    #[serde(default)]
-    pub cors: Vec<Sp<String>>,
-}
-
-impl Route {
-    pub fn path(&self) -> &str {
-        self.path.as_ref().map_or("/", |p| p.value.as_str())
-    }
-    /// `host/path` as the route's identity, `*` for any host.
-    pub fn key(&self) -> String {
-        let host = self.host.as_ref().map_or("*", |h| h.value.as_str());
-        format!("{host}{}", self.path())
-    }
-    /// `to`'s pod and port, if well-formed (parsed once, at load).
-    pub fn target(&self) -> Option<(&str, u16)> {
-        self.to.get().ok()
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]

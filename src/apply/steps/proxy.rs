@@ -27,7 +27,8 @@ use crate::engine::names::short;
 use crate::graph::{Kind, Resource};
 use crate::plan::Change;
 use crate::resources::attr;
-use crate::spec::{Proxy, SecurityHeaders};
+use crate::secrets::delivery;
+use crate::spec::Proxy;
 
 /// The proxy's container name in a project.
 pub fn proxy_name(project: &str) -> String {
@@ -55,7 +56,7 @@ impl Live {
         for (from, to) in &self.overrides {
             text = swap_server(&text, from, to);
         }
-        reseal(&text)
+        crate::proxy::seal(&text)
     }
 
     fn routes_to(&self, name: &str) -> bool {
@@ -77,25 +78,50 @@ pub fn swap_server(text: &str, from: &str, to: &str) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.split_inclusive('\n') {
         match server_of(line) {
-            Some(host) if host == from => {
-                out.push_str(&line.replacen(&format!("server {from}:"), &format!("server {to}:"), 1))
-            }
+            Some(host) if host == from => out.push_str(&line.replacen(
+                &format!("server {from}:"),
+                &format!("server {to}:"),
+                1,
+            )),
             _ => out.push_str(line),
         }
     }
     out
 }
 
-/// `text` with its health token replaced by one computed from the rest of it.
-fn reseal(text: &str) -> String {
-    let Some(old) = crate::proxy::token(text) else {
-        return text.to_owned();
-    };
-    let marker = format!("\"berth {old}");
-    let without = text.replacen(&marker, "\"berth ", 1);
-    let new = crate::encode::sha256_hex(without.as_bytes());
-    let new = new.get(..old.len()).unwrap_or(&new);
-    text.replacen(&marker, &format!("\"berth {new}"), 1)
+/// nginx's complaints in its output (`[emerg]`, `[alert]` lines), without their timestamp and
+/// process prefix.
+fn nginx_says(output: &str) -> String {
+    output
+        .lines()
+        .filter(|l| l.contains("[emerg]") || l.contains("[alert]"))
+        .map(|l| {
+            let after = l.split_once("] ").map_or(l, |(_, rest)| rest);
+            // `1#1: ` (pid#tid) before the message.
+            match after.split_once(": ") {
+                Some((pid, rest)) if pid.contains('#') => rest.trim(),
+                _ => after.trim(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+/// The first line of `config` holding a word nginx quotes in `message` (`unknown "x"
+/// variable`, `unknown directive "x"`): for messages that name no line.
+fn quoted_line(config: &str, message: &str) -> Option<(usize, String)> {
+    let words: Vec<&str> = message
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| !w.is_empty())
+        .collect();
+    config.lines().enumerate().find_map(|(i, line)| {
+        words
+            .iter()
+            .any(|w| line.contains(w))
+            .then(|| (i + 1, line.trim().to_owned()))
+    })
 }
 
 /// Why a config never reached the running proxy: `nginx -t` refused it.
@@ -108,24 +134,14 @@ pub struct Refused {
     pub line: Option<(usize, String)>,
 }
 
-/// The response headers each preset of `security_headers` sends (over plain HTTP: HSTS only
-/// on TLS listeners).
-fn expected_headers(preset: Option<SecurityHeaders>) -> &'static [&'static str] {
-    match preset {
-        Some(SecurityHeaders::Strict) => &[
-            "x-content-type-options",
-            "x-frame-options",
-            "referrer-policy",
-            "content-security-policy",
-            "permissions-policy",
-        ],
-        Some(SecurityHeaders::Basic) => &[
-            "x-content-type-options",
-            "x-frame-options",
-            "referrer-policy",
-        ],
-        Some(SecurityHeaders::Off) | None => &[],
-    }
+/// The response headers the proxy sends on every answer of a plain listener (HSTS only on
+/// TLS listeners), lower-cased.
+fn expected_headers(proxy: &Proxy) -> Vec<String> {
+    crate::proxy::headers::merged(proxy)
+        .into_iter()
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .filter(|name| !name.eq_ignore_ascii_case(crate::proxy::headers::HSTS))
+        .collect()
 }
 
 /// How long the proxy's gate waits for its health endpoint to answer with the new config.
@@ -135,11 +151,14 @@ const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Run<'_> {
     fn proxy_spec(&self, c: &Change) -> Result<&Proxy, ApplyError> {
-        self.spec.proxy.as_ref().ok_or_else(|| ApplyError::Unsupported {
-            address: c.address.to_string(),
-            what: "find the proxy in the spec".into(),
-            help: "this is a bug in berth: please report it".into(),
-        })
+        self.spec
+            .proxy
+            .as_ref()
+            .ok_or_else(|| ApplyError::Unsupported {
+                address: c.address.to_string(),
+                what: "find the proxy in the spec".into(),
+                help: "this is a bug in berth: please report it".into(),
+            })
     }
 
     fn proxy_resource(&self, c: &Change) -> Result<Resource, ApplyError> {
@@ -159,9 +178,11 @@ impl Run<'_> {
             return Some(l.clone());
         }
         let shown = crate::resources::shown_region(&self.spec.region_names(), region);
-        let o = self.observed.resources.iter().find(|o| {
-            o.address.kind == Kind::Proxy && o.address.region.as_deref() == shown
-        })?;
+        let o = self
+            .observed
+            .resources
+            .iter()
+            .find(|o| o.address.kind == Kind::Proxy && o.address.region.as_deref() == shown)?;
         if o.drift.iter().any(|d| d.field == attr::STATE) {
             return None;
         }
@@ -174,6 +195,37 @@ impl Run<'_> {
             .borrow_mut()
             .insert(region.to_owned(), live.clone());
         Some(live)
+    }
+
+    /// The proxy's config as planned, with the versions of secrets re-encrypted earlier in
+    /// this apply (planned as "known after apply") filled in, and sealed again.
+    fn planned_config(&self, c: &Change) -> Result<String, ApplyError> {
+        let text = self
+            .proxy_resource(c)?
+            .attrs
+            .get(attr::CONFIG)
+            .cloned()
+            .unwrap_or_default();
+        if !text.contains(crate::secrets::files::KNOWN_AFTER_APPLY) {
+            return Ok(text);
+        }
+        let files = self.secret_files.borrow();
+        let settled: String = text
+            .split_inclusive('\n')
+            .map(|line| {
+                let known = line
+                    .strip_prefix(crate::proxy::SECRET_VERSION_COMMENT)
+                    .and_then(|rest| rest.split_once(':'))
+                    .and_then(|(name, _)| files.get(name));
+                match known {
+                    Some(f) if line.contains(crate::secrets::files::KNOWN_AFTER_APPLY) => {
+                        line.replace(crate::secrets::files::KNOWN_AFTER_APPLY, &f.fingerprint)
+                    }
+                    _ => line.to_owned(),
+                }
+            })
+            .collect();
+        Ok(crate::proxy::seal(&settled))
     }
 
     /// The create request of the proxy's container.
@@ -276,12 +328,7 @@ impl Run<'_> {
         if code == Some(0) {
             return Ok(());
         }
-        let message = output
-            .lines()
-            .filter(|l| l.contains("[emerg]") || l.contains("[alert]") || l.contains("failed"))
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("\n  ");
+        let message = nginx_says(&output);
         let message = if message.is_empty() {
             match code {
                 None => format!("`nginx -t` did not finish within {CHECK_WAIT:?}"),
@@ -290,7 +337,7 @@ impl Run<'_> {
         } else {
             message
         };
-        let line = crate::proxy::line_of(text, &message);
+        let line = crate::proxy::line_of(text, &message).or_else(|| quoted_line(text, &message));
         Err(ApplyError::ProxyRefused {
             address: c.address.to_string(),
             reason: Refused { message, line },
@@ -309,7 +356,14 @@ impl Run<'_> {
         let proxy = self.proxy_spec(c)?;
         let engine = self.engine(region);
         let network = object_name(self.project, "default");
-        let port = proxy.listen.first().copied().unwrap_or(80);
+        // A plain listener answers the health endpoint (with `redirect_http` too); only a
+        // proxy with no plain listener is asked over TLS's port, where berth (no TLS
+        // client) sees the running container and its config only.
+        let plain = proxy
+            .listen
+            .iter()
+            .copied()
+            .find(|p| proxy.tls_of(*p).is_none());
         let want = crate::proxy::token(text).unwrap_or_default().to_owned();
         let deadline = tokio::time::Instant::now() + GATE_WAIT;
         let fail = |detail: String| ApplyError::GateFailed {
@@ -334,14 +388,18 @@ impl Run<'_> {
                     logs.trim()
                 )));
             }
+            let Some(port) = plain else {
+                return Ok(());
+            };
             if let Some(ip) = state.addresses.get(&network) {
                 let timeout = std::time::Duration::from_secs(2);
                 match super::super::gate::get(ip, port, crate::proxy::HEALTH_PATH, timeout).await {
-                    Ok(r) if r.status == 200 && String::from_utf8_lossy(&r.body).contains(&want) => {
-                        let missing: Vec<&str> = expected_headers(proxy.security_headers)
-                            .iter()
-                            .copied()
-                            .filter(|h| !r.headers.contains_key(*h))
+                    Ok(r)
+                        if r.status == 200 && String::from_utf8_lossy(&r.body).contains(&want) =>
+                    {
+                        let missing: Vec<String> = expected_headers(proxy)
+                            .into_iter()
+                            .filter(|h| !r.headers.contains_key(h.as_str()))
                             .collect();
                         if missing.is_empty() {
                             return Ok(());
@@ -352,11 +410,7 @@ impl Run<'_> {
                         )));
                     }
                     Ok(r) => {
-                        last = format!(
-                            "{} {}",
-                            r.status,
-                            String::from_utf8_lossy(&r.body).trim()
-                        )
+                        last = format!("{} {}", r.status, String::from_utf8_lossy(&r.body).trim())
                     }
                     Err(e) => last = e.to_string(),
                 }
@@ -419,7 +473,7 @@ impl Run<'_> {
         let engine = self.engine(region);
         let proxy = self.proxy_spec(c)?;
         let resource = self.proxy_resource(c)?;
-        let text = resource.attrs.get(attr::CONFIG).cloned().unwrap_or_default();
+        let text = self.planned_config(c)?;
         let mut body = self.proxy_body(proxy, &resource);
         self.deliver_proxy_secrets(c, &mut body)?;
         self.check_config(c, region, &body, &text).await?;
@@ -455,9 +509,9 @@ impl Run<'_> {
         let Some(mut live) = self.live_proxy(&region) else {
             return self.replace_proxy(c, region).await;
         };
-        let resource = self.proxy_resource(c)?;
-        let text = resource.attrs.get(attr::CONFIG).cloned().unwrap_or_default();
+        let text = self.planned_config(c)?;
         let _turn = self.proxy_turn.lock().await;
+        self.refill_proxy_secrets(c, &region, &live.id).await?;
         self.reload_proxy(c, &region, &live, &text, true).await?;
         live.base = text;
         live.overrides.clear();
@@ -493,8 +547,7 @@ impl Run<'_> {
         let Some(id) = self.observed_id(c) else {
             return self.create_proxy(c, region).await;
         };
-        let resource = self.proxy_resource(c)?;
-        let text = resource.attrs.get(attr::CONFIG).cloned().unwrap_or_default();
+        let text = self.planned_config(c)?;
         self.record_undo(Undo::ProxyConfig {
             region: region.clone(),
             name: proxy_name(self.project),
@@ -507,6 +560,7 @@ impl Run<'_> {
                 .unwrap_or_default(),
         })?;
         engine.stop(&id).await?;
+        self.refill_proxy_secrets(c, &region, &id).await?;
         engine
             .put_file(&id, crate::proxy::CONFIG_PATH, text.as_bytes(), 0o644)
             .await?;
@@ -541,15 +595,99 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The secrets the proxy's TLS listeners name, decrypted, as files for root (nginx's
+    /// master reads them), mode 0400.
+    fn proxy_secret_files(
+        &self,
+        c: &Change,
+    ) -> Result<Vec<(String, crate::secrets::Plaintext)>, ApplyError> {
+        let proxy = self.proxy_spec(c)?;
+        let mut names: Vec<&str> = proxy
+            .tls
+            .iter()
+            .flat_map(|t| [t.value.cert.value.as_str(), t.value.key.value.as_str()])
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        self.decrypt_named(c, &names)
+    }
+
     /// The proxy's TLS certificates and keys (secrets of the spec) as files under
-    /// `/run/secrets` of the container, like every secret. None yet: TLS comes with the
-    /// spec's `tls:`.
+    /// `/run/secrets` of its container, like every secret: a fresh tmpfs directory,
+    /// bind-mounted read-only.
     fn deliver_proxy_secrets(
         &self,
-        _c: &Change,
-        _body: &mut ContainerCreateBody,
+        c: &Change,
+        body: &mut ContainerCreateBody,
     ) -> Result<(), ApplyError> {
+        let values = self.proxy_secret_files(c)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<delivery::SecretFile> = values
+            .iter()
+            .map(|(name, value)| delivery::SecretFile {
+                name,
+                value,
+                mode: 0o400,
+            })
+            .collect();
+        let dir =
+            delivery::prepare(self.project, &files, 0, 0).map_err(|e| ApplyError::Secret {
+                address: c.address.to_string(),
+                reason: super::DeliverError::Files(e),
+            })?;
+        body.host_config
+            .get_or_insert_with(Default::default)
+            .mounts
+            .get_or_insert_with(Vec::new)
+            .push(bollard::models::Mount {
+                target: Some(crate::proxy::SECRETS_DIR.to_owned()),
+                source: Some(dir.display().to_string()),
+                typ: Some(bollard::models::MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
         Ok(())
+    }
+
+    /// The proxy's certificates and keys written again into the directory its container
+    /// mounts (a new certificate, or a reboot emptied the tmpfs): nginx reads them at its
+    /// next reload.
+    async fn refill_proxy_secrets(
+        &self,
+        c: &Change,
+        region: &str,
+        id: &str,
+    ) -> Result<(), ApplyError> {
+        let values = self.proxy_secret_files(c)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let Some((dir, _)) = self
+            .engine(region)
+            .state(id)
+            .await?
+            .binds
+            .into_iter()
+            .find(|(_, dest)| dest == crate::proxy::SECRETS_DIR)
+        else {
+            return Ok(()); // made without TLS: a new listener's `listen` change replaces it
+        };
+        let files: Vec<delivery::SecretFile> = values
+            .iter()
+            .map(|(name, value)| delivery::SecretFile {
+                name,
+                value,
+                mode: 0o400,
+            })
+            .collect();
+        delivery::refill(self.project, std::path::Path::new(&dir), &files, 0, 0).map_err(|e| {
+            ApplyError::Secret {
+                address: c.address.to_string(),
+                reason: super::DeliverError::Files(e),
+            }
+        })
     }
 
     /// Blue-green through the proxy: the candidate `next` takes the place of the container
@@ -650,7 +788,7 @@ impl Run<'_> {
 mod tests {
     use super::*;
 
-    const CONFIG: &str = "upstream api_8000 {\n        server shop-api-0:8000;\n        server shop-api-1:8000;\n        server shop-api-10:8000;\n}\nlocation = /.berth/health { return 200 \"berth 0123456789ab\\n\"; }\n";
+    const CONFIG: &str = "map $host $berth_token {\n    default \"0123456789abcdef\";\n}\nupstream api_8000 {\n        server shop-api-0:8000;\n        server shop-api-1:8000;\n        server shop-api-10:8000;\n}\n";
 
     #[test]
     fn a_switch_swaps_exactly_one_server_and_changes_the_token() {
@@ -672,5 +810,40 @@ mod tests {
             ..live
         };
         assert_eq!(settled.text(), CONFIG);
+    }
+
+    #[test]
+    fn a_rendered_config_seals_to_itself_and_a_switch_seals_anew() {
+        let yaml = "version: 1\nproject: shop\npods:\n  api:\n    image: api:1\n    replicas: 2\nproxy:\n  image: nginx:1.27-alpine\n  routes:\n    - { path: /, to: api:8000 }\n";
+        let loaded = crate::spec::load_str(std::path::Path::new("t.yaml"), yaml.to_owned());
+        let spec = loaded.spec.expect("parsed");
+        let proxy = spec.proxy.as_ref().expect("proxy");
+        let servers = crate::proxy::stable_servers(&spec, "local");
+        let text = crate::proxy::render(&spec, proxy, &servers);
+        assert_eq!(crate::proxy::seal(&text), text);
+        let switched = Live {
+            id: "x".into(),
+            base: text.clone(),
+            overrides: BTreeMap::from([("shop-api-0".into(), "shop-api-0-berth-next".into())]),
+        };
+        let t = switched.text();
+        assert!(t.contains("server shop-api-0-berth-next:8000;"), "{t}");
+        assert_ne!(crate::proxy::token(&t), crate::proxy::token(&text));
+        assert_eq!(crate::proxy::seal(&t), t);
+    }
+
+    #[test]
+    fn nginx_is_quoted_without_its_prefix_and_pointed_at_the_rendered_line() {
+        let out = "2026/11/30 20:40:44 [emerg] 1#1: unknown \"no_such_variable\" variable\nnginx: configuration file /etc/berth/nginx.conf test failed\n";
+        let said = nginx_says(out);
+        assert_eq!(said, "unknown \"no_such_variable\" variable");
+        let config = "http {\n    add_header X-Bad \"$no_such_variable\" always;\n}\n";
+        assert_eq!(
+            quoted_line(config, &said),
+            Some((
+                2,
+                "add_header X-Bad \"$no_such_variable\" always;".to_owned()
+            ))
+        );
     }
 }

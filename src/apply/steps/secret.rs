@@ -137,12 +137,35 @@ impl Run<'_> {
         c: &Change,
         pod: &crate::spec::Pod,
     ) -> Result<Vec<(String, crate::secrets::Plaintext, Delivery)>, ApplyError> {
+        let mut out = Vec::new();
+        if pod.secrets.is_empty() {
+            return Ok(out);
+        }
+        let names: Vec<&str> = pod.secrets.iter().map(|s| s.value.name()).collect();
+        let values = self.decrypt_named(c, &names)?;
+        for (s, (name, value)) in pod.secrets.iter().zip(values) {
+            let how = match s.value.env() {
+                Some(var) => Delivery::Env(var.to_owned()),
+                None => Delivery::File(s.value.mode().and_then(|m| m.get()).unwrap_or(0o400)),
+            };
+            out.push((name, value, how));
+        }
+        Ok(out)
+    }
+
+    /// The secrets named, decrypted from their files as they are now (after any
+    /// re-encryption in this apply), in the order given.
+    pub(super) fn decrypt_named(
+        &self,
+        c: &Change,
+        names: &[&str],
+    ) -> Result<Vec<(String, crate::secrets::Plaintext)>, ApplyError> {
         let fail = |reason: DeliverError| ApplyError::Secret {
             address: c.address.to_string(),
             reason,
         };
         let mut out = Vec::new();
-        if pod.secrets.is_empty() {
+        if names.is_empty() {
             return Ok(out);
         }
         let identity = self
@@ -151,24 +174,19 @@ impl Run<'_> {
             .as_ref()
             .ok_or_else(|| fail(DeliverError::NoIdentity))?;
         let files = self.secret_files.borrow();
-        for s in &pod.secrets {
-            let name = s.value.name();
-            let f = files.get(name).ok_or_else(|| {
+        for name in names {
+            let f = files.get(*name).ok_or_else(|| {
                 fail(DeliverError::Unreadable {
-                    name: name.to_owned(),
+                    name: (*name).to_owned(),
                 })
             })?;
             let value = identity.decrypt(&f.ciphertext).map_err(|source| {
                 fail(DeliverError::Decrypt {
-                    name: name.to_owned(),
+                    name: (*name).to_owned(),
                     source,
                 })
             })?;
-            let how = match s.value.env() {
-                Some(var) => Delivery::Env(var.to_owned()),
-                None => Delivery::File(s.value.mode().and_then(|m| m.get()).unwrap_or(0o400)),
-            };
-            out.push((name.to_owned(), value, how));
+            out.push(((*name).to_owned(), value));
         }
         Ok(out)
     }

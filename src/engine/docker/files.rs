@@ -66,8 +66,11 @@ impl Engine {
             let mut entry = entry.map_err(|e| bad(format!("not an archive: {e}")))?;
             if entry.header().entry_type().is_file() {
                 let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, MAX_FILE), &mut out)
-                    .map_err(|e| bad(format!("reading `{path}`: {e}")))?;
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut entry, MAX_FILE),
+                    &mut out,
+                )
+                .map_err(|e| bad(format!("reading `{path}`: {e}")))?;
                 return Ok(Some(out));
             }
         }
