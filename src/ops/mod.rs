@@ -143,6 +143,8 @@ impl Session {
         report
             .diagnostics
             .extend(notes.map(|n| crate::diag::Diagnostic::warning("berth::state", n)));
+        // Warnings of the secrets (a certificate that expires soon), for plan and apply.
+        report.diagnostics.extend(secrets.notices.iter().cloned());
         let valid = Valid {
             spec: target.valid.spec,
             report,
@@ -191,7 +193,7 @@ impl Session {
             d.severity = crate::diag::Severity::Warning;
             d
         }));
-        diagnostics.extend(self.secrets.notices.iter().cloned());
+
         Report::new(
             &self.project.report.path,
             self.project.report.source.clone(),

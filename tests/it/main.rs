@@ -17,6 +17,7 @@ mod live;
 mod nginx_image;
 mod plan_cases;
 mod proxy;
+mod proxy_tls;
 mod quickstart;
 mod restore;
 mod secrets;

@@ -442,7 +442,23 @@ impl Run<'_> {
             attrs: Default::default(),
             depends_on: Vec::new(),
         });
-        let body = self.proxy_body(proxy, &resource);
+        let mut body = self.proxy_body(proxy, &resource);
+        // The running proxy's mounts (its certificates and keys), for `nginx -t` to load.
+        let mounts: Vec<bollard::models::Mount> = engine
+            .state(&live.id)
+            .await?
+            .binds
+            .into_iter()
+            .filter(|(_, dest)| dest == crate::proxy::SECRETS_DIR)
+            .map(|(source, target)| bollard::models::Mount {
+                target: Some(target),
+                source: Some(source),
+                typ: Some(bollard::models::MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .collect();
+        body.host_config.get_or_insert_with(Default::default).mounts = Some(mounts);
         self.check_config(c, region, &body, text).await?;
         if record {
             self.record_undo(Undo::ProxyConfig {
