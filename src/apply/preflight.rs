@@ -69,6 +69,15 @@ impl Run<'_> {
                     "secrets reach a container through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
                 ))
             }
+            (Kind::Proxy, Action::Create | Action::Replace | Action::Update | Action::Heal)
+                if self.spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
+                    && !self.engine(&self.region_of(c)).is_local() =>
+            {
+                Err(unsupported(
+                    "deliver the proxy's certificates to an engine on another machine",
+                    "certificates and keys reach the proxy through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -53,8 +53,14 @@ fn origin(plan: &Plan) -> String {
             )
         }
     };
-    if !plan.unobserved.is_empty() {
-        let kinds: Vec<&str> = plan.unobserved.iter().map(|k| k.as_str()).collect();
+    // Rate limits are compared through the proxy's rendered config, which holds them all.
+    let kinds: Vec<&str> = plan
+        .unobserved
+        .iter()
+        .filter(|k| **k != crate::graph::Kind::RateLimit)
+        .map(|k| k.as_str())
+        .collect();
+    if !kinds.is_empty() {
         s.push_str(&format!(" (not compared yet: {})", kinds.join(", ")));
     }
     s
