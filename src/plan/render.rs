@@ -151,20 +151,14 @@ fn diff_lines(old: &str, new: &str, out: &mut Vec<Line>) {
                 similar::ChangeTag::Insert => '+',
                 similar::ChangeTag::Equal => ' ',
             };
-            let text: String = change
-                .value()
-                .trim_end_matches('\n')
-                .chars()
-                .flat_map(|c| {
-                    let escape = c.is_control() && c != '\t';
-                    let shown: Vec<char> = if escape {
-                        c.escape_default().collect()
-                    } else {
-                        vec![c]
-                    };
-                    shown
-                })
-                .collect();
+            let mut text = String::new();
+            for ch in change.value().trim_end_matches('\n').chars() {
+                if ch.is_control() && ch != '\t' {
+                    text.extend(ch.escape_default());
+                } else {
+                    text.push(ch);
+                }
+            }
             out.push(Line::Diff(sign, text));
         }
     }
@@ -273,14 +267,11 @@ pub fn markdown(plan: &Plan) -> String {
             let _ = match l {
                 Line::Field(text) => writeln!(out, "{marker}{text}"),
                 // The diff's own sign in the first column, where a diff block colours it.
-                Line::Diff(' ', text) => {
-                    writeln!(
-                        out,
-                        "{}",
-                        format!("{marker}{DIFF_INDENT} {text}").trim_end()
-                    )
+                Line::Diff(sign, text) => {
+                    let first = if sign == ' ' { marker } else { sign };
+                    let line = format!("{first}{DIFF_INDENT} {text}");
+                    writeln!(out, "{}", line.trim_end())
                 }
-                Line::Diff(sign, text) => writeln!(out, "{sign}{DIFF_INDENT} {text}"),
             };
         }
     }

@@ -21,8 +21,9 @@ pub const SECRETS_DIR: &str = "/run/secrets";
 /// The line that holds the token (once, so that a change to the config changes one line of
 /// it); the health endpoint answers `berth $berth_token`.
 const TOKEN_MAP: &str = "map $host $berth_token {";
-/// Stands for the token while the config is rendered (the token is a hash of the rest).
-const PLACEHOLDER: &str = "@BERTH-TOKEN@";
+/// Stands for the token while the config is rendered (the token is a hash of the rest); as
+/// long as a token (16 hex digits), so that the token takes its place.
+const PLACEHOLDER: &str = "@@BERTH-TOKEN@@@";
 /// Where nginx sends a refused request (429), to answer it with `Retry-After`.
 const LOCATION_429: &str = "@berth_429";
 
@@ -73,9 +74,13 @@ pub fn render(spec: &Spec, proxy: &Proxy, servers: &Servers) -> String {
     let mut w = Writer::default();
     let r = Renderer::new(spec, proxy, servers);
     r.main(&mut w);
-    let text = w.out;
+    let mut text = w.out;
     let token = crate::encode::sha256_hex(text.as_bytes());
-    text.replace(PLACEHOLDER, token.get(..16).unwrap_or(&token))
+    let token = token.get(..PLACEHOLDER.len()).unwrap_or(&token);
+    if let Some(at) = text.find(PLACEHOLDER) {
+        text.replace_range(at..at + PLACEHOLDER.len(), token);
+    }
+    text
 }
 
 /// The token the health endpoint answers with (`berth <token>`): a hash of the config, so a
@@ -228,8 +233,10 @@ impl<'s> Renderer<'s> {
         self.rate_limits(w);
         self.cors_maps(w);
         self.upstreams(w);
-        for (host, _) in &self.hosts {
-            if !self.plain_ports.is_empty() {
+        // With `redirect_http`, one plain server answers every host (health and 301).
+        let redirect = self.proxy.redirect_http() && !self.tls_ports.is_empty();
+        for host in self.hosts.keys() {
+            if !self.plain_ports.is_empty() && (!redirect || host.is_none()) {
                 self.server(
                     w,
                     Listener {
@@ -279,6 +286,10 @@ impl<'s> Renderer<'s> {
             "proxy_next_upstream error timeout http_502;",
         ] {
             w.line(l);
+        }
+        if !self.headers.hide.is_empty() {
+            w.line("# the upstreams' own copies of the headers the proxy sets are dropped");
+            w.lines(&self.headers.hide);
         }
     }
 
@@ -513,6 +524,7 @@ impl<'s> Renderer<'s> {
         w.open(&format!("location {}", quote(r.path())));
         if let Some(l) = &r.rate_limit
             && let Some(limit) = self.spec.rate_limits.get(&l.value)
+            && limit.rate.get().is_some()
         {
             let burst = match limit.burst {
                 0 => String::new(),
@@ -521,7 +533,11 @@ impl<'s> Renderer<'s> {
             w.line(&format!("limit_req zone={}{burst};", quote(&l.value)));
         }
         w.line(&format!("proxy_pass http://{};", upstream(pod, port)));
-        w.lines(&self.headers.hide);
+        if !r.cors.is_empty() {
+            // A location with a `proxy_hide_header` of its own inherits none of the http
+            // level's: all of them, then those of CORS.
+            w.lines(&self.headers.hide);
+        }
         w.lines(self.headers.of(tls));
         if !r.cors.is_empty() {
             self.cors(w, at, tls);

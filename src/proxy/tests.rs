@@ -328,8 +328,14 @@ fn an_unrouted_path_is_a_404_with_the_headers_and_hosts_inherit_routes_without_h
 fn tls_listeners_terminate_with_the_secrets_and_plain_ones_redirect() {
     let c = rendered(&fixture("shop.yaml"));
     let servers = blocks(&c, "server {");
-    // Three hosts (api, shop, any other), each plain and TLS.
-    assert_eq!(servers.len(), 6);
+    // Three hosts (api, shop, any other) over TLS; one plain server redirects them all.
+    assert_eq!(servers.len(), 4);
+    let plain: Vec<_> = servers
+        .iter()
+        .filter(|(_, b)| !b.contains(" ssl"))
+        .collect();
+    assert_eq!(plain.len(), 1);
+    assert!(plain[0].1.contains("listen 80 default_server;\n"));
     for (_, body) in &servers {
         let tls = body.contains("listen 443 ssl");
         assert!(body.contains(&format!("location = {HEALTH_PATH}")));
