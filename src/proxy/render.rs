@@ -341,8 +341,7 @@ impl<'s> Renderer<'s> {
             };
             w.line(&format!(
                 "limit_req_zone {key} zone={}:10m rate={}r/{per};",
-                quote(&r.name.value),
-                rate.requests
+                r.name.value, rate.requests
             ));
         }
     }
@@ -467,12 +466,13 @@ impl<'s> Renderer<'s> {
             return;
         }
         w.line(&format!("error_page 429 = {LOCATION_429};"));
-        w.open(&format!("location {LOCATION_429}"));
-        w.lines(self.headers.of(tls));
-        w.line("add_header Retry-After 1 always;");
-        w.line("return 429;");
-        w.close();
+        self.refused(w, None, tls);
         let routes = self.routes_of(l.host);
+        for at in &routes {
+            if limited_cors(at.route) {
+                self.refused(w, Some(*at), tls);
+            }
+        }
         for at in &routes {
             self.location(w, *at, tls);
         }
@@ -483,6 +483,23 @@ impl<'s> Renderer<'s> {
             w.line("return 404;");
             w.close();
         }
+        w.close();
+    }
+
+    /// Where a refused request (429) is answered, with `Retry-After` and the headers: one
+    /// for the server, and one per rate-limited CORS route (with its CORS headers, so that
+    /// a browser can read the 429).
+    fn refused(&self, w: &mut Writer, cors: Option<At<'_>>, tls: bool) {
+        match cors {
+            None => w.open(&format!("location {LOCATION_429}")),
+            Some(at) => w.open(&format!("location {LOCATION_429}_{}", at.index)),
+        }
+        w.lines(self.headers.of(tls));
+        if let Some(at) = cors {
+            self.cors_allow(w, at);
+        }
+        w.line("add_header Retry-After 1 always;");
+        w.line("return 429;");
         w.close();
     }
 
@@ -530,7 +547,12 @@ impl<'s> Renderer<'s> {
                 0 => String::new(),
                 b => format!(" burst={b} nodelay"),
             };
-            w.line(&format!("limit_req zone={}{burst};", quote(&l.value)));
+            // Rate limit names are letters, digits, `_` and `-` (checked): unquoted, as
+            // nginx reads a quote inside a token as part of the name.
+            w.line(&format!("limit_req zone={}{burst};", l.value));
+            if limited_cors(r) {
+                w.line(&format!("error_page 429 = {LOCATION_429}_{};", at.index));
+            }
         }
         w.line(&format!("proxy_pass http://{};", upstream(pod, port)));
         if !r.cors.is_empty() {
@@ -545,34 +567,38 @@ impl<'s> Renderer<'s> {
         w.close();
     }
 
+    /// The CORS headers of a response from an allowed origin (none for another origin: the
+    /// map gives an empty value, which nginx does not send).
+    fn cors_allow(&self, w: &mut Writer, at: At<'_>) {
+        let cors = &at.route.cors;
+        let i = at.index;
+        w.line(&format!(
+            "add_header Access-Control-Allow-Origin $berth_cors_{i} always;"
+        ));
+        if cors.credentials() {
+            w.line(&format!(
+                "add_header Access-Control-Allow-Credentials $berth_cors_credentials_{i} always;"
+            ));
+        }
+        if !cors.origins().iter().any(|o| o.value == "*") {
+            w.line("add_header Vary Origin always;");
+        }
+    }
+
     /// CORS in a route's location: preflights answered here, the allowed origin on the rest.
     fn cors(&self, w: &mut Writer, at: At<'_>, tls: bool) {
         let cors = &at.route.cors;
         let i = at.index;
-        let any = cors.origins().iter().any(|o| o.value == "*");
-        let allow = |w: &mut Writer| {
-            w.line(&format!(
-                "add_header Access-Control-Allow-Origin $berth_cors_{i} always;"
-            ));
-            if cors.credentials() {
-                w.line(&format!(
-                    "add_header Access-Control-Allow-Credentials $berth_cors_credentials_{i} always;"
-                ));
-            }
-            if !any {
-                w.line("add_header Vary Origin always;");
-            }
-        };
         for h in [
             "Access-Control-Allow-Origin",
             "Access-Control-Allow-Credentials",
         ] {
             w.line(&format!("proxy_hide_header {h};"));
         }
-        allow(w);
+        self.cors_allow(w, at);
         w.open(&format!("if ($berth_preflight_{i})"));
         w.lines(self.headers.of(tls));
-        allow(w);
+        self.cors_allow(w, at);
         w.line(&format!(
             "add_header Access-Control-Allow-Methods {} always;",
             quote(&cors.methods().join(", "))
@@ -595,6 +621,11 @@ impl<'s> Renderer<'s> {
         w.line("return 204;");
         w.close();
     }
+}
+
+/// Whether a route is rate-limited and has CORS (its 429 carries the CORS headers).
+fn limited_cors(r: &Route) -> bool {
+    r.rate_limit.is_some() && !r.cors.is_empty()
 }
 
 /// `80`, `80, 8080`.

@@ -187,16 +187,16 @@ fn rate_limits_answer_429_with_retry_after() {
          \x20   - {{ path: /b, to: api:80, rate_limit: slow }}\n\
          \x20   - {{ path: /c, to: api:80, rate_limit: keyed }}\n"
     ));
-    assert!(c.contains("limit_req_zone $binary_remote_addr zone=\"api\":10m rate=10r/s;\n"));
-    assert!(c.contains("limit_req_zone $binary_remote_addr zone=\"slow\":10m rate=100r/m;\n"));
-    assert!(c.contains("limit_req_zone $berth_limit_key_2 zone=\"keyed\":10m rate=30r/m;\n"));
+    assert!(c.contains("limit_req_zone $binary_remote_addr zone=api:10m rate=10r/s;\n"));
+    assert!(c.contains("limit_req_zone $binary_remote_addr zone=slow:10m rate=100r/m;\n"));
+    assert!(c.contains("limit_req_zone $berth_limit_key_2 zone=keyed:10m rate=30r/m;\n"));
     let map = blocks(&c, "map $http_x_api_key $berth_limit_key_2");
     assert_eq!(map.len(), 1, "{c}");
     assert!(map[0].1.contains("\"\" $binary_remote_addr;"));
     assert!(map[0].1.contains("default $http_x_api_key;"));
     let loc = |p: &str| blocks(&c, &format!("location \"{p}\""))[0].1;
-    assert!(loc("/a").contains("limit_req zone=\"api\" burst=10 nodelay;\n"));
-    assert!(loc("/b").contains("limit_req zone=\"slow\";\n"));
+    assert!(loc("/a").contains("limit_req zone=api burst=10 nodelay;\n"));
+    assert!(loc("/b").contains("limit_req zone=slow;\n"));
     assert!(c.contains("    limit_req_status 429;\n"));
     assert!(c.contains("error_page 429 = @berth_429;\n"));
     let named = blocks(&c, "location @berth_429");
@@ -409,6 +409,18 @@ fn cors_answers_preflights_from_allowed_origins_only() {
         "return 204;",
     ] {
         assert!(p.contains(l), "{l} missing in\n{p}");
+    }
+    // A refusal of the rate limit keeps the CORS headers, so a browser can read the 429.
+    assert!(body.contains("error_page 429 = @berth_429_0;"));
+    let refused = blocks(&c, "location @berth_429_0");
+    assert_eq!(refused.len(), 1);
+    for l in [
+        "add_header Access-Control-Allow-Origin $berth_cors_0 always;",
+        "add_header Retry-After 1 always;",
+        "add_header \"X-Frame-Options\" \"DENY\" always;",
+        "return 429;",
+    ] {
+        assert!(refused[0].1.contains(l), "{l} missing in\n{}", refused[0].1);
     }
     // The list form and `*`: any origin, the default methods, the requested headers.
     let c = rendered(&fixture("plain.yaml"));
