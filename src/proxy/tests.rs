@@ -612,4 +612,27 @@ fn nginx_accepts_the_rendered_configs() {
             "nginx -t refused {name}: {err}\nat: {at}"
         );
     }
+    // A value nginx refuses reaches it (only control characters are refused before), and
+    // `line_of` finds the rendered line its message names.
+    let s = spec(&format!(
+        "{BASE}pods:\n  api: {{ image: a:1 }}\nproxy:\n  image: nginx:1\n  headers:\n\
+         \x20   X-Broken: '${{oops'\n  routes:\n    - {{ to: api:80 }}\n"
+    ));
+    let servers: Servers = [("api".to_owned(), vec!["127.0.0.1".to_owned()])].into();
+    let text = render(&s, s.proxy.as_ref().unwrap(), &servers);
+    let file = dir.path().join("nginx.conf");
+    std::fs::write(&file, &text).expect("write");
+    let out = std::process::Command::new(nginx)
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .arg("-p")
+        .arg(dir.path())
+        .output()
+        .expect("nginx runs");
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).replace(&file.display().to_string(), CONFIG_PATH);
+    let (_, line) = line_of(&text, &err).unwrap_or_else(|| panic!("no line in {err}"));
+    assert_eq!(line, "add_header \"X-Broken\" \"${oops\" always;", "{err}");
 }
