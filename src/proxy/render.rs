@@ -16,7 +16,7 @@ pub const CONFIG_PATH: &str = "/etc/berth/nginx.conf";
 /// The proxy's own health endpoint (answered on every listener, never routed).
 pub const HEALTH_PATH: &str = "/.berth/health";
 /// Where the secrets of TLS listeners are delivered in the proxy container.
-pub const SECRETS_DIR: &str = "/run/secrets";
+pub const SECRETS_DIR: &str = crate::spec::SECRETS_MOUNT_POINT;
 
 /// The line that holds the token (once, so that a change to the config changes one line of
 /// it); the health endpoint answers `berth $berth_token`.
