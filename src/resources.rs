@@ -691,4 +691,27 @@ mod tests {
             "secret.k"
         );
     }
+
+    #[test]
+    fn the_proxy_holds_its_config_and_depends_on_what_it_routes_limits_and_serves() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/proxy/shop.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let loaded = crate::spec::load_str(std::path::Path::new(path), text);
+        let spec = loaded.valid_spec().unwrap();
+        let all = desired(spec);
+        let proxy = all.iter().find(|r| r.address.kind == Kind::Proxy).unwrap();
+        let config = &proxy.attrs[attr::CONFIG];
+        assert!(config.contains("server shop-api-2:8000;"));
+        assert_eq!(proxy.attrs[attr::LISTEN], "80, 443");
+        let deps: Vec<String> = proxy.depends_on.iter().map(|a| a.to_string()).collect();
+        for d in [
+            "pod.api[0]",
+            "pod.api[2]",
+            "pod.web",
+            "rate_limit.api",
+            "secret.shop_key",
+        ] {
+            assert!(deps.contains(&d.to_owned()), "{d} not in {deps:?}");
+        }
+    }
 }

@@ -146,9 +146,15 @@ fn field_lines(c: &Change) -> Vec<Line> {
     out
 }
 
+/// How long the diff of one field may search for the smallest diff before it settles for a
+/// larger one (a sweeping change to a 1,000-route config takes under a second).
+const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A unified diff of two texts' lines, control characters escaped.
 fn diff_lines(old: &str, new: &str, out: &mut Vec<Line>) {
-    let diff = similar::TextDiff::from_lines(old, new);
+    let diff = similar::TextDiff::configure()
+        .timeout(DIFF_TIMEOUT)
+        .diff_lines(old, new);
     for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
         out.push(Line::Diff(' ', hunk.header().to_string()));
         for change in hunk.iter_changes() {
@@ -157,20 +163,14 @@ fn diff_lines(old: &str, new: &str, out: &mut Vec<Line>) {
                 similar::ChangeTag::Insert => '+',
                 similar::ChangeTag::Equal => ' ',
             };
-            let text: String = change
-                .value()
-                .trim_end_matches('\n')
-                .chars()
-                .flat_map(|c| {
-                    let escape = c.is_control() && c != '\t';
-                    let shown: Vec<char> = if escape {
-                        c.escape_default().collect()
-                    } else {
-                        vec![c]
-                    };
-                    shown
-                })
-                .collect();
+            let mut text = String::new();
+            for ch in change.value().trim_end_matches('\n').chars() {
+                if ch.is_control() && ch != '\t' {
+                    text.extend(ch.escape_default());
+                } else {
+                    text.push(ch);
+                }
+            }
             out.push(Line::Diff(sign, text));
         }
     }
@@ -279,14 +279,11 @@ pub fn markdown(plan: &Plan) -> String {
             let _ = match l {
                 Line::Field(text) => writeln!(out, "{marker}{text}"),
                 // The diff's own sign in the first column, where a diff block colours it.
-                Line::Diff(' ', text) => {
-                    writeln!(
-                        out,
-                        "{}",
-                        format!("{marker}{DIFF_INDENT} {text}").trim_end()
-                    )
+                Line::Diff(sign, text) => {
+                    let first = if sign == ' ' { marker } else { sign };
+                    let line = format!("{first}{DIFF_INDENT} {text}");
+                    writeln!(out, "{}", line.trim_end())
                 }
-                Line::Diff(sign, text) => writeln!(out, "{sign}{DIFF_INDENT} {text}"),
             };
         }
     }

@@ -16,13 +16,14 @@ pub const CONFIG_PATH: &str = "/etc/berth/nginx.conf";
 /// The proxy's own health endpoint (answered on every listener, never routed).
 pub const HEALTH_PATH: &str = "/.berth/health";
 /// Where the secrets of TLS listeners are delivered in the proxy container.
-pub const SECRETS_DIR: &str = "/run/secrets";
+pub const SECRETS_DIR: &str = crate::spec::SECRETS_MOUNT_POINT;
 
 /// The line that holds the token (once, so that a change to the config changes one line of
 /// it); the health endpoint answers `berth $berth_token`.
 const TOKEN_MAP: &str = "map $host $berth_token {";
-/// Stands for the token while the config is rendered (the token is a hash of the rest).
-const PLACEHOLDER: &str = "@BERTH-TOKEN@";
+/// Stands for the token while the config is rendered (the token is a hash of the rest); as
+/// long as a token (16 hex digits), so that the token takes its place.
+const PLACEHOLDER: &str = "@@BERTH-TOKEN@@@";
 /// Where nginx sends a refused request (429), to answer it with `Retry-After`.
 const LOCATION_429: &str = "@berth_429";
 
@@ -73,9 +74,13 @@ pub fn render(spec: &Spec, proxy: &Proxy, servers: &Servers) -> String {
     let mut w = Writer::default();
     let r = Renderer::new(spec, proxy, servers);
     r.main(&mut w);
-    let text = w.out;
+    let mut text = w.out;
     let token = crate::encode::sha256_hex(text.as_bytes());
-    text.replace(PLACEHOLDER, token.get(..16).unwrap_or(&token))
+    let token = token.get(..PLACEHOLDER.len()).unwrap_or(&token);
+    if let Some(at) = text.find(PLACEHOLDER) {
+        text.replace_range(at..at + PLACEHOLDER.len(), token);
+    }
+    text
 }
 
 /// The comment a config starts with for each TLS secret: `# secret NAME: VERSION` (the
@@ -245,8 +250,10 @@ impl<'s> Renderer<'s> {
         self.rate_limits(w);
         self.cors_maps(w);
         self.upstreams(w);
-        for (host, _) in &self.hosts {
-            if !self.plain_ports.is_empty() {
+        // With `redirect_http`, one plain server answers every host (health and 301).
+        let redirect = self.proxy.redirect_http() && !self.tls_ports.is_empty();
+        for host in self.hosts.keys() {
+            if !self.plain_ports.is_empty() && (!redirect || host.is_none()) {
                 self.server(
                     w,
                     Listener {
@@ -296,6 +303,10 @@ impl<'s> Renderer<'s> {
             "proxy_next_upstream error timeout http_502;",
         ] {
             w.line(l);
+        }
+        if !self.headers.hide.is_empty() {
+            w.line("# the upstreams' own copies of the headers the proxy sets are dropped");
+            w.lines(&self.headers.hide);
         }
     }
 
@@ -347,8 +358,7 @@ impl<'s> Renderer<'s> {
             };
             w.line(&format!(
                 "limit_req_zone {key} zone={}:10m rate={}r/{per};",
-                quote(&r.name.value),
-                rate.requests
+                r.name.value, rate.requests
             ));
         }
     }
@@ -473,12 +483,13 @@ impl<'s> Renderer<'s> {
             return;
         }
         w.line(&format!("error_page 429 = {LOCATION_429};"));
-        w.open(&format!("location {LOCATION_429}"));
-        w.lines(self.headers.of(tls));
-        w.line("add_header Retry-After 1 always;");
-        w.line("return 429;");
-        w.close();
+        self.refused(w, None, tls);
         let routes = self.routes_of(l.host);
+        for at in &routes {
+            if limited_cors(at.route) {
+                self.refused(w, Some(*at), tls);
+            }
+        }
         for at in &routes {
             self.location(w, *at, tls);
         }
@@ -489,6 +500,23 @@ impl<'s> Renderer<'s> {
             w.line("return 404;");
             w.close();
         }
+        w.close();
+    }
+
+    /// Where a refused request (429) is answered, with `Retry-After` and the headers: one
+    /// for the server, and one per rate-limited CORS route (with its CORS headers, so that
+    /// a browser can read the 429).
+    fn refused(&self, w: &mut Writer, cors: Option<At<'_>>, tls: bool) {
+        match cors {
+            None => w.open(&format!("location {LOCATION_429}")),
+            Some(at) => w.open(&format!("location {LOCATION_429}_{}", at.index)),
+        }
+        w.lines(self.headers.of(tls));
+        if let Some(at) = cors {
+            self.cors_allow(w, at);
+        }
+        w.line("add_header Retry-After 1 always;");
+        w.line("return 429;");
         w.close();
     }
 
@@ -530,15 +558,25 @@ impl<'s> Renderer<'s> {
         w.open(&format!("location {}", quote(r.path())));
         if let Some(l) = &r.rate_limit
             && let Some(limit) = self.spec.rate_limits.get(&l.value)
+            && limit.rate.get().is_some()
         {
             let burst = match limit.burst {
                 0 => String::new(),
                 b => format!(" burst={b} nodelay"),
             };
-            w.line(&format!("limit_req zone={}{burst};", quote(&l.value)));
+            // Rate limit names are letters, digits, `_` and `-` (checked): unquoted, as
+            // nginx reads a quote inside a token as part of the name.
+            w.line(&format!("limit_req zone={}{burst};", l.value));
+            if limited_cors(r) {
+                w.line(&format!("error_page 429 = {LOCATION_429}_{};", at.index));
+            }
         }
         w.line(&format!("proxy_pass http://{};", upstream(pod, port)));
-        w.lines(&self.headers.hide);
+        if !r.cors.is_empty() {
+            // A location with a `proxy_hide_header` of its own inherits none of the http
+            // level's: all of them, then those of CORS.
+            w.lines(&self.headers.hide);
+        }
         w.lines(self.headers.of(tls));
         if !r.cors.is_empty() {
             self.cors(w, at, tls);
@@ -546,34 +584,38 @@ impl<'s> Renderer<'s> {
         w.close();
     }
 
+    /// The CORS headers of a response from an allowed origin (none for another origin: the
+    /// map gives an empty value, which nginx does not send).
+    fn cors_allow(&self, w: &mut Writer, at: At<'_>) {
+        let cors = &at.route.cors;
+        let i = at.index;
+        w.line(&format!(
+            "add_header Access-Control-Allow-Origin $berth_cors_{i} always;"
+        ));
+        if cors.credentials() {
+            w.line(&format!(
+                "add_header Access-Control-Allow-Credentials $berth_cors_credentials_{i} always;"
+            ));
+        }
+        if !cors.origins().iter().any(|o| o.value == "*") {
+            w.line("add_header Vary Origin always;");
+        }
+    }
+
     /// CORS in a route's location: preflights answered here, the allowed origin on the rest.
     fn cors(&self, w: &mut Writer, at: At<'_>, tls: bool) {
         let cors = &at.route.cors;
         let i = at.index;
-        let any = cors.origins().iter().any(|o| o.value == "*");
-        let allow = |w: &mut Writer| {
-            w.line(&format!(
-                "add_header Access-Control-Allow-Origin $berth_cors_{i} always;"
-            ));
-            if cors.credentials() {
-                w.line(&format!(
-                    "add_header Access-Control-Allow-Credentials $berth_cors_credentials_{i} always;"
-                ));
-            }
-            if !any {
-                w.line("add_header Vary Origin always;");
-            }
-        };
         for h in [
             "Access-Control-Allow-Origin",
             "Access-Control-Allow-Credentials",
         ] {
             w.line(&format!("proxy_hide_header {h};"));
         }
-        allow(w);
+        self.cors_allow(w, at);
         w.open(&format!("if ($berth_preflight_{i})"));
         w.lines(self.headers.of(tls));
-        allow(w);
+        self.cors_allow(w, at);
         w.line(&format!(
             "add_header Access-Control-Allow-Methods {} always;",
             quote(&cors.methods().join(", "))
@@ -596,6 +638,11 @@ impl<'s> Renderer<'s> {
         w.line("return 204;");
         w.close();
     }
+}
+
+/// Whether a route is rate-limited and has CORS (its 429 carries the CORS headers).
+fn limited_cors(r: &Route) -> bool {
+    r.rate_limit.is_some() && !r.cors.is_empty()
 }
 
 /// `80`, `80, 8080`.

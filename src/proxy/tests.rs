@@ -187,16 +187,16 @@ fn rate_limits_answer_429_with_retry_after() {
          \x20   - {{ path: /b, to: api:80, rate_limit: slow }}\n\
          \x20   - {{ path: /c, to: api:80, rate_limit: keyed }}\n"
     ));
-    assert!(c.contains("limit_req_zone $binary_remote_addr zone=\"api\":10m rate=10r/s;\n"));
-    assert!(c.contains("limit_req_zone $binary_remote_addr zone=\"slow\":10m rate=100r/m;\n"));
-    assert!(c.contains("limit_req_zone $berth_limit_key_2 zone=\"keyed\":10m rate=30r/m;\n"));
+    assert!(c.contains("limit_req_zone $binary_remote_addr zone=api:10m rate=10r/s;\n"));
+    assert!(c.contains("limit_req_zone $binary_remote_addr zone=slow:10m rate=100r/m;\n"));
+    assert!(c.contains("limit_req_zone $berth_limit_key_2 zone=keyed:10m rate=30r/m;\n"));
     let map = blocks(&c, "map $http_x_api_key $berth_limit_key_2");
     assert_eq!(map.len(), 1, "{c}");
     assert!(map[0].1.contains("\"\" $binary_remote_addr;"));
     assert!(map[0].1.contains("default $http_x_api_key;"));
     let loc = |p: &str| blocks(&c, &format!("location \"{p}\""))[0].1;
-    assert!(loc("/a").contains("limit_req zone=\"api\" burst=10 nodelay;\n"));
-    assert!(loc("/b").contains("limit_req zone=\"slow\";\n"));
+    assert!(loc("/a").contains("limit_req zone=api burst=10 nodelay;\n"));
+    assert!(loc("/b").contains("limit_req zone=slow;\n"));
     assert!(c.contains("    limit_req_status 429;\n"));
     assert!(c.contains("error_page 429 = @berth_429;\n"));
     let named = blocks(&c, "location @berth_429");
@@ -328,8 +328,14 @@ fn an_unrouted_path_is_a_404_with_the_headers_and_hosts_inherit_routes_without_h
 fn tls_listeners_terminate_with_the_secrets_and_plain_ones_redirect() {
     let c = rendered(&fixture("shop.yaml"));
     let servers = blocks(&c, "server {");
-    // Three hosts (api, shop, any other), each plain and TLS.
-    assert_eq!(servers.len(), 6);
+    // Three hosts (api, shop, any other) over TLS; one plain server redirects them all.
+    assert_eq!(servers.len(), 4);
+    let plain: Vec<_> = servers
+        .iter()
+        .filter(|(_, b)| !b.contains(" ssl"))
+        .collect();
+    assert_eq!(plain.len(), 1);
+    assert!(plain[0].1.contains("listen 80 default_server;\n"));
     for (_, body) in &servers {
         let tls = body.contains("listen 443 ssl");
         assert!(body.contains(&format!("location = {HEALTH_PATH}")));
@@ -403,6 +409,18 @@ fn cors_answers_preflights_from_allowed_origins_only() {
         "return 204;",
     ] {
         assert!(p.contains(l), "{l} missing in\n{p}");
+    }
+    // A refusal of the rate limit keeps the CORS headers, so a browser can read the 429.
+    assert!(body.contains("error_page 429 = @berth_429_0;"));
+    let refused = blocks(&c, "location @berth_429_0");
+    assert_eq!(refused.len(), 1);
+    for l in [
+        "add_header Access-Control-Allow-Origin $berth_cors_0 always;",
+        "add_header Retry-After 1 always;",
+        "add_header \"X-Frame-Options\" \"DENY\" always;",
+        "return 429;",
+    ] {
+        assert!(refused[0].1.contains(l), "{l} missing in\n{}", refused[0].1);
     }
     // The list form and `*`: any origin, the default methods, the requested headers.
     let c = rendered(&fixture("plain.yaml"));
@@ -594,4 +612,27 @@ fn nginx_accepts_the_rendered_configs() {
             "nginx -t refused {name}: {err}\nat: {at}"
         );
     }
+    // A value nginx refuses reaches it (only control characters are refused before), and
+    // `line_of` finds the rendered line its message names.
+    let s = spec(&format!(
+        "{BASE}pods:\n  api: {{ image: a:1 }}\nproxy:\n  image: nginx:1\n  headers:\n\
+         \x20   X-Broken: '${{oops'\n  routes:\n    - {{ to: api:80 }}\n"
+    ));
+    let servers: Servers = [("api".to_owned(), vec!["127.0.0.1".to_owned()])].into();
+    let text = render(&s, s.proxy.as_ref().unwrap(), &servers);
+    let file = dir.path().join("nginx.conf");
+    std::fs::write(&file, &text).expect("write");
+    let out = std::process::Command::new(nginx)
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .arg("-p")
+        .arg(dir.path())
+        .output()
+        .expect("nginx runs");
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).replace(&file.display().to_string(), CONFIG_PATH);
+    let (_, line) = line_of(&text, &err).unwrap_or_else(|| panic!("no line in {err}"));
+    assert_eq!(line, "add_header \"X-Broken\" \"${oops\" always;", "{err}");
 }

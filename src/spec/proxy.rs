@@ -279,3 +279,57 @@ impl<'de> Deserialize<'de> for Cors {
         d.deserialize_any(V)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::{Cors, load_str};
+
+    fn load(yaml: &str) -> crate::spec::Spec {
+        let loaded = load_str(std::path::Path::new("t.yaml"), yaml.to_owned());
+        assert!(!loaded.report.has_errors(), "{:?}", loaded.report);
+        loaded.spec.unwrap()
+    }
+
+    #[test]
+    fn cors_takes_a_list_or_a_policy_and_keeps_spans() {
+        let text = "version: 1\nproject: shop\npods:\n  api: { image: a:1 }\nproxy:\n  image: n:1\n  routes:\n\
+                    \x20   - { path: /a, to: api:80, cors: [https://a.example] }\n\
+                    \x20   - { path: /b, to: api:80, cors: { origins: [https://b.example], methods: [GET], credentials: true, max_age: 1m } }\n\
+                    \x20   - { path: /c, to: api:80 }\n";
+        let spec = load(text);
+        let routes = &spec.proxy.as_ref().unwrap().routes;
+        let a = &routes[0].value.cors;
+        assert!(matches!(a, Cors::Origins(_)));
+        let origin = &a.origins()[0];
+        assert_eq!(
+            &text[origin.span.offset..][..origin.value.len()],
+            "https://a.example"
+        );
+        assert_eq!(a.methods(), super::DEFAULT_CORS_METHODS);
+        assert!(!a.credentials());
+        let b = &routes[1].value.cors;
+        assert_eq!(b.origins()[0].value, "https://b.example");
+        assert_eq!(b.methods(), ["GET"]);
+        assert!(b.credentials());
+        assert_eq!(b.max_age(), Some(std::time::Duration::from_secs(60)));
+        assert!(routes[2].value.cors.is_empty());
+        // The form the lint reads: the origins.
+        assert_eq!((&routes[1].value.cors).into_iter().count(), 1);
+    }
+
+    #[test]
+    fn drain_defaults_to_ten_seconds() {
+        let spec = load(
+            "version: 1\nproject: shop\npods:\n  a: { image: a:1 }\n\
+             \x20 b: { image: b:1, update: { strategy: blue-green, drain: 1m30s } }\n",
+        );
+        assert_eq!(
+            spec.pods.get("a").unwrap().drain(),
+            crate::spec::DEFAULT_DRAIN
+        );
+        assert_eq!(
+            spec.pods.get("b").unwrap().drain(),
+            std::time::Duration::from_secs(90)
+        );
+    }
+}
