@@ -181,6 +181,19 @@ async fn start_again(e: &Engine, id: &str) -> Result<(), UndoError> {
     Ok(e.start(id).await?)
 }
 
+async fn undo_proxy_config(
+    engines: &HashMap<String, Engine>,
+    region: &str,
+    name: &str,
+    config: &str,
+) -> (String, Result<(), UndoError>) {
+    let r = async { put_config_back(engine(engines, region)?, name, config).await };
+    (
+        format!("{}: the proxy's previous config, reloaded", at(region)),
+        r.await,
+    )
+}
+
 /// Puts `config` back into the proxy container `name` and has nginx reload it (a proxy that
 /// is gone or stopped reads it when it starts).
 async fn put_config_back(e: &Engine, name: &str, config: &str) -> Result<(), UndoError> {
@@ -266,13 +279,7 @@ pub async fn perform(
             region,
             name,
             config,
-        } => {
-            let r = async { put_config_back(engine(engines, region)?, name, config).await };
-            (
-                format!("{}: the proxy's previous config, reloaded", at(region)),
-                r.await,
-            )
-        }
+        } => undo_proxy_config(engines, region, name, config).await,
         Undo::RestoreFile {
             path,
             bytes,

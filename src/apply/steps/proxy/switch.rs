@@ -1,0 +1,235 @@
+//! The proxy of a region as it runs during an apply, and a routed pod's blue-green switch
+//! through it: the candidate in the upstream in place of the old container, then the pod's
+//! own container again; and a reload that looks a pod's containers up again.
+
+use std::collections::BTreeMap;
+
+use super::super::super::{ApplyError, Run, Undo};
+use super::proxy_name;
+use crate::graph::Kind;
+use crate::plan::Change;
+use crate::resources::attr;
+
+/// The proxy of a region as it runs during this apply: its container, the config it was
+/// given as the spec renders it (`base`), and the containers standing in for a pod's own in
+/// its upstreams while that pod is replaced blue-green (stable name -> candidate's name).
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub id: String,
+    pub base: String,
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Live {
+    /// The config that runs: `base`, with each overridden server swapped, and a token of its
+    /// own so that the health endpoint tells which config answers.
+    pub fn text(&self) -> String {
+        if self.overrides.is_empty() {
+            return self.base.clone();
+        }
+        let mut text = self.base.clone();
+        for (from, to) in &self.overrides {
+            text = swap_server(&text, from, to);
+        }
+        crate::proxy::seal(&text)
+    }
+
+    fn routes_to(&self, name: &str) -> bool {
+        self.base
+            .lines()
+            .any(|l| server_of(l).is_some_and(|host| host == name))
+    }
+}
+
+/// The host of an upstream `server HOST:PORT ...;` line.
+fn server_of(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix("server ")?;
+    let (host, _) = rest.split_once(':')?;
+    Some(host.trim())
+}
+
+/// `text` with upstream servers named `from` named `to` instead.
+pub fn swap_server(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        match server_of(line) {
+            Some(host) if host == from => out.push_str(&line.replacen(
+                &format!("server {from}:"),
+                &format!("server {to}:"),
+                1,
+            )),
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+impl Run<'_> {
+    /// The proxy of `region` as it runs now: from this apply's own steps, else as observed
+    /// (running; a stopped one serves nothing to switch).
+    pub(in crate::apply) fn live_proxy(&self, region: &str) -> Option<Live> {
+        if let Some(l) = self.proxies.borrow().get(region) {
+            return Some(l.clone());
+        }
+        let shown = crate::resources::shown_region(&self.spec.region_names(), region);
+        let o = self
+            .observed
+            .resources
+            .iter()
+            .find(|o| o.address.kind == Kind::Proxy && o.address.region.as_deref() == shown)?;
+        if o.drift.iter().any(|d| d.field == attr::STATE) {
+            return None;
+        }
+        let live = Live {
+            id: o.id.clone()?,
+            base: o.attrs.get(attr::CONFIG)?.clone(),
+            overrides: BTreeMap::new(),
+        };
+        self.proxies
+            .borrow_mut()
+            .insert(region.to_owned(), live.clone());
+        Some(live)
+    }
+
+    /// Blue-green through the proxy: the candidate `next` takes the place of the container
+    /// named `name` in the running proxy's upstreams (checked, recorded, reloaded, gated).
+    /// Returns whether the proxy routes to it at all (only then is there anything to drain).
+    pub(in crate::apply) async fn proxy_switch(
+        &self,
+        c: &Change,
+        region: &str,
+        name: &str,
+        next: &str,
+    ) -> Result<bool, ApplyError> {
+        let Some(live) = self.live_proxy(region) else {
+            return Ok(false);
+        };
+        if !live.routes_to(name) {
+            return Ok(false);
+        }
+        let _turn = self.proxy_turn.lock().await;
+        // Another step may have changed it while this one waited its turn.
+        let mut live = self.live_proxy(region).unwrap_or(live);
+        let mut switched = live.clone();
+        switched.overrides.insert(name.to_owned(), next.to_owned());
+        let text = switched.text();
+        let at = self.proxy_change(c, region);
+        self.reload_proxy(&at, region, &live, &text, true).await?;
+        live.overrides.insert(name.to_owned(), next.to_owned());
+        self.proxies.borrow_mut().insert(region.to_owned(), live);
+        Ok(true)
+    }
+
+    /// After a switch: the pod's own container (now named `name`) back in the config, which
+    /// is again the config the spec renders once no other switch is under way.
+    pub(in crate::apply) async fn proxy_settle(
+        &self,
+        c: &Change,
+        region: &str,
+        name: &str,
+    ) -> Result<(), ApplyError> {
+        let _turn = self.proxy_turn.lock().await;
+        let Some(mut live) = self.live_proxy(region) else {
+            return Ok(());
+        };
+        let before = live.clone();
+        live.overrides.remove(name);
+        let at = self.proxy_change(c, region);
+        // Undoing the switch (recorded before it) puts the old config back; nothing new to
+        // record.
+        self.reload_proxy(&at, region, &before, &live.text(), false)
+            .await?;
+        self.proxies.borrow_mut().insert(region.to_owned(), live);
+        Ok(())
+    }
+
+    /// The proxy reloaded with the same config, so that it looks the pod's containers up
+    /// again (a recreated or restarted container may have a new address). The previous
+    /// config is recorded first, so that undoing ends with a reload too.
+    pub(in crate::apply) async fn proxy_reresolve(
+        &self,
+        c: &Change,
+        region: &str,
+        name: &str,
+        record_only: bool,
+    ) -> Result<(), ApplyError> {
+        let Some(live) = self.live_proxy(region) else {
+            return Ok(());
+        };
+        if !live.routes_to(name) {
+            return Ok(());
+        }
+        let _turn = self.proxy_turn.lock().await;
+        let live = self.live_proxy(region).unwrap_or(live);
+        if record_only {
+            self.record_undo(Undo::ProxyConfig {
+                region: region.to_owned(),
+                name: proxy_name(self.project),
+                config: live.text(),
+            })?;
+            return Ok(());
+        }
+        let at = self.proxy_change(c, region);
+        self.reload_proxy(&at, region, &live, &live.text(), false)
+            .await
+    }
+
+    /// A change standing for the region's proxy, for a reload a pod's step makes (errors
+    /// then name the proxy).
+    pub(in crate::apply) fn proxy_change(&self, c: &Change, region: &str) -> Change {
+        let mut at = c.clone();
+        at.address = crate::graph::Address::new(Kind::Proxy, "").region(
+            crate::resources::shown_region(&self.spec.region_names(), region),
+        );
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "map $host $berth_token {\n    default \"0123456789abcdef\";\n}\nupstream api_8000 {\n        server shop-api-0:8000;\n        server shop-api-1:8000;\n        server shop-api-10:8000;\n}\n";
+
+    #[test]
+    fn a_switch_swaps_exactly_one_server_and_changes_the_token() {
+        let live = Live {
+            id: "x".into(),
+            base: CONFIG.into(),
+            overrides: BTreeMap::from([("shop-api-1".into(), "shop-api-1-berth-next".into())]),
+        };
+        let text = live.text();
+        assert!(text.contains("server shop-api-0:8000;"));
+        assert!(text.contains("server shop-api-1-berth-next:8000;"));
+        assert!(text.contains("server shop-api-10:8000;"));
+        assert_ne!(crate::proxy::token(&text), crate::proxy::token(CONFIG));
+        assert!(live.routes_to("shop-api-10"));
+        assert!(!live.routes_to("shop-api-2"));
+        // Without overrides the config is the spec's, byte for byte.
+        let settled = Live {
+            overrides: BTreeMap::new(),
+            ..live
+        };
+        assert_eq!(settled.text(), CONFIG);
+    }
+
+    #[test]
+    fn a_rendered_config_seals_to_itself_and_a_switch_seals_anew() {
+        let yaml = "version: 1\nproject: shop\npods:\n  api:\n    image: api:1\n    replicas: 2\nproxy:\n  image: nginx:1.27-alpine\n  routes:\n    - { path: /, to: api:8000 }\n";
+        let loaded = crate::spec::load_str(std::path::Path::new("t.yaml"), yaml.to_owned());
+        let spec = loaded.spec.expect("parsed");
+        let proxy = spec.proxy.as_ref().expect("proxy");
+        let servers = crate::proxy::stable_servers(&spec, "local");
+        let text = crate::proxy::render(&spec, proxy, &servers);
+        assert_eq!(crate::proxy::seal(&text), text);
+        let switched = Live {
+            id: "x".into(),
+            base: text.clone(),
+            overrides: BTreeMap::from([("shop-api-0".into(), "shop-api-0-berth-next".into())]),
+        };
+        let t = switched.text();
+        assert!(t.contains("server shop-api-0-berth-next:8000;"), "{t}");
+        assert_ne!(crate::proxy::token(&t), crate::proxy::token(&text));
+        assert_eq!(crate::proxy::seal(&t), t);
+    }
+}
