@@ -33,6 +33,8 @@ fn every_example_validates_clean() {
         "examples/multi-region/berth.yaml",
         "examples/multi-region/berth.v2.yaml",
         "examples/production/berth.yaml",
+        "examples/webapp/berth.yaml",
+        "examples/paintbox/berth.yaml",
     ] {
         assert!(
             specs.contains(&PathBuf::from(required)),

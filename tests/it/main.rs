@@ -10,6 +10,7 @@ mod architecture;
 mod backup;
 mod cli;
 mod crash;
+mod example_stacks;
 mod examples;
 mod fuzz_loader;
 mod invalid_specs;
