@@ -56,12 +56,18 @@ pub enum Undo {
         path: PathBuf,
         mode: u32,
     },
-    /// A blue-green switch: remove the new container, then restore the old one.
+    /// A blue-green switch: remove the new container, then restore the old one. With
+    /// `keep_candidate` (a switch through the proxy) the new container only gives the name
+    /// back (named `NAME-berth-next` again) and keeps serving what the proxy sends it until
+    /// the proxy's previous config is reloaded; the `RemoveContainer` of its candidate name,
+    /// recorded before, removes it after that.
     Unswitch {
         region: String,
         new_id: String,
         old_id: String,
         name: String,
+        #[serde(default)]
+        keep_candidate: bool,
     },
     /// The proxy's config about to be replaced (a new config, a blue-green switch, a reload
     /// that looks containers up again): this text goes back into the container named `name`
@@ -266,8 +272,12 @@ pub async fn perform(
             new_id,
             old_id,
             name,
+            keep_candidate,
         } => {
-            let r = async { unswitch(engine(engines, region)?, new_id, old_id, name).await };
+            let r = async {
+                let e = engine(engines, region)?;
+                unswitch(e, new_id, old_id, name, *keep_candidate).await
+            };
             let what = format!(
                 "{}: switched back to {name} ({})",
                 at(region),
@@ -385,8 +395,23 @@ async fn remove_volume(e: &Engine, name: &str) -> Result<(), UndoError> {
 }
 
 /// The new container of a blue-green switch goes, and the old one gets its name back.
-async fn unswitch(e: &Engine, new_id: &str, old_id: &str, name: &str) -> Result<(), UndoError> {
-    e.remove(new_id).await?;
+async fn unswitch(
+    e: &Engine,
+    new_id: &str,
+    old_id: &str,
+    name: &str,
+    keep_candidate: bool,
+) -> Result<(), UndoError> {
+    if !keep_candidate {
+        e.remove(new_id).await?;
+        return restore(e, old_id, name, true).await;
+    }
+    // The candidate gives the name back and runs on until its removal.
+    if e.name_of(new_id).await?.as_deref() == Some(name) {
+        let candidate = format!("{name}-berth-next");
+        e.release_name(&candidate).await?;
+        e.rename(new_id, &candidate).await?;
+    }
     restore(e, old_id, name, true).await
 }
 

@@ -70,13 +70,15 @@ impl Run<'_> {
             }
             self.set_aside(&region, &old, &name, &aside).await?;
             // Switching: undoing is now "remove the new one, restore the old one",
-            // whatever name the new one has.
+            // whatever name the new one has. Through the proxy, the new one is removed
+            // only once the proxy's previous config is back (its `RemoveContainer`,
+            // recorded before the switch, stays): no request meets a removed container.
             let superseded: Vec<u64> = self
                 .undo
                 .borrow()
                 .iter()
                 .filter(|(_, u)| match u {
-                    Undo::RemoveContainer { name: n, .. } => *n == next,
+                    Undo::RemoveContainer { name: n, .. } => *n == next && !switched,
                     Undo::Restore { id, .. } => *id == old,
                     _ => false,
                 })
@@ -87,11 +89,14 @@ impl Run<'_> {
                 new_id: new_id.clone(),
                 old_id: old.clone(),
                 name: name.clone(),
+                keep_candidate: switched,
             })?;
             self.drop_undos(superseded)?;
-            engine.rename(&new_id, &name).await?;
             if switched {
-                self.proxy_settle(c, &region, &name).await?;
+                self.proxy_rename_and_settle(c, &region, &new_id, &name)
+                    .await?;
+            } else {
+                engine.rename(&new_id, &name).await?;
             }
             self.commit
                 .borrow_mut()

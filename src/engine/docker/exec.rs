@@ -141,6 +141,27 @@ impl Engine {
         out
     }
 
+    /// A container's output (stdout and stderr) since `since` (seconds since the epoch), at
+    /// most its last `lines` lines.
+    pub async fn log_since(&self, id: &str, since: i64, lines: usize) -> String {
+        self.count();
+        let mut stream = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                since: i32::try_from(since).unwrap_or(i32::MAX),
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        out
+    }
+
     /// The exit status of the container's last exit, from the engine's events (those it
     /// still holds). After a restart by its policy, the container's own state shows the
     /// new run (status 0 while it runs); its `die` events keep the status of each exit.

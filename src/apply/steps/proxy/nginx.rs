@@ -176,7 +176,21 @@ impl Run<'_> {
             report: String::new(),
         };
         let mut last = String::from("no answer yet");
+        // What nginx says from now on (to the second): a reload it refuses is logged.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut tries = 0u32;
         loop {
+            tries += 1;
+            if tries % 10 == 0 {
+                let said = nginx_says(&engine.log_since(id, since, 500).await);
+                if !said.is_empty() {
+                    return Err(fail(format!(
+                        "the running proxy refused the new config: {said}"
+                    )));
+                }
+            }
             if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(ApplyError::Interrupted {
                     report: String::new(),

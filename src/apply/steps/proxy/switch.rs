@@ -120,15 +120,19 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// After a switch: the pod's own container (now named `name`) back in the config, which
-    /// is again the config the spec renders once no other switch is under way.
-    pub(in crate::apply) async fn proxy_settle(
+    /// After a switch: the candidate `new_id` takes the pod's own name, and the config names
+    /// it so again (the config the spec renders once no other switch is under way). Both
+    /// in one turn: no other reload renders a config naming the candidate's old name, which
+    /// no longer resolves, in between.
+    pub(in crate::apply) async fn proxy_rename_and_settle(
         &self,
         c: &Change,
         region: &str,
+        new_id: &str,
         name: &str,
     ) -> Result<(), ApplyError> {
         let _turn = self.proxy_turn.lock().await;
+        self.engine(region).rename(new_id, name).await?;
         let Some(mut live) = self.live_proxy(region) else {
             return Ok(());
         };
