@@ -75,6 +75,10 @@ enum Created {
 static CREATED: Mutex<Vec<Created>> = Mutex::new(Vec::new());
 static BERTH: Mutex<Option<PathBuf>> = Mutex::new(None);
 static COMPOSE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The replacement command running (its pid), for Ctrl-C to stop it first.
+static CHILD: Mutex<Option<u32>> = Mutex::new(None);
+/// Set on Ctrl-C: no command starts any more.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 fn created(c: Created) {
     CREATED.lock().unwrap_or_else(|e| e.into_inner()).push(c);
@@ -181,8 +185,22 @@ fn clean_up_on_signal() {
             }
         });
         eprintln!("\ninterrupted: removing what the benchmark created");
-        // A berth apply in flight got the signal too and rolls back; give it a moment.
-        std::thread::sleep(Duration::from_secs(2));
+        // No command starts from now on; the one running (a berth apply rolls back on
+        // SIGINT) is asked to stop and given time to.
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        let pid = *CHILD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while CHILD.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         clean_up();
         std::process::exit(130);
     });
@@ -202,6 +220,45 @@ fn sh(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `cmd` (output piped) as the command Ctrl-C stops first; never starts one after
+/// Ctrl-C (then waits for the exit).
+fn spawn_tracked(cmd: &mut Command) -> std::process::Child {
+    let mut running = CHILD.lock().unwrap_or_else(|e| e.into_inner());
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        drop(running);
+        loop {
+            std::thread::park();
+        }
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    *running = Some(child.id());
+    child
+}
+
+/// The tracked command has ended.
+fn untrack() {
+    *CHILD.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// [`sh`] for a command that changes the scenario (Ctrl-C stops it first).
+fn sh_tracked(cmd: &mut Command) {
+    let out = spawn_tracked(cmd)
+        .wait_with_output()
+        .expect("wait for the command");
+    untrack();
+    if !out.status.success() && !INTERRUPTED.load(Ordering::SeqCst) {
+        panic!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 fn repo() -> &'static Path {
@@ -769,11 +826,7 @@ struct Replacement {
 /// Runs `cmd`, its output lines timestamped on the load's clock as they come.
 fn run_timed(cmd: &mut Command, load: &Load, version: &str) -> Replacement {
     let start = load.now();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    let mut child = spawn_tracked(cmd);
     let lines = Arc::new(Mutex::new(Vec::new()));
     let t0 = load.t0;
     let readers: Vec<_> = [
@@ -802,6 +855,7 @@ fn run_timed(cmd: &mut Command, load: &Load, version: &str) -> Replacement {
     })
     .collect();
     let status = child.wait().expect("wait for the command");
+    untrack();
     let end = load.now();
     for r in readers {
         let _ = r.join();
@@ -956,7 +1010,7 @@ fn scenario(kind: Kind, s: &Setup) -> Run {
     println!("\n== {} (port {port}) ==", kind.title());
     write("v0");
     let t = Instant::now();
-    sh(&mut command());
+    sh_tracked(&mut command());
     wait_for_version(addr, "v0");
     println!(
         "  v0 applied and serving in {:.1} s",
