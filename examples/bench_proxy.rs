@@ -1119,6 +1119,24 @@ fn phase(rep: &Replacement, t: f64) -> &str {
 /// Where the failures fell: per replacement, grouped by what failed, with the time from
 /// the command's start and the command's phase; for the routed pod, each one.
 fn failure_report(r: &Run) {
+    let resent: Vec<&Sample> = r.samples.iter().filter(|s| s.resent).collect();
+    if !resent.is_empty() {
+        println!(
+            "\n  requests of \"{}\" sent again (their reused connection closed before any answer):",
+            r.kind.title()
+        );
+        for s in resent.iter().take(20) {
+            let place = replacement_of(r, s).map_or(String::new(), |rep| {
+                format!(
+                    "{} +{:.3} s, after: {}",
+                    rep.version,
+                    s.sent - rep.start,
+                    phase(rep, s.sent)
+                )
+            });
+            println!("    t={:8.3} s  then {:<30} {place}", s.sent, s.what());
+        }
+    }
     let failures: Vec<&Sample> = r.samples.iter().filter(|s| s.failed()).collect();
     if failures.is_empty() {
         return;
