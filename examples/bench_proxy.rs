@@ -2,37 +2,40 @@
 //! engine, a real nginx, real HTTP.
 //!
 //! Run: `cargo run --release --example bench_proxy` (needs the Docker engine, rustc, the
-//! Debian `nginx` package for the test nginx image, and docker compose or docker-compose for
-//! the third scenario). Options: `--replacements N` (default 5), `--only proxy,port,compose`
-//! (default all three), `--replicas N` for the routed pod (default 1). The berth binary is
-//! built by cargo beside this example (same profile), or named by `BERTH_BIN`.
+//! Debian `nginx` package for the test nginx image, and docker compose or docker-compose).
+//! Options: `--replacements N` (default 5), `--only proxy,proxy2,port,compose` (default
+//! all four); `BENCH_VERBOSE=1` prints every command's output with its times. The berth
+//! binary is built by cargo beside this example (same profile), or named by `BERTH_BIN`.
 //!
-//! Three scenarios on the same machine, with the same load generator, in the same run:
+//! The scenarios, on the same machine, with the same load generator, in the same run:
 //!
-//! 1. **berth, routed through the managed proxy**: pod `api` (the test app) replaced
-//!    blue-green behind nginx (`proxy:`, a route `/` -> `api:8080`);
-//! 2. **berth, published port** (the anchor): the same pod publishing
+//! 1. `proxy`: **berth, routed through the managed proxy**: pod `api` (the test app)
+//!    replaced blue-green behind nginx (`proxy:`, a route `/` -> `api:8080`);
+//!    `proxy2`: the same with `replicas: 2`;
+//! 2. `port`: **berth, published port** (the anchor): the same pod publishing
 //!    `127.0.0.1:PORT:8080` itself, which forces `update: { strategy: recreate }`;
-//! 3. **docker compose** (the peer): the same image and published port, `up -d` with a
-//!    changed environment.
+//! 3. `compose`: **docker compose** (the peer): the same image and published port, `up -d`
+//!    with a changed environment.
 //!
-//! Each applies version `v0`, then, under a load of 200 requests/s that lasts the whole run,
-//! replaces the pod N times (`VERSION=v1..vN`). The load is open-loop: requests leave on a
-//! fixed schedule, taken by 8 workers, each with its own keep-alive connection (a new one
-//! after an error or a close); when all are busy (requests hang in an outage) another
-//! worker starts, so that a stalled server cannot slow the load down and hide its
-//! failures. Every request's outcome and time is recorded. A failure
-//! is a connection error, a timeout (1 s), or a status other than 2xx and 429. A request
-//! that finds its reused keep-alive connection closed before any byte of an answer is sent
-//! again once on a new connection (as HTTP clients do for an idempotent GET, RFC 9112
-//! 9.3.1); those are counted and shown (`resent`), and the second attempt's outcome is the
-//! request's. For each replacement: the time from the command's start to the first answer
-//! from the new version.
+//! Each applies version `v0`, then, under a load of 200 requests/s that lasts the whole
+//! run, replaces the pod N times (`VERSION=v1..vN`, 2 s of load between two). The load is
+//! open-loop: requests leave on a fixed schedule, taken by 8 workers, each with its own
+//! keep-alive connection (a new one after an error or a close); when all are busy
+//! (requests hang in an outage) another worker starts, so that a stalled server cannot
+//! slow the load down and hide its failures. Every request's outcome and time is recorded.
+//! A failure is a connection error, a timeout (1 s), or a status other than 2xx and 429.
+//! Before reusing an idle connection a worker checks that the server has not closed it (as
+//! connection pools do); a request whose reused connection closes before any byte of an
+//! answer is sent again once on a new connection (as HTTP clients do for an idempotent
+//! GET, RFC 9112 9.3.1): those are counted and listed (`resent`), and the second
+//! attempt's outcome is the request's. For each replacement: the time from the command's
+//! start to the first answer from the new version.
 //!
-//! Exits non-zero when scenario 1 had a failed request or a failed apply (issue 12's
-//! bound: zero). Everything the run creates is removed at the end, on a panic and on
-//! Ctrl-C (`berth destroy`, then `docker rm -f` by the project's label). Results:
-//! docs/PERFORMANCE.md.
+//! Exits non-zero when a routed scenario had a failed request or a failed apply (issue
+//! 12's bound: zero); a failed apply prints its output and the proxy's log. Everything the
+//! run creates is removed at the end, on a panic and on Ctrl-C (the running apply is
+//! interrupted first; then `berth destroy`, then `docker rm -f` by the project's label).
+//! Results: docs/PERFORMANCE.md.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -423,6 +426,19 @@ fn machine_facts(compose: Option<&[String]>, nginx: &str) {
     );
 }
 
+/// `HH:MM:SS.mmm` of a time, in UTC.
+fn utc_time(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
 /// A port free on every address of this host (the proxy publishes on all of them).
 fn free_port() -> u16 {
     TcpListener::bind("0.0.0.0:0")
@@ -471,7 +487,17 @@ impl Sample {
     }
     fn what(&self) -> String {
         match &self.outcome {
-            Outcome::Answer { status, version } => format!("HTTP {status} (version {version:?})"),
+            Outcome::Answer { status, version } if (200..300).contains(status) => {
+                format!("HTTP {status} (version {version})")
+            }
+            Outcome::Answer { status, version } => {
+                // Not the test app's answer: the start of the body says whose.
+                let body: String = version.split_whitespace().collect::<Vec<_>>().join(" ");
+                format!(
+                    "HTTP {status} ({})",
+                    body.chars().take(60).collect::<String>()
+                )
+            }
             Outcome::Error(e) => e.clone(),
         }
     }
@@ -691,6 +717,8 @@ fn send(conn: &mut Option<Conn>, addr: SocketAddr) -> (Outcome, bool) {
 /// omission: a stalled server does not slow the load down and hide its failures).
 struct Load {
     t0: Instant,
+    /// The wall clock at `t0`.
+    wall: std::time::SystemTime,
     stop: Arc<AtomicBool>,
     dispatcher: std::thread::JoinHandle<(Vec<Sample>, usize)>,
 }
@@ -769,6 +797,7 @@ impl Load {
         });
         Load {
             t0,
+            wall: std::time::SystemTime::now(),
             stop,
             dispatcher,
         }
@@ -873,7 +902,8 @@ fn run_timed(cmd: &mut Command, load: &Load, version: &str) -> Replacement {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Proxy,
+    /// Routed through the proxy, with this many replicas.
+    Proxy(u32),
     Port,
     Compose,
 }
@@ -881,7 +911,8 @@ enum Kind {
 impl Kind {
     fn title(self) -> &'static str {
         match self {
-            Kind::Proxy => "berth, routed through the proxy (blue-green)",
+            Kind::Proxy(1) => "berth, routed through the proxy (blue-green)",
+            Kind::Proxy(_) => "berth, routed through the proxy (blue-green), 2 replicas",
             Kind::Port => "berth, published port (recreate)",
             Kind::Compose => "docker compose, published port",
         }
@@ -895,7 +926,6 @@ struct Setup {
     compose: Option<Vec<String>>,
     dir: PathBuf,
     replacements: usize,
-    replicas: u32,
 }
 
 fn pod_text(image: &str, version: &str) -> String {
@@ -908,9 +938,9 @@ fn berth_spec(kind: Kind, s: &Setup, project: &str, port: u16, version: &str) ->
     let mut text = format!("version: 1\nproject: {project}\npods:\n");
     text.push_str(&pod_text(&s.image, version));
     match kind {
-        Kind::Proxy => {
-            if s.replicas > 1 {
-                text.push_str(&format!("    replicas: {}\n", s.replicas));
+        Kind::Proxy(replicas) => {
+            if replicas > 1 {
+                text.push_str(&format!("    replicas: {replicas}\n"));
             }
             // TODO(drain): `drain: 1s` here once `update.drain` is in the spec; until then
             // the drain comes from BERTH_TEST_DRAIN_MS (set on every berth command).
@@ -950,7 +980,8 @@ fn scenario(kind: Kind, s: &Setup) -> Run {
     let project = format!(
         "bp{}{}",
         match kind {
-            Kind::Proxy => "px",
+            Kind::Proxy(1) => "px",
+            Kind::Proxy(_) => "p2",
             Kind::Port => "pt",
             Kind::Compose => "dc",
         },
@@ -1032,6 +1063,49 @@ fn scenario(kind: Kind, s: &Setup) -> Run {
         if !r.ok || std::env::var_os("BENCH_VERBOSE").is_some() {
             for (t, l) in &r.lines {
                 println!("      | +{:6.3} s {l}", t - r.start);
+            }
+        }
+        if !r.ok && matches!(kind, Kind::Proxy(_)) {
+            // What nginx said (a reload it refused, an upstream it could not reach).
+            let logs = Command::new("docker")
+                .args(["logs", "--timestamps"])
+                .arg(format!("{project}-proxy"))
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                })
+                .unwrap_or_default();
+            println!(
+                "    the proxy's log (docker logs; the command started at {} UTC):",
+                utc_time(load.wall + Duration::from_secs_f64(r.start))
+            );
+            // Each request's error once per kind and second is enough.
+            let mut seen = std::collections::BTreeMap::new();
+            for l in logs.lines() {
+                let key = l.find(" while ").map(|i| {
+                    let second = l.get(..19).unwrap_or_default();
+                    let what = l[..i].rsplit(": ").next().unwrap_or_default();
+                    // `*2469 connect() failed ...`: the connection's number aside.
+                    let what = match what.strip_prefix('*') {
+                        Some(rest) => rest.split_once(' ').map_or(rest, |(_, w)| w),
+                        None => what,
+                    };
+                    format!("{second} {what}")
+                });
+                match key {
+                    Some(k) => {
+                        let n = seen.entry(k).or_insert(0);
+                        *n += 1;
+                        if *n == 1 {
+                            println!("      > {l}");
+                        }
+                    }
+                    None => println!("      > {l}"),
+                }
+            }
+            for (k, n) in seen.iter().filter(|(_, n)| **n > 1) {
+                println!("      > ({n} lines: {k})");
             }
         }
         replacements.push(r);
@@ -1170,7 +1244,7 @@ fn failure_report(r: &Run) {
             "    {name}: {n:>4} x {what}, from +{first:.3} s to +{last:.3} s after the command started; at the first: {at}"
         );
     }
-    if r.kind == Kind::Proxy {
+    if matches!(r.kind, Kind::Proxy(_)) {
         println!("    each one (t = seconds of the load; offset from the command's start):");
         for f in failures.iter().take(60) {
             let place = replacement_of(r, f).map_or(String::new(), |rep| {
@@ -1276,25 +1350,25 @@ fn print_table(runs: &[Run]) {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut replacements, mut only, mut replicas) = (5, String::from("proxy,port,compose"), 1);
+    let (mut replacements, mut only) = (5, String::from("proxy,proxy2,port,compose"));
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
             "--replacements" => replacements = value().parse().expect("--replacements N"),
             "--only" => only = value(),
-            "--replicas" => replicas = value().parse().expect("--replicas N"),
             other => panic!(
-                "unknown argument {other:?}; use --replacements N, --only proxy,port,compose, --replicas N"
+                "unknown argument {other:?}; use --replacements N, --only proxy,proxy2,port,compose"
             ),
         }
     }
     let kinds: Vec<Kind> = only
         .split(',')
         .map(|k| match k.trim() {
-            "proxy" => Kind::Proxy,
+            "proxy" => Kind::Proxy(1),
+            "proxy2" => Kind::Proxy(2),
             "port" => Kind::Port,
             "compose" => Kind::Compose,
-            other => panic!("unknown scenario {other:?} (proxy, port, compose)"),
+            other => panic!("unknown scenario {other:?} (proxy, proxy2, port, compose)"),
         })
         .collect();
 
@@ -1317,17 +1391,12 @@ fn main() {
     let nginx = nginx_image();
     machine_facts(compose.as_deref(), &nginx);
     println!(
-        "command   cargo run {}--example bench_proxy -- --replacements {replacements} --only {only}{}",
+        "command   cargo run {}--example bench_proxy -- --replacements {replacements} --only {only}",
         if cfg!(debug_assertions) {
             ""
         } else {
             "--release "
         },
-        if replicas > 1 {
-            format!(" --replicas {replicas}")
-        } else {
-            String::new()
-        }
     );
     let setup = Setup {
         image,
@@ -1336,7 +1405,6 @@ fn main() {
         compose,
         dir,
         replacements,
-        replicas,
     };
 
     let mut runs = Vec::new();
@@ -1357,7 +1425,7 @@ fn main() {
         failure_report(r);
     }
     let bound_broken = runs.iter().any(|r| {
-        r.kind == Kind::Proxy
+        matches!(r.kind, Kind::Proxy(_))
             && (r.samples.iter().any(Sample::failed) || r.replacements.iter().any(|rep| !rep.ok))
     });
     drop(guard);
