@@ -426,12 +426,22 @@ fn machine_facts(compose: Option<&[String]>, nginx: &str) {
     );
 }
 
-/// `HH:MM:SS.mmm` of a time, in UTC.
-fn utc_time(t: std::time::SystemTime) -> String {
+/// A time as RFC 3339 in UTC, to the millisecond (`docker logs --since` reads it).
+fn rfc3339(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let s = d.as_secs() % 86_400;
+    let (days, s) = ((d.as_secs() / 86_400) as i64, d.as_secs() % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{:02}:{:02}:{:02}.{:03}",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         s / 3600,
         s / 60 % 60,
         s % 60,
@@ -1068,7 +1078,8 @@ fn scenario(kind: Kind, s: &Setup) -> Run {
         if !r.ok && matches!(kind, Kind::Proxy(_)) {
             // What nginx said (a reload it refused, an upstream it could not reach).
             let logs = Command::new("docker")
-                .args(["logs", "--timestamps"])
+                .args(["logs", "--timestamps", "--since"])
+                .arg(rfc3339(load.wall + Duration::from_secs_f64(r.start)))
                 .arg(format!("{project}-proxy"))
                 .output()
                 .map(|o| {
@@ -1077,8 +1088,8 @@ fn scenario(kind: Kind, s: &Setup) -> Run {
                 })
                 .unwrap_or_default();
             println!(
-                "    the proxy's log (docker logs; the command started at {} UTC):",
-                utc_time(load.wall + Duration::from_secs_f64(r.start))
+                "    the proxy's log since the command started ({}):",
+                rfc3339(load.wall + Duration::from_secs_f64(r.start))
             );
             // Each request's error once per kind and second is enough.
             let mut seen = std::collections::BTreeMap::new();
