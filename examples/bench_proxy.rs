@@ -1281,7 +1281,7 @@ fn failure_report(r: &Run) {
 
 fn print_table(runs: &[Run]) {
     println!(
-        "\n{} replacement(s) each under {RATE} requests/s ({WORKERS} workers, keep-alive, {} s timeout); drain {} ms:",
+        "\n{} replacement(s) each under {RATE} requests/s (open-loop; {WORKERS} keep-alive workers, more while all are busy; {} s timeout); drain {} ms:",
         runs.first().map_or(0, |r| r.replacements.len()),
         TIMEOUT.as_secs(),
         DRAIN_MS
