@@ -56,7 +56,7 @@ const MAX_WORKERS: usize = 256;
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Load before the first replacement, between two, and after the last.
 const SETTLE: Duration = Duration::from_secs(2);
-/// How long the old container drains after the switch (see `TODO(drain)` in the spec).
+/// How long the old container drains after the switch (`update.drain` in the spec).
 const DRAIN_MS: u64 = 1000;
 
 // ---------------------------------------------------------------------------------------
@@ -952,9 +952,9 @@ fn berth_spec(kind: Kind, s: &Setup, project: &str, port: u16, version: &str) ->
             if replicas > 1 {
                 text.push_str(&format!("    replicas: {replicas}\n"));
             }
-            // TODO(drain): `drain: 1s` here once `update.drain` is in the spec; until then
-            // the drain comes from BERTH_TEST_DRAIN_MS (set on every berth command).
-            text.push_str("    update: { strategy: blue-green }\n");
+            text.push_str(&format!(
+                "    update: {{ strategy: blue-green, drain: {DRAIN_MS}ms }}\n"
+            ));
             text.push_str(&format!(
                 "proxy:\n  image: {}\n  listen: [{port}]\n  routes:\n    - {{ path: /, to: api:8080 }}\n",
                 s.nginx
@@ -1042,7 +1042,6 @@ fn scenario(kind: Kind, s: &Setup) -> Run {
                     .arg(&spec)
                     .args(["apply", "--yes"])
                     .env("BERTH_STATE_DIR", &state)
-                    .env("BERTH_TEST_DRAIN_MS", DRAIN_MS.to_string())
                     .env("NO_COLOR", "1");
                 cmd
             }
