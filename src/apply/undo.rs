@@ -187,6 +187,26 @@ async fn start_again(e: &Engine, id: &str) -> Result<(), UndoError> {
     Ok(e.start(id).await?)
 }
 
+async fn undo_switch(
+    engines: &HashMap<String, Engine>,
+    region: &str,
+    new_id: &str,
+    old_id: &str,
+    name: &str,
+    keep_candidate: bool,
+) -> (String, Result<(), UndoError>) {
+    let r = async {
+        let e = engine(engines, region)?;
+        unswitch(e, new_id, old_id, name, keep_candidate).await
+    };
+    let what = format!(
+        "{}: switched back to {name} ({})",
+        at(region),
+        short(old_id)
+    );
+    (what, r.await)
+}
+
 async fn undo_proxy_config(
     engines: &HashMap<String, Engine>,
     region: &str,
@@ -273,18 +293,7 @@ pub async fn perform(
             old_id,
             name,
             keep_candidate,
-        } => {
-            let r = async {
-                let e = engine(engines, region)?;
-                unswitch(e, new_id, old_id, name, *keep_candidate).await
-            };
-            let what = format!(
-                "{}: switched back to {name} ({})",
-                at(region),
-                short(old_id)
-            );
-            (what, r.await)
-        }
+        } => undo_switch(engines, region, new_id, old_id, name, *keep_candidate).await,
         Undo::ProxyConfig {
             region,
             name,

@@ -170,8 +170,9 @@ pub fn forces_replacement(kind: Kind, field: &str) -> bool {
         // A volume is never replaced by a plan: that would lose its data.
         Kind::Volume => false,
         Kind::Network => true,
-        // The proxy reloads new config in place; a new image or ports need a new container.
-        Kind::Proxy => field == attr::IMAGE || field == attr::LISTEN,
+        // The proxy reloads new config in place; a new image, ports or TLS listeners (the
+        // mount of their certificates) need a new container.
+        Kind::Proxy => field == attr::IMAGE || field == attr::LISTEN || field == attr::TLS,
         Kind::Secret | Kind::RateLimit | Kind::Backup => false,
     }
 }

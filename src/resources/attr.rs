@@ -16,6 +16,9 @@ pub const HEALTH_CMD: &str = "health.cmd";
 pub const HEALTH_HTTP: &str = "health.http";
 /// The host ports the proxy listens on.
 pub const LISTEN: &str = "listen";
+/// The proxy's TLS listeners (`PORT cert SECRET key SECRET`, sorted): their certificates are
+/// mounted when its container is made.
+pub const TLS: &str = "tls";
 /// The proxy's rendered nginx config (`crate::proxy::render`); a multi-line text the plan
 /// shows as a diff.
 pub const CONFIG: &str = "config";

@@ -38,6 +38,18 @@ pub(super) fn proxy_resources(
         attr::LISTEN.into(),
         list(proxy.listen.iter().map(|p| p.to_string())),
     );
+    if !proxy.tls.is_empty() {
+        let mut listeners: Vec<String> = proxy
+            .tls
+            .iter()
+            .map(|t| {
+                let t = &t.value;
+                format!("{} cert {} key {}", t.port.value, t.cert.value, t.key.value)
+            })
+            .collect();
+        listeners.sort();
+        a.insert(attr::TLS.into(), listeners.join(", "));
+    }
     let servers = crate::proxy::stable_servers(spec, region.name);
     a.insert(
         attr::CONFIG.into(),

@@ -19,7 +19,9 @@ impl Run<'_> {
         // A routed pod made again (removed by hand): the proxy looks it up anew.
         let name = container_name_of(self.project, &c.address);
         self.proxy_reresolve(c, &region, &name, true).await?;
+        self.proxy_mark(&region, &name, true);
         let id = self.start_pod(c, &region, None).await?;
+        self.proxy_mark(&region, &name, false);
         self.proxy_reresolve(c, &region, &name, false).await?;
         self.done(
             c,
@@ -108,8 +110,10 @@ impl Run<'_> {
         } else {
             // The proxy looks the new container up once it runs; undoing ends the same way.
             self.proxy_reresolve(c, &region, &name, true).await?;
+            self.proxy_mark(&region, &name, true);
             self.set_aside(&region, &old, &name, &aside).await?;
             let new_id = self.start_pod(c, &region, None).await?;
+            self.proxy_mark(&region, &name, false);
             self.proxy_reresolve(c, &region, &name, false).await?;
             self.commit
                 .borrow_mut()
@@ -126,6 +130,7 @@ impl Run<'_> {
         let id = self.observed_id(c).unwrap_or_default();
         let name = container_name_of(self.project, &c.address);
         self.proxy_reresolve(c, &region, &name, true).await?;
+        self.proxy_mark(&region, &name, true);
         // Stopped: start it. Running but unhealthy: restart it.
         engine.stop(&id).await?;
         // Its secrets again, in case a reboot emptied the tmpfs that held them (only
@@ -149,6 +154,7 @@ impl Run<'_> {
         }
         engine.start(&id).await?;
         self.gate(c, &region, &id, false).await?;
+        self.proxy_mark(&region, &name, false);
         self.proxy_reresolve(c, &region, &name, false).await?;
         self.done(c, format!("! {address}: started again and healthy"));
         Ok(())
@@ -160,6 +166,8 @@ impl Run<'_> {
         if let Some(id) = self.observed_id(c) {
             let name = container_name_of(self.project, &c.address);
             let aside = format!("{name}-berth-deleted-{}", short(&id));
+            // Later reloads (another pod's switch) no longer name it.
+            self.proxy_mark(&region, &name, true);
             self.set_aside(&region, &id, &name, &aside).await?;
             self.commit
                 .borrow_mut()

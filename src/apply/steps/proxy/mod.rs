@@ -24,7 +24,7 @@ mod switch;
 pub use nginx::Refused;
 pub use switch::Live;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
@@ -154,6 +154,7 @@ impl Run<'_> {
         live: &Live,
         text: &str,
         record: bool,
+        planned: bool,
     ) -> Result<(), ApplyError> {
         let engine = self.engine(region);
         let proxy = self.proxy_spec(c)?;
@@ -164,21 +165,8 @@ impl Run<'_> {
         });
         let mut body = self.proxy_body(proxy, &resource);
         // The running proxy's mounts (its certificates and keys), for `nginx -t` to load.
-        let mounts: Vec<bollard::models::Mount> = engine
-            .state(&live.id)
-            .await?
-            .binds
-            .into_iter()
-            .filter(|(_, dest)| dest == crate::proxy::SECRETS_DIR)
-            .map(|(source, target)| bollard::models::Mount {
-                target: Some(target),
-                source: Some(source),
-                typ: Some(bollard::models::MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            })
-            .collect();
-        body.host_config.get_or_insert_with(Default::default).mounts = Some(mounts);
+        body.host_config.get_or_insert_with(Default::default).mounts =
+            Some(self.secret_mounts_of(region, &live.id).await?);
         self.check_config(c, region, &body, text).await?;
         if record {
             self.record_undo(Undo::ProxyConfig {
@@ -191,7 +179,11 @@ impl Run<'_> {
             .put_file(&live.id, crate::proxy::CONFIG_PATH, text.as_bytes(), 0o644)
             .await?;
         engine.signal(&live.id, "HUP").await?;
-        self.proxy_gate(c, region, &live.id, text).await
+        // The same text has the same token: the gate cannot tell the reload by it, and
+        // looks at what nginx said instead.
+        let same = live.text() == text;
+        self.proxy_gate(c, region, &live.id, text, planned, same)
+            .await
     }
 
     /// A new proxy: its config checked, its container created (its removal recorded first),
@@ -214,13 +206,76 @@ impl Run<'_> {
         c: &Change,
         region: &str,
     ) -> Result<String, ApplyError> {
-        let engine = self.engine(region);
+        let (body, text) = self.prepare_proxy(c, region).await?;
+        self.start_prepared_proxy(c, region, body, text).await
+    }
+
+    /// The planned proxy's create request (its certificates delivered) and config, checked
+    /// with `nginx -t`.
+    async fn prepare_proxy(
+        &self,
+        c: &Change,
+        region: &str,
+    ) -> Result<(ContainerCreateBody, String), ApplyError> {
         let proxy = self.proxy_spec(c)?;
         let resource = self.proxy_resource(c)?;
         let text = self.planned_config(c)?;
         let mut body = self.proxy_body(proxy, &resource);
         self.deliver_proxy_secrets(c, &mut body)?;
         self.check_config(c, region, &body, &text).await?;
+        Ok((body, text))
+    }
+
+    /// For a stopped proxy healed: its config checked with `nginx -t`, with the mounts it has.
+    async fn prepare_proxy_for_heal(
+        &self,
+        c: &Change,
+        region: &str,
+        id: &str,
+    ) -> Result<(ContainerCreateBody, String), ApplyError> {
+        let proxy = self.proxy_spec(c)?;
+        let resource = self.proxy_resource(c)?;
+        let text = self.planned_config(c)?;
+        let mut body = self.proxy_body(proxy, &resource);
+        body.host_config.get_or_insert_with(Default::default).mounts =
+            Some(self.secret_mounts_of(region, id).await?);
+        self.check_config(c, region, &body, &text).await?;
+        Ok((body, text))
+    }
+
+    /// The bind mount of a proxy container's certificates and keys, if it has one.
+    async fn secret_mounts_of(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Vec<bollard::models::Mount>, ApplyError> {
+        Ok(self
+            .engine(region)
+            .state(id)
+            .await?
+            .binds
+            .into_iter()
+            .filter(|(_, dest)| dest == crate::proxy::SECRETS_DIR)
+            .map(|(source, target)| bollard::models::Mount {
+                target: Some(target),
+                source: Some(source),
+                typ: Some(bollard::models::MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    /// A prepared proxy created (its removal recorded first), given its config, started
+    /// and through its gate.
+    async fn start_prepared_proxy(
+        &self,
+        c: &Change,
+        region: &str,
+        body: ContainerCreateBody,
+        text: String,
+    ) -> Result<String, ApplyError> {
+        let engine = self.engine(region);
         let name = proxy_name(self.project);
         self.event(
             Some(&c.address),
@@ -236,13 +291,13 @@ impl Run<'_> {
             .put_file(&id, crate::proxy::CONFIG_PATH, text.as_bytes(), 0o644)
             .await?;
         engine.start(&id).await?;
-        self.proxy_gate(c, region, &id, &text).await?;
+        self.proxy_gate(c, region, &id, &text, true, false).await?;
         self.proxies.borrow_mut().insert(
             region.to_owned(),
             Live {
                 id: id.clone(),
                 base: text,
-                overrides: BTreeMap::new(),
+                ..Live::default()
             },
         );
         Ok(id)
@@ -260,9 +315,11 @@ impl Run<'_> {
         let text = self.planned_config(c)?;
         let _turn = self.proxy_turn.lock().await;
         self.refill_proxy_secrets(c, &region, &live.id).await?;
-        self.reload_proxy(c, &region, &live, &text, true).await?;
+        self.reload_proxy(c, &region, &live, &text, true, true)
+            .await?;
         live.base = text;
         live.overrides.clear();
+        live.down.clear();
         self.proxies.borrow_mut().insert(region, live);
         self.done(c, format!("~ {}: new config, reloaded", c.address));
         Ok(())
@@ -277,12 +334,17 @@ impl Run<'_> {
     ) -> Result<(), ApplyError> {
         let name = proxy_name(self.project);
         let old = self.observed_id(c);
+        // Checked before the running one stops: a config nginx refuses costs no outage.
+        let (body, text) = self.prepare_proxy(c, &region).await?;
         if let Some(old) = &old {
             self.set_aside(&region, old, &name, &format!("{name}-berth-old"))
                 .await?;
         }
-        self.proxies.borrow_mut().remove(&region);
-        let id = self.start_proxy(c, &region).await?;
+        // No proxy runs until the new one does: pods' steps reload nothing meanwhile.
+        self.proxies
+            .borrow_mut()
+            .insert(region.clone(), Live::default());
+        let id = self.start_prepared_proxy(c, &region, body, text).await?;
         if let Some(old) = old {
             self.commit.borrow_mut().push(CommitItem::Container {
                 region: region.clone(),
@@ -303,31 +365,35 @@ impl Run<'_> {
         let Some(id) = self.observed_id(c) else {
             return self.create_proxy(c, region).await;
         };
-        let text = self.planned_config(c)?;
-        self.record_undo(Undo::ProxyConfig {
-            region: region.clone(),
-            name: proxy_name(self.project),
-            config: self
-                .observed
-                .resources
-                .iter()
-                .find(|o| o.id.as_deref() == Some(id.as_str()))
-                .and_then(|o| o.attrs.get(attr::CONFIG).cloned())
-                .unwrap_or_default(),
-        })?;
+        let (_, text) = self.prepare_proxy_for_heal(c, &region, &id).await?;
+        // Its config as found goes back on undo (none to put back if it had none).
+        let found = self
+            .observed
+            .resources
+            .iter()
+            .find(|o| o.id.as_deref() == Some(id.as_str()))
+            .and_then(|o| o.attrs.get(attr::CONFIG).cloned())
+            .filter(|t| !t.is_empty());
+        if let Some(config) = found {
+            self.record_undo(Undo::ProxyConfig {
+                region: region.clone(),
+                name: proxy_name(self.project),
+                config,
+            })?;
+        }
         engine.stop(&id).await?;
         self.refill_proxy_secrets(c, &region, &id).await?;
         engine
             .put_file(&id, crate::proxy::CONFIG_PATH, text.as_bytes(), 0o644)
             .await?;
         engine.start(&id).await?;
-        self.proxy_gate(c, &region, &id, &text).await?;
+        self.proxy_gate(c, &region, &id, &text, true, false).await?;
         self.proxies.borrow_mut().insert(
             region,
             Live {
                 id,
                 base: text,
-                overrides: BTreeMap::new(),
+                ..Live::default()
             },
         );
         self.done(c, format!("! {}: started again and serving", c.address));
@@ -344,6 +410,9 @@ impl Run<'_> {
             let name = proxy_name(self.project);
             let aside = format!("{name}-berth-deleted-{}", short(&id));
             self.set_aside(&region, &id, &name, &aside).await?;
+            self.proxies
+                .borrow_mut()
+                .insert(region.clone(), Live::default());
             self.commit
                 .borrow_mut()
                 .push(CommitItem::Container { region, id });

@@ -155,6 +155,8 @@ impl Run<'_> {
         region: &str,
         id: &str,
         text: &str,
+        check_headers: bool,
+        same: bool,
     ) -> Result<(), ApplyError> {
         let proxy = self.proxy_spec(c)?;
         let engine = self.engine(region);
@@ -180,16 +182,24 @@ impl Run<'_> {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let refused = || async {
+            let log = engine.log_since(id, since, 500).await;
+            let emerg: String = log
+                .lines()
+                .filter(|l| l.contains("[emerg]"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let said = nginx_says(&emerg);
+            (!said.is_empty())
+                .then(|| fail(format!("the running proxy refused the new config: {said}")))
+        };
         let mut tries = 0u32;
         loop {
             tries += 1;
-            if tries % 10 == 0 {
-                let said = nginx_says(&engine.log_since(id, since, 500).await);
-                if !said.is_empty() {
-                    return Err(fail(format!(
-                        "the running proxy refused the new config: {said}"
-                    )));
-                }
+            if tries % 10 == 0
+                && let Some(e) = refused().await
+            {
+                return Err(e);
             }
             if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(ApplyError::Interrupted {
@@ -205,8 +215,14 @@ impl Run<'_> {
                     logs.trim()
                 )));
             }
-            let Some(port) = plain else {
-                return Ok(());
+            let Some(port) = plain.filter(|_| !same) else {
+                // No plain listener to ask, or the same config (and token) as before: what
+                // nginx said after the reload tells.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                return match refused().await {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
             };
             if let Some(ip) = state.addresses.get(&network) {
                 let timeout = std::time::Duration::from_secs(2);
@@ -216,7 +232,7 @@ impl Run<'_> {
                     {
                         let missing: Vec<String> = expected_headers(proxy)
                             .into_iter()
-                            .filter(|h| !r.headers.contains_key(h.as_str()))
+                            .filter(|h| check_headers && !r.headers.contains_key(h.as_str()))
                             .collect();
                         if missing.is_empty() {
                             return Ok(());

@@ -2,7 +2,7 @@
 //! through it: the candidate in the upstream in place of the old container, then the pod's
 //! own container again; and a reload that looks a pod's containers up again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::super::{ApplyError, Run, Undo};
 use super::proxy_name;
@@ -15,21 +15,30 @@ use crate::resources::attr;
 /// its upstreams while that pod is replaced blue-green (stable name -> candidate's name).
 #[derive(Clone, Debug, Default)]
 pub struct Live {
+    /// Its container; empty when this apply set it aside (no proxy runs).
     pub id: String,
     pub base: String,
     pub overrides: BTreeMap<String, String>,
+    /// Containers the config names that this apply has stopped (deleted, set aside to be
+    /// recreated, being healed): named by a reload in the meantime, nginx could not look
+    /// them up and would refuse the whole config, so they are marked down instead.
+    pub down: BTreeSet<String>,
 }
 
 impl Live {
-    /// The config that runs: `base`, with each overridden server swapped, and a token of its
-    /// own so that the health endpoint tells which config answers.
+    /// The config that runs: `base`, with each overridden server swapped and each stopped
+    /// one marked down, and a token of its own so that the health endpoint tells which
+    /// config answers.
     pub fn text(&self) -> String {
-        if self.overrides.is_empty() {
+        if self.overrides.is_empty() && self.down.is_empty() {
             return self.base.clone();
         }
         let mut text = self.base.clone();
         for (from, to) in &self.overrides {
             text = swap_server(&text, from, to);
+        }
+        for name in &self.down {
+            text = down_server(&text, name);
         }
         crate::proxy::seal(&text)
     }
@@ -46,6 +55,21 @@ fn server_of(line: &str) -> Option<&str> {
     let rest = line.trim_start().strip_prefix("server ")?;
     let (host, _) = rest.split_once(':')?;
     Some(host.trim())
+}
+
+/// `text` with the upstream servers named `name` replaced by a placeholder that is down.
+fn down_server(text: &str, name: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match server_of(line) {
+            Some(host) if host == name => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                out.push_str(&format!("{indent}server 127.0.0.1:1 down;\n"));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// `text` with upstream servers named `from` named `to` instead.
@@ -68,8 +92,9 @@ impl Run<'_> {
     /// The proxy of `region` as it runs now: from this apply's own steps, else as observed
     /// (running; a stopped one serves nothing to switch).
     pub(in crate::apply) fn live_proxy(&self, region: &str) -> Option<Live> {
+        self.spec.proxy.as_ref()?;
         if let Some(l) = self.proxies.borrow().get(region) {
-            return Some(l.clone());
+            return (!l.id.is_empty()).then(|| l.clone());
         }
         let shown = crate::resources::shown_region(&self.spec.region_names(), region);
         let o = self
@@ -84,11 +109,29 @@ impl Run<'_> {
             id: o.id.clone()?,
             base: o.attrs.get(attr::CONFIG)?.clone(),
             overrides: BTreeMap::new(),
+            down: BTreeSet::new(),
         };
         self.proxies
             .borrow_mut()
             .insert(region.to_owned(), live.clone());
         Some(live)
+    }
+
+    /// Marks the container `name` stopped (`down`) or running again in the running proxy's
+    /// view of this apply: later reloads name it only when it can be looked up.
+    pub(in crate::apply) fn proxy_mark(&self, region: &str, name: &str, down: bool) {
+        let Some(mut live) = self.live_proxy(region) else {
+            return;
+        };
+        if !live.routes_to(name) {
+            return;
+        }
+        if down {
+            live.down.insert(name.to_owned());
+        } else {
+            live.down.remove(name);
+        }
+        self.proxies.borrow_mut().insert(region.to_owned(), live);
     }
 
     /// Blue-green through the proxy: the candidate `next` takes the place of the container
@@ -114,7 +157,8 @@ impl Run<'_> {
         switched.overrides.insert(name.to_owned(), next.to_owned());
         let text = switched.text();
         let at = self.proxy_change(c, region);
-        self.reload_proxy(&at, region, &live, &text, true).await?;
+        self.reload_proxy(&at, region, &live, &text, true, false)
+            .await?;
         live.overrides.insert(name.to_owned(), next.to_owned());
         self.proxies.borrow_mut().insert(region.to_owned(), live);
         Ok(true)
@@ -141,7 +185,7 @@ impl Run<'_> {
         let at = self.proxy_change(c, region);
         // Undoing the switch (recorded before it) puts the old config back; nothing new to
         // record.
-        self.reload_proxy(&at, region, &before, &live.text(), false)
+        self.reload_proxy(&at, region, &before, &live.text(), false, false)
             .await?;
         self.proxies.borrow_mut().insert(region.to_owned(), live);
         Ok(())
@@ -174,7 +218,7 @@ impl Run<'_> {
             return Ok(());
         }
         let at = self.proxy_change(c, region);
-        self.reload_proxy(&at, region, &live, &live.text(), false)
+        self.reload_proxy(&at, region, &live, &live.text(), false, false)
             .await
     }
 
@@ -201,6 +245,7 @@ mod tests {
             id: "x".into(),
             base: CONFIG.into(),
             overrides: BTreeMap::from([("shop-api-1".into(), "shop-api-1-berth-next".into())]),
+            down: BTreeSet::new(),
         };
         let text = live.text();
         assert!(text.contains("server shop-api-0:8000;"));
@@ -230,10 +275,30 @@ mod tests {
             id: "x".into(),
             base: text.clone(),
             overrides: BTreeMap::from([("shop-api-0".into(), "shop-api-0-berth-next".into())]),
+            down: BTreeSet::new(),
         };
         let t = switched.text();
         assert!(t.contains("server shop-api-0-berth-next:8000;"), "{t}");
         assert_ne!(crate::proxy::token(&t), crate::proxy::token(&text));
         assert_eq!(crate::proxy::seal(&t), t);
+    }
+
+    #[test]
+    fn a_stopped_server_is_marked_down_and_comes_back() {
+        let mut live = Live {
+            id: "x".into(),
+            base: CONFIG.into(),
+            overrides: BTreeMap::new(),
+            down: BTreeSet::from(["shop-api-10".to_owned()]),
+        };
+        let text = live.text();
+        assert!(!text.contains("shop-api-10:"), "{text}");
+        assert!(
+            text.contains("        server 127.0.0.1:1 down;\n"),
+            "{text}"
+        );
+        assert!(text.contains("server shop-api-1:8000;"));
+        live.down.clear();
+        assert_eq!(live.text(), CONFIG);
     }
 }
