@@ -196,7 +196,7 @@ impl Run<'_> {
         let mut tries = 0u32;
         loop {
             tries += 1;
-            if tries % 10 == 0
+            if tries.is_multiple_of(10)
                 && let Some(e) = refused().await
             {
                 return Err(e);
