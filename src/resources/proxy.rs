@@ -82,14 +82,8 @@ pub(super) fn proxy_resources(
 /// fingerprint) it holds, sealed again: a new certificate is a new config (delivered and
 /// reloaded in place), and the running proxy's own file says which one it has.
 fn with_versions(config: &str, proxy: &Proxy, facts: &LocalFacts) -> String {
-    let mut names: Vec<&str> = proxy
-        .tls
-        .iter()
-        .flat_map(|t| [t.value.cert.value.as_str(), t.value.key.value.as_str()])
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let lines: String = names
+    let lines: String = proxy
+        .tls_secrets()
         .iter()
         .filter_map(|n| {
             let v = facts.secret_versions.get(*n)?;

@@ -70,6 +70,18 @@ impl Proxy {
         self.redirect_http.as_ref().is_some_and(|r| r.value)
     }
 
+    /// The secrets the TLS listeners name (certificates and keys), sorted, each once.
+    pub fn tls_secrets(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .tls
+            .iter()
+            .flat_map(|t| [t.value.cert.value.as_str(), t.value.key.value.as_str()])
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The TLS settings of listen port `port`, if it terminates TLS.
     pub fn tls_of(&self, port: u16) -> Option<&ProxyTls> {
         self.tls

@@ -124,25 +124,11 @@ impl Engine {
 
     /// The last `lines` lines of a container's output (stdout and stderr).
     pub async fn log_tail(&self, id: &str, lines: usize) -> String {
-        self.count();
-        let mut stream = self.docker.logs(
-            id,
-            Some(LogsOptions {
-                stdout: true,
-                stderr: true,
-                tail: lines.to_string(),
-                ..Default::default()
-            }),
-        );
-        let mut out = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            out.push_str(&chunk.to_string());
-        }
-        out
+        self.log_since(id, 0, lines).await
     }
 
-    /// A container's output (stdout and stderr) since `since` (seconds since the epoch), at
-    /// most its last `lines` lines.
+    /// A container's output (stdout and stderr) since `since` (seconds since the epoch; 0
+    /// for all of it), at most its last `lines` lines.
     pub async fn log_since(&self, id: &str, since: i64, lines: usize) -> String {
         self.count();
         let mut stream = self.docker.logs(

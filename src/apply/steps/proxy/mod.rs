@@ -206,39 +206,30 @@ impl Run<'_> {
         c: &Change,
         region: &str,
     ) -> Result<String, ApplyError> {
-        let (body, text) = self.prepare_proxy(c, region).await?;
+        let (body, text) = self.prepare_proxy(c, region, None).await?;
         self.start_prepared_proxy(c, region, body, text).await
     }
 
-    /// The planned proxy's create request (its certificates delivered) and config, checked
-    /// with `nginx -t`.
+    /// The planned proxy's create request and config, checked with `nginx -t`: with its
+    /// certificates delivered anew, or, for the `existing` container (a stopped one healed),
+    /// with the mounts it has.
     async fn prepare_proxy(
         &self,
         c: &Change,
         region: &str,
+        existing: Option<&str>,
     ) -> Result<(ContainerCreateBody, String), ApplyError> {
         let proxy = self.proxy_spec(c)?;
         let resource = self.proxy_resource(c)?;
         let text = self.planned_config(c)?;
         let mut body = self.proxy_body(proxy, &resource);
-        self.deliver_proxy_secrets(c, &mut body)?;
-        self.check_config(c, region, &body, &text).await?;
-        Ok((body, text))
-    }
-
-    /// For a stopped proxy healed: its config checked with `nginx -t`, with the mounts it has.
-    async fn prepare_proxy_for_heal(
-        &self,
-        c: &Change,
-        region: &str,
-        id: &str,
-    ) -> Result<(ContainerCreateBody, String), ApplyError> {
-        let proxy = self.proxy_spec(c)?;
-        let resource = self.proxy_resource(c)?;
-        let text = self.planned_config(c)?;
-        let mut body = self.proxy_body(proxy, &resource);
-        body.host_config.get_or_insert_with(Default::default).mounts =
-            Some(self.secret_mounts_of(region, id).await?);
+        match existing {
+            Some(id) => {
+                body.host_config.get_or_insert_with(Default::default).mounts =
+                    Some(self.secret_mounts_of(region, id).await?)
+            }
+            None => self.deliver_proxy_secrets(c, &mut body)?,
+        }
         self.check_config(c, region, &body, &text).await?;
         Ok((body, text))
     }
@@ -335,7 +326,7 @@ impl Run<'_> {
         let name = proxy_name(self.project);
         let old = self.observed_id(c);
         // Checked before the running one stops: a config nginx refuses costs no outage.
-        let (body, text) = self.prepare_proxy(c, &region).await?;
+        let (body, text) = self.prepare_proxy(c, &region, None).await?;
         if let Some(old) = &old {
             self.set_aside(&region, old, &name, &format!("{name}-berth-old"))
                 .await?;
@@ -365,7 +356,7 @@ impl Run<'_> {
         let Some(id) = self.observed_id(c) else {
             return self.create_proxy(c, region).await;
         };
-        let (_, text) = self.prepare_proxy_for_heal(c, &region, &id).await?;
+        let (_, text) = self.prepare_proxy(c, &region, Some(&id)).await?;
         // Its config as found goes back on undo (none to put back if it had none).
         let found = self
             .observed

@@ -15,14 +15,7 @@ impl Run<'_> {
         &self,
         c: &Change,
     ) -> Result<Vec<(String, crate::secrets::Plaintext)>, ApplyError> {
-        let proxy = self.proxy_spec(c)?;
-        let mut names: Vec<&str> = proxy
-            .tls
-            .iter()
-            .flat_map(|t| [t.value.cert.value.as_str(), t.value.key.value.as_str()])
-            .collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = self.proxy_spec(c)?.tls_secrets();
         self.decrypt_named(c, &names)
     }
 
@@ -38,14 +31,7 @@ impl Run<'_> {
         if values.is_empty() {
             return Ok(());
         }
-        let files: Vec<delivery::SecretFile> = values
-            .iter()
-            .map(|(name, value)| delivery::SecretFile {
-                name,
-                value,
-                mode: 0o400,
-            })
-            .collect();
+        let files = as_files(&values);
         let dir =
             delivery::prepare(self.project, &files, 0, 0).map_err(|e| ApplyError::Secret {
                 address: c.address.to_string(),
@@ -88,14 +74,7 @@ impl Run<'_> {
         else {
             return Ok(()); // made without TLS: a new listener's `listen` change replaces it
         };
-        let files: Vec<delivery::SecretFile> = values
-            .iter()
-            .map(|(name, value)| delivery::SecretFile {
-                name,
-                value,
-                mode: 0o400,
-            })
-            .collect();
+        let files = as_files(&values);
         delivery::refill(self.project, std::path::Path::new(&dir), &files, 0, 0).map_err(|e| {
             ApplyError::Secret {
                 address: c.address.to_string(),
@@ -103,4 +82,16 @@ impl Run<'_> {
             }
         })
     }
+}
+
+/// Decrypted secrets as files for root, mode 0400.
+fn as_files(values: &[(String, crate::secrets::Plaintext)]) -> Vec<delivery::SecretFile<'_>> {
+    values
+        .iter()
+        .map(|(name, value)| delivery::SecretFile {
+            name,
+            value,
+            mode: 0o400,
+        })
+        .collect()
 }
