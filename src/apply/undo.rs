@@ -68,6 +68,10 @@ pub enum Undo {
         name: String,
         #[serde(default)]
         keep_candidate: bool,
+        /// With `keep_candidate`: the old container's HTTP health check (port and path),
+        /// answered before the proxy is given it back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ready: Option<(u16, String)>,
     },
     /// The proxy's config about to be replaced (a new config, a blue-green switch, a reload
     /// that looks containers up again): this text goes back into the container named `name`
@@ -193,11 +197,11 @@ async fn undo_switch(
     new_id: &str,
     old_id: &str,
     name: &str,
-    keep_candidate: bool,
+    keep: Option<Option<&(u16, String)>>,
 ) -> (String, Result<(), UndoError>) {
     let r = async {
         let e = engine(engines, region)?;
-        unswitch(e, new_id, old_id, name, keep_candidate).await
+        unswitch(e, new_id, old_id, name, keep).await
     };
     let what = format!(
         "{}: switched back to {name} ({})",
@@ -229,10 +233,11 @@ async fn put_config_back(e: &Engine, name: &str, config: &str) -> Result<(), Und
     e.put_file(&c.id, crate::proxy::CONFIG_PATH, config.as_bytes(), 0o644)
         .await?;
     if c.state == "running" {
-        e.signal(&c.id, "HUP").await?;
-        // nginx loads it in the background: give it the moment it takes before what the
-        // unwind does next (stopping a container the old config no longer names).
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // nginx loads it in the background: wait until it has, and its old workers have
+        // finished, before what the unwind does next (removing a container only the new
+        // config named).
+        e.reload_nginx(&c.id, std::time::Duration::from_secs(15))
+            .await?;
     }
     Ok(())
 }
@@ -293,7 +298,11 @@ pub async fn perform(
             old_id,
             name,
             keep_candidate,
-        } => undo_switch(engines, region, new_id, old_id, name, *keep_candidate).await,
+            ready,
+        } => {
+            let keep = keep_candidate.then_some(ready.as_ref());
+            undo_switch(engines, region, new_id, old_id, name, keep).await
+        }
         Undo::ProxyConfig {
             region,
             name,
@@ -409,19 +418,46 @@ async fn unswitch(
     new_id: &str,
     old_id: &str,
     name: &str,
-    keep_candidate: bool,
+    keep: Option<Option<&(u16, String)>>,
 ) -> Result<(), UndoError> {
-    if !keep_candidate {
+    let Some(ready) = keep else {
         e.remove(new_id).await?;
         return restore(e, old_id, name, true).await;
-    }
+    };
     // The candidate gives the name back and runs on until its removal.
     if e.name_of(new_id).await?.as_deref() == Some(name) {
         let candidate = format!("{name}-berth-next");
         e.release_name(&candidate).await?;
         e.rename(new_id, &candidate).await?;
     }
-    restore(e, old_id, name, true).await
+    restore(e, old_id, name, true).await?;
+    // The proxy is given the old one back next: it answers first.
+    answering(e, old_id, ready).await;
+    Ok(())
+}
+
+/// Waits (at most 60 s) until a container started again answers: its HTTP health check
+/// passes, or the engine's healthcheck says healthy, or (with neither) it runs.
+async fn answering(e: &Engine, id: &str, http: Option<&(u16, String)>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(state) = e.state(id).await else { return };
+        let ok = match http {
+            Some((port, path)) => match state.addresses.values().next() {
+                Some(ip) => {
+                    crate::apply::gate::http_get(ip, *port, path, std::time::Duration::from_secs(1))
+                        .await
+                        .is_ok_and(|status| (200..300).contains(&status))
+                }
+                None => false,
+            },
+            None => state.running && (state.health.is_empty() || state.health == "healthy"),
+        };
+        if ok {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A container a restore stopped, started again; removed since, the pod comes back by

@@ -638,3 +638,77 @@ fn a_routed_pod_restarted_at_a_new_address_is_looked_up_again_by_the_proxy() {
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
     drop(stranger);
 }
+
+#[test]
+fn a_switch_undone_by_a_later_failed_gate_fails_no_request() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    let write = |version: &str, late: &str| {
+        s.spec(&format!(
+            "pods:\n{}{late}proxy:\n  image: {image}\n  listen: [{port}]\n  routes:\n    - {{ path: /, to: api:8080 }}\n",
+            app("api", version, 1)
+        ))
+    };
+    write("v1", "");
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/version", 200);
+    // v2 of `api` is switched in through the proxy, then `late` (after it) fails its gate:
+    // everything is undone, the switch included, under load.
+    let late = format!(
+        "  late:\n    image: {}\n    depends_on: [api]\n    env: {{ FAIL_HEALTH: 1 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 3 }}\n",
+        docker::testapp_image()
+    );
+    write("v2", &late);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut versions) =
+                (0, Vec::new(), std::collections::BTreeSet::new());
+            for _ in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match request(port, "GET", "/version", &[]) {
+                    Ok(a) if a.status == 200 => {
+                        ok += 1;
+                        versions.insert(a.body.trim().to_owned());
+                    }
+                    Ok(a) => failed.push(format!("{} {}", a.status, a.body.trim())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ok, failed, versions)
+        })
+    };
+    let r = s.berth(&["apply", "--yes"]);
+    assert_ne!(r.0.status.code(), Some(0), "{}", r.stderr());
+    assert!(r.stderr_flat().contains("late"), "{}", r.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, versions) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(
+        versions.contains("v2"),
+        "the switch never happened: {versions:?}"
+    );
+    assert_eq!(get(port, "/version").body.trim(), "v1");
+    assert_eq!(
+        servers_in_config(&format!("{}-proxy", s.project.0)),
+        [s.name("api")]
+    );
+    assert!(
+        s.containers().iter().all(|c| !c.contains("-berth-")),
+        "{:?}",
+        s.containers()
+    );
+    write("v1", "");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

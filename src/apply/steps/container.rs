@@ -92,6 +92,13 @@ impl Run<'_> {
                 old_id: old.clone(),
                 name: name.clone(),
                 keep_candidate: switched,
+                ready: self
+                    .spec
+                    .pods
+                    .get(&c.address.name)
+                    .and_then(|p| p.health.as_ref())
+                    .and_then(|h| h.http.as_ref())
+                    .map(|h| (h.port.value, h.path.clone())),
             })?;
             self.drop_undos(superseded)?;
             if switched {

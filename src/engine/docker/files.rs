@@ -91,6 +91,52 @@ impl Engine {
             .map_err(|e| self.call_error("signal container", e))
     }
 
+    /// The host ids of a running container's processes (`docker top`).
+    pub async fn pids(&self, id: &str) -> Result<Vec<String>, EngineError> {
+        self.count();
+        let top = self
+            .docker
+            .top_processes(id, None::<bollard::query_parameters::TopOptions>)
+            .await
+            .map_err(|e| self.call_error("list processes", e))?;
+        let column = top
+            .titles
+            .unwrap_or_default()
+            .iter()
+            .position(|t| t == "PID")
+            .unwrap_or(1);
+        Ok(top
+            .processes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|row| row.get(column).cloned())
+            .collect())
+    }
+
+    /// Sends SIGHUP to a running nginx and waits (at most `limit`) until it has reloaded:
+    /// a new worker runs and the workers from before have finished what they were serving
+    /// and exited (only the master is left of the processes there were). Says whether it
+    /// saw that happen.
+    pub async fn reload_nginx(
+        &self,
+        id: &str,
+        limit: std::time::Duration,
+    ) -> Result<bool, EngineError> {
+        let before = self.pids(id).await?;
+        self.signal(id, "HUP").await?;
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let now = self.pids(id).await?;
+            let fresh = now.iter().any(|p| !before.contains(p));
+            let left = now.iter().filter(|p| before.contains(p)).count();
+            if fresh && left <= 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Waits (at most `limit`) for a started container to exit; its exit code, `None` when
     /// it still ran at the limit.
     pub async fn wait_exit(

@@ -164,9 +164,19 @@ impl Run<'_> {
             depends_on: Vec::new(),
         });
         let mut body = self.proxy_body(proxy, &resource);
-        // The running proxy's mounts (its certificates and keys), for `nginx -t` to load.
+        // The running proxy's mounts (its certificates and keys), for `nginx -t` to load,
+        // and its image (the spec's may be new in this apply, its step still to come).
         body.host_config.get_or_insert_with(Default::default).mounts =
             Some(self.secret_mounts_of(region, &live.id).await?);
+        if let Some(image) = self
+            .observed
+            .resources
+            .iter()
+            .find(|o| o.id.as_deref() == Some(live.id.as_str()))
+            .and_then(|o| o.image.clone())
+        {
+            body.image = Some(image);
+        }
         self.check_config(c, region, &body, text).await?;
         if record {
             self.record_undo(Undo::ProxyConfig {
@@ -178,7 +188,11 @@ impl Run<'_> {
         engine
             .put_file(&live.id, crate::proxy::CONFIG_PATH, text.as_bytes(), 0o644)
             .await?;
-        engine.signal(&live.id, "HUP").await?;
+        // Reloaded once a new worker runs and the old ones have finished what they were
+        // serving (at most 15 s: a worker held by a long request is not waited for).
+        engine
+            .reload_nginx(&live.id, std::time::Duration::from_secs(15))
+            .await?;
         // The same text has the same token: the gate cannot tell the reload by it, and
         // looks at what nginx said instead.
         let same = live.text() == text;
@@ -263,11 +277,18 @@ impl Run<'_> {
         &self,
         c: &Change,
         region: &str,
-        body: ContainerCreateBody,
+        mut body: ContainerCreateBody,
         text: String,
     ) -> Result<String, ApplyError> {
         let engine = self.engine(region);
         let name = proxy_name(self.project);
+        // The exact image, recorded on the container as on a pod's: a tag can move.
+        let image_id = engine
+            .image_id(body.image.as_deref().unwrap_or_default())
+            .await?;
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(labels::IMAGE.to_owned(), image_id);
         self.event(
             Some(&c.address),
             Status::Started,
