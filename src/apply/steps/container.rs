@@ -239,13 +239,7 @@ impl Run<'_> {
         if let Some(image) = attr::image_ref(&resource.attrs) {
             body.image = Some(image.clone());
         }
-        // The exact image, recorded on the container: a tag can move, its id cannot.
-        let image_id = engine
-            .image_id(body.image.as_deref().unwrap_or_default())
-            .await?;
-        body.labels
-            .get_or_insert_with(Default::default)
-            .insert(labels::IMAGE.to_owned(), image_id);
+        self.label_image(region, &mut body).await?;
         self.deliver(c, region, pod, &mut body).await?;
         self.event(
             Some(&c.address),

@@ -55,6 +55,23 @@ impl Run<'_> {
         }
     }
 
+    /// Records on a container's create request the exact image it runs (`io.berth.image`):
+    /// a tag can move, its id cannot.
+    async fn label_image(
+        &self,
+        region: &str,
+        body: &mut bollard::models::ContainerCreateBody,
+    ) -> Result<(), ApplyError> {
+        let image_id = self
+            .engine(region)
+            .image_id(body.image.as_deref().unwrap_or_default())
+            .await?;
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(labels::IMAGE.to_owned(), image_id);
+        Ok(())
+    }
+
     /// The labels of a network or volume as planned.
     fn object_labels(&self, c: &Change) -> std::collections::HashMap<String, String> {
         let resource = self.desired(c).cloned().unwrap_or_else(|| Resource {

@@ -282,13 +282,7 @@ impl Run<'_> {
     ) -> Result<String, ApplyError> {
         let engine = self.engine(region);
         let name = proxy_name(self.project);
-        // The exact image, recorded on the container as on a pod's: a tag can move.
-        let image_id = engine
-            .image_id(body.image.as_deref().unwrap_or_default())
-            .await?;
-        body.labels
-            .get_or_insert_with(Default::default)
-            .insert(labels::IMAGE.to_owned(), image_id);
+        self.label_image(region, &mut body).await?;
         self.event(
             Some(&c.address),
             Status::Started,
