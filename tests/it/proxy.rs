@@ -712,3 +712,53 @@ fn a_switch_undone_by_a_later_failed_gate_fails_no_request() {
     write("v1", "");
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn a_rate_limit_keyed_by_a_header_counts_each_key_apart() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    s.spec(&format!(
+        "rate_limits:\n  partner: {{ rate: 1/min, burst: 2, key: {{ header: X-Api-Key }} }}\npods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  routes:\n    - {{ path: /, to: api:8080, rate_limit: partner }}\n",
+        app("api", "v1", 1)
+    ));
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/.berth/health", 200);
+    let with_key = |key: &str| {
+        (0..5)
+            .map(|_| {
+                request(port, "GET", "/version", &[("X-Api-Key", key)])
+                    .expect("answered")
+                    .status
+            })
+            .collect::<Vec<u16>>()
+    };
+    // 1 a minute with a burst of 2: three get through per key, then 429s.
+    assert_eq!(with_key("alpha"), [200, 200, 200, 429, 429]);
+    assert_eq!(with_key("beta"), [200, 200, 200, 429, 429]);
+    assert_eq!(with_key("alpha"), [429, 429, 429, 429, 429]);
+}
+
+#[test]
+fn behind_a_trusted_load_balancer_the_client_is_the_one_it_names() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    // Requests reach the proxy from the engine's bridge: that is the trusted peer here.
+    s.spec(&format!(
+        "rate_limits:\n  each: {{ rate: 1/min }}\npods:\n{}proxy:\n  image: {image}\n  listen: [{port}]\n  real_ip: {{ header: X-Forwarded-For, trust: [172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8] }}\n  routes:\n    - {{ path: /, to: api:8080, rate_limit: each }}\n",
+        app("api", "v1", 1)
+    ));
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/.berth/health", 200);
+    let from = |client: &str| {
+        request(port, "GET", "/version", &[("X-Forwarded-For", client)])
+            .expect("answered")
+            .status
+    };
+    // One request a minute per client, each client as the balancer names it.
+    assert_eq!(from("203.0.113.7"), 200);
+    assert_eq!(from("203.0.113.7"), 429);
+    assert_eq!(from("198.51.100.9"), 200);
+    assert_eq!(from("198.51.100.9"), 429);
+}
