@@ -762,3 +762,52 @@ fn behind_a_trusted_load_balancer_the_client_is_the_one_it_names() {
     assert_eq!(from("198.51.100.9"), 200);
     assert_eq!(from("198.51.100.9"), 429);
 }
+
+#[test]
+fn a_pod_moving_to_another_port_with_its_route_is_replaced_without_a_failed_request() {
+    let Some(image) = nginx() else { return };
+    let s = Scene::new();
+    let port = free_port();
+    let write = |version: &str, app_port: u16| {
+        s.spec(&format!(
+            "pods:\n  api:\n    image: {}\n    env: {{ VERSION: {version}, PORT: {app_port} }}\n    health: {{ http: {{ port: {app_port}, path: /health }}, interval: 200ms, retries: 40 }}\n    update: {{ strategy: blue-green, drain: 1s }}\nproxy:\n  image: {image}\n  listen: [{port}]\n  routes:\n    - {{ path: /, to: \"api:{app_port}\" }}\n",
+            docker::testapp_image()
+        ))
+    };
+    write("v1", 8080);
+    s.berth(&["apply", "--yes"]).code(0);
+    wait_for(port, "/version", 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            for _ in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match request(port, "GET", "/version", &[]) {
+                    Ok(a) if a.status == 200 => ok += 1,
+                    Ok(a) => failed.push(a.status.to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ok, failed)
+        })
+    };
+    // The new version listens on another port, and the route follows it.
+    write("v2", 9090);
+    s.berth(&["apply", "--yes"]).code(0);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert_eq!(get(port, "/version").body.trim(), "v2");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

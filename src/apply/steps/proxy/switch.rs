@@ -152,16 +152,59 @@ impl Run<'_> {
         }
         let _turn = self.proxy_turn.lock().await;
         // Another step may have changed it while this one waited its turn.
-        let mut live = self.live_proxy(region).unwrap_or(live);
-        let mut switched = live.clone();
+        let live = self.live_proxy(region).unwrap_or(live);
+        let at = self.proxy_change(c, region);
+        // The candidate is reached the way the spec now says (a route's port may have
+        // changed with it): the planned config, the containers not running yet marked down.
+        let mut switched = self.towards_plan(&at, region, &live).await?;
         switched.overrides.insert(name.to_owned(), next.to_owned());
         let text = switched.text();
-        let at = self.proxy_change(c, region);
         self.reload_proxy(&at, region, &live, &text, true, false)
             .await?;
-        live.overrides.insert(name.to_owned(), next.to_owned());
-        self.proxies.borrow_mut().insert(region.to_owned(), live);
+        self.proxies
+            .borrow_mut()
+            .insert(region.to_owned(), switched);
         Ok(true)
+    }
+
+    /// `live` with the planned config as its base when this apply changes the config (its
+    /// servers that do not run yet marked down: nginx must look every name up), else as is.
+    async fn towards_plan(
+        &self,
+        at: &Change,
+        region: &str,
+        live: &Live,
+    ) -> Result<Live, ApplyError> {
+        let Ok(planned) = self.planned_config(at) else {
+            return Ok(live.clone());
+        };
+        if planned == live.base || planned.is_empty() {
+            return Ok(live.clone());
+        }
+        let running: BTreeSet<String> = self
+            .engine(region)
+            .containers(self.project)
+            .await?
+            .into_iter()
+            .filter(|c| c.state == "running")
+            .map(|c| c.name)
+            .collect();
+        let down = planned
+            .lines()
+            .filter_map(server_of)
+            .filter(|host| {
+                *host != "127.0.0.1"
+                    && !running.contains(*host)
+                    && !live.overrides.contains_key(*host)
+            })
+            .map(str::to_owned)
+            .collect();
+        Ok(Live {
+            id: live.id.clone(),
+            base: planned,
+            overrides: live.overrides.clone(),
+            down,
+        })
     }
 
     /// After a switch: the candidate `new_id` takes the pod's own name, and the config names
@@ -182,6 +225,7 @@ impl Run<'_> {
         };
         let before = live.clone();
         live.overrides.remove(name);
+        live.down.remove(name);
         let at = self.proxy_change(c, region);
         // Undoing the switch (recorded before it) puts the old config back; nothing new to
         // record.
