@@ -115,6 +115,60 @@ pub fn wait_for(port: u16, path: &str, status: u16) -> Answer {
     }
 }
 
+/// What a [`Load`] saw: answers with 200, the others (status or error), and the versions
+/// served.
+pub struct Served {
+    pub ok: usize,
+    pub failed: Vec<String>,
+    pub versions: std::collections::BTreeSet<String>,
+}
+
+/// `GET /version` on 127.0.0.1:`port` from a thread of its own, about a hundred a second (at
+/// most 5,000 requests), each on a connection of its own, until [`Load::finish`].
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Served>,
+}
+
+impl Load {
+    pub fn start(port: u16) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut served = Served {
+                ok: 0,
+                failed: Vec::new(),
+                versions: Default::default(),
+            };
+            for _ in 0..5_000 {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match request(port, "GET", "/version", &[]) {
+                    Ok(a) if a.status == 200 => {
+                        served.ok += 1;
+                        served.versions.insert(a.body.trim().to_owned());
+                    }
+                    Ok(a) => served
+                        .failed
+                        .push(format!("{} {}", a.status, a.body.trim())),
+                    Err(e) => served.failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            served
+        });
+        Load { stop, thread }
+    }
+
+    /// A moment more of load, then what it saw.
+    pub fn finish(self) -> Served {
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the load thread")
+    }
+}
+
 /// The upstream servers the running proxy's config names (read with `docker cp`).
 fn servers_in_config(container: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
@@ -175,37 +229,16 @@ fn a_routed_pod_is_replaced_under_load_without_a_failed_request() {
     write("v1");
     s.berth(&["apply", "--yes"]).code(0);
     wait_for(port, "/version", 200);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut failed, mut versions) =
-                (0, Vec::new(), std::collections::BTreeSet::new());
-            // Bounded: at most 5,000 requests, about 100 a second.
-            for _ in 0..5_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match request(port, "GET", "/version", &[]) {
-                    Ok(a) if a.status == 200 => {
-                        ok += 1;
-                        versions.insert(a.body.trim().to_owned());
-                    }
-                    Ok(a) => failed.push(format!("{} {}", a.status, a.body.trim())),
-                    Err(e) => failed.push(e.to_string()),
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (ok, failed, versions)
-        })
-    };
+    let load = Load::start(port);
     for version in ["v2", "v3"] {
         write(version);
         s.berth(&["apply", "--yes"]).code(0);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed, versions) = load.join().unwrap();
+    let Served {
+        ok,
+        failed,
+        versions,
+    } = load.finish();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:?}",
@@ -660,35 +693,15 @@ fn a_switch_undone_by_a_later_failed_gate_fails_no_request() {
         docker::testapp_image()
     );
     write("v2", &late);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut failed, mut versions) =
-                (0, Vec::new(), std::collections::BTreeSet::new());
-            for _ in 0..5_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match request(port, "GET", "/version", &[]) {
-                    Ok(a) if a.status == 200 => {
-                        ok += 1;
-                        versions.insert(a.body.trim().to_owned());
-                    }
-                    Ok(a) => failed.push(format!("{} {}", a.status, a.body.trim())),
-                    Err(e) => failed.push(e.to_string()),
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (ok, failed, versions)
-        })
-    };
+    let load = Load::start(port);
     let r = s.berth(&["apply", "--yes"]);
     assert_ne!(r.0.status.code(), Some(0), "{}", r.stderr());
     assert!(r.stderr_flat().contains("late"), "{}", r.stderr());
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed, versions) = load.join().unwrap();
+    let Served {
+        ok,
+        failed,
+        versions,
+    } = load.finish();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:?}",
@@ -777,31 +790,11 @@ fn a_pod_moving_to_another_port_with_its_route_is_replaced_without_a_failed_requ
     write("v1", 8080);
     s.berth(&["apply", "--yes"]).code(0);
     wait_for(port, "/version", 200);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0, Vec::new());
-            for _ in 0..5_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match request(port, "GET", "/version", &[]) {
-                    Ok(a) if a.status == 200 => ok += 1,
-                    Ok(a) => failed.push(a.status.to_string()),
-                    Err(e) => failed.push(e.to_string()),
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (ok, failed)
-        })
-    };
+    let load = Load::start(port);
     // The new version listens on another port, and the route follows it.
     write("v2", 9090);
     s.berth(&["apply", "--yes"]).code(0);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
+    let Served { ok, failed, .. } = load.finish();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:?}",
