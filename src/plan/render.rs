@@ -146,14 +146,12 @@ fn field_lines(c: &Change) -> Vec<Line> {
     out
 }
 
-/// How long the diff of one field may search for the smallest diff before it settles for a
-/// larger one (a sweeping change to a 1,000-route config takes under a second).
-const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// A unified diff of two texts' lines, control characters escaped.
+/// A unified diff of two texts' lines, control characters escaped. Patience diff: fast on
+/// a sweeping change to a large config, and with no deadline the same texts always give the
+/// same diff (a plan does not depend on the clock).
 fn diff_lines(old: &str, new: &str, out: &mut Vec<Line>) {
     let diff = similar::TextDiff::configure()
-        .timeout(DIFF_TIMEOUT)
+        .algorithm(similar::Algorithm::Patience)
         .diff_lines(old, new);
     for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
         out.push(Line::Diff(' ', hunk.header().to_string()));
