@@ -53,9 +53,14 @@ pub async fn sweep_helpers_said(
     region: &str,
 ) -> Result<Option<String>, crate::engine::EngineError> {
     let n = sweep_helpers(engine, project).await?;
-    Ok((n > 0).then(|| {
+    Ok(helpers_removed(n, region))
+}
+
+/// What removing `n` left helper containers in `region` is said as (nothing for none).
+pub fn helpers_removed(n: usize, region: &str) -> Option<String> {
+    (n > 0).then(|| {
         format!("removed {n} helper container(s) in `{region}` a killed backup or restore left")
-    }))
+    })
 }
 
 /// Removes the helper containers of the project a killed backup or restore left behind;

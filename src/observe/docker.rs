@@ -20,11 +20,19 @@ pub async fn observe(
     region: Option<&str>,
     during_apply: bool,
 ) -> Result<Vec<ObservedResource>, EngineError> {
-    let (mut containers, networks, volumes) = tokio::try_join!(
-        engine.containers(project),
-        engine.networks(project),
-        engine.volumes(project),
-    )?;
+    let containers = engine.containers(project).await?;
+    observe_listed(engine, project, region, during_apply, containers).await
+}
+
+/// [`observe`] with the project's containers already listed (by [`tidy`]).
+pub async fn observe_listed(
+    engine: &Engine,
+    project: &str,
+    region: Option<&str>,
+    during_apply: bool,
+    mut containers: Vec<ContainerInfo>,
+) -> Result<Vec<ObservedResource>, EngineError> {
+    let (networks, volumes) = tokio::try_join!(engine.networks(project), engine.volumes(project))?;
     if during_apply {
         let transient: Vec<String> = duplicates(&containers)
             .into_iter()
@@ -70,15 +78,63 @@ pub fn duplicates(containers: &[ContainerInfo]) -> Vec<(Address, Vec<&ContainerI
     by_address
 }
 
+/// Removes, from one list of the project's containers, what interrupted commands left:
+/// containers made only to hold a name, helper containers of a killed backup or restore
+/// (they mount the project's volumes, which a destroy could not remove while they exist),
+/// and containers left beside a pod's own ([`remove_strays_in`]). Only for a caller that
+/// holds the project's lock with no apply to recover (nothing else is creating
+/// containers). Returns the list without them, and what it removed, said.
+pub async fn tidy(
+    engine: &Engine,
+    region: &str,
+    containers: Vec<ContainerInfo>,
+) -> Result<(Vec<ContainerInfo>, Vec<String>), EngineError> {
+    let mut kept = Vec::new();
+    let mut helpers = 0;
+    for c in containers {
+        if c.labels
+            .contains_key(crate::engine::docker::NAME_HOLD_LABEL)
+        {
+            engine.remove(&c.id).await?;
+        } else if c.labels.contains_key(labels::HELPER) {
+            engine.remove(&c.id).await?;
+            helpers += 1;
+        } else {
+            kept.push(c);
+        }
+    }
+    let (kept, mut said) = remove_strays_in(engine, kept).await?;
+    said.extend(crate::archive::helpers::helpers_removed(helpers, region));
+    Ok((kept, said))
+}
+
 /// Removes the containers an interrupted apply left beside a pod's own: of two or more
 /// claiming one address, those with a transient name (`-berth-next`, `-berth-old`, ...)
 /// when exactly one has the pod's own name; and containers made only to hold a name.
 /// Only for a caller that holds the project's lock with no apply to recover (nothing else
 /// is creating containers). Says what it removed.
 pub async fn remove_strays(engine: &Engine, project: &str) -> Result<Vec<String>, EngineError> {
-    remove_name_holds(engine, project).await?;
-    let containers = engine.containers(project).await?;
+    let mut containers = Vec::new();
+    for c in engine.containers(project).await? {
+        if c.labels
+            .contains_key(crate::engine::docker::NAME_HOLD_LABEL)
+        {
+            engine.remove(&c.id).await?;
+        } else {
+            containers.push(c);
+        }
+    }
+    Ok(remove_strays_in(engine, containers).await?.1)
+}
+
+/// [`remove_strays`] on a list already made (and without its name holds): the list
+/// without what it removed, and what it said.
+async fn remove_strays_in(
+    engine: &Engine,
+    containers: Vec<ContainerInfo>,
+) -> Result<(Vec<ContainerInfo>, Vec<String>), EngineError> {
     let mut removed = Vec::new();
+    let mut gone = Vec::new();
     for (address, claimants) in duplicates(&containers) {
         let own: Vec<&&ContainerInfo> = claimants
             .iter()
@@ -89,6 +145,7 @@ pub async fn remove_strays(engine: &Engine, project: &str) -> Result<Vec<String>
         }
         for c in claimants.iter().filter(|c| names::is_transient(&c.name)) {
             engine.remove(&c.id).await?;
+            gone.push(c.id.clone());
             removed.push(format!(
                 "in `{}`: removed {} ({}), left beside {} by an interrupted apply",
                 engine.region,
@@ -98,7 +155,11 @@ pub async fn remove_strays(engine: &Engine, project: &str) -> Result<Vec<String>
             ));
         }
     }
-    Ok(removed)
+    let kept = containers
+        .into_iter()
+        .filter(|c| !gone.contains(&c.id))
+        .collect();
+    Ok((kept, removed))
 }
 
 /// Removes the containers a killed `recover` or rollback made only to hold a name

@@ -21,7 +21,7 @@ pub enum Observe {
     Strict,
     /// The caller holds the project's lock and no apply is to recover: the containers an
     /// interrupted apply left beside a pod's own are removed first
-    /// ([`super::docker::remove_strays`]).
+    /// ([`super::docker::tidy`]).
     Tidy,
     /// Another command is applying (a read-only plan): the pod's own name wins.
     DuringApply,
@@ -39,19 +39,18 @@ pub async fn observe(
     let observations = names.iter().map(|name| async move {
         let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
         let engine = Engine::connect(name, endpoint).await?;
-        let removed = if mode == Observe::Tidy {
-            let mut removed = super::docker::remove_strays(&engine, project).await?;
-            // And the helper containers a killed backup or restore left: they mount the
-            // project's volumes, which a destroy could not remove while they exist.
-            let said = crate::archive::helpers::sweep_helpers_said(&engine, project, name).await?;
-            removed.extend(said);
-            removed
-        } else {
-            Vec::new()
-        };
         let shown = resources::shown_region(all, name);
-        let found =
-            super::docker::observe(&engine, project, shown, mode == Observe::DuringApply).await?;
+        // One list of the containers serves the tidying and the observation.
+        let (found, removed) = if mode == Observe::Tidy {
+            let listed = engine.containers(project).await?;
+            let (kept, removed) = super::docker::tidy(&engine, name, listed).await?;
+            let found = super::docker::observe_listed(&engine, project, shown, false, kept);
+            (found.await?, removed)
+        } else {
+            let during_apply = mode == Observe::DuringApply;
+            let found = super::docker::observe(&engine, project, shown, during_apply);
+            (found.await?, Vec::new())
+        };
         Ok::<_, EngineError>((name.to_string(), engine, found, removed))
     });
     let results = futures_util::future::try_join_all(observations).await?;
