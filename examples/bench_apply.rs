@@ -76,9 +76,10 @@ fn apply(path: &Path, goal: Goal) -> (Duration, usize) {
     let session = Session::open(path, goal, &opts(path)).expect("plan");
     let applied = session
         .apply(
+            // The CLI's defaults (`berth apply` without `--parallelism`).
             Options {
                 delete_volumes: true,
-                parallelism: 8,
+                ..Options::default()
             },
             &mut |_| {},
         )
