@@ -135,13 +135,21 @@ impl Backups {
         )
     }
 
-    pub(super) fn primary(&self) -> Result<&Engine, OpError> {
-        let name = self.project.spec.primary_region();
+    /// The region whose engine holds backup `name`'s pod or volume
+    /// ([`crate::spec::Spec::backup_region`]).
+    pub(super) fn region(&self, name: &str) -> Result<String, OpError> {
+        let backup = self.get(name)?;
+        Ok(self.project.spec.backup_region(backup).to_owned())
+    }
+
+    /// The engine of backup `name`'s region.
+    pub(super) fn engine(&self, name: &str) -> Result<&Engine, OpError> {
+        let region = self.region(name)?;
         self.project
             .engines
-            .get(name)
+            .get(&region)
             .ok_or_else(|| OpError::Refused {
-                message: format!("region `{name}` is not connected"),
+                message: format!("region `{region}` is not connected"),
                 help: "this is a bug in berth: please report it".into(),
             })
     }

@@ -151,7 +151,7 @@ impl Backups {
 
     /// The running container of a pod (its first replica), on the primary region.
     pub(super) async fn pod_container(&self, name: &str, pod: &str) -> Result<String, OpError> {
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         let project = self.project.spec.project.value.as_str();
         let address = crate::graph::Address::new(crate::graph::Kind::Pod, pod);
         let wanted = crate::apply::container::container_name_of(project, &address);
@@ -179,7 +179,7 @@ impl Backups {
         recipients: &[String],
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         self.project.runtime.block_on(async {
             let container = self.pod_container(name, pod).await?;
             let (exec_id, io) = engine.exec(&container, cmd, false).await?;
@@ -200,7 +200,7 @@ impl Backups {
                         }
                         Ok(_) => None,
                         Err(e) => Some(Err(crate::engine::EngineError::Call {
-                            region: String::new(),
+                            region: engine.region.clone(),
                             call: "exec output",
                             reason: e.to_string(),
                         })),
@@ -238,7 +238,7 @@ impl Backups {
         recipients: &[String],
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         let project = self.project.spec.project.value.as_str();
         let object = crate::apply::container::object_name(project, volume);
         self.project.runtime.block_on(async {
@@ -279,7 +279,7 @@ impl Backups {
                     record_undo(
                         j,
                         Undo::StartContainer {
-                            region: self.project.spec.primary_region().to_owned(),
+                            region: self.region(name)?,
                             id: id.clone(),
                         },
                     )?;

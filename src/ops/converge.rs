@@ -120,35 +120,36 @@ impl Session {
     /// pod replaced (or deleted) that mounts the backup's volume, or that it runs `exec` in.
     pub fn backups_before_apply(&self) -> Vec<String> {
         use crate::plan::Action;
-        let touched: Vec<&crate::spec::Pod> = self
+        let spec = &self.project.spec;
+        let primary = spec.primary_region();
+        // The pods replaced or deleted, with their region.
+        let touched: Vec<(&str, &crate::spec::Pod, &str)> = self
             .plan
             .changes
             .iter()
             .filter(|c| c.address.kind == crate::graph::Kind::Pod)
             .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
-            .filter_map(|c| self.project.spec.pods.get(&c.address.name))
+            .filter_map(|c| {
+                let region = c.address.region.as_deref().unwrap_or(primary);
+                spec.pods
+                    .get(&c.address.name)
+                    .map(|p| (c.address.name.as_str(), p, region))
+            })
             .collect();
         let mut out = Vec::new();
-        for b in self
-            .project
-            .spec
-            .backups
-            .iter()
-            .filter(|b| b.item.before_apply)
-        {
+        for b in spec.backups.iter().filter(|b| b.item.before_apply) {
             let src = &b.item.source.value;
+            // Only the backup's own region holds its data.
+            let region = spec.backup_region(&b.item);
+            let here = touched.iter().filter(|(_, _, r)| *r == region);
             let by_volume = src.volume.as_ref().is_some_and(|v| {
-                touched
-                    .iter()
-                    .any(|p| p.named_volumes().any(|n| n == v.value))
+                here.clone()
+                    .any(|(_, p, _)| p.named_volumes().any(|n| n == v.value))
             });
-            let by_pod = src.pod.as_ref().is_some_and(|pod| {
-                self.plan.changes.iter().any(|c| {
-                    c.address.kind == crate::graph::Kind::Pod
-                        && c.address.name == pod.value
-                        && matches!(c.action, Action::Replace | Action::Delete)
-                })
-            });
+            let by_pod = src
+                .pod
+                .as_ref()
+                .is_some_and(|pod| here.clone().any(|(name, _, _)| *name == pod.value));
             if by_volume || by_pod {
                 out.push(b.name.value.clone());
             }

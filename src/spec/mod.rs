@@ -116,6 +116,24 @@ impl Spec {
         names
     }
 
+    /// The region whose engine a backup reads and restores: its `source.region`, else the
+    /// first region (primary first) its source pod runs in, else the primary.
+    pub fn backup_region<'s>(&'s self, backup: &'s Backup) -> &'s str {
+        let src = &backup.source.value;
+        if let Some(r) = &src.region {
+            return &r.value;
+        }
+        let pod = src.pod.as_ref().and_then(|p| self.pods.get(&p.value));
+        match pod {
+            Some(p) => self
+                .region_names()
+                .into_iter()
+                .find(|r| Self::runs_in(&p.regions, r))
+                .unwrap_or_else(|| self.primary_region()),
+            None => self.primary_region(),
+        }
+    }
+
     /// Whether something with this `regions:` list runs in `region` (one of the spec's).
     pub fn runs_in(list: &Option<Vec<Sp<String>>>, region: &str) -> bool {
         list.as_ref()
@@ -597,6 +615,11 @@ pub struct BackupSource {
     /// A host path.
     #[serde(default)]
     pub path: Option<Sp<String>>,
+    /// The region whose engine holds the pod or volume (read from this machine through
+    /// that engine's API); default: the first region the source pod runs in, else the
+    /// primary. Not with `path` (a path is read on this machine).
+    #[serde(default)]
+    pub region: Option<Sp<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
@@ -615,4 +638,26 @@ pub struct Retention {
 pub enum Consistency {
     Live,
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_reads_its_region_the_pods_first_or_the_primary() {
+        let spec = load::parse(
+            "version: 1\nproject: shop\nregions:\n  iad: { engine: 'unix:///a.sock' }\n  ord: { engine: 'unix:///b.sock', primary: true }\nvolumes: { data: {} }\npods:\n  db: { image: pg, regions: [iad], volumes: ['data:/d'] }\n  web: { image: web }\nbackups:\n  a: { source: { volume: data, pod: db }, store: /srv/b }\n  b: { source: { volume: data }, store: /srv/b }\n  c: { source: { volume: data, region: iad }, store: /srv/b }\n  d: { source: { pod: web, exec: [dump] }, store: /srv/b }\n",
+        )
+        .expect("parses");
+        let region = |name: &str| spec.backup_region(spec.backups.get(name).expect("backup"));
+        assert_eq!(region("a"), "iad", "the pod's only region");
+        assert_eq!(region("b"), "ord", "no pod: the primary");
+        assert_eq!(region("c"), "iad", "named");
+        assert_eq!(
+            region("d"),
+            "ord",
+            "a pod of every region: the primary first"
+        );
+    }
 }

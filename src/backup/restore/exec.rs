@@ -91,7 +91,7 @@ impl Backups {
         m: &Manifest,
     ) -> Result<(), OpError> {
         use tokio::io::AsyncWriteExt;
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         let data = store.open(name, &m.id)?;

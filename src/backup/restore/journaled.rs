@@ -176,7 +176,7 @@ impl Backups {
 
     /// The pod's gates (health, then checks) on its running container.
     pub(super) fn pod_gate(&self, name: &str, pod: &str) -> Result<(), OpError> {
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         let Some(spec_pod) = self.project.spec.pods.get(pod) else {
             return Ok(());
         };

@@ -124,8 +124,8 @@ impl Backups {
         target: &Target,
         again: &Again,
     ) -> Result<Manifest, OpError> {
-        let engine = self.primary()?;
-        let region = self.project.spec.primary_region().to_owned();
+        let engine = self.engine(name)?;
+        let region = self.region(name)?;
         // Stop: the pods that use the place stop first, so that the safety copy holds
         // everything; each stop journaled with its undo (start it again).
         let users = self.users_of(engine, target)?;
@@ -161,7 +161,7 @@ impl Backups {
                 "apply the spec first",
             ));
         }
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         let project = self.project.name();
         let image = self.project.runtime.block_on(async {
             let containers = engine.containers(project).await?;
@@ -280,7 +280,7 @@ impl Backups {
                 image,
                 labels,
             } => {
-                let engine = self.primary()?;
+                let engine = self.engine(name)?;
                 self.project
                     .runtime
                     .block_on(refill_volume(
@@ -327,7 +327,7 @@ impl Backups {
                 )
             });
         }
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         self.project.runtime.block_on(async {
             for (id, _) in users {
                 engine.start(id).await?;

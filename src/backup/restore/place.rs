@@ -51,7 +51,7 @@ impl Backups {
                 "restore it by hand with the one-liner in the README, into a container that mounts it",
             ));
         }
-        let engine = self.primary()?;
+        let engine = self.engine(name)?;
         let project = self.project.name();
         let object = crate::apply::container::object_name(project, &volume);
         // Restoring removes the volume: a container berth does not manage that uses it
@@ -132,7 +132,7 @@ impl Backups {
         let when = crate::clock::format_time(manifest.created_at);
         match place {
             Place::Volume { object, .. } => {
-                let engine = self.primary()?;
+                let engine = self.engine(name)?;
                 let current = self
                     .project
                     .runtime

@@ -124,6 +124,9 @@ impl Checker<'_> {
                 }
             }
         }
+        if let Some(region) = &s.region {
+            self.backup_region(s, region);
+        }
         if let Some(vol) = &s.volume
             && !spec.volumes.contains(&vol.value)
         {
@@ -139,6 +142,40 @@ impl Checker<'_> {
                 )
                 .at(path.span, "relative")
                 .help("give the absolute host path, e.g. `/srv/uploads`"),
+            );
+        }
+    }
+
+    /// A backup's `source.region`: a region of the spec, where its pod runs; not with a
+    /// `path` (read on this machine, whatever the regions).
+    fn backup_region(&mut self, s: &BackupSource, region: &Sp<String>) {
+        let spec = self.spec;
+        let defined = spec.region_names();
+        if !defined.contains(&region.value.as_str()) {
+            self.unknown("region", region, defined.iter().copied(), "regions");
+            return;
+        }
+        if s.path.is_some() {
+            self.push(
+                Diagnostic::error(
+                    "backup-source",
+                    "`region` does not apply to a `path` source",
+                )
+                .at(region.span, "a path is read on the machine berth runs on")
+                .help("remove `region`, or back up a volume of that region (`volume:`)"),
+            );
+        }
+        if let Some(pod) = &s.pod
+            && let Some(p) = spec.pods.get(&pod.value)
+            && !crate::spec::Spec::runs_in(&p.regions, &region.value)
+        {
+            self.push(
+                Diagnostic::error(
+                    "backup-source",
+                    format!("pod `{}` does not run in region `{}`", pod.value, region.value),
+                )
+                .at(region.span, "not one of the pod's regions")
+                .help("name a region in the pod's `regions:`, or drop `region` (the pod's first region is the default)"),
             );
         }
     }
