@@ -20,6 +20,7 @@ mod plan_cases;
 mod proxy;
 mod proxy_tls;
 mod quickstart;
+mod region_backups;
 mod regions;
 mod restore;
 mod secrets;
