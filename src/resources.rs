@@ -246,16 +246,19 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
     }
 }
 
-/// The backups of a region: those whose pod runs there, or whose volume is there.
+/// The backups of a region: those whose region ([`Spec::backup_region`]) it is, when their
+/// pod runs there or their volume is there. One backup is one timer on this machine, reading
+/// through one region's engine.
 fn backup_resources(region: &Region<'_>, volumes_here: &HashSet<&str>, out: &mut Vec<Resource>) {
     let spec = region.spec;
     for b in spec.backups.iter() {
         let src = &b.item.source.value;
-        let here = match (&src.pod, &src.volume) {
-            (Some(pod), _) => !region.instances(&pod.value).is_empty(),
-            (None, Some(vol)) => volumes_here.contains(vol.value.as_str()),
-            (None, None) => true,
-        };
+        let here = spec.backup_region(&b.item) == region.name
+            && match (&src.pod, &src.volume) {
+                (Some(pod), _) => !region.instances(&pod.value).is_empty(),
+                (None, Some(vol)) => volumes_here.contains(vol.value.as_str()),
+                (None, None) => true,
+            };
         if !here {
             continue;
         }

@@ -119,7 +119,11 @@ impl Spec {
     /// The region whose engine a backup reads and restores: its `source.region`, else the
     /// first region (primary first) its source pod runs in, else the primary.
     pub fn backup_region<'s>(&'s self, backup: &'s Backup) -> &'s str {
-        let src = &backup.source.value;
+        self.backup_region_of(&backup.source.value)
+    }
+
+    /// [`Spec::backup_region`] of a backup's source.
+    pub fn backup_region_of<'s>(&'s self, src: &'s BackupSource) -> &'s str {
         if let Some(r) = &src.region {
             return &r.value;
         }

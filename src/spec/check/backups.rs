@@ -127,6 +127,30 @@ impl Checker<'_> {
         if let Some(region) = &s.region {
             self.backup_region(s, region);
         }
+        // With several regions, a volume is one per region: the backup's region must have it.
+        if spec.regions.len() > 1
+            && let Some(vol) = &s.volume
+            && spec.volumes.contains(&vol.value)
+        {
+            let region = match &s.region {
+                Some(r) => r.value.as_str(),
+                None => spec.backup_region_of(s),
+            };
+            let mounted = spec.pods.iter().any(|p| {
+                crate::spec::Spec::runs_in(&p.item.regions, region)
+                    && p.item.named_volumes().any(|n| n == vol.value)
+            });
+            if !mounted && spec.region_names().contains(&region) {
+                self.push(
+                    Diagnostic::error(
+                        "backup-source",
+                        format!("no pod of region `{region}` mounts volume `{}`", vol.value),
+                    )
+                    .at(vol.span, format!("read in region `{region}`"))
+                    .help("add `region:` naming the region whose volume to back up, or `pod:` naming the pod that mounts it"),
+                );
+            }
+        }
         if let Some(vol) = &s.volume
             && !spec.volumes.contains(&vol.value)
         {
