@@ -140,7 +140,13 @@ impl Checker<'_> {
                 crate::spec::Spec::runs_in(&p.item.regions, region)
                     && p.item.named_volumes().any(|n| n == vol.value)
             });
-            if !mounted && spec.region_names().contains(&region) {
+            // A pod that does not run there is reported once, by `backup_region`.
+            let pod_elsewhere = s
+                .pod
+                .as_ref()
+                .and_then(|p| spec.pods.get(&p.value))
+                .is_some_and(|p| !crate::spec::Spec::runs_in(&p.regions, region));
+            if !mounted && !pod_elsewhere && spec.region_names().contains(&region) {
                 self.push(
                     Diagnostic::error(
                         "backup-source",
