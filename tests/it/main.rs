@@ -21,6 +21,7 @@ mod proxy;
 mod proxy_tls;
 mod quickstart;
 mod region_backups;
+mod region_crash;
 mod regions;
 mod restore;
 mod secrets;
