@@ -164,15 +164,23 @@ pub enum ApplyError {
         ncpu: i64,
     },
     #[error(
-        "`{address}` gets secret files, and this host has nowhere safe to put them: {reason}; nothing was changed"
+        "`{address}` gets certificates or keys, and this host has nowhere safe to put them: {reason}; nothing was changed"
     )]
     #[diagnostic(
         code(berth::runtime_dir),
         help(
-            "point $BERTH_RUNTIME_DIR at a directory of yours on a tmpfs (e.g. under /dev/shm or $XDG_RUNTIME_DIR), or unset it; or deliver the pod's secrets as env"
+            "point $BERTH_RUNTIME_DIR at a directory of yours on a tmpfs (e.g. under /dev/shm or $XDG_RUNTIME_DIR), or unset it"
         )
     )]
     RuntimeDir { address: String, reason: String },
+    #[error("`{address}` gets secret files, and {reason}; nothing was changed")]
+    #[diagnostic(
+        code(berth::secrets_keeper),
+        help(
+            "secret files are held in memory on the engine by a tiny keeper container: run this pod on an engine of a supported architecture, or deliver its secrets as env"
+        )
+    )]
+    NoKeeper { address: String, reason: String },
     #[error("`{address}`: cannot write its schedule's units: {reason}")]
     #[diagnostic(
         code(berth::unit_dir),
@@ -658,8 +666,14 @@ impl<'a> Run<'a> {
 }
 
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
-/// rolled back): they live only as long as a container mounts them.
+/// rolled back): they live only as long as a container mounts them. On every engine, the
+/// pods' secrets volumes no container mounts, with their keepers; on this machine, the
+/// proxy's tmpfs directories no container of a local engine bind-mounts.
 pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
+    for engine in engines.values() {
+        // Best effort: what is left is swept by the next apply, rollback or recover.
+        let _ = crate::engine::secrets::sweep(engine, project).await;
+    }
     let Ok(root) = delivery::check_root() else {
         return;
     };

@@ -30,6 +30,12 @@ pub enum Undo {
         region: String,
         name: String,
     },
+    /// A pod's memory-backed secrets volume about to be created, and its keeper: remove
+    /// the keeper (killed), then the volume.
+    RemoveSecretsVolume {
+        region: String,
+        volume: String,
+    },
     /// An old container about to be stopped and set aside: give it back its name, and
     /// start it if it was running.
     Restore {
@@ -279,6 +285,16 @@ pub async fn perform(
             let r = async { remove_volume(engine(engines, region)?, name).await };
             (
                 format!("{}: removed new volume {name}", at(region)),
+                r.await,
+            )
+        }
+        Undo::RemoveSecretsVolume { region, volume } => {
+            let r = async {
+                let e = engine(engines, region)?;
+                Ok(crate::engine::secrets::remove_volume_and_keeper(e, project, volume).await?)
+            };
+            (
+                format!("{}: removed secrets volume {volume} and its keeper", at(region)),
                 r.await,
             )
         }

@@ -293,7 +293,7 @@ pub fn is_delivery_dir(project: &str, path: &Path) -> bool {
     check_root().is_ok_and(|r| path.parent() == Some(&r.join(project)))
 }
 
-fn token() -> String {
+pub(crate) fn token() -> String {
     let mut bytes = [0u8; 8];
     let ok = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
