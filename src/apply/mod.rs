@@ -163,16 +163,6 @@ pub enum ApplyError {
         region: String,
         ncpu: i64,
     },
-    #[error(
-        "`{address}` gets certificates or keys, and this host has nowhere safe to put them: {reason}; nothing was changed"
-    )]
-    #[diagnostic(
-        code(berth::runtime_dir),
-        help(
-            "point $BERTH_RUNTIME_DIR at a directory of yours on a tmpfs (e.g. under /dev/shm or $XDG_RUNTIME_DIR), or unset it"
-        )
-    )]
-    RuntimeDir { address: String, reason: String },
     #[error("`{address}` gets secret files, and {reason}; nothing was changed")]
     #[diagnostic(
         code(berth::secrets_keeper),
@@ -667,8 +657,9 @@ impl<'a> Run<'a> {
 
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
 /// rolled back): they live only as long as a container mounts them. On every engine, the
-/// pods' secrets volumes no container mounts, with their keepers; on this machine, the
-/// proxy's tmpfs directories no container of a local engine bind-mounts.
+/// secrets volumes (of pods, of the proxy) no container mounts, with their keepers; on
+/// this machine, the tmpfs directories an earlier berth made that no container of a local
+/// engine bind-mounts any more.
 pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
     for engine in engines.values() {
         // Best effort: what is left is swept by the next apply, rollback or recover.

@@ -11,7 +11,6 @@ use crate::graph::Kind;
 use crate::plan::{Action, Change};
 use crate::resources::attr;
 use crate::engine::docker::KeeperError;
-use crate::secrets::delivery;
 use crate::spec::Spec;
 
 impl Run<'_> {
@@ -55,15 +54,6 @@ impl Run<'_> {
                 Err(unsupported(
                     "use an external volume",
                     "create the volume by hand and drop `external: true` to let berth manage it",
-                ))
-            }
-            (Kind::Proxy, Action::Create | Action::Replace | Action::Update | Action::Heal)
-                if self.spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
-                    && !self.engine(&self.region_of(c)).is_local() =>
-            {
-                Err(unsupported(
-                    "deliver the proxy's certificates to an engine on another machine",
-                    "certificates and keys reach the proxy through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
                 ))
             }
             _ => Ok(()),
@@ -216,9 +206,8 @@ impl Run<'_> {
 /// The pre-flight of pod changes against their engine and this host: what the engine or
 /// the secrets delivery would otherwise refuse in the middle of an apply, after the old
 /// container was stopped. A CPU limit above the engine's CPU count (`NCPU` of its
-/// `/info`); secret files for an engine no keeper can run on (its keeper image imported
-/// here, once per engine); the proxy's certificates with no memory filesystem here to hold
-/// them. Run before anything changes (before a `before_apply` backup too).
+/// `/info`); secret files (a pod's, the proxy's certificates) for an engine no keeper can
+/// run on (its keeper image imported here, once per engine). Run before anything changes (before a `before_apply` backup too).
 pub async fn preflight_host(
     spec: &Spec,
     changes: &[&Change],
@@ -248,20 +237,14 @@ pub async fn preflight_host(
             .as_deref()
             .or_else(|| regions.first().copied())
             .unwrap_or_default();
-        // The proxy's certificates and keys still go through this host's tmpfs.
+        // The proxy's certificates and keys are held by a keeper too.
         if c.address.kind == Kind::Proxy
-            && matches!(
-                c.action,
-                Action::Create | Action::Replace | Action::Update | Action::Heal
-            )
+            && matches!(c.action, Action::Create | Action::Replace)
             && spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
-            && engines.get(region).is_some_and(Engine::is_local)
-            && let Err(e) = delivery::check_project(&spec.project.value)
+            && let Some(engine) = engines.get(region)
+            && keepers.insert(region)
         {
-            return Err(ApplyError::RuntimeDir {
-                address: c.address.to_string(),
-                reason: e.to_string(),
-            });
+            keeper_image(engine, c).await?;
         }
         if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
             continue;
@@ -295,17 +278,21 @@ pub async fn preflight_host(
         // Secret files go into a memory-backed volume held by a keeper: its image, for the
         // engine's architecture, is there before anything changes (one per engine).
         if pod.secrets.iter().any(|s| s.value.env().is_none()) && keepers.insert(region) {
-            match engine.keeper_image().await {
-                Ok(_) => {}
-                Err(KeeperError::Engine(e)) => return Err(e.into()),
-                Err(e) => {
-                    return Err(ApplyError::NoKeeper {
-                        address: c.address.to_string(),
-                        reason: e.to_string(),
-                    });
-                }
-            }
+            keeper_image(engine, c).await?;
         }
     }
     Ok(())
+}
+
+/// The keeper image on `engine`, imported if it is missing; refused (before any change)
+/// when the engine's architecture has none.
+async fn keeper_image(engine: &Engine, c: &Change) -> Result<(), ApplyError> {
+    match engine.keeper_image().await {
+        Ok(_) => Ok(()),
+        Err(KeeperError::Engine(e)) => Err(e.into()),
+        Err(e) => Err(ApplyError::NoKeeper {
+            address: c.address.to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }

@@ -189,6 +189,10 @@ pub async fn remove_name_holds(engine: &Engine, project: &str) -> Result<(), Eng
     Ok(())
 }
 
+/// The version observed of the secrets of a container given them by an earlier berth,
+/// through a directory on this machine's tmpfs.
+pub const LEGACY_DELIVERY: &str = "(on this host's tmpfs, as berth did before secrets volumes)";
+
 /// What a pod container's secrets volume says of it: the ciphertext fingerprints its labels
 /// record are the versions of the secrets the container really holds (a difference to the
 /// spec's files replaces it); a volume whose keeper does not run (the engine restarted, and
@@ -201,6 +205,22 @@ pub fn secrets_held(
 ) {
     use crate::engine::secrets;
     for c in containers {
+        // A container an earlier berth gave its secrets through a directory of this
+        // machine's tmpfs (bind-mounted): its secrets are of no version berth delivers
+        // now, so that apply replaces it once, into a secrets volume.
+        if c.binds
+            .iter()
+            .any(|(_, dest)| dest == crate::spec::SECRETS_MOUNT_POINT)
+            && let Some(o) = found
+                .iter_mut()
+                .find(|o| o.id.as_deref() == Some(c.id.as_str()))
+        {
+            for (k, v) in o.attrs.iter_mut() {
+                if k.starts_with(attr::SECRET_PREFIX) && k.ends_with(".version") {
+                    *v = LEGACY_DELIVERY.to_owned();
+                }
+            }
+        }
         let Some(volume) = secrets::volume_of(c, volumes) else {
             continue;
         };
@@ -385,5 +405,54 @@ mod tests {
         let got = from_lists(None, &containers, &[], &[]);
         assert_eq!(got[0].drift[0].field, "health");
         assert_eq!(got[0].drift[0].observed, "unhealthy");
+    }
+
+    #[test]
+    fn a_secrets_volume_without_a_running_keeper_has_drifted_and_its_labels_give_the_versions() {
+        let pod = ContainerInfo {
+            id: "a".into(),
+            name: "shop-api".into(),
+            labels: labelled("pod.api", &[("secret.db.version", "sha256:new")]),
+            state: "running".into(),
+            status: "Up 2 minutes".into(),
+            binds: Vec::new(),
+            volumes: vec!["shop-api-berth-secrets-1".into()],
+            image_id: String::new(),
+        };
+        let keeper = ContainerInfo {
+            id: "k".into(),
+            name: "shop-api-berth-secrets-1-keeper".into(),
+            labels: crate::engine::secrets::keeper_labels("shop", "iad", "shop-api-berth-secrets-1"),
+            state: "exited".into(),
+            status: String::new(),
+            binds: Vec::new(),
+            volumes: vec!["shop-api-berth-secrets-1".into()],
+            image_id: String::new(),
+        };
+        let volumes = vec![ObjectInfo {
+            name: "shop-api-berth-secrets-1".into(),
+            labels: crate::engine::secrets::volume_labels(
+                "shop",
+                "iad",
+                "pod.api",
+                &BTreeMap::from([("db".to_owned(), "sha256:old".to_owned())]),
+            ),
+        }];
+        let mut containers = vec![pod, keeper];
+        let mut found = from_lists(None, &containers, &[], &volumes);
+        secrets_held(&containers, &volumes, &mut found);
+        assert_eq!(found.len(), 1, "the keeper is no resource");
+        assert_eq!(found[0].attrs["secret.db.version"], "sha256:old");
+        assert_eq!(found[0].drift[0].field, "secrets");
+        containers[1].state = "running".into();
+        let mut found = from_lists(None, &containers, &[], &volumes);
+        secrets_held(&containers, &volumes, &mut found);
+        assert!(found[0].drift.is_empty());
+        // Given its secrets by an earlier berth, through this host's tmpfs.
+        containers[0].volumes.clear();
+        containers[0].binds = vec![("/run/berth/shop/x".into(), "/run/secrets".into())];
+        let mut found = from_lists(None, &containers, &[], &volumes);
+        secrets_held(&containers, &volumes, &mut found);
+        assert_eq!(found[0].attrs["secret.db.version"], LEGACY_DELIVERY);
     }
 }

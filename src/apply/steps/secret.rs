@@ -52,9 +52,6 @@ pub enum DeliverError {
         "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
     )]
     UserByName { user: String },
-    /// The files could not be written into their tmpfs directory.
-    #[error("{0}")]
-    Files(delivery::DeliveryError),
     /// No keeper can hold a secrets volume on the pod's engine.
     #[error("{0}")]
     Keeper(String),
@@ -234,13 +231,8 @@ impl Run<'_> {
         if files.is_empty() {
             return Ok(());
         }
-        let engine = self.engine(region);
         let image = body.image.clone().unwrap_or_default();
         let owner = self.owner(c, region, pod, &image).await?;
-        let keeper_image = engine
-            .keeper_image()
-            .await
-            .map_err(|e| self.keeper_error(c, e))?;
         let fingerprints: BTreeMap<String, String> = {
             let known = self.secret_files.borrow();
             files
@@ -252,22 +244,8 @@ impl Run<'_> {
                 })
                 .collect()
         };
-        let volume = secrets::volume_name(container);
-        let mut pod_address = c.address.clone();
-        pod_address.region = None;
-        self.record_undo(Undo::RemoveSecretsVolume {
-            region: region.to_owned(),
-            volume: volume.clone(),
-        })?;
-        engine
-            .create_secrets_volume(
-                &volume,
-                secrets::volume_labels(self.project, region, &pod_address.to_string(), &fingerprints),
-                owner,
-                volume_size(&files),
-            )
-            .await?;
-        self.hold_and_fill(region, &keeper_image, &volume, &files, owner, None)
+        let volume = self
+            .secrets_volume(c, region, container, &files, owner, &fingerprints)
             .await?;
         let host = body.host_config.get_or_insert_with(Default::default);
         host.mounts
@@ -278,6 +256,105 @@ impl Run<'_> {
                 true,
             ));
         Ok(())
+    }
+
+    /// A fresh memory-backed volume for the container `container` of `c`, held by its
+    /// started keeper and holding `files` owned by `owner`; labelled with `fingerprints`
+    /// (of the ciphertexts). Its and its keeper's removal is on the undo stack before
+    /// either is made. Returns its name.
+    pub(in crate::apply) async fn secrets_volume(
+        &self,
+        c: &Change,
+        region: &str,
+        container: &str,
+        files: &[VolumeFile<'_>],
+        owner: (u32, u32),
+        fingerprints: &BTreeMap<String, String>,
+    ) -> Result<String, ApplyError> {
+        let engine = self.engine(region);
+        let keeper_image = engine
+            .keeper_image()
+            .await
+            .map_err(|e| self.keeper_error(c, e))?;
+        let volume = secrets::volume_name(container);
+        let mut address = c.address.clone();
+        address.region = None;
+        self.record_undo(Undo::RemoveSecretsVolume {
+            region: region.to_owned(),
+            volume: volume.clone(),
+        })?;
+        engine
+            .create_secrets_volume(
+                &volume,
+                secrets::volume_labels(self.project, region, &address.to_string(), fingerprints),
+                owner,
+                volume_size(files),
+            )
+            .await?;
+        self.hold_and_fill(region, &keeper_image, &volume, files, owner, None)
+            .await?;
+        Ok(volume)
+    }
+
+    /// The secrets volume the container `id` mounts, if any.
+    pub(in crate::apply) async fn secrets_volume_of(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<String>, ApplyError> {
+        let engine = self.engine(region);
+        let (containers, volumes) =
+            tokio::try_join!(engine.containers(self.project), engine.volumes(self.project))?;
+        Ok(containers
+            .iter()
+            .find(|x| x.id == id)
+            .and_then(|x| secrets::volume_of(x, &volumes))
+            .map(|v| v.name.clone()))
+    }
+
+    /// Puts `files` again into the secrets volume the container `id` mounts, through its
+    /// keeper: started again if it stopped (an engine restart emptied the volume), made
+    /// again when it is gone. A container without one is left alone. The container itself
+    /// is stopped, or holds the volume mounted while its keeper runs.
+    pub(in crate::apply) async fn refill_volume(
+        &self,
+        c: &Change,
+        region: &str,
+        id: &str,
+        files: &[VolumeFile<'_>],
+        owner: (u32, u32),
+    ) -> Result<(), ApplyError> {
+        let engine = self.engine(region);
+        let (containers, volumes) =
+            tokio::try_join!(engine.containers(self.project), engine.volumes(self.project))?;
+        let Some(volume) = containers
+            .iter()
+            .find(|x| x.id == id)
+            .and_then(|x| secrets::volume_of(x, &volumes))
+        else {
+            return Ok(()); // nothing was delivered as files
+        };
+        let keeper = containers
+            .iter()
+            .find(|x| secrets::kept_by(x) == Some(volume.name.as_str()));
+        // A keeper gone (removed by hand) is made again: the container needs one for as
+        // long as it lives, so it is no change to undo; the sweep removes it with it.
+        let image = match keeper {
+            Some(_) => String::new(),
+            None => engine
+                .keeper_image()
+                .await
+                .map_err(|e| self.keeper_error(c, e))?,
+        };
+        self.hold_and_fill(
+            region,
+            &image,
+            &volume.name,
+            files,
+            owner,
+            keeper.map(|k| k.id.as_str()),
+        )
+        .await
     }
 
     /// Starts the keeper of `volume` (made from `image` first when `existing` is none) and
@@ -350,19 +427,6 @@ impl Run<'_> {
         id: &str,
         owner: (u32, u32),
     ) -> Result<(), ApplyError> {
-        let engine = self.engine(region);
-        let (containers, volumes) =
-            tokio::try_join!(engine.containers(self.project), engine.volumes(self.project))?;
-        let Some(volume) = containers
-            .iter()
-            .find(|x| x.id == id)
-            .and_then(|x| secrets::volume_of(x, &volumes))
-        else {
-            return Ok(()); // no secrets volume: nothing was delivered as files
-        };
-        let keeper = containers
-            .iter()
-            .find(|x| secrets::kept_by(x) == Some(volume.name.as_str()));
         let values = self.secret_values(c, pod)?;
         let files: Vec<VolumeFile> = values
             .iter()
@@ -375,24 +439,7 @@ impl Run<'_> {
                 Delivery::Env(_) => None,
             })
             .collect();
-        // A keeper gone (removed by hand) is made again: the pod's container needs one for
-        // as long as it lives, so it is no change to undo; the sweep removes it with it.
-        let image = match keeper {
-            Some(_) => String::new(),
-            None => engine
-                .keeper_image()
-                .await
-                .map_err(|e| self.keeper_error(c, e))?,
-        };
-        self.hold_and_fill(
-            region,
-            &image,
-            &volume.name,
-            &files,
-            owner,
-            keeper.map(|k| k.id.as_str()),
-        )
-        .await
+        self.refill_volume(c, region, id, &files, owner).await
     }
 }
 
