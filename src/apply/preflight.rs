@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use super::container::{container_name_of, object_name};
 use super::{ApplyError, Run, Status};
 use crate::engine::Engine;
+use crate::engine::docker::KeeperError;
 use crate::graph::Kind;
 use crate::plan::{Action, Change};
 use crate::resources::attr;
-use crate::engine::docker::KeeperError;
 use crate::spec::Spec;
 
 impl Run<'_> {

@@ -294,7 +294,10 @@ pub async fn perform(
                 Ok(crate::engine::secrets::remove_volume_and_keeper(e, project, volume).await?)
             };
             (
-                format!("{}: removed secrets volume {volume} and its keeper", at(region)),
+                format!(
+                    "{}: removed secrets volume {volume} and its keeper",
+                    at(region)
+                ),
                 r.await,
             )
         }

@@ -116,7 +116,8 @@ pub async fn remove_volume_and_keeper(
 /// keepers, and any keeper whose volume no pod container mounts. Only under the project's
 /// lock, with no delivery in progress. Returns how many volumes went.
 pub async fn sweep(engine: &Engine, project: &str) -> Result<usize, EngineError> {
-    let (containers, volumes) = tokio::try_join!(engine.containers(project), engine.volumes(project))?;
+    let (containers, volumes) =
+        tokio::try_join!(engine.containers(project), engine.volumes(project))?;
     let used = in_use(&containers);
     for keeper in idle_keepers(&containers) {
         engine.remove(&keeper.id).await?;

@@ -422,7 +422,11 @@ mod tests {
         let keeper = ContainerInfo {
             id: "k".into(),
             name: "shop-api-berth-secrets-1-keeper".into(),
-            labels: crate::engine::secrets::keeper_labels("shop", "iad", "shop-api-berth-secrets-1"),
+            labels: crate::engine::secrets::keeper_labels(
+                "shop",
+                "iad",
+                "shop-api-berth-secrets-1",
+            ),
             state: "exited".into(),
             status: String::new(),
             binds: Vec::new(),

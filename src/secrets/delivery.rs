@@ -161,11 +161,16 @@ fn current_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
-/// Removes the project's delivery directories that are not in `keep` (those no container
-/// mounts any more). Returns how many went.
+/// Removes the project's delivery directories (made by an earlier berth) that are not in
+/// `keep` (those no container mounts any more). Returns how many went.
 pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize {
     let Ok(root) = check_root() else { return 0 };
     let base = root.join(project);
+    // Only a real directory of this user's: a symlink planted for it is never followed.
+    let ours = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir() && fsutil::is_mine(&m));
+    if !ours {
+        return 0;
+    }
     let Ok(entries) = std::fs::read_dir(&base) else {
         return 0;
     };

@@ -245,7 +245,10 @@ fn assert_no_stray_secrets(s: &Scene, context: &str) {
         })
         .collect();
     kept.sort();
-    assert_eq!(kept, mounted, "{context}: the keepers are not those of the volumes");
+    assert_eq!(
+        kept, mounted,
+        "{context}: the keepers are not those of the volumes"
+    );
     for v in &volumes {
         docker::assert_memory_volume(&s.project.0, v);
     }
@@ -767,10 +770,17 @@ fn destroy_leaves_no_secrets_volume_keeper_or_runtime_directory_of_the_project()
         .run()
         .code(0);
     s.berth(&["apply", "--yes"]).code(0);
-    assert_eq!(docker::secrets_volumes_of(&s.project.0).len(), 1, "delivered");
+    assert_eq!(
+        docker::secrets_volumes_of(&s.project.0).len(),
+        1,
+        "delivered"
+    );
     assert_eq!(docker::keepers_of(&s.project.0).len(), 1, "delivered");
     s.berth(&["destroy", "--yes"]).code(0);
-    assert_eq!(docker::secrets_volumes_of(&s.project.0), Vec::<String>::new());
+    assert_eq!(
+        docker::secrets_volumes_of(&s.project.0),
+        Vec::<String>::new()
+    );
     assert_eq!(docker::keepers_of(&s.project.0), []);
     let root = berth::secrets::delivery::root().unwrap().join(&s.project.0);
     assert!(!root.exists(), "{} is left", root.display());

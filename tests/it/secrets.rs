@@ -394,11 +394,20 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
     let (typ, volume, rw) = docker::secrets_mount_of(&s.name("web")).expect("a secrets mount");
     assert_eq!((typ.as_str(), rw), ("volume", false));
     docker::assert_memory_volume(&s.project.0, &volume);
-    assert_eq!(docker::secrets_volumes_of(&s.project.0), [volume.clone()]);
+    assert_eq!(
+        docker::secrets_volumes_of(&s.project.0),
+        std::slice::from_ref(&volume)
+    );
     // Its labels: berth's, with the ciphertext's fingerprint, never the value.
     let labels = docker(&["volume", "inspect", "-f", "{{json .Labels}}", &volume]);
-    assert!(labels.contains("\"io.berth.secrets.pod\":\"pod.web\""), "{labels}");
-    assert!(labels.contains("\"io.berth.secret.token\":\"sha256:"), "{labels}");
+    assert!(
+        labels.contains("\"io.berth.secrets.pod\":\"pod.web\""),
+        "{labels}"
+    );
+    assert!(
+        labels.contains("\"io.berth.secret.token\":\"sha256:"),
+        "{labels}"
+    );
     assert!(!labels.contains("a-token-of-enough-length"), "{labels}");
     s.plan(0);
 
@@ -408,7 +417,9 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
     let (keeper, _, _) = docker::keepers_of(&s.project.0).remove(0);
     docker(&["stop", "-t", "1", &s.name("web")]);
     docker(&["kill", &keeper]);
-    let _ = Command::new("docker").args(["start", &s.name("web")]).output();
+    let _ = Command::new("docker")
+        .args(["start", &s.name("web")])
+        .output();
     let plan = s.plan(2);
     assert_eq!(changed(&plan), [("pod.web".to_owned(), Action::Heal)]);
     s.berth(&["apply", "--yes"]).code(0);
@@ -437,7 +448,7 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
     assert_ne!(now, volume);
     assert_eq!(
         docker::secrets_volumes_of(&s.project.0),
-        [now.clone()],
+        std::slice::from_ref(&now),
         "one container, one secrets volume"
     );
     assert_eq!(docker::keepers_of(&s.project.0).len(), 1, "and one keeper");
@@ -700,12 +711,7 @@ fn on_the_engines_disk(value: &str) -> Vec<(String, Option<String>)> {
         .expect("grep runs");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|p| {
-            (
-                p.to_owned(),
-                berth::fsutil::filesystem_of(Path::new(p)),
-            )
-        })
+        .map(|p| (p.to_owned(), berth::fsutil::filesystem_of(Path::new(p))))
         .collect()
 }
 
@@ -737,7 +743,10 @@ fn a_secret_file_never_reaches_the_engines_disk() {
     s.berth(&["secrets", "init"]).code(0);
     s.set("token", &value).code(0);
     s.berth(&["apply", "--yes"]).code(0);
-    assert_eq!(s.exec("web", &["/testapp", "cat", "/run/secrets/token"]), value);
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        value
+    );
     // Under the data root, only where the engine mounts the volume's tmpfs (memory).
     let found = on_the_engines_disk(&value);
     assert!(

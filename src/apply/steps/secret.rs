@@ -303,8 +303,10 @@ impl Run<'_> {
         id: &str,
     ) -> Result<Option<String>, ApplyError> {
         let engine = self.engine(region);
-        let (containers, volumes) =
-            tokio::try_join!(engine.containers(self.project), engine.volumes(self.project))?;
+        let (containers, volumes) = tokio::try_join!(
+            engine.containers(self.project),
+            engine.volumes(self.project)
+        )?;
         Ok(containers
             .iter()
             .find(|x| x.id == id)
@@ -325,8 +327,10 @@ impl Run<'_> {
         owner: (u32, u32),
     ) -> Result<(), ApplyError> {
         let engine = self.engine(region);
-        let (containers, volumes) =
-            tokio::try_join!(engine.containers(self.project), engine.volumes(self.project))?;
+        let (containers, volumes) = tokio::try_join!(
+            engine.containers(self.project),
+            engine.volumes(self.project)
+        )?;
         let Some(volume) = containers
             .iter()
             .find(|x| x.id == id)

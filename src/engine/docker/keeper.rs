@@ -190,11 +190,9 @@ impl Engine {
             ..Default::default()
         };
         self.count();
-        let mut stream = self.docker.create_image(
-            Some(options),
-            Some(bollard::body_full(rootfs.into())),
-            None,
-        );
+        let mut stream =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {

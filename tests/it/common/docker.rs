@@ -306,7 +306,13 @@ pub fn secrets_mount_of(container: &str) -> Option<(String, String, bool)> {
 /// its one running keeper, and (while mounted on this machine's engine) on a tmpfs.
 pub fn assert_memory_volume(project: &str, volume: &str) {
     assert_eq!(
-        docker(&["volume", "inspect", "-f", "{{.Driver}} {{index .Options \"type\"}} {{index .Options \"device\"}}", volume]),
+        docker(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Driver}} {{index .Options \"type\"}} {{index .Options \"device\"}}",
+            volume
+        ]),
         "local tmpfs tmpfs"
     );
     let held: Vec<_> = keepers_of(project)
