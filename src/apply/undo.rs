@@ -289,17 +289,7 @@ pub async fn perform(
             )
         }
         Undo::RemoveSecretsVolume { region, volume } => {
-            let r = async {
-                let e = engine(engines, region)?;
-                Ok(crate::engine::secrets::remove_volume_and_keeper(e, project, volume).await?)
-            };
-            (
-                format!(
-                    "{}: removed secrets volume {volume} and its keeper",
-                    at(region)
-                ),
-                r.await,
-            )
+            undo_secrets_volume(engines, project, region, volume).await
         }
         Undo::Restore {
             region,
@@ -400,6 +390,26 @@ pub async fn perform(
 
 fn at(region: &str) -> String {
     format!("in `{region}`")
+}
+
+/// A secrets volume's keeper removed (killed), then the volume.
+async fn undo_secrets_volume(
+    engines: &HashMap<String, Engine>,
+    project: &str,
+    region: &str,
+    volume: &str,
+) -> (String, Result<(), UndoError>) {
+    let r = async {
+        let e = engine(engines, region)?;
+        Ok(crate::engine::secrets::remove_volume_and_keeper(e, project, volume).await?)
+    };
+    (
+        format!(
+            "{}: removed secrets volume {volume} and its keeper",
+            at(region)
+        ),
+        r.await,
+    )
 }
 
 /// A network removed, or kept (and why) when other projects' containers use it.

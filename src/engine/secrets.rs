@@ -16,8 +16,23 @@ pub fn volume_name(container: &str) -> String {
     format!(
         "{}-berth-secrets-{}",
         container.trim_end_matches("-berth-next"),
-        crate::secrets::delivery::token()
+        token()
     )
+}
+
+/// 16 random hex digits (the kernel's random source; the clock and pid without it).
+fn token() -> String {
+    let mut bytes = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    crate::encode::hex(&bytes)
 }
 
 /// The keeper of a secrets volume.
