@@ -434,6 +434,19 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
     docker::assert_memory_volume(&s.project.0, &volume);
     s.plan(0);
 
+    // Its keeper removed by hand: plan heals the pod, apply makes a keeper again.
+    let (keeper, _, _) = docker::keepers_of(&s.project.0).remove(0);
+    docker(&["rm", "-f", &keeper]);
+    let plan = s.plan(2);
+    assert_eq!(changed(&plan), [("pod.web".to_owned(), Action::Heal)]);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        "a-token-of-enough-length"
+    );
+    docker::assert_memory_volume(&s.project.0, &volume);
+    s.plan(0);
+
     // A new value: the pod is replaced "because secret.token changed"; the old
     // container's directory is swept away with it.
     s.set("token", "another-token-of-enough-length").code(0);
