@@ -163,16 +163,14 @@ pub enum ApplyError {
         region: String,
         ncpu: i64,
     },
-    #[error(
-        "`{address}` gets secret files, and this host has nowhere safe to put them: {reason}; nothing was changed"
-    )]
+    #[error("`{address}` gets secret files, and {reason}; nothing was changed")]
     #[diagnostic(
-        code(berth::runtime_dir),
+        code(berth::secrets_keeper),
         help(
-            "point $BERTH_RUNTIME_DIR at a directory of yours on a tmpfs (e.g. under /dev/shm or $XDG_RUNTIME_DIR), or unset it; or deliver the pod's secrets as env"
+            "secret files are held in memory on the engine by a tiny keeper container: run this pod on an engine of a supported architecture, or deliver its secrets as env"
         )
     )]
-    RuntimeDir { address: String, reason: String },
+    NoKeeper { address: String, reason: String },
     #[error("`{address}`: cannot write its schedule's units: {reason}")]
     #[diagnostic(
         code(berth::unit_dir),
@@ -658,8 +656,15 @@ impl<'a> Run<'a> {
 }
 
 /// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
-/// rolled back): they live only as long as a container mounts them.
+/// rolled back): they live only as long as a container mounts them. On every engine, the
+/// secrets volumes (of pods, of the proxy) no container mounts, with their keepers; on
+/// this machine, the tmpfs directories an earlier berth made that no container of a local
+/// engine bind-mounts any more.
 pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
+    for engine in engines.values() {
+        // Best effort: what is left is swept by the next apply, rollback or recover.
+        let _ = crate::engine::secrets::sweep(engine, project).await;
+    }
     let Ok(root) = delivery::check_root() else {
         return;
     };

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use super::container::{container_name_of, object_name};
 use super::{ApplyError, Run, Status};
 use crate::engine::Engine;
+use crate::engine::docker::KeeperError;
 use crate::graph::Kind;
 use crate::plan::{Action, Change};
 use crate::resources::attr;
-use crate::secrets::delivery;
 use crate::spec::Spec;
 
 impl Run<'_> {
@@ -54,28 +54,6 @@ impl Run<'_> {
                 Err(unsupported(
                     "use an external volume",
                     "create the volume by hand and drop `external: true` to let berth manage it",
-                ))
-            }
-            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
-                if self
-                    .spec
-                    .pods
-                    .get(&c.address.name)
-                    .is_some_and(|p| !p.secrets.is_empty())
-                    && !self.engine(&self.region_of(c)).is_local() =>
-            {
-                Err(unsupported(
-                    "deliver secrets to an engine on another machine",
-                    "secrets reach a container through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
-                ))
-            }
-            (Kind::Proxy, Action::Create | Action::Replace | Action::Update | Action::Heal)
-                if self.spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
-                    && !self.engine(&self.region_of(c)).is_local() =>
-            {
-                Err(unsupported(
-                    "deliver the proxy's certificates to an engine on another machine",
-                    "certificates and keys reach the proxy through a tmpfs on the engine's host: run berth on that host (engine `unix://...`)",
                 ))
             }
             _ => Ok(()),
@@ -228,14 +206,15 @@ impl Run<'_> {
 /// The pre-flight of pod changes against their engine and this host: what the engine or
 /// the secrets delivery would otherwise refuse in the middle of an apply, after the old
 /// container was stopped. A CPU limit above the engine's CPU count (`NCPU` of its
-/// `/info`), and secret files with no memory filesystem here to hold them. Run before
-/// anything changes (before a `before_apply` backup too).
+/// `/info`); secret files (a pod's, the proxy's certificates) for an engine no keeper can
+/// run on (its keeper image imported here, once per engine). Run before anything changes (before a `before_apply` backup too).
 pub async fn preflight_host(
     spec: &Spec,
     changes: &[&Change],
     engines: &HashMap<String, Engine>,
 ) -> Result<(), ApplyError> {
     let mut ncpu: HashMap<&str, i64> = HashMap::new();
+    let mut keepers: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let regions = spec.region_names();
     for c in changes {
         if c.address.kind == Kind::Backup
@@ -252,18 +231,27 @@ pub async fn preflight_host(
                 reason,
             });
         }
-        if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
-            continue;
-        }
-        let Some(pod) = spec.pods.get(&c.address.name) else {
-            continue;
-        };
         let region = c
             .address
             .region
             .as_deref()
             .or_else(|| regions.first().copied())
             .unwrap_or_default();
+        // The proxy's certificates and keys are held by a keeper too.
+        if c.address.kind == Kind::Proxy
+            && matches!(c.action, Action::Create | Action::Replace)
+            && spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
+            && let Some(engine) = engines.get(region)
+            && keepers.insert(region)
+        {
+            keeper_image(engine, c).await?;
+        }
+        if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
+            continue;
+        }
+        let Some(pod) = spec.pods.get(&c.address.name) else {
+            continue;
+        };
         let Some(engine) = engines.get(region) else {
             continue;
         };
@@ -287,15 +275,24 @@ pub async fn preflight_host(
                 });
             }
         }
-        if engine.is_local()
-            && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Err(e) = delivery::check_project(&spec.project.value)
-        {
-            return Err(ApplyError::RuntimeDir {
-                address: c.address.to_string(),
-                reason: e.to_string(),
-            });
+        // Secret files go into a memory-backed volume held by a keeper: its image, for the
+        // engine's architecture, is there before anything changes (one per engine).
+        if pod.secrets.iter().any(|s| s.value.env().is_none()) && keepers.insert(region) {
+            keeper_image(engine, c).await?;
         }
     }
     Ok(())
+}
+
+/// The keeper image on `engine`, imported if it is missing; refused (before any change)
+/// when the engine's architecture has none.
+async fn keeper_image(engine: &Engine, c: &Change) -> Result<(), ApplyError> {
+    match engine.keeper_image().await {
+        Ok(_) => Ok(()),
+        Err(KeeperError::Engine(e)) => Err(e.into()),
+        Err(e) => Err(ApplyError::NoKeeper {
+            address: c.address.to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }

@@ -151,7 +151,7 @@ struct Recovering<'a> {
 
 impl Recovering<'_> {
     /// Nothing to finish; containers left beside a pod's own (by a crash of an older berth,
-    /// say) still go, and so do the secrets runtime directories no container mounts (of
+    /// say) still go, and so do the secrets volumes and keepers no container mounts (of
     /// those, or of an apply killed once its journal had ended).
     fn leftovers(&self, put_away: Vec<String>) -> Result<Vec<String>, EngineError> {
         let (runtime, project) = (self.runtime, self.project);
@@ -314,7 +314,7 @@ fn unfinished(lines: &[String]) -> String {
 
 /// After undoing: the names held while undoing container creates are free again; then,
 /// when every undo went through (none set aside is waiting for its name), what is left
-/// beside a pod's own goes, and so do the secrets runtime directories of containers that
+/// beside a pod's own goes, and so do the secrets volumes and keepers of containers that
 /// are gone. `false` when something could not be checked.
 async fn tidy(
     engines: &HashMap<String, Engine>,

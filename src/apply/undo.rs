@@ -30,6 +30,12 @@ pub enum Undo {
         region: String,
         name: String,
     },
+    /// A pod's memory-backed secrets volume about to be created, and its keeper: remove
+    /// the keeper (killed), then the volume.
+    RemoveSecretsVolume {
+        region: String,
+        volume: String,
+    },
     /// An old container about to be stopped and set aside: give it back its name, and
     /// start it if it was running.
     Restore {
@@ -282,6 +288,9 @@ pub async fn perform(
                 r.await,
             )
         }
+        Undo::RemoveSecretsVolume { region, volume } => {
+            undo_secrets_volume(engines, project, region, volume).await
+        }
         Undo::Restore {
             region,
             id,
@@ -381,6 +390,26 @@ pub async fn perform(
 
 fn at(region: &str) -> String {
     format!("in `{region}`")
+}
+
+/// A secrets volume's keeper removed (killed), then the volume.
+async fn undo_secrets_volume(
+    engines: &HashMap<String, Engine>,
+    project: &str,
+    region: &str,
+    volume: &str,
+) -> (String, Result<(), UndoError>) {
+    let r = async {
+        let e = engine(engines, region)?;
+        Ok(crate::engine::secrets::remove_volume_and_keeper(e, project, volume).await?)
+    };
+    (
+        format!(
+            "{}: removed secrets volume {volume} and its keeper",
+            at(region)
+        ),
+        r.await,
+    )
 }
 
 /// A network removed, or kept (and why) when other projects' containers use it.

@@ -70,8 +70,14 @@ pub async fn sweep_helpers(
     project: &str,
 ) -> Result<usize, crate::engine::EngineError> {
     let mut removed = 0;
-    for c in engine.containers(project).await? {
-        if c.labels.contains_key(labels::HELPER) {
+    let containers = engine.containers(project).await?;
+    // A secrets keeper stays as long as a pod container mounts the volume it holds.
+    let idle = crate::engine::secrets::idle_keepers(&containers);
+    for c in &containers {
+        let keeper = crate::engine::secrets::is_keeper(c);
+        if (keeper && idle.iter().any(|k| k.id == c.id))
+            || (!keeper && c.labels.contains_key(labels::HELPER))
+        {
             engine.remove(&c.id).await?;
             removed += 1;
         }

@@ -14,6 +14,11 @@
 //! - `io.berth.helper`: on the never-started containers that backups and restores read and
 //!   fill volumes through (with `io.berth.project`): what they are for. One left behind by
 //!   a killed command is removed by `recover` and by the next backup or restore.
+//!   `secrets-keeper` marks the container that holds a pod's secrets volume mounted
+//!   ([`KEEPS`] names the volume): it lives as long as a pod container mounts that volume.
+//! - on a pod's memory-backed secrets volume: `io.berth.secrets.pod` (the pod's address
+//!   without region), `io.berth.secrets.region`, and `io.berth.secret.NAME` for each file it
+//!   holds: the fingerprint of the secret's *ciphertext* (never anything decrypted).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +32,17 @@ pub const DEPENDS_ON: &str = "io.berth.depends_on";
 pub const REVISION: &str = "io.berth.revision";
 pub const IMAGE: &str = "io.berth.image";
 pub const HELPER: &str = "io.berth.helper";
+
+/// [`HELPER`]'s value on the keeper of a secrets volume.
+pub const KEEPER: &str = "secrets-keeper";
+/// On a keeper: the secrets volume it holds mounted.
+pub const KEEPS: &str = "io.berth.keeps";
+/// On a secrets volume: the pod (address without region) whose secrets it holds.
+pub const SECRETS_POD: &str = "io.berth.secrets.pod";
+/// On a secrets volume and its keeper: the region.
+pub const SECRETS_REGION: &str = "io.berth.secrets.region";
+/// On a secrets volume, before a secret's name: the fingerprint of its ciphertext.
+pub const SECRET_FINGERPRINT: &str = "io.berth.secret.";
 
 /// The label filter that finds a project's objects in one list call.
 pub fn project_filter(project: &str) -> HashMap<String, Vec<String>> {

@@ -7,6 +7,7 @@ pub mod context;
 pub mod docker;
 pub mod labels;
 pub mod names;
+pub mod secrets;
 
 pub use docker::{Engine, EngineError};
 

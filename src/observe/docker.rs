@@ -54,9 +54,7 @@ pub async fn observe_listed(
     }
     let mut found = from_lists(region, &containers, &networks, &volumes);
     super::proxy::read_configs(engine, &mut found).await?;
-    if engine.is_local() {
-        secrets_gone(&containers, &mut found);
-    }
+    secrets_held(&containers, &volumes, &mut found);
     Ok(found)
 }
 
@@ -81,7 +79,8 @@ pub fn duplicates(containers: &[ContainerInfo]) -> Vec<(Address, Vec<&ContainerI
 /// Removes, from one list of the project's containers, what interrupted commands left:
 /// containers made only to hold a name, helper containers of a killed backup or restore
 /// (they mount the project's volumes, which a destroy could not remove while they exist),
-/// and containers left beside a pod's own ([`remove_strays_in`]). Only for a caller that
+/// keepers of secrets volumes no pod container mounts, and containers left beside a pod's
+/// own ([`remove_strays_in`]). Only for a caller that
 /// holds the project's lock with no apply to recover (nothing else is creating
 /// containers). Returns the list without them, and what it removed, said.
 pub async fn tidy(
@@ -90,12 +89,16 @@ pub async fn tidy(
     containers: Vec<ContainerInfo>,
 ) -> Result<(Vec<ContainerInfo>, Vec<String>), EngineError> {
     let mut kept = Vec::new();
+    let mut keepers = Vec::new();
     let mut helpers = 0;
     for c in containers {
         if c.labels
             .contains_key(crate::engine::docker::NAME_HOLD_LABEL)
         {
             engine.remove(&c.id).await?;
+        } else if crate::engine::secrets::is_keeper(&c) {
+            // Kept while a pod container mounts its volume (below).
+            keepers.push(c);
         } else if c.labels.contains_key(labels::HELPER) {
             engine.remove(&c.id).await?;
             helpers += 1;
@@ -103,7 +106,18 @@ pub async fn tidy(
             kept.push(c);
         }
     }
-    let (kept, mut said) = remove_strays_in(engine, kept).await?;
+    let (mut kept, mut said) = remove_strays_in(engine, kept).await?;
+    // A keeper whose pod container is gone (a kill between them) goes too.
+    kept.extend(keepers);
+    let idle: Vec<String> = crate::engine::secrets::idle_keepers(&kept)
+        .into_iter()
+        .map(|k| k.id.clone())
+        .collect();
+    for id in &idle {
+        engine.remove(id).await?;
+        helpers += 1;
+    }
+    kept.retain(|c| !idle.contains(&c.id));
     said.extend(crate::archive::helpers::helpers_removed(helpers, region));
     Ok((kept, said))
 }
@@ -175,20 +189,60 @@ pub async fn remove_name_holds(engine: &Engine, project: &str) -> Result<(), Eng
     Ok(())
 }
 
-/// A container whose decrypted secrets are gone from this machine's tmpfs (emptied by a
-/// reboot) has drifted: apply delivers them again and restarts it.
-fn secrets_gone(containers: &[ContainerInfo], found: &mut [ObservedResource]) {
+/// The version observed of the secrets of a container given them by an earlier berth,
+/// through a directory on this machine's tmpfs.
+pub const LEGACY_DELIVERY: &str = "(on this host's tmpfs, as berth did before secrets volumes)";
+
+/// What a pod container's secrets volume says of it: the ciphertext fingerprints its labels
+/// record are the versions of the secrets the container really holds (a difference to the
+/// spec's files replaces it); a volume whose keeper does not run (the engine restarted, and
+/// the memory that held the files is gone) has drifted: apply fills it again and restarts
+/// the container.
+pub fn secrets_held(
+    containers: &[ContainerInfo],
+    volumes: &[ObjectInfo],
+    found: &mut [ObservedResource],
+) {
+    use crate::engine::secrets;
     for c in containers {
-        let gone = c.binds.iter().any(|(source, dest)| {
-            dest == crate::spec::SECRETS_MOUNT_POINT && !std::path::Path::new(source).is_dir()
-        });
-        if let Some(o) = found
-            .iter_mut()
-            .find(|o| gone && o.id.as_deref() == Some(c.id.as_str()))
+        // A container an earlier berth gave its secrets through a directory of this
+        // machine's tmpfs (bind-mounted): its secrets are of no version berth delivers
+        // now, so that apply replaces it once, into a secrets volume.
+        if c.binds
+            .iter()
+            .any(|(_, dest)| dest == crate::spec::SECRETS_MOUNT_POINT)
+            && let Some(o) = found
+                .iter_mut()
+                .find(|o| o.id.as_deref() == Some(c.id.as_str()))
         {
+            for (k, v) in o.attrs.iter_mut() {
+                if k.starts_with(attr::SECRET_PREFIX) && k.ends_with(".version") {
+                    *v = LEGACY_DELIVERY.to_owned();
+                }
+            }
+        }
+        let Some(volume) = secrets::volume_of(c, volumes) else {
+            continue;
+        };
+        let Some(o) = found
+            .iter_mut()
+            .find(|o| o.id.as_deref() == Some(c.id.as_str()))
+        else {
+            continue;
+        };
+        for (name, fingerprint) in secrets::fingerprints(&volume.labels) {
+            if let Some(v) = o.attrs.get_mut(&attr::secret_version(&name)) {
+                v.clone_from(&fingerprint);
+            }
+        }
+        let held = containers
+            .iter()
+            .any(|k| secrets::kept_by(k) == Some(volume.name.as_str()) && k.state == "running");
+        if !held {
             o.drift.push(Drift {
                 field: "secrets".into(),
-                observed: "missing from the host's tmpfs (rebooted?)".into(),
+                observed: "not held in memory (its keeper does not run: the engine restarted?)"
+                    .into(),
                 expected: "delivered".into(),
             });
         }
@@ -351,5 +405,58 @@ mod tests {
         let got = from_lists(None, &containers, &[], &[]);
         assert_eq!(got[0].drift[0].field, "health");
         assert_eq!(got[0].drift[0].observed, "unhealthy");
+    }
+
+    #[test]
+    fn a_secrets_volume_without_a_running_keeper_has_drifted_and_its_labels_give_the_versions() {
+        let pod = ContainerInfo {
+            id: "a".into(),
+            name: "shop-api".into(),
+            labels: labelled("pod.api", &[("secret.db.version", "sha256:new")]),
+            state: "running".into(),
+            status: "Up 2 minutes".into(),
+            binds: Vec::new(),
+            volumes: vec!["shop-api-berth-secrets-1".into()],
+            image_id: String::new(),
+        };
+        let keeper = ContainerInfo {
+            id: "k".into(),
+            name: "shop-api-berth-secrets-1-keeper".into(),
+            labels: crate::engine::secrets::keeper_labels(
+                "shop",
+                "iad",
+                "shop-api-berth-secrets-1",
+            ),
+            state: "exited".into(),
+            status: String::new(),
+            binds: Vec::new(),
+            volumes: vec!["shop-api-berth-secrets-1".into()],
+            image_id: String::new(),
+        };
+        let volumes = vec![ObjectInfo {
+            name: "shop-api-berth-secrets-1".into(),
+            labels: crate::engine::secrets::volume_labels(
+                "shop",
+                "iad",
+                "pod.api",
+                &BTreeMap::from([("db".to_owned(), "sha256:old".to_owned())]),
+            ),
+        }];
+        let mut containers = vec![pod, keeper];
+        let mut found = from_lists(None, &containers, &[], &volumes);
+        secrets_held(&containers, &volumes, &mut found);
+        assert_eq!(found.len(), 1, "the keeper is no resource");
+        assert_eq!(found[0].attrs["secret.db.version"], "sha256:old");
+        assert_eq!(found[0].drift[0].field, "secrets");
+        containers[1].state = "running".into();
+        let mut found = from_lists(None, &containers, &[], &volumes);
+        secrets_held(&containers, &volumes, &mut found);
+        assert!(found[0].drift.is_empty());
+        // Given its secrets by an earlier berth, through this host's tmpfs.
+        containers[0].volumes.clear();
+        containers[0].binds = vec![("/run/berth/shop/x".into(), "/run/secrets".into())];
+        let mut found = from_lists(None, &containers, &[], &volumes);
+        secrets_held(&containers, &volumes, &mut found);
+        assert_eq!(found[0].attrs["secret.db.version"], LEGACY_DELIVERY);
     }
 }

@@ -1,24 +1,19 @@
-//! How a decrypted value reaches a container without touching persistent disk: a directory
-//! per container on a memory filesystem (tmpfs) of the engine's host, holding one file per
-//! secret (mode 0400, owned by the container's user), bind-mounted read-only at
-//! `/run/secrets`. The directory lives as long as its container: apply sweeps away the
-//! directories no container of the project mounts any more, and a reboot empties it (apply
-//! then delivers again, as a heal).
+//! This machine's memory filesystem (tmpfs) for decrypted values that must be a file here
+//! for a moment (the value typed into `$EDITOR` by `berth secrets set`), and the pod's user
+//! as numbers (the owner of its secret files).
 //!
-//! This needs the engine on the machine berth runs on (a `unix://` endpoint): the bind
-//! source is a path on the engine's host.
+//! Secrets no longer reach containers through this directory: they go into a
+//! memory-backed volume on the container's own engine (`engine::secrets`). Earlier
+//! versions of berth made a directory per container here, bind-mounted at `/run/secrets`;
+//! [`sweep`] removes those no container mounts any more.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::Plaintext;
 use crate::fsutil;
 
 /// Overrides where the per-container directories are made (must be a tmpfs).
 pub const ENV_RUNTIME_DIR: &str = "BERTH_RUNTIME_DIR";
-
-/// Where secrets appear inside a container.
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -136,26 +131,6 @@ fn given_root(dir: PathBuf, make: bool) -> Result<PathBuf, DeliveryError> {
     Ok(own)
 }
 
-/// Checks, before the first change, that the project's directory under the root, if it
-/// exists already, is one berth may put secrets into: a real directory of this user, never
-/// a symlink (which apply would otherwise refuse only after stopping a container).
-pub fn check_project(project: &str) -> Result<(), DeliveryError> {
-    check_project_in(&check_root()?, project)
-}
-
-fn check_project_in(root: &Path, project: &str) -> Result<(), DeliveryError> {
-    let base = root.join(project);
-    match std::fs::symlink_metadata(&base) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(&base)(e)),
-        Ok(m) if m.is_dir() && fsutil::is_mine(&m) => Ok(()),
-        Ok(_) => Err(DeliveryError::NoTmpfs(format!(
-            "`{}` is not a directory of this user (a symlink, or someone else's): refusing to put secrets there; remove it",
-            base.display()
-        ))),
-    }
-}
-
 /// A directory of ours that nobody else can use against us: a real directory (not a
 /// symlink planted in a shared /dev/shm), owned by this user, mode 0700 (set when `fix`,
 /// else only checked to be fixable), on a memory filesystem.
@@ -186,84 +161,16 @@ fn current_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
-/// One value to deliver as a file.
-pub struct SecretFile<'a> {
-    pub name: &'a str,
-    pub value: &'a Plaintext,
-    pub mode: u32,
-}
-
-/// Makes a fresh directory for one container, holding `files` owned by `uid:gid`; returns
-/// its path (the bind source for [`MOUNT_POINT`]).
-pub fn prepare(
-    project: &str,
-    files: &[SecretFile<'_>],
-    uid: u32,
-    gid: u32,
-) -> Result<PathBuf, DeliveryError> {
-    let base = root()?.join(project);
-    fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
-    owned_private_memory(&base, true)?;
-    let dir = base.join(token());
-    std::fs::DirBuilder::new().create(&dir).map_err(io(&dir))?;
-    fsutil::set_mode(&dir, 0o700).map_err(io(&dir))?;
-    write_into(&dir, files, uid, gid)?;
-    Ok(dir)
-}
-
-/// Writes `files` into a delivery directory of `project` again (after a reboot emptied the
-/// tmpfs). Refuses any other directory: only berth's own are ever written to.
-pub fn refill(
-    project: &str,
-    dir: &Path,
-    files: &[SecretFile<'_>],
-    uid: u32,
-    gid: u32,
-) -> Result<(), DeliveryError> {
-    if !is_delivery_dir(project, dir) {
-        return Err(DeliveryError::NoTmpfs(format!(
-            "`{}` is not one of berth's delivery directories: refusing to write secrets there",
-            dir.display()
-        )));
-    }
-    let base = fsutil::parent_of(dir);
-    fsutil::create_dir_all(&base, 0o700).map_err(io(&base))?;
-    owned_private_memory(&base, true)?;
-    fsutil::create_dir_all(dir, 0o700).map_err(io(dir))?;
-    fsutil::set_mode(dir, 0o700).map_err(io(dir))?;
-    for f in files {
-        let _ = std::fs::remove_file(dir.join(f.name));
-    }
-    write_into(dir, files, uid, gid)
-}
-
-fn write_into(
-    dir: &Path,
-    files: &[SecretFile<'_>],
-    uid: u32,
-    gid: u32,
-) -> Result<(), DeliveryError> {
-    for f in files {
-        let path = dir.join(f.name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(&path))?;
-        file.write_all(f.value.expose()).map_err(io(&path))?;
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io(&path))?;
-        fsutil::set_mode(&path, f.mode).map_err(io(&path))?;
-    }
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io(dir))?;
-    fsutil::set_mode(dir, 0o500).map_err(io(dir))
-}
-
-/// Removes the project's delivery directories that are not in `keep` (those no container
-/// mounts any more). Returns how many went.
+/// Removes the project's delivery directories (made by an earlier berth) that are not in
+/// `keep` (those no container mounts any more). Returns how many went.
 pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize {
     let Ok(root) = check_root() else { return 0 };
     let base = root.join(project);
+    // Only a real directory of this user's: a symlink planted for it is never followed.
+    let ours = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir() && fsutil::is_mine(&m));
+    if !ours {
+        return 0;
+    }
     let Ok(entries) = std::fs::read_dir(&base) else {
         return 0;
     };
@@ -288,25 +195,6 @@ pub fn sweep(project: &str, keep: &std::collections::HashSet<PathBuf>) -> usize 
     removed
 }
 
-/// Whether `path` is one of the project's delivery directories.
-pub fn is_delivery_dir(project: &str, path: &Path) -> bool {
-    check_root().is_ok_and(|r| path.parent() == Some(&r.join(project)))
-}
-
-fn token() -> String {
-    let mut bytes = [0u8; 8];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok();
-    if !ok {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    crate::encode::hex(&bytes)
-}
-
 /// `uid[:gid]` as numbers; `None` for a user name (which only the image can resolve).
 pub fn numeric_user(user: &str) -> Option<(u32, u32)> {
     let user = user.trim();
@@ -322,6 +210,20 @@ pub fn numeric_user(user: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token() -> String {
+        let mut bytes = [0u8; 8];
+        let ok = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .is_ok();
+        if !ok {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        crate::encode::hex(&bytes)
+    }
 
     #[test]
     fn users() {
@@ -348,44 +250,19 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_planted_for_the_project_dir_is_refused_by_the_check() {
-        let root = tempfile::tempdir().unwrap();
-        let elsewhere = tempfile::tempdir().unwrap();
-        assert!(check_project_in(root.path(), "p").is_ok());
-        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("p")).unwrap();
-        let e = check_project_in(root.path(), "p").unwrap_err().to_string();
-        assert!(e.contains("a symlink"), "{e}");
-        std::fs::remove_file(root.path().join("p")).unwrap();
-        std::fs::create_dir(root.path().join("p")).unwrap();
-        assert!(check_project_in(root.path(), "p").is_ok());
-    }
-
-    #[test]
-    fn delivery_lands_on_tmpfs_with_modes_and_is_swept() {
+    fn directories_no_container_mounts_are_swept() {
         let Ok(root) = root() else {
-            return; // no tmpfs on this machine: nothing to deliver to
+            return; // no tmpfs on this machine
         };
-        assert!(is_memory(fsutil::filesystem_of(&root).as_deref()));
         let project = format!("unit-{}", token());
-        let v = Plaintext::new(b"value".to_vec());
-        let uid = current_uid();
-        let dir = prepare(
-            &project,
-            &[SecretFile {
-                name: "k",
-                value: &v,
-                mode: 0o400,
-            }],
-            uid,
-            uid,
-        )
-        .unwrap();
-        assert!(is_delivery_dir(&project, &dir));
-        assert_eq!(fsutil::mode_of(&dir.join("k")).unwrap(), 0o400);
-        assert_eq!(fsutil::mode_of(&dir).unwrap(), 0o500);
-        assert_eq!(std::fs::read(dir.join("k")).unwrap(), b"value");
-        assert_eq!(sweep(&project, &Default::default()), 1);
-        assert!(!dir.exists());
-        let _ = std::fs::remove_dir(root.join(&project));
+        let gone = root.join(&project).join("gone");
+        let kept = root.join(&project).join("kept");
+        fsutil::create_dir_all(&gone, 0o700).unwrap();
+        fsutil::create_dir_all(&kept, 0o700).unwrap();
+        fsutil::set_mode(&gone, 0o500).unwrap();
+        let keep = std::collections::HashSet::from([kept.clone()]);
+        assert_eq!(sweep(&project, &keep), 1);
+        assert!(!gone.exists() && kept.exists());
+        let _ = std::fs::remove_dir_all(root.join(&project));
     }
 }

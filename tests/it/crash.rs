@@ -2,7 +2,7 @@
 //! `recover` (or `recover --forward`) at random moments, with and without secret files; a create the engine is still finishing when `recover` runs;
 //! a removal still in progress when the next `recover` runs; two containers claiming one
 //! pod; `destroy` beside a container of another project; what `destroy` leaves in the
-//! secrets runtime directory; the revision label. Checked with the docker CLI.
+//! secrets volumes and keepers; the revision label. Checked with the docker CLI.
 //!
 //! The randomised test runs `BERTH_CRASH_ROUNDS` rounds (30 by default) from the seed
 //! `BERTH_CRASH_SEED` (random by default, printed so that a failure can be replayed).
@@ -204,52 +204,56 @@ fn assert_clean(s: &Scene, names: &[String], context: &str) {
         [format!("{}-default", s.project.0)],
         "{context}: networks"
     );
+    let secrets = docker::secrets_volumes_of(&s.project.0);
+    let volumes: Vec<String> = s
+        .objects("volume")
+        .into_iter()
+        .filter(|v| !secrets.contains(v))
+        .collect();
     assert_eq!(
-        s.objects("volume"),
+        volumes,
         [format!("{}-data", s.project.0)],
         "{context}: volumes"
     );
-    assert_no_stray_runtime_dir(s, context);
+    assert_no_stray_secrets(s, context);
 }
 
-/// The project's secrets runtime directories are exactly those its containers mount at
-/// /run/secrets: none is left of a container that is gone (a candidate rolled back, an old
-/// container replaced), and with none mounted, the project has no directory at all.
-fn assert_no_stray_runtime_dir(s: &Scene, context: &str) {
-    let root = berth::secrets::delivery::check_root().expect("a tmpfs for secrets");
-    let base = root.join(&s.project.0);
-    let mut on_disk: Vec<String> = std::fs::read_dir(&base)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path().display().to_string())
-                .collect()
+/// The project's secrets volumes are exactly those its containers mount at /run/secrets,
+/// each held by one running keeper, and there is no other keeper: none is left of a
+/// container that is gone (a candidate rolled back, an old container replaced). And no
+/// pod's secrets are on this machine's secrets runtime directory.
+fn assert_no_stray_secrets(s: &Scene, context: &str) {
+    let volumes = docker::secrets_volumes_of(&s.project.0);
+    let mut mounted: Vec<String> = docker::containers_of(&s.project.0)
+        .iter()
+        .filter_map(|c| docker::secrets_mount_of(c))
+        .map(|(typ, name, rw)| {
+            assert_eq!((typ.as_str(), rw), ("volume", false), "{context}");
+            name
         })
-        .unwrap_or_default();
-    on_disk.sort();
-    let ids = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=io.berth.project={}", s.project.0),
-    ]);
-    let mut mounted: Vec<String> = ids
-        .split_whitespace()
-        .map(|id| {
-            docker(&[
-                "inspect",
-                "-f",
-                "{{range .Mounts}}{{if eq .Destination \"/run/secrets\"}}{{.Source}} {{end}}{{end}}",
-                id,
-            ])
-        })
-        .flat_map(|m| m.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect();
     mounted.sort();
     assert_eq!(
-        on_disk, mounted,
-        "{context}: the runtime directories are not those the containers mount"
+        volumes, mounted,
+        "{context}: the secrets volumes are not those the containers mount"
     );
-    if mounted.is_empty() {
+    let mut kept: Vec<String> = docker::keepers_of(&s.project.0)
+        .into_iter()
+        .map(|(name, state, volume)| {
+            assert_eq!(state, "running", "{context}: keeper {name}");
+            volume
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept, mounted,
+        "{context}: the keepers are not those of the volumes"
+    );
+    for v in &volumes {
+        docker::assert_memory_volume(&s.project.0, v);
+    }
+    if let Ok(root) = berth::secrets::delivery::check_root() {
+        let base = root.join(&s.project.0);
         assert!(
             !base.exists(),
             "{context}: the runtime directory {} is left",
@@ -310,7 +314,7 @@ fn run_and_kill(s: &Scene, args: &[&str], after: Duration) -> bool {
 }
 
 /// Each round applies another of three revisions (with no secret, and two with a secret
-/// file in pod `a`, so that every round adds, replaces or removes a runtime directory),
+/// file in pod `a`, so that every round adds, replaces or removes a secrets volume),
 /// kills the apply, then perhaps the `recover` after it, and recovers: every third round
 /// with `recover --forward` (the killed recover too), which must end in the new revision
 /// whole; the others in the old or the new one.
@@ -355,7 +359,7 @@ fn kill_9_of_apply_then_of_recover_at_random_moments_ends_in_one_whole_revision(
     let started = Instant::now();
     s.berth(&["apply", "--yes"]).code(0);
     let apply_takes = started.elapsed();
-    assert_no_stray_runtime_dir(&s, "after the first apply with a secret");
+    assert_no_stray_secrets(&s, "after the first apply with a secret");
     let mut now = 1;
     let (mut old, mut new, mut recovered_after_kill, mut forward_rounds) = (0, 0, 0, 0);
     for round in 0..rounds {
@@ -749,7 +753,7 @@ fn a_foreign_container_joining_the_network_during_destroy_keeps_it_named_and_lea
 }
 
 #[test]
-fn destroy_leaves_no_directory_of_the_project_in_the_secrets_runtime_directory() {
+fn destroy_leaves_no_secrets_volume_keeper_or_runtime_directory_of_the_project() {
     if !docker::available() {
         return;
     }
@@ -766,9 +770,19 @@ fn destroy_leaves_no_directory_of_the_project_in_the_secrets_runtime_directory()
         .run()
         .code(0);
     s.berth(&["apply", "--yes"]).code(0);
-    let root = berth::secrets::delivery::root().unwrap().join(&s.project.0);
-    assert!(root.is_dir(), "delivered");
+    assert_eq!(
+        docker::secrets_volumes_of(&s.project.0).len(),
+        1,
+        "delivered"
+    );
+    assert_eq!(docker::keepers_of(&s.project.0).len(), 1, "delivered");
     s.berth(&["destroy", "--yes"]).code(0);
+    assert_eq!(
+        docker::secrets_volumes_of(&s.project.0),
+        Vec::<String>::new()
+    );
+    assert_eq!(docker::keepers_of(&s.project.0), []);
+    let root = berth::secrets::delivery::root().unwrap().join(&s.project.0);
     assert!(!root.exists(), "{} is left", root.display());
 }
 
@@ -802,7 +816,7 @@ fn containers_carry_the_revision_that_created_them_and_plan_sees_no_drift_in_it(
 }
 
 #[test]
-fn a_rollback_killed_once_its_journal_ended_leaves_no_runtime_directory_after_recover() {
+fn a_rollback_killed_once_its_journal_ended_leaves_no_secrets_volume_after_recover() {
     if !docker::available() {
         return;
     }
@@ -826,7 +840,7 @@ fn a_rollback_killed_once_its_journal_ended_leaves_no_runtime_directory_after_re
     s.berth(&["apply", "--yes"]).code(0);
     spec("v2", true);
     s.berth(&["apply", "--yes"]).code(1);
-    assert_no_stray_runtime_dir(&s, "rolled back");
+    assert_no_stray_secrets(&s, "rolled back");
     // The same apply, killed right after its journal's last record (the end of the
     // rollback), before the journal is set aside: recover finds nothing to roll back, and
     // still no directory of the candidate it made is left.
@@ -836,7 +850,7 @@ fn a_rollback_killed_once_its_journal_ended_leaves_no_runtime_directory_after_re
     let r = s.berth(&["recover"]);
     assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
     assert_eq!(s.containers(), [format!("{} running", s.name("a"))]);
-    assert_no_stray_runtime_dir(&s, "recovered");
+    assert_no_stray_secrets(&s, "recovered");
     spec("v1", false);
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }

@@ -390,24 +390,36 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
         inspect.contains("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
         "env-delivered value"
     );
-    // The bind source is on a memory filesystem, read-only inside.
-    let mounts = docker(&[
-        "inspect",
-        "-f",
-        "{{range .Mounts}}{{.Source}} {{.Destination}} {{.RW}}{{end}}",
-        &s.name("web"),
-    ]);
-    let (source, rest) = mounts.split_once(' ').unwrap();
-    assert_eq!(rest, "/run/secrets false");
+    // A memory-backed volume on the pod's engine, read-only inside, held by its keeper.
+    let (typ, volume, rw) = docker::secrets_mount_of(&s.name("web")).expect("a secrets mount");
+    assert_eq!((typ.as_str(), rw), ("volume", false));
+    docker::assert_memory_volume(&s.project.0, &volume);
     assert_eq!(
-        berth::fsutil::filesystem_of(Path::new(source)).as_deref(),
-        Some("tmpfs")
+        docker::secrets_volumes_of(&s.project.0),
+        std::slice::from_ref(&volume)
     );
+    // Its labels: berth's, with the ciphertext's fingerprint, never the value.
+    let labels = docker(&["volume", "inspect", "-f", "{{json .Labels}}", &volume]);
+    assert!(
+        labels.contains("\"io.berth.secrets.pod\":\"pod.web\""),
+        "{labels}"
+    );
+    assert!(
+        labels.contains("\"io.berth.secret.token\":\"sha256:"),
+        "{labels}"
+    );
+    assert!(!labels.contains("a-token-of-enough-length"), "{labels}");
     s.plan(0);
 
-    // A reboot empties the tmpfs: plan heals the pod, apply delivers again.
-    std::fs::set_permissions(source, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::remove_dir_all(source).unwrap();
+    // An engine restart empties the volume and leaves its keeper stopped (the pod's
+    // container started again by its restart policy, with nothing at /run/secrets): plan
+    // heals the pod, apply fills the volume again.
+    let (keeper, _, _) = docker::keepers_of(&s.project.0).remove(0);
+    docker(&["stop", "-t", "1", &s.name("web")]);
+    docker(&["kill", &keeper]);
+    let _ = Command::new("docker")
+        .args(["start", &s.name("web")])
+        .output();
     let plan = s.plan(2);
     assert_eq!(changed(&plan), [("pod.web".to_owned(), Action::Heal)]);
     s.berth(&["apply", "--yes"]).code(0);
@@ -415,6 +427,24 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
         s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
         "a-token-of-enough-length"
     );
+    assert_eq!(
+        s.exec("web", &["/testapp", "stat", "/run/secrets/token"]),
+        "mode=0400 uid=1000 gid=1000 size=24"
+    );
+    docker::assert_memory_volume(&s.project.0, &volume);
+    s.plan(0);
+
+    // Its keeper removed by hand: plan heals the pod, apply makes a keeper again.
+    let (keeper, _, _) = docker::keepers_of(&s.project.0).remove(0);
+    docker(&["rm", "-f", &keeper]);
+    let plan = s.plan(2);
+    assert_eq!(changed(&plan), [("pod.web".to_owned(), Action::Heal)]);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        "a-token-of-enough-length"
+    );
+    docker::assert_memory_volume(&s.project.0, &volume);
     s.plan(0);
 
     // A new value: the pod is replaced "because secret.token changed"; the old
@@ -427,15 +457,23 @@ fn secrets_arrive_as_0400_files_of_the_pods_user_and_in_env_only_when_asked() {
         s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
         "another-token-of-enough-length"
     );
-    let root = berth::secrets::delivery::root().unwrap().join(&s.project.0);
+    let (_, now, _) = docker::secrets_mount_of(&s.name("web")).expect("a secrets mount");
+    assert_ne!(now, volume);
     assert_eq!(
-        std::fs::read_dir(&root).unwrap().count(),
-        1,
-        "one container, one directory"
+        docker::secrets_volumes_of(&s.project.0),
+        std::slice::from_ref(&now),
+        "one container, one secrets volume"
     );
+    assert_eq!(docker::keepers_of(&s.project.0).len(), 1, "and one keeper");
+    docker::assert_memory_volume(&s.project.0, &now);
+    // Nothing of a pod's secrets on this machine's runtime directory any more.
+    if let Ok(root) = berth::secrets::delivery::check_root() {
+        assert!(!root.join(&s.project.0).exists());
+    }
     // Destroy: containers and their decrypted secrets go; the encrypted files stay.
     s.berth(&["destroy", "--yes"]).code(0);
-    assert_eq!(std::fs::read_dir(&root).map_or(0, |d| d.count()), 0);
+    assert!(docker::secrets_volumes_of(&s.project.0).is_empty());
+    assert!(docker::keepers_of(&s.project.0).is_empty());
     assert!(s.path().join("secrets/token.age").exists());
 }
 
@@ -674,6 +712,79 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
         s.berth(&["secrets", "show", "token"]).code(0).stdout(),
         value
     );
+}
+
+/// The files under the engine's data root (`docker info`'s `DockerRootDir`) that hold
+/// `value`, each with the filesystem it is on.
+fn on_the_engines_disk(value: &str) -> Vec<(String, Option<String>)> {
+    let root = docker(&["info", "-f", "{{.DockerRootDir}}"]);
+    let out = Command::new("grep")
+        .args(["-rlF", "--binary-files=text", "-e", value, &root])
+        .output()
+        .expect("grep runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|p| (p.to_owned(), berth::fsutil::filesystem_of(Path::new(p))))
+        .collect()
+}
+
+#[test]
+fn a_secret_file_never_reaches_the_engines_disk() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    let value = canary();
+    let pod = |version: &str| {
+        format!(
+            "  web:
+    image: {image}
+    user: \"1000:1000\"
+    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token }}
+    secrets: [token]
+    update: {{ strategy: blue-green }}
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 10 }}
+"
+        )
+    };
+    s.write(
+        "identity: ./me.key",
+        "  token: { file: secrets/token.age, min_length: 16 }\n",
+        &pod("v1"),
+    );
+    s.berth(&["secrets", "init"]).code(0);
+    s.set("token", &value).code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(
+        s.exec("web", &["/testapp", "cat", "/run/secrets/token"]),
+        value
+    );
+    // Under the data root, only where the engine mounts the volume's tmpfs (memory).
+    let found = on_the_engines_disk(&value);
+    assert!(
+        found.iter().all(|(_, fs)| fs.as_deref() == Some("tmpfs")),
+        "the canary is on the engine's disk: {found:?}"
+    );
+    assert!(!found.is_empty(), "the witness finds the mounted volume");
+    // Replaced blue-green, then destroyed: nowhere under the data root at all.
+    s.write(
+        "identity: ./me.key",
+        "  token: { file: secrets/token.age, min_length: 16 }\n",
+        &pod("v2"),
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(docker::secrets_volumes_of(&s.project.0).len(), 1);
+    assert_eq!(docker::keepers_of(&s.project.0).len(), 1);
+    let found = on_the_engines_disk(&value);
+    assert!(
+        found.iter().all(|(_, fs)| fs.as_deref() == Some("tmpfs")),
+        "the canary is on the engine's disk: {found:?}"
+    );
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert_eq!(on_the_engines_disk(&value), []);
+    assert!(docker::secrets_volumes_of(&s.project.0).is_empty());
+    assert!(docker::keepers_of(&s.project.0).is_empty());
 }
 
 #[test]

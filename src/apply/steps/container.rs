@@ -1,9 +1,7 @@
 //! A pod's container: created (its removal recorded first) and brought through its gates;
 //! replaced blue-green (the candidate beside the old one, then switched) or recreated (the
-//! old one set aside first); healed (started again, its secrets refilled); deleted (set
+//! old one set aside first); healed (started again, its secrets volume refilled); deleted (set
 //! aside, removed at the commit).
-
-use std::path::Path;
 
 use super::super::container::{self, container_name, container_name_of, object_name};
 use super::super::journal::CommitItem;
@@ -140,16 +138,10 @@ impl Run<'_> {
         self.proxy_mark(&region, &name, true);
         // Stopped: start it. Running but unhealthy: restart it.
         engine.stop(&id).await?;
-        // Its secrets again, in case a reboot emptied the tmpfs that held them (only
-        // into berth's own delivery directory, never into a mount of the spec's).
+        // Its secrets again, in case an engine restart emptied the memory-backed volume
+        // that holds them (only into berth's own secrets volume, through its keeper).
         if let Some(pod) = self.spec.pods.get(&c.address.name)
             && pod.secrets.iter().any(|s| s.value.env().is_none())
-            && let Some((dir, _)) = engine
-                .state(&id)
-                .await?
-                .binds
-                .into_iter()
-                .find(|(_, dest)| dest == crate::spec::SECRETS_MOUNT_POINT)
         {
             let image = self
                 .desired(c)
@@ -157,7 +149,7 @@ impl Run<'_> {
                 .cloned()
                 .unwrap_or_default();
             let owner = self.owner(c, &region, pod, &image).await?;
-            self.refill(c, pod, Path::new(&dir), owner)?;
+            self.refill(c, &region, pod, &id, owner).await?;
         }
         engine.start(&id).await?;
         self.gate(c, &region, &id, false).await?;
@@ -240,7 +232,7 @@ impl Run<'_> {
             body.image = Some(image.clone());
         }
         self.label_image(region, &mut body).await?;
-        self.deliver(c, region, pod, &mut body).await?;
+        self.deliver(c, region, pod, &name, &mut body).await?;
         self.event(
             Some(&c.address),
             Status::Started,

@@ -1,10 +1,14 @@
 //! A secret file healed: re-encrypted to the spec's recipients, or given mode 0600, its
 //! previous bytes, mode and record recorded first. And a pod's secrets delivered into its
-//! container (files on a tmpfs bind-mounted at `/run/secrets`, or env), or refilled.
+//! container (files in a memory-backed volume on its engine, mounted at `/run/secrets`,
+//! or env), or refilled.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::super::{ApplyError, Run, Undo};
+use crate::engine::docker::VolumeFile;
+use crate::engine::secrets;
 use crate::plan::Change;
 use crate::secrets::age::AgeError;
 use crate::secrets::{delivery, files};
@@ -48,9 +52,9 @@ pub enum DeliverError {
         "its secrets must be owned by its user `{user}`, and berth needs that user as numbers: give the pod `user: UID:GID`"
     )]
     UserByName { user: String },
-    /// The files could not be written into their tmpfs directory.
+    /// No keeper can hold a secrets volume on the pod's engine.
     #[error("{0}")]
-    Files(delivery::DeliveryError),
+    Keeper(String),
 }
 
 impl Run<'_> {
@@ -191,24 +195,24 @@ impl Run<'_> {
         Ok(out)
     }
 
-    /// Puts a pod's secrets into its create request: files in a fresh tmpfs directory
-    /// bind-mounted at `/run/secrets`, env variables where the spec asks for them.
+    /// Puts a pod's secrets into its create request for the container `container`: env
+    /// variables where the spec asks for them, files in a fresh memory-backed volume on the
+    /// pod's engine (held by its keeper, filled through the archive API) mounted read-only
+    /// at `/run/secrets`. The volume's and keeper's removal is on the undo stack before
+    /// either is created (and before the container's).
     pub(super) async fn deliver(
         &self,
         c: &Change,
         region: &str,
         pod: &crate::spec::Pod,
+        container: &str,
         body: &mut bollard::models::ContainerCreateBody,
     ) -> Result<(), ApplyError> {
         let values = self.secret_values(c, pod)?;
         if values.is_empty() {
             return Ok(());
         }
-        let fail = |reason: DeliverError| ApplyError::Secret {
-            address: c.address.to_string(),
-            reason,
-        };
-        let mut file_values = Vec::new();
+        let mut files = Vec::new();
         for (name, value, how) in &values {
             match how {
                 Delivery::Env(var) => {
@@ -217,31 +221,184 @@ impl Run<'_> {
                         .get_or_insert_with(Vec::new)
                         .push(format!("{var}={text}"));
                 }
-                Delivery::File(mode) => file_values.push(delivery::SecretFile {
+                Delivery::File(mode) => files.push(VolumeFile {
                     name,
-                    value,
+                    bytes: value.expose(),
                     mode: *mode,
                 }),
             }
         }
-        if file_values.is_empty() {
+        if files.is_empty() {
             return Ok(());
         }
         let image = body.image.clone().unwrap_or_default();
-        let (uid, gid) = self.owner(c, region, pod, &image).await?;
-        let dir = delivery::prepare(self.project, &file_values, uid, gid)
-            .map_err(|e| fail(DeliverError::Files(e)))?;
+        let owner = self.owner(c, region, pod, &image).await?;
+        let fingerprints: BTreeMap<String, String> = {
+            let known = self.secret_files.borrow();
+            files
+                .iter()
+                .filter_map(|f| {
+                    known
+                        .get(f.name)
+                        .map(|k| (f.name.to_owned(), k.fingerprint.clone()))
+                })
+                .collect()
+        };
+        let volume = self
+            .secrets_volume(c, region, container, &files, owner, &fingerprints)
+            .await?;
         let host = body.host_config.get_or_insert_with(Default::default);
         host.mounts
             .get_or_insert_with(Vec::new)
-            .push(bollard::models::Mount {
-                target: Some(crate::spec::SECRETS_MOUNT_POINT.to_owned()),
-                source: Some(dir.display().to_string()),
-                typ: Some(bollard::models::MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            .push(crate::engine::docker::secrets_mount(
+                &volume,
+                crate::spec::SECRETS_MOUNT_POINT,
+                true,
+            ));
         Ok(())
+    }
+
+    /// A fresh memory-backed volume for the container `container` of `c`, held by its
+    /// started keeper and holding `files` owned by `owner`; labelled with `fingerprints`
+    /// (of the ciphertexts). Its and its keeper's removal is on the undo stack before
+    /// either is made. Returns its name.
+    pub(in crate::apply) async fn secrets_volume(
+        &self,
+        c: &Change,
+        region: &str,
+        container: &str,
+        files: &[VolumeFile<'_>],
+        owner: (u32, u32),
+        fingerprints: &BTreeMap<String, String>,
+    ) -> Result<String, ApplyError> {
+        let engine = self.engine(region);
+        let keeper_image = engine
+            .keeper_image()
+            .await
+            .map_err(|e| self.keeper_error(c, e))?;
+        let volume = secrets::volume_name(container);
+        let mut address = c.address.clone();
+        address.region = None;
+        self.record_undo(Undo::RemoveSecretsVolume {
+            region: region.to_owned(),
+            volume: volume.clone(),
+        })?;
+        engine
+            .create_secrets_volume(
+                &volume,
+                secrets::volume_labels(self.project, region, &address.to_string(), fingerprints),
+                owner,
+                volume_size(files),
+            )
+            .await?;
+        self.hold_and_fill(region, &keeper_image, &volume, files, owner, None)
+            .await?;
+        Ok(volume)
+    }
+
+    /// The secrets volume the container `id` mounts, if any.
+    pub(in crate::apply) async fn secrets_volume_of(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<String>, ApplyError> {
+        let engine = self.engine(region);
+        let (containers, volumes) = tokio::try_join!(
+            engine.containers(self.project),
+            engine.volumes(self.project)
+        )?;
+        Ok(containers
+            .iter()
+            .find(|x| x.id == id)
+            .and_then(|x| secrets::volume_of(x, &volumes))
+            .map(|v| v.name.clone()))
+    }
+
+    /// Puts `files` again into the secrets volume the container `id` mounts, through its
+    /// keeper: started again if it stopped (an engine restart emptied the volume), made
+    /// again when it is gone. A container without one is left alone. The container itself
+    /// is stopped, or holds the volume mounted while its keeper runs.
+    pub(in crate::apply) async fn refill_volume(
+        &self,
+        c: &Change,
+        region: &str,
+        id: &str,
+        files: &[VolumeFile<'_>],
+        owner: (u32, u32),
+    ) -> Result<(), ApplyError> {
+        let engine = self.engine(region);
+        let (containers, volumes) = tokio::try_join!(
+            engine.containers(self.project),
+            engine.volumes(self.project)
+        )?;
+        let Some(volume) = containers
+            .iter()
+            .find(|x| x.id == id)
+            .and_then(|x| secrets::volume_of(x, &volumes))
+        else {
+            return Ok(()); // nothing was delivered as files
+        };
+        let keeper = containers
+            .iter()
+            .find(|x| secrets::kept_by(x) == Some(volume.name.as_str()));
+        // A keeper gone (removed by hand) is made again: the container needs one for as
+        // long as it lives, so it is no change to undo; the sweep removes it with it.
+        let image = match keeper {
+            Some(_) => String::new(),
+            None => engine
+                .keeper_image()
+                .await
+                .map_err(|e| self.keeper_error(c, e))?,
+        };
+        self.hold_and_fill(
+            region,
+            &image,
+            &volume.name,
+            files,
+            owner,
+            keeper.map(|k| k.id.as_str()),
+        )
+        .await
+    }
+
+    /// Starts the keeper of `volume` (made from `image` first when `existing` is none) and
+    /// puts `files` into the volume through it.
+    async fn hold_and_fill(
+        &self,
+        region: &str,
+        image: &str,
+        volume: &str,
+        files: &[VolumeFile<'_>],
+        owner: (u32, u32),
+        existing: Option<&str>,
+    ) -> Result<(), ApplyError> {
+        let engine = self.engine(region);
+        let keeper = match existing {
+            Some(id) => id.to_owned(),
+            None => {
+                engine
+                    .create_keeper(
+                        &secrets::keeper_name(volume),
+                        image,
+                        volume,
+                        secrets::keeper_labels(self.project, region, volume),
+                    )
+                    .await?
+            }
+        };
+        engine.start(&keeper).await?;
+        engine.fill_secrets_volume(&keeper, files, owner).await?;
+        Ok(())
+    }
+
+    fn keeper_error(&self, c: &Change, e: crate::engine::docker::KeeperError) -> ApplyError {
+        match e {
+            crate::engine::docker::KeeperError::Engine(e) => ApplyError::Engine(e),
+            other => ApplyError::Secret {
+                address: c.address.to_string(),
+                reason: DeliverError::Keeper(other.to_string()),
+            },
+        }
     }
 
     /// Who a pod's secret files belong to: its `user:`, else its image's `USER`, as numbers.
@@ -262,34 +419,41 @@ impl Run<'_> {
         })
     }
 
-    /// Writes a pod's secret files again into the directory its container mounts (after
-    /// a reboot emptied the tmpfs).
-    pub(super) fn refill(
+    /// Puts a pod's secret files again into the secrets volume its container `id` mounts
+    /// (after an engine restart emptied it: its keeper no longer runs), the container
+    /// stopped. The keeper is started again, or made again when it is gone; a volume that
+    /// is not one of berth's is never written to.
+    pub(super) async fn refill(
         &self,
         c: &Change,
+        region: &str,
         pod: &crate::spec::Pod,
-        dir: &Path,
-        (uid, gid): (u32, u32),
+        id: &str,
+        owner: (u32, u32),
     ) -> Result<(), ApplyError> {
         let values = self.secret_values(c, pod)?;
-        let file_values: Vec<delivery::SecretFile> = values
+        let files: Vec<VolumeFile> = values
             .iter()
             .filter_map(|(name, value, how)| match how {
-                Delivery::File(mode) => Some(delivery::SecretFile {
+                Delivery::File(mode) => Some(VolumeFile {
                     name,
-                    value,
+                    bytes: value.expose(),
                     mode: *mode,
                 }),
                 Delivery::Env(_) => None,
             })
             .collect();
-        delivery::refill(self.project, dir, &file_values, uid, gid).map_err(|e| {
-            ApplyError::Secret {
-                address: c.address.to_string(),
-                reason: DeliverError::Files(e),
-            }
-        })
+        self.refill_volume(c, region, id, &files, owner).await
     }
+}
+
+/// A secrets volume's size: a page or more per file, and room to spare.
+fn volume_size(files: &[VolumeFile<'_>]) -> u64 {
+    let pages: u64 = files
+        .iter()
+        .map(|f| (f.bytes.len() as u64).div_ceil(4096).max(1))
+        .sum();
+    (pages + 16) * 4096
 }
 
 /// How a secret reaches a container.

@@ -10,6 +10,7 @@ mod errors;
 mod exec;
 mod files;
 mod images;
+mod keeper;
 mod networks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ pub use containers::{ContainerInfo, ContainerState, NAME_HOLD_LABEL};
 pub use errors::{EngineError, active_endpoints, in_progress, name_conflict};
 pub use exec::ExecIo;
 pub use images::PullError;
+pub use keeper::{KeeperError, VolumeFile, keeper_image_tag, keeper_program, secrets_mount};
 pub use networks::{NetworkRemoval, ObjectInfo, ObjectKind};
 
 /// Oldest engine API berth works with (Docker 19.03).

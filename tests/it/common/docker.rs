@@ -226,7 +226,8 @@ pub fn container_id(name: &str) -> Option<String> {
     (out.status.success() && running == "true").then(|| id.to_owned())
 }
 
-/// Names of all containers (running or not) of a project.
+/// Names of all containers (running or not) of a project, but the keepers of its secrets
+/// volumes ([`keepers_of`]).
 pub fn containers_of(project: &str) -> Vec<String> {
     let out = docker(&[
         "ps",
@@ -234,11 +235,101 @@ pub fn containers_of(project: &str) -> Vec<String> {
         "--filter",
         &format!("label=io.berth.project={project}"),
         "--format",
-        "{{.Names}}",
+        "{{.Names}} {{.Label \"io.berth.helper\"}}",
+    ]);
+    let mut names: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            let (name, helper) = l.split_once(' ').unwrap_or((l, ""));
+            (helper.trim() != "secrets-keeper").then(|| name.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The keepers of a project's secrets volumes: (name, state, the volume it holds), sorted.
+pub fn keepers_of(project: &str) -> Vec<(String, String, String)> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.berth.project={project}"),
+        "--filter",
+        "label=io.berth.helper=secrets-keeper",
+        "--format",
+        "{{.Names}} {{.State}} {{.Label \"io.berth.keeps\"}}",
+    ]);
+    let mut out: Vec<(String, String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace().map(str::to_owned);
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The names of a project's secrets volumes, sorted.
+pub fn secrets_volumes_of(project: &str) -> Vec<String> {
+    let out = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=io.berth.project={project}"),
+        "--filter",
+        "label=io.berth.secrets.pod",
     ]);
     let mut names: Vec<String> = out.lines().map(str::to_owned).collect();
     names.sort();
     names
+}
+
+/// What a container mounts at `/run/secrets`: (type, volume name, read-write).
+pub fn secrets_mount_of(container: &str) -> Option<(String, String, bool)> {
+    let out = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Type}} {{.Name}} {{.RW}} {{.Destination}}\n{{end}}",
+        container,
+    ]);
+    out.lines().find_map(|l| {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        match parts.as_slice() {
+            [typ, name, rw, "/run/secrets"] => {
+                Some(((*typ).to_owned(), (*name).to_owned(), *rw == "true"))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Checks that `volume` is one of the memory-backed (tmpfs) volumes berth makes, held by
+/// its one running keeper, and (while mounted on this machine's engine) on a tmpfs.
+pub fn assert_memory_volume(project: &str, volume: &str) {
+    assert_eq!(
+        docker(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Driver}} {{index .Options \"type\"}} {{index .Options \"device\"}}",
+            volume
+        ]),
+        "local tmpfs tmpfs"
+    );
+    let held: Vec<_> = keepers_of(project)
+        .into_iter()
+        .filter(|(_, state, v)| v == volume && state == "running")
+        .collect();
+    assert_eq!(held.len(), 1, "{volume}: one running keeper, got {held:?}");
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume]);
+    assert_eq!(
+        berth::fsutil::filesystem_of(std::path::Path::new(&mountpoint)).as_deref(),
+        Some("tmpfs"),
+        "{volume} at {mountpoint}"
+    );
 }
 
 /// GET `path` from a container's port over its project network address, as a client would.

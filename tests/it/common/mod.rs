@@ -177,9 +177,14 @@ impl Scene {
             "--filter",
             &format!("label=io.berth.project={}", self.project.0),
             "--format",
-            "{{.Names}} {{.State}}",
+            "{{.Names}} {{.State}} {{.Label \"io.berth.helper\"}}",
         ]);
-        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        // The keepers of secrets volumes are seen with `docker::keepers_of`.
+        let mut v: Vec<String> = out
+            .lines()
+            .filter(|l| !l.ends_with(" secrets-keeper"))
+            .map(|l| l.trim_end().to_owned())
+            .collect();
         v.sort();
         v
     }

@@ -167,7 +167,7 @@ impl Run<'_> {
         // The running proxy's mounts (its certificates and keys), for `nginx -t` to load,
         // and its image (the spec's may be new in this apply, its step still to come).
         body.host_config.get_or_insert_with(Default::default).mounts =
-            Some(self.secret_mounts_of(region, &live.id).await?);
+            Some(self.proxy_secret_mounts(region, &live.id).await?);
         if let Some(image) = self
             .observed
             .resources
@@ -240,35 +240,12 @@ impl Run<'_> {
         match existing {
             Some(id) => {
                 body.host_config.get_or_insert_with(Default::default).mounts =
-                    Some(self.secret_mounts_of(region, id).await?)
+                    Some(self.proxy_secret_mounts(region, id).await?)
             }
-            None => self.deliver_proxy_secrets(c, &mut body)?,
+            None => self.deliver_proxy_secrets(c, region, &mut body).await?,
         }
         self.check_config(c, region, &body, &text).await?;
         Ok((body, text))
-    }
-
-    /// The bind mount of a proxy container's certificates and keys, if it has one.
-    async fn secret_mounts_of(
-        &self,
-        region: &str,
-        id: &str,
-    ) -> Result<Vec<bollard::models::Mount>, ApplyError> {
-        Ok(self
-            .engine(region)
-            .state(id)
-            .await?
-            .binds
-            .into_iter()
-            .filter(|(_, dest)| dest == crate::proxy::SECRETS_DIR)
-            .map(|(source, target)| bollard::models::Mount {
-                target: Some(target),
-                source: Some(source),
-                typ: Some(bollard::models::MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            })
-            .collect())
     }
 
     /// A prepared proxy created (its removal recorded first), given its config, started

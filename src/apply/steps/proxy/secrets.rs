@@ -1,12 +1,16 @@
-//! The proxy's TLS certificates and keys: secrets of the spec, delivered as files for root
-//! under `/run/secrets` of its container (a tmpfs directory, mode 0400), and written again
-//! when a certificate is renewed or a reboot emptied the tmpfs.
+//! The proxy's TLS certificates and keys: secrets of the spec, delivered like a pod's
+//! secret files, as files for root under `/run/secrets` of its container (mode 0400), in a
+//! memory-backed volume on the proxy's engine held by its keeper; written again when a
+//! certificate is renewed or an engine restart emptied the volume.
+
+use std::collections::BTreeMap;
 
 use bollard::models::ContainerCreateBody;
 
 use super::super::super::{ApplyError, Run};
+use super::proxy_name;
+use crate::engine::docker::VolumeFile;
 use crate::plan::Change;
-use crate::secrets::delivery;
 
 impl Run<'_> {
     /// The secrets the proxy's TLS listeners name, decrypted, as files for root (nginx's
@@ -20,11 +24,13 @@ impl Run<'_> {
     }
 
     /// The proxy's TLS certificates and keys (secrets of the spec) as files under
-    /// `/run/secrets` of its container, like every secret: a fresh tmpfs directory,
-    /// bind-mounted read-only.
-    pub(in crate::apply) fn deliver_proxy_secrets(
+    /// `/run/secrets` of its container, like every secret: a fresh memory-backed volume on
+    /// its engine, mounted read-only. Its versions are recorded in the proxy's config (a
+    /// renewal reloads them in place), not on the volume.
+    pub(in crate::apply) async fn deliver_proxy_secrets(
         &self,
         c: &Change,
+        region: &str,
         body: &mut ContainerCreateBody,
     ) -> Result<(), ApplyError> {
         let values = self.proxy_secret_files(c)?;
@@ -32,28 +38,45 @@ impl Run<'_> {
             return Ok(());
         }
         let files = as_files(&values);
-        let dir =
-            delivery::prepare(self.project, &files, 0, 0).map_err(|e| ApplyError::Secret {
-                address: c.address.to_string(),
-                reason: crate::apply::steps::DeliverError::Files(e),
-            })?;
+        let volume = self
+            .secrets_volume(
+                c,
+                region,
+                &proxy_name(self.project),
+                &files,
+                (0, 0),
+                &BTreeMap::new(),
+            )
+            .await?;
         body.host_config
             .get_or_insert_with(Default::default)
             .mounts
             .get_or_insert_with(Vec::new)
-            .push(bollard::models::Mount {
-                target: Some(crate::proxy::SECRETS_DIR.to_owned()),
-                source: Some(dir.display().to_string()),
-                typ: Some(bollard::models::MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            .push(crate::engine::docker::secrets_mount(
+                &volume,
+                crate::proxy::SECRETS_DIR,
+                true,
+            ));
         Ok(())
     }
 
-    /// The proxy's certificates and keys written again into the directory its container
-    /// mounts (a new certificate, or a reboot emptied the tmpfs): nginx reads them at its
-    /// next reload.
+    /// The mount of a proxy container's certificates and keys, if it has one.
+    pub(in crate::apply) async fn proxy_secret_mounts(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Vec<bollard::models::Mount>, ApplyError> {
+        Ok(self
+            .secrets_volume_of(region, id)
+            .await?
+            .map(|v| crate::engine::docker::secrets_mount(&v, crate::proxy::SECRETS_DIR, true))
+            .into_iter()
+            .collect())
+    }
+
+    /// The proxy's certificates and keys written again into the volume its container
+    /// mounts (a new certificate, or an engine restart emptied it): nginx reads them at
+    /// its next reload.
     pub(in crate::apply) async fn refill_proxy_secrets(
         &self,
         c: &Change,
@@ -64,33 +87,19 @@ impl Run<'_> {
         if values.is_empty() {
             return Ok(());
         }
-        let Some((dir, _)) = self
-            .engine(region)
-            .state(id)
-            .await?
-            .binds
-            .into_iter()
-            .find(|(_, dest)| dest == crate::proxy::SECRETS_DIR)
-        else {
-            return Ok(()); // made without TLS: a new listener's `listen` change replaces it
-        };
-        let files = as_files(&values);
-        delivery::refill(self.project, std::path::Path::new(&dir), &files, 0, 0).map_err(|e| {
-            ApplyError::Secret {
-                address: c.address.to_string(),
-                reason: crate::apply::steps::DeliverError::Files(e),
-            }
-        })
+        // Made without TLS: a new listener's `listen` change replaces it.
+        self.refill_volume(c, region, id, &as_files(&values), (0, 0))
+            .await
     }
 }
 
 /// Decrypted secrets as files for root, mode 0400.
-fn as_files(values: &[(String, crate::secrets::Plaintext)]) -> Vec<delivery::SecretFile<'_>> {
+fn as_files(values: &[(String, crate::secrets::Plaintext)]) -> Vec<VolumeFile<'_>> {
     values
         .iter()
-        .map(|(name, value)| delivery::SecretFile {
+        .map(|(name, value)| VolumeFile {
             name,
-            value,
+            bytes: value.expose(),
             mode: 0o400,
         })
         .collect()
