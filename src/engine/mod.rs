@@ -1,12 +1,14 @@
 //! Effectful adapters. [`docker`] talks to a region's container engine through bollard (never
 //! the docker CLI); [`labels`] is the contract between what berth writes on the engine's
 //! objects and what observation reads back; [`names`] how containers and ids are named;
-//! [`context`] reads a pod's build context (its tar, its digest).
+//! [`context`] reads a pod's build context (its tar, its digest); [`targets`] how the spec
+//! says to reach each region's engine, and the check that no two regions share one.
 
 pub mod context;
 pub mod docker;
 pub mod labels;
 pub mod names;
+pub mod targets;
 
 pub use docker::{Engine, EngineError};
 

@@ -189,7 +189,8 @@ pub struct Observation {
 /// its backups' stores and timers, and the timers of backups no longer desired (planned for
 /// deletion; their stores and backups stay).
 pub async fn observe(scope: &Scope<'_>) -> Result<Observation, EngineError> {
-    let (engines, mut state, mut notes) = engines::observe(scope.spec, scope.mode).await?;
+    let (engines, mut state, mut notes) =
+        engines::observe(scope.spec, scope.spec_dir, scope.mode).await?;
     let mut store_problems = Vec::new();
     if scope.local {
         secrets::observe(scope.desired, scope.secrets, &mut state);
