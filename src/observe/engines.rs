@@ -39,7 +39,7 @@ pub async fn observe(
     let names = spec.region_names();
     let all = &names;
     let project = spec.project.value.as_str();
-    let mut connected = crate::engine::targets::connect_all(spec, spec_dir).await?;
+    let mut connected = crate::observe::targets::connect_all(spec, spec_dir).await?;
     let engines: Vec<Engine> = names
         .iter()
         .filter_map(|name| connected.remove(*name))

@@ -2,9 +2,9 @@
 //!
 //! The planner does not care where this came from: another revision of the spec
 //! (`berth plan --against OLD.yaml`, [`ObservedState::from_resources`]) or what exists now,
-//! observed by [`observe`]: the regions' engines ([`engines`], each through [`docker`]), and
-//! on this machine the secret files ([`secrets`]), the backups' stores and timers
-//! ([`backups`]).
+//! observed by [`observe`]: the regions' engines ([`engines`], reached as [`targets`] says,
+//! each through [`docker`]), and on this machine the secret files ([`secrets`]), the
+//! backups' stores and timers ([`backups`]).
 
 pub mod backup_units;
 pub mod backups;
@@ -13,6 +13,7 @@ pub mod docker;
 pub mod engines;
 pub mod proxy;
 pub mod secrets;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::path::Path;

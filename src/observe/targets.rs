@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::docker::{Engine, EngineError, Target, TlsMaterial};
+use crate::engine::{Engine, EngineError, Target, TlsMaterial};
 use crate::fsutil;
 use crate::secrets::age::Identity;
 use crate::secrets::files::{identity_path, resolve_secret_path};
