@@ -181,6 +181,7 @@ pub enum TlsKey {
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsKeySecret {
+    /// The name of a secret under `secrets:` holding the key (PEM).
     pub secret: Sp<String>,
 }
 

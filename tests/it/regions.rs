@@ -302,3 +302,40 @@ fn a_wrong_client_key_or_host_key_is_one_diagnostic_and_changes_nothing() {
     );
     nothing_created(&s, e);
 }
+
+/// The TLS client key as an age secret of the spec: decrypted with the identity, held in
+/// memory; the engine answers (plan), and the key is nowhere in the clear.
+#[test]
+fn a_tls_client_key_can_be_an_age_secret_of_the_spec() {
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+    tls_region(&s, e);
+    std::fs::remove_file(s.path().join("tls/key.pem")).unwrap();
+    let write = || {
+        s.spec(&format!(
+            "identity: ./me.key\nsecrets:\n  ord_engine_key: {{ file: secrets/ord_engine_key.age }}\nregions:\n  iad: {{ engine: \"{LOCAL}\", primary: true }}\n  ord: {{ engine: \"{}\", tls: {{ ca: tls/ca.pem, cert: tls/cert.pem, key: {{ secret: ord_engine_key }} }} }}\npods:\n  web:\n    image: {}\n",
+            e.tls_endpoint,
+            common::docker::testapp_image()
+        ))
+    };
+    write();
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "ord_engine_key"])
+        .stdin(std::fs::read(&e.key).unwrap())
+        .run()
+        .code(0);
+    let r = s.berth(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(r.stdout().contains("pod.web@ord"), "{}", r.stdout());
+
+    // Another identity cannot decrypt it: one diagnostic, naming the region.
+    std::fs::remove_file(s.path().join("me.key")).unwrap();
+    s.berth(&["secrets", "init"]).code(0);
+    let r = s.berth(&["plan"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("region `ord`") && err.contains("ord_engine_key.age"),
+        "{err}"
+    );
+}
