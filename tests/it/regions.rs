@@ -223,6 +223,41 @@ fn a_secondary_region_over_tls_applies_replans_clean_and_destroys() {
     apply_replan_destroy(&s, e, &|args| s.berth(args));
 }
 
+/// An object on one region's engine labelled for another region of the spec is not taken
+/// for the first region's: `iad`'s plan does not see a container claiming `pod.web` for
+/// `ord`, and `destroy` leaves it alone.
+#[test]
+fn an_object_labelled_for_another_region_is_not_this_region_s() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    let ord = tls_region(&s, e);
+    two_regions(&s, &ord);
+    s.berth(&["apply", "--yes"]).code(0);
+    let stray = format!("{}-stray", s.project.0);
+    common::docker::docker(&[
+        "create",
+        "--name",
+        &stray,
+        "--label",
+        &format!("io.berth.project={}", s.project.0),
+        "--label",
+        "io.berth.resource=pod.web",
+        "--label",
+        "io.berth.region=ord",
+        common::docker::testapp_image(),
+    ]);
+    let plan = s.plan(0);
+    assert!(
+        common::changed(&plan).is_empty(),
+        "{:?}",
+        common::changed(&plan)
+    );
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert_eq!(s.containers(), vec![format!("{stray} created")]);
+    assert!(e.containers(&s.project.0).is_empty());
+}
+
 /// The same over ssh (the system's ssh, the port of the address, dial-stdio on the far side).
 #[test]
 fn a_secondary_region_over_ssh_applies_replans_clean_and_destroys() {
