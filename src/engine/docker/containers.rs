@@ -146,10 +146,10 @@ impl Engine {
             let body = ContainerCreateBody {
                 image: Some(image),
                 cmd: Some(vec!["berth-holds-this-name".into()]),
-                labels: Some(HashMap::from([
+                labels: Some(self.with_region(HashMap::from([
                     (labels::PROJECT.to_owned(), project.to_owned()),
                     (NAME_HOLD_LABEL.to_owned(), "1".to_owned()),
-                ])),
+                ]))),
                 network_disabled: Some(true),
                 ..Default::default()
             };
