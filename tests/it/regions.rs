@@ -374,3 +374,45 @@ fn a_tls_client_key_can_be_an_age_secret_of_the_spec() {
         "{err}"
     );
 }
+
+/// A far side without `docker` on its PATH (here: the command renamed on its way, by an ssh
+/// wrapper): one diagnostic with the far shell's words and the help naming `docker` on
+/// the PATH, nothing changed.
+#[test]
+fn a_far_side_without_docker_is_one_diagnostic_saying_so() {
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+    let bin = s.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = e.ssh_bin.join("ssh");
+    common::dockerd::write_file(
+        &bin,
+        "ssh",
+        &format!(
+            "#!/bin/bash\nexec {} \"${{@/#docker/no-such-docker}}\"\n",
+            real.display()
+        ),
+        0o755,
+    );
+    two_regions(&s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = Berth::new()
+        .dir(s.path())
+        .env("PATH", &path)
+        .args(["apply", "--yes"])
+        .run()
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("cannot reach the engine of region `ord`")
+            && err.contains("no-such-docker")
+            && err.contains("status 127")
+            && err.contains("`docker` is on the PATH"),
+        "{err}"
+    );
+    nothing_created(&s, e);
+}
