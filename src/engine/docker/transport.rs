@@ -103,11 +103,16 @@ pub fn tls(endpoint: &str, material: &TlsMaterial, timeout: u64) -> Result<Docke
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| format!("the client certificate and key do not go together: {e}"))?;
+    // A host that does not answer is given up after 30 s (as ssh's ConnectTimeout), not
+    // after the system's TCP timeout.
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(30)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     let addr = format!("https://{}", endpoint.trim_start_matches("tcp://"));
     custom(https, &addr, timeout).map_err(|e| e.to_string())
 }
