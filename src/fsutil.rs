@@ -209,6 +209,12 @@ pub fn mode_of(path: &Path) -> std::io::Result<u32> {
     Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
 }
 
+/// Whether a file of this mode is open to its group or others: the rule for the files
+/// holding private keys (the age identity, a TLS client key), which must be 0600 or less.
+pub fn others_may_access(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
 /// Sets the permission bits of a file.
 pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -52,17 +52,13 @@ pub fn load_valid(path: &Path) -> Result<Valid, ProjectError> {
     }
 }
 
-/// Connects to every region's engine, concurrently, without observing.
-pub async fn connect_engines(spec: &Spec) -> Result<HashMap<String, Engine>, EngineError> {
-    let connections = spec.region_names().into_iter().map(|name| async move {
-        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
-        let engine = Engine::connect(name, endpoint).await?;
-        Ok::<_, EngineError>((name.to_string(), engine))
-    });
-    Ok(futures_util::future::try_join_all(connections)
-        .await?
-        .into_iter()
-        .collect())
+/// Connects to every region's engine, concurrently, without observing; two regions on one
+/// engine are refused.
+pub async fn connect_engines(
+    spec: &Spec,
+    spec_dir: &Path,
+) -> Result<HashMap<String, Engine>, EngineError> {
+    crate::observe::targets::connect_all(spec, spec_dir).await
 }
 
 /// The directory of a spec file: relative paths in the spec are relative to it.
@@ -105,7 +101,7 @@ impl Project {
         let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let state = StateDir::locate(&spec.project.value, state_dir);
         let runtime = crate::engine::runtime().map_err(ProjectError::Runtime)?;
-        let engines = runtime.block_on(connect_engines(&spec))?;
+        let engines = runtime.block_on(connect_engines(&spec, &spec_dir_of(&spec_path)))?;
         let identity_path = crate::secrets::files::identity_path(&spec, &spec_dir_of(&spec_path));
         let identity = Identity::load(&identity_path).ok();
         Ok(Project::assemble(

@@ -4,6 +4,10 @@
 //!
 //! - `io.berth.project`: the project name;
 //! - `io.berth.resource`: the resource's address without region (the engine is the region);
+//! - `io.berth.region`: the region whose engine it was made on (added by the engine layer
+//!   to everything it creates): an object labelled for another region of the spec is never
+//!   taken for this region's (one labelled for a region the spec no longer has is, so that
+//!   renaming a region deletes what the old name made);
 //! - `io.berth.hash`: SHA-256 of the normalised attributes, to compare without decoding;
 //! - `io.berth.attrs`: the attributes as JSON, for field-level plans (credential-looking
 //!   values only in concealed form, see `sensitive::conceal`);
@@ -26,6 +30,7 @@ use crate::graph::{Address, Resource};
 
 pub const PROJECT: &str = "io.berth.project";
 pub const RESOURCE: &str = "io.berth.resource";
+pub const REGION: &str = "io.berth.region";
 pub const HASH: &str = "io.berth.hash";
 pub const ATTRS: &str = "io.berth.attrs";
 pub const DEPENDS_ON: &str = "io.berth.depends_on";

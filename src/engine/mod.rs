@@ -1,7 +1,8 @@
 //! Effectful adapters. [`docker`] talks to a region's container engine through bollard (never
 //! the docker CLI); [`labels`] is the contract between what berth writes on the engine's
 //! objects and what observation reads back; [`names`] how containers and ids are named;
-//! [`context`] reads a pod's build context (its tar, its digest).
+//! [`context`] reads a pod's build context (its tar, its digest). How the spec says to reach
+//! each region's engine is `observe::targets`'s (it reads the spec and secrets).
 
 pub mod context;
 pub mod docker;
@@ -9,7 +10,7 @@ pub mod labels;
 pub mod names;
 pub mod secrets;
 
-pub use docker::{Engine, EngineError};
+pub use docker::{Engine, EngineError, Target, TlsMaterial};
 
 /// The async runtime berth drives its engines on (and every other async call: a
 /// notification's POST): one thread, made the same way wherever a command needs one.

@@ -2,6 +2,7 @@
 //! networks and volumes, as [`ObservedResource`](super::ObservedResource)s.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use super::{ObservedState, Origin};
 use crate::engine::{Engine, EngineError};
@@ -27,23 +28,29 @@ pub enum Observe {
     DuringApply,
 }
 
-/// Connects to every region's engine and observes them, concurrently, treating two
-/// containers claiming one address as `mode` says; returns what it removed too.
+/// Connects to every region's engine (refusing two regions on one engine, before anything
+/// else) and observes them, concurrently, treating two containers claiming one address as
+/// `mode` says; returns what it removed too.
 pub async fn observe(
     spec: &Spec,
+    spec_dir: &Path,
     mode: Observe,
 ) -> Result<(HashMap<String, Engine>, ObservedState, Vec<String>), EngineError> {
     let names = spec.region_names();
     let all = &names;
     let project = spec.project.value.as_str();
-    let observations = names.iter().map(|name| async move {
-        let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());
-        let engine = Engine::connect(name, endpoint).await?;
-        let shown = resources::shown_region(all, name);
+    let mut connected = crate::observe::targets::connect_all(spec, spec_dir).await?;
+    let engines: Vec<Engine> = names
+        .iter()
+        .filter_map(|name| connected.remove(*name))
+        .collect();
+    let observations = engines.into_iter().map(|engine| async move {
+        let name = engine.region.clone();
+        let shown = resources::shown_region(all, &name);
         // One list of the containers serves the tidying and the observation.
         let (found, removed) = if mode == Observe::Tidy {
             let listed = engine.containers(project).await?;
-            let (kept, removed) = super::docker::tidy(&engine, name, listed).await?;
+            let (kept, removed) = super::docker::tidy(&engine, &name, listed).await?;
             let found = super::docker::observe_listed(&engine, project, shown, false, kept);
             (found.await?, removed)
         } else {
@@ -51,7 +58,7 @@ pub async fn observe(
             let found = super::docker::observe(&engine, project, shown, during_apply);
             (found.await?, Vec::new())
         };
-        Ok::<_, EngineError>((name.to_string(), engine, found, removed))
+        Ok::<_, EngineError>((name, engine, found, removed))
     });
     let results = futures_util::future::try_join_all(observations).await?;
     let mut engines = HashMap::new();

@@ -2,9 +2,9 @@
 //!
 //! The planner does not care where this came from: another revision of the spec
 //! (`berth plan --against OLD.yaml`, [`ObservedState::from_resources`]) or what exists now,
-//! observed by [`observe`]: the regions' engines ([`engines`], each through [`docker`]), and
-//! on this machine the secret files ([`secrets`]), the backups' stores and timers
-//! ([`backups`]).
+//! observed by [`observe`]: the regions' engines ([`engines`], reached as [`targets`] says,
+//! each through [`docker`]), and on this machine the secret files ([`secrets`]), the
+//! backups' stores and timers ([`backups`]).
 
 pub mod backup_units;
 pub mod backups;
@@ -13,6 +13,7 @@ pub mod docker;
 pub mod engines;
 pub mod proxy;
 pub mod secrets;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -189,7 +190,8 @@ pub struct Observation {
 /// its backups' stores and timers, and the timers of backups no longer desired (planned for
 /// deletion; their stores and backups stay).
 pub async fn observe(scope: &Scope<'_>) -> Result<Observation, EngineError> {
-    let (engines, mut state, mut notes) = engines::observe(scope.spec, scope.mode).await?;
+    let (engines, mut state, mut notes) =
+        engines::observe(scope.spec, scope.spec_dir, scope.mode).await?;
     let mut store_problems = Vec::new();
     if scope.local {
         secrets::observe(scope.desired, scope.secrets, &mut state);

@@ -427,7 +427,8 @@ impl crate::apply::recover::Host for UnwindCtx<'_> {
         runtime: &tokio::runtime::Runtime,
         spec: &Spec,
     ) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
-        Ok(runtime.block_on(connect_engines(spec))?)
+        let spec_dir = crate::project::spec_dir_of(self.spec_path);
+        Ok(runtime.block_on(connect_engines(spec, &spec_dir))?)
     }
     fn deployed_images(
         &self,

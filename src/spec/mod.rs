@@ -176,12 +176,57 @@ pub struct Region {
     pub tls: Option<Tls>,
 }
 
+/// TLS client authentication to a `tcp://` engine (as `docker --tlsverify`): paths
+/// relative to the spec. Only `ca` is trusted for the engine's certificate.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
+    /// The CA certificate (PEM) that signed the engine's certificate.
     pub ca: String,
+    /// The client certificate (PEM) the engine accepts.
     pub cert: String,
-    pub key: String,
+    /// The client's private key: a PEM file of mode 0600 (checked like the identity), or
+    /// `{ secret: NAME }`, a secret of the spec (age-encrypted, decrypted in memory).
+    pub key: TlsKey,
+}
+
+/// Where a TLS client key is.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(untagged)]
+pub enum TlsKey {
+    /// A PEM file, relative to the spec, private to its user (mode 0600).
+    File(String),
+    /// A secret of the spec.
+    Secret(TlsKeySecret),
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsKeySecret {
+    /// The name of a secret under `secrets:` holding the key (PEM).
+    pub secret: Sp<String>,
+}
+
+// By hand rather than `untagged`, so that a mistake inside the mapping is reported as that
+// mistake (an unknown key, with its place) rather than "matched no variant".
+impl<'de> Deserialize<'de> for TlsKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TlsKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key file's path, or `{ secret: NAME }`")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TlsKey, E> {
+                Ok(TlsKey::File(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<TlsKey, A::Error> {
+                TlsKeySecret::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(TlsKey::Secret)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// An age-encrypted file in the repository.

@@ -4,7 +4,8 @@
 use crate::common;
 use crate::proxy::{free_port, wait_for};
 
-use common::dockerd::second_engine;
+use common::dockerd::{SecondEngine, second_engine};
+use common::{Berth, Scene};
 
 /// The harness itself: the second engine is not the first (its own ID), runs the test app
 /// moved to it with save/load, makes a bridge network through its API, publishes a port on
@@ -79,4 +80,339 @@ fn the_second_engine_is_a_real_engine_of_its_own() {
     drop(project);
     assert!(e.containers(&name).is_empty());
     assert!(e.networks(&name).is_empty());
+}
+
+/// The first engine's socket, as the docker CLI reaches it.
+const LOCAL: &str = "unix:///var/run/docker.sock";
+
+/// A spec of two regions, `iad` (primary, the local engine) and `ord` (as given), with one
+/// pod of the test app in each, without secrets.
+fn two_regions(s: &Scene, ord: &str) {
+    s.spec(&format!(
+        "regions:\n  iad: {{ engine: \"{LOCAL}\", primary: true }}\n  ord: {ord}\npods:\n  web:\n    image: {}\n    env: {{ VERSION: v1 }}\n",
+        common::docker::testapp_image()
+    ));
+}
+
+/// Copies the second engine's TLS client files into the scene (`tls/`, the key 0600) and
+/// returns the `ord` region reaching it over TLS with paths relative to the spec.
+fn tls_region(s: &Scene, e: &SecondEngine) -> String {
+    let dir = s.path().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, to) in [
+        (&e.ca, "ca.pem"),
+        (&e.cert, "cert.pem"),
+        (&e.key, "key.pem"),
+    ] {
+        std::fs::copy(from, dir.join(to)).unwrap();
+    }
+    berth::fsutil::set_mode(&dir.join("key.pem"), 0o600).unwrap();
+    format!(
+        "{{ engine: \"{}\", tls: {{ ca: tls/ca.pem, cert: tls/cert.pem, key: tls/key.pem }} }}",
+        e.tls_endpoint
+    )
+}
+
+/// berth in the scene, with `PATH` reaching the second engine's sshd.
+fn berth_ssh(s: &Scene, e: &SecondEngine, args: &[&str]) -> common::Run {
+    Berth::new()
+        .dir(s.path())
+        .env("PATH", &e.ssh_path())
+        .args(args)
+        .run()
+}
+
+/// Names of the project's networks on the first engine.
+fn local_networks(project: &str) -> Vec<String> {
+    let out = common::docker::docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("label=io.berth.project={project}"),
+        "--format",
+        "{{.Name}}",
+    ]);
+    let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// Nothing of the project on either engine.
+fn nothing_created(s: &Scene, e: &SecondEngine) {
+    let p = &s.project.0;
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+    assert!(local_networks(p).is_empty(), "{:?}", local_networks(p));
+    assert!(e.containers(p).is_empty(), "{:?}", e.containers(p));
+    assert!(e.networks(p).is_empty(), "{:?}", e.networks(p));
+}
+
+/// The region label of a container, on the engine `cli` reaches.
+fn region_of(mut cli: std::process::Command, name: &str) -> String {
+    let out = cli
+        .args([
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.berth.region\"}}",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Applies the two-region spec (berth run by `run`), re-plans clean, destroys; checks
+/// each engine with the docker CLI against its socket.
+fn apply_replan_destroy(s: &Scene, e: &SecondEngine, run: &dyn Fn(&[&str]) -> common::Run) {
+    let p = s.project.0.clone();
+    let web = s.name("web");
+    run(&["apply", "--yes"]).code(0);
+    assert_eq!(s.containers(), vec![format!("{web} running")]);
+    assert_eq!(e.containers(&p), vec![format!("{web} running")]);
+    assert!(!local_networks(&p).is_empty());
+    assert!(!e.networks(&p).is_empty());
+    assert_eq!(region_of(std::process::Command::new("docker"), &web), "iad");
+    assert_eq!(region_of(e.cli(), &web), "ord");
+
+    let plan = run(&["plan", "--format", "json", "--detailed-exitcode"]).code(0);
+    let plan: berth::plan::Plan = serde_json::from_str(&plan.stdout()).unwrap();
+    assert!(
+        common::changed(&plan).is_empty(),
+        "{:?}",
+        common::changed(&plan)
+    );
+
+    run(&["destroy", "--yes"]).code(0);
+    nothing_created(s, e);
+}
+
+/// Two regions whose engines are one (its socket and a symlink to it) are refused by
+/// `plan` and `apply`, naming both regions and the engine's ID, with nothing created.
+#[test]
+fn two_regions_on_one_engine_are_refused_before_any_change() {
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+    let alias = s.path().join("alias.sock");
+    std::os::unix::fs::symlink("/var/run/docker.sock", &alias).unwrap();
+    two_regions(&s, &format!("{{ engine: \"unix://{}\" }}", alias.display()));
+    let id = common::docker::docker(&["info", "-f", "{{.ID}}"]);
+    for args in [&["plan"][..], &["apply", "--yes"][..]] {
+        let r = s.berth(args).code(1);
+        let err = r.stderr_flat();
+        assert!(
+            err.contains("regions `iad` and `ord` are one engine") && err.contains(&id),
+            "{args:?}: {err}"
+        );
+    }
+    nothing_created(&s, e);
+}
+
+/// Primary on the local engine, secondary on the second engine over TLS: applies, plans
+/// clean, destroys, each pod on its own engine.
+#[test]
+fn a_secondary_region_over_tls_applies_replans_clean_and_destroys() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    let ord = tls_region(&s, e);
+    two_regions(&s, &ord);
+    apply_replan_destroy(&s, e, &|args| s.berth(args));
+}
+
+/// An object on one region's engine labelled for another region of the spec is not taken
+/// for the first region's: `iad`'s plan does not see a container claiming `pod.web` for
+/// `ord`, and `destroy` leaves it alone.
+#[test]
+fn an_object_labelled_for_another_region_is_not_this_region_s() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    let ord = tls_region(&s, e);
+    two_regions(&s, &ord);
+    s.berth(&["apply", "--yes"]).code(0);
+    let stray = format!("{}-stray", s.project.0);
+    common::docker::docker(&[
+        "create",
+        "--name",
+        &stray,
+        "--label",
+        &format!("io.berth.project={}", s.project.0),
+        "--label",
+        "io.berth.resource=pod.web",
+        "--label",
+        "io.berth.region=ord",
+        common::docker::testapp_image(),
+    ]);
+    let plan = s.plan(0);
+    assert!(
+        common::changed(&plan).is_empty(),
+        "{:?}",
+        common::changed(&plan)
+    );
+    s.berth(&["destroy", "--yes"]).code(0);
+    assert_eq!(s.containers(), vec![format!("{stray} created")]);
+    assert!(e.containers(&s.project.0).is_empty());
+}
+
+/// The same over ssh (the system's ssh, the port of the address, dial-stdio on the far side).
+#[test]
+fn a_secondary_region_over_ssh_applies_replans_clean_and_destroys() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    two_regions(&s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
+    apply_replan_destroy(&s, e, &|args| berth_ssh(&s, e, args));
+}
+
+/// A client key the engine does not trust, a key file other users may read, and an ssh
+/// host whose key is not the known one: each is one diagnostic naming the region and the
+/// endpoint (and the cause), a non-zero exit, and nothing changed on either engine.
+#[test]
+fn a_wrong_client_key_or_host_key_is_one_diagnostic_and_changes_nothing() {
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+
+    // TLS: a client certificate of a CA the engine does not trust.
+    let ord = tls_region(&s, e);
+    let (cert, key) = common::dockerd::stranger_client();
+    std::fs::write(s.path().join("tls/cert.pem"), cert).unwrap();
+    std::fs::write(s.path().join("tls/key.pem"), key).unwrap();
+    two_regions(&s, &ord);
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("cannot reach the engine of region `ord`") && err.contains(&e.tls_endpoint),
+        "{err}"
+    );
+    assert_eq!(err.matches("cannot reach").count(), 1, "{err}");
+    nothing_created(&s, e);
+
+    // TLS: the key readable by others.
+    berth::fsutil::set_mode(&s.path().join("tls/key.pem"), 0o644).unwrap();
+    let r = s.berth(&["plan"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("region `ord`") && err.contains("key.pem") && err.contains("chmod 600"),
+        "{err}"
+    );
+
+    // ssh: the host's key is not the one known_hosts has.
+    let other = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(other.path().join("k"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let wrong = std::fs::read_to_string(other.path().join("k.pub")).unwrap();
+    let wrong: Vec<&str> = wrong.split_whitespace().take(2).collect();
+    let port = e.ssh_endpoint.rsplit(':').next().unwrap();
+    let bin = common::dockerd::ssh_client(
+        other.path(),
+        &e.ssh_home.join("id_ed25519"),
+        &format!("[127.0.0.1]:{port} {}\n", wrong.join(" ")),
+    );
+    two_regions(&s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = Berth::new()
+        .dir(s.path())
+        .env("PATH", &path)
+        .args(["apply", "--yes"])
+        .run()
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("cannot reach the engine of region `ord`")
+            && err.contains(&e.ssh_endpoint)
+            && err.contains("Host key verification failed"),
+        "{err}"
+    );
+    nothing_created(&s, e);
+}
+
+/// The TLS client key as an age secret of the spec: decrypted with the identity, held in
+/// memory; the engine answers (plan), and the key is nowhere in the clear.
+#[test]
+fn a_tls_client_key_can_be_an_age_secret_of_the_spec() {
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+    tls_region(&s, e);
+    std::fs::remove_file(s.path().join("tls/key.pem")).unwrap();
+    let write = || {
+        s.spec(&format!(
+            "identity: ./me.key\nsecrets:\n  ord_engine_key: {{ file: secrets/ord_engine_key.age }}\nregions:\n  iad: {{ engine: \"{LOCAL}\", primary: true }}\n  ord: {{ engine: \"{}\", tls: {{ ca: tls/ca.pem, cert: tls/cert.pem, key: {{ secret: ord_engine_key }} }} }}\npods:\n  web:\n    image: {}\n",
+            e.tls_endpoint,
+            common::docker::testapp_image()
+        ))
+    };
+    write();
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "ord_engine_key"])
+        .stdin(std::fs::read(&e.key).unwrap())
+        .run()
+        .code(0);
+    let r = s.berth(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(r.stdout().contains("pod.web@ord"), "{}", r.stdout());
+
+    // Another identity cannot decrypt it: one diagnostic, naming the region.
+    std::fs::remove_file(s.path().join("me.key")).unwrap();
+    s.berth(&["secrets", "init"]).code(0);
+    let r = s.berth(&["plan"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("region `ord`") && err.contains("ord_engine_key.age"),
+        "{err}"
+    );
+}
+
+/// A far side without `docker` on its PATH (here: the command renamed on its way, by an ssh
+/// wrapper): one diagnostic with the far shell's words and the help naming `docker` on
+/// the PATH, nothing changed.
+#[test]
+fn a_far_side_without_docker_is_one_diagnostic_saying_so() {
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+    let bin = s.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = e.ssh_bin.join("ssh");
+    common::dockerd::write_file(
+        &bin,
+        "ssh",
+        &format!(
+            "#!/bin/bash\nexec {} \"${{@/#docker/no-such-docker}}\"\n",
+            real.display()
+        ),
+        0o755,
+    );
+    two_regions(&s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = Berth::new()
+        .dir(s.path())
+        .env("PATH", &path)
+        .args(["apply", "--yes"])
+        .run()
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("cannot reach the engine of region `ord`")
+            && err.contains("no-such-docker")
+            && err.contains("status 127")
+            && err.contains("`docker` is on the PATH"),
+        "{err}"
+    );
+    nothing_created(&s, e);
 }

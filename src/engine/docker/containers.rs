@@ -73,7 +73,11 @@ impl Engine {
             }))
             .await
             .map_err(|e| self.call_error("list containers", e))?;
-        Ok(list.into_iter().map(info).collect())
+        Ok(list
+            .into_iter()
+            .map(info)
+            .filter(|c| !self.foreign(&c.labels))
+            .collect())
     }
 
     /// A container that is never started, only there to reach `volume` (mounted at
@@ -142,10 +146,10 @@ impl Engine {
             let body = ContainerCreateBody {
                 image: Some(image),
                 cmd: Some(vec!["berth-holds-this-name".into()]),
-                labels: Some(HashMap::from([
+                labels: Some(self.with_region(HashMap::from([
                     (labels::PROJECT.to_owned(), project.to_owned()),
                     (NAME_HOLD_LABEL.to_owned(), "1".to_owned()),
-                ])),
+                ]))),
                 network_disabled: Some(true),
                 ..Default::default()
             };
@@ -272,6 +276,8 @@ impl Engine {
             name: Some(name.to_owned()),
             ..Default::default()
         };
+        let mut body = body;
+        body.labels = Some(self.with_region(body.labels.unwrap_or_default()));
         let created = self
             .retrying(|| {
                 self.docker

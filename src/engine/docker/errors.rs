@@ -52,16 +52,14 @@ pub fn name_conflict(e: &bollard::errors::Error) -> bool {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum EngineError {
     #[error("cannot reach the engine of region `{region}` at `{endpoint}`: {reason}")]
-    #[diagnostic(
-        code(berth::engine_unreachable),
-        help(
-            "start the engine (`systemctl start docker`), or fix the region's `engine:` (or DOCKER_HOST); nothing was changed"
-        )
-    )]
+    #[diagnostic(code(berth::engine_unreachable))]
     Unreachable {
         region: String,
         endpoint: String,
         reason: String,
+        /// What to do, by the kind of endpoint ([`unreachable_help`]).
+        #[help]
+        help: String,
     },
     #[error("the engine of region `{region}` speaks API {found}; berth needs {}.{} or newer", MIN_API.0, MIN_API.1)]
     #[diagnostic(
@@ -69,14 +67,37 @@ pub enum EngineError {
         help("upgrade Docker to 19.03 or newer, or Podman to 4 or newer")
     )]
     TooOld { region: String, found: String },
-    #[error("region `{region}`: `{endpoint}` engines are not supported yet")]
+    #[error("region `{region}`: `{endpoint}` is not an engine address berth can reach")]
     #[diagnostic(
         code(berth::engine_unsupported),
         help(
-            "reach the host through a unix socket or `tcp://`; ssh:// and TLS engines come with the regions work"
+            "write `unix:///var/run/docker.sock`, `tcp://HOST:2376` with `tls: {{ ca, cert, key }}`, or `ssh://USER@HOST[:PORT]`"
         )
     )]
     Unsupported { region: String, endpoint: String },
+    #[error("region `{region}`: the TLS file `{}` cannot be used: {reason}", path.display())]
+    #[diagnostic(code(berth::engine_tls))]
+    TlsFile {
+        region: String,
+        path: std::path::PathBuf,
+        reason: String,
+        #[help]
+        help: String,
+    },
+    #[error(
+        "regions `{first}` and `{second}` are one engine (ID {id}): the project would be deployed twice onto it"
+    )]
+    #[diagnostic(
+        code(berth::same_engine),
+        help(
+            "give each region an engine of its own (another host, or another daemon), or keep one of the two regions; nothing was changed"
+        )
+    )]
+    SameEngine {
+        first: String,
+        second: String,
+        id: String,
+    },
     #[error("building image `{image}` on the engine of region `{region}` failed: {reason}")]
     #[diagnostic(
         code(berth::build_failed),
@@ -110,6 +131,24 @@ pub enum EngineError {
         /// Each as `ID (NAME)`.
         containers: Vec<String>,
     },
+}
+
+/// What to do when an engine does not answer, by how it is reached.
+pub fn unreachable_help(endpoint: &str) -> String {
+    let nothing = "nothing was changed";
+    if endpoint.starts_with("ssh://") {
+        format!(
+            "berth runs the system's `ssh` (your ~/.ssh/config, agent and keys, known_hosts; no prompts) and `docker system dial-stdio` on the host: check that `ssh USER@HOST docker version` works from here, that the host key is in known_hosts, and that `docker` is on the PATH of the far side's non-interactive shell; {nothing}"
+        )
+    } else if endpoint.starts_with("tcp://") {
+        format!(
+            "check that the engine listens there (`dockerd -H tcp://0.0.0.0:2376 --tlsverify ...`), that its certificate is signed by the region's `tls.ca` and names the host, and that it accepts the client certificate; {nothing}"
+        )
+    } else {
+        format!(
+            "start the engine (`systemctl start docker`), or fix the region's `engine:` (or DOCKER_HOST); {nothing}"
+        )
+    }
 }
 
 impl Engine {

@@ -1,5 +1,5 @@
 //! A region's container engine, through bollard: connecting (the region's `engine`, or
-//! DOCKER_HOST, or the local socket), checking that it answers and is recent enough, and the
+//! DOCKER_HOST, or the local socket; TLS and ssh engines through `transport`), checking that it answers and is recent enough, and the
 //! calls berth makes, by subject: `containers`, `networks` (and volumes), `images`
 //! (and builds), `exec` (exec, archives, logs and events); `errors` holds the engine's
 //! errors and the one retry every mutating call goes through. Every call is counted, so
@@ -12,6 +12,7 @@ mod files;
 mod images;
 mod keeper;
 mod networks;
+mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +24,7 @@ pub use exec::ExecIo;
 pub use images::PullError;
 pub use keeper::{KeeperError, VolumeFile, keeper_image_tag, keeper_program, secrets_mount};
 pub use networks::{NetworkRemoval, ObjectInfo, ObjectKind};
+pub use transport::TlsMaterial;
 
 /// Oldest engine API berth works with (Docker 19.03).
 pub const MIN_API: (u32, u32) = (1, 40);
@@ -34,65 +36,141 @@ const TIMEOUT_SECS: u64 = 120;
 pub struct Engine {
     pub region: String,
     pub endpoint: String,
+    /// The engine's identity (`ID` of `/info`): two regions on one engine are refused.
+    pub id: String,
+    /// The engine's host name and data root (`Name`, `DockerRootDir` of `/info`): with the
+    /// ID, what tells two engines apart (engines of machines cloned from one image may
+    /// share an ID).
+    host_name: String,
+    root_dir: String,
+    /// `NCPU` of `/info`.
+    ncpu: i64,
+    /// The spec's other regions: objects labelled for one of them are not this region's.
+    other_regions: Vec<String>,
     docker: Docker,
     requests: AtomicU64,
     /// Containers created only to hold a name ([`Engine::hold_name`]), until released.
     held: std::sync::Mutex<Vec<(String, String)>>,
 }
 
+/// How to reach a region's engine: its address as the spec writes it (none: DOCKER_HOST or
+/// the local socket) and, for a `tcp://` engine with `tls`, its files, read.
+#[derive(Default)]
+pub struct Target {
+    pub endpoint: Option<String>,
+    pub tls: Option<TlsMaterial>,
+}
+
 impl Engine {
-    /// Connects to `endpoint` (`unix:///path` or `tcp://host:port`), or, without one, to
-    /// DOCKER_HOST or the local socket; then checks that the engine answers and its version.
-    pub async fn connect(region: &str, endpoint: Option<&str>) -> Result<Engine, EngineError> {
-        let shown = endpoint
-            .map(str::to_owned)
-            .or_else(|| std::env::var("DOCKER_HOST").ok())
+    /// Connects to the target's engine (`unix:///path`, `tcp://host:port` with or without
+    /// TLS, `ssh://[user@]host[:port]`), or, without an address, to DOCKER_HOST or the local
+    /// socket; then checks that the engine answers, its API version, and reads its identity.
+    pub async fn connect(region: &str, target: &Target) -> Result<Engine, EngineError> {
+        let shown = target
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
         let unreachable = |reason: String| EngineError::Unreachable {
             region: region.to_owned(),
             endpoint: shown.clone(),
             reason,
+            help: errors::unreachable_help(&shown),
         };
-        let docker = match endpoint {
-            None => Docker::connect_with_defaults(),
-            Some(e) if e.starts_with("unix://") => {
+        let docker = match (target.endpoint.as_deref(), &target.tls) {
+            (Some(e), Some(tls)) if e.starts_with("tcp://") => {
+                transport::tls(e, tls, TIMEOUT_SECS).map_err(unreachable)?
+            }
+            (Some(e), None) if e.starts_with("unix://") => {
                 Docker::connect_with_unix(e, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| unreachable(e.to_string()))?
             }
-            Some(e) if e.starts_with("tcp://") || e.starts_with("http://") => {
+            (Some(e), None) if e.starts_with("tcp://") || e.starts_with("http://") => {
                 Docker::connect_with_http(e, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| unreachable(e.to_string()))?
             }
-            Some(e) => {
+            (Some(e), None) if e.starts_with("ssh://") => {
+                transport::ssh(e, TIMEOUT_SECS).map_err(unreachable)?
+            }
+            (None, _) if shown.starts_with("ssh://") => {
+                transport::ssh(&shown, TIMEOUT_SECS).map_err(unreachable)?
+            }
+            (None, _) => Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?,
+            (Some(e), _) => {
                 return Err(EngineError::Unsupported {
                     region: region.to_owned(),
                     endpoint: e.to_owned(),
                 });
             }
-        }
-        .map_err(|e| unreachable(e.to_string()))?;
+        };
         let docker = docker
             .negotiate_version()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let engine = Engine {
-            region: region.to_owned(),
-            endpoint: shown.clone(),
-            docker,
-            requests: AtomicU64::new(2),
-            held: std::sync::Mutex::new(Vec::new()),
-        };
-        let version = engine
-            .docker
-            .version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let api = version.api_version.unwrap_or_default();
+        // Negotiation settles on the engine's API version when it is older than berth's.
+        let api = docker.client_version();
+        let api = format!("{}.{}", api.major_version, api.minor_version);
         if !api_at_least(&api, MIN_API) {
             return Err(EngineError::TooOld {
                 region: region.to_owned(),
                 found: api,
             });
         }
-        Ok(engine)
+        let info = docker
+            .info()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Engine {
+            region: region.to_owned(),
+            endpoint: shown.clone(),
+            id: info.id.unwrap_or_default(),
+            host_name: info.name.unwrap_or_default(),
+            root_dir: info.docker_root_dir.unwrap_or_default(),
+            ncpu: info.ncpu.unwrap_or(0),
+            other_regions: Vec::new(),
+            docker,
+            requests: AtomicU64::new(2),
+            held: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether `other` is this very engine: the same ID, host name and data root (an
+    /// engine always reports the same three; engines that only share an ID, cloned
+    /// machines, are not taken for one).
+    pub fn same_engine(&self, other: &Engine) -> bool {
+        !self.id.is_empty()
+            && self.id == other.id
+            && self.host_name == other.host_name
+            && self.root_dir == other.root_dir
+    }
+
+    /// Tells the engine the spec's regions: what is labelled for another of them is left
+    /// out of every list it makes.
+    pub fn set_regions(&mut self, all: &[&str]) {
+        self.other_regions = all
+            .iter()
+            .filter(|r| **r != self.region)
+            .map(|r| r.to_string())
+            .collect();
+    }
+
+    /// Whether an object with these labels belongs to another region of the spec.
+    fn foreign(&self, labels: &std::collections::HashMap<String, String>) -> bool {
+        labels
+            .get(crate::engine::labels::REGION)
+            .is_some_and(|r| *r != self.region && self.other_regions.contains(r))
+    }
+
+    /// `labels` with this engine's region.
+    fn with_region(
+        &self,
+        mut labels: std::collections::HashMap<String, String>,
+    ) -> std::collections::HashMap<String, String> {
+        labels.insert(
+            crate::engine::labels::REGION.to_owned(),
+            self.region.clone(),
+        );
+        labels
     }
 
     /// Whether the engine runs on this machine (a `unix://` socket), so that a path here
@@ -110,15 +188,10 @@ impl Engine {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many CPUs the engine has (`NCPU` of `/info`): the most a container may ask for.
+    /// How many CPUs the engine has (`NCPU` of `/info`, read when connecting): the most a
+    /// container may ask for.
     pub async fn cpu_count(&self) -> Result<i64, EngineError> {
-        self.count();
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| self.call_error("info", e))?;
-        Ok(info.ncpu.unwrap_or(0))
+        Ok(self.ncpu)
     }
 }
 

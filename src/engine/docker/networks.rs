@@ -61,6 +61,7 @@ impl Engine {
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default(),
             })
+            .filter(|o| !self.foreign(&o.labels))
             .collect())
     }
 
@@ -82,6 +83,7 @@ impl Engine {
                 name: v.name,
                 labels: v.labels,
             })
+            .filter(|o| !self.foreign(&o.labels))
             .collect())
     }
 
@@ -122,7 +124,7 @@ impl Engine {
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".into()),
-            labels: Some(labels),
+            labels: Some(self.with_region(labels)),
             ..Default::default()
         };
         self.retrying(|| self.docker.create_network(request.clone()))
@@ -185,7 +187,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let request = VolumeCreateRequest {
             name: Some(name.to_owned()),
-            labels: Some(labels),
+            labels: Some(self.with_region(labels)),
             ..Default::default()
         };
         self.retrying(|| self.docker.create_volume(request.clone()))

@@ -2,7 +2,7 @@
 
 use super::Checker;
 use crate::diag::Diagnostic;
-use crate::spec::Sp;
+use crate::spec::{Sp, TlsKey};
 
 impl Checker<'_> {
     pub(super) fn regions(&mut self) {
@@ -45,6 +45,28 @@ impl Checker<'_> {
                         .at(engine.span, "not unix://, tcp:// or ssh://")
                         .help("write `unix:///var/run/docker.sock`, `tcp://host:2376` (with `tls`) or `ssh://user@host`"),
                 ),
+            }
+            if let Some(tls) = &r.item.tls
+                && let TlsKey::Secret(k) = &tls.key
+                && self.spec.secrets.get(&k.secret.value).is_none()
+            {
+                let defined: Vec<&str> = self
+                    .spec
+                    .secrets
+                    .iter()
+                    .map(|s| s.name.value.as_str())
+                    .collect();
+                self.unknown("secret", &k.secret, defined.into_iter(), "secrets");
+            }
+            if engine.value.starts_with("tcp://") && r.item.tls.is_none() {
+                self.push(
+                    Diagnostic::warning(
+                        "plain-tcp-engine",
+                        format!("engine `{}` is reached without TLS", engine.value),
+                    )
+                    .at(engine.span, "plain HTTP, no authentication")
+                    .help("anyone who can reach this port controls the engine, and what berth sends (secret files too) crosses the network in clear: add `tls: { ca, cert, key }` (the engine with `--tlsverify`), or use `ssh://USER@HOST`"),
+                );
             }
             if r.item.tls.is_some() && !engine.value.starts_with("tcp://") {
                 self.push(
