@@ -269,7 +269,7 @@ pub async fn healthy(
                     ));
                 };
                 let attempt = Instant::now();
-                let why = match http_get(ip, probe.0, &probe.1, timeout).await {
+                let why = match http_get(engine, ip, probe.0, &probe.1, timeout).await {
                     Ok(status) if (200..300).contains(&status) => return Ok(()),
                     Ok(status) => format!("GET :{}{} answered {status}", probe.0, probe.1),
                     Err(e) => format!("GET :{}{}: {e}", probe.0, probe.1),
@@ -324,18 +324,24 @@ pub enum ProbeError {
     Timeout(Duration),
 }
 
-/// GET `path` on `ip:port`; the response status.
+/// GET `path` on `ip:port` (as the engine's host reaches it: [`Engine::dial`]); the
+/// response status.
 pub async fn http_get(
+    engine: &Engine,
     ip: &str,
     port: u16,
     path: &str,
     timeout: Duration,
 ) -> Result<u16, ProbeError> {
-    get(ip, port, path, timeout).await.map(|r| r.status)
+    get(engine, ip, port, path, timeout)
+        .await
+        .map(|r| r.status)
 }
 
-/// GET `path` on `ip:port` with its headers and body (at most `MAX_BODY` bytes).
+/// GET `path` on `ip:port` (as the engine's host reaches it: [`Engine::dial`]) with its
+/// headers and body (at most `MAX_BODY` bytes).
 pub async fn get(
+    engine: &Engine,
     ip: &str,
     port: u16,
     path: &str,
@@ -345,7 +351,8 @@ pub async fn get(
     const MAX_BODY: usize = 1 << 20;
     let start = Instant::now();
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect((ip, port))
+        let stream = engine
+            .dial(ip, port)
             .await
             .map_err(ProbeError::Connect)?;
         let (mut sender, connection) =
@@ -413,7 +420,7 @@ pub async fn checks(
             .as_ref()
             .and_then(|l| l.get())
             .map_or(CHECK_TIMEOUT, |l| l.max(CHECK_TIMEOUT));
-        let r = get(ip, http.port.value, &http.path, timeout)
+        let r = get(engine, ip, http.port.value, &http.path, timeout)
             .await
             .map_err(|e| fail(&name, e.to_string()))?;
         verify(http, &r).map_err(|why| fail(&name, why.to_string()))?;

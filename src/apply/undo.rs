@@ -474,7 +474,7 @@ async fn answering(e: &Engine, id: &str, http: Option<&(u16, String)>) {
         let ok = match http {
             Some((port, path)) => match state.addresses.values().next() {
                 Some(ip) => {
-                    crate::apply::gate::http_get(ip, *port, path, std::time::Duration::from_secs(1))
+                    crate::apply::gate::http_get(e, ip, *port, path, std::time::Duration::from_secs(1))
                         .await
                         .is_ok_and(|status| (200..300).contains(&status))
                 }

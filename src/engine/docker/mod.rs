@@ -26,6 +26,10 @@ pub use keeper::{KeeperError, VolumeFile, keeper_image_tag, keeper_program, secr
 pub use networks::{NetworkRemoval, ObjectInfo, ObjectKind};
 pub use transport::TlsMaterial;
 
+/// A connection [`Engine::dial`] made.
+pub trait Dialed: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Dialed for T {}
+
 /// Oldest engine API berth works with (Docker 19.03).
 pub const MIN_API: (u32, u32) = (1, 40);
 
@@ -132,6 +136,19 @@ impl Engine {
             requests: AtomicU64::new(2),
             held: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// A TCP connection to a container's `ip:port` as the engine's host reaches it: over
+    /// the engine's own ssh (`ssh -W`) for an `ssh://` engine, directly otherwise (the
+    /// engine is on this machine, or its containers' networks are routed to it). Health
+    /// gates and checks go through it.
+    pub async fn dial(&self, ip: &str, port: u16) -> std::io::Result<Box<dyn Dialed>> {
+        if self.endpoint.starts_with("ssh://") {
+            let io = transport::ssh_forward(&self.endpoint, ip, port)?;
+            return Ok(Box::new(io));
+        }
+        let stream = tokio::net::TcpStream::connect((ip, port)).await?;
+        Ok(Box::new(stream))
     }
 
     /// Whether `other` is this very engine: the same ID, host name and data root (an

@@ -170,7 +170,7 @@ struct SshConnector {
 type Exit = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
 /// One connection: the ssh process's stdin and stdout, and what it said when it ended.
-struct SshIo {
+pub struct SshIo {
     stdin: tokio::process::ChildStdin,
     stdout: tokio::process::ChildStdout,
     /// Resolves when the process has ended: `Some(why)` when it failed.
@@ -192,8 +192,27 @@ impl tower_service::Service<hyper::Uri> for SshConnector {
     }
 }
 
+/// A TCP connection to `ip:port` as the far side of `ssh://...` sees it (`ssh -W`): how
+/// berth's health gates and checks reach a container on an engine of another machine.
+pub fn ssh_forward(endpoint: &str, ip: &str, port: u16) -> io::Result<SshIo> {
+    let (user, host, ssh_port) = ssh_parts(endpoint)
+        .ok_or_else(|| io::Error::other("not an ssh://[USER@]HOST[:PORT] address"))?;
+    let connector = SshConnector {
+        user,
+        host,
+        port: ssh_port,
+        shown: endpoint.to_owned(),
+    };
+    connector.spawn(Some(&format!("{ip}:{port}")))
+}
+
 impl SshConnector {
     fn open(&self) -> io::Result<TokioIo<SshIo>> {
+        self.spawn(None).map(TokioIo::new)
+    }
+
+    /// `ssh ... HOST docker system dial-stdio`, or with `forward`, `ssh -W forward ... HOST`.
+    fn spawn(&self, forward: Option<&str>) -> io::Result<SshIo> {
         let mut cmd = tokio::process::Command::new("ssh");
         cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30"]);
         if let Some(user) = &self.user {
@@ -202,10 +221,14 @@ impl SshConnector {
         if let Some(port) = self.port {
             cmd.arg("-p").arg(port.to_string());
         }
-        cmd.arg("--")
-            .arg(&self.host)
-            .args(["docker", "system", "dial-stdio"])
-            .stdin(std::process::Stdio::piped())
+        if let Some(to) = forward {
+            cmd.arg("-W").arg(to);
+        }
+        cmd.arg("--").arg(&self.host);
+        if forward.is_none() {
+            cmd.args(["docker", "system", "dial-stdio"]);
+        }
+        cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -238,11 +261,11 @@ impl SshConnector {
                 Err(e) => Some(format!("ssh to {shown}: {e}")),
             }
         });
-        Ok(TokioIo::new(SshIo {
+        Ok(SshIo {
             stdin,
             stdout,
             exit,
-        }))
+        })
     }
 }
 

@@ -239,7 +239,7 @@ fn sign(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, server: bool) -> (Strin
 
 /// Writes an ssh client setup into `dir`: `config` (identity `identity`, known hosts
 /// `known_hosts`, strict host key checking, batch mode) and `bin/ssh` (the wrapper reading
-/// it); returns the `bin` directory to put first on berth's `PATH`.
+/// it, and writing each call's arguments to `bin/ssh.log`); returns the `bin` directory to put first on berth's `PATH`.
 pub fn ssh_client(dir: &Path, identity: &Path, known_hosts: &str) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -261,7 +261,8 @@ pub fn ssh_client(dir: &Path, identity: &Path, known_hosts: &str) -> PathBuf {
     write(
         &bin.join("ssh"),
         &format!(
-            "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            bin.join("ssh.log").display(),
             config.display()
         ),
         0o755,
@@ -417,7 +418,7 @@ impl SecondEngine {
                 "ListenAddress 127.0.0.1\nPort {ssh_port}\nHostKey {hk}\nPidFile {pidfile}\n\
                  AuthorizedKeysFile {ak}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 AllowUsers {user}\nSetEnv DOCKER_HOST={host}\nAllowTcpForwarding no\n\
+                 AllowUsers {user}\nSetEnv DOCKER_HOST={host}\nAllowTcpForwarding local\n\
                  X11Forwarding no\nPrintMotd no\n",
                 hk = ssh.join("host_key").display(),
                 pidfile = ssh.join("sshd.pid").display(),
