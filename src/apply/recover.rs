@@ -261,6 +261,8 @@ impl Recovering<'_> {
                     secrets: Default::default(),
                     summary: Default::default(),
                     destroyed: command == "berth destroy",
+                    regions: None,
+                    halted_at: None,
                 },
             )?;
             lines.push(format!("  recorded revision {revision}"));

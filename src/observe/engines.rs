@@ -27,14 +27,21 @@ pub enum Observe {
     DuringApply,
 }
 
-/// Connects to every region's engine and observes them, concurrently, treating two
+/// Connects to every region's engine (or only those of `only`, when it names any: the
+/// others are not even connected) and observes them, concurrently, treating two
 /// containers claiming one address as `mode` says; returns what it removed too.
 pub async fn observe(
     spec: &Spec,
     mode: Observe,
+    only: &[String],
 ) -> Result<(HashMap<String, Engine>, ObservedState, Vec<String>), EngineError> {
-    let names = spec.region_names();
-    let all = &names;
+    let all_names = spec.region_names();
+    let all = &all_names;
+    let names: Vec<&str> = all_names
+        .iter()
+        .copied()
+        .filter(|n| only.is_empty() || only.iter().any(|o| o == n))
+        .collect();
     let project = spec.project.value.as_str();
     let observations = names.iter().map(|name| async move {
         let endpoint = spec.regions.get(name).map(|r| r.engine.value.as_str());

@@ -171,6 +171,9 @@ pub struct Scope<'a> {
     /// observed all the same).
     pub local: bool,
     pub mode: Observe,
+    /// `--region`: only these regions' engines are connected and observed (all when
+    /// empty).
+    pub regions: &'a [String],
 }
 
 /// What exists for a project: on its engines (connected, kept for apply) and on this
@@ -189,7 +192,8 @@ pub struct Observation {
 /// its backups' stores and timers, and the timers of backups no longer desired (planned for
 /// deletion; their stores and backups stay).
 pub async fn observe(scope: &Scope<'_>) -> Result<Observation, EngineError> {
-    let (engines, mut state, mut notes) = engines::observe(scope.spec, scope.mode).await?;
+    let (engines, mut state, mut notes) =
+        engines::observe(scope.spec, scope.mode, scope.regions).await?;
     let mut store_problems = Vec::new();
     if scope.local {
         secrets::observe(scope.desired, scope.secrets, &mut state);

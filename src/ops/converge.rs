@@ -105,6 +105,8 @@ impl Session {
                     secrets,
                     summary: self.plan.summary.clone().into(),
                     destroyed: self.goal == Goal::Nothing,
+                    regions: self.covered(&applied),
+                    halted_at: applied.halted.as_ref().map(|h| h.region.clone()),
                 },
             )?;
             applied.revision = Some(from + 1);
@@ -113,7 +115,42 @@ impl Session {
         if let Some(j) = applied.journal.take() {
             j.end()?;
         }
+        if let Some(h) = applied.halted.take() {
+            let kept = match applied.revision {
+                Some(n) => format!(
+                    "recorded as revision {n}, partial: it reached {}\n",
+                    h.done
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
+            let report = format!("{}{kept}", h.error.report());
+            let h = *h;
+            return Err(OpError::Apply(crate::apply::ApplyError::RolloutHalted {
+                region: h.region,
+                cause: Box::new(h.error),
+                report,
+            }));
+        }
         Ok(applied)
+    }
+
+    /// The regions a revision reached, when not all of the spec's: those of `--region`, or
+    /// those done before a rollout halted.
+    fn covered(&self, applied: &crate::apply::Applied) -> Option<Vec<String>> {
+        let mut regions: Vec<String> = match &applied.halted {
+            Some(h) => h.done.clone(),
+            None if !self.regions.is_empty() => self.regions.clone(),
+            None => return None,
+        };
+        // In the spec's order, each once.
+        let order = self.project.spec.region_names();
+        regions.sort_by_key(|r| order.iter().position(|o| o == r));
+        regions.dedup();
+        Some(regions)
     }
 
     /// The backups with `before_apply: true` whose data a change of this plan touches: a
