@@ -175,8 +175,8 @@ impl Checker<'_> {
                         )
                         .at(region_part.span, format!("no region is named `{region}`"))
                         .help(format!(
-                            "write `POD@REGION` with one of the spec's regions: {}",
-                            defined
+                            "write `POD@REGION` with a region `{target_name}` runs in: {}",
+                            spec.regions_of(&target.regions)
                                 .iter()
                                 .map(|r| format!("`{target_name}@{r}`"))
                                 .collect::<Vec<_>>()
