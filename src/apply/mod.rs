@@ -277,8 +277,9 @@ pub struct Applied {
     pub kept: Vec<String>,
     /// The revision recorded for it (set by the session; none when nothing changed).
     pub revision: Option<u64>,
-    /// The regions rolled out, in order (all that had changes, unless halted).
-    pub regions: Vec<String>,
+    /// The regions the revision reaches, when not every region of the spec (`--region`,
+    /// or a rollout halted at a failed region), in the spec's order.
+    pub covered: Option<Vec<String>>,
     /// The rollout stopped at a failed region (`rollout.on_failure: halt`): the revision
     /// is recorded as partial, then the error returned.
     pub halted: Option<Box<Halted>>,
@@ -337,6 +338,9 @@ struct Run<'a> {
     proxies: RefCell<HashMap<String, steps::proxy::Live>>,
     /// One reload of a proxy at a time (the replicas of a pod switch concurrently).
     proxy_turn: futures_util::lock::Mutex<()>,
+    /// The regions the revision reaches when not all (`--region`, or the regions done
+    /// before a rollout halted), and the region it halted at: said by the commit.
+    covered: RefCell<(Option<Vec<String>>, Option<String>)>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -358,6 +362,8 @@ pub struct Inputs<'a> {
     pub journal: Journal,
     /// Set when the process is asked to stop.
     pub interrupted: &'a std::sync::atomic::AtomicBool,
+    /// `--region`: the regions planned (all when empty).
+    pub regions: &'a [String],
 }
 
 /// Applies `plan`, made from `inputs.graph` and `inputs.observed`, on `inputs.engines`.
@@ -378,6 +384,7 @@ pub async fn apply(
         state_dir,
         journal,
         interrupted,
+        regions,
     } = inputs;
     let revision = match &journal.machine().begin {
         Some(Record::Begin { revision, .. }) => Some(*revision),
@@ -406,7 +413,11 @@ pub async fn apply(
         state_dir,
         proxies: RefCell::new(HashMap::new()),
         proxy_turn: futures_util::lock::Mutex::new(()),
+        covered: RefCell::new((None, None)),
     };
+    if !regions.is_empty() {
+        run.covered.borrow_mut().0 = Some(in_spec_order(spec, regions.to_vec()));
+    }
     let changes: Vec<&Change> = plan
         .changes
         .iter()
@@ -477,6 +488,10 @@ pub async fn apply(
             }
             changed = changed_before;
             run.commit.borrow_mut().truncate(commit_mark);
+            *run.covered.borrow_mut() = (
+                Some(in_spec_order(spec, done.clone())),
+                Some(region.name.clone()),
+            );
             let note = rollout_note(&region.name, &done, crate::spec::OnFailure::Halt);
             halted = Some(Box::new(Halted {
                 region: region.name.clone(),
@@ -506,7 +521,7 @@ pub async fn apply(
     Ok(Applied {
         journal,
         halted,
-        regions: done,
+        covered: run.covered.take().0,
         revision: None,
         changed: changed.saturating_sub(kept_volumes.len()),
         kept_volumes,
@@ -555,6 +570,14 @@ fn rollout<'c>(spec: &Spec, graph: &ResourceGraph, changes: &[&'c Change]) -> Ve
         }
     }
     out
+}
+
+/// Region names in the spec's order, each once.
+fn in_spec_order(spec: &Spec, mut regions: Vec<String>) -> Vec<String> {
+    let order = spec.region_names();
+    regions.sort_by_key(|r| order.iter().position(|o| o == r));
+    regions.dedup();
+    regions
 }
 
 /// A rollout stopped at a failed region (`rollout.on_failure: halt`): the regions done
@@ -746,8 +769,11 @@ impl<'a> Run<'a> {
             CommitItem::Network { .. } => 1,
             CommitItem::Volume { .. } => 2,
         });
+        let (regions, halted_at) = self.covered.borrow().clone();
         self.journal(Record::Commit {
             items: commit.clone(),
+            regions,
+            halted_at,
         })?;
         let mut left = 0;
         for c in &commit {

@@ -63,6 +63,7 @@ impl Session {
             state_dir: &self.project.state.path,
             journal,
             interrupted: &interrupted,
+            regions: &self.regions,
         };
         let mut applied = self.project.runtime.block_on(async {
             let work = crate::apply::apply(inputs, &self.plan, options, progress);
@@ -105,7 +106,7 @@ impl Session {
                     secrets,
                     summary: self.plan.summary.clone().into(),
                     destroyed: self.goal == Goal::Nothing,
-                    regions: self.covered(&applied),
+                    regions: applied.covered.clone(),
                     halted_at: applied.halted.as_ref().map(|h| h.region.clone()),
                 },
             )?;
@@ -136,21 +137,6 @@ impl Session {
             }));
         }
         Ok(applied)
-    }
-
-    /// The regions a revision reached, when not all of the spec's: those of `--region`, or
-    /// those done before a rollout halted.
-    fn covered(&self, applied: &crate::apply::Applied) -> Option<Vec<String>> {
-        let mut regions: Vec<String> = match &applied.halted {
-            Some(h) => h.done.clone(),
-            None if !self.regions.is_empty() => self.regions.clone(),
-            None => return None,
-        };
-        // In the spec's order, each once.
-        let order = self.project.spec.region_names();
-        regions.sort_by_key(|r| order.iter().position(|o| o == r));
-        regions.dedup();
-        Some(regions)
     }
 
     /// The backups with `before_apply: true` whose data a change of this plan touches: a

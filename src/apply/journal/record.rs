@@ -80,6 +80,13 @@ pub enum Record {
     },
     Commit {
         items: Vec<CommitItem>,
+        /// The regions the revision reaches, when not every region of the spec (`--region`,
+        /// or a rollout halted at a failed region), for the revision `recover` records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regions: Option<Vec<String>>,
+        /// The region a rollout halted at (`rollout.on_failure: halt`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        halted_at: Option<String>,
     },
     End {
         outcome: Outcome,
@@ -132,6 +139,9 @@ pub struct Machine {
     /// Undo records in the order written, with their state; dropped ones removed.
     pub undos: Vec<(u64, Undo, UndoState)>,
     pub commit: Option<Vec<CommitItem>>,
+    /// What the commit said of the regions: those the revision reaches (when not all)
+    /// and the region a rollout halted at.
+    pub covered: (Option<Vec<String>>, Option<String>),
     pub end: Option<Outcome>,
 }
 
@@ -206,11 +216,16 @@ impl Machine {
                 }
                 entry.2 = *state;
             }
-            Record::Commit { items } => {
+            Record::Commit {
+                items,
+                regions,
+                halted_at,
+            } => {
                 if self.commit.is_some() {
                     return Err(Illegal::CommittedTwice);
                 }
                 self.commit = Some(items.clone());
+                self.covered = (regions.clone(), halted_at.clone());
             }
             Record::End { outcome } => self.end = Some(*outcome),
         }
