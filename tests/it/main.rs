@@ -20,6 +20,7 @@ mod plan_cases;
 mod proxy;
 mod proxy_tls;
 mod quickstart;
+mod regions;
 mod restore;
 mod secrets;
 mod state;

@@ -94,6 +94,10 @@ impl Drop for Project {
                     .output();
             }
         }
+        // What the project made on the tests' second engine, if this process started it.
+        if let Some(second) = super::dockerd::started() {
+            second.remove_project(&self.0);
+        }
         // The project's state directory (lock, journal, revisions).
         let _ = std::fs::remove_dir_all(super::state_home().join(&self.0));
         // Decrypted secrets delivered to the project's containers (on a tmpfs).

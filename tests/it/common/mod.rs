@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod docker;
+pub mod dockerd;
 pub mod nginx;
 
 use std::path::{Path, PathBuf};
