@@ -128,7 +128,9 @@ impl Session {
                 ),
                 None => String::new(),
             };
-            let report = format!("{}{kept}", h.error.report());
+            let mut report = h.error.report().trim_end().to_owned();
+            report.push('\n');
+            report.push_str(&kept);
             let h = *h;
             return Err(OpError::Apply(crate::apply::ApplyError::RolloutHalted {
                 region: h.region,

@@ -22,5 +22,6 @@ mod proxy_tls;
 mod quickstart;
 mod regions;
 mod restore;
+mod rollout;
 mod secrets;
 mod state;

@@ -1,0 +1,199 @@
+//! The ordered rollout over two real engines: region `iad` (primary) on the machine's
+//! engine, region `ord` on the tests' second engine (`common::dockerd`) over its unix
+//! socket. Each region runs its own pod on its own published port on 127.0.0.1 (the two
+//! engines share the host's ports), so what serves is read over HTTP.
+//!
+//! - with the default `rollout.on_failure: rollback`, a new version failing its health gate
+//!   in `ord` (after `iad` was done) puts both regions back on the previous revision;
+//! - with `halt`, `iad` keeps the new version, `ord` is back on the old one, the revision is
+//!   partial, and `plan` shows what is left (`ord` only);
+//! - `--region ord` applies only `ord`, and an unknown region is refused with the names.
+
+use berth::plan::Action;
+
+use crate::common::{self, Scene, changed, docker};
+use crate::proxy::{free_port, wait_for};
+
+/// Two regions, a pod in each on its own port; `ord_env` is added to `ord`'s pod.
+struct TwoRegions {
+    scene: Scene,
+    iad_port: u16,
+    ord_port: u16,
+    ord_host: String,
+}
+
+impl TwoRegions {
+    /// `None` without Docker or the second engine (a failure with `BERTH_REQUIRE_DOCKER=1`).
+    fn new() -> Option<TwoRegions> {
+        if !docker::available() {
+            return None;
+        }
+        let e = common::dockerd::second_engine()?;
+        e.load_image(docker::testapp_image());
+        Some(TwoRegions {
+            scene: Scene::new(),
+            iad_port: free_port(),
+            ord_port: free_port(),
+            ord_host: e.host.clone(),
+        })
+    }
+
+    /// Writes the spec: `iad` runs `version`, `ord` runs `version` with `ord_env` added.
+    fn write(&self, rollout: &str, version: &str, ord_env: &str) {
+        let pod = |name: &str, region: &str, port: u16, extra: &str| {
+            format!(
+                "  {name}:\n    image: {}\n    regions: [{region}]\n    env: {{ VERSION: {version}{extra} }}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 10 }}\n    update: {{ strategy: recreate }}\n",
+                docker::testapp_image()
+            )
+        };
+        self.scene.spec(&format!(
+            "regions:\n  iad: {{ engine: \"unix:///var/run/docker.sock\", primary: true }}\n  ord: {{ engine: \"{}\" }}\n{rollout}pods:\n{}{}",
+            self.ord_host,
+            pod("web-iad", "iad", self.iad_port, ""),
+            pod("web-ord", "ord", self.ord_port, ord_env),
+        ));
+    }
+
+    /// The version each region serves: (`iad`, `ord`).
+    fn serving(&self) -> (String, String) {
+        (
+            wait_for(self.iad_port, "/version", 200)
+                .body
+                .trim()
+                .to_owned(),
+            wait_for(self.ord_port, "/version", 200)
+                .body
+                .trim()
+                .to_owned(),
+        )
+    }
+
+    /// Both regions on v1.
+    fn applied_v1(rollout: &str) -> Option<TwoRegions> {
+        let t = TwoRegions::new()?;
+        t.write(rollout, "v1", "");
+        let r = t.scene.berth(&["apply", "--yes"]).code(0);
+        // One region after the other, the primary first.
+        let err = r.stderr();
+        let iad = err
+            .find("Region `iad`:")
+            .expect("iad's rollout is announced");
+        let ord = err
+            .find("Region `ord`:")
+            .expect("ord's rollout is announced");
+        assert!(iad < ord, "{err}");
+        assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
+        t.scene.plan(0);
+        Some(t)
+    }
+}
+
+#[test]
+fn a_region_failing_its_gate_puts_every_region_back_by_default() {
+    let Some(t) = TwoRegions::applied_v1("") else {
+        return;
+    };
+    t.write("", "v2", ", FAIL_HEALTH: 1");
+    let r = t.scene.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.web-ord@ord` failed its `healthy` gate"),
+        "{err}"
+    );
+    assert!(err.contains("region `ord` failed"), "{err}");
+    assert!(err.contains("(`iad`) were undone too"), "{err}");
+    // One revision everywhere: the previous one, serving.
+    assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
+    let mut left = changed(&t.scene.plan(2));
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ("pod.web-iad@iad".to_owned(), Action::Replace),
+            ("pod.web-ord@ord".to_owned(), Action::Replace),
+        ]
+    );
+    // No revision was recorded for the failed apply.
+    let history = t.scene.berth(&["history", "--format", "json"]).code(0);
+    let revisions: Vec<serde_json::Value> = serde_json::from_str(&history.stdout()).unwrap();
+    assert_eq!(revisions.len(), 1);
+}
+
+#[test]
+fn with_halt_the_regions_done_keep_the_new_revision_and_plan_shows_the_rest() {
+    let halt = "rollout: { on_failure: halt }\n";
+    let Some(t) = TwoRegions::applied_v1(halt) else {
+        return;
+    };
+    t.write(halt, "v2", ", FAIL_HEALTH: 1");
+    let r = t.scene.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("the rollout halted at region `ord`"), "{err}");
+    assert!(err.contains("(`iad`) keep the new revision"), "{err}");
+    assert!(err.contains("recorded as revision 2, partial"), "{err}");
+    assert_eq!(t.serving(), ("v2".to_owned(), "v1".to_owned()));
+    // What is left is `ord`'s change only.
+    assert_eq!(
+        changed(&t.scene.plan(2)),
+        [("pod.web-ord@ord".to_owned(), Action::Replace)]
+    );
+    let history = t.scene.berth(&["history", "--format", "json"]).code(0);
+    let revisions: Vec<serde_json::Value> = serde_json::from_str(&history.stdout()).unwrap();
+    let last = revisions.last().unwrap();
+    assert_eq!(last["revision"], 2);
+    assert_eq!(last["regions"], serde_json::json!(["iad"]));
+    assert_eq!(last["halted_at"], "ord");
+    let human = t.scene.berth(&["history"]).code(0).stdout();
+    assert!(human.contains("(partial: iad; halted at ord)"), "{human}");
+
+    // Fixed, the next apply changes `ord` only.
+    t.write(halt, "v2", "");
+    t.scene.berth(&["apply", "--yes"]).code(0);
+    assert_eq!(t.serving(), ("v2".to_owned(), "v2".to_owned()));
+    t.scene.plan(0);
+}
+
+#[test]
+fn region_limits_plan_and_apply_to_the_regions_named() {
+    let Some(t) = TwoRegions::applied_v1("") else {
+        return;
+    };
+    t.write("", "v2", "");
+    let plan = t
+        .scene
+        .berth(&["plan", "--region", "ord", "--format", "json"])
+        .code(0);
+    let plan: berth::plan::Plan = serde_json::from_str(&plan.stdout()).unwrap();
+    assert_eq!(
+        changed(&plan),
+        [("pod.web-ord@ord".to_owned(), Action::Replace)]
+    );
+    t.scene
+        .berth(&["apply", "--region", "ord", "--yes"])
+        .code(0);
+    assert_eq!(t.serving(), ("v1".to_owned(), "v2".to_owned()));
+    // `iad` was not touched: the whole plan shows its change, `--region ord` none.
+    assert_eq!(
+        changed(&t.scene.plan(2)),
+        [("pod.web-iad@iad".to_owned(), Action::Replace)]
+    );
+    t.scene
+        .berth(&["plan", "--region", "ord", "--detailed-exitcode"])
+        .code(0);
+    let history = t.scene.berth(&["history", "--format", "json"]).code(0);
+    let revisions: Vec<serde_json::Value> = serde_json::from_str(&history.stdout()).unwrap();
+    assert_eq!(
+        revisions.last().unwrap()["regions"],
+        serde_json::json!(["ord"])
+    );
+
+    // An unknown region is refused with the spec's names, before anything.
+    let r = t
+        .scene
+        .berth(&["apply", "--region", "nowhere", "--yes"])
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(err.contains("the spec has no region `nowhere`"), "{err}");
+    assert!(err.contains("`iad`, `ord`"), "{err}");
+    assert_eq!(t.serving(), ("v1".to_owned(), "v2".to_owned()));
+}
