@@ -275,45 +275,9 @@ fn change_human(out: &mut String, c: &Change, paint: &dyn Fn(Style, &str) -> Str
 
 /// The JSON rendering (pretty, stable key and change order).
 pub fn json(plan: &Plan) -> String {
-    let view = JsonPlan {
-        format_version: plan.format_version,
-        project: &plan.project,
-        observed: &plan.observed,
-        changes: plan
-            .changes
-            .iter()
-            .map(|c| JsonChange {
-                change: c,
-                region: c.address.region.as_deref(),
-            })
-            .collect(),
-        summary: &plan.summary,
-        unobserved: &plan.unobserved,
-    };
-    let mut s = serde_json::to_string_pretty(&view).unwrap_or_default();
+    let mut s = serde_json::to_string_pretty(plan).unwrap_or_default();
     s.push('\n');
     s
-}
-
-/// A [`Plan`] as JSON: the plan's own fields, in its order (it parses back into the plan),
-/// and each change of a spec with several regions with its `region` (the list stays flat).
-#[derive(serde::Serialize)]
-struct JsonPlan<'a> {
-    format_version: u32,
-    project: &'a str,
-    observed: &'a Origin,
-    changes: Vec<JsonChange<'a>>,
-    summary: &'a super::Summary,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    unobserved: &'a [crate::graph::Kind],
-}
-
-#[derive(serde::Serialize)]
-struct JsonChange<'a> {
-    #[serde(flatten)]
-    change: &'a Change,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    region: Option<&'a str>,
 }
 
 /// The Markdown rendering for a pull-request comment.
