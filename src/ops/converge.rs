@@ -117,26 +117,7 @@ impl Session {
             j.end()?;
         }
         if let Some(h) = applied.halted.take() {
-            let kept = match applied.revision {
-                Some(n) => format!(
-                    "recorded as revision {n}, partial: it reached {}\n",
-                    h.done
-                        .iter()
-                        .map(|r| format!("`{r}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                None => String::new(),
-            };
-            let mut report = h.error.report().trim_end().to_owned();
-            report.push('\n');
-            report.push_str(&kept);
-            let h = *h;
-            return Err(OpError::Apply(crate::apply::ApplyError::RolloutHalted {
-                region: h.region,
-                cause: Box::new(h.error),
-                report,
-            }));
+            return Err(halted(*h, applied.revision));
         }
         Ok(applied)
     }
@@ -180,6 +161,25 @@ impl Session {
         }
         out
     }
+}
+
+/// A rollout halted at a failed region (`rollout.on_failure: halt`), its partial revision
+/// (when one was recorded) said in the report.
+fn halted(h: crate::apply::Halted, revision: Option<u64>) -> OpError {
+    let mut report = h.error.report().trim_end().to_owned();
+    report.push('\n');
+    if let Some(n) = revision {
+        let reached: Vec<String> = h.done.iter().map(|r| format!("`{r}`")).collect();
+        report.push_str(&format!(
+            "recorded as revision {n}, partial: it reached {}\n",
+            reached.join(", ")
+        ));
+    }
+    OpError::Apply(crate::apply::ApplyError::RolloutHalted {
+        region: h.region,
+        cause: Box::new(h.error),
+        report,
+    })
 }
 
 /// A backup taken before an apply (`before_apply: true`) that failed: the error says so,

@@ -40,17 +40,22 @@ impl TwoRegions {
 
     /// Writes the spec: `iad` runs `version`, `ord` runs `version` with `ord_env` added.
     fn write(&self, rollout: &str, version: &str, ord_env: &str) {
-        let pod = |name: &str, region: &str, port: u16, extra: &str| {
+        self.write_with(rollout, version, ord_env, "");
+    }
+
+    /// [`Self::write`], with `iad_extra` added to `iad`'s pod (a `depends_on:` line).
+    fn write_with(&self, rollout: &str, version: &str, ord_env: &str, iad_extra: &str) {
+        let pod = |name: &str, region: &str, port: u16, extra: &str, more: &str| {
             format!(
-                "  {name}:\n    image: {}\n    regions: [{region}]\n    env: {{ VERSION: {version}{extra} }}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 10 }}\n    update: {{ strategy: recreate }}\n",
+                "  {name}:\n    image: {}\n    regions: [{region}]\n    env: {{ VERSION: {version}{extra} }}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 10 }}\n    update: {{ strategy: recreate }}\n{more}",
                 docker::testapp_image()
             )
         };
         self.scene.spec(&format!(
             "regions:\n  iad: {{ engine: \"unix:///var/run/docker.sock\", primary: true }}\n  ord: {{ engine: \"{}\" }}\n{rollout}pods:\n{}{}",
             self.ord_host,
-            pod("web-iad", "iad", self.iad_port, ""),
-            pod("web-ord", "ord", self.ord_port, ord_env),
+            pod("web-iad", "iad", self.iad_port, "", iad_extra),
+            pod("web-ord", "ord", self.ord_port, ord_env, ""),
         ));
     }
 
@@ -196,4 +201,35 @@ fn region_limits_plan_and_apply_to_the_regions_named() {
     assert!(err.contains("the spec has no region `nowhere`"), "{err}");
     assert!(err.contains("`iad`, `ord`"), "{err}");
     assert_eq!(t.serving(), ("v1".to_owned(), "v2".to_owned()));
+}
+
+#[test]
+fn a_primary_pod_depending_on_a_pod_of_another_region_rolls_that_region_out_first() {
+    let Some(t) = TwoRegions::new() else {
+        return;
+    };
+    let dep = "    depends_on: [web-ord@ord]\n";
+    t.write_with("", "v1", "", dep);
+    let r = t.scene.berth(&["apply", "--yes"]).code(0);
+    let err = r.stderr();
+    let iad = err
+        .find("Region `iad`:")
+        .expect("iad's rollout is announced");
+    let ord = err
+        .find("Region `ord`:")
+        .expect("ord's rollout is announced");
+    assert!(ord < iad, "ord first, though iad is primary:\n{err}");
+    assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
+    t.scene.plan(0);
+
+    // `ord` failing its gate: `iad` (after it) is never touched.
+    t.write_with("", "v2", ", FAIL_HEALTH: 1", dep);
+    let r = t.scene.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("region `ord` failed, the first of the rollout"),
+        "{err}"
+    );
+    assert!(!err.contains("Region `iad`:"), "{err}");
+    assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
 }
