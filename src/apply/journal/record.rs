@@ -322,4 +322,40 @@ pub(super) mod tests {
             "after the end"
         );
     }
+
+    #[test]
+    fn a_halted_rollout_commits_the_regions_done_and_says_so() {
+        let mut m = Machine::default();
+        m.apply(&begin()).unwrap();
+        // iad done (its undo kept), ord undone: the commit keeps iad's revision.
+        for (id, name) in [(0, "iad"), (1, "ord")] {
+            m.apply(&Record::Undo {
+                id,
+                undo: undo(name),
+            })
+            .unwrap();
+        }
+        for state in [UndoState::UndoStarted, UndoState::UndoFinished] {
+            m.apply(&Record::UndoState { id: 1, state }).unwrap();
+        }
+        let line = serde_json::to_string(&Record::Commit {
+            items: Vec::new(),
+            regions: Some(vec!["iad".into()]),
+            halted_at: Some("ord".into()),
+        })
+        .unwrap();
+        let read: Record = serde_json::from_str(&line).unwrap();
+        m.apply(&read).unwrap();
+        assert_eq!(
+            m.covered,
+            (Some(vec!["iad".to_owned()]), Some("ord".to_owned()))
+        );
+        // A commit of an older berth (no regions) reads as one reaching every region.
+        let old: Record = serde_json::from_str(r#"{"t":"commit","items":[]}"#).unwrap();
+        let mut m = Machine::default();
+        m.apply(&begin()).unwrap();
+        m.apply(&old).unwrap();
+        assert_eq!(m.covered, (None, None));
+        assert!(!serde_json::to_string(&old).unwrap().contains("regions"));
+    }
 }
