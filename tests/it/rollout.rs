@@ -233,3 +233,77 @@ fn a_primary_pod_depending_on_a_pod_of_another_region_rolls_that_region_out_firs
     assert!(!err.contains("Region `iad`:"), "{err}");
     assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
 }
+
+/// `kill -9` at every journal boundary of a rollout that halts at `ord`, then `recover`:
+/// before the commit every region is back on v1 and nothing is recorded; from the commit
+/// on, `iad` keeps v2, `ord` runs v1, and the revision is recorded as partial. Either way
+/// each engine holds exactly its pod's one container.
+#[test]
+fn a_halted_rollout_killed_at_every_journal_boundary_recovers_to_a_consistent_state() {
+    let halt = "rollout: { on_failure: halt }\n";
+    let Some(t) = TwoRegions::applied_v1(halt) else {
+        return;
+    };
+    let e = common::dockerd::second_engine().expect("started above");
+    let project = t.scene.project.0.clone();
+    // One halted apply whole, for its records; then v1 again.
+    t.write(halt, "v2", ", FAIL_HEALTH: 1");
+    t.scene.berth(&["apply", "--yes"]).code(1);
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(t.scene.state().join("last-journal.jsonl"))
+            .expect("last journal")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("record"))
+            .collect();
+    let commit_at = records
+        .iter()
+        .position(|r| r["t"] == "commit")
+        .expect("a commit")
+        + 1;
+    assert_eq!(records[commit_at - 1]["halted_at"], "ord");
+    let revisions = |t: &TwoRegions| -> Vec<serde_json::Value> {
+        let h = t.scene.berth(&["history", "--format", "json"]).code(0);
+        serde_json::from_str(&h.stdout()).unwrap()
+    };
+    for kill_at in 1..=records.len() {
+        t.write(halt, "v1", "");
+        t.scene.berth(&["apply", "--yes"]).code(0);
+        assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
+        let before = revisions(&t).len();
+
+        t.write(halt, "v2", ", FAIL_HEALTH: 1");
+        let killed = common::Berth::new()
+            .dir(t.scene.path())
+            .args(["apply", "--yes"])
+            .env("BERTH_FAULT_KILL_AT", &kill_at.to_string())
+            .run();
+        assert!(
+            killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
+            "apply was not killed at record {kill_at}: {}",
+            killed.stderr()
+        );
+        t.scene.berth(&["recover"]).code(0);
+        let context = format!("killed at record {kill_at} (commit at {commit_at})");
+        let after = revisions(&t);
+        if kill_at < commit_at {
+            assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()), "{context}");
+            assert_eq!(after.len(), before, "{context}");
+        } else {
+            assert_eq!(t.serving(), ("v2".to_owned(), "v1".to_owned()), "{context}");
+            assert_eq!(after.len(), before + 1, "{context}");
+            let last = after.last().unwrap();
+            assert_eq!(last["regions"], serde_json::json!(["iad"]), "{context}");
+            assert_eq!(last["halted_at"], "ord", "{context}");
+        }
+        assert_eq!(
+            docker::containers_of(&project),
+            [t.scene.name("web-iad")],
+            "{context}"
+        );
+        assert_eq!(
+            e.containers(&project),
+            [format!("{} running", t.scene.name("web-ord"))],
+            "{context}"
+        );
+    }
+}
