@@ -513,3 +513,66 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
 }
 
 pub use crate::plan::saved::SavedPlan;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> Spec {
+        let loaded = crate::spec::load_str(Path::new("berth.yaml"), text.to_owned());
+        assert!(
+            !loaded.report.has_errors(),
+            "{}",
+            loaded.report.render(false)
+        );
+        loaded.spec.unwrap()
+    }
+
+    const TWO: &str = "version: 1
+project: shop
+regions:
+  iad: { engine: \"unix:///run/iad.sock\", primary: true }
+  ord: { engine: \"unix:///run/ord.sock\" }
+secrets:
+  key: { file: key.age, recipients: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"] }
+pods:
+  db:
+    image: db:1
+    regions: [iad]
+  api:
+    image: api:1
+    regions: [ord]
+    depends_on: [db@iad]
+";
+
+    #[test]
+    fn a_region_left_out_is_neither_planned_nor_waited_for() {
+        let s = spec(TWO);
+        let mut desired = resources::desired(&s);
+        let mut observed = ObservedState {
+            origin: crate::observe::Origin::Engines {
+                regions: vec!["ord".into()],
+            },
+            resources: Vec::new(),
+            unobserved: Vec::new(),
+        };
+        only_regions(&mut desired, &mut observed, &["ord".to_owned()]);
+        let mut kept: Vec<String> = desired.iter().map(|r| r.address.to_string()).collect();
+        kept.sort();
+        // `ord`'s, and the secret (not per region); `db@iad` is not waited for.
+        assert_eq!(kept, ["network.default@ord", "pod.api@ord", "secret.key"]);
+        let graph = ResourceGraph::new(desired).expect("no edge to a region left out");
+        assert_eq!(graph.len(), 3);
+    }
+
+    #[test]
+    fn an_unknown_region_is_refused_with_the_spec_s_names() {
+        let s = spec(TWO);
+        assert!(known_regions(&s, &["ord".to_owned()]).is_ok());
+        let Err(OpError::Refused { message, help }) = known_regions(&s, &["fra".to_owned()]) else {
+            panic!("refused");
+        };
+        assert!(message.contains("no region `fra`"), "{message}");
+        assert_eq!(help, "name one of the spec's regions: `iad`, `ord`");
+    }
+}

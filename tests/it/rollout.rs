@@ -201,6 +201,18 @@ fn region_limits_plan_and_apply_to_the_regions_named() {
     assert!(err.contains("the spec has no region `nowhere`"), "{err}");
     assert!(err.contains("`iad`, `ord`"), "{err}");
     assert_eq!(t.serving(), ("v1".to_owned(), "v2".to_owned()));
+
+    // `destroy --region ord` removes `ord`'s pod only.
+    t.scene
+        .berth(&["destroy", "--region", "ord", "--yes"])
+        .code(0);
+    let e = common::dockerd::second_engine().expect("started above");
+    assert!(e.containers(&t.scene.project.0).is_empty());
+    assert_eq!(
+        docker::containers_of(&t.scene.project.0),
+        [t.scene.name("web-iad")]
+    );
+    assert_eq!(wait_for(t.iad_port, "/version", 200).body.trim(), "v1");
 }
 
 #[test]
