@@ -41,32 +41,25 @@ impl Spec {
 
     /// The order an apply goes through the regions: the primary first, then the others in
     /// file order, except that a region whose pods depend on pods of another region
-    /// (`depends_on: [db@iad]`) comes after that region. `Err` with the regions that wait
-    /// for each other in a cycle (the spec check refuses such a spec).
+    /// (`depends_on: [db@iad]`) comes right after that region (which is pulled forward, with
+    /// what it depends on in turn). `Err` with the regions that wait for each other in a
+    /// cycle (the spec check refuses such a spec).
     pub fn rollout_order(&self) -> Result<Vec<&str>, Vec<&str>> {
+        fn place<'s>(r: &'s str, edges: &[(&'s str, &'s str)], placed: &mut Vec<&'s str>) {
+            if placed.contains(&r) {
+                return;
+            }
+            for (_, before) in edges.iter().filter(|(after, _)| *after == r) {
+                place(before, edges, placed);
+            }
+            placed.push(r);
+        }
         let names = self.region_names();
         let edges = self.region_dependencies();
+        region_cycle(&names, &edges)?;
         let mut placed: Vec<&str> = Vec::with_capacity(names.len());
-        while placed.len() < names.len() {
-            // The first region in spec order whose dependencies are all placed.
-            let next = names.iter().copied().find(|r| {
-                !placed.contains(r)
-                    && edges
-                        .iter()
-                        .filter(|(after, _)| after == r)
-                        .all(|(_, before)| placed.contains(before))
-            });
-            match next {
-                Some(r) => placed.push(r),
-                None => {
-                    let stuck = names
-                        .iter()
-                        .copied()
-                        .filter(|r| !placed.contains(r))
-                        .collect();
-                    return Err(stuck);
-                }
-            }
+        for r in &names {
+            place(r, &edges, &mut placed);
         }
         Ok(placed)
     }
@@ -93,5 +86,86 @@ impl Spec {
             }
         }
         out
+    }
+}
+
+/// `Err` with the regions that wait for each other in a cycle (in each edge, `after` waits
+/// for `before`), if any.
+fn region_cycle<'s>(names: &[&'s str], edges: &[(&'s str, &'s str)]) -> Result<(), Vec<&'s str>> {
+    let mut placed: Vec<&str> = Vec::with_capacity(names.len());
+    while placed.len() < names.len() {
+        // Any region whose dependencies are all placed.
+        let next = names.iter().copied().find(|r| {
+            !placed.contains(r)
+                && edges
+                    .iter()
+                    .filter(|(after, _)| after == r)
+                    .all(|(_, before)| placed.contains(before))
+        });
+        match next {
+            Some(r) => placed.push(r),
+            None => {
+                let mut stuck: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|r| !placed.contains(r))
+                    .collect();
+                // Only waiting behind the cycle is not being in it: a region no other stuck
+                // region waits for is left out, until none is.
+                while let Some(i) = stuck.iter().position(|r| {
+                    !edges
+                        .iter()
+                        .any(|(after, before)| before == r && stuck.contains(after))
+                }) {
+                    stuck.remove(i);
+                }
+                return Err(stuck);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec of three regions (`fra` listed first, `iad` primary) and these pods.
+    fn spec(pods: &str) -> Spec {
+        let text = format!(
+            "version: 1\nproject: p\nregions:\n  fra: {{ engine: \"unix:///run/fra.sock\" }}\n  iad: {{ engine: \"unix:///run/iad.sock\", primary: true }}\n  ord: {{ engine: \"unix:///run/ord.sock\" }}\npods:\n{pods}"
+        );
+        match crate::spec::load::parse(&text) {
+            Ok(s) => s,
+            Err(d) => panic!("{}", d.message),
+        }
+    }
+
+    fn pod(name: &str, region: &str, deps: &str) -> String {
+        format!("  {name}:\n    image: x\n    regions: [{region}]\n    depends_on: [{deps}]\n")
+    }
+
+    #[test]
+    fn the_primary_first_then_file_order_unless_a_region_waits_for_another() {
+        let s = spec(&pod("a", "fra", ""));
+        assert_eq!(s.rollout_order(), Ok(vec!["iad", "fra", "ord"]));
+        assert_eq!(s.on_failure(), OnFailure::Rollback);
+        // iad's pod waits for ord's: ord first, then iad, then fra.
+        let s = spec(&[pod("db", "ord", ""), pod("api", "iad", "db@ord")].concat());
+        assert_eq!(s.region_dependencies(), [("iad", "ord")]);
+        assert_eq!(s.rollout_order(), Ok(vec!["ord", "iad", "fra"]));
+    }
+
+    #[test]
+    fn a_cycle_names_only_the_regions_in_it() {
+        let s = spec(
+            &[
+                pod("db", "ord", "q@iad"),
+                pod("q", "iad", "db@ord"),
+                pod("web", "fra", "q@iad"),
+            ]
+            .concat(),
+        );
+        assert_eq!(s.rollout_order(), Err(vec!["iad", "ord"]));
     }
 }
