@@ -230,6 +230,8 @@ pub enum ApplyError {
     RolloutHalted {
         region: String,
         cause: Box<ApplyError>,
+        /// The partial revision recorded (none when the regions done changed nothing).
+        revision: Option<u64>,
         /// What was undone, and what the partial revision holds.
         report: String,
     },

@@ -143,6 +143,10 @@ pub fn run_saved(
         };
         let revision = match &result {
             Ok(Outcome::Applied(a)) => a.revision,
+            // The partial revision the regions done keep.
+            Err(OpError::Apply(crate::apply::ApplyError::RolloutHalted { revision, .. })) => {
+                *revision
+            }
             _ => None,
         };
         let error = result.as_ref().err().map(ToString::to_string);

@@ -178,6 +178,7 @@ fn halted(h: crate::apply::Halted, revision: Option<u64>) -> OpError {
     OpError::Apply(crate::apply::ApplyError::RolloutHalted {
         region: h.region,
         cause: Box::new(h.error),
+        revision,
         report,
     })
 }

@@ -131,9 +131,15 @@ fn with_halt_the_regions_done_keep_the_new_revision_and_plan_shows_the_rest() {
         return;
     };
     t.write(halt, "v2", ", FAIL_HEALTH: 1");
-    let r = t.scene.berth(&["apply", "--yes"]).code(1);
+    let (url, bodies) = crate::state::webhook();
+    let r = t.scene.berth(&["apply", "--yes", "--notify", &url]).code(1);
     let err = r.stderr_flat();
     assert!(err.contains("the rollout halted at region `ord`"), "{err}");
+    let posted = bodies
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a POST");
+    assert_eq!(posted["outcome"], "halted");
+    assert_eq!(posted["revision"], 2);
     assert!(err.contains("(`iad`) keep the new revision"), "{err}");
     assert!(err.contains("recorded as revision 2, partial"), "{err}");
     assert_eq!(t.serving(), ("v2".to_owned(), "v1".to_owned()));
