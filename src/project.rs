@@ -58,7 +58,7 @@ pub async fn connect_engines(
     spec: &Spec,
     spec_dir: &Path,
 ) -> Result<HashMap<String, Engine>, EngineError> {
-    crate::observe::targets::connect_all(spec, spec_dir).await
+    crate::observe::targets::connect_all(spec, spec_dir, &[]).await
 }
 
 /// The directory of a spec file: relative paths in the spec are relative to it.

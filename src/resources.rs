@@ -222,7 +222,22 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
             }
         }
         for d in &p.item.depends_on {
-            deps.extend(region.instances(&d.value));
+            match crate::spec::Pod::dependency(&d.value) {
+                // The pod of another region (`db@iad`): its replicas there.
+                (pod, Some(other)) if other != region.name => {
+                    let all = spec.region_names();
+                    if let Some(other) = all.iter().copied().find(|r| *r == other) {
+                        let there = Region {
+                            spec,
+                            name: other,
+                            shown: shown_region(&all, other),
+                            network: Address::new(Kind::Network, "default"),
+                        };
+                        deps.extend(there.instances(pod));
+                    }
+                }
+                (pod, _) => deps.extend(region.instances(pod)),
+            }
         }
         deps.sort();
         deps.dedup();

@@ -333,9 +333,7 @@ pub async fn http_get(
     path: &str,
     timeout: Duration,
 ) -> Result<u16, ProbeError> {
-    get(engine, ip, port, path, timeout)
-        .await
-        .map(|r| r.status)
+    get(engine, ip, port, path, timeout).await.map(|r| r.status)
 }
 
 /// GET `path` on `ip:port` (as the engine's host reaches it: [`Engine::dial`]) with its
@@ -351,10 +349,7 @@ pub async fn get(
     const MAX_BODY: usize = 1 << 20;
     let start = Instant::now();
     let attempt = async {
-        let stream = engine
-            .dial(ip, port)
-            .await
-            .map_err(ProbeError::Connect)?;
+        let stream = engine.dial(ip, port).await.map_err(ProbeError::Connect)?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await

@@ -4,15 +4,19 @@
 //! last output goes into the report. Removals of replaced and deleted containers wait until
 //! every gate has passed (the commit), so that undoing never needs what is already gone.
 //!
-//! Steps of one graph layer do not depend on each other and run concurrently, at most
-//! `--parallelism` at once; a layer starts when the one before it is done. When a step
-//! fails, the others of its layer finish (nothing is left half-done) and then everything is
-//! undone.
+//! Regions are rolled out one after another (the primary first): a region's steps and
+//! gates are all done before the next region starts. Steps of one graph layer do not
+//! depend on each other and run concurrently, at most `--parallelism` at once; a layer
+//! starts when the one before it is done. When a step fails, the others of its layer
+//! finish (nothing is left half-done) and then everything is undone (with
+//! `rollout.on_failure: halt`, only the failed region's steps, once a region is done).
 //!
 //! Every undo (and the commit) is written to the journal ([`journal`]) before the mutation
 //! it covers, so that `berth recover` ([`recover`]) can finish what a killed apply left.
 //!
-//! - here: the run (its context: journal, undo stack, commit, events), batches, the commit;
+//! - here: the run (its context: journal, undo stack, commit, events), the commit;
+//! - [`rollout`]: the regions one after another, each in batches, and what a failed region
+//!   means for the others (`rollout.on_failure`);
 //! - `preflight`: what is checked before the first mutation;
 //! - [`steps`]: one step per kind of change, each recording its [`Undo`] first;
 //! - [`undo`]: the undo records and how each is carried out; [`unwind`]: the one loop that
@@ -24,17 +28,17 @@ pub mod gate;
 pub mod journal;
 mod preflight;
 pub mod recover;
+mod rollout;
 pub mod steps;
 pub mod undo;
 pub mod unwind;
 pub use preflight::preflight_host;
+pub use rollout::Halted;
 pub use undo::Undo;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-
-use futures_util::StreamExt;
 
 use crate::engine::{Engine, EngineError};
 use crate::graph::{Resource, ResourceGraph};
@@ -217,6 +221,18 @@ pub enum ApplyError {
         address: String,
         reason: steps::proxy::Refused,
     },
+    /// A rollout stopped at a failed region (`rollout.on_failure: halt`): the regions done
+    /// before it keep the new revision, recorded as partial.
+    #[error("the rollout halted at region `{region}`: {cause}")]
+    #[diagnostic(code(berth::rollout_halted), help("{report}"))]
+    RolloutHalted {
+        region: String,
+        cause: Box<ApplyError>,
+        /// The partial revision recorded (none when the regions done changed nothing).
+        revision: Option<u64>,
+        /// What was undone, and what the partial revision holds.
+        report: String,
+    },
     #[error("`{address}` failed its `{gate}` gate: {detail}")]
     #[diagnostic(code(berth::gate_failed), help("{report}"))]
     GateFailed {
@@ -265,6 +281,12 @@ pub struct Applied {
     pub kept: Vec<String>,
     /// The revision recorded for it (set by the session; none when nothing changed).
     pub revision: Option<u64>,
+    /// The regions the revision reaches, when not every region of the spec (`--region`,
+    /// or a rollout halted at a failed region), in the spec's order.
+    pub covered: Option<Vec<String>>,
+    /// The rollout stopped at a failed region (`rollout.on_failure: halt`): the revision
+    /// is recorded as partial, then the error returned.
+    pub halted: Option<Box<Halted>>,
     /// The journal of a finished apply, still open: the caller records the revision, then
     /// ends it, so that a kill in between leaves a journal `recover` finishes (and records
     /// the revision from), never a new state without its revision.
@@ -320,6 +342,9 @@ struct Run<'a> {
     proxies: RefCell<HashMap<String, steps::proxy::Live>>,
     /// One reload of a proxy at a time (the replicas of a pod switch concurrently).
     proxy_turn: futures_util::lock::Mutex<()>,
+    /// The regions the revision reaches when not all (`--region`, or the regions done
+    /// before a rollout halted), and the region it halted at: said by the commit.
+    covered: RefCell<(Option<Vec<String>>, Option<String>)>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -341,6 +366,8 @@ pub struct Inputs<'a> {
     pub journal: Journal,
     /// Set when the process is asked to stop.
     pub interrupted: &'a std::sync::atomic::AtomicBool,
+    /// `--region`: the regions planned (all when empty).
+    pub regions: &'a [String],
 }
 
 /// Applies `plan`, made from `inputs.graph` and `inputs.observed`, on `inputs.engines`.
@@ -361,6 +388,7 @@ pub async fn apply(
         state_dir,
         journal,
         interrupted,
+        regions,
     } = inputs;
     let revision = match &journal.machine().begin {
         Some(Record::Begin { revision, .. }) => Some(*revision),
@@ -389,7 +417,11 @@ pub async fn apply(
         state_dir,
         proxies: RefCell::new(HashMap::new()),
         proxy_turn: futures_util::lock::Mutex::new(()),
+        covered: RefCell::new((None, None)),
     };
+    if !regions.is_empty() {
+        run.covered.borrow_mut().0 = Some(rollout::in_spec_order(spec, regions.to_vec()));
+    }
     let changes: Vec<&Change> = plan
         .changes
         .iter()
@@ -402,28 +434,7 @@ pub async fn apply(
         run.end_journal(Outcome::RolledBack)?;
         return Err(e);
     }
-    let mut changed = 0;
-    for batch in batches(spec, graph, &changes) {
-        let results: Vec<Result<(), ApplyError>> = futures_util::stream::iter(batch)
-            .map(|c| run.step(c))
-            .buffer_unordered(options.parallelism.max(1))
-            .collect()
-            .await;
-        changed += results.iter().filter(|r| r.is_ok()).count();
-        // Every step of the batch has finished or was skipped (none is left half-done);
-        // undo them all, and report the failure rather than the skips it caused.
-        let mut errors: Vec<ApplyError> = results.into_iter().filter_map(Result::err).collect();
-        if run.interrupted.load(std::sync::atomic::Ordering::Relaxed) && errors.is_empty() {
-            errors.push(ApplyError::Interrupted {
-                report: String::new(),
-            });
-        }
-        errors.sort_by_key(|e| matches!(e, ApplyError::Skipped));
-        if let Some(e) = errors.into_iter().next() {
-            let restored = run.rollback().await?;
-            return Err(rolled_back(e, restored));
-        }
-    }
+    let (changed, halted) = run.roll_out(&changes).await?;
     let all_removed = run.finish().await?;
     // Every removal done: the caller ends the journal once the revision is recorded. With
     // removals left, it stays open for `recover` (dropped, not ended).
@@ -435,6 +446,8 @@ pub async fn apply(
     let kept_volumes = run.kept_volumes.take();
     Ok(Applied {
         journal,
+        halted,
+        covered: run.covered.take().0,
         revision: None,
         changed: changed.saturating_sub(kept_volumes.len()),
         kept_volumes,
@@ -442,30 +455,17 @@ pub async fn apply(
     })
 }
 
-/// Batches: region by region (primary first), then by graph layer; a batch starts when the
-/// one before it is done. Pods leaving the spec are set aside first, so that what replaces
-/// them can take their ports and names.
-fn batches<'c>(
-    spec: &Spec,
-    graph: &ResourceGraph,
-    changes: &[&'c Change],
-) -> impl Iterator<Item = Vec<&'c Change>> {
-    let regions = spec.region_names();
-    let mut batches: BTreeMap<(usize, usize), Vec<&Change>> = BTreeMap::new();
-    for c in changes {
-        let region = c
-            .address
-            .region
-            .as_deref()
-            .and_then(|r| regions.iter().position(|x| *x == r))
-            .unwrap_or(0);
-        let layer = match graph.layer_of(&c.address) {
-            Some(l) => l + 1,
-            None => 0,
-        };
-        batches.entry((region, layer)).or_default().push(c);
+impl ApplyError {
+    /// The report a failed apply carries in its help (what was undone), if any.
+    pub fn report(&self) -> &str {
+        match self {
+            ApplyError::Failed { report, .. }
+            | ApplyError::Interrupted { report }
+            | ApplyError::GateFailed { report, .. }
+            | ApplyError::RolloutHalted { report, .. } => report,
+            _ => "",
+        }
     }
-    batches.into_values()
 }
 
 /// The error of a failed batch, with what its rollback `restored` in its report.
@@ -611,8 +611,11 @@ impl<'a> Run<'a> {
             CommitItem::Network { .. } => 1,
             CommitItem::Volume { .. } => 2,
         });
+        let (regions, halted_at) = self.covered.borrow().clone();
         self.journal(Record::Commit {
             items: commit.clone(),
+            regions,
+            halted_at,
         })?;
         let mut left = 0;
         for c in &commit {

@@ -261,6 +261,8 @@ impl Recovering<'_> {
                     secrets: Default::default(),
                     summary: Default::default(),
                     destroyed: command == "berth destroy",
+                    regions: machine.covered.0.clone(),
+                    halted_at: machine.covered.1.clone(),
                 },
             )?;
             lines.push(format!("  recorded revision {revision}"));

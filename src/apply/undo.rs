@@ -473,11 +473,15 @@ async fn answering(e: &Engine, id: &str, http: Option<&(u16, String)>) {
         let Ok(state) = e.state(id).await else { return };
         let ok = match http {
             Some((port, path)) => match state.addresses.values().next() {
-                Some(ip) => {
-                    crate::apply::gate::http_get(e, ip, *port, path, std::time::Duration::from_secs(1))
-                        .await
-                        .is_ok_and(|status| (200..300).contains(&status))
-                }
+                Some(ip) => crate::apply::gate::http_get(
+                    e,
+                    ip,
+                    *port,
+                    path,
+                    std::time::Duration::from_secs(1),
+                )
+                .await
+                .is_ok_and(|status| (200..300).contains(&status)),
                 None => false,
             },
             None => state.running && (state.health.is_empty() || state.health == "healthy"),

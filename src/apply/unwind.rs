@@ -148,6 +148,13 @@ impl super::Run<'_> {
     /// Undoes every completed step, newest first, each journaled (by the one
     /// [`Unwind`]); says what was restored.
     pub(super) async fn rollback(&self) -> Result<String, ApplyError> {
+        Ok(self.rollback_from(0).await?.0)
+    }
+
+    /// Undoes the steps completed since the undo stack held `since` records, newest first;
+    /// the journal ends (rolled back) only when that is every step (`since` 0) and all went
+    /// through. Says what was restored, and whether every undo went through.
+    pub(super) async fn rollback_from(&self, since: usize) -> Result<(String, bool), ApplyError> {
         // A journal that cannot be written does not stop the undoing: it goes on in
         // memory, and the journal stays open for `recover` (every undo is idempotent).
         let mut journaled = true;
@@ -155,7 +162,12 @@ impl super::Run<'_> {
             journaled &= self.journal(Record::UndoState { id, state }).is_ok();
             Ok(())
         };
-        let mut u = Unwind::new(self.undo.take());
+        let undos = {
+            let mut all = self.undo.borrow_mut();
+            let at = since.min(all.len());
+            all.split_off(at)
+        };
+        let mut u = Unwind::new(undos);
         // An apply records no `Reapply`; were one there, `perform` refuses it.
         while let Some(r) = u.run(self.engines, self.project, mark).await? {
             let refused = Undo::Reapply {
@@ -177,7 +189,7 @@ impl super::Run<'_> {
         // The secrets of the containers undone go before the journal ends: once it has,
         // nothing would say they are left.
         self.sweep_deliveries().await;
-        if !failed {
+        if !failed && since == 0 {
             self.end_journal(Outcome::RolledBack)?;
         }
         if !journaled {
@@ -186,7 +198,7 @@ impl super::Run<'_> {
             );
         }
         // With an undo that failed, the journal stays open: `berth recover` retries.
-        Ok(if lines.is_empty() {
+        let report = if lines.is_empty() {
             "nothing had been changed\n".to_owned()
         } else if failed {
             format!(
@@ -195,6 +207,7 @@ impl super::Run<'_> {
             )
         } else {
             format!("the completed steps were undone:\n{}\n", lines.join("\n"))
-        })
+        };
+        Ok((report, !failed))
     }
 }

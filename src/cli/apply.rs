@@ -47,6 +47,10 @@ pub struct Args {
     /// `notify:`. A failing webhook is a warning, never a failed apply.
     #[arg(long, value_name = "URL")]
     pub notify: Option<String>,
+    /// Apply only this region (repeatable): the other regions' engines are not even
+    /// connected, and the revision records which regions it covered.
+    #[arg(long = "region", value_name = "NAME")]
+    pub region: Vec<String>,
 }
 
 impl Args {
@@ -59,6 +63,7 @@ impl Args {
             format: Format::Human,
             lock_wait: None,
             notify: None,
+            region: Vec::new(),
         }
     }
 }
@@ -100,7 +105,14 @@ pub fn run_saved(
         lock: Some(target.command),
         lock_wait: args.lock_wait,
         revision: target.revision,
+        regions: args.region.clone(),
     };
+    if saved.is_some() && !args.region.is_empty() {
+        return Err(OpError::Refused {
+            message: "`--region` does not go with a saved plan; nothing was changed".into(),
+            help: "a saved plan is applied as it was made: make it with the regions you want (`berth plan --out FILE`), or apply without the saved plan".into(),
+        });
+    }
     let saved = match saved {
         Some(p) => Some((p, ops::read_saved_plan(p)?)),
         None => None,
@@ -122,6 +134,7 @@ pub fn run_saved(
             Ok(Outcome::NothingToDo) => "no_changes",
             Ok(Outcome::Cancelled) => "cancelled",
             Err(OpError::Apply(crate::apply::ApplyError::Interrupted { .. })) => "interrupted",
+            Err(OpError::Apply(crate::apply::ApplyError::RolloutHalted { .. })) => "halted",
             Err(OpError::Apply(
                 crate::apply::ApplyError::GateFailed { .. }
                 | crate::apply::ApplyError::Failed { .. },
@@ -130,6 +143,10 @@ pub fn run_saved(
         };
         let revision = match &result {
             Ok(Outcome::Applied(a)) => a.revision,
+            // The partial revision the regions done keep.
+            Err(OpError::Apply(crate::apply::ApplyError::RolloutHalted { revision, .. })) => {
+                *revision
+            }
             _ => None,
         };
         let error = result.as_ref().err().map(ToString::to_string);

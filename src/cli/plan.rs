@@ -27,6 +27,10 @@ pub struct Args {
     /// host) instead of the engines: CI that cannot reach the hosts.
     #[arg(long, value_name = "FILE", conflicts_with = "against")]
     pub state: Option<PathBuf>,
+    /// Plan only this region (repeatable): the other regions' engines are not even
+    /// connected.
+    #[arg(long = "region", value_name = "NAME", conflicts_with_all = ["against", "state", "out"])]
+    pub region: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -46,6 +50,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         (None, None) => {
             let opts = ops::Opts {
                 state_dir: state_dir.map(Path::to_path_buf),
+                regions: args.region.clone(),
                 ..Default::default()
             };
             let p = ops::plan_live(file, &opts, args.out.is_some())?;

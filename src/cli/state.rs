@@ -133,8 +133,16 @@ pub fn history(file: &Path, state_dir: Option<&Path>, args: HistoryArgs) -> Resu
                     "+{} ~{} -/+{} -{} !{}",
                     s.create, s.update, s.replace, s.delete, s.heal
                 );
+                // A revision that reached only some regions says which.
+                let partial = match (&r.regions, &r.halted_at) {
+                    (Some(regions), Some(at)) => {
+                        format!("  (partial: {}; halted at {at})", regions.join(", "))
+                    }
+                    (Some(regions), None) => format!("  (partial: {})", regions.join(", ")),
+                    _ => String::new(),
+                };
                 out.push_str(&format!(
-                    "{:>4}  {:<23}  {:<22}  {:<26}  {:<30}  {}\n",
+                    "{:>4}  {:<23}  {:<22}  {:<26}  {:<30}  {}{partial}\n",
                     r.revision,
                     format_time(r.at),
                     r.who,

@@ -28,37 +28,42 @@ pub enum Observe {
     DuringApply,
 }
 
-/// Connects to every region's engine (refusing two regions on one engine, before anything
-/// else) and observes them, concurrently, treating two containers claiming one address as
-/// `mode` says; returns what it removed too.
+/// Connects to every region's engine (or only those of `only`, when it names any: the
+/// others are not even connected; two regions on one engine refused before anything else)
+/// and observes them, concurrently, treating two containers claiming one address as `mode`
+/// says; returns what it removed too.
 pub async fn observe(
     spec: &Spec,
     spec_dir: &Path,
     mode: Observe,
+    only: &[String],
 ) -> Result<(HashMap<String, Engine>, ObservedState, Vec<String>), EngineError> {
-    let names = spec.region_names();
-    let all = &names;
+    let all_names = spec.region_names();
+    let all = &all_names;
+    let names: Vec<&str> = all_names
+        .iter()
+        .copied()
+        .filter(|n| only.is_empty() || only.iter().any(|o| o == n))
+        .collect();
     let project = spec.project.value.as_str();
-    let mut connected = crate::observe::targets::connect_all(spec, spec_dir).await?;
+    let mut connected = crate::observe::targets::connect_all(spec, spec_dir, only).await?;
     let engines: Vec<Engine> = names
         .iter()
         .filter_map(|name| connected.remove(*name))
         .collect();
     let observations = engines.into_iter().map(|engine| async move {
-        let name = engine.region.clone();
-        let shown = resources::shown_region(all, &name);
-        // One list of the containers serves the tidying and the observation.
-        let (found, removed) = if mode == Observe::Tidy {
-            let listed = engine.containers(project).await?;
-            let (kept, removed) = super::docker::tidy(&engine, &name, listed).await?;
-            let found = super::docker::observe_listed(&engine, project, shown, false, kept);
-            (found.await?, removed)
-        } else {
-            let during_apply = mode == Observe::DuringApply;
-            let found = super::docker::observe(&engine, project, shown, during_apply);
-            (found.await?, Vec::new())
-        };
-        Ok::<_, EngineError>((name, engine, found, removed))
+        let (region, endpoint) = (engine.region.clone(), engine.endpoint.clone());
+        let observing = observe_one(engine, project, all, mode);
+        tokio::time::timeout(OBSERVE_TIMEOUT, observing)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineError::Unreachable {
+                    help: crate::engine::docker::unreachable_help(&endpoint),
+                    region,
+                    endpoint,
+                    reason: format!("observing it took more than {OBSERVE_TIMEOUT:?}"),
+                })
+            })
     });
     let results = futures_util::future::try_join_all(observations).await?;
     let mut engines = HashMap::new();
@@ -77,4 +82,34 @@ pub async fn observe(
         unobserved: UNOBSERVED_ON_ENGINES.to_vec(),
     };
     Ok((engines, state, removed))
+}
+
+/// The longest the observation of one region may take (its engine's every list).
+const OBSERVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Observed = (String, Engine, Vec<super::ObservedResource>, Vec<String>);
+
+/// One region's engine observed: its objects, and what tidying removed.
+async fn observe_one(
+    engine: Engine,
+    project: &str,
+    all: &[&str],
+    mode: Observe,
+) -> Result<Observed, EngineError> {
+    {
+        let name = engine.region.clone();
+        let shown = resources::shown_region(all, &name);
+        // One list of the containers serves the tidying and the observation.
+        let (found, removed) = if mode == Observe::Tidy {
+            let listed = engine.containers(project).await?;
+            let (kept, removed) = super::docker::tidy(&engine, &name, listed).await?;
+            let found = super::docker::observe_listed(&engine, project, shown, false, kept);
+            (found.await?, removed)
+        } else {
+            let during_apply = mode == Observe::DuringApply;
+            let found = super::docker::observe(&engine, project, shown, during_apply);
+            (found.await?, Vec::new())
+        };
+        Ok((name, engine, found, removed))
+    }
 }

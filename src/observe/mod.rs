@@ -172,6 +172,9 @@ pub struct Scope<'a> {
     /// observed all the same).
     pub local: bool,
     pub mode: Observe,
+    /// `--region`: only these regions' engines are connected and observed (all when
+    /// empty).
+    pub regions: &'a [String],
 }
 
 /// What exists for a project: on its engines (connected, kept for apply) and on this
@@ -191,7 +194,7 @@ pub struct Observation {
 /// deletion; their stores and backups stay).
 pub async fn observe(scope: &Scope<'_>) -> Result<Observation, EngineError> {
     let (engines, mut state, mut notes) =
-        engines::observe(scope.spec, scope.spec_dir, scope.mode).await?;
+        engines::observe(scope.spec, scope.spec_dir, scope.mode, scope.regions).await?;
     let mut store_problems = Vec::new();
     if scope.local {
         secrets::observe(scope.desired, scope.secrets, &mut state);

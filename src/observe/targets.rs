@@ -150,13 +150,20 @@ fn decrypt_secret(
     Ok(Zeroizing::new(plaintext.expose().to_vec()))
 }
 
-/// Connects to every region's engine, concurrently, and refuses two regions on one
-/// engine, before anything is asked of any of them.
+/// Connects to every region's engine (or only those of `only`, when it names any: the
+/// others are not even connected), concurrently, and refuses two regions on one engine,
+/// before anything is asked of any of them.
 pub async fn connect_all(
     spec: &Spec,
     spec_dir: &Path,
+    only: &[String],
 ) -> Result<HashMap<String, Engine>, EngineError> {
-    let names = spec.region_names();
+    let all = spec.region_names();
+    let names: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|n| only.is_empty() || only.iter().any(|o| o == n))
+        .collect();
     let connections = names.iter().map(|name| async move {
         let target = target(spec, spec_dir, name)?;
         Engine::connect(name, &target).await
@@ -164,7 +171,8 @@ pub async fn connect_all(
     let mut engines = futures_util::future::try_join_all(connections).await?;
     one_engine_per_region(&engines)?;
     for e in &mut engines {
-        e.set_regions(&names);
+        // Objects labelled for any other region of the spec are not this one's.
+        e.set_regions(&all);
     }
     Ok(engines.into_iter().map(|e| (e.region.clone(), e)).collect())
 }

@@ -63,6 +63,7 @@ impl Session {
             state_dir: &self.project.state.path,
             journal,
             interrupted: &interrupted,
+            regions: &self.regions,
         };
         let mut applied = self.project.runtime.block_on(async {
             let work = crate::apply::apply(inputs, &self.plan, options, progress);
@@ -105,6 +106,8 @@ impl Session {
                     secrets,
                     summary: self.plan.summary.clone().into(),
                     destroyed: self.goal == Goal::Nothing,
+                    regions: applied.covered.clone(),
+                    halted_at: applied.halted.as_ref().map(|h| h.region.clone()),
                 },
             )?;
             applied.revision = Some(from + 1);
@@ -112,6 +115,9 @@ impl Session {
         // Recorded first, then ended: killed in between, `recover` finds the revision.
         if let Some(j) = applied.journal.take() {
             j.end()?;
+        }
+        if let Some(h) = applied.halted.take() {
+            return Err(halted(*h, applied.revision));
         }
         Ok(applied)
     }
@@ -156,6 +162,26 @@ impl Session {
         }
         out
     }
+}
+
+/// A rollout halted at a failed region (`rollout.on_failure: halt`), its partial revision
+/// (when one was recorded) said in the report.
+fn halted(h: crate::apply::Halted, revision: Option<u64>) -> OpError {
+    let mut report = h.error.report().trim_end().to_owned();
+    report.push('\n');
+    if let Some(n) = revision {
+        let reached: Vec<String> = h.done.iter().map(|r| format!("`{r}`")).collect();
+        report.push_str(&format!(
+            "recorded as revision {n}, partial: it reached {}\n",
+            reached.join(", ")
+        ));
+    }
+    OpError::Apply(crate::apply::ApplyError::RolloutHalted {
+        region: h.region,
+        cause: Box::new(h.error),
+        revision,
+        report,
+    })
 }
 
 /// A backup taken before an apply (`before_apply: true`) that failed: the error says so,

@@ -85,6 +85,8 @@ pub struct Session {
     spec_text: String,
     command: String,
     goal: Goal,
+    /// `--region`: the regions planned and applied (all when empty).
+    regions: Vec<String>,
 }
 
 /// How a session is opened: which state directory, whether it takes the project's lock,
@@ -99,6 +101,8 @@ pub struct Opts {
     pub lock_wait: Option<std::time::Duration>,
     /// Converge to this revision's spec, its images pinned by id (`berth rollback`).
     pub revision: Option<u64>,
+    /// `--region`: plan and apply only these regions (all when empty).
+    pub regions: Vec<String>,
 }
 
 use crate::apply::journal::Kind;
@@ -110,6 +114,7 @@ impl Session {
     /// contexts and secret files), observe, and plan.
     pub fn open(path: &Path, goal: Goal, opts: &Opts) -> Result<Session, OpError> {
         let current = load_valid(path)?;
+        known_regions(&current.spec, &opts.regions)?;
         let state = StateDir::locate(&current.spec.project.value, opts.state_dir.as_deref());
         let held = Held::take(&current.spec, &state, opts)?;
         let target = Target::choose(current, path, &state, opts.revision)?;
@@ -134,8 +139,13 @@ impl Session {
             secrets: &secrets,
             local: goal == Goal::Spec,
             mode: held.mode,
+            regions: &opts.regions,
         }))?;
-        let desired = settle(desired, &target, &secrets, &seen, &runtime);
+        let mut seen = seen;
+        let mut desired = settle(desired, &target, &secrets, &seen, &runtime);
+        if !opts.regions.is_empty() {
+            only_regions(&mut desired, &mut seen.state, &opts.regions);
+        }
         let graph = ResourceGraph::new(desired)?;
         let plan = plan(&target.valid.spec.project.value, &graph, &seen.state);
         let notes = held.notes.into_iter().chain(seen.notes);
@@ -160,6 +170,7 @@ impl Session {
             spec_text: target.spec_text,
             command: opts.lock.clone().unwrap_or_else(|| "berth plan".into()),
             goal,
+            regions: opts.regions.clone(),
         })
     }
 
@@ -324,6 +335,48 @@ impl Target {
     }
 }
 
+/// `--region NAME`: each name one of the spec's regions, or a refusal naming them.
+fn known_regions(spec: &Spec, chosen: &[String]) -> Result<(), OpError> {
+    let known = spec.region_names();
+    match chosen.iter().find(|c| !known.contains(&c.as_str())) {
+        None => Ok(()),
+        Some(unknown) => Err(OpError::Refused {
+            message: format!(
+                "`--region {unknown}`: the spec has no region `{unknown}`; nothing was planned or changed"
+            ),
+            help: format!(
+                "name one of the spec's regions: {}",
+                known
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// `--region`: the desired and observed resources of the chosen regions only (and those
+/// of no region: the spec's secret files on this machine). A dependency on a pod of a
+/// region left out (`depends_on: [db@iad]` with `--region ord`) is taken as met: that
+/// region is not touched.
+fn only_regions(
+    desired: &mut Vec<crate::graph::Resource>,
+    observed: &mut ObservedState,
+    chosen: &[String],
+) {
+    let keep = |a: &crate::graph::Address| {
+        a.region
+            .as_deref()
+            .is_none_or(|r| chosen.iter().any(|c| c == r))
+    };
+    desired.retain(|r| keep(&r.address));
+    for r in desired.iter_mut() {
+        r.depends_on.retain(|d| keep(d));
+    }
+    observed.resources.retain(|o| keep(&o.address));
+}
+
 /// The secret files as read, and the desired resources with this machine's facts (build
 /// context digests, secret versions).
 fn desire(
@@ -391,6 +444,7 @@ pub fn reapply(
         lock: None,
         lock_wait: None,
         revision: Some(revision),
+        regions: Vec::new(),
     };
     let mut session = Session::open(spec_path, Goal::Spec, &opts)?;
     session.set_command(command.to_owned());
@@ -460,3 +514,66 @@ pub fn recover(path: &Path, state_dir: Option<&Path>) -> Result<Recovered, OpErr
 }
 
 pub use crate::plan::saved::SavedPlan;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> Spec {
+        let loaded = crate::spec::load_str(Path::new("berth.yaml"), text.to_owned());
+        assert!(
+            !loaded.report.has_errors(),
+            "{}",
+            loaded.report.render(false)
+        );
+        loaded.spec.unwrap()
+    }
+
+    const TWO: &str = "version: 1
+project: shop
+regions:
+  iad: { engine: \"unix:///run/iad.sock\", primary: true }
+  ord: { engine: \"unix:///run/ord.sock\" }
+secrets:
+  key: { file: key.age, recipients: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"] }
+pods:
+  db:
+    image: db:1
+    regions: [iad]
+  api:
+    image: api:1
+    regions: [ord]
+    depends_on: [db@iad]
+";
+
+    #[test]
+    fn a_region_left_out_is_neither_planned_nor_waited_for() {
+        let s = spec(TWO);
+        let mut desired = resources::desired(&s);
+        let mut observed = ObservedState {
+            origin: crate::observe::Origin::Engines {
+                regions: vec!["ord".into()],
+            },
+            resources: Vec::new(),
+            unobserved: Vec::new(),
+        };
+        only_regions(&mut desired, &mut observed, &["ord".to_owned()]);
+        let mut kept: Vec<String> = desired.iter().map(|r| r.address.to_string()).collect();
+        kept.sort();
+        // `ord`'s, and the secret (not per region); `db@iad` is not waited for.
+        assert_eq!(kept, ["network.default@ord", "pod.api@ord", "secret.key"]);
+        let graph = ResourceGraph::new(desired).expect("no edge to a region left out");
+        assert_eq!(graph.len(), 3);
+    }
+
+    #[test]
+    fn an_unknown_region_is_refused_with_the_spec_s_names() {
+        let s = spec(TWO);
+        assert!(known_regions(&s, &["ord".to_owned()]).is_ok());
+        let Err(OpError::Refused { message, help }) = known_regions(&s, &["fra".to_owned()]) else {
+            panic!("refused");
+        };
+        assert!(message.contains("no region `fra`"), "{message}");
+        assert_eq!(help, "name one of the spec's regions: `iad`, `ord`");
+    }
+}

@@ -99,6 +99,10 @@ pub struct Change {
     /// The gates apply runs after this change (health, post-deploy checks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<String>,
+    /// The region of the change in a spec with several (the address's `@region`), so
+    /// that the flat list can be read by region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +211,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
                     .collect(),
                 replace_order: None,
                 gates: gates(want),
+                region: want.address.region.clone(),
             },
             Some(have) => compare(want, have),
         };
@@ -228,6 +233,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
             fields: Vec::new(),
             replace_order: None,
             gates: Vec::new(),
+            region: o.address.region.clone(),
         });
     }
     Plan {
@@ -337,6 +343,7 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         fields,
         replace_order,
         gates,
+        region: want.address.region.clone(),
     }
 }
 

@@ -174,6 +174,41 @@ fn diff_lines(old: &str, new: &str, out: &mut Vec<Line>) {
     }
 }
 
+/// The changes (not the unchanged) grouped by region: first those of no region (the
+/// spec's secret files, on this machine), then each region's, in the order the plan was
+/// observed in (the primary first), then any other region in the order of its first
+/// change. Each group keeps the plan's order. A plan of a single-region spec (whose
+/// addresses name no region) is one group, `None`.
+pub fn by_region(plan: &Plan) -> Vec<(Option<&str>, Vec<&Change>)> {
+    let mut groups: Vec<(Option<&str>, Vec<&Change>)> = vec![(None, Vec::new())];
+    if let Origin::Engines { regions } = &plan.observed {
+        groups.extend(regions.iter().map(|r| (Some(r.as_str()), Vec::new())));
+    }
+    for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        let region = c.address.region.as_deref();
+        match groups.iter_mut().find(|(r, _)| *r == region) {
+            Some((_, list)) => list.push(c),
+            None => groups.push((region, vec![c])),
+        }
+    }
+    groups.retain(|(_, list)| !list.is_empty());
+    groups
+}
+
+/// The heading of a group of [`by_region`], when the plan names regions.
+fn group_heading(region: Option<&str>) -> String {
+    match region {
+        Some(r) => format!("Region `{r}`:"),
+        None => "Not per region (on this machine):".to_owned(),
+    }
+}
+
+/// Whether a plan's changes name regions (a spec with several): they are then shown by
+/// region.
+fn has_regions(groups: &[(Option<&str>, Vec<&Change>)]) -> bool {
+    groups.iter().any(|(r, _)| r.is_some())
+}
+
 /// The human rendering; `color` adds ANSI styles (the caller decides, honouring NO_COLOR
 /// and whether output is a terminal).
 pub fn human(plan: &Plan, color: bool) -> String {
@@ -193,27 +228,17 @@ pub fn human(plan: &Plan, color: bool) -> String {
         origin(plan)
     );
     let mut gates = Vec::new();
-    for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        let head = format!("{:>3} {}  ({})", c.symbol(), c.address, describe(c));
-        let _ = writeln!(out, "{}", paint(style(c.action).bold(), &head));
-        for l in field_lines(c) {
-            let line = match l {
-                Line::Field(text) => paint(style(c.action), &text),
-                // `+` and `-` lines of a diff in the colours of a creation and a deletion.
-                Line::Diff(sign, text) => {
-                    let s = match sign {
-                        '+' => style(Action::Create),
-                        '-' => style(Action::Delete),
-                        _ => Style::new(),
-                    };
-                    paint(s, format!("{DIFF_INDENT}{sign}{text}").trim_end())
-                }
-            };
-            let _ = writeln!(out, "{line}");
+    let groups = by_region(plan);
+    let headed = has_regions(&groups);
+    for (region, list) in &groups {
+        if headed {
+            let _ = writeln!(out, "{}\n", paint(bold, &group_heading(*region)));
         }
-        out.push('\n');
-        for g in &c.gates {
-            gates.push(format!("  {}: {g}", c.address));
+        for c in list {
+            change_human(&mut out, c, &paint);
+            for g in &c.gates {
+                gates.push(format!("  {}: {g}", c.address));
+            }
         }
     }
     let _ = writeln!(out, "{}", paint(bold, &summary_line(plan)));
@@ -224,6 +249,28 @@ pub fn human(plan: &Plan, color: bool) -> String {
         }
     }
     out
+}
+
+/// One change in the human rendering: its head line, its fields, a blank line.
+fn change_human(out: &mut String, c: &Change, paint: &dyn Fn(Style, &str) -> String) {
+    let head = format!("{:>3} {}  ({})", c.symbol(), c.address, describe(c));
+    let _ = writeln!(out, "{}", paint(style(c.action).bold(), &head));
+    for l in field_lines(c) {
+        let line = match l {
+            Line::Field(text) => paint(style(c.action), &text),
+            // `+` and `-` lines of a diff in the colours of a creation and a deletion.
+            Line::Diff(sign, text) => {
+                let s = match sign {
+                    '+' => style(Action::Create),
+                    '-' => style(Action::Delete),
+                    _ => Style::new(),
+                };
+                paint(s, format!("{DIFF_INDENT}{sign}{text}").trim_end())
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    out.push('\n');
 }
 
 /// The JSON rendering (pretty, stable key and change order).
@@ -239,25 +286,30 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "### berth plan: `{}`\n", plan.project);
     let _ = writeln!(out, "Compared {}.\n", origin(plan));
     let _ = writeln!(out, "**{}**\n", summary_line(plan));
-    let changed: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .collect();
-    if changed.is_empty() {
+    let groups = by_region(plan);
+    if groups.is_empty() {
         return out;
     }
-    out.push_str("| | resource | change |\n|---|---|---|\n");
-    for c in &changed {
-        let why = describe(c);
-        let _ = writeln!(
-            out,
-            "| `{}` | `{}` | {} |",
-            c.symbol(),
-            c.address,
-            why.replace('|', "\\|")
-        );
+    let headed = has_regions(&groups);
+    for (i, (region, list)) in groups.iter().enumerate() {
+        if headed {
+            let gap = if i > 0 { "\n" } else { "" };
+            let heading = group_heading(*region);
+            let _ = writeln!(out, "{gap}#### {}\n", heading.trim_end_matches(':'));
+        }
+        out.push_str("| | resource | change |\n|---|---|---|\n");
+        for c in list {
+            let why = describe(c);
+            let _ = writeln!(
+                out,
+                "| `{}` | `{}` | {} |",
+                c.symbol(),
+                c.address,
+                why.replace('|', "\\|")
+            );
+        }
     }
+    let changed: Vec<&Change> = groups.iter().flat_map(|(_, l)| l.iter().copied()).collect();
     out.push_str("\n<details><summary>Field changes</summary>\n\n```diff\n");
     for c in &changed {
         // A leading `+` or `-` colours the line in a diff block; other changes stay plain.

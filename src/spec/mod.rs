@@ -19,6 +19,7 @@ pub mod load;
 pub mod mapping;
 pub mod pattern;
 pub mod proxy;
+pub mod rollout;
 pub mod schema;
 pub mod spanned;
 pub mod units;
@@ -31,6 +32,7 @@ pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
 pub use proxy::{
     Cors, CorsPolicy, Proxy, ProxyTls, RateKey, RateLimit, RealIp, Route, SecurityHeaders,
 };
+pub use rollout::{OnFailure, Rollout};
 pub use spanned::{Named, NamedMap, Sp};
 pub use units::{Duration, Mode, RateUnit, Size};
 
@@ -77,6 +79,10 @@ pub struct Spec {
     /// every apply, destroy and rollback. A failing webhook never fails the apply.
     #[serde(default)]
     pub notify: Option<Sp<String>>,
+    /// How an apply goes over several regions: one region after the other (the primary
+    /// first), and what happens to the regions already done when one fails.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
 /// The region of a spec that names none.
@@ -89,8 +95,6 @@ impl Spec {
             .map_or(Environment::Development, |e| e.value)
     }
 
-    /// The names of the regions, primary first (then in file order); `local` when the spec
-    /// names none.
     /// The primary region: the one a pod without a region list runs in, and the one a
     /// single-region spec has (`local`).
     pub fn primary_region(&self) -> &str {
@@ -100,6 +104,8 @@ impl Spec {
             .unwrap_or(DEFAULT_REGION)
     }
 
+    /// The names of the regions, primary first (then in file order); `local` when the spec
+    /// names none.
     pub fn region_names(&self) -> Vec<&str> {
         if self.regions.is_empty() {
             return vec![DEFAULT_REGION];
@@ -321,7 +327,9 @@ pub struct Pod {
     /// Number of identical containers (default 1).
     #[serde(default)]
     pub replicas: Option<Sp<u32>>,
-    /// Pods that must be healthy before this one starts.
+    /// Pods that must be healthy before this one starts: `db` (the pod of the same
+    /// region), or `db@iad` (the pod of region `iad`: that region is rolled out first; no
+    /// network between the regions is implied).
     #[serde(default)]
     pub depends_on: Vec<Sp<String>>,
     /// Secrets delivered as files under `/run/secrets/` (or, by explicit opt-in, as env).
@@ -360,6 +368,15 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// A `depends_on` entry: the pod, and the region when it names one (`db@iad`); a plain
+    /// name means the pod of the same region.
+    pub fn dependency(entry: &str) -> (&str, Option<&str>) {
+        match entry.split_once('@') {
+            Some((pod, region)) => (pod, Some(region)),
+            None => (entry, None),
+        }
+    }
+
     pub fn replicas(&self) -> u32 {
         self.replicas.as_ref().map_or(1, |r| r.value)
     }

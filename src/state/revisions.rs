@@ -29,6 +29,22 @@ pub struct Revision {
     /// `berth destroy`: the revision in which nothing runs.
     #[serde(default)]
     pub destroyed: bool,
+    /// The regions this revision reached, when not every region of the spec: an apply
+    /// limited with `--region`, or a rollout halted at a failed region. The others run
+    /// what they ran before (`berth plan` shows the difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    /// The region a rollout halted at (`rollout.on_failure: halt`): it failed and was put
+    /// back, and the regions after it were not touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted_at: Option<String>,
+}
+
+impl Revision {
+    /// Whether the revision reached only some of the spec's regions.
+    pub fn partial(&self) -> bool {
+        self.regions.is_some()
+    }
 }
 
 /// How many changes of each kind a revision's apply made: its plan's summary as the

@@ -178,6 +178,10 @@ const REQUIRED: &[&str] = &[
     "unknown-lint-in-allow",
     "version-2",
     "five-mistakes",
+    "rollout-on-failure-unknown",
+    "unknown-depends-on-region",
+    "depends-on-pod-not-in-region",
+    "region-cycle",
 ];
 
 fn fixtures(dir: &str) -> BTreeMap<String, String> {

@@ -24,5 +24,6 @@ mod region_backups;
 mod region_crash;
 mod regions;
 mod restore;
+mod rollout;
 mod secrets;
 mod state;

@@ -445,7 +445,7 @@ fn a_snapshot_taken_on_the_host_plans_anywhere_without_the_engine() {
 }
 
 /// A webhook on loopback that keeps the bodies it receives.
-fn webhook() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+pub fn webhook() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hooks/berth", listener.local_addr().unwrap());

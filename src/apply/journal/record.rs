@@ -80,6 +80,13 @@ pub enum Record {
     },
     Commit {
         items: Vec<CommitItem>,
+        /// The regions the revision reaches, when not every region of the spec (`--region`,
+        /// or a rollout halted at a failed region), for the revision `recover` records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regions: Option<Vec<String>>,
+        /// The region a rollout halted at (`rollout.on_failure: halt`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        halted_at: Option<String>,
     },
     End {
         outcome: Outcome,
@@ -132,6 +139,9 @@ pub struct Machine {
     /// Undo records in the order written, with their state; dropped ones removed.
     pub undos: Vec<(u64, Undo, UndoState)>,
     pub commit: Option<Vec<CommitItem>>,
+    /// What the commit said of the regions: those the revision reaches (when not all)
+    /// and the region a rollout halted at.
+    pub covered: (Option<Vec<String>>, Option<String>),
     pub end: Option<Outcome>,
 }
 
@@ -206,11 +216,16 @@ impl Machine {
                 }
                 entry.2 = *state;
             }
-            Record::Commit { items } => {
+            Record::Commit {
+                items,
+                regions,
+                halted_at,
+            } => {
                 if self.commit.is_some() {
                     return Err(Illegal::CommittedTwice);
                 }
                 self.commit = Some(items.clone());
+                self.covered = (regions.clone(), halted_at.clone());
             }
             Record::End { outcome } => self.end = Some(*outcome),
         }
@@ -306,5 +321,41 @@ pub(super) mod tests {
             Err(Illegal::Ended),
             "after the end"
         );
+    }
+
+    #[test]
+    fn a_halted_rollout_commits_the_regions_done_and_says_so() {
+        let mut m = Machine::default();
+        m.apply(&begin()).unwrap();
+        // iad done (its undo kept), ord undone: the commit keeps iad's revision.
+        for (id, name) in [(0, "iad"), (1, "ord")] {
+            m.apply(&Record::Undo {
+                id,
+                undo: undo(name),
+            })
+            .unwrap();
+        }
+        for state in [UndoState::UndoStarted, UndoState::UndoFinished] {
+            m.apply(&Record::UndoState { id: 1, state }).unwrap();
+        }
+        let line = serde_json::to_string(&Record::Commit {
+            items: Vec::new(),
+            regions: Some(vec!["iad".into()]),
+            halted_at: Some("ord".into()),
+        })
+        .unwrap();
+        let read: Record = serde_json::from_str(&line).unwrap();
+        m.apply(&read).unwrap();
+        assert_eq!(
+            m.covered,
+            (Some(vec!["iad".to_owned()]), Some("ord".to_owned()))
+        );
+        // A commit of an older berth (no regions) reads as one reaching every region.
+        let old: Record = serde_json::from_str(r#"{"t":"commit","items":[]}"#).unwrap();
+        let mut m = Machine::default();
+        m.apply(&begin()).unwrap();
+        m.apply(&old).unwrap();
+        assert_eq!(m.covered, (None, None));
+        assert!(!serde_json::to_string(&old).unwrap().contains("regions"));
     }
 }

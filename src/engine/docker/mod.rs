@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bollard::Docker;
 
 pub use containers::{ContainerInfo, ContainerState, NAME_HOLD_LABEL};
-pub use errors::{EngineError, active_endpoints, in_progress, name_conflict};
+pub use errors::{EngineError, active_endpoints, in_progress, name_conflict, unreachable_help};
 pub use exec::ExecIo;
 pub use images::PullError;
 pub use keeper::{KeeperError, VolumeFile, keeper_image_tag, keeper_program, secrets_mount};

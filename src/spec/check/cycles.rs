@@ -20,10 +20,13 @@ impl Checker<'_> {
         for p in pods.iter() {
             let from = idx[p.name.value.as_str()];
             for d in &p.item.depends_on {
-                if d.value == p.name.value {
-                    continue; // reported as a self-dependency
+                // `db@iad` waits for `db` too (in one region): a cycle of pods is one
+                // whatever regions its entries name.
+                let (dep, _) = crate::spec::Pod::dependency(&d.value);
+                if dep == p.name.value {
+                    continue; // a self-dependency (reported), or the pod of another region
                 }
-                if let Some(&to) = idx.get(d.value.as_str()) {
+                if let Some(&to) = idx.get(dep) {
                     g.add_edge(from, to, d.span);
                 }
             }
@@ -51,6 +54,56 @@ impl Checker<'_> {
             }
             self.push(d);
         }
+        self.region_cycles();
+    }
+
+    /// Regions whose pods wait for each other's (`depends_on: [db@iad]` one way, and
+    /// `[api@ord]` the other): no order of the rollout serves both.
+    fn region_cycles(&mut self) {
+        let spec = self.spec;
+        let Err(stuck) = spec.rollout_order() else {
+            return;
+        };
+        let mut d = Diagnostic::error(
+            "region-cycle",
+            format!(
+                "the regions {} wait for each other: no rollout order puts each after the regions it depends on",
+                stuck
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .help(
+            "a region is rolled out after the regions its pods depend on (`POD@REGION`): remove one of these entries, or move the pods so the dependencies go one way",
+        );
+        let mut first = true;
+        for p in spec.pods.iter() {
+            let here = spec.regions_of(&p.item.regions);
+            for e in &p.item.depends_on {
+                let (pod, Some(before)) = crate::spec::Pod::dependency(&e.value) else {
+                    continue;
+                };
+                let Some(after) = here.iter().find(|r| stuck.contains(r) && **r != before) else {
+                    continue;
+                };
+                if !stuck.contains(&before) {
+                    continue;
+                }
+                let label = format!(
+                    "`{}` in `{after}` waits for `{pod}` in `{before}`",
+                    p.name.value
+                );
+                d = if first {
+                    d.at(e.span, label)
+                } else {
+                    d.related(e.span, label)
+                };
+                first = false;
+            }
+        }
+        self.push(d);
     }
 }
 

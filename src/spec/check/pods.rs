@@ -9,7 +9,9 @@ use super::{
 };
 use crate::diag::{Diagnostic, Span};
 use crate::spec::MountEntry;
-use crate::spec::{EnvValue, NamedMap, Pod, SECRETS_MOUNT_POINT as MOUNT_POINT, Sp, Strategy};
+use crate::spec::{
+    EnvValue, NamedMap, Pod, SECRETS_MOUNT_POINT as MOUNT_POINT, Sp, Spec, Strategy,
+};
 
 impl Checker<'_> {
     pub(super) fn pods(&mut self) {
@@ -136,11 +138,16 @@ impl Checker<'_> {
         }
     }
 
-    /// `depends_on`: not itself, a pod that exists, and runs in every region this one does.
+    /// `depends_on`: not itself, a pod that exists and runs in every region this one does
+    /// (a plain name), or, with a region (`db@iad`), a region of the spec where that pod
+    /// runs. Regions that wait for each other in a cycle are refused in [`Self::cycles`].
     fn pod_depends_on(&mut self, name: &Sp<String>, pod: &Pod) {
         let spec = self.spec;
         for dep in &pod.depends_on {
-            if dep.value == name.value {
+            let (target_name, region) = Pod::dependency(&dep.value);
+            let here = spec.regions_of(&pod.regions);
+            let same_region = region.is_none_or(|r| here.contains(&r));
+            if target_name == name.value && same_region {
                 self.push(
                     Diagnostic::error(
                         "dependency-cycle",
@@ -149,40 +156,78 @@ impl Checker<'_> {
                     .at(dep.span, "itself")
                     .help("remove this entry from `depends_on`"),
                 );
-            } else if let Some(target) = spec.pods.get(&dep.value) {
-                // Without `regions:` lists both run everywhere.
-                let narrowed = pod.regions.is_some() || target.regions.is_some();
-                let here = if narrowed {
-                    spec.regions_of(&pod.regions)
-                } else {
-                    Vec::new()
-                };
-                let there = if narrowed {
-                    spec.regions_of(&target.regions)
-                } else {
-                    Vec::new()
-                };
-                if let Some(missing) = here.iter().find(|r| !there.contains(r)) {
+                continue;
+            }
+            let Some(target) = spec.pods.get(target_name) else {
+                let pod_part = Sp::new(target_name.to_owned(), part_span(dep, 0, target_name));
+                self.unknown("pod", &pod_part, spec.pods.names(), "pods");
+                continue;
+            };
+            if let Some(region) = region {
+                let defined = spec.region_names();
+                let at = target_name.len() + 1;
+                let region_part = Sp::new(region.to_owned(), part_span(dep, at, region));
+                if !defined.contains(&region) {
+                    self.push(
+                        Diagnostic::error(
+                            "unknown-reference",
+                            format!("unknown region `{region}` in `{}`", dep.value),
+                        )
+                        .at(region_part.span, format!("no region is named `{region}`"))
+                        .help(format!(
+                            "write `POD@REGION` with a region `{target_name}` runs in: {}",
+                            spec.regions_of(&target.regions)
+                                .iter()
+                                .map(|r| format!("`{target_name}@{r}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    );
+                } else if !Spec::runs_in(&target.regions, region) {
                     self.push(
                         Diagnostic::error(
                             "cross-region-dependency",
-                            format!(
-                                "pod `{}` runs in region `{missing}`, but `{}` does not",
-                                name.value, dep.value
-                            ),
+                            format!("pod `{target_name}` does not run in region `{region}`"),
                         )
-                        .at(
-                            dep.span,
-                            format!("`{}` cannot wait for it there", name.value),
-                        )
+                        .at(dep.span, format!("no `{target_name}` to wait for in `{region}`"))
                         .help(format!(
-                            "run `{}` in `{missing}` too, or narrow `{}` with `regions:`",
-                            dep.value, name.value
+                            "name a region `{target_name}` runs in ({}), or add `{region}` to its `regions:`",
+                            spec.regions_of(&target.regions).join(", ")
                         )),
                     );
                 }
-            } else {
-                self.unknown("pod", dep, spec.pods.names(), "pods");
+                continue;
+            }
+            // Without `regions:` lists both run everywhere.
+            let narrowed = pod.regions.is_some() || target.regions.is_some();
+            if !narrowed {
+                continue;
+            }
+            let there = spec.regions_of(&target.regions);
+            if let Some(missing) = here.iter().find(|r| !there.contains(r)) {
+                let elsewhere = there
+                    .first()
+                    .map(|r| {
+                        format!(", or wait for the one of another region (`{target_name}@{r}`)")
+                    })
+                    .unwrap_or_default();
+                self.push(
+                    Diagnostic::error(
+                        "cross-region-dependency",
+                        format!(
+                            "pod `{}` runs in region `{missing}`, but `{}` does not",
+                            name.value, dep.value
+                        ),
+                    )
+                    .at(
+                        dep.span,
+                        format!("`{}` cannot wait for it there", name.value),
+                    )
+                    .help(format!(
+                        "run `{}` in `{missing}` too, or narrow `{}` with `regions:`{elsewhere}",
+                        dep.value, name.value
+                    )),
+                );
             }
         }
     }
@@ -496,5 +541,15 @@ impl Checker<'_> {
                     .help("use `update: { strategy: recreate }`, or route to the pod through the `proxy` instead of publishing a port"),
             );
         }
+    }
+}
+
+/// The span of `part`, found at byte `at` of a `depends_on` entry: inside the entry when
+/// the file holds it as written (unquoted), else the whole entry.
+fn part_span(entry: &Sp<String>, at: usize, part: &str) -> Span {
+    if entry.span.len == entry.value.len() {
+        Span::new(entry.span.offset + at, part.len())
+    } else {
+        entry.span
     }
 }
