@@ -34,6 +34,7 @@ pub mod undo;
 pub mod unwind;
 pub use preflight::preflight_host;
 pub use rollout::Halted;
+pub use steps::secret::sweep_deliveries;
 pub use undo::Undo;
 
 use std::cell::{Cell, RefCell};
@@ -44,7 +45,6 @@ use crate::engine::{Engine, EngineError};
 use crate::graph::{Resource, ResourceGraph};
 use crate::observe::ObservedState;
 use crate::plan::{Action, Change, Plan};
-use crate::secrets::delivery;
 use crate::secrets::files::{FileFacts, Inspection};
 use crate::spec::Spec;
 
@@ -656,40 +656,6 @@ impl<'a> Run<'a> {
     async fn sweep_deliveries(&self) {
         sweep_deliveries(self.engines, self.project).await;
     }
-}
-
-/// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
-/// rolled back): they live only as long as a container mounts them. On every engine, the
-/// secrets volumes (of pods, of the proxy) no container mounts, with their keepers; on
-/// this machine, the tmpfs directories an earlier berth made that no container of a local
-/// engine bind-mounts any more.
-pub async fn sweep_deliveries(engines: &HashMap<String, Engine>, project: &str) {
-    for engine in engines.values() {
-        // Best effort: what is left is swept by the next apply, rollback or recover.
-        let _ = crate::engine::secrets::sweep(engine, project).await;
-    }
-    let Ok(root) = delivery::check_root() else {
-        return;
-    };
-    if !root.join(project).is_dir() {
-        return;
-    }
-    let mut keep = std::collections::HashSet::new();
-    for engine in engines.values().filter(|e| e.is_local()) {
-        match engine.containers(project).await {
-            Ok(list) => keep.extend(
-                list.into_iter()
-                    .flat_map(|c| c.binds)
-                    .map(|(source, _)| std::path::PathBuf::from(source)),
-            ),
-            // Without the list, nothing can be told unused: keep everything.
-            Err(_) => return,
-        }
-    }
-    delivery::sweep(project, &keep);
-    // A project with no container holding secrets leaves no directory behind (a destroy,
-    // say): removing a directory fails unless it is empty, and the next delivery makes it.
-    let _ = std::fs::remove_dir(root.join(project));
 }
 
 fn indent(text: &str) -> String {

@@ -463,3 +463,40 @@ enum Delivery {
     /// An environment variable of this name (the spec opted in).
     Env(String),
 }
+
+/// Removes the decrypted secrets of containers that no longer exist (replaced, deleted,
+/// rolled back): they live only as long as a container mounts them. On every engine, the
+/// secrets volumes (of pods, of the proxy) no container mounts, with their keepers; on
+/// this machine, the tmpfs directories an earlier berth made that no container of a local
+/// engine bind-mounts any more.
+pub async fn sweep_deliveries(
+    engines: &std::collections::HashMap<String, crate::engine::Engine>,
+    project: &str,
+) {
+    for engine in engines.values() {
+        // Best effort: what is left is swept by the next apply, rollback or recover.
+        let _ = crate::engine::secrets::sweep(engine, project).await;
+    }
+    let Ok(root) = crate::secrets::delivery::check_root() else {
+        return;
+    };
+    if !root.join(project).is_dir() {
+        return;
+    }
+    let mut keep = std::collections::HashSet::new();
+    for engine in engines.values().filter(|e| e.is_local()) {
+        match engine.containers(project).await {
+            Ok(list) => keep.extend(
+                list.into_iter()
+                    .flat_map(|c| c.binds)
+                    .map(|(source, _)| std::path::PathBuf::from(source)),
+            ),
+            // Without the list, nothing can be told unused: keep everything.
+            Err(_) => return,
+        }
+    }
+    crate::secrets::delivery::sweep(project, &keep);
+    // A project with no container holding secrets leaves no directory behind (a destroy,
+    // say): removing a directory fails unless it is empty, and the next delivery makes it.
+    let _ = std::fs::remove_dir(root.join(project));
+}

@@ -1,0 +1,120 @@
+//! Backups in the spec: what is read (a command's output, a volume, a host path), where it
+//! is kept, when, for how long, and through which region's engine.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Sp, Spec};
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    pub source: Sp<BackupSource>,
+    /// Directory of its own holding the encrypted backups (absolute; berth makes it 0700;
+    /// never `/`, a system or a temporary directory).
+    pub store: Sp<String>,
+    /// systemd `OnCalendar` expression, e.g. `*-*-* 03:00:00` or `daily`.
+    #[serde(default)]
+    pub schedule: Option<Sp<String>>,
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Take a backup before any apply step that replaces the source pod.
+    #[serde(default)]
+    pub before_apply: bool,
+    /// `stop` stops the pod while a volume is read (default `live`).
+    #[serde(default)]
+    pub consistent: Option<Consistency>,
+    /// Recipients for this backup instead of the top-level `recipients`.
+    #[serde(default)]
+    pub recipients: Option<Vec<Sp<String>>>,
+}
+
+/// What is backed up: one of `exec` (with `pod`), `volume`, or `path`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSource {
+    /// The pod to run `exec` in, or whose volume is read.
+    #[serde(default)]
+    pub pod: Option<Sp<String>>,
+    /// Command whose standard output is the backup, e.g. `[pg_dump, -Fc, shop]`.
+    #[serde(default)]
+    pub exec: Option<Vec<String>>,
+    /// Command that reads a backup on standard input on restore, e.g. `[pg_restore, ...]`.
+    #[serde(default)]
+    pub restore: Option<Vec<String>>,
+    /// A named volume.
+    #[serde(default)]
+    pub volume: Option<Sp<String>>,
+    /// A host path.
+    #[serde(default)]
+    pub path: Option<Sp<String>>,
+    /// The region whose engine holds the pod or volume (read from this machine through
+    /// that engine's API); default: the first region the source pod runs in, else the
+    /// primary. Not with `path` (a path is read on this machine).
+    #[serde(default)]
+    pub region: Option<Sp<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default)]
+    pub daily: Option<u32>,
+    #[serde(default)]
+    pub weekly: Option<u32>,
+    #[serde(default)]
+    pub monthly: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Live,
+    Stop,
+}
+
+impl Spec {
+    /// The region whose engine a backup reads and restores: its `source.region`, else the
+    /// first region (primary first) its source pod runs in, else the primary.
+    pub fn backup_region<'s>(&'s self, backup: &'s Backup) -> &'s str {
+        self.backup_region_of(&backup.source.value)
+    }
+
+    /// [`Spec::backup_region`] of a backup's source.
+    pub fn backup_region_of<'s>(&'s self, src: &'s BackupSource) -> &'s str {
+        if let Some(r) = &src.region {
+            return &r.value;
+        }
+        let pod = src.pod.as_ref().and_then(|p| self.pods.get(&p.value));
+        match pod {
+            Some(p) => self
+                .region_names()
+                .into_iter()
+                .find(|r| Self::runs_in(&p.regions, r))
+                .unwrap_or_else(|| self.primary_region()),
+            None => self.primary_region(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::load;
+
+    #[test]
+    fn a_backup_reads_its_region_the_pods_first_or_the_primary() {
+        let spec = load::parse(
+            "version: 1\nproject: shop\nregions:\n  iad: { engine: 'unix:///a.sock' }\n  ord: { engine: 'unix:///b.sock', primary: true }\nvolumes: { data: {} }\npods:\n  db: { image: pg, regions: [iad], volumes: ['data:/d'] }\n  web: { image: web }\nbackups:\n  a: { source: { volume: data, pod: db }, store: /srv/b }\n  b: { source: { volume: data }, store: /srv/b }\n  c: { source: { volume: data, region: iad }, store: /srv/b }\n  d: { source: { pod: web, exec: [dump] }, store: /srv/b }\n",
+        )
+        .expect("parses");
+        let region = |name: &str| spec.backup_region(spec.backups.get(name).expect("backup"));
+        assert_eq!(region("a"), "iad", "the pod's only region");
+        assert_eq!(region("b"), "ord", "no pod: the primary");
+        assert_eq!(region("c"), "iad", "named");
+        assert_eq!(
+            region("d"),
+            "ord",
+            "a pod of every region: the primary first"
+        );
+    }
+}
