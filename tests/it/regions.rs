@@ -416,3 +416,229 @@ fn a_far_side_without_docker_is_one_diagnostic_saying_so() {
     );
     nothing_created(&s, e);
 }
+
+/// A fresh random value that must never reach a disk.
+fn canary() -> String {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("canary-{hex}")
+}
+
+/// The files under `root` that hold `value`, each with the filesystem it is on.
+fn files_holding(root: &std::path::Path, value: &str) -> Vec<(String, Option<String>)> {
+    let out = std::process::Command::new("grep")
+        .args(["-rlF", "--binary-files=text", "-e", value])
+        .arg(root)
+        .output()
+        .expect("grep runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|p| {
+            let fs = berth::fsutil::filesystem_of(std::path::Path::new(p));
+            (p.to_owned(), fs)
+        })
+        .collect()
+}
+
+/// Both engines' data roots hold `value` only on memory (a mounted secrets volume), or
+/// (`none`) not at all.
+fn canary_only_in_memory(e: &SecondEngine, value: &str, none: bool) {
+    let first = std::path::PathBuf::from(common::docker::docker(&[
+        "info",
+        "-f",
+        "{{.DockerRootDir}}",
+    ]));
+    for root in [first.as_path(), e.data_root.as_path()] {
+        let found = files_holding(root, value);
+        if none {
+            assert_eq!(found, [], "the canary is under {}", root.display());
+        } else {
+            assert!(
+                found.iter().all(|(_, fs)| fs.as_deref() == Some("tmpfs")),
+                "the canary is on a disk under {}: {found:?}",
+                root.display()
+            );
+        }
+    }
+}
+
+/// What the docker CLI made by `cli` prints for `args` (which must succeed), trimmed.
+fn out_of(cli: &dyn Fn() -> std::process::Command, args: &[&str]) -> String {
+    let out = cli().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `VERSION` and the secret a pod's container reads, on the engine `cli` reaches.
+fn version_and_token(cli: &dyn Fn() -> std::process::Command, name: &str) -> (String, String) {
+    let env = out_of(
+        cli,
+        &[
+            "inspect",
+            "-f",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            name,
+        ],
+    );
+    let version = env
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION="))
+        .unwrap_or_default()
+        .to_owned();
+    let token = out_of(
+        cli,
+        &["exec", name, "/testapp", "cat", "/run/secrets/token"],
+    );
+    (version, token)
+}
+
+/// The project's secrets volumes and its keepers' states, on the engine `cli` reaches.
+fn secrets_objects(cli: &dyn Fn() -> std::process::Command, project: &str) -> (usize, String) {
+    let label = format!("label=io.berth.project={project}");
+    let volumes = out_of(
+        cli,
+        &[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &label,
+            "--filter",
+            "label=io.berth.secrets.pod",
+        ],
+    );
+    let keepers = out_of(
+        cli,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &label,
+            "--filter",
+            "label=io.berth.helper=secrets-keeper",
+            "--format",
+            "{{.State}}",
+        ],
+    );
+    (volumes.lines().count(), keepers)
+}
+
+/// Issue 13, done-when 1: a two-region spec (the primary on the local engine, `ord` as
+/// given) with a secret and an HTTP health gate applies, re-plans clean, applies a second
+/// revision, rolls back to the first, and destroys; the containers and their tmpfs secrets
+/// volumes (each held by a running keeper) are on the right engines, and the secret's value
+/// is on neither engine's disk.
+fn two_regions_with_a_secret(
+    s: &Scene,
+    e: &SecondEngine,
+    ord: &str,
+    run: &dyn Fn(&[&str]) -> common::Run,
+) {
+    let image = common::docker::testapp_image();
+    let value = canary();
+    let spec = |version: &str| {
+        s.spec(&format!(
+            "identity: ./me.key
+regions:
+  iad: {{ engine: \"{LOCAL}\", primary: true }}
+  ord: {ord}
+secrets:
+  token: {{ file: secrets/token.age, min_length: 16 }}
+pods:
+  web:
+    image: {image}
+    user: \"1000:1000\"
+    env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token }}
+    secrets: [token]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 40 }}
+"
+        ))
+    };
+    spec("v1");
+    run(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(value.as_bytes().to_vec())
+        .run()
+        .code(0);
+    let p = s.project.0.clone();
+    let web = s.name("web");
+    let local = || std::process::Command::new("docker");
+    let second = || e.cli();
+    let both: [&dyn Fn() -> std::process::Command; 2] = [&local, &second];
+    // On each engine: the pod at `version` reading the secret, one secrets volume held by
+    // one running keeper.
+    let check = |version: &str| {
+        for cli in both {
+            assert_eq!(
+                version_and_token(cli, &web),
+                (version.to_owned(), value.clone())
+            );
+            assert_eq!(secrets_objects(cli, &p), (1, "running".to_owned()));
+        }
+    };
+    run(&["apply", "--yes"]).code(0);
+    check("v1");
+    canary_only_in_memory(e, &value, false);
+
+    let plan = run(&["plan", "--format", "json", "--detailed-exitcode"]).code(0);
+    let plan: berth::plan::Plan = serde_json::from_str(&plan.stdout()).unwrap();
+    assert!(common::changed(&plan).is_empty(), "{plan:?}");
+
+    // Revision 2 everywhere, then back to revision 1 everywhere.
+    spec("v2");
+    run(&["apply", "--yes"]).code(0);
+    check("v2");
+    run(&["rollback", "--yes"]).code(0);
+    check("v1");
+    canary_only_in_memory(e, &value, false);
+
+    run(&["destroy", "--yes"]).code(0);
+    nothing_created(s, e);
+    for cli in both {
+        assert_eq!(secrets_objects(cli, &p), (0, String::new()));
+    }
+    canary_only_in_memory(e, &value, true);
+}
+
+#[test]
+fn two_regions_over_tls_with_a_secret_apply_replan_roll_back_and_destroy() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    let ord = tls_region(&s, e);
+    two_regions_with_a_secret(&s, e, &ord, &|args| {
+        Berth::new().dir(s.path()).args(args).run()
+    });
+}
+
+/// Over ssh, the health gates of `ord` reach its container through the engine's own ssh
+/// (`ssh -W`), as they would on another machine.
+#[test]
+fn two_regions_over_ssh_with_a_secret_apply_replan_roll_back_and_destroy() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    let log = e.ssh_bin.join("ssh.log");
+    let forwards = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("-W "))
+            .count()
+    };
+    let before = forwards();
+    let ord = format!("{{ engine: \"{}\" }}", e.ssh_endpoint);
+    two_regions_with_a_secret(&s, e, &ord, &|args| berth_ssh(&s, e, args));
+    assert!(forwards() > before, "no health probe went through `ssh -W`");
+}
