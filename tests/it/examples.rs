@@ -117,14 +117,16 @@ fn the_multi_region_example_expands_per_region() {
     }
     assert!(!has("pod.db@ord"), "the database runs in fra only");
     assert!(!has("backup.db@ord"), "its backup too");
-    // The api waits for its dependencies in its own region, never across regions.
+    // The api waits for its region's redis, and (`db@fra`) for the primary's database.
     let api = g.get(&"pod.api[0]@ord".parse().unwrap()).unwrap();
+    let deps: Vec<String> = api.depends_on.iter().map(|d| d.to_string()).collect();
     assert!(
-        api.depends_on
-            .iter()
-            .all(|d| d.region.as_deref() != Some("fra")),
-        "{:?}",
-        api.depends_on
+        deps.contains(&"pod.db@fra".to_owned()) && deps.contains(&"pod.redis@ord".to_owned()),
+        "{deps:?}"
+    );
+    assert!(
+        !deps.contains(&"pod.redis@fra".to_owned()),
+        "a plain name is its own region's: {deps:?}"
     );
     // Dependencies come first in the order.
     let order: Vec<String> = g.in_order().map(|r| r.address.to_string()).collect();
