@@ -192,19 +192,11 @@ fn rollout_note(failed: &str, done: &[String], policy: crate::spec::OnFailure) -
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::observe::ObservedState;
 
     fn spec(text: &str) -> Spec {
-        let loaded = crate::spec::load_str(Path::new("berth.yaml"), text.to_owned());
-        assert!(
-            !loaded.report.has_errors(),
-            "{}",
-            loaded.report.render(false)
-        );
-        loaded.spec.unwrap()
+        crate::spec::load::checked_for_tests(text)
     }
 
     /// Every resource of `spec` created: the plan of a first apply.

@@ -21,7 +21,7 @@ pub fn volume_name(container: &str) -> String {
 }
 
 /// 16 random hex digits (the kernel's random source; the clock and pid without it).
-fn token() -> String {
+pub(crate) fn token() -> String {
     let mut bytes = [0u8; 8];
     let ok = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))

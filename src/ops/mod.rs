@@ -520,13 +520,7 @@ mod tests {
     use super::*;
 
     fn spec(text: &str) -> Spec {
-        let loaded = crate::spec::load_str(Path::new("berth.yaml"), text.to_owned());
-        assert!(
-            !loaded.report.has_errors(),
-            "{}",
-            loaded.report.render(false)
-        );
-        loaded.spec.unwrap()
+        crate::spec::load::checked_for_tests(text)
     }
 
     const TWO: &str = "version: 1

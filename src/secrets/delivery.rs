@@ -211,19 +211,7 @@ pub fn numeric_user(user: &str) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
-    fn token() -> String {
-        let mut bytes = [0u8; 8];
-        let ok = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-            .is_ok();
-        if !ok {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
-        }
-        crate::encode::hex(&bytes)
-    }
+    use crate::engine::secrets::token;
 
     #[test]
     fn users() {

@@ -275,6 +275,18 @@ fn first_lower(s: &str) -> String {
     }
 }
 
+/// A spec that passed its checks, for unit tests elsewhere (panics with the report).
+#[cfg(test)]
+pub fn checked_for_tests(text: &str) -> Spec {
+    let loaded = load_str(Path::new("berth.yaml"), text.to_owned());
+    assert!(
+        !loaded.report.has_errors(),
+        "{}",
+        loaded.report.render(false)
+    );
+    loaded.spec.expect("a spec without errors")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

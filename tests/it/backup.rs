@@ -17,21 +17,6 @@ fn tools() -> bool {
     backup::tools(&["age", "zstd", "tar"])
 }
 
-/// The disaster-recovery one-liner from the README, with the standard tools.
-fn open_without_berth(key: &Path, file: &Path, into: &Path) {
-    std::fs::create_dir_all(into).unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"age -d -i "$1" "$2" | zstd -d | tar -x -C "$3""#)
-        .arg("sh")
-        .arg(key)
-        .arg(file)
-        .arg(into)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the one-liner failed");
-}
-
 #[test]
 fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
     if !docker::available() || !tools() {
@@ -77,7 +62,7 @@ fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
     }
     assert_eq!(berth::fsutil::mode_of(&s.store).unwrap(), 0o700);
     let out = s.path().join("out");
-    open_without_berth(&s.path().join("key.txt"), &data[0], &out);
+    backup::open_without_berth(&s.path().join("key.txt"), &data[0], &out);
     assert_eq!(tree(&out), tree(&src));
     let list = s.berth(&["backup", "list"]).code(0).stdout();
     assert!(list.contains(" yes"), "{list}");
@@ -198,7 +183,7 @@ fn a_host_path_backed_up_opens_without_berth() {
     }
     s.berth(&["backup", "run", "data"]).code(0);
     let out = s.path().join("out");
-    open_without_berth(&s.path().join("key.txt"), &s.data_files()[0], &out);
+    backup::open_without_berth(&s.path().join("key.txt"), &s.data_files()[0], &out);
     assert_eq!(tree(&out), tree(&src));
 
     // Restored in place: what changed since is put back, what was added goes.

@@ -4,26 +4,8 @@
 
 use crate::common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::backup::{self, Scene, sample, tree};
 use common::dockerd::second_engine;
-
-/// The disaster-recovery one-liner from the README, with the standard tools.
-fn open_without_berth(key: &Path, file: &Path, into: &Path) {
-    std::fs::create_dir_all(into).unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"age -d -i "$1" "$2" | zstd -d | tar -x -C "$3""#)
-        .arg("sh")
-        .arg(key)
-        .arg(file)
-        .arg(into)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the one-liner failed");
-}
 
 #[test]
 fn a_volume_of_the_secondary_region_is_backed_up_here_and_restored_there() {
@@ -90,7 +72,7 @@ backups:
     let data = s.data_files();
     assert_eq!(data.len(), 1);
     let out = s.path().join("out");
-    open_without_berth(&s.path().join("key.txt"), &data[0], &out);
+    backup::open_without_berth(&s.path().join("key.txt"), &data[0], &out);
     assert_eq!(tree(&out), tree(&src));
     // No helper container left on either engine.
     assert_eq!(e.containers(s.project()), vec![format!("{web} running")]);

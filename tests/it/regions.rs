@@ -417,18 +417,6 @@ fn a_far_side_without_docker_is_one_diagnostic_saying_so() {
     nothing_created(&s, e);
 }
 
-/// A fresh random value that must never reach a disk.
-fn canary() -> String {
-    let mut bytes = [0u8; 16];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").unwrap(),
-        &mut bytes,
-    )
-    .unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("canary-{hex}")
-}
-
 /// The files under `root` that hold `value`, each with the filesystem it is on.
 fn files_holding(root: &std::path::Path, value: &str) -> Vec<(String, Option<String>)> {
     let out = std::process::Command::new("grep")
@@ -544,7 +532,7 @@ fn two_regions_with_a_secret(
     run: &dyn Fn(&[&str]) -> common::Run,
 ) {
     let image = common::docker::testapp_image();
-    let value = canary();
+    let value = common::canary();
     let spec = |version: &str| {
         s.spec(&format!(
             "identity: ./me.key

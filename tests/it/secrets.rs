@@ -53,18 +53,6 @@ fn age_decrypt(identity: &Path, file: &Path) -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
-/// A unique value nobody else prints: 32 hex digits from the kernel's random source.
-fn canary() -> String {
-    let mut bytes = [0u8; 16];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").unwrap(),
-        &mut bytes,
-    )
-    .unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("canary-{hex}")
-}
-
 /// The scene of these tests: an identity and recipients, secrets, pods.
 trait SecretsScene {
     fn write(&self, head: &str, secrets: &str, pods: &str);
@@ -592,7 +580,7 @@ fn a_canary_value_is_found_only_where_it_is_meant_to_be() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    let value = canary();
+    let value = common::canary();
     let (_, me_public) = keygen(s.path(), "me.key");
     let (_, ops_public) = keygen(s.path(), "ops.key");
     let head = |recipients: &str| format!("identity: ./me.key\nrecipients: [{recipients}]");
@@ -735,7 +723,7 @@ fn a_secret_file_never_reaches_the_engines_disk() {
     }
     let s = Scene::new();
     let image = docker::testapp_image();
-    let value = canary();
+    let value = common::canary();
     let pod = |version: &str| {
         format!(
             "  web:

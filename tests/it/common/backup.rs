@@ -25,6 +25,21 @@ pub fn tools(needed: &[&str]) -> bool {
     ok
 }
 
+/// The disaster-recovery one-liner from the README, with the standard tools.
+pub fn open_without_berth(key: &Path, file: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(r#"age -d -i "$1" "$2" | zstd -d | tar -x -C "$3""#)
+        .arg("sh")
+        .arg(key)
+        .arg(file)
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the one-liner failed");
+}
+
 /// A new age identity at `path`.
 pub fn keygen(path: &Path) {
     assert!(

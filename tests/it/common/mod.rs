@@ -15,6 +15,19 @@ pub mod nginx;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A fresh random value (`canary-` and 32 hex digits) that must never reach a disk, a log
+/// or an output.
+pub fn canary() -> String {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("canary-{hex}")
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
