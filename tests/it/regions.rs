@@ -630,3 +630,61 @@ fn two_regions_over_ssh_with_a_secret_apply_replan_roll_back_and_destroy() {
     two_regions_with_a_secret(&s, e, &ord, &|args| berth_ssh(&s, e, args));
     assert!(forwards() > before, "no health probe went through `ssh -W`");
 }
+
+/// `--region` that leaves out the local region must not take the secret directories an
+/// earlier berth made on this machine for its containers as unused: a container of the
+/// local region still mounts them.
+#[test]
+fn an_apply_of_another_region_keeps_an_earlier_berths_secret_directories_here() {
+    let Some(e) = second_engine() else { return };
+    let image = common::docker::testapp_image();
+    e.load_image(image);
+    let s = Scene::new();
+    let p = s.project.0.clone();
+    let runtime = std::path::PathBuf::from(format!("/dev/shm/{p}-runtime"));
+    let _removed = RemovedOnDrop(runtime.clone());
+    let legacy = runtime.join(&p).join("legacy1");
+    std::fs::create_dir_all(&legacy).unwrap();
+    berth::fsutil::set_mode(&runtime, 0o700).unwrap();
+    std::fs::write(legacy.join("token"), "v").unwrap();
+    // A container of the local region, as an earlier berth made it: its secrets
+    // bind-mounted from that directory.
+    common::docker::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &s.name("old"),
+        "--label",
+        &format!("io.berth.project={p}"),
+        "-v",
+        &format!("{}:/run/secrets:ro", legacy.display()),
+        common::docker::sleeper_image(),
+    ]);
+    s.spec(&format!(
+        "regions:\n  iad: {{ engine: \"{LOCAL}\", primary: true }}\n  ord: {{ engine: \"{}\" }}\npods:\n  web:\n    image: {image}\n    regions: [ord]\n",
+        e.host
+    ));
+    let run = |args: &[&str]| {
+        Berth::new()
+            .dir(s.path())
+            .env("BERTH_RUNTIME_DIR", &runtime.display().to_string())
+            .args(args)
+            .run()
+    };
+    run(&["apply", "--region", "ord", "--yes"]).code(0);
+    assert!(
+        legacy.join("token").is_file(),
+        "the directory a running container mounts is gone"
+    );
+    run(&["destroy", "--region", "ord", "--yes"]).code(0);
+    assert!(legacy.join("token").is_file());
+}
+
+/// A directory removed when the test ends, passed or failed.
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

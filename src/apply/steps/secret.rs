@@ -477,6 +477,15 @@ pub async fn sweep_deliveries(
         // Best effort: what is left is swept by the next apply, rollback or recover.
         let _ = crate::engine::secrets::sweep(engine, project).await;
     }
+    // The directories an earlier berth made on this machine are mounted by containers of
+    // local engines: unless every region is connected (`--region` leaves some out), one
+    // still in use may not be seen, so none is removed.
+    let every_region = engines
+        .values()
+        .all(|e| e.other_regions().iter().all(|r| engines.contains_key(r)));
+    if !every_region {
+        return;
+    }
     let Ok(root) = crate::secrets::delivery::check_root() else {
         return;
     };

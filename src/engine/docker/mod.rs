@@ -171,6 +171,11 @@ impl Engine {
             .collect();
     }
 
+    /// The spec's other regions (as [`Engine::set_regions`] was told).
+    pub fn other_regions(&self) -> &[String] {
+        &self.other_regions
+    }
+
     /// Whether an object with these labels belongs to another region of the spec.
     fn foreign(&self, labels: &std::collections::HashMap<String, String>) -> bool {
         labels
