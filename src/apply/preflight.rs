@@ -56,6 +56,28 @@ impl Run<'_> {
                     "create the volume by hand and drop `external: true` to let berth manage it",
                 ))
             }
+            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
+                if self
+                    .spec
+                    .pods
+                    .get(&c.address.name)
+                    .is_some_and(|p| !p.secrets.is_empty())
+                    && self.engine(&self.region_of(c)).in_clear() =>
+            {
+                Err(unsupported(
+                    "send secrets to an engine without TLS",
+                    "they would cross the network in clear: give the region `tls: { ca, cert, key }` or use an ssh:// engine",
+                ))
+            }
+            (Kind::Proxy, Action::Create | Action::Replace | Action::Update | Action::Heal)
+                if self.spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
+                    && self.engine(&self.region_of(c)).in_clear() =>
+            {
+                Err(unsupported(
+                    "send the proxy's certificate keys to an engine without TLS",
+                    "they would cross the network in clear: give the region `tls: { ca, cert, key }` or use an ssh:// engine",
+                ))
+            }
             _ => Ok(()),
         }
     }

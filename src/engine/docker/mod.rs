@@ -49,6 +49,8 @@ pub struct Engine {
     root_dir: String,
     /// `NCPU` of `/info`.
     ncpu: i64,
+    /// Reached over TLS (`tcp://` with `tls`).
+    tls: bool,
     /// The spec's other regions: objects labelled for one of them are not this region's.
     other_regions: Vec<String>,
     docker: Docker,
@@ -131,6 +133,7 @@ impl Engine {
             host_name: info.name.unwrap_or_default(),
             root_dir: info.docker_root_dir.unwrap_or_default(),
             ncpu: info.ncpu.unwrap_or(0),
+            tls: target.tls.is_some(),
             other_regions: Vec::new(),
             docker,
             requests: AtomicU64::new(2),
@@ -146,6 +149,27 @@ impl Engine {
         if self.endpoint.starts_with("ssh://") {
             let io = transport::ssh_forward(&self.endpoint, ip, port)?;
             return Ok(Box::new(io));
+        }
+        // A `tcp://` engine of another machine gives its containers addresses that a bridge
+        // of this machine may hold too (engines hand out the same subnets in the same
+        // order): a probe there would ask a container here, and pass for the wrong one.
+        if self.endpoint.starts_with("tcp://")
+            && !transport::is_loopback_host(&self.endpoint)
+            && let Ok(v4) = ip.parse::<std::net::Ipv4Addr>()
+        {
+            let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            let is_bridge = |i: &str| {
+                std::path::Path::new("/sys/class/net")
+                    .join(i)
+                    .join("bridge")
+                    .exists()
+            };
+            if let Some(bridge) = transport::local_bridge_of(v4, &routes, is_bridge) {
+                return Err(std::io::Error::other(format!(
+                    "{ip} of region `{}` is in the subnet of this machine's bridge `{bridge}`, so a probe would reach a container here, not there; use an ssh:// engine (probes go through its ssh) or a `health.cmd`",
+                    self.region
+                )));
+            }
         }
         let stream = tokio::net::TcpStream::connect((ip, port)).await?;
         Ok(Box::new(stream))
@@ -199,6 +223,14 @@ impl Engine {
     /// is a path there.
     pub fn is_local(&self) -> bool {
         self.endpoint.starts_with("unix://")
+    }
+
+    /// Whether what is sent to the engine crosses a network in clear: a `tcp://` (or
+    /// `http://`) engine without TLS, on another machine.
+    pub fn in_clear(&self) -> bool {
+        (self.endpoint.starts_with("tcp://") || self.endpoint.starts_with("http://"))
+            && !self.tls
+            && !transport::is_loopback_host(self.endpoint.trim_start_matches("http://"))
     }
 
     /// Requests made to the engine so far (connecting counts two).

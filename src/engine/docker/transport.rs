@@ -113,8 +113,70 @@ pub fn tls(endpoint: &str, material: &TlsMaterial, timeout: u64) -> Result<Docke
         .https_only()
         .enable_http1()
         .wrap_connector(http);
-    let addr = format!("https://{}", endpoint.trim_start_matches("tcp://"));
+    let addr = format!("https://{}", with_default_port(endpoint, 2376));
     custom(https, &addr, timeout).map_err(|e| e.to_string())
+}
+
+/// `tcp://HOST[:PORT]` as `HOST:PORT`, the port `default` when none is given (the docker
+/// CLI's: 2376 with TLS, 2375 without).
+pub fn with_default_port(endpoint: &str, default: u16) -> String {
+    let rest = endpoint.trim_start_matches("tcp://").trim_end_matches('/');
+    let has_port = match rest.rsplit_once(':') {
+        // `[::1]:2376` has one, `[::1]` has not.
+        Some((host, port)) => !port.is_empty() && !port.contains(']') && !host.is_empty(),
+        None => false,
+    };
+    if has_port {
+        rest.to_owned()
+    } else {
+        format!("{rest}:{default}")
+    }
+}
+
+/// Whether `host` (of a `tcp://` address) is this machine: a loopback name or address.
+pub fn is_loopback_host(endpoint: &str) -> bool {
+    let rest = endpoint.trim_start_matches("tcp://");
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split([':', '/']).next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// The bridge of this machine whose directly attached subnet holds `ip` (the networks of
+/// an engine on this machine are such bridges), from the routing table `routes` (the text
+/// of `/proc/net/route`) and whether an interface is a bridge.
+pub fn local_bridge_of(
+    ip: std::net::Ipv4Addr,
+    routes: &str,
+    is_bridge: impl Fn(&str) -> bool,
+) -> Option<String> {
+    // The file prints each address as the kernel holds it (network byte order) read as a
+    // number of this machine's order: its bytes in memory are the address's.
+    let hex = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|n| u32::from_be_bytes(n.to_ne_bytes()))
+    };
+    for line in routes.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let (Some(dest), Some(gateway), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) else {
+            continue;
+        };
+        if mask == 0 || gateway != 0 {
+            continue; // the default route, or one through a router
+        }
+        if u32::from(ip) & mask == dest & mask && is_bridge(f[0]) {
+            return Some(f[0].to_owned());
+        }
+    }
+    None
 }
 
 /// The parts of `ssh://[USER@]HOST[:PORT]`: (user, host, port). A host in brackets is an
@@ -339,6 +401,47 @@ impl AsyncWrite for SshIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_address_without_a_port_is_docker_s_2376() {
+        assert_eq!(
+            with_default_port("tcp://fra-1.example.net", 2376),
+            "fra-1.example.net:2376"
+        );
+        assert_eq!(
+            with_default_port("tcp://10.0.0.5:3376", 2376),
+            "10.0.0.5:3376"
+        );
+        assert_eq!(with_default_port("tcp://[::1]", 2376), "[::1]:2376");
+        assert_eq!(with_default_port("tcp://[::1]:9", 2376), "[::1]:9");
+        assert!(is_loopback_host("tcp://127.0.0.1:2376"));
+        assert!(is_loopback_host("tcp://localhost"));
+        assert!(is_loopback_host("tcp://[::1]:2376"));
+        assert!(!is_loopback_host("tcp://fra-1.example.net:2376"));
+        assert!(!is_loopback_host("tcp://10.0.0.5:2376"));
+    }
+
+    #[test]
+    fn an_address_on_a_bridge_of_this_machine_is_found_in_the_routing_table() {
+        // docker0 172.17.0.0/16, br-1 172.18.0.0/16, a VPN 10.20.0.0/16 on wg0, the default
+        // route through 192.168.1.1 on eth0.
+        let routes = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+br-1\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+wg0\t0000140A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let bridge = |i: &str| i == "docker0" || i.starts_with("br-");
+        let of = |ip: &str| local_bridge_of(ip.parse().unwrap(), routes, bridge);
+        assert_eq!(of("172.18.0.2").as_deref(), Some("br-1"));
+        assert_eq!(of("172.17.0.9").as_deref(), Some("docker0"));
+        assert_eq!(of("10.20.0.7"), None, "a routed VPN is not a local bridge");
+        assert_eq!(of("172.19.0.2"), None);
+        assert_eq!(
+            of("8.8.8.8"),
+            None,
+            "the default route is not a local network"
+        );
+    }
 
     #[test]
     fn ssh_addresses_keep_user_host_and_port() {
