@@ -193,6 +193,26 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
         }
     };
     let target = revisions::load(&dir, to)?;
+    // A destroy of some regions says nothing of what ran in the others: going "back" to it
+    // would remove every region.
+    if target.destroyed
+        && let Some(regions) = &target.regions
+    {
+        return Err(OpError::Refused {
+            message: format!(
+                "revision {to} of `{project}` destroyed only {}: it cannot be rolled back to",
+                regions
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            help: format!(
+                "give another revision with --to N (`berth history` lists them), or run `berth destroy --region {}` again",
+                regions.join(" --region ")
+            ),
+        });
+    }
     let goal = if target.destroyed {
         eprintln!("Rolling back `{project}` to revision {to}, a destroy: nothing runs.");
         Goal::Nothing

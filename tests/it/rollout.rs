@@ -219,6 +219,30 @@ fn region_limits_plan_and_apply_to_the_regions_named() {
         [t.scene.name("web-iad")]
     );
     assert_eq!(wait_for(t.iad_port, "/version", 200).body.trim(), "v1");
+
+    // A revision that destroyed only `ord` is no revision to roll back to: going back to it
+    // would remove `iad` too.
+    let history = t.scene.berth(&["history"]).code(0).stdout();
+    let latest: String = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .last()
+        .expect("a revision in the history")
+        .to_owned();
+    let r = t
+        .scene
+        .berth(&["rollback", "--to", &latest, "--yes"])
+        .code(1);
+    assert!(
+        r.stderr_flat().contains("destroyed only `ord`"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        docker::containers_of(&t.scene.project.0),
+        [t.scene.name("web-iad")]
+    );
 }
 
 #[test]

@@ -226,7 +226,7 @@ impl Engine {
                     format!("size={size},mode=0500,uid={uid},gid={gid}"),
                 ),
             ])),
-            labels: Some(labels),
+            labels: Some(self.with_region(labels)),
             ..Default::default()
         };
         self.retrying(|| self.docker.create_volume(request.clone()))
