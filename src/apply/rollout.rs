@@ -81,8 +81,26 @@ impl Run<'_> {
                 }
                 changed = changed_before;
                 self.commit.borrow_mut().truncate(commit_mark);
+                // The revision reaches every region in scope (all, or `--region`'s) but this
+                // one and those after it with changes: a region without changes runs it too.
+                let scope = self.covered.borrow().0.clone().unwrap_or_else(|| {
+                    self.spec
+                        .region_names()
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect()
+                });
+                let not_reached: Vec<&str> = plan_regions
+                    .iter()
+                    .skip_while(|r| r.name != region.name)
+                    .map(|r| r.name.as_str())
+                    .collect();
+                let reached = scope
+                    .into_iter()
+                    .filter(|r| !not_reached.contains(&r.as_str()))
+                    .collect();
                 *self.covered.borrow_mut() = (
-                    Some(in_spec_order(self.spec, done.clone())),
+                    Some(in_spec_order(self.spec, reached)),
                     Some(region.name.clone()),
                 );
                 let note = rollout_note(&region.name, &done, crate::spec::OnFailure::Halt);
