@@ -97,11 +97,30 @@ impl Project {
     /// anything (an apply in progress has two containers claiming a pod for a moment,
     /// which observing would refuse).
     pub fn open(path: &Path, state_dir: Option<&Path>) -> Result<Project, ProjectError> {
+        Project::open_regions(path, state_dir, |_| None)
+    }
+
+    /// [`Project::open`] connecting only the regions `regions` names for the spec (`None`:
+    /// every region; an empty list: none), so that an engine that is down stops only what
+    /// needs it.
+    pub fn open_regions(
+        path: &Path,
+        state_dir: Option<&Path>,
+        regions: impl FnOnce(&Spec) -> Option<Vec<String>>,
+    ) -> Result<Project, ProjectError> {
         let Valid { spec, report } = load_valid(path)?;
         let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let state = StateDir::locate(&spec.project.value, state_dir);
         let runtime = crate::engine::runtime().map_err(ProjectError::Runtime)?;
-        let engines = runtime.block_on(connect_engines(&spec, &spec_dir_of(&spec_path)))?;
+        let engines = match regions(&spec) {
+            None => runtime.block_on(connect_engines(&spec, &spec_dir_of(&spec_path)))?,
+            Some(only) if only.is_empty() => HashMap::new(),
+            Some(only) => runtime.block_on(crate::observe::targets::connect_all(
+                &spec,
+                &spec_dir_of(&spec_path),
+                &only,
+            ))?,
+        };
         let identity_path = crate::secrets::files::identity_path(&spec, &spec_dir_of(&spec_path));
         let identity = Identity::load(&identity_path).ok();
         Ok(Project::assemble(

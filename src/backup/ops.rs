@@ -32,9 +32,28 @@ pub(super) fn failed(name: &str, why: impl Into<String>, help: impl Into<String>
 }
 
 impl Backups {
-    pub fn open(path: &Path, state_dir: Option<&Path>) -> Result<Backups, OpError> {
+    /// The project, connected to the engines of the regions the backups `names` read
+    /// ([`crate::spec::Spec::backup_region`]; every backup's with `None`; none for no names:
+    /// listing, verifying and pruning read only the stores), so that a region that is down
+    /// stops only its own backups.
+    pub fn open(
+        path: &Path,
+        state_dir: Option<&Path>,
+        names: Option<&[String]>,
+    ) -> Result<Backups, OpError> {
+        let regions = |spec: &crate::spec::Spec| {
+            let mut regions: Vec<String> = spec
+                .backups
+                .iter()
+                .filter(|b| names.is_none_or(|n| n.contains(&b.name.value)))
+                .map(|b| spec.backup_region(&b.item).to_owned())
+                .collect();
+            regions.sort();
+            regions.dedup();
+            Some(regions)
+        };
         Ok(Backups {
-            project: Project::open(path, state_dir)?,
+            project: Project::open_regions(path, state_dir, regions)?,
         })
     }
 

@@ -62,7 +62,14 @@ pub enum Command {
 }
 
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
-    let b = Backups::open(file, state_dir)?;
+    // Only the engines the command needs: a region that is down stops only its backups.
+    let needs: Option<Vec<String>> = match &args.command {
+        Command::Run { all: true, .. } => None,
+        Command::Run { name, .. } => Some(name.iter().cloned().collect()),
+        Command::Restore { name, .. } => Some(vec![name.clone()]),
+        Command::List { .. } | Command::Verify { .. } | Command::Prune { .. } => Some(Vec::new()),
+    };
+    let b = Backups::open(file, state_dir, needs.as_deref())?;
     match args.command {
         Command::Run { name, all } => {
             let names = if all {

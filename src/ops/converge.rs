@@ -23,6 +23,7 @@ impl Session {
             let backups = crate::backup::ops::Backups::open(
                 &self.project.spec_path,
                 Some(&self.project.state.path),
+                Some(&before),
             )?;
             for name in before {
                 let (m, _) = backups

@@ -94,3 +94,57 @@ backups:
     assert_eq!(e.containers(s.project()), vec![format!("{web} running")]);
     s.berth(&["destroy", "--yes"]).code(0);
 }
+
+/// A region that is down stops only its own backups: with `ord`'s engine unreachable, the
+/// primary's volume is backed up, listed, verified and restored.
+#[test]
+fn a_region_that_is_down_stops_only_its_own_backups() {
+    if !common::docker::available() || !backup::tools(&["age", "zstd", "tar"]) {
+        return;
+    }
+    let Some(e) = second_engine() else { return };
+    let s = Scene::new();
+    let image = s.image();
+    e.load_image(&image);
+    let spec = |ord: &str| {
+        s.spec(
+            true,
+            &format!(
+                "regions:
+  iad: {{ engine: \"unix:///var/run/docker.sock\", primary: true }}
+  ord: {{ engine: \"{ord}\" }}
+volumes:
+  data: {{}}
+pods:
+  web:
+    image: {image}
+    volumes: [\"data:/data\"]
+backups:
+  # berth:allow(backup-key-on-host): a test
+  data:
+    source: {{ pod: web, volume: data, region: iad }}
+    store: STORE
+"
+            ),
+        )
+    };
+    spec(&e.host);
+    s.berth(&["apply", "--yes"]).code(0);
+    // ord's host goes away.
+    spec(&format!("unix://{}/gone.sock", s.path().display()));
+    let r = s.berth(&["backup", "run", "data"]).code(0);
+    assert!(
+        r.stderr().contains("written and verified"),
+        "{}",
+        r.stderr()
+    );
+    s.berth(&["backup", "list"]).code(0);
+    s.berth(&["backup", "verify", "--all"]).code(0);
+    s.berth(&["backup", "restore", "data", "--dry-run"]).code(0);
+    // What needs ord says so.
+    let r = s.berth(&["plan"]);
+    assert_ne!(r.0.status.code(), Some(0));
+    assert!(r.stderr_flat().contains("`ord`"), "{}", r.stderr());
+    spec(&e.host);
+    s.berth(&["destroy", "--yes"]).code(0);
+}
