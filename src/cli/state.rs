@@ -77,7 +77,8 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
         && let Some((name, id)) = &r.restore
     {
         eprintln!("Restoring `{name}` from {id} again (--forward):");
-        let b = crate::backup::ops::Backups::open(file, state_dir, Some(&[name.clone()]))?;
+        let b =
+            crate::backup::ops::Backups::open(file, state_dir, Some(std::slice::from_ref(name)))?;
         let command = format!("berth backup restore {name}");
         let again = crate::ops::UnwindCtx {
             spec_path: file,
