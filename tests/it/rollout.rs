@@ -227,8 +227,8 @@ fn region_limits_plan_and_apply_to_the_regions_named() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
-        .last()
-        .expect("a revision in the history")
+        .next_back()
+        .expect("a revision in the history (oldest first)")
         .to_owned();
     let r = t
         .scene
