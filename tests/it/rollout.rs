@@ -226,8 +226,7 @@ fn region_limits_plan_and_apply_to_the_regions_named() {
     let latest: String = history
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
-        .next_back()
+        .rfind(|w| w.chars().all(|c| c.is_ascii_digit()))
         .expect("a revision in the history (oldest first)")
         .to_owned();
     let r = t
