@@ -312,12 +312,18 @@ fn bench(
             return Err("interrupted".into());
         }
     }
-    // One warm-up each, then alternated runs.
-    let mut times = [Vec::new(), Vec::new()];
+    // One warm-up each, then alternated runs: 1 region, 3 regions, and the three-region
+    // spec limited to its first region (`--region r0`: what the spec's size alone costs).
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let cases: [(&PathBuf, &[&str]); 3] = [
+        (&dirs[0], &["plan", "--detailed-exitcode"]),
+        (&dirs[1], &["plan", "--detailed-exitcode"]),
+        (&dirs[1], &["plan", "--detailed-exitcode", "--region", "r0"]),
+    ];
     for round in 0..=runs {
-        for (k, d) in dirs.iter().enumerate() {
+        for (k, (d, args)) in cases.iter().enumerate() {
             let t = Instant::now();
-            berth(&bin, d, &["plan", "--detailed-exitcode"])?;
+            berth(&bin, d, args)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             if round > 0 {
                 times[k].push(ms);
@@ -332,12 +338,14 @@ fn bench(
         let hi = v.iter().copied().fold(0.0, f64::max);
         format!("{lo:.0}-{hi:.0}")
     };
-    let (r1, r3) = (range(&times[0]), range(&times[1]));
+    let (r1, r3, r0) = (range(&times[0]), range(&times[1]), range(&times[2]));
     let m1 = median(&mut times[0]);
     let m3 = median(&mut times[1]);
+    let m0 = median(&mut times[2]);
     println!("berth plan, {pods} pods per region, {runs} runs each (alternated), medians:");
     println!("  1 region  (1 engine):  {m1:8.1} ms  (range {r1} ms)");
     println!("  3 regions (3 engines): {m3:8.1} ms  (range {r3} ms)");
+    println!("  3 regions, --region r0:  {m0:8.1} ms  (range {r0} ms)");
     println!("  ratio 3/1: {:.2} (bound 1.5)", m3 / m1);
     println!("  engine requests: not counted (berth exposes no request counter)");
     Ok(())
