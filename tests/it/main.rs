@@ -22,6 +22,7 @@ mod proxy_tls;
 mod quickstart;
 mod region_backups;
 mod region_crash;
+mod region_loss;
 mod regions;
 mod restore;
 mod rollout;

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 const PREFIX: &str = "/var/tmp/berth-e2-";
 /// Their bridges: `be2-<pid>` (an interface name has at most 15 bytes).
 const BRIDGE_PREFIX: &str = "be2-";
+/// The bridges of private engines ([`PrivateEngine`]): `be3-<pid>-<tag>`.
+const PRIVATE_BRIDGE_PREFIX: &str = "be3-";
 
 /// The second engine of this test process.
 pub struct SecondEngine {
@@ -688,6 +690,24 @@ fn processes_of(base: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Live processes whose command line (arguments joined by spaces) holds every one of `words`.
+fn processes_matching(words: &[&str]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let line = String::from_utf8_lossy(&c).replace('\0', " ");
+                words.iter().all(|w| line.contains(w))
+            })
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
 /// Stops the engine and sshd living under `base` (dockerd with SIGTERM, so that it stops
 /// its containers and containerd; what remains with SIGKILL), unmounts what is mounted
 /// under it, removes it and the bridge.
@@ -703,10 +723,24 @@ fn stop(base: &Path, bridge: &str) {
     {
         end(pid, libc::SIGKILL, Duration::from_secs(5));
     }
-    for pid in processes_of(base) {
+    let mut left = processes_of(base);
+    // `docker-proxy`s a killed dockerd left (they name an address of its subnet).
+    if let Some(n) = std::fs::read_to_string(base.join("subnet"))
+        .ok()
+        .and_then(|n| n.trim().parse::<u8>().ok())
+    {
+        left.extend(processes_matching(&["docker-proxy", &format!(" 10.{n}.")]));
+    }
+    for pid in left {
         end(pid, libc::SIGKILL, Duration::from_secs(5));
     }
-    // Mount points under base, deepest first.
+    unmount_under(base);
+    // The bridges of networks made on it (`br-ID`, an address of its subnet) outlive it.
+    remove_rest(base, bridge);
+}
+
+/// Unmounts (lazily) every mount point under `base`, deepest first.
+fn unmount_under(base: &Path) {
     let needle = base.display().to_string();
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -721,8 +755,14 @@ fn stop(base: &Path, bridge: &str) {
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
-    // The bridges of networks made on it (`br-ID`, an address of its subnet) outlive it.
-    let mut bridges = vec![bridge.to_owned()];
+}
+
+/// Removes `base` and the bridges of the engine that lived there.
+fn remove_rest(base: &Path, bridge: &str) {
+    let mut bridges: Vec<String> = Some(bridge.to_owned())
+        .filter(|b| !b.is_empty())
+        .into_iter()
+        .collect();
     if let Some(n) = std::fs::read_to_string(base.join("subnet"))
         .ok()
         .and_then(|n| n.trim().parse::<u8>().ok())
@@ -759,21 +799,39 @@ fn sweep_stale() {
         .unwrap_or_default()
         .to_owned();
     let mut stale = Vec::new();
+    let mut private_stale = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<u32>().ok())
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
             && pid != std::process::id()
             && !alive(pid as i32)
         {
-            stale.push(pid);
+            if rest.contains('-') {
+                // A private engine ([`PrivateEngine`]): its bridge is named in its directory.
+                private_stale.push(e.path());
+            } else {
+                stale.push(pid);
+            }
         }
     }
     // Bridges without a directory (a run killed while starting).
     if let Ok(links) = run(Command::new("ip").args(["-o", "link", "show", "type", "bridge"])) {
         for l in links.lines() {
             let name = l.split(':').nth(1).unwrap_or("").trim();
+            if let Some(pid) = name
+                .strip_prefix(PRIVATE_BRIDGE_PREFIX)
+                .and_then(|p| p.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+                && pid != std::process::id()
+                && !alive(pid as i32)
+            {
+                let _ = Command::new("ip").args(["link", "del", name]).status();
+                continue;
+            }
             if let Some(pid) = name
                 .strip_prefix(BRIDGE_PREFIX)
                 .and_then(|p| p.parse::<u32>().ok())
@@ -789,6 +847,14 @@ fn sweep_stale() {
         eprintln!("sweeping the second engine a dead test run ({pid}) left");
         stop(&base_of(pid), &bridge_of(pid));
     }
+    for base in private_stale {
+        eprintln!(
+            "sweeping the private engine {} a dead test run left",
+            base.display()
+        );
+        let bridge = std::fs::read_to_string(base.join("bridge")).unwrap_or_default();
+        stop(&base, bridge.trim());
+    }
 }
 
 /// Writes `text` to a new file `name` of `dir` with mode `mode`.
@@ -796,4 +862,356 @@ pub fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     let path = dir.join(name);
     write(&path, text, mode).unwrap();
     path
+}
+
+/// The private engines this process started and has not stopped yet (stopped at exit).
+static PRIVATE: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+
+extern "C" fn stop_private_at_exit() {
+    let left = std::mem::take(&mut *PRIVATE.lock().unwrap_or_else(|p| p.into_inner()));
+    for (base, bridge) in left {
+        stop(&base, &bridge);
+    }
+}
+
+/// An engine of one test's own (unix socket only), which the test may kill and restart:
+/// everything under `/var/tmp/berth-e2-<pid>-<tag>`, bridge `be3-<pid>-<tag>`, its own
+/// subnet, its own key (so its own engine ID). Stopped and removed when dropped (and at
+/// exit; a killed run's are swept by the next run, like the shared engine's).
+///
+/// [`PrivateEngine::kill`] SIGKILLs its `dockerd` only: the engine stops answering (its
+/// socket refuses), while its containerd and the containers' shims live on, as after a
+/// daemon crash. [`PrivateEngine::restart`] starts `dockerd` again with the same data root
+/// and socket; it finds its containerd again, and containers come back per their restart
+/// policy.
+pub struct PrivateEngine {
+    pub base: PathBuf,
+    pub socket: PathBuf,
+    /// `unix://BASE/docker.sock`.
+    pub host: String,
+    pub data_root: PathBuf,
+    pub id: String,
+    pub bridge: String,
+    /// `dockerd`'s arguments, for [`Self::restart`].
+    args: Vec<std::ffi::OsString>,
+    /// The running `dockerd` (reaped when killed: a zombie would hold its pid file).
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl PrivateEngine {
+    /// A private engine tagged `tag` (at most 3 bytes of `[a-z0-9]`). `None` (the caller
+    /// skips) without a first engine or when it cannot start, unless
+    /// `BERTH_REQUIRE_DOCKER=1`, where that fails.
+    pub fn start(tag: &str) -> Option<PrivateEngine> {
+        assert!(
+            !tag.is_empty()
+                && tag.len() <= 3
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "a private engine's tag is 1 to 3 bytes of [a-z0-9]: {tag:?}"
+        );
+        if !super::docker::available() {
+            return None;
+        }
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_stale);
+        let pid = std::process::id();
+        let base = PathBuf::from(format!("{PREFIX}{pid}-{tag}"));
+        let bridge = format!("{PRIVATE_BRIDGE_PREFIX}{pid}-{tag}");
+        match Self::start_at(&base, &bridge) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                stop(&base, &bridge);
+                if required() {
+                    panic!(
+                        "BERTH_REQUIRE_DOCKER=1 but a private Docker engine did not start: {why}"
+                    );
+                }
+                eprintln!("skipped: a private Docker engine did not start: {why}");
+                None
+            }
+        }
+    }
+
+    fn start_at(base: &Path, bridge: &str) -> Res<PrivateEngine> {
+        let _ = std::fs::remove_dir_all(base);
+        for d in ["data", "exec"] {
+            std::fs::create_dir_all(base.join(d))
+                .map_err(|e| format!("mkdir {}: {e}", base.display()))?;
+        }
+        {
+            let mut list = PRIVATE.lock().unwrap_or_else(|p| p.into_inner());
+            if list.is_empty() {
+                // SAFETY: registering a plain `extern "C"` function.
+                unsafe { libc::atexit(stop_private_at_exit) };
+            }
+            list.push((base.to_owned(), bridge.to_owned()));
+        }
+        write(&base.join("bridge"), bridge, 0o644)?;
+        let socket = base.join("docker.sock");
+        let host = format!("unix://{}", socket.display());
+        let data_root = base.join("data");
+        let driver = run(Command::new("docker").args(["info", "-f", "{{.Driver}}"]))?;
+        let version = run(Command::new("dockerd").arg("--version"))?;
+        let major: u32 = version
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.split('.').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut config = serde_json::json!({ "storage-driver": driver });
+        if major < 23 {
+            config["deprecated-key-path"] = base.join("key.json").display().to_string().into();
+        }
+        let config_file = base.join("daemon.json");
+        write(&config_file, &config.to_string(), 0o600)?;
+        let n = free_subnet()?;
+        write(&base.join("subnet"), &n.to_string(), 0o644)?;
+        run(Command::new("ip").args(["link", "add", bridge, "type", "bridge"]))?;
+        run(Command::new("ip").args(["addr", "add", &format!("10.{n}.0.1/24"), "dev", bridge]))?;
+        run(Command::new("ip").args(["link", "set", bridge, "up"]))?;
+        let ns = base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let args: Vec<std::ffi::OsString> = vec![
+            "--config-file".into(),
+            config_file.into(),
+            "--data-root".into(),
+            data_root.clone().into(),
+            "--exec-root".into(),
+            base.join("exec").into(),
+            "--pidfile".into(),
+            base.join("docker.pid").into(),
+            "-H".into(),
+            host.clone().into(),
+            format!("--bridge={bridge}").into(),
+            "--iptables=false".into(),
+            "--default-address-pool".into(),
+            format!("base=10.{n}.128.0/17,size=24").into(),
+            "--containerd-namespace".into(),
+            ns.clone().into(),
+            "--containerd-plugins-namespace".into(),
+            format!("{ns}-plugins").into(),
+        ];
+        let mut engine = PrivateEngine {
+            base: base.to_owned(),
+            socket,
+            host,
+            data_root,
+            id: String::new(),
+            bridge: bridge.to_owned(),
+            args,
+            child: Mutex::new(None),
+        };
+        engine.id = engine.spawn()?;
+        let first = run(Command::new("docker").args(["info", "-f", "{{.ID}}"]))?;
+        if engine.id == first {
+            return Err(format!(
+                "the private engine has the first engine's ID {first}"
+            ));
+        }
+        Ok(engine)
+    }
+
+    /// Starts `dockerd` and waits up to 60 s for it to answer; its engine ID.
+    fn spawn(&self) -> Res<String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.base.join("dockerd.log"))
+            .map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new("dockerd")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("dockerd does not start: {e}"))?;
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .cli()
+                .args(["info", "-f", "{{.ID}}"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.base.join("dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .filter(|l| !l.contains("module=grpc"))
+                    .take(20)
+                    .collect();
+                return Err(format!(
+                    "dockerd did not answer on {} within 60 s; its log ends:\n{}",
+                    self.host,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILLs its `dockerd` (by the pid of its pid file) and waits for it to be gone: the
+    /// engine no longer answers.
+    pub fn kill(&self) {
+        let pid = read_pid(&self.base.join("docker.pid")).expect("the private dockerd's pid");
+        assert!(
+            processes_of(&self.base).contains(&pid),
+            "pid {pid} is not this private engine's dockerd"
+        );
+        // SAFETY: kill(2) with the pid of our own child, checked above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.wait();
+        }
+        assert!(
+            end(pid, libc::SIGKILL, Duration::from_secs(10)),
+            "the private dockerd ({pid}) survived SIGKILL"
+        );
+        // Its containerd goes with it (dockerd starts it with a parent-death signal);
+        // make sure it is gone, so that the restart starts one of its own. The containers'
+        // shims live on.
+        let containerd = read_pid(&self.base.join("exec/containerd/containerd.pid"));
+        if let Some(c) = containerd.filter(|c| processes_of(&self.base).contains(c))
+            && !end(c, 0, Duration::from_secs(10))
+        {
+            end(c, libc::SIGKILL, Duration::from_secs(10));
+        }
+        assert!(
+            !self
+                .cli()
+                .args(["info"])
+                .output()
+                .expect("docker runs")
+                .status
+                .success(),
+            "the killed private engine still answers"
+        );
+    }
+
+    /// Starts its `dockerd` again (same data root, exec root and socket), as after a
+    /// reboot of its host: what the killed engine left running (containers' shims, the
+    /// storage driver's fuse daemons, which cannot be taken over) is ended and its mounts
+    /// undone first; containers come back per their restart policy.
+    pub fn restart(&self) {
+        let mut left = processes_of(&self.base);
+        // Its `docker-proxy`s (holding published ports) name a container address of its
+        // subnet, not its directory.
+        if let Some(n) = std::fs::read_to_string(self.base.join("subnet"))
+            .ok()
+            .and_then(|n| n.trim().parse::<u8>().ok())
+        {
+            left.extend(processes_matching(&["docker-proxy", &format!(" 10.{n}.")]));
+        }
+        for pid in left {
+            end(pid, libc::SIGKILL, Duration::from_secs(10));
+        }
+        unmount_under(&self.base);
+        // Their pid files: a dead process not yet reaped by init (a zombie) still counts as
+        // running for dockerd.
+        for f in ["docker.pid", "exec/containerd/containerd.pid"] {
+            let _ = std::fs::remove_file(self.base.join(f));
+        }
+        let id = self
+            .spawn()
+            .unwrap_or_else(|e| panic!("the private engine does not restart: {e}"));
+        assert_eq!(id, self.id, "the restarted engine has another ID");
+    }
+
+    /// The docker CLI against this engine's socket.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.args(["-H", &self.host]);
+        c
+    }
+
+    /// Runs the docker CLI against this engine; panics with its output when it fails.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = self.cli().args(args).output().expect("docker runs");
+        assert!(
+            out.status.success(),
+            "docker -H {} {args:?} failed: {}",
+            self.host,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Copies image `tag` of the first engine into this one (`docker save | docker load`).
+    pub fn load_image(&self, tag: &str) {
+        let mut save = Command::new("docker")
+            .args(["save", tag])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save runs");
+        let stdout = save.stdout.take().expect("save's stdout");
+        let out = self
+            .cli()
+            .arg("load")
+            .stdin(stdout)
+            .output()
+            .expect("docker load runs");
+        assert!(
+            save.wait().expect("docker save ends").success(),
+            "docker save {tag} failed"
+        );
+        assert!(
+            out.status.success(),
+            "docker load of {tag} into a private engine failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Names, states and helper labels of everything of `project` on this engine (every
+    /// container, keepers included), sorted.
+    pub fn containers(&self, project: &str) -> Vec<String> {
+        let out = self.docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.berth.project={project}"),
+            "--format",
+            "{{.Names}} {{.State}} {{.Label \"io.berth.helper\"}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(|l| l.trim_end().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Names of `project`'s volumes on this engine, sorted.
+    pub fn volumes(&self, project: &str) -> Vec<String> {
+        let out = self.docker(&[
+            "volume",
+            "ls",
+            "--filter",
+            &format!("label=io.berth.project={project}"),
+            "--format",
+            "{{.Name}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        stop(&self.base, &self.bridge);
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.wait();
+        }
+        PRIVATE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(b, _)| b != &self.base);
+    }
 }

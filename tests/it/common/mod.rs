@@ -164,6 +164,11 @@ impl Scene {
         Berth::new().dir(self.path()).args(args).run()
     }
 
+    /// berth in the scene's directory, not yet run (to [`Berth::spawn`] it).
+    pub fn berth_cmd(&self, args: &[&str]) -> Berth {
+        Berth::new().dir(self.path()).args(args)
+    }
+
     /// The project's state directory (under [`state_home`]).
     pub fn state(&self) -> PathBuf {
         state_home().join(&self.project.0)
