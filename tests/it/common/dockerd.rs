@@ -1017,6 +1017,11 @@ impl PrivateEngine {
 
     /// Starts `dockerd` and waits up to 60 s for it to answer; its engine ID.
     fn spawn(&self) -> Res<String> {
+        self.spawn_with(&[])
+    }
+
+    /// [`PrivateEngine::spawn`] with `extra` arguments.
+    fn spawn_with(&self, extra: &[&str]) -> Res<String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1025,6 +1030,7 @@ impl PrivateEngine {
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new("dockerd")
             .args(&self.args)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -1121,8 +1127,11 @@ impl PrivateEngine {
         for f in ["docker.pid", "exec/containerd/containerd.pid"] {
             let _ = std::fs::remove_file(self.base.join(f));
         }
+        // `--live-restore` when it starts again: dockerd 20.10, finding the default bridge
+        // network of its last run with `--default-address-pool` set and live restore off,
+        // deletes the interface `docker0`: the first engine's, whatever `--bridge` says.
         let id = self
-            .spawn()
+            .spawn_with(&["--live-restore"])
             .unwrap_or_else(|e| panic!("the private engine does not restart: {e}"));
         assert_eq!(id, self.id, "the restarted engine has another ID");
     }
