@@ -146,6 +146,24 @@ fn nothing_created(s: &Scene, e: &SecondEngine) {
     assert!(e.networks(p).is_empty(), "{:?}", e.networks(p));
 }
 
+/// `apply` of the two regions with `ord` over ssh, `bin` first on `PATH` (an ssh wrapper
+/// of the test's): it fails (exit 1); what it said, on one line.
+fn apply_over_ssh_fails(s: &Scene, e: &SecondEngine, bin: &std::path::Path) -> String {
+    two_regions(s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Berth::new()
+        .dir(s.path())
+        .env("PATH", &path)
+        .args(["apply", "--yes"])
+        .run()
+        .code(1)
+        .stderr_flat()
+}
+
 /// The region label of a container, on the engine `cli` reaches.
 fn region_of(mut cli: std::process::Command, name: &str) -> String {
     let out = cli
@@ -316,19 +334,7 @@ fn a_wrong_client_key_or_host_key_is_one_diagnostic_and_changes_nothing() {
         &e.ssh_home.join("id_ed25519"),
         &format!("[127.0.0.1]:{port} {}\n", wrong.join(" ")),
     );
-    two_regions(&s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let r = Berth::new()
-        .dir(s.path())
-        .env("PATH", &path)
-        .args(["apply", "--yes"])
-        .run()
-        .code(1);
-    let err = r.stderr_flat();
+    let err = apply_over_ssh_fails(&s, e, &bin);
     assert!(
         err.contains("cannot reach the engine of region `ord`")
             && err.contains(&e.ssh_endpoint)
@@ -394,19 +400,7 @@ fn a_far_side_without_docker_is_one_diagnostic_saying_so() {
         ),
         0o755,
     );
-    two_regions(&s, &format!("{{ engine: \"{}\" }}", e.ssh_endpoint));
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let r = Berth::new()
-        .dir(s.path())
-        .env("PATH", &path)
-        .args(["apply", "--yes"])
-        .run()
-        .code(1);
-    let err = r.stderr_flat();
+    let err = apply_over_ssh_fails(&s, e, &bin);
     assert!(
         err.contains("cannot reach the engine of region `ord`")
             && err.contains("no-such-docker")

@@ -178,6 +178,70 @@ fn free_subnet() -> Res<u8> {
         .ok_or_else(|| "no free 10.N.0.0/16 (N in 200..=250) for the bridge".to_owned())
 }
 
+/// What the docker CLI `cli` (reaching the engine at `host`) prints for `args`, which must
+/// succeed.
+fn docker_on(mut cli: Command, host: &str, args: &[&str]) -> String {
+    let out = cli.args(args).output().expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker -H {host} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Copies image `tag` of the first engine into the engine the docker CLI `cli` reaches
+/// (`docker save | docker load`, never a registry).
+fn copy_image(mut cli: Command, tag: &str) {
+    let mut save = Command::new("docker")
+        .args(["save", tag])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker save runs");
+    let stdout = save.stdout.take().expect("save's stdout");
+    let out = cli
+        .arg("load")
+        .stdin(stdout)
+        .output()
+        .expect("docker load runs");
+    assert!(
+        save.wait().expect("docker save ends").success(),
+        "docker save {tag} failed"
+    );
+    assert!(
+        out.status.success(),
+        "docker load of {tag} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An engine's config file in `base` (the first engine's storage driver and, before 23, a
+/// key of its own: its engine ID) and its bridge `bridge` with an address of a free subnet
+/// (recorded in `base/subnet`, so that stopping finds the bridges of its networks);
+/// returns the config file and the subnet's `N` (`10.N.0.0/16`).
+fn config_and_bridge(base: &Path, bridge: &str) -> Res<(PathBuf, u8)> {
+    let driver = run(Command::new("docker").args(["info", "-f", "{{.Driver}}"]))?;
+    let version = run(Command::new("dockerd").arg("--version"))?;
+    let major: u32 = version
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut config = serde_json::json!({ "storage-driver": driver });
+    if major < 23 {
+        config["deprecated-key-path"] = base.join("key.json").display().to_string().into();
+    }
+    let config_file = base.join("daemon.json");
+    write(&config_file, &config.to_string(), 0o600)?;
+    let n = free_subnet()?;
+    write(&base.join("subnet"), &n.to_string(), 0o644)?;
+    run(Command::new("ip").args(["link", "add", bridge, "type", "bridge"]))?;
+    run(Command::new("ip").args(["addr", "add", &format!("10.{n}.0.1/24"), "dev", bridge]))?;
+    run(Command::new("ip").args(["link", "set", bridge, "up"]))?;
+    Ok((config_file, n))
+}
+
 /// (CA certificate PEM, server certificate PEM, server key PEM, client certificate PEM,
 /// client key PEM): a CA and what it signed for 127.0.0.1.
 pub fn certificates() -> (String, String, String, String, String) {
@@ -287,28 +351,7 @@ impl SecondEngine {
         let host = format!("unix://{}", socket.display());
         let data_root = base.join("data");
 
-        // The config file: the first engine's storage driver (and, before 23, a key).
-        let driver = run(Command::new("docker").args(["info", "-f", "{{.Driver}}"]))?;
-        let version = run(Command::new("dockerd").arg("--version"))?;
-        let major: u32 = version
-            .split_whitespace()
-            .nth(2)
-            .and_then(|v| v.split('.').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut config = serde_json::json!({ "storage-driver": driver });
-        if major < 23 {
-            config["deprecated-key-path"] = base.join("key.json").display().to_string().into();
-        }
-        let config_file = base.join("daemon.json");
-        write(&config_file, &config.to_string(), 0o600)?;
-
-        // Its bridge (the subnet recorded, so that stopping finds the bridges of its networks).
-        let n = free_subnet()?;
-        write(&base.join("subnet"), &n.to_string(), 0o644)?;
-        run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]))?;
-        run(Command::new("ip").args(["addr", "add", &format!("10.{n}.0.1/24"), "dev", &bridge]))?;
-        run(Command::new("ip").args(["link", "set", &bridge, "up"]))?;
+        let (config_file, n) = config_and_bridge(&base, &bridge)?;
 
         // TLS files.
         let tls = base.join("tls");
@@ -546,14 +589,7 @@ impl SecondEngine {
 
     /// Runs the docker CLI against this engine; panics with its output when it fails.
     pub fn docker(&self, args: &[&str]) -> String {
-        let out = self.cli().args(args).output().expect("docker runs");
-        assert!(
-            out.status.success(),
-            "docker -H {} {args:?} failed: {}",
-            self.host,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        docker_on(self.cli(), &self.host, args)
     }
 
     /// Copies image `tag` of the first engine into this one (`docker save | docker load`),
@@ -563,27 +599,7 @@ impl SecondEngine {
         if loaded.contains(tag) {
             return;
         }
-        let mut save = Command::new("docker")
-            .args(["save", tag])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker save runs");
-        let stdout = save.stdout.take().expect("save's stdout");
-        let out = self
-            .cli()
-            .arg("load")
-            .stdin(stdout)
-            .output()
-            .expect("docker load runs");
-        assert!(
-            save.wait().expect("docker save ends").success(),
-            "docker save {tag} failed"
-        );
-        assert!(
-            out.status.success(),
-            "docker load of {tag} into the second engine failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        copy_image(self.cli(), tag);
         loaded.insert(tag.to_owned());
     }
 
@@ -952,25 +968,7 @@ impl PrivateEngine {
         let socket = base.join("docker.sock");
         let host = format!("unix://{}", socket.display());
         let data_root = base.join("data");
-        let driver = run(Command::new("docker").args(["info", "-f", "{{.Driver}}"]))?;
-        let version = run(Command::new("dockerd").arg("--version"))?;
-        let major: u32 = version
-            .split_whitespace()
-            .nth(2)
-            .and_then(|v| v.split('.').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut config = serde_json::json!({ "storage-driver": driver });
-        if major < 23 {
-            config["deprecated-key-path"] = base.join("key.json").display().to_string().into();
-        }
-        let config_file = base.join("daemon.json");
-        write(&config_file, &config.to_string(), 0o600)?;
-        let n = free_subnet()?;
-        write(&base.join("subnet"), &n.to_string(), 0o644)?;
-        run(Command::new("ip").args(["link", "add", bridge, "type", "bridge"]))?;
-        run(Command::new("ip").args(["addr", "add", &format!("10.{n}.0.1/24"), "dev", bridge]))?;
-        run(Command::new("ip").args(["link", "set", bridge, "up"]))?;
+        let (config_file, n) = config_and_bridge(base, bridge)?;
         let ns = base
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -1145,39 +1143,12 @@ impl PrivateEngine {
 
     /// Runs the docker CLI against this engine; panics with its output when it fails.
     pub fn docker(&self, args: &[&str]) -> String {
-        let out = self.cli().args(args).output().expect("docker runs");
-        assert!(
-            out.status.success(),
-            "docker -H {} {args:?} failed: {}",
-            self.host,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        docker_on(self.cli(), &self.host, args)
     }
 
     /// Copies image `tag` of the first engine into this one (`docker save | docker load`).
     pub fn load_image(&self, tag: &str) {
-        let mut save = Command::new("docker")
-            .args(["save", tag])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker save runs");
-        let stdout = save.stdout.take().expect("save's stdout");
-        let out = self
-            .cli()
-            .arg("load")
-            .stdin(stdout)
-            .output()
-            .expect("docker load runs");
-        assert!(
-            save.wait().expect("docker save ends").success(),
-            "docker save {tag} failed"
-        );
-        assert!(
-            out.status.success(),
-            "docker load of {tag} into a private engine failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        copy_image(self.cli(), tag);
     }
 
     /// Names, states and helper labels of everything of `project` on this engine (every
