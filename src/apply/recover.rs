@@ -51,6 +51,7 @@ pub trait Host: Reapply {
         &self,
         runtime: &tokio::runtime::Runtime,
         spec: &Spec,
+        only: &[String],
     ) -> Result<HashMap<String, Engine>, Self::Error>;
     /// The images the pods of `spec` run, by address (for the revision recorded).
     fn deployed_images(
@@ -84,7 +85,12 @@ pub fn recover<H: Host>(
     let runtime = crate::engine::runtime().map_err(H::runtime)?;
     // Only connected: an interrupted apply leaves two containers claiming a pod (its
     // candidate or set-aside one beside it), which observing would refuse.
-    let engines = host.connect(&runtime, spec)?;
+    let machines: Vec<&crate::apply::journal::Machine> = [&applying, &restoring]
+        .into_iter()
+        .flatten()
+        .map(|j| j.machine())
+        .collect();
+    let engines = host.connect(&runtime, spec, &regions_needed(&machines))?;
     let r = Recovering {
         runtime: &runtime,
         engines: &engines,
@@ -121,6 +127,39 @@ pub fn recover<H: Host>(
         r.finish_restore(journal, host, &mut out)?;
     }
     Ok(out)
+}
+
+/// The regions whose engines finishing these journals needs (empty: every region): those
+/// their pending undos and commit name, and for a commit the regions its revision reaches.
+/// A region that is down then stops only the recovery that needs it.
+fn regions_needed(machines: &[&crate::apply::journal::Machine]) -> Vec<String> {
+    let mut needed: Vec<String> = Vec::new();
+    for m in machines {
+        for (_, undo) in m.pending_undos() {
+            match undo.engine_region() {
+                Some(Some(r)) => needed.push(r.to_owned()),
+                Some(None) => return Vec::new(),
+                None => {}
+            }
+        }
+        if let Some(items) = &m.commit {
+            // The revision it records reads the images of every region it reaches.
+            match &m.covered.0 {
+                Some(regions) => needed.extend(regions.iter().cloned()),
+                None => return Vec::new(),
+            }
+            for item in items {
+                use crate::apply::CommitItem;
+                let (CommitItem::Container { region, .. }
+                | CommitItem::Network { region, .. }
+                | CommitItem::Volume { region, .. }) = item;
+                needed.push(region.clone());
+            }
+        }
+    }
+    needed.sort();
+    needed.dedup();
+    needed
 }
 
 /// A journal that ended (or never began) but was left in place, by a kill between its

@@ -126,6 +126,27 @@ pub enum Undo {
     },
 }
 
+impl Undo {
+    /// The region whose engine carrying it out needs: `None` for one on this machine's
+    /// files; `Some(None)` for one that applies a revision again (every region).
+    pub fn engine_region(&self) -> Option<Option<&str>> {
+        match self {
+            Undo::RemoveContainer { region, .. }
+            | Undo::RemoveNetwork { region, .. }
+            | Undo::RemoveVolume { region, .. }
+            | Undo::RemoveSecretsVolume { region, .. }
+            | Undo::Restore { region, .. }
+            | Undo::Unswitch { region, .. }
+            | Undo::ProxyConfig { region, .. }
+            | Undo::StartContainer { region, .. }
+            | Undo::RefillVolume { region, .. }
+            | Undo::RefillPath { region, .. } => Some(Some(region)),
+            Undo::Reapply { .. } => Some(None),
+            Undo::RestoreFile { .. } | Undo::RemoveFile { .. } | Undo::RestoreMode { .. } => None,
+        }
+    }
+}
+
 fn running() -> bool {
     true
 }

@@ -24,8 +24,8 @@ mod converge;
 mod facts;
 mod images;
 
+use crate::project::Valid;
 pub use crate::project::load_valid;
-use crate::project::{Valid, connect_engines};
 pub use against::{
     AgainstPlan, graph, plan_against, plan_against_files, plan_against_snapshot, read_saved_plan,
     snapshot,
@@ -480,9 +480,10 @@ impl crate::apply::recover::Host for UnwindCtx<'_> {
         &self,
         runtime: &tokio::runtime::Runtime,
         spec: &Spec,
+        only: &[String],
     ) -> Result<std::collections::HashMap<String, crate::engine::Engine>, OpError> {
         let spec_dir = crate::project::spec_dir_of(self.spec_path);
-        Ok(runtime.block_on(connect_engines(spec, &spec_dir))?)
+        Ok(runtime.block_on(crate::observe::targets::connect_all(spec, &spec_dir, only))?)
     }
     fn deployed_images(
         &self,

@@ -682,3 +682,40 @@ impl Drop for RemovedOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A region that is down stops only the recovery that needs it: an `apply --region iad`
+/// killed midway is recovered while `ord`'s engine does not answer (its journal names only
+/// `iad`).
+#[test]
+fn an_apply_of_one_region_killed_midway_is_recovered_while_another_region_is_down() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let gone = format!("unix://{}/gone.sock", s.path().display());
+    s.spec(&format!(
+        "regions:\n  iad: {{ engine: \"{LOCAL}\", primary: true }}\n  ord: {{ engine: \"{gone}\" }}\npods:\n  web:\n    image: {}\n    env: {{ VERSION: v1 }}\n",
+        common::docker::testapp_image()
+    ));
+    let killed = Berth::new()
+        .dir(s.path())
+        .args(["apply", "--region", "iad", "--yes"])
+        .env("BERTH_FAULT_KILL_AT", "3")
+        .run();
+    assert!(
+        killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
+        "apply was not killed: {}",
+        killed.stderr()
+    );
+    s.berth(&["plan", "--region", "iad"]).code(5);
+    let r = s.berth(&["recover"]).code(0);
+    assert!(!r.stderr_flat().contains("`ord`"), "{}", r.stderr());
+    s.berth(&["plan", "--region", "iad"]).code(0);
+    assert!(
+        s.containers().iter().all(|c| !c.contains("-berth-")),
+        "{:?}",
+        s.containers()
+    );
+    s.berth(&["apply", "--region", "iad", "--yes"]).code(0);
+    s.berth(&["destroy", "--region", "iad", "--yes"]).code(0);
+}
