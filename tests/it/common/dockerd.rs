@@ -7,8 +7,9 @@
 //! `/etc/docker/daemon.json` sets `data-root`: never let it read that) and, on engines
 //! before 23, a trust key path of its own (their engine ID is that key's: shared with the
 //! first engine otherwise), its own default bridge (`ip link add`, an address of a private
-//! subnet no route of this machine uses, `--bridge=NAME`; never `--bridge=none`, which
-//! deletes the first engine's `docker0`), its own pools for networks made through the API,
+//! subnet no route of this machine uses, `--bridge=NAME`; never disabling the bridge, which
+//! deletes the first engine's `docker0` on this machine kind), its own pools for networks
+//! made through the API,
 //! and `--iptables=false`. It listens on
 //! - `unix://SOCKET` (the witness the tests' docker CLI uses: [`SecondEngine::docker`]);
 //! - `tcp://127.0.0.1:PORT` with TLS client authentication: a CA, a server and a client
