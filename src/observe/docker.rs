@@ -7,32 +7,32 @@ use crate::engine::{Engine, EngineError, labels, names};
 use crate::graph::{Address, Kind};
 use crate::resources::attr;
 
-/// The project's resources on `engine`, with addresses qualified by `region` when the spec
-/// qualifies them (`None` for a single-region spec).
+/// The project's objects on one engine, as its lists show them.
+pub struct Lists {
+    pub containers: Vec<ContainerInfo>,
+    pub networks: Vec<ObjectInfo>,
+    pub volumes: Vec<ObjectInfo>,
+}
+
+/// The project's resources on `engine`, from its lists (the containers tidied by [`tidy`]
+/// when the caller may), with addresses qualified by `region` when the spec qualifies them
+/// (`None` for a single-region spec).
 ///
 /// Two containers claiming one address are an error naming both
 /// ([`EngineError::Duplicate`]), unless `during_apply` (a read-only plan while another
 /// command applies: its candidate and set-aside containers are expected), where the pod's
 /// own name wins.
-pub async fn observe(
-    engine: &Engine,
-    project: &str,
-    region: Option<&str>,
-    during_apply: bool,
-) -> Result<Vec<ObservedResource>, EngineError> {
-    let containers = engine.containers(project).await?;
-    observe_listed(engine, project, region, during_apply, containers).await
-}
-
-/// [`observe`] with the project's containers already listed (by [`tidy`]).
 pub async fn observe_listed(
     engine: &Engine,
-    project: &str,
     region: Option<&str>,
     during_apply: bool,
-    mut containers: Vec<ContainerInfo>,
+    lists: Lists,
 ) -> Result<Vec<ObservedResource>, EngineError> {
-    let (networks, volumes) = tokio::try_join!(engine.networks(project), engine.volumes(project))?;
+    let Lists {
+        mut containers,
+        networks,
+        volumes,
+    } = lists;
     if during_apply {
         let transient: Vec<String> = duplicates(&containers)
             .into_iter()

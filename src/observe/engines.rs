@@ -46,6 +46,12 @@ pub async fn observe(
         .filter(|n| only.is_empty() || only.iter().any(|o| o == n))
         .collect();
     let project = spec.project.value.as_str();
+    let left_out: Vec<&str> = all_names
+        .iter()
+        .copied()
+        .filter(|n| !names.contains(n))
+        .collect();
+    let left_out = &left_out;
     let mut connected = crate::observe::targets::connect_all(spec, spec_dir, only).await?;
     let engines: Vec<Engine> = names
         .iter()
@@ -53,7 +59,7 @@ pub async fn observe(
         .collect();
     let observations = engines.into_iter().map(|engine| async move {
         let (region, endpoint) = (engine.region.clone(), engine.endpoint.clone());
-        let observing = observe_one(engine, project, all, mode);
+        let observing = observe_one(engine, project, all, left_out, mode);
         tokio::time::timeout(OBSERVE_TIMEOUT, observing)
             .await
             .unwrap_or_else(|_| {
@@ -89,27 +95,48 @@ const OBSERVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Observed = (String, Engine, Vec<super::ObservedResource>, Vec<String>);
 
-/// One region's engine observed: its objects, and what tidying removed.
+/// One region's engine observed: its objects, and what tidying removed. `left_out`: the
+/// spec's regions not connected by this command (`--region`).
 async fn observe_one(
     engine: Engine,
     project: &str,
     all: &[&str],
+    left_out: &[&str],
     mode: Observe,
 ) -> Result<Observed, EngineError> {
+    let name = engine.region.clone();
+    let shown = resources::shown_region(all, &name);
+    // One list of the containers serves the tidying and the observation.
+    let (containers, networks, volumes) = tokio::try_join!(
+        engine.containers(project),
+        engine.networks_listed(project),
+        engine.volumes(project)
+    )?;
+    // A region left out was not connected, so its engine being this one goes unnoticed
+    // by the check of identities; objects labelled for it here tell it (or that it left
+    // them here when it moved to another engine). Refused before any tidying.
+    if let Some(other) = engine
+        .other_regions_seen()
+        .into_iter()
+        .find(|r| left_out.contains(&r.as_str()))
     {
-        let name = engine.region.clone();
-        let shown = resources::shown_region(all, &name);
-        // One list of the containers serves the tidying and the observation.
-        let (found, removed) = if mode == Observe::Tidy {
-            let listed = engine.containers(project).await?;
-            let (kept, removed) = super::docker::tidy(&engine, &name, listed).await?;
-            let found = super::docker::observe_listed(&engine, project, shown, false, kept);
-            (found.await?, removed)
-        } else {
-            let during_apply = mode == Observe::DuringApply;
-            let found = super::docker::observe(&engine, project, shown, during_apply);
-            (found.await?, Vec::new())
-        };
-        Ok((name, engine, found, removed))
+        return Err(EngineError::HoldsOtherRegion {
+            region: name,
+            endpoint: engine.endpoint.clone(),
+            other,
+            project: project.to_owned(),
+        });
     }
+    let (containers, removed) = match mode {
+        Observe::Tidy => super::docker::tidy(&engine, &name, containers).await?,
+        _ => (containers, Vec::new()),
+    };
+    let lists = super::docker::Lists {
+        containers,
+        networks,
+        volumes,
+    };
+    let during_apply = mode == Observe::DuringApply;
+    let found = super::docker::observe_listed(&engine, shown, during_apply, lists).await?;
+    Ok((name, engine, found, removed))
 }

@@ -169,7 +169,7 @@ pub async fn connect_all(
         Engine::connect(name, &target).await
     });
     let mut engines = futures_util::future::try_join_all(connections).await?;
-    one_engine_per_region(&engines)?;
+    one_engine_per_region(&engines).await?;
     for e in &mut engines {
         // Objects labelled for any other region of the spec are not this one's.
         e.set_regions(&all);
@@ -178,14 +178,16 @@ pub async fn connect_all(
 }
 
 /// The first two regions (in the order given: the primary first) on one engine.
-pub fn one_engine_per_region(engines: &[Engine]) -> Result<(), EngineError> {
+pub async fn one_engine_per_region(engines: &[Engine]) -> Result<(), EngineError> {
     for (i, a) in engines.iter().enumerate() {
-        if let Some(b) = engines[i + 1..].iter().find(|b| a.same_engine(b)) {
-            return Err(EngineError::SameEngine {
-                first: a.region.clone(),
-                second: b.region.clone(),
-                id: a.id.clone(),
-            });
+        for b in &engines[i + 1..] {
+            if a.same_engine(b).await? {
+                return Err(EngineError::SameEngine {
+                    first: a.region.clone(),
+                    second: b.region.clone(),
+                    id: a.id().await?,
+                });
+            }
         }
     }
     Ok(())

@@ -229,6 +229,40 @@ fn two_regions_on_one_engine_are_refused_before_any_change() {
     nothing_created(&s, e);
 }
 
+/// `--region` connects only the regions it names, so their engines are not compared with
+/// those left out: when `ord` reaches `iad`'s engine (a symlink of its socket), `apply
+/// --region iad` cannot know, but `ord`'s commands find `iad`'s objects on their engine
+/// and are refused before any change, naming both regions.
+#[test]
+fn a_command_limited_by_region_refuses_an_engine_holding_a_region_left_out() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let alias = s.path().join("alias.sock");
+    std::os::unix::fs::symlink("/var/run/docker.sock", &alias).unwrap();
+    two_regions(&s, &format!("{{ engine: \"unix://{}\" }}", alias.display()));
+    s.berth(&["apply", "--yes", "--region", "iad"]).code(0);
+    let iad_only = s.containers();
+    assert_eq!(iad_only.len(), 1, "{iad_only:?}");
+    for args in [
+        &["plan", "--region", "ord"][..],
+        &["apply", "--yes", "--region", "ord"][..],
+        &["destroy", "--yes", "--region", "ord"][..],
+    ] {
+        let err = s.berth(args).code(1).stderr_flat();
+        assert!(
+            err.contains("the engine of region `ord`")
+                && err.contains("holds objects of region `iad`")
+                && err.contains("nothing was changed"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(s.containers(), iad_only, "{args:?} changed something");
+    }
+    s.berth(&["destroy", "--yes", "--region", "iad"]).code(0);
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+}
+
 /// Primary on the local engine, secondary on the second engine over TLS: applies, plans
 /// clean, destroys, each pod on its own engine.
 #[test]

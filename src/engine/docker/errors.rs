@@ -13,6 +13,28 @@ pub(super) const IN_PROGRESS_RETRY: std::time::Duration = std::time::Duration::f
 pub(super) const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 pub(super) const RETRY_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The newest API version an engine speaks, as it says when refusing a request in a newer
+/// one (`client version 1.53 is too new. Maximum supported API version is 1.41`).
+pub(super) fn newest_api(e: &bollard::errors::Error) -> Option<bollard::ClientVersion> {
+    let bollard::errors::Error::DockerResponseServerError {
+        status_code: 400,
+        message,
+    } = e
+    else {
+        return None;
+    };
+    let (_, rest) = message.split_once("Maximum supported API version is ")?;
+    let version: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let (major, minor) = version.split_once('.')?;
+    Some(bollard::ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.trim_end_matches('.').parse().ok()?,
+    })
+}
+
 /// Whether an engine refusal only means "not now": another operation on the object is in
 /// progress (`removal of container ... is already in progress`, a container that is
 /// restarting). Such a call is tried again after a pause.
@@ -97,6 +119,21 @@ pub enum EngineError {
         first: String,
         second: String,
         id: String,
+    },
+    #[error(
+        "the engine of region `{region}` ({endpoint}) holds objects of region `{other}` of project `{project}`: the two regions may be one engine, which a command limited by `--region` cannot check"
+    )]
+    #[diagnostic(
+        code(berth::same_engine),
+        help(
+            "run the command without `--region`, so that every region's engine is connected and compared; if `{other}` moved to another engine, remove what it left on this one (`docker ps -a --filter label=io.berth.project={project} --filter label=io.berth.region={other}`, and the same for networks and volumes); nothing was changed"
+        )
+    )]
+    HoldsOtherRegion {
+        region: String,
+        endpoint: String,
+        other: String,
+        project: String,
     },
     #[error("building image `{image}` on the engine of region `{region}` failed: {reason}")]
     #[diagnostic(
@@ -207,6 +244,23 @@ mod tests {
             status_code,
             message: message.to_owned(),
         }
+    }
+
+    #[test]
+    fn an_older_engine_says_the_newest_api_it_speaks() {
+        let v = newest_api(&refusal(
+            400,
+            "client version 1.53 is too new. Maximum supported API version is 1.41",
+        ))
+        .map(|v| (v.major_version, v.minor_version));
+        assert_eq!(v, Some((1, 41)));
+        let v = newest_api(&refusal(400, "... Maximum supported API version is 1.9."))
+            .map(|v| (v.major_version, v.minor_version));
+        assert_eq!(v, Some((1, 9)));
+        // Too old is another refusal; so is any other error.
+        assert!(newest_api(&refusal(400, "client version 1.40 is too old. Minimum supported API version is 1.44, please upgrade your client to a newer version")).is_none());
+        assert!(newest_api(&refusal(500, "Maximum supported API version is 1.41")).is_none());
+        assert!(newest_api(&refusal(400, "Maximum supported API version is x")).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
 
 pub use containers::{ContainerInfo, ContainerState, NAME_HOLD_LABEL};
 pub use errors::{EngineError, active_endpoints, in_progress, name_conflict, unreachable_help};
@@ -40,15 +40,14 @@ const TIMEOUT_SECS: u64 = 120;
 pub struct Engine {
     pub region: String,
     pub endpoint: String,
-    /// The engine's identity (`ID` of `/info`): two regions on one engine are refused.
-    pub id: String,
-    /// The engine's host name and data root (`Name`, `DockerRootDir` of `/info`): with the
-    /// ID, what tells two engines apart (engines of machines cloned from one image may
-    /// share an ID).
-    host_name: String,
-    root_dir: String,
-    /// `NCPU` of `/info`.
-    ncpu: i64,
+    /// The IDs of the engine's built-in networks (`bridge`, `host`, `none`), read when
+    /// connecting: a fingerprint that tells engines apart without `/info`.
+    builtin: Vec<String>,
+    /// Every network as listed when connecting, until the first observation takes it
+    /// ([`Engine::networks_listed`]).
+    networks_when_connected: std::sync::Mutex<Option<Vec<networks::ObjectInfo>>>,
+    /// What `/info` says, read when first needed ([`Engine::identity`]).
+    identity: tokio::sync::OnceCell<Identity>,
     /// Reached over TLS (`tcp://` with `tls`).
     tls: bool,
     /// The spec's other regions: objects labelled for one of them are not this region's.
@@ -57,6 +56,44 @@ pub struct Engine {
     requests: AtomicU64,
     /// Containers created only to hold a name ([`Engine::hold_name`]), until released.
     held: std::sync::Mutex<Vec<(String, String)>>,
+    /// The other regions whose objects its lists held ([`Engine::foreign`]).
+    foreign_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// What an engine's `/info` says of it: its ID, host name and data root (together what
+/// tells two engines apart: engines of machines cloned from one image may share an ID),
+/// and its CPUs.
+struct Identity {
+    id: String,
+    host_name: String,
+    root_dir: String,
+    ncpu: i64,
+}
+
+/// The engine's networks, every one (one cheap call): the IDs of its built-in ones
+/// (`bridge`, `host`, `none`; on Windows `nat`), sorted, and all of them as listed.
+async fn list_networks(
+    docker: &Docker,
+) -> Result<(Vec<String>, Vec<networks::ObjectInfo>), bollard::errors::Error> {
+    let list = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await?;
+    // These names are the engine's own: it refuses to create networks with them.
+    let builtin = |name: &str| matches!(name, "bridge" | "host" | "none" | "nat");
+    let mut ids: Vec<String> = list
+        .iter()
+        .filter(|n| n.name.as_deref().is_some_and(builtin))
+        .filter_map(|n| n.id.clone())
+        .collect();
+    ids.sort();
+    let all = list
+        .into_iter()
+        .map(|n| networks::ObjectInfo {
+            name: n.name.unwrap_or_default(),
+            labels: n.labels.unwrap_or_default(),
+        })
+        .collect();
+    Ok((ids, all))
 }
 
 /// How to reach a region's engine: its address as the spec writes it (none: DOCKER_HOST or
@@ -83,62 +120,114 @@ impl Engine {
             reason,
             help: errors::unreachable_help(&shown),
         };
-        let docker = match (target.endpoint.as_deref(), &target.tls) {
-            (Some(e), Some(tls)) if e.starts_with("tcp://") => {
-                transport::tls(e, tls, TIMEOUT_SECS).map_err(unreachable)?
+        let endpoint = target.endpoint.as_deref().unwrap_or(&shown);
+        let clients = match &target.tls {
+            Some(tls) if endpoint.starts_with("tcp://") => {
+                transport::tls(endpoint, tls, TIMEOUT_SECS)
             }
-            (Some(e), None) if e.starts_with("unix://") => {
-                Docker::connect_with_unix(e, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| unreachable(e.to_string()))?
+            _ if endpoint.starts_with("ssh://") => transport::ssh(endpoint, TIMEOUT_SECS),
+            _ if endpoint.starts_with("unix://") => transport::unix(endpoint, TIMEOUT_SECS),
+            _ if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") => {
+                transport::http(endpoint, TIMEOUT_SECS)
             }
-            (Some(e), None) if e.starts_with("tcp://") || e.starts_with("http://") => {
-                Docker::connect_with_http(e, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| unreachable(e.to_string()))?
-            }
-            (Some(e), None) if e.starts_with("ssh://") => {
-                transport::ssh(e, TIMEOUT_SECS).map_err(unreachable)?
-            }
-            (None, _) if shown.starts_with("ssh://") => {
-                transport::ssh(&shown, TIMEOUT_SECS).map_err(unreachable)?
-            }
-            (None, _) => Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?,
-            (Some(e), _) => {
+            _ => {
                 return Err(EngineError::Unsupported {
                     region: region.to_owned(),
-                    endpoint: e.to_owned(),
+                    endpoint: endpoint.to_owned(),
                 });
             }
-        };
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        // Negotiation settles on the engine's API version when it is older than berth's.
-        let api = docker.client_version();
-        let api = format!("{}.{}", api.major_version, api.minor_version);
-        if !api_at_least(&api, MIN_API) {
-            return Err(EngineError::TooOld {
+        }
+        .map_err(unreachable)?;
+        let too_old = |api: String| match api_at_least(&api, MIN_API) {
+            true => Ok(()),
+            false => Err(EngineError::TooOld {
                 region: region.to_owned(),
                 found: api,
-            });
-        }
-        let info = docker
-            .info()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            }),
+        };
+        let shown_version = |v: &ClientVersion| format!("{}.{}", v.major_version, v.minor_version);
+        // One cheap request first: the engine's networks (the IDs of its built-in ones are
+        // its fingerprint, below; the list serves the first observation). Neither
+        // `/version` nor `/info` is asked: the engine runs two programs for each (`runc`
+        // and `docker-init`, for their versions), which made most of what connecting cost.
+        // Every answer says the engine's API version. (bollard sends requests without a
+        // version in the path, which the engine answers in its own; should it send berth's,
+        // an older engine refuses it saying the newest it speaks, and is asked again in
+        // that.)
+        let mut requests = 1;
+        let mut docker = clients
+            .client(bollard::API_DEFAULT_VERSION)
+            .map_err(unreachable)?;
+        let listed = match list_networks(&docker).await {
+            Err(e) => match errors::newest_api(&e) {
+                None => Err(e),
+                Some(newest) => {
+                    too_old(shown_version(&newest))?;
+                    docker = clients.client(&newest).map_err(unreachable)?;
+                    requests += 1;
+                    list_networks(&docker).await
+                }
+            },
+            found => found,
+        };
+        let (builtin, networks) = match listed {
+            Ok((ids, all)) => (ids, Some(all)),
+            // An engine that answers but not this (an API of its own): no fingerprint, so
+            // its `/info` is read whenever one-engine-one-region is checked.
+            Err(bollard::errors::Error::DockerResponseServerError { .. }) => (Vec::new(), None),
+            Err(e) => return Err(unreachable(e.to_string())),
+        };
+        too_old(
+            clients
+                .engine_api()
+                .unwrap_or_else(|| shown_version(&docker.client_version())),
+        )?;
         Ok(Engine {
             region: region.to_owned(),
             endpoint: shown.clone(),
-            id: info.id.unwrap_or_default(),
-            host_name: info.name.unwrap_or_default(),
-            root_dir: info.docker_root_dir.unwrap_or_default(),
-            ncpu: info.ncpu.unwrap_or(0),
+            builtin,
+            networks_when_connected: std::sync::Mutex::new(networks),
+            identity: tokio::sync::OnceCell::new(),
             tls: target.tls.is_some(),
             other_regions: Vec::new(),
             docker,
-            requests: AtomicU64::new(2),
+            requests: AtomicU64::new(requests),
             held: std::sync::Mutex::new(Vec::new()),
+            foreign_seen: std::sync::Mutex::default(),
         })
+    }
+
+    /// The engine's identity (`/info`), read once, when first asked for.
+    async fn identity(&self) -> Result<&Identity, EngineError> {
+        self.identity
+            .get_or_try_init(|| async {
+                self.count();
+                let info = self
+                    .docker
+                    .info()
+                    .await
+                    .map_err(|e| self.call_error("read the engine's identity", e))?;
+                Ok(Identity {
+                    id: info.id.unwrap_or_default(),
+                    host_name: info.name.unwrap_or_default(),
+                    root_dir: info.docker_root_dir.unwrap_or_default(),
+                    ncpu: info.ncpu.unwrap_or(0),
+                })
+            })
+            .await
+    }
+
+    /// The engine's ID (`ID` of `/info`).
+    pub async fn id(&self) -> Result<String, EngineError> {
+        Ok(self.identity().await?.id.clone())
+    }
+
+    /// Whether `other` may be this very engine, by the fingerprints read when connecting:
+    /// they share a built-in network, or one has none. Engines whose fingerprints share
+    /// nothing are two engines (each network's ID is random, made once in the engine's
+    /// data root); for the others, [`Engine::same_engine`] decides.
+    pub fn may_be_same(&self, other: &Engine) -> bool {
+        fingerprints_may_match(&self.builtin, &other.builtin)
     }
 
     /// A TCP connection to a container's `ip:port` as the engine's host reaches it: over
@@ -175,14 +264,19 @@ impl Engine {
         Ok(Box::new(stream))
     }
 
-    /// Whether `other` is this very engine: the same ID, host name and data root (an
-    /// engine always reports the same three; engines that only share an ID, cloned
-    /// machines, are not taken for one).
-    pub fn same_engine(&self, other: &Engine) -> bool {
-        !self.id.is_empty()
-            && self.id == other.id
-            && self.host_name == other.host_name
-            && self.root_dir == other.root_dir
+    /// Whether `other` is this very engine: the same ID, host name and data root of
+    /// `/info` (an engine always reports the same three; engines that only share an ID,
+    /// cloned machines, are not taken for one). Asks `/info` only of engines that
+    /// [may be](Engine::may_be_same) one.
+    pub async fn same_engine(&self, other: &Engine) -> Result<bool, EngineError> {
+        if !self.may_be_same(other) {
+            return Ok(false);
+        }
+        let (a, b) = tokio::try_join!(self.identity(), other.identity())?;
+        Ok(!a.id.is_empty()
+            && a.id == b.id
+            && a.host_name == b.host_name
+            && a.root_dir == b.root_dir)
     }
 
     /// Tells the engine the spec's regions: what is labelled for another of them is left
@@ -200,11 +294,28 @@ impl Engine {
         &self.other_regions
     }
 
-    /// Whether an object with these labels belongs to another region of the spec.
+    /// Whether an object with these labels belongs to another region of the spec (noted:
+    /// [`Engine::other_regions_seen`]).
     fn foreign(&self, labels: &std::collections::HashMap<String, String>) -> bool {
-        labels
+        let Some(r) = labels
             .get(crate::engine::labels::REGION)
-            .is_some_and(|r| *r != self.region && self.other_regions.contains(r))
+            .filter(|r| **r != self.region && self.other_regions.contains(r))
+        else {
+            return false;
+        };
+        if let Ok(mut seen) = self.foreign_seen.lock() {
+            seen.insert(r.clone());
+        }
+        true
+    }
+
+    /// The other regions of the spec whose objects this engine's lists have held (and left
+    /// out).
+    pub fn other_regions_seen(&self) -> Vec<String> {
+        self.foreign_seen
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// `labels` with this engine's region.
@@ -233,7 +344,8 @@ impl Engine {
             && !transport::is_loopback_host(self.endpoint.trim_start_matches("http://"))
     }
 
-    /// Requests made to the engine so far (connecting counts two).
+    /// Requests made to the engine so far (connecting counts one, or two or three for an
+    /// engine older than berth's API; `/info`, when read, one more).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -242,11 +354,17 @@ impl Engine {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many CPUs the engine has (`NCPU` of `/info`, read when connecting): the most a
-    /// container may ask for.
+    /// How many CPUs the engine has (`NCPU` of `/info`): the most a container may ask
+    /// for.
     pub async fn cpu_count(&self) -> Result<i64, EngineError> {
-        Ok(self.ncpu)
+        Ok(self.identity().await?.ncpu)
     }
+}
+
+/// Whether two engines' built-in network IDs leave it open that they are one engine: they
+/// share one, or either has none.
+fn fingerprints_may_match(a: &[String], b: &[String]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|id| b.contains(id))
 }
 
 /// `1.41` >= (1, 40)?
@@ -267,5 +385,90 @@ mod tests {
         assert!(api_at_least("1.100", (1, 40)));
         assert!(!api_at_least("1.39", (1, 40)));
         assert!(!api_at_least("", (1, 40)));
+    }
+
+    #[test]
+    fn engines_are_told_apart_by_their_builtin_networks_only_when_they_share_none() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = ids(&["a1", "a2", "a3"]);
+        assert!(!fingerprints_may_match(&a, &ids(&["b1", "b2", "b3"])));
+        // The same engine, its `bridge` made anew by a restart between the two lists.
+        assert!(fingerprints_may_match(&a, &ids(&["a1", "a2", "c3"])));
+        assert!(fingerprints_may_match(&a, &a));
+        // An engine that gave no fingerprint is asked its `/info`.
+        assert!(fingerprints_may_match(&a, &[]));
+        assert!(fingerprints_may_match(&[], &a));
+    }
+
+    /// An engine on a unix socket that gives its connections `answers`, one each, in turn.
+    fn fake_engine(dir: &std::path::Path, answers: Vec<&'static str>) -> String {
+        let path = dir.join("engine.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for (conn, answer) in listener.incoming().zip(answers) {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        format!("unix://{}", path.display())
+    }
+
+    fn connect(endpoint: String) -> Result<Engine, EngineError> {
+        let target = Target {
+            endpoint: Some(endpoint),
+            tls: None,
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(Engine::connect("east", &target))
+    }
+
+    #[test]
+    fn an_engine_older_than_berth_needs_is_refused_by_the_version_its_answer_says() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = "HTTP/1.1 200 OK\r\nApi-Version: 1.39\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+        match connect(fake_engine(dir.path(), vec![old])) {
+            Err(EngineError::TooOld { region, found }) => {
+                assert_eq!((region.as_str(), found.as_str()), ("east", "1.39"));
+            }
+            Err(e) => panic!("expected TooOld, got {e}"),
+            Ok(_) => panic!("expected TooOld, got a connected engine"),
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let new = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+        let engine = connect(fake_engine(dir.path(), vec![new])).expect("a 1.41 engine connects");
+        assert_eq!(engine.requests(), 1, "connecting asks one thing");
+    }
+
+    #[test]
+    fn an_engine_refusing_berths_version_is_asked_again_in_the_newest_it_speaks() {
+        // As an engine answers a request in a version it does not speak.
+        let refusal = |newest: &str| -> &'static str {
+            let body = format!(
+                "{{\"message\":\"client version 1.53 is too new. Maximum supported API version is {newest}\"}}"
+            );
+            String::leak(format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ))
+        };
+        let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = connect(fake_engine(dir.path(), vec![refusal("1.41"), ok]))
+            .expect("asked again in 1.41, the engine answers");
+        assert_eq!(engine.requests(), 2);
+        assert_eq!(engine.docker.client_version().minor_version, 41);
+        // Too old to be asked again.
+        let dir = tempfile::tempdir().expect("tempdir");
+        match connect(fake_engine(dir.path(), vec![refusal("1.39"), ok])) {
+            Err(EngineError::TooOld { found, .. }) => assert_eq!(found, "1.39"),
+            Err(e) => panic!("expected TooOld, got {e}"),
+            Ok(_) => panic!("expected TooOld, got a connected engine"),
+        }
     }
 }

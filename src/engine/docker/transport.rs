@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use bollard::{BollardRequest, ClientVersion, Docker};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,25 +29,115 @@ pub struct TlsMaterial {
     pub key: Zeroizing<Vec<u8>>,
 }
 
-/// A bollard client over `connector`, whose requests' errors carry their causes' text.
-fn custom<C>(connector: C, addr: &str, timeout: u64) -> Result<Docker, bollard::errors::Error>
+/// How berth makes clients of one engine: one per API version, all sharing their
+/// connections, their requests' errors carrying their causes' text; and the API version
+/// the engine says it speaks (the `Api-Version` header of its answers).
+pub struct Clients {
+    make: Box<MakeClient>,
+    api: Arc<Mutex<Option<String>>>,
+}
+
+/// Makes a client of one engine in the API version asked for.
+type MakeClient = dyn Fn(&ClientVersion) -> Result<Docker, String> + Send + Sync;
+
+impl Clients {
+    /// A client sending requests in API `version`.
+    pub fn client(&self, version: &ClientVersion) -> Result<Docker, String> {
+        (self.make)(version)
+    }
+
+    /// The API version the engine's latest answer said it speaks.
+    pub fn engine_api(&self) -> Option<String> {
+        self.api.lock().ok().and_then(|a| a.clone())
+    }
+}
+
+/// Clients over `connector`, keeping idle connections for reuse or not (`pool`).
+fn custom<C>(connector: C, addr: &str, timeout: u64, pool: bool) -> Clients
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    let client = Arc::new(
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(connector),
-    );
-    Docker::connect_with_custom_transport(
-        move |req: BollardRequest| {
-            let client = Arc::clone(&client);
-            async move { client.request(req).await.map_err(flatten) }
-        },
-        Some(addr),
-        timeout,
-        API_DEFAULT_VERSION,
-    )
+    let mut builder = Client::builder(TokioExecutor::new());
+    match pool {
+        true => builder.pool_idle_timeout(std::time::Duration::from_secs(30)),
+        false => builder.pool_max_idle_per_host(0),
+    };
+    let client = Arc::new(builder.build(connector));
+    let api: Arc<Mutex<Option<String>>> = Arc::default();
+    let said = Arc::clone(&api);
+    let addr = addr.to_owned();
+    let make = move |version: &ClientVersion| {
+        let (client, said) = (Arc::clone(&client), Arc::clone(&said));
+        Docker::connect_with_custom_transport(
+            move |req: BollardRequest| {
+                let (client, said) = (Arc::clone(&client), Arc::clone(&said));
+                async move {
+                    let res = client.request(req).await.map_err(flatten)?;
+                    if let Some(v) = res
+                        .headers()
+                        .get("api-version")
+                        .and_then(|v| v.to_str().ok())
+                        && let Ok(mut said) = said.lock()
+                    {
+                        *said = Some(v.to_owned());
+                    }
+                    Ok(res)
+                }
+            },
+            Some(&addr),
+            timeout,
+            version,
+        )
+        .map_err(|e| e.to_string())
+    };
+    Clients {
+        make: Box::new(make),
+        api,
+    }
+}
+
+/// Clients of the engine at `unix:///PATH`, a new connection per request (as bollard's
+/// own: a connection an attach or exec took over is never reused).
+pub fn unix(endpoint: &str, timeout: u64) -> Result<Clients, String> {
+    let path = endpoint.trim_start_matches("unix://");
+    if path.is_empty() {
+        return Err("no socket path after unix://".to_owned());
+    }
+    let connector = UnixConnector {
+        path: std::path::PathBuf::from(path),
+    };
+    Ok(custom(connector, "http://engine", timeout, false))
+}
+
+/// Clients of the engine at `tcp://HOST[:PORT]` (or `http://`) without TLS; with no port
+/// given, 2375 (the docker CLI's).
+pub fn http(endpoint: &str, timeout: u64) -> Result<Clients, String> {
+    let rest = endpoint.trim_start_matches("http://");
+    let addr = format!("http://{}", with_default_port(rest, 2375));
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(30)));
+    Ok(custom(http, &addr, timeout, false))
+}
+
+/// Opens connections to an engine's unix socket.
+#[derive(Clone)]
+struct UnixConnector {
+    path: std::path::PathBuf,
+}
+
+impl tower_service::Service<hyper::Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        let path = self.path.clone();
+        Box::pin(async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) })
+    }
 }
 
 /// A client error as one line: its message and its causes', innermost last (hyper's own
@@ -70,8 +160,8 @@ fn flatten(e: hyper_util::client::legacy::Error) -> bollard::errors::Error {
     }
 }
 
-/// A client of the engine at `tcp://HOST:PORT` over TLS, trusting `material.ca` only.
-pub fn tls(endpoint: &str, material: &TlsMaterial, timeout: u64) -> Result<Docker, String> {
+/// Clients of the engine at `tcp://HOST:PORT` over TLS, trusting `material.ca` only.
+pub fn tls(endpoint: &str, material: &TlsMaterial, timeout: u64) -> Result<Clients, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -114,7 +204,7 @@ pub fn tls(endpoint: &str, material: &TlsMaterial, timeout: u64) -> Result<Docke
         .enable_http1()
         .wrap_connector(http);
     let addr = format!("https://{}", with_default_port(endpoint, 2376));
-    custom(https, &addr, timeout).map_err(|e| e.to_string())
+    Ok(custom(https, &addr, timeout, true))
 }
 
 /// `tcp://HOST[:PORT]` as `HOST:PORT`, the port `default` when none is given (the docker
@@ -207,8 +297,8 @@ pub fn ssh_parts(endpoint: &str) -> Option<(Option<String>, String, Option<u16>)
     Some((user, host.to_owned(), port))
 }
 
-/// A client of the engine at `ssh://...` through the system's ssh.
-pub fn ssh(endpoint: &str, timeout: u64) -> Result<Docker, String> {
+/// Clients of the engine at `ssh://...` through the system's ssh.
+pub fn ssh(endpoint: &str, timeout: u64) -> Result<Clients, String> {
     let (user, host, port) =
         ssh_parts(endpoint).ok_or_else(|| "not an ssh://[USER@]HOST[:PORT] address".to_owned())?;
     let connector = SshConnector {
@@ -217,7 +307,7 @@ pub fn ssh(endpoint: &str, timeout: u64) -> Result<Docker, String> {
         port,
         shown: endpoint.to_owned(),
     };
-    custom(connector, "http://engine", timeout).map_err(|e| e.to_string())
+    Ok(custom(connector, "http://engine", timeout, true))
 }
 
 /// Opens connections to an engine over ssh: each an `ssh ... docker system dial-stdio`.
