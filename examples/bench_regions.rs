@@ -312,6 +312,15 @@ fn bench(
             return Err("interrupted".into());
         }
     }
+    if std::env::var_os("BENCH_REGIONS_HOLD").is_some() {
+        eprintln!(
+            "holding (BENCH_REGIONS_HOLD): specs in {} and {}; press Enter to go on",
+            dirs[0].display(),
+            dirs[1].display()
+        );
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
     // One warm-up each, then alternated runs: 1 region, 3 regions, and the three-region
     // spec limited to its first region (`--region r0`: what the spec's size alone costs).
     let mut times = [Vec::new(), Vec::new(), Vec::new()];
