@@ -29,7 +29,7 @@ pub enum Observe {
 }
 
 /// Connects to every region's engine (or only those of `only`, when it names any: the
-/// others are not even connected; two regions on one engine refused before anything else)
+/// others are not even connected; two regions on one engine refused before any change)
 /// and observes them, concurrently, treating two containers claiming one address as `mode`
 /// says; returns what it removed too.
 pub async fn observe(
@@ -52,25 +52,30 @@ pub async fn observe(
         .filter(|n| !names.contains(n))
         .collect();
     let left_out = &left_out;
-    let mut connected = crate::observe::targets::connect_all(spec, spec_dir, only).await?;
-    let engines: Vec<Engine> = names
-        .iter()
-        .filter_map(|name| connected.remove(*name))
-        .collect();
-    let observations = engines.into_iter().map(|engine| async move {
-        let (region, endpoint) = (engine.region.clone(), engine.endpoint.clone());
-        let observing = observe_one(engine, project, all, left_out, mode);
-        tokio::time::timeout(OBSERVE_TIMEOUT, observing)
+    // Each region is connected and listed as soon as it can be, without waiting for the
+    // others; then, before anything is tidied, the engines are checked to be distinct.
+    let listings = names.iter().map(|name| async move {
+        let engine = crate::observe::targets::connect_one(spec, spec_dir, name, all).await?;
+        let endpoint = engine.endpoint.clone();
+        let listing = tokio::time::timeout(OBSERVE_TIMEOUT, list_one(&engine, project))
             .await
             .unwrap_or_else(|_| {
                 Err(EngineError::Unreachable {
                     help: crate::engine::docker::unreachable_help(&endpoint),
-                    region,
+                    region: name.to_string(),
                     endpoint,
                     reason: format!("observing it took more than {OBSERVE_TIMEOUT:?}"),
                 })
-            })
+            })?;
+        Ok::<_, EngineError>((engine, listing))
     });
+    let listed = futures_util::future::try_join_all(listings).await?;
+    let (engines, lists): (Vec<Engine>, Vec<super::docker::Lists>) = listed.into_iter().unzip();
+    crate::observe::targets::one_engine_per_region(&engines).await?;
+    let observations = engines
+        .into_iter()
+        .zip(lists)
+        .map(|(engine, lists)| observe_one(engine, lists, project, all, left_out, mode));
     let results = futures_util::future::try_join_all(observations).await?;
     let mut engines = HashMap::new();
     let mut resources = Vec::new();
@@ -95,10 +100,26 @@ const OBSERVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Observed = (String, Engine, Vec<super::ObservedResource>, Vec<String>);
 
-/// One region's engine observed: its objects, and what tidying removed. `left_out`: the
+/// The project's objects on one region's engine, listed at once.
+async fn list_one(engine: &Engine, project: &str) -> Result<super::docker::Lists, EngineError> {
+    let (containers, networks, volumes) = tokio::try_join!(
+        engine.containers(project),
+        engine.networks_listed(project),
+        engine.volumes(project)
+    )?;
+    Ok(super::docker::Lists {
+        containers,
+        networks,
+        volumes,
+    })
+}
+
+/// One region's engine observed from its lists (one list of the containers serves the
+/// tidying and the observation): its objects, and what tidying removed. `left_out`: the
 /// spec's regions not connected by this command (`--region`).
 async fn observe_one(
     engine: Engine,
+    lists: super::docker::Lists,
     project: &str,
     all: &[&str],
     left_out: &[&str],
@@ -106,12 +127,6 @@ async fn observe_one(
 ) -> Result<Observed, EngineError> {
     let name = engine.region.clone();
     let shown = resources::shown_region(all, &name);
-    // One list of the containers serves the tidying and the observation.
-    let (containers, networks, volumes) = tokio::try_join!(
-        engine.containers(project),
-        engine.networks_listed(project),
-        engine.volumes(project)
-    )?;
     // A region left out was not connected, so its engine being this one goes unnoticed
     // by the check of identities; objects labelled for it here tell it (or that it left
     // them here when it moved to another engine). Refused before any tidying.
@@ -127,6 +142,11 @@ async fn observe_one(
             project: project.to_owned(),
         });
     }
+    let super::docker::Lists {
+        containers,
+        networks,
+        volumes,
+    } = lists;
     let (containers, removed) = match mode {
         Observe::Tidy => super::docker::tidy(&engine, &name, containers).await?,
         _ => (containers, Vec::new()),

@@ -164,17 +164,27 @@ pub async fn connect_all(
         .copied()
         .filter(|n| only.is_empty() || only.iter().any(|o| o == n))
         .collect();
-    let connections = names.iter().map(|name| async move {
-        let target = target(spec, spec_dir, name)?;
-        Engine::connect(name, &target).await
-    });
-    let mut engines = futures_util::future::try_join_all(connections).await?;
+    let all = &all;
+    let connections = names
+        .iter()
+        .map(|name| connect_one(spec, spec_dir, name, all));
+    let engines = futures_util::future::try_join_all(connections).await?;
     one_engine_per_region(&engines).await?;
-    for e in &mut engines {
-        // Objects labelled for any other region of the spec are not this one's.
-        e.set_regions(&all);
-    }
     Ok(engines.into_iter().map(|e| (e.region.clone(), e)).collect())
+}
+
+/// Connects to region `name`'s engine, told the spec's regions (`all`): objects labelled
+/// for any other of them are not this one's.
+pub async fn connect_one(
+    spec: &Spec,
+    spec_dir: &Path,
+    name: &str,
+    all: &[&str],
+) -> Result<Engine, EngineError> {
+    let target = target(spec, spec_dir, name)?;
+    let mut engine = Engine::connect(name, &target).await?;
+    engine.set_regions(all);
+    Ok(engine)
 }
 
 /// The first two regions (in the order given: the primary first) on one engine.
