@@ -17,7 +17,7 @@ use crate::spec::{Spec, Tls, TlsKey};
 /// How to reach region `name`'s engine.
 pub fn target(spec: &Spec, spec_dir: &Path, name: &str) -> Result<Target, EngineError> {
     let Some(region) = spec.regions.get(name) else {
-        return Ok(Target::default());
+        return env_target(name);
     };
     let tls = match &region.tls {
         Some(tls) if region.engine.value.starts_with("tcp://") => {
@@ -28,6 +28,46 @@ pub fn target(spec: &Spec, spec_dir: &Path, name: &str) -> Result<Target, Engine
     Ok(Target {
         endpoint: Some(region.engine.value.clone()),
         tls,
+    })
+}
+
+/// A spec without regions reaches DOCKER_HOST (or the local socket) as the docker CLI
+/// does: a `tcp://` DOCKER_HOST with DOCKER_TLS_VERIFY set over TLS, trusting `ca.pem` and
+/// presenting `cert.pem` and `key.pem` (a file private to its user) of DOCKER_CERT_PATH
+/// (by default `~/.docker`).
+fn env_target(region: &str) -> Result<Target, EngineError> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(host) = set("DOCKER_HOST").filter(|h| h.starts_with("tcp://")) else {
+        return Ok(Target::default());
+    };
+    if set("DOCKER_TLS_VERIFY").is_none() {
+        return Ok(Target::default());
+    }
+    let dir = set("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fsutil::expand_home("~/.docker"));
+    let read = |file: &str| -> Result<Vec<u8>, EngineError> {
+        let path = dir.join(file);
+        std::fs::read(&path).map_err(|e| {
+            tls_error(
+                region,
+                &path,
+                e.to_string(),
+                &format!(
+                    "DOCKER_TLS_VERIFY is set, so berth reaches {host} over TLS with `ca.pem`, `cert.pem` and `key.pem` of DOCKER_CERT_PATH ({}), as the docker CLI does",
+                    dir.display()
+                ),
+            )
+        })
+    };
+    let tls = TlsMaterial {
+        ca: read("ca.pem")?,
+        cert: read("cert.pem")?,
+        key: read_private(region, &dir.join("key.pem"))?,
+    };
+    Ok(Target {
+        endpoint: None,
+        tls: Some(tls),
     })
 }
 

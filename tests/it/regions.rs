@@ -275,6 +275,51 @@ fn a_secondary_region_over_tls_applies_replans_clean_and_destroys() {
     apply_replan_destroy(&s, e, &|args| s.berth(args));
 }
 
+/// A spec without regions reaches DOCKER_HOST as the docker CLI does: `tcp://` with
+/// DOCKER_TLS_VERIFY over TLS with the files of DOCKER_CERT_PATH (the key private to its
+/// user, or refused before anything is asked of the engine).
+#[test]
+fn docker_host_with_tls_verify_and_cert_path_reaches_an_engine_over_tls() {
+    let Some(e) = second_engine() else { return };
+    e.load_image(common::docker::testapp_image());
+    let s = Scene::new();
+    let certs = s.path().join("docker-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for (from, to) in [
+        (&e.ca, "ca.pem"),
+        (&e.cert, "cert.pem"),
+        (&e.key, "key.pem"),
+    ] {
+        std::fs::copy(from, certs.join(to)).unwrap();
+    }
+    s.spec(&format!(
+        "pods:\n  web:\n    image: {}\n    env: {{ VERSION: v1 }}\n",
+        common::docker::testapp_image()
+    ));
+    let run = |args: &[&str]| {
+        Berth::new()
+            .dir(s.path())
+            .env("DOCKER_HOST", &e.tls_endpoint)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs.to_str().unwrap())
+            .args(args)
+            .run()
+    };
+    berth::fsutil::set_mode(&certs.join("key.pem"), 0o644).unwrap();
+    let err = run(&["plan"]).code(1).stderr_flat();
+    assert!(
+        err.contains("key.pem") && err.contains("chmod 600"),
+        "{err}"
+    );
+    berth::fsutil::set_mode(&certs.join("key.pem"), 0o600).unwrap();
+    run(&["apply", "--yes"]).code(0);
+    let p = s.project.0.clone();
+    assert_eq!(e.containers(&p), vec![format!("{} running", s.name("web"))]);
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+    run(&["destroy", "--yes"]).code(0);
+    assert!(e.containers(&p).is_empty(), "{:?}", e.containers(&p));
+}
+
 /// An object on one region's engine labelled for another region of the spec is not taken
 /// for the first region's: `iad`'s plan does not see a container claiming `pod.web` for
 /// `ord`, and `destroy` leaves it alone.

@@ -172,9 +172,13 @@ impl Engine {
         };
         let (builtin, networks) = match listed {
             Ok((ids, all)) => (ids, Some(all)),
-            // An engine that answers but not this (an API of its own): no fingerprint, so
-            // its `/info` is read whenever one-engine-one-region is checked.
-            Err(bollard::errors::Error::DockerResponseServerError { .. }) => (Vec::new(), None),
+            // An engine that answers but not this (a proxy in front of it allowing less, an
+            // API of its own): no fingerprint, so its `/info` is read whenever
+            // one-engine-one-region is checked.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 403 | 404 | 405,
+                ..
+            }) => (Vec::new(), None),
             Err(e) => return Err(unreachable(e.to_string())),
         };
         too_old(
@@ -443,6 +447,25 @@ mod tests {
         let new = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
         let engine = connect(fake_engine(dir.path(), vec![new])).expect("a 1.41 engine connects");
         assert_eq!(engine.requests(), 1, "connecting asks one thing");
+    }
+
+    #[test]
+    fn a_proxy_refusing_the_network_list_leaves_no_fingerprint_and_a_non_engine_is_unreachable() {
+        let forbidden = "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 23\r\nConnection: close\r\n\r\n{\"message\":\"forbidden\"}";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = connect(fake_engine(dir.path(), vec![forbidden])).expect("connects");
+        assert!(engine.builtin.is_empty());
+        assert!(engine.may_be_same(&engine), "no fingerprint: /info decides");
+        // What a TLS port says to plain HTTP.
+        let https = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 48\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        match connect(fake_engine(dir.path(), vec![https])) {
+            Err(EngineError::Unreachable { reason, .. }) => {
+                assert!(reason.contains("HTTPS server"), "{reason}")
+            }
+            Err(e) => panic!("expected Unreachable, got {e}"),
+            Ok(_) => panic!("expected Unreachable, got a connected engine"),
+        }
     }
 
     #[test]
