@@ -176,7 +176,7 @@ impl Engine {
             // API of its own): no fingerprint, so its `/info` is read whenever
             // one-engine-one-region is checked.
             Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 403 | 404 | 405,
+                status_code: 403..=405,
                 ..
             }) => (Vec::new(), None),
             Err(e) => return Err(unreachable(e.to_string())),
