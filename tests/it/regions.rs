@@ -94,11 +94,10 @@ fn two_regions(s: &Scene, ord: &str) {
     ));
 }
 
-/// Copies the second engine's TLS client files into the scene (`tls/`, the key 0600) and
-/// returns the `ord` region reaching it over TLS with paths relative to the spec.
-fn tls_region(s: &Scene, e: &SecondEngine) -> String {
-    let dir = s.path().join("tls");
-    std::fs::create_dir_all(&dir).unwrap();
+/// Copies the second engine's TLS client files into `dir` as `ca.pem`, `cert.pem` and
+/// `key.pem` (0600).
+fn copy_tls_files(e: &SecondEngine, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
     for (from, to) in [
         (&e.ca, "ca.pem"),
         (&e.cert, "cert.pem"),
@@ -107,6 +106,13 @@ fn tls_region(s: &Scene, e: &SecondEngine) -> String {
         std::fs::copy(from, dir.join(to)).unwrap();
     }
     berth::fsutil::set_mode(&dir.join("key.pem"), 0o600).unwrap();
+}
+
+/// Copies the second engine's TLS client files into the scene (`tls/`, the key 0600) and
+/// returns the `ord` region reaching it over TLS with paths relative to the spec.
+fn tls_region(s: &Scene, e: &SecondEngine) -> String {
+    let dir = s.path().join("tls");
+    copy_tls_files(e, &dir);
     format!(
         "{{ engine: \"{}\", tls: {{ ca: tls/ca.pem, cert: tls/cert.pem, key: tls/key.pem }} }}",
         e.tls_endpoint
@@ -284,14 +290,7 @@ fn docker_host_with_tls_verify_and_cert_path_reaches_an_engine_over_tls() {
     e.load_image(common::docker::testapp_image());
     let s = Scene::new();
     let certs = s.path().join("docker-certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    for (from, to) in [
-        (&e.ca, "ca.pem"),
-        (&e.cert, "cert.pem"),
-        (&e.key, "key.pem"),
-    ] {
-        std::fs::copy(from, certs.join(to)).unwrap();
-    }
+    copy_tls_files(e, &certs);
     s.spec(&format!(
         "pods:\n  web:\n    image: {}\n    env: {{ VERSION: v1 }}\n",
         common::docker::testapp_image()

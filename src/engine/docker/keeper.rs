@@ -155,13 +155,7 @@ fn secrets_tar(
 impl Engine {
     /// The engine's architecture (`Architecture` of its `/info`).
     pub async fn architecture(&self) -> Result<String, EngineError> {
-        self.count();
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| self.call_error("info", e))?;
-        Ok(info.architecture.unwrap_or_default())
+        Ok(self.identity().await?.architecture.clone())
     }
 
     /// The keeper image for this engine's architecture, imported (from a tar made in

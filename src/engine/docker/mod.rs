@@ -62,12 +62,13 @@ pub struct Engine {
 
 /// What an engine's `/info` says of it: its ID, host name and data root (together what
 /// tells two engines apart: engines of machines cloned from one image may share an ID),
-/// and its CPUs.
+/// its CPUs and its architecture.
 struct Identity {
     id: String,
     host_name: String,
     root_dir: String,
     ncpu: i64,
+    architecture: String,
 }
 
 /// The engine's networks, every one (one cheap call): the IDs of its built-in ones
@@ -216,6 +217,7 @@ impl Engine {
                     host_name: info.name.unwrap_or_default(),
                     root_dir: info.docker_root_dir.unwrap_or_default(),
                     ncpu: info.ncpu.unwrap_or(0),
+                    architecture: info.architecture.unwrap_or_default(),
                 })
             })
             .await
