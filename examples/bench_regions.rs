@@ -11,6 +11,8 @@
 //! the same pods in each), then times `berth plan` (the release binary beside this example,
 //! CLI defaults) alternately for both, RUNS times each, and prints the medians and their
 //! ratio. Everything is removed at the end, also after Ctrl-C (checked between steps).
+//! With `BENCH_REGIONS_HOLD=1` it waits for Enter after applying, so that the engines and
+//! both projects can be profiled (it prints the specs' directories).
 //! Results: docs/PERFORMANCE.md.
 
 use std::path::{Path, PathBuf};
