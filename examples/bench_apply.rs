@@ -146,7 +146,7 @@ fn main() {
     let plan_time = t.elapsed();
     assert!(!live.plan.has_changes());
     println!(
-        "no-op plan with {pods} running pods: {:.0} ms, {} engine requests (connect 2, one list per kind 3)",
+        "no-op plan with {pods} running pods: {:.0} ms, {} engine requests (connecting lists the networks, then one list of containers and one of volumes)",
         ms(plan_time),
         live.requests
     );
