@@ -59,23 +59,25 @@ pub async fn observe(
         let endpoint = engine.endpoint.clone();
         let listing = tokio::time::timeout(OBSERVE_TIMEOUT, list_one(&engine, project))
             .await
-            .unwrap_or_else(|_| {
-                Err(EngineError::Unreachable {
-                    help: crate::engine::docker::unreachable_help(&endpoint),
-                    region: name.to_string(),
-                    endpoint,
-                    reason: format!("observing it took more than {OBSERVE_TIMEOUT:?}"),
-                })
-            })?;
+            .unwrap_or_else(|_| Err(too_long(name.to_string(), endpoint)))?;
         Ok::<_, EngineError>((engine, listing))
     });
     let listed = futures_util::future::try_join_all(listings).await?;
     let (engines, lists): (Vec<Engine>, Vec<super::docker::Lists>) = listed.into_iter().unzip();
     crate::observe::targets::one_engine_per_region(&engines).await?;
+    for engine in &engines {
+        held_for_left_out(engine, project, left_out)?;
+    }
     let observations = engines
         .into_iter()
         .zip(lists)
-        .map(|(engine, lists)| observe_one(engine, lists, project, all, left_out, mode));
+        .map(|(engine, lists)| async move {
+            let (region, endpoint) = (engine.region.clone(), engine.endpoint.clone());
+            let observing = observe_one(engine, lists, all, mode);
+            tokio::time::timeout(OBSERVE_TIMEOUT, observing)
+                .await
+                .unwrap_or_else(|_| Err(too_long(region, endpoint)))
+        });
     let results = futures_util::future::try_join_all(observations).await?;
     let mut engines = HashMap::new();
     let mut resources = Vec::new();
@@ -114,34 +116,46 @@ async fn list_one(engine: &Engine, project: &str) -> Result<super::docker::Lists
     })
 }
 
-/// One region's engine observed from its lists (one list of the containers serves the
-/// tidying and the observation): its objects, and what tidying removed. `left_out`: the
-/// spec's regions not connected by this command (`--region`).
-async fn observe_one(
-    engine: Engine,
-    lists: super::docker::Lists,
-    project: &str,
-    all: &[&str],
-    left_out: &[&str],
-    mode: Observe,
-) -> Result<Observed, EngineError> {
-    let name = engine.region.clone();
-    let shown = resources::shown_region(all, &name);
-    // A region left out was not connected, so its engine being this one goes unnoticed
-    // by the check of identities; objects labelled for it here tell it (or that it left
-    // them here when it moved to another engine). Refused before any tidying.
-    if let Some(other) = engine
+/// A region's observation that took too long.
+fn too_long(region: String, endpoint: String) -> EngineError {
+    EngineError::Unreachable {
+        help: crate::engine::docker::unreachable_help(&endpoint),
+        region,
+        endpoint,
+        reason: format!("observing it took more than {OBSERVE_TIMEOUT:?}"),
+    }
+}
+
+/// A region left out by `--region` (`left_out`) was not connected, so its engine being
+/// this one goes unnoticed by the check of identities; objects labelled for it on this
+/// engine tell it (or that it left them here when it moved to another engine). Refused
+/// before anything is tidied in any region.
+fn held_for_left_out(engine: &Engine, project: &str, left_out: &[&str]) -> Result<(), EngineError> {
+    match engine
         .other_regions_seen()
         .into_iter()
         .find(|r| left_out.contains(&r.as_str()))
     {
-        return Err(EngineError::HoldsOtherRegion {
-            region: name,
+        Some(other) => Err(EngineError::HoldsOtherRegion {
+            region: engine.region.clone(),
             endpoint: engine.endpoint.clone(),
             other,
             project: project.to_owned(),
-        });
+        }),
+        None => Ok(()),
     }
+}
+
+/// One region's engine observed from its lists (one list of the containers serves the
+/// tidying and the observation): its objects, and what tidying removed.
+async fn observe_one(
+    engine: Engine,
+    lists: super::docker::Lists,
+    all: &[&str],
+    mode: Observe,
+) -> Result<Observed, EngineError> {
+    let name = engine.region.clone();
+    let shown = resources::shown_region(all, &name);
     let super::docker::Lists {
         containers,
         networks,

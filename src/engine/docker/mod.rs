@@ -43,6 +43,9 @@ pub struct Engine {
     /// The IDs of the engine's built-in networks (`bridge`, `host`, `none`), read when
     /// connecting: a fingerprint that tells engines apart without `/info`.
     builtin: Vec<String>,
+    /// A Podman engine (its answers say `Libpod-Api-Version`): its `/info` gives a new ID
+    /// at every call, so it is told apart by host name and data root only.
+    podman: bool,
     /// Every network as listed when connecting, until the first observation takes it
     /// ([`Engine::networks_listed`]).
     networks_when_connected: std::sync::Mutex<Option<Vec<networks::ObjectInfo>>>,
@@ -79,7 +82,8 @@ async fn list_networks(
     let list = docker
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await?;
-    // These names are the engine's own: it refuses to create networks with them.
+    // The engine's own networks (`nat` is Windows'; on Linux a user may name a network
+    // so, which only adds an ID to the fingerprint: engines then match more, not less).
     let builtin = |name: &str| matches!(name, "bridge" | "host" | "none" | "nat");
     let mut ids: Vec<String> = list
         .iter()
@@ -173,24 +177,32 @@ impl Engine {
         };
         let (builtin, networks) = match listed {
             Ok((ids, all)) => (ids, Some(all)),
-            // An engine that answers but not this (a proxy in front of it allowing less, an
-            // API of its own): no fingerprint, so its `/info` is read whenever
-            // one-engine-one-region is checked.
+            // A proxy in front of the engine that does not allow this: no fingerprint, so
+            // its `/info` is read whenever one-engine-one-region is checked.
             Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 403..=405,
-                ..
+                status_code: 403, ..
             }) => (Vec::new(), None),
             Err(e) => return Err(unreachable(e.to_string())),
         };
-        too_old(
-            clients
-                .engine_api()
-                .unwrap_or_else(|| shown_version(&docker.client_version())),
-        )?;
+        let mut pinged = String::new();
+        if clients.engine_api().is_none() {
+            // A refusal by a proxy says no version; the engine's cheapest answer does.
+            requests += 1;
+            if let Err(e) = docker.ping().await {
+                pinged = format!(" (`_ping`: {e})");
+            }
+        }
+        let Some(api) = clients.engine_api() else {
+            return Err(unreachable(format!(
+                "its answers do not say an API version (`Api-Version`): it is not a Docker engine, or a proxy in front of it hides it{pinged}"
+            )));
+        };
+        too_old(api)?;
         Ok(Engine {
             region: region.to_owned(),
             endpoint: shown.clone(),
             builtin,
+            podman: clients.is_podman(),
             networks_when_connected: std::sync::Mutex::new(networks),
             identity: tokio::sync::OnceCell::new(),
             tls: target.tls.is_some(),
@@ -272,17 +284,14 @@ impl Engine {
 
     /// Whether `other` is this very engine: the same ID, host name and data root of
     /// `/info` (an engine always reports the same three; engines that only share an ID,
-    /// cloned machines, are not taken for one). Asks `/info` only of engines that
-    /// [may be](Engine::may_be_same) one.
+    /// cloned machines, are not taken for one; Podman's by host name and data root). Asks
+    /// `/info` only of engines that [may be](Engine::may_be_same) one.
     pub async fn same_engine(&self, other: &Engine) -> Result<bool, EngineError> {
         if !self.may_be_same(other) {
             return Ok(false);
         }
         let (a, b) = tokio::try_join!(self.identity(), other.identity())?;
-        Ok(!a.id.is_empty()
-            && a.id == b.id
-            && a.host_name == b.host_name
-            && a.root_dir == b.root_dir)
+        Ok(same_identity(a, b, self.podman || other.podman))
     }
 
     /// Tells the engine the spec's regions: what is labelled for another of them is left
@@ -367,6 +376,19 @@ impl Engine {
     }
 }
 
+/// Whether two `/info`s are of one engine: the same ID, host name and data root; for a
+/// Podman engine (whose ID is new at every call) the same host name and data root.
+fn same_identity(a: &Identity, b: &Identity, podman: bool) -> bool {
+    let place = !a.host_name.is_empty()
+        && !a.root_dir.is_empty()
+        && a.host_name == b.host_name
+        && a.root_dir == b.root_dir;
+    match podman {
+        true => place,
+        false => !a.id.is_empty() && a.id == b.id && place,
+    }
+}
+
 /// Whether two engines' built-in network IDs leave it open that they are one engine: they
 /// share one, or either has none.
 fn fingerprints_may_match(a: &[String], b: &[String]) -> bool {
@@ -391,6 +413,47 @@ mod tests {
         assert!(api_at_least("1.100", (1, 40)));
         assert!(!api_at_least("1.39", (1, 40)));
         assert!(!api_at_least("", (1, 40)));
+    }
+
+    #[test]
+    fn two_infos_are_one_engine_by_id_host_and_data_root_and_podman_s_by_host_and_root() {
+        let info = |id: &str, host: &str, root: &str| Identity {
+            id: id.to_owned(),
+            host_name: host.to_owned(),
+            root_dir: root.to_owned(),
+            ncpu: 2,
+            architecture: "x86_64".to_owned(),
+        };
+        let a = info("ID1", "web-1", "/var/lib/docker");
+        assert!(same_identity(
+            &a,
+            &info("ID1", "web-1", "/var/lib/docker"),
+            false
+        ));
+        // A machine cloned from the same image: the same ID, another host name.
+        assert!(!same_identity(
+            &a,
+            &info("ID1", "web-2", "/var/lib/docker"),
+            false
+        ));
+        assert!(!same_identity(
+            &a,
+            &info("ID2", "web-1", "/var/lib/docker"),
+            false
+        ));
+        // Podman gives a new ID at every `/info`.
+        let p = info("uuid-1", "web-1", "/var/lib/containers/storage");
+        assert!(same_identity(
+            &p,
+            &info("uuid-2", "web-1", "/var/lib/containers/storage"),
+            true
+        ));
+        assert!(!same_identity(
+            &p,
+            &info("uuid-2", "web-1", "/home/u/.local/share/containers/storage"),
+            true
+        ));
+        assert!(!same_identity(&info("", "", ""), &info("", "", ""), true));
     }
 
     #[test]
@@ -455,9 +518,30 @@ mod tests {
     fn a_proxy_refusing_the_network_list_leaves_no_fingerprint_and_a_non_engine_is_unreachable() {
         let forbidden = "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 23\r\nConnection: close\r\n\r\n{\"message\":\"forbidden\"}";
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = connect(fake_engine(dir.path(), vec![forbidden])).expect("connects");
-        assert!(engine.builtin.is_empty());
-        assert!(engine.may_be_same(&engine), "no fingerprint: /info decides");
+        let ping = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK";
+        let engine = connect(fake_engine(dir.path(), vec![forbidden, ping])).expect("connects");
+        assert!(engine.builtin.is_empty(), "no fingerprint: /info decides");
+        assert_eq!(
+            engine.requests(),
+            2,
+            "the list, then `_ping` for the version"
+        );
+        // No answer says a version: not taken for an engine (nor for a new enough one).
+        let dir = tempfile::tempdir().expect("tempdir");
+        match connect(fake_engine(dir.path(), vec![forbidden, forbidden])) {
+            Err(EngineError::Unreachable { reason, .. }) => {
+                assert!(reason.contains("Api-Version"), "{reason}")
+            }
+            Err(e) => panic!("expected Unreachable, got {e}"),
+            Ok(_) => panic!("expected Unreachable, got a connected engine"),
+        }
+        // Another web server on the port.
+        let not_found = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found";
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            connect(fake_engine(dir.path(), vec![not_found])),
+            Err(EngineError::Unreachable { .. })
+        ));
         // What a TLS port says to plain HTTP.
         let https = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 48\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
         let dir = tempfile::tempdir().expect("tempdir");
@@ -482,7 +566,7 @@ mod tests {
                 body.len()
             ))
         };
-        let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+        let ok = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = connect(fake_engine(dir.path(), vec![refusal("1.41"), ok]))
             .expect("asked again in 1.41, the engine answers");

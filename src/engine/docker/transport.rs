@@ -34,7 +34,16 @@ pub struct TlsMaterial {
 /// the engine says it speaks (the `Api-Version` header of its answers).
 pub struct Clients {
     make: Box<MakeClient>,
-    api: Arc<Mutex<Option<String>>>,
+    api: Arc<Mutex<Said>>,
+}
+
+/// What the engine's answers said of it.
+#[derive(Default)]
+struct Said {
+    /// `Api-Version`.
+    api: Option<String>,
+    /// `Libpod-Api-Version` (a Podman engine).
+    podman: bool,
 }
 
 /// Makes a client of one engine in the API version asked for.
@@ -48,7 +57,12 @@ impl Clients {
 
     /// The API version the engine's latest answer said it speaks.
     pub fn engine_api(&self) -> Option<String> {
-        self.api.lock().ok().and_then(|a| a.clone())
+        self.api.lock().ok().and_then(|a| a.api.clone())
+    }
+
+    /// Whether an answer said it is Podman's API (`Libpod-Api-Version`).
+    pub fn is_podman(&self) -> bool {
+        self.api.lock().is_ok_and(|a| a.podman)
     }
 }
 
@@ -63,7 +77,7 @@ where
         false => builder.pool_max_idle_per_host(0),
     };
     let client = Arc::new(builder.build(connector));
-    let api: Arc<Mutex<Option<String>>> = Arc::default();
+    let api: Arc<Mutex<Said>> = Arc::default();
     let said = Arc::clone(&api);
     let addr = addr.to_owned();
     let make = move |version: &ClientVersion| {
@@ -73,13 +87,12 @@ where
                 let (client, said) = (Arc::clone(&client), Arc::clone(&said));
                 async move {
                     let res = client.request(req).await.map_err(flatten)?;
-                    if let Some(v) = res
-                        .headers()
-                        .get("api-version")
-                        .and_then(|v| v.to_str().ok())
+                    let headers = res.headers();
+                    if let Some(v) = headers.get("api-version").and_then(|v| v.to_str().ok())
                         && let Ok(mut said) = said.lock()
                     {
-                        *said = Some(v.to_owned());
+                        said.api = Some(v.to_owned());
+                        said.podman |= headers.contains_key("libpod-api-version");
                     }
                     Ok(res)
                 }
