@@ -424,36 +424,48 @@ mod tests {
             ncpu: 2,
             architecture: "x86_64".to_owned(),
         };
-        let a = info("ID1", "web-1", "/var/lib/docker");
-        assert!(same_identity(
-            &a,
-            &info("ID1", "web-1", "/var/lib/docker"),
-            false
-        ));
-        // A machine cloned from the same image: the same ID, another host name.
-        assert!(!same_identity(
-            &a,
-            &info("ID1", "web-2", "/var/lib/docker"),
-            false
-        ));
-        assert!(!same_identity(
-            &a,
-            &info("ID2", "web-1", "/var/lib/docker"),
-            false
-        ));
-        // Podman gives a new ID at every `/info`.
-        let p = info("uuid-1", "web-1", "/var/lib/containers/storage");
-        assert!(same_identity(
-            &p,
-            &info("uuid-2", "web-1", "/var/lib/containers/storage"),
-            true
-        ));
-        assert!(!same_identity(
-            &p,
-            &info("uuid-2", "web-1", "/home/u/.local/share/containers/storage"),
-            true
-        ));
-        assert!(!same_identity(&info("", "", ""), &info("", "", ""), true));
+        let docker = "/var/lib/docker";
+        let podman = "/var/lib/containers/storage";
+        let rootless = "/home/u/.local/share/containers/storage";
+        // (first, second, Podman, one engine)
+        let cases = [
+            (
+                ("ID1", "web-1", docker),
+                ("ID1", "web-1", docker),
+                false,
+                true,
+            ),
+            // A machine cloned from the same image: the same ID, another host name.
+            (
+                ("ID1", "web-1", docker),
+                ("ID1", "web-2", docker),
+                false,
+                false,
+            ),
+            (
+                ("ID1", "web-1", docker),
+                ("ID2", "web-1", docker),
+                false,
+                false,
+            ),
+            // Podman gives a new ID at every `/info`.
+            (("u1", "web-1", podman), ("u2", "web-1", podman), true, true),
+            (
+                ("u1", "web-1", podman),
+                ("u2", "web-1", rootless),
+                true,
+                false,
+            ),
+            (("", "", ""), ("", "", ""), true, false),
+        ];
+        for ((i1, h1, r1), (i2, h2, r2), is_podman, one) in cases {
+            let (a, b) = (info(i1, h1, r1), info(i2, h2, r2));
+            assert_eq!(
+                same_identity(&a, &b, is_podman),
+                one,
+                "{i1} {h1} {r1} / {i2} {h2} {r2}"
+            );
+        }
     }
 
     #[test]
