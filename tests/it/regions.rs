@@ -319,6 +319,116 @@ fn docker_host_with_tls_verify_and_cert_path_reaches_an_engine_over_tls() {
     assert!(e.containers(&p).is_empty(), "{:?}", e.containers(&p));
 }
 
+/// A plain TCP address of this machine (its first global IPv4 address, not loopback: to
+/// berth an engine on another machine) forwarding every connection to `socket`, until
+/// dropped.
+struct PlainTcp {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PlainTcp {
+    fn to(socket: &std::path::Path) -> PlainTcp {
+        use std::sync::atomic::Ordering;
+        let out = std::process::Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output()
+            .unwrap();
+        // `2: eth0    inet 10.0.0.5/24 brd ...`: docker0 at least has one.
+        let ip = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace().skip_while(|w| *w != "inet").skip(1);
+                w.next()
+                    .and_then(|a| a.split('/').next())
+                    .map(str::to_owned)
+            })
+            .expect("a global IPv4 address");
+        let listener = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (socket, stopping) = (socket.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(tcp) = conn else { continue };
+                let Ok(unix) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                let (mut t1, mut u1) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+                let (mut t2, mut u2) = (tcp, unix);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut t1, &mut u1);
+                    let _ = u1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut t2);
+                    let _ = t2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        PlainTcp { addr, stop }
+    }
+}
+
+impl Drop for PlainTcp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread, which then returns.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// A plain `tcp://` engine on another machine (as berth sees it) is refused secrets before
+/// any change, in every region, and the same spec without secrets applies there.
+#[test]
+fn secrets_are_refused_for_a_plain_tcp_engine_on_another_machine() {
+    let Some(e) = second_engine() else { return };
+    let image = common::docker::testapp_image();
+    e.load_image(image);
+    let plain = PlainTcp::to(&e.socket);
+    let s = Scene::new();
+    let spec = |secrets: &str| {
+        s.spec(&format!(
+            "identity: ./me.key
+regions:
+  iad: {{ engine: \"{LOCAL}\", primary: true }}
+  ord: {{ engine: \"tcp://{}\" }}
+secrets:
+  token: {{ file: secrets/token.age, min_length: 16 }}
+pods:
+  web:
+    image: {image}
+    env: {{ VERSION: v1 }}
+{secrets}",
+            plain.addr
+        ))
+    };
+    spec("    secrets: [token]\n");
+    s.berth(&["secrets", "init"]).code(0);
+    Berth::new()
+        .dir(s.path())
+        .args(["secrets", "set", "token"])
+        .stdin(common::canary().into_bytes())
+        .run()
+        .code(0);
+    let err = s.berth(&["apply", "--yes"]).code(1).stderr_flat();
+    assert!(
+        err.contains("send secrets to an engine without TLS") && err.contains("in clear"),
+        "{err}"
+    );
+    nothing_created(&s, e);
+    // Without secrets the engine is usable (berth warns about it).
+    spec("");
+    s.berth(&["apply", "--yes"]).code(0);
+    let p = s.project.0.clone();
+    assert_eq!(e.containers(&p), vec![format!("{} running", s.name("web"))]);
+    s.berth(&["destroy", "--yes"]).code(0);
+    nothing_created(&s, e);
+}
+
 /// An object on one region's engine labelled for another region of the spec is not taken
 /// for the first region's: `iad`'s plan does not see a container claiming `pod.web` for
 /// `ord`, and `destroy` leaves it alone.
