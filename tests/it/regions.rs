@@ -319,6 +319,20 @@ fn docker_host_with_tls_verify_and_cert_path_reaches_an_engine_over_tls() {
     assert!(e.containers(&p).is_empty(), "{:?}", e.containers(&p));
 }
 
+/// The head of a spec: the identity, `iad` on the local engine (primary), `ord` as given,
+/// and a secret `token`.
+fn regions_with_a_secret(ord: &str) -> String {
+    format!(
+        "identity: ./me.key
+regions:
+  iad: {{ engine: \"{LOCAL}\", primary: true }}
+  ord: {ord}
+secrets:
+  token: {{ file: secrets/token.age, min_length: 16 }}
+"
+    )
+}
+
 /// A plain TCP address of this machine (its first global IPv4 address, not loopback: to
 /// berth an engine on another machine) forwarding every connection to `socket`, until
 /// dropped.
@@ -392,18 +406,12 @@ fn secrets_are_refused_for_a_plain_tcp_engine_on_another_machine() {
     let s = Scene::new();
     let spec = |secrets: &str| {
         s.spec(&format!(
-            "identity: ./me.key
-regions:
-  iad: {{ engine: \"{LOCAL}\", primary: true }}
-  ord: {{ engine: \"tcp://{}\" }}
-secrets:
-  token: {{ file: secrets/token.age, min_length: 16 }}
-pods:
+            "{}pods:
   web:
     image: {image}
     env: {{ VERSION: v1 }}
 {secrets}",
-            plain.addr
+            regions_with_a_secret(&format!("{{ engine: \"tcp://{}\" }}", plain.addr))
         ))
     };
     spec("    secrets: [token]\n");
@@ -717,20 +725,15 @@ fn two_regions_with_a_secret(
     let value = common::canary();
     let spec = |version: &str| {
         s.spec(&format!(
-            "identity: ./me.key
-regions:
-  iad: {{ engine: \"{LOCAL}\", primary: true }}
-  ord: {ord}
-secrets:
-  token: {{ file: secrets/token.age, min_length: 16 }}
-pods:
+            "{}pods:
   web:
     image: {image}
     user: \"1000:1000\"
     env: {{ VERSION: {version}, REQUIRE_FILE: /run/secrets/token }}
     secrets: [token]
     health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 40 }}
-"
+",
+            regions_with_a_secret(ord)
         ))
     };
     spec("v1");
