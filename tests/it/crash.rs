@@ -30,17 +30,7 @@ impl CrashScene for Scene {
     }
 
     fn objects(&self, kind: &str) -> Vec<String> {
-        let out = docker(&[
-            kind,
-            "ls",
-            "--filter",
-            &format!("label=io.berth.project={}", self.project.0),
-            "--format",
-            "{{.Name}}",
-        ]);
-        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
-        v.sort();
-        v
+        crate::common::docker::project_names(docker, kind, &self.project.0)
     }
 
     fn labels_of(&self, container: &str) -> serde_json::Value {
@@ -141,7 +131,7 @@ fn undo_of(r: &serde_json::Value, kind: &str, name: &str) -> bool {
 }
 
 /// Runs `apply --yes` aborted right after writing record `kill_at`.
-fn apply_killed_at(s: &Scene, kill_at: u64) {
+pub(crate) fn apply_killed_at(s: &Scene, kill_at: u64) {
     let killed = Berth::new()
         .dir(s.path())
         .args(["apply", "--yes"])

@@ -130,17 +130,7 @@ fn berth_ssh(s: &Scene, e: &SecondEngine, args: &[&str]) -> common::Run {
 
 /// Names of the project's networks on the first engine.
 fn local_networks(project: &str) -> Vec<String> {
-    let out = common::docker::docker(&[
-        "network",
-        "ls",
-        "--filter",
-        &format!("label=io.berth.project={project}"),
-        "--format",
-        "{{.Name}}",
-    ]);
-    let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
-    v.sort();
-    v
+    common::docker::project_names(common::docker::docker, "network", project)
 }
 
 /// Nothing of the project on either engine.

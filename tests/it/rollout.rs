@@ -79,18 +79,23 @@ impl TwoRegions {
         t.write(rollout, "v1", "");
         let r = t.scene.berth(&["apply", "--yes"]).code(0);
         // One region after the other, the primary first.
-        let err = r.stderr();
-        let iad = err
-            .find("Region `iad`:")
-            .expect("iad's rollout is announced");
-        let ord = err
-            .find("Region `ord`:")
-            .expect("ord's rollout is announced");
+        let (err, [iad, ord]) = announced(&r);
         assert!(iad < ord, "{err}");
         assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
         t.scene.plan(0);
         Some(t)
     }
+}
+
+/// An apply's output, and where in it each region's rollout (`iad`, `ord`) is announced.
+fn announced(r: &common::Run) -> (String, [usize; 2]) {
+    let err = r.stderr();
+    let at = |region: &str| {
+        err.find(&format!("Region `{region}`:"))
+            .unwrap_or_else(|| panic!("{region}'s rollout is not announced:\n{err}"))
+    };
+    let found = [at("iad"), at("ord")];
+    (err, found)
 }
 
 #[test]
@@ -252,13 +257,7 @@ fn a_primary_pod_depending_on_a_pod_of_another_region_rolls_that_region_out_firs
     let dep = "    depends_on: [web-ord@ord]\n";
     t.write_with("", "v1", "", dep);
     let r = t.scene.berth(&["apply", "--yes"]).code(0);
-    let err = r.stderr();
-    let iad = err
-        .find("Region `iad`:")
-        .expect("iad's rollout is announced");
-    let ord = err
-        .find("Region `ord`:")
-        .expect("ord's rollout is announced");
+    let (err, [iad, ord]) = announced(&r);
     assert!(ord < iad, "ord first, though iad is primary:\n{err}");
     assert_eq!(t.serving(), ("v1".to_owned(), "v1".to_owned()));
     t.scene.plan(0);
@@ -313,16 +312,7 @@ fn a_halted_rollout_killed_at_every_journal_boundary_recovers_to_a_consistent_st
         let before = revisions(&t).len();
 
         t.write(halt, "v2", ", FAIL_HEALTH: 1");
-        let killed = common::Berth::new()
-            .dir(t.scene.path())
-            .args(["apply", "--yes"])
-            .env("BERTH_FAULT_KILL_AT", &kill_at.to_string())
-            .run();
-        assert!(
-            killed.0.status.code().is_none() || killed.0.status.code() == Some(134),
-            "apply was not killed at record {kill_at}: {}",
-            killed.stderr()
-        );
+        crate::crash::apply_killed_at(&t.scene, kill_at as u64);
         t.scene.berth(&["recover"]).code(0);
         let context = format!("killed at record {kill_at} (commit at {commit_at})");
         let after = revisions(&t);

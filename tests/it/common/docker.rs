@@ -24,6 +24,22 @@ pub fn available() -> bool {
     ok
 }
 
+/// Names of `project`'s objects of `kind` (`network`, `volume`), sorted, as `docker` (the
+/// CLI against some engine) lists them.
+pub fn project_names(docker: impl Fn(&[&str]) -> String, kind: &str, project: &str) -> Vec<String> {
+    let out = docker(&[
+        kind,
+        "ls",
+        "--filter",
+        &format!("label=io.berth.project={project}"),
+        "--format",
+        "{{.Name}}",
+    ]);
+    let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
 /// Runs the docker CLI; panics with its output when it fails.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")

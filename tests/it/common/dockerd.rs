@@ -621,17 +621,7 @@ impl SecondEngine {
 
     /// Names of a project's networks on this engine, sorted.
     pub fn networks(&self, project: &str) -> Vec<String> {
-        let out = self.docker(&[
-            "network",
-            "ls",
-            "--filter",
-            &format!("label=io.berth.project={project}"),
-            "--format",
-            "{{.Name}}",
-        ]);
-        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
-        v.sort();
-        v
+        super::docker::project_names(|args| self.docker(args), "network", project)
     }
 
     /// Removes everything labelled for `project` on this engine (containers, networks,
@@ -1170,17 +1160,7 @@ impl PrivateEngine {
 
     /// Names of `project`'s volumes on this engine, sorted.
     pub fn volumes(&self, project: &str) -> Vec<String> {
-        let out = self.docker(&[
-            "volume",
-            "ls",
-            "--filter",
-            &format!("label=io.berth.project={project}"),
-            "--format",
-            "{{.Name}}",
-        ]);
-        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
-        v.sort();
-        v
+        super::docker::project_names(|args| self.docker(args), "volume", project)
     }
 }
 
