@@ -682,19 +682,7 @@ fn end(pid: i32, signal: i32, wait: Duration) -> bool {
 
 /// Processes whose command line names `base` (dockerd, its containerd and shims, sshd).
 fn processes_of(base: &Path) -> Vec<i32> {
-    let needle = base.display().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .filter(|&pid| alive(pid))
-        .collect()
+    processes_matching(&[&base.display().to_string()])
 }
 
 /// Live processes whose command line (arguments joined by spaces) holds every one of `words`.
