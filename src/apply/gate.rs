@@ -290,10 +290,19 @@ pub async fn healthy(
             }
         }
         _ => {
-            // No health check: the container must stay up for a moment.
-            while started.elapsed() < SETTLE {
-                running_gate(engine, id, &state_of(id).await?).await?;
-                tokio::time::sleep(POLL).await;
+            // No health check: the container must stay up for a moment. The engine's
+            // events tell of an exit during it as it happens (one request, not a look
+            // every moment); a look after it judges, restarts by its policy included.
+            running_gate(engine, id, &state_of(id).await?).await?;
+            let window = SETTLE.saturating_sub(started.elapsed());
+            let began = Instant::now();
+            match engine.exits_within(id, window).await {
+                // Exited: the look below says how.
+                Ok(Some(_)) => {}
+                // The window passed, or the engine ended the stream early: wait it out.
+                Ok(None) | Err(_) => {
+                    tokio::time::sleep(window.saturating_sub(began.elapsed())).await;
+                }
             }
             running_gate(engine, id, &state_of(id).await?).await
         }
@@ -532,6 +541,8 @@ impl super::Run<'_> {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         };
+        // Waiting holds no worker: other steps ask the engine for their changes meanwhile.
+        let gates = self.without_worker(gates);
         let verdict = tokio::select! {
             v = gates => v,
             () = interrupted => return Err(ApplyError::Interrupted { report: String::new() }),

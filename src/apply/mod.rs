@@ -6,8 +6,9 @@
 //!
 //! Regions are rolled out one after another (the primary first): a region's steps and
 //! gates are all done before the next region starts. Steps of one graph layer do not
-//! depend on each other and run concurrently, at most `--parallelism` at once; a layer
-//! starts when the one before it is done. When a step fails, the others of its layer
+//! depend on each other and run concurrently, at most `--parallelism` of them asking the
+//! engine for changes at once (a step waiting for its container's gates holds no worker);
+//! a layer starts when the one before it is done. When a step fails, the others of its layer
 //! finish (nothing is left half-done) and then everything is undone (with
 //! `rollout.on_failure: halt`, only the failed region's steps, once a region is done).
 //!
@@ -64,11 +65,15 @@ impl From<crate::plan::Summary> for crate::state::revisions::Summary {
     }
 }
 
+/// Steps asking the engine for changes at once unless `--parallelism` says otherwise.
+pub const DEFAULT_PARALLELISM: u16 = 4;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Remove volumes the spec no longer has (their data with them).
     pub delete_volumes: bool,
-    /// Most steps in flight at once (steps of one graph layer do not depend on each other).
+    /// Most steps doing engine work at once (steps of one graph layer do not depend on each
+    /// other). A step waiting for its gates holds no worker: another step starts meanwhile.
     pub parallelism: usize,
 }
 
@@ -76,7 +81,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             delete_volumes: false,
-            parallelism: 4,
+            parallelism: usize::from(DEFAULT_PARALLELISM),
         }
     }
 }
@@ -327,6 +332,9 @@ struct Run<'a> {
     undo: RefCell<Vec<(u64, Undo)>>,
     /// Set when a step fails: the steps not yet started in its batch are skipped.
     failed: Cell<bool>,
+    /// `parallelism` workers: a step holds one while it asks the engine for changes, not
+    /// while it waits for a container's gates ([`Run::step`], [`Run::gate`]).
+    workers: std::sync::Arc<tokio::sync::Semaphore>,
     commit: RefCell<Vec<CommitItem>>,
     journal: RefCell<Option<Journal>>,
     /// Set by SIGINT/SIGTERM: no new step starts.
@@ -345,6 +353,11 @@ struct Run<'a> {
     /// The regions the revision reaches when not all (`--region`, or the regions done
     /// before a rollout halted), and the region it halted at: said by the commit.
     covered: RefCell<(Option<Vec<String>>, Option<String>)>,
+}
+
+tokio::task_local! {
+    /// The worker held by the step being polled (see [`Run::without_worker`]).
+    static WORKER: RefCell<Option<tokio::sync::OwnedSemaphorePermit>>;
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -406,6 +419,7 @@ pub async fn apply(
         options,
         undo: RefCell::new(Vec::new()),
         failed: Cell::new(false),
+        workers: std::sync::Arc::new(tokio::sync::Semaphore::new(options.parallelism.max(1))),
         commit: RefCell::new(Vec::new()),
         journal: RefCell::new(Some(journal)),
         interrupted,
@@ -560,6 +574,8 @@ impl<'a> Run<'a> {
     }
 
     async fn step(&self, c: &Change) -> Result<(), ApplyError> {
+        // A worker first; the step gives it back while it waits for gates ([`Worker`]).
+        let worker = self.worker().await;
         if self.failed.get() {
             return Err(ApplyError::Skipped);
         }
@@ -574,7 +590,7 @@ impl<'a> Run<'a> {
             address: address.clone(),
             state: StepState::Started,
         })?;
-        let result = self.step_inner(c).await;
+        let result = WORKER.scope(RefCell::new(worker), self.step_inner(c)).await;
         self.journal(Record::Step {
             address,
             state: if result.is_ok() {
@@ -587,6 +603,23 @@ impl<'a> Run<'a> {
             self.failed.set(true);
         }
         result
+    }
+
+    /// One of the `parallelism` workers, once one is free (none when the run's semaphore
+    /// is closed, which it never is).
+    async fn worker(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.workers.clone().acquire_owned().await.ok()
+    }
+
+    /// Runs `wait` (a wait on the engine that asks it for nothing heavy: a gate) after
+    /// giving back the step's worker, so that another step uses it meanwhile. The step
+    /// finishes without one: what is left after a gate (a name switched, a proxy told) is
+    /// short, and waiting behind the steps queued for a worker would hold the pod's
+    /// verdict back until they had all started. Outside a step (undo, recover) it just
+    /// waits.
+    async fn without_worker<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
+        let _ = WORKER.try_with(|w| w.borrow_mut().take());
+        wait.await
     }
 
     fn event(&self, address: Option<&crate::graph::Address>, status: Status, message: String) {

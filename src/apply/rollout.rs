@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::StreamExt;
-
 use super::{ApplyError, Run, Status, rolled_back};
 use crate::graph::ResourceGraph;
 use crate::plan::Change;
@@ -36,11 +34,10 @@ impl Run<'_> {
                 self.event(None, Status::Started, format!("Region `{}`:", region.name));
             }
             for batch in &region.batches {
-                let results: Vec<Result<(), ApplyError>> = futures_util::stream::iter(batch)
-                    .map(|c| self.step(c))
-                    .buffer_unordered(self.options.parallelism.max(1))
-                    .collect()
-                    .await;
+                // Every step of the batch is polled at once; `parallelism` workers limit
+                // how many ask the engine for changes at a time ([`Run::step`]).
+                let results: Vec<Result<(), ApplyError>> =
+                    futures_util::future::join_all(batch.iter().map(|c| self.step(c))).await;
                 changed += results.iter().filter(|r| r.is_ok()).count();
                 // Every step of the batch has finished or was skipped (none is left half-done);
                 // undo them all, and report the failure rather than the skips it caused.

@@ -33,8 +33,9 @@ pub struct Args {
     /// Remove volumes that are no longer in the spec, with their data.
     #[arg(long)]
     pub delete_volumes: bool,
-    /// Most steps in flight at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Most steps asking the engine for changes at once (a step waiting for its gates
+    /// holds none).
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: u16,
     /// `json`: the plan, every step and the outcome as JSON lines on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -59,7 +60,7 @@ impl Args {
         Args {
             yes: true,
             delete_volumes: false,
-            parallelism: 4,
+            parallelism: crate::apply::DEFAULT_PARALLELISM,
             format: Format::Human,
             lock_wait: None,
             notify: None,

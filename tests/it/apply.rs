@@ -288,6 +288,57 @@ fn independent_pods_start_together_and_one_failure_undoes_them_all() {
     s.plan(0);
 }
 
+/// A pod waiting for its gates holds none of `--parallelism`'s workers: with one worker,
+/// two independent pods whose health checks cannot pass yet are both started and wait
+/// together (before, the first held the worker until its gate passed, and the second was
+/// not even created).
+#[test]
+fn a_pod_waiting_for_its_gates_holds_no_worker() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let gate = s.path().join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    std::fs::write(gate.join("closed"), "").unwrap();
+    let image = docker::testapp_image();
+    // Unhealthy while /gate/closed exists; a gate that allows two minutes.
+    let pod = |name: &str| {
+        format!(
+            "  {name}:\n    image: {image}\n    volumes: [\"./gate:/gate:ro\"]\n    env: {{ VERSION: {name}, FAIL_IF_FILE: /gate/closed }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 600 }}\n"
+        )
+    };
+    s.pods(&[pod("a"), pod("b")].concat());
+    let mut apply = s
+        .berth_cmd(&["apply", "--yes", "--parallelism", "1"])
+        .spawn();
+    let running = || {
+        docker::docker(&[
+            "ps",
+            "--filter",
+            &format!("label=io.berth.project={}", s.project.0),
+            "--format",
+            "{{.Names}}",
+        ])
+        .lines()
+        .filter(|n| *n == s.name("a") || *n == s.name("b"))
+        .count()
+    };
+    // Bounded: 30 s at most, then the gates are opened whatever was seen.
+    let both = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        running() == 2
+    });
+    std::fs::remove_file(gate.join("closed")).unwrap();
+    let status = apply.wait().unwrap();
+    assert!(
+        both,
+        "with one worker, the second pod was not started while the first waited for its gate"
+    );
+    assert!(status.success(), "apply failed once the gates were opened");
+    assert_eq!(containers_of(&s.project.0), [s.name("a"), s.name("b")]);
+}
+
 #[test]
 fn json_events_tell_a_machine_what_happened() {
     if !docker::available() {
@@ -583,6 +634,29 @@ fn a_pod_that_crashes_and_is_restarted_by_its_policy_fails_its_gate() {
         "{err}"
     );
     assert!(err.contains("crashing as asked"), "the log tail: {err}");
+    assert!(containers_of(&s.project.0).is_empty());
+}
+
+/// A pod without a health check that exits a moment after it started (after the first
+/// look, inside the settle window, which the engine's events watch) fails its gate with
+/// the status it exited with.
+#[test]
+fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&format!(
+        "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 7 }}\n"
+    ));
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.brief` failed its `running` gate"),
+        "{err}"
+    );
+    assert!(err.contains("exit status 7"), "{err}");
     assert!(containers_of(&s.project.0).is_empty());
 }
 

@@ -148,6 +148,48 @@ impl Engine {
         out
     }
 
+    /// Watches the engine's events for an exit of the container `id` (one it still holds,
+    /// or one to come) for at most `window`: the exit status of the first, or `None` when
+    /// the window passed without one. One request held open, instead of a look every
+    /// moment.
+    pub async fn exits_within(
+        &self,
+        id: &str,
+        window: std::time::Duration,
+    ) -> Result<Option<i64>, EngineError> {
+        self.count();
+        let options = bollard::query_parameters::EventsOptions {
+            // Every event the engine holds for this container id, then those to come (no
+            // `until`: the engine's clock need not agree with this machine's).
+            since: Some("0".to_owned()),
+            until: None,
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("container".to_owned(), vec![id.to_owned()]),
+                ("event".to_owned(), vec!["die".to_owned()]),
+            ])),
+        };
+        let mut events = self.docker.events(Some(options));
+        let first = async {
+            match events.next().await {
+                Some(Ok(event)) => Ok(Some(
+                    event
+                        .actor
+                        .and_then(|a| a.attributes)
+                        .and_then(|a| a.get("exitCode").and_then(|c| c.parse().ok()))
+                        .unwrap_or(-1),
+                )),
+                Some(Err(e)) => Err(self.call_error("events", e)),
+                // The engine ended the stream: no exit seen.
+                None => Ok(None),
+            }
+        };
+        match tokio::time::timeout(window, first).await {
+            Ok(seen) => seen,
+            Err(_) => Ok(None),
+        }
+    }
+
     /// The exit status of the container's last exit, from the engine's events (those it
     /// still holds). After a restart by its policy, the container's own state shows the
     /// new run (status 0 while it runs); its `die` events keep the status of each exit.
