@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
+
 use super::container::{container_name_of, object_name};
 use super::{ApplyError, Run, Status};
 use crate::engine::Engine;
@@ -12,6 +14,9 @@ use crate::graph::Kind;
 use crate::plan::{Action, Change};
 use crate::resources::attr;
 use crate::spec::Spec;
+
+/// Name checks in flight at once in the pre-flight.
+const NAME_CHECKS_AT_ONCE: usize = 16;
 
 impl Run<'_> {
     /// Pre-flight: everything apply needs, checked before the first mutation; the cheap
@@ -23,11 +28,19 @@ impl Run<'_> {
         // Also run by `Session::preflight` before any `before_apply` backup; again here,
         // next to the first mutation, since a backup can take minutes (one `/info` call).
         preflight_host(self.spec, changes, self.engines).await?;
+        // Every name asked at once (a few requests per pod, each a quick answer), bounded;
+        // the first taken name in plan order is the one reported.
+        let free: Vec<Result<(), ApplyError>> = futures_util::stream::iter(changes)
+            .map(|c| self.names_free(c))
+            .buffered(NAME_CHECKS_AT_ONCE)
+            .collect()
+            .await;
+        free.into_iter().collect::<Result<(), ApplyError>>()?;
+        // Images one change after the other (a build or a pull at a time), each image
+        // looked for once per engine.
+        let mut present = std::collections::HashSet::new();
         for c in changes {
-            self.names_free(c).await?;
-        }
-        for c in changes {
-            self.preflight(c).await?;
+            self.preflight(c, &mut present).await?;
         }
         Ok(())
     }
@@ -132,7 +145,11 @@ impl Run<'_> {
     }
 
     /// Images: pulled when absent, built from their context when `build:` says so.
-    async fn preflight(&self, c: &Change) -> Result<(), ApplyError> {
+    async fn preflight(
+        &self,
+        c: &Change,
+        present: &mut std::collections::HashSet<(String, String)>,
+    ) -> Result<(), ApplyError> {
         match (c.address.kind, c.action) {
             (Kind::Pod, Action::Create | Action::Replace | Action::Heal) => {
                 let Some(pod) = self.spec.pods.get(&c.address.name) else {
@@ -183,14 +200,17 @@ impl Run<'_> {
                     .as_ref()
                     .map(|i| planned.unwrap_or_else(|| i.value.clone()))
                 {
-                    Some(image) => self.ensure_image(c, &region, &image).await,
+                    Some(image) => self.ensure_image(c, &region, &image, present).await,
                     None => Ok(()),
                 }
             }
             (Kind::Proxy, Action::Create | Action::Replace | Action::Heal) => {
                 let image = self.desired(c).and_then(|r| r.attrs.get(attr::IMAGE));
                 match image {
-                    Some(image) => self.ensure_image(c, &self.region_of(c), image).await,
+                    Some(image) => {
+                        self.ensure_image(c, &self.region_of(c), image, present)
+                            .await
+                    }
                     None => Ok(()),
                 }
             }
@@ -198,9 +218,21 @@ impl Run<'_> {
         }
     }
 
-    /// The image is on the region's engine, or pulled there.
-    async fn ensure_image(&self, c: &Change, region: &str, image: &str) -> Result<(), ApplyError> {
+    /// The image is on the region's engine, or pulled there; `present` holds the (region,
+    /// image) pairs already found or pulled in this pre-flight.
+    async fn ensure_image(
+        &self,
+        c: &Change,
+        region: &str,
+        image: &str,
+        present: &mut std::collections::HashSet<(String, String)>,
+    ) -> Result<(), ApplyError> {
+        let key = (region.to_owned(), image.to_owned());
+        if present.contains(&key) {
+            return Ok(());
+        }
         if self.engine(region).image_present(image).await? {
+            present.insert(key);
             return Ok(());
         }
         self.event(
@@ -221,6 +253,7 @@ impl Run<'_> {
             Status::Done,
             format!("  {}: pulled {}", c.address, image),
         );
+        present.insert(key);
         Ok(())
     }
 }
