@@ -1,22 +1,21 @@
 //! Benchmark: berth against the real engine, and against docker-compose on the same engine.
 //!
-//! Run: `cargo run --release --example bench_apply` (needs the Docker engine, rustc and
-//! docker-compose; builds the test app image from fixtures/images/testapp).
+//! Run: `cargo build --release --bin berth --example bench_apply`, then
+//! `target/release/examples/bench_apply [RUNS [PODS]]` (default 5 runs of 20 pods; needs the
+//! Docker engine, rustc and docker-compose; builds the test app image from
+//! fixtures/images/testapp).
 //!
-//! 1. apply of 20 independent pods from nothing, then a no-op re-apply, against
-//!    `docker-compose up -d` of the equivalent compose file, then its no-op `up -d`;
-//! 2. a no-op plan with 50 running pods: wall time and engine requests.
-//!
-//! berth runs in this process through the library (the CLI does the same work; Rust starts
-//! in about a millisecond); docker-compose runs as its CLI. berth waits for every pod's
-//! HTTP health check to pass; `up -d` waits for nothing.
+//! 1. apply of PODS independent pods from nothing with the release `berth` CLI and its
+//!    defaults (`berth apply --yes`), against `docker-compose up -d` of the equivalent
+//!    compose file, runs alternated; once with pods without a health check (each must stay
+//!    up for berth's settle window) and once with an HTTP health check (its gate ends when
+//!    it passes); `up -d` waits for nothing. Then the no-op re-apply of each;
+//! 2. a no-op plan with 50 running pods: wall time and engine requests (through the
+//!    library, which counts them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use berth::apply::Options;
-use berth::ops::{Goal, Session};
 
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().expect("command runs");
@@ -42,12 +41,19 @@ fn build_image(dir: &Path) -> String {
     tag
 }
 
-fn berth_spec(project: &str, image: &str, pods: usize) -> String {
+/// `pods` independent pods of `image`; with `health`, each with an HTTP health check (its
+/// gate ends when the check passes), without, each must stay up for the settle window.
+fn berth_spec(project: &str, image: &str, pods: usize, health: bool) -> String {
     let mut s = format!("version: 1\nproject: {project}\npods:\n");
     for i in 0..pods {
         s.push_str(&format!(
-            "  app{i}:\n    image: {image}\n    env: {{ VERSION: v{i} }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, retries: 50 }}\n"
+            "  app{i}:\n    image: {image}\n    env: {{ VERSION: v{i} }}\n"
         ));
+        if health {
+            s.push_str(
+                "    health: { http: { port: 8080, path: /health }, interval: 100ms, retries: 50 }\n",
+            );
+        }
     }
     s
 }
@@ -62,7 +68,7 @@ fn compose_file(image: &str, pods: usize) -> String {
     s
 }
 
-/// The benchmark's own state directory, beside its spec, and berth's lock like `apply`.
+/// The library's options for the benchmark's own state directory, beside its spec.
 fn opts(spec: &Path) -> berth::ops::Opts {
     berth::ops::Opts {
         state_dir: spec.parent().map(|d| d.join("state")),
@@ -71,20 +77,32 @@ fn opts(spec: &Path) -> berth::ops::Opts {
     }
 }
 
-fn apply(path: &Path, goal: Goal) -> (Duration, usize) {
-    let t = Instant::now();
-    let session = Session::open(path, goal, &opts(path)).expect("plan");
-    let applied = session
-        .apply(
-            // The CLI's defaults (`berth apply` without `--parallelism`).
-            Options {
-                delete_volumes: true,
-                ..Options::default()
-            },
-            &mut |_| {},
-        )
-        .expect("apply");
-    (t.elapsed(), applied.changed)
+/// The release `berth` binary beside this example (`target/release/berth`).
+fn berth_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("berth"))
+        .expect("the example runs from target/<profile>/examples");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo build --release --bin berth --example bench_apply` first",
+        bin.display()
+    );
+    bin
+}
+
+/// `berth ARGS` as a user runs it (the CLI's defaults), with the benchmark's state
+/// directory; its wall time.
+fn berth(bin: &Path, spec: &Path, args: &[&str]) -> Duration {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--file")
+        .arg(spec)
+        .arg("--state-dir")
+        .arg(spec.parent().expect("dir").join("state"))
+        .args(args);
+    timed(&mut cmd)
 }
 
 fn timed(cmd: &mut Command) -> Duration {
@@ -97,21 +115,25 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn range(v: &[Duration]) -> String {
+    let lo = v.iter().min().copied().unwrap_or_default();
+    let hi = v.iter().max().copied().unwrap_or_default();
+    format!("{:.0}-{:.0}", ms(lo), ms(hi))
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runs: usize = args.first().map_or(5, |a| a.parse().expect("RUNS"));
+    let pods: usize = args.get(1).map_or(20, |a| a.parse().expect("PODS"));
+    let bin = berth_bin();
     let dir = tempfile_dir();
     let image = build_image(&dir);
-    let pods = 20;
 
-    // berth: 20 pods from nothing, then again.
-    let spec = dir.join("berth.yaml");
-    std::fs::write(&spec, berth_spec("benchb", &image, pods)).expect("spec");
-    let (berth_up, changed) = apply(&spec, Goal::Spec);
-    assert_eq!(changed, pods + 1, "network and pods");
-    let (berth_noop, nothing) = apply(&spec, Goal::Spec);
-    assert_eq!(nothing, 0);
-    apply(&spec, Goal::Nothing);
-
-    // docker-compose: the same 20 containers, then again.
     let compose = dir.join("docker-compose.yml");
     std::fs::write(&compose, compose_file(&image, pods)).expect("compose file");
     let dc = |args: &[&str]| {
@@ -119,28 +141,52 @@ fn main() {
         c.arg("-f").arg(&compose).args(["-p", "benchc"]).args(args);
         c
     };
-    let compose_up = timed(&mut dc(&["up", "-d"]));
-    let compose_noop = timed(&mut dc(&["up", "-d"]));
-    sh(&mut dc(&["down"]));
 
-    println!("apply of {pods} independent pods on one engine (same image, same engine, same run):");
     println!(
-        "  from nothing: berth {:>7.0} ms (health-checked)  docker-compose up -d {:>7.0} ms  ratio {:.2}x",
-        ms(berth_up),
-        ms(compose_up),
-        ms(compose_up) / ms(berth_up)
+        "apply of {pods} independent pods from nothing on one engine, the CLI's defaults \
+         (`berth apply --yes`, `docker-compose up -d`), {runs} runs each, alternated; \
+         medians (ranges) in ms"
     );
+    let mut noops = (Vec::new(), Vec::new());
+    for (shape, health) in [("without a health check", false), ("health-checked", true)] {
+        let spec = dir.join("berth.yaml");
+        std::fs::write(&spec, berth_spec("benchb", &image, pods, health)).expect("spec");
+        let (mut b, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            b.push(berth(&bin, &spec, &["apply", "--yes"]));
+            if !health {
+                noops.0.push(berth(&bin, &spec, &["apply", "--yes"]));
+            }
+            berth(&bin, &spec, &["destroy", "--yes"]);
+            c.push(timed(&mut dc(&["up", "-d"])));
+            if !health {
+                noops.1.push(timed(&mut dc(&["up", "-d"])));
+            }
+            sh(&mut dc(&["down"]));
+        }
+        println!(
+            "  {shape:<24} berth {:>6.0} ({})  docker-compose {:>6.0} ({})  berth/compose {:.2}",
+            ms(median(b.clone())),
+            range(&b),
+            ms(median(c.clone())),
+            range(&c),
+            ms(median(b)) / ms(median(c))
+        );
+    }
     println!(
-        "  no-op again:  berth {:>7.0} ms                   docker-compose up -d {:>7.0} ms  ratio {:.1}x",
-        ms(berth_noop),
-        ms(compose_noop),
-        ms(compose_noop) / ms(berth_noop)
+        "  no-op apply again        berth {:>6.0} ({})  docker-compose {:>6.0} ({})  berth/compose {:.3}",
+        ms(median(noops.0.clone())),
+        range(&noops.0),
+        ms(median(noops.1.clone())),
+        range(&noops.1),
+        ms(median(noops.0.clone())) / ms(median(noops.1.clone()))
     );
 
-    // A no-op plan with 50 running pods.
+    // A no-op plan with 50 running pods: its time and engine requests.
     let pods = 50;
-    std::fs::write(&spec, berth_spec("benchp", &image, pods)).expect("spec");
-    apply(&spec, Goal::Spec);
+    let spec = dir.join("berth.yaml");
+    std::fs::write(&spec, berth_spec("benchp", &image, pods, false)).expect("spec");
+    berth(&bin, &spec, &["apply", "--yes"]);
     let t = Instant::now();
     let live = berth::ops::plan_live(&spec, &opts(&spec), false).expect("plan");
     let plan_time = t.elapsed();
@@ -150,11 +196,11 @@ fn main() {
         ms(plan_time),
         live.requests
     );
-    apply(&spec, Goal::Nothing);
+    berth(&bin, &spec, &["destroy", "--yes"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
+fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("berth-bench-apply-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
