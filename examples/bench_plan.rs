@@ -1,14 +1,19 @@
 //! Benchmark: `berth plan -f NEW --against OLD` (load + check + lint + graph + plan of both
-//! files, the same operation the CLI runs) on generated specs.
+//! files and the rendering of the plan), run as a user runs it: the release `berth` binary,
+//! a fresh process each time, its output the default human one.
 //!
 //! Run: `cargo run --release --example bench_plan` for sizes 1000, 10000 and 50000 pods, or
-//! give sizes as arguments (`BENCH_RUNS` sets the runs per size, default 5). Every pod has
-//! its own secret, pods depend on each other in chains of 100, and the new revision changes
-//! the image of 1% of the pods, so the plan holds real replacements. Two shapes: `trivial`
-//! pods (image, secret, depends_on: the counterpart of Terraform's trivial resources) and
-//! `rich` pods (plus env and an HTTP health check). Every run is a fresh child process, as a
-//! CLI run is, so that its time is a cold start and its peak memory (VmHWM) its own; the
-//! table shows the median and the range over the runs. Results: docs/PERFORMANCE.md.
+//! give sizes as arguments (`BENCH_RUNS` sets the runs per size, default 5). Under cargo the
+//! benchmark first builds `target/release/berth` (`BERTH_BIN` names another binary). Every
+//! pod has its own secret, pods depend on each other in chains of 100, and the new revision
+//! changes the image of 1% of the pods, so the plan holds real replacements. Two shapes:
+//! `trivial` pods (image, secret, depends_on: the counterpart of Terraform's trivial
+//! resources) and `rich` pods (plus env and an HTTP health check). Each run is one child of
+//! this program that writes the two revisions and runs `berth`; the time is from spawning
+//! `berth` to its exit, the peak memory is `berth`'s (the child's `getrusage` of its
+//! children, `ru_maxrss`). The table shows the median time and the range over the runs,
+//! time per pod, and the largest peak RSS in MiB and per pod in KiB. Results:
+//! docs/PERFORMANCE.md.
 
 use std::process::Command;
 use std::time::Instant;
@@ -46,17 +51,40 @@ fn spec_text(pods: usize, version: u32, rich: bool) -> String {
     s
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+/// The peak resident memory of this process's waited-for children, in KiB (the one child
+/// `berth` of a `--one` run).
+fn children_peak_rss_kib() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    if rc == 0 { usage.ru_maxrss as u64 } else { 0 }
 }
 
-/// One run in this process; prints `ms rss_mib resources changes spec_bytes`.
-fn one(pods: usize, rich: bool) {
+/// The release `berth` binary beside this example (`target/release/berth`), built first when
+/// the benchmark runs under cargo, so that what is measured is the code of the tree.
+fn berth_binary() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("BERTH_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let release = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .expect("target/release/examples/bench_plan");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--bin", "berth"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --release --bin berth failed");
+    }
+    release.join("berth")
+}
+
+/// One run: writes both revisions, runs `berth plan -f NEW --against OLD` as a user does
+/// (a fresh process, the default human output) and prints
+/// `ms peak_rss_kib resources changes spec_bytes`.
+fn one(berth: &str, pods: usize, rich: bool) {
     let dir = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (old_path, new_path) = (dir.join("old.yaml"), dir.join("new.yaml"));
@@ -65,25 +93,46 @@ fn one(pods: usize, rich: bool) {
     let bytes = std::fs::metadata(&new_path).map_or(0, |m| m.len());
 
     let t0 = Instant::now();
-    let result = berth::ops::plan_against_files(&new_path, &old_path);
-    // The plan is ready here; what it was made from is the caller's to keep or free.
+    let out = Command::new(berth)
+        .arg("plan")
+        .arg("-f")
+        .arg(&new_path)
+        .arg("--against")
+        .arg(&old_path)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run berth");
     let elapsed = t0.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
-    let planned = match result {
-        Ok(p) => p,
-        Err(e) => panic!("plan failed: {e}"),
-    };
-    let plan = &planned.plan;
+    assert!(
+        out.status.success(),
+        "berth plan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `Plan: 0 to create, 500 to replace, 0 to delete; 99501 unchanged.`
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("Plan: "))
+        .expect("a summary line");
+    let numbers: Vec<usize> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let replace = pods / 100 + usize::from(pods % 100 > 7);
     assert_eq!(
-        plan.summary.replace,
-        pods / 100 + usize::from(pods % 100 > 7)
+        summary,
+        format!(
+            "Plan: 0 to create, {replace} to replace, 0 to delete; {} unchanged.",
+            2 * pods + 1 - replace
+        )
     );
     println!(
         "{} {} {} {} {}",
         elapsed.as_secs_f64() * 1e3,
-        peak_rss_mib(),
-        plan.changes.len(),
-        plan.summary.changes(),
+        children_peak_rss_kib(),
+        numbers.iter().sum::<usize>(),
+        replace,
         bytes
     );
 }
@@ -95,10 +144,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, n, shape] = args.as_slice()
+    if let [flag, berth, n, shape] = args.as_slice()
         && flag == "--one"
     {
-        one(n.parse().expect("size"), shape == "rich");
+        one(berth, n.parse().expect("size"), shape == "rich");
         return;
     }
     let sizes: Vec<usize> = if args.is_empty() {
@@ -113,13 +162,14 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
     let exe = std::env::current_exe().expect("own path");
+    let berth = berth_binary();
+    let berth = berth.to_string_lossy();
     println!(
-        "berth {} plan --against, {} cores, {runs} runs each (median, [min..max])",
-        env!("CARGO_PKG_VERSION"),
+        "`{berth} plan -f NEW --against OLD`, {} cores, {runs} runs each (median, [min..max]; peak RSS: the largest)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!(
-        "shape   |   pods | resources | spec each |  plan --against ms             | peak RSS MiB"
+        "shape   |   pods | resources | spec each |  plan ms                       | µs/pod | peak RSS MiB | KiB/pod"
     );
     for shape in ["trivial", "rich"] {
         for &n in &sizes {
@@ -127,7 +177,7 @@ fn main() {
             let (mut resources, mut bytes) = (0, 0);
             for _ in 0..runs {
                 let out = Command::new(&exe)
-                    .args(["--one", &n.to_string(), shape])
+                    .args(["--one", &berth, &n.to_string(), shape])
                     .output()
                     .expect("run child");
                 assert!(
@@ -146,11 +196,14 @@ fn main() {
                 ms.iter().copied().fold(f64::MAX, f64::min),
                 ms.iter().copied().fold(0.0, f64::max),
             );
-            let max_rss = rss.iter().copied().fold(0.0, f64::max);
+            let max_rss_kib = rss.iter().copied().fold(0.0, f64::max);
+            let med = median(&mut ms);
             println!(
-                "{shape:<7} | {n:>6} | {resources:>9} | {:>5.1} MiB | {:>7.1} [{lo:>7.1} ..{hi:>7.1}] | {max_rss:>6.1}",
+                "{shape:<7} | {n:>6} | {resources:>9} | {:>5.1} MiB | {med:>7.1} [{lo:>7.1} ..{hi:>7.1}] | {:>6.1} | {:>12.1} | {:>7.2}",
                 bytes as f64 / (1 << 20) as f64,
-                median(&mut ms),
+                med * 1e3 / n as f64,
+                max_rss_kib / 1024.0,
+                max_rss_kib / n as f64,
             );
         }
     }

@@ -181,7 +181,8 @@ pub enum GraphError {
 #[derive(Debug)]
 pub struct ResourceGraph {
     graph: DiGraph<Resource, ()>,
-    index: HashMap<Address, NodeIndex>,
+    /// The nodes sorted by address: the index of lookups by address (no copy of them).
+    by_address: Vec<NodeIndex>,
     /// Topological order, dependencies first, ties broken by address.
     order: Vec<NodeIndex>,
     /// Per node: 0 without dependencies, else one more than its deepest dependency.
@@ -191,18 +192,20 @@ pub struct ResourceGraph {
 impl ResourceGraph {
     pub fn new(resources: Vec<Resource>) -> Result<Self, GraphError> {
         let mut graph = DiGraph::with_capacity(resources.len(), resources.len() * 2);
-        let mut index = HashMap::with_capacity(resources.len());
         for r in resources {
-            let addr = r.address.clone();
-            let n = graph.add_node(r);
-            if index.insert(addr.clone(), n).is_some() {
-                return Err(GraphError::Duplicate(addr.to_string()));
-            }
+            graph.add_node(r);
         }
+        let by_address = sorted_by_address(&graph)?;
+        let find = |a: &Address| {
+            by_address
+                .binary_search_by(|n| graph[*n].address.cmp(a))
+                .ok()
+                .map(|i| by_address[i])
+        };
         let mut edges = Vec::new();
         for n in graph.node_indices() {
             for dep in &graph[n].depends_on {
-                let to = *index.get(dep).ok_or_else(|| GraphError::Dangling {
+                let to = find(dep).ok_or_else(|| GraphError::Dangling {
                     from: graph[n].address.to_string(),
                     to: dep.to_string(),
                 })?;
@@ -212,13 +215,21 @@ impl ResourceGraph {
         for (a, b) in edges {
             graph.update_edge(a, b, ());
         }
-        let (order, layer) = topo(&graph)?;
+        let (order, layer) = topo(&graph, &by_address)?;
         Ok(ResourceGraph {
             graph,
-            index,
+            by_address,
             order,
             layer,
         })
+    }
+
+    /// The node of an address.
+    fn node(&self, address: &Address) -> Option<NodeIndex> {
+        self.by_address
+            .binary_search_by(|n| self.graph[*n].address.cmp(address))
+            .ok()
+            .map(|i| self.by_address[i])
     }
 
     pub fn len(&self) -> usize {
@@ -230,7 +241,7 @@ impl ResourceGraph {
     }
 
     pub fn get(&self, address: &Address) -> Option<&Resource> {
-        self.index.get(address).map(|n| &self.graph[*n])
+        self.node(address).map(|n| &self.graph[n])
     }
 
     /// Resources in topological order: every resource after all it depends on.
@@ -240,7 +251,7 @@ impl ResourceGraph {
 
     /// The layer of a resource: resources of one layer can be applied concurrently.
     pub fn layer_of(&self, address: &Address) -> Option<usize> {
-        self.index.get(address).map(|n| self.layer[n.index()])
+        self.node(address).map(|n| self.layer[n.index()])
     }
 
     /// Resources grouped by layer, each layer sorted by address.
@@ -261,12 +272,12 @@ impl ResourceGraph {
 
     /// Resources that depend on `address` directly.
     pub fn dependents(&self, address: &Address) -> Vec<&Address> {
-        let Some(n) = self.index.get(address) else {
+        let Some(n) = self.node(address) else {
             return Vec::new();
         };
         let mut out: Vec<&Address> = self
             .graph
-            .neighbors_directed(*n, Direction::Incoming)
+            .neighbors_directed(n, Direction::Incoming)
             .map(|m| &self.graph[m].address)
             .collect();
         out.sort();
@@ -312,12 +323,30 @@ impl ResourceGraph {
     }
 }
 
+/// The nodes sorted by address; an address held by two nodes is refused, the one whose
+/// second holder comes first in the order the resources were given.
+fn sorted_by_address(graph: &DiGraph<Resource, ()>) -> Result<Vec<NodeIndex>, GraphError> {
+    let mut by_address: Vec<NodeIndex> = graph.node_indices().collect();
+    // Equal addresses in the order given, so that the second of a pair follows the first.
+    by_address.sort_unstable_by(|a, b| graph[*a].address.cmp(&graph[*b].address).then(a.cmp(b)));
+    let second_holder = by_address
+        .windows(2)
+        .filter(|w| graph[w[0]].address == graph[w[1]].address)
+        .map(|w| w[1])
+        .min();
+    match second_holder {
+        Some(n) => Err(GraphError::Duplicate(graph[n].address.to_string())),
+        None => Ok(by_address),
+    }
+}
+
 /// Kahn's algorithm with a min-heap on the address, so the order is the same on every run.
 /// The heap holds each node's rank in address order, so it compares integers, not strings.
-fn topo(graph: &DiGraph<Resource, ()>) -> Result<(Vec<NodeIndex>, Vec<usize>), GraphError> {
+fn topo(
+    graph: &DiGraph<Resource, ()>,
+    by_address: &[NodeIndex],
+) -> Result<(Vec<NodeIndex>, Vec<usize>), GraphError> {
     let n = graph.node_count();
-    let mut by_address: Vec<NodeIndex> = graph.node_indices().collect();
-    by_address.sort_unstable_by(|a, b| graph[*a].address.cmp(&graph[*b].address));
     let mut rank = vec![0u32; n];
     for (r, i) in by_address.iter().enumerate() {
         rank[i.index()] = r as u32;

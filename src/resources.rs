@@ -83,6 +83,10 @@ pub fn built_image(project: &str, pod: &str, digest: &str) -> String {
 /// [`desired`], with the facts read from the filesystem beforehand.
 pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
     let mut out = secret_resources(spec);
+    // Room for every region's network, volumes and pods (one replica each) at once: a large
+    // spec's list is not grown by doubling.
+    let per_region = 1 + spec.volumes.len() + spec.pods.len();
+    out.reserve(spec.region_names().len() * per_region);
     let mounted_anywhere: HashSet<&str> = spec
         .pods
         .iter()

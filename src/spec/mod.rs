@@ -297,7 +297,7 @@ pub struct Pod {
     pub image: Option<Sp<String>>,
     /// Build the image from a local context through the engine.
     #[serde(default)]
-    pub build: Option<Sp<Build>>,
+    pub build: Option<Box<Sp<Build>>>,
     /// Overrides the image's command.
     #[serde(default)]
     pub command: Option<Vec<String>>,
@@ -326,7 +326,7 @@ pub struct Pod {
     #[serde(default)]
     pub ports: Vec<PortEntry>,
     #[serde(default)]
-    pub resources: Option<Resources>,
+    pub resources: Option<Box<Resources>>,
     /// `uid[:gid]` or a user name.
     #[serde(default)]
     pub user: Option<String>,
@@ -336,9 +336,9 @@ pub struct Pod {
     #[serde(default)]
     pub restart: Option<RestartPolicy>,
     #[serde(default)]
-    pub health: Option<Sp<Health>>,
+    pub health: Option<Box<Sp<Health>>>,
     #[serde(default)]
-    pub update: Option<Update>,
+    pub update: Option<Box<Update>>,
     /// Gates run after the pod is healthy; a failing check rolls the change back.
     #[serde(default)]
     pub checks: Vec<Sp<Check>>,
@@ -402,7 +402,7 @@ pub const SECRETS_MOUNT_POINT: &str = "/run/secrets";
 #[serde(untagged)]
 pub enum SecretUse {
     Name(String),
-    Detailed(SecretUseDetailed),
+    Detailed(Box<SecretUseDetailed>),
 }
 
 // By hand rather than `untagged`, so that a mistake inside the mapping form is reported as
@@ -420,7 +420,7 @@ impl<'de> Deserialize<'de> for SecretUse {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<SecretUse, A::Error> {
                 SecretUseDetailed::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(SecretUse::Detailed)
+                    .map(|d| SecretUse::Detailed(Box::new(d)))
             }
         }
         d.deserialize_any(V)
