@@ -76,11 +76,21 @@ impl Backups {
         let at = (millis / 1000) as u64;
         let id = new_id(millis);
         let out = store.create(name, &id)?;
+        // A restore's safety copy is taken while the pods are stopped, and kept a week: at
+        // zstd's fastest level, on as many threads as the backup's own.
+        let compression = if safety {
+            pipeline::Compression {
+                level: 1,
+                ..backup.compression()
+            }
+        } else {
+            backup.compression()
+        };
         let source = &backup.source.value;
         let (described, sealed) = if let Some(volume) = &source.volume {
             (
                 format!("volume {}", volume.value),
-                self.seal_volume(name, &volume.value, backup, &recipients, out),
+                self.seal_volume(name, &volume.value, backup, compression, &recipients, out),
             )
         } else if let Some(path) = &source.path {
             let root = self
@@ -89,7 +99,7 @@ impl Backups {
                 .join(crate::fsutil::expand_home(&path.value));
             (
                 format!("path {}", root.display()),
-                seal_path(&root, &recipients, out, backup.compression()).map_err(|e| {
+                seal_path(&root, &recipients, out, compression).map_err(|e| {
                     failed(
                         name,
                         e.to_string(),
@@ -100,7 +110,7 @@ impl Backups {
         } else if let (Some(pod), Some(cmd)) = (&source.pod, &source.exec) {
             (
                 format!("exec in pod {}: {}", pod.value, cmd.join(" ")),
-                self.seal_exec(name, &pod.value, cmd, backup, &recipients, out),
+                self.seal_exec(name, &pod.value, cmd, compression, &recipients, out),
             )
         } else {
             store.discard(name, &id);
@@ -176,7 +186,7 @@ impl Backups {
         name: &str,
         pod: &str,
         cmd: &[String],
-        backup: &Backup,
+        compression: pipeline::Compression,
         recipients: &[String],
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
@@ -208,8 +218,7 @@ impl Backups {
                     }
                 }
             });
-            let sealed =
-                stream_into_seal(Box::pin(stdout), recipients, out, backup.compression()).await;
+            let sealed = stream_into_seal(Box::pin(stdout), recipients, out, compression).await;
             let code = engine.exec_exit_code(&exec_id).await?;
             let stderr = stderr
                 .lock()
@@ -237,6 +246,7 @@ impl Backups {
         name: &str,
         volume: &str,
         backup: &Backup,
+        compression: pipeline::Compression,
         recipients: &[String],
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
@@ -312,7 +322,7 @@ impl Backups {
                         engine.download(&id, "/volume/."),
                         recipients,
                         out,
-                        backup.compression(),
+                        compression,
                     )
                     .await;
                     let _ = engine.remove(&id).await;

@@ -1222,6 +1222,24 @@ fn a_backups_compression_level_and_threads_are_those_of_its_spec() {
         backup::open_without_berth(&s.path().join("key.txt"), f, &out);
         assert_eq!(tree(&out), tree(&src));
     }
+    // A restore's safety copy of the same files is taken at the fastest level, whatever
+    // the backup's: larger than the level-19 backup.
+    let before: Vec<PathBuf> = s.data_files();
+    s.berth(&["backup", "restore", "data"]).code(0);
+    let safety = s
+        .data_files()
+        .into_iter()
+        .find(|f| !before.contains(f))
+        .expect("a safety copy");
+    let safety_size = std::fs::metadata(&safety).unwrap().len();
+    assert!(
+        safety_size * 9 > sizes[1] * 10,
+        "the safety copy ({safety_size} bytes) is packed at level 1, not 19 ({} bytes)",
+        sizes[1]
+    );
+    let out = s.path().join("out-safety");
+    backup::open_without_berth(&s.path().join("key.txt"), &safety, &out);
+    assert_eq!(tree(&out), tree(&src));
 }
 
 #[test]
