@@ -1,125 +1,353 @@
-//! Benchmark: the backup pipeline (read -> zstd -> age -> file, and back with a full
-//! verify) on a large generated stream, without an engine: the throughput each way, and
-//! the peak memory, which must not grow with the size of the data.
+//! Benchmark: berth's backups of a real tree beside the plain pipe, in the same run.
 //!
-//! Run: `cargo run --release --example bench_backup` (1 GiB and 4 GiB), or give sizes in
-//! MiB as arguments. The data is half compressible runs and half noise, so that zstd has
-//! work to do and age encrypts every byte. The file goes to a temporary directory and is
-//! removed. Each size runs in a fresh child process, so that its peak RSS (VmHWM) is its
-//! own. Results: docs/PERFORMANCE.md.
+//! ```sh
+//! cargo build --release --bin berth --example bench_backup   # compile first
+//! target/release/examples/bench_backup                       # /usr/lib/x86_64-linux-gnu
+//! target/release/examples/bench_backup /srv/some/tree        # another tree
+//! BENCH_RUNS=5 target/release/examples/bench_backup          # runs of each (default 3)
+//! ```
+//!
+//! The tree is copied first (`cp -a`: hard links stay links) into a working directory
+//! under `~/.cache` (a backup store may not be under /tmp), so that a restore has a place
+//! of its own to empty and fill. The copy warms the page cache for both sides. Then, in
+//! turns (plain pipe, berth; run, verify, restore; BENCH_RUNS rounds), it times:
+//!
+//! - run: `tar -cf - -C TREE . | zstd -3 | age -r KEY > FILE` beside `berth backup run`
+//!   (which reads its backup back whole before it reports success);
+//! - verify: `age -d | zstd -d | tar -t` beside `berth backup verify ID`;
+//! - restore: `age -d | zstd -d | tar -x` into an empty directory beside
+//!   `berth backup restore NAME ID` (which also verifies the backup, takes a safety copy of
+//!   what is there, empties it and unpacks);
+//!
+//! and prints the medians, their ratios with the bounds of issue 14, the stored sizes, and
+//! berth's peak memory (max RSS) per command. berth is the release binary beside this
+//! example, run with the CLI's defaults on a spec with a `path` backup, as a user runs it.
+//! Results: docs/PERFORMANCE.md.
 
-use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
-use berth::archive::pipeline;
 use berth::secrets::age::Identity;
 
-/// `mib` MiB of half runs, half noise, generated as it is read.
-struct Data {
-    left: u64,
-    state: u64,
-    pos: u64,
-}
-
-impl Read for Data {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = (out.len() as u64).min(self.left) as usize;
-        for b in &mut out[..n] {
-            *b = if self.pos % 8192 < 4096 {
-                b'x'
-            } else {
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                self.state as u8
-            };
-            self.pos += 1;
-        }
-        self.left -= n as u64;
-        Ok(n)
+fn main() {
+    // A child that runs one command and says its peak RSS: getrusage of its only child.
+    if std::env::var_os("BENCH_MEASURE").is_some() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let ok = Command::new(&args[0])
+            .args(&args[1..])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        // SAFETY: getrusage writes into the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+        eprintln!("BENCH_MAXRSS_KB={}", ru.ru_maxrss);
+        std::process::exit(if ok { 0 } else { 1 });
     }
+    let tree = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".into()),
+    );
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let berth = std::env::current_exe()
+        .expect("exe")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/release")
+        .join("berth");
+    assert!(
+        berth.is_file(),
+        "{} is missing: cargo build --release --bin berth --example bench_backup",
+        berth.display()
+    );
+    for tool in ["tar", "zstd", "age", "cp", "bash"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "`{tool}` is needed (apt-get install -y age zstd)"
+        );
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").expect("$HOME"));
+    let work = home
+        .join(".cache")
+        .join(format!("berth-bench-backup-{}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let copy = work.join("tree");
+    let t = Instant::now();
+    sh(&format!(
+        "cp -a {} {}",
+        quote(&tree.display().to_string()),
+        quote(&copy.display().to_string())
+    ));
+    let (files, bytes, links) = census(&copy);
+    println!(
+        "tree: {} (copied in {:.1} s): {files} files, {:.0} MiB, {links} hard links beyond the first",
+        tree.display(),
+        t.elapsed().as_secs_f64(),
+        bytes as f64 / 1048576.0
+    );
+    println!(
+        "machine: {} CPUs, {}; load before: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mem_total(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+
+    let (key_text, public) = Identity::generate();
+    let key = work.join("me.key");
+    std::fs::write(&key, key_text.as_bytes()).expect("key");
+    set_mode(&key, 0o600);
+    let store = work.join("store");
+    let spec = work.join("berth.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nproject: benchbk\nidentity: {}\nrecipients: [{public}]\nbackups:\n  lib:\n    source: {{ path: {} }}\n    store: {}\n",
+            key.display(),
+            copy.display(),
+            store.display()
+        ),
+    )
+    .expect("spec");
+    let state = work.join("state");
+    let b = |args: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            berth.display().to_string(),
+            "-f".into(),
+            spec.display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+        ];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let peer_file = work.join("peer.tar.zst.age");
+    let out = work.join("peer-out");
+    let (c, k, p, o) = (
+        quote(&copy.display().to_string()),
+        quote(&key.display().to_string()),
+        quote(&peer_file.display().to_string()),
+        quote(&out.display().to_string()),
+    );
+    let peer_run = format!("tar -cf - -C {c} . | zstd -3 -q | age -r {public} > {p}");
+    let peer_verify = format!("age -d -i {k} {p} | zstd -d -q | tar -tf - > /dev/null");
+    let peer_restore = format!("age -d -i {k} {p} | zstd -d -q | tar -xf - -C {o}");
+
+    let mut times: [[Vec<f64>; 2]; 3] = Default::default();
+    let mut rss = [0u64; 3];
+    let mut stored = 0u64;
+    // A first backup, untimed: the tree's pages are warm for both sides.
+    sh(&peer_run);
+    for round in 0..runs {
+        // run
+        times[0][0].push(timed(|| sh(&peer_run)));
+        let (s, r) = measured(&b(&["backup", "run", "lib"]));
+        times[0][1].push(s);
+        rss[0] = rss[0].max(r);
+        let id = newest(&store.join("lib"));
+        stored = std::fs::metadata(store.join("lib").join(format!("{id}.tar.zst.age")))
+            .map_or(0, |m| m.len());
+        // verify
+        times[1][0].push(timed(|| sh(&peer_verify)));
+        let (s, r) = measured(&b(&["backup", "verify", &id]));
+        times[1][1].push(s);
+        rss[1] = rss[1].max(r);
+        // restore: the plain pipe into an empty directory; berth in place, over the tree
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).expect("out");
+        sh("sync");
+        times[2][0].push(timed(|| sh(&peer_restore)));
+        sh("sync");
+        let (s, r) = measured(&b(&["backup", "restore", "lib", &id]));
+        times[2][1].push(s);
+        rss[2] = rss[2].max(r);
+        // The backups of this round go (the store would grow by two each round).
+        for f in std::fs::read_dir(store.join("lib"))
+            .expect("store")
+            .flatten()
+        {
+            let _ = std::fs::remove_file(f.path());
+        }
+        println!(
+            "round {}: run {:.2} / {:.2} s, verify {:.2} / {:.2} s, restore {:.2} / {:.2} s (plain pipe / berth)",
+            round + 1,
+            times[0][0][round],
+            times[0][1][round],
+            times[1][0][round],
+            times[1][1][round],
+            times[2][0][round],
+            times[2][1][round]
+        );
+    }
+    let peer_size = std::fs::metadata(&peer_file).map_or(0, |m| m.len());
+    let (_, after, _) = census(&copy);
+    assert_eq!(after, bytes, "the restored tree holds as many bytes");
+
+    println!(
+        "\nmedians of {runs} alternated runs (berth: release binary, CLI defaults, read-back included):"
+    );
+    println!(
+        "{:<9} {:>12} {:>12} {:>11} {:>7}  peak RSS of berth",
+        "", "plain pipe", "berth", "berth/pipe", "bound"
+    );
+    let mut over = Vec::new();
+    for (i, (what, bound)) in [("run", 1.2), ("verify", 1.5), ("restore", 2.5)]
+        .into_iter()
+        .enumerate()
+    {
+        let (p, m) = (median(&times[i][0]), median(&times[i][1]));
+        let ratio = m / p;
+        if ratio > bound {
+            over.push(what);
+        }
+        println!(
+            "{what:<9} {:>10.2} s {:>10.2} s {ratio:>11.2} {bound:>7.2}  {:.0} MiB",
+            p,
+            m,
+            rss[i] as f64 / 1024.0
+        );
+    }
+    let ratio = stored as f64 / peer_size as f64;
+    if ratio > 1.05 {
+        over.push("stored size");
+    }
+    println!(
+        "{:<9} {:>9.1} MB {:>9.1} MB {ratio:>11.3} {:>7.2}",
+        "stored",
+        peer_size as f64 / 1e6,
+        stored as f64 / 1e6,
+        1.05
+    );
+    println!(
+        "load after: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    if over.is_empty() {
+        println!("all within issue 14's bounds");
+    } else {
+        println!("over issue 14's bounds: {}", over.join(", "));
+    }
+    let _ = std::fs::remove_dir_all(&work);
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn sh(cmd: &str) {
+    let st = Command::new("bash")
+        .args(["-c", &format!("set -o pipefail; {cmd}")])
+        .status()
+        .expect("sh");
+    assert!(st.success(), "`{cmd}` failed");
+}
+
+fn timed(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// Runs a command through a child of this benchmark that reports its peak RSS; the
+/// seconds it took and its peak RSS in KiB.
+fn measured(cmd: &[String]) -> (f64, u64) {
+    let t = Instant::now();
+    let out = Command::new(std::env::current_exe().expect("exe"))
+        .args(cmd)
+        .env("BENCH_MEASURE", "1")
+        .output()
+        .expect("measure");
+    let s = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{cmd:?} failed:\n{err}");
+    for l in said
+        .lines()
+        .chain(err.lines())
+        .filter(|l| l.contains(" s, "))
+    {
+        println!("  berth: {l}");
+    }
+    let kb = err
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH_MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (s, kb)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The newest backup id in a store's folder.
+fn newest(dir: &Path) -> String {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .expect("store folder")
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".manifest.json")
+                .map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    ids.pop().expect("a backup")
+}
+
+/// Regular files, their bytes (each inode once) and the links beyond each file's first.
+fn census(root: &Path) -> (u64, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let (mut files, mut bytes, mut links) = (0, 0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                files += 1;
+                if seen.insert((m.dev(), m.ino())) {
+                    bytes += m.len();
+                } else {
+                    links += 1;
+                }
+            }
+        }
+    }
+    (files, bytes, links)
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
-        .map_or(0.0, |kb| kb / 1024.0)
+        .map_or("? GiB".into(), |kb| format!("{:.0} GiB", kb / 1048576.0))
 }
 
-fn one(mib: u64) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (text, public) = Identity::generate();
-    let key = dir.path().join("key");
-    std::fs::write(&key, text.as_bytes()).expect("key");
-    let identity = Identity::load(&key).expect("identity");
-    let path = dir.path().join("backup.tar.zst.age");
-    let bytes = mib * 1024 * 1024;
-    let t = Instant::now();
-    let file =
-        std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&path).expect("file"));
-    let sealed = pipeline::seal(
-        Data {
-            left: bytes,
-            state: 0x9E37_79B9_7F4A_7C15,
-            pos: 0,
-        },
-        &[public],
-        file,
-    )
-    .expect("seal");
-    let seal_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let opened = pipeline::open(
-        std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(&path).expect("open")),
-        &identity,
-        std::io::sink(),
-    )
-    .expect("open");
-    let open_s = t.elapsed().as_secs_f64();
-    assert_eq!(opened.plain_sha256, sealed.plain_sha256);
-    println!(
-        "{mib:>6} MiB: seal {:>6.0} MiB/s ({:.1} s), verify {:>6.0} MiB/s ({:.1} s), stored {:.0} MiB ({:.2}x), peak RSS {:.0} MiB",
-        mib as f64 / seal_s,
-        seal_s,
-        mib as f64 / open_s,
-        open_s,
-        sealed.stored_bytes as f64 / 1048576.0,
-        bytes as f64 / sealed.stored_bytes as f64,
-        peak_rss_mib()
-    );
-}
-
-fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    if std::env::var("BENCH_CHILD").is_ok() {
-        for mib in args {
-            one(mib);
-        }
-        return;
-    }
-    let sizes = if args.is_empty() {
-        vec![1024, 4096]
-    } else {
-        args
-    };
-    println!(
-        "backup pipeline on {} cores (read, zstd level 3 and age on their own threads):",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    for mib in sizes {
-        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .arg(mib.to_string())
-            .env("BENCH_CHILD", "1")
-            .status()
-            .expect("child");
-        assert!(status.success());
-    }
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }

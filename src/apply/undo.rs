@@ -378,7 +378,7 @@ pub async fn perform(
                 let refilled =
                     crate::archive::refill::refill_volume(e, project, volume, labels, image, &from)
                         .await;
-                refilled.map_err(UndoError::Refill)
+                refilled.map(|_| ()).map_err(UndoError::Refill)
             };
             let what = format!(
                 "{}: volume {volume} holds the safety copy {id} again",
@@ -564,7 +564,9 @@ async fn refill_path(
             e.stop(&c.id).await?;
         }
     }
-    crate::archive::refill::refill_path(path, from).map_err(UndoError::Refill)
+    crate::archive::refill::refill_path(path, from)
+        .map(|_| ())
+        .map_err(UndoError::Refill)
 }
 
 /// Removes a project's network unless containers of other projects are attached to it:

@@ -125,30 +125,25 @@ pub fn verify(
     manifest: &Manifest,
     identity: &crate::secrets::age::Identity,
 ) -> Result<Verified, BackupError> {
+    verify_seeing(store, manifest, identity, |_| {})
+}
+
+/// [`verify`], giving `seen` the name of each entry of the tar stream on the way (one
+/// pass: what a restore says it would change comes from the read-back itself).
+pub fn verify_seeing(
+    store: &dyn store::Store,
+    manifest: &Manifest,
+    identity: &crate::secrets::age::Identity,
+    seen: impl FnMut(&std::path::Path),
+) -> Result<Verified, BackupError> {
     let what = store.locate(&manifest.name, &manifest.id);
     let damaged = |why: String| BackupError::Damaged {
         what: what.clone(),
         why,
     };
     let data = store.open(&manifest.name, &manifest.id)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let (stats, walked) = std::thread::scope(|s| {
-        let stream = manifest.format.starts_with("stream");
-        let walker = s.spawn(move || -> Result<u64, WalkError> {
-            if stream {
-                // A command's output: no entries to walk, the hashes say it all.
-                std::io::copy(&mut pipeline::ChannelReader::new(rx), &mut std::io::sink())?;
-                return Ok(0);
-            }
-            walk_tar(pipeline::ChannelReader::new(rx))
-        });
-        let stats = pipeline::open(data, identity, ChannelSink::new(tx));
-        (stats, walker.join())
-    });
-    let stats = stats.map_err(|e| damaged(e.to_string()))?;
-    let files = walked
-        .map_err(|_| damaged("reading the tar stream failed".into()))?
-        .map_err(|e| damaged(e.to_string()))?;
+    let (stats, files) =
+        verify_stream(data, manifest, identity, seen).map_err(|e| damaged(e.to_string()))?;
     if stats.stored_sha256 != manifest.stored_sha256 || stats.stored_bytes != manifest.stored_bytes
     {
         return Err(damaged(format!(
@@ -168,14 +163,40 @@ pub fn verify(
     })
 }
 
+/// Decrypts, decompresses and walks a backup's data in one pass (`seen` is given the
+/// name of each entry of a tar stream, as the tar names it); the hashes and sizes found,
+/// and the number of entries. Comparing them with the manifest is the caller's.
+pub fn verify_stream(
+    data: impl std::io::Read + Send,
+    manifest: &Manifest,
+    identity: &crate::secrets::age::Identity,
+    mut seen: impl FnMut(&std::path::Path),
+) -> std::io::Result<(pipeline::Stats, u64)> {
+    let stream = manifest.format.starts_with("stream");
+    pipeline::open_with(data, identity, |r| {
+        if stream {
+            // A command's output: no entries to walk, the hashes say it all.
+            std::io::copy(r, &mut std::io::sink())?;
+            return Ok(0);
+        }
+        walk_tar(r, &mut seen).map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+    })
+}
+
 /// Walks a tar stream, reading every entry to its end and then the stream itself to its
 /// very end: the reader stops at the end-of-archive blocks, and the padding after them is
 /// part of the stream (and of its hash) all the same. Returns the number of entries.
-fn walk_tar(r: impl std::io::Read) -> Result<u64, WalkError> {
+fn walk_tar(
+    r: impl std::io::Read,
+    seen: &mut dyn FnMut(&std::path::Path),
+) -> Result<u64, WalkError> {
     let mut archive = tar::Archive::new(r);
     let mut files = 0;
     for entry in archive.entries()? {
         let mut entry = entry.map_err(WalkError::Broken)?;
+        if let Ok(p) = entry.path() {
+            seen(&p);
+        }
         std::io::copy(&mut entry, &mut std::io::sink()).map_err(WalkError::CutShort)?;
         files += 1;
     }
@@ -195,29 +216,12 @@ enum WalkError {
     CutShort(#[source] std::io::Error),
 }
 
-/// Sends what is written to a channel; closing it (drop) ends the reader's stream.
-pub struct ChannelSink {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-}
-
-impl ChannelSink {
-    pub fn new(tx: std::sync::mpsc::SyncSender<Vec<u8>>) -> Self {
-        ChannelSink { tx: Some(tx) }
-    }
-}
-
-impl std::io::Write for ChannelSink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        match &self.tx {
-            Some(tx) => tx
-                .send(b.to_vec())
-                .map(|()| b.len())
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader stopped")),
-            None => Ok(b.len()),
+impl WalkError {
+    fn kind(&self) -> std::io::ErrorKind {
+        match self {
+            WalkError::Read(e) => e.kind(),
+            WalkError::Broken(_) | WalkError::CutShort(_) => std::io::ErrorKind::InvalidData,
         }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -250,7 +254,7 @@ mod tests {
         let mut tarred = b.into_inner().unwrap();
         tarred.extend_from_slice(&[0u8; 8192]);
         let mut r = Counting(&tarred, 0);
-        assert_eq!(walk_tar(&mut r).unwrap(), 1);
+        assert_eq!(walk_tar(&mut r, &mut |_| {}).unwrap(), 1);
         assert_eq!(r.1, tarred.len(), "every byte was read");
     }
 
@@ -275,8 +279,13 @@ mod tests {
             let tarred = b.into_inner().unwrap();
             let id = format!("t{blocks:02}");
             let out = store.create("n", &id).unwrap();
-            let stats =
-                pipeline::seal(tarred.as_slice(), std::slice::from_ref(&public), out).unwrap();
+            let stats = pipeline::seal(
+                tarred.as_slice(),
+                std::slice::from_ref(&public),
+                out,
+                pipeline::Compression::default(),
+            )
+            .unwrap();
             let m = Manifest {
                 format_version: MANIFEST_FORMAT,
                 id: id.clone(),

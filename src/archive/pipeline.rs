@@ -1,18 +1,57 @@
 //! The backup pipeline, streaming with bounded memory whatever the size:
 //! source bytes (a tar stream, or a command's output) -> zstd -> age -> the store's file.
-//! Reading and hashing, compression, and encryption run on three threads joined by
-//! bounded channels of 256 KiB chunks, so that two cores work at once and no more than a
-//! few MiB are in flight. The way back (decrypt -> decompress) is the same, reversed.
+//! The source is read (or the tar written) and hashed on a thread of its own; zstd
+//! compresses on its own worker threads ([`Compression::threads`]); age encrypts and the
+//! file is written on the calling thread. The way back (decrypt -> decompress -> the
+//! consumer) runs on three threads. Stages are joined by [`pipe`]s: bounded channels of
+//! 1 MiB buffers that go back to the writer once read, so that no buffer is allocated (nor
+//! zeroed) per chunk and no more than a few MiB are in flight.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use sha2::{Digest, Sha256};
 
 use crate::secrets::age::{self as agefile, Identity};
 
-const CHUNK: usize = 256 * 1024;
+/// The size of the buffers the stages hand each other.
+pub const CHUNK: usize = 1024 * 1024;
+/// Full buffers a pipe holds at most (the writer blocks beyond).
 const IN_FLIGHT: usize = 4;
+
+/// How a backup is compressed: the zstd level, and how many threads compress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// zstd's level, 1 to 19 (3, as `zstd` by default).
+    pub level: i32,
+    /// Worker threads that compress (1: compressed on the pipeline's own thread).
+    pub threads: u32,
+}
+
+impl Compression {
+    /// The default level.
+    pub const LEVEL: i32 = 3;
+    /// The levels a spec may give.
+    pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+    /// At most this many compression threads.
+    pub const MAX_THREADS: u32 = 64;
+
+    /// The default: level 3, one compression thread per CPU.
+    pub fn default_threads() -> u32 {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get() as u32)
+            .clamp(1, Self::MAX_THREADS)
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            level: Self::LEVEL,
+            threads: Self::default_threads(),
+        }
+    }
+}
 
 /// What a pass through the pipeline measured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,71 +66,216 @@ pub struct Stats {
     pub stored_sha256: String,
 }
 
-/// A writer that sends its bytes, in chunks, to a channel.
-struct ChannelWriter {
-    tx: SyncSender<Vec<u8>>,
-    buf: Vec<u8>,
+/// A buffer handed from one stage to the next: `CHUNK` bytes, the first `len` of them
+/// filled.
+struct Chunk {
+    data: Vec<u8>,
+    len: usize,
 }
 
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
+/// A bounded pipe between two threads, of reused 1 MiB buffers.
+pub fn pipe() -> (PipeWriter, PipeReader) {
+    let (full_tx, full_rx) = sync_channel::<Chunk>(IN_FLIGHT);
+    // Room for every buffer there can be: the reader never blocks giving one back.
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 3);
+    (
+        PipeWriter {
+            tx: full_tx,
+            back: empty_rx,
+            chunk: None,
+            made: 0,
+        },
+        PipeReader {
+            rx: full_rx,
+            back: empty_tx,
+            chunk: None,
+            pos: 0,
+        },
+    )
+}
+
+/// The writing end of a [`pipe`]. Dropped without [`PipeWriter::finish`], what it has not
+/// sent yet is lost (a stage that fails reports its error; the reader only sees the end).
+pub struct PipeWriter {
+    tx: SyncSender<Chunk>,
+    back: Receiver<Vec<u8>>,
+    chunk: Option<Chunk>,
+    /// Buffers allocated (the others were given back by the reader).
+    made: usize,
+}
+
+fn broken() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipeline stage stopped")
+}
+
+impl PipeWriter {
+    /// The buffer being filled: one given back by the reader, or a new one.
+    fn current(&mut self) -> &mut Chunk {
+        if self.chunk.is_none() {
+            let data = self.back.try_recv().unwrap_or_else(|_| {
+                self.made += 1;
+                vec![0u8; CHUNK]
+            });
+            self.chunk = Some(Chunk { data, len: 0 });
         }
-        Ok(data.len())
+        self.chunk.get_or_insert_with(|| Chunk {
+            data: Vec::new(),
+            len: 0,
+        })
+    }
+
+    /// Sends the buffer being filled, if it holds anything.
+    fn send(&mut self) -> std::io::Result<()> {
+        match self.chunk.take() {
+            Some(c) if c.len > 0 => self.tx.send(c).map_err(|_| broken()),
+            other => {
+                self.chunk = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads `r` to its end straight into the pipe's buffers; returns how many bytes.
+    pub fn fill_from(&mut self, r: &mut dyn Read) -> std::io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let c = self.current();
+            let n = match r.read(&mut c.data[c.len..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(total);
+            }
+            c.len += n;
+            total += n as u64;
+            if c.len == CHUNK {
+                self.send()?;
+            }
+        }
+    }
+
+    /// Sends what is left and closes the pipe: the reader sees the end of the stream.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let total = data.len();
+        while !data.is_empty() {
+            let c = self.current();
+            let n = data.len().min(CHUNK - c.len);
+            c.data[c.len..c.len + n].copy_from_slice(&data[..n]);
+            c.len += n;
+            data = &data[n..];
+            if c.len == CHUNK {
+                self.send()?;
+            }
+        }
+        Ok(total)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-            self.tx.send(chunk).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipeline stage stopped")
-            })?;
-        }
         Ok(())
     }
 }
 
-/// A reader over the chunks a channel receives.
-pub struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
+/// The reading end of a [`pipe`]: the stream ends when the writer is finished (or gone).
+pub struct PipeReader {
+    rx: Receiver<Chunk>,
+    back: SyncSender<Vec<u8>>,
+    chunk: Option<Chunk>,
     pos: usize,
 }
 
-impl ChannelReader {
-    pub fn new(rx: Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
+impl BufRead for PipeReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.chunk.as_ref().is_none_or(|c| self.pos == c.len) {
+            if let Some(done) = self.chunk.take() {
+                let _ = self.back.try_send(done.data);
+            }
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = Some(c);
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(self
+            .chunk
+            .as_ref()
+            .map_or(&[][..], |c| &c.data[self.pos..c.len]))
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = out.len().min(avail.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// A blocking reader over the chunks an async task sends (an engine's download, read on a
+/// thread of the pipeline): the stream ends when the sender is gone.
+pub struct BytesReader {
+    rx: tokio::sync::mpsc::Receiver<hyper::body::Bytes>,
+    chunk: hyper::body::Bytes,
+}
+
+impl BytesReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<hyper::body::Bytes>) -> Self {
+        BytesReader {
             rx,
-            chunk: Vec::new(),
-            pos: 0,
+            chunk: hyper::body::Bytes::new(),
         }
     }
 }
 
-impl Read for ChannelReader {
+impl Read for BytesReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(c) => {
-                    self.chunk = c;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(c) => self.chunk = c,
+                None => return Ok(0),
             }
         }
-        let n = out.len().min(self.chunk.len() - self.pos);
-        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
     }
 }
 
 /// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
+pub struct Hashing<W> {
     inner: W,
     hash: Sha256,
     bytes: u64,
+}
+
+impl<W> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
+    /// The writer, the bytes and their SHA-256 (hex).
+    pub fn into_parts(self) -> (W, u64, String) {
+        (self.inner, self.bytes, hex(self.hash.finalize()))
+    }
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -106,6 +290,43 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// A reader that hashes and counts what is read through it.
+struct Tee<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.hash.update(&out[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Tee<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        if let Ok(b) = self.inner.fill_buf() {
+            self.hash.update(&b[..n.min(b.len())]);
+        }
+        self.bytes += n as u64;
+        self.inner.consume(n);
+    }
+}
+
+/// A result as its value or its error.
+fn split<T>(r: std::io::Result<T>) -> (Option<T>, Option<std::io::Error>) {
+    match r {
+        Ok(t) => (Some(t), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
 fn hex(d: impl AsRef<[u8]>) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -115,140 +336,206 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, std::io::Result<T>>) -> std::io:
         .unwrap_or_else(|_| Err(std::io::Error::other("a pipeline thread panicked")))
 }
 
+/// Why a seal failed: reading the source, or compressing, encrypting and writing.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Source(std::io::Error),
+    #[error(transparent)]
+    Sink(std::io::Error),
+}
+
+impl From<SealError> for std::io::Error {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::Source(e) | SealError::Sink(e) => e,
+        }
+    }
+}
+
 /// Reads `source` to its end, compresses and encrypts it to `recipients` into `out`.
 pub fn seal<R: Read + Send, W: Write + Send>(
     mut source: R,
     recipients: &[String],
     out: W,
+    compression: Compression,
 ) -> std::io::Result<Stats> {
-    let (plain_tx, plain_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    let (packed_tx, packed_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    let mut writer = agefile::encrypting_writer(
+    Ok(seal_with(
+        move |w| w.fill_from(&mut source).map(|_| ()),
         recipients,
-        Hashing {
-            inner: out,
-            hash: Sha256::new(),
-            bytes: 0,
-        },
-        false,
-    )
-    .map_err(std::io::Error::other)?;
+        out,
+        compression,
+    )?)
+}
+
+/// As [`seal`], for a source that writes its bytes (a tar builder): `produce` runs on a
+/// thread of its own and writes the whole stream into the pipe it is given.
+pub fn seal_with<F, W>(
+    produce: F,
+    recipients: &[String],
+    out: W,
+    compression: Compression,
+) -> Result<Stats, SealError>
+where
+    F: FnOnce(&mut PipeWriter) -> std::io::Result<()> + Send,
+    W: Write + Send,
+{
+    let mut writer = agefile::encrypting_writer(recipients, Hashing::new(out), false)
+        .map_err(|e| SealError::Sink(std::io::Error::other(e)))?;
+    let (mut tx, rx) = pipe();
     std::thread::scope(|s| {
-        let reader = s.spawn(move || {
-            let mut hash = Sha256::new();
-            let mut bytes = 0u64;
+        let producer = s.spawn(move || {
+            produce(&mut tx)?;
+            tx.finish()
+        });
+        let packed = (|| {
+            let mut rx = Tee {
+                inner: rx,
+                hash: Sha256::new(),
+                bytes: 0,
+            };
+            let mut enc = zstd::Encoder::new(&mut writer, compression.level)?;
+            if compression.threads > 1 {
+                enc.multithread(compression.threads)?;
+            }
             loop {
-                let mut chunk = vec![0u8; CHUNK];
-                let n = source.read(&mut chunk)?;
-                if n == 0 {
+                let b = rx.fill_buf()?;
+                if b.is_empty() {
                     break;
                 }
-                chunk.truncate(n);
-                hash.update(&chunk);
-                bytes += n as u64;
-                if plain_tx.send(chunk).is_err() {
-                    break; // the next stage failed; its error is the one to report
-                }
+                let n = b.len();
+                enc.write_all(b)?;
+                rx.consume(n);
             }
-            Ok((bytes, hex(hash.finalize())))
-        });
-        let packer = s.spawn(move || {
-            let mut enc = zstd::Encoder::new(
-                ChannelWriter {
-                    tx: packed_tx,
-                    buf: Vec::with_capacity(CHUNK),
-                },
-                3,
-            )?;
-            std::io::copy(&mut ChannelReader::new(plain_rx), &mut enc)?;
-            let mut w = enc.finish()?;
-            w.flush()
-        });
-        let sealed = std::io::copy(&mut ChannelReader::new(packed_rx), &mut writer);
-        let packed = join(packer);
-        let (plain_bytes, plain_sha256) = join(reader)?;
-        packed?;
-        sealed?;
-        let hashing = writer.finish()?;
+            enc.finish()?;
+            Ok::<_, std::io::Error>((rx.bytes, hex(rx.hash.finalize())))
+        })();
+        // Whatever stopped first explains the rest: a sink that failed stops the producer
+        // with a broken pipe; a producer that failed ends the stream early.
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the source's thread panicked")));
+        let (plain_bytes, plain_sha256) = packed.map_err(SealError::Sink)?;
+        produced.map_err(SealError::Source)?;
+        let hashing = writer.finish().map_err(SealError::Sink)?;
+        let (mut out, stored_bytes, stored_sha256) = hashing.into_parts();
+        out.flush().map_err(SealError::Sink)?;
         Ok(Stats {
             plain_bytes,
             plain_sha256,
-            stored_bytes: hashing.bytes,
-            stored_sha256: hex(hashing.hash.finalize()),
+            stored_bytes,
+            stored_sha256,
         })
     })
 }
 
-/// Decrypts and decompresses `stored` into `sink` (a tar walker, a volume, a command's
-/// stdin), hashing both sides.
+/// Decrypts and decompresses `stored` into `sink` (a volume's upload, a command's stdin),
+/// hashing both sides.
 pub fn open<R: Read + Send, W: Write + Send>(
     stored: R,
     identity: &Identity,
-    sink: W,
+    mut sink: W,
 ) -> std::io::Result<Stats> {
-    let mut stored_hash = Sha256::new();
-    let mut stored_bytes = 0u64;
-    let (packed_tx, packed_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    let (plain_tx, plain_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    struct Tee<'a, R> {
-        inner: R,
-        hash: &'a mut Sha256,
-        bytes: &'a mut u64,
-    }
-    impl<R: Read> Read for Tee<'_, R> {
-        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.inner.read(out)?;
-            self.hash.update(&out[..n]);
-            *self.bytes += n as u64;
-            Ok(n)
+    open_with(stored, identity, |r| {
+        // Whole buffers at a time (up to a chunk), not the small pieces of `io::copy`.
+        loop {
+            let b = r.fill_buf()?;
+            if b.is_empty() {
+                break;
+            }
+            let n = b.len();
+            sink.write_all(b)?;
+            r.consume(n);
         }
-    }
-    let result = std::thread::scope(|s| {
-        let tee = Tee {
-            inner: stored,
-            hash: &mut stored_hash,
-            bytes: &mut stored_bytes,
-        };
+        sink.flush()
+    })
+    .map(|(stats, ())| stats)
+}
+
+/// Decrypts and decompresses `stored`, handing the plain stream to `consume` on the
+/// calling thread (a tar walker, an unpacker), and hashing both sides. What `consume`
+/// leaves unread is read to the end too, so that the hashes cover the whole stream. The
+/// first stage's error explains the others (a bad file breaks everything after it).
+pub fn open_with<R, T>(
+    stored: R,
+    identity: &Identity,
+    consume: impl FnOnce(&mut dyn BufRead) -> std::io::Result<T>,
+) -> std::io::Result<(Stats, T)>
+where
+    R: Read + Send,
+{
+    let (mut packed_tx, packed_rx) = pipe();
+    let (mut plain_tx, plain_rx) = pipe();
+    std::thread::scope(|s| {
         let decrypter = s.spawn(move || {
-            let mut reader = identity
-                .decrypting_reader(tee)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-            let mut w = ChannelWriter {
-                tx: packed_tx,
-                buf: Vec::with_capacity(CHUNK),
+            let mut tee = Tee {
+                inner: stored,
+                hash: Sha256::new(),
+                bytes: 0,
             };
-            std::io::copy(&mut reader, &mut w)?;
-            w.flush()
+            let decrypted = (|| {
+                let mut reader = identity.decrypting_reader(&mut tee).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?;
+                packed_tx.fill_from(&mut reader)?;
+                // Read to the very end: the hash covers the whole file.
+                std::io::copy(&mut reader, &mut std::io::sink())?;
+                Ok::<_, std::io::Error>(())
+            })();
+            decrypted?;
+            std::io::copy(&mut tee, &mut std::io::sink())?;
+            packed_tx.finish()?;
+            Ok((tee.bytes, hex(tee.hash.finalize())))
         });
         let unpacker = s.spawn(move || {
-            let mut dec = zstd::Decoder::new(ChannelReader::new(packed_rx))?;
-            let mut w = ChannelWriter {
-                tx: plain_tx,
-                buf: Vec::with_capacity(CHUNK),
-            };
-            std::io::copy(&mut dec, &mut w)?;
-            w.flush()
+            let mut dec = zstd::Decoder::with_buffer(packed_rx)?;
+            plain_tx.fill_from(&mut dec)?;
+            plain_tx.finish()
         });
-        let mut sink = Hashing {
-            inner: sink,
+        let mut plain = Tee {
+            inner: plain_rx,
             hash: Sha256::new(),
             bytes: 0,
         };
-        let copied = std::io::copy(&mut ChannelReader::new(plain_rx), &mut sink);
+        let consumed = consume(&mut plain)
+            .and_then(|t| std::io::copy(&mut plain, &mut std::io::sink()).map(|_| t));
+        // The consumer stopped (done or failed): the stages before it stop too.
+        let Tee {
+            inner: plain_rx,
+            hash,
+            bytes,
+        } = plain;
+        drop(plain_rx);
         let decrypted = join(decrypter);
         let unpacked = join(unpacker);
-        // The first stage's error explains the others (a bad file breaks everything after).
-        decrypted?;
-        unpacked?;
-        copied?;
-        sink.flush()?;
-        Ok::<_, std::io::Error>((sink.bytes, hex(sink.hash.finalize())))
-    })?;
-    Ok(Stats {
-        plain_bytes: result.0,
-        plain_sha256: result.1,
-        stored_bytes,
-        stored_sha256: hex(stored_hash.finalize()),
+        // The first stage's error explains those after it, unless it only saw a later
+        // stage stop (a broken pipe): then the later stage's own error says why.
+        let (stored, decrypted) = split(decrypted);
+        let (_, unpacked) = split(unpacked);
+        let (t, consumed) = split(consumed);
+        let mut errors: Vec<std::io::Error> = [decrypted, unpacked, consumed]
+            .into_iter()
+            .flatten()
+            .collect();
+        let real = errors
+            .iter()
+            .position(|e| e.kind() != std::io::ErrorKind::BrokenPipe)
+            .unwrap_or(0);
+        if !errors.is_empty() {
+            return Err(errors.swap_remove(real));
+        }
+        let (Some((stored_bytes, stored_sha256)), Some(t)) = (stored, t) else {
+            return Err(std::io::Error::other("a pipeline stage gave no result"));
+        };
+        Ok((
+            Stats {
+                plain_bytes: bytes,
+                plain_sha256: hex(hash.finalize()),
+                stored_bytes,
+                stored_sha256,
+            },
+            t,
+        ))
     })
 }
 
@@ -274,7 +561,13 @@ mod tests {
             })
             .collect();
         let mut sealed = Vec::new();
-        let s = seal(data.as_slice(), &[public], &mut sealed).unwrap();
+        let s = seal(
+            data.as_slice(),
+            &[public],
+            &mut sealed,
+            Compression::default(),
+        )
+        .unwrap();
         assert_eq!(s.plain_bytes, data.len() as u64);
         assert_eq!(s.stored_bytes, sealed.len() as u64);
         assert!(sealed.len() < data.len());
@@ -290,5 +583,79 @@ mod tests {
         assert!(open(bad.as_slice(), &id, std::io::sink()).is_err());
         // Truncated: refused.
         assert!(open(&sealed[..sealed.len() - 100], &id, std::io::sink()).is_err());
+    }
+
+    /// The level and the threads are those asked for: a higher level packs smaller, and
+    /// every setting opens to the same bytes.
+    #[test]
+    fn the_compression_settings_are_used_and_every_setting_round_trips() {
+        let (text, public) = Identity::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, text.as_bytes()).unwrap();
+        let id = Identity::load(&key).unwrap();
+        // 12 MiB of text-like data: words from a small vocabulary, in a changing order.
+        let words = [
+            "alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta ", "eta ",
+        ];
+        let mut data = Vec::new();
+        let mut x = 0x2545_f491_u32;
+        while data.len() < 12 * 1024 * 1024 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            data.extend_from_slice(words[(x % 7) as usize].as_bytes());
+        }
+        let mut sizes = Vec::new();
+        for (level, threads) in [(1, 1), (1, 4), (19, 1), (19, 2)] {
+            let mut sealed = Vec::new();
+            let c = Compression { level, threads };
+            let s = seal(
+                data.as_slice(),
+                std::slice::from_ref(&public),
+                &mut sealed,
+                c,
+            )
+            .unwrap();
+            let mut back = Vec::new();
+            let o = open(sealed.as_slice(), &id, &mut back).unwrap();
+            assert!(
+                back == data,
+                "level {level}, {threads} threads: the same bytes back"
+            );
+            assert_eq!(o.plain_sha256, s.plain_sha256);
+            sizes.push(sealed.len());
+        }
+        assert!(
+            sizes[2] < sizes[0] && sizes[3] < sizes[1],
+            "level 19 packs smaller than level 1: {sizes:?}"
+        );
+    }
+
+    /// The pipe's buffers go back to its writer once read: a long stream allocates a few.
+    #[test]
+    fn a_pipe_hands_its_buffers_back() {
+        let (mut w, mut r) = pipe();
+        let reader = std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                let b = r.fill_buf().unwrap();
+                if b.is_empty() {
+                    return n;
+                }
+                let len = b.len();
+                n += len as u64;
+                r.consume(len);
+            }
+        });
+        let piece = vec![5u8; 100_000];
+        for _ in 0..2000 {
+            w.write_all(&piece).unwrap();
+        }
+        let made = w.made;
+        w.finish().unwrap();
+        assert_eq!(reader.join().unwrap(), 2000 * 100_000);
+        // 190 buffers' worth went through; no more than the pipe holds were made.
+        assert!(made <= IN_FLIGHT + 3, "{made} buffers made");
     }
 }

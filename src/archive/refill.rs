@@ -92,7 +92,7 @@ pub async fn refill_volume(
     volume_labels: &std::collections::BTreeMap<String, String>,
     image: &str,
     from: &BackupRef,
-) -> Result<(), RefillError> {
+) -> Result<pipeline::Stats, RefillError> {
     let data = from.open()?;
     // Checked before anything is removed: a container berth does not manage keeps the
     // volume in use, and the engine would refuse to remove it after the pods had gone.
@@ -138,16 +138,17 @@ pub async fn refill_volume(
         })?;
     let removed = engine.remove(&helper).await;
     uploaded?;
-    match opened {
-        Ok(Ok(_)) => {}
+    let stats = match opened {
+        Ok(Ok(stats)) => stats,
         Ok(Err(e)) => return Err(RefillError::Unreadable(e)),
         Err(_) => {
             return Err(RefillError::Thread {
                 what: "restore thread panicked",
             });
         }
-    }
-    Ok(removed?)
+    };
+    removed?;
+    Ok(stats)
 }
 
 /// Why a volume that containers berth does not manage use cannot be made again.
@@ -161,7 +162,7 @@ pub(crate) fn foreign_users(volume: &str, names: &[String]) -> String {
 /// Makes the directory `root` hold exactly what the backup holds: emptied, then the backup
 /// unpacked into it. Idempotent, like [`refill_volume`]. The containers that bind-mount it
 /// are the caller's to stop.
-pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), RefillError> {
+pub fn refill_path(root: &Path, from: &BackupRef) -> Result<pipeline::Stats, RefillError> {
     let data = from.open()?;
     let identity = Identity::load(&from.identity)?;
     let io = |path: &Path| {
@@ -178,28 +179,31 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<(), RefillError> {
         r.map_err(io(&p))?;
     }
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let target = root.to_path_buf();
-    std::thread::scope(|s| {
-        let unpacker = s.spawn(move || {
-            let mut a = tar::Archive::new(pipeline::ChannelReader::new(rx));
-            a.set_preserve_permissions(true);
-            a.set_preserve_ownerships(true);
-            a.set_overwrite(true);
-            a.unpack(&target)?;
-            std::io::copy(&mut a.into_inner(), &mut std::io::sink()).map(|_| ())
-        });
-        let opened = pipeline::open(data, &identity, super::ChannelSink::new(tx));
-        let unpacked = unpacker.join().map_err(|_| RefillError::Thread {
-            what: "unpacking thread panicked",
-        })?;
-        opened.map_err(RefillError::Open)?;
-        unpacked.map_err(|source| RefillError::Unpack {
-            root: root.to_path_buf(),
-            source,
+    let opened = pipeline::open_with(data, &identity, |r| {
+        let mut a = tar::Archive::new(r);
+        a.set_preserve_permissions(true);
+        a.set_preserve_ownerships(true);
+        a.set_overwrite(true);
+        a.unpack(root).map_err(|e| {
+            // Said as the unpacking's failure, whatever the kind, unless the stream itself
+            // broke (a stage before it stopped: its own error is the one reported).
+            std::io::Error::new(e.kind(), UnpackFailed(e.to_string()))
         })
-    })
+    });
+    match opened {
+        Ok((stats, ())) => Ok(stats),
+        Err(e) if e.get_ref().is_some_and(|i| i.is::<UnpackFailed>()) => Err(RefillError::Unpack {
+            root: root.to_path_buf(),
+            source: e,
+        }),
+        Err(e) => Err(RefillError::Open(e)),
+    }
 }
+
+/// An unpacking's own failure, told apart from the pipeline's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UnpackFailed(String);
 
 /// Decrypts and decompresses a backup on a thread of its own into an async channel (for
 /// an upload or a command's stdin). A failure is sent down the channel too, so that the

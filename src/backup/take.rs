@@ -76,11 +76,21 @@ impl Backups {
         let at = (millis / 1000) as u64;
         let id = new_id(millis);
         let out = store.create(name, &id)?;
+        // A restore's safety copy is taken while the pods are stopped, and kept a week: at
+        // zstd's fastest level, on as many threads as the backup's own.
+        let compression = if safety {
+            pipeline::Compression {
+                level: 1,
+                ..backup.compression()
+            }
+        } else {
+            backup.compression()
+        };
         let source = &backup.source.value;
         let (described, sealed) = if let Some(volume) = &source.volume {
             (
                 format!("volume {}", volume.value),
-                self.seal_volume(name, &volume.value, backup, &recipients, out),
+                self.seal_volume(name, &volume.value, backup, compression, &recipients, out),
             )
         } else if let Some(path) = &source.path {
             let root = self
@@ -89,7 +99,7 @@ impl Backups {
                 .join(crate::fsutil::expand_home(&path.value));
             (
                 format!("path {}", root.display()),
-                seal_path(&root, &recipients, out).map_err(|e| {
+                seal_path(&root, &recipients, out, compression).map_err(|e| {
                     failed(
                         name,
                         e.to_string(),
@@ -100,7 +110,7 @@ impl Backups {
         } else if let (Some(pod), Some(cmd)) = (&source.pod, &source.exec) {
             (
                 format!("exec in pod {}: {}", pod.value, cmd.join(" ")),
-                self.seal_exec(name, &pod.value, cmd, &recipients, out),
+                self.seal_exec(name, &pod.value, cmd, compression, &recipients, out),
             )
         } else {
             store.discard(name, &id);
@@ -176,6 +186,7 @@ impl Backups {
         name: &str,
         pod: &str,
         cmd: &[String],
+        compression: pipeline::Compression,
         recipients: &[String],
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
@@ -207,7 +218,7 @@ impl Backups {
                     }
                 }
             });
-            let sealed = stream_into_seal(Box::pin(stdout), recipients, out).await;
+            let sealed = stream_into_seal(Box::pin(stdout), recipients, out, compression).await;
             let code = engine.exec_exit_code(&exec_id).await?;
             let stderr = stderr
                 .lock()
@@ -235,6 +246,7 @@ impl Backups {
         name: &str,
         volume: &str,
         backup: &Backup,
+        compression: pipeline::Compression,
         recipients: &[String],
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<pipeline::Stats, OpError> {
@@ -306,7 +318,13 @@ impl Backups {
             let made = create_helper(engine, project, &image, &object).await;
             let result = match made {
                 Ok(id) => {
-                    let r = stream_into_seal(engine.download(&id, "/volume/."), recipients, out).await;
+                    let r = stream_into_seal(
+                        engine.download(&id, "/volume/."),
+                        recipients,
+                        out,
+                        compression,
+                    )
+                    .await;
                     let _ = engine.remove(&id).await;
                     r.map_err(|e| failed(name, e.to_string(), "check the engine and the store's disk"))
                 }
@@ -335,25 +353,35 @@ impl Backups {
     }
 }
 
-/// Bridges an async stream of chunks into the pipeline's threads.
+/// Bridges an async stream of chunks into the pipeline's threads: the chunks go through a
+/// bounded channel that the pipeline's source thread reads with a blocking receive.
 async fn stream_into_seal(
     mut stream: impl futures_util::Stream<Item = Result<hyper::body::Bytes, crate::engine::EngineError>>
     + Unpin,
     recipients: &[String],
     out: Box<dyn std::io::Write + Send>,
+    compression: pipeline::Compression,
 ) -> Result<pipeline::Stats, SealError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(64);
     let recipients = recipients.to_vec();
     let sealer = std::thread::spawn(move || {
-        pipeline::seal(pipeline::ChannelReader::new(rx), &recipients, out)
+        pipeline::seal_with(
+            move |w| {
+                while let Some(b) = rx.blocking_recv() {
+                    std::io::Write::write_all(w, &b)?;
+                }
+                Ok(())
+            },
+            &recipients,
+            out,
+            compression,
+        )
     });
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => {
-                let tx = tx.clone();
-                let sent = tokio::task::spawn_blocking(move || tx.send(bytes.to_vec())).await;
-                if !matches!(sent, Ok(Ok(()))) {
+                if tx.send(bytes).await.is_err() {
                     break; // the pipeline stopped: its error says why
                 }
             }
@@ -364,12 +392,15 @@ async fn stream_into_seal(
         }
     }
     drop(tx);
-    let sealed = sealer
-        .join()
+    let sealed = tokio::task::spawn_blocking(move || sealer.join())
+        .await
         .map_err(|_| SealError::Panicked {
             what: "the pipeline",
         })?
-        .map_err(SealError::Seal);
+        .map_err(|_| SealError::Panicked {
+            what: "the pipeline",
+        })?
+        .map_err(|e| SealError::Seal(e.into()));
     match failure {
         Some(f) => Err(SealError::Source(f)),
         None => sealed,
@@ -396,29 +427,112 @@ enum SealError {
     Panicked { what: &'static str },
 }
 
-/// A host directory as a tar stream (symlinks as links), sealed into `out`.
+/// A host directory as a tar stream (symlinks as links, hard links as links to the first
+/// path of the same file), sealed into `out`.
 fn seal_path(
     root: &Path,
     recipients: &[String],
     out: Box<dyn std::io::Write + Send>,
+    compression: pipeline::Compression,
 ) -> Result<pipeline::Stats, SealError> {
     if !root.is_dir() {
         return Err(SealError::NotADir {
             root: root.to_path_buf(),
         });
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let root = root.to_path_buf();
-    let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut b = tar::Builder::new(crate::archive::ChannelSink::new(tx));
-        b.follow_symlinks(false);
-        b.append_dir_all(".", &root)?;
-        b.finish()
-    });
-    let sealed = pipeline::seal(pipeline::ChannelReader::new(rx), recipients, out);
-    let tarred = tarrer.join().map_err(|_| SealError::Panicked {
-        what: "the tar thread",
-    })?;
-    tarred.map_err(SealError::Path)?;
-    sealed.map_err(SealError::Seal)
+    pipeline::seal_with(|w| tar_tree(root, w), recipients, out, compression).map_err(|e| match e {
+        pipeline::SealError::Source(e) => SealError::Path(e),
+        pipeline::SealError::Sink(e) => SealError::Seal(e),
+    })
+}
+
+/// Writes the tree under `root` as a tar stream, as `tar -cf - -C ROOT .` would: the root
+/// as `./`, every entry under `./`, symlinks as symlinks, and a file with several hard
+/// links once, its other paths as hard-link entries to the first (restored as links).
+pub fn tar_tree(root: &Path, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut b = tar::Builder::new(w);
+    b.follow_symlinks(false);
+    // The first path of each file with more than one link, by device and inode.
+    let mut linked: std::collections::HashMap<(u64, u64), std::path::PathBuf> =
+        std::collections::HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(src) = stack.pop() {
+        let rel = src.strip_prefix(root).map_err(std::io::Error::other)?;
+        let dest = Path::new(".").join(rel);
+        let meta = std::fs::symlink_metadata(&src)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&src)? {
+                stack.push(entry?.path());
+            }
+            b.append_dir(&dest, &src)?;
+        } else if meta.is_file() && meta.nlink() > 1 {
+            match linked.entry((meta.dev(), meta.ino())) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, &dest, first.get())?;
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(dest.clone());
+                    b.append_path_with_name(&src, &dest)?;
+                }
+            }
+        } else {
+            b.append_path_with_name(&src, &dest)?;
+        }
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with three paths is in the tar stream once, its other paths hard-link entries
+    /// to the first; unpacked, they are one file again.
+    #[test]
+    fn hard_links_are_tarred_once_and_unpacked_as_links() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.join("a"), &big).unwrap();
+        std::fs::hard_link(root.join("a"), root.join("b")).unwrap();
+        std::fs::hard_link(root.join("a"), root.join("sub/c")).unwrap();
+        std::fs::write(root.join("single"), b"one").unwrap();
+        std::os::unix::fs::symlink("a", root.join("link")).unwrap();
+        let mut tarred = Vec::new();
+        tar_tree(&root, &mut tarred).unwrap();
+        assert!(
+            tarred.len() < 2 * big.len(),
+            "the linked file's data is in the stream once ({} bytes)",
+            tarred.len()
+        );
+        let mut links = 0;
+        for e in tar::Archive::new(tarred.as_slice()).entries().unwrap() {
+            let e = e.unwrap();
+            if e.header().entry_type() == tar::EntryType::Link {
+                links += 1;
+                assert_eq!(e.header().size().unwrap(), 0);
+            }
+        }
+        assert_eq!(links, 2);
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        tar::Archive::new(tarred.as_slice()).unpack(&out).unwrap();
+        let ino = |p: &str| std::fs::metadata(out.join(p)).unwrap().ino();
+        assert_eq!(ino("a"), ino("b"));
+        assert_eq!(ino("a"), ino("sub/c"));
+        assert_eq!(std::fs::metadata(out.join("a")).unwrap().nlink(), 3);
+        assert_eq!(std::fs::read(out.join("sub/c")).unwrap(), big);
+        assert_eq!(std::fs::read(out.join("single")).unwrap(), b"one");
+        assert_eq!(
+            std::fs::read_link(out.join("link")).unwrap(),
+            Path::new("a")
+        );
+    }
 }

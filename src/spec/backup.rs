@@ -27,6 +27,45 @@ pub struct Backup {
     /// Recipients for this backup instead of the top-level `recipients`.
     #[serde(default)]
     pub recipients: Option<Vec<Sp<String>>>,
+    /// How the data is compressed (default: zstd level 3, one thread per CPU).
+    #[serde(default)]
+    pub compression: Option<Sp<CompressionSpec>>,
+}
+
+/// zstd's settings for a backup: `{ level: 3, threads: 2 }`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionSpec {
+    /// zstd level, 1 (fastest) to 19 (smallest); default 3, as the `zstd` command.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 19))]
+    pub level: Option<Sp<i64>>,
+    /// Threads that compress, 1 to 64; default: one per CPU of the machine that runs the
+    /// backup.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 64))]
+    pub threads: Option<Sp<i64>>,
+}
+
+impl Backup {
+    /// The compression a backup runs with: its settings, the defaults for the rest.
+    /// (Out-of-range values are refused by validation; here they are clamped.)
+    pub fn compression(&self) -> crate::archive::pipeline::Compression {
+        use crate::archive::pipeline::Compression;
+        let mut c = Compression::default();
+        if let Some(spec) = &self.compression {
+            if let Some(l) = &spec.value.level {
+                c.level = l.value.clamp(
+                    i64::from(*Compression::LEVELS.start()),
+                    i64::from(*Compression::LEVELS.end()),
+                ) as i32;
+            }
+            if let Some(t) = &spec.value.threads {
+                c.threads = t.value.clamp(1, i64::from(Compression::MAX_THREADS)) as u32;
+            }
+        }
+        c
+    }
 }
 
 /// What is backed up: one of `exec` (with `pod`), `volume`, or `path`.

@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1056,4 +1057,243 @@ fn a_symlinked_unit_file_is_refused_by_the_pre_flight_and_never_read_or_written_
     s.berth(&["apply", "--yes"]).code(0);
     let _ = std::fs::remove_file(&service);
     let _ = std::fs::remove_file(units.join(format!("berth-{}-backup-data.timer", s.project())));
+}
+
+/// The inode of each path under `root` that has more than one link, by relative path.
+fn linked(root: &Path) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() && meta.nlink() > 1 {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, meta.ino());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `a` and `b` are the same file (one inode) in `linked`'s map.
+fn same_file(links: &BTreeMap<String, u64>, a: &str, b: &str) -> bool {
+    links.get(a).is_some_and(|i| links.get(b) == Some(i))
+}
+
+/// Three paths of one 4 MiB file of noise, in `dir`.
+fn three_links(dir: &Path) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_u32;
+    let noise: Vec<u8> = (0..4 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("lib.so"), &noise).unwrap();
+    std::fs::hard_link(dir.join("lib.so"), dir.join("lib.so.1")).unwrap();
+    std::fs::hard_link(dir.join("lib.so"), dir.join("nested/lib.so.1.2")).unwrap();
+    noise
+}
+
+#[test]
+fn hard_links_are_stored_once_and_restored_as_links_from_a_path_and_a_volume() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    // A host path.
+    let s = Scene::new();
+    let src = s.path_backup(1, "{ daily: 7 }");
+    let noise = three_links(&src);
+    s.berth(&["backup", "run", "data"]).code(0);
+    let stored = std::fs::metadata(&s.data_files()[0]).unwrap().len();
+    assert!(
+        stored < 2 * noise.len() as u64,
+        "the linked file is stored once: {stored} bytes for 3 paths of {} bytes of noise",
+        noise.len()
+    );
+    let out = s.path().join("out");
+    backup::open_without_berth(&s.path().join("key.txt"), &s.data_files()[0], &out);
+    let links = linked(&out);
+    assert!(same_file(&links, "lib.so", "lib.so.1"), "{links:?}");
+    assert!(
+        same_file(&links, "lib.so", "nested/lib.so.1.2"),
+        "{links:?}"
+    );
+    assert_eq!(tree(&out), tree(&src));
+    // Restored in place: links again.
+    let before = tree(&src);
+    std::fs::remove_file(src.join("lib.so.1")).unwrap();
+    std::fs::write(src.join("lib.so.1"), "a copy now").unwrap();
+    s.berth(&["backup", "restore", "data"]).code(0);
+    assert_eq!(tree(&src), before);
+    let links = linked(&src);
+    assert!(same_file(&links, "lib.so", "lib.so.1"), "{links:?}");
+    assert!(
+        same_file(&links, "lib.so", "nested/lib.so.1.2"),
+        "{links:?}"
+    );
+    drop(s);
+
+    // A volume: the engine's archive carries hard links both ways.
+    let s = Scene::new();
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
+    s.berth(&["apply", "--yes"]).code(0);
+    let src = s.path().join("src");
+    sample(&src, 1);
+    three_links(&src);
+    let web = s.web();
+    docker(&[
+        "cp",
+        &format!("{}/.", src.display()),
+        &format!("{web}:/data/"),
+    ]);
+    s.berth(&["backup", "run", "data"]).code(0);
+    let stored = std::fs::metadata(&s.data_files()[0]).unwrap().len();
+    assert!(
+        stored < 2 * noise.len() as u64,
+        "stored once: {stored} bytes"
+    );
+    let out = s.path().join("out");
+    backup::open_without_berth(&s.path().join("key.txt"), &s.data_files()[0], &out);
+    let links = linked(&out);
+    assert!(same_file(&links, "lib.so", "lib.so.1"), "{links:?}");
+    assert!(
+        same_file(&links, "lib.so", "nested/lib.so.1.2"),
+        "{links:?}"
+    );
+    s.berth(&["backup", "restore", "data"]).code(0);
+    let back = s.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    docker(&["cp", &format!("{web}:/data/."), &back.display().to_string()]);
+    assert_eq!(tree(&back), tree(&src));
+    let links = linked(&back);
+    assert!(same_file(&links, "lib.so", "lib.so.1"), "{links:?}");
+    assert!(
+        same_file(&links, "lib.so", "nested/lib.so.1.2"),
+        "{links:?}"
+    );
+}
+
+#[test]
+fn a_backups_compression_level_and_threads_are_those_of_its_spec() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let src = s.path_backup(1, "{ daily: 7 }\n    compression: { level: 1, threads: 1 }");
+    // 8 MiB of text-like data: what a higher level packs better.
+    let words = [
+        "alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta ", "eta ",
+    ];
+    let mut text = String::new();
+    let mut x = 0x2545_f491_u32;
+    while text.len() < 8 * 1024 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        text.push_str(words[(x % 7) as usize]);
+    }
+    std::fs::write(src.join("words.txt"), &text).unwrap();
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.data_spec(
+        "",
+        &format!("{{ path: {} }}", src.display()),
+        "{ daily: 7 }\n    compression: { level: 19, threads: 2 }",
+    );
+    s.berth(&["backup", "run", "data"]).code(0);
+    let sizes: Vec<u64> = s
+        .data_files()
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .collect();
+    assert_eq!(sizes.len(), 2);
+    assert!(
+        sizes[1] * 10 < sizes[0] * 9,
+        "level 19 packs at least 10% smaller than level 1: {sizes:?}"
+    );
+    // Both open without berth, to the same files.
+    for (i, f) in s.data_files().iter().enumerate() {
+        let out = s.path().join(format!("out{i}"));
+        backup::open_without_berth(&s.path().join("key.txt"), f, &out);
+        assert_eq!(tree(&out), tree(&src));
+    }
+    // A restore's safety copy of the same files is taken at the fastest level, whatever
+    // the backup's: larger than the level-19 backup.
+    let before: Vec<PathBuf> = s.data_files();
+    s.berth(&["backup", "restore", "data"]).code(0);
+    let safety = s
+        .data_files()
+        .into_iter()
+        .find(|f| !before.contains(f))
+        .expect("a safety copy");
+    let safety_size = std::fs::metadata(&safety).unwrap().len();
+    assert!(
+        safety_size * 9 > sizes[1] * 10,
+        "the safety copy ({safety_size} bytes) is packed at level 1, not 19 ({} bytes)",
+        sizes[1]
+    );
+    let out = s.path().join("out-safety");
+    backup::open_without_berth(&s.path().join("key.txt"), &safety, &out);
+    assert_eq!(tree(&out), tree(&src));
+}
+
+#[test]
+fn a_restore_says_how_long_each_phase_took() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    s.path_backup(1, "{ daily: 7 }");
+    s.berth(&["backup", "run", "data"]).code(0);
+    let r = s.berth(&["backup", "restore", "data"]).code(0);
+    let said = format!("{}{}", r.stdout(), r.stderr());
+    let phases = said
+        .lines()
+        .find(|l| l.contains("verified ") && l.contains("safety copy "))
+        .unwrap_or_else(|| panic!("no line of phases: {said}"));
+    for phase in ["verified ", "safety copy ", "restored ", "gates "] {
+        let after = phases.split(phase).nth(1).unwrap_or_default();
+        let secs = after.split(' ').next().unwrap_or_default();
+        assert!(
+            secs.parse::<f64>().is_ok(),
+            "`{phase}` has a time in seconds: {phases}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_backup_is_refused_by_restore_while_the_safety_copy_is_taken_and_nothing_is_emptied() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let src = s.path_backup(1, "{ daily: 7 }");
+    s.berth(&["backup", "run", "data"]).code(0);
+    let id = s.ids("data")[0].clone();
+    std::fs::write(src.join("hello.txt"), "changed since\n").unwrap();
+    let now = tree(&src);
+    // A byte flipped in the middle of the backup's data.
+    let data = s.data_files()[0].clone();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+    let r = s.berth(&["backup", "restore", "data", &id]).code(1);
+    assert!(r.stderr_flat().contains("is damaged"), "{}", r.stderr());
+    assert!(
+        r.stderr_flat().contains("nothing had been emptied"),
+        "{}",
+        r.stderr()
+    );
+    // The data is as it was; the safety copy, taken while the backup was read back, is
+    // kept, and nothing is left to recover (a backup runs: no unfinished restore).
+    assert_eq!(tree(&src), now);
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(list.contains("(safety copy)"), "{list}");
+    s.berth(&["backup", "run", "data"]).code(0);
 }

@@ -8,8 +8,7 @@ use futures_util::StreamExt;
 use super::Place;
 use crate::archive::helpers::create_helper;
 use crate::archive::refill::foreign_users;
-use crate::archive::store::Store;
-use crate::archive::{Manifest, pipeline, verify};
+use crate::archive::{Manifest, pipeline, verify_seeing};
 use crate::backup::ops::{Backups, failed};
 use crate::engine::Engine;
 use crate::error::OpError;
@@ -119,30 +118,45 @@ impl Backups {
         Ok(root)
     }
 
-    /// What restoring `manifest` into `place` would overwrite, create and remove, as lines
-    /// for the person (the backup is verified on the way).
-    pub(super) fn changes(
+    /// What is in the place now (a volume's entries through a helper container, a
+    /// directory's by walking it), read before anything is changed.
+    pub(super) fn current_entries(
         &self,
         name: &str,
-        manifest: &Manifest,
         place: &Place,
-        dry_run: bool,
     ) -> Result<Vec<String>, OpError> {
-        let incoming = self.entries_of(name, manifest)?;
-        let when = crate::clock::format_time(manifest.created_at);
         match place {
             Place::Volume { object, .. } => {
                 let engine = self.engine(name)?;
-                let current = self
-                    .project
+                self.project
                     .runtime
-                    .block_on(self.volume_entries(engine, object))?;
+                    .block_on(self.volume_entries(engine, object))
+            }
+            Place::Path { root } => Ok(walk(root)),
+        }
+    }
+
+    /// What restoring `manifest` (whose entries are `incoming`) into `place` (holding
+    /// `current`) would overwrite, create and remove, as lines for the person.
+    pub(super) fn change_lines(
+        &self,
+        manifest: &Manifest,
+        place: &Place,
+        incoming: &[String],
+        current: &[String],
+        dry_run: bool,
+    ) -> Vec<String> {
+        let when = crate::clock::format_time(manifest.created_at);
+        // Looked up in sets: a tree of many thousand entries stays quick.
+        let now: std::collections::HashSet<&String> = current.iter().collect();
+        let coming: std::collections::HashSet<&String> = incoming.iter().collect();
+        match place {
+            Place::Volume { .. } => {
                 let overwritten: Vec<&String> =
-                    incoming.iter().filter(|e| current.contains(e)).collect();
-                let created: Vec<&String> =
-                    incoming.iter().filter(|e| !current.contains(e)).collect();
+                    incoming.iter().filter(|e| now.contains(e)).collect();
+                let created: Vec<&String> = incoming.iter().filter(|e| !now.contains(e)).collect();
                 let removed: Vec<&String> =
-                    current.iter().filter(|e| !incoming.contains(e)).collect();
+                    current.iter().filter(|e| !coming.contains(e)).collect();
                 let mut lines = vec![format!(
                     "{} from backup {} ({when}): {} entries overwritten, {} created, {} removed (not in the backup)",
                     if dry_run {
@@ -167,14 +181,13 @@ impl Backups {
                         lines.push(format!("  ... and {} more to {what}", list.len() - 20));
                     }
                 }
-                Ok(lines)
+                lines
             }
             Place::Path { root } => {
-                let current = walk(root);
-                let overwritten = incoming.iter().filter(|e| current.contains(e)).count();
+                let overwritten = incoming.iter().filter(|e| now.contains(e)).count();
                 let created = incoming.len() - overwritten;
                 let removed: Vec<&String> =
-                    current.iter().filter(|e| !incoming.contains(e)).collect();
+                    current.iter().filter(|e| !coming.contains(e)).collect();
                 let mut lines = vec![format!(
                     "{} {} from backup {} ({when}): {overwritten} entries overwritten, {created} created, {} removed (not in the backup)",
                     if dry_run {
@@ -189,7 +202,7 @@ impl Backups {
                 for e in removed.iter().take(20) {
                     lines.push(format!("  remove {e}"));
                 }
-                Ok(lines)
+                lines
             }
         }
     }
@@ -221,18 +234,16 @@ impl Backups {
         })
     }
 
-    /// The entries of a backup's tar stream (verifying it on the way).
+    /// The entries of a backup's tar stream, read in the same pass that verifies it.
     pub(super) fn entries_of(&self, name: &str, m: &Manifest) -> Result<Vec<String>, OpError> {
         let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
-        verify(&store, m, identity)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let data = store.open(name, &m.id)?;
-        let names = std::thread::scope(|s| {
-            let walker = s.spawn(move || tar_names(pipeline::ChannelReader::new(rx)));
-            let _ = pipeline::open(data, identity, crate::archive::ChannelSink::new(tx));
-            walker.join().unwrap_or_default()
-        });
+        let mut names = Vec::new();
+        verify_seeing(&store, m, identity, |p| {
+            if let Some(n) = tar_name(p) {
+                names.push(n);
+            }
+        })?;
         Ok(names)
     }
 
@@ -250,16 +261,14 @@ impl Backups {
         let helper = create_helper(engine, project, &image, object).await?;
         // Streamed to a thread that reads the names: memory stays bounded whatever the
         // volume holds.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let lister = std::thread::spawn(move || tar_names(pipeline::ChannelReader::new(rx)));
+        let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(64);
+        let lister = std::thread::spawn(move || tar_names(pipeline::BytesReader::new(rx)));
         let mut stream = engine.download(&helper, "/volume/.");
         let mut failure = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(b) => {
-                    let tx = tx.clone();
-                    let sent = tokio::task::spawn_blocking(move || tx.send(b.to_vec())).await;
-                    if !matches!(sent, Ok(Ok(()))) {
+                    if tx.send(b).await.is_err() {
                         break;
                     }
                 }
@@ -282,18 +291,23 @@ impl Backups {
     }
 }
 
+/// An entry's name as a restore lists it (`./a/b` as `a/b`; none for the root).
+pub(super) fn tar_name(p: &Path) -> Option<String> {
+    let p = p.display().to_string();
+    let p = p.trim_start_matches("./").trim_end_matches('/').to_owned();
+    (!p.is_empty() && p != ".").then_some(p)
+}
+
 /// The names in a tar stream (`./a/b` as `a/b`), directories included.
 fn tar_names(r: impl std::io::Read) -> Vec<String> {
     let mut out = Vec::new();
     let mut archive = tar::Archive::new(r);
     if let Ok(entries) = archive.entries() {
         for e in entries.flatten() {
-            if let Ok(p) = e.path() {
-                let p = p.display().to_string();
-                let p = p.trim_start_matches("./").trim_end_matches('/').to_owned();
-                if !p.is_empty() && p != "." {
-                    out.push(p);
-                }
+            if let Ok(p) = e.path()
+                && let Some(p) = tar_name(&p)
+            {
+                out.push(p);
             }
         }
     }

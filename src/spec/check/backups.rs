@@ -40,6 +40,9 @@ impl Checker<'_> {
                     .help("keep at least one bucket, e.g. `{ daily: 7, weekly: 4 }`"),
                 );
             }
+            if let Some(c) = &b.item.compression {
+                self.backup_compression(&b.name.value, &c.value);
+            }
             match &b.item.recipients {
                 Some(list) => self.recipients_of(&format!("backup `{}`", b.name.value), list),
                 // With an explicit `identity:`, its key (the `backup-key-on-host` lint
@@ -213,6 +216,42 @@ impl Checker<'_> {
     /// A backup store is a directory of its own: never `/`, a system directory (or a child
     /// of one the OS owns) or a temporary directory, in any environment. berth makes the
     /// store and may change its mode: such a directory is shared.
+    /// A backup's `compression`: a zstd level and a number of threads that exist.
+    fn backup_compression(&mut self, backup: &str, c: &crate::spec::CompressionSpec) {
+        use crate::archive::pipeline::Compression;
+        if let Some(level) = &c.level
+            && !(i64::from(*Compression::LEVELS.start())..=i64::from(*Compression::LEVELS.end()))
+                .contains(&level.value)
+        {
+            self.push(
+                Diagnostic::error(
+                    "invalid-compression",
+                    format!(
+                        "backup `{backup}`: zstd level {} does not exist",
+                        level.value
+                    ),
+                )
+                .at(level.span, "not a zstd level")
+                .help("give a level from 1 (fastest) to 19 (smallest); 3, the default, is what `zstd` uses"),
+            );
+        }
+        if let Some(threads) = &c.threads
+            && !(1..=i64::from(Compression::MAX_THREADS)).contains(&threads.value)
+        {
+            self.push(
+                Diagnostic::error(
+                    "invalid-compression",
+                    format!("backup `{backup}`: {} compression threads", threads.value),
+                )
+                .at(threads.span, "not a number of threads")
+                .help(format!(
+                    "give 1 to {} threads, or leave `threads` out for one per CPU",
+                    Compression::MAX_THREADS
+                )),
+            );
+        }
+    }
+
     fn backup_store(&mut self, backup: &str, store: &Sp<String>) {
         let path = crate::fsutil::expand_home(&store.value);
         if !path.is_absolute() {
