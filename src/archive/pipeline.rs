@@ -33,14 +33,17 @@ impl Compression {
     pub const LEVEL: i32 = 3;
     /// The levels a spec may give.
     pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
-    /// At most this many compression threads.
-    pub const MAX_THREADS: u32 = 64;
+    /// At most this many compression threads: each holds zstd's window and buffers (tens
+    /// of MiB at level 3, more at high levels), and backups run beside production.
+    pub const MAX_THREADS: u32 = 16;
+    /// The default's most: a big host does not give a backup a thread per CPU.
+    pub const DEFAULT_MAX_THREADS: u32 = 4;
 
-    /// The default: level 3, one compression thread per CPU.
+    /// The default: one compression thread per CPU, at most [`Self::DEFAULT_MAX_THREADS`].
     pub fn default_threads() -> u32 {
         std::thread::available_parallelism()
             .map_or(1, |n| n.get() as u32)
-            .clamp(1, Self::MAX_THREADS)
+            .clamp(1, Self::DEFAULT_MAX_THREADS)
     }
 }
 
@@ -271,7 +274,7 @@ impl<W> Hashing<W> {
     }
     /// The writer, the bytes and their SHA-256 (hex).
     pub fn into_parts(self) -> (W, u64, String) {
-        (self.inner, self.bytes, hex(self.hash.finalize()))
+        (self.inner, self.bytes, crate::encode::hex(&self.hash.finalize()))
     }
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
@@ -325,10 +328,6 @@ fn split<T>(r: std::io::Result<T>) -> (Option<T>, Option<std::io::Error>) {
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(e)),
     }
-}
-
-fn hex(d: impl AsRef<[u8]>) -> String {
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, std::io::Result<T>>) -> std::io::Result<T> {
@@ -408,7 +407,7 @@ where
                 rx.consume(n);
             }
             enc.finish()?;
-            Ok::<_, std::io::Error>((rx.bytes, hex(rx.hash.finalize())))
+            Ok::<_, std::io::Error>((rx.bytes, crate::encode::hex(&rx.hash.finalize())))
         })();
         // Whatever stopped first explains the rest: a sink that failed stops the producer
         // with a broken pipe; a producer that failed ends the stream early.
@@ -485,7 +484,7 @@ where
             decrypted?;
             std::io::copy(&mut tee, &mut std::io::sink())?;
             packed_tx.finish()?;
-            Ok((tee.bytes, hex(tee.hash.finalize())))
+            Ok((tee.bytes, crate::encode::hex(&tee.hash.finalize())))
         });
         let unpacker = s.spawn(move || {
             let mut dec = zstd::Decoder::with_buffer(packed_rx)?;
@@ -530,7 +529,7 @@ where
         Ok((
             Stats {
                 plain_bytes: bytes,
-                plain_sha256: hex(hash.finalize()),
+                plain_sha256: crate::encode::hex(&hash.finalize()),
                 stored_bytes,
                 stored_sha256,
             },

@@ -40,10 +40,10 @@ pub struct CompressionSpec {
     #[serde(default)]
     #[schemars(range(min = 1, max = 19))]
     pub level: Option<Sp<i64>>,
-    /// Threads that compress, 1 to 64; default: one per CPU of the machine that runs the
-    /// backup.
+    /// Threads that compress, 1 to 16; default: one per CPU of the machine that runs the
+    /// backup, at most 4.
     #[serde(default)]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(range(min = 1, max = 16))]
     pub threads: Option<Sp<i64>>,
 }
 

@@ -1266,6 +1266,38 @@ fn a_restore_says_how_long_each_phase_took() {
     }
 }
 
+/// A backup file damaged on disk is refused by restore before anything stops: its size and
+/// SHA-256 are compared with the manifest first, so the pods stay up and no safety copy is
+/// taken for nothing.
+#[test]
+fn a_damaged_backup_file_is_refused_by_restore_before_anything_stops() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let src = s.path_backup(1, "{ daily: 7 }");
+    s.berth(&["backup", "run", "data"]).code(0);
+    let id = s.ids("data")[0].clone();
+    let now = tree(&src);
+    let data = s.data_files()[0].clone();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+    let r = s.berth(&["backup", "restore", "data", &id]).code(1);
+    assert!(r.stderr_flat().contains("is damaged"), "{}", r.stderr());
+    assert!(
+        r.stderr_flat().contains("the manifest says"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(tree(&src), now);
+    // No safety copy was taken, and nothing is left to recover.
+    let list = s.berth(&["backup", "list"]).code(0).stdout();
+    assert!(!list.contains("(safety copy)"), "{list}");
+    s.berth(&["backup", "run", "data"]).code(0);
+}
+
 #[test]
 fn a_damaged_backup_is_refused_by_restore_while_the_safety_copy_is_taken_and_nothing_is_emptied() {
     if !docker::available() || !tools() {
@@ -1277,12 +1309,24 @@ fn a_damaged_backup_is_refused_by_restore_while_the_safety_copy_is_taken_and_not
     let id = s.ids("data")[0].clone();
     std::fs::write(src.join("hello.txt"), "changed since\n").unwrap();
     let now = tree(&src);
-    // A byte flipped in the middle of the backup's data.
+    // A byte flipped in the middle of the backup's data, and its manifest rewritten to
+    // match the damaged file (so that the quick check of the stored file, before anything
+    // stops, passes: only reading it back finds the damage).
     let data = s.data_files()[0].clone();
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&data, &bytes).unwrap();
+    let manifest_path = data.with_file_name(format!("{id}.manifest.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    manifest["stored_sha256"] = serde_json::Value::String(sha);
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let r = s.berth(&["backup", "restore", "data", &id]).code(1);
     assert!(r.stderr_flat().contains("is damaged"), "{}", r.stderr());
     assert!(

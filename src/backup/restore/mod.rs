@@ -129,6 +129,10 @@ impl Backups {
                 safety: None,
             });
         }
+        // The stored file against its manifest, before any pod stops: a damaged file is
+        // refused with everything still up (the whole read-back runs beside the safety
+        // copy, below).
+        crate::archive::check_stored(&self.store(backup)?, &manifest)?;
         let latest = crate::state::revisions::latest(&self.project.state)?;
         let target = self.target(name, &place, latest)?;
         // Journaled from here: stop, safety copy (while the backup is verified), stream,

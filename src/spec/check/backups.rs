@@ -213,9 +213,6 @@ impl Checker<'_> {
         }
     }
 
-    /// A backup store is a directory of its own: never `/`, a system directory (or a child
-    /// of one the OS owns) or a temporary directory, in any environment. berth makes the
-    /// store and may change its mode: such a directory is shared.
     /// A backup's `compression`: a zstd level and a number of threads that exist.
     fn backup_compression(&mut self, backup: &str, c: &crate::spec::CompressionSpec) {
         use crate::archive::pipeline::Compression;
@@ -245,13 +242,17 @@ impl Checker<'_> {
                 )
                 .at(threads.span, "not a number of threads")
                 .help(format!(
-                    "give 1 to {} threads, or leave `threads` out for one per CPU",
-                    Compression::MAX_THREADS
+                    "give 1 to {} threads (each holds zstd's window and buffers: tens of MiB at level 3, more at high levels), or leave `threads` out for one per CPU up to {}",
+                    Compression::MAX_THREADS,
+                    Compression::DEFAULT_MAX_THREADS
                 )),
             );
         }
     }
 
+    /// A backup store is a directory of its own: never `/`, a system directory (or a child
+    /// of one the OS owns) or a temporary directory, in any environment. berth makes the
+    /// store and may change its mode: such a directory is shared.
     fn backup_store(&mut self, backup: &str, store: &Sp<String>) {
         let path = crate::fsutil::expand_home(&store.value);
         if !path.is_absolute() {
