@@ -274,7 +274,11 @@ impl<W> Hashing<W> {
     }
     /// The writer, the bytes and their SHA-256 (hex).
     pub fn into_parts(self) -> (W, u64, String) {
-        (self.inner, self.bytes, crate::encode::hex(&self.hash.finalize()))
+        (
+            self.inner,
+            self.bytes,
+            crate::encode::hex(&self.hash.finalize()),
+        )
     }
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner

@@ -449,12 +449,21 @@ fn seal_path(
 /// Writes the tree under `root` as a tar stream, as `tar -cf - -C ROOT .` would: the root
 /// as `./`, every entry under `./`, symlinks as symlinks, and a file with several hard
 /// links once, its other paths as hard-link entries to the first (restored as links).
+///
+/// A regular file is opened once (not following a symlink put in its place) and its
+/// entry written from that handle, with the handle's own metadata: a file replaced
+/// between the walk's look and the read is stored as what was read, and is the first path
+/// of its inode only if it is still the file the walk saw. A later path is a link entry
+/// only to a first path of the same device, inode, size and modification time (an inode
+/// reused during the walk is a new file). A file that grows or shrinks while it is read is
+/// stored with the size its header says (cut, or padded with zeros, as GNU tar does).
 pub fn tar_tree(root: &Path, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
-    // The first path of each file with more than one link, by device and inode.
-    let mut linked: std::collections::HashMap<(u64, u64), std::path::PathBuf> =
+    // The first path of each file with more than one link, by device and inode, with the
+    // size and modification time it had.
+    let mut linked: std::collections::HashMap<(u64, u64), (std::path::PathBuf, u64, i64, i64)> =
         std::collections::HashMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(src) = stack.pop() {
@@ -466,23 +475,57 @@ pub fn tar_tree(root: &Path, w: &mut dyn std::io::Write) -> std::io::Result<()> 
                 stack.push(entry?.path());
             }
             b.append_dir(&dest, &src)?;
-        } else if meta.is_file() && meta.nlink() > 1 {
-            match linked.entry((meta.dev(), meta.ino())) {
-                std::collections::hash_map::Entry::Occupied(first) => {
-                    let mut h = tar::Header::new_gnu();
-                    h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-                    h.set_entry_type(tar::EntryType::Link);
-                    h.set_size(0);
-                    b.append_link(&mut h, &dest, first.get())?;
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(dest.clone());
-                    b.append_path_with_name(&src, &dest)?;
-                }
-            }
-        } else {
-            b.append_path_with_name(&src, &dest)?;
+            continue;
         }
+        if !meta.is_file() {
+            b.append_path_with_name(&src, &dest)?;
+            continue;
+        }
+        let same = |first: &(std::path::PathBuf, u64, i64, i64), m: &std::fs::Metadata| {
+            first.1 == m.size() && first.2 == m.mtime() && first.3 == m.mtime_nsec()
+        };
+        if meta.nlink() > 1
+            && let Some(first) = linked.get(&(meta.dev(), meta.ino()))
+            && same(first, &meta)
+        {
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, &dest, &first.0)?;
+            continue;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&src)
+        {
+            Ok(f) => f,
+            // Replaced by a symlink since the look: stored as one.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                b.append_path_with_name(&src, &dest)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let held = file.metadata()?;
+        if !held.is_file() {
+            drop(file);
+            b.append_path_with_name(&src, &dest)?;
+            continue;
+        }
+        if held.nlink() > 1 && (held.dev(), held.ino()) == (meta.dev(), meta.ino()) {
+            linked.insert(
+                (held.dev(), held.ino()),
+                (dest.clone(), held.size(), held.mtime(), held.mtime_nsec()),
+            );
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&held, tar::HeaderMode::Complete);
+        let size = held.size();
+        use std::io::Read;
+        let exact = (&file).take(size).chain(std::io::repeat(0)).take(size);
+        b.append_data(&mut h, &dest, exact)?;
     }
     b.finish()
 }
