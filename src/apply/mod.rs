@@ -33,6 +33,7 @@ mod rollout;
 pub mod steps;
 pub mod undo;
 pub mod unwind;
+mod workers;
 pub use preflight::preflight_host;
 pub use rollout::Halted;
 pub use steps::secret::sweep_deliveries;
@@ -355,11 +356,6 @@ struct Run<'a> {
     covered: RefCell<(Option<Vec<String>>, Option<String>)>,
 }
 
-tokio::task_local! {
-    /// The worker held by the step being polled (see [`Run::without_worker`]).
-    static WORKER: RefCell<Option<tokio::sync::OwnedSemaphorePermit>>;
-}
-
 /// What a plan was made from, and where it is carried out.
 pub struct Inputs<'a> {
     pub spec: &'a Spec,
@@ -590,7 +586,9 @@ impl<'a> Run<'a> {
             address: address.clone(),
             state: StepState::Started,
         })?;
-        let result = WORKER.scope(RefCell::new(worker), self.step_inner(c)).await;
+        let result = workers::WORKER
+            .scope(RefCell::new(worker), self.step_inner(c))
+            .await;
         self.journal(Record::Step {
             address,
             state: if result.is_ok() {
@@ -603,23 +601,6 @@ impl<'a> Run<'a> {
             self.failed.set(true);
         }
         result
-    }
-
-    /// One of the `parallelism` workers, once one is free (none when the run's semaphore
-    /// is closed, which it never is).
-    async fn worker(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.workers.clone().acquire_owned().await.ok()
-    }
-
-    /// Runs `wait` (a wait on the engine that asks it for nothing heavy: a gate) after
-    /// giving back the step's worker, so that another step uses it meanwhile. The step
-    /// finishes without one: what is left after a gate (a name switched, a proxy told) is
-    /// short, and waiting behind the steps queued for a worker would hold the pod's
-    /// verdict back until they had all started. Outside a step (undo, recover) it just
-    /// waits.
-    async fn without_worker<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
-        let _ = WORKER.try_with(|w| w.borrow_mut().take());
-        wait.await
     }
 
     fn event(&self, address: Option<&crate::graph::Address>, status: Status, message: String) {

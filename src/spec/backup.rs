@@ -50,8 +50,7 @@ pub struct CompressionSpec {
 impl Backup {
     /// The compression a backup runs with: its settings, the defaults for the rest.
     /// (Out-of-range values are refused by validation; here they are clamped.)
-    pub fn compression(&self) -> crate::archive::pipeline::Compression {
-        use crate::archive::pipeline::Compression;
+    pub fn compression(&self) -> Compression {
         let mut c = Compression::default();
         if let Some(spec) = &self.compression {
             if let Some(l) = &spec.value.level {
@@ -155,5 +154,42 @@ mod tests {
             "ord",
             "a pod of every region: the primary first"
         );
+    }
+}
+
+/// How a backup is compressed: the zstd level, and how many threads compress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// zstd's level, 1 to 19 (3, as `zstd` by default).
+    pub level: i32,
+    /// Worker threads that compress (1: compressed on the pipeline's own thread).
+    pub threads: u32,
+}
+
+impl Compression {
+    /// The default level.
+    pub const LEVEL: i32 = 3;
+    /// The levels a spec may give.
+    pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+    /// At most this many compression threads: each holds zstd's window and buffers (tens
+    /// of MiB at level 3, more at high levels), and backups run beside production.
+    pub const MAX_THREADS: u32 = 16;
+    /// The default's most: a big host does not give a backup a thread per CPU.
+    pub const DEFAULT_MAX_THREADS: u32 = 4;
+
+    /// The default: one compression thread per CPU, at most [`Self::DEFAULT_MAX_THREADS`].
+    pub fn default_threads() -> u32 {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get() as u32)
+            .clamp(1, Self::DEFAULT_MAX_THREADS)
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            level: Self::LEVEL,
+            threads: Self::default_threads(),
+        }
     }
 }

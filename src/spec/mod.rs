@@ -28,7 +28,7 @@ pub mod units;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use backup::{Backup, BackupSource, CompressionSpec, Consistency, Retention};
+pub use backup::{Backup, BackupSource, Compression, CompressionSpec, Consistency, Retention};
 pub use load::{Loaded, load_file, load_str};
 pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
 pub use proxy::{

@@ -215,7 +215,7 @@ impl Checker<'_> {
 
     /// A backup's `compression`: a zstd level and a number of threads that exist.
     fn backup_compression(&mut self, backup: &str, c: &crate::spec::CompressionSpec) {
-        use crate::archive::pipeline::Compression;
+        use crate::spec::Compression;
         if let Some(level) = &c.level
             && !(i64::from(*Compression::LEVELS.start())..=i64::from(*Compression::LEVELS.end()))
                 .contains(&level.value)
