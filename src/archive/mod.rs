@@ -224,22 +224,72 @@ pub fn verify_stream(
 /// Walks a tar stream, reading every entry to its end and then the stream itself to its
 /// very end: the reader stops at the end-of-archive blocks, and the padding after them is
 /// part of the stream (and of its hash) all the same. Returns the number of entries.
+///
+/// What a restore could not put back is refused here, so that a backup that verifies
+/// restores: an entry named outside the tree (absolute, or through `..`), and a hard link
+/// to a path that is not an earlier file of the stream. (The files' names are kept as
+/// 8-byte hashes: memory stays small for millions of entries.)
 fn walk_tar(
     r: impl std::io::Read,
     seen: &mut dyn FnMut(&std::path::Path),
 ) -> Result<u64, WalkError> {
     let mut archive = tar::Archive::new(r);
     let mut files = 0;
+    let mut regular: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry.map_err(WalkError::Broken)?;
-        if let Ok(p) = entry.path() {
-            seen(&p);
+        let path = entry.path().map_err(WalkError::Broken)?.into_owned();
+        let name = inside_name(&path)
+            .ok_or_else(|| WalkError::Outside(format!("an entry is named `{}`", path.display())))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                regular.insert(name_hash(&name));
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(WalkError::Broken)?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let known = inside_name(&target).is_some_and(|t| regular.contains(&name_hash(&t)));
+                if !known {
+                    return Err(WalkError::Outside(format!(
+                        "`{}` is a hard link to `{}`, which is not an earlier file of the backup",
+                        path.display(),
+                        target.display()
+                    )));
+                }
+            }
+            _ => {}
         }
+        seen(&path);
         std::io::copy(&mut entry, &mut std::io::sink()).map_err(WalkError::CutShort)?;
         files += 1;
     }
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
     Ok(files)
+}
+
+/// A tar entry's name as a path inside the tree (`./a/b` and `a/b` alike), or `None` when
+/// it is absolute or goes up with `..`.
+fn inside_name(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let mut inside = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => inside.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(inside)
+}
+
+fn name_hash(name: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 /// Why a read-back's walk of the plain stream stopped.
@@ -252,13 +302,18 @@ enum WalkError {
     Broken(#[source] std::io::Error),
     #[error("an entry is cut short: {0}")]
     CutShort(#[source] std::io::Error),
+    /// An entry a restore could not put back inside the tree.
+    #[error("{0}: a restore could not put it back")]
+    Outside(String),
 }
 
 impl WalkError {
     fn kind(&self) -> std::io::ErrorKind {
         match self {
             WalkError::Read(e) => e.kind(),
-            WalkError::Broken(_) | WalkError::CutShort(_) => std::io::ErrorKind::InvalidData,
+            WalkError::Broken(_) | WalkError::CutShort(_) | WalkError::Outside(_) => {
+                std::io::ErrorKind::InvalidData
+            }
         }
     }
 }
@@ -294,6 +349,57 @@ mod tests {
         let mut r = Counting(&tarred, 0);
         assert_eq!(walk_tar(&mut r, &mut |_| {}).unwrap(), 1);
         assert_eq!(r.1, tarred.len(), "every byte was read");
+    }
+
+    /// A tar stream of the given entries: (name, regular file data) or (name, hard link
+    /// target).
+    fn tar_of(entries: &[(&str, Result<&[u8], &str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, what) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match what {
+                Ok(data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    // Written by hand: the builder refuses `..` in names, a forger does not.
+                    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+                    h.set_cksum();
+                    b.append(&h, *data).unwrap();
+                }
+                Err(target) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Link);
+                    b.append_link(&mut h, name, target).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn the_walk_refuses_what_a_restore_could_not_put_back() {
+        let walk = |t: Vec<u8>| walk_tar(t.as_slice(), &mut |_| {});
+        // Files and links to earlier files, `./` or not: fine.
+        let good = tar_of(&[
+            ("./a", Ok(b"x")),
+            ("./b", Err("./a")),
+            ("sub/c", Ok(b"y")),
+            ("./d", Err("sub/c")),
+        ]);
+        assert_eq!(walk(good).unwrap(), 4);
+        // A link to a file that comes later, or is not there at all.
+        let later = tar_of(&[("./b", Err("./a")), ("./a", Ok(b"x"))]);
+        let e = walk(later).unwrap_err().to_string();
+        assert!(e.contains("not an earlier file"), "{e}");
+        let nowhere = tar_of(&[("./a", Ok(b"x")), ("./b", Err("../../etc/passwd"))]);
+        assert!(walk(nowhere).is_err());
+        // An entry named outside the tree.
+        let up = tar_of(&[("../escape", Ok(b"x"))]);
+        let e = walk(up).unwrap_err().to_string();
+        assert!(e.contains("`../escape`"), "{e}");
+        let absolute = tar_of(&[("/etc/cron.d/x", Ok(b"x"))]);
+        assert!(walk(absolute).is_err());
     }
 
     /// Seal, commit and verify, for tar streams of many lengths. (Whether the padding
