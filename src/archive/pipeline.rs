@@ -367,15 +367,7 @@ where
             if compression.threads > 1 {
                 enc.multithread(compression.threads)?;
             }
-            loop {
-                let b = rx.fill_buf()?;
-                if b.is_empty() {
-                    break;
-                }
-                let n = b.len();
-                enc.write_all(b)?;
-                rx.consume(n);
-            }
+            pump(&mut rx, &mut enc)?;
             enc.finish()?;
             Ok::<_, std::io::Error>((rx.bytes, crate::encode::hex(&rx.hash.finalize())))
         })();
@@ -406,19 +398,24 @@ pub fn open<R: Read + Send, W: Write + Send>(
     mut sink: W,
 ) -> std::io::Result<Stats> {
     open_with(stored, identity, |r| {
-        // Whole buffers at a time (up to a chunk), not the small pieces of `io::copy`.
-        loop {
-            let b = r.fill_buf()?;
-            if b.is_empty() {
-                break;
-            }
-            let n = b.len();
-            sink.write_all(b)?;
-            r.consume(n);
-        }
+        pump(r, &mut sink)?;
         sink.flush()
     })
     .map(|(stats, ())| stats)
+}
+
+/// Copies `r` to its end into `w`, whole buffers at a time (up to a chunk), not the small
+/// pieces of `io::copy`.
+fn pump(r: &mut (impl std::io::BufRead + ?Sized), w: &mut impl Write) -> std::io::Result<()> {
+    loop {
+        let b = r.fill_buf()?;
+        if b.is_empty() {
+            return Ok(());
+        }
+        let n = b.len();
+        w.write_all(b)?;
+        r.consume(n);
+    }
 }
 
 /// Decrypts and decompresses `stored`, handing the plain stream to `consume` on the
