@@ -293,10 +293,11 @@ pub async fn healthy(
             // No health check: the container must stay up for a moment. The engine's
             // events tell of an exit during it as it happens (one request, not a look
             // every moment); a look after it judges, restarts by its policy included.
-            running_gate(engine, id, &state_of(id).await?).await?;
+            let state = state_of(id).await?;
+            running_gate(engine, id, &state).await?;
             let window = SETTLE.saturating_sub(started.elapsed());
             let began = Instant::now();
-            match engine.exits_within(id, window).await {
+            match engine.exits_within(id, state.started, window).await {
                 // Exited: the look below says how.
                 Ok(Some(_)) => {}
                 // The window passed, or the engine ended the stream early: wait it out.

@@ -660,6 +660,34 @@ fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
     assert!(containers_of(&s.project.0).is_empty());
 }
 
+/// A container started again (healed) must stay up for the settle window of this run: the
+/// engine's exit of the stop before it is not this run's (it used to end the window at once,
+/// so a heal passed on a container that crashed a second later).
+#[test]
+fn a_healed_pod_that_exits_during_the_settle_window_fails_its_gate() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let flags = s.path().join("flags");
+    std::fs::create_dir(&flags).unwrap();
+    s.spec(&format!(
+        "pods:\n  brief:\n    image: {}\n    restart: \"no\"\n    volumes: [\"./flags:/flags\"]\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 7, CRASH_IF_FILE: /flags/crash }}\n",
+        docker::testapp_image()
+    ));
+    s.berth(&["apply", "--yes"]).code(0);
+    // Stopped by hand (an exit the engine records), and from its next start on it crashes
+    // a second after starting.
+    docker::docker(&["stop", "-t", "1", &s.name("brief")]);
+    std::fs::write(flags.join("crash"), "").unwrap();
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.brief` failed its `running` gate") && err.contains("exit status 7"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_container_that_was_stopped_stays_stopped_when_a_failed_replace_is_undone() {
     if !docker::available() {

@@ -50,6 +50,8 @@ pub struct ContainerState {
     pub addresses: HashMap<String, String>,
     /// Host paths bind-mounted into it, as (source, destination).
     pub binds: Vec<(String, String)>,
+    /// When it last started, on the engine's clock (seconds, nanoseconds since the epoch).
+    pub started: Option<(u64, u32)>,
 }
 
 impl Engine {
@@ -378,6 +380,7 @@ impl Engine {
                 .unwrap_or_default(),
             addresses,
             binds,
+            started: st.started_at.as_deref().and_then(crate::clock::parse_utc),
         })
     }
 }

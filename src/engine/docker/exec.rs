@@ -148,20 +148,23 @@ impl Engine {
         out
     }
 
-    /// Watches the engine's events for an exit of the container `id` (one it still holds,
-    /// or one to come) for at most `window`: the exit status of the first, or `None` when
-    /// the window passed without one. One request held open, instead of a look every
-    /// moment.
+    /// Watches the engine's events for an exit of the container `id` since `started` (its
+    /// last start, on the engine's clock: an exit before it, a stop before a restart, is
+    /// not this run's), or to come, for at most `window`: the exit status of the first, or
+    /// `None` when the window passed without one. One request held open, instead of a look
+    /// every moment.
     pub async fn exits_within(
         &self,
         id: &str,
+        started: Option<(u64, u32)>,
         window: std::time::Duration,
     ) -> Result<Option<i64>, EngineError> {
         self.count();
         let options = bollard::query_parameters::EventsOptions {
-            // Every event the engine holds for this container id, then those to come (no
-            // `until`: the engine's clock need not agree with this machine's).
-            since: Some("0".to_owned()),
+            // The events the engine holds for this container id since it started, then
+            // those to come (no `until`: the engine's clock need not agree with this
+            // machine's).
+            since: Some(started.map_or("0".to_owned(), |(s, n)| format!("{s}.{n:09}"))),
             until: None,
             filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
