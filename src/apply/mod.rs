@@ -354,6 +354,9 @@ struct Run<'a> {
     /// The regions the revision reaches when not all (`--region`, or the regions done
     /// before a rollout halted), and the region it halted at: said by the commit.
     covered: RefCell<(Option<Vec<String>>, Option<String>)>,
+    /// The id of each image the pre-flight found on a region's engine, by (region, name):
+    /// a pod's container is labelled with it without asking the engine again.
+    image_ids: RefCell<HashMap<(String, String), String>>,
 }
 
 /// What a plan was made from, and where it is carried out.
@@ -428,6 +431,7 @@ pub async fn apply(
         proxies: RefCell::new(HashMap::new()),
         proxy_turn: futures_util::lock::Mutex::new(()),
         covered: RefCell::new((None, None)),
+        image_ids: RefCell::new(HashMap::new()),
     };
     if !regions.is_empty() {
         run.covered.borrow_mut().0 = Some(rollout::in_spec_order(spec, regions.to_vec()));

@@ -231,7 +231,8 @@ impl Run<'_> {
         if present.contains(&key) {
             return Ok(());
         }
-        if self.engine(region).image_present(image).await? {
+        if let Some(id) = self.engine(region).image_id_if_present(image).await? {
+            self.image_ids.borrow_mut().insert(key.clone(), id);
             present.insert(key);
             return Ok(());
         }

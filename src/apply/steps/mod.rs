@@ -62,10 +62,14 @@ impl Run<'_> {
         region: &str,
         body: &mut bollard::models::ContainerCreateBody,
     ) -> Result<(), ApplyError> {
-        let image_id = self
-            .engine(region)
-            .image_id(body.image.as_deref().unwrap_or_default())
-            .await?;
+        let image = body.image.as_deref().unwrap_or_default();
+        let found = (self.image_ids.borrow())
+            .get(&(region.to_owned(), image.to_owned()))
+            .cloned();
+        let image_id = match found {
+            Some(id) => id,
+            None => self.engine(region).image_id(image).await?,
+        };
         body.labels
             .get_or_insert_with(Default::default)
             .insert(labels::IMAGE.to_owned(), image_id);

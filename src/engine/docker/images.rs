@@ -40,9 +40,17 @@ impl Engine {
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        Ok(self.image_id_if_present(image).await?.is_some())
+    }
+
+    /// The id of the image a name or tag stands for now, or `None` when the engine has
+    /// no such image.
+    pub async fn image_id_if_present(&self, image: &str) -> Result<Option<String>, EngineError> {
         self.count();
         let r = self.docker.inspect_image(image).await;
-        Ok(self.found("inspect image", r)?.is_some())
+        Ok(self
+            .found("inspect image", r)?
+            .map(|i| i.id.unwrap_or_default()))
     }
 
     /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal, as it says it.
