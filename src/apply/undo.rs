@@ -57,6 +57,11 @@ pub enum Undo {
     RemoveFile {
         path: PathBuf,
     },
+    /// A backup about to be unpacked beside the data it replaces (a directory inside the
+    /// restored path, named `.berth-restore-ID`): removed with what it holds.
+    RemoveStaging {
+        path: PathBuf,
+    },
     /// A secret file's mode about to change.
     RestoreMode {
         path: PathBuf,
@@ -142,7 +147,10 @@ impl Undo {
             | Undo::RefillVolume { region, .. }
             | Undo::RefillPath { region, .. } => Some(Some(region)),
             Undo::Reapply { .. } => Some(None),
-            Undo::RestoreFile { .. } | Undo::RemoveFile { .. } | Undo::RestoreMode { .. } => None,
+            Undo::RestoreFile { .. }
+            | Undo::RemoveFile { .. }
+            | Undo::RemoveStaging { .. }
+            | Undo::RestoreMode { .. } => None,
         }
     }
 }
@@ -296,10 +304,8 @@ pub async fn perform(
     match u {
         Undo::RemoveContainer { region, name } => {
             let r = async { remove_container(engine(engines, region)?, project, name).await };
-            (
-                format!("{}: removed new container {name}", at(region)),
-                r.await,
-            )
+            let what = format!("{}: removed new container {name}", at(region));
+            (what, r.await)
         }
         Undo::RemoveNetwork { region, name } => undo_network(engines, project, region, name).await,
         Undo::RemoveVolume { region, name } => {
@@ -351,6 +357,7 @@ pub async fn perform(
             format!("on this machine: removed {}", path.display()),
             remove_file(path),
         ),
+        Undo::RemoveStaging { path } => remove_staging(path),
         Undo::RestoreMode { path, mode } => (
             format!("on this machine: mode {mode:04o} of {}", path.display()),
             crate::fsutil::set_mode(path, *mode).map_err(UndoError::from),
@@ -550,6 +557,33 @@ fn remove_file(path: &std::path::Path) -> Result<(), UndoError> {
         _ => Ok(()),
     }
 }
+
+/// A restore's staging directory removed, if it is there; only a directory of that name
+/// (`.berth-restore-…`): a journal edited by hand removes nothing else.
+fn remove_staging(path: &std::path::Path) -> (String, Result<(), UndoError>) {
+    let what = format!(
+        "on this machine: removed the unpacked backup {}",
+        path.display()
+    );
+    let ours = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() && ours => std::fs::remove_dir_all(path).map_err(UndoError::from),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is not a restore's staging directory: left as it is",
+            path.display()
+        ))
+        .into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    };
+    (what, removed)
+}
+
+/// The name a restore's staging directory starts with.
+pub const STAGING_PREFIX: &str = ".berth-restore-";
 
 /// A host path back from its safety copy; its users stop first (the undo records before
 /// this one start them again).

@@ -144,6 +144,24 @@ pub fn verify_seeing(
     let data = store.open(&manifest.name, &manifest.id)?;
     let (stats, files) =
         verify_stream(data, manifest, identity, seen).map_err(|e| damaged(e.to_string()))?;
+    read_back_matches(what, manifest, &stats)?;
+    Ok(Verified {
+        files,
+        plain_bytes: stats.plain_bytes,
+    })
+}
+
+/// What reading a backup back found (`stats`) compared with its manifest: the stored
+/// file's hash and size, then its content's. `what` names the backup.
+pub fn read_back_matches(
+    what: String,
+    manifest: &Manifest,
+    stats: &pipeline::Stats,
+) -> Result<(), BackupError> {
+    let damaged = |why: String| BackupError::Damaged {
+        what: what.clone(),
+        why,
+    };
     if stats.stored_sha256 != manifest.stored_sha256 || stats.stored_bytes != manifest.stored_bytes
     {
         return Err(damaged(format!(
@@ -157,10 +175,7 @@ pub fn verify_seeing(
             "its content does not match the manifest's hash and size".into(),
         ));
     }
-    Ok(Verified {
-        files,
-        plain_bytes: stats.plain_bytes,
-    })
+    Ok(())
 }
 
 /// The stored file of a backup compared with its manifest (its size and SHA-256), without
@@ -272,7 +287,7 @@ fn walk_tar(
 
 /// A tar entry's name as a path inside the tree (`./a/b` and `a/b` alike), or `None` when
 /// it is absolute or goes up with `..`.
-fn inside_name(path: &std::path::Path) -> Option<std::path::PathBuf> {
+pub(crate) fn inside_name(path: &std::path::Path) -> Option<std::path::PathBuf> {
     use std::path::Component;
     let mut inside = std::path::PathBuf::new();
     for c in path.components() {

@@ -165,10 +165,6 @@ pub(crate) fn foreign_users(volume: &str, names: &[String]) -> String {
 pub fn refill_path(root: &Path, from: &BackupRef) -> Result<pipeline::Stats, RefillError> {
     let data = from.open()?;
     let identity = Identity::load(&from.identity)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RefillError::Io { path, source }
-    };
     for e in std::fs::read_dir(root).map_err(io(root))?.flatten() {
         let p = e.path();
         let r = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
@@ -179,12 +175,71 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<pipeline::Stats, Ref
         r.map_err(io(&p))?;
     }
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
-    let opened = pipeline::open_with(data, &identity, |r| {
-        let mut a = tar::Archive::new(r);
-        a.set_preserve_permissions(true);
-        a.set_preserve_ownerships(true);
-        a.set_overwrite(true);
-        a.unpack(root).map_err(|e| {
+    unpack_into(root, data, &identity, &mut |_| {})
+}
+
+/// The backup unpacked into `staging`, a new directory inside the place it goes back to
+/// (so that [`swap_in`] moves it in by renames, on the same file system), giving `seen`
+/// the name of each entry: the one pass that reads a backup for a restore. The stats are
+/// the caller's to compare with the manifest before anything is moved in.
+pub fn stage_path(
+    staging: &Path,
+    from: &BackupRef,
+    seen: &mut dyn FnMut(&Path),
+) -> Result<pipeline::Stats, RefillError> {
+    let data = from.open()?;
+    let identity = Identity::load(&from.identity)?;
+    std::fs::create_dir(staging).map_err(io(staging))?;
+    unpack_into(staging, data, &identity, seen)
+}
+
+/// Makes `root` hold what `staging` (a directory inside it) holds, by renames: what root
+/// holds now moved into `trash` (a new directory inside it), staging's entries moved into
+/// root, root given staging's mode and times (the backup's own), then staging and
+/// the trash removed. Interrupted, root holds a part of each: the caller's journal puts
+/// the safety copy back.
+pub fn swap_in(root: &Path, staging: &Path, trash: &Path) -> Result<(), RefillError> {
+    // The backup's mode and times of the tree itself, before moving entries changes them.
+    let own = std::fs::symlink_metadata(staging).map_err(io(staging))?;
+    std::fs::create_dir(trash).map_err(io(trash))?;
+    for e in std::fs::read_dir(root).map_err(io(root))?.flatten() {
+        let p = e.path();
+        if p != staging && p != trash {
+            std::fs::rename(&p, trash.join(e.file_name())).map_err(io(&p))?;
+        }
+    }
+    fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
+    for e in std::fs::read_dir(staging).map_err(io(staging))?.flatten() {
+        let p = e.path();
+        std::fs::rename(&p, root.join(e.file_name())).map_err(io(&p))?;
+    }
+    std::fs::set_permissions(root, own.permissions()).map_err(io(root))?;
+    std::fs::remove_dir(staging).map_err(io(staging))?;
+    std::fs::remove_dir_all(trash).map_err(io(trash))?;
+    // Last: moving entries in and out changed root's times.
+    let times = std::fs::FileTimes::new()
+        .set_accessed(own.accessed().map_err(io(staging))?)
+        .set_modified(own.modified().map_err(io(staging))?);
+    std::fs::File::open(root)
+        .and_then(|f| f.set_times(times))
+        .map_err(io(root))
+}
+
+/// A path's I/O failure, said with the path.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RefillError {
+    let path = path.to_path_buf();
+    move |source| RefillError::Io { path, source }
+}
+
+/// Decrypts, decompresses and unpacks `data` into the directory `dst`.
+fn unpack_into(
+    dst: &Path,
+    data: Box<dyn std::io::Read + Send>,
+    identity: &Identity,
+    seen: &mut dyn FnMut(&Path),
+) -> Result<pipeline::Stats, RefillError> {
+    let opened = pipeline::open_with(data, identity, |r| {
+        unpack_seeing(r, dst, seen).map_err(|e| {
             // Said as the unpacking's failure, whatever the kind, unless the stream itself
             // broke (a stage before it stopped: its own error is the one reported).
             std::io::Error::new(e.kind(), UnpackFailed(e.to_string()))
@@ -193,11 +248,64 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<pipeline::Stats, Ref
     match opened {
         Ok((stats, ())) => Ok(stats),
         Err(e) if e.get_ref().is_some_and(|i| i.is::<UnpackFailed>()) => Err(RefillError::Unpack {
-            root: root.to_path_buf(),
+            root: dst.to_path_buf(),
             source: e,
         }),
         Err(e) => Err(RefillError::Open(e)),
     }
+}
+
+/// Unpacks a tar stream into `dst` as `tar -x` does, modes, owners and modification times
+/// kept: directories last, deepest first, so that a read-only one does not stop what goes
+/// into it, and their times are the backup's (the tar crate sets a file's, not a
+/// directory's). `seen` is given each entry's name.
+fn unpack_seeing(
+    r: &mut dyn std::io::BufRead,
+    dst: &Path,
+    seen: &mut dyn FnMut(&Path),
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut archive = tar::Archive::new(r);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    let mut directories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?;
+        // What the read-back refuses (the tar crate would pass it over): a backup restores
+        // whole or not at all.
+        if super::inside_name(&path).is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("an entry is named `{}`, outside the tree", path.display()),
+            ));
+        }
+        seen(&path);
+        if entry.header().entry_type() == tar::EntryType::Directory {
+            directories.push(entry);
+        } else {
+            entry.unpack_in(dst)?;
+        }
+    }
+    directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
+    for mut d in directories {
+        let path = d.path()?.into_owned();
+        let mtime = d.header().mtime();
+        // The tree's own entry (`./`), which the tar crate passes over: its mode here.
+        let own = path.components().all(|c| c == std::path::Component::CurDir);
+        if own {
+            let mode = d.header().mode()?;
+            std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        if (own || d.unpack_in(dst)?)
+            && let Ok(secs) = mtime
+        {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            std::fs::File::open(dst.join(&path)).and_then(|f| f.set_modified(at))?;
+        }
+    }
+    Ok(())
 }
 
 /// An unpacking's own failure, told apart from the pipeline's.
@@ -239,5 +347,58 @@ impl std::io::Write for BlockingSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What the staging directory holds takes the place of what the tree held, with the
+    /// staging directory's mode and time (the backup's own `./`); neither the staging
+    /// directory nor the old entries are left.
+    #[test]
+    fn swap_in_puts_the_staged_tree_in_place_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.txt"), "old a").unwrap();
+        std::fs::write(root.join("sub/b.txt"), "old b").unwrap();
+        let staging = root.join(".berth-restore-x");
+        std::fs::create_dir_all(staging.join("new")).unwrap();
+        std::fs::write(staging.join("a.txt"), "new a").unwrap();
+        std::fs::write(staging.join("new/c.txt"), "c").unwrap();
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::open(&staging)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+
+        swap_in(&root, &staging, &root.join(".berth-restore-x.old")).unwrap();
+
+        assert_eq!(names(&root), ["a.txt", "new"]);
+        assert_eq!(
+            std::fs::read_to_string(root.join("a.txt")).unwrap(),
+            "new a"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("new/c.txt")).unwrap(),
+            "c"
+        );
+        let m = std::fs::metadata(&root).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(m.modified().unwrap(), at);
     }
 }

@@ -60,6 +60,17 @@ impl Backups {
         name: &str,
         safety: bool,
     ) -> Result<(Manifest, crate::archive::Verified), OpError> {
+        self.run_leaving_out(name, safety, None)
+    }
+
+    /// [`Backups::run`], a path backup leaving out `skip` (a directory inside the path: a
+    /// restore's safety copy leaves out the backup being unpacked beside the data).
+    pub(super) fn run_leaving_out(
+        &self,
+        name: &str,
+        safety: bool,
+        skip: Option<&Path>,
+    ) -> Result<(Manifest, crate::archive::Verified), OpError> {
         let backup = self.get(name)?;
         let store = self.store(backup)?;
         let recipients = self.recipients(backup);
@@ -99,7 +110,7 @@ impl Backups {
                 .join(crate::fsutil::expand_home(&path.value));
             (
                 format!("path {}", root.display()),
-                seal_path(&root, &recipients, out, compression).map_err(|e| {
+                seal_path(&root, skip, &recipients, out, compression).map_err(|e| {
                     failed(
                         name,
                         e.to_string(),
@@ -431,6 +442,7 @@ enum SealError {
 /// path of the same file), sealed into `out`.
 fn seal_path(
     root: &Path,
+    skip: Option<&Path>,
     recipients: &[String],
     out: Box<dyn std::io::Write + Send>,
     compression: pipeline::Compression,
@@ -440,9 +452,11 @@ fn seal_path(
             root: root.to_path_buf(),
         });
     }
-    pipeline::seal_with(|w| tar_tree(root, w), recipients, out, compression).map_err(|e| match e {
-        pipeline::SealError::Source(e) => SealError::Path(e),
-        pipeline::SealError::Sink(e) => SealError::Seal(e),
+    pipeline::seal_with(|w| tar_tree(root, skip, w), recipients, out, compression).map_err(|e| {
+        match e {
+            pipeline::SealError::Source(e) => SealError::Path(e),
+            pipeline::SealError::Sink(e) => SealError::Seal(e),
+        }
     })
 }
 
@@ -457,7 +471,12 @@ fn seal_path(
 /// only to a first path of the same device, inode, size and modification time (an inode
 /// reused during the walk is a new file). A file that grows or shrinks while it is read is
 /// stored with the size its header says (cut, or padded with zeros, as GNU tar does).
-pub fn tar_tree(root: &Path, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+/// `skip`, a path under `root`, is left out with what it holds.
+pub fn tar_tree(
+    root: &Path,
+    skip: Option<&Path>,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
@@ -472,7 +491,10 @@ pub fn tar_tree(root: &Path, w: &mut dyn std::io::Write) -> std::io::Result<()> 
         let meta = std::fs::symlink_metadata(&src)?;
         if meta.is_dir() {
             for entry in std::fs::read_dir(&src)? {
-                stack.push(entry?.path());
+                let p = entry?.path();
+                if Some(p.as_path()) != skip {
+                    stack.push(p);
+                }
             }
             b.append_dir(&dest, &src)?;
             continue;
@@ -549,7 +571,7 @@ mod tests {
         std::fs::write(root.join("single"), b"one").unwrap();
         std::os::unix::fs::symlink("a", root.join("link")).unwrap();
         let mut tarred = Vec::new();
-        tar_tree(&root, &mut tarred).unwrap();
+        tar_tree(&root, None, &mut tarred).unwrap();
         assert!(
             tarred.len() < 2 * big.len(),
             "the linked file's data is in the stream once ({} bytes)",

@@ -213,7 +213,14 @@ backups:
         &[("BERTH_FAULT_RESTORE_KILL", "emptied")],
     );
     assert!(killed(&r), "not killed: {}", r.stderr());
-    assert!(tree(&dir).is_empty(), "the directory was emptied");
+    // Emptied: its entries moved aside; what it holds is the backup unpacked beside them
+    // and those entries, both in berth's directories (`.berth-restore-ID`, `...ID.old`).
+    let left = tree(&dir);
+    assert!(
+        left.keys().any(|k| k.ends_with(".old/a.txt"))
+            && left.keys().all(|k| k.starts_with(".berth-restore-")),
+        "the directory was emptied: {left:?}"
+    );
     recovered_to(&s, "emptied", &data, &before);
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &s.web()]),
@@ -846,4 +853,54 @@ fn a_backup_run_during_an_apply_waits_for_it() {
     );
     assert_eq!(r.0.status.code(), Some(0), "{}", r.stderr());
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+/// A directory comes back as `tar -x` puts it back: its directories' modes and modification
+/// times too, the tree's own included; and nothing of berth's is left in it (the backup is
+/// unpacked beside the data, in a directory of berth's, then moved in).
+#[test]
+fn a_path_restore_puts_back_directory_modes_and_times_and_leaves_nothing_of_its_own() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scene::new();
+    let src = s.path_backup(1, "{ daily: 7 }");
+    std::fs::create_dir_all(src.join("deep/er")).unwrap();
+    std::fs::write(src.join("deep/er/f.txt"), "f\n").unwrap();
+    let past = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let stamp = |p: &std::path::Path, mode: u32, at: u64| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::File::open(p)
+            .unwrap()
+            .set_modified(past(at))
+            .unwrap();
+    };
+    // Innermost first: a directory's time moves when something is made in it.
+    stamp(&src.join("deep/er"), 0o700, 1_000_000_000);
+    stamp(&src.join("deep"), 0o750, 1_100_000_000);
+    stamp(&src, 0o710, 1_200_000_000);
+    let stamps = |root: &std::path::Path| -> BTreeMap<String, (u32, u64)> {
+        ["", "deep", "deep/er"]
+            .iter()
+            .map(|rel| {
+                let m = std::fs::metadata(root.join(rel)).unwrap();
+                let at = m.modified().unwrap().duration_since(past(0)).unwrap();
+                (
+                    rel.to_string(),
+                    (m.permissions().mode() & 0o7777, at.as_secs()),
+                )
+            })
+            .collect()
+    };
+    let before = stamps(&src);
+    let files = tree(&src);
+    s.berth(&["backup", "run", "data"]).code(0);
+    // Changed since: a directory gone, another made, the tree's mode changed.
+    std::fs::remove_dir_all(src.join("deep")).unwrap();
+    std::fs::create_dir(src.join("new")).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.berth(&["backup", "restore", "data"]).code(0);
+    assert_eq!(tree(&src), files);
+    assert_eq!(stamps(&src), before);
 }

@@ -74,14 +74,16 @@ impl Backups {
         r
     }
 
-    /// The safety copy of what is there now (a journaled step).
+    /// The safety copy of what is there now (a journaled step); a path's leaving out `skip`
+    /// (the backup being unpacked beside the data).
     pub(super) fn safety_copy(
         &self,
         journal: &mut Journal,
         name: &str,
+        skip: Option<&Path>,
     ) -> Result<Manifest, OpError> {
         self.step(journal, "restore.safety", || {
-            self.run(name, true).map(|(m, _)| m)
+            self.run_leaving_out(name, true, skip).map(|(m, _)| m)
         })
     }
 

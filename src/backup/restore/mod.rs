@@ -22,9 +22,12 @@ use super::ops::{Backups, failed};
 use crate::apply::Undo;
 use crate::apply::journal::Journal;
 use crate::apply::recover::Reapply;
+use crate::apply::undo::STAGING_PREFIX;
 use crate::archive::pipeline;
-use crate::archive::refill::{binds, refill_path, refill_volume};
-use crate::archive::store::LocalStore;
+use crate::archive::refill::{
+    BackupRef, RefillError, binds, refill_path, refill_volume, stage_path, swap_in,
+};
+use crate::archive::store::{LocalStore, Store};
 use crate::archive::{BackupError, Manifest, verify_seeing};
 use crate::engine::{Engine, labels};
 use crate::error::OpError;
@@ -68,16 +71,23 @@ struct Phases {
     safety: Option<Duration>,
     restored: Option<Duration>,
     gates: Option<Duration>,
+    /// A directory's backup was unpacked beside the data while it was verified.
+    staged: bool,
 }
 
 impl Phases {
-    /// `verified 1.1 s, safety copy 2.0 s (at once), restored 1.4 s, gates 0.8 s`.
+    /// `verified 1.1 s, safety copy 2.0 s (at the same time), restored 1.4 s, gates 0.8 s`.
     fn said(&self) -> String {
         let secs =
             |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()));
         format!(
-            "verified {}, safety copy {} (at the same time), restored {}, gates {}",
+            "verified {}{}, safety copy {} (at the same time), restored {}, gates {}",
             secs(self.verified),
+            if self.staged {
+                " while unpacked beside the data"
+            } else {
+                ""
+            },
             secs(self.safety),
             secs(self.restored),
             secs(self.gates)
@@ -176,15 +186,26 @@ impl Backups {
         let ids: Vec<String> = users.iter().map(|(id, _)| id.clone()).collect();
         self.stop_journaled(journal, engine, &region, &ids)?;
         // The safety copy of what is there now, while the backup to restore is read back
-        // whole (they read different things): a damaged backup stops the restore here,
-        // before anything is emptied.
-        let (safety, incoming) = self.safety_copy_verifying(journal, name, manifest, phases)?;
+        // whole (they read different things): a directory's unpacked beside the data (the
+        // one pass that reads it), a volume's verified. A damaged backup stops the restore
+        // here, before anything is emptied.
+        let staging = match target {
+            Target::Path { root } => Some(root.join(format!("{STAGING_PREFIX}{}", manifest.id))),
+            Target::Volume { .. } => None,
+        };
+        if let Some(path) = &staging {
+            record_undo(journal, Undo::RemoveStaging { path: path.clone() })?;
+        }
+        let (safety, incoming) =
+            self.safety_copy_reading(journal, name, manifest, staging.as_deref(), phases)?;
         // The place is emptied next: the safety copy is what undoes it.
         self.record_refill_undo(journal, name, target, &safety, &region, again.latest)?;
-        // Stream: the place made to hold exactly what the backup holds.
+        // The place made to hold exactly what the backup holds: the unpacked backup moved
+        // in, or the backup streamed into the volume.
         let t = Instant::now();
-        self.step(journal, target.address(), || {
-            self.refill(name, manifest, target)
+        self.step(journal, target.address(), || match (target, &staging) {
+            (Target::Path { root }, Some(staging)) => move_in(name, root, staging),
+            _ => self.refill(name, manifest, target),
         })?;
         phases.restored = Some(t.elapsed());
         // Bring back: the pods run again and pass their gates on the restored data.
@@ -196,44 +217,34 @@ impl Backups {
         Ok((safety, incoming))
     }
 
-    /// The safety copy (a journaled step), taken while the backup to restore is verified
-    /// on a thread of its own; both must succeed. The backup's entries come from that
-    /// read-back.
-    fn safety_copy_verifying(
+    /// The safety copy (a journaled step), taken while the backup to restore is read back
+    /// whole on a thread of its own: unpacked into `staging` (a directory's), or verified (a
+    /// volume's); both must succeed. The backup's entries come from that read-back.
+    fn safety_copy_reading(
         &self,
         journal: &mut Journal,
         name: &str,
         manifest: &Manifest,
+        staging: Option<&Path>,
         phases: &mut Phases,
     ) -> Result<(Manifest, Vec<String>), OpError> {
-        let store_root = self.store(self.get(name)?)?.root;
-        let key = self.identity(name)?.path.clone();
+        let from = self.backup_ref(name, &manifest.id)?;
         let (safety, checked) = std::thread::scope(|s| {
             let checker = s.spawn(|| {
                 let t = Instant::now();
-                // The identity is loaded again on this thread (one is not shared across
-                // threads), and the store opened again.
-                let identity = Identity::load(&key).map_err(|e| BackupError::Failed {
-                    name: name.to_owned(),
-                    why: e.to_string(),
-                    help: "check the identity file".into(),
-                })?;
-                let store = LocalStore::open(&store_root)?;
-                let mut names = Vec::new();
-                verify_seeing(&store, manifest, &identity, |p| {
-                    if let Some(n) = place::tar_name(p) {
-                        names.push(n);
-                    }
-                })?;
+                let names = match staging {
+                    Some(staging) => stage(name, manifest, &from, staging),
+                    None => verify_names(name, manifest, &from),
+                }?;
                 Ok::<_, BackupError>((names, t.elapsed()))
             });
             let t = Instant::now();
-            let safety = self.safety_copy(journal, name);
+            let safety = self.safety_copy(journal, name, staging);
             phases.safety = Some(t.elapsed());
             let checked = checker.join().unwrap_or_else(|_| {
                 Err(BackupError::Failed {
                     name: name.to_owned(),
-                    why: "the thread that verified the backup panicked".into(),
+                    why: "the thread that read the backup back panicked".into(),
                     help: "run the restore again".into(),
                 })
             });
@@ -242,6 +253,7 @@ impl Backups {
         // A damaged backup is the first thing to say (the safety copy is kept either way).
         let (incoming, took) = checked?;
         phases.verified = Some(took);
+        phases.staged = staging.is_some();
         Ok((safety?, incoming))
     }
 
@@ -472,6 +484,81 @@ impl Backups {
                 other => other,
             })
     }
+}
+
+/// Backup `manifest` read back whole (decrypted, decompressed, its tar walked, both hashes
+/// compared), its entries' names said. The identity is loaded again on this thread (one is
+/// not shared across threads), and the store opened again.
+fn verify_names(
+    name: &str,
+    manifest: &Manifest,
+    from: &BackupRef,
+) -> Result<Vec<String>, BackupError> {
+    let identity = Identity::load(&from.identity).map_err(|e| BackupError::Failed {
+        name: name.to_owned(),
+        why: e.to_string(),
+        help: "check the identity file".into(),
+    })?;
+    let store = LocalStore::open(&from.store)?;
+    let mut names = Vec::new();
+    verify_seeing(&store, manifest, &identity, |p| {
+        if let Some(n) = place::tar_name(p) {
+            names.push(n);
+        }
+    })?;
+    Ok(names)
+}
+
+/// Backup `manifest` unpacked into `staging`, the one pass that reads it: what it holds
+/// compared with its manifest (both hashes and the size) before anything is moved in; its
+/// entries' names said.
+fn stage(
+    name: &str,
+    manifest: &Manifest,
+    from: &BackupRef,
+    staging: &Path,
+) -> Result<Vec<String>, BackupError> {
+    let what = LocalStore::open(&from.store)?.locate(&manifest.name, &manifest.id);
+    let mut names = Vec::new();
+    let stats = stage_path(staging, from, &mut |p| {
+        if let Some(n) = place::tar_name(p) {
+            names.push(n);
+        }
+    })
+    .map_err(|e| match e {
+        RefillError::Store(e) => *e,
+        RefillError::Open(e) => BackupError::Damaged {
+            what: what.clone(),
+            why: e.to_string(),
+        },
+        RefillError::Unpack { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
+            BackupError::Damaged {
+                what: what.clone(),
+                why: source.to_string(),
+            }
+        }
+        other => BackupError::Failed {
+            name: name.to_owned(),
+            why: format!("unpacking it beside the data failed: {other}"),
+            help: "check the free space and the permissions where it goes back".into(),
+        },
+    })?;
+    crate::archive::read_back_matches(what, manifest, &stats)?;
+    Ok(names)
+}
+
+/// The backup unpacked in `staging` moved into `root` in place of what it holds (renames;
+/// what was there removed after).
+fn move_in(name: &str, root: &Path, staging: &Path) -> Result<(), OpError> {
+    let mut trash = staging.as_os_str().to_owned();
+    trash.push(".old");
+    swap_in(root, staging, Path::new(&trash)).map_err(|why| {
+        failed(
+            name,
+            format!("restoring {} failed: {why}", root.display()),
+            "check the permissions in it; the safety copy was put back",
+        )
+    })
 }
 
 impl Target<'_> {
