@@ -10,6 +10,8 @@
 //!    compose file, runs alternated; once with pods without a health check (each must stay
 //!    up for berth's settle window) and once with an HTTP health check (its gate ends when
 //!    it passes); `up -d` waits for nothing. Then the no-op re-apply of each;
+//!    Each shape also prints the CPU seconds per run of the tool and of the engine's
+//!    processes (dockerd, containerd, the shims, docker-init) while it ran;
 //! 2. a no-op plan with 50 running pods: wall time and engine requests (through the
 //!    library, which counts them).
 
@@ -111,6 +113,67 @@ fn timed(cmd: &mut Command) -> Duration {
     t.elapsed()
 }
 
+/// CPU seconds used so far by this program's finished children (the tool under test).
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// CPU seconds of the engine's processes (dockerd, containerd, the shims and what they
+/// reaped, docker-init), by pid: the difference of two readings is the engine's work.
+fn engine_cpu() -> std::collections::HashMap<u32, f64> {
+    const ENGINE: [&str; 6] = [
+        "dockerd",
+        "containerd",
+        "containerd-shim",
+        "containerd-shim-runc-v2",
+        "docker-init",
+        "fuse-overlayfs",
+    ];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut out = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !ENGINE.contains(&&stat[open + 1..close]) {
+            continue;
+        }
+        // Fields 14-17 (utime, stime, cutime, cstime), counted after the `)`.
+        let ticks: f64 = stat[close + 2..]
+            .split(' ')
+            .skip(11)
+            .take(4)
+            .filter_map(|f| f.parse::<f64>().ok())
+            .sum();
+        out.insert(pid, ticks / hz);
+    }
+    out
+}
+
+/// Runs `f`; its wall time, and the CPU seconds of the tool (this program's children) and
+/// of the engine's processes meanwhile.
+fn measured(f: impl FnOnce() -> Duration) -> (Duration, f64, f64) {
+    let (tool, engine) = (children_cpu(), engine_cpu());
+    let wall = f();
+    let after = engine_cpu();
+    let used: f64 = after
+        .iter()
+        .map(|(pid, t)| t - engine.get(pid).copied().unwrap_or(0.0))
+        .sum();
+    (wall, children_cpu() - tool, used)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -152,13 +215,19 @@ fn main() {
         let spec = dir.join("berth.yaml");
         std::fs::write(&spec, berth_spec("benchb", &image, pods, health)).expect("spec");
         let (mut b, mut c) = (Vec::new(), Vec::new());
+        // CPU seconds over the runs: (berth, its engine work), (compose, its engine work).
+        let mut cpu = [(0.0, 0.0); 2];
         for _ in 0..runs {
-            b.push(berth(&bin, &spec, &["apply", "--yes"]));
+            let (wall, tool, engine) = measured(|| berth(&bin, &spec, &["apply", "--yes"]));
+            b.push(wall);
+            cpu[0] = (cpu[0].0 + tool, cpu[0].1 + engine);
             if !health {
                 noops.0.push(berth(&bin, &spec, &["apply", "--yes"]));
             }
             berth(&bin, &spec, &["destroy", "--yes"]);
-            c.push(timed(&mut dc(&["up", "-d"])));
+            let (wall, tool, engine) = measured(|| timed(&mut dc(&["up", "-d"])));
+            c.push(wall);
+            cpu[1] = (cpu[1].0 + tool, cpu[1].1 + engine);
             if !health {
                 noops.1.push(timed(&mut dc(&["up", "-d"])));
             }
@@ -171,6 +240,15 @@ fn main() {
             ms(median(c.clone())),
             range(&c),
             ms(median(b)) / ms(median(c))
+        );
+        let n = runs as f64;
+        println!(
+            "  {:<24} CPU s per run: berth {:.2} (engine {:.2})  docker-compose {:.2} (engine {:.2})",
+            "",
+            cpu[0].0 / n,
+            cpu[0].1 / n,
+            cpu[1].0 / n,
+            cpu[1].1 / n
         );
     }
     println!(

@@ -385,7 +385,9 @@ pub async fn perform(
                 let refilled =
                     crate::archive::refill::refill_volume(e, project, volume, labels, image, &from)
                         .await;
-                refilled.map(|_| ()).map_err(UndoError::Refill)
+                refilled
+                    .and_then(|s| from.check(&s))
+                    .map_err(UndoError::Refill)
             };
             let what = format!(
                 "{}: volume {volume} holds the safety copy {id} again",
@@ -599,7 +601,7 @@ async fn refill_path(
         }
     }
     crate::archive::refill::refill_path(path, from)
-        .map(|_| ())
+        .and_then(|s| from.check(&s))
         .map_err(UndoError::Refill)
 }
 

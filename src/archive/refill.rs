@@ -28,6 +28,28 @@ impl BackupRef {
     }
 }
 
+impl BackupRef {
+    /// What putting this backup back read (`stats`) compared with its manifest: what went
+    /// in must be what it holds (an undo puts a safety copy back with no read-back before).
+    pub fn check(&self, stats: &pipeline::Stats) -> Result<(), RefillError> {
+        let store = LocalStore::open(&self.store)?;
+        let Some(manifest) = store
+            .list(&self.name)?
+            .into_iter()
+            .find(|m| m.id == self.id)
+        else {
+            return Err(super::BackupError::Failed {
+                name: self.name.clone(),
+                why: format!("backup {} has no manifest", self.id),
+                help: "list the backups: `berth backup list`".into(),
+            }
+            .into());
+        };
+        super::read_back_matches(store.locate(&self.name, &self.id), &manifest, stats)?;
+        Ok(())
+    }
+}
+
 /// Why a volume or a directory could not be made to hold what a backup holds.
 #[derive(Debug, thiserror::Error)]
 pub enum RefillError {
