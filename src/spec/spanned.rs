@@ -123,6 +123,11 @@ impl<T> NamedMap<T> {
         &self.entries
     }
 
+    /// The items, to change in place (their names, and so the index, stay as they are).
+    pub fn items_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries.iter_mut().map(|n| &mut n.item)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
