@@ -245,6 +245,7 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
         }
         deps.sort();
         deps.dedup();
+        deps.shrink_to_fit();
         let mut addresses = pod_addresses(name, p.item.replicas(), region.shown)
             .into_iter()
             .peekable();
