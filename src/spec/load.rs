@@ -118,10 +118,7 @@ pub fn parse(text: &str) -> Result<Spec, Box<Diagnostic>> {
         ));
     }
     match parse_with(text, DuplicateKeyPolicy::PassThrough) {
-        Ok(mut spec) => {
-            shrink(&mut spec);
-            Ok(spec)
-        }
+        Ok(spec) => Ok(spec),
         Err(e) => {
             // Duplicates in mappings of names are kept for the checks to report all of them;
             // a duplicate key of a fixed section (two `pods:`) reaches serde without a place.
@@ -134,35 +131,6 @@ pub fn parse(text: &str) -> Result<Spec, Box<Diagnostic>> {
                 return Err(Box::new(yaml_diagnostic(&strict, text)));
             }
             Err(Box::new(yaml_diagnostic(&e, text)))
-        }
-    }
-}
-
-/// Gives back the room the parser's lists were grown with: a list read from YAML has room
-/// for four items, so a pod's one-item `secrets:` and `depends_on` held 160 bytes each
-/// (about 16 MB per 50,000 pods).
-fn shrink(spec: &mut Spec) {
-    spec.recipients.shrink_to_fit();
-    for pod in spec.pods.items_mut() {
-        pod.depends_on.shrink_to_fit();
-        pod.secrets.shrink_to_fit();
-        pod.volumes.shrink_to_fit();
-        pod.ports.shrink_to_fit();
-        pod.checks.shrink_to_fit();
-        for list in [&mut pod.command, &mut pod.entrypoint]
-            .into_iter()
-            .flatten()
-        {
-            list.shrink_to_fit();
-        }
-        if let Some(regions) = &mut pod.regions {
-            regions.shrink_to_fit();
-        }
-    }
-    for secret in spec.secrets.items_mut() {
-        secret.forbid.shrink_to_fit();
-        if let Some(recipients) = &mut secret.recipients {
-            recipients.shrink_to_fit();
         }
     }
 }
