@@ -4,16 +4,20 @@
 //! `pod.api[1]`, `secret.db_password`, `proxy@fra`, ...). Edges run from a resource to what it
 //! depends on. The graph gives a deterministic topological order (dependencies first, ties
 //! broken by address) and layers (resources in one layer do not depend on each other), and
-//! prints itself as DOT or Mermaid (`berth graph`).
+//! prints itself as DOT or Mermaid (`berth graph`). A resource's attributes are [`Attrs`].
+
+pub mod attrs;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use attrs::Attrs;
 
 /// What kind of thing a resource is. The order is the order kinds are listed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -162,7 +166,7 @@ impl<'de> Deserialize<'de> for Address {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     pub address: Address,
-    pub attrs: BTreeMap<String, String>,
+    pub attrs: Attrs,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Address>,
 }
@@ -393,7 +397,7 @@ mod tests {
     fn res(addr: &str, deps: &[&str]) -> Resource {
         Resource {
             address: addr.parse().unwrap(),
-            attrs: BTreeMap::new(),
+            attrs: Attrs::new(),
             depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
         }
     }

@@ -14,7 +14,7 @@ mod proxy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::graph::{Address, GraphError, Kind, Resource, ResourceGraph};
+use crate::graph::{Address, Attrs, GraphError, Kind, Resource, ResourceGraph};
 use crate::sensitive::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::{
     Build, DEFAULT_REGION, Health, Pod, SECRETS_MOUNT_POINT, SecretUse, Spec, Strategy,
@@ -103,7 +103,7 @@ pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
         };
         out.push(Resource {
             address: region.network.clone(),
-            attrs: BTreeMap::from([(attr::DRIVER.into(), "bridge".into())]),
+            attrs: Attrs::from([(attr::DRIVER, "bridge")]),
             depends_on: Vec::new(),
         });
         let volumes_here = volume_resources(&region, &mounted_anywhere, &mut out);
@@ -139,28 +139,28 @@ impl Region<'_> {
 
 /// The secrets, which are not per region.
 fn secret_resources(spec: &Spec) -> Vec<Resource> {
-    let mut attrs_of_secret: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    let mut attrs_of_secret: BTreeMap<&str, Attrs> = BTreeMap::new();
     for s in spec.secrets.iter() {
-        let mut a = BTreeMap::new();
-        a.insert(attr::FILE.into(), s.item.file.value.clone());
+        let mut a = Attrs::new();
+        a.insert(attr::FILE, &s.item.file.value);
         let recipients = s.item.recipients.as_ref().unwrap_or(&spec.recipients);
         a.insert(
-            attr::RECIPIENTS.into(),
+            attr::RECIPIENTS,
             if recipients.is_empty() {
                 "(the identity's key)".to_owned()
             } else {
                 sorted_list(recipients.iter().map(|r| r.value.trim()))
             },
         );
-        a.insert(attr::MODE.into(), "0600".into());
+        a.insert(attr::MODE, "0600");
         if let Some(f) = s.item.format {
-            a.insert("format".into(), f.as_str().into());
+            a.insert("format", f.as_str());
         }
         if let Some(n) = s.item.min_length {
-            a.insert("min_length".into(), n.to_string());
+            a.insert("min_length", n.to_string());
         }
         if !s.item.forbid.is_empty() {
-            a.insert("forbid".into(), format!("{} value(s)", s.item.forbid.len()));
+            a.insert("forbid", format!("{} value(s)", s.item.forbid.len()));
         }
         attrs_of_secret.insert(&s.name.value, a);
     }
@@ -195,7 +195,7 @@ fn volume_resources<'s>(
             volumes_here.insert(name);
             out.push(Resource {
                 address: Address::new(Kind::Volume, &v.name.value).region(region.shown),
-                attrs: BTreeMap::from([(attr::EXTERNAL.into(), v.item.external.to_string())]),
+                attrs: Attrs::from([(attr::EXTERNAL, v.item.external.to_string())]),
                 depends_on: Vec::new(),
             });
         }
@@ -245,6 +245,7 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
         }
         deps.sort();
         deps.dedup();
+        deps.shrink_to_fit();
         let mut addresses = pod_addresses(name, p.item.replicas(), region.shown)
             .into_iter()
             .peekable();
@@ -281,28 +282,28 @@ fn backup_resources(region: &Region<'_>, volumes_here: &HashSet<&str>, out: &mut
         if !here {
             continue;
         }
-        let mut a = BTreeMap::new();
+        let mut a = Attrs::new();
         let mut deps = Vec::new();
         if let Some(pod) = &src.pod {
-            a.insert("source.pod".into(), pod.value.clone());
+            a.insert("source.pod", &pod.value);
             deps.extend(region.instances(&pod.value));
         }
         if let Some(exec) = &src.exec {
-            a.insert("source.exec".into(), json_list(exec));
+            a.insert("source.exec", json_list(exec));
         }
         if let Some(restore) = &src.restore {
-            a.insert("source.restore".into(), json_list(restore));
+            a.insert("source.restore", json_list(restore));
         }
         if let Some(vol) = &src.volume {
-            a.insert("source.volume".into(), vol.value.clone());
+            a.insert("source.volume", &vol.value);
             deps.push(Address::new(Kind::Volume, &vol.value).region(region.shown));
         }
         if let Some(path) = &src.path {
-            a.insert("source.path".into(), path.value.clone());
+            a.insert("source.path", &path.value);
         }
-        a.insert(attr::STORE.into(), b.item.store.value.clone());
+        a.insert(attr::STORE, &b.item.store.value);
         if let Some(s) = &b.item.schedule {
-            a.insert("schedule".into(), s.value.clone());
+            a.insert("schedule", &s.value);
         }
         if let Some(r) = &b.item.retention {
             for (k, v) in [
@@ -315,13 +316,13 @@ fn backup_resources(region: &Region<'_>, volumes_here: &HashSet<&str>, out: &mut
                 }
             }
         }
-        a.insert(attr::BEFORE_APPLY.into(), b.item.before_apply.to_string());
+        a.insert(attr::BEFORE_APPLY, b.item.before_apply.to_string());
         if let Some(c) = b.item.consistent {
-            a.insert("consistent".into(), format!("{c:?}").to_lowercase());
+            a.insert("consistent", format!("{c:?}").to_lowercase());
         }
         let recipients = b.item.recipients.as_ref().unwrap_or(&spec.recipients);
         a.insert(
-            attr::RECIPIENTS.into(),
+            attr::RECIPIENTS,
             sorted_list(recipients.iter().map(|r| r.value.as_str())),
         );
         deps.sort();
@@ -365,19 +366,19 @@ fn pod_attrs(
     pod: &Pod,
     built_image: Option<&str>,
     facts: &LocalFacts,
-) -> (BTreeMap<String, String>, Vec<Address>) {
-    let mut a = BTreeMap::new();
+) -> (Attrs, Vec<Address>) {
+    let mut a = Attrs::new();
     if let Some(image) = &pod.image {
-        a.insert(attr::IMAGE.into(), image.value.clone());
+        a.insert(attr::IMAGE, &image.value);
     }
     if let Some(b) = &pod.build {
         build_attrs(&mut a, &b.value, built_image);
     }
     if let Some(c) = &pod.command {
-        a.insert("command".into(), json_list(c));
+        a.insert("command", json_list(c));
     }
     if let Some(e) = &pod.entrypoint {
-        a.insert("entrypoint".into(), json_list(e));
+        a.insert("entrypoint", json_list(e));
     }
     for e in pod.env.iter() {
         a.insert(
@@ -389,28 +390,28 @@ fn pod_attrs(
     mount_and_port_attrs(&mut a, pod);
     if let Some(r) = &pod.resources {
         if let Some(c) = &r.cpus {
-            a.insert("resources.cpus".into(), c.value.to_string());
+            a.insert("resources.cpus", c.value.to_string());
         }
         if let Some(m) = &r.memory {
-            a.insert("resources.memory".into(), m.canonical());
+            a.insert("resources.memory", m.canonical());
         }
     }
     if let Some(u) = &pod.user {
-        a.insert("user".into(), u.clone());
+        a.insert("user", u);
     }
-    a.insert("read_only".into(), pod.read_only.to_string());
+    a.insert("read_only", pod.read_only.to_string());
     a.insert(
-        "restart".into(),
-        pod.restart.map_or("unless-stopped", |r| r.as_str()).into(),
+        "restart",
+        pod.restart.map_or("unless-stopped", |r| r.as_str()),
     );
     if let Some(h) = &pod.health {
         health_attrs(&mut a, &h.value);
     }
-    a.insert(attr::UPDATE_STRATEGY.into(), strategy(pod).as_str().into());
+    a.insert(attr::UPDATE_STRATEGY, strategy(pod).as_str());
     check_attrs(&mut a, pod);
     if !pod.depends_on.is_empty() {
         a.insert(
-            "depends_on".into(),
+            "depends_on",
             sorted_list(pod.depends_on.iter().map(|d| d.value.as_str())),
         );
     }
@@ -418,13 +419,13 @@ fn pod_attrs(
 }
 
 /// `build.*`: the context, the image built from it, the Dockerfile and the arguments.
-fn build_attrs(a: &mut BTreeMap<String, String>, b: &Build, built_image: Option<&str>) {
-    a.insert("build.context".into(), b.context.clone());
+fn build_attrs(a: &mut Attrs, b: &Build, built_image: Option<&str>) {
+    a.insert("build.context", &b.context);
     if let Some(image) = built_image {
-        a.insert(attr::BUILD_IMAGE.into(), image.to_owned());
+        a.insert(attr::BUILD_IMAGE, image);
     }
     a.insert(
-        "build.dockerfile".into(),
+        "build.dockerfile",
         b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
     );
     for arg in b.args.iter() {
@@ -435,12 +436,7 @@ fn build_attrs(a: &mut BTreeMap<String, String>, b: &Build, built_image: Option<
 
 /// `secret.NAME` (how it is delivered, from which file) and `secret.NAME.version`; returns
 /// the secrets the pod depends on.
-fn secret_attrs(
-    a: &mut BTreeMap<String, String>,
-    spec: &Spec,
-    pod: &Pod,
-    facts: &LocalFacts,
-) -> Vec<Address> {
+fn secret_attrs(a: &mut Attrs, spec: &Spec, pod: &Pod, facts: &LocalFacts) -> Vec<Address> {
     let mut deps = Vec::new();
     for s in &pod.secrets {
         let name = s.value.name();
@@ -460,7 +456,7 @@ fn secret_attrs(
         a.insert(attr::secret(name), delivery);
         // A new ciphertext (a new value, or new recipients) is a new configuration.
         if let Some(version) = facts.secret_versions.get(name) {
-            a.insert(attr::secret_version(name), version.clone());
+            a.insert(attr::secret_version(name), version);
         }
         if spec.secrets.contains(name) {
             deps.push(Address::new(Kind::Secret, name));
@@ -470,7 +466,7 @@ fn secret_attrs(
 }
 
 /// `mount[TARGET]` and `port[IP:HOST/PROTO]`.
-fn mount_and_port_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
+fn mount_and_port_attrs(a: &mut Attrs, pod: &Pod) {
     for m in &pod.volumes {
         if let Ok(mount) = m.get() {
             let mode = if mount.read_only { "ro" } else { "rw" };
@@ -496,13 +492,13 @@ fn mount_and_port_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
 }
 
 /// `health.*`: the probe, its durations and retries.
-fn health_attrs(a: &mut BTreeMap<String, String>, h: &Health) {
+fn health_attrs(a: &mut Attrs, h: &Health) {
     if let Some(cmd) = &h.cmd {
-        a.insert(attr::HEALTH_CMD.into(), json_list(cmd));
+        a.insert(attr::HEALTH_CMD, json_list(cmd));
     }
     if let Some(http) = &h.http {
         a.insert(
-            attr::HEALTH_HTTP.into(),
+            attr::HEALTH_HTTP,
             format!(":{}{}", http.port.value, http.path),
         );
     }
@@ -516,12 +512,12 @@ fn health_attrs(a: &mut BTreeMap<String, String>, h: &Health) {
         }
     }
     if let Some(r) = h.retries {
-        a.insert("health.retries".into(), r.to_string());
+        a.insert("health.retries", r.to_string());
     }
 }
 
 /// `check[:PORT/PATH]`: what each post-deploy check expects.
-fn check_attrs(a: &mut BTreeMap<String, String>, pod: &Pod) {
+fn check_attrs(a: &mut Attrs, pod: &Pod) {
     for c in &pod.checks {
         let h = &c.value.http;
         let mut v = format!("http :{}{}", h.port.value, h.path);
@@ -638,7 +634,7 @@ mod tests {
         let proxy = all.iter().find(|r| r.address.kind == Kind::Proxy).unwrap();
         let config = &proxy.attrs[attr::CONFIG];
         assert!(config.contains("server shop-api-2:8000;"));
-        assert_eq!(proxy.attrs[attr::LISTEN], "80, 443");
+        assert_eq!(&proxy.attrs[attr::LISTEN], "80, 443");
         let deps: Vec<String> = proxy.depends_on.iter().map(|a| a.to_string()).collect();
         for d in [
             "pod.api[0]",

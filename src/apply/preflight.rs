@@ -194,7 +194,7 @@ impl Run<'_> {
                 let planned = self
                     .desired(c)
                     .and_then(|r| r.attrs.get(attr::IMAGE))
-                    .cloned();
+                    .map(str::to_owned);
                 match pod
                     .image
                     .as_ref()

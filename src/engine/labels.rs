@@ -24,9 +24,9 @@
 //!   without region), `io.berth.secrets.region`, and `io.berth.secret.NAME` for each file it
 //!   holds: the fingerprint of the secret's *ciphertext* (never anything decrypted).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use crate::graph::{Address, Resource};
+use crate::graph::{Address, Attrs, Resource};
 
 pub const PROJECT: &str = "io.berth.project";
 pub const RESOURCE: &str = "io.berth.resource";
@@ -55,7 +55,7 @@ pub fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
 }
 
 /// SHA-256 of the attributes' canonical JSON (sorted keys), hex.
-pub fn hash(attrs: &BTreeMap<String, String>) -> String {
+pub fn hash(attrs: &Attrs) -> String {
     let json = serde_json::to_string(attrs).unwrap_or_default();
     crate::encode::sha256_hex(json.as_bytes())
 }
@@ -76,11 +76,7 @@ pub fn encode(
     revision: Option<u64>,
 ) -> HashMap<String, String> {
     let mut attrs = resource.attrs.clone();
-    for key in DIGESTED {
-        if let Some(v) = attrs.get_mut(key) {
-            *v = digest(v);
-        }
-    }
+    attrs.replace_values(|k, v| DIGESTED.contains(&k).then(|| digest(v)));
     let mut unqualified = resource.address.clone();
     unqualified.region = None;
     let mut deps: Vec<String> = resource
@@ -113,7 +109,7 @@ pub fn encode(
 #[derive(Debug, PartialEq)]
 pub struct Decoded {
     pub address: Address,
-    pub attrs: BTreeMap<String, String>,
+    pub attrs: Attrs,
     pub depends_on: Vec<Address>,
     /// The labels were damaged: the attributes do not match their hash.
     pub tampered: bool,
@@ -122,7 +118,7 @@ pub struct Decoded {
 /// Reads berth's labels; `None` when the object does not name a resource berth knows.
 pub fn decode(labels: &HashMap<String, String>) -> Option<Decoded> {
     let address: Address = labels.get(RESOURCE)?.parse().ok()?;
-    let attrs: BTreeMap<String, String> = labels
+    let attrs: Attrs = labels
         .get(ATTRS)
         .and_then(|a| serde_json::from_str(a).ok())
         .unwrap_or_default();
@@ -147,7 +143,7 @@ mod tests {
     fn labels_round_trip_without_the_region() {
         let r = Resource {
             address: "pod.api[1]@fra".parse().unwrap(),
-            attrs: BTreeMap::from([("image".into(), "api:1".into())]),
+            attrs: Attrs::from([("image", "api:1")]),
             depends_on: vec!["network.default@fra".parse().unwrap()],
         };
         let labels = encode("shop", &r, Some(3));

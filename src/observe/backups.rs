@@ -60,7 +60,7 @@ pub fn observe(
         if let Some(drift) = super::backup_units::observe(&found, units.as_deref()) {
             let mut attrs = r.attrs.clone();
             if let Some(was) = applied.and_then(|a| a.backups.get(&r.address.name)) {
-                attrs.insert(attr::BEFORE_APPLY.into(), was.before_apply.to_string());
+                attrs.insert(attr::BEFORE_APPLY, was.before_apply.to_string());
             }
             observed.resources.push(ObservedResource {
                 address: r.address.clone(),
@@ -135,7 +135,7 @@ pub fn orphan_timers(project: &str, desired: &[Resource], observed: &mut Observe
         observed.unobserved.retain(|k| *k != Kind::Backup);
         observed.resources.push(ObservedResource {
             address: crate::graph::Address::new(Kind::Backup, name),
-            attrs: std::collections::BTreeMap::from([("units".to_owned(), file.clone())]),
+            attrs: crate::graph::Attrs::from([("units", file)]),
             depends_on: Vec::new(),
             drift: Vec::new(),
             id: None,

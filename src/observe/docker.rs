@@ -215,11 +215,10 @@ pub fn secrets_held(
                 .iter_mut()
                 .find(|o| o.id.as_deref() == Some(c.id.as_str()))
         {
-            for (k, v) in o.attrs.iter_mut() {
-                if k.starts_with(attr::SECRET_PREFIX) && k.ends_with(".version") {
-                    *v = LEGACY_DELIVERY.to_owned();
-                }
-            }
+            o.attrs.replace_values(|k, _| {
+                (k.starts_with(attr::SECRET_PREFIX) && k.ends_with(".version"))
+                    .then(|| LEGACY_DELIVERY.to_owned())
+            });
         }
         let Some(volume) = secrets::volume_of(c, volumes) else {
             continue;
@@ -231,8 +230,9 @@ pub fn secrets_held(
             continue;
         };
         for (name, fingerprint) in secrets::fingerprints(&volume.labels) {
-            if let Some(v) = o.attrs.get_mut(&attr::secret_version(&name)) {
-                v.clone_from(&fingerprint);
+            let key = attr::secret_version(&name);
+            if o.attrs.contains_key(&key) {
+                o.attrs.insert(key, fingerprint);
             }
         }
         let held = containers
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(got[1].depends_on[0].to_string(), "network.default@fra");
         assert_eq!(
             got[1].attrs,
-            BTreeMap::from([("image".into(), "api:1".into())])
+            crate::graph::Attrs::from([("image", "api:1")])
         );
     }
 
@@ -446,7 +446,7 @@ mod tests {
         let mut found = from_lists(None, &containers, &[], &volumes);
         secrets_held(&containers, &volumes, &mut found);
         assert_eq!(found.len(), 1, "the keeper is no resource");
-        assert_eq!(found[0].attrs["secret.db.version"], "sha256:old");
+        assert_eq!(&found[0].attrs["secret.db.version"], "sha256:old");
         assert_eq!(found[0].drift[0].field, "secrets");
         containers[1].state = "running".into();
         let mut found = from_lists(None, &containers, &[], &volumes);
@@ -457,6 +457,6 @@ mod tests {
         containers[0].binds = vec![("/run/berth/shop/x".into(), "/run/secrets".into())];
         let mut found = from_lists(None, &containers, &[], &volumes);
         secrets_held(&containers, &volumes, &mut found);
-        assert_eq!(found[0].attrs["secret.db.version"], LEGACY_DELIVERY);
+        assert_eq!(&found[0].attrs["secret.db.version"], LEGACY_DELIVERY);
     }
 }

@@ -52,7 +52,7 @@ pub struct Drift {
 pub struct ObservedResource {
     pub address: Address,
     /// The attributes it was configured with (same names as the desired side).
-    pub attrs: std::collections::BTreeMap<String, String>,
+    pub attrs: crate::graph::Attrs,
     /// What it depends on, so that deletions can run dependents first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Address>,

@@ -23,7 +23,7 @@ pub async fn read_configs(
             .await?
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        o.attrs.insert(attr::CONFIG.to_owned(), text);
+        o.attrs.insert(attr::CONFIG, text);
     }
     Ok(())
 }

@@ -377,7 +377,7 @@ pub fn hold_unusable(desired: &mut [Resource], observed: &ObservedState, unusabl
             if let Some(v) = have.attrs.get(&field)
                 && want.attrs.contains_key(&attr::secret(name))
             {
-                want.attrs.insert(field, v.clone());
+                want.attrs.insert(&field, v);
             }
         }
     }

@@ -55,12 +55,12 @@ fn observed_from(
 }
 
 /// A plan between two spec files, with what it was made from: the new revision's report
-/// (warnings), spec and resource graph (what an apply of the plan works from), and the
-/// observed state it was compared with (what a saved plan must find unchanged).
+/// (warnings) and resource graph, and the observed state it was compared with. Neither
+/// revision's parsed spec is kept: each is dropped once its resources are built (at 50,000
+/// pods a parsed spec is about 40 MB).
 pub struct AgainstPlan {
     pub plan: Plan,
     pub new: Report,
-    pub spec: Spec,
     pub graph: ResourceGraph,
     pub observed: ObservedState,
 }
@@ -71,28 +71,50 @@ pub struct AgainstPlan {
 /// The old revision only has to parse and pass the structural checks: its lints are not
 /// the pull request's business (a pull request that fixes a lint must be plannable). An
 /// empty old file is "nothing deployed yet": `--against /dev/null` plans a first deployment.
+///
+/// Memory: the new revision is expanded only once the old one's parsed spec is gone (the
+/// old side has no lints, so it is usually done first), so that the two parsed specs and
+/// the two sets of resources are never all held at once.
 pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError> {
+    let (old_spec_gone, wait_old_spec) = std::sync::mpsc::channel::<()>();
     let (new_side, old_side) = std::thread::scope(|s| {
-        let old_thread = s.spawn(|| -> Result<_, OpError> {
+        let old_thread = s.spawn(move || -> Result<_, OpError> {
             let text = read_spec(old)?;
             if crate::spec::load::is_blank(&text) {
                 return Ok(None);
             }
             let spec = load_structure(old, text)?;
             let regions: Vec<String> = spec.region_names().iter().map(|r| r.to_string()).collect();
-            Ok(Some((regions, resources::desired(&spec))))
+            let desired = resources::desired(&spec);
+            drop(spec);
+            // An error above drops the sender, which ends the wait all the same.
+            let _ = old_spec_gone.send(());
+            Ok(Some((regions, desired)))
         });
         let new_side = (|| -> Result<_, OpError> {
             let valid = load_valid(new)?;
-            let graph = ResourceGraph::new(resources::desired(&valid.spec))?;
-            Ok((valid, graph))
+            let _ = wait_old_spec.recv();
+            let desired = resources::desired(&valid.spec);
+            let project = valid.spec.project.value.clone();
+            let regions: Vec<String> = valid
+                .spec
+                .region_names()
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            // The spec's resources are all the plan needs of it: it goes before the graph
+            // is built.
+            drop(valid.spec);
+            let graph = ResourceGraph::new(desired)?;
+            Ok((valid.report, project, regions, graph))
         })();
         let old_side = old_thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (new_side, old_side)
     });
-    let (new_valid, graph) = new_side?;
+    let (new_report, project, new_regions, graph) = new_side?;
+    let new_regions: Vec<&str> = new_regions.iter().map(String::as_str).collect();
     let observed = match old_side? {
         None => ObservedState::from_resources(
             Origin::Spec {
@@ -105,15 +127,14 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
             observed_from(
                 old_resources,
                 &from,
-                &new_valid.spec.region_names(),
+                &new_regions,
                 &old.display().to_string(),
             )
         }
     };
     Ok(AgainstPlan {
-        plan: plan(&new_valid.spec.project.value, &graph, &observed),
-        new: new_valid.report,
-        spec: new_valid.spec,
+        plan: plan(&project, &graph, &observed),
+        new: new_report,
         graph,
         observed,
     })

@@ -95,14 +95,14 @@ impl Session {
         for r in self.graph.in_order() {
             use crate::resources::attr;
             if let Some(b) = r.attrs.get(attr::BUILD_IMAGE) {
-                f.insert(format!("{} build", r.address), b.clone());
+                f.insert(format!("{} build", r.address), b.to_owned());
             } else if let Some(i) = r.attrs.get(attr::IMAGE) {
                 let region = r
                     .address
                     .region
                     .clone()
                     .unwrap_or_else(|| self.project.spec.primary_region().to_owned());
-                images.insert((i.clone(), region));
+                images.insert((i.to_owned(), region));
             }
         }
         let resolved = self.project.runtime.block_on(async {

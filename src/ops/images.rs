@@ -66,14 +66,14 @@ pub(super) fn pin_images(
             // that nothing changes.
             Some(o) if o.image.as_ref() == Some(id) => {
                 if let Some(v) = o.attrs.get(field) {
-                    r.attrs.insert(field.to_owned(), v.clone());
+                    r.attrs.insert(field, v);
                 }
             }
             // No container (a restore removed it), or another one: the spec's reference
             // still names the recorded bits.
             _ if now.get(&r.address.to_string()) == Some(id) => {}
             _ => {
-                r.attrs.insert(field.to_owned(), id.clone());
+                r.attrs.insert(field, id);
             }
         }
     }

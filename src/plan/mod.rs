@@ -7,11 +7,11 @@
 pub mod render;
 pub mod saved;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Address, Kind, Resource, ResourceGraph};
+use crate::graph::{Address, Attrs, Kind, Resource, ResourceGraph};
 use crate::observe::{ObservedResource, ObservedState, Origin};
 use crate::resources::attr;
 use crate::sensitive::SENSITIVE_MARK;
@@ -203,7 +203,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
                     .attrs
                     .iter()
                     .map(|(k, v)| FieldChange {
-                        field: k.clone(),
+                        field: k.to_owned(),
                         old: None,
                         new: Some(public(v)),
                         forces_replacement: false,
@@ -259,21 +259,21 @@ fn count(s: &mut Summary, a: Action) {
 
 fn compare(want: &Resource, have: &ObservedResource) -> Change {
     let kind = want.address.kind;
-    let field = |name: &String, old: Option<&String>, new: Option<&String>| FieldChange {
-        field: name.clone(),
-        old: old.map(|v| public(v)),
-        new: new.map(|v| public(v)),
+    let field = |name: &str, old: Option<&str>, new: Option<&str>| FieldChange {
+        field: name.to_owned(),
+        old: old.map(public),
+        new: new.map(public),
         forces_replacement: forces_replacement(kind, name),
     };
     let mut fields: Vec<FieldChange> = have
         .attrs
         .iter()
-        .filter(|(k, o)| want.attrs.get(*k) != Some(*o))
+        .filter(|(k, o)| want.attrs.get(k) != Some(*o))
         .map(|(k, o)| field(k, Some(o), want.attrs.get(k)))
         .chain(
             want.attrs
                 .iter()
-                .filter(|(k, _)| !have.attrs.contains_key(*k))
+                .filter(|(k, _)| !have.attrs.contains_key(k))
                 .map(|(k, n)| field(k, None, Some(n))),
         )
         .collect();
@@ -330,12 +330,11 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
     } else {
         Vec::new()
     };
-    let replace_order = (action == Action::Replace).then(|| {
-        match want.attrs.get(attr::UPDATE_STRATEGY).map(String::as_str) {
+    let replace_order =
+        (action == Action::Replace).then(|| match want.attrs.get(attr::UPDATE_STRATEGY) {
             Some("blue-green") => ReplaceOrder::CreateBeforeDestroy,
             _ => ReplaceOrder::DestroyBeforeCreate,
-        }
-    });
+        });
     Change {
         address: want.address.clone(),
         action,
@@ -392,7 +391,7 @@ fn order_for_deletion<'a>(gone: &mut [&'a ObservedResource]) -> Vec<&'a Observed
         .iter()
         .map(|o| Resource {
             address: o.address.clone(),
-            attrs: BTreeMap::new(),
+            attrs: Attrs::new(),
             depends_on: o
                 .depends_on
                 .iter()

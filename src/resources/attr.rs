@@ -50,7 +50,7 @@ pub fn secret_version(name: &str) -> String {
 
 /// Which attribute holds the image a pod runs: [`BUILD_IMAGE`] for a pod berth builds,
 /// else [`IMAGE`].
-pub fn image_field(attrs: &std::collections::BTreeMap<String, String>) -> &'static str {
+pub fn image_field(attrs: &crate::graph::Attrs) -> &'static str {
     if attrs.contains_key(BUILD_IMAGE) {
         BUILD_IMAGE
     } else {
@@ -59,6 +59,6 @@ pub fn image_field(attrs: &std::collections::BTreeMap<String, String>) -> &'stat
 }
 
 /// The image a pod runs, as its resource names it: the built tag, or the spec's reference.
-pub fn image_ref(attrs: &std::collections::BTreeMap<String, String>) -> Option<&String> {
+pub fn image_ref(attrs: &crate::graph::Attrs) -> Option<&str> {
     attrs.get(image_field(attrs))
 }

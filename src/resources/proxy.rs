@@ -1,9 +1,7 @@
 //! The rate limits and the proxy of a region, as desired resources.
 
-use std::collections::BTreeMap;
-
 use super::{LocalFacts, Region, attr, list};
-use crate::graph::{Address, Kind, Resource};
+use crate::graph::{Address, Attrs, Kind, Resource};
 use crate::spec::Proxy;
 
 /// The rate limits and the proxy of a region. The proxy's configuration is its rendered
@@ -19,11 +17,11 @@ pub(super) fn proxy_resources(
 ) {
     let spec = region.spec;
     for r in spec.rate_limits.iter() {
-        let mut a = BTreeMap::new();
-        a.insert("rate".into(), r.item.rate.canonical());
-        a.insert("burst".into(), r.item.burst.to_string());
+        let mut a = Attrs::new();
+        a.insert("rate", r.item.rate.canonical());
+        a.insert("burst", r.item.burst.to_string());
         if let Some(h) = r.item.key_header() {
-            a.insert("key".into(), format!("header {h}"));
+            a.insert("key", format!("header {h}"));
         }
         out.push(Resource {
             address: Address::new(Kind::RateLimit, &r.name.value).region(region.shown),
@@ -31,11 +29,11 @@ pub(super) fn proxy_resources(
             depends_on: Vec::new(),
         });
     }
-    let mut a = BTreeMap::new();
+    let mut a = Attrs::new();
     let mut deps = vec![region.network.clone()];
-    a.insert(attr::IMAGE.into(), proxy.image.value.clone());
+    a.insert(attr::IMAGE, &proxy.image.value);
     a.insert(
-        attr::LISTEN.into(),
+        attr::LISTEN,
         list(proxy.listen.iter().map(|p| p.to_string())),
     );
     if !proxy.tls.is_empty() {
@@ -48,11 +46,11 @@ pub(super) fn proxy_resources(
             })
             .collect();
         listeners.sort();
-        a.insert(attr::TLS.into(), listeners.join(", "));
+        a.insert(attr::TLS, listeners.join(", "));
     }
     let servers = crate::proxy::stable_servers(spec, region.name);
     a.insert(
-        attr::CONFIG.into(),
+        attr::CONFIG,
         with_versions(&crate::proxy::render(spec, proxy, &servers), proxy, facts),
     );
     for route in &proxy.routes {

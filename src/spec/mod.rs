@@ -54,7 +54,7 @@ pub struct Spec {
     #[serde(default)]
     pub identity: Option<Sp<String>>,
     /// Default age recipients (`age1...` or `ssh-ed25519 ...`) for secrets and backups.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub recipients: Vec<Sp<String>>,
     /// Container engines to deploy to; default: one region `local` on the local engine.
     #[serde(default)]
@@ -222,7 +222,7 @@ pub struct Secret {
     /// Path of the encrypted file, relative to the spec.
     pub file: Sp<String>,
     /// Recipients for this secret instead of the top-level `recipients`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk_some")]
     pub recipients: Option<Vec<Sp<String>>>,
     /// Minimum length of the decrypted value.
     #[serde(default)]
@@ -233,7 +233,7 @@ pub struct Secret {
     /// Values refused after decryption, in addition to the built-in placeholders (any value
     /// containing `CHANGE_ME`, `changeme`, `change-me`, `replace-me` or `your-...-here`,
     /// in any case) and defaults (exactly `postgres`, `admin` or `password`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub forbid: Vec<String>,
     /// A regular expression the decrypted value (without surrounding whitespace) must
     /// match, e.g. `^sk_live_` for a live payment key.
@@ -299,10 +299,10 @@ pub struct Pod {
     #[serde(default)]
     pub build: Option<Box<Sp<Build>>>,
     /// Overrides the image's command.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk_some")]
     pub command: Option<Vec<String>>,
     /// Overrides the image's entrypoint.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk_some")]
     pub entrypoint: Option<Vec<String>>,
     /// Number of identical containers (default 1).
     #[serde(default)]
@@ -310,20 +310,20 @@ pub struct Pod {
     /// Pods that must be healthy before this one starts: `db` (the pod of the same
     /// region), or `db@iad` (the pod of region `iad`: that region is rolled out first; no
     /// network between the regions is implied).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub depends_on: Vec<Sp<String>>,
     /// Secrets delivered as files under `/run/secrets/` (or, by explicit opt-in, as env).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub secrets: Vec<Sp<SecretUse>>,
     /// Plain environment variables. Never put credentials here: use `secrets`.
     #[serde(default)]
     pub env: NamedMap<Sp<EnvValue>>,
     /// Mounts: `volume-name:/path[:ro]` for named volumes, `./dir:/path[:ro]` or
     /// `/abs:/path[:ro]` for host paths.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub volumes: Vec<MountEntry>,
     /// Published ports: `HOST:CONTAINER[/tcp|udp]` or `IP:HOST:CONTAINER[/tcp|udp]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub ports: Vec<PortEntry>,
     #[serde(default)]
     pub resources: Option<Box<Resources>>,
@@ -340,10 +340,10 @@ pub struct Pod {
     #[serde(default)]
     pub update: Option<Box<Update>>,
     /// Gates run after the pod is healthy; a failing check rolls the change back.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk")]
     pub checks: Vec<Sp<Check>>,
     /// Regions this pod runs in (default: all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "spanned::shrunk_some")]
     pub regions: Option<Vec<Sp<String>>>,
 }
 

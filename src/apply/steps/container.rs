@@ -146,7 +146,7 @@ impl Run<'_> {
             let image = self
                 .desired(c)
                 .and_then(|r| attr::image_ref(&r.attrs))
-                .cloned()
+                .map(str::to_owned)
                 .unwrap_or_default();
             let owner = self.owner(c, &region, pod, &image).await?;
             self.refill(c, &region, pod, &id, owner).await?;
@@ -197,16 +197,13 @@ impl Run<'_> {
                 help: "this is a bug in berth: please report it".into(),
             })?;
         // The fingerprints of files re-encrypted earlier in this apply are known now.
-        for (field, value) in resource.attrs.iter_mut() {
-            if value == files::KNOWN_AFTER_APPLY
-                && let Some(name) = field
-                    .strip_prefix(attr::SECRET_PREFIX)
-                    .and_then(|f| f.strip_suffix(".version"))
-                && let Some(f) = self.secret_files.borrow().get(name)
-            {
-                *value = f.fingerprint.clone();
-            }
-        }
+        resource.attrs.replace_values(|field, value| {
+            let name = field
+                .strip_prefix(attr::SECRET_PREFIX)
+                .and_then(|f| f.strip_suffix(".version"))
+                .filter(|_| value == files::KNOWN_AFTER_APPLY)?;
+            Some(self.secret_files.borrow().get(name)?.fingerprint.clone())
+        });
         let Some(pod) = self.spec.pods.get(&c.address.name) else {
             return Err(ApplyError::Unsupported {
                 address: c.address.to_string(),
@@ -229,7 +226,7 @@ impl Run<'_> {
         // The image as planned: a built tag, or the spec's image (pinned to an id by a
         // rollback).
         if let Some(image) = attr::image_ref(&resource.attrs) {
-            body.image = Some(image.clone());
+            body.image = Some(image.to_owned());
         }
         self.label_image(region, &mut body).await?;
         self.deliver(c, region, pod, &name, &mut body).await?;

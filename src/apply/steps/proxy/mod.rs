@@ -75,7 +75,7 @@ impl Run<'_> {
             .proxy_resource(c)?
             .attrs
             .get(attr::CONFIG)
-            .cloned()
+            .map(str::to_owned)
             .unwrap_or_default();
         if !text.contains(crate::secrets::files::KNOWN_AFTER_APPLY) {
             return Ok(text);
@@ -355,7 +355,7 @@ impl Run<'_> {
             .resources
             .iter()
             .find(|o| o.id.as_deref() == Some(id.as_str()))
-            .and_then(|o| o.attrs.get(attr::CONFIG).cloned())
+            .and_then(|o| o.attrs.get(attr::CONFIG).map(str::to_owned))
             .filter(|t| !t.is_empty());
         if let Some(config) = found {
             self.record_undo(Undo::ProxyConfig {

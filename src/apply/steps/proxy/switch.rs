@@ -107,7 +107,7 @@ impl Run<'_> {
         }
         let live = Live {
             id: o.id.clone()?,
-            base: o.attrs.get(attr::CONFIG)?.clone(),
+            base: o.attrs.get(attr::CONFIG)?.to_owned(),
             overrides: BTreeMap::new(),
             down: BTreeSet::new(),
         };
