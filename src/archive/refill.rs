@@ -224,14 +224,16 @@ pub fn swap_in(root: &Path, staging: &Path, trash: &Path) -> Result<(), RefillEr
     // The backup's mode and times of the tree itself, before moving entries changes them.
     let own = std::fs::symlink_metadata(staging).map_err(io(staging))?;
     std::fs::create_dir(trash).map_err(io(trash))?;
-    for e in std::fs::read_dir(root).map_err(io(root))?.flatten() {
+    for e in std::fs::read_dir(root).map_err(io(root))? {
+        let e = e.map_err(io(root))?;
         let p = e.path();
         if p != staging && p != trash {
             std::fs::rename(&p, trash.join(e.file_name())).map_err(io(&p))?;
         }
     }
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
-    for e in std::fs::read_dir(staging).map_err(io(staging))?.flatten() {
+    for e in std::fs::read_dir(staging).map_err(io(staging))? {
+        let e = e.map_err(io(staging))?;
         let p = e.path();
         std::fs::rename(&p, root.join(e.file_name())).map_err(io(&p))?;
     }
