@@ -310,10 +310,8 @@ pub async fn perform(
         Undo::RemoveNetwork { region, name } => undo_network(engines, project, region, name).await,
         Undo::RemoveVolume { region, name } => {
             let r = async { remove_volume(engine(engines, region)?, name).await };
-            (
-                format!("{}: removed new volume {name}", at(region)),
-                r.await,
-            )
+            let what = format!("{}: removed new volume {name}", at(region));
+            (what, r.await)
         }
         Undo::RemoveSecretsVolume { region, volume } => {
             undo_secrets_volume(engines, project, region, volume).await
