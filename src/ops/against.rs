@@ -92,7 +92,10 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
             Ok(Some((regions, desired)))
         });
         let new_side = (|| -> Result<_, OpError> {
-            let valid = load_valid(new)?;
+            let mut valid = load_valid(new)?;
+            // The text is only kept for the warnings' snippets: without warnings it goes
+            // before the resources are built.
+            valid.report.release_unused_source();
             let _ = wait_old_spec.recv();
             let desired = resources::desired(&valid.spec);
             let project = valid.spec.project.value.clone();
