@@ -23,10 +23,7 @@ use crate::apply::Undo;
 use crate::apply::journal::Journal;
 use crate::apply::recover::Reapply;
 use crate::apply::undo::STAGING_PREFIX;
-use crate::archive::pipeline;
-use crate::archive::refill::{
-    BackupRef, RefillError, binds, refill_path, refill_volume, stage_path, swap_in,
-};
+use crate::archive::refill::{BackupRef, RefillError, binds, refill_volume, stage_path, swap_in};
 use crate::archive::store::{LocalStore, Store};
 use crate::archive::{BackupError, Manifest, verify_seeing};
 use crate::engine::{Engine, labels};
@@ -190,7 +187,7 @@ impl Backups {
         // one pass that reads it), a volume's verified. A damaged backup stops the restore
         // here, before anything is emptied.
         let staging = match target {
-            Target::Path { root } => Some(root.join(format!("{STAGING_PREFIX}{}", manifest.id))),
+            Target::Path { root } => Some(staging_of(root, manifest)),
             Target::Volume { .. } => None,
         };
         if let Some(path) = &staging {
@@ -203,9 +200,8 @@ impl Backups {
         // The place made to hold exactly what the backup holds: the unpacked backup moved
         // in, or the backup streamed into the volume.
         let t = Instant::now();
-        self.step(journal, target.address(), || match (target, &staging) {
-            (Target::Path { root }, Some(staging)) => move_in(name, root, staging),
-            _ => self.refill(name, manifest, target),
+        self.step(journal, target.address(), || {
+            self.refill(name, manifest, target)
         })?;
         phases.restored = Some(t.elapsed());
         // Bring back: the pods run again and pass their gates on the restored data.
@@ -381,68 +377,42 @@ impl Backups {
         record_undo(journal, undo)
     }
 
-    /// The place emptied and made to hold exactly what backup `manifest` holds. What was
-    /// streamed in must be what was verified: a file changed since fails the step (and
-    /// the safety copy goes back).
+    /// The place made to hold exactly what backup `manifest` holds: a directory's backup,
+    /// unpacked beside it, moved in; a volume emptied (made again) and the backup streamed
+    /// in through the engine. What was streamed in must be what was verified: a file
+    /// changed since fails the step (and the safety copy goes back).
     fn refill(&self, name: &str, manifest: &Manifest, target: &Target) -> Result<(), OpError> {
-        let stats = self.refill_stats(name, manifest, target)?;
-        if stats.stored_sha256 != manifest.stored_sha256
-            || stats.plain_sha256 != manifest.plain_sha256
-            || stats.plain_bytes != manifest.plain_bytes
-        {
-            return Err(failed(
-                name,
-                format!(
-                    "backup {} changed while it was restored: what was streamed in does not match its manifest",
-                    manifest.id
-                ),
-                "find out what writes to the store; verify the backup: `berth backup verify`",
-            ));
-        }
-        Ok(())
-    }
-
-    fn refill_stats(
-        &self,
-        name: &str,
-        manifest: &Manifest,
-        target: &Target,
-    ) -> Result<pipeline::Stats, OpError> {
-        let from = self.backup_ref(name, &manifest.id)?;
-        match target {
+        let (volume, object, image, labels) = match target {
+            Target::Path { root } => return move_in(name, root, &staging_of(root, manifest)),
             Target::Volume {
                 volume,
                 object,
                 image,
                 labels,
-            } => {
-                let engine = self.engine(name)?;
-                self.project
-                    .runtime
-                    .block_on(refill_volume(
-                        engine,
-                        self.project.name(),
-                        object,
-                        labels,
-                        image,
-                        &from,
-                    ))
-                    .map_err(|e| {
-                        failed(
-                            name,
-                            format!("restoring volume `{volume}` failed: {e}"),
-                            "verify the backup: `berth backup verify`",
-                        )
-                    })
-            }
-            Target::Path { root } => refill_path(root, &from).map_err(|why| {
+            } => (volume, object, image, labels),
+        };
+        let from = self.backup_ref(name, &manifest.id)?;
+        let engine = self.engine(name)?;
+        let stats = self
+            .project
+            .runtime
+            .block_on(refill_volume(
+                engine,
+                self.project.name(),
+                object,
+                labels,
+                image,
+                &from,
+            ))
+            .map_err(|e| {
                 failed(
                     name,
-                    format!("restoring {} failed: {why}", root.display()),
+                    format!("restoring volume `{volume}` failed: {e}"),
                     "verify the backup: `berth backup verify`",
                 )
-            }),
-        }
+            })?;
+        let what = LocalStore::open(&from.store)?.locate(&manifest.name, &manifest.id);
+        Ok(crate::archive::read_back_matches(what, manifest, &stats)?)
     }
 
     /// The pods back on the restored data, through their gates: a volume's by applying
@@ -545,6 +515,12 @@ fn stage(
     })?;
     crate::archive::read_back_matches(what, manifest, &stats)?;
     Ok(names)
+}
+
+/// Where a directory's backup is unpacked beside the data: inside it, on the same file
+/// system, so that it moves in by renames.
+fn staging_of(root: &Path, manifest: &Manifest) -> PathBuf {
+    root.join(format!("{STAGING_PREFIX}{}", manifest.id))
 }
 
 /// The backup unpacked in `staging` moved into `root` in place of what it holds (renames;
