@@ -18,7 +18,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub struct Attrs {
     /// Each key followed by its value, in key order.
     text: Box<str>,
-    /// Per attribute, where its key ends and where its value ends in `text`.
+    /// Per attribute, where its key ends and where its value ends in `text`. 32-bit: one
+    /// resource's attributes are names, short values and fingerprints from a spec file
+    /// (hundreds of bytes), never near 4 GiB.
     ends: Box<[(u32, u32)]>,
 }
 
