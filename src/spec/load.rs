@@ -98,7 +98,7 @@ pub fn load_str(path: &Path, text: String) -> Loaded {
         Err(d) => (None, vec![*d]),
     };
     // In file order, as a reader goes through the file.
-    diagnostics.sort_by_key(|d| d.span.map_or(usize::MAX, |s| s.offset));
+    diagnostics.sort_by_key(|d| d.span.map_or(usize::MAX, |s| s.offset()));
     Loaded {
         spec,
         report: Report::new(path, source, diagnostics),

@@ -314,7 +314,7 @@ mod tests {
         assert!(matches!(a, Cors::Origins(_)));
         let origin = &a.origins()[0];
         assert_eq!(
-            &text[origin.span.offset..][..origin.value.len()],
+            &text[origin.span.offset()..][..origin.value.len()],
             "https://a.example"
         );
         assert_eq!(a.methods(), super::DEFAULT_CORS_METHODS);

@@ -90,13 +90,13 @@ fn problems(name: &str, text: &str, report: &Report, rendered: &str) -> Vec<Stri
         }
         match d.span {
             None => out.push(format!("{what}: no location in the file")),
-            Some(s) if !in_file(s.offset, s.len) => {
+            Some(s) if !in_file(s.offset(), s.len()) => {
                 out.push(format!("{what}: span {s:?} is outside the file"))
             }
             Some(_) => {}
         }
         for (s, label) in &d.related {
-            if !in_file(s.offset, s.len) {
+            if !in_file(s.offset(), s.len()) {
                 out.push(format!(
                     "{what}: related span {s:?} ({label}) is outside the file"
                 ));

@@ -547,8 +547,8 @@ impl Checker<'_> {
 /// The span of `part`, found at byte `at` of a `depends_on` entry: inside the entry when
 /// the file holds it as written (unquoted), else the whole entry.
 fn part_span(entry: &Sp<String>, at: usize, part: &str) -> Span {
-    if entry.span.len == entry.value.len() {
-        Span::new(entry.span.offset + at, part.len())
+    if entry.span.len() == entry.value.len() {
+        Span::new(entry.span.offset() + at, part.len())
     } else {
         entry.span
     }
