@@ -329,8 +329,8 @@ mod tests {
     fn pattern_and_forbid_pattern_are_matched_without_showing_the_value() {
         let sp = |v: &str| crate::spec::Sp::new(v.to_owned(), crate::diag::Span::default());
         let live = secret(|s| {
-            s.pattern = Some(sp("^sk_live_[0-9A-Za-z]{8,}$"));
-            s.forbid_pattern = Some(sp("(?i)test"));
+            s.pattern = Some(Box::new(sp("^sk_live_[0-9A-Za-z]{8,}$")));
+            s.forbid_pattern = Some(Box::new(sp("(?i)test")));
         });
         assert!(check(&live, "sk_live_Ab12Cd34Ef").is_empty());
         let p = check(&live, "sk_test_Ab12Cd34Ef\n");

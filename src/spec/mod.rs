@@ -238,11 +238,11 @@ pub struct Secret {
     /// A regular expression the decrypted value (without surrounding whitespace) must
     /// match, e.g. `^sk_live_` for a live payment key.
     #[serde(default)]
-    pub pattern: Option<Sp<String>>,
+    pub pattern: Option<Box<Sp<String>>>,
     /// A regular expression the decrypted value (without surrounding whitespace) must not
     /// match, e.g. `^sk_test_` in production.
     #[serde(default)]
-    pub forbid_pattern: Option<Sp<String>>,
+    pub forbid_pattern: Option<Box<Sp<String>>>,
     /// The file may lie outside the spec's directory (after resolving symlinks); without
     /// it, such a `file` is refused.
     #[serde(default)]
