@@ -12,6 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -61,38 +62,54 @@ impl Kind {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
     pub kind: Kind,
-    pub name: String,
-    pub index: Option<u32>,
-    pub region: Option<String>,
+    /// Shared: a resource's address is copied into every `depends_on` that names it, and a
+    /// copy of an `Arc` is not a copy of the name.
+    pub name: Arc<str>,
+    /// The replica's index plus one, 0 for none: 4 bytes, where `Option<u32>` takes 8 and
+    /// makes the address 48 bytes instead of 40 (half a million addresses at 50,000 pods).
+    /// The order is that of `Option<u32>`. See [`Address::replica`].
+    replica: u32,
+    pub region: Option<Arc<str>>,
 }
 
 impl Address {
-    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, name: impl AsRef<str>) -> Self {
+        Address::shared(kind, Arc::from(name.as_ref()))
+    }
+
+    /// An address whose name is shared with others (no copy of it).
+    pub fn shared(kind: Kind, name: Arc<str>) -> Self {
         Address {
             kind,
-            name: name.into(),
-            index: None,
+            name,
+            replica: 0,
             region: None,
         }
     }
 
+    /// The replica `index`, none for a pod of one replica (the largest index is
+    /// `u32::MAX - 1`, far above the most replicas a spec may ask for).
     pub fn index(mut self, index: Option<u32>) -> Self {
-        self.index = index;
+        self.replica = index.map_or(0, |i| i.saturating_add(1));
         self
     }
 
     pub fn region(mut self, region: Option<&str>) -> Self {
-        self.region = region.map(str::to_owned);
+        self.region = region.map(Arc::from);
         self
     }
 
     /// The identity used to match desired and observed resources: a single pod `pod.api` is
     /// the same container as `pod.api[0]` when replicas go from 1 to more.
+    pub fn replica(&self) -> Option<u32> {
+        self.replica.checked_sub(1)
+    }
+
     pub fn match_key(&self) -> (Kind, &str, u32, Option<&str>) {
         (
             self.kind,
             &self.name,
-            self.index.unwrap_or(0),
+            self.replica().unwrap_or(0),
             self.region.as_deref(),
         )
     }
@@ -104,7 +121,7 @@ impl fmt::Display for Address {
         if !self.name.is_empty() {
             write!(f, ".{}", self.name)?;
         }
-        if let Some(i) = self.index {
+        if let Some(i) = self.replica() {
             write!(f, "[{i}]")?;
         }
         if let Some(r) = &self.region {
@@ -128,7 +145,10 @@ impl FromStr for Address {
             None => (s, None),
         };
         let (rest, index) = match rest.strip_suffix(']').and_then(|r| r.split_once('[')) {
-            Some((r, i)) => (r, Some(i.parse().map_err(|_| err())?)),
+            Some((r, i)) => {
+                let i: u32 = i.parse().map_err(|_| err())?;
+                (r, Some(i.checked_add(1).ok_or_else(err)? - 1))
+            }
             None => (rest, None),
         };
         let (kind, name) = rest.split_once('.').unwrap_or((rest, ""));
@@ -141,10 +161,11 @@ impl FromStr for Address {
         }
         Ok(Address {
             kind,
-            name: name.to_owned(),
-            index,
-            region,
-        })
+            name: Arc::from(name),
+            replica: 0,
+            region: region.map(Arc::from),
+        }
+        .index(index))
     }
 }
 

@@ -11,14 +11,17 @@
 
 pub mod attr;
 mod proxy;
+mod region;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::graph::{Address, Attrs, GraphError, Kind, Resource, ResourceGraph};
 use crate::sensitive::{conceal, is_sensitive, is_sensitive_value};
 use crate::spec::{
     Build, DEFAULT_REGION, Health, Pod, SECRETS_MOUNT_POINT, SecretUse, Spec, Strategy,
 };
+use region::{Names, Region};
 
 /// How a region appears in addresses: only specs with several regions qualify them.
 pub fn shown_region<'a>(all: &[&str], region: &'a str) -> Option<&'a str> {
@@ -32,22 +35,27 @@ pub fn requalify(mut address: Address, from: &[&str], to: &[&str]) -> Address {
     if address.kind == Kind::Secret {
         return address; // secrets are not per region
     }
-    let mut region = match (&address.region, from.first()) {
-        (Some(r), _) => r.clone(),
-        (None, Some(only)) => (*only).to_owned(),
+    let given = address.region.take();
+    let mut region: &str = match (given.as_deref(), from.first()) {
+        (Some(r), _) => r,
+        (None, Some(only)) => only,
         (None, None) => return address,
     };
     // A spec without `regions:` runs on the local engine, which a spec that names regions
     // calls its primary region (the one listed first); and the other way round.
     if from == [DEFAULT_REGION] && !to.contains(&DEFAULT_REGION) {
         if let Some(primary) = to.first() {
-            region = (*primary).to_owned();
+            region = primary;
         }
-    } else if to == [DEFAULT_REGION] && from.first() == Some(&region.as_str()) {
-        region = DEFAULT_REGION.to_owned();
+    } else if to == [DEFAULT_REGION] && from.first() == Some(&region) {
+        region = DEFAULT_REGION;
     }
-    address.region = if to.len() > 1 || !to.contains(&region.as_str()) {
-        Some(region)
+    address.region = if to.len() > 1 || !to.contains(&region) {
+        // The address's own name of the region when it is kept: no copy.
+        Some(match given {
+            Some(g) if *g == *region => g,
+            _ => std::sync::Arc::from(region),
+        })
     } else {
         None
     };
@@ -82,7 +90,8 @@ pub fn built_image(project: &str, pod: &str, digest: &str) -> String {
 
 /// [`desired`], with the facts read from the filesystem beforehand.
 pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
-    let mut out = secret_resources(spec);
+    let names = Names::new(spec);
+    let mut out = secret_resources(spec, &names);
     // Room for every region's network, volumes and pods (one replica each) at once: a large
     // spec's list is not grown by doubling.
     let per_region = 1 + spec.volumes.len() + spec.pods.len();
@@ -95,12 +104,7 @@ pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
     let all_regions = spec.region_names();
     for &name in &all_regions {
         let shown = shown_region(&all_regions, name);
-        let region = Region {
-            spec,
-            name,
-            shown,
-            network: Address::new(Kind::Network, "default").region(shown),
-        };
+        let region = Region::new(spec, &names, name, shown);
         out.push(Resource {
             address: region.network.clone(),
             attrs: Attrs::from([(attr::DRIVER, "bridge")]),
@@ -116,31 +120,10 @@ pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
     out
 }
 
-/// One region of the spec being expanded: its name, how addresses show it and its network.
-struct Region<'s> {
-    spec: &'s Spec,
-    name: &'s str,
-    shown: Option<&'s str>,
-    network: Address,
-}
-
-impl Region<'_> {
-    /// The addresses of the replicas of pod `name` here (none when it does not run here).
-    fn instances(&self, name: &str) -> Vec<Address> {
-        let Some(p) = self.spec.pods.get(name) else {
-            return Vec::new();
-        };
-        if !Spec::runs_in(&p.regions, self.name) {
-            return Vec::new();
-        }
-        pod_addresses(name, p.replicas(), self.shown)
-    }
-}
-
 /// The secrets, which are not per region.
-fn secret_resources(spec: &Spec) -> Vec<Resource> {
-    let mut attrs_of_secret: BTreeMap<&str, Attrs> = BTreeMap::new();
-    for s in spec.secrets.iter() {
+fn secret_resources(spec: &Spec, names: &Names) -> Vec<Resource> {
+    let mut attrs_of_secret: BTreeMap<&str, (Arc<str>, Attrs)> = BTreeMap::new();
+    for (s, shared) in spec.secrets.iter().zip(&names.secrets) {
         let mut a = Attrs::new();
         a.insert(attr::FILE, &s.item.file.value);
         let recipients = s.item.recipients.as_ref().unwrap_or(&spec.recipients);
@@ -162,12 +145,12 @@ fn secret_resources(spec: &Spec) -> Vec<Resource> {
         if !s.item.forbid.is_empty() {
             a.insert("forbid", format!("{} value(s)", s.item.forbid.len()));
         }
-        attrs_of_secret.insert(&s.name.value, a);
+        attrs_of_secret.insert(&s.name.value, (shared.clone(), a));
     }
     attrs_of_secret
-        .into_iter()
+        .into_values()
         .map(|(name, attrs)| Resource {
-            address: Address::new(Kind::Secret, name),
+            address: Address::shared(Kind::Secret, name),
             attrs,
             depends_on: Vec::new(),
         })
@@ -216,7 +199,7 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
             .build_digests
             .get(name.as_str())
             .map(|d| built_image(&spec.project.value, name, d));
-        let (attrs, mut deps) = pod_attrs(spec, &p.item, built.as_deref(), facts);
+        let (attrs, mut deps) = pod_attrs(region, &p.item, built.as_deref(), facts);
         deps.push(region.network.clone());
         for m in &p.item.volumes {
             if let Ok(mount) = m.get()
@@ -231,12 +214,8 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
                 (pod, Some(other)) if other != region.name => {
                     let all = spec.region_names();
                     if let Some(other) = all.iter().copied().find(|r| *r == other) {
-                        let there = Region {
-                            spec,
-                            name: other,
-                            shown: shown_region(&all, other),
-                            network: Address::new(Kind::Network, "default"),
-                        };
+                        let there =
+                            Region::new(spec, region.names, other, shown_region(&all, other));
                         deps.extend(there.instances(pod));
                     }
                 }
@@ -246,7 +225,8 @@ fn pod_resources(region: &Region<'_>, facts: &LocalFacts, out: &mut Vec<Resource
         deps.sort();
         deps.dedup();
         deps.shrink_to_fit();
-        let mut addresses = pod_addresses(name, p.item.replicas(), region.shown)
+        let mut addresses = region
+            .pod_addresses(region.names.pod(spec, name), p.item.replicas())
             .into_iter()
             .peekable();
         let mut attrs = attrs;
@@ -340,16 +320,6 @@ pub fn graph(spec: &Spec) -> Result<ResourceGraph, GraphError> {
     ResourceGraph::new(desired(spec))
 }
 
-/// `pod.api` for one replica, `pod.api[0]`.. for several.
-fn pod_addresses(name: &str, replicas: u32, region: Option<&str>) -> Vec<Address> {
-    if replicas == 1 {
-        return vec![Address::new(Kind::Pod, name).region(region)];
-    }
-    (0..replicas)
-        .map(|i| Address::new(Kind::Pod, name).index(Some(i)).region(region))
-        .collect()
-}
-
 /// The effective update strategy: blue-green unless the pod owns a named volume or
 /// publishes host ports (two containers cannot hold either at once).
 pub fn strategy(pod: &Pod) -> Strategy {
@@ -362,7 +332,7 @@ pub fn strategy(pod: &Pod) -> Strategy {
 
 /// The attributes of a pod (shared by its replicas) and the secrets it depends on.
 fn pod_attrs(
-    spec: &Spec,
+    region: &Region<'_>,
     pod: &Pod,
     built_image: Option<&str>,
     facts: &LocalFacts,
@@ -386,7 +356,7 @@ fn pod_attrs(
             shown(&e.name.value, &e.item.value.0),
         );
     }
-    let deps = secret_attrs(&mut a, spec, pod, facts);
+    let deps = secret_attrs(&mut a, region, pod, facts);
     mount_and_port_attrs(&mut a, pod);
     if let Some(r) = &pod.resources {
         if let Some(c) = &r.cpus {
@@ -436,7 +406,8 @@ fn build_attrs(a: &mut Attrs, b: &Build, built_image: Option<&str>) {
 
 /// `secret.NAME` (how it is delivered, from which file) and `secret.NAME.version`; returns
 /// the secrets the pod depends on.
-fn secret_attrs(a: &mut Attrs, spec: &Spec, pod: &Pod, facts: &LocalFacts) -> Vec<Address> {
+fn secret_attrs(a: &mut Attrs, region: &Region<'_>, pod: &Pod, facts: &LocalFacts) -> Vec<Address> {
+    let spec = region.spec;
     let mut deps = Vec::new();
     for s in &pod.secrets {
         let name = s.value.name();
@@ -459,7 +430,10 @@ fn secret_attrs(a: &mut Attrs, spec: &Spec, pod: &Pod, facts: &LocalFacts) -> Ve
             a.insert(attr::secret_version(name), version);
         }
         if spec.secrets.contains(name) {
-            deps.push(Address::new(Kind::Secret, name));
+            deps.push(Address::shared(
+                Kind::Secret,
+                region.names.secret(spec, name),
+            ));
         }
     }
     deps

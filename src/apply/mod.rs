@@ -508,8 +508,9 @@ impl<'a> Run<'a> {
     fn region_of(&self, c: &Change) -> String {
         c.address
             .region
-            .clone()
-            .unwrap_or_else(|| self.spec.primary_region().to_owned())
+            .as_deref()
+            .unwrap_or_else(|| self.spec.primary_region())
+            .to_owned()
     }
 
     fn engine(&self, region: &str) -> &'a Engine {

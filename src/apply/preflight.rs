@@ -324,7 +324,7 @@ pub async fn preflight_host(
             // how many it has is not second-guessed).
             if n > 0 && (cpus.value * 1e9) as i64 > n.saturating_mul(1_000_000_000) {
                 return Err(ApplyError::TooManyCpus {
-                    pod: c.address.name.clone(),
+                    pod: c.address.name.to_string(),
                     cpus: cpus.value,
                     region: region.to_owned(),
                     ncpu: n,

@@ -7,7 +7,7 @@ use crate::graph::Address;
 /// The stable container name of a pod instance: `<project>-<pod>`, `<project>-<pod>-<n>`
 /// for replicas (what apply names it, and what the proxy's upstreams name).
 pub fn container_name_of(project: &str, address: &Address) -> String {
-    match address.index {
+    match address.replica() {
         Some(i) => format!("{project}-{}-{i}", address.name),
         None => format!("{project}-{}", address.name),
     }

@@ -111,10 +111,10 @@ pub fn orphan_timers(project: &str, desired: &[Resource], observed: &mut Observe
     let Ok(entries) = std::fs::read_dir(crate::archive::schedule::unit_dir()) else {
         return;
     };
-    let wanted: std::collections::HashSet<String> = desired
+    let wanted: std::collections::HashSet<&str> = desired
         .iter()
         .filter(|r| r.address.kind == Kind::Backup)
-        .map(|r| r.address.name.clone())
+        .map(|r| &*r.address.name)
         .collect();
     for e in entries.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
@@ -128,7 +128,7 @@ pub fn orphan_timers(project: &str, desired: &[Resource], observed: &mut Observe
             || observed
                 .resources
                 .iter()
-                .any(|o| o.address.kind == Kind::Backup && o.address.name == name)
+                .any(|o| o.address.kind == Kind::Backup && *o.address.name == *name)
         {
             continue;
         }

@@ -316,7 +316,7 @@ pub fn from_lists(
 
 fn in_region(mut a: Address, region: Option<&str>) -> Address {
     if a.kind != Kind::Secret {
-        a.region = region.map(str::to_owned);
+        a.region = region.map(std::sync::Arc::from);
     }
     a
 }

@@ -340,7 +340,7 @@ pub fn observe(desired: &[Resource], secrets: &Inspection, observed: &mut Observ
     for r in desired.iter().filter(|r| r.address.kind == Kind::Secret) {
         let drift = secrets
             .files
-            .get(&r.address.name)
+            .get(&*r.address.name)
             .map(drift)
             .unwrap_or_default();
         observed.resources.push(ObservedResource {

@@ -140,7 +140,7 @@ impl Session {
                 let region = c.address.region.as_deref().unwrap_or(primary);
                 spec.pods
                     .get(&c.address.name)
-                    .map(|p| (c.address.name.as_str(), p, region))
+                    .map(|p| (&*c.address.name, p, region))
             })
             .collect();
         let mut out = Vec::new();

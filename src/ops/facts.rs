@@ -100,8 +100,9 @@ impl Session {
                 let region = r
                     .address
                     .region
-                    .clone()
-                    .unwrap_or_else(|| self.project.spec.primary_region().to_owned());
+                    .as_deref()
+                    .unwrap_or_else(|| self.project.spec.primary_region())
+                    .to_owned();
                 images.insert((i.to_owned(), region));
             }
         }

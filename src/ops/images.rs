@@ -16,7 +16,7 @@ pub(super) async fn resolve_images(
     spec: &Spec,
     engines: &std::collections::HashMap<String, crate::engine::Engine>,
 ) -> std::collections::HashMap<String, String> {
-    let primary = spec.primary_region().to_owned();
+    let primary = spec.primary_region();
     let mut out = std::collections::HashMap::new();
     for r in desired
         .iter()
@@ -25,8 +25,8 @@ pub(super) async fn resolve_images(
         let Some(reference) = crate::resources::attr::image_ref(&r.attrs) else {
             continue;
         };
-        let region = r.address.region.clone().unwrap_or_else(|| primary.clone());
-        let Some(engine) = engines.get(&region) else {
+        let region = r.address.region.as_deref().unwrap_or(primary);
+        let Some(engine) = engines.get(region) else {
             continue;
         };
         if let Ok(true) = engine.image_present(reference).await
@@ -105,7 +105,7 @@ pub(super) async fn deployed_images(
                 Ok(a) => a,
                 Err(_) => continue,
             };
-            a.region = shown.map(str::to_owned);
+            a.region = shown.map(std::sync::Arc::from);
             out.insert(a.to_string(), image.clone());
         }
     }

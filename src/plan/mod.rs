@@ -211,7 +211,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
                     .collect(),
                 replace_order: None,
                 gates: gates(want),
-                region: want.address.region.clone(),
+                region: want.address.region.as_deref().map(str::to_owned),
             },
             Some(have) => compare(want, have),
         };
@@ -233,7 +233,7 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
             fields: Vec::new(),
             replace_order: None,
             gates: Vec::new(),
-            region: o.address.region.clone(),
+            region: o.address.region.as_deref().map(str::to_owned),
         });
     }
     Plan {
@@ -342,7 +342,7 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
         fields,
         replace_order,
         gates,
-        region: want.address.region.clone(),
+        region: want.address.region.as_deref().map(str::to_owned),
     }
 }
 

@@ -161,7 +161,7 @@ impl<T> NamedMap<T> {
     }
 
     /// Where the first entry with this name is.
-    fn position(&self, name: &str) -> Option<usize> {
+    pub fn position(&self, name: &str) -> Option<usize> {
         let name_at = |i: &u32| self.entries[*i as usize].name.value.as_str();
         let first = self.index.partition_point(|i| name_at(i) < name);
         let i = *self.index.get(first)? as usize;

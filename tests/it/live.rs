@@ -119,7 +119,7 @@ fn plan_sees_labelled_objects_and_only_them() {
                 docker::docker(&[&["volume", "create"], &args[..], &[&name]].concat());
             }
             berth::graph::Kind::Pod => {
-                let run = if r.address.name == "web" {
+                let run = if &*r.address.name == "web" {
                     "create"
                 } else {
                     "run"

@@ -215,7 +215,7 @@ impl Run<'_> {
         let name = name.map_or_else(|| container_name(self.project, &resource), str::to_owned);
         // A blue-green candidate gets the pod's network alias only once it has passed its
         // gates, so that no peer reaches it before.
-        let alias = (!candidate).then_some(c.address.name.as_str());
+        let alias = (!candidate).then_some(&*c.address.name);
         let mut body = container::body(
             self.project,
             alias,

@@ -325,7 +325,7 @@ impl Backups {
                             }
                     })
                     .map(|c| {
-                        let pod = labels::decode(&c.labels).map(|d| d.address.name);
+                        let pod = labels::decode(&c.labels).map(|d| d.address.name.to_string());
                         (c.id, pod)
                     })
                     .collect(),
