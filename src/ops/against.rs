@@ -65,60 +65,45 @@ pub struct AgainstPlan {
     pub observed: ObservedState,
 }
 
-/// `plan -f NEW --against OLD`: loads, checks and expands both files concurrently (they
-/// are independent), then plans.
+/// `plan -f NEW --against OLD`: loads and checks both files concurrently (they are
+/// independent), then expands both and plans.
 ///
 /// The old revision only has to parse and pass the structural checks: its lints are not
 /// the pull request's business (a pull request that fixes a lint must be plannable). An
 /// empty old file is "nothing deployed yet": `--against /dev/null` plans a first deployment.
 ///
-/// Memory: the new revision is expanded only once the old one's parsed spec is gone (the
-/// old side has no lints, so it is usually done first), so that the two parsed specs and
-/// the two sets of resources are never all held at once.
+/// Memory: the two parsed specs and the two sets of resources are never all held at once
+/// (the new revision is expanded once the old one's parsed spec is gone), and the memory
+/// each parse gives back is used again. glibc's allocator keeps what a thread frees in
+/// that thread's arena, for the threads that use the arena after it. So the old revision
+/// is read and expanded on a thread of its own while the new one is read and linted here;
+/// the new one is then expanded on a new thread, which takes over the finished thread's
+/// arena and fills what the old spec left there; and the graph and the plan are made
+/// here, in what the new spec leaves. (With the new revision read on the other thread
+/// instead, nothing used that arena again: about 10 MB more peak RSS at 50,000 pods.)
+/// Under another allocator only the memory differs.
 pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError> {
-    let (old_spec_gone, wait_old_spec) = std::sync::mpsc::channel::<()>();
-    let (new_side, old_side) = std::thread::scope(|s| {
-        let old_thread = s.spawn(move || -> Result<_, OpError> {
-            let text = read_spec(old)?;
-            if crate::spec::load::is_blank(&text) {
-                return Ok(None);
-            }
-            let spec = load_structure(old, text)?;
-            let regions: Vec<String> = spec.region_names().iter().map(|r| r.to_string()).collect();
-            let desired = resources::desired(&spec);
-            drop(spec);
-            // An error above drops the sender, which ends the wait all the same.
-            let _ = old_spec_gone.send(());
-            Ok(Some((regions, desired)))
-        });
-        let new_side = (|| -> Result<_, OpError> {
-            let mut valid = load_valid(new)?;
+    let (valid, old_side) = std::thread::scope(|s| {
+        let old_thread = s.spawn(|| expand_old(old));
+        let valid = load_valid(new).map(|mut valid| {
             // The text is only kept for the warnings' snippets: without warnings it goes
             // before the resources are built.
             valid.report.release_unused_source();
-            let _ = wait_old_spec.recv();
-            let desired = resources::desired(&valid.spec);
-            let project = valid.spec.project.value.clone();
-            let regions: Vec<String> = valid
-                .spec
-                .region_names()
-                .iter()
-                .map(|r| r.to_string())
-                .collect();
-            // The spec's resources are all the plan needs of it: it goes before the graph
-            // is built.
-            drop(valid.spec);
-            let graph = ResourceGraph::new(desired)?;
-            Ok((valid.report, project, regions, graph))
-        })();
-        let old_side = old_thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (new_side, old_side)
+            valid
+        });
+        (valid, join(old_thread))
     });
-    let (new_report, project, new_regions, graph) = new_side?;
+    // The new revision's errors come first.
+    let valid = valid?;
+    let old_side = old_side?;
+    let desired = std::thread::scope(|s| join(s.spawn(|| resources::desired(&valid.spec))));
+    let project = valid.spec.project.value.clone();
+    let new_regions = owned_region_names(&valid.spec);
+    // The spec's resources are all the plan needs of it: it goes before the graph is built.
+    drop(valid.spec);
+    let graph = ResourceGraph::new(desired)?;
     let new_regions: Vec<&str> = new_regions.iter().map(String::as_str).collect();
-    let observed = match old_side? {
+    let observed = match old_side {
         None => ObservedState::from_resources(
             Origin::Spec {
                 file: old.display().to_string(),
@@ -137,10 +122,34 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
     };
     Ok(AgainstPlan {
         plan: plan(&project, &graph, &observed),
-        new: new_report,
+        new: valid.report,
         graph,
         observed,
     })
+}
+
+/// A revision's region names and resources.
+type Expanded = (Vec<String>, Vec<crate::graph::Resource>);
+
+/// The old revision's regions and resources; none for an empty file. Its parsed spec is
+/// dropped before this returns.
+fn expand_old(old: &Path) -> Result<Option<Expanded>, OpError> {
+    let text = read_spec(old)?;
+    if crate::spec::load::is_blank(&text) {
+        return Ok(None);
+    }
+    let spec = load_structure(old, text)?;
+    Ok(Some((owned_region_names(&spec), resources::desired(&spec))))
+}
+
+fn join<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn owned_region_names(spec: &Spec) -> Vec<String> {
+    spec.region_names().iter().map(|r| r.to_string()).collect()
 }
 
 fn read_spec(path: &Path) -> Result<String, OpError> {
