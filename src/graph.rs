@@ -444,9 +444,39 @@ mod tests {
             "thing.x",
             "pod.api[x]",
             "pod.api@",
+            // The packed index holds up to u32::MAX - 1.
+            "pod.api[4294967295]",
         ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
+        let top: Address = "pod.api[4294967294]".parse().unwrap();
+        assert_eq!(top.replica(), Some(u32::MAX - 1));
+    }
+
+    #[test]
+    fn the_packed_replica_index_orders_and_matches_as_an_option_did() {
+        let at = |s: &str| s.parse::<Address>().unwrap();
+        // None before Some(0) before Some(1), then the region.
+        let mut v = vec![
+            at("pod.api[1]"),
+            at("pod.api[0]@b"),
+            at("pod.api"),
+            at("pod.api[0]"),
+        ];
+        v.sort();
+        let shown: Vec<String> = v.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["pod.api", "pod.api[0]", "pod.api[0]@b", "pod.api[1]"]
+        );
+        assert_eq!(at("pod.api").replica(), None);
+        assert_eq!(
+            Address::new(Kind::Pod, "api").index(Some(0)).replica(),
+            Some(0)
+        );
+        assert_eq!(Address::new(Kind::Pod, "api").index(None), at("pod.api"));
+        // A single pod is the same container as replica 0 once it is replicated.
+        assert_eq!(at("pod.api").match_key(), at("pod.api[0]").match_key());
     }
 
     #[test]
