@@ -68,6 +68,8 @@ pub enum Command {
     Graph(graph::Args),
     /// Show the changes that would take the current state to the spec.
     Plan(plan::Args),
+    /// Show a plan saved by `plan --out FILE`, as `plan` showed it.
+    Show(plan::ShowArgs),
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
@@ -140,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),
         Command::Plan(args) => plan::run(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Show(args) => plan::show(args),
         Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),

@@ -1,5 +1,6 @@
 //! `berth plan`: the changes that take the regions' engines to the spec, or, with
-//! `--against OLD.yaml`, the changes between two revisions of the spec.
+//! `--against OLD.yaml`, the changes between two revisions of the spec; and `berth show`,
+//! a saved plan rendered as `plan` renders it.
 
 use std::path::{Path, PathBuf};
 
@@ -74,14 +75,46 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         }
     };
     print_warnings(&report);
-    print(&match args.format {
-        Format::Human => render::human(&plan, stdout_color()),
-        Format::Json => render::json(&plan),
-        Format::Markdown => render::markdown(&plan),
+    Ok(output(&plan, args.format, args.detailed_exitcode))
+}
+
+/// Prints a plan in `format`; the exit code, with `--detailed-exitcode` 2 for changes.
+fn output(plan: &crate::plan::Plan, format: Format, detailed_exitcode: bool) -> u8 {
+    print(&match format {
+        Format::Human => render::human(plan, stdout_color()),
+        Format::Json => render::json(plan),
+        Format::Markdown => render::markdown(plan),
     });
-    Ok(if args.detailed_exitcode && plan.has_changes() {
+    if detailed_exitcode && plan.has_changes() {
         exit::CHANGES
     } else {
         exit::OK
-    })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// A plan saved by `berth plan --out FILE`.
+    #[arg(value_name = "PLAN.json")]
+    pub plan: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Exit 0 when the plan has no changes, 2 when it has, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// `berth show PLAN.json`: the saved plan as `plan` printed it, without the spec or an
+/// engine (a reviewer's machine, a CI step after the one that planned). Where it came from
+/// goes to stderr, so that stdout is what `plan` printed.
+pub fn show(args: ShowArgs) -> Result<u8, OpError> {
+    let saved = ops::read_saved_plan(&args.plan)?;
+    eprintln!(
+        "Saved plan of project {} from {}, relying on {} fact(s); `berth apply {}` carries it out, unless one of them changed.",
+        saved.project,
+        saved.spec,
+        saved.facts.len(),
+        args.plan.display()
+    );
+    Ok(output(&saved.plan, args.format, args.detailed_exitcode))
 }

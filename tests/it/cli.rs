@@ -337,3 +337,25 @@ impl ArgPath for Berth {
         self.args([p])
     }
 }
+
+#[test]
+fn show_refuses_what_is_not_a_saved_plan_with_a_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plan's JSON (what `plan --format json` prints) is not a saved plan either.
+    std::fs::write(
+        dir.path().join("plan.json"),
+        r#"{"format_version": 1, "project": "x", "changes": []}"#,
+    )
+    .unwrap();
+    for file in ["plan.json", "missing.json"] {
+        let r = Berth::new()
+            .dir(dir.path())
+            .args(["show", file])
+            .run()
+            .code(1);
+        let err = r.stderr_flat();
+        assert!(err.contains(file), "{err}");
+        assert!(err.contains("berth plan --out FILE"), "{err}");
+        assert!(r.stdout().is_empty(), "{}", r.stdout());
+    }
+}

@@ -399,6 +399,49 @@ fn a_saved_plan_is_applied_as_reviewed_or_refused_when_a_fact_changed() {
 }
 
 #[test]
+fn a_saved_plan_is_shown_as_plan_printed_it_without_the_spec_or_an_engine() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&a_and_b(image, "a1", "b1"));
+    s.berth(&["apply", "--yes"]).code(0);
+    s.pods(&a_and_b(image, "a2", "b1"));
+    s.berth(&["plan", "--out", "plan.json"]).code(0);
+    // Elsewhere: no spec beside it, no engine.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::copy(s.path().join("plan.json"), elsewhere.path().join("p.json")).unwrap();
+    let show = |args: &[&str]| {
+        Berth::new()
+            .dir(elsewhere.path())
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(["show", "p.json"].iter().chain(args))
+            .run()
+    };
+    for format in ["human", "json", "markdown"] {
+        let planned = s.berth(&["plan", "--format", format]).code(0).stdout();
+        let shown = show(&["--format", format]).code(0);
+        assert_eq!(shown.stdout(), planned, "{format}");
+        assert!(
+            shown
+                .stderr_flat()
+                .contains("`berth apply p.json` carries it out"),
+            "{}",
+            shown.stderr_flat()
+        );
+    }
+    assert!(s.berth(&["plan"]).code(0).stdout().contains("pod.a"));
+    show(&["--detailed-exitcode"]).code(2);
+
+    // Applied, the next saved plan has no changes.
+    s.berth(&["apply", "plan.json"]).code(0);
+    s.berth(&["plan", "--out", "plan.json"]).code(0);
+    std::fs::copy(s.path().join("plan.json"), elsewhere.path().join("p.json")).unwrap();
+    show(&["--detailed-exitcode"]).code(0);
+}
+
+#[test]
 fn a_snapshot_taken_on_the_host_plans_anywhere_without_the_engine() {
     if !docker::available() {
         return;
