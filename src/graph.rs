@@ -457,7 +457,7 @@ mod tests {
     fn the_packed_replica_index_orders_and_matches_as_an_option_did() {
         let at = |s: &str| s.parse::<Address>().unwrap();
         // None before Some(0) before Some(1), then the region.
-        let mut v = vec![
+        let mut v = [
             at("pod.api[1]"),
             at("pod.api[0]@b"),
             at("pod.api"),
