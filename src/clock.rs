@@ -20,6 +20,18 @@ pub fn format_time(secs: u64) -> String {
     )
 }
 
+/// `2026-11-22T04:05:06Z` (RFC 3339, UTC) for seconds since the epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d) = civil(secs);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// The UTC calendar date (year, month, day) of seconds since the epoch.
 pub fn civil(secs: u64) -> (i64, i64, i64) {
     let days = secs / 86_400;

@@ -8,6 +8,7 @@ mod plan;
 mod schema;
 mod secrets;
 mod state;
+mod status;
 mod validate;
 
 use std::io::{self, Write};
@@ -70,6 +71,10 @@ pub enum Command {
     Plan(plan::Args),
     /// Show a plan saved by `plan --out FILE`, as `plan` showed it.
     Show(plan::ShowArgs),
+    /// Every pod instance as its engine has it now: state, health, image, uptime, restarts,
+    /// ports. Exit 1 when one is not running or not healthy.
+    #[command(visible_alias = "ps")]
+    Status(status::Args),
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
@@ -143,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&cli.file, args),
         Command::Plan(args) => plan::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Show(args) => plan::show(args),
+        Command::Status(args) => status::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),

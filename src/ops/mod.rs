@@ -23,6 +23,8 @@ mod against;
 mod converge;
 mod facts;
 mod images;
+mod status;
+pub use status::{Instance, STATUS_FORMAT, Status, status};
 
 use crate::project::Valid;
 pub use crate::project::load_valid;

@@ -28,3 +28,4 @@ mod restore;
 mod rollout;
 mod secrets;
 mod state;
+mod status;
