@@ -4,6 +4,7 @@
 mod apply;
 mod backup;
 mod graph;
+mod logs;
 mod plan;
 mod schema;
 mod secrets;
@@ -75,6 +76,8 @@ pub enum Command {
     /// ports. Exit 1 when one is not running or not healthy.
     #[command(visible_alias = "ps")]
     Status(status::Args),
+    /// A pod's output: every replica (and region), interleaved, each line prefixed.
+    Logs(logs::Args),
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
@@ -149,6 +152,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Show(args) => plan::show(args),
         Command::Status(args) => status::run(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Logs(args) => logs::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),

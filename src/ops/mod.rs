@@ -23,7 +23,9 @@ mod against;
 mod converge;
 mod facts;
 mod images;
+mod logs;
 mod status;
+pub use logs::{LogsRequest, logs};
 pub use status::{Instance, STATUS_FORMAT, Status, status};
 
 use crate::project::Valid;

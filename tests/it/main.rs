@@ -15,6 +15,7 @@ mod examples;
 mod fuzz_loader;
 mod invalid_specs;
 mod live;
+mod logs;
 mod nginx_image;
 mod plan_cases;
 mod proxy;

@@ -148,6 +148,36 @@ impl Engine {
         out
     }
 
+    /// A container's output as the engine streams it, stdout and stderr: since `since`
+    /// (seconds since the epoch; 0 for all of it), its last `tail` lines only (all when
+    /// `None`), and, with `follow`, what it writes next until it stops.
+    pub fn log_stream(
+        &self,
+        id: &str,
+        since: i64,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> impl futures_util::Stream<Item = Result<Vec<u8>, EngineError>> + '_ {
+        self.count();
+        self.docker
+            .logs(
+                id,
+                Some(LogsOptions {
+                    follow,
+                    stdout: true,
+                    stderr: true,
+                    since: i32::try_from(since).unwrap_or(i32::MAX),
+                    tail: tail.map_or("all".to_owned(), |n| n.to_string()),
+                    ..Default::default()
+                }),
+            )
+            .map(|chunk| {
+                chunk
+                    .map(|c| c.into_bytes().to_vec())
+                    .map_err(|e| self.call_error("logs", e))
+            })
+    }
+
     /// Watches the engine's events for an exit of the container `id` since `started` (its
     /// last start, on the engine's clock: an exit before it, a stop before a restart, is
     /// not this run's), or to come, for at most `window`: the exit status of the first, or

@@ -132,6 +132,17 @@ impl Berth {
             .spawn()
             .expect("berth starts")
     }
+
+    /// Starts berth with its stdout and stderr piped, to read as it writes.
+    pub fn spawn_piped(mut self) -> std::process::Child {
+        use std::process::Stdio;
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth starts")
+    }
 }
 
 /// One test's project (removed with everything labelled for it when dropped) and the
