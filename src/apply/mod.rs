@@ -24,6 +24,7 @@
 //!   carries them out (rollback, recover, a failed restore);
 //! - [`container`]: a pod's container (names, create request); [`gate`]: its gates.
 
+pub mod checks;
 pub mod container;
 pub mod gate;
 pub mod journal;
