@@ -78,6 +78,9 @@ pub enum Command {
     Status(status::Args),
     /// A pod's output: every replica (and region), interleaved, each line prefixed.
     Logs(logs::Args),
+    /// Run every health probe and post-deploy check against what is running now, as apply
+    /// runs them after a deploy. Exit 1 when one fails.
+    Check(status::Args),
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
@@ -153,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => plan::show(args),
         Command::Status(args) => status::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Logs(args) => logs::run(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Check(args) => status::check(&cli.file, cli.state_dir.as_deref(), args),
         Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),

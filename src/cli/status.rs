@@ -1,4 +1,5 @@
-//! `berth status` (`berth ps`): the spec's pod instances as their engines have them now.
+//! `berth status` (`berth ps`): the spec's pod instances as their engines have them now;
+//! `berth check`: their health and post-deploy checks, run now.
 
 use std::path::Path;
 
@@ -36,6 +37,61 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         }
     });
     Ok(if status.ok { exit::OK } else { exit::ERROR })
+}
+
+/// `berth check`: exit 0 when every instance is running, healthy where it has a health
+/// check, and passes each of its pod's post-deploy checks; 1 otherwise (`berth check ||
+/// berth rollback`).
+pub fn check(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
+    let opts = ops::Opts {
+        state_dir: state_dir.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let status = ops::check(file, &opts)?;
+    print(&match args.format {
+        Format::Human => check_human(&status),
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
+            text.push('\n');
+            text
+        }
+    });
+    Ok(if status.ok { exit::OK } else { exit::ERROR })
+}
+
+fn check_human(s: &Status) -> String {
+    let mut out = String::new();
+    let (mut passed, mut failed) = (0, 0);
+    for i in &s.instances {
+        let verdict = |ok: bool| if ok { "ok" } else { "FAILED" };
+        let running = i.state == "running";
+        let health_ok = running && matches!(i.health.as_str(), "healthy" | "none");
+        let what = match i.health.as_str() {
+            "none" => format!("state: {} (no health check)", i.state),
+            h => format!("health: {h}"),
+        };
+        out.push_str(&format!("{:<7} {}  {what}", verdict(health_ok), i.address));
+        if let Some(d) = i.detail.as_deref().filter(|_| !health_ok) {
+            out.push_str(&format!(" ({d})"));
+        }
+        out.push('\n');
+        for c in &i.checks {
+            out.push_str(&format!("{:<7} {}  {}", verdict(c.ok), i.address, c.check));
+            if let Some(d) = &c.detail {
+                out.push_str(&format!(": {d}"));
+            }
+            out.push('\n');
+        }
+        let n = 1 + i.checks.len();
+        let bad = usize::from(!health_ok) + i.checks.iter().filter(|c| !c.ok).count();
+        failed += bad;
+        passed += n - bad;
+    }
+    out.push_str(&format!(
+        "\n{passed} passed, {failed} failed, on {} instance(s).\n",
+        s.instances.len()
+    ));
+    out
 }
 
 fn human(s: &Status) -> String {

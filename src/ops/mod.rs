@@ -26,7 +26,7 @@ mod images;
 mod logs;
 mod status;
 pub use logs::{LogsRequest, logs};
-pub use status::{Instance, STATUS_FORMAT, Status, status};
+pub use status::{CheckResult, Instance, STATUS_FORMAT, Status, check, status};
 
 use crate::project::Valid;
 pub use crate::project::load_valid;

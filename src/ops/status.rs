@@ -1,7 +1,8 @@
 //! `berth status`: every pod instance the spec asks for (each replica, in each region), as
 //! its engine has it now: the container's state, its health (the engine's healthcheck, or
 //! berth's own HTTP probe, made once now), image, uptime, restarts and published ports.
-//! Read-only: no lock, no plan.
+//! `berth check`: the same, with each pod's post-deploy `checks` run against each running
+//! instance, as apply runs them after a deploy. Read-only: no lock, no plan.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,12 +64,34 @@ pub struct Instance {
     pub restarts: Option<i64>,
     /// Published ports, `IP:HOST->CONTAINER/PROTO`.
     pub ports: Vec<String>,
-    /// Running, and healthy where it has a health check.
+    /// The pod's post-deploy checks, run against this instance (`berth check` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    /// Running, and healthy where it has a health check (and, with checks, each passed).
     pub ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckResult {
+    /// `check GET :8080/path`.
+    pub check: String,
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The status of the spec's pods on their engines.
 pub fn status(path: &Path, opts: &Opts) -> Result<Status, OpError> {
+    status_with(path, opts, false)
+}
+
+/// [`status`], with every pod's post-deploy checks run against each running instance.
+pub fn check(path: &Path, opts: &Opts) -> Result<Status, OpError> {
+    status_with(path, opts, true)
+}
+
+fn status_with(path: &Path, opts: &Opts, with_checks: bool) -> Result<Status, OpError> {
     let project = crate::project::Project::open(path, opts.state_dir.as_deref())?;
     let spec = &project.spec;
     let name = spec.project.value.clone();
@@ -103,13 +126,16 @@ pub fn status(path: &Path, opts: &Opts) -> Result<Status, OpError> {
             let found = listed
                 .get(&region)
                 .and_then(|by_name| by_name.get(&container_name_of(&name, &pod.address)));
-            let probe = spec
-                .pods
-                .get(&pod.address.name)
+            let spec_pod = spec.pods.get(&pod.address.name);
+            let probe = spec_pod
                 .and_then(|p| p.health.as_ref())
                 .and_then(|h| h.http.as_ref())
                 .map(|h| (h.port.value, h.path.clone()));
-            out.push(instance(engine, &name, &network, pod, region, found, probe).await?);
+            let mut i = instance(engine, &name, &network, pod, region, found, probe).await?;
+            if let Some(p) = spec_pod.filter(|_| with_checks) {
+                run_checks(engine, &network, &mut i, found, p).await?;
+            }
+            out.push(i);
         }
         Ok::<_, OpError>(out)
     })?;
@@ -158,6 +184,7 @@ async fn instance(
                 Some(format!("{host}->{v}/{proto}"))
             })
             .collect(),
+        checks: Vec::new(),
         ok: false,
     };
     let Some(c) = found else {
@@ -181,6 +208,37 @@ async fn instance(
         i.detail = Some(format!("exited with code {}", state.exit_code));
     }
     Ok(i)
+}
+
+/// Runs the pod's post-deploy checks against the instance, each on its own (all of them,
+/// not up to the first that fails), as apply runs them after a deploy.
+async fn run_checks(
+    engine: &Engine,
+    network: &str,
+    i: &mut Instance,
+    found: Option<&ContainerInfo>,
+    pod: &crate::spec::Pod,
+) -> Result<(), OpError> {
+    let ip = match found {
+        Some(c) if i.state == "running" => {
+            engine.state(&c.id).await?.addresses.get(network).cloned()
+        }
+        _ => None,
+    };
+    for check in &pod.checks {
+        let http = &check.value.http;
+        let verdict = match &ip {
+            Some(ip) => crate::apply::gate::run_check(engine, ip, http).await,
+            None => Err("not run: the instance is not running on the project network".into()),
+        };
+        i.ok &= verdict.is_ok();
+        i.checks.push(CheckResult {
+            check: crate::apply::gate::check_name(http),
+            ok: verdict.is_ok(),
+            detail: verdict.err(),
+        });
+    }
+    Ok(())
 }
 
 /// The engine's verdict of its healthcheck, or berth's HTTP probe made now.

@@ -124,3 +124,65 @@ fn status_shows_each_replica_as_its_engine_has_it_and_fails_when_one_is_not_well
     assert!(human.contains("1 instance(s) not well"), "{human}");
     assert!(human.contains("pod.worker: exited with code"), "{human}");
 }
+
+#[test]
+fn check_runs_every_post_deploy_check_against_what_runs_now_and_fails_when_one_fails() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    std::fs::create_dir_all(s.path().join("flag")).unwrap();
+    // No health check: the checks alone judge (`/health` answers 503 while the flag is
+    // there; the JWKS has keys).
+    s.spec(&format!(
+        "pods:\n  auth:\n    image: {image}\n    replicas: 2\n    env: {{ FAIL_IF_FILE: /flag/down }}\n    volumes: [\"./flag:/flag:ro\"]\n    checks:\n      - http: {{ port: 8080, path: /health, expect_status: 200 }}\n      - http: {{ port: 8080, path: /.well-known/jwks.json, expect_json: {{ pointer: /keys, non_empty: true }} }}\n"
+    ));
+    // Nothing deployed: nothing passes, and the checks say why they did not run.
+    let v: serde_json::Value =
+        serde_json::from_str(&s.berth(&["check", "--format", "json"]).code(1).stdout()).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["instances"][0]["checks"][0]["detail"],
+        "not run: the instance is not running on the project network"
+    );
+
+    s.berth(&["apply", "--yes"]).code(0);
+    let out = s.berth(&["check"]).code(0).stdout();
+    assert!(
+        out.contains("6 passed, 0 failed, on 2 instance(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok      pod.auth[1]  check GET :8080/.well-known/jwks.json"),
+        "{out}"
+    );
+
+    // The app breaks: `check` fails, naming the check and the answer, on each replica;
+    // the JWKS check still passes. `status` (no checks) still says running.
+    std::fs::write(s.path().join("flag/down"), "").unwrap();
+    let r = s.berth(&["check"]).code(1);
+    let out = r.stdout();
+    assert!(
+        out.contains("4 passed, 2 failed, on 2 instance(s)"),
+        "{out}"
+    );
+    for replica in ["pod.auth[0]", "pod.auth[1]"] {
+        assert!(
+            out.contains(&format!(
+                "FAILED  {replica}  check GET :8080/health: answered 503 (expected 200)"
+            )),
+            "{out}"
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&s.berth(&["check", "--format", "json"]).code(1).stdout()).unwrap();
+    let first = &v["instances"][0];
+    assert_eq!(first["checks"][0]["ok"], false, "{first}");
+    assert_eq!(first["checks"][1]["ok"], true, "{first}");
+    s.berth(&["status"]).code(0);
+
+    // Mended: passes again.
+    std::fs::remove_file(s.path().join("flag/down")).unwrap();
+    s.berth(&["check"]).code(0);
+}
