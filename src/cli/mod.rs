@@ -3,6 +3,7 @@
 
 mod apply;
 mod backup;
+mod exec;
 mod graph;
 mod logs;
 mod plan;
@@ -81,6 +82,8 @@ pub enum Command {
     /// Run every health probe and post-deploy check against what is running now, as apply
     /// runs them after a deploy. Exit 1 when one fails.
     Check(status::Args),
+    /// Run a command in a pod's running container: `berth exec db -- psql -c 'select 1'`.
+    Exec(exec::Args),
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
@@ -157,6 +160,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Logs(args) => logs::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Check(args) => status::check(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Exec(args) => exec::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),

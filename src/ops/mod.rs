@@ -21,10 +21,12 @@ use crate::error::interrupted_detail;
 
 mod against;
 mod converge;
+mod exec;
 mod facts;
 mod images;
 mod logs;
 mod status;
+pub use exec::{ExecRequest, exec};
 pub use logs::{LogsRequest, logs};
 pub use status::{CheckResult, Instance, STATUS_FORMAT, Status, check, status};
 

@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod example_stacks;
 mod examples;
+mod exec;
 mod fuzz_loader;
 mod invalid_specs;
 mod live;

@@ -1,0 +1,39 @@
+//! `berth exec POD -- CMD…`: a command in a pod's running container.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use crate::ops::{self, ExecRequest, OpError};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pod.
+    pub pod: String,
+    /// Which replica (default the first).
+    #[arg(long, value_name = "N")]
+    pub replica: Option<u32>,
+    /// Which region (default the primary).
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+/// Exits with the command's status (1 when the engine does not say).
+pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
+    let opts = ops::Opts {
+        state_dir: state_dir.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let request = ExecRequest {
+        pod: args.pod,
+        replica: args.replica,
+        region: args.region,
+        cmd: args.cmd,
+        // Input is passed on when it comes from a pipe or a file, not a terminal.
+        stdin: !std::io::stdin().is_terminal(),
+    };
+    let status = ops::exec(file, &opts, &request)?;
+    Ok(status.map_or(1, |s| u8::try_from(s).unwrap_or(1)))
+}
