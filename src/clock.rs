@@ -10,25 +10,23 @@ pub fn now() -> u64 {
 
 /// `2026-11-22 04:05:06 UTC` for seconds since the epoch.
 pub fn format_time(secs: u64) -> String {
-    let (y, m, d) = civil(secs);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let (date, time) = date_and_time(secs);
+    format!("{date} {time} UTC")
 }
 
 /// `2026-11-22T04:05:06Z` (RFC 3339, UTC) for seconds since the epoch.
 pub fn rfc3339(secs: u64) -> String {
+    let (date, time) = date_and_time(secs);
+    format!("{date}T{time}Z")
+}
+
+/// `2026-11-22` and `04:05:06`.
+fn date_and_time(secs: u64) -> (String, String) {
     let (y, m, d) = civil(secs);
     let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60),
     )
 }
 
@@ -87,6 +85,9 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_time(1_795_320_306), "2026-11-22 04:05:06 UTC");
         assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        // RFC 3339, as JSON output gives it, and read back as the engine's are.
+        assert_eq!(rfc3339(1_795_320_306), "2026-11-22T04:05:06Z");
+        assert_eq!(parse_utc(&rfc3339(951_782_399)), Some((951_782_399, 0)));
     }
 
     #[test]

@@ -22,10 +22,6 @@ pub struct Args {
 
 /// Exits with the command's status (1 when the engine does not say).
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
-    let opts = ops::Opts {
-        state_dir: state_dir.map(Path::to_path_buf),
-        ..Default::default()
-    };
     let request = ExecRequest {
         pod: args.pod,
         replica: args.replica,
@@ -34,6 +30,6 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         // Input is passed on when it comes from a pipe or a file, not a terminal.
         stdin: !std::io::stdin().is_terminal(),
     };
-    let status = ops::exec(file, &opts, &request)?;
+    let status = ops::exec(file, state_dir, &request)?;
     Ok(status.map_or(1, |s| u8::try_from(s).unwrap_or(1)))
 }

@@ -22,10 +22,6 @@ pub struct Args {
 }
 
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
-    let opts = ops::Opts {
-        state_dir: state_dir.map(Path::to_path_buf),
-        ..Default::default()
-    };
     let request = LogsRequest {
         pod: args.pod,
         follow: args.follow,
@@ -34,7 +30,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
     };
     ops::logs(
         file,
-        &opts,
+        state_dir,
         &request,
         &mut std::io::stdout(),
         &mut std::io::stderr(),

@@ -23,40 +23,31 @@ pub enum Format {
 /// Exit 0 when every instance is running (and healthy, where it has a health check), 1
 /// otherwise: monitoring can run it.
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
-    let opts = ops::Opts {
-        state_dir: state_dir.map(Path::to_path_buf),
-        ..Default::default()
-    };
-    let status = ops::status(file, &opts)?;
-    print(&match args.format {
-        Format::Human => human(&status),
-        Format::Json => {
-            let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
-            text.push('\n');
-            text
-        }
-    });
-    Ok(if status.ok { exit::OK } else { exit::ERROR })
+    Ok(output(&ops::status(file, state_dir)?, args.format, human))
 }
 
 /// `berth check`: exit 0 when every instance is running, healthy where it has a health
 /// check, and passes each of its pod's post-deploy checks; 1 otherwise (`berth check ||
 /// berth rollback`).
 pub fn check(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
-    let opts = ops::Opts {
-        state_dir: state_dir.map(Path::to_path_buf),
-        ..Default::default()
-    };
-    let status = ops::check(file, &opts)?;
-    print(&match args.format {
-        Format::Human => check_human(&status),
+    Ok(output(
+        &ops::check(file, state_dir)?,
+        args.format,
+        check_human,
+    ))
+}
+
+/// Prints `status` as `human` renders it, or as JSON; 0 when it is `ok`, else 1.
+fn output(status: &Status, format: Format, human: fn(&Status) -> String) -> u8 {
+    print(&match format {
+        Format::Human => human(status),
         Format::Json => {
-            let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
+            let mut text = serde_json::to_string_pretty(status).unwrap_or_default();
             text.push('\n');
             text
         }
     });
-    Ok(if status.ok { exit::OK } else { exit::ERROR })
+    if status.ok { exit::OK } else { exit::ERROR }
 }
 
 fn check_human(s: &Status) -> String {

@@ -8,7 +8,7 @@ use std::path::Path;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{OpError, Opts};
+use super::OpError;
 use crate::engine::names::container_name_of;
 use crate::graph::{Address, Kind};
 
@@ -26,8 +26,12 @@ pub struct ExecRequest {
 }
 
 /// Runs the command; its exit status (`None` when the engine did not say).
-pub fn exec(path: &Path, opts: &Opts, request: &ExecRequest) -> Result<Option<i64>, OpError> {
-    let project = crate::project::Project::open(path, opts.state_dir.as_deref())?;
+pub fn exec(
+    path: &Path,
+    state_dir: Option<&Path>,
+    request: &ExecRequest,
+) -> Result<Option<i64>, OpError> {
+    let project = crate::project::Project::open(path, state_dir)?;
     let spec = &project.spec;
     let name = spec.project.value.as_str();
     let refused = |message: String, help: String| OpError::Refused { message, help };

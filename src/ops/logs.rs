@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures_util::StreamExt;
 
-use super::{OpError, Opts};
+use super::OpError;
 use crate::engine::names::container_name_of;
 use crate::graph::{Address, Kind};
 
@@ -27,12 +27,12 @@ pub struct LogsRequest {
 /// container.
 pub fn logs(
     path: &Path,
-    opts: &Opts,
+    state_dir: Option<&Path>,
     request: &LogsRequest,
     out: &mut dyn Write,
     notes: &mut dyn Write,
 ) -> Result<(), OpError> {
-    let project = crate::project::Project::open(path, opts.state_dir.as_deref())?;
+    let project = crate::project::Project::open(path, state_dir)?;
     let spec = &project.spec;
     let name = spec.project.value.as_str();
     if !spec.pods.contains(&request.pod) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{OpError, Opts};
+use super::OpError;
 use crate::apply::container::object_name;
 use crate::engine::Engine;
 use crate::engine::docker::{ContainerInfo, ContainerState};
@@ -82,17 +82,21 @@ pub struct CheckResult {
 }
 
 /// The status of the spec's pods on their engines.
-pub fn status(path: &Path, opts: &Opts) -> Result<Status, OpError> {
-    status_with(path, opts, false)
+pub fn status(path: &Path, state_dir: Option<&Path>) -> Result<Status, OpError> {
+    status_with(path, state_dir, false)
 }
 
 /// [`status`], with every pod's post-deploy checks run against each running instance.
-pub fn check(path: &Path, opts: &Opts) -> Result<Status, OpError> {
-    status_with(path, opts, true)
+pub fn check(path: &Path, state_dir: Option<&Path>) -> Result<Status, OpError> {
+    status_with(path, state_dir, true)
 }
 
-fn status_with(path: &Path, opts: &Opts, with_checks: bool) -> Result<Status, OpError> {
-    let project = crate::project::Project::open(path, opts.state_dir.as_deref())?;
+fn status_with(
+    path: &Path,
+    state_dir: Option<&Path>,
+    with_checks: bool,
+) -> Result<Status, OpError> {
+    let project = crate::project::Project::open(path, state_dir)?;
     let spec = &project.spec;
     let name = spec.project.value.clone();
     let revision = crate::state::revisions::latest(&project.state).unwrap_or(0);
