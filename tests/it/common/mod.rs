@@ -123,22 +123,20 @@ impl Berth {
 
     /// Starts berth in the background (stdout discarded, stderr kept), for tests that act
     /// while it runs.
-    pub fn spawn(mut self) -> std::process::Child {
-        use std::process::Stdio;
-        self.cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("berth starts")
+    pub fn spawn(self) -> std::process::Child {
+        self.spawn_with(std::process::Stdio::null())
     }
 
-    /// Starts berth with its stdout and stderr piped, to read as it writes.
-    pub fn spawn_piped(mut self) -> std::process::Child {
+    /// Starts berth with its stdout piped too, to read as it writes.
+    pub fn spawn_piped(self) -> std::process::Child {
+        self.spawn_with(std::process::Stdio::piped())
+    }
+
+    fn spawn_with(mut self, stdout: std::process::Stdio) -> std::process::Child {
         use std::process::Stdio;
         self.cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("berth starts")
