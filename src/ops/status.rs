@@ -99,7 +99,7 @@ fn status_with(
     let project = crate::project::Project::open(path, state_dir)?;
     let spec = &project.spec;
     let name = spec.project.value.clone();
-    let revision = crate::state::revisions::latest(&project.state).unwrap_or(0);
+    let revision = crate::state::revisions::latest(&project.state)?;
     let pods: Vec<Resource> = crate::resources::desired(spec)
         .into_iter()
         .filter(|r| r.address.kind == Kind::Pod)
