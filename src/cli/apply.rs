@@ -28,7 +28,7 @@ pub struct ApplyArgs {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Apply without asking (for automation).
-    #[arg(long)]
+    #[arg(short = 'y', long)]
     pub yes: bool,
     /// Remove volumes that are no longer in the spec, with their data.
     #[arg(long)]

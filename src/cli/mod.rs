@@ -3,6 +3,7 @@
 
 mod apply;
 mod backup;
+mod completions;
 mod exec;
 mod graph;
 mod logs;
@@ -84,6 +85,10 @@ pub enum Command {
     Check(status::Args),
     /// Run a command in a pod's running container: `berth exec db -- psql -c 'select 1'`.
     Exec(exec::Args),
+    /// Print the shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff): `berth man > /usr/local/share/man/man1/berth.1`.
+    Man,
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
@@ -161,6 +166,8 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => logs::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Check(args) => status::check(&cli.file, cli.state_dir.as_deref(), args),
         Command::Exec(args) => exec::run(&cli.file, cli.state_dir.as_deref(), args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
         Command::Apply(args) => apply::run_saved(
             &cli.file,
             cli.state_dir.as_deref(),

@@ -359,3 +359,67 @@ fn show_refuses_what_is_not_a_saved_plan_with_a_diagnostic() {
         assert!(r.stdout().is_empty(), "{}", r.stdout());
     }
 }
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_commands_themselves() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = Berth::new()
+            .args(["completions", shell])
+            .run()
+            .code(0)
+            .stdout();
+        for word in [
+            "status",
+            "logs",
+            "exec",
+            "rollback",
+            "follow",
+            "delete-volumes",
+        ] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    // bash itself reads the script without a syntax error.
+    let script = Berth::new()
+        .args(["completions", "bash"])
+        .run()
+        .code(0)
+        .stdout();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.bash");
+    std::fs::write(&file, script).unwrap();
+    let bash = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("bash runs");
+    assert!(
+        bash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    // A shell berth does not know: the choices are named.
+    let err = Berth::new()
+        .args(["completions", "tcsh"])
+        .run()
+        .code(1)
+        .stderr();
+    assert!(err.contains("possible values: bash"), "{err}");
+
+    let man = Berth::new().args(["man"]).run().code(0).stdout();
+    assert!(
+        man.starts_with(".ie"),
+        "roff: {}",
+        &man[..man.len().min(80)]
+    );
+    assert!(man.contains(".TH berth 1"), "{man}");
+    assert!(man.contains("status"), "{man}");
+
+    // `-y` is `--yes` (apply, destroy and rollback share it).
+    let help = Berth::new()
+        .args(["apply", "--help"])
+        .run()
+        .code(0)
+        .stdout();
+    assert!(help.contains("-y, --yes"), "{help}");
+}
