@@ -39,7 +39,7 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BERTH_COMMIT"), ")"),
     about = "Declarative plan/apply deployments of containerised applications",
     long_about = "berth reads a spec (berth.yaml), checks it, builds the resource graph and plans \
                   the changes that take what exists to what the spec describes."

@@ -423,3 +423,22 @@ fn completions_and_the_manual_page_come_from_the_commands_themselves() {
         .stdout();
     assert!(help.contains("-y, --yes"), "{help}");
 }
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = Berth::new().args(["--version"]).run().code(0).stdout();
+    // The witness: git, in the checkout the tests were built from ("unknown" outside one).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_owned(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        });
+    assert_eq!(
+        out.trim(),
+        format!("berth {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+}
