@@ -153,7 +153,10 @@ impl Session {
             only_regions(&mut desired, &mut seen.state, &opts.regions);
         }
         let graph = ResourceGraph::new(desired)?;
-        let plan = plan(&target.valid.spec.project.value, &graph, &seen.state);
+        let mut plan = plan(&target.valid.spec.project.value, &graph, &seen.state);
+        if goal == Goal::Nothing {
+            crate::plan::as_destroy(&mut plan);
+        }
         let notes = held.notes.into_iter().chain(seen.notes);
         let mut report = target.valid.report;
         report

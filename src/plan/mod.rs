@@ -246,6 +246,25 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
     }
 }
 
+/// A destroy's plan says why each resource goes (or, a volume, why it stays) in a
+/// destroy's words, not "no longer in the spec": the spec did not change.
+pub fn as_destroy(plan: &mut Plan) {
+    for c in plan
+        .changes
+        .iter_mut()
+        .filter(|c| c.action == Action::Delete)
+    {
+        c.reason = Some(
+            if c.address.kind == Kind::Volume {
+                "a destroy keeps it, and its data, without --delete-volumes"
+            } else {
+                "destroyed with the project"
+            }
+            .into(),
+        );
+    }
+}
+
 fn count(s: &mut Summary, a: Action) {
     match a {
         Action::Create => s.create += 1,

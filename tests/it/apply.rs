@@ -189,6 +189,20 @@ fn a_stopped_container_is_healed_and_a_removed_pod_is_deleted_keeping_its_volume
         again.stderr()
     );
     assert_eq!(history(&s), before);
+
+    // A destroy's plan says it in a destroy's words (the spec did not change), and that
+    // the volume stays; without a terminal it asks and changes nothing.
+    let destroy = s.berth(&["destroy"]).code(1).stdout();
+    assert!(
+        destroy.contains("- pod.api  (delete: destroyed with the project)"),
+        "{destroy}"
+    );
+    assert!(
+        destroy.contains("a destroy keeps it, and its data, without --delete-volumes"),
+        "{destroy}"
+    );
+    assert!(!destroy.contains("no longer in the spec"), "{destroy}");
+    assert_eq!(containers_of(&s.project.0), [s.name("api")]);
 }
 
 #[test]
