@@ -36,11 +36,7 @@ pub fn exec(
     let name = spec.project.value.as_str();
     let refused = |message: String, help: String| OpError::Refused { message, help };
     let Some(pod) = spec.pods.get(&request.pod) else {
-        let pods: Vec<&str> = spec.pods.names().collect();
-        return Err(refused(
-            format!("`{}` has no pod `{}`", path.display(), request.pod),
-            format!("name one of the spec's pods: {}", pods.join(", ")),
-        ));
+        return Err(super::logs::no_such_pod(path, spec, &request.pod));
     };
     let region = request
         .region

@@ -36,11 +36,7 @@ pub fn logs(
     let spec = &project.spec;
     let name = spec.project.value.as_str();
     if !spec.pods.contains(&request.pod) {
-        let pods: Vec<&str> = spec.pods.names().collect();
-        return Err(OpError::Refused {
-            message: format!("`{}` has no pod `{}`", path.display(), request.pod),
-            help: format!("name one of the spec's pods: {}", pods.join(", ")),
-        });
+        return Err(no_such_pod(path, spec, &request.pod));
     }
     let instances: Vec<Address> = crate::resources::desired(spec)
         .into_iter()
@@ -93,6 +89,15 @@ pub fn logs(
         }
         Ok::<_, OpError>(())
     })
+}
+
+/// The refusal of a pod name the spec does not have, naming those it has.
+pub(super) fn no_such_pod(path: &Path, spec: &crate::spec::Spec, pod: &str) -> OpError {
+    let pods: Vec<&str> = spec.pods.names().collect();
+    OpError::Refused {
+        message: format!("`{}` has no pod `{pod}`", path.display()),
+        help: format!("name one of the spec's pods: {}", pods.join(", ")),
+    }
 }
 
 /// Splits an instance's output into lines (a chunk may end mid-line, or hold several).
