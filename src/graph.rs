@@ -99,12 +99,13 @@ impl Address {
         self
     }
 
-    /// The identity used to match desired and observed resources: a single pod `pod.api` is
-    /// the same container as `pod.api[0]` when replicas go from 1 to more.
+    /// The replica's index; none for a pod of one replica.
     pub fn replica(&self) -> Option<u32> {
         self.replica.checked_sub(1)
     }
 
+    /// The identity used to match desired and observed resources: a single pod `pod.api` is
+    /// the same container as `pod.api[0]` when replicas go from 1 to more.
     pub fn match_key(&self) -> (Kind, &str, u32, Option<&str>) {
         (
             self.kind,
