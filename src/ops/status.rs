@@ -17,6 +17,7 @@ use crate::engine::docker::{ContainerInfo, ContainerState};
 use crate::engine::names::container_name_of;
 use crate::graph::{Address, Kind, Resource};
 use crate::resources::attr;
+use crate::spec::Pod;
 
 /// The JSON shape's version (docs/json.md).
 pub const STATUS_FORMAT: u32 = 1;
@@ -130,16 +131,15 @@ fn status_with(
             let found = listed
                 .get(&region)
                 .and_then(|by_name| by_name.get(&container_name_of(&name, &pod.address)));
-            let spec_pod = spec.pods.get(&pod.address.name);
-            let probe = spec_pod
-                .and_then(|p| p.health.as_ref())
-                .and_then(|h| h.http.as_ref())
-                .map(|h| (h.port.value, h.path.clone()));
-            let mut i = instance(engine, &name, &network, pod, region, found, probe).await?;
-            if let Some(p) = spec_pod.filter(|_| with_checks) {
-                run_checks(engine, &network, &mut i, found, p).await?;
-            }
-            out.push(i);
+            let Some(spec_pod) = spec.pods.get(&pod.address.name) else {
+                continue;
+            };
+            let here = Here {
+                engine,
+                project: &name,
+                network: &network,
+            };
+            out.push(instance(&here, pod, spec_pod, region, found, with_checks).await?);
         }
         Ok::<_, OpError>(out)
     })?;
@@ -152,15 +152,26 @@ fn status_with(
     })
 }
 
+/// The engine of an instance's region, the project, and its network there.
+struct Here<'a> {
+    engine: &'a Engine,
+    project: &'a str,
+    network: &'a str,
+}
+
 async fn instance(
-    engine: &Engine,
-    project: &str,
-    network: &str,
+    here: &Here<'_>,
     pod: &Resource,
+    spec_pod: &Pod,
     region: String,
     found: Option<&ContainerInfo>,
-    probe: Option<(u16, String)>,
+    with_checks: bool,
 ) -> Result<Instance, OpError> {
+    let Here {
+        engine,
+        project,
+        network,
+    } = *here;
     let address: &Address = &pod.address;
     let mut i = Instance {
         address: address.to_string(),
@@ -177,15 +188,13 @@ async fn instance(
         started_at: None,
         uptime_seconds: None,
         restarts: None,
-        ports: pod
-            .attrs
+        ports: spec_pod
+            .ports
             .iter()
-            .filter_map(|(k, v)| {
-                let (host, proto) = k
-                    .strip_prefix("port[")?
-                    .strip_suffix(']')?
-                    .rsplit_once('/')?;
-                Some(format!("{host}->{v}/{proto}"))
+            .filter_map(|p| p.get().ok())
+            .map(|m| {
+                let ip = if m.ip.is_empty() { "0.0.0.0" } else { &m.ip };
+                format!("{ip}:{}->{}/{}", m.host, m.container, m.protocol)
             })
             .collect(),
         checks: Vec::new(),
@@ -193,6 +202,9 @@ async fn instance(
     };
     let Some(c) = found else {
         i.detail = Some("no container: run `berth apply`".into());
+        if with_checks {
+            run_checks(engine, None, &mut i, spec_pod).await;
+        }
         return Ok(i);
     };
     let state = engine.state(&c.id).await?;
@@ -206,32 +218,30 @@ async fn instance(
             .then(|| crate::clock::now().saturating_sub(secs));
     }
     i.restarts = Some(state.restart_count);
+    let probe = spec_pod
+        .health
+        .as_ref()
+        .and_then(|h| h.http.as_ref())
+        .map(|h| (h.port.value, h.path.as_str()));
     (i.health, i.detail) = health(engine, network, &state, probe).await;
     i.ok = state.running && !state.restarting && matches!(i.health.as_str(), "healthy" | "none");
     if !state.running && i.detail.is_none() {
         i.detail = Some(format!("exited with code {}", state.exit_code));
+    }
+    if with_checks {
+        let ip = state.addresses.get(network).filter(|_| state.running);
+        run_checks(engine, ip.map(String::as_str), &mut i, spec_pod).await;
     }
     Ok(i)
 }
 
 /// Runs the pod's post-deploy checks against the instance, each on its own (all of them,
 /// not up to the first that fails), as apply runs them after a deploy.
-async fn run_checks(
-    engine: &Engine,
-    network: &str,
-    i: &mut Instance,
-    found: Option<&ContainerInfo>,
-    pod: &crate::spec::Pod,
-) -> Result<(), OpError> {
-    let ip = match found {
-        Some(c) if i.state == "running" => {
-            engine.state(&c.id).await?.addresses.get(network).cloned()
-        }
-        _ => None,
-    };
+/// `ip`: the instance's address on the project network, when it is running.
+async fn run_checks(engine: &Engine, ip: Option<&str>, i: &mut Instance, pod: &Pod) {
     for check in &pod.checks {
         let http = &check.value.http;
-        let verdict = match &ip {
+        let verdict = match ip {
             Some(ip) => crate::apply::gate::run_check(engine, ip, http).await,
             None => Err("not run: the instance is not running on the project network".into()),
         };
@@ -242,7 +252,6 @@ async fn run_checks(
             detail: verdict.err(),
         });
     }
-    Ok(())
 }
 
 /// The engine's verdict of its healthcheck, or berth's HTTP probe made now.
@@ -250,7 +259,7 @@ async fn health(
     engine: &Engine,
     network: &str,
     state: &ContainerState,
-    probe: Option<(u16, String)>,
+    probe: Option<(u16, &str)>,
 ) -> (String, Option<String>) {
     if let Some((port, path)) = probe {
         if !state.running {
@@ -262,7 +271,7 @@ async fn health(
                 Some(format!("the container has no address on `{network}`")),
             );
         };
-        return match crate::apply::gate::http_get(engine, ip, port, &path, PROBE_TIMEOUT).await {
+        return match crate::apply::gate::http_get(engine, ip, port, path, PROBE_TIMEOUT).await {
             Ok(code) if (200..300).contains(&code) => ("healthy".into(), None),
             Ok(code) => (
                 "unhealthy".into(),
