@@ -70,13 +70,15 @@ impl<'s> Region<'s> {
 
     /// The addresses of the replicas of pod `name` here (none when it does not run here).
     pub(super) fn instances(&self, name: &str) -> Vec<Address> {
-        let Some(p) = self.spec.pods.get(name) else {
+        // One lookup for the pod and its shared name (this runs for every dependency).
+        let Some(at) = self.spec.pods.position(name) else {
             return Vec::new();
         };
+        let p = &self.spec.pods.entries()[at].item;
         if !Spec::runs_in(&p.regions, self.name) {
             return Vec::new();
         }
-        self.pod_addresses(self.names.pod(self.spec, name), p.replicas())
+        self.pod_addresses(shared(&self.names.pods, Some(at), name), p.replicas())
     }
 
     /// The addresses of a pod's replicas here: `pod.NAME`, or `pod.NAME[i]` for each of
