@@ -45,6 +45,14 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
     let (plan, report) = match (&args.against, &args.state) {
         (Some(old), _) => {
             let p = ops::plan_against_files(file, old)?;
+            // `/dev/null` says "a first deployment" on purpose; any other empty file is
+            // more likely a base spec that was not there to read (a shallow checkout).
+            if p.first_deployment && old != Path::new("/dev/null") {
+                eprintln!(
+                    "warning: `{}` is empty, so this plans a first deployment (everything to create); if it should hold the base branch's spec, fetch that branch first",
+                    old.display()
+                );
+            }
             (p.plan, p.new)
         }
         (None, Some(snapshot)) => ops::plan_against_snapshot(file, snapshot)?,

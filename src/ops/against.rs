@@ -63,6 +63,8 @@ pub struct AgainstPlan {
     pub new: Report,
     pub graph: ResourceGraph,
     pub observed: ObservedState,
+    /// The old file was empty: everything is planned as a first deployment.
+    pub first_deployment: bool,
 }
 
 /// `plan -f NEW --against OLD`: loads and checks both files concurrently (they are
@@ -103,6 +105,7 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
     drop(valid.spec);
     let graph = ResourceGraph::new(desired)?;
     let new_regions: Vec<&str> = new_regions.iter().map(String::as_str).collect();
+    let first_deployment = old_side.is_none();
     let observed = match old_side {
         None => ObservedState::from_resources(
             Origin::Spec {
@@ -125,6 +128,7 @@ pub fn plan_against_files(new: &Path, old: &Path) -> Result<AgainstPlan, OpError
         new: valid.report,
         graph,
         observed,
+        first_deployment,
     })
 }
 

@@ -183,6 +183,29 @@ fn plan_against_an_empty_file_is_a_first_deployment() {
             .all(|c| c.action == berth::plan::Action::Create)
     );
     assert_eq!(plan.summary.create, plan.changes.len());
+    assert!(!r.stderr().contains("warning"), "{}", r.stderr());
+}
+
+#[test]
+fn plan_against_an_empty_base_file_warns_of_a_first_deployment() {
+    // What a pull-request job gets when the base spec could not be read (a shallow
+    // checkout): the plan is still made, but the job's log says why everything is new.
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.yaml");
+    std::fs::write(&base, "").unwrap();
+    let r = Berth::new()
+        .args(["plan", "-f", QUICKSTART, "--against"])
+        .args([&base])
+        .args(["--format", "markdown", "--detailed-exitcode"])
+        .run()
+        .code(2);
+    assert!(
+        r.stderr()
+            .contains("is empty, so this plans a first deployment"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stdout().contains("to create"), "{}", r.stdout());
 }
 
 #[test]
