@@ -99,7 +99,8 @@ fn describe(c: &Change) -> String {
 
 /// One line of a change's fields: a field, or a line of a multi-line field's diff.
 enum Line {
-    Field(String),
+    /// `+`, `-` or `~` and the field's line after it.
+    Field(char, String),
     /// `+`, `-` or ` ` and the line.
     Diff(char, String),
 }
@@ -116,26 +117,29 @@ fn field_lines(c: &Change) -> Vec<Line> {
     let mut out = Vec::new();
     for f in &c.fields {
         let multiline = |v: &Option<String>| v.as_ref().is_some_and(|v| v.contains('\n'));
+        let sign = match (&f.old, &f.new) {
+            (None, None) => continue,
+            (None, Some(_)) => '+',
+            (Some(_), None) => '-',
+            (Some(_), Some(_)) => '~',
+        };
+        let is_multiline = multiline(&f.old) || multiline(&f.new);
         let line = match (&f.old, &f.new) {
-            _ if multiline(&f.old) || multiline(&f.new) => {
-                let sign = match (&f.old, &f.new) {
-                    (None, _) => '+',
-                    (_, None) => '-',
-                    _ => '~',
-                };
-                format!("      {sign} {}:", f.field)
-            }
-            (None, Some(n)) => format!("      + {}: {}", f.field, quote(n)),
-            (Some(o), None) => format!("      - {}: {}", f.field, quote(o)),
-            (Some(o), Some(n)) => format!("      ~ {}: {} -> {}", f.field, quote(o), quote(n)),
+            _ if is_multiline => format!("{}:", f.field),
+            (None, Some(n)) => format!("{}: {}", f.field, quote(n)),
+            (Some(o), None) => format!("{}: {}", f.field, quote(o)),
+            (Some(o), Some(n)) => format!("{}: {} -> {}", f.field, quote(o), quote(n)),
             (None, None) => continue,
         };
-        out.push(Line::Field(if f.forces_replacement {
-            format!("{line}  # forces replacement")
-        } else {
-            line
-        }));
-        if multiline(&f.old) || multiline(&f.new) {
+        out.push(Line::Field(
+            sign,
+            if f.forces_replacement {
+                format!("{line}  # forces replacement")
+            } else {
+                line
+            },
+        ));
+        if is_multiline {
             diff_lines(
                 f.old.as_deref().unwrap_or(""),
                 f.new.as_deref().unwrap_or(""),
@@ -257,7 +261,7 @@ fn change_human(out: &mut String, c: &Change, paint: &dyn Fn(Style, &str) -> Str
     let _ = writeln!(out, "{}", paint(style(c.action).bold(), &head));
     for l in field_lines(c) {
         let line = match l {
-            Line::Field(text) => paint(style(c.action), &text),
+            Line::Field(sign, text) => paint(style(c.action), &format!("      {sign} {text}")),
             // `+` and `-` lines of a diff in the colours of a creation and a deletion.
             Line::Diff(sign, text) => {
                 let s = match sign {
@@ -280,63 +284,133 @@ pub fn json(plan: &Plan) -> String {
     s
 }
 
-/// The Markdown rendering for a pull-request comment.
+/// The most a pull-request comment holds (GitHub's limit, in characters); the Markdown
+/// plan is cut to fit in as many bytes, which is never more characters.
+pub const COMMENT_LIMIT: usize = 65_536;
+
+/// The Markdown rendering for a pull-request comment, at most [`COMMENT_LIMIT`] bytes: a
+/// plan too long for that is cut at a line, with a note saying what was left out.
 pub fn markdown(plan: &Plan) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "### berth plan: `{}`\n", plan.project);
-    let _ = writeln!(out, "Compared {}.\n", origin(plan));
-    let _ = writeln!(out, "**{}**\n", summary_line(plan));
+    let mut head = String::new();
+    let _ = writeln!(head, "### berth plan: `{}`\n", plan.project);
+    let _ = writeln!(head, "Compared {}.\n", origin(plan));
+    let _ = writeln!(head, "**{}**\n", summary_line(plan));
     let groups = by_region(plan);
     if groups.is_empty() {
-        return out;
+        return head;
     }
     let headed = has_regions(&groups);
+    let mut table = Vec::new();
     for (i, (region, list)) in groups.iter().enumerate() {
         if headed {
-            let gap = if i > 0 { "\n" } else { "" };
+            if i > 0 {
+                table.push(String::new());
+            }
             let heading = group_heading(*region);
-            let _ = writeln!(out, "{gap}#### {}\n", heading.trim_end_matches(':'));
+            table.push(format!("#### {}", heading.trim_end_matches(':')));
+            table.push(String::new());
         }
-        out.push_str("| | resource | change |\n|---|---|---|\n");
+        table.push("| | resource | change |".to_owned());
+        table.push("|---|---|---|".to_owned());
         for c in list {
-            let why = describe(c);
-            let _ = writeln!(
-                out,
-                "| `{}` | `{}` | {} |",
-                c.symbol(),
-                c.address,
-                why.replace('|', "\\|")
-            );
+            let why = describe(c).replace('|', "\\|");
+            table.push(format!("| `{}` | `{}` | {why} |", c.symbol(), c.address));
         }
     }
     let changed: Vec<&Change> = groups.iter().flat_map(|(_, l)| l.iter().copied()).collect();
-    out.push_str("\n<details><summary>Field changes</summary>\n\n```diff\n");
-    for c in &changed {
-        // A leading `+` or `-` colours the line in a diff block; other changes stay plain.
+    let details = details_lines(&changed);
+    fit(head, &table, &details)
+}
+
+/// The lines of the field changes' `diff` block. Its first column is the sign a diff
+/// block colours (`+` green, `-` red), and no sign is written twice: a created resource's
+/// lines start with one `+`, a field added to a changed resource with its own `+`.
+fn details_lines(changed: &[&Change]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in changed {
         let marker = match c.action {
             Action::Create => '+',
             Action::Delete => '-',
             _ => ' ',
         };
-        let _ = writeln!(
-            out,
-            "{marker} {} {}  ({})",
-            c.symbol(),
-            c.address,
-            describe(c)
-        );
+        // A created or deleted resource's sign is the first column's alone.
+        let symbol = if marker == ' ' {
+            format!("{} ", c.symbol())
+        } else {
+            String::new()
+        };
+        out.push(format!("{marker} {symbol}{}  ({})", c.address, describe(c)));
         for l in field_lines(c) {
-            let _ = match l {
-                Line::Field(text) => writeln!(out, "{marker}{text}"),
+            out.push(match l {
+                Line::Field(sign, text) => {
+                    let (first, inner) = match sign {
+                        '+' | '-' => (sign, ' '),
+                        _ => (marker, sign),
+                    };
+                    format!("{first}      {inner} {text}")
+                }
                 // The diff's own sign in the first column, where a diff block colours it.
                 Line::Diff(sign, text) => {
                     let first = if sign == ' ' { marker } else { sign };
-                    let line = format!("{first}{DIFF_INDENT} {text}");
-                    writeln!(out, "{}", line.trim_end())
+                    format!("{first}{DIFF_INDENT} {text}").trim_end().to_owned()
                 }
-            };
+            });
         }
     }
-    out.push_str("```\n\n</details>\n");
     out
+}
+
+/// Room kept for the note that says what was cut.
+const NOTE_ROOM: usize = 512;
+
+/// The whole comment when it fits; else the head, as much of the table as fits and, only
+/// when all of the table does, as many lines of the field changes, each cut at a line and
+/// followed by a note.
+fn fit(head: String, table: &[String], details: &[String]) -> String {
+    const OPEN: &str = "\n<details><summary>Field changes</summary>\n\n```diff\n";
+    const CLOSE: &str = "```\n\n</details>\n";
+    let size = |lines: &[String]| lines.iter().map(|l| l.len() + 1).sum::<usize>();
+    let mut out = head;
+    let whole = out.len() + size(table) + OPEN.len() + size(details) + CLOSE.len();
+    let budget = if whole <= COMMENT_LIMIT {
+        usize::MAX
+    } else {
+        COMMENT_LIMIT - NOTE_ROOM
+    };
+    let rows = push_lines(&mut out, table, budget);
+    if rows < table.len() {
+        let _ = write!(
+            out,
+            "\n> **Cut to fit a pull-request comment** ({COMMENT_LIMIT} characters at most): \
+             the table shows its first {rows} of {} lines, and the field changes are left \
+             out. `berth plan` prints the whole plan (`--format json` for a file).\n",
+            table.len()
+        );
+        return out;
+    }
+    out.push_str(OPEN);
+    let lines = push_lines(&mut out, details, budget.saturating_sub(CLOSE.len()));
+    out.push_str(CLOSE);
+    if lines < details.len() {
+        let _ = write!(
+            out,
+            "\n> **Cut to fit a pull-request comment** ({COMMENT_LIMIT} characters at most): \
+             the field changes show their first {lines} of {} lines. `berth plan` prints the \
+             whole plan (`--format json` for a file).\n",
+            details.len()
+        );
+    }
+    out
+}
+
+/// Appends whole lines while `out` stays within `budget` bytes; how many it appended.
+fn push_lines(out: &mut String, lines: &[String], budget: usize) -> usize {
+    for (i, l) in lines.iter().enumerate() {
+        if out.len().saturating_add(l.len() + 1) > budget {
+            return i;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    lines.len()
 }

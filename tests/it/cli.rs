@@ -465,3 +465,76 @@ fn the_version_names_the_commit_it_was_built_from() {
         format!("berth {} (commit {head})", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A spec of `n` independent pods, each with a few fields.
+fn many_pods(n: usize) -> String {
+    let mut s = String::from("version: 1\nproject: wide\npods:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  app{i}:\n    image: registry.internal/app:{i}\n    env: {{ ROLE: worker, SHARD: \"{i}\" }}\n"
+        ));
+    }
+    s
+}
+
+fn markdown_plan(spec: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.yaml");
+    std::fs::write(&file, spec).unwrap();
+    let r = Berth::new()
+        .args([
+            "plan",
+            "--against",
+            "/dev/null",
+            "--format",
+            "markdown",
+            "-f",
+        ])
+        .args([&file])
+        .run()
+        .code(0);
+    r.stdout()
+}
+
+#[test]
+fn a_markdown_plan_fits_a_pull_request_comment() {
+    // 300 pods: the table fits, their field changes do not.
+    let md = markdown_plan(&many_pods(300));
+    assert!(md.len() <= 65_536, "{} bytes", md.len());
+    assert!(
+        md.contains("| `+` | `pod.app299` | create |"),
+        "the whole table"
+    );
+    assert!(
+        md.contains("**Cut to fit a pull-request comment** (65536 characters at most): the field changes show their first"),
+        "{}",
+        &md[md.len() - 600..]
+    );
+    assert_eq!(md.matches("```").count(), 2, "the diff block is closed");
+    assert!(md.contains("</details>"));
+    // Every line of the block is whole: the last one before the fence is a field's.
+    let block = &md[md.find("```diff\n").unwrap() + 8..md.rfind("```").unwrap()];
+    assert!(
+        block.lines().all(|l| l.starts_with('+')),
+        "created: one `+` in the first column"
+    );
+    assert!(
+        !block.contains("+ +") && !block.contains("+      +"),
+        "no doubled sign"
+    );
+
+    // 3,000 pods: not even the table fits.
+    let md = markdown_plan(&many_pods(3000));
+    assert!(md.len() <= 65_536, "{} bytes", md.len());
+    assert!(
+        md.contains("the table shows its first"),
+        "{}",
+        &md[md.len() - 600..]
+    );
+    assert!(!md.contains("<details>"));
+
+    // A plan that fits is not cut.
+    let md = markdown_plan(&many_pods(3));
+    assert!(!md.contains("Cut to fit"));
+    assert!(md.ends_with("</details>\n"));
+}
