@@ -211,6 +211,31 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
             },
             "remove or merge the repeated key".to_owned(),
         ),
+        E::InvalidScalar { ty, .. } => {
+            let found = err
+                .location()
+                .and_then(|l| {
+                    let s = l.span();
+                    let from = s.byte_offset()? as usize;
+                    text.get(from..from + s.byte_len()? as usize)
+                })
+                .filter(|v| !v.is_empty() && v.len() <= 80)
+                .map_or_else(String::new, |v| format!(", found `{v}`"));
+            (
+                "yaml",
+                format!("expected {}{found}", plain_type(ty)),
+                "fix the value at the marked place; docs/spec.md describes each field".to_owned(),
+            )
+        }
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => (
+            "yaml",
+            format!("expected {}, found {unexpected}", plain_type(expected)),
+            "fix the value at the marked place; docs/spec.md describes each field".to_owned(),
+        ),
         _ => (
             "yaml",
             first_lower(&UserMessageFormatter.format_message(err)),
@@ -230,6 +255,25 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
         d = d.at(Span::new(offset, len), "here");
     }
     d
+}
+
+/// A Rust type name as a person reads it: `u32` is "a whole number from 0 to 4294967295".
+fn plain_type(ty: &str) -> String {
+    let unsigned = |max: u64| format!("a whole number from 0 to {max}");
+    match ty {
+        "u8" => unsigned(u8::MAX.into()),
+        "u16" => unsigned(u16::MAX.into()),
+        "u32" => unsigned(u32::MAX.into()),
+        "u64" | "usize" => unsigned(u64::MAX),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" | "floating point" => "a number".to_owned(),
+        "boolean" | "bool" | "a boolean" => "`true` or `false`".to_owned(),
+        "char" | "a character" => "a single character".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        "a map" => "a mapping".to_owned(),
+        t if t.starts_with("struct ") => "a mapping of keys".to_owned(),
+        t => t.to_owned(),
+    }
 }
 
 fn describe_breach(b: &serde_saphyr::budget::BudgetBreach) -> String {
