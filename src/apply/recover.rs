@@ -278,13 +278,16 @@ impl Recovering<'_> {
                 spec_sha256,
                 spec_text,
                 revision,
+                profiles,
                 ..
             }) = &machine.begin
             && !spec_text.is_empty()
             && revisions::latest(self.state)? < *revision
-            && let Some(applied) =
+            && let Some(mut applied) =
                 crate::spec::load::load_str(Path::new(spec), spec_text.clone()).spec
         {
+            // The images of the pods that apply planned (those of its profiles).
+            applied.pods.retain(|p| p.item.active(profiles));
             let images = host.deployed_images(self.runtime, &applied, self.engines)?;
             revisions::record(
                 self.state,
@@ -302,6 +305,7 @@ impl Recovering<'_> {
                     destroyed: command == "berth destroy",
                     regions: machine.covered.0.clone(),
                     halted_at: machine.covered.1.clone(),
+                    profiles: profiles.clone(),
                 },
             )?;
             lines.push(format!("  recorded revision {revision}"));

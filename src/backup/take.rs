@@ -35,6 +35,7 @@ impl Backups {
                 spec: String::new(),
                 spec_sha256: String::new(),
                 spec_text: String::new(),
+                profiles: Vec::new(),
                 from_revision: latest,
                 revision: latest,
                 at: crate::clock::now(),

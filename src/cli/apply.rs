@@ -52,6 +52,11 @@ pub struct Args {
     /// connected, and the revision records which regions it covered.
     #[arg(long = "region", value_name = "NAME")]
     pub region: Vec<String>,
+    /// Apply the pods of this profile too (repeatable): a pod with `profiles:` is created,
+    /// changed or removed only when one of them is chosen. Not for `destroy` (every pod
+    /// goes) nor `rollback` (the revision's profiles come back).
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profile: Vec<String>,
 }
 
 impl Args {
@@ -65,6 +70,7 @@ impl Args {
             lock_wait: None,
             notify: None,
             region: Vec::new(),
+            profile: Vec::new(),
         }
     }
 }
@@ -101,22 +107,40 @@ pub fn run_saved(
     saved: Option<&Path>,
 ) -> Result<u8, OpError> {
     let goal = target.goal;
-    let opts = ops::Opts {
-        state_dir: state_dir.map(Path::to_path_buf),
-        lock: Some(target.command),
-        lock_wait: args.lock_wait,
-        revision: target.revision,
-        regions: args.region.clone(),
-    };
     if saved.is_some() && !args.region.is_empty() {
         return Err(OpError::Refused {
             message: "`--region` does not go with a saved plan; nothing was changed".into(),
             help: "a saved plan is applied as it was made: make it with the regions you want (`berth plan --out FILE`), or apply without the saved plan".into(),
         });
     }
+    if saved.is_some() && !args.profile.is_empty() {
+        return Err(OpError::Refused {
+            message: "`--profile` does not go with a saved plan; nothing was changed".into(),
+            help: "a saved plan is applied with the profiles it was made with: make it with `berth plan --profile NAME --out FILE`".into(),
+        });
+    }
+    if !args.profile.is_empty()
+        && (goal == Goal::Nothing || target.revision.is_some())
+    {
+        return Err(OpError::Refused {
+            message: "`--profile` goes only with `apply`; nothing was changed".into(),
+            help: "`destroy` takes every pod down, whatever its profiles, and `rollback` brings back the pods of the profiles its revision was applied with: leave `--profile` out".into(),
+        });
+    }
     let saved = match saved {
         Some(p) => Some((p, ops::read_saved_plan(p)?)),
         None => None,
+    };
+    let opts = ops::Opts {
+        state_dir: state_dir.map(Path::to_path_buf),
+        lock: Some(target.command),
+        lock_wait: args.lock_wait,
+        revision: target.revision,
+        regions: args.region.clone(),
+        profiles: match &saved {
+            Some((_, s)) => s.profiles.clone(),
+            None => args.profile.clone(),
+        },
     };
     // A saved plan names its spec; -f (or the default) is used only without one.
     let file = match &saved {

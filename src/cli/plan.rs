@@ -32,6 +32,10 @@ pub struct Args {
     /// connected.
     #[arg(long = "region", value_name = "NAME", conflicts_with_all = ["against", "state", "out"])]
     pub region: Vec<String>,
+    /// Plan the pods of this profile too (repeatable): a pod with `profiles:` is planned
+    /// only when one of them is chosen. `--against` compares every pod.
+    #[arg(long = "profile", value_name = "NAME", conflicts_with = "against")]
+    pub profile: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -55,11 +59,12 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             }
             (p.plan, p.new)
         }
-        (None, Some(snapshot)) => ops::plan_against_snapshot(file, snapshot)?,
+        (None, Some(snapshot)) => ops::plan_against_snapshot(file, snapshot, &args.profile)?,
         (None, None) => {
             let opts = ops::Opts {
                 state_dir: state_dir.map(Path::to_path_buf),
                 regions: args.region.clone(),
+                profiles: args.profile.clone(),
                 ..Default::default()
             };
             let p = ops::plan_live(file, &opts, args.out.is_some())?;

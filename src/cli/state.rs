@@ -142,6 +142,11 @@ pub fn history(file: &Path, state_dir: Option<&Path>, args: HistoryArgs) -> Resu
                     (Some(regions), None) => format!("  (partial: {})", regions.join(", ")),
                     _ => String::new(),
                 };
+                let partial = if r.profiles.is_empty() {
+                    partial
+                } else {
+                    format!("{partial}  (profiles: {})", r.profiles.join(", "))
+                };
                 out.push_str(&format!(
                     "{:>4}  {:<23}  {:<22}  {:<26}  {:<30}  {}{partial}\n",
                     r.revision,

@@ -191,11 +191,19 @@ pub fn snapshot(path: &Path, opts: &Opts) -> Result<Snapshot, OpError> {
 
 /// `berth plan --state FILE`: the spec (with this machine's build contexts and secret
 /// files) planned against a snapshot, without any engine.
-pub fn plan_against_snapshot(path: &Path, snapshot: &Path) -> Result<(Plan, Report), OpError> {
+/// `profiles` are chosen as `plan --profile` chooses them.
+pub fn plan_against_snapshot(
+    path: &Path,
+    snapshot: &Path,
+    profiles: &[String],
+) -> Result<(Plan, Report), OpError> {
     use crate::plan::saved::{SNAPSHOT_HELP, unreadable};
     let bytes = std::fs::read(snapshot).map_err(|e| unreadable(snapshot, &e, SNAPSHOT_HELP))?;
-    let valid = load_valid(path)?;
-    let snap = Snapshot::parse(snapshot, &bytes, &valid.spec.project.value)?;
+    let mut valid = load_valid(path)?;
+    super::profiles::known(&valid.spec, profiles)?;
+    let left_out = super::profiles::leave_out(&mut valid.spec, profiles);
+    let mut snap = Snapshot::parse(snapshot, &bytes, &valid.spec.project.value)?;
+    super::profiles::unobserve(&mut snap.observed, &left_out);
     let spec_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let (secrets, mut desired) = desire(&valid.spec, &spec_dir_of(&spec_path))?;
     hold_unusable(&mut desired, &valid.spec, &secrets, &snap.observed);

@@ -46,6 +46,7 @@ impl Session {
                 spec: self.project.spec_path.display().to_string(),
                 spec_sha256: spec_sha256.clone(),
                 spec_text: self.spec_text.clone(),
+                profiles: self.profiles.clone(),
                 from_revision: from,
                 revision: from + 1,
                 at: crate::clock::now(),
@@ -109,6 +110,7 @@ impl Session {
                     destroyed: self.goal == Goal::Nothing,
                     regions: applied.covered.clone(),
                     halted_at: applied.halted.as_ref().map(|h| h.region.clone()),
+                    profiles: self.profiles.clone(),
                 },
             )?;
             applied.revision = Some(from + 1);

@@ -16,6 +16,7 @@ impl Session {
             spec: self.project.spec_path.display().to_string(),
             facts: self.facts()?,
             plan: self.plan.clone(),
+            profiles: self.profiles.clone(),
         })
     }
 

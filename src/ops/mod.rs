@@ -25,6 +25,7 @@ mod exec;
 mod facts;
 mod images;
 mod logs;
+mod profiles;
 mod status;
 pub use exec::{ExecRequest, exec};
 pub use logs::{LogsRequest, logs};
@@ -93,6 +94,8 @@ pub struct Session {
     goal: Goal,
     /// `--region`: the regions planned and applied (all when empty).
     regions: Vec<String>,
+    /// The profiles chosen: `--profile`, or those of the revision rolled back to.
+    profiles: Vec<String>,
 }
 
 /// How a session is opened: which state directory, whether it takes the project's lock,
@@ -109,6 +112,8 @@ pub struct Opts {
     pub revision: Option<u64>,
     /// `--region`: plan and apply only these regions (all when empty).
     pub regions: Vec<String>,
+    /// `--profile`: the profiles whose pods are planned (besides the pods without one).
+    pub profiles: Vec<String>,
 }
 
 use crate::apply::journal::Kind;
@@ -123,7 +128,17 @@ impl Session {
         known_regions(&current.spec, &opts.regions)?;
         let state = StateDir::locate(&current.spec.project.value, opts.state_dir.as_deref());
         let held = Held::take(&current.spec, &state, opts)?;
-        let target = Target::choose(current, path, &state, opts.revision)?;
+        profiles::known(&current.spec, &opts.profiles)?;
+        let mut target = Target::choose(current, path, &state, opts.revision)?;
+        // A rollback brings back the pods of the profiles its revision was applied with.
+        let chosen = match &target.revision {
+            Some(r) => r.profiles.clone(),
+            None => opts.profiles.clone(),
+        };
+        let left_out = match goal {
+            Goal::Spec => profiles::leave_out(&mut target.valid.spec, &chosen),
+            Goal::Nothing => Vec::new(),
+        };
         let runtime = crate::engine::runtime().map_err(OpError::Runtime)?;
         // A destroy desires nothing and leaves the secret files alone (the repository's).
         let (secrets, desired) = match goal {
@@ -148,6 +163,7 @@ impl Session {
             regions: &opts.regions,
         }))?;
         let mut seen = seen;
+        profiles::unobserve(&mut seen.state, &left_out);
         let mut desired = settle(desired, &target, &secrets, &seen, &runtime);
         if !opts.regions.is_empty() {
             only_regions(&mut desired, &mut seen.state, &opts.regions);
@@ -180,6 +196,7 @@ impl Session {
             command: opts.lock.clone().unwrap_or_else(|| "berth plan".into()),
             goal,
             regions: opts.regions.clone(),
+            profiles: chosen,
         })
     }
 
@@ -453,7 +470,7 @@ pub fn reapply(
         lock: None,
         lock_wait: None,
         revision: Some(revision),
-        regions: Vec::new(),
+        ..Default::default()
     };
     let mut session = Session::open(spec_path, Goal::Spec, &opts)?;
     session.set_command(command.to_owned());

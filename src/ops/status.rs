@@ -134,6 +134,10 @@ fn status_with(
             let Some(spec_pod) = spec.pods.get(&pod.address.name) else {
                 continue;
             };
+            // A pod of a profile that was not applied is not missing: it is not wanted.
+            if found.is_none() && !spec_pod.profiles().is_empty() {
+                continue;
+            }
             let here = Here {
                 engine,
                 project: &name,

@@ -58,6 +58,9 @@ pub struct SavedPlan {
     pub spec: String,
     pub facts: BTreeMap<String, String>,
     pub plan: Plan,
+    /// The profiles it was made with (`plan --profile`): applied with the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }
 
 pub const SAVED_PLAN_FORMAT: u32 = 1;

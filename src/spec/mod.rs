@@ -345,9 +345,26 @@ pub struct Pod {
     /// Regions this pod runs in (default: all).
     #[serde(default, deserialize_with = "spanned::shrunk_some")]
     pub regions: Option<Vec<Sp<String>>>,
+    /// Profiles this pod belongs to: such a pod is planned and applied only when one of
+    /// them is chosen (`--profile NAME`), and otherwise neither created nor removed.
+    /// Without `profiles`, a pod always runs.
+    #[serde(default, deserialize_with = "spanned::shrunk_some_boxed")]
+    #[allow(clippy::box_collection)] // 8 bytes in every pod that has none (most)
+    pub profiles: Option<Box<Vec<Sp<String>>>>,
 }
 
 impl Pod {
+    /// The pod's profiles (none: it always runs).
+    pub fn profiles(&self) -> &[Sp<String>] {
+        self.profiles.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the pod runs with these profiles chosen: it has no profile, or one of them.
+    pub fn active(&self, chosen: &[String]) -> bool {
+        let own = self.profiles();
+        own.is_empty() || own.iter().any(|p| chosen.contains(&p.value))
+    }
+
     /// A `depends_on` entry: the pod, and the region when it names one (`db@iad`); a plain
     /// name means the pod of the same region.
     pub fn dependency(entry: &str) -> (&str, Option<&str>) {

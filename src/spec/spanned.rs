@@ -90,6 +90,14 @@ pub fn shrunk_some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     }))
 }
 
+/// [`shrunk_some`], boxed: for a list few items have (8 bytes where it is absent).
+#[allow(clippy::box_collection)]
+pub fn shrunk_some_boxed<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Box<Vec<T>>>, D::Error> {
+    Ok(shrunk_some(d)?.map(Box::new))
+}
+
 /// One entry of a [`NamedMap`].
 #[derive(Clone, Debug)]
 pub struct Named<T> {
@@ -170,6 +178,12 @@ impl<T> NamedMap<T> {
 
     pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
         self.entries.iter().map(|n| n.name.value.as_str())
+    }
+
+    /// Keeps the entries `keep` says yes to, in file order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Named<T>) -> bool) {
+        let entries = std::mem::take(&mut self.entries);
+        *self = entries.into_iter().filter(|n| keep(n)).collect();
     }
 }
 

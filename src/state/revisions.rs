@@ -38,6 +38,10 @@ pub struct Revision {
     /// back, and the regions after it were not touched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted_at: Option<String>,
+    /// The profiles it was applied with (`--profile`): a rollback to it plans the same
+    /// pods. The pods of other profiles were neither created nor removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }
 
 impl Revision {

@@ -19,6 +19,7 @@ mod live;
 mod logs;
 mod nginx_image;
 mod plan_cases;
+mod profiles;
 mod proxy;
 mod proxy_tls;
 mod quickstart;

@@ -56,6 +56,9 @@ pub enum Record {
         /// finishes.
         #[serde(default)]
         spec_text: String,
+        /// The profiles chosen (`--profile`): the pods of others were left alone.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        profiles: Vec<String>,
         from_revision: u64,
         revision: u64,
         at: u64,
@@ -255,6 +258,7 @@ pub(super) mod tests {
             spec: "berth.yaml".into(),
             spec_sha256: "x".into(),
             spec_text: String::new(),
+            profiles: Vec::new(),
             from_revision: 0,
             revision: 1,
             at: 0,

@@ -43,6 +43,7 @@ impl Backups {
                 spec: spec.display().to_string(),
                 spec_sha256: String::new(),
                 spec_text: String::new(),
+                profiles: Vec::new(),
                 from_revision: latest,
                 revision: latest + 1,
                 at: crate::clock::now(),

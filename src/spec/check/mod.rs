@@ -10,6 +10,7 @@ mod backups;
 mod cycles;
 mod pods;
 mod ports;
+mod profiles;
 mod proxy;
 mod regions;
 mod secrets;
@@ -35,6 +36,7 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
     c.recipients_of("the spec", &spec.recipients);
     c.secrets();
     c.pods();
+    c.profiles();
     c.cycles();
     c.host_ports();
     c.rate_limits();
