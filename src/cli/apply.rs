@@ -87,6 +87,8 @@ pub struct Target {
     pub goal: Goal,
     pub command: String,
     pub revision: Option<u64>,
+    /// `berth restart`: the pod (and the one replica) started again, instead of the plan.
+    pub restart: Option<(String, Option<u32>)>,
 }
 
 pub fn run(
@@ -120,7 +122,7 @@ pub fn run_saved(
         });
     }
     if !args.profile.is_empty()
-        && (goal == Goal::Nothing || target.revision.is_some())
+        && (goal == Goal::Nothing || target.revision.is_some() || target.restart.is_some())
     {
         return Err(OpError::Refused {
             message: "`--profile` goes only with `apply`; nothing was changed".into(),
@@ -141,6 +143,7 @@ pub fn run_saved(
             Some((_, s)) => s.profiles.clone(),
             None => args.profile.clone(),
         },
+        every_profile: target.restart.is_some(),
     };
     // A saved plan names its spec; -f (or the default) is used only without one.
     let file = match &saved {
@@ -148,11 +151,19 @@ pub fn run_saved(
         None => file,
     };
     let command = opts.lock.clone().unwrap_or_default();
-    let session = ops::Session::open(file, goal, &opts)?;
+    let mut session = ops::Session::open(file, goal, &opts)?;
+    if let Some((pod, replica)) = &target.restart {
+        session.restart(pod, *replica)?;
+    }
     print_warnings(&session.project.report);
     let started = std::time::Instant::now();
     let notify = session.notify_url(args.notify.as_deref());
-    let result = carry_out(&session, args, goal, saved.as_ref());
+    let verb = match (&target.restart, goal) {
+        (Some(_), _) => "Restart",
+        (None, Goal::Nothing) => "Destroy",
+        (None, Goal::Spec) => "Apply",
+    };
+    let result = carry_out(&session, args, verb, saved.as_ref());
     if let Some(url) = notify {
         let outcome = match &result {
             Ok(Outcome::Applied(_)) => "applied",
@@ -213,7 +224,7 @@ enum Outcome {
 fn carry_out(
     session: &ops::Session,
     args: Args,
-    goal: Goal,
+    verb: &str,
     saved: Option<&(&Path, ops::SavedPlan)>,
 ) -> Result<Outcome, OpError> {
     if let Some((path, plan)) = saved {
@@ -247,7 +258,7 @@ fn carry_out(
     if !json {
         print(&render::human(&session.plan, stdout_color()));
     }
-    if !args.yes && !confirmed(goal)? {
+    if !args.yes && !confirmed(verb == "Destroy")? {
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(Outcome::Cancelled);
     }
@@ -286,11 +297,6 @@ fn carry_out(
         }));
         return Ok(Outcome::Applied(applied));
     }
-    let verb = if goal == Goal::Nothing {
-        "Destroy"
-    } else {
-        "Apply"
-    };
     match applied.revision {
         Some(r) => eprintln!(
             "{verb} complete: {} change(s) made; recorded as revision {r}.",
@@ -347,12 +353,12 @@ impl Bars {
 }
 
 /// Asks on a terminal; refuses without one (automation passes `--yes`).
-fn confirmed(goal: Goal) -> Result<bool, OpError> {
+fn confirmed(destroy: bool) -> Result<bool, OpError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(OpError::NotConfirmed);
     }
-    let what = if goal == Goal::Nothing {
+    let what = if destroy {
         "destroy everything above"
     } else {
         "apply these changes"

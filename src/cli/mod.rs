@@ -8,6 +8,7 @@ mod exec;
 mod graph;
 mod logs;
 mod plan;
+mod restart;
 mod schema;
 mod secrets;
 mod state;
@@ -91,6 +92,9 @@ pub enum Command {
     Man,
     /// Carry out the plan against the live engines, with gates and rollback.
     Apply(apply::ApplyArgs),
+    /// Start a pod's containers again, one at a time, each through its gates (health,
+    /// checks) before the next; journaled like an apply.
+    Restart(restart::Args),
     /// Remove everything berth manages for the project (volumes only with --delete-volumes).
     Destroy(apply::Args),
     /// Print the JSON Schema of the spec.
@@ -119,7 +123,8 @@ impl Command {
             Command::Apply(_)
             | Command::Destroy(_)
             | Command::Recover(_)
-            | Command::Rollback(_) => true,
+            | Command::Rollback(_)
+            | Command::Restart(_) => true,
             Command::Backup(args) => matches!(
                 args.command,
                 backup::Command::Run { .. } | backup::Command::Restore { dry_run: false, .. }
@@ -176,6 +181,7 @@ pub fn main() -> ExitCode {
                 goal: crate::ops::Goal::Spec,
                 command: "berth apply".into(),
                 revision: None,
+                restart: None,
             },
             args.plan.as_deref(),
         ),
@@ -187,8 +193,10 @@ pub fn main() -> ExitCode {
                 goal: crate::ops::Goal::Nothing,
                 command: "berth destroy".into(),
                 revision: None,
+                restart: None,
             },
         ),
+        Command::Restart(args) => restart::run(&cli.file, cli.state_dir.as_deref(), args),
         Command::Recover(args) => state::recover(&cli.file, cli.state_dir.as_deref(), args),
         Command::History(args) => state::history(&cli.file, cli.state_dir.as_deref(), args),
         Command::Rollback(args) => state::rollback(&cli.file, cli.state_dir.as_deref(), args),

@@ -101,6 +101,7 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
                 goal: Goal::Spec,
                 command: "berth recover --forward".into(),
                 revision: None,
+                restart: None,
             },
         );
     }
@@ -234,6 +235,7 @@ pub fn rollback(file: &Path, state_dir: Option<&Path>, args: RollbackArgs) -> Re
             goal,
             command: format!("berth rollback --to {to}"),
             revision: Some(to),
+            restart: None,
         },
     )
 }

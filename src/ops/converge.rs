@@ -45,7 +45,12 @@ impl Session {
                 project: self.project.spec.project.value.clone(),
                 spec: self.project.spec_path.display().to_string(),
                 spec_sha256: spec_sha256.clone(),
-                spec_text: self.spec_text.clone(),
+                // Without the text, `recover` records no revision for it either.
+                spec_text: if self.record_revision {
+                    self.spec_text.clone()
+                } else {
+                    String::new()
+                },
                 profiles: self.profiles.clone(),
                 from_revision: from,
                 revision: from + 1,
@@ -83,7 +88,7 @@ impl Session {
                 }
             }
         })?;
-        if applied.changed > 0 {
+        if applied.changed > 0 && self.record_revision {
             let images = self
                 .project
                 .runtime

@@ -26,6 +26,7 @@ mod facts;
 mod images;
 mod logs;
 mod profiles;
+mod restart;
 mod status;
 pub use exec::{ExecRequest, exec};
 pub use logs::{LogsRequest, logs};
@@ -96,6 +97,9 @@ pub struct Session {
     regions: Vec<String>,
     /// The profiles chosen: `--profile`, or those of the revision rolled back to.
     profiles: Vec<String>,
+    /// Whether a successful apply of this session is recorded as a revision (not a
+    /// restart's).
+    record_revision: bool,
 }
 
 /// How a session is opened: which state directory, whether it takes the project's lock,
@@ -114,6 +118,8 @@ pub struct Opts {
     pub regions: Vec<String>,
     /// `--profile`: the profiles whose pods are planned (besides the pods without one).
     pub profiles: Vec<String>,
+    /// Every profile of the spec (`berth restart`, which may restart any pod that runs).
+    pub every_profile: bool,
 }
 
 use crate::apply::journal::Kind;
@@ -133,6 +139,7 @@ impl Session {
         // A rollback brings back the pods of the profiles its revision was applied with.
         let chosen = match &target.revision {
             Some(r) => r.profiles.clone(),
+            None if opts.every_profile => profiles::every(&target.valid.spec),
             None => opts.profiles.clone(),
         };
         let left_out = match goal {
@@ -197,6 +204,7 @@ impl Session {
             goal,
             regions: opts.regions.clone(),
             profiles: chosen,
+            record_revision: true,
         })
     }
 

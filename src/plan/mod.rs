@@ -246,6 +246,28 @@ pub fn plan(project: &str, desired: &ResourceGraph, observed: &ObservedState) ->
     }
 }
 
+/// A restart's plan (`berth restart`): each of `instances` (pods, running as the spec
+/// says) started again through its gates, in the order given; nothing else changes.
+pub fn as_restart(plan: &mut Plan, instances: &[&Resource]) {
+    plan.changes = instances
+        .iter()
+        .map(|r| Change {
+            address: r.address.clone(),
+            action: Action::Heal,
+            reason: Some("restart".into()),
+            fields: Vec::new(),
+            replace_order: None,
+            gates: gates(r),
+            region: r.address.region.as_deref().map(str::to_owned),
+        })
+        .collect();
+    let mut summary = Summary::default();
+    for c in &plan.changes {
+        count(&mut summary, c.action);
+    }
+    plan.summary = summary;
+}
+
 /// A destroy's plan says why each resource goes (or, a volume, why it stays) in a
 /// destroy's words, not "no longer in the spec": the spec did not change.
 pub fn as_destroy(plan: &mut Plan) {

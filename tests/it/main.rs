@@ -27,6 +27,7 @@ mod region_backups;
 mod region_crash;
 mod region_loss;
 mod regions;
+mod restart;
 mod restore;
 mod rollout;
 mod secrets;

@@ -136,7 +136,17 @@ impl Run<'_> {
         let name = container_name_of(self.project, &c.address);
         self.proxy_reresolve(c, &region, &name, true).await?;
         self.proxy_mark(&region, &name, true);
-        // Stopped: start it. Running but unhealthy: restart it.
+        self.event(
+            Some(&c.address),
+            Status::Started,
+            format!("  {address}: starting {name} again, waiting for its gates"),
+        );
+        // Stopped: start it. Running but unhealthy (or restarted on request): restart it.
+        // Killed once it is stopped, `recover` starts it again.
+        self.record_undo(Undo::StartContainer {
+            region: region.clone(),
+            id: id.clone(),
+        })?;
         engine.stop(&id).await?;
         // Its secrets again, in case an engine restart emptied the memory-backed volume
         // that holds them (only into berth's own secrets volume, through its keeper).
