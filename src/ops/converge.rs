@@ -45,12 +45,7 @@ impl Session {
                 project: self.project.spec.project.value.clone(),
                 spec: self.project.spec_path.display().to_string(),
                 spec_sha256: spec_sha256.clone(),
-                // Without the text, `recover` records no revision for it either.
-                spec_text: if self.record_revision {
-                    self.spec_text.clone()
-                } else {
-                    String::new()
-                },
+                spec_text: self.journaled_text(),
                 profiles: self.profiles.clone(),
                 from_revision: from,
                 revision: from + 1,
@@ -128,6 +123,16 @@ impl Session {
             return Err(halted(*h, applied.revision));
         }
         Ok(applied)
+    }
+
+    /// The spec's text as the journal keeps it: none for a restart, so that `recover`
+    /// records no revision for it either.
+    fn journaled_text(&self) -> String {
+        if self.record_revision {
+            self.spec_text.clone()
+        } else {
+            String::new()
+        }
     }
 
     /// The backups with `before_apply: true` whose data a change of this plan touches: a
