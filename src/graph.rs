@@ -31,10 +31,11 @@ pub enum Kind {
     Pod,
     Proxy,
     Backup,
+    Job,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Network,
         Kind::Volume,
         Kind::Secret,
@@ -42,6 +43,7 @@ impl Kind {
         Kind::Pod,
         Kind::Proxy,
         Kind::Backup,
+        Kind::Job,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::Proxy => "proxy",
             Kind::Backup => "backup",
+            Kind::Job => "job",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! [`attr`].
 
 pub mod attr;
+mod jobs;
 mod proxy;
 mod region;
 
@@ -112,6 +113,7 @@ pub fn desired_with(spec: &Spec, facts: &LocalFacts) -> Vec<Resource> {
         });
         let volumes_here = volume_resources(&region, &mounted_anywhere, &mut out);
         pod_resources(&region, facts, &mut out);
+        jobs::job_resources(&region, facts, &mut out);
         if let Some(proxy) = &spec.proxy {
             proxy::proxy_resources(&region, proxy, facts, &mut out);
         }

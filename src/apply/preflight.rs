@@ -82,6 +82,19 @@ impl Run<'_> {
                     "they would cross the network in clear: give the region `tls: { ca, cert, key }` or use an ssh:// engine",
                 ))
             }
+            (Kind::Job, Action::Create | Action::Replace | Action::Heal)
+                if self
+                    .spec
+                    .jobs
+                    .get(&c.address.name)
+                    .is_some_and(|j| !j.secrets.is_empty())
+                    && self.engine(&self.region_of(c)).in_clear() =>
+            {
+                Err(unsupported(
+                    "send secrets to an engine without TLS",
+                    "they would cross the network in clear: give the region `tls: { ca, cert, key }` or use an ssh:// engine",
+                ))
+            }
             (Kind::Proxy, Action::Create | Action::Replace | Action::Update | Action::Heal)
                 if self.spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
                     && self.engine(&self.region_of(c)).in_clear() =>
@@ -115,7 +128,7 @@ impl Run<'_> {
                     object_name(self.project, &c.address.name),
                 ));
             }
-            (Kind::Pod, Action::Create | Action::Replace) => {
+            (Kind::Pod | Kind::Job, Action::Create | Action::Replace) => {
                 let name = container_name_of(self.project, &c.address);
                 if c.action == Action::Create {
                     wanted.push((ObjectKind::Container, name.clone()));
@@ -204,7 +217,7 @@ impl Run<'_> {
                     None => Ok(()),
                 }
             }
-            (Kind::Proxy, Action::Create | Action::Replace | Action::Heal) => {
+            (Kind::Proxy | Kind::Job, Action::Create | Action::Replace | Action::Heal) => {
                 let image = self.desired(c).and_then(|r| r.attrs.get(attr::IMAGE));
                 match image {
                     Some(image) => {
@@ -302,10 +315,15 @@ pub async fn preflight_host(
         {
             keeper_image(engine, c).await?;
         }
-        if c.address.kind != Kind::Pod || !matches!(c.action, Action::Create | Action::Replace) {
+        if !matches!(c.address.kind, Kind::Pod | Kind::Job)
+            || !matches!(c.action, Action::Create | Action::Replace)
+        {
             continue;
         }
-        let Some(pod) = spec.pods.get(&c.address.name) else {
+        let job = (c.address.kind == Kind::Job)
+            .then(|| spec.jobs.get(&c.address.name).map(|j| j.as_pod()))
+            .flatten();
+        let Some(pod) = job.as_ref().or_else(|| spec.pods.get(&c.address.name)) else {
             continue;
         };
         let Some(engine) = engines.get(region) else {

@@ -306,6 +306,7 @@ impl Recovering<'_> {
                     regions: machine.covered.0.clone(),
                     halted_at: machine.covered.1.clone(),
                     profiles: profiles.clone(),
+                    jobs: Default::default(),
                 },
             )?;
             lines.push(format!("  recorded revision {revision}"));

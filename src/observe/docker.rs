@@ -220,6 +220,10 @@ pub fn secrets_held(
                     .then(|| LEGACY_DELIVERY.to_owned())
             });
         }
+        // A job's secrets are gone from memory once it has exited, as they should be.
+        if labels::decode(&c.labels).is_some_and(|d| d.address.kind == Kind::Job) {
+            continue;
+        }
         let Some(volume) = secrets::volume_of(c, volumes) else {
             continue;
         };
@@ -280,6 +284,18 @@ pub fn from_lists(
         }
         let mut drift = Vec::new();
         match state {
+            // A job's container is done once it exited 0: kept, as the record of its run.
+            Some((state, status))
+                if address.kind == Kind::Job
+                    && (state != "exited" || !status.starts_with("Exited (0)")) =>
+            {
+                drift.push(Drift {
+                    field: attr::STATE.into(),
+                    observed: format!("{state} ({status})"),
+                    expected: "exited with status 0".into(),
+                })
+            }
+            Some(_) if address.kind == Kind::Job => {}
             Some((state, _)) if state != "running" => drift.push(Drift {
                 field: attr::STATE.into(),
                 observed: state.to_owned(),

@@ -111,6 +111,7 @@ impl Session {
                     regions: applied.covered.clone(),
                     halted_at: applied.halted.as_ref().map(|h| h.region.clone()),
                     profiles: self.profiles.clone(),
+                    jobs: self.job_outputs(),
                 },
             )?;
             applied.revision = Some(from + 1);
@@ -133,6 +134,33 @@ impl Session {
         } else {
             String::new()
         }
+    }
+
+    /// The output of each job this session's plan ran (its last lines, read off the
+    /// container its run left), by address: kept in the revision.
+    fn job_outputs(&self) -> std::collections::BTreeMap<String, String> {
+        use crate::plan::Action;
+        const LINES: usize = 200;
+        let project = &self.project.spec.project.value;
+        let ran = self.plan.changes.iter().filter(|c| {
+            c.address.kind == crate::graph::Kind::Job
+                && matches!(c.action, Action::Create | Action::Replace | Action::Heal)
+        });
+        let mut out = std::collections::BTreeMap::new();
+        for c in ran {
+            let region = c
+                .address
+                .region
+                .as_deref()
+                .unwrap_or_else(|| self.project.spec.primary_region());
+            let Some(engine) = self.project.engines.get(region) else {
+                continue;
+            };
+            let name = crate::engine::names::container_name_of(project, &c.address);
+            let output = self.project.runtime.block_on(engine.log_tail(&name, LINES));
+            out.insert(c.address.to_string(), output);
+        }
+        out
     }
 
     /// The backups with `before_apply: true` whose data a change of this plan touches: a

@@ -170,7 +170,8 @@ pub fn forces_replacement(kind: Kind, field: &str) -> bool {
         // TODO-design: fields only berth reads (`depends_on`, `update.strategy`, checks) and
         // those the engine updates live (`restart`, `resources.*`) could change in place
         // once the applied configuration is recorded in the state directory.
-        Kind::Pod => true,
+        // A job's run is done: another configuration is another run.
+        Kind::Pod | Kind::Job => true,
         // A volume is never replaced by a plan: that would lose its data.
         Kind::Volume => false,
         Kind::Network => true,
@@ -338,7 +339,9 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
             }
         }
         let mut parts = Vec::new();
-        if !fields.is_empty() {
+        if !fields.is_empty() && kind == Kind::Job {
+            parts.push(listed(&fields, "changed", "changed"));
+        } else if !fields.is_empty() {
             parts.push(format!(
                 "{} replacement",
                 listed(&fields, "forces", "force")
@@ -371,11 +374,12 @@ fn compare(want: &Resource, have: &ObservedResource) -> Change {
     } else {
         Vec::new()
     };
-    let replace_order =
-        (action == Action::Replace).then(|| match want.attrs.get(attr::UPDATE_STRATEGY) {
+    let replace_order = (action == Action::Replace && kind != Kind::Job).then(|| {
+        match want.attrs.get(attr::UPDATE_STRATEGY) {
             Some("blue-green") => ReplaceOrder::CreateBeforeDestroy,
             _ => ReplaceOrder::DestroyBeforeCreate,
-        });
+        }
+    });
     Change {
         address: want.address.clone(),
         action,
@@ -401,6 +405,9 @@ fn listed(items: &[&str], one: &str, many: &str) -> String {
 
 /// The gates apply runs after changing a resource, described from its attributes.
 fn gates(r: &Resource) -> Vec<String> {
+    if r.address.kind == Kind::Job {
+        return vec!["exits 0".to_owned()];
+    }
     if r.address.kind != Kind::Pod {
         return Vec::new();
     }

@@ -86,10 +86,13 @@ pub fn summary_line(plan: &Plan) -> String {
 
 /// What happens to a resource and why: `replace, blue-green: image forces replacement`.
 fn describe(c: &Change) -> String {
-    let verb = match c.replace_order {
-        Some(ReplaceOrder::CreateBeforeDestroy) => "replace, blue-green",
-        Some(ReplaceOrder::DestroyBeforeCreate) => "replace, recreate",
-        None => c.action.verb(),
+    let verb = match (c.replace_order, c.address.kind, c.action) {
+        (Some(ReplaceOrder::CreateBeforeDestroy), ..) => "replace, blue-green",
+        (Some(ReplaceOrder::DestroyBeforeCreate), ..) => "replace, recreate",
+        // A job is not created or replaced: it runs.
+        (None, crate::graph::Kind::Job, Action::Create) => "run",
+        (None, crate::graph::Kind::Job, Action::Replace | Action::Heal) => "run again",
+        (None, ..) => c.action.verb(),
     };
     match &c.reason {
         Some(r) => format!("{verb}: {r}"),

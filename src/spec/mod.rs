@@ -15,6 +15,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod job;
 pub mod lint;
 pub mod load;
 pub mod mapping;
@@ -29,6 +30,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use backup::{Backup, BackupSource, Compression, CompressionSpec, Consistency, Retention};
+pub use job::Job;
 pub use load::{Loaded, load_file, load_str};
 pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
 pub use proxy::{
@@ -68,6 +70,9 @@ pub struct Spec {
     /// The containers to run.
     #[serde(default)]
     pub pods: NamedMap<Pod>,
+    /// One-off jobs: containers that run to completion before the pods they gate change.
+    #[serde(default)]
+    pub jobs: NamedMap<Job>,
     /// Request rate limits, enforced by the proxy.
     #[serde(default)]
     pub rate_limits: NamedMap<RateLimit>,
@@ -289,7 +294,7 @@ pub struct Volume {
 }
 
 /// A container (or several replicas of one).
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pod {
     /// Image reference, e.g. `postgres:17.2`. Exactly one of `image` and `build`.

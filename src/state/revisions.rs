@@ -42,6 +42,9 @@ pub struct Revision {
     /// pods. The pods of other profiles were neither created nor removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
+    /// The output of each job this apply ran (its last lines), by address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, String>,
 }
 
 impl Revision {

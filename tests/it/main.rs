@@ -15,6 +15,7 @@ mod examples;
 mod exec;
 mod fuzz_loader;
 mod invalid_specs;
+mod jobs;
 mod live;
 mod logs;
 mod nginx_image;

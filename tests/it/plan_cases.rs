@@ -68,6 +68,7 @@ fn multi_region_revision() {
     changed.sort();
     let expected = [
         ("backup.db@fra", Action::Update),
+        ("job.migrate@fra", Action::Create),
         ("pod.api[0]@fra", Action::Replace),
         ("pod.api[0]@ord", Action::Replace),
         ("pod.api[1]@fra", Action::Replace),

@@ -290,11 +290,13 @@ impl Run<'_> {
         aside: &str,
     ) -> Result<(), ApplyError> {
         let engine = self.engine(region);
-        // A container observed stopped (drift in `state`) stays stopped when restored.
-        let was_running =
-            !self.observed.resources.iter().any(|o| {
-                o.id.as_deref() == Some(id) && o.drift.iter().any(|d| d.field == attr::STATE)
-            });
+        // A container observed stopped (drift in `state`) stays stopped when restored, and
+        // a job's is never started again.
+        let was_running = !self.observed.resources.iter().any(|o| {
+            o.id.as_deref() == Some(id)
+                && (o.address.kind == crate::graph::Kind::Job
+                    || o.drift.iter().any(|d| d.field == attr::STATE))
+        });
         self.record_undo(Undo::Restore {
             region: region.to_owned(),
             id: id.to_owned(),

@@ -4,11 +4,13 @@
 //!
 //! - [`network`], [`volume`]: created (their removal recorded first), or removed at the commit;
 //! - [`container`]: a pod created, replaced (blue-green or recreated), healed or deleted;
+//! - [`job`]: a job run (again), its exit status its gate;
 //! - [`secret`]: a secret file re-encrypted or its mode healed;
 //! - [`backup_units`]: a backup's store and its schedule's units set up or removed.
 
 pub mod backup_units;
 pub mod container;
+pub mod job;
 pub mod network;
 pub mod proxy;
 pub mod secret;
@@ -40,7 +42,10 @@ impl Run<'_> {
             (Kind::Pod, Action::Create) => self.create_pod(c, region).await,
             (Kind::Pod, Action::Replace) => self.replace_pod(c, region).await,
             (Kind::Pod, Action::Heal) => self.heal_pod(c, region).await,
-            (Kind::Pod, Action::Delete) => self.delete_pod(c, region).await,
+            (Kind::Pod | Kind::Job, Action::Delete) => self.delete_pod(c, region).await,
+            (Kind::Job, Action::Create | Action::Replace | Action::Heal) => {
+                self.run_job(c, region).await
+            }
             (Kind::Proxy, Action::Create) => self.create_proxy(c, region).await,
             (Kind::Proxy, Action::Update) => self.update_proxy(c, region).await,
             (Kind::Proxy, Action::Replace) => self.replace_proxy(c, region).await,

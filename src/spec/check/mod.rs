@@ -8,6 +8,7 @@
 
 mod backups;
 mod cycles;
+mod jobs;
 mod pods;
 mod ports;
 mod profiles;
@@ -36,6 +37,7 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
     c.recipients_of("the spec", &spec.recipients);
     c.secrets();
     c.pods();
+    c.jobs();
     c.profiles();
     c.cycles();
     c.host_ports();

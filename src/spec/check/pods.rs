@@ -62,7 +62,7 @@ impl Checker<'_> {
     }
 
     /// `image` or `build`, exactly one, and an image reference that can be one.
-    fn pod_image(&mut self, name: &Sp<String>, pod: &Pod) {
+    pub(super) fn pod_image(&mut self, name: &Sp<String>, pod: &Pod) {
         match (&pod.image, &pod.build) {
             (Some(_), Some(b)) => self.push(
                 Diagnostic::error(
@@ -233,7 +233,7 @@ impl Checker<'_> {
     }
 
     /// `resources`: a CPU limit the engine takes, a memory limit a container starts with.
-    fn pod_resources(&mut self, pod: &Pod) {
+    pub(super) fn pod_resources(&mut self, pod: &Pod) {
         if let Some(res) = &pod.resources {
             if let Some(c) = &res.cpus
                 && !(c.value >= MIN_CPUS && c.value <= 1024.0)
@@ -392,7 +392,7 @@ impl Checker<'_> {
         }
     }
 
-    fn pod_env(&mut self, pod: &Pod) {
+    pub(super) fn pod_env(&mut self, pod: &Pod) {
         self.map_env_names(&pod.env);
         self.env_values(&pod.env, "env");
         if let Some(b) = &pod.build {
@@ -452,7 +452,7 @@ impl Checker<'_> {
     }
 
     /// Checks mounts; returns the named (not bind) volume mounts.
-    fn pod_volumes<'p>(&mut self, pod: &'p Pod) -> Vec<&'p MountEntry> {
+    pub(super) fn pod_volumes<'p>(&mut self, pod: &'p Pod) -> Vec<&'p MountEntry> {
         let spec = self.spec;
         let mut named = Vec::new();
         let mut targets: HashMap<&str, Span> = HashMap::new();

@@ -53,6 +53,16 @@ impl Checker<'_> {
                 }
             }
         }
+        for j in spec.jobs.iter() {
+            for dep in &j.item.depends_on {
+                if let Some(t) = spec.pods.get(&dep.value)
+                    && !t.profiles().is_empty()
+                {
+                    let when = format!("job `{}` always runs", j.name.value);
+                    self.needs_profile_pod(dep.span, &when, &dep.value, t, "the dependency");
+                }
+            }
+        }
         if let Some(proxy) = &spec.proxy {
             for r in &proxy.routes {
                 if let Ok((pod, _)) = r.to.get()
