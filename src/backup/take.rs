@@ -205,7 +205,7 @@ impl Backups {
         let engine = self.engine(name)?;
         self.project.runtime.block_on(async {
             let container = self.pod_container(name, pod).await?;
-            let (exec_id, io) = engine.exec(&container, cmd, false).await?;
+            let (exec_id, io) = engine.exec(&container, cmd, false, false).await?;
             let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
             let tail = stderr.clone();
             let stdout = io.output.filter_map(move |frame| {

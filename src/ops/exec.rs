@@ -1,6 +1,7 @@
 //! `berth exec POD -- CMD…`: a command run in a pod's running container (one replica, in
 //! one region), its output on berth's stdout and stderr, its exit status berth's. Standard
-//! input is passed on when it is not a terminal (`berth exec db -- psql < dump.sql`).
+//! input is passed on when it is not a terminal (`berth exec db -- psql < dump.sql`); on a
+//! terminal, the command gets one of its own (`ops::terminal`).
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +24,8 @@ pub struct ExecRequest {
     pub cmd: Vec<String>,
     /// Pass berth's standard input to the command.
     pub stdin: bool,
+    /// Give the command a terminal (berth's own is then in raw mode while it runs).
+    pub tty: bool,
 }
 
 /// Runs the command; its exit status (`None` when the engine did not say).
@@ -78,7 +81,12 @@ pub fn exec(
                 "see `berth status`; `berth apply` starts what the spec asks for".into(),
             ));
         };
-        let (exec_id, io) = engine.exec(&c.id, &request.cmd, request.stdin).await?;
+        if request.tty {
+            return super::terminal::exec(engine, &c.id, &request.cmd).await;
+        }
+        let (exec_id, io) = engine
+            .exec(&c.id, &request.cmd, request.stdin, false)
+            .await?;
         let mut input = io.input;
         let feed = async {
             if request.stdin {

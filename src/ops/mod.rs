@@ -28,6 +28,7 @@ mod logs;
 mod profiles;
 mod restart;
 mod status;
+mod terminal;
 pub use exec::{ExecRequest, exec};
 pub use logs::{LogsRequest, logs};
 pub use status::{CheckResult, Instance, STATUS_FORMAT, Status, check, status};

@@ -97,7 +97,7 @@ impl Backups {
         let data = store.open(name, &m.id)?;
         self.project.runtime.block_on(async {
             let container = self.pod_container(name, pod).await?;
-            let (exec_id, io) = engine.exec(&container, cmd, true).await?;
+            let (exec_id, io) = engine.exec(&container, cmd, true, false).await?;
             let crate::engine::docker::ExecIo {
                 mut output,
                 mut input,

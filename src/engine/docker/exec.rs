@@ -65,11 +65,13 @@ impl Engine {
     /// Starts `cmd` in a running container, attached: its output (stdout and stderr
     /// frames) and, with `stdin`, a writer to its standard input. Returns the exec's id
     /// for [`Engine::exec_exit_code`].
+    /// With `tty`, the command gets a terminal (its output then comes as one stream).
     pub async fn exec(
         &self,
         id: &str,
         cmd: &[String],
         stdin: bool,
+        tty: bool,
     ) -> Result<(String, ExecIo), EngineError> {
         self.count();
         let created = self
@@ -81,6 +83,7 @@ impl Engine {
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     attach_stdin: Some(stdin),
+                    tty: Some(tty),
                     ..Default::default()
                 },
             )
@@ -93,7 +96,7 @@ impl Engine {
                 &created.id,
                 Some(bollard::exec::StartExecOptions {
                     detach: false,
-                    tty: false,
+                    tty,
                     output_capacity: Some(256 * 1024),
                 }),
             )
@@ -109,6 +112,26 @@ impl Engine {
                 reason: "the engine did not attach to the command".into(),
             }),
         }
+    }
+
+    /// Tells the engine the size of an exec's terminal (rows, columns).
+    pub async fn resize_exec(
+        &self,
+        exec_id: &str,
+        rows: u16,
+        columns: u16,
+    ) -> Result<(), EngineError> {
+        self.count();
+        self.docker
+            .resize_exec(
+                exec_id,
+                bollard::exec::ResizeExecOptions {
+                    height: rows,
+                    width: columns,
+                },
+            )
+            .await
+            .map_err(|e| self.call_error("resize exec", e))
     }
 
     /// The exit code of a finished exec.
