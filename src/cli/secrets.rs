@@ -181,11 +181,24 @@ fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
             ),
         ));
     }
+    // The value as it is, when it decrypts here: the editor starts from it (as `sops edit`
+    // does), and a value left as it was is not written again.
+    let current = identity.as_ref().and_then(|i| {
+        let ciphertext = std::fs::read(&path).ok()?;
+        i.decrypt(&ciphertext).ok()
+    });
     let value = if args.generate {
         random_value()?
     } else {
-        read_value(args.keep_newline)?
+        read_value(args.keep_newline, current.as_ref())?
     };
+    if current
+        .as_ref()
+        .is_some_and(|c| c.expose() == value.expose())
+    {
+        eprintln!("Secret `{}` unchanged; nothing was written.", args.name);
+        return Ok(exit::OK);
+    }
     let problems = value::problems(secret, &value);
     if !problems.is_empty() {
         return Err(failure(
@@ -294,11 +307,11 @@ fn random_value() -> Result<Plaintext, OpError> {
 }
 
 /// The value from stdin; on a terminal, from `$VISUAL`/`$EDITOR` editing a file on a tmpfs
-/// that is overwritten and removed afterwards.
-fn read_value(keep_newline: bool) -> Result<Plaintext, OpError> {
+/// (holding the `current` value, if any) that is overwritten and removed afterwards.
+fn read_value(keep_newline: bool, current: Option<&Plaintext>) -> Result<Plaintext, OpError> {
     let mut buf = Zeroizing::new(Vec::new());
     if std::io::stdin().is_terminal() {
-        edit(&mut buf)?;
+        edit(&mut buf, current)?;
     } else {
         std::io::stdin().read_to_end(&mut buf).map_err(|e| {
             failure(
@@ -324,7 +337,7 @@ fn read_value(keep_newline: bool) -> Result<Plaintext, OpError> {
     Ok(Plaintext::new(std::mem::take(&mut *buf)))
 }
 
-fn edit(buf: &mut Vec<u8>) -> Result<(), OpError> {
+fn edit(buf: &mut Vec<u8>, current: Option<&Plaintext>) -> Result<(), OpError> {
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .map_err(|_| {
@@ -336,7 +349,7 @@ fn edit(buf: &mut Vec<u8>) -> Result<(), OpError> {
     let root = crate::secrets::delivery::root()
         .map_err(|e| failure(e.to_string(), "pipe the value in instead"))?;
     let path = root.join(format!("edit-{}", std::process::id()));
-    std::fs::OpenOptions::new()
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -347,6 +360,22 @@ fn edit(buf: &mut Vec<u8>) -> Result<(), OpError> {
                 "pipe the value in instead",
             )
         })?;
+    if let Some(c) = current {
+        // With a newline, as an editor saves a line; it is taken off again unless
+        // `--keep-newline`.
+        let written = f
+            .write_all(c.expose())
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(failure(
+                format!("cannot write `{}`: {e}", path.display()),
+                "pipe the value in instead",
+            ));
+        }
+    }
+    drop(f);
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))

@@ -1119,3 +1119,84 @@ fn a_truncated_placeholder_or_writable_secret_is_a_preflight_warning_and_replace
     chmod(&token, 0o600);
     assert_eq!(changed(&s.plan(0)), []);
 }
+
+/// `berth secrets set NAME` run on a terminal (a pty `script` makes), with `editor` as
+/// `$EDITOR`.
+fn set_on_a_terminal(dir: &Path, name: &str, editor: &Path) -> std::process::Output {
+    Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} secrets set {name}", env!("CARGO_BIN_EXE_berth")),
+        ])
+        .arg("/dev/null")
+        .current_dir(dir)
+        .env("EDITOR", editor)
+        .env_remove("VISUAL")
+        .env_remove("BERTH_IDENTITY")
+        .env_remove("BERTH_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script runs")
+}
+
+#[test]
+fn secrets_set_on_a_terminal_edits_the_current_value_and_writes_only_a_change() {
+    if !age_cli() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keygen(d, "me.key");
+    std::fs::write(
+        d.join("berth.yaml"),
+        format!(
+            "version: 1\nproject: edit\nidentity: ./me.key\nrecipients: [{public}]\nsecrets:\n  token: {{ file: secrets/token.age, min_length: 16 }}\n"
+        ),
+    )
+    .unwrap();
+    Berth::new()
+        .dir(d)
+        .args(["secrets", "set", "token"])
+        .stdin(b"the-first-value-of-it".to_vec())
+        .run()
+        .code(0);
+    // An editor that keeps what it was given (where the test can see it) and writes a new
+    // value, as a person would.
+    let seen = d.join("seen");
+    let editor = d.join("editor.sh");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\ncat \"$1\" > {}\nprintf 'the-second-value-of-it\\n' > \"$1\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    chmod(&editor, 0o755);
+    let out = set_on_a_terminal(d, "token", &editor);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&seen).unwrap(), b"the-first-value-of-it\n");
+    let file = d.join("secrets/token.age");
+    assert_eq!(
+        age_decrypt(&key, &file).as_deref(),
+        Some(&b"the-second-value-of-it"[..])
+    );
+    // Left as it was: nothing is written (the file keeps its bytes).
+    let before = std::fs::read(&file).unwrap();
+    let out = set_on_a_terminal(d, "token", Path::new("/bin/true"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unchanged; nothing was written"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
