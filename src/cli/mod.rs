@@ -6,6 +6,7 @@ mod backup;
 mod completions;
 mod exec;
 mod graph;
+mod init;
 mod logs;
 mod plan;
 mod restart;
@@ -67,6 +68,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a project: a starter `berth.yaml`, the age identity its secrets are
+    /// encrypted to (made or kept), and the `.gitignore` lines berth wants.
+    Init(init::Args),
     /// Check a spec: schema, references, names, units, cycles and lints.
     Validate(validate::Args),
     /// Print the resource graph as DOT or Mermaid.
@@ -163,6 +167,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(exit::ERROR);
     }
     let result = match cli.command {
+        Command::Init(args) => init::run(&cli.file, args),
         Command::Validate(args) => validate::run(&cli.file, args),
         Command::Graph(args) => graph::run(&cli.file, args),
         Command::Plan(args) => plan::run(&cli.file, cli.state_dir.as_deref(), args),

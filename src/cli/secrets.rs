@@ -77,7 +77,7 @@ fn spec_dir(file: &Path) -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
-fn failure(message: impl Into<String>, help: impl Into<String>) -> OpError {
+pub(super) fn failure(message: impl Into<String>, help: impl Into<String>) -> OpError {
     OpError::Refused {
         message: message.into(),
         help: help.into(),
@@ -88,44 +88,7 @@ fn init(file: &Path) -> Result<u8, OpError> {
     let valid = ops::load_valid(file)?;
     print_warnings(&valid.report);
     let path = files::identity_path(&valid.spec, &spec_dir(file));
-    let shown = path.display();
-    let recipient = if path.exists() {
-        let identity = Identity::load(&path).map_err(|e| {
-            failure(
-                e.to_string(),
-                "move the file aside, or point `identity:` elsewhere",
-            )
-        })?;
-        eprintln!("The identity `{shown}` exists; it was kept.");
-        identity.recipients()[0].clone()
-    } else {
-        let (text, public) = Identity::generate();
-        let parent = crate::fsutil::parent_of(&path);
-        crate::fsutil::create_dir_all(&parent, 0o700).map_err(|e| {
-            failure(
-                format!("cannot create `{}`: {e}", parent.display()),
-                "check the directory's permissions",
-            )
-        })?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(files::FILE_MODE)
-            .open(&path)
-            .map_err(|e| {
-                failure(
-                    format!("cannot create `{shown}`: {e}"),
-                    "check the directory's permissions",
-                )
-            })?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| failure(format!("cannot write `{shown}`: {e}"), "check the disk"))?;
-        eprintln!(
-            "Created the identity `{shown}` (mode 0600). Back it up: without it, the secrets cannot be decrypted."
-        );
-        public
-    };
+    let recipient = ensure_identity(&path)?;
     let spec = &valid.spec;
     if spec.recipients.iter().any(|r| r.value.trim() == recipient) {
         eprintln!("The spec lists this key under `recipients:`.");
@@ -142,6 +105,48 @@ fn init(file: &Path) -> Result<u8, OpError> {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// The identity at `path`, kept when it exists or made (mode 0600, its directory 0700);
+/// says which on stderr. Its public key.
+pub(super) fn ensure_identity(path: &Path) -> Result<String, OpError> {
+    let shown = path.display();
+    if path.exists() {
+        let identity = Identity::load(path).map_err(|e| {
+            failure(
+                e.to_string(),
+                "move the file aside, or point `identity:` elsewhere",
+            )
+        })?;
+        eprintln!("The identity `{shown}` exists; it was kept.");
+        return Ok(identity.recipients()[0].clone());
+    }
+    let (text, public) = Identity::generate();
+    let parent = crate::fsutil::parent_of(path);
+    crate::fsutil::create_dir_all(&parent, 0o700).map_err(|e| {
+        failure(
+            format!("cannot create `{}`: {e}", parent.display()),
+            "check the directory's permissions",
+        )
+    })?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(files::FILE_MODE)
+        .open(path)
+        .map_err(|e| {
+            failure(
+                format!("cannot create `{shown}`: {e}"),
+                "check the directory's permissions",
+            )
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| failure(format!("cannot write `{shown}`: {e}"), "check the disk"))?;
+    eprintln!(
+        "Created the identity `{shown}` (mode 0600). Back it up: without it, the secrets cannot be decrypted."
+    );
+    Ok(public)
+}
 
 fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
     let valid = ops::load_valid(file)?;

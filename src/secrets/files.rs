@@ -37,6 +37,12 @@ pub fn identity_path(spec: &Spec, spec_dir: &Path) -> PathBuf {
     if let Some(p) = &spec.identity {
         return spec_dir.join(fsutil::expand_home(&p.value));
     }
+    default_identity_path()
+}
+
+/// Where the identity is when the spec does not say: `$BERTH_IDENTITY` aside,
+/// `$XDG_CONFIG_HOME/berth/age.key` (`~/.config/berth/age.key`).
+pub fn default_identity_path() -> PathBuf {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map_or_else(|| fsutil::expand_home("~/.config"), PathBuf::from);

@@ -14,6 +14,7 @@ mod example_stacks;
 mod examples;
 mod exec;
 mod fuzz_loader;
+mod init;
 mod invalid_specs;
 mod jobs;
 mod live;
