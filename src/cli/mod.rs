@@ -158,6 +158,10 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if let Err(e) = logging() {
+        report_error(e);
+        return ExitCode::from(exit::ERROR);
+    }
     // A bad `$BERTH_MAX_GATE_WAIT` is refused before a command that may wait on a health
     // gate changes anything (not found out, or silently replaced, halfway through).
     if cli.command.may_wait_on_gates()
@@ -224,6 +228,36 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `BERTH_LOG`: what berth logs to stderr, as `TF_LOG` does for Terraform. A level
+/// (`debug`: each engine request with its region and time; `info`; `trace`) or a
+/// tracing filter (`berth::engine=debug`). Unset or empty: nothing.
+fn logging() -> Result<(), OpError> {
+    let Some(value) = std::env::var("BERTH_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let levels = ["off", "error", "warn", "info", "debug", "trace"];
+    let directive = if levels.contains(&value.trim().to_ascii_lowercase().as_str()) {
+        format!("berth={}", value.trim().to_ascii_lowercase())
+    } else {
+        value.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive).map_err(|e| {
+        OpError::Refused {
+            message: format!("`BERTH_LOG={value}` is not a log level or filter: {e}"),
+            help: "use a level (`debug`, `info`, `trace`) or a filter such as `berth::engine=debug`, or unset it".into(),
+        }
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(stderr_color())
+        .init();
+    Ok(())
 }
 
 /// Renders a runtime error, once, the same way for every command: a spec's or a

@@ -158,6 +158,7 @@ impl Session {
             Goal::Spec => crate::state::revisions::applied_spec(&state),
             Goal::Nothing => None,
         };
+        let observing = std::time::Instant::now();
         let seen = runtime.block_on(crate::observe::observe(&crate::observe::Scope {
             spec: &target.valid.spec,
             spec_path: &target.spec_path,
@@ -171,6 +172,11 @@ impl Session {
             regions: &opts.regions,
         }))?;
         let mut seen = seen;
+        tracing::debug!(
+            resources = seen.state.resources.len(),
+            ms = observing.elapsed().as_millis() as u64,
+            "observed"
+        );
         profiles::unobserve(&mut seen.state, &left_out);
         let mut desired = settle(desired, &target, &secrets, &seen, &runtime);
         if !opts.regions.is_empty() {

@@ -538,3 +538,47 @@ fn a_markdown_plan_fits_a_pull_request_comment() {
     assert!(!md.contains("Cut to fit"));
     assert!(md.ends_with("</details>\n"));
 }
+
+#[test]
+fn berth_log_debug_logs_each_engine_request_with_its_time_and_nothing_else_changes() {
+    if !crate::common::docker::available() {
+        return;
+    }
+    let s = crate::common::Scene::new();
+    s.spec("pods:\n  web: { image: \"x:1\" }\n");
+    let quiet = s.berth(&["plan"]).code(0);
+    assert!(
+        !quiet.stderr().contains("engine request"),
+        "{}",
+        quiet.stderr()
+    );
+    let logged = s
+        .berth_cmd(&["plan"])
+        .env("BERTH_LOG", "debug")
+        .run()
+        .code(0);
+    let err = logged.stderr();
+    assert!(
+        err.lines().any(|l| l.contains("engine request")
+            && l.contains("region=\"local\"")
+            && l.contains("call=\"list_containers\"")
+            && l.contains("ms=")),
+        "{err}"
+    );
+    assert!(err.contains("observed"), "{err}");
+    assert_eq!(
+        logged.stdout(),
+        quiet.stdout(),
+        "the plan itself is the same"
+    );
+    let bad = s
+        .berth_cmd(&["plan"])
+        .env("BERTH_LOG", "berth[")
+        .run()
+        .code(1);
+    assert!(
+        bad.stderr().contains("is not a log level or filter"),
+        "{}",
+        bad.stderr()
+    );
+}

@@ -65,7 +65,7 @@ impl Engine {
         &self,
         filters: HashMap<String, Vec<String>>,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
-        self.count();
+        let _request = self.request("list_containers");
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -135,7 +135,7 @@ impl Engine {
                 return Ok(Some(c));
             }
             // Any image will do: the container is never started.
-            self.count();
+            let _request = self.request("hold_name");
             let images = self
                 .docker
                 .list_images(None::<bollard::query_parameters::ListImagesOptions>)
@@ -155,7 +155,7 @@ impl Engine {
                 network_disabled: Some(true),
                 ..Default::default()
             };
-            self.count();
+            let _request = self.request("hold_name");
             let r = self
                 .docker
                 .create_container(
@@ -252,7 +252,7 @@ impl Engine {
 
     /// A container's current name, or `None` when it does not exist.
     pub async fn name_of(&self, id: &str) -> Result<Option<String>, EngineError> {
-        self.count();
+        let _request = self.request("name_of");
         let r = self
             .docker
             .inspect_container(
@@ -281,7 +281,7 @@ impl Engine {
         let mut body = body;
         body.labels = Some(self.with_region(body.labels.unwrap_or_default()));
         let created = self
-            .retrying(|| {
+            .retrying("create_container", || {
                 self.docker
                     .create_container(Some(options.clone()), body.clone())
             })
@@ -291,7 +291,7 @@ impl Engine {
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.retrying(|| {
+        self.retrying("start", || {
             self.docker
                 .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         })
@@ -305,7 +305,9 @@ impl Engine {
             ..Default::default()
         };
         match self
-            .retrying(|| self.docker.stop_container(id, Some(options.clone())))
+            .retrying("stop", || {
+                self.docker.stop_container(id, Some(options.clone()))
+            })
             .await
         {
             // Already stopped is stopped.
@@ -325,13 +327,15 @@ impl Engine {
         // "Removal already in progress" (a killed berth asked for it): retried until the
         // engine has finished it, when the container is gone (404), which is success.
         let r = self
-            .retrying(|| self.docker.remove_container(id, Some(options.clone())))
+            .retrying("remove", || {
+                self.docker.remove_container(id, Some(options.clone()))
+            })
             .await;
         self.found("remove container", r).map(|_| ())
     }
 
     pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
-        self.retrying(|| {
+        self.retrying("rename", || {
             self.docker.rename_container(
                 id,
                 RenameContainerOptions {
@@ -344,7 +348,7 @@ impl Engine {
     }
 
     pub async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        self.count();
+        let _request = self.request("state");
         let c = self
             .docker
             .inspect_container(

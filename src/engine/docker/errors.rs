@@ -192,7 +192,11 @@ impl Engine {
     /// Makes a call, and makes it again (with a growing pause, for a bounded time) while
     /// the engine answers that another operation on the object is in progress: the one
     /// place every mutating call goes through, in apply, undo and recover alike.
-    pub(super) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, bollard::errors::Error>
+    pub(super) async fn retrying<T, F, Fut>(
+        &self,
+        name: &'static str,
+        mut call: F,
+    ) -> Result<T, bollard::errors::Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
@@ -200,8 +204,11 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + IN_PROGRESS_RETRY;
         let mut pause = RETRY_PAUSE;
         loop {
-            self.count();
-            match call().await {
+            let answer = {
+                let _request = self.request(name);
+                call().await
+            };
+            match answer {
                 Err(e) if in_progress(&e) && tokio::time::Instant::now() + pause < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_PAUSE_MAX);

@@ -21,7 +21,7 @@ pub enum PullError {
 impl Engine {
     /// What the engine says of the image a name or tag stands for now.
     async fn inspect(&self, image: &str) -> Result<bollard::models::ImageInspect, EngineError> {
-        self.count();
+        let _request = self.request("inspect");
         self.docker
             .inspect_image(image)
             .await
@@ -46,7 +46,7 @@ impl Engine {
     /// The id of the image a name or tag stands for now, or `None` when the engine has
     /// no such image.
     pub async fn image_id_if_present(&self, image: &str) -> Result<Option<String>, EngineError> {
-        self.count();
+        let _request = self.request("image_id_if_present");
         let r = self.docker.inspect_image(image).await;
         Ok(self
             .found("inspect image", r)?
@@ -55,7 +55,7 @@ impl Engine {
 
     /// Pulls `image` (`name[:tag]`, `name@digest`); the registry's refusal, as it says it.
     pub async fn pull(&self, image: &str) -> Result<(), PullError> {
-        self.count();
+        let _request = self.request("pull");
         // Without a tag the engine would pull every tag of the repository.
         let last = image.rsplit('/').next().unwrap_or(image);
         let reference = if last.contains(':') || image.contains('@') {
@@ -91,7 +91,7 @@ impl Engine {
         dockerfile: &str,
         args: HashMap<String, String>,
     ) -> Result<(), EngineError> {
-        self.count();
+        let _request = self.request("build_image");
         let options = bollard::query_parameters::BuildImageOptions {
             dockerfile: dockerfile.to_owned(),
             t: Some(tag.to_owned()),

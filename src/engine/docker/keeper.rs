@@ -183,7 +183,7 @@ impl Engine {
             tag: Some(version.to_owned()),
             ..Default::default()
         };
-        self.count();
+        let _request = self.request("keeper_image");
         let mut stream =
             self.docker
                 .create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
@@ -223,9 +223,11 @@ impl Engine {
             labels: Some(self.with_region(labels)),
             ..Default::default()
         };
-        self.retrying(|| self.docker.create_volume(request.clone()))
-            .await
-            .map_err(|e| self.call_error("create volume", e))?;
+        self.retrying("create_secrets_volume", || {
+            self.docker.create_volume(request.clone())
+        })
+        .await
+        .map_err(|e| self.call_error("create volume", e))?;
         Ok(())
     }
 

@@ -218,7 +218,7 @@ impl Engine {
     async fn identity(&self) -> Result<&Identity, EngineError> {
         self.identity
             .get_or_try_init(|| async {
-                self.count();
+                let _request = self.request("identity");
                 let info = self
                     .docker
                     .info()
@@ -365,8 +365,16 @@ impl Engine {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn count(&self) {
+    /// Counts a request to the engine, named `call` (the function making it); logged with
+    /// its region and how long it took when the guard drops, at debug level
+    /// (`BERTH_LOG=debug`). Names and timings only: never a request's body.
+    fn request(&self, call: &'static str) -> Request<'_> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        Request {
+            region: &self.region,
+            call,
+            began: std::time::Instant::now(),
+        }
     }
 
     /// How many CPUs the engine has (`NCPU` of `/info`): the most a container may ask
@@ -401,6 +409,24 @@ fn api_at_least(api: &str, min: (u32, u32)) -> bool {
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= min
+}
+
+/// One request to an engine, logged when it is done (see [`Engine::request`]).
+struct Request<'a> {
+    region: &'a str,
+    call: &'static str,
+    began: std::time::Instant,
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        tracing::debug!(
+            region = self.region,
+            call = self.call,
+            ms = format!("{:.1}", self.began.elapsed().as_secs_f64() * 1000.0),
+            "engine request"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub struct ObjectInfo {
 impl Engine {
     /// Every network of the project, in one call.
     pub async fn networks(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
-        self.count();
+        let _request = self.request("networks");
         let list = self
             .docker
             .list_networks(Some(ListNetworksOptions {
@@ -86,7 +86,7 @@ impl Engine {
 
     /// Every volume of the project, in one call.
     pub async fn volumes(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
-        self.count();
+        let _request = self.request("volumes");
         let list = self
             .docker
             .list_volumes(Some(ListVolumesOptions {
@@ -112,7 +112,7 @@ impl Engine {
         kind: ObjectKind,
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        self.count();
+        let _request = self.request("labels_of");
         let result = match kind {
             ObjectKind::Network => self
                 .docker
@@ -146,9 +146,11 @@ impl Engine {
             labels: Some(self.with_region(labels)),
             ..Default::default()
         };
-        self.retrying(|| self.docker.create_network(request.clone()))
-            .await
-            .map_err(|e| self.call_error("create network", e))?;
+        self.retrying("create_network", || {
+            self.docker.create_network(request.clone())
+        })
+        .await
+        .map_err(|e| self.call_error("create network", e))?;
         Ok(())
     }
 
@@ -160,7 +162,7 @@ impl Engine {
         network: &str,
         alias: &str,
     ) -> Result<(), EngineError> {
-        self.retrying(|| {
+        self.retrying("reconnect_with_alias", || {
             self.docker.disconnect_network(
                 network,
                 bollard::models::NetworkDisconnectRequest {
@@ -171,7 +173,7 @@ impl Engine {
         })
         .await
         .map_err(|e| self.call_error("disconnect network", e))?;
-        self.retrying(|| {
+        self.retrying("reconnect_with_alias", || {
             self.docker.connect_network(
                 network,
                 bollard::models::NetworkConnectRequest {
@@ -191,7 +193,10 @@ impl Engine {
     /// remove because containers are attached to it (403 `has active endpoints`) is
     /// [`NetworkRemoval::InUse`], not an error: the caller finds out whose they are.
     pub async fn remove_network(&self, name: &str) -> Result<NetworkRemoval, EngineError> {
-        match self.retrying(|| self.docker.remove_network(name)).await {
+        match self
+            .retrying("remove_network", || self.docker.remove_network(name))
+            .await
+        {
             Err(e) if active_endpoints(&e) => Ok(NetworkRemoval::InUse),
             r => self
                 .found("remove network", r)
@@ -209,16 +214,18 @@ impl Engine {
             labels: Some(self.with_region(labels)),
             ..Default::default()
         };
-        self.retrying(|| self.docker.create_volume(request.clone()))
-            .await
-            .map_err(|e| self.call_error("create volume", e))?;
+        self.retrying("create_volume", || {
+            self.docker.create_volume(request.clone())
+        })
+        .await
+        .map_err(|e| self.call_error("create volume", e))?;
         Ok(())
     }
 
     /// Removes a volume; one that is already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let r = self
-            .retrying(|| {
+            .retrying("remove_volume", || {
                 self.docker
                     .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
             })

@@ -70,6 +70,7 @@ impl Berth {
             .env_remove("BERTH_FILE")
             .env_remove("BERTH_IDENTITY")
             .env_remove("BERTH_STATE_DIR")
+            .env_remove("BERTH_LOG")
             .env("BERTH_STATE_HOME", state_home())
             .env("BERTH_UNIT_DIR", unit_dir());
         Berth { cmd, stdin: None }
