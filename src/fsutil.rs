@@ -63,10 +63,10 @@ fn create_temporary(
     Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name was free")))
 }
 
-/// 16 hex digits from the kernel's random source.
+/// 16 hex digits from the system's random source.
 fn random_suffix() -> std::io::Result<String> {
     let mut bytes = [0u8; 8];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
     Ok(crate::encode::hex(&bytes))
 }
 

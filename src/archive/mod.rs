@@ -90,8 +90,7 @@ pub fn new_id(at_millis: u128) -> String {
     let (y, m, d) = crate::clock::civil(at);
     let rem = at % 86_400;
     let mut r = [0u8; 3];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r));
+    let _ = getrandom::fill(&mut r);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{:02x}{:02x}{:02x}",
         rem / 3600,

@@ -295,14 +295,12 @@ fn find<'s>(spec: &'s Spec, name: &str) -> Result<&'s crate::spec::Secret, OpErr
 
 fn random_value() -> Result<Plaintext, OpError> {
     let mut bytes = Zeroizing::new([0u8; 32]);
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut *bytes))
-        .map_err(|e| {
-            failure(
-                format!("cannot read /dev/urandom: {e}"),
-                "this machine has no random source",
-            )
-        })?;
+    getrandom::fill(&mut *bytes).map_err(|e| {
+        failure(
+            format!("cannot read the system's random source: {e}"),
+            "this machine has no random source",
+        )
+    })?;
     let mut hex = Zeroizing::new(String::with_capacity(64));
     for b in bytes.iter() {
         use std::fmt::Write as _;

@@ -20,13 +20,10 @@ pub fn volume_name(container: &str) -> String {
     )
 }
 
-/// 16 random hex digits (the kernel's random source; the clock and pid without it).
+/// 16 random hex digits (the system's random source; the clock and pid without it).
 pub(crate) fn token() -> String {
     let mut bytes = [0u8; 8];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok();
-    if !ok {
+    if getrandom::fill(&mut bytes).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
