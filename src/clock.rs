@@ -10,70 +10,42 @@ pub fn now() -> u64 {
 
 /// `2026-11-22 04:05:06 UTC` for seconds since the epoch.
 pub fn format_time(secs: u64) -> String {
-    let (date, time) = date_and_time(secs);
-    format!("{date} {time} UTC")
+    timestamp(secs).strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// `2026-11-22T04:05:06Z` (RFC 3339, UTC) for seconds since the epoch.
 pub fn rfc3339(secs: u64) -> String {
-    let (date, time) = date_and_time(secs);
-    format!("{date}T{time}Z")
+    timestamp(secs).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// `2026-11-22` and `04:05:06`.
-fn date_and_time(secs: u64) -> (String, String) {
-    let (y, m, d) = civil(secs);
-    let rem = secs % 86_400;
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60),
-    )
+/// Seconds since the epoch as a timestamp (the latest one jiff knows for later ones).
+fn timestamp(secs: u64) -> jiff::Timestamp {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
 }
 
 /// The UTC calendar date (year, month, day) of seconds since the epoch.
 pub fn civil(secs: u64) -> (i64, i64, i64) {
-    let days = secs / 86_400;
-    // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian, UTC.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d)
+    let date = timestamp(secs).to_zoned(jiff::tz::TimeZone::UTC).date();
+    (
+        i64::from(date.year()),
+        i64::from(date.month()),
+        i64::from(date.day()),
+    )
 }
 
 /// Seconds and nanoseconds since the epoch of a UTC time as the engine writes it
 /// (`2026-12-06T23:35:28.123456789Z`); `None` for another form or a time before the epoch
 /// (the engine's `0001-01-01T00:00:00Z` for never).
 pub fn parse_utc(t: &str) -> Option<(u64, u32)> {
-    let t = t.strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || frac.len() > 9 {
+    if !t.ends_with('Z') {
         return None;
     }
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        frac.parse::<u32>().ok()? * 10u32.pow(9 - frac.len() as u32)
-    };
-    // Days from civil (Howard Hinnant's algorithm), the inverse of `civil`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    Some((u64::try_from(secs).ok()?, nanos))
+    let ts: jiff::Timestamp = t.parse().ok()?;
+    let secs = u64::try_from(ts.as_second()).ok()?;
+    Some((secs, u32::try_from(ts.subsec_nanosecond()).ok()?))
 }
 
 #[cfg(test)]
