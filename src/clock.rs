@@ -10,7 +10,9 @@ pub fn now() -> u64 {
 
 /// `2026-11-22 04:05:06 UTC` for seconds since the epoch.
 pub fn format_time(secs: u64) -> String {
-    timestamp(secs).strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+    timestamp(secs)
+        .strftime("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
 }
 
 /// `2026-11-22T04:05:06Z` (RFC 3339, UTC) for seconds since the epoch.

@@ -316,8 +316,16 @@ fn carry_out(
     Ok(Outcome::Applied(applied))
 }
 
+/// The version of the JSON lines of `apply`, `destroy`, `rollback` and `restart` with
+/// `--format json` (docs/json.md), on every line.
+pub const EVENTS_FORMAT: u32 = 1;
+
 fn json_line(value: &serde_json::Value) {
-    print(&format!("{value}\n"));
+    let mut line = serde_json::json!({ "format_version": EVENTS_FORMAT });
+    if let (Some(out), Some(fields)) = (line.as_object_mut(), value.as_object()) {
+        out.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    print(&format!("{line}\n"));
 }
 
 /// One spinner per resource in flight, with its elapsed time; other events print above.

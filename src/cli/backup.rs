@@ -31,6 +31,9 @@ pub enum Command {
     List {
         /// Only this backup name.
         name: Option<String>,
+        /// `json`: the list as data (docs/json.md).
+        #[arg(long, value_enum, default_value_t = ListFormat::Human)]
+        format: ListFormat,
     },
     /// Read backups back whole: decrypt, decompress, walk the tar, compare the hashes.
     Verify {
@@ -79,7 +82,7 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             };
             take(&b, names)
         }
-        Command::List { name } => list(&b, name),
+        Command::List { name, format } => list(&b, name, format),
         Command::Verify { id, all } => verify(&b, id.as_deref(), all),
         Command::Restore { name, id, dry_run } => {
             // The pods come back (and an unwind brings them back) through a session.
@@ -143,11 +146,24 @@ fn take(b: &Backups, names: Vec<String>) -> Result<u8, OpError> {
 }
 
 /// `backup list`: a table of the backups of each name (or of `name`).
-fn list(b: &Backups, name: Option<String>) -> Result<u8, OpError> {
+/// How `backup list` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Human,
+    Json,
+}
+
+/// The version of `backup list --format json` (docs/json.md).
+pub const LIST_FORMAT: u32 = 1;
+
+fn list(b: &Backups, name: Option<String>, format: ListFormat) -> Result<u8, OpError> {
     let names = match name {
         Some(n) => vec![n],
         None => b.names(),
     };
+    if format == ListFormat::Json {
+        return list_json(b, &names);
+    }
     let mut out = format!(
         "{:<12} {:<27} {:<23} {:>10} {:>7}  {}\n",
         "backup", "id", "taken", "size", "ratio", "verified"
@@ -187,6 +203,53 @@ fn list(b: &Backups, name: Option<String>) -> Result<u8, OpError> {
         }
     }
     print(&out);
+    Ok(exit::OK)
+}
+
+/// `backup list --format json`: each backup's manifest facts, the incomplete and the
+/// damaged, by name.
+fn list_json(b: &Backups, names: &[String]) -> Result<u8, OpError> {
+    use crate::clock::rfc3339;
+    let (mut backups, mut incomplete, mut damaged) = (Vec::new(), Vec::new(), Vec::new());
+    for name in names {
+        let spec = b.get(name)?;
+        for m in b.list(name)? {
+            backups.push(serde_json::json!({
+                "name": name,
+                "id": m.id,
+                "store": spec.store.value,
+                "source": m.source,
+                "taken_at": rfc3339(m.created_at),
+                "revision": m.revision,
+                "plain_bytes": m.plain_bytes,
+                "stored_bytes": m.stored_bytes,
+                "verified": m.verified,
+                "safety_copy": m.safety,
+            }));
+        }
+        let store = b.store(spec)?;
+        for i in store.incomplete(name)? {
+            incomplete.push(serde_json::json!({
+                "name": name,
+                "id": i.id,
+                "bytes": i.bytes,
+                "modified_at": rfc3339(i.modified),
+            }));
+        }
+        for (file, why) in store.damaged(name) {
+            damaged.push(serde_json::json!({ "name": name, "file": file, "reason": why }));
+        }
+    }
+    let doc = serde_json::json!({
+        "format_version": LIST_FORMAT,
+        "backups": backups,
+        "incomplete": incomplete,
+        "damaged": damaged,
+    });
+    print(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    ));
     Ok(exit::OK)
 }
 

@@ -108,12 +108,20 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
     Ok(exit::OK)
 }
 
+/// The version of `history --format json` (docs/json.md).
+pub const HISTORY_FORMAT: u32 = 1;
+
 pub fn history(file: &Path, state_dir: Option<&Path>, args: HistoryArgs) -> Result<u8, OpError> {
     let (project, dir) = state_of(file, state_dir)?;
     let list = revisions::list(&dir)?;
     match args.format {
         HistoryFormat::Json => {
-            let mut text = serde_json::to_string_pretty(&list).unwrap_or_default();
+            let doc = serde_json::json!({
+                "format_version": HISTORY_FORMAT,
+                "project": project,
+                "revisions": list,
+            });
+            let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             text.push('\n');
             print(&text);
         }

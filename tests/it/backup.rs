@@ -67,6 +67,30 @@ fn a_live_volume_backed_up_opens_without_berth_identical_by_hash() {
     assert_eq!(tree(&out), tree(&src));
     let list = s.berth(&["backup", "list"]).code(0).stdout();
     assert!(list.contains(" yes"), "{list}");
+    // The same as data: the manifest's facts, the store, the time in RFC 3339.
+    let json: serde_json::Value = serde_json::from_str(
+        &s.berth(&["backup", "list", "--format", "json"])
+            .code(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(json["format_version"], 1, "{json}");
+    let listed = &json["backups"][0];
+    assert_eq!(listed["name"], "data", "{json}");
+    assert_eq!(listed["id"], id_of(&data[0]).as_str(), "{json}");
+    assert_eq!(listed["verified"], true, "{json}");
+    assert_eq!(
+        listed["stored_bytes"].as_u64(),
+        Some(std::fs::metadata(&data[0]).unwrap().len()),
+        "{json}"
+    );
+    assert!(
+        listed["taken_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+        "{json}"
+    );
+    assert_eq!(json["incomplete"], serde_json::json!([]));
     s.berth(&["backup", "verify", "--all"]).code(0);
 
     // The volume changes; the backup is restored into a fresh volume, identical by hash.
@@ -598,6 +622,13 @@ fn a_backup_killed_before_its_manifest_is_listed_as_incomplete_and_removed_by_pr
         .find(|l| l.contains(&first))
         .unwrap_or_else(|| panic!("{list}"));
     assert!(line.contains("incomplete"), "{list}");
+    let json: serde_json::Value = serde_json::from_str(
+        &s.berth(&["backup", "list", "--format", "json"])
+            .code(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(json["incomplete"][0]["id"], first.as_str(), "{json}");
     let r = s.berth(&["backup", "prune"]).code(0).stderr();
     assert!(
         pruned(&r, "keep")

@@ -67,8 +67,8 @@ fn a_job_runs_before_the_pods_it_gates_and_a_failed_job_stops_the_apply_before_t
     assert!(docker::secrets_mount_of(&job).is_some());
     assert_eq!(docker::keepers_of(&s.project.0), Vec::new());
     // The revision keeps the job's output (the secret file's mode, not its value).
-    let history: serde_json::Value =
-        serde_json::from_str(&s.berth(&["history", "--format", "json"]).code(0).stdout()).unwrap();
+    let history =
+        crate::common::revisions(&s.berth(&["history", "--format", "json"]).code(0).stdout());
     let output = history[0]["jobs"]["job.migrate"]
         .as_str()
         .unwrap()

@@ -85,14 +85,9 @@ fn a_pod_of_a_profile_runs_only_when_its_profile_is_chosen_and_is_otherwise_left
     );
 
     // The revisions record the profiles they were applied with.
-    let history: serde_json::Value =
-        serde_json::from_str(&s.berth(&["history", "--format", "json"]).code(0).stdout()).unwrap();
-    let profiles: Vec<&serde_json::Value> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["profiles"])
-        .collect();
+    let history =
+        crate::common::revisions(&s.berth(&["history", "--format", "json"]).code(0).stdout());
+    let profiles: Vec<&serde_json::Value> = history.iter().map(|r| &r["profiles"]).collect();
     assert_eq!(
         profiles,
         vec![

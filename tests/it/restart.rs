@@ -33,9 +33,7 @@ fn nanos(t: &str) -> String {
 }
 
 fn revisions(s: &Scene) -> usize {
-    let v: serde_json::Value =
-        serde_json::from_str(&s.berth(&["history", "--format", "json"]).code(0).stdout()).unwrap();
-    v.as_array().unwrap().len()
+    crate::common::revisions(&s.berth(&["history", "--format", "json"]).code(0).stdout()).len()
 }
 
 #[test]
@@ -66,6 +64,11 @@ fn restart_starts_each_replica_again_through_its_gate_one_at_a_time() {
     assert!(
         at("pod.api[0]", "done") < at("pod.api[1]", "started"),
         "{}",
+        r.stdout()
+    );
+    assert!(
+        events.iter().all(|e| e["format_version"] == 1),
+        "every line is versioned: {}",
         r.stdout()
     );
     let plan = &events[0]["plan"];

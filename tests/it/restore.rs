@@ -297,7 +297,7 @@ fn a_pod_brought_back_by_a_restore_is_labelled_as_an_apply_labels_it() {
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
     // And the history names the restore.
     let history = s.berth(&["history", "--format", "json"]).code(0).stdout();
-    let list: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    let list = crate::common::revisions(&history);
     assert_eq!(
         list.last().unwrap()["command"],
         "berth backup restore data",
@@ -328,7 +328,7 @@ fn a_pod_brought_back_by_a_restore_carries_the_revision_label_an_apply_gives() {
     // The labels of an apply, with the revision the last command recorded.
     let expected = |s: &Scene, command: &str| {
         let history = s.berth(&["history", "--format", "json"]).code(0).stdout();
-        let list: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+        let list = crate::common::revisions(&history);
         let last = list.last().unwrap();
         assert_eq!(last["command"], command, "{history}");
         let mut want = applied.clone();

@@ -125,7 +125,7 @@ fn a_region_failing_its_gate_puts_every_region_back_by_default() {
     );
     // No revision was recorded for the failed apply.
     let history = t.scene.berth(&["history", "--format", "json"]).code(0);
-    let revisions: Vec<serde_json::Value> = serde_json::from_str(&history.stdout()).unwrap();
+    let revisions = crate::common::revisions(&history.stdout());
     assert_eq!(revisions.len(), 1);
 }
 
@@ -154,7 +154,7 @@ fn with_halt_the_regions_done_keep_the_new_revision_and_plan_shows_the_rest() {
         [("pod.web-ord@ord".to_owned(), Action::Replace)]
     );
     let history = t.scene.berth(&["history", "--format", "json"]).code(0);
-    let revisions: Vec<serde_json::Value> = serde_json::from_str(&history.stdout()).unwrap();
+    let revisions = crate::common::revisions(&history.stdout());
     let last = revisions.last().unwrap();
     assert_eq!(last["revision"], 2);
     assert_eq!(last["regions"], serde_json::json!(["iad"]));
@@ -197,7 +197,7 @@ fn region_limits_plan_and_apply_to_the_regions_named() {
         .berth(&["plan", "--region", "ord", "--detailed-exitcode"])
         .code(0);
     let history = t.scene.berth(&["history", "--format", "json"]).code(0);
-    let revisions: Vec<serde_json::Value> = serde_json::from_str(&history.stdout()).unwrap();
+    let revisions = crate::common::revisions(&history.stdout());
     assert_eq!(
         revisions.last().unwrap()["regions"],
         serde_json::json!(["ord"])
@@ -303,7 +303,7 @@ fn a_halted_rollout_killed_at_every_journal_boundary_recovers_to_a_consistent_st
     assert_eq!(records[commit_at - 1]["halted_at"], "ord");
     let revisions = |t: &TwoRegions| -> Vec<serde_json::Value> {
         let h = t.scene.berth(&["history", "--format", "json"]).code(0);
-        serde_json::from_str(&h.stdout()).unwrap()
+        crate::common::revisions(&h.stdout())
     };
     for kill_at in 1..=records.len() {
         t.write(halt, "v1", "");

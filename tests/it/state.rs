@@ -289,7 +289,7 @@ fn rollback_to_an_earlier_revision_runs_its_exact_images_again() {
     );
     // The rollback is revision 4, and the spec file (revision 3) now differs from it.
     let json = s.berth(&["history", "--format", "json"]).code(0).stdout();
-    let revisions: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let revisions = crate::common::revisions(&json);
     assert_eq!(revisions.len(), 4);
     assert_eq!(revisions[3]["command"], "berth rollback --to 1");
     assert_eq!(revisions[3]["images"]["pod.web"], serde_json::json!(ids[0]));

@@ -55,6 +55,14 @@ pub fn store_root(tag: &str) -> PathBuf {
     parent.join(tag)
 }
 
+/// The revisions of `berth history --format json` (format 1, checked).
+pub fn revisions(json: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("history json: {e}: {json}"));
+    assert_eq!(v["format_version"], 1, "{json}");
+    v["revisions"].as_array().cloned().unwrap_or_default()
+}
+
 pub struct Berth {
     cmd: Command,
     stdin: Option<Vec<u8>>,
