@@ -1,17 +1,23 @@
-//! Notifications: a JSON POST of an apply's outcome to a webhook (`--notify URL` or the
-//! spec's `notify:`). Best effort by design: a webhook that fails or hangs (5 s) is a
-//! warning, never a failed apply. The payload holds the outcome, never a secret value.
+//! Notifications: the outcome of an apply POSTed to a webhook (`--notify URL` or the spec's
+//! `notify:`), as JSON, or as a Slack message (`notify: { slack: URL }`). Best effort by
+//! design: a webhook that fails or hangs is a warning, never a failed apply. The payload
+//! holds the outcome, never a secret value.
 //!
-//! Plain `http://` only: berth carries no TLS stack yet. An https service is reached
-//! through a relay on the host or the private network.
+//! `http://` and `https://`, through hyper-util's client with rustls, trusting the
+//! system's roots (and `SSL_CERT_FILE` / `SSL_CERT_DIR`, as OpenSSL does). Each attempt
+//! has 5 s; a failure that may pass (no answer, a refused connection, a 5xx or 429 answer)
+//! is tried again, 3 attempts in all, so a notification never holds berth more than 20 s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Bytes;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPTS: u32 = 3;
+const PAUSE: Duration = Duration::from_millis(500);
 
-/// Where to POST: host, port and path of an `http://` URL.
+/// Where to POST: host, port and path of an `http://` or `https://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
@@ -19,14 +25,26 @@ pub struct Target {
     pub path: String,
 }
 
+/// What a webhook is sent: berth's JSON, or a Slack message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Slack,
+}
+
+/// A webhook and what it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    pub url: String,
+    pub format: Format,
+}
+
 /// Why a URL is not a webhook berth can call.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("not a URL ({0})")]
     NotAUrl(#[from] hyper::http::uri::InvalidUri),
-    #[error("https is not supported yet (berth has no TLS stack)")]
-    Https,
-    #[error("it must start with `http://`")]
+    #[error("it must start with `http://` or `https://`")]
     NotHttp,
     #[error("it has no host")]
     NoHost,
@@ -40,11 +58,12 @@ pub enum PostError {
     /// No runtime to send it on.
     #[error("{0}")]
     Runtime(std::io::Error),
+    /// No TLS configuration (no usable root certificate on this machine).
     #[error("{0}")]
-    Connect(std::io::Error),
-    /// The HTTP exchange (handshake or request) failed.
+    Tls(String),
+    /// The connection or the HTTP exchange failed.
     #[error("{0}")]
-    Http(#[from] hyper::Error),
+    Send(#[from] hyper_util::client::legacy::Error),
     #[error("{0}")]
     Request(#[from] hyper::http::Error),
     #[error("it answered {status}")]
@@ -53,14 +72,25 @@ pub enum PostError {
     Timeout(Duration),
 }
 
+impl PostError {
+    /// Whether another attempt may go through.
+    fn passing(&self) -> bool {
+        match self {
+            PostError::Send(_) | PostError::Timeout(_) => true,
+            PostError::Status { status } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
 impl Target {
     pub fn parse(url: &str) -> Result<Target, TargetError> {
         let uri: hyper::Uri = url.parse()?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(TargetError::Https),
+        let port = match uri.scheme_str() {
+            Some("http") => 80,
+            Some("https") => 443,
             _ => return Err(TargetError::NotHttp),
-        }
+        };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -70,7 +100,7 @@ impl Target {
             .to_owned();
         Ok(Target {
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(port),
             path: uri
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
@@ -78,44 +108,132 @@ impl Target {
     }
 }
 
-/// POSTs `body` as JSON; the status, or why it failed.
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// A client for `http://` and `https://`, trusting the system's roots.
+fn client() -> Result<Client, PostError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(PostError::Tls(
+            "no root certificate on this machine (install ca-certificates, or set SSL_CERT_FILE)"
+                .into(),
+        ));
+    }
+    // ring, as for the engines' TLS (see engine::docker::transport).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PostError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
+/// POSTs `body` as JSON, tried again while a failure may pass; the status, or why the
+/// last attempt failed.
 pub async fn post(url: &str, body: &serde_json::Value) -> Result<u16, PostError> {
-    let t = Target::parse(url)?;
-    let attempt = async {
-        let stream = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
+    Target::parse(url)?;
+    let client = client()?;
+    let mut attempt = 1;
+    loop {
+        let result = tokio::time::timeout(TIMEOUT, once(&client, url, body))
             .await
-            .map_err(PostError::Connect)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let request = hyper::Request::post(t.path.as_str())
-            .header(hyper::header::HOST, t.host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("berth/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(http_body_util::Full::new(Bytes::from(body.to_string())))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        if (200..300).contains(&status) {
-            Ok(status)
-        } else {
-            Err(PostError::Status { status })
+            .unwrap_or(Err(PostError::Timeout(TIMEOUT)));
+        match result {
+            Err(e) if e.passing() && attempt < ATTEMPTS => {
+                tokio::time::sleep(PAUSE * attempt).await;
+                attempt += 1;
+            }
+            r => return r,
         }
+    }
+}
+
+async fn once(client: &Client, url: &str, body: &serde_json::Value) -> Result<u16, PostError> {
+    let request = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("berth/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(PostError::Status { status })
+    }
+}
+
+/// A Slack message (`text`, in Slack's markup) saying what berth's JSON `body` says.
+pub fn slack_message(body: &serde_json::Value) -> serde_json::Value {
+    let text = |k: &str| body[k].as_str().unwrap_or("?").to_owned();
+    let outcome = text("outcome");
+    let mark = match outcome.as_str() {
+        "applied" | "no_changes" => ":white_check_mark:",
+        "cancelled" => ":grey_question:",
+        _ => ":x:",
     };
-    tokio::time::timeout(TIMEOUT, attempt)
-        .await
-        .map_err(|_| PostError::Timeout(TIMEOUT))?
+    let mut line = format!(
+        "{mark} `{}` of *{}* on `{}`: *{}*",
+        text("command"),
+        text("project"),
+        text("host"),
+        outcome.replace('_', " ")
+    );
+    if let Some(r) = body["revision"].as_u64() {
+        line.push_str(&format!(", revision {r}"));
+    }
+    let c = &body["changes"];
+    let count = |k: &str| c[k].as_u64().unwrap_or(0);
+    line.push_str(&format!(
+        " ({} to create, {} to update, {} to replace, {} to delete, {} to heal)",
+        count("create"),
+        count("update"),
+        count("replace"),
+        count("delete"),
+        count("heal")
+    ));
+    if let Some(ms) = body["duration_ms"].as_u64() {
+        line.push_str(&format!(" in {:.1} s", ms as f64 / 1000.0));
+    }
+    if let Some(e) = body["error"].as_str() {
+        line.push_str(&format!("\n>{}", e.replace('\n', "\n>")));
+    }
+    serde_json::json!({ "text": line })
 }
 
 /// Sends, on a runtime of its own; a failure is returned as the warning to print.
-pub fn send(url: &str, body: &serde_json::Value) -> Option<PostError> {
+pub fn send(hook: &Hook, body: &serde_json::Value) -> Option<PostError> {
     let runtime = match crate::engine::runtime() {
         Ok(r) => r,
         Err(e) => return Some(PostError::Runtime(e)),
     };
-    runtime.block_on(post(url, body)).err()
+    let payload = match hook.format {
+        Format::Json => body.clone(),
+        Format::Slack => slack_message(body),
+    };
+    runtime.block_on(post(&hook.url, &payload)).err()
 }
 
 #[cfg(test)]
@@ -133,13 +251,22 @@ mod tests {
             }
         );
         assert_eq!(Target::parse("http://127.0.0.1").unwrap().path, "/");
-        assert!(
-            Target::parse("https://hooks.slack.example/x")
-                .unwrap_err()
-                .to_string()
-                .contains("https")
-        );
+        assert_eq!(Target::parse("https://hooks.internal/x").unwrap().port, 443);
         assert!(Target::parse("ftp://x/y").is_err());
         assert!(Target::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn a_slack_message_says_the_outcome_in_one_line() {
+        let body = serde_json::json!({
+            "event": "berth.apply", "project": "shop", "command": "berth apply",
+            "host": "web1", "outcome": "rolled_back", "revision": null,
+            "changes": { "create": 1, "update": 0, "replace": 2, "delete": 0, "heal": 0 },
+            "duration_ms": 12345, "error": "`pod.api` failed its `healthy` gate",
+        });
+        assert_eq!(
+            slack_message(&body)["text"],
+            ":x: `berth apply` of *shop* on `web1`: *rolled back* (1 to create, 0 to update, 2 to replace, 0 to delete, 0 to heal) in 12.3 s\n>`pod.api` failed its `healthy` gate"
+        );
     }
 }

@@ -44,8 +44,8 @@ pub struct Args {
     /// failing at once.
     #[arg(long, value_name = "DURATION", value_parser = super::duration)]
     pub lock_wait: Option<Duration>,
-    /// POST the outcome as JSON to this webhook (`http://...`), instead of the spec's
-    /// `notify:`. A failing webhook is a warning, never a failed apply.
+    /// POST the outcome as JSON to this webhook (`https://...` or `http://...`), instead
+    /// of the spec's `notify:`. A failing webhook is a warning, never a failed apply.
     #[arg(long, value_name = "URL")]
     pub notify: Option<String>,
     /// Apply only this region (repeatable): the other regions' engines are not even
@@ -157,14 +157,14 @@ pub fn run_saved(
     }
     print_warnings(&session.project.report);
     let started = std::time::Instant::now();
-    let notify = session.notify_url(args.notify.as_deref());
+    let notify = session.notify_hook(args.notify.as_deref());
     let verb = match (&target.restart, goal) {
         (Some(_), _) => "Restart",
         (None, Goal::Nothing) => "Destroy",
         (None, Goal::Spec) => "Apply",
     };
     let result = carry_out(&session, args, verb, saved.as_ref());
-    if let Some(url) = notify {
+    if let Some(hook) = notify {
         let outcome = match &result {
             Ok(Outcome::Applied(_)) => "applied",
             Ok(Outcome::NothingToDo) => "no_changes",
@@ -187,6 +187,7 @@ pub fn run_saved(
         };
         let error = result.as_ref().err().map(ToString::to_string);
         let body = serde_json::json!({
+            "format_version": EVENTS_FORMAT,
             "event": "berth.apply",
             "project": session.project.spec.project.value,
             "command": command,
@@ -197,9 +198,9 @@ pub fn run_saved(
             "duration_ms": started.elapsed().as_millis() as u64,
             "error": error,
         });
-        if let Some(why) = crate::notify::send(&url, &body) {
+        if let Some(why) = crate::notify::send(&hook, &body) {
             // The host only: a webhook's path is often its token.
-            let host = crate::notify::Target::parse(&url).map_or_else(
+            let host = crate::notify::Target::parse(&hook.url).map_or_else(
                 |_| "the webhook".to_owned(),
                 |t| format!("{}:{}", t.host, t.port),
             );

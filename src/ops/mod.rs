@@ -253,10 +253,14 @@ impl Session {
         )
     }
 
-    /// The webhook to tell the outcome: `--notify`, else the spec's `notify:`.
-    pub fn notify_url(&self, flag: Option<&str>) -> Option<String> {
-        flag.map(str::to_owned)
-            .or_else(|| self.project.spec.notify.as_ref().map(|n| n.value.clone()))
+    /// The webhook to tell the outcome: `--notify` (berth's JSON), else the spec's
+    /// `notify:`.
+    pub fn notify_hook(&self, flag: Option<&str>) -> Option<crate::notify::Hook> {
+        let flag = flag.map(|url| crate::notify::Hook {
+            url: url.to_owned(),
+            format: crate::notify::Format::Json,
+        });
+        flag.or_else(|| self.project.spec.notify.as_ref().map(|n| n.value.hook()))
     }
 
     /// The command this session's apply is recorded as (in the journal and the revision),

@@ -236,6 +236,17 @@ fn yaml_diagnostic(err: &serde_saphyr::Error, text: &str) -> Diagnostic {
             format!("expected {}, found {unexpected}", plain_type(expected)),
             "fix the value at the marked place; docs/spec.md describes each field".to_owned(),
         ),
+        _ if UserMessageFormatter
+            .format_message(err)
+            .contains("untagged enum Notify") =>
+        {
+            (
+                "yaml",
+                "`notify` is a URL or a Slack webhook".to_owned(),
+                "write `notify: https://host/path` (berth's JSON) or `notify: { slack: URL }`"
+                    .to_owned(),
+            )
+        }
         _ => (
             "yaml",
             first_lower(&UserMessageFormatter.format_message(err)),

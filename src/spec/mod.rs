@@ -82,10 +82,11 @@ pub struct Spec {
     /// Encrypted, verified, scheduled backups.
     #[serde(default)]
     pub backups: NamedMap<Backup>,
-    /// A webhook (`http://host[:port]/path`) that receives a JSON POST with the outcome of
-    /// every apply, destroy and rollback. A failing webhook never fails the apply.
+    /// A webhook that receives the outcome of every apply, destroy, rollback and restart:
+    /// `https://host/path` gets berth's JSON, `{ slack: URL }` a Slack message. A failing
+    /// webhook never fails the apply.
     #[serde(default)]
-    pub notify: Option<Sp<String>>,
+    pub notify: Option<Sp<Notify>>,
     /// How an apply goes over several regions: one region after the other (the primary
     /// first), and what happens to the regions already done when one fails.
     #[serde(default)]
@@ -291,6 +292,40 @@ pub struct Volume {
     /// Created outside berth: berth mounts it but never creates or removes it.
     #[serde(default)]
     pub external: bool,
+}
+
+/// Where outcomes are sent: a URL (berth's JSON), or a Slack incoming webhook.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Notify {
+    /// `http(s)://host[:port]/path`: a JSON POST (docs/json.md shows the body).
+    Url(String),
+    /// `{ slack: URL }`: a Slack incoming webhook, sent a one-line message.
+    Slack(SlackHook),
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackHook {
+    /// The incoming webhook's URL.
+    pub slack: String,
+}
+
+impl Notify {
+    /// The webhook, and what it is sent.
+    pub fn hook(&self) -> crate::notify::Hook {
+        use crate::notify::{Format, Hook};
+        match self {
+            Notify::Url(url) => Hook {
+                url: url.clone(),
+                format: Format::Json,
+            },
+            Notify::Slack(s) => Hook {
+                url: s.slack.clone(),
+                format: Format::Slack,
+            },
+        }
+    }
 }
 
 /// A container (or several replicas of one).

@@ -20,6 +20,7 @@ mod jobs;
 mod live;
 mod logs;
 mod nginx_image;
+mod notify;
 mod plan_cases;
 mod profiles;
 mod proxy;

@@ -286,12 +286,14 @@ impl Checker<'_> {
     }
 
     fn notify(&mut self) {
-        let Some(url) = &self.spec.notify else { return };
-        if let Err(why) = crate::notify::Target::parse(&url.value) {
+        let Some(notify) = &self.spec.notify else {
+            return;
+        };
+        if let Err(why) = crate::notify::Target::parse(&notify.value.hook().url) {
             self.push(
                 Diagnostic::error("invalid-notify", format!("`notify` is not a webhook berth can call: {why}"))
-                    .at(url.span, "here")
-                    .help("give `http://host[:port]/path`; for an https service, point it at a relay on the host or the private network"),
+                    .at(notify.span, "here")
+                    .help("give `https://host[:port]/path` (berth's JSON) or `{ slack: URL }` (a Slack message)"),
             );
         }
     }

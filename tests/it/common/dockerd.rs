@@ -259,7 +259,7 @@ pub fn stranger_client() -> (String, String) {
 }
 
 /// A CA: its certificate (PEM) and what signs with it.
-fn make_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+pub fn make_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -275,7 +275,7 @@ fn make_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
     (cert.pem(), rcgen::Issuer::new(params, key))
 }
 
-fn sign(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, server: bool) -> (String, String) {
+pub fn sign(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, server: bool) -> (String, String) {
     let names = if server {
         vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
     } else {

@@ -103,6 +103,11 @@ impl Berth {
         self
     }
 
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
     pub fn dir(mut self, dir: &Path) -> Self {
         self.cmd.current_dir(dir);
         self
