@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 if [ -z "${BERTH:-}" ]; then
-  # The first run compiles berth in release mode (about 5 minutes on 2 cores); cargo's own
+  # The first run compiles berth in release mode (5 to 10 minutes on 2 cores); cargo's own
   # progress shows what it is doing. Later runs take a second.
   echo "Building berth (release; the first build takes a few minutes)..." >&2
   cargo build --release
