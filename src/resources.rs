@@ -475,7 +475,7 @@ fn health_attrs(a: &mut Attrs, h: &Health) {
     if let Some(http) = &h.http {
         a.insert(
             attr::HEALTH_HTTP,
-            format!(":{}{}", http.port.value, http.path),
+            http.scheme.target(http.port.value, &http.path),
         );
     }
     for (k, v) in [
@@ -496,7 +496,10 @@ fn health_attrs(a: &mut Attrs, h: &Health) {
 fn check_attrs(a: &mut Attrs, pod: &Pod) {
     for c in &pod.checks {
         let h = &c.value.http;
-        let mut v = format!("http :{}{}", h.port.value, h.path);
+        let mut v = match h.scheme {
+            crate::spec::Scheme::Http => format!("http :{}{}", h.port.value, h.path),
+            crate::spec::Scheme::Https => format!("https :{}{}", h.port.value, h.path),
+        };
         if let Some(s) = h.expect_status {
             v.push_str(&format!(" status {s}"));
         }

@@ -57,9 +57,14 @@ pub async fn run_check(
         .as_ref()
         .and_then(|l| l.get())
         .map_or(CHECK_TIMEOUT, |l| l.max(CHECK_TIMEOUT));
-    let r = get(engine, ip, http.port.value, &http.path, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = get(
+        engine,
+        ip,
+        (http.port.value, &http.path, http.scheme),
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     verify(http, &r).map_err(|why| why.to_string())
 }
 

@@ -11,7 +11,7 @@ use super::container::object_name;
 use super::{ApplyError, indent};
 use crate::engine::Engine;
 use crate::plan::Change;
-use crate::spec::Pod;
+use crate::spec::{Pod, Scheme};
 
 /// A gate that did not pass, and why.
 #[derive(Debug)]
@@ -256,8 +256,9 @@ pub async fn healthy(
             let probe = h
                 .http
                 .as_ref()
-                .map(|p| (p.port.value, p.path.clone()))
+                .map(|p| (p.port.value, p.path.clone(), p.scheme))
                 .unwrap_or_default();
+            let shown = probe.2.target(probe.0, &probe.1);
             let mut failures = 0;
             loop {
                 let state = state_of(id).await?;
@@ -269,10 +270,10 @@ pub async fn healthy(
                     ));
                 };
                 let attempt = Instant::now();
-                let why = match http_get(engine, ip, probe.0, &probe.1, timeout).await {
+                let why = match http_get(engine, ip, (probe.0, &probe.1, probe.2), timeout).await {
                     Ok(status) if (200..300).contains(&status) => return Ok(()),
-                    Ok(status) => format!("GET :{}{} answered {status}", probe.0, probe.1),
-                    Err(e) => format!("GET :{}{}: {e}", probe.0, probe.1),
+                    Ok(status) => format!("GET {shown} answered {status}"),
+                    Err(e) => format!("GET {shown}: {e}"),
                 };
                 if started.elapsed() >= start_period {
                     failures += 1;
@@ -332,6 +333,8 @@ pub enum ProbeError {
     Body(Box<dyn std::error::Error + Send + Sync>),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
 }
 
 /// GET `path` on `ip:port` (as the engine's host reaches it: [`Engine::dial`]); the
@@ -339,11 +342,12 @@ pub enum ProbeError {
 pub async fn http_get(
     engine: &Engine,
     ip: &str,
-    port: u16,
-    path: &str,
+    (port, path, scheme): (u16, &str, Scheme),
     timeout: Duration,
 ) -> Result<u16, ProbeError> {
-    get(engine, ip, port, path, timeout).await.map(|r| r.status)
+    get(engine, ip, (port, path, scheme), timeout)
+        .await
+        .map(|r| r.status)
 }
 
 /// GET `path` on `ip:port` (as the engine's host reaches it: [`Engine::dial`]) with its
@@ -351,8 +355,7 @@ pub async fn http_get(
 pub async fn get(
     engine: &Engine,
     ip: &str,
-    port: u16,
-    path: &str,
+    (port, path, scheme): (u16, &str, Scheme),
     timeout: Duration,
 ) -> Result<Response, ProbeError> {
     use http_body_util::BodyExt;
@@ -360,6 +363,15 @@ pub async fn get(
     let start = Instant::now();
     let attempt = async {
         let stream = engine.dial(ip, port).await.map_err(ProbeError::Connect)?;
+        let stream: Box<dyn crate::engine::docker::Dialed> = if scheme.is_https() {
+            Box::new(
+                super::probe_tls::connect(stream, ip)
+                    .await
+                    .map_err(ProbeError::Tls)?,
+            )
+        } else {
+            stream
+        };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await

@@ -29,6 +29,7 @@ pub mod container;
 pub mod gate;
 pub mod journal;
 mod preflight;
+mod probe_tls;
 pub mod recover;
 mod rollout;
 pub mod steps;

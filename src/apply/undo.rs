@@ -4,6 +4,7 @@
 //! happened (the process may have died between writing the record and mutating): removing
 //! what is not there, or renaming a container to the name it has, does nothing.
 
+use crate::spec::Scheme;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -83,6 +84,9 @@ pub enum Undo {
         /// answered before the proxy is given it back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ready: Option<(u16, String)>,
+        /// That check speaks TLS (`scheme: https`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ready_https: bool,
     },
     /// The proxy's config about to be replaced (a new config, a blue-green switch, a reload
     /// that looks containers up again): this text goes back into the container named `name`
@@ -232,7 +236,7 @@ async fn undo_switch(
     new_id: &str,
     old_id: &str,
     name: &str,
-    keep: Option<Option<&(u16, String)>>,
+    keep: Option<Option<(u16, &str, Scheme)>>,
 ) -> (String, Result<(), UndoError>) {
     let r = async {
         let e = engine(engines, region)?;
@@ -333,8 +337,17 @@ pub async fn perform(
             name,
             keep_candidate,
             ready,
+            ready_https,
         } => {
-            let keep = keep_candidate.then_some(ready.as_ref());
+            let scheme = if *ready_https {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            };
+            let ready = ready
+                .as_ref()
+                .map(|(port, path)| (*port, path.as_str(), scheme));
+            let keep = keep_candidate.then_some(ready);
             undo_switch(engines, region, new_id, old_id, name, keep).await
         }
         Undo::ProxyConfig {
@@ -475,7 +488,7 @@ async fn unswitch(
     new_id: &str,
     old_id: &str,
     name: &str,
-    keep: Option<Option<&(u16, String)>>,
+    keep: Option<Option<(u16, &str, Scheme)>>,
 ) -> Result<(), UndoError> {
     let Some(ready) = keep else {
         e.remove(new_id).await?;
@@ -495,21 +508,17 @@ async fn unswitch(
 
 /// Waits (at most 60 s) until a container started again answers: its HTTP health check
 /// passes, or the engine's healthcheck says healthy, or (with neither) it runs.
-async fn answering(e: &Engine, id: &str, http: Option<&(u16, String)>) {
+async fn answering(e: &Engine, id: &str, http: Option<(u16, &str, Scheme)>) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
         let Ok(state) = e.state(id).await else { return };
         let ok = match http {
-            Some((port, path)) => match state.addresses.values().next() {
-                Some(ip) => crate::apply::gate::http_get(
-                    e,
-                    ip,
-                    *port,
-                    path,
-                    std::time::Duration::from_secs(1),
-                )
-                .await
-                .is_ok_and(|status| (200..300).contains(&status)),
+            Some(probe) => match state.addresses.values().next() {
+                Some(ip) => {
+                    crate::apply::gate::http_get(e, ip, probe, std::time::Duration::from_secs(1))
+                        .await
+                        .is_ok_and(|status| (200..300).contains(&status))
+                }
                 None => false,
             },
             None => state.running && (state.health.is_empty() || state.health == "healthy"),

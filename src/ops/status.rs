@@ -226,7 +226,7 @@ async fn instance(
         .health
         .as_ref()
         .and_then(|h| h.http.as_ref())
-        .map(|h| (h.port.value, h.path.as_str()));
+        .map(|h| (h.port.value, h.path.as_str(), h.scheme));
     (i.health, i.detail) = health(engine, network, &state, probe).await;
     i.ok = state.running && !state.restarting && matches!(i.health.as_str(), "healthy" | "none");
     if !state.running && i.detail.is_none() {
@@ -263,9 +263,9 @@ async fn health(
     engine: &Engine,
     network: &str,
     state: &ContainerState,
-    probe: Option<(u16, &str)>,
+    probe: Option<(u16, &str, crate::spec::Scheme)>,
 ) -> (String, Option<String>) {
-    if let Some((port, path)) = probe {
+    if let Some((port, path, scheme)) = probe {
         if !state.running {
             return ("unhealthy".into(), None);
         }
@@ -275,13 +275,16 @@ async fn health(
                 Some(format!("the container has no address on `{network}`")),
             );
         };
-        return match crate::apply::gate::http_get(engine, ip, port, path, PROBE_TIMEOUT).await {
+        let shown = scheme.target(port, path);
+        return match crate::apply::gate::http_get(engine, ip, (port, path, scheme), PROBE_TIMEOUT)
+            .await
+        {
             Ok(code) if (200..300).contains(&code) => ("healthy".into(), None),
             Ok(code) => (
                 "unhealthy".into(),
-                Some(format!("GET :{port}{path} answered {code}")),
+                Some(format!("GET {shown} answered {code}")),
             ),
-            Err(e) => ("unhealthy".into(), Some(format!("GET :{port}{path}: {e}"))),
+            Err(e) => ("unhealthy".into(), Some(format!("GET {shown}: {e}"))),
         };
     }
     match state.health.as_str() {

@@ -598,6 +598,33 @@ pub struct HttpProbe {
     pub port: Sp<u16>,
     #[serde(default = "default_path")]
     pub path: String,
+    /// `https`: the probe speaks TLS, without verifying the container's certificate (as
+    /// Kubernetes' HTTPS probes do: it is a health check, not a trust decision).
+    #[serde(default)]
+    pub scheme: Scheme,
+}
+
+/// How a probe or check speaks to the container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn is_https(self) -> bool {
+        self == Scheme::Https
+    }
+
+    /// How an attribute or a message names a probe: `:8080/health`, `https :8443/health`.
+    pub fn target(self, port: u16, path: &str) -> String {
+        match self {
+            Scheme::Http => format!(":{port}{path}"),
+            Scheme::Https => format!("https :{port}{path}"),
+        }
+    }
 }
 
 fn default_path() -> String {
@@ -651,6 +678,9 @@ pub struct HttpCheck {
     pub port: Sp<u16>,
     #[serde(default = "default_path")]
     pub path: String,
+    /// `https`: TLS, without verifying the container's certificate (see `health.http`).
+    #[serde(default)]
+    pub scheme: Scheme,
     /// Expected status (default: any 2xx).
     #[serde(default)]
     pub expect_status: Option<u16>,

@@ -165,3 +165,55 @@ fn notifications_go_over_https_to_a_json_or_a_slack_webhook_and_are_tried_again(
         "the path may be a token: {err}"
     );
 }
+
+/// A pod of the test nginx serving https on 8443 with a certificate of a new CA (files in
+/// `./conf`), probed with `scheme` by its health check and its post-deploy check.
+fn https_pod(s: &Scene, image: &str, scheme: &str) {
+    let conf = s.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let (_, issuer) = make_ca("berth test probe CA");
+    let (cert, key) = sign(&issuer, true);
+    std::fs::write(conf.join("cert.pem"), cert).unwrap();
+    std::fs::write(conf.join("key.pem"), key).unwrap();
+    std::fs::write(
+        conf.join("nginx.conf"),
+        "worker_processes 1;\npid /tmp/nginx.pid;\nerror_log stderr warn;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path /tmp/body;\n  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n  uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n  server {\n    listen 8443 ssl;\n    ssl_certificate /conf/cert.pem;\n    ssl_certificate_key /conf/key.pem;\n    location = /health { return 200 'ok'; }\n    location = /.well-known/jwks.json { default_type application/json; return 200 '{\"keys\":[{\"kid\":\"a\"}]}'; }\n  }\n}\n",
+    )
+    .unwrap();
+    s.spec(&format!(
+        "pods:\n  tls:\n    image: {image}\n    command: [\"/usr/sbin/nginx\", \"-c\", \"/conf/nginx.conf\", \"-g\", \"daemon off;\"]\n    volumes: [\"./conf:/conf:ro\"]\n    health: {{ http: {{ port: 8443, path: /health, scheme: {scheme} }}, interval: 200ms, timeout: 1s, retries: 5 }}\n    checks:\n      - http: {{ port: 8443, path: /.well-known/jwks.json, scheme: {scheme}, expect_json: {{ pointer: /keys, non_empty: true }} }}\n"
+    ));
+}
+
+#[test]
+fn a_health_probe_and_a_check_with_scheme_https_speak_tls_to_the_container() {
+    if !docker::available() {
+        return;
+    }
+    let Some(image) = crate::common::nginx::image() else {
+        return;
+    };
+    let s = Scene::new();
+    // Over TLS: the probe and the check pass (the certificate is of a CA nobody trusts,
+    // as a container's often is: a probe does not verify it).
+    https_pod(&s, &image, "https");
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(
+        plan.contains("health.http: \"https :8443/health\""),
+        "{plan}"
+    );
+    s.berth(&["apply", "--yes"]).code(0);
+    let r = s.berth(&["check"]).code(0).stdout();
+    assert!(r.contains("2 passed, 0 failed"), "{r}");
+    s.berth(&["status"]).code(0);
+    s.berth(&["destroy", "--yes"]).code(0);
+
+    // Plain http against the TLS port: the gate fails, and says what it asked.
+    https_pod(&s, &image, "http");
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    assert!(
+        r.stderr_flat().contains("GET :8443/health answered 400"),
+        "{}",
+        r.stderr_flat()
+    );
+}

@@ -84,19 +84,20 @@ impl Run<'_> {
                 })
                 .map(|(id, _)| *id)
                 .collect();
+            let probe = self
+                .spec
+                .pods
+                .get(&c.address.name)
+                .and_then(|p| p.health.as_ref())
+                .and_then(|h| h.http.as_ref());
             self.record_undo(Undo::Unswitch {
                 region: region.clone(),
                 new_id: new_id.clone(),
                 old_id: old.clone(),
                 name: name.clone(),
                 keep_candidate: switched,
-                ready: self
-                    .spec
-                    .pods
-                    .get(&c.address.name)
-                    .and_then(|p| p.health.as_ref())
-                    .and_then(|h| h.http.as_ref())
-                    .map(|h| (h.port.value, h.path.clone())),
+                ready: probe.map(|h| (h.port.value, h.path.clone())),
+                ready_https: probe.is_some_and(|h| h.scheme.is_https()),
             })?;
             self.drop_undos(superseded)?;
             if switched {

@@ -226,8 +226,13 @@ impl Run<'_> {
             };
             if let Some(ip) = state.addresses.get(&network) {
                 let timeout = std::time::Duration::from_secs(2);
-                match crate::apply::gate::get(engine, ip, port, crate::proxy::HEALTH_PATH, timeout)
-                    .await
+                match crate::apply::gate::get(
+                    engine,
+                    ip,
+                    (port, crate::proxy::HEALTH_PATH, crate::spec::Scheme::Http),
+                    timeout,
+                )
+                .await
                 {
                     Ok(r)
                         if r.status == 200 && String::from_utf8_lossy(&r.body).contains(&want) =>
