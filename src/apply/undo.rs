@@ -339,15 +339,7 @@ pub async fn perform(
             ready,
             ready_https,
         } => {
-            let scheme = if *ready_https {
-                Scheme::Https
-            } else {
-                Scheme::Http
-            };
-            let ready = ready
-                .as_ref()
-                .map(|(port, path)| (*port, path.as_str(), scheme));
-            let keep = keep_candidate.then_some(ready);
+            let keep = keep_candidate.then_some(readiness(ready, *ready_https));
             undo_switch(engines, region, new_id, old_id, name, keep).await
         }
         Undo::ProxyConfig {
@@ -504,6 +496,14 @@ async fn unswitch(
     // The proxy is given the old one back next: it answers first.
     answering(e, old_id, ready).await;
     Ok(())
+}
+
+/// An `Unswitch`'s readiness check as the probe takes it.
+fn readiness(ready: &Option<(u16, String)>, https: bool) -> Option<(u16, &str, Scheme)> {
+    let scheme = if https { Scheme::Https } else { Scheme::Http };
+    ready
+        .as_ref()
+        .map(|(port, path)| (*port, path.as_str(), scheme))
 }
 
 /// Waits (at most 60 s) until a container started again answers: its HTTP health check

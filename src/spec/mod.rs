@@ -19,6 +19,7 @@ pub mod job;
 pub mod lint;
 pub mod load;
 pub mod mapping;
+pub mod notify;
 pub mod pattern;
 pub mod proxy;
 pub mod rollout;
@@ -33,6 +34,7 @@ pub use backup::{Backup, BackupSource, Compression, CompressionSpec, Consistency
 pub use job::Job;
 pub use load::{Loaded, load_file, load_str};
 pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};
+pub use notify::{Notify, SlackHook};
 pub use proxy::{
     Cors, CorsPolicy, Proxy, ProxyTls, RateKey, RateLimit, RealIp, Route, SecurityHeaders,
 };
@@ -292,40 +294,6 @@ pub struct Volume {
     /// Created outside berth: berth mounts it but never creates or removes it.
     #[serde(default)]
     pub external: bool,
-}
-
-/// Where outcomes are sent: a URL (berth's JSON), or a Slack incoming webhook.
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Notify {
-    /// `http(s)://host[:port]/path`: a JSON POST (docs/json.md shows the body).
-    Url(String),
-    /// `{ slack: URL }`: a Slack incoming webhook, sent a one-line message.
-    Slack(SlackHook),
-}
-
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SlackHook {
-    /// The incoming webhook's URL.
-    pub slack: String,
-}
-
-impl Notify {
-    /// The webhook, and what it is sent.
-    pub fn hook(&self) -> crate::notify::Hook {
-        use crate::notify::{Format, Hook};
-        match self {
-            Notify::Url(url) => Hook {
-                url: url.clone(),
-                format: Format::Json,
-            },
-            Notify::Slack(s) => Hook {
-                url: s.slack.clone(),
-                format: Format::Slack,
-            },
-        }
-    }
 }
 
 /// A container (or several replicas of one).
