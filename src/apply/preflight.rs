@@ -69,26 +69,8 @@ impl Run<'_> {
                     "create the volume by hand and drop `external: true` to let berth manage it",
                 ))
             }
-            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
-                if self
-                    .spec
-                    .pods
-                    .get(&c.address.name)
-                    .is_some_and(|p| !p.secrets.is_empty())
-                    && self.engine(&self.region_of(c)).in_clear() =>
-            {
-                Err(unsupported(
-                    "send secrets to an engine without TLS",
-                    "they would cross the network in clear: give the region `tls: { ca, cert, key }` or use an ssh:// engine",
-                ))
-            }
-            (Kind::Job, Action::Create | Action::Replace | Action::Heal)
-                if self
-                    .spec
-                    .jobs
-                    .get(&c.address.name)
-                    .is_some_and(|j| !j.secrets.is_empty())
-                    && self.engine(&self.region_of(c)).in_clear() =>
+            (Kind::Pod | Kind::Job, Action::Create | Action::Replace | Action::Heal)
+                if self.gets_secrets(c) && self.engine(&self.region_of(c)).in_clear() =>
             {
                 Err(unsupported(
                     "send secrets to an engine without TLS",
@@ -105,6 +87,23 @@ impl Run<'_> {
                 ))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Whether the container of a pod's or a job's change gets secrets.
+    fn gets_secrets(&self, c: &Change) -> bool {
+        let name = &*c.address.name;
+        match c.address.kind {
+            Kind::Job => self
+                .spec
+                .jobs
+                .get(name)
+                .is_some_and(|j| !j.secrets.is_empty()),
+            _ => self
+                .spec
+                .pods
+                .get(name)
+                .is_some_and(|p| !p.secrets.is_empty()),
         }
     }
 
