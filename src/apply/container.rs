@@ -73,7 +73,7 @@ pub fn body(
     ContainerCreateBody {
         image: pod.image.as_ref().map(|i| i.value.clone()),
         cmd: pod.command.clone(),
-        entrypoint: pod.entrypoint.clone(),
+        entrypoint: pod.entrypoint.as_deref().cloned(),
         env: Some(env),
         user: pod.user.clone(),
         labels: Some(labels),

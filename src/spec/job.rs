@@ -70,7 +70,7 @@ impl Job {
         Pod {
             image: Some(self.image.clone()),
             command: self.command.clone(),
-            entrypoint: self.entrypoint.clone(),
+            entrypoint: self.entrypoint.clone().map(Box::new),
             depends_on: self.depends_on.clone(),
             secrets: self.secrets.clone(),
             env: self.env.clone(),

@@ -310,8 +310,9 @@ pub struct Pod {
     #[serde(default, deserialize_with = "spanned::shrunk_some")]
     pub command: Option<Vec<String>>,
     /// Overrides the image's entrypoint.
-    #[serde(default, deserialize_with = "spanned::shrunk_some")]
-    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "spanned::shrunk_some_boxed")]
+    #[allow(clippy::box_collection)] // 8 bytes in every pod that has none (most)
+    pub entrypoint: Option<Box<Vec<String>>>,
     /// Number of identical containers (default 1).
     #[serde(default)]
     pub replicas: Option<Sp<u32>>,

@@ -33,8 +33,12 @@ impl Checker<'_> {
             self.pod_ports(name, pod);
             self.pod_resources(pod);
             self.pod_health(name, pod);
-            for (list, field) in [(&pod.command, "command"), (&pod.entrypoint, "entrypoint")] {
-                if list.as_ref().is_some_and(|c| has_nul(c)) {
+            let entrypoint = pod.entrypoint.as_deref();
+            for (list, field) in [
+                (pod.command.as_ref(), "command"),
+                (entrypoint, "entrypoint"),
+            ] {
+                if list.is_some_and(|c| has_nul(c)) {
                     self.push(nul_in(
                         &format!("pod `{}`'s `{field}`", name.value),
                         name.span,
