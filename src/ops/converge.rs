@@ -111,7 +111,7 @@ impl Session {
                     regions: applied.covered.clone(),
                     halted_at: applied.halted.as_ref().map(|h| h.region.clone()),
                     profiles: self.profiles.clone(),
-                    jobs: self.job_outputs(),
+                    jobs: self.job_outputs(applied.covered.as_deref()),
                 },
             )?;
             applied.revision = Some(from + 1);
@@ -138,7 +138,12 @@ impl Session {
 
     /// The output of each job this session's plan ran (its last lines, read off the
     /// container its run left), by address: kept in the revision.
-    fn job_outputs(&self) -> std::collections::BTreeMap<String, String> {
+    /// `covered`: the regions the apply reached, when not all (a halted rollout put the
+    /// others back: a job's container there is its previous run's).
+    fn job_outputs(
+        &self,
+        covered: Option<&[String]>,
+    ) -> std::collections::BTreeMap<String, String> {
         use crate::plan::Action;
         const LINES: usize = 200;
         let project = &self.project.spec.project.value;
@@ -156,6 +161,9 @@ impl Session {
             let Some(engine) = self.project.engines.get(region) else {
                 continue;
             };
+            if covered.is_some_and(|list| !list.iter().any(|r| r == region)) {
+                continue;
+            }
             let name = crate::engine::names::container_name_of(project, &c.address);
             let output = self.project.runtime.block_on(engine.log_tail(&name, LINES));
             out.insert(c.address.to_string(), output);

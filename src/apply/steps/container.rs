@@ -207,14 +207,7 @@ impl Run<'_> {
                 what: "find the pod in the spec".into(),
                 help: "this is a bug in berth: please report it".into(),
             })?;
-        // The fingerprints of files re-encrypted earlier in this apply are known now.
-        resource.attrs.replace_values(|field, value| {
-            let name = field
-                .strip_prefix(attr::SECRET_PREFIX)
-                .and_then(|f| f.strip_suffix(".version"))
-                .filter(|_| value == files::KNOWN_AFTER_APPLY)?;
-            Some(self.secret_files.borrow().get(name)?.fingerprint.clone())
-        });
+        self.known_versions(&mut resource);
         let Some(pod) = self.spec.pods.get(&c.address.name) else {
             return Err(ApplyError::Unsupported {
                 address: c.address.to_string(),
@@ -254,6 +247,18 @@ impl Run<'_> {
         engine.start(&id).await?;
         self.gate(c, region, &id, true).await?;
         Ok(id)
+    }
+
+    /// The fingerprints of files re-encrypted earlier in this apply, known now, in place
+    /// of "(known after apply)" in `resource`'s attributes (its labels record them).
+    pub(super) fn known_versions(&self, resource: &mut crate::graph::Resource) {
+        resource.attrs.replace_values(|field, value| {
+            let name = field
+                .strip_prefix(attr::SECRET_PREFIX)
+                .and_then(|f| f.strip_suffix(".version"))
+                .filter(|_| value == files::KNOWN_AFTER_APPLY)?;
+            Some(self.secret_files.borrow().get(name)?.fingerprint.clone())
+        });
     }
 
     /// Waits the pod's `update.drain` for requests in flight to its old container (cut short

@@ -26,10 +26,11 @@ impl Run<'_> {
             what: what.into(),
             help: "this is a bug in berth: please report it".into(),
         };
-        let resource = self
+        let mut resource = self
             .desired(c)
             .cloned()
             .ok_or_else(|| unsupported("find the job in the spec"))?;
+        self.known_versions(&mut resource);
         let job = self
             .spec
             .jobs
@@ -82,9 +83,10 @@ impl Run<'_> {
             .await;
         if let Some(volume) = &secrets_volume {
             // Its secrets leave memory with it (the keeper held the memory).
-            engine
-                .remove_named(&crate::engine::secrets::keeper_name(volume), self.project)
-                .await?;
+            let keeper = crate::engine::secrets::keeper_name(volume);
+            if let Some(k) = engine.container_named(&keeper).await? {
+                engine.remove(&k.id).await?;
+            }
         }
         let status = status?;
         if status == Some(0) {
@@ -140,6 +142,11 @@ impl Run<'_> {
             let window = (deadline - now).min(Duration::from_secs(1));
             if let Some(code) = engine.exits_within(id, None, window).await? {
                 return Ok(Some(code));
+            }
+            // An exit whose event the engine no longer holds is still in its state.
+            let state = engine.state(id).await?;
+            if !state.running && !state.restarting {
+                return Ok(Some(state.exit_code));
             }
             if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(ApplyError::Interrupted {

@@ -25,6 +25,16 @@ impl Checker<'_> {
                     .help("give the job a name of its own, e.g. `migrate`"),
                 );
             }
+            for s in job.secrets.iter().filter(|s| s.value.env().is_some()) {
+                self.push(
+                    Diagnostic::error(
+                        "job-secret-env",
+                        format!("job `{}` takes a secret as env", name.value),
+                    )
+                    .at(s.span, "delivered as env")
+                    .help("a job's container is kept after it exits, and its env with it: give the secret as a file (`secrets: [NAME]`, read from /run/secrets/NAME)"),
+                );
+            }
             let pod = job.as_pod();
             self.pod_image(name, &pod);
             self.pod_secrets(name, &pod);
