@@ -28,6 +28,8 @@ pub struct Recovered {
     pub backup: Option<String>,
     /// No apply or restore was interrupted (`lines` may still say which leftovers went).
     pub nothing: bool,
+    /// The interrupted apply's command and the profiles it applied (for `--forward`).
+    pub interrupted: Option<(String, Vec<String>)>,
 }
 
 /// Applies a recorded revision again, through its gates (an undo's `Reapply`: the pods a
@@ -104,6 +106,7 @@ pub fn recover<H: Host>(
             restore: None,
             backup: None,
             nothing: true,
+            interrupted: None,
         });
     }
     // A recover killed while it held names leaves their holders: they go first, or they
@@ -117,8 +120,15 @@ pub fn recover<H: Host>(
         restore: None,
         backup: None,
         nothing: false,
+        interrupted: None,
     };
     if let Some(journal) = applying {
+        if let Some(Record::Begin {
+            command, profiles, ..
+        }) = &journal.machine().begin
+        {
+            out.interrupted = Some((command.clone(), profiles.clone()));
+        }
         let committed = journal.machine().commit.is_some();
         out.finished_commit = committed && restoring.is_none();
         r.finish_apply(journal, host, &mut out.lines)?;

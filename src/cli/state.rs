@@ -91,12 +91,27 @@ pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Resu
         }
         return Ok(exit::OK);
     }
+    // A restart is finished by the rollback alone: applying the spec would carry out
+    // changes nobody asked the restart for.
+    let restart = r
+        .interrupted
+        .as_ref()
+        .is_some_and(|(command, _)| command.starts_with("berth restart"));
+    if args.forward && restart {
+        eprintln!("The interrupted command was a restart: nothing is applied (--forward).");
+        return Ok(exit::OK);
+    }
     if args.forward {
         eprintln!("Applying the spec again (--forward):");
+        // With the profiles the interrupted apply had (`apply --profile`).
+        let profile = r.interrupted.map(|(_, p)| p).unwrap_or_default();
         return super::apply::run(
             file,
             state_dir,
-            super::apply::Args::automated(),
+            super::apply::Args {
+                profile,
+                ..super::apply::Args::automated()
+            },
             super::apply::Target {
                 goal: Goal::Spec,
                 command: "berth recover --forward".into(),
