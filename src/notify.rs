@@ -5,8 +5,9 @@
 //!
 //! `http://` and `https://`, through hyper-util's client with rustls, trusting the
 //! system's roots (and `SSL_CERT_FILE` / `SSL_CERT_DIR`, as OpenSSL does). Each attempt
-//! has 5 s; a failure that may pass (no answer, a refused connection, a 5xx or 429 answer)
-//! is tried again, 3 attempts in all, so a notification never holds berth more than 20 s.
+//! has 5 s; a failure that may pass without posting twice (no connection, a 5xx or 429
+//! answer) is tried again, 3 attempts in all, so a notification never holds berth more
+//! than 20 s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,10 +74,12 @@ pub enum PostError {
 }
 
 impl PostError {
-    /// Whether another attempt may go through.
+    /// Whether another attempt may go through, and cannot post the message twice: the
+    /// connection was not made, or the webhook said it could not take it now. (A request
+    /// sent and not answered in time may have been taken: it is not sent again.)
     fn passing(&self) -> bool {
         match self {
-            PostError::Send(_) | PostError::Timeout(_) => true,
+            PostError::Send(e) => e.is_connect(),
             PostError::Status { status } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -113,14 +116,15 @@ type Client = hyper_util::client::legacy::Client<
     http_body_util::Full<Bytes>,
 >;
 
-/// A client for `http://` and `https://`, trusting the system's roots.
-fn client() -> Result<Client, PostError> {
+/// A client for `http://` and `https://`, trusting the system's roots (needed for
+/// `https` only: a plain `http` webhook works on a host without any).
+fn client(https: bool) -> Result<Client, PostError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = rustls::RootCertStore::empty();
     for cert in found.certs {
         let _ = roots.add(cert);
     }
-    if roots.is_empty() {
+    if https && roots.is_empty() {
         return Err(PostError::Tls(
             "no root certificate on this machine (install ca-certificates, or set SSL_CERT_FILE)"
                 .into(),
@@ -152,7 +156,7 @@ fn client() -> Result<Client, PostError> {
 /// last attempt failed.
 pub async fn post(url: &str, body: &serde_json::Value) -> Result<u16, PostError> {
     Target::parse(url)?;
-    let client = client()?;
+    let client = client(url.starts_with("https://"))?;
     let mut attempt = 1;
     loop {
         let result = tokio::time::timeout(TIMEOUT, once(&client, url, body))
