@@ -197,9 +197,21 @@ fn set(file: &Path, args: SetArgs) -> Result<u8, OpError> {
     } else {
         read_value(args.keep_newline, current.as_ref())?
     };
-    if current
-        .as_ref()
-        .is_some_and(|c| c.expose() == value.expose())
+    // Unchanged, and already written as it would be now: nothing to do.
+    let as_wanted = !args.armor
+        && std::fs::read(&path).is_ok_and(|c| {
+            let fingerprint = crate::secrets::plaintext::fingerprint(&c);
+            files::recorded_recipients(&path, &fingerprint).is_some_and(|mut r| {
+                let mut want = recipients.clone();
+                r.sort();
+                want.sort();
+                r == want
+            })
+        });
+    if as_wanted
+        && current
+            .as_ref()
+            .is_some_and(|c| c.expose() == value.expose())
     {
         eprintln!("Secret `{}` unchanged; nothing was written.", args.name);
         return Ok(exit::OK);
@@ -314,7 +326,7 @@ fn random_value() -> Result<Plaintext, OpError> {
 fn read_value(keep_newline: bool, current: Option<&Plaintext>) -> Result<Plaintext, OpError> {
     let mut buf = Zeroizing::new(Vec::new());
     if std::io::stdin().is_terminal() {
-        edit(&mut buf, current)?;
+        edit(&mut buf, current, keep_newline)?;
     } else {
         std::io::stdin().read_to_end(&mut buf).map_err(|e| {
             failure(
@@ -340,7 +352,7 @@ fn read_value(keep_newline: bool, current: Option<&Plaintext>) -> Result<Plainte
     Ok(Plaintext::new(std::mem::take(&mut *buf)))
 }
 
-fn edit(buf: &mut Vec<u8>, current: Option<&Plaintext>) -> Result<(), OpError> {
+fn edit(buf: &mut Vec<u8>, current: Option<&Plaintext>, keep_newline: bool) -> Result<(), OpError> {
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .map_err(|_| {
@@ -366,9 +378,10 @@ fn edit(buf: &mut Vec<u8>, current: Option<&Plaintext>) -> Result<(), OpError> {
     if let Some(c) = current {
         // With a newline, as an editor saves a line; it is taken off again unless
         // `--keep-newline`.
+        let newline: &[u8] = if keep_newline { b"" } else { b"\n" };
         let written = f
             .write_all(c.expose())
-            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.write_all(newline))
             .and_then(|()| f.sync_all());
         if let Err(e) = written {
             let _ = std::fs::remove_file(&path);
