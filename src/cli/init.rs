@@ -47,16 +47,15 @@ pub fn run(file: &Path, args: Args) -> Result<u8, OpError> {
                 crate::fsutil::expand_home(&p.to_string_lossy())
             }),
     };
+    let identity = std::path::absolute(&identity).unwrap_or(identity);
     let recipient = ensure_identity(&identity)?;
     let text = starter(&project, args.identity.as_deref(), &recipient);
     write_new(file, &text)?;
+    // Kept when it is there (`berth schema > berth.schema.json` renews it).
     let schema = dir.join(SCHEMA_FILE);
-    std::fs::write(&schema, crate::spec::schema::schema_json()).map_err(|source| {
-        OpError::Write {
-            path: schema,
-            source,
-        }
-    })?;
+    if !schema.exists() {
+        write_new(&schema, &crate::spec::schema::schema_json())?;
+    }
     let mut ignored = vec!["/plan.json".to_owned()];
     if let Ok(inside) = identity.strip_prefix(&dir) {
         ignored.push(format!("/{}", inside.display()));
