@@ -241,17 +241,27 @@ fn logging() -> Result<(), OpError> {
         return Ok(());
     };
     let levels = ["off", "error", "warn", "info", "debug", "trace"];
-    let directive = if levels.contains(&value.trim().to_ascii_lowercase().as_str()) {
-        format!("berth={}", value.trim().to_ascii_lowercase())
+    let word = value.trim().to_ascii_lowercase();
+    let refused = |why: String| {
+        OpError::Refused {
+        message: format!("`BERTH_LOG={value}` is not a log level or filter: {why}"),
+        help: "use a level (`debug`, `info`, `trace`) or a filter such as `berth::engine=debug`, or unset it".into(),
+    }
+    };
+    // A bare word that is not a level would be read as a module's name, and log nothing.
+    if !word.contains(['=', ':', ',', '[']) && !levels.contains(&word.as_str()) {
+        return Err(refused(format!(
+            "`{word}` is not one of {}",
+            levels.join(", ")
+        )));
+    }
+    let directive = if levels.contains(&word.as_str()) {
+        format!("berth={word}")
     } else {
         value.clone()
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directive).map_err(|e| {
-        OpError::Refused {
-            message: format!("`BERTH_LOG={value}` is not a log level or filter: {e}"),
-            help: "use a level (`debug`, `info`, `trace`) or a filter such as `berth::engine=debug`, or unset it".into(),
-        }
-    })?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&directive).map_err(|e| refused(e.to_string()))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

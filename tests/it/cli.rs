@@ -573,6 +573,16 @@ fn berth_log_debug_logs_each_engine_request_with_its_time_and_nothing_else_chang
     );
     let bad = s
         .berth_cmd(&["plan"])
+        .env("BERTH_LOG", "verbose")
+        .run()
+        .code(1);
+    assert!(
+        bad.stderr().contains("`verbose` is not one of"),
+        "{}",
+        bad.stderr()
+    );
+    let bad = s
+        .berth_cmd(&["plan"])
         .env("BERTH_LOG", "berth[")
         .run()
         .code(1);
