@@ -1,4 +1,5 @@
-//! Dependency cycles among pods (`depends_on`), each reported once along its edges.
+//! Dependency cycles among pods (`depends_on`) and jobs (`depends_on`, `before`), each
+//! reported once along its edges.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -31,6 +32,24 @@ impl Checker<'_> {
                 }
             }
         }
+        // A job waits for its `depends_on` and is waited for by its `before`: a cycle may
+        // pass through it (the direct one, a pod in both lists, is reported by `jobs`).
+        for j in self.spec.jobs.iter() {
+            let job = *idx
+                .entry(j.name.value.as_str())
+                .or_insert_with(|| g.add_node(&j.name.value));
+            for d in &j.item.depends_on {
+                if let Some(&to) = idx.get(d.value.as_str()) {
+                    g.add_edge(job, to, d.span);
+                }
+            }
+            for b in &j.item.before {
+                let direct = j.item.depends_on.iter().any(|d| d.value == b.value);
+                if let (Some(&from), false) = (idx.get(b.value.as_str()), direct) {
+                    g.add_edge(from, job, b.span);
+                }
+            }
+        }
         let mut sccs = tarjan_scc(&g);
         sccs.retain(|c| c.len() > 1);
         sccs.sort_by_key(|c| c.iter().map(|n| g[*n]).min());
@@ -43,7 +62,7 @@ impl Checker<'_> {
             shown.push(names[0]);
             let chain = shown.join(" -> ");
             let mut d = Diagnostic::error("dependency-cycle", format!("dependency cycle: {chain}"))
-                .help("remove one of these `depends_on` entries: a pod cannot wait for itself");
+                .help("remove one of these `depends_on` (or a job's `before`) entries: a pod cannot wait for itself");
             for (i, (_, edge_span)) in path.iter().enumerate() {
                 let label = format!("`{}` depends on `{}`", shown[i], shown[i + 1]);
                 d = if i == 0 {
