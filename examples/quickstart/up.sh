@@ -5,6 +5,7 @@
 #   rustc ... app/demo.rs                     # the demo app, a static binary
 #   berth secrets init                        # this machine's age key (kept if it exists)
 #   berth secrets set app_key --generate ...  # the app's secret, encrypted (made once)
+#   berth secrets set backup_key --generate ...  # the key that authenticates backups
 #   berth apply --yes                         # build the image, create, gate, done
 #
 # Then: curl http://127.0.0.1:8080/   and, to take it all down: berth destroy --yes
@@ -23,6 +24,7 @@ fi
 rustc -O -C target-feature=+crt-static -o app/demo app/demo.rs
 "$BERTH" secrets init >/dev/null
 "$BERTH" secrets set app_key --generate --if-missing
+"$BERTH" secrets set backup_key --generate --if-missing
 "$BERTH" apply --yes
 echo
 echo "Up: curl http://127.0.0.1:8080/"

@@ -15,6 +15,7 @@
 //! age -d -i KEY ID.tar.zst.age | zstd -d | tar -x
 //! ```
 
+pub mod auth;
 pub mod helpers;
 pub mod pipeline;
 pub mod refill;
@@ -79,6 +80,10 @@ pub struct Manifest {
     /// Taken by a restore, to undo it.
     #[serde(default)]
     pub safety: bool,
+    /// HMAC-SHA-256 of the rest under the spec's `backup_key` ([`auth`]); absent when the
+    /// spec has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -461,6 +466,7 @@ mod tests {
                 stored_sha256: stats.stored_sha256,
                 verified: false,
                 safety: false,
+                mac: None,
             };
             store.commit(&m).unwrap();
             let v = verify(&store, &m, &identity)

@@ -385,6 +385,7 @@ mod tests {
             stored_sha256: String::new(),
             verified: true,
             safety: false,
+            mac: None,
         };
         store.commit(&good).unwrap();
         let mut old = good.clone();

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use crate::apply::journal::Kind;
+use crate::archive::auth::{Authenticity, ManifestKey};
 use crate::archive::store::{LocalStore, Store};
 use crate::archive::{BackupError, Manifest};
 use crate::engine::Engine;
@@ -20,6 +21,9 @@ use crate::spec::Backup;
 /// done with them.
 pub struct Backups {
     pub project: Project,
+    /// The key of `backup_key:`, decrypted the first time it is needed (or why it could
+    /// not be: why, and what to do).
+    key: std::sync::OnceLock<Result<ManifestKey, (String, String)>>,
 }
 
 /// A backup that failed: why, and what to do.
@@ -54,6 +58,7 @@ impl Backups {
         };
         Ok(Backups {
             project: Project::open_regions(path, state_dir, regions)?,
+            key: std::sync::OnceLock::new(),
         })
     }
 
@@ -173,14 +178,98 @@ impl Backups {
             })
     }
 
-    /// This project's backups of `name`, oldest first (a store may be shared by projects).
+    /// This project's backups of `name` that berth may trust, oldest first (a store may be
+    /// shared by projects): with a `backup_key:`, only those whose manifest authenticates
+    /// ([`crate::archive::auth`]); the others are [`Backups::unauthenticated`].
     pub fn list(&self, name: &str) -> Result<Vec<Manifest>, OpError> {
+        let key = self.manifest_key()?;
+        Ok(self
+            .listing(name)?
+            .into_iter()
+            .filter(|m| key.is_none_or(|k| k.check(m) == Authenticity::Authentic))
+            .collect())
+    }
+
+    /// Every manifest of this project's backups of `name`, authenticated or not.
+    pub fn listing(&self, name: &str) -> Result<Vec<Manifest>, OpError> {
         let store = self.store(self.get(name)?)?;
         Ok(store
             .list(name)?
             .into_iter()
             .filter(|m| m.project == self.project.spec.project.value)
             .collect())
+    }
+
+    /// The backups of `name` whose manifest does not authenticate under the spec's
+    /// `backup_key:` (none without one), each with what was found.
+    pub fn unauthenticated(&self, name: &str) -> Result<Vec<(Manifest, Authenticity)>, OpError> {
+        let Some(key) = self.manifest_key()? else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .listing(name)?
+            .into_iter()
+            .filter_map(|m| match key.check(&m) {
+                Authenticity::Authentic => None,
+                other => Some((m, other)),
+            })
+            .collect())
+    }
+
+    /// What a manifest's `mac` says under the spec's `backup_key:`; `None` when the spec
+    /// has none, or its key cannot be read here (no identity): not checked.
+    pub fn authenticity(&self, m: &Manifest) -> Option<Authenticity> {
+        self.manifest_key().ok().flatten().map(|k| k.check(m))
+    }
+
+    /// The key that authenticates this spec's backups, `None` when the spec names no
+    /// `backup_key:`; refused when it cannot be read (no identity, the secret's file
+    /// missing or not decrypting, a value shorter than 32 bytes).
+    pub(super) fn manifest_key(&self) -> Result<Option<&ManifestKey>, OpError> {
+        let Some(secret) = &self.project.spec.backup_key else {
+            return Ok(None);
+        };
+        let what = format!("backup_key `{}`", secret.value);
+        match self.key.get_or_init(|| self.read_key(&secret.value)) {
+            Ok(key) => Ok(Some(key)),
+            Err((why, help)) => Err(OpError::Refused {
+                message: format!("{what}: {why}"),
+                help: help.clone(),
+            }),
+        }
+    }
+
+    fn read_key(&self, secret: &str) -> Result<ManifestKey, (String, String)> {
+        let make = format!("make it: `berth secrets set {secret} --generate`");
+        let Some(s) = self.project.spec.secrets.get(secret) else {
+            return Err((
+                "no secret of that name is declared".into(),
+                format!("declare it under `secrets:` and {make}"),
+            ));
+        };
+        let Some(identity) = &self.project.identity else {
+            return Err((
+                "there is no identity on this machine to decrypt it with".into(),
+                "run where the identity is (`berth secrets init`), or point `identity:` (or $BERTH_IDENTITY) at it".into(),
+            ));
+        };
+        let path = crate::secrets::files::resolve_secret_path(&self.project.spec_dir, s)
+            .map_err(|e| (format!("its file: {e}"), make.clone()))?;
+        let ciphertext = std::fs::read(&path)
+            .map_err(|e| (format!("reading `{}`: {e}", path.display()), make.clone()))?;
+        let value = identity
+            .decrypt(&ciphertext)
+            .map_err(|e| (e.to_string(), "run `berth secrets check`".to_owned()))?;
+        if value.len() < 32 {
+            return Err((
+                format!(
+                    "its value has {} bytes; a key that authenticates backups needs at least 32",
+                    value.len()
+                ),
+                format!("replace it with a random one: `berth secrets set {secret} --generate`"),
+            ));
+        }
+        Ok(ManifestKey::from_secret(value.expose()))
     }
 
     /// The newest backup of `name` that `eligible` accepts and whose time is trusted (as

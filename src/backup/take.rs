@@ -84,6 +84,8 @@ impl Backups {
         }
         // Every backup is read back after it is written: that needs the identity.
         let identity = self.identity(name)?;
+        // The manifest is authenticated with the spec's key: read it before any work.
+        let key = self.manifest_key()?;
         let millis = crate::archive::now_millis();
         let at = (millis / 1000) as u64;
         let id = new_id(millis);
@@ -162,7 +164,9 @@ impl Backups {
             stored_sha256: stats.stored_sha256,
             verified: false,
             safety,
+            mac: None,
         };
+        manifest.mac = key.map(|k| k.sign(&manifest));
         store.commit(&manifest)?;
         // Read back before success is reported; a failure leaves it marked unverified.
         let checked = verify(&store, &manifest, identity)?;

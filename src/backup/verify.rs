@@ -3,6 +3,7 @@
 //! is found. Reading one back is [`super::verify`].
 
 use super::ops::Backups;
+use crate::archive::auth::Authenticity;
 use crate::archive::store::Store;
 use crate::archive::{BackupError, Verified};
 use crate::error::OpError;
@@ -29,6 +30,15 @@ pub enum Checked {
     },
     /// Read back, it does not match its manifest (or could not be read).
     Damaged(BackupError),
+    /// Its manifest does not authenticate under the spec's `backup_key`: never read back,
+    /// never restored. `counted`: a failure of this verify (a forged `mac` always; one
+    /// with none when named, or with `--all`); otherwise told and passed over.
+    Unauthenticated {
+        name: String,
+        id: String,
+        found: Authenticity,
+        counted: bool,
+    },
 }
 
 /// How many backups were read back, and how many of them are damaged.
@@ -68,6 +78,22 @@ impl Backups {
                         why,
                     });
                 }
+            }
+            for (m, found) in self.unauthenticated(&name)? {
+                if id.is_some_and(|id| id != m.id) {
+                    continue;
+                }
+                let counted = found == Authenticity::Forged || id.is_some() || all;
+                if counted {
+                    tally.checked += 1;
+                    tally.bad += 1;
+                }
+                seen(Checked::Unauthenticated {
+                    name: name.clone(),
+                    id: m.id,
+                    found,
+                    counted,
+                });
             }
             let chosen: Vec<_> = match (id, all) {
                 (Some(id), _) => self

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::{exit, print, report_error};
+use crate::archive::auth::Authenticity;
 use crate::archive::store::Store;
 use crate::backup::ops::Backups;
 use crate::backup::verify::Checked;
@@ -169,21 +170,27 @@ fn list(b: &Backups, name: Option<String>, format: ListFormat) -> Result<u8, OpE
         "backup", "id", "taken", "size", "ratio", "verified"
     );
     for name in names {
-        for m in b.list(&name)? {
+        for m in b.listing(&name)? {
             let ratio = if m.stored_bytes == 0 {
                 0.0
             } else {
                 m.plain_bytes as f64 / m.stored_bytes as f64
             };
             out.push_str(&format!(
-                "{:<12} {:<27} {:<23} {:>10} {:>6.1}x  {}{}\n",
+                "{:<12} {:<27} {:<23} {:>10} {:>6.1}x  {}{}{}\n",
                 name,
                 m.id,
                 format_time(m.created_at),
                 size(m.stored_bytes),
                 ratio,
                 if m.verified { "yes" } else { "NO" },
-                if m.safety { " (safety copy)" } else { "" }
+                if m.safety { " (safety copy)" } else { "" },
+                match b.authenticity(&m) {
+                    Some(Authenticity::Forged) =>
+                        " NOT AUTHENTIC: forged, or changed since written",
+                    Some(Authenticity::Unsigned) => " NOT AUTHENTICATED: no mac",
+                    _ => "",
+                }
             ));
         }
         let store = b.store(b.get(&name)?)?;
@@ -213,7 +220,8 @@ fn list_json(b: &Backups, names: &[String]) -> Result<u8, OpError> {
     let (mut backups, mut incomplete, mut damaged) = (Vec::new(), Vec::new(), Vec::new());
     for name in names {
         let spec = b.get(name)?;
-        for m in b.list(name)? {
+        for m in b.listing(name)? {
+            let authentic = b.authenticity(&m).map(|a| a == Authenticity::Authentic);
             backups.push(serde_json::json!({
                 "name": name,
                 "id": m.id,
@@ -225,6 +233,7 @@ fn list_json(b: &Backups, names: &[String]) -> Result<u8, OpError> {
                 "stored_bytes": m.stored_bytes,
                 "verified": m.verified,
                 "safety_copy": m.safety,
+                "authentic": authentic,
             }));
         }
         let store = b.store(spec)?;
@@ -268,9 +277,22 @@ fn verify(b: &Backups, id: Option<&str>, all: bool) -> Result<u8, OpError> {
             size(verified.plain_bytes)
         ),
         Checked::Damaged(e) => report_error(e.into()),
+        Checked::Unauthenticated {
+            name,
+            id,
+            found,
+            counted,
+        } => {
+            let then = if counted {
+                "never read back nor restored by berth"
+            } else {
+                "passed over, never restored by berth; `--all` counts it"
+            };
+            eprintln!("{name} {id}: {}; {then}", found.why_not())
+        }
     })?;
     eprintln!(
-        "{} backup(s) read back, {} damaged.",
+        "{} backup(s) checked, {} damaged or not authentic.",
         tally.checked, tally.bad
     );
     Ok(if tally.bad > 0 { exit::ERROR } else { exit::OK })

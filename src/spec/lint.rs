@@ -43,6 +43,10 @@ pub const LINTS: &[(&str, &str)] = &[
         "backup-key-on-host",
         "backups encrypted to the host's identity alone (lost with the host)",
     ),
+    (
+        "backup-unauthenticated",
+        "backups without `backup_key:` (anyone with the public recipients can forge one that verifies)",
+    ),
 ];
 
 pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
@@ -78,6 +82,18 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
         }
     }
     for b in spec.backups.iter() {
+        if spec.backup_key.is_none() {
+            found.push((
+                b.name.span,
+                b.name.span,
+                Finding::new(
+                    "backup-unauthenticated",
+                    format!("backup `{}` is not authenticated", b.name.value),
+                )
+                .label("a backup forged with the public recipients would verify and restore")
+                .help("name a secret as top-level `backup_key:` and make it: `berth secrets set NAME --generate`"),
+            ));
+        }
         let store = &b.item.store;
         let path = store.value.as_str();
         // A store under a temporary directory is an error of `check` (`backup-store-place`),

@@ -84,6 +84,12 @@ pub struct Spec {
     /// Encrypted, verified, scheduled backups.
     #[serde(default)]
     pub backups: NamedMap<Backup>,
+    /// The secret (under `secrets:`) that authenticates backups: each manifest carries an
+    /// HMAC under a key derived from its value, and `verify`, `restore` and `prune` take
+    /// only backups whose HMAC matches, so that a backup forged with the public
+    /// recipients is refused. Make it with `berth secrets set NAME --generate`.
+    #[serde(default)]
+    pub backup_key: Option<Sp<String>>,
     /// A webhook that receives the outcome of every apply, destroy, rollback and restart:
     /// `https://host/path` gets berth's JSON, `{ slack: URL }` a Slack message. A failing
     /// webhook never fails the apply.

@@ -8,6 +8,7 @@ mod common;
 mod apply;
 mod architecture;
 mod backup;
+mod backup_auth;
 mod cli;
 mod crash;
 mod example_stacks;

@@ -222,16 +222,29 @@ impl Backups {
                 found
             }
         };
-        found.ok_or_else(|| {
-            failed(
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        if let Some(id) = id
+            && let Some((_, found)) = self
+                .unauthenticated(name)?
+                .into_iter()
+                .find(|(m, _)| m.id == id)
+        {
+            return Err(failed(
                 name,
-                match id {
-                    Some(id) => format!("there is no backup `{id}`"),
-                    None => "there is no verified backup at a trusted time to restore".into(),
-                },
-                "`berth backup list` shows them",
-            )
-        })
+                format!("backup `{id}` {}", found.why_not()),
+                "berth restores only backups it can authenticate; if you know this one is yours (taken before `backup_key:` was set), restore it by hand with the one-liner of the README's \"Backups\" section",
+            ));
+        }
+        Err(failed(
+            name,
+            match id {
+                Some(id) => format!("there is no backup `{id}`"),
+                None => "there is no verified backup at a trusted time to restore".into(),
+            },
+            "`berth backup list` shows them",
+        ))
     }
 
     /// The entries of a backup's tar stream, read in the same pass that verifies it.

@@ -90,6 +90,11 @@ impl Checker<'_> {
                 );
             }
         }
+        if let Some(key) = &self.spec.backup_key
+            && !self.spec.secrets.contains(&key.value)
+        {
+            self.unknown("secret", key, self.spec.secrets.names(), "secrets");
+        }
     }
 
     /// A secret's `file` written so that it leaves the spec's directory (absolute, `~`, or
