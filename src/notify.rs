@@ -194,7 +194,7 @@ pub fn slack_message(body: &serde_json::Value) -> serde_json::Value {
     let text = |k: &str| body[k].as_str().unwrap_or("?").to_owned();
     let outcome = text("outcome");
     let mark = match outcome.as_str() {
-        "applied" | "no_changes" => ":white_check_mark:",
+        "applied" | "no_changes" | "passed" => ":white_check_mark:",
         "cancelled" => ":grey_question:",
         _ => ":x:",
     };
@@ -207,6 +207,20 @@ pub fn slack_message(body: &serde_json::Value) -> serde_json::Value {
     );
     if let Some(r) = body["revision"].as_u64() {
         line.push_str(&format!(", revision {r}"));
+    }
+    if body["event"] == "berth.drill" {
+        // A restore drill: the backup, and the measured restore time.
+        if let Some(id) = body["id"].as_str() {
+            line.push_str(&format!(" (backup {id}"));
+            if let Some(s) = body["restore_seconds"].as_f64() {
+                line.push_str(&format!(", restored in {s:.1} s"));
+            }
+            line.push(')');
+        }
+        if let Some(e) = body["error"].as_str() {
+            line.push_str(&format!("\n>{}", e.replace('\n', "\n>")));
+        }
+        return serde_json::json!({ "text": line });
     }
     let c = &body["changes"];
     let count = |k: &str| c[k].as_u64().unwrap_or(0);
@@ -272,5 +286,27 @@ mod tests {
             slack_message(&body)["text"],
             ":x: `berth apply` of *shop* on `web1`: *rolled back* (1 to create, 0 to update, 2 to replace, 0 to delete, 0 to heal) in 12.3 s\n>`pod.api` failed its `healthy` gate"
         );
+    }
+
+    #[test]
+    fn a_drill_reads_as_one_slack_line_with_its_backup_and_restore_time() {
+        let body = serde_json::json!({
+            "event": "berth.drill", "command": "berth backup drill db", "project": "shop",
+            "host": "db1", "outcome": "passed", "id": "20261207T040000.000Z-abcdef",
+            "restore_seconds": 41.73,
+        });
+        let text = slack_message(&body)["text"].as_str().unwrap().to_owned();
+        assert_eq!(
+            text,
+            ":white_check_mark: `berth backup drill db` of *shop* on `db1`: *passed* (backup 20261207T040000.000Z-abcdef, restored in 41.7 s)"
+        );
+        let failed = serde_json::json!({
+            "event": "berth.drill", "command": "berth backup drill db", "project": "shop",
+            "host": "db1", "outcome": "failed", "error": "the check\nfailed",
+        });
+        let text = slack_message(&failed)["text"].as_str().unwrap().to_owned();
+        assert!(text.starts_with(":x: `berth backup drill db`"), "{text}");
+        assert!(text.ends_with(">the check\n>failed"), "{text}");
+        assert!(!text.contains("to create"), "{text}");
     }
 }

@@ -144,6 +144,7 @@ pub fn run_saved(
             None => args.profile.clone(),
         },
         every_profile: target.restart.is_some(),
+        drill: None,
     };
     // A saved plan names its spec; -f (or the default) is used only without one.
     let file = match &saved {

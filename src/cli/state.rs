@@ -50,11 +50,23 @@ fn state_of(file: &Path, state_dir: Option<&Path>) -> Result<(String, StateDir),
 }
 
 pub fn recover(file: &Path, state_dir: Option<&Path>, args: RecoverArgs) -> Result<u8, OpError> {
+    // A restore drill that was killed left a scratch project: removed first.
+    let drill = crate::backup::ops::Backups::open_for_drill_sweep(file, state_dir)?;
+    let swept = match &drill {
+        Some(b) => b.recover_drill()?,
+        None => None,
+    };
+    drop(drill);
+    if let Some(line) = &swept {
+        eprintln!("Recovered: {line}.");
+    }
     let r = ops::recover(file, state_dir)?;
     for l in &r.lines {
         eprintln!("{l}");
     }
-    if r.nothing {
+    if r.nothing && swept.is_some() {
+        // Said above.
+    } else if r.nothing {
         eprintln!("Nothing to recover: no apply was interrupted.");
     } else {
         if let Some((name, id)) = &r.restore {

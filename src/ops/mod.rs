@@ -21,6 +21,7 @@ use crate::error::interrupted_detail;
 
 mod against;
 mod converge;
+pub mod drill;
 mod exec;
 mod facts;
 mod images;
@@ -121,6 +122,8 @@ pub struct Opts {
     pub profiles: Vec<String>,
     /// Every profile of the spec (`berth restart`, which may restart any pod that runs).
     pub every_profile: bool,
+    /// Plan the scratch spec of a restore drill instead of the file's ([`drill`]).
+    pub drill: Option<drill::Scratch>,
 }
 
 use crate::apply::journal::Kind;
@@ -131,7 +134,10 @@ impl Session {
     /// or a recorded revision), work out the desired resources (with this machine's build
     /// contexts and secret files), observe, and plan.
     pub fn open(path: &Path, goal: Goal, opts: &Opts) -> Result<Session, OpError> {
-        let current = load_valid(path)?;
+        let mut current = load_valid(path)?;
+        if let Some(scratch) = &opts.drill {
+            drill::derive(&mut current.spec, scratch);
+        }
         known_regions(&current.spec, &opts.regions)?;
         let state = StateDir::locate(&current.spec.project.value, opts.state_dir.as_deref());
         let held = Held::take(&current.spec, &state, opts)?;

@@ -30,6 +30,24 @@ pub struct Backup {
     /// How the data is compressed (default: zstd level 3, one thread per CPU).
     #[serde(default)]
     pub compression: Option<Sp<CompressionSpec>>,
+    /// How `berth backup drill NAME` proves this backup (of a volume) by restoring it: the
+    /// pod whose scratch copy starts on the restored data, and a command that must exit 0
+    /// in it.
+    #[serde(default)]
+    pub drill: Option<Sp<Drill>>,
+}
+
+/// A restore drill's settings: `{ pod: db, check: [sh, -c, "test -s /data/visits"] }`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Drill {
+    /// The pod started on the restored data (default: the one pod that mounts the volume).
+    #[serde(default)]
+    pub pod: Option<Sp<String>>,
+    /// A command run in the scratch pod once it has passed its gates (e.g. a row count);
+    /// the drill fails unless it exits 0.
+    #[serde(default)]
+    pub check: Option<Vec<String>>,
 }
 
 /// zstd's settings for a backup: `{ level: 3, threads: 2 }`.

@@ -30,7 +30,9 @@ pub mod units;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use backup::{Backup, BackupSource, Compression, CompressionSpec, Consistency, Retention};
+pub use backup::{
+    Backup, BackupSource, Compression, CompressionSpec, Consistency, Drill, Retention,
+};
 pub use job::Job;
 pub use load::{Loaded, load_file, load_str};
 pub use mapping::{Mount, MountEntry, PortEntry, PortMapping, RouteTargetEntry};

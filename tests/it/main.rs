@@ -11,6 +11,7 @@ mod backup;
 mod backup_auth;
 mod cli;
 mod crash;
+mod drill;
 mod example_stacks;
 mod examples;
 mod exec;

@@ -115,6 +115,29 @@ fn the_quickstart_comes_up_with_one_command_and_goes_down_with_destroy() {
         "{}",
         backup.stderr()
     );
+    // And proven by a drill: restored into a scratch copy of `web`, its health gate
+    // passed, the time printed, and nothing of the scratch project left.
+    let drill = common::Berth::new()
+        .dir(&root)
+        .env("BERTH_IDENTITY", &identity.display().to_string())
+        .args(["backup", "drill", "app-data"])
+        .run()
+        .code(0);
+    assert!(
+        drill.stderr_flat().contains("restore time (RTO)"),
+        "{}",
+        drill.stderr()
+    );
+    let scratch = format!("{}-drill-", p.0);
+    for args in [
+        ["ps", "-a", "--format", "{{.Names}}"],
+        ["volume", "ls", "--format", "{{.Name}}"],
+        ["network", "ls", "--format", "{{.Name}}"],
+    ] {
+        let listed = docker::docker(&args);
+        assert!(!listed.contains(&scratch), "{listed}");
+    }
+    assert_eq!(containers_of(&p.0), [format!("{}-web", p.0)]);
 
     // Again: the key and the secret are kept, and nothing changes.
     let second = up();

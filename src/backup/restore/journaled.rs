@@ -89,7 +89,7 @@ impl Backups {
     }
 
     /// Where backup `id` of `name` is, and what opens it.
-    pub(super) fn backup_ref(&self, name: &str, id: &str) -> Result<BackupRef, OpError> {
+    pub(in crate::backup) fn backup_ref(&self, name: &str, id: &str) -> Result<BackupRef, OpError> {
         Ok(BackupRef {
             store: self.store(self.get(name)?)?.root,
             name: name.to_owned(),

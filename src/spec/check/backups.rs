@@ -43,6 +43,9 @@ impl Checker<'_> {
             if let Some(c) = &b.item.compression {
                 self.backup_compression(&b.name.value, &c.value);
             }
+            if let Some(d) = &b.item.drill {
+                self.backup_drill(&b.name.value, &b.item.source.value, d);
+            }
             match &b.item.recipients {
                 Some(list) => self.recipients_of(&format!("backup `{}`", b.name.value), list),
                 // With an explicit `identity:`, its key (the `backup-key-on-host` lint
@@ -57,6 +60,46 @@ impl Checker<'_> {
                 ),
                 None => {}
             }
+        }
+    }
+
+    /// A backup's `drill`: of a volume backup, its pod one that mounts the volume, its
+    /// check a command.
+    fn backup_drill(&mut self, name: &str, src: &BackupSource, d: &Sp<crate::spec::Drill>) {
+        let Some(volume) = &src.volume else {
+            self.push(
+                Diagnostic::error(
+                    "backup-drill",
+                    format!("backup `{name}` has `drill`, and only a volume backup can be drilled"),
+                )
+                .at(d.span, "not a volume backup")
+                .help("a drill restores into a scratch volume and starts the pod on it; remove `drill` here"),
+            );
+            return;
+        };
+        if let Some(pod) = &d.value.pod {
+            match self.spec.pods.get(&pod.value) {
+                None => self.unknown("pod", pod, self.spec.pods.names(), "pods"),
+                Some(p) if !p.named_volumes().any(|v| v == volume.value) => self.push(
+                    Diagnostic::error(
+                        "backup-drill",
+                        format!(
+                            "pod `{}` does not mount volume `{}`, which backup `{name}` holds",
+                            pod.value, volume.value
+                        ),
+                    )
+                    .at(pod.span, "its copy would start without the restored data")
+                    .help("name a pod that mounts the volume"),
+                ),
+                Some(_) => {}
+            }
+        }
+        if d.value.check.as_ref().is_some_and(|c| c.is_empty()) {
+            self.push(
+                Diagnostic::error("backup-drill", format!("backup `{name}` has an empty `drill.check`"))
+                    .at(d.span, "no command")
+                    .help("give a command that exits 0 when the restored data is good, e.g. `[sh, -c, \"test -s /data/visits\"]`"),
+            );
         }
     }
 
