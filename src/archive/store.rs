@@ -16,8 +16,10 @@ use std::io::Write;
 use std::path::Path;
 
 mod local;
+pub mod s3;
 
 pub use local::LocalStore;
+pub use s3::{S3Config, S3Store};
 
 use super::{BackupError, Manifest};
 use crate::fsutil;

@@ -4,6 +4,7 @@
 //! What a backup is and how its data moves (manifest, pipeline, store, retention, timers,
 //! putting data back) is the layer below, [`crate::archive`].
 
+pub mod copies;
 pub mod drill;
 pub mod ops;
 pub mod prune;

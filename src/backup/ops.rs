@@ -240,7 +240,30 @@ impl Backups {
     }
 
     fn read_key(&self, secret: &str) -> Result<ManifestKey, (String, String)> {
-        let make = format!("make it: `berth secrets set {secret} --generate`");
+        let value = self.secret_value(secret, true)?;
+        if value.len() < 32 {
+            return Err((
+                format!(
+                    "its value has {} bytes; a key that authenticates backups needs at least 32",
+                    value.len()
+                ),
+                format!("replace it with a random one: `berth secrets set {secret} --generate`"),
+            ));
+        }
+        Ok(ManifestKey::from_secret(value.expose()))
+    }
+
+    /// The value of secret `secret` of the spec, decrypted with this machine's identity;
+    /// or why not, and what to do (`generated`: a random value is what it should hold).
+    pub(super) fn secret_value(
+        &self,
+        secret: &str,
+        generated: bool,
+    ) -> Result<crate::secrets::Plaintext, (String, String)> {
+        let make = format!(
+            "make it: `berth secrets set {secret}{}`",
+            if generated { " --generate" } else { "" }
+        );
         let Some(s) = self.project.spec.secrets.get(secret) else {
             return Err((
                 "no secret of that name is declared".into(),
@@ -257,19 +280,9 @@ impl Backups {
             .map_err(|e| (format!("its file: {e}"), make.clone()))?;
         let ciphertext = std::fs::read(&path)
             .map_err(|e| (format!("reading `{}`: {e}", path.display()), make.clone()))?;
-        let value = identity
+        identity
             .decrypt(&ciphertext)
-            .map_err(|e| (e.to_string(), "run `berth secrets check`".to_owned()))?;
-        if value.len() < 32 {
-            return Err((
-                format!(
-                    "its value has {} bytes; a key that authenticates backups needs at least 32",
-                    value.len()
-                ),
-                format!("replace it with a random one: `berth secrets set {secret} --generate`"),
-            ));
-        }
-        Ok(ManifestKey::from_secret(value.expose()))
+            .map_err(|e| (e.to_string(), "run `berth secrets check`".to_owned()))
     }
 
     /// The newest backup of `name` that `eligible` accepts and whose time is trusted (as

@@ -3,7 +3,7 @@
 //! once a backup of the name verifies.
 
 use super::ops::Backups;
-use crate::archive::store::{Incomplete, LocalStore, Store};
+use crate::archive::store::{Incomplete, Store};
 use crate::archive::verify;
 use crate::error::OpError;
 
@@ -64,7 +64,7 @@ impl Backups {
         let backup = self.get(name)?;
         let store = self.store(backup)?;
         let mut pruned = match &backup.retention {
-            Some(policy) => self.prune_policy(name, policy, &store, dry_run)?,
+            Some(policy) => self.prune_policy(name, policy, &store, self.list(name)?, dry_run)?,
             None => Pruned {
                 no_retention: true,
                 ..Pruned::default()
@@ -104,15 +104,17 @@ impl Backups {
         Ok(pruned)
     }
 
-    fn prune_policy(
+    /// The retention policy applied to `list`, the backups of `name` that berth trusts in
+    /// `store` (the host's, or a copy's).
+    pub(super) fn prune_policy(
         &self,
         name: &str,
         policy: &crate::spec::Retention,
-        store: &LocalStore,
+        store: &dyn Store,
+        list: Vec<crate::archive::Manifest>,
         dry_run: bool,
     ) -> Result<Pruned, OpError> {
         use crate::archive::retention::{self, Entry};
-        let list = self.list(name)?;
         if list.is_empty() {
             return Ok(Pruned::default());
         }

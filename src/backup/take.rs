@@ -21,6 +21,13 @@ use crate::archive::{MANIFEST_FORMAT, Manifest, new_id, pipeline, verify};
 use crate::error::OpError;
 use crate::spec::{Backup, Consistency};
 
+/// A backup taken: its manifest, what its read-back found, and what became of each copy.
+pub struct Taken {
+    pub manifest: Manifest,
+    pub verified: crate::archive::Verified,
+    pub copies: Vec<super::copies::CopyOutcome>,
+}
+
 impl Backups {
     /// The journal of a `consistent: stop` backup, begun (kept with a restore's: the same
     /// undos, the same `berth recover`): its undos start again the pods it stops.
@@ -56,11 +63,7 @@ impl Backups {
     }
 
     /// Takes a backup, reads it back, and records it as verified (or says why not).
-    pub fn run(
-        &self,
-        name: &str,
-        safety: bool,
-    ) -> Result<(Manifest, crate::archive::Verified), OpError> {
+    pub fn run(&self, name: &str, safety: bool) -> Result<Taken, OpError> {
         self.run_leaving_out(name, safety, None)
     }
 
@@ -71,7 +74,7 @@ impl Backups {
         name: &str,
         safety: bool,
         skip: Option<&Path>,
-    ) -> Result<(Manifest, crate::archive::Verified), OpError> {
+    ) -> Result<Taken, OpError> {
         let backup = self.get(name)?;
         let store = self.store(backup)?;
         let recipients = self.recipients(backup);
@@ -90,6 +93,8 @@ impl Backups {
         let at = (millis / 1000) as u64;
         let id = new_id(millis);
         let out = store.create(name, &id)?;
+        // Written to the copies off the host in the same pass.
+        let (out, copying) = self.tee(backup, name, &id, out, safety);
         // A restore's safety copy is taken while the pods are stopped, and kept a week: at
         // zstd's fastest level, on as many threads as the backup's own.
         let compression = if safety {
@@ -128,6 +133,7 @@ impl Backups {
             )
         } else {
             store.discard(name, &id);
+            copying.discard(name, &id);
             return Err(failed(
                 name,
                 "its source names no volume, path, or pod with `exec`",
@@ -143,6 +149,7 @@ impl Backups {
             Ok(s) => s,
             Err(e) => {
                 store.discard(name, &id);
+                copying.discard(name, &id);
                 return Err(e);
             }
         };
@@ -169,10 +176,22 @@ impl Backups {
         manifest.mac = key.map(|k| k.sign(&manifest));
         store.commit(&manifest)?;
         // Read back before success is reported; a failure leaves it marked unverified.
-        let checked = verify(&store, &manifest, identity)?;
+        let checked = match verify(&store, &manifest, identity) {
+            Ok(v) => v,
+            Err(e) => {
+                copying.discard(name, &id);
+                return Err(e.into());
+            }
+        };
         manifest.verified = true;
         store.commit(&manifest)?;
-        Ok((manifest, checked))
+        // Each copy, once the host's verifies: completed, read back there, marked.
+        let copies = self.finish_copies(copying, &manifest, identity);
+        Ok(Taken {
+            manifest,
+            verified: checked,
+            copies,
+        })
     }
 
     /// The running container of a pod (its first replica), on the primary region.

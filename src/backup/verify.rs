@@ -128,6 +128,8 @@ impl Backups {
                     }
                 }
             }
+            // Each copy off the host, read back where it is.
+            self.verify_copies(&name, id, all, identity, &mut tally, seen)?;
         }
         if tally.checked == 0 {
             return Err(OpError::Refused {

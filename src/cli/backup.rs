@@ -55,6 +55,11 @@ pub enum Command {
         /// Only list what would be overwritten, created and removed.
         #[arg(long)]
         dry_run: bool,
+        /// Restore the copy kept in this store (one of the backup's `copies:`): fetched
+        /// into the host's store first. Without it, a backup the host's store does not
+        /// hold is looked for in the copies, in their order.
+        #[arg(long, value_name = "STORE")]
+        from: Option<String>,
     },
     /// Prove a volume backup by restoring it: into a scratch volume, with a scratch copy
     /// of the pod that owns it started on it and held to its gates (and `drill.check`),
@@ -64,6 +69,9 @@ pub enum Command {
         name: String,
         /// The backup id (default: the newest verified one whose time is trusted).
         id: Option<String>,
+        /// Drill the copy kept in this store (one of the backup's `copies:`).
+        #[arg(long, value_name = "STORE")]
+        from: Option<String>,
     },
     /// Delete what the retention policy no longer keeps, after reading back whole the backups
     /// kept in their place (never the newest verified one).
@@ -94,7 +102,14 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
         }
         Command::List { name, format } => list(&b, name, format),
         Command::Verify { id, all } => verify(&b, id.as_deref(), all),
-        Command::Restore { name, id, dry_run } => {
+        Command::Restore {
+            name,
+            id,
+            dry_run,
+            from,
+        } => {
+            let fetched = b.fetch_for_restore(&name, id.as_deref(), from.as_deref())?;
+            let id = fetched.or(id);
             // The pods come back (and an unwind brings them back) through a session.
             let command = format!("berth backup restore {name}");
             let again = crate::ops::UnwindCtx {
@@ -117,7 +132,9 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             Ok(exit::OK)
         }
         Command::Prune { dry_run } => prune(&b, dry_run),
-        Command::Drill { name, id } => {
+        Command::Drill { name, id, from } => {
+            let fetched = b.fetch_for_restore(&name, id.as_deref(), from.as_deref())?;
+            let id = fetched.or(id);
             let command = format!("berth backup drill {name}");
             let applier = crate::ops::UnwindCtx {
                 spec_path: file,
@@ -179,7 +196,8 @@ fn take(b: &Backups, names: Vec<String>) -> Result<u8, OpError> {
     let mut failures = 0;
     for name in names {
         match b.run(&name, false) {
-            Ok((m, v)) => {
+            Ok(taken) => {
+                let (m, v) = (&taken.manifest, &taken.verified);
                 eprintln!(
                     "backup `{name}`: {} written and verified ({} files, {} -> {}), {}",
                     m.id,
@@ -188,6 +206,26 @@ fn take(b: &Backups, names: Vec<String>) -> Result<u8, OpError> {
                     size(m.stored_bytes),
                     b.store(b.get(&name)?)?.locate(&name, &m.id)
                 );
+                for c in &taken.copies {
+                    match &c.result {
+                        Ok(at) => eprintln!(
+                            "backup `{name}`: copied to store `{}` and verified there, {at}",
+                            c.store
+                        ),
+                        Err(why) => {
+                            // The host's copy stands; the run still fails, so that a timer's
+                            // unit (and whoever watches it) sees the copy missing.
+                            failures += 1;
+                            report_error(OpError::Refused {
+                                message: format!(
+                                    "backup `{name}`: {} is on the host, but its copy to store `{}` failed: {why}",
+                                    m.id, c.store
+                                ),
+                                help: "check the store's address and credentials, then run the backup again".into(),
+                            });
+                        }
+                    }
+                }
                 // Now that a backup of the name verifies, the data files a killed backup
                 // left without a manifest go (under the lock).
                 for i in b.remove_incomplete(&name)? {
@@ -232,7 +270,31 @@ fn list(b: &Backups, name: Option<String>, format: ListFormat) -> Result<u8, OpE
     );
     let drills = b.drills();
     for name in names {
-        for m in b.listing(&name)? {
+        let here = b.listing(&name)?;
+        let (by_id, only, unlisted) = placed(b, &name, &here)?;
+        let rows = here
+            .iter()
+            .map(|m| (m, None))
+            .chain(only.iter().map(|(s, m)| (m, Some(s))));
+        for (m, only_in) in rows {
+            let copies = match only_in {
+                Some(store) => format!(
+                    ", NOT ON THIS HOST: only in store `{store}` (a restore of it fetches it)"
+                ),
+                None => by_id.get(&m.id).map_or(String::new(), |c| {
+                    let names: Vec<String> = c
+                        .iter()
+                        .map(|(s, _, v)| {
+                            if *v {
+                                s.clone()
+                            } else {
+                                format!("{s} (unverified)")
+                            }
+                        })
+                        .collect();
+                    format!(", copies: {}", names.join(", "))
+                }),
+            };
             let ratio = if m.stored_bytes == 0 {
                 0.0
             } else {
@@ -247,7 +309,7 @@ fn list(b: &Backups, name: Option<String>, format: ListFormat) -> Result<u8, OpE
                 ratio,
                 if m.verified { "yes" } else { "NO" },
                 if m.safety { " (safety copy)" } else { "" },
-                match b.authenticity(&m) {
+                match b.authenticity(m) {
                     Some(Authenticity::Forged) =>
                         " NOT AUTHENTIC: forged, or changed since written",
                     Some(Authenticity::Unsigned) => " NOT AUTHENTICATED: no mac",
@@ -262,6 +324,14 @@ fn list(b: &Backups, name: Option<String>, format: ListFormat) -> Result<u8, OpE
                     Some(d) => format!(", drill FAILED {}", format_time(d.at)),
                     None => String::new(),
                 }
+            ));
+            out.pop();
+            out.push_str(&copies);
+            out.push('\n');
+        }
+        for (store, why) in unlisted {
+            out.push_str(&format!(
+                "{name:<12} store `{store}` cannot be listed: {why}\n"
             ));
         }
         let store = b.store(b.get(&name)?)?;
@@ -292,8 +362,22 @@ fn list_json(b: &Backups, names: &[String]) -> Result<u8, OpError> {
     let drills = b.drills();
     for name in names {
         let spec = b.get(name)?;
-        for m in b.listing(name)? {
-            let authentic = b.authenticity(&m).map(|a| a == Authenticity::Authentic);
+        let here = b.listing(name)?;
+        let (by_id, only, unlisted) = placed(b, name, &here)?;
+        let rows = here
+            .iter()
+            .map(|m| (m, true))
+            .chain(only.iter().map(|(_, m)| (m, false)));
+        for (m, on_host) in rows {
+            let copies: Vec<_> = by_id
+                .get(&m.id)
+                .into_iter()
+                .flatten()
+                .map(|(store, at, verified)| {
+                    serde_json::json!({ "store": store, "location": at, "verified": verified })
+                })
+                .collect();
+            let authentic = b.authenticity(m).map(|a| a == Authenticity::Authentic);
             let drilled = drills.get(name).filter(|d| d.id == m.id).map(|d| {
                 serde_json::json!({
                     "at": rfc3339(d.at),
@@ -314,7 +398,12 @@ fn list_json(b: &Backups, names: &[String]) -> Result<u8, OpError> {
                 "safety_copy": m.safety,
                 "authentic": authentic,
                 "drilled": drilled,
+                "on_host": on_host,
+                "copies": copies,
             }));
+        }
+        for (store, why) in unlisted {
+            damaged.push(serde_json::json!({ "name": name, "store": store, "reason": why }));
         }
         let store = b.store(spec)?;
         for i in store.incomplete(name)? {
@@ -389,12 +478,7 @@ fn prune(b: &Backups, dry_run: bool) -> Result<u8, OpError> {
         }
         // The same lines with `--dry-run` and without, but for the verb.
         for d in pruned.decisions.iter().chain(&pruned.incomplete) {
-            let verb = match (d.delete, dry_run) {
-                (false, _) => "keep  ",
-                (true, true) => "would delete",
-                (true, false) => "delete",
-            };
-            eprintln!("  {verb} {name} {} ({})", d.id, d.why);
+            eprintln!("  {} {name} {} ({})", verb(d.delete, dry_run), d.id, d.why);
         }
         if !pruned.damaged.is_empty() {
             eprintln!(
@@ -414,8 +498,84 @@ fn prune(b: &Backups, dry_run: bool) -> Result<u8, OpError> {
             );
         }
         failed |= pruned.failed();
+        // Each copy off the host, by the same policy.
+        for (store, pruned) in b.prune_copies(&name, dry_run) {
+            let pruned = match pruned {
+                Ok(p) => p,
+                Err(e) => {
+                    failed = true;
+                    eprintln!("{name} (store `{store}`): not pruned");
+                    report_error(e);
+                    continue;
+                }
+            };
+            for d in &pruned.decisions {
+                let verb = verb(d.delete, dry_run);
+                eprintln!("  {verb} {name} {} in store `{store}` ({})", d.id, d.why);
+            }
+            if pruned.nothing_verifies {
+                eprintln!(
+                    "{name} (store `{store}`): no backup verifies there now at a trusted time, so nothing is deleted there"
+                );
+            }
+            failed |= pruned.failed();
+        }
     }
     Ok(if failed { exit::ERROR } else { exit::OK })
+}
+
+/// What prune does (or would do) with a backup: the same words with `--dry-run` and
+/// without, but for the verb.
+fn verb(delete: bool, dry_run: bool) -> &'static str {
+    match (delete, dry_run) {
+        (false, _) => "keep  ",
+        (true, true) => "would delete",
+        (true, false) => "delete",
+    }
+}
+
+/// Where the copies of a backup name are: by id, each copy's (store, location,
+/// verified); the backups found only in a copy (store, manifest); and the copies that
+/// could not be listed (store, why).
+type Placed = (
+    std::collections::HashMap<String, Vec<(String, String, bool)>>,
+    Vec<(String, crate::archive::Manifest)>,
+    Vec<(String, String)>,
+);
+
+fn placed(b: &Backups, name: &str, here: &[crate::archive::Manifest]) -> Result<Placed, OpError> {
+    let mut by_id: std::collections::HashMap<String, Vec<(String, String, bool)>> =
+        std::collections::HashMap::new();
+    let mut only = Vec::new();
+    let mut unlisted = Vec::new();
+    for c in &b.get(name)?.copies {
+        let listed = b
+            .open_copy(&c.value)
+            .and_then(|copy| b.copy_listing(name, &copy).map(|l| (copy, l)));
+        let (copy, (trusted, _)) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                unlisted.push((c.value.clone(), e.to_string()));
+                continue;
+            }
+        };
+        for m in trusted {
+            let at = copy.store.locate(name, &m.id);
+            by_id
+                .entry(m.id.clone())
+                .or_default()
+                .push((c.value.clone(), at, m.verified));
+            if !here.iter().any(|h| h.id == m.id)
+                && !only
+                    .iter()
+                    .any(|(_, o): &(String, crate::archive::Manifest)| o.id == m.id)
+            {
+                only.push((c.value.clone(), m));
+            }
+        }
+    }
+    only.sort_by_key(|(_, m)| m.created_at);
+    Ok((by_id, only, unlisted))
 }
 
 fn size(bytes: u64) -> String {

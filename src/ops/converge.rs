@@ -7,17 +7,9 @@ use super::{Goal, OpError, Session};
 use crate::encode::sha256_hex;
 
 impl Session {
-    /// Carries out the plan under the journal; `progress` receives a line per step. A
-    /// successful apply that changed something is recorded as the next revision.
-    pub fn apply(
-        &self,
-        options: crate::apply::Options,
-        progress: &mut dyn FnMut(&crate::apply::Event),
-    ) -> Result<crate::apply::Applied, OpError> {
-        use crate::{apply::journal, state::revisions};
-        // Data rollback points first: a backup of every volume a replaced pod owns, when
-        // the backup says `before_apply: true`. A failure here stops the apply before any
-        // change.
+    /// Data rollback points first: a backup of every volume a replaced pod owns, when the
+    /// backup says `before_apply: true`. A failure here stops the apply before any change.
+    fn backups_first(&self, progress: &mut dyn FnMut(&crate::apply::Event)) -> Result<(), OpError> {
         let before = self.backups_before_apply();
         if !before.is_empty() {
             let backups = crate::backup::ops::Backups::open(
@@ -26,16 +18,45 @@ impl Session {
                 Some(&before),
             )?;
             for name in before {
-                let (m, _) = backups
+                let taken = backups
                     .run(&name, false)
                     .map_err(|e| before_apply_failed(&name, e))?;
                 progress(&crate::apply::Event {
                     address: Some(format!("backup.{name}")),
                     status: crate::apply::Status::Done,
-                    message: format!("  backup.{name}: taken before the apply ({})", m.id),
+                    message: format!(
+                        "  backup.{name}: taken before the apply ({})",
+                        taken.manifest.id
+                    ),
                 });
+                // A copy off the host that failed does not hold the apply back: the host's
+                // copy, verified, is what a rollback of the data needs. It is said.
+                for c in &taken.copies {
+                    if let Err(why) = &c.result {
+                        progress(&crate::apply::Event {
+                            address: Some(format!("backup.{name}")),
+                            status: crate::apply::Status::Warning,
+                            message: format!(
+                                "  backup.{name}: its copy to store `{}` failed: {why}",
+                                c.store
+                            ),
+                        });
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Carries out the plan under the journal; `progress` receives a line per step. A
+    /// successful apply that changed something is recorded as the next revision.
+    pub fn apply(
+        &self,
+        options: crate::apply::Options,
+        progress: &mut dyn FnMut(&crate::apply::Event),
+    ) -> Result<crate::apply::Applied, OpError> {
+        use crate::{apply::journal, state::revisions};
+        self.backups_first(progress)?;
         let from = revisions::latest(&self.project.state)?;
         let spec_sha256 = sha256_hex(self.spec_text.as_bytes());
         let journal = journal::Journal::begin(

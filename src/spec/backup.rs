@@ -13,6 +13,10 @@ pub struct Backup {
     /// Directory of its own holding the encrypted backups (absolute; berth makes it 0700;
     /// never `/`, a system or a temporary directory).
     pub store: Sp<String>,
+    /// Stores under `stores:` that each backup is also written to, and verified in, as it
+    /// is taken (e.g. `[offsite]`): copies that survive the host.
+    #[serde(default)]
+    pub copies: Vec<Sp<String>>,
     /// systemd `OnCalendar` expression, e.g. `*-*-* 03:00:00` or `daily`.
     #[serde(default)]
     pub schedule: Option<Sp<String>>,
@@ -35,6 +39,36 @@ pub struct Backup {
     /// in it.
     #[serde(default)]
     pub drill: Option<Sp<Drill>>,
+}
+
+/// An off-host store: `{ url: s3://BUCKET/PREFIX, endpoint: https://…, region: …,
+/// access_key_id: …, secret_access_key: SECRET }`. What it does not say comes from the
+/// environment, as the AWS tools read it (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`, `AWS_ENDPOINT`).
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    /// `s3://BUCKET/PREFIX`: a bucket of any S3-compatible object store.
+    pub url: Sp<String>,
+    /// The object store's address, for one that is not AWS (`https://s3.example.net`).
+    #[serde(default)]
+    pub endpoint: Option<Sp<String>>,
+    /// The bucket's region (default: `AWS_REGION`, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<Sp<String>>,
+    /// The access key's id (not a secret: it names the key).
+    #[serde(default)]
+    pub access_key_id: Option<Sp<String>>,
+    /// The secret (under `secrets:`) whose value is the secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<Sp<String>>,
+}
+
+/// `s3://bucket/prefix` split into bucket and prefix (without slashes at its ends).
+pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then(|| (bucket.to_owned(), prefix.trim_matches('/').to_owned()))
 }
 
 /// A restore drill's settings: `{ pod: db, check: [sh, -c, "test -s /data/visits"] }`.

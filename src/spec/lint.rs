@@ -97,8 +97,8 @@ pub fn lint(spec: &Spec, source: &str) -> Vec<Diagnostic> {
         let store = &b.item.store;
         let path = store.value.as_str();
         // A store under a temporary directory is an error of `check` (`backup-store-place`),
-        // in every environment.
-        if !path.starts_with('/') {
+        // in every environment; a URL is `check`'s too (`backup-store-url`).
+        if !path.starts_with('/') && !path.contains("://") {
             found.push((
                 store.span,
                 store.span,

@@ -31,7 +31,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use backup::{
-    Backup, BackupSource, Compression, CompressionSpec, Consistency, Drill, Retention,
+    Backup, BackupSource, Compression, CompressionSpec, Consistency, Drill, Retention, StoreSpec,
+    parse_s3_url,
 };
 pub use job::Job;
 pub use load::{Loaded, load_file, load_str};
@@ -86,6 +87,9 @@ pub struct Spec {
     /// Encrypted, verified, scheduled backups.
     #[serde(default)]
     pub backups: NamedMap<Backup>,
+    /// Off-host stores that backups are copied to (`copies: [NAME]`): S3-compatible buckets.
+    #[serde(default)]
+    pub stores: NamedMap<StoreSpec>,
     /// The secret (under `secrets:`) that authenticates backups: each manifest carries an
     /// HMAC under a key derived from its value, and `verify`, `restore` and `prune` take
     /// only backups whose HMAC matches, so that a backup forged with the public

@@ -23,6 +23,7 @@ mod live;
 mod logs;
 mod nginx_image;
 mod notify;
+mod offsite;
 mod plan_cases;
 mod profiles;
 mod proxy;

@@ -50,7 +50,7 @@ impl Backups {
                 lines,
             });
         }
-        let (safety, _) = self.run(name, true)?;
+        let safety = self.run(name, true)?.manifest;
         lines.push(format!("safety copy taken: {}", safety.id));
         let attempt = self
             .pipe_into(name, &pod, cmd, &manifest)

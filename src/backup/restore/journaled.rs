@@ -84,7 +84,7 @@ impl Backups {
         skip: Option<&Path>,
     ) -> Result<Manifest, OpError> {
         self.step(journal, "restore.safety", || {
-            self.run_leaving_out(name, true, skip).map(|(m, _)| m)
+            self.run_leaving_out(name, true, skip).map(|t| t.manifest)
         })
     }
 

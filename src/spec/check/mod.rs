@@ -15,6 +15,7 @@ mod profiles;
 mod proxy;
 mod regions;
 mod secrets;
+mod stores;
 
 use std::collections::HashMap;
 
@@ -44,6 +45,7 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
     c.rate_limits();
     c.proxy();
     c.backups();
+    c.stores();
     c.notify();
     c.diags
 }

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod docker;
 pub mod dockerd;
 pub mod nginx;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

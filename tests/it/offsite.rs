@@ -1,0 +1,188 @@
+//! Off-host copies against a real S3-compatible server (moto's, on 127.0.0.1): a volume
+//! backup written to the host's store and to the bucket in one run, each verified where it
+//! is; the bucket's objects read with curl as a witness (byte for byte the host's); the
+//! host's copy deleted by hand and the volume restored from the bucket's, files identical;
+//! and a bucket that is down failing the run without harming the host's copy.
+
+use crate::common;
+
+use common::backup::{self, Scene};
+use common::docker;
+use common::s3::S3Server;
+
+fn spec(s: &Scene, endpoint: &str) {
+    let image = s.image();
+    s.spec(
+        true,
+        &format!(
+            "secrets:
+  backup_key: {{ file: secrets/backup_key.age, min_length: 32 }}
+  s3_secret: {{ file: secrets/s3_secret.age }}
+backup_key: backup_key
+volumes:
+  data: {{}}
+pods:
+  web:
+    image: {image}
+    volumes: [\"data:/data\"]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
+stores:
+  offsite:
+    url: s3://berth-test/shop
+    endpoint: {endpoint}
+    region: us-east-1
+    access_key_id: berth-test
+    secret_access_key: s3_secret
+backups:
+  # berth:allow(backup-key-on-host): a test
+  data:
+    source: {{ volume: data }}
+    store: STORE
+    copies: [offsite]
+    retention: {{ daily: 7 }}
+"
+        ),
+    );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn a_backup_goes_to_the_host_and_a_bucket_verifies_in_each_and_restores_from_the_bucket() {
+    if !docker::available() || !backup::tools(&["age-keygen", "curl"]) {
+        return;
+    }
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    server.bucket("berth-test");
+    let s = Scene::new();
+    spec(&s, &server.endpoint());
+    s.berth(&["secrets", "set", "backup_key", "--generate"])
+        .code(0);
+    s.berth(&["secrets", "set", "s3_secret", "--generate"])
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    // Enough to take several parts of an upload (8 MiB each) once compressed: 24 MiB of
+    // hex (zstd halves it), and a small file.
+    let mut block = sha256(b"seed");
+    let big: String = (0..(24 << 20) / 64)
+        .map(|_| {
+            block = sha256(block.as_bytes());
+            block.clone()
+        })
+        .collect();
+    s.put(&[("hello.txt", "from the backup\n"), ("big.txt", &big)]);
+    let before = s.volume_tree();
+
+    let r = s.berth(&["backup", "run", "data"]).code(0);
+    assert!(
+        r.stderr_flat()
+            .contains("copied to store `offsite` and verified there, s3://berth-test/shop/data/"),
+        "{}",
+        r.stderr()
+    );
+    let id = s.ids("data").pop().expect("a backup on the host");
+    // The witness: the bucket holds the data and its manifest, the data byte for byte the
+    // host's.
+    let keys = server.keys("berth-test", "shop/data/");
+    let data_key = format!("shop/data/{id}.tar.zst.age");
+    assert!(keys.contains(&data_key), "{keys:?}");
+    assert!(
+        keys.contains(&format!("shop/data/{id}.manifest.json")),
+        "{keys:?}"
+    );
+    let host = std::fs::read(&s.data_files()[0]).unwrap();
+    assert!(host.len() > 8 << 20, "the data spans several parts");
+    assert_eq!(sha256(&server.get("berth-test", &data_key)), sha256(&host));
+
+    // Each copy verifies where it is.
+    let r = s.berth(&["backup", "verify"]).code(0);
+    assert!(
+        r.stderr_flat()
+            .contains(&format!("data (store `offsite`) {id}: ok")),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr_flat().contains("2 backup(s) checked, 0 damaged"),
+        "{}",
+        r.stderr()
+    );
+    let json = s
+        .berth(&["backup", "list", "--format", "json"])
+        .code(0)
+        .stdout();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let copy = &doc["backups"][0]["copies"][0];
+    assert_eq!(copy["store"], "offsite", "{json}");
+    assert_eq!(copy["verified"], true, "{json}");
+    assert_eq!(
+        copy["location"],
+        format!("s3://berth-test/{data_key}"),
+        "{json}"
+    );
+
+    // The host's copy is lost; the data changes; the restore fetches the bucket's.
+    std::fs::remove_dir_all(s.store.join("data")).unwrap();
+    let r = s.berth(&["backup", "list"]).code(0);
+    assert!(
+        r.stdout()
+            .contains("NOT ON THIS HOST: only in store `offsite`"),
+        "{}",
+        r.stdout()
+    );
+    s.put(&[("hello.txt", "changed since\n"), ("new.txt", "new\n")]);
+    assert_ne!(s.volume_tree(), before);
+    let r = s.berth(&["backup", "restore", "data"]).code(0);
+    assert!(
+        r.stderr_flat()
+            .contains(&format!("{id} fetched from store `offsite`")),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.volume_tree(), before);
+    // The fetched copy is the host's again, byte for byte the bucket's.
+    assert!(s.ids("data").contains(&id));
+    let fetched = std::fs::read(s.store.join("data").join(format!("{id}.tar.zst.age"))).unwrap();
+    assert_eq!(sha256(&fetched), sha256(&host));
+}
+
+#[test]
+fn a_bucket_that_is_down_fails_the_run_and_leaves_the_hosts_backup_whole() {
+    if !docker::available() || !backup::tools(&["age-keygen", "curl"]) {
+        return;
+    }
+    let Some(mut server) = S3Server::start() else {
+        return;
+    };
+    server.bucket("berth-test");
+    let s = Scene::new();
+    spec(&s, &server.endpoint());
+    s.berth(&["secrets", "set", "backup_key", "--generate"])
+        .code(0);
+    s.berth(&["secrets", "set", "s3_secret", "--generate"])
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[("hello.txt", "hello\n")]);
+    server.stop();
+    let r = s.berth(&["backup", "run", "data"]).code(1);
+    assert!(
+        r.stderr_flat()
+            .contains("its copy to store `offsite` failed"),
+        "{}",
+        r.stderr()
+    );
+    // The host's backup is there, verified, and restorable.
+    let r = s.berth(&["backup", "list"]).code(0);
+    assert!(r.stdout().contains(" yes"), "{}", r.stdout());
+    assert!(
+        r.stdout().contains("store `offsite` cannot be listed"),
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(s.ids("data").len(), 1);
+}
