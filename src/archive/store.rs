@@ -17,9 +17,12 @@ use std::path::Path;
 
 mod local;
 pub mod s3;
+pub mod sftp;
+mod stream;
 
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
+pub use sftp::SftpStore;
 
 use super::{BackupError, Manifest};
 use crate::fsutil;

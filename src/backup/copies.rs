@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::ops::{Backups, failed};
 use crate::archive::auth::Authenticity;
-use crate::archive::store::{S3Config, S3Store, Store};
+use crate::archive::store::{S3Config, S3Store, SftpStore, Store};
 use crate::archive::{Manifest, verify};
 use crate::error::OpError;
 use crate::spec::Backup;
@@ -23,7 +23,7 @@ use crate::spec::Backup;
 pub struct Copy {
     /// Its name under `stores:`.
     pub name: String,
-    pub store: S3Store,
+    pub store: Box<dyn Store>,
 }
 
 /// A copy's backups of a name: those berth may trust, oldest first; and the others, each
@@ -133,6 +133,19 @@ impl Backups {
                 "declare it under `stores:`".into(),
             ));
         };
+        let url = &spec.url.value;
+        if url.starts_with("sftp://") {
+            let store = SftpStore::open(url).map_err(|e| {
+                refused(
+                    e.to_string(),
+                    "check that `ssh` reaches the host without a prompt (a key in the agent or ~/.ssh, the host in known_hosts) and that its SFTP server runs".into(),
+                )
+            })?;
+            return Ok(Copy {
+                name: name.to_owned(),
+                store: Box::new(store),
+            });
+        }
         let secret = match &spec.secret_access_key {
             Some(s) => Some(
                 self.secret_value(&s.value, false)
@@ -154,14 +167,16 @@ impl Backups {
             None => None,
         };
         let config = S3Config {
-            url: spec.url.value.clone(),
+            url: url.clone(),
             endpoint: spec.endpoint.as_ref().map(|e| e.value.clone()),
             region: spec.region.as_ref().map(|e| e.value.clone()),
             access_key_id: spec.access_key_id.as_ref().map(|e| e.value.clone()),
             secret_access_key: key,
         };
-        let store = S3Store::open(&config)
-            .map_err(|e| refused(e.to_string(), "check `stores:` in the spec".into()))?;
+        let store = Box::new(
+            S3Store::open(&config)
+                .map_err(|e| refused(e.to_string(), "check `stores:` in the spec".into()))?,
+        );
         Ok(Copy {
             name: name.to_owned(),
             store,
@@ -234,7 +249,7 @@ impl Backups {
                     copy.store.discard(&manifest.name, &manifest.id);
                     Err(why)
                 }
-                None => finish_copy(&copy.store, manifest, identity),
+                None => finish_copy(copy.store.as_ref(), manifest, identity),
             };
             out.push(CopyOutcome {
                 store: copy.name,
@@ -282,7 +297,7 @@ impl Backups {
             .map(|c| {
                 let pruned = self.open_copy(&c.value).and_then(|copy| {
                     let (list, _) = self.copy_listing(name, &copy)?;
-                    self.prune_policy(name, policy, &copy.store, list, dry_run)
+                    self.prune_policy(name, policy, copy.store.as_ref(), list, dry_run)
                 });
                 (c.value.clone(), pruned)
             })
@@ -353,7 +368,7 @@ impl Backups {
             };
             for m in chosen {
                 tally.checked += 1;
-                match verify(&copy.store, &m, identity) {
+                match verify(copy.store.as_ref(), &m, identity) {
                     Ok(verified) => seen(Checked::Sound {
                         name: label.clone(),
                         id: m.id,
@@ -506,7 +521,7 @@ impl Backups {
 /// A copy's manifest written (completing its data), the copy read back whole, and marked
 /// verified: where it is, or why it failed (the copy then removed).
 fn finish_copy(
-    store: &S3Store,
+    store: &dyn Store,
     manifest: &Manifest,
     identity: &crate::secrets::age::Identity,
 ) -> Result<String, String> {

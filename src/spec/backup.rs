@@ -41,14 +41,15 @@ pub struct Backup {
     pub drill: Option<Sp<Drill>>,
 }
 
-/// An off-host store: `{ url: s3://BUCKET/PREFIX, endpoint: https://…, region: …,
-/// access_key_id: …, secret_access_key: SECRET }`. What it does not say comes from the
+/// An off-host store: `{ url: sftp://USER@HOST/PATH }`, or `{ url: s3://BUCKET/PREFIX,
+/// endpoint: https://…, region: …, access_key_id: …, secret_access_key: SECRET }`. What it does not say comes from the
 /// environment, as the AWS tools read it (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_REGION`, `AWS_ENDPOINT`).
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSpec {
-    /// `s3://BUCKET/PREFIX`: a bucket of any S3-compatible object store.
+    /// `s3://BUCKET/PREFIX`, a bucket of any S3-compatible object store; or
+    /// `sftp://[USER@]HOST[:PORT]/PATH`, a directory reached with the system's ssh.
     pub url: Sp<String>,
     /// The object store's address, for one that is not AWS (`https://s3.example.net`).
     #[serde(default)]
@@ -69,6 +70,17 @@ pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("s3://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     (!bucket.is_empty()).then(|| (bucket.to_owned(), prefix.trim_matches('/').to_owned()))
+}
+
+/// Whether `url` is `sftp://[USER@]HOST[:PORT]/PATH` with a path below `/`: its host
+/// and the path, if so.
+pub fn parse_sftp_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("sftp://")?;
+    let (host, path) = rest.split_once('/')?;
+    let path = path.trim_end_matches('/');
+    let bare = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    (!bare.is_empty() && !bare.starts_with('-') && !path.is_empty())
+        .then(|| (host.to_owned(), format!("/{path}")))
 }
 
 /// A restore drill's settings: `{ pod: db, check: [sh, -c, "test -s /data/visits"] }`.

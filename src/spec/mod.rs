@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 pub use backup::{
     Backup, BackupSource, Compression, CompressionSpec, Consistency, Drill, Retention, StoreSpec,
-    parse_s3_url,
+    parse_s3_url, parse_sftp_url,
 };
 pub use job::Job;
 pub use load::{Loaded, load_file, load_str};

@@ -1,16 +1,20 @@
-//! Off-host copies against a real S3-compatible server (moto's, on 127.0.0.1): a volume
-//! backup written to the host's store and to the bucket in one run, each verified where it
-//! is; the bucket's objects read with curl as a witness (byte for byte the host's); the
-//! host's copy deleted by hand and the volume restored from the bucket's, files identical;
-//! and a bucket that is down failing the run without harming the host's copy.
+//! Off-host copies against real servers on 127.0.0.1: an S3-compatible one (moto's) and an
+//! sshd of the test's serving SFTP. A volume backup is written to the host's store, the
+//! sftp store and the bucket in one run, each verified where it is; the bucket's objects
+//! (read with curl) and the sftp store's files are byte for byte the host's; the host's
+//! copy is deleted by hand and the volume restored from the bucket's, files identical. A
+//! bucket that is down fails the run without harming the host's copy.
 
 use crate::common;
 
 use common::backup::{self, Scene};
 use common::docker;
 use common::s3::S3Server;
+use common::sftp::SftpServer;
 
-fn spec(s: &Scene, endpoint: &str) {
+/// The spec: the backup `data` copied to `copies` (of `offsite`, the bucket, and `vault`,
+/// the sftp store at `vault`).
+fn spec(s: &Scene, endpoint: &str, vault: &str, copies: &str) {
     let image = s.image();
     s.spec(
         true,
@@ -33,12 +37,14 @@ stores:
     region: us-east-1
     access_key_id: berth-test
     secret_access_key: s3_secret
+  vault:
+    url: {vault}
 backups:
   # berth:allow(backup-key-on-host): a test
   data:
     source: {{ volume: data }}
     store: STORE
-    copies: [offsite]
+    copies: {copies}
     retention: {{ daily: 7 }}
 "
         ),
@@ -51,21 +57,33 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn a_backup_goes_to_the_host_and_a_bucket_verifies_in_each_and_restores_from_the_bucket() {
-    if !docker::available() || !backup::tools(&["age-keygen", "curl"]) {
+fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_restores_from_the_bucket()
+ {
+    if !docker::available() || !backup::tools(&["age-keygen", "curl", "ssh-keygen"]) {
         return;
     }
     let Some(server) = S3Server::start() else {
         return;
     };
+    let Some(sshd) = SftpServer::start() else {
+        return;
+    };
     server.bucket("berth-test");
     let s = Scene::new();
-    spec(&s, &server.endpoint());
-    s.berth(&["secrets", "set", "backup_key", "--generate"])
-        .code(0);
-    s.berth(&["secrets", "set", "s3_secret", "--generate"])
-        .code(0);
-    s.berth(&["apply", "--yes"]).code(0);
+    let vault_dir = common::store_root(&format!("{}-vault", s.project()));
+    let _gone = common::RemoveOnDrop(vault_dir.clone());
+    spec(
+        &s,
+        &server.endpoint(),
+        &sshd.url(&vault_dir),
+        "[vault, offsite]",
+    );
+    let path = sshd.path_env();
+    let env = [("PATH", path.as_str())];
+    let berth = |args: &[&str]| s.berth_env(args, &env);
+    berth(&["secrets", "set", "backup_key", "--generate"]).code(0);
+    berth(&["secrets", "set", "s3_secret", "--generate"]).code(0);
+    berth(&["apply", "--yes"]).code(0);
     // Enough to take several parts of an upload (8 MiB each) once compressed: 24 MiB of
     // hex (zstd halves it), and a small file.
     let mut block = sha256(b"seed");
@@ -78,16 +96,33 @@ fn a_backup_goes_to_the_host_and_a_bucket_verifies_in_each_and_restores_from_the
     s.put(&[("hello.txt", "from the backup\n"), ("big.txt", &big)]);
     let before = s.volume_tree();
 
-    let r = s.berth(&["backup", "run", "data"]).code(0);
+    let r = berth(&["backup", "run", "data"]);
+    assert_eq!(
+        r.0.status.code(),
+        Some(0),
+        "{}\nsshd: {}",
+        r.stderr(),
+        sshd.log()
+    );
+    let err = r.stderr_flat();
     assert!(
-        r.stderr_flat()
-            .contains("copied to store `offsite` and verified there, s3://berth-test/shop/data/"),
+        err.contains("copied to store `offsite` and verified there, s3://berth-test/shop/data/"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        err.contains(&format!(
+            "copied to store `vault` and verified there, {}/data/",
+            sshd.url(&vault_dir)
+        )),
         "{}",
         r.stderr()
     );
     let id = s.ids("data").pop().expect("a backup on the host");
-    // The witness: the bucket holds the data and its manifest, the data byte for byte the
-    // host's.
+    // The witnesses: the bucket and the sftp store hold the data and its manifest, the
+    // data byte for byte the host's.
+    let host = std::fs::read(&s.data_files()[0]).unwrap();
+    assert!(host.len() > 8 << 20, "the data spans several parts");
     let keys = server.keys("berth-test", "shop/data/");
     let data_key = format!("shop/data/{id}.tar.zst.age");
     assert!(keys.contains(&data_key), "{keys:?}");
@@ -95,49 +130,57 @@ fn a_backup_goes_to_the_host_and_a_bucket_verifies_in_each_and_restores_from_the
         keys.contains(&format!("shop/data/{id}.manifest.json")),
         "{keys:?}"
     );
-    let host = std::fs::read(&s.data_files()[0]).unwrap();
-    assert!(host.len() > 8 << 20, "the data spans several parts");
     assert_eq!(sha256(&server.get("berth-test", &data_key)), sha256(&host));
+    let in_vault = vault_dir.join("data").join(format!("{id}.tar.zst.age"));
+    assert_eq!(sha256(&std::fs::read(&in_vault).unwrap()), sha256(&host));
+    assert!(
+        vault_dir
+            .join("data")
+            .join(format!("{id}.manifest.json"))
+            .is_file()
+    );
 
     // Each copy verifies where it is.
-    let r = s.berth(&["backup", "verify"]).code(0);
+    let r = berth(&["backup", "verify"]).code(0);
+    for store in ["offsite", "vault"] {
+        assert!(
+            r.stderr_flat()
+                .contains(&format!("data (store `{store}`) {id}: ok")),
+            "{}",
+            r.stderr()
+        );
+    }
     assert!(
-        r.stderr_flat()
-            .contains(&format!("data (store `offsite`) {id}: ok")),
+        r.stderr_flat().contains("3 backup(s) checked, 0 damaged"),
         "{}",
         r.stderr()
     );
-    assert!(
-        r.stderr_flat().contains("2 backup(s) checked, 0 damaged"),
-        "{}",
-        r.stderr()
-    );
-    let json = s
-        .berth(&["backup", "list", "--format", "json"])
+    let json = berth(&["backup", "list", "--format", "json"])
         .code(0)
         .stdout();
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let copy = &doc["backups"][0]["copies"][0];
-    assert_eq!(copy["store"], "offsite", "{json}");
-    assert_eq!(copy["verified"], true, "{json}");
-    assert_eq!(
-        copy["location"],
-        format!("s3://berth-test/{data_key}"),
+    let copies = doc["backups"][0]["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2, "{json}");
+    assert!(copies.iter().all(|c| c["verified"] == true), "{json}");
+    assert!(
+        copies
+            .iter()
+            .any(|c| c["location"] == format!("s3://berth-test/{data_key}")),
         "{json}"
     );
 
     // The host's copy is lost; the data changes; the restore fetches the bucket's.
     std::fs::remove_dir_all(s.store.join("data")).unwrap();
-    let r = s.berth(&["backup", "list"]).code(0);
+    let r = berth(&["backup", "list"]).code(0);
     assert!(
         r.stdout()
-            .contains("NOT ON THIS HOST: only in store `offsite`"),
+            .contains("NOT ON THIS HOST: only in store `vault`"),
         "{}",
         r.stdout()
     );
     s.put(&[("hello.txt", "changed since\n"), ("new.txt", "new\n")]);
     assert_ne!(s.volume_tree(), before);
-    let r = s.berth(&["backup", "restore", "data"]).code(0);
+    let r = berth(&["backup", "restore", "data", "--from", "offsite"]).code(0);
     assert!(
         r.stderr_flat()
             .contains(&format!("{id} fetched from store `offsite`")),
@@ -149,6 +192,18 @@ fn a_backup_goes_to_the_host_and_a_bucket_verifies_in_each_and_restores_from_the
     assert!(s.ids("data").contains(&id));
     let fetched = std::fs::read(s.store.join("data").join(format!("{id}.tar.zst.age"))).unwrap();
     assert_eq!(sha256(&fetched), sha256(&host));
+
+    // Without `--from`, a backup the host lacks comes from the first copy holding it.
+    std::fs::remove_dir_all(s.store.join("data")).unwrap();
+    s.put(&[("hello.txt", "changed again\n")]);
+    let r = berth(&["backup", "restore", "data"]).code(0);
+    assert!(
+        r.stderr_flat()
+            .contains(&format!("{id} fetched from store `vault`")),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(s.volume_tree(), before);
 }
 
 #[test]
@@ -161,7 +216,12 @@ fn a_bucket_that_is_down_fails_the_run_and_leaves_the_hosts_backup_whole() {
     };
     server.bucket("berth-test");
     let s = Scene::new();
-    spec(&s, &server.endpoint());
+    spec(
+        &s,
+        &server.endpoint(),
+        "sftp://nobody@127.0.0.1:1/unused",
+        "[offsite]",
+    );
     s.berth(&["secrets", "set", "backup_key", "--generate"])
         .code(0);
     s.berth(&["secrets", "set", "s3_secret", "--generate"])

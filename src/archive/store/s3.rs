@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::stream::{ChunkReader, PartWriter, run_on};
 use super::{DATA, Incomplete, MANIFEST, Store, is_backup_id};
 use crate::archive::{BackupError, Manifest};
 
@@ -100,11 +101,7 @@ impl S3Store {
         let bucket = b.build().map_err(|e| {
             BackupError::Store(format!("`{}`: {}", config.url, scrub(&e.to_string())))
         })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("berth-s3")
-            .enable_all()
-            .build()
+        let runtime = super::stream::runtime("berth-s3")
             .map_err(|e| BackupError::Store(format!("`{}`: {e}", config.url)))?;
         Ok(S3Store {
             bucket: Arc::new(bucket),
@@ -115,14 +112,8 @@ impl S3Store {
         })
     }
 
-    /// Runs a future to its end on the store's runtime, from a thread of its own (so that
-    /// it may be called from inside another runtime as well as from a plain thread).
     fn run<T: Send, F: std::future::Future<Output = T> + Send>(&self, f: F) -> T {
-        let runtime = &self.runtime;
-        std::thread::scope(|s| match s.spawn(|| runtime.block_on(f)).join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        })
+        run_on(&self.runtime, f)
     }
 
     fn key(&self, name: &str, file: &str) -> ObjectPath {
@@ -220,11 +211,7 @@ impl Store for S3Store {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(format!("{name}/{id}"), handle);
         }
-        Ok(Box::new(PartWriter {
-            buf: Vec::with_capacity(PART),
-            tx: Some(tx),
-            failed,
-        }))
+        Ok(Box::new(PartWriter::new(PART, tx, failed)))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError> {
@@ -319,10 +306,7 @@ impl Store for S3Store {
                 })
             })
             .map_err(|e| BackupError::Store(format!("a download thread: {e}")))?;
-        Ok(Box::new(ChunkReader {
-            rx,
-            chunk: Bytes::new(),
-        }))
+        Ok(Box::new(ChunkReader::new(rx)))
     }
 
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError> {
@@ -432,78 +416,6 @@ fn upload_parts(
         }
     }
     Ok(upload)
-}
-
-/// The writer of a data object: fills parts of [`PART`] bytes and hands them to the upload
-/// thread (waiting while it is [`IN_FLIGHT`] parts behind).
-struct PartWriter {
-    buf: Vec<u8>,
-    tx: Option<SyncSender<Bytes>>,
-    failed: Arc<Mutex<Option<String>>>,
-}
-
-impl PartWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        let part = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PART)));
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(part).is_ok());
-        if sent {
-            return Ok(());
-        }
-        let why = self
-            .failed
-            .lock()
-            .ok()
-            .and_then(|f| f.clone())
-            .unwrap_or_else(|| "the upload stopped".into());
-        Err(std::io::Error::other(why))
-    }
-}
-
-impl Write for PartWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = b.len().min(PART - self.buf.len());
-        self.buf.extend_from_slice(&b[..n]);
-        if self.buf.len() == PART {
-            self.send()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for PartWriter {
-    fn drop(&mut self) {
-        if !self.buf.is_empty() {
-            let _ = self.send();
-        }
-        // The channel closed: the upload thread sends what is left and hands the upload
-        // back for its completion.
-        self.tx.take();
-    }
-}
-
-/// The reader of a data object, fed by the download thread.
-struct ChunkReader {
-    rx: Receiver<Result<Bytes, String>>,
-    chunk: Bytes,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => self.chunk = chunk,
-                Ok(Err(why)) => return Err(std::io::Error::other(why)),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod files;
 mod images;
 mod keeper;
 mod networks;
-mod transport;
+pub mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -16,7 +16,7 @@ impl Checker<'_> {
                         format!("store `{}`: {why}", s.name.value),
                     )
                     .at(url.span, "not an object store berth reaches")
-                    .help("write `url: s3://BUCKET/PREFIX` (a directory on this host is a backup's `store:`)"),
+                    .help("write `url: s3://BUCKET/PREFIX` or `url: sftp://USER@HOST/PATH` (a directory on this host is a backup's `store:`)"),
                 );
             }
             if let Some(endpoint) = &s.item.endpoint
@@ -34,6 +34,24 @@ impl Checker<'_> {
                     .at(endpoint.span, "not a URL")
                     .help("write the object store's address, e.g. `https://s3.example.net`"),
                 );
+            }
+            if url.value.starts_with("sftp://") {
+                let s3_only = [
+                    &s.item.endpoint,
+                    &s.item.region,
+                    &s.item.access_key_id,
+                    &s.item.secret_access_key,
+                ];
+                if let Some(given) = s3_only.into_iter().flatten().next() {
+                    self.push(
+                        Diagnostic::error(
+                            "store-settings",
+                            format!("store `{}` is reached over sftp, which takes no endpoint, region or keys", s.name.value),
+                        )
+                        .at(given.span, "an S3 setting")
+                        .help("remove it: sftp uses the system's ssh, its keys and known_hosts"),
+                    );
+                }
             }
             if let Some(key) = &s.item.secret_access_key
                 && !spec.secrets.contains(&key.value)
@@ -83,9 +101,11 @@ fn store_url_problem(url: &str) -> Option<String> {
             .then(|| format!("`{url}` names no bucket"));
     }
     if url.starts_with("sftp://") {
-        return Some(format!(
-            "`{url}`: sftp stores are not supported yet; an S3-compatible bucket is"
-        ));
+        return crate::spec::parse_sftp_url(url).is_none().then(|| {
+            format!("`{url}` is not `sftp://[USER@]HOST[:PORT]/PATH` (a path below `/`)")
+        });
     }
-    Some(format!("`{url}` is not an `s3://` URL"))
+    Some(format!(
+        "`{url}` is neither an `s3://` nor an `sftp://` URL"
+    ))
 }

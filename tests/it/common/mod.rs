@@ -12,6 +12,7 @@ pub mod docker;
 pub mod dockerd;
 pub mod nginx;
 pub mod s3;
+pub mod sftp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -276,5 +277,14 @@ impl Run {
             self.stderr()
         );
         self
+    }
+}
+
+/// A directory removed (with what is in it) when this goes, also when a test fails.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -1,0 +1,125 @@
+//! The bridges between berth's synchronous pipeline and an async store's transfers: a
+//! [`PartWriter`] fills parts and hands them to an upload thread through a bounded channel
+//! (the writer waits while the thread is behind), and a [`ChunkReader`] reads the chunks a
+//! download thread hands it. Memory stays bounded by the part size and the channel's.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// The writer of a data object: fills parts of `size` bytes and hands them on (waiting
+/// while the upload is behind). Its last part goes when it is dropped.
+pub struct PartWriter {
+    size: usize,
+    buf: Vec<u8>,
+    tx: Option<SyncSender<Bytes>>,
+    /// Why the upload stopped, as its thread said it.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl PartWriter {
+    pub fn new(size: usize, tx: SyncSender<Bytes>, failed: Arc<Mutex<Option<String>>>) -> Self {
+        PartWriter {
+            size,
+            buf: Vec::with_capacity(size),
+            tx: Some(tx),
+            failed,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.size),
+        ));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(part).is_ok());
+        if sent {
+            return Ok(());
+        }
+        let why = self
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| "the upload stopped".into());
+        Err(std::io::Error::other(why))
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = b.len().min(self.size - self.buf.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() == self.size {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.send();
+        }
+        // The channel closed: the upload thread sends what is left and ends.
+        self.tx.take();
+    }
+}
+
+/// The reader of a data object, fed by a download thread (chunks, or why it stopped).
+pub struct ChunkReader {
+    rx: Receiver<Result<Bytes, String>>,
+    chunk: Bytes,
+}
+
+impl ChunkReader {
+    pub fn new(rx: Receiver<Result<Bytes, String>>) -> Self {
+        ChunkReader {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.chunk = chunk,
+                Ok(Err(why)) => return Err(std::io::Error::other(why)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
+/// A runtime of a store's own (two workers): its transfers go on whatever thread calls it.
+pub fn runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+}
+
+/// Runs a future to its end on a store's runtime, from a thread of its own (so that it
+/// may be called from inside another runtime as well as from a plain thread).
+pub fn run_on<T: Send, F: std::future::Future<Output = T> + Send>(
+    runtime: &tokio::runtime::Runtime,
+    f: F,
+) -> T {
+    std::thread::scope(|s| match s.spawn(|| runtime.block_on(f)).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
