@@ -297,7 +297,24 @@ impl Backups {
             .map(|c| {
                 let pruned = self.open_copy(&c.value).and_then(|copy| {
                     let (list, _) = self.copy_listing(name, &copy)?;
-                    self.prune_policy(name, policy, copy.store.as_ref(), list, dry_run)
+                    let mut pruned =
+                        self.prune_policy(name, policy, copy.store.as_ref(), list, dry_run)?;
+                    // What a killed backup began there goes once a backup there verifies
+                    // (one was read back whole just now).
+                    if !pruned.nothing_verifies && !pruned.decisions.is_empty() {
+                        for i in copy.store.incomplete(name)? {
+                            let delete = dry_run || copy.store.remove_incomplete(name, &i.id)?;
+                            pruned.incomplete.push(super::prune::PruneDecision {
+                                id: i.id,
+                                delete,
+                                why: format!(
+                                    "incomplete: cut short while it was written ({}), no manifest",
+                                    crate::clock::format_time(i.modified)
+                                ),
+                            });
+                        }
+                    }
+                    Ok(pruned)
                 });
                 (c.value.clone(), pruned)
             })

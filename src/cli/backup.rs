@@ -509,7 +509,7 @@ fn prune(b: &Backups, dry_run: bool) -> Result<u8, OpError> {
                     continue;
                 }
             };
-            for d in &pruned.decisions {
+            for d in pruned.decisions.iter().chain(&pruned.incomplete) {
                 let verb = verb(d.delete, dry_run);
                 eprintln!("  {verb} {name} {} in store `{store}` ({})", d.id, d.why);
             }

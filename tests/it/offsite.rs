@@ -155,6 +155,16 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
         "{}",
         r.stderr()
     );
+    // Retention applies in each copy, after the same read-back there.
+    let r = berth(&["backup", "prune", "--dry-run"]).code(0);
+    for store in ["offsite", "vault"] {
+        assert!(
+            r.stderr_flat()
+                .contains(&format!("keep   data {id} in store `{store}`")),
+            "{}",
+            r.stderr()
+        );
+    }
     let json = berth(&["backup", "list", "--format", "json"])
         .code(0)
         .stdout();
