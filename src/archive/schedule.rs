@@ -60,11 +60,12 @@ fn check_units_in(dir: &Path, project: &str, backup: &str) -> Result<(), UnitDir
         Ok(_) => {}
     }
     crate::fsutil::check_private_dir(dir).map_err(refused)?;
-    let unit = unit_name(project, backup);
-    for file in [format!("{unit}.timer"), format!("{unit}.service")] {
-        let path = dir.join(file);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-            return Err(UnitDirError::NotAFile { path });
+    for unit in [unit_name(project, backup), drill_unit_name(project, backup)] {
+        for file in [format!("{unit}.timer"), format!("{unit}.service")] {
+            let path = dir.join(file);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                return Err(UnitDirError::NotAFile { path });
+            }
         }
     }
     Ok(())
@@ -88,7 +89,13 @@ pub struct RunAs<'a> {
     pub identity: &'a Path,
 }
 
-/// The service and timer files of a scheduled backup: (file name, content).
+/// The unit name (without suffix) of a backup's restore drill schedule.
+pub fn drill_unit_name(project: &str, backup: &str) -> String {
+    format!("berth-{project}-drill-{backup}")
+}
+
+/// The service and timer files of a backup's schedules (its own, and its drill's):
+/// (file name, content); `None` when it has neither.
 pub fn units(
     spec: &Spec,
     spec_path: &Path,
@@ -96,23 +103,58 @@ pub fn units(
     backup: &Backup,
     run_as: &RunAs<'_>,
 ) -> Option<Vec<(String, String)>> {
-    let schedule = backup.schedule.as_ref()?;
     let project = &spec.project.value;
-    let unit = unit_name(project, name);
+    let mut out = Vec::new();
+    if let Some(schedule) = &backup.schedule {
+        out.extend(unit_pair(
+            spec_path,
+            run_as,
+            project,
+            &unit_name(project, name),
+            &format!("backup run {name}"),
+            &format!("berth backup `{name}` of {project}"),
+            &schedule.value,
+        ));
+    }
+    if let Some(schedule) = backup.drill.as_ref().and_then(|d| d.schedule.as_ref()) {
+        out.extend(unit_pair(
+            spec_path,
+            run_as,
+            project,
+            &drill_unit_name(project, name),
+            &format!("backup drill {name}"),
+            &format!("berth restore drill of backup `{name}` of {project}"),
+            &schedule.value,
+        ));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A oneshot service running `berth ... COMMAND` and the timer that starts it on
+/// `schedule`.
+fn unit_pair(
+    spec_path: &Path,
+    run_as: &RunAs<'_>,
+    project: &str,
+    unit: &str,
+    command: &str,
+    what: &str,
+    schedule: &str,
+) -> [(String, String); 2] {
     let berth = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "berth".into());
     let service = format!(
         "# Written by berth for `{project}`; `berth apply` keeps it as the spec says.
 [Unit]
-Description=berth backup `{name}` of {project}
+Description={what}
 Wants=network-online.target
 After=network-online.target docker.service
 
 [Service]
 Type=oneshot
 Environment={identity}
-ExecStart={berth} -f {spec} --state-dir {state} backup run {name}
+ExecStart={berth} -f {spec} --state-dir {state} {command}
 ",
         berth = systemd_quote(&berth),
         spec = systemd_quote(&absolute(spec_path)),
@@ -126,7 +168,7 @@ ExecStart={berth} -f {spec} --state-dir {state} backup run {name}
     let timer = format!(
         "# Written by berth for `{project}`; `berth apply` keeps it as the spec says.
 [Unit]
-Description=Schedule of the berth backup `{name}` of {project}
+Description=Schedule of the {what}
 
 [Timer]
 OnCalendar={schedule}
@@ -136,12 +178,11 @@ RandomizedDelaySec=60
 [Install]
 WantedBy=timers.target
 ",
-        schedule = schedule.value,
     );
-    Some(vec![
+    [
         (format!("{unit}.service"), service),
         (format!("{unit}.timer"), timer),
-    ])
+    ]
 }
 
 fn absolute(p: &Path) -> String {

@@ -26,7 +26,7 @@ use crate::error::OpError;
 /// The file that names a drill's scratch project while it runs.
 const MARKER: &str = "drill.json";
 /// The last drill of each backup name.
-const RECORD: &str = "drills.json";
+use crate::state::drills::RECORD;
 /// Where a drill fails when `BERTH_FAULT_DRILL_KILL` names the point (tests of `recover`).
 pub const ENV_FAULT_DRILL_KILL: &str = "BERTH_FAULT_DRILL_KILL";
 
@@ -84,16 +84,7 @@ pub struct Drilled {
     pub plain_bytes: u64,
 }
 
-/// The last drill of a backup name, kept in `STATE/drills.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LastDrill {
-    pub id: String,
-    /// Seconds since the epoch.
-    pub at: u64,
-    pub passed: bool,
-    /// The measured restore time, in seconds (of a drill that passed).
-    pub seconds: f64,
-}
+pub use crate::state::drills::LastDrill;
 
 impl Backups {
     /// Drills backup `id` of `name` (default: the newest verified one whose time is
@@ -370,13 +361,16 @@ impl Backups {
 
     fn record_drill(&self, name: &str, id: &str, drilled: Option<&Drilled>) -> Result<(), OpError> {
         let mut all = self.drills();
+        let now = crate::clock::now();
+        let before = all.get(name).and_then(|d| d.last_passed);
         all.insert(
             name.to_owned(),
             LastDrill {
                 id: id.to_owned(),
-                at: crate::clock::now(),
+                at: now,
                 passed: drilled.is_some(),
                 seconds: drilled.map_or(0.0, |d| d.total.as_secs_f64()),
+                last_passed: if drilled.is_some() { Some(now) } else { before },
             },
         );
         self.project.state.write(
@@ -390,10 +384,7 @@ impl Backups {
 
     /// The last drill of each backup name.
     pub fn drills(&self) -> BTreeMap<String, LastDrill> {
-        std::fs::read(self.project.state.file(RECORD))
-            .ok()
-            .and_then(|t| serde_json::from_slice(&t).ok())
-            .unwrap_or_default()
+        crate::state::drills::read(&self.project.state.path)
     }
 }
 

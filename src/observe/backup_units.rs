@@ -7,7 +7,11 @@ use crate::archive::store::Found;
 
 /// What is on this machine for a backup resource, against what the spec wants: `None`
 /// when nothing exists yet (the plan creates it), else the drift to heal.
-pub fn observe(store: &Found, units: Option<&[(String, String)]>) -> Option<Vec<Drift>> {
+pub fn observe(
+    store: &Found,
+    units: Option<&[(String, String)]>,
+    stale: &[String],
+) -> Option<Vec<Drift>> {
     let dir = schedule::unit_dir();
     // Only a store of berth's own has a mode to heal: one it may still make (or adopt) is
     // to create, and one it may not touch is refused by the pre-flight, never chmod-ed.
@@ -23,7 +27,9 @@ pub fn observe(store: &Found, units: Option<&[(String, String)]>) -> Option<Vec<
             (file.clone(), have.map(|h| h == *want))
         })
         .collect();
-    if store_mode.is_none() && unit_state.iter().all(|(_, s)| s.is_none()) {
+    // Unit files of a schedule the spec no longer has (a drill's, taken out).
+    let stale: Vec<&String> = stale.iter().filter(|f| dir.join(f).exists()).collect();
+    if store_mode.is_none() && unit_state.iter().all(|(_, s)| s.is_none()) && stale.is_empty() {
         return None;
     }
     let mut drift = Vec::new();
@@ -54,6 +60,13 @@ pub fn observe(store: &Found, units: Option<&[(String, String)]>) -> Option<Vec<
                 expected: "written".into(),
             }),
         }
+    }
+    for file in stale {
+        drift.push(Drift {
+            field: file.clone(),
+            observed: "present".into(),
+            expected: "removed (the spec has no such schedule)".into(),
+        });
     }
     Some(drift)
 }

@@ -30,6 +30,7 @@ pub fn observe(
         ..
     } = *scope;
     let mut problems = Vec::new();
+    let drills = crate::state::drills::read(state_dir);
     observed.unobserved.retain(|k| *k != Kind::Backup);
     for r in desired.iter().filter(|r| r.address.kind == Kind::Backup) {
         let Some(backup) = spec.backups.get(&r.address.name) else {
@@ -57,7 +58,13 @@ pub fn observe(
                 identity: &crate::secrets::files::identity_path(spec, spec_dir),
             },
         );
-        if let Some(drift) = super::backup_units::observe(&found, units.as_deref()) {
+        let stale: Vec<String> = if backup.drill.as_ref().is_some_and(|d| d.schedule.is_some()) {
+            Vec::new()
+        } else {
+            let unit = schedule::drill_unit_name(&spec.project.value, &r.address.name);
+            vec![format!("{unit}.timer"), format!("{unit}.service")]
+        };
+        if let Some(drift) = super::backup_units::observe(&found, units.as_deref(), &stale) {
             let mut attrs = r.attrs.clone();
             if let Some(was) = applied.and_then(|a| a.backups.get(&r.address.name)) {
                 attrs.insert(attr::BEFORE_APPLY, was.before_apply.to_string());
@@ -82,14 +89,26 @@ pub fn observe(
             crate::archive::store::Found::Refused(_) => None,
             _ => crate::archive::store::LocalStore::open_existing(&store),
         };
-        let newest = listed.and_then(|st| {
-            use crate::archive::store::Store;
-            let list = st.list(&r.address.name).ok()?;
-            list.iter()
-                .filter(|m| m.verified && !m.safety)
-                .filter_map(|m| Some(m.created_at.min(st.modified(&m.name, &m.id)?)))
-                .max()
-        });
+        let times: Vec<u64> = listed
+            .and_then(|st| {
+                use crate::archive::store::Store;
+                let list = st.list(&r.address.name).ok()?;
+                Some(
+                    list.iter()
+                        .filter(|m| m.verified && !m.safety)
+                        .filter_map(|m| Some(m.created_at.min(st.modified(&m.name, &m.id)?)))
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        let newest = times.iter().copied().max();
+        notes.extend(drill_overdue(
+            &r.address.name,
+            backup,
+            drills.get(&*r.address.name),
+            times.iter().copied().min(),
+            crate::clock::now(),
+        ));
         if let (Some(period), Some(taken)) = (period, newest) {
             let age = crate::clock::now().saturating_sub(taken);
             if age > 2 * period {
@@ -103,6 +122,52 @@ pub fn observe(
         }
     }
     problems
+}
+
+/// How long past its period a drill may be before `plan` says it is overdue: the timer's
+/// random delay and the drill's own time.
+const DRILL_GRACE: u64 = 3600;
+
+/// The plan's warning about backup `name`'s restore drills, when it has a drill schedule:
+/// the last drill failed; the last one that passed is older than the schedule's period
+/// (and a grace); or none has passed while its oldest verified backup (taken at `oldest`)
+/// is older than that.
+fn drill_overdue(
+    name: &str,
+    backup: &crate::spec::Backup,
+    last: Option<&crate::state::drills::LastDrill>,
+    oldest: Option<u64>,
+    now: u64,
+) -> Vec<String> {
+    let Some(schedule) = backup.drill.as_ref().and_then(|d| d.schedule.as_ref()) else {
+        return Vec::new();
+    };
+    let Some(period) = schedule::period(&schedule.value) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let run = format!("run `berth backup drill {name}`, and check its timer");
+    if let Some(d) = last.filter(|d| !d.passed) {
+        out.push(format!(
+            "backup `{name}`: its last restore drill, {}, FAILED: the backup is not proven to restore ({run})",
+            crate::clock::format_time(d.at)
+        ));
+    }
+    match last.and_then(|d| d.last_passed) {
+        Some(at) if now.saturating_sub(at) > period + DRILL_GRACE => out.push(format!(
+            "backup `{name}`: the last restore drill that passed was {} h ago, longer than its schedule (`{}`): the RTO is unproven ({run})",
+            now.saturating_sub(at) / 3600,
+            schedule.value
+        )),
+        None if oldest.is_some_and(|o| now.saturating_sub(o) > period + DRILL_GRACE) => {
+            out.push(format!(
+                "backup `{name}`: no restore drill has passed yet, though it has been scheduled (`{}`) and backups are older than that ({run})",
+                schedule.value
+            ))
+        }
+        _ => {}
+    }
+    out
 }
 
 /// The project's backup timers in the unit directory that no desired backup has.
@@ -141,5 +206,64 @@ pub fn orphan_timers(project: &str, desired: &[Resource], observed: &mut Observe
             id: None,
             image: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::drills::LastDrill;
+
+    fn backup(drill: &str) -> crate::spec::Backup {
+        let text = format!(
+            "version: 1\nproject: p\nvolumes: {{ data: {{}} }}\nbackups:\n  data:\n    source: {{ volume: data }}\n    store: /srv/b\n    drill: {drill}\n"
+        );
+        let loaded = crate::spec::load_str(std::path::Path::new("t.yaml"), text);
+        let spec = loaded.spec.expect("parses");
+        spec.backups.get("data").expect("the backup").clone()
+    }
+
+    fn drilled(at: u64, passed: bool, last_passed: Option<u64>) -> LastDrill {
+        LastDrill {
+            id: "x".into(),
+            at,
+            passed,
+            seconds: 1.0,
+            last_passed,
+        }
+    }
+
+    #[test]
+    fn a_drill_older_than_its_schedule_or_failed_or_never_passed_is_said() {
+        const DAY: u64 = 86_400;
+        let now = 100 * DAY;
+        let weekly = backup("weekly");
+        // Passed two days ago: nothing to say.
+        let fresh = drilled(now - 2 * DAY, true, Some(now - 2 * DAY));
+        assert!(drill_overdue("data", &weekly, Some(&fresh), Some(0), now).is_empty());
+        // Passed nine days ago: overdue.
+        let old = drilled(now - 9 * DAY, true, Some(now - 9 * DAY));
+        let said = drill_overdue("data", &weekly, Some(&old), Some(0), now);
+        assert!(said[0].contains("216 h ago"), "{said:?}");
+        // Failed yesterday, passed nine days ago: both said.
+        let failed = drilled(now - DAY, false, Some(now - 9 * DAY));
+        let said = drill_overdue("data", &weekly, Some(&failed), Some(0), now);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("FAILED"), "{said:?}");
+        // Never drilled: said once the backups are older than the schedule's period.
+        let said = drill_overdue("data", &weekly, None, Some(now - 8 * DAY), now);
+        assert!(
+            said[0].contains("no restore drill has passed yet"),
+            "{said:?}"
+        );
+        assert!(drill_overdue("data", &weekly, None, Some(now - DAY), now).is_empty());
+        // The long form, and no schedule.
+        let long = backup("{ schedule: weekly, check: [true] }");
+        assert_eq!(
+            drill_overdue("data", &long, Some(&old), Some(0), now).len(),
+            1
+        );
+        let none = backup("{ check: [true] }");
+        assert!(drill_overdue("data", &none, Some(&old), Some(0), now).is_empty());
     }
 }

@@ -38,7 +38,7 @@ pub struct Backup {
     /// pod whose scratch copy starts on the restored data, and a command that must exit 0
     /// in it.
     #[serde(default)]
-    pub drill: Option<Sp<Drill>>,
+    pub drill: Option<Sp<DrillSpec>>,
 }
 
 /// An off-host store: `{ url: sftp://USER@HOST/PATH }`, or `{ url: s3://BUCKET/PREFIX,
@@ -83,10 +83,15 @@ pub fn parse_sftp_url(url: &str) -> Option<(String, String)> {
         .then(|| (host.to_owned(), format!("/{path}")))
 }
 
-/// A restore drill's settings: `{ pod: db, check: [sh, -c, "test -s /data/visits"] }`.
+/// A restore drill's settings: `{ schedule: weekly, pod: db, check: [sh, -c, "test -s
+/// /data/visits"] }`, or only its schedule (`drill: weekly`).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Drill {
+    /// systemd `OnCalendar` expression (e.g. `weekly`): a timer runs `berth backup drill`
+    /// then, and `plan` warns when the last drill that passed is older than that.
+    #[serde(default)]
+    pub schedule: Option<Sp<String>>,
     /// The pod started on the restored data (default: the one pod that mounts the volume).
     #[serde(default)]
     pub pod: Option<Sp<String>>,
@@ -94,6 +99,59 @@ pub struct Drill {
     /// the drill fails unless it exits 0.
     #[serde(default)]
     pub check: Option<Vec<String>>,
+}
+
+/// `drill:` as written: only a schedule (`drill: weekly`), or the settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DrillSpec(pub Drill);
+
+impl std::ops::Deref for DrillSpec {
+    type Target = Drill;
+    fn deref(&self) -> &Drill {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DrillSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DrillSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a schedule (`weekly`) or `{ schedule, pod, check }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DrillSpec, E> {
+                // Where it was written is the `drill:` value's span (the caller's `Sp`).
+                Ok(DrillSpec(Drill {
+                    schedule: Some(Sp::new(v.to_owned(), crate::diag::Span::default())),
+                    ..Drill::default()
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DrillSpec, A::Error> {
+                Drill::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(DrillSpec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for DrillSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Drill".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let full = g.subschema_for::<Drill>();
+        schemars::json_schema!({
+            "description": "How `berth backup drill NAME` proves this backup: a schedule alone (`weekly`), or `{ schedule, pod, check }`.",
+            "anyOf": [
+                { "type": "string", "description": "systemd `OnCalendar` expression of the drill's timer, e.g. `weekly`." },
+                full
+            ]
+        })
+    }
 }
 
 /// zstd's settings for a backup: `{ level: 3, threads: 2 }`.

@@ -31,8 +31,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use backup::{
-    Backup, BackupSource, Compression, CompressionSpec, Consistency, Drill, Retention, StoreSpec,
-    parse_s3_url, parse_sftp_url,
+    Backup, BackupSource, Compression, CompressionSpec, Consistency, Drill, DrillSpec, Retention,
+    StoreSpec, parse_s3_url, parse_sftp_url,
 };
 pub use job::Job;
 pub use load::{Loaded, load_file, load_str};

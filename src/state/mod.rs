@@ -12,6 +12,7 @@
 //! - [`lock`]: one mutating command per project and state directory at a time;
 //! - [`revisions`]: what each successful apply deployed.
 
+pub mod drills;
 pub mod lock;
 pub mod revisions;
 

@@ -186,3 +186,54 @@ fn a_drill_killed_midway_leaves_its_scratch_project_until_recover_removes_it() {
     s.berth(&["backup", "drill", "data"]).code(0);
     assert_eq!(leftovers(&s), Vec::<String>::new());
 }
+
+#[test]
+fn a_drill_schedule_installs_a_timer_and_the_plan_says_when_a_drill_is_overdue() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = backed_up("/data/hello.txt", "");
+    let project = s.project().to_owned();
+    let timer = common::unit_dir().join(format!("berth-{project}-drill-data.timer"));
+    let service = common::unit_dir().join(format!("berth-{project}-drill-data.service"));
+    // `drill: weekly` beside the settings: the long form with a schedule.
+    let text = std::fs::read_to_string(s.path().join("berth.yaml")).unwrap();
+    let scheduled = text.replace("drill: {", "drill: { schedule: weekly,");
+    std::fs::write(s.path().join("berth.yaml"), &scheduled).unwrap();
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(plan.contains("drill-data.timer"), "{plan}");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert!(
+        std::fs::read_to_string(&timer)
+            .unwrap()
+            .contains("OnCalendar=weekly")
+    );
+    assert!(
+        std::fs::read_to_string(&service)
+            .unwrap()
+            .contains("backup drill data")
+    );
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+
+    // A drill passes: nothing to say. Nine days later (as the record says), the plan warns.
+    s.berth(&["backup", "drill", "data"]).code(0);
+    let quiet = s.berth(&["plan"]).code(0).stderr();
+    assert!(!quiet.contains("RTO"), "{quiet}");
+    let record = s.inner.state().join("drills.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let nine_days_ago = doc["data"]["at"].as_u64().unwrap() - 9 * 86_400;
+    doc["data"]["at"] = nine_days_ago.into();
+    doc["data"]["last_passed"] = nine_days_ago.into();
+    std::fs::write(&record, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let warned = s.berth(&["plan"]).code(0).stderr();
+    assert!(warned.contains("the RTO is unproven"), "{warned}");
+
+    // The schedule taken out: the plan says the timer goes, and apply removes it.
+    std::fs::write(s.path().join("berth.yaml"), &text).unwrap();
+    let plan = s.berth(&["plan"]).code(0).stdout();
+    assert!(plan.contains("drill-data.timer"), "{plan}");
+    s.berth(&["apply", "--yes"]).code(0);
+    assert!(!timer.exists() && !service.exists());
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+}

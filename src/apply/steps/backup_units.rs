@@ -57,12 +57,27 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Disables and removes the timer and service of a backup that left the spec (each file
-    /// on the undo stack first). Its store and its backups stay: they are data.
+    /// Disables and removes the timers and services of a backup that left the spec (its
+    /// own and its drill's; each file on the undo stack first). Its store and its backups
+    /// stay: they are data.
     fn remove_backup_units(&self, name: &str) -> Result<String, UnitsError> {
         use crate::archive::schedule;
-        let dir = schedule::unit_dir();
         let unit = schedule::unit_name(self.project, name);
+        self.remove_units(&unit)?;
+        self.remove_units(&schedule::drill_unit_name(self.project, name))?;
+        Ok(format!(
+            "{unit}.timer removed; its store and backups are kept"
+        ))
+    }
+
+    /// Disables a unit's timer and removes its timer and service files, if there.
+    fn remove_units(&self, unit: &str) -> Result<bool, UnitsError> {
+        use crate::archive::schedule;
+        let dir = schedule::unit_dir();
+        let files = [format!("{unit}.timer"), format!("{unit}.service")];
+        if !files.iter().any(|f| dir.join(f).exists()) {
+            return Ok(false);
+        }
         if schedule::systemd_running() {
             let mut c = std::process::Command::new("systemctl");
             if !dir.starts_with("/etc") {
@@ -72,7 +87,7 @@ impl Run<'_> {
                 .args(["disable", "--now", &format!("{unit}.timer")])
                 .status();
         }
-        for file in [format!("{unit}.timer"), format!("{unit}.service")] {
+        for file in files {
             let path = dir.join(&file);
             // Never through a symlink: one is left alone (it is not berth's unit).
             let Ok(old) = crate::fsutil::read_nofollow(&path) else {
@@ -87,9 +102,7 @@ impl Run<'_> {
             .map_err(|e| UnitsError::Undo(Box::new(e)))?;
             std::fs::remove_file(&path).map_err(file_error(&path))?;
         }
-        Ok(format!(
-            "{unit}.timer removed; its store and backups are kept"
-        ))
+        Ok(true)
     }
 
     /// Makes a backup's store directory (0700) and writes its schedule's units (each
@@ -111,6 +124,12 @@ impl Run<'_> {
             state_dir: self.state_dir,
             identity: &self.secrets.identity_path,
         };
+        // A drill schedule taken out of the spec: its timer goes.
+        let drill_unit = schedule::drill_unit_name(self.project, name);
+        let drill_wanted = backup.drill.as_ref().is_some_and(|d| d.schedule.is_some());
+        if !drill_wanted && self.remove_units(&drill_unit)? {
+            what.push_str(&format!(", {drill_unit}.timer removed"));
+        }
         let Some(units) = schedule::units(self.spec, self.spec_path, name, backup, &run_as) else {
             return Ok(what);
         };
@@ -138,7 +157,12 @@ impl Run<'_> {
             crate::fsutil::write_atomic(&path, content.as_bytes(), 0o644)
                 .map_err(file_error(&path))?;
         }
-        let timer = format!("{}.timer", schedule::unit_name(self.project, name));
+        let timers: Vec<&str> = units
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .filter(|f| f.ends_with(".timer"))
+            .collect();
+        let shown = timers.join(" and ");
         if schedule::systemd_running() {
             let user = !dir.starts_with("/etc");
             let systemctl = |args: &[&str]| {
@@ -148,13 +172,20 @@ impl Run<'_> {
                 }
                 c.args(args).status().map(|s| s.success()).unwrap_or(false)
             };
-            if !(systemctl(&["daemon-reload"]) && systemctl(&["enable", "--now", &timer])) {
-                return Err(UnitsError::Enable { timer });
+            if !systemctl(&["daemon-reload"]) {
+                return Err(UnitsError::Enable { timer: shown });
             }
-            what.push_str(&format!(", {timer} enabled"));
+            for timer in &timers {
+                if !systemctl(&["enable", "--now", timer]) {
+                    return Err(UnitsError::Enable {
+                        timer: (*timer).to_owned(),
+                    });
+                }
+            }
+            what.push_str(&format!(", {shown} enabled"));
         } else {
             what.push_str(&format!(
-                ", units in {} (systemd is not running here: enable {timer} where it does)",
+                ", units in {} (systemd is not running here: enable {shown} where it does)",
                 dir.display()
             ));
         }

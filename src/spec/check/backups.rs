@@ -65,7 +65,7 @@ impl Checker<'_> {
 
     /// A backup's `drill`: of a volume backup, its pod one that mounts the volume, its
     /// check a command.
-    fn backup_drill(&mut self, name: &str, src: &BackupSource, d: &Sp<crate::spec::Drill>) {
+    fn backup_drill(&mut self, name: &str, src: &BackupSource, d: &Sp<crate::spec::DrillSpec>) {
         let Some(volume) = &src.volume else {
             self.push(
                 Diagnostic::error(
@@ -93,6 +93,27 @@ impl Checker<'_> {
                 ),
                 Some(_) => {}
             }
+        }
+        if let Some(sched) = &d.value.schedule
+            && let Err(why) = check_on_calendar(&sched.value)
+        {
+            // `drill: weekly` has the span of the `drill:` value.
+            let at = if sched.span == crate::diag::Span::default() {
+                d.span
+            } else {
+                sched.span
+            };
+            self.push(
+                Diagnostic::error(
+                    "invalid-schedule",
+                    format!(
+                        "`{}` is not a systemd calendar expression: {why}",
+                        sched.value
+                    ),
+                )
+                .at(at, "invalid drill schedule")
+                .help("write e.g. `weekly`, `monthly` or `Sun *-*-* 04:00:00`"),
+            );
         }
         if d.value.check.as_ref().is_some_and(|c| c.is_empty()) {
             self.push(
