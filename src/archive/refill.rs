@@ -197,7 +197,35 @@ pub fn refill_path(root: &Path, from: &BackupRef) -> Result<pipeline::Stats, Ref
         r.map_err(io(&p))?;
     }
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
-    unpack_into(root, data, &identity, &mut |_| {})
+    unpack_into(root, data, &identity, &mut |_| {}, &|_| true)
+}
+
+/// The entries of the backup that `keep` accepts (all of them, for `|_| true`) unpacked
+/// into the directory `dst`, which the caller made for it: a restore that touches nothing
+/// live. The stats cover the whole stream (what was left out is read too), for the caller
+/// to compare with the manifest.
+pub fn unpack_to(
+    dst: &Path,
+    from: &BackupRef,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<pipeline::Stats, RefillError> {
+    let data = from.open()?;
+    let identity = Identity::load(&from.identity)?;
+    unpack_into(dst, data, &identity, &mut |_| {}, keep)
+}
+
+/// The plain stream of a backup (a command's output) written to `file`, made new (0600).
+pub fn stream_to(file: &Path, from: &BackupRef) -> Result<pipeline::Stats, RefillError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let data = from.open()?;
+    let identity = Identity::load(&from.identity)?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(io(file))?;
+    pipeline::open(data, &identity, std::io::BufWriter::new(out)).map_err(RefillError::Open)
 }
 
 /// The backup unpacked into `staging`, a new directory inside the place it goes back to
@@ -212,7 +240,7 @@ pub fn stage_path(
     let data = from.open()?;
     let identity = Identity::load(&from.identity)?;
     std::fs::create_dir(staging).map_err(io(staging))?;
-    unpack_into(staging, data, &identity, seen)
+    unpack_into(staging, data, &identity, seen, &|_| true)
 }
 
 /// Makes `root` hold what `staging` (a directory inside it) holds, by renames: what root
@@ -261,9 +289,10 @@ fn unpack_into(
     data: Box<dyn std::io::Read + Send>,
     identity: &Identity,
     seen: &mut dyn FnMut(&Path),
+    keep: &dyn Fn(&Path) -> bool,
 ) -> Result<pipeline::Stats, RefillError> {
     let opened = pipeline::open_with(data, identity, |r| {
-        unpack_seeing(r, dst, seen).map_err(|e| {
+        unpack_seeing(r, dst, seen, keep).map_err(|e| {
             // Said as the unpacking's failure, whatever the kind, unless the stream itself
             // broke (a stage before it stopped: its own error is the one reported).
             std::io::Error::new(e.kind(), UnpackFailed(e.to_string()))
@@ -287,6 +316,7 @@ fn unpack_seeing(
     r: &mut dyn std::io::BufRead,
     dst: &Path,
     seen: &mut dyn FnMut(&Path),
+    keep: &dyn Fn(&Path) -> bool,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut archive = tar::Archive::new(r);
@@ -306,6 +336,10 @@ fn unpack_seeing(
             ));
         }
         seen(&path);
+        // Left out: its bytes are read past (and hashed) all the same.
+        if !keep(&path) {
+            continue;
+        }
         if entry.header().entry_type() == tar::EntryType::Directory {
             directories.push(entry);
         } else {

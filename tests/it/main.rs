@@ -35,6 +35,7 @@ mod region_loss;
 mod regions;
 mod restart;
 mod restore;
+mod restore_elsewhere;
 mod rollout;
 mod secrets;
 mod state;

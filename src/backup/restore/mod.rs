@@ -8,6 +8,7 @@
 //! source's `restore` command instead (`exec.rs`). The checks and the dry run's
 //! account are in `place.rs`; the journal's start, steps and end in `journaled.rs`.
 
+pub mod elsewhere;
 mod exec;
 mod journaled;
 mod place;
@@ -495,26 +496,37 @@ fn stage(
             names.push(n);
         }
     })
-    .map_err(|e| match e {
+    .map_err(|e| unpack_failure(name, &what, "beside the data", e))?;
+    crate::archive::read_back_matches(what, manifest, &stats)?;
+    Ok(names)
+}
+
+/// Why unpacking backup `name` (at `what`) `where_to` failed: the backup damaged, or the
+/// place (its space, its permissions).
+pub(super) fn unpack_failure(
+    name: &str,
+    what: &str,
+    where_to: &str,
+    e: RefillError,
+) -> BackupError {
+    match e {
         RefillError::Store(e) => *e,
         RefillError::Open(e) => BackupError::Damaged {
-            what: what.clone(),
+            what: what.to_owned(),
             why: e.to_string(),
         },
         RefillError::Unpack { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
             BackupError::Damaged {
-                what: what.clone(),
+                what: what.to_owned(),
                 why: source.to_string(),
             }
         }
         other => BackupError::Failed {
             name: name.to_owned(),
-            why: format!("unpacking it beside the data failed: {other}"),
-            help: "check the free space and the permissions where it goes back".into(),
+            why: format!("unpacking it {where_to} failed: {other}"),
+            help: "check the free space and the permissions where it goes".into(),
         },
-    })?;
-    crate::archive::read_back_matches(what, manifest, &stats)?;
-    Ok(names)
+    }
 }
 
 /// Where a directory's backup is unpacked beside the data: inside it, on the same file

@@ -1,0 +1,114 @@
+//! `backup restore --to-path DIR [--files PATTERN]`: a volume backup put into a new
+//! directory, whole or in part, with the live volume and its pod untouched; a directory
+//! that is not empty refused; a damaged backup leaving no directory behind.
+
+use crate::common;
+
+use common::backup::{self, Scene, tree};
+use common::docker::{self, docker};
+
+#[test]
+fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_moves() {
+    if !docker::available() || !backup::tools(&["age-keygen"]) {
+        return;
+    }
+    let s = Scene::new();
+    s.data_spec("", "{ volume: data }", "{ daily: 7 }");
+    s.berth(&["apply", "--yes"]).code(0);
+    s.put(&[
+        ("a.txt", "alpha\n"),
+        ("sub/b.txt", "beta\n"),
+        ("sub/c.json", "{}\n"),
+        ("sub/deeper/d.json", "[]\n"),
+    ]);
+    let backed_up = s.volume_tree();
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.put(&[("a.txt", "changed live\n")]);
+    let live = s.volume_tree();
+    let live_id = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
+    let out = tempfile::tempdir().unwrap();
+
+    // Whole, into a directory it makes.
+    let whole = out.path().join("whole");
+    let r = s
+        .berth(&[
+            "backup",
+            "restore",
+            "data",
+            "--to-path",
+            &whole.display().to_string(),
+        ])
+        .code(0);
+    assert!(
+        r.stderr_flat().contains("nothing live was touched"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(tree(&whole), backed_up);
+    assert_eq!(s.volume_tree(), live);
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &s.web()]), live_id);
+
+    // In part: a glob (`*` stops at `/`) and a directory.
+    let part = out.path().join("part");
+    let r = s
+        .berth(&[
+            "backup",
+            "restore",
+            "data",
+            "--to-path",
+            &part.display().to_string(),
+            "--files",
+            "sub/*.json",
+            "--files",
+            "a.txt",
+        ])
+        .code(0);
+    let got = tree(&part);
+    let names: Vec<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a.txt", "sub", "sub/c.json"], "{}", r.stderr());
+    assert_eq!(got["a.txt"], backed_up["a.txt"]);
+    let dir = out.path().join("dir");
+    s.berth(&[
+        "backup",
+        "restore",
+        "data",
+        "--to-path",
+        &dir.display().to_string(),
+        "--files",
+        "sub/deeper",
+    ])
+    .code(0);
+    let names: Vec<String> = tree(&dir).into_keys().collect();
+    assert_eq!(names, ["sub", "sub/deeper", "sub/deeper/d.json"]);
+
+    // A directory that is not empty: refused, untouched.
+    let r = s
+        .berth(&[
+            "backup",
+            "restore",
+            "data",
+            "--to-path",
+            &whole.display().to_string(),
+        ])
+        .code(1);
+    assert!(r.stderr_flat().contains("is not empty"), "{}", r.stderr());
+    assert_eq!(tree(&whole), backed_up);
+
+    // A damaged backup: refused, and no directory is left.
+    let data = s.data_files()[0].clone();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+    let bad = out.path().join("bad");
+    s.berth(&[
+        "backup",
+        "restore",
+        "data",
+        "--to-path",
+        &bad.display().to_string(),
+    ])
+    .code(1);
+    assert!(!bad.exists());
+    assert_eq!(s.volume_tree(), live);
+}
