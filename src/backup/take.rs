@@ -186,7 +186,7 @@ impl Backups {
         manifest.verified = true;
         store.commit(&manifest)?;
         // Each copy, once the host's verifies: completed, read back there, marked.
-        let copies = self.finish_copies(copying, &manifest, identity);
+        let copies = self.finish_copies(copying, &manifest);
         Ok(Taken {
             manifest,
             verified: checked,
