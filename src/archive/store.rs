@@ -35,13 +35,43 @@ pub trait Store {
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError>;
     /// Removes a backup whose data could not be written or verified.
     fn discard(&self, name: &str, id: &str);
+    /// The manifest files of a backup name (file names, `ID.manifest.json`), any order.
+    fn manifest_files(&self, name: &str) -> Result<Vec<String>, BackupError>;
+    /// One manifest file of `name`, read and parsed; or why it cannot be.
+    fn read_manifest(&self, name: &str, file: &str) -> Result<Manifest, String>;
+    /// Where a manifest file of `name` is, for people.
+    fn manifest_place(&self, name: &str, file: &str) -> String;
     /// The manifests of a backup name, oldest first; those that cannot be read are left
-    /// out (see [`Store::damaged`]).
-    fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError>;
+    /// out (see [`Store::damaged`]). A manifest under another name than its id, or of
+    /// another backup, is not this backup's (a copy, or a swap): it is left out, never
+    /// restored or pruned.
+    fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError> {
+        let mut out: Vec<Manifest> = self
+            .manifest_files(name)?
+            .into_iter()
+            .filter_map(|file| {
+                let m = self.read_manifest(name, &file).ok()?;
+                (file == format!("{}{MANIFEST}", m.id) && m.name == name).then_some(m)
+            })
+            .collect();
+        // Ids begin with the time to the millisecond: their order is the order taken.
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
     /// The manifest files of a backup name that cannot be read or parsed, and why: listed
     /// as damaged, never in the way of the others.
-    fn damaged(&self, _name: &str) -> Vec<(String, String)> {
-        Vec::new()
+    fn damaged(&self, name: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .manifest_files(name)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|file| {
+                let why = self.read_manifest(name, &file).err()?;
+                Some((self.manifest_place(name, &file), why))
+            })
+            .collect();
+        out.sort();
+        out
     }
     /// The data of a backup, to read.
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn std::io::Read + Send>, BackupError>;

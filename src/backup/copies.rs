@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use super::ops::{Backups, failed};
 use crate::archive::auth::Authenticity;
 use crate::archive::store::{S3Config, S3Store, SftpStore, Store};
-use crate::archive::{Manifest, verify};
+use crate::archive::Manifest;
 use crate::error::OpError;
 use crate::spec::Backup;
 
@@ -346,22 +346,7 @@ impl Backups {
                     continue;
                 }
             };
-            for (m, found) in others {
-                if id.is_some_and(|id| id != m.id) {
-                    continue;
-                }
-                let counted = found == Authenticity::Forged || id.is_some() || all;
-                if counted {
-                    tally.checked += 1;
-                    tally.bad += 1;
-                }
-                seen(Checked::Unauthenticated {
-                    name: label.clone(),
-                    id: m.id,
-                    found,
-                    counted,
-                });
-            }
+            super::verify::tell_unauthenticated(&label, others, id, all, tally, seen);
             let now = crate::clock::now();
             let chosen: Vec<Manifest> = match (id, all) {
                 (Some(id), _) => trusted.into_iter().filter(|m| m.id == id).collect(),
@@ -380,20 +365,7 @@ impl Backups {
                     .into_iter()
                     .collect(),
             };
-            for m in chosen {
-                tally.checked += 1;
-                match verify(copy.store.as_ref(), &m, identity) {
-                    Ok(verified) => seen(Checked::Sound {
-                        name: label.clone(),
-                        id: m.id,
-                        verified,
-                    }),
-                    Err(e) => {
-                        tally.bad += 1;
-                        seen(Checked::Damaged(e));
-                    }
-                }
-            }
+            super::verify::read_back(&label, copy.store.as_ref(), chosen, identity, tally, seen);
         }
         Ok(())
     }

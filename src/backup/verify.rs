@@ -79,22 +79,14 @@ impl Backups {
                     });
                 }
             }
-            for (m, found) in self.unauthenticated(&name)? {
-                if id.is_some_and(|id| id != m.id) {
-                    continue;
-                }
-                let counted = found == Authenticity::Forged || id.is_some() || all;
-                if counted {
-                    tally.checked += 1;
-                    tally.bad += 1;
-                }
-                seen(Checked::Unauthenticated {
-                    name: name.clone(),
-                    id: m.id,
-                    found,
-                    counted,
-                });
-            }
+            tell_unauthenticated(
+                &name,
+                self.unauthenticated(&name)?,
+                id,
+                all,
+                &mut tally,
+                seen,
+            );
             let chosen: Vec<_> = match (id, all) {
                 (Some(id), _) => self
                     .list(&name)?
@@ -114,20 +106,7 @@ impl Backups {
                     found.into_iter().collect()
                 }
             };
-            for m in chosen {
-                tally.checked += 1;
-                match crate::archive::verify(&store, &m, identity) {
-                    Ok(verified) => seen(Checked::Sound {
-                        name: name.clone(),
-                        id: m.id,
-                        verified,
-                    }),
-                    Err(e) => {
-                        tally.bad += 1;
-                        seen(Checked::Damaged(e));
-                    }
-                }
-            }
+            read_back(&name, &store, chosen, identity, &mut tally, seen);
             // Each copy off the host, read back where it is.
             self.verify_copies(&name, id, all, identity, &mut tally, seen)?;
         }
@@ -141,5 +120,59 @@ impl Backups {
             });
         }
         Ok(tally)
+    }
+}
+
+/// Tells `seen` of the backups whose manifest does not authenticate (only `id`'s, with
+/// one): a failure of this verify when forged, or named (`id`, `--all`); otherwise told
+/// and passed over.
+pub(super) fn tell_unauthenticated(
+    label: &str,
+    found: Vec<(crate::archive::Manifest, Authenticity)>,
+    id: Option<&str>,
+    all: bool,
+    tally: &mut Tally,
+    seen: &mut dyn FnMut(Checked),
+) {
+    for (m, found) in found {
+        if id.is_some_and(|id| id != m.id) {
+            continue;
+        }
+        let counted = found == Authenticity::Forged || id.is_some() || all;
+        if counted {
+            tally.checked += 1;
+            tally.bad += 1;
+        }
+        seen(Checked::Unauthenticated {
+            name: label.to_owned(),
+            id: m.id,
+            found,
+            counted,
+        });
+    }
+}
+
+/// Reads back each of `chosen` whole from `store`, telling `seen` what it found.
+pub(super) fn read_back(
+    label: &str,
+    store: &dyn Store,
+    chosen: Vec<crate::archive::Manifest>,
+    identity: &crate::secrets::age::Identity,
+    tally: &mut Tally,
+    seen: &mut dyn FnMut(Checked),
+) {
+    for m in chosen {
+        tally.checked += 1;
+        match crate::archive::verify(store, &m, identity) {
+            Ok(verified) => seen(Checked::Sound {
+                name: label.to_owned(),
+                id: m.id,
+                verified,
+            }),
+            Err(e) => {
+                tally.bad += 1;
+                seen(Checked::Damaged(e));
+            }
+        }
     }
 }

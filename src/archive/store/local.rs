@@ -149,51 +149,26 @@ impl Store for LocalStore {
         self.done_writing(&self.data(name, id));
     }
 
-    fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError> {
+    fn manifest_files(&self, name: &str) -> Result<Vec<String>, BackupError> {
         let dir = self.dir(name);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(BackupError::Store(format!("`{}`: {e}", dir.display()))),
         };
-        let mut out = Vec::new();
-        for e in entries.flatten() {
-            let file = e.file_name().to_string_lossy().into_owned();
-            if !file.ends_with(MANIFEST) {
-                continue;
-            }
-            // A manifest that cannot be read is reported by `damaged`, and never stands in
-            // the way of the others.
-            let Ok(m) = read_manifest(&e.path()) else {
-                continue;
-            };
-            // A manifest under another name than its id, or of another backup, is not
-            // this backup's (a copy, or a swap): it is left out, never restored or pruned.
-            if file != format!("{}{MANIFEST}", m.id) || m.name != name {
-                continue;
-            }
-            out.push(m);
-        }
-        // Ids begin with the time to the millisecond: their order is the order taken.
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(MANIFEST))
+            .collect())
     }
 
-    fn damaged(&self, name: &str) -> Vec<(String, String)> {
-        let Ok(entries) = std::fs::read_dir(self.dir(name)) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, String)> = entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(MANIFEST))
-            .filter_map(|e| {
-                read_manifest(&e.path())
-                    .err()
-                    .map(|why| (e.path().display().to_string(), why.to_string()))
-            })
-            .collect();
-        out.sort();
-        out
+    fn read_manifest(&self, name: &str, file: &str) -> Result<Manifest, String> {
+        read_manifest(&self.dir(name).join(file)).map_err(|e| e.to_string())
+    }
+
+    fn manifest_place(&self, name: &str, file: &str) -> String {
+        self.dir(name).join(file).display().to_string()
     }
 
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn std::io::Read + Send>, BackupError> {

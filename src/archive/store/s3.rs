@@ -162,14 +162,6 @@ impl S3Store {
             .collect()
     }
 
-    fn read_manifest(&self, name: &str, file: &str) -> Result<Manifest, String> {
-        let path = self.key(name, file);
-        let bucket = self.bucket.clone();
-        let got = self.run(async move { bucket.get(&path).await?.bytes().await });
-        let bytes = got.map_err(|e| format!("it cannot be read ({})", scrub(&e.to_string())))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest does not parse ({e})"))
-    }
-
     /// The upload of `name`/`id` this process wrote, finished with (its parts all sent).
     fn take_pending(&self, name: &str, id: &str) -> Option<Result<Upload, String>> {
         let handle = self.pending.lock().ok()?.remove(&format!("{name}/{id}"))?;
@@ -245,41 +237,25 @@ impl Store for S3Store {
         let _ = self.delete(name, id);
     }
 
-    fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError> {
-        let mut out = Vec::new();
-        for (file, _, _) in self.objects(name)? {
-            if !file.ends_with(MANIFEST) {
-                continue;
-            }
-            let Ok(m) = self.read_manifest(name, &file) else {
-                continue;
-            };
-            // As a directory store's: one under another id or name is not this backup's.
-            if file != format!("{}{MANIFEST}", m.id) || m.name != name {
-                continue;
-            }
-            out.push(m);
-        }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+    fn manifest_files(&self, name: &str) -> Result<Vec<String>, BackupError> {
+        Ok(self
+            .objects(name)?
+            .into_iter()
+            .map(|(file, _, _)| file)
+            .filter(|f| f.ends_with(MANIFEST))
+            .collect())
     }
 
-    fn damaged(&self, name: &str) -> Vec<(String, String)> {
-        let Ok(objects) = self.objects(name) else {
-            return Vec::new();
-        };
-        objects
-            .into_iter()
-            .filter(|(file, _, _)| file.ends_with(MANIFEST))
-            .filter_map(|(file, _, _)| {
-                self.read_manifest(name, &file).err().map(|why| {
-                    (
-                        format!("s3://{}/{}", self.bucket_name, self.key(name, &file)),
-                        why,
-                    )
-                })
-            })
-            .collect()
+    fn read_manifest(&self, name: &str, file: &str) -> Result<Manifest, String> {
+        let path = self.key(name, file);
+        let bucket = self.bucket.clone();
+        let got = self.run(async move { bucket.get(&path).await?.bytes().await });
+        let bytes = got.map_err(|e| format!("it cannot be read ({})", scrub(&e.to_string())))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest does not parse ({e})"))
+    }
+
+    fn manifest_place(&self, name: &str, file: &str) -> String {
+        format!("s3://{}/{}", self.bucket_name, self.key(name, file))
     }
 
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn Read + Send>, BackupError> {

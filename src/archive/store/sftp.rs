@@ -298,46 +298,24 @@ impl Store for SftpStore {
         let _ = self.delete(name, id);
     }
 
-    fn list(&self, name: &str) -> Result<Vec<Manifest>, BackupError> {
-        let mut out = Vec::new();
-        for (file, _, _) in self.entries(name)? {
-            if file.starts_with('.') || !file.ends_with(MANIFEST) {
-                continue;
-            }
-            let Ok(bytes) = self.read_small(&format!("{}/{file}", self.dir(name))) else {
-                continue;
-            };
-            let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
-                continue;
-            };
-            if file != format!("{}{MANIFEST}", m.id) || m.name != name {
-                continue;
-            }
-            out.push(m);
-        }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+    fn manifest_files(&self, name: &str) -> Result<Vec<String>, BackupError> {
+        Ok(self
+            .entries(name)?
+            .into_iter()
+            .map(|(file, _, _)| file)
+            .filter(|f| !f.starts_with('.') && f.ends_with(MANIFEST))
+            .collect())
     }
 
-    fn damaged(&self, name: &str) -> Vec<(String, String)> {
-        let Ok(entries) = self.entries(name) else {
-            return Vec::new();
-        };
-        entries
-            .into_iter()
-            .filter(|(f, _, _)| !f.starts_with('.') && f.ends_with(MANIFEST))
-            .filter_map(|(file, _, _)| {
-                let path = format!("{}/{file}", self.dir(name));
-                let why = match self.read_small(&path) {
-                    Err(e) => format!("it cannot be read ({e})"),
-                    Ok(b) => match serde_json::from_slice::<Manifest>(&b) {
-                        Ok(_) => return None,
-                        Err(e) => format!("the manifest does not parse ({e})"),
-                    },
-                };
-                Some((format!("{}/{name}/{file}", self.shown), why))
-            })
-            .collect()
+    fn read_manifest(&self, name: &str, file: &str) -> Result<Manifest, String> {
+        let bytes = self
+            .read_small(&format!("{}/{file}", self.dir(name)))
+            .map_err(|e| format!("it cannot be read ({e})"))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest does not parse ({e})"))
+    }
+
+    fn manifest_place(&self, name: &str, file: &str) -> String {
+        format!("{}/{name}/{file}", self.shown)
     }
 
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn Read + Send>, BackupError> {
