@@ -24,7 +24,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::stream::{ChunkReader, PartWriter, run_on};
+use super::stream::{PartWriter, download, run_on};
 use super::{DATA, Incomplete, MANIFEST, Store, is_backup_id};
 use crate::archive::{BackupError, Manifest};
 
@@ -265,24 +265,13 @@ impl Store for S3Store {
         let got = self
             .run(async move { bucket.get(&get).await })
             .map_err(|e| self.err(&path, e))?;
-        let (tx, rx) = sync_channel::<Result<Bytes, String>>(4);
-        let runtime = self.runtime.clone();
-        std::thread::Builder::new()
-            .name("berth-s3-download".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut stream = got.into_stream();
-                    while let Some(chunk) = stream.next().await {
-                        let chunk = chunk.map_err(|e| scrub(&e.to_string()));
-                        let stop = chunk.is_err();
-                        if tx.send(chunk).is_err() || stop {
-                            return;
-                        }
-                    }
-                })
-            })
+        let stream = got
+            .into_stream()
+            .map(|chunk| chunk.map_err(|e| scrub(&e.to_string())))
+            .boxed();
+        let reader = download(self.runtime.clone(), "berth-s3-download", stream)
             .map_err(|e| BackupError::Store(format!("a download thread: {e}")))?;
-        Ok(Box::new(ChunkReader::new(rx)))
+        Ok(Box::new(reader))
     }
 
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError> {

@@ -20,7 +20,7 @@ use openssh_sftp_client::file::TokioCompatFile;
 use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::stream::{ChunkReader, PartWriter, run_on};
+use super::stream::{PartWriter, download, run_on};
 use super::{DATA, Incomplete, MANIFEST, Store, is_backup_id};
 use crate::archive::{BackupError, Manifest};
 
@@ -325,32 +325,24 @@ impl Store for SftpStore {
         let file = self
             .run(async move { sftp.open(&p).await })
             .map_err(|e| self.err(&path, e))?;
-        let (tx, rx) = sync_channel::<Result<Bytes, String>>(4);
-        let runtime = self.runtime.clone();
-        std::thread::Builder::new()
-            .name("berth-sftp-download".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut input = Box::pin(TokioCompatFile::new(file));
-                    loop {
-                        let mut buf = BytesMut::zeroed(CHUNK);
-                        let got = input.read(&mut buf).await.map_err(|e| e.to_string());
-                        let stop = !matches!(got, Ok(n) if n > 0);
-                        let chunk = got.map(|n| {
-                            buf.truncate(n);
-                            buf.freeze()
-                        });
-                        if matches!(chunk, Ok(ref c) if c.is_empty()) {
-                            return;
-                        }
-                        if tx.send(chunk).is_err() || stop {
-                            return;
-                        }
-                    }
-                })
-            })
+        // The file read in chunks until its end (an empty read).
+        let input = Box::pin(TokioCompatFile::new(file));
+        let stream = futures_util::stream::unfold(Some(input), |input| async move {
+            let mut input = input?;
+            let mut buf = BytesMut::zeroed(CHUNK);
+            match input.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf.freeze()), Some(input)))
+                }
+                Err(e) => Some((Err(e.to_string()), None)),
+            }
+        })
+        .boxed();
+        let reader = download(self.runtime.clone(), "berth-sftp-download", stream)
             .map_err(|e| BackupError::Store(format!("a download thread: {e}")))?;
-        Ok(Box::new(ChunkReader::new(rx)))
+        Ok(Box::new(reader))
     }
 
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError> {

@@ -123,3 +123,29 @@ pub fn run_on<T: Send, F: std::future::Future<Output = T> + Send>(
         Err(panic) => std::panic::resume_unwind(panic),
     })
 }
+
+/// The chunks of `stream` (a download) handed to a [`ChunkReader`] by a thread of its
+/// own running on `runtime`, at most a few chunks ahead; it stops at the first error
+/// (which the reader returns) or when the reader goes.
+pub fn download(
+    runtime: std::sync::Arc<tokio::runtime::Runtime>,
+    thread: &str,
+    stream: futures_util::stream::BoxStream<'static, Result<Bytes, String>>,
+) -> std::io::Result<ChunkReader> {
+    use futures_util::StreamExt;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes, String>>(4);
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut stream = stream;
+                while let Some(chunk) = stream.next().await {
+                    let stop = chunk.is_err();
+                    if tx.send(chunk).is_err() || stop {
+                        return;
+                    }
+                }
+            })
+        })?;
+    Ok(ChunkReader::new(rx))
+}
