@@ -30,21 +30,13 @@ use std::time::Instant;
 
 use berth::secrets::age::Identity;
 
+#[path = "bench_util/mod.rs"]
+mod util;
+
+use util::{maxrss_kb, median, mem_total, quote, set_mode, sh};
+
 fn main() {
-    // A child that runs one command and says its peak RSS: getrusage of its only child.
-    if std::env::var_os("BENCH_MEASURE").is_some() {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let ok = Command::new(&args[0])
-            .args(&args[1..])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        // SAFETY: getrusage writes into the struct it is given.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-        eprintln!("BENCH_MAXRSS_KB={}", ru.ru_maxrss);
-        std::process::exit(if ok { 0 } else { 1 });
-    }
+    util::measure_child_if_asked();
     let tree = PathBuf::from(
         std::env::args()
             .nth(1)
@@ -242,18 +234,6 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn sh(cmd: &str) {
-    let st = Command::new("bash")
-        .args(["-c", &format!("set -o pipefail; {cmd}")])
-        .status()
-        .expect("sh");
-    assert!(st.success(), "`{cmd}` failed");
-}
-
 fn timed(f: impl FnOnce()) -> f64 {
     let t = Instant::now();
     f();
@@ -280,18 +260,7 @@ fn measured(cmd: &[String]) -> (f64, u64) {
     {
         println!("  berth: {l}");
     }
-    let kb = err
-        .lines()
-        .find_map(|l| l.strip_prefix("BENCH_MAXRSS_KB="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    (s, kb)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    (s, maxrss_kb(&err))
 }
 
 /// The newest backup id in a store's folder.
@@ -334,20 +303,4 @@ fn census(root: &Path) -> (u64, u64, u64) {
         }
     }
     (files, bytes, links)
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or("? GiB".into(), |kb| format!("{:.0} GiB", kb / 1048576.0))
-}
-
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }

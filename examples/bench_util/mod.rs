@@ -1,0 +1,68 @@
+//! What the backup benchmarks share (`#[path]`-included by `bench_backup` and
+//! `bench_offsite`): the child that measures a command's peak RSS, medians, the machine's
+//! memory, and shell helpers.
+
+use std::path::Path;
+use std::process::Command;
+
+/// When this process is the measuring child (`BENCH_MEASURE` set): runs its arguments as
+/// one command, says its peak RSS (getrusage of its only child) and exits with its status.
+pub fn measure_child_if_asked() {
+    if std::env::var_os("BENCH_MEASURE").is_none() {
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ok = Command::new(&args[0])
+        .args(&args[1..])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    eprintln!("BENCH_MAXRSS_KB={}", ru.ru_maxrss);
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// The peak RSS (KiB) the measuring child said, in its stderr.
+pub fn maxrss_kb(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH_MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or("? GiB".into(), |kb| format!("{:.0} GiB", kb / 1048576.0))
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+pub fn sh(cmd: &str) {
+    let st = Command::new("bash")
+        .args(["-c", &format!("set -o pipefail; {cmd}")])
+        .status()
+        .expect("sh");
+    assert!(st.success(), "`{cmd}` failed");
+}
