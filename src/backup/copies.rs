@@ -14,9 +14,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use super::ops::{Backups, failed};
+use crate::archive::Manifest;
 use crate::archive::auth::Authenticity;
 use crate::archive::store::{S3Config, S3Store, SftpStore, Store};
-use crate::archive::Manifest;
 use crate::error::OpError;
 use crate::spec::Backup;
 
@@ -24,7 +24,7 @@ use crate::spec::Backup;
 pub struct Copy {
     /// Its name under `stores:`.
     pub name: String,
-    pub store: Box<dyn Store>,
+    pub store: Box<dyn Store + Send + Sync>,
 }
 
 /// A copy's backups of a name: those berth may trust, oldest first; and the others, each
@@ -96,6 +96,37 @@ pub(super) struct Copying {
 }
 
 impl Copying {
+    /// Each copy whose data was written: its manifest written (unverified; completing its
+    /// data), its bytes read back from where it is and their SHA-256 and size compared with
+    /// the manifest's. Those bytes are the ones the host's copy has, which is decrypted and
+    /// walked whole meanwhile (on another thread): equal bytes open the same way, so the
+    /// copy's read-back need not decrypt them again (`backup verify` does, when asked).
+    /// Per copy, in order: why it failed, if it did.
+    pub(super) fn check(&self, manifest: &Manifest) -> Vec<Option<String>> {
+        self.copies
+            .iter()
+            .zip(&self.failed)
+            .map(|(copy, failed)| {
+                if let Some(why) = failed.lock().ok().and_then(|f| f.clone()) {
+                    return Some(why);
+                }
+                let mut m = manifest.clone();
+                m.verified = false;
+                let store = copy.store.as_ref();
+                store
+                    .commit(&m)
+                    .and_then(|()| crate::archive::check_stored(store, &m))
+                    .err()
+                    .map(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// How many copies are being written.
+    pub(super) fn len(&self) -> usize {
+        self.copies.len()
+    }
+
     /// Removes what each copy began (the backup itself failed).
     pub(super) fn discard(&self, name: &str, id: &str) {
         for c in &self.copies {
@@ -234,20 +265,31 @@ impl Backups {
         )
     }
 
-    /// Each copy of a backup whose data is written (and whose host copy verified): its
-    /// manifest written once its data is complete, its bytes read back from where it is
-    /// and checked against the manifest, and marked verified there.
-    pub(super) fn finish_copies(&self, copying: Copying, manifest: &Manifest) -> Vec<CopyOutcome> {
+    /// Each copy of a backup whose host copy verified, once [`Copying::check`] has checked
+    /// it: marked verified there, or (failed) removed. Where each is, or why not.
+    pub(super) fn finish_copies(
+        &self,
+        copying: Copying,
+        manifest: &Manifest,
+        checks: Vec<Option<String>>,
+    ) -> Vec<CopyOutcome> {
         let mut out = copying.unopened;
-        for (copy, failed) in copying.copies.into_iter().zip(copying.failed) {
-            let why = failed.lock().ok().and_then(|f| f.clone());
+        for (copy, why) in copying.copies.into_iter().zip(checks) {
+            let store = copy.store.as_ref();
             let result = match why {
-                Some(why) => {
-                    copy.store.discard(&manifest.name, &manifest.id);
-                    Err(why)
+                Some(why) => Err(why),
+                None => {
+                    let mut m = manifest.clone();
+                    m.verified = true;
+                    store
+                        .commit(&m)
+                        .map(|()| store.locate(&m.name, &m.id))
+                        .map_err(|e| e.to_string())
                 }
-                None => finish_copy(copy.store.as_ref(), manifest),
             };
+            if result.is_err() {
+                store.discard(&manifest.name, &manifest.id);
+            }
             out.push(CopyOutcome {
                 store: copy.name,
                 result,
@@ -501,30 +543,5 @@ impl Backups {
         }
         host.commit(&manifest)?;
         Ok(manifest.id)
-    }
-}
-
-/// A copy's manifest written (completing its data), the copy read back whole from where
-/// it is and its bytes' SHA-256 and size compared with the manifest's, and marked
-/// verified: where it is, or why it failed (the copy then removed). Those bytes are the
-/// ones the host's copy has, which were just decrypted and walked whole: equal bytes open
-/// the same way, so the copy's read-back need not decrypt them again (`backup verify`
-/// does, when asked).
-fn finish_copy(store: &dyn Store, manifest: &Manifest) -> Result<String, String> {
-    let mut m = manifest.clone();
-    m.verified = false;
-    let done = store
-        .commit(&m)
-        .and_then(|()| crate::archive::check_stored(store, &m))
-        .and_then(|()| {
-            m.verified = true;
-            store.commit(&m)
-        });
-    match done {
-        Ok(()) => Ok(store.locate(&m.name, &m.id)),
-        Err(e) => {
-            store.discard(&m.name, &m.id);
-            Err(e.to_string())
-        }
     }
 }

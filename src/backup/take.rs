@@ -176,17 +176,25 @@ impl Backups {
         manifest.mac = key.map(|k| k.sign(&manifest));
         store.commit(&manifest)?;
         // Read back before success is reported; a failure leaves it marked unverified.
-        let checked = match verify(&store, &manifest, identity) {
+        // The copies checked where they are while the host's is read back whole.
+        let (verified, checks) = std::thread::scope(|s| {
+            let checking = s.spawn(|| copying.check(&manifest));
+            let verified = verify(&store, &manifest, identity);
+            (verified, checking.join())
+        });
+        let checked = match verified {
             Ok(v) => v,
             Err(e) => {
                 copying.discard(name, &id);
                 return Err(e.into());
             }
         };
+        let checks =
+            checks.unwrap_or_else(|_| vec![Some("checking the copy failed".into()); copying.len()]);
         manifest.verified = true;
         store.commit(&manifest)?;
-        // Each copy, once the host's verifies: completed, read back there, marked.
-        let copies = self.finish_copies(copying, &manifest);
+        // Each copy, once the host's verified: marked verified there too.
+        let copies = self.finish_copies(copying, &manifest, checks);
         Ok(Taken {
             manifest,
             verified: checked,
