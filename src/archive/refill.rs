@@ -22,7 +22,7 @@ pub struct BackupRef {
 impl BackupRef {
     /// Its data, opened (a backup that cannot be opened stops a restore before anything is
     /// emptied).
-    fn open(&self) -> Result<Box<dyn std::io::Read + Send>, RefillError> {
+    pub fn open(&self) -> Result<Box<dyn std::io::Read + Send>, RefillError> {
         let store = LocalStore::open(&self.store)?;
         Ok(store.open(&self.name, &self.id)?)
     }
@@ -137,10 +137,24 @@ pub async fn refill_volume(
         .collect();
     engine.create_volume(volume, l).await?;
     fault_point(ENV_FAULT_RESTORE_KILL, "emptied");
+    fill_volume(engine, project, volume, image, data, &from.identity).await
+}
+
+/// Unpacks a backup's `data` into the (new, empty) `volume` through a helper container
+/// made from `image`, decrypted and decompressed on threads of their own; what went in,
+/// for the caller to compare with the manifest.
+pub async fn fill_volume(
+    engine: &Engine,
+    project: &str,
+    volume: &str,
+    image: &str,
+    data: Box<dyn std::io::Read + Send>,
+    identity: &Path,
+) -> Result<pipeline::Stats, RefillError> {
     let helper = create_helper(engine, project, image, volume).await?;
     // Decrypted and decompressed on threads, streamed into the helper.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(4);
-    let opener = open_into(data, &from.identity, tx);
+    let opener = open_into(data, identity, tx);
     // The receiver is shared, so that it can be dropped here whatever the engine's client
     // still holds: a pipeline thread blocked on a full channel then ends.
     let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));

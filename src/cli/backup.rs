@@ -62,8 +62,12 @@ pub enum Command {
         from: Option<String>,
         /// Restore into this new (or empty) directory instead of the backup's place,
         /// touching nothing live; a command's output is written there as one file.
-        #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["dry_run", "to_volume"])]
         to_path: Option<std::path::PathBuf>,
+        /// Restore into this new volume (made here, left to you: berth never plans or
+        /// removes it) instead of the backup's place, touching nothing live.
+        #[arg(long, value_name = "VOLUME", conflicts_with = "dry_run")]
+        to_volume: Option<String>,
         /// With `--to-path`, only the entries a glob matches (a path in the backup, or a
         /// directory above it; `*` stops at `/`). Repeatable.
         #[arg(long, value_name = "PATTERN", requires = "to_path")]
@@ -116,23 +120,29 @@ pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpEr
             dry_run,
             from,
             to_path,
+            to_volume,
             files,
         } => {
             let fetched = b.fetch_for_restore(&name, id.as_deref(), from.as_deref())?;
             let id = fetched.or(id);
-            if let Some(dir) = to_path {
-                let r = b.restore_to_path(&name, id.as_deref(), &dir, &files)?;
+            let elsewhere = match (to_path, to_volume) {
+                (Some(dir), _) => Some(b.restore_to_path(&name, id.as_deref(), &dir, &files)?),
+                (None, Some(volume)) => Some(b.restore_to_volume(&name, id.as_deref(), &volume)?),
+                (None, None) => None,
+            };
+            if let Some(r) = elsewhere {
                 let what = match r.entries {
                     Some((written, total)) if written < total => {
                         format!("{written} of its {total} entries")
                     }
                     Some((written, _)) => format!("its {written} entries"),
+                    None if r.written.starts_with("volume ") => "its tree".into(),
                     None => "its output".into(),
                 };
                 eprintln!(
                     "Restored {what} of `{name}` {} into {} (the whole backup read and checked, {}); nothing live was touched.",
                     r.id,
-                    r.written.display(),
+                    r.written,
                     size(r.bytes)
                 );
                 return Ok(exit::OK);

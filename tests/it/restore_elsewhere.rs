@@ -1,6 +1,7 @@
-//! `backup restore --to-path DIR [--files PATTERN]`: a volume backup put into a new
-//! directory, whole or in part, with the live volume and its pod untouched; a directory
-//! that is not empty refused; a damaged backup leaving no directory behind.
+//! `backup restore --to-path DIR [--files PATTERN]` and `--to-volume NEW`: a volume backup
+//! put into a new directory (whole or in part) or a new volume, with the live volume and
+//! its pod untouched; a directory that is not empty, or a volume that exists, refused; a
+//! damaged backup leaving no directory or volume behind.
 
 use crate::common;
 
@@ -81,6 +82,40 @@ fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_move
     let names: Vec<String> = tree(&dir).into_keys().collect();
     assert_eq!(names, ["sub", "sub/deeper", "sub/deeper/d.json"]);
 
+    // Into a new volume, left to the user: the files are there, read by a container of
+    // the docker CLI's; a volume that exists is refused.
+    let volume = format!("{}-restored", s.project());
+    let _gone = RemoveVolume(volume.clone());
+    let r = s
+        .berth(&["backup", "restore", "data", "--to-volume", &volume])
+        .code(0);
+    assert!(
+        r.stderr_flat().contains("nothing live was touched"),
+        "{}",
+        r.stderr()
+    );
+    let read = |file: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{volume}:/v:ro"),
+            docker::testapp_image(),
+            "cat",
+            &format!("/v/{file}"),
+        ])
+    };
+    assert_eq!(read("a.txt"), "alpha");
+    assert_eq!(read("sub/deeper/d.json"), "[]");
+    let labels = docker(&["volume", "inspect", "-f", "{{json .Labels}}", &volume]);
+    assert!(!labels.contains("io.berth.project"), "{labels}");
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+    let r = s
+        .berth(&["backup", "restore", "data", "--to-volume", &volume])
+        .code(1);
+    assert!(r.stderr_flat().contains("exists already"), "{}", r.stderr());
+    assert_eq!(s.volume_tree(), live);
+
     // A directory that is not empty: refused, untouched.
     let r = s
         .berth(&[
@@ -110,5 +145,25 @@ fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_move
     ])
     .code(1);
     assert!(!bad.exists());
+    let bad_volume = format!("{}-bad", s.project());
+    let _gone_too = RemoveVolume(bad_volume.clone());
+    s.berth(&["backup", "restore", "data", "--to-volume", &bad_volume])
+        .code(1);
+    let left = std::process::Command::new("docker")
+        .args(["volume", "inspect", &bad_volume])
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "the new volume is removed again");
     assert_eq!(s.volume_tree(), live);
+}
+
+/// A volume removed (with `docker volume rm`) when this goes, also when a test fails.
+struct RemoveVolume(String);
+
+impl Drop for RemoveVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
 }

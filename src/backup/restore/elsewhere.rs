@@ -4,18 +4,18 @@
 //! stream is read and checked against the manifest, also what `--files` leaves out; a
 //! backup that does not match leaves no directory behind.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::super::ops::{Backups, failed};
-use crate::archive::refill::{stream_to, unpack_to};
+use crate::archive::refill::{fill_volume, stream_to, unpack_to};
 use crate::archive::store::Store;
 use crate::error::OpError;
 
 /// What a restore elsewhere wrote.
 pub struct Elsewhere {
     pub id: String,
-    /// The directory (or, for a command's output, the file) written.
-    pub written: PathBuf,
+    /// The directory, file (a command's output) or volume written, for people.
+    pub written: String,
     /// Entries written (of a tar backup), and entries in the backup.
     pub entries: Option<(u64, u64)>,
     pub bytes: u64,
@@ -78,7 +78,7 @@ impl Backups {
         let total = std::cell::Cell::new(0u64);
         let result = if exec {
             let file = dir.join(format!("{name}-{}.out", manifest.id));
-            stream_to(&file, &from).map(|stats| (stats, file))
+            stream_to(&file, &from).map(|stats| (stats, file.display().to_string()))
         } else {
             let counted = |p: &Path| {
                 let kept = keep(p);
@@ -86,7 +86,7 @@ impl Backups {
                 written.set(written.get() + u64::from(kept));
                 kept
             };
-            unpack_to(&dir, &from, &counted).map(|stats| (stats, dir.clone()))
+            unpack_to(&dir, &from, &counted).map(|stats| (stats, dir.display().to_string()))
         };
         let what = self.store(backup)?.locate(name, &manifest.id);
         let checked = result
@@ -116,6 +116,89 @@ impl Backups {
                 Err(e)
             }
         }
+    }
+}
+
+impl Backups {
+    /// Backup `id` of `name` (a tar: of a volume or a host path) unpacked into `volume`, a
+    /// new volume on the backup's engine, made here and left to the user (it has no project
+    /// label: berth never plans, changes or removes it). Filled through a helper container
+    /// of an image the project runs; the whole stream checked against the manifest, and the
+    /// volume removed again when it does not match.
+    pub fn restore_to_volume(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        volume: &str,
+    ) -> Result<Elsewhere, OpError> {
+        let backup = self.get(name)?;
+        if backup.source.value.exec.is_some() {
+            return Err(failed(
+                name,
+                "this backup is a command's output, not a tree to put in a volume",
+                "`--to-path DIR` writes the output as a file",
+            ));
+        }
+        let valid = volume.len() > 1
+            && volume.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && volume
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(failed(
+                name,
+                format!("`{volume}` is not a volume name"),
+                "give letters, digits, `_`, `.` and `-`, beginning with a letter or digit",
+            ));
+        }
+        let _lock = self.lock(&format!("berth backup restore {name} --to-volume"))?;
+        let manifest = self.choose(name, id)?;
+        let from = self.backup_ref(name, &manifest.id)?;
+        let what = self.store(backup)?.locate(name, &manifest.id);
+        let engine = self.engine(name)?;
+        let project = self.project.spec.project.value.as_str();
+        let exists = |e| failed(name, format!("volume `{volume}`: {e}"), "check the engine");
+        self.project.runtime.block_on(async {
+            use crate::engine::docker::ObjectKind;
+            if engine.labels_of(ObjectKind::Volume, volume).await.map_err(exists)?.is_some() {
+                return Err(failed(
+                    name,
+                    format!("volume `{volume}` exists already"),
+                    "name a new volume: a restore elsewhere never overwrites",
+                ));
+            }
+            let containers = engine.containers(project).await?;
+            let Some(image) = containers.first().map(|c| c.image_id.clone()) else {
+                return Err(failed(
+                    name,
+                    "no container of the project runs on its engine to make the helper from",
+                    "apply the spec first (the helper that fills the volume uses an image the project runs)",
+                ));
+            };
+            let labels = std::collections::HashMap::from([(
+                "io.berth.restored-from".to_owned(),
+                format!("{project} {name} {}", manifest.id),
+            )]);
+            engine.create_volume(volume, labels).await?;
+            let filled = match from.open() {
+                Ok(data) => fill_volume(engine, project, volume, &image, data, &from.identity).await,
+                Err(e) => Err(e),
+            };
+            let checked = filled.and_then(|stats| from.check(&stats).map(|()| stats));
+            match checked {
+                Ok(stats) => Ok(Elsewhere {
+                    id: manifest.id.clone(),
+                    written: format!("volume {volume}"),
+                    entries: None,
+                    bytes: stats.plain_bytes,
+                }),
+                Err(e) => {
+                    // What went in does not match the backup: the new volume goes.
+                    let _ = engine.remove_volume(volume).await;
+                    Err(super::unpack_failure(name, &what, "into the new volume", e).into())
+                }
+            }
+        })
     }
 }
 
