@@ -235,6 +235,36 @@ pub fn inspect(root: &Path) -> Found {
     })
 }
 
+/// The incomplete data of a store that cannot lock what it writes (one on another
+/// machine): of its `entries` (file name, bytes, modified seconds), the data files (their
+/// id from `data_id`) with no manifest among them, older than `grace` seconds (a backup
+/// commits its manifest within moments of its data). Sorted by id.
+pub(super) fn unfinished(
+    entries: &[(String, u64, u64)],
+    data_id: impl Fn(&str) -> Option<&str>,
+    now: u64,
+    grace: u64,
+) -> Vec<Incomplete> {
+    let manifests: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter_map(|(f, _, _)| f.strip_suffix(MANIFEST))
+        .collect();
+    let mut out: Vec<Incomplete> = entries
+        .iter()
+        .filter_map(|(file, bytes, modified)| {
+            let id = data_id(file).filter(|id| is_backup_id(id))?;
+            let old = now.saturating_sub(*modified) >= grace;
+            (old && !manifests.contains(id)).then(|| Incomplete {
+                id: id.to_owned(),
+                bytes: *bytes,
+                modified: *modified,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
 /// Whether `id` is one berth makes ([`super::new_id`]): `YYYYMMDDTHHMMSS.mmmZ-xxxxxx`.
 fn is_backup_id(id: &str) -> bool {
     let b = id.as_bytes();
@@ -358,6 +388,26 @@ mod tests {
         assert!(matches!(inspect(&link.join("b")), Found::Refused(w) if w.contains("leads to")));
         std::fs::remove_file(&link).unwrap();
         std::fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
+    fn a_remote_stores_data_without_a_manifest_is_incomplete_once_it_is_old() {
+        let (old, new, done) = (
+            crate::archive::new_id(1_767_571_200_000),
+            crate::archive::new_id(1_767_571_300_000),
+            crate::archive::new_id(1_767_571_400_000),
+        );
+        let now = 10_000;
+        let entries = vec![
+            (format!("{old}{DATA}"), 5, now - 700),
+            (format!("{new}{DATA}"), 5, now - 10),
+            (format!("{done}{DATA}"), 5, now - 700),
+            (format!("{done}{MANIFEST}"), 1, now - 700),
+            ("mine.tar.zst.age".to_owned(), 5, now - 700),
+        ];
+        let found = unfinished(&entries, |f| f.strip_suffix(DATA), now, 600);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].id.as_str(), found[0].bytes), (old.as_str(), 5));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::stream::{PartWriter, download, run_on};
-use super::{DATA, Incomplete, MANIFEST, Store, is_backup_id};
+use super::{DATA, Incomplete, MANIFEST, Store, unfinished};
 use crate::archive::{BackupError, Manifest};
 
 /// The size of an uploaded part (S3's least is 5 MiB, but for the last).
@@ -299,25 +299,12 @@ impl Store for S3Store {
 
     fn incomplete(&self, name: &str) -> Result<Vec<Incomplete>, BackupError> {
         let objects = self.objects(name)?;
-        let now = crate::clock::now();
-        let manifests: std::collections::HashSet<&str> = objects
-            .iter()
-            .filter_map(|(f, _, _)| f.strip_suffix(MANIFEST))
-            .collect();
-        let mut out: Vec<Incomplete> = objects
-            .iter()
-            .filter_map(|(file, bytes, modified)| {
-                let id = file.strip_suffix(DATA).filter(|id| is_backup_id(id))?;
-                let old = now.saturating_sub(*modified) >= JUST_MADE;
-                (!manifests.contains(id) && old).then(|| Incomplete {
-                    id: id.to_owned(),
-                    bytes: *bytes,
-                    modified: *modified,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(unfinished(
+            &objects,
+            |f| f.strip_suffix(DATA),
+            crate::clock::now(),
+            JUST_MADE,
+        ))
     }
 
     fn remove_incomplete(&self, name: &str, id: &str) -> Result<bool, BackupError> {

@@ -21,7 +21,7 @@ use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::stream::{PartWriter, download, run_on};
-use super::{DATA, Incomplete, MANIFEST, Store, is_backup_id};
+use super::{DATA, Incomplete, MANIFEST, Store, unfinished};
 use crate::archive::{BackupError, Manifest};
 
 /// The size of a chunk handed to the upload (and of a read).
@@ -225,6 +225,15 @@ impl SftpStore {
     }
 }
 
+/// The id of a data file: `ID.tar.zst.age`, or `.ID.tar.zst.age.part` (one cut short while
+/// it was written).
+fn data_id(f: &str) -> Option<&str> {
+    f.strip_prefix('.')
+        .and_then(|f| f.strip_suffix(PART))
+        .unwrap_or(f)
+        .strip_suffix(DATA)
+}
+
 fn is_not_found(e: &openssh_sftp_client::Error) -> bool {
     use openssh_sftp_client::error::SftpErrorKind;
     matches!(
@@ -365,31 +374,12 @@ impl Store for SftpStore {
 
     fn incomplete(&self, name: &str) -> Result<Vec<Incomplete>, BackupError> {
         let entries = self.entries(name)?;
-        let now = crate::clock::now();
-        let has_manifest = |id: &str| {
-            entries
-                .iter()
-                .any(|(f, _, _)| *f == format!("{id}{MANIFEST}"))
-        };
-        let mut out: Vec<Incomplete> = entries
-            .iter()
-            .filter_map(|(file, bytes, modified)| {
-                let id = file
-                    .strip_prefix('.')
-                    .and_then(|f| f.strip_suffix(PART))
-                    .unwrap_or(file)
-                    .strip_suffix(DATA)
-                    .filter(|id| is_backup_id(id))?;
-                let old = now.saturating_sub(*modified) >= JUST_MADE;
-                (old && !has_manifest(id)).then(|| Incomplete {
-                    id: id.to_owned(),
-                    bytes: *bytes,
-                    modified: *modified,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(unfinished(
+            &entries,
+            data_id,
+            crate::clock::now(),
+            JUST_MADE,
+        ))
     }
 
     fn remove_incomplete(&self, name: &str, id: &str) -> Result<bool, BackupError> {
