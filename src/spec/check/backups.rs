@@ -11,19 +11,12 @@ impl Checker<'_> {
         for b in spec.backups.iter() {
             self.backup_source(&b.name, &b.item.source);
             self.backup_store(&b.name.value, &b.item.store);
-            if let Some(sched) = &b.item.schedule
-                && let Err(why) = check_on_calendar(&sched.value)
-            {
-                self.push(
-                    Diagnostic::error(
-                        "invalid-schedule",
-                        format!(
-                            "`{}` is not a systemd calendar expression: {why}",
-                            sched.value
-                        ),
-                    )
-                    .at(sched.span, "invalid schedule")
-                    .help("write e.g. `daily`, `hourly`, `*-*-* 03:00:00` or `Mon *-*-* 04:30:00`"),
+            if let Some(sched) = &b.item.schedule {
+                self.schedule(
+                    &sched.value,
+                    sched.span,
+                    "invalid schedule",
+                    "write e.g. `daily`, `hourly`, `*-*-* 03:00:00` or `Mon *-*-* 04:30:00`",
                 );
             }
             if let Some(r) = &b.item.retention
@@ -63,6 +56,20 @@ impl Checker<'_> {
         }
     }
 
+    /// A schedule (a backup's, or its drill's): a systemd `OnCalendar` expression.
+    fn schedule(&mut self, sched: &str, at: crate::diag::Span, label: &str, help: &str) {
+        if let Err(why) = check_on_calendar(sched) {
+            self.push(
+                Diagnostic::error(
+                    "invalid-schedule",
+                    format!("`{sched}` is not a systemd calendar expression: {why}"),
+                )
+                .at(at, label)
+                .help(help),
+            );
+        }
+    }
+
     /// A backup's `drill`: of a volume backup, its pod one that mounts the volume, its
     /// check a command.
     fn backup_drill(&mut self, name: &str, src: &BackupSource, d: &Sp<crate::spec::DrillSpec>) {
@@ -94,25 +101,18 @@ impl Checker<'_> {
                 Some(_) => {}
             }
         }
-        if let Some(sched) = &d.value.schedule
-            && let Err(why) = check_on_calendar(&sched.value)
-        {
+        if let Some(sched) = &d.value.schedule {
             // `drill: weekly` has the span of the `drill:` value.
             let at = if sched.span == crate::diag::Span::default() {
                 d.span
             } else {
                 sched.span
             };
-            self.push(
-                Diagnostic::error(
-                    "invalid-schedule",
-                    format!(
-                        "`{}` is not a systemd calendar expression: {why}",
-                        sched.value
-                    ),
-                )
-                .at(at, "invalid drill schedule")
-                .help("write e.g. `weekly`, `monthly` or `Sun *-*-* 04:00:00`"),
+            self.schedule(
+                &sched.value,
+                at,
+                "invalid drill schedule",
+                "write e.g. `weekly`, `monthly` or `Sun *-*-* 04:00:00`",
             );
         }
         if d.value.check.as_ref().is_some_and(|c| c.is_empty()) {
