@@ -28,18 +28,17 @@ fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_move
     let live = s.volume_tree();
     let live_id = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
     let out = tempfile::tempdir().unwrap();
+    // `berth backup restore data --to-path DIR [ARGS]`.
+    let to_path = |dir: &std::path::Path, args: &[&str]| {
+        let dir = dir.display().to_string();
+        let mut all = vec!["backup", "restore", "data", "--to-path", dir.as_str()];
+        all.extend_from_slice(args);
+        s.berth(&all)
+    };
 
     // Whole, into a directory it makes.
     let whole = out.path().join("whole");
-    let r = s
-        .berth(&[
-            "backup",
-            "restore",
-            "data",
-            "--to-path",
-            &whole.display().to_string(),
-        ])
-        .code(0);
+    let r = to_path(&whole, &[]).code(0);
     assert!(
         r.stderr_flat().contains("nothing live was touched"),
         "{}",
@@ -51,34 +50,13 @@ fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_move
 
     // In part: a glob (`*` stops at `/`) and a directory.
     let part = out.path().join("part");
-    let r = s
-        .berth(&[
-            "backup",
-            "restore",
-            "data",
-            "--to-path",
-            &part.display().to_string(),
-            "--files",
-            "sub/*.json",
-            "--files",
-            "a.txt",
-        ])
-        .code(0);
+    let r = to_path(&part, &["--files", "sub/*.json", "--files", "a.txt"]).code(0);
     let got = tree(&part);
     let names: Vec<&str> = got.keys().map(String::as_str).collect();
     assert_eq!(names, ["a.txt", "sub", "sub/c.json"], "{}", r.stderr());
     assert_eq!(got["a.txt"], backed_up["a.txt"]);
     let dir = out.path().join("dir");
-    s.berth(&[
-        "backup",
-        "restore",
-        "data",
-        "--to-path",
-        &dir.display().to_string(),
-        "--files",
-        "sub/deeper",
-    ])
-    .code(0);
+    to_path(&dir, &["--files", "sub/deeper"]).code(0);
     let names: Vec<String> = tree(&dir).into_keys().collect();
     assert_eq!(names, ["sub", "sub/deeper", "sub/deeper/d.json"]);
 
@@ -117,15 +95,7 @@ fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_move
     assert_eq!(s.volume_tree(), live);
 
     // A directory that is not empty: refused, untouched.
-    let r = s
-        .berth(&[
-            "backup",
-            "restore",
-            "data",
-            "--to-path",
-            &whole.display().to_string(),
-        ])
-        .code(1);
+    let r = to_path(&whole, &[]).code(1);
     assert!(r.stderr_flat().contains("is not empty"), "{}", r.stderr());
     assert_eq!(tree(&whole), backed_up);
 
@@ -136,14 +106,7 @@ fn a_backup_restores_into_a_new_directory_whole_or_in_part_and_nothing_live_move
     bytes[mid] ^= 0x01;
     std::fs::write(&data, &bytes).unwrap();
     let bad = out.path().join("bad");
-    s.berth(&[
-        "backup",
-        "restore",
-        "data",
-        "--to-path",
-        &bad.display().to_string(),
-    ])
-    .code(1);
+    to_path(&bad, &[]).code(1);
     assert!(!bad.exists());
     let bad_volume = format!("{}-bad", s.project());
     let _gone_too = RemoveVolume(bad_volume.clone());
