@@ -22,6 +22,34 @@ const IN_FLIGHT: usize = 4;
 /// How a backup is compressed (defined with the spec that sets it).
 pub use crate::spec::Compression;
 
+/// The input each of zstd's worker threads compresses at once, for levels up to 7 (whose
+/// window is at most 2 MiB). zstd's own default is four windows (8 MiB at level 3), and
+/// it keeps several jobs' input and output at once: about 60 MiB at level 3 with two
+/// threads, against about 20 MiB with 2 MiB jobs, for output 0.4% larger (measured on a
+/// tar of `/usr/lib/x86_64-linux-gnu`, docs/PERFORMANCE.md). Higher levels keep zstd's
+/// default: their windows are larger than such a job.
+const JOB_SIZE: u32 = 2 * 1024 * 1024;
+
+fn job_size(level: i32) -> Option<u32> {
+    (level <= 7).then_some(JOB_SIZE)
+}
+
+/// Makes the C library give large buffers back to the system when they are freed, for a
+/// process that moves backups: their stages allocate buffers of 1 to 8 MiB on several
+/// threads (zstd's jobs, an upload's parts, a download's ranges). glibc serves a buffer
+/// that large from a map of its own only until one is freed; then it raises that
+/// threshold (up to 32 MiB) and keeps later ones in its per-thread heaps, whose memory it
+/// keeps after they are freed. Measured on a 4.5 GiB backup with a copy to a bucket
+/// (docs/PERFORMANCE.md): peak RSS 99 MiB with glibc's default, 61 MiB with the
+/// threshold fixed at 1 MiB, in the same time. Called once, as a backup command starts.
+pub fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator (under its own lock).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// What a pass through the pipeline measured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -366,6 +394,9 @@ where
             let mut enc = zstd::Encoder::new(&mut writer, compression.level)?;
             if compression.threads > 1 {
                 enc.multithread(compression.threads)?;
+                if let Some(size) = job_size(compression.level) {
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(size))?;
+                }
             }
             pump(&mut rx, &mut enc)?;
             enc.finish()?;

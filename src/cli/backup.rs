@@ -95,6 +95,7 @@ pub enum Command {
 }
 
 pub fn run(file: &Path, state_dir: Option<&Path>, args: Args) -> Result<u8, OpError> {
+    crate::archive::pipeline::return_large_buffers();
     // Only the engines the command needs: a region that is down stops only its backups.
     let needs: Option<Vec<String>> = match &args.command {
         Command::Run { all: true, .. } => None,
