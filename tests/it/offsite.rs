@@ -84,8 +84,9 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     berth(&["secrets", "set", "backup_key", "--generate"]).code(0);
     berth(&["secrets", "set", "s3_secret", "--generate"]).code(0);
     berth(&["apply", "--yes"]).code(0);
-    // Enough to take several parts of an upload (8 MiB each) once compressed: 24 MiB of
-    // hex (zstd halves it), and a small file.
+    // Enough to take several parts of an upload (5 MiB each) and several ranges of a
+    // read-back from the bucket (8 MiB each) once compressed: 24 MiB of hex (zstd halves
+    // it), and a small file.
     let mut block = sha256(b"seed");
     let big: String = (0..(24 << 20) / 64)
         .map(|_| {
@@ -122,7 +123,10 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     // The witnesses: the bucket and the sftp store hold the data and its manifest, the
     // data byte for byte the host's.
     let host = std::fs::read(&s.data_files()[0]).unwrap();
-    assert!(host.len() > 8 << 20, "the data spans several parts");
+    assert!(
+        host.len() > 8 << 20,
+        "the data spans several parts, and ranges"
+    );
     let keys = server.keys("berth-test", "shop/data/");
     let data_key = format!("shop/data/{id}.tar.zst.age");
     assert!(keys.contains(&data_key), "{keys:?}");

@@ -3,8 +3,9 @@
 //! out as a directory store is (`PREFIX/NAME/ID.tar.zst.age`, `…/ID.manifest.json`).
 //!
 //! Data is uploaded as a multipart upload while the pipeline writes it, in parts of
-//! [`PART`] bytes with at most [`IN_FLIGHT`] of them on the wire: memory stays bounded
-//! whatever the size of the backup. The upload is completed only by [`Store::commit`], just
+//! [`part_size`] bytes with at most [`IN_FLIGHT`] of them on the wire: memory stays bounded
+//! (three parts: 15 MiB up to 4.9 GiB stored, twice that for each further thousand parts)
+//! and an object can reach S3's largest (5 TiB) within its 10,000 parts. The upload is completed only by [`Store::commit`], just
 //! before the manifest is written, so that a backup killed midway leaves no data object,
 //! only parts the bucket drops by its lifecycle rule (`AbortIncompleteMultipartUpload`).
 //!
@@ -28,10 +29,25 @@ use super::stream::{PartWriter, download, run_on};
 use super::{DATA, Incomplete, MANIFEST, Store, unfinished};
 use crate::archive::{BackupError, Manifest};
 
-/// The size of an uploaded part (S3's least is 5 MiB, but for the last).
-pub const PART: usize = 8 * 1024 * 1024;
+/// The size of the first thousand uploaded parts: S3's least (but for the last).
+pub const PART: usize = 5 * 1024 * 1024;
+/// How many parts of one size are sent before the size doubles.
+const PARTS_PER_SIZE: u64 = 1000;
+
+/// The size of the `n`th part of an upload (from 0): [`PART`] for the first thousand,
+/// doubled for each further thousand. A backup's size is not known while it is written, and
+/// S3 takes at most 10,000 parts of at most 5 GiB: parts of 5 MiB alone would end an object
+/// at 48.8 GiB; these reach about 5 TiB (S3's largest object), and a backup of a few GiB
+/// needs no more than three 5 MiB parts in memory.
+pub fn part_size(n: u64) -> usize {
+    PART << (n / PARTS_PER_SIZE).min(9)
+}
 /// How many parts are uploaded at once.
 const IN_FLIGHT: usize = 2;
+/// The size of the ranges a data object is read in, and how many are requested at once:
+/// 16 MiB in memory at most, beside what the reader holds.
+const RANGE: usize = 8 * 1024 * 1024;
+const RANGES_IN_FLIGHT: usize = 4;
 /// How long a data object without its manifest counts as one being committed.
 const JUST_MADE: u64 = 600;
 
@@ -192,7 +208,9 @@ impl Store for S3Store {
         let upload = self
             .run(async move { bucket.put_multipart(&path).await })
             .map_err(|e| self.err(&self.data(name, id), e))?;
-        let (tx, rx) = sync_channel::<Bytes>(1);
+        // A part is handed over only when the thread takes it: one being filled, at most
+        // IN_FLIGHT on the wire.
+        let (tx, rx) = sync_channel::<Bytes>(0);
         let failed = Arc::new(Mutex::new(None));
         let runtime = self.runtime.clone();
         let why = failed.clone();
@@ -203,7 +221,7 @@ impl Store for S3Store {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(format!("{name}/{id}"), handle);
         }
-        Ok(Box::new(PartWriter::new(PART, tx, failed)))
+        Ok(Box::new(PartWriter::new(part_size, tx, failed)))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError> {
@@ -261,15 +279,12 @@ impl Store for S3Store {
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn Read + Send>, BackupError> {
         let path = self.data(name, id);
         let bucket = self.bucket.clone();
-        let get = path.clone();
-        let got = self
-            .run(async move { bucket.get(&get).await })
+        let head = path.clone();
+        let meta = self
+            .run(async move { bucket.head(&head).await })
             .map_err(|e| self.err(&path, e))?;
-        let stream = got
-            .into_stream()
-            .map(|chunk| chunk.map_err(|e| scrub(&e.to_string())))
-            .boxed();
-        let reader = download(self.runtime.clone(), "berth-s3-download", stream)
+        let stream = ranges(self.bucket.clone(), path, meta.size, meta.e_tag);
+        let reader = download(self.runtime.clone(), "berth-s3-download", stream, 1)
             .map_err(|e| BackupError::Store(format!("a download thread: {e}")))?;
         Ok(Box::new(reader))
     }
@@ -318,6 +333,39 @@ impl Store for S3Store {
             .map_err(|e| self.err(&path, e))?;
         Ok(true)
     }
+}
+
+/// The bytes of an object of `size` bytes, in order, fetched in ranges of [`RANGE`] bytes
+/// with [`RANGES_IN_FLIGHT`] of them requested at once (one GET of a large object is as
+/// fast as one connection: object stores serve several at once far faster), each only
+/// while the object is still the one `e_tag` names.
+fn ranges(
+    bucket: Arc<AmazonS3>,
+    path: ObjectPath,
+    size: u64,
+    e_tag: Option<String>,
+) -> futures_util::stream::BoxStream<'static, Result<Bytes, String>> {
+    let starts = (0..size).step_by(RANGE);
+    futures_util::stream::iter(starts)
+        .map(move |start| {
+            let (bucket, path) = (bucket.clone(), path.clone());
+            let options = object_store::GetOptions {
+                range: Some(object_store::GetRange::Bounded(
+                    start..(start + RANGE as u64).min(size),
+                )),
+                if_match: e_tag.clone(),
+                ..Default::default()
+            };
+            // Spawned: the runtime's workers receive the ranges while the reader hashes.
+            tokio::spawn(async move { bucket.get_opts(&path, options).await?.bytes().await })
+        })
+        .buffered(RANGES_IN_FLIGHT)
+        .map(|got| match got {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(scrub(&e.to_string())),
+            Err(e) => Err(e.to_string()),
+        })
+        .boxed()
 }
 
 /// Sends the parts a [`PartWriter`] fills, at most [`IN_FLIGHT`] at once; hands back the
@@ -380,6 +428,22 @@ mod tests {
         assert_eq!(parse_url("s3://b"), Some(("b".into(), String::new())));
         assert_eq!(parse_url("s3:///p"), None);
         assert_eq!(parse_url("/srv/b"), None);
+    }
+
+    #[test]
+    fn parts_fit_s3s_limits_up_to_its_largest_object() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(part_size(0), 5 * MIB as usize);
+        assert_eq!(part_size(999), 5 * MIB as usize);
+        assert_eq!(part_size(1000), 10 * MIB as usize);
+        // S3: at most 10,000 parts, each at most 5 GiB; an object of at most 5 TiB.
+        let sizes: Vec<u64> = (0..10_000).map(|n| part_size(n) as u64).collect();
+        assert!(sizes.iter().all(|&s| s <= 5 * 1024 * MIB));
+        let total: u64 = sizes.iter().sum();
+        assert!(total >= 4_990 * 1024 * MIB, "{} GiB", total / 1024 / MIB);
+        // A backup that stores 4 GiB needs only the smallest parts.
+        let parts_for_4_gib = (4 * 1024 * MIB).div_ceil(5 * MIB);
+        assert!(parts_for_4_gib < 1000);
     }
 
     #[test]

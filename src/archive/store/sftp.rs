@@ -282,7 +282,7 @@ impl Store for SftpStore {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(format!("{name}/{id}"), handle);
         }
-        Ok(Box::new(PartWriter::new(CHUNK, tx, failed)))
+        Ok(Box::new(PartWriter::new(|_| CHUNK, tx, failed)))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError> {
@@ -349,7 +349,7 @@ impl Store for SftpStore {
             }
         })
         .boxed();
-        let reader = download(self.runtime.clone(), "berth-sftp-download", stream)
+        let reader = download(self.runtime.clone(), "berth-sftp-download", stream, 4)
             .map_err(|e| BackupError::Store(format!("a download thread: {e}")))?;
         Ok(Box::new(reader))
     }

@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// The writer of a data object: fills parts of `size` bytes and hands them on (waiting
-/// while the upload is behind). Its last part goes when it is dropped.
+/// The writer of a data object: fills parts and hands them on (waiting while the upload
+/// is behind). The `n`th part (from 0) holds `size(n)` bytes. Its last part goes when it
+/// is dropped.
 pub struct PartWriter {
-    size: usize,
+    size: fn(u64) -> usize,
+    /// Parts handed on so far.
+    sent: u64,
     buf: Vec<u8>,
     tx: Option<SyncSender<Bytes>>,
     /// Why the upload stopped, as its thread said it.
@@ -20,20 +23,24 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    pub fn new(size: usize, tx: SyncSender<Bytes>, failed: Arc<Mutex<Option<String>>>) -> Self {
+    pub fn new(
+        size: fn(u64) -> usize,
+        tx: SyncSender<Bytes>,
+        failed: Arc<Mutex<Option<String>>>,
+    ) -> Self {
         PartWriter {
             size,
-            buf: Vec::with_capacity(size),
+            sent: 0,
+            buf: Vec::with_capacity(size(0)),
             tx: Some(tx),
             failed,
         }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        let part = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(self.size),
-        ));
+        self.sent += 1;
+        let next = Vec::with_capacity((self.size)(self.sent));
+        let part = Bytes::from(std::mem::replace(&mut self.buf, next));
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(part).is_ok());
         if sent {
             return Ok(());
@@ -50,9 +57,10 @@ impl PartWriter {
 
 impl Write for PartWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = b.len().min(self.size - self.buf.len());
+        let size = (self.size)(self.sent);
+        let n = b.len().min(size - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);
-        if self.buf.len() == self.size {
+        if self.buf.len() == size {
             self.send()?;
         }
         Ok(n)
@@ -125,15 +133,16 @@ pub fn run_on<T: Send, F: std::future::Future<Output = T> + Send>(
 }
 
 /// The chunks of `stream` (a download) handed to a [`ChunkReader`] by a thread of its
-/// own running on `runtime`, at most a few chunks ahead; it stops at the first error
+/// own running on `runtime`, at most `ahead` chunks ahead; it stops at the first error
 /// (which the reader returns) or when the reader goes.
 pub fn download(
     runtime: std::sync::Arc<tokio::runtime::Runtime>,
     thread: &str,
     stream: futures_util::stream::BoxStream<'static, Result<Bytes, String>>,
+    ahead: usize,
 ) -> std::io::Result<ChunkReader> {
     use futures_util::StreamExt;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes, String>>(4);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes, String>>(ahead);
     std::thread::Builder::new()
         .name(thread.into())
         .spawn(move || {
@@ -148,4 +157,26 @@ pub fn download(
             })
         })?;
     Ok(ChunkReader::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_take_the_size_their_number_gives_and_the_last_what_is_left() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let mut w = PartWriter::new(
+            |n| if n < 2 { 3 } else { 5 },
+            tx,
+            Arc::new(Mutex::new(None)),
+        );
+        w.write_all(&(0..20u8).collect::<Vec<_>>()).unwrap();
+        drop(w);
+        let parts: Vec<Bytes> = rx.iter().collect();
+        let sizes: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, [3, 3, 5, 5, 4]);
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(joined, (0..20u8).collect::<Vec<_>>());
+    }
 }
