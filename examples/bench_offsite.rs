@@ -9,13 +9,21 @@
 //! ```
 //!
 //! The tree is copied (`cp -a`) into a working directory under `~/.cache` as many times as
-//! it takes to hold BENCH_GIB GiB of real files (default 4). The bucket is moto's S3
-//! server (the one `.ci/run` installs in `~/.cache/berth-ci/moto`, or `$BERTH_MOTO_SERVER`),
-//! started on a free port of 127.0.0.1 and given a bucket with curl. In turns it times
-//! `berth backup run` of a `path` backup to the host's store alone, and the same with
-//! `copies: [offsite]` (written in the same pass, then read back whole from the bucket), and
-//! prints the medians, their ratio beside issue 16's bound (1.5), and berth's peak memory
-//! (max RSS) beside its bound (100 MiB). Results: docs/PERFORMANCE.md.
+//! it takes to hold BENCH_GIB GiB of real files (default 4). The buckets are real
+//! S3-compatible servers on free ports of 127.0.0.1, each of those installed:
+//!
+//! - s3s-fs (Rust, from crates.io, objects in files: `cargo install s3s-fs --version 0.14.1
+//!   --features binary --locked --root ~/.cache/berth-ci/s3s-fs`, or `$BERTH_S3S_FS`);
+//! - with `BENCH_MOTO=1`, moto's too (Python, from PyPI: the one `.ci/run` installs in
+//!   `~/.cache/berth-ci/moto`, or `$BERTH_MOTO_SERVER`). Not by default: moto answers a
+//!   GET of a range by reading the whole object first, so berth's read-back in ranges
+//!   (8 MiB, four at once) costs it the object's size per range (minutes at 1.4 GiB).
+//!
+//! In turns it times `berth backup run` of a `path` backup to the host's store alone, and
+//! the same with `copies: [offsite]` to each server's bucket (written in the same pass,
+//! then read back from the bucket and its hash compared), and prints the medians, their
+//! ratios beside issue 16's bound (1.5), and berth's peak memory (max RSS) beside its bound
+//! (100 MiB). Results: docs/PERFORMANCE.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,13 +63,23 @@ fn main() {
         berth.display()
     );
     let home = PathBuf::from(std::env::var_os("HOME").expect("$HOME"));
-    let moto = std::env::var_os("BERTH_MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/berth-ci/moto/bin/moto_server"));
+    let installed = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(default))
+    };
+    let moto = installed("BERTH_MOTO_SERVER", ".cache/berth-ci/moto/bin/moto_server");
+    let s3s = installed("BERTH_S3S_FS", ".cache/berth-ci/s3s-fs/bin/s3s-fs");
     assert!(
-        moto.is_file(),
-        "{} is missing: `.ci/run` installs moto (or set BERTH_MOTO_SERVER)",
-        moto.display()
+        s3s.is_file() || (moto.is_file() && std::env::var_os("BENCH_MOTO").is_some()),
+        "no S3 server at {}: `cargo install s3s-fs --version 0.14.1 --features binary \
+         --locked --root ~/.cache/berth-ci/s3s-fs` installs s3s-fs (or set BERTH_S3S_FS; \
+         BENCH_MOTO=1 measures moto's server instead, see above)",
+        s3s.display()
+    );
+    assert!(
+        tree.is_dir(),
+        "usage: bench_offsite [TREE] (a directory of real files; default /usr/lib/x86_64-linux-gnu)"
     );
     let work = home
         .join(".cache")
@@ -77,7 +95,9 @@ fn main() {
             quote(&tree.display().to_string()),
             quote(&to.display().to_string())
         ));
-        bytes += du(&to);
+        let copied = du(&to);
+        assert!(copied > 0, "{} holds no files", tree.display());
+        bytes += copied;
         copies += 1;
     }
     println!(
@@ -95,33 +115,47 @@ fn main() {
             .trim()
     );
 
-    // The bucket keeps every round's copy (moto holds them in memory: a few GiB).
-    let mut server = Moto::start(&moto);
-    println!("bucket: moto's S3 server on 127.0.0.1:{}", server.port);
+    // The buckets keep every round's copy (moto in memory, s3s-fs in files: a few GiB).
+    let mut servers = Vec::new();
+    if moto.is_file() && std::env::var_os("BENCH_MOTO").is_some() {
+        servers.push(Server::start(Kind::Moto, &moto, &work));
+    }
+    if s3s.is_file() {
+        servers.push(Server::start(Kind::S3sFs, &s3s, &work));
+    }
+    for s in &servers {
+        println!("bucket: {} on 127.0.0.1:{}", s.kind.name(), s.port);
+    }
     let (key_text, public) = Identity::generate();
     let key = work.join("me.key");
     std::fs::write(&key, key_text.as_bytes()).expect("key");
     set_mode(&key, 0o600);
     let store = work.join("store");
-    let spec = |name: &str, copies: &str| {
+    let spec = |name: &str, copy: Option<&Server>| {
         let path = work.join(format!("{name}.yaml"));
+        let port = copy.map_or(0, |s| s.port);
         std::fs::write(
             &path,
             format!(
                 "version: 1\nproject: benchoff\nidentity: {}\nrecipients: [{public}]\n\
-                 stores:\n  offsite: {{ url: s3://bench/berth, endpoint: 'http://127.0.0.1:{}', region: us-east-1 }}\n\
-                 backups:\n  lib:\n    source: {{ path: {} }}\n    store: {}\n    copies: {copies}\n",
+                 stores:\n  offsite: {{ url: s3://bench/berth, endpoint: 'http://127.0.0.1:{port}', region: us-east-1 }}\n\
+                 backups:\n  lib:\n    source: {{ path: {} }}\n    store: {}\n    copies: {}\n",
                 key.display(),
-                server.port,
                 work.join("tree").display(),
-                store.display()
+                store.display(),
+                if copy.is_some() { "[offsite]" } else { "[]" },
             ),
         )
         .expect("spec");
         path
     };
-    let host_only = spec("host", "[]");
-    let with_copy = spec("copy", "[offsite]");
+    let mut specs = vec![("host's store alone".to_owned(), spec("host", None))];
+    for (i, s) in servers.iter().enumerate() {
+        specs.push((
+            format!("+ copy to {}", s.kind.name()),
+            spec(&format!("copy{i}"), Some(s)),
+        ));
+    }
     let state = work.join("state");
     let b = |spec: &Path| -> Vec<String> {
         [
@@ -137,63 +171,57 @@ fn main() {
         .to_vec()
     };
 
-    let mut times: [Vec<f64>; 2] = Default::default();
-    let mut rss = [0u64; 2];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); specs.len()];
+    let mut rss = vec![0u64; specs.len()];
     let mut stored = 0u64;
-    // A first backup, untimed: the tree's pages are as warm for both.
-    measured(&b(&host_only));
+    // A first backup, untimed: the tree's pages are as warm for all.
+    measured(&b(&specs[0].1));
     clear(&store);
     for round in 0..runs {
-        for (i, spec) in [&host_only, &with_copy].into_iter().enumerate() {
+        for (i, (_, spec)) in specs.iter().enumerate() {
             let (s, r) = measured(&b(spec));
             times[i].push(s);
             rss[i] = rss[i].max(r);
             stored = dir_bytes(&store.join("lib"));
             clear(&store);
         }
-        println!(
-            "round {}: host's store alone {:.1} s, with the copy to the bucket {:.1} s",
-            round + 1,
-            times[0][round],
-            times[1][round]
-        );
+        let said: Vec<String> = specs
+            .iter()
+            .zip(&times)
+            .map(|((what, _), t)| format!("{what} {:.1} s", t[round]))
+            .collect();
+        println!("round {}: {}", round + 1, said.join(", "));
     }
-    let (h, c) = (median(&times[0]), median(&times[1]));
     let gib = bytes as f64 / 1073741824.0;
+    let h = median(&times[0]);
     println!(
-        "\nmedians of {runs} alternated runs (release binary, CLI defaults, read-backs included):"
+        "\nmedians of {runs} alternated runs (release binary, CLI defaults, read-backs included; \
+         stored: {:.2} GiB per copy):",
+        stored as f64 / 1073741824.0
     );
     println!(
-        "{:<28} {:>9} {:>11} {:>13}",
-        "backup run of the tree", "seconds", "GiB/s read", "peak RSS"
-    );
-    println!(
-        "{:<28} {:>9.1} {:>11.2} {:>9.0} MiB",
-        "host's store alone",
-        h,
-        gib / h,
-        rss[0] as f64 / 1024.0
-    );
-    println!(
-        "{:<28} {:>9.1} {:>11.2} {:>9.0} MiB",
-        "host's store + S3 copy",
-        c,
-        gib / c,
-        rss[1] as f64 / 1024.0
-    );
-    println!(
-        "stored: {:.2} GiB per copy; with the copy / alone: {:.2} (bound 1.5); peak RSS with the copy {:.0} MiB (bound 100)",
-        stored as f64 / 1073741824.0,
-        c / h,
-        rss[1] as f64 / 1024.0
+        "{:<28} {:>9} {:>11} {:>10} {:>10}",
+        "backup run of the tree", "seconds", "GiB/s read", "/ alone", "peak RSS"
     );
     let mut over = Vec::new();
-    if c / h > 1.5 {
-        over.push("time");
+    for (i, (what, _)) in specs.iter().enumerate() {
+        let m = median(&times[i]);
+        println!(
+            "{:<28} {:>9.1} {:>11.2} {:>10.2} {:>6.0} MiB",
+            what,
+            m,
+            gib / m,
+            m / h,
+            rss[i] as f64 / 1024.0
+        );
+        if i > 0 && m / h > 1.5 {
+            over.push(format!("time ({what})"));
+        }
+        if i > 0 && rss[i] > 100 * 1024 {
+            over.push(format!("memory ({what})"));
+        }
     }
-    if rss[1] > 100 * 1024 {
-        over.push("memory");
-    }
+    println!("issue 16's bounds for a copy: at most 1.5x the time alone, peak RSS under 100 MiB");
     println!(
         "load after: {}; {}",
         std::fs::read_to_string("/proc/loadavg")
@@ -205,42 +233,78 @@ fn main() {
             format!("over issue 16's bounds: {}", over.join(", "))
         }
     );
-    server.stop();
+    for s in &mut servers {
+        s.stop();
+    }
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// moto's S3 server on a free port of 127.0.0.1, with a bucket `bench`.
-struct Moto {
+#[derive(Clone, Copy)]
+enum Kind {
+    Moto,
+    S3sFs,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Moto => "moto",
+            Kind::S3sFs => "s3s-fs",
+        }
+    }
+}
+
+/// An S3-compatible server on a free port of 127.0.0.1, with a bucket `bench`.
+struct Server {
+    kind: Kind,
     child: std::process::Child,
     port: u16,
 }
 
-impl Moto {
-    fn start(bin: &Path) -> Moto {
+impl Server {
+    fn start(kind: Kind, bin: &Path, work: &Path) -> Server {
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(bin);
+        match kind {
+            Kind::Moto => cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            Kind::S3sFs => {
+                let root = work.join("s3s-fs");
+                std::fs::create_dir_all(&root).expect("s3s-fs root");
+                cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", "bench", "--secret-key", "bench"])
+                    .arg(root)
+            }
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server starts");
+            .expect("the S3 server starts");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not answer");
+            assert!(Instant::now() < deadline, "{} did not answer", kind.name());
             std::thread::sleep(Duration::from_millis(100));
         }
+        // The bucket, made through the server (s3s-fs wants a signed request).
         sh(&format!(
-            "curl -sS --fail -X PUT http://127.0.0.1:{port}/bench"
+            "curl -sS --fail --aws-sigv4 aws:amz:us-east-1:s3 --user bench:bench \
+             -H x-amz-content-sha256:UNSIGNED-PAYLOAD -X PUT http://127.0.0.1:{port}/bench"
         ));
-        Moto { child, port }
+        Server { kind, child, port }
     }
 
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
