@@ -2,7 +2,10 @@
 //! a scratch volume of a scratch project (`PROJECT-drill-XXXXXX`, see
 //! [`crate::ops::drill`]), a copy of the pod that owns the volume is started on it on the
 //! scratch project's own network, with nothing published on the host, and held to the
-//! pod's gates (running, health, `checks:`) and the backup's `drill.check` command. The time
+//! pod's gates (running, health, `checks:`) and the backup's `drill.check` command. A
+//! command's output is drilled the other way round: the scratch copy of the source's pod
+//! is started on empty volumes first, then the backup is piped into the source's `restore`
+//! command in it, then `drill.check`. The time
 //! from the first step to the last gate is the measured restore time (RTO). Then the scratch
 //! project is removed, whatever happened; the live pods and volumes are never touched.
 //!
@@ -32,7 +35,8 @@ pub const ENV_FAULT_DRILL_KILL: &str = "BERTH_FAULT_DRILL_KILL";
 
 /// What a drill derives from the spec (the session that applies it is the caller's,
 /// [`ApplyScratch`]; `ops::drill` derives the spec): the scratch project's name, the pod
-/// that owns the drilled volume, the volume, the image the pod runs now (by id), the region
+/// that owns the drilled data, the volume (empty for a command's output), the image the
+/// pod runs now (by id), the region
 /// whose engine holds them, and whether the pod is wanted yet (first the volumes alone, to
 /// be filled, then the pod on them).
 #[derive(Clone, Debug, Default)]
@@ -97,21 +101,40 @@ impl Backups {
         applier: &dyn ApplyScratch,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Drilled, OpError> {
-        let backup = self.get(name)?;
-        let Some(volume) = backup.source.value.volume.as_ref().map(|v| v.value.clone()) else {
+        let source = &self.get(name)?.source.value;
+        // A volume is restored into a scratch volume; a command's output is piped into its
+        // `restore` command in a scratch copy of its pod (an empty one: a fresh database).
+        let volume = source.volume.as_ref().map(|v| v.value.clone());
+        let exec_pod = source
+            .restore
+            .as_ref()
+            .and(source.pod.as_ref())
+            .map(|p| p.value.clone());
+        if volume.is_none() && exec_pod.is_none() {
             return Err(failed(
                 name,
-                "a drill restores a volume backup into a scratch volume, and this backup is of a host path or a command's output",
-                "drill a volume backup; a path or a command's output is restored where it belongs by `berth backup restore`",
+                if source.path.is_some() {
+                    "a drill restores a volume backup into a scratch volume, or pipes a command's output into its `restore` command in a scratch pod, and this backup is of a host path"
+                } else {
+                    "a drill pipes a command's output into the source's `restore` command in a scratch copy of the pod, and this source has no `restore`"
+                },
+                if source.path.is_some() {
+                    "restore it beside the data to look at it: `berth backup restore NAME --to-path DIR`"
+                } else {
+                    "add `restore: [...]` to the source (e.g. `[pg_restore, -d, shop]`)"
+                },
             ));
-        };
+        }
         let _lock = self.lock("berth backup drill")?;
         self.refuse_if_interrupted(&[Kind::Restore])?;
         if let Some(line) = self.sweep_drill()? {
             progress(&line);
         }
         let manifest = self.choose(name, id)?;
-        let pod = self.owner(name, &volume)?;
+        let (pod, volume) = match volume {
+            Some(volume) => (self.owner(name, &volume)?, volume),
+            None => (exec_pod.unwrap_or_default(), String::new()),
+        };
         let engine = self.engine(name)?;
         let project = self.project.name().to_owned();
         let image = self
@@ -121,7 +144,9 @@ impl Backups {
         let image = image.ok_or_else(|| {
             failed(
                 name,
-                format!("pod `{pod}`, which owns volume `{volume}`, has no container here to take its image from"),
+                format!(
+                    "pod `{pod}`, which owns the data, has no container here to take its image from"
+                ),
                 "apply the spec first: the drill starts a copy of the pod as it runs",
             )
         })?;
@@ -147,10 +172,17 @@ impl Backups {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        progress(&format!(
-            "drill of {name} {}: restoring into scratch project {} (pod `{}` on a copy of volume `{}`)",
-            manifest.id, scratch.project, scratch.pod, scratch.volume
-        ));
+        progress(&if scratch.volume.is_empty() {
+            format!(
+                "drill of {name} {}: restoring into scratch project {} (a copy of pod `{}`, through its `restore` command)",
+                manifest.id, scratch.project, scratch.pod
+            )
+        } else {
+            format!(
+                "drill of {name} {}: restoring into scratch project {} (pod `{}` on a copy of volume `{}`)",
+                manifest.id, scratch.project, scratch.pod, scratch.volume
+            )
+        });
         let outcome = self.drill_in(
             name,
             &manifest,
@@ -176,6 +208,9 @@ impl Backups {
         (applier, state_dir): (&dyn ApplyScratch, &std::path::Path),
         progress: &mut dyn FnMut(&str),
     ) -> Result<Drilled, OpError> {
+        if scratch.volume.is_empty() {
+            return self.drill_exec(name, manifest, scratch, (applier, state_dir), progress);
+        }
         let began = Instant::now();
         applier.apply_scratch(&scratch, state_dir, progress)?;
         crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "volumes");
@@ -225,23 +260,7 @@ impl Backups {
         applier.apply_scratch(&scratch, state_dir, progress)?;
         let started = began.elapsed() - restored;
         crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "started");
-        let check = self
-            .get(name)?
-            .drill
-            .as_ref()
-            .and_then(|d| d.value.check.clone());
-        let checked = match check {
-            Some(cmd) => {
-                let at = Instant::now();
-                self.project
-                    .runtime
-                    .block_on(drill_check(engine, &scratch, &cmd))
-                    .map_err(|why| failed(name, why, "run the check by hand in a copy of the pod to see why; the drill's scratch project is removed"))?;
-                progress(&format!("  drill.check `{}` exited 0", cmd.join(" ")));
-                Some(at.elapsed())
-            }
-            None => None,
-        };
+        let checked = self.check_step(name, &scratch, progress)?;
         Ok(Drilled {
             id: manifest.id.clone(),
             pod: scratch.pod,
@@ -251,6 +270,91 @@ impl Backups {
             total: began.elapsed(),
             plain_bytes: stats.plain_bytes,
         })
+    }
+
+    /// The steps of a drill of a command's output: the scratch pod started on empty volumes
+    /// and held to its gates, the backup piped into the source's `restore` command in it
+    /// (checked against its manifest as it streams), `drill.check` run in it.
+    fn drill_exec(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        mut scratch: Scratch,
+        (applier, state_dir): (&dyn ApplyScratch, &std::path::Path),
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Drilled, OpError> {
+        let cmd = self
+            .get(name)?
+            .source
+            .value
+            .restore
+            .clone()
+            .unwrap_or_default();
+        let began = Instant::now();
+        scratch.with_pod = true;
+        applier.apply_scratch(&scratch, state_dir, progress)?;
+        let started = began.elapsed();
+        crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "started");
+        let engine = self.engine(name)?;
+        let container = self
+            .project
+            .runtime
+            .block_on(scratch_container(engine, &scratch))
+            .map_err(|why| failed(name, why, "run the drill again"))?;
+        let stats = self.pipe_into_container(name, &container, &cmd, manifest)?;
+        self.backup_ref(name, &manifest.id)?
+            .check(&stats)
+            .map_err(|e| {
+                failed(
+                    name,
+                    e.to_string(),
+                    "the backup is damaged: use another (`berth backup list`)",
+                )
+            })?;
+        let restored = began.elapsed() - started;
+        progress(&format!(
+            "  piped {} bytes into `{}` in the scratch pod in {:.1} s",
+            stats.plain_bytes,
+            cmd.join(" "),
+            restored.as_secs_f64()
+        ));
+        crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "restored");
+        let checked = self.check_step(name, &scratch, progress)?;
+        Ok(Drilled {
+            id: manifest.id.clone(),
+            pod: scratch.pod,
+            restored,
+            started,
+            checked,
+            total: began.elapsed(),
+            plain_bytes: stats.plain_bytes,
+        })
+    }
+
+    /// The backup's `drill.check`, run in the scratch pod: how long it took, `None` when
+    /// there is none.
+    fn check_step(
+        &self,
+        name: &str,
+        scratch: &Scratch,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Option<Duration>, OpError> {
+        let check = self
+            .get(name)?
+            .drill
+            .as_ref()
+            .and_then(|d| d.value.check.clone());
+        let Some(cmd) = check else {
+            return Ok(None);
+        };
+        let engine = self.engine(name)?;
+        let at = Instant::now();
+        self.project
+            .runtime
+            .block_on(drill_check(engine, scratch, &cmd))
+            .map_err(|why| failed(name, why, "run the check by hand in a copy of the pod to see why; the drill's scratch project is removed"))?;
+        progress(&format!("  drill.check `{}` exited 0", cmd.join(" ")));
+        Ok(Some(at.elapsed()))
     }
 
     /// The pod whose copy a drill of `name` starts: `drill.pod`, else the one pod of the
@@ -422,19 +526,25 @@ async fn sweep(engine: &Engine, project: &str) -> Result<usize, OpError> {
     Ok(removed)
 }
 
+/// The id of the scratch pod's container.
+async fn scratch_container(engine: &Engine, scratch: &Scratch) -> Result<String, String> {
+    let address = crate::graph::Address::new(crate::graph::Kind::Pod, &scratch.pod);
+    let name = crate::apply::container::container_name_of(&scratch.project, &address);
+    engine
+        .container_named(&name)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|c| c.id)
+        .ok_or_else(|| format!("the scratch pod {name} is gone"))
+}
+
 /// Runs `cmd` in the scratch pod's container; `Err` with its exit status and the end of
 /// its output unless it exits 0.
 async fn drill_check(engine: &Engine, scratch: &Scratch, cmd: &[String]) -> Result<(), String> {
     use futures_util::StreamExt;
-    let address = crate::graph::Address::new(crate::graph::Kind::Pod, &scratch.pod);
-    let name = crate::apply::container::container_name_of(&scratch.project, &address);
-    let container = engine
-        .container_named(&name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("the scratch pod {name} is gone"))?;
+    let container = scratch_container(engine, scratch).await?;
     let (exec_id, mut io) = engine
-        .exec(&container.id, cmd, false, false)
+        .exec(&container, cmd, false, false)
         .await
         .map_err(|e| e.to_string())?;
     let mut output = Vec::new();

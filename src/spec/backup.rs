@@ -92,7 +92,8 @@ pub struct Drill {
     /// then, and `plan` warns when the last drill that passed is older than that.
     #[serde(default)]
     pub schedule: Option<Sp<String>>,
-    /// The pod started on the restored data (default: the one pod that mounts the volume).
+    /// The pod started on the restored data (default: the one pod that mounts the volume;
+    /// a command's output is drilled in a copy of the source's own pod).
     #[serde(default)]
     pub pod: Option<Sp<String>>,
     /// A command run in the scratch pod once it has passed its gates (e.g. a row count);

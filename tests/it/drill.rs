@@ -237,3 +237,93 @@ fn a_drill_schedule_installs_a_timer_and_the_plan_says_when_a_drill_is_overdue()
     assert!(!timer.exists() && !service.exists());
     s.berth(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+/// A command's output (a stand-in for `pg_dump`) drilled: a scratch copy of its pod
+/// started on empty volumes through its gates, the backup piped into the source's
+/// `restore` command there, `drill.check` run in it; the live pod never sees the data,
+/// and nothing is left, whether the drill passed, failed its check, or was killed.
+#[test]
+fn a_commands_output_is_drilled_through_its_restore_command_in_a_scratch_pod() {
+    if !docker::available() || !tools() {
+        return;
+    }
+    let s = Scene::new();
+    let image = s.image();
+    let spec = |check: &str| {
+        s.spec(
+            true,
+            &format!(
+                "volumes:
+  data: {{}}
+pods:
+  web:
+    image: {image}
+    volumes: [\"data:/data\"]
+    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
+backups:
+  # berth:allow(backup-key-on-host): a test
+  dump:
+    source: {{ pod: web, exec: [/testapp, emit, \"300000\"], restore: [/testapp, absorb, /data/restored] }}
+    store: STORE
+    drill: {{ check: [/testapp, cat, {check}] }}
+"
+            ),
+        )
+    };
+    spec("/data/restored");
+    s.berth(&["apply", "--yes"]).code(0);
+    s.berth(&["backup", "run", "dump"]).code(0);
+    let live_id = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
+    let r = s.berth(&["backup", "drill", "dump"]).code(0);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("piped 300000 bytes into `/testapp absorb /data/restored` in the scratch pod"),
+        "{}",
+        r.stderr()
+    );
+    assert!(err.contains("healthy"), "{}", r.stderr());
+    assert!(
+        err.contains("drill.check `/testapp cat /data/restored` exited 0"),
+        "{}",
+        r.stderr()
+    );
+    assert!(err.contains("restore time (RTO)"), "{}", r.stderr());
+    assert_eq!(leftovers(&s), Vec::<String>::new());
+    // The live pod is the same container, and the restore never reached it.
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &s.web()]), live_id);
+    let seen = std::process::Command::new("docker")
+        .args(["exec", &s.web(), "/testapp", "stat", "/data/restored"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        seen.status.code(),
+        Some(1),
+        "the live pod has /data/restored"
+    );
+    s.berth(&["plan", "--detailed-exitcode"]).code(0);
+
+    // A check that fails fails the drill, and leaves nothing either.
+    spec("/data/not-restored");
+    let r = s.berth(&["backup", "drill", "dump"]).code(1);
+    assert!(r.stderr_flat().contains("exited with 1"), "{}", r.stderr());
+    assert_eq!(leftovers(&s), Vec::<String>::new());
+
+    // Killed once the scratch pod runs: `recover` removes it.
+    spec("/data/restored");
+    let r = s.berth_env(
+        &["backup", "drill", "dump"],
+        &[("BERTH_FAULT_DRILL_KILL", "started")],
+    );
+    assert!(
+        r.0.status.code().is_none() || r.0.status.code() == Some(134),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        leftovers(&s).iter().any(|l| l.starts_with("container")),
+        "{:?}",
+        leftovers(&s)
+    );
+    s.berth(&["recover"]).code(0);
+    assert_eq!(leftovers(&s), Vec::<String>::new());
+}

@@ -5,6 +5,7 @@
 use futures_util::StreamExt;
 
 use super::Restored;
+use crate::archive::pipeline::Stats;
 use crate::archive::refill::open_into;
 use crate::archive::store::Store;
 use crate::archive::{Manifest, verify};
@@ -90,14 +91,31 @@ impl Backups {
         cmd: &[String],
         m: &Manifest,
     ) -> Result<(), OpError> {
+        let container = self
+            .project
+            .runtime
+            .block_on(self.pod_container(name, pod))?;
+        self.pipe_into_container(name, &container, cmd, m)
+            .map(|_| ())
+    }
+
+    /// Decrypts a backup and pipes it into `cmd` in `container` (a pod's, or a drill's
+    /// scratch copy's); fails when the command does. What was read, for a caller that
+    /// holds it to the manifest.
+    pub(in crate::backup) fn pipe_into_container(
+        &self,
+        name: &str,
+        container: &str,
+        cmd: &[String],
+        m: &Manifest,
+    ) -> Result<Stats, OpError> {
         use tokio::io::AsyncWriteExt;
         let engine = self.engine(name)?;
         let identity = self.identity(name)?;
         let store = self.store(self.get(name)?)?;
         let data = store.open(name, &m.id)?;
         self.project.runtime.block_on(async {
-            let container = self.pod_container(name, pod).await?;
-            let (exec_id, io) = engine.exec(&container, cmd, true, false).await?;
+            let (exec_id, io) = engine.exec(container, cmd, true, false).await?;
             let crate::engine::docker::ExecIo {
                 mut output,
                 mut input,
@@ -145,13 +163,13 @@ impl Backups {
                 })?;
             let code = engine.exec_exit_code(&exec_id).await?;
             let said = String::from_utf8_lossy(&tail).trim().to_owned();
-            if !matches!(opened, Ok(Ok(_))) {
+            let Ok(Ok(stats)) = opened else {
                 return Err(failed(
                     name,
                     "the backup could not be read while restoring",
                     "verify it: `berth backup verify`",
                 ));
-            }
+            };
             if let Err(e) = written {
                 return Err(failed(
                     name,
@@ -170,7 +188,7 @@ impl Backups {
                     "run the command by hand in the pod to see why",
                 ));
             }
-            Ok(())
+            Ok(stats)
         })
     }
 }

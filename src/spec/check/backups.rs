@@ -70,21 +70,58 @@ impl Checker<'_> {
         }
     }
 
-    /// A backup's `drill`: of a volume backup, its pod one that mounts the volume, its
-    /// check a command.
+    /// A backup's `drill`: of a volume backup (its pod one that mounts the volume) or of a
+    /// command's output with a `restore` command (its pod the source's), its check a
+    /// command.
     fn backup_drill(&mut self, name: &str, src: &BackupSource, d: &Sp<crate::spec::DrillSpec>) {
-        let Some(volume) = &src.volume else {
+        if src.volume.is_none() && (src.restore.is_none() || src.pod.is_none()) {
+            let (said, help) = if src.path.is_some() {
+                (
+                    "a host path's backup",
+                    "restore it beside the data to look at it (`berth backup restore NAME --to-path DIR`); remove `drill` here",
+                )
+            } else {
+                (
+                    "a command's output without `restore`",
+                    "add the source's `restore: [...]` command (the drill pipes the backup into it in a scratch copy of the pod), or remove `drill`",
+                )
+            };
             self.push(
                 Diagnostic::error(
                     "backup-drill",
-                    format!("backup `{name}` has `drill`, and only a volume backup can be drilled"),
+                    format!("backup `{name}` has `drill`, and only a volume backup or a command's output with `restore` can be drilled"),
                 )
-                .at(d.span, "not a volume backup")
-                .help("a drill restores into a scratch volume and starts the pod on it; remove `drill` here"),
+                .at(d.span, said)
+                .help(help),
             );
+        }
+        self.drill_pod(name, src, d);
+        self.drill_settings(d, name);
+    }
+
+    /// `drill.pod`: for a volume, a pod that mounts it; for a command's output, the
+    /// source's own pod (the backup is piped into its `restore` command there).
+    fn drill_pod(&mut self, name: &str, src: &BackupSource, d: &Sp<crate::spec::DrillSpec>) {
+        let Some(pod) = &d.value.pod else {
             return;
         };
-        if let Some(pod) = &d.value.pod {
+        let Some(volume) = &src.volume else {
+            if let Some(own) = src.pod.as_ref().filter(|p| p.value != pod.value) {
+                self.push(
+                    Diagnostic::error(
+                        "backup-drill",
+                        format!(
+                            "backup `{name}` is piped back through pod `{}`, and its drill names pod `{}`",
+                            own.value, pod.value
+                        ),
+                    )
+                    .at(pod.span, "not the source's pod")
+                    .help("remove `drill.pod`: a command's output is drilled in a copy of the source's pod"),
+                );
+            }
+            return;
+        };
+        {
             match self.spec.pods.get(&pod.value) {
                 None => self.unknown("pod", pod, self.spec.pods.names(), "pods"),
                 Some(p) if !p.named_volumes().any(|v| v == volume.value) => self.push(
@@ -101,6 +138,10 @@ impl Checker<'_> {
                 Some(_) => {}
             }
         }
+    }
+
+    /// `drill`'s schedule and check.
+    fn drill_settings(&mut self, d: &Sp<crate::spec::DrillSpec>, name: &str) {
         if let Some(sched) = &d.value.schedule {
             // `drill: weekly` has the span of the `drill:` value.
             let at = if sched.span == crate::diag::Span::default() {
