@@ -192,7 +192,17 @@ fn drill(
     applier: &crate::ops::UnwindCtx,
 ) -> Result<u8, OpError> {
     let started = std::time::Instant::now();
+    let began_at = crate::clock::now();
     let result = b.drill(name, id, applier, &mut |line| eprintln!("{line}"));
+    // A drill that failed once it had chosen its backup recorded which.
+    let drilled_id = match &result {
+        Ok(d) => Some(d.id.clone()),
+        Err(_) => b
+            .drills()
+            .remove(name)
+            .filter(|last| last.at >= began_at)
+            .map(|last| last.id),
+    };
     if let Some(hook) = b.project.spec.notify.as_ref().map(|n| n.value.hook()) {
         let body = serde_json::json!({
             "format_version": super::apply::EVENTS_FORMAT,
@@ -202,7 +212,7 @@ fn drill(
             "host": crate::state::hostname(),
             "outcome": if result.is_ok() { "passed" } else { "failed" },
             "backup": name,
-            "id": result.as_ref().ok().map(|d| d.id.clone()),
+            "id": drilled_id,
             "restore_seconds": result.as_ref().ok().map(|d| d.total.as_secs_f64()),
             "duration_ms": started.elapsed().as_millis() as u64,
             "error": result.as_ref().err().map(ToString::to_string),

@@ -124,6 +124,12 @@ fn a_drill_whose_check_fails_or_whose_backup_is_damaged_fails_and_leaves_nothing
         .find(|b| b["event"] == "berth.drill")
         .expect("the drill's notification");
     assert_eq!(body["outcome"], "failed", "{body}");
+    // It names the backup it drilled.
+    assert_eq!(
+        body["id"].as_str(),
+        s.ids("data").last().map(String::as_str),
+        "{body}"
+    );
     assert!(
         body["error"].as_str().unwrap().contains("drill.check"),
         "{body}"
