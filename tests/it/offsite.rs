@@ -137,6 +137,15 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     assert_eq!(sha256(&server.get("berth-test", &data_key)), sha256(&host));
     let in_vault = vault_dir.join("data").join(format!("{id}.tar.zst.age"));
     assert_eq!(sha256(&std::fs::read(&in_vault).unwrap()), sha256(&host));
+    // The owner's only there too, whatever the server's umask.
+    for file in [
+        in_vault.clone(),
+        vault_dir.join("data").join(format!("{id}.manifest.json")),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
     assert!(
         vault_dir
             .join("data")

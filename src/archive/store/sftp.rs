@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use openssh_sftp_client::file::TokioCompatFile;
+use openssh_sftp_client::metadata::Permissions;
 use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,6 +30,8 @@ const CHUNK: usize = 1024 * 1024;
 /// How long a `.part` file (or data without its manifest) counts as one being written.
 const JUST_MADE: u64 = 600;
 const PART: &str = ".part";
+/// The mode of the files berth writes there (its directories are 0700).
+const FILE_MODE: u16 = 0o600;
 
 /// `sftp://[USER@]HOST[:PORT]/PATH` split into the ssh address (`ssh://…`) and the path.
 pub fn parse_url(url: &str) -> Option<(String, String)> {
@@ -146,7 +149,7 @@ impl SftpStore {
                 at.push_str(part);
                 if fs.metadata(&at).await.is_err() {
                     let mut b = fs.dir_builder();
-                    b.permissions(openssh_sftp_client::metadata::Permissions::from(0o700u16));
+                    b.permissions(Permissions::from(0o700u16));
                     if let Err(e) = b.create(&at).await
                         && fs.metadata(&at).await.is_err()
                     {
@@ -252,7 +255,10 @@ impl Store for SftpStore {
             .run(async move {
                 let mut o = sftp.options();
                 o.write(true).create(true).truncate(true);
-                o.open(&p).await
+                let mut file = o.open(&p).await?;
+                // The owner's only, whatever the server's umask (as on the host's store).
+                file.set_permissions(Permissions::from(FILE_MODE)).await?;
+                Ok::<_, openssh_sftp_client::Error>(file)
             })
             .map_err(|e| self.err(&path, e))?;
         let (tx, rx) = sync_channel::<Bytes>(2);
@@ -296,8 +302,12 @@ impl Store for SftpStore {
         let tmp = format!("{}/.{id}{MANIFEST}.tmp", self.dir(name));
         let sftp = self.sftp.clone();
         let t = tmp.clone();
-        self.run(async move { sftp.fs().write(&t, &text).await })
-            .map_err(|e| self.err(&tmp, e))?;
+        self.run(async move {
+            let mut fs = sftp.fs();
+            fs.write(&t, &text).await?;
+            fs.set_permissions(&t, Permissions::from(FILE_MODE)).await
+        })
+        .map_err(|e| self.err(&tmp, e))?;
         self.rename(&tmp, &self.manifest(name, id))
     }
 
