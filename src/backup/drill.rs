@@ -242,13 +242,7 @@ impl Backups {
                 )
             })
         })?;
-        from.check(&stats).map_err(|e| {
-            failed(
-                name,
-                e.to_string(),
-                "the backup is damaged: use another (`berth backup list`)",
-            )
-        })?;
+        self.held_to_manifest(name, &manifest.id, &stats)?;
         let restored = began.elapsed();
         progress(&format!(
             "  restored {} bytes into the scratch volume in {:.1} s",
@@ -260,16 +254,14 @@ impl Backups {
         applier.apply_scratch(&scratch, state_dir, progress)?;
         let started = began.elapsed() - restored;
         crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "started");
-        let checked = self.check_step(name, &scratch, progress)?;
-        Ok(Drilled {
-            id: manifest.id.clone(),
-            pod: scratch.pod,
-            restored,
-            started,
-            checked,
-            total: began.elapsed(),
-            plain_bytes: stats.plain_bytes,
-        })
+        self.checked(
+            name,
+            manifest,
+            scratch,
+            (began, restored, started),
+            &stats,
+            progress,
+        )
     }
 
     /// The steps of a drill of a command's output: the scratch pod started on empty volumes
@@ -302,15 +294,7 @@ impl Backups {
             .block_on(scratch_container(engine, &scratch))
             .map_err(|why| failed(name, why, "run the drill again"))?;
         let stats = self.pipe_into_container(name, &container, &cmd, manifest)?;
-        self.backup_ref(name, &manifest.id)?
-            .check(&stats)
-            .map_err(|e| {
-                failed(
-                    name,
-                    e.to_string(),
-                    "the backup is damaged: use another (`berth backup list`)",
-                )
-            })?;
+        self.held_to_manifest(name, &manifest.id, &stats)?;
         let restored = began.elapsed() - started;
         progress(&format!(
             "  piped {} bytes into `{}` in the scratch pod in {:.1} s",
@@ -319,7 +303,62 @@ impl Backups {
             restored.as_secs_f64()
         ));
         crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "restored");
-        let checked = self.check_step(name, &scratch, progress)?;
+        self.checked(
+            name,
+            manifest,
+            scratch,
+            (began, restored, started),
+            &stats,
+            progress,
+        )
+    }
+
+    /// What was put back (`stats`) held to the backup's manifest.
+    fn held_to_manifest(
+        &self,
+        name: &str,
+        id: &str,
+        stats: &crate::archive::pipeline::Stats,
+    ) -> Result<(), OpError> {
+        self.backup_ref(name, id)?.check(stats).map_err(|e| {
+            failed(
+                name,
+                e.to_string(),
+                "the backup is damaged: use another (`berth backup list`)",
+            )
+        })
+    }
+
+    /// A drill's last step, the backup's `drill.check` run in the scratch pod (when it has
+    /// one), and what the drill measured: `began` when it did, how long the restore and the
+    /// pod's start took.
+    fn checked(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        scratch: Scratch,
+        (began, restored, started): (Instant, Duration, Duration),
+        stats: &crate::archive::pipeline::Stats,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Drilled, OpError> {
+        let check = self
+            .get(name)?
+            .drill
+            .as_ref()
+            .and_then(|d| d.value.check.clone());
+        let checked = match check {
+            Some(cmd) => {
+                let engine = self.engine(name)?;
+                let at = Instant::now();
+                self.project
+                    .runtime
+                    .block_on(drill_check(engine, &scratch, &cmd))
+                    .map_err(|why| failed(name, why, "run the check by hand in a copy of the pod to see why; the drill's scratch project is removed"))?;
+                progress(&format!("  drill.check `{}` exited 0", cmd.join(" ")));
+                Some(at.elapsed())
+            }
+            None => None,
+        };
         Ok(Drilled {
             id: manifest.id.clone(),
             pod: scratch.pod,
@@ -329,32 +368,6 @@ impl Backups {
             total: began.elapsed(),
             plain_bytes: stats.plain_bytes,
         })
-    }
-
-    /// The backup's `drill.check`, run in the scratch pod: how long it took, `None` when
-    /// there is none.
-    fn check_step(
-        &self,
-        name: &str,
-        scratch: &Scratch,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<Option<Duration>, OpError> {
-        let check = self
-            .get(name)?
-            .drill
-            .as_ref()
-            .and_then(|d| d.value.check.clone());
-        let Some(cmd) = check else {
-            return Ok(None);
-        };
-        let engine = self.engine(name)?;
-        let at = Instant::now();
-        self.project
-            .runtime
-            .block_on(drill_check(engine, scratch, &cmd))
-            .map_err(|why| failed(name, why, "run the check by hand in a copy of the pod to see why; the drill's scratch project is removed"))?;
-        progress(&format!("  drill.check `{}` exited 0", cmd.join(" ")));
-        Ok(Some(at.elapsed()))
     }
 
     /// The pod whose copy a drill of `name` starts: `drill.pod`, else the one pod of the

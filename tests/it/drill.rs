@@ -254,25 +254,18 @@ fn a_commands_output_is_drilled_through_its_restore_command_in_a_scratch_pod() {
         return;
     }
     let s = Scene::new();
-    let image = s.image();
     let spec = |check: &str| {
         s.spec(
             true,
             &format!(
-                "volumes:
-  data: {{}}
-pods:
-  web:
-    image: {image}
-    volumes: [\"data:/data\"]
-    health: {{ http: {{ port: 8080, path: /health }}, interval: 200ms, retries: 20 }}
-backups:
+                "{}backups:
   # berth:allow(backup-key-on-host): a test
   dump:
     source: {{ pod: web, exec: [/testapp, emit, \"300000\"], restore: [/testapp, absorb, /data/restored] }}
     store: STORE
     drill: {{ check: [/testapp, cat, {check}] }}
-"
+",
+                backup::web_with_data()
             ),
         )
     };
