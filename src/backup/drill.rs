@@ -266,7 +266,8 @@ impl Backups {
 
     /// The steps of a drill of a command's output: the scratch pod started on empty volumes
     /// and held to its gates, the backup piped into the source's `restore` command in it
-    /// (checked against its manifest as it streams), `drill.check` run in it.
+    /// (checked against its manifest as it streams), its health gate and `checks:` held
+    /// again, `drill.check` run in it.
     fn drill_exec(
         &self,
         name: &str,
@@ -302,6 +303,12 @@ impl Backups {
             cmd.join(" "),
             restored.as_secs_f64()
         ));
+        // Its gates again, now on the restored data.
+        self.gate_on(name, &scratch.pod, &scratch.project, &container)?;
+        progress(&format!(
+            "  pod `{}` passed its gates again on the restored data",
+            scratch.pod
+        ));
         crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "restored");
         self.checked(
             name,
@@ -314,7 +321,7 @@ impl Backups {
     }
 
     /// What was put back (`stats`) held to the backup's manifest.
-    fn held_to_manifest(
+    pub(in crate::backup) fn held_to_manifest(
         &self,
         name: &str,
         id: &str,

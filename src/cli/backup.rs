@@ -194,7 +194,7 @@ fn drill(
     let started = std::time::Instant::now();
     let began_at = crate::clock::now();
     let result = b.drill(name, id, applier, &mut |line| eprintln!("{line}"));
-    // A drill that failed once it had chosen its backup recorded which.
+    // A drill that failed once it had begun (its scratch project named) recorded which backup.
     let drilled_id = match &result {
         Ok(d) => Some(d.id.clone()),
         Err(_) => b

@@ -282,6 +282,11 @@ fn a_commands_output_is_drilled_through_its_restore_command_in_a_scratch_pod() {
     );
     assert!(err.contains("healthy"), "{}", r.stderr());
     assert!(
+        err.contains("pod `web` passed its gates again on the restored data"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
         err.contains("drill.check `/testapp cat /data/restored` exited 0"),
         "{}",
         r.stderr()

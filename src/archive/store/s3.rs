@@ -5,7 +5,10 @@
 //! Data is uploaded as a multipart upload while the pipeline writes it, in parts of
 //! [`part_size`] bytes with at most [`IN_FLIGHT`] of them on the wire: memory stays bounded
 //! (three parts: 15 MiB up to 4.9 GiB stored, twice that for each further thousand parts)
-//! and an object can reach S3's largest (5 TiB) within its 10,000 parts. The upload is completed only by [`Store::commit`], just
+//! and an object can reach S3's largest (5 TiB) within its 10,000 parts, at an upload rate
+//! that sends a part within a request's ten minutes (a 2.5 GiB part, beyond 2.5 TiB
+//! stored, wants about 4 MB/s per part). Stores that want every part but the last of one
+//! size take backups of up to 4.9 GiB stored. The upload is completed only by [`Store::commit`], just
 //! before the manifest is written, so that a backup killed midway leaves no data object,
 //! only parts the bucket drops by its lifecycle rule (`AbortIncompleteMultipartUpload`).
 //!
@@ -45,7 +48,7 @@ pub fn part_size(n: u64) -> usize {
 /// How many parts are uploaded at once.
 const IN_FLIGHT: usize = 2;
 /// The size of the ranges a data object is read in, and how many are requested at once:
-/// 16 MiB in memory at most, beside what the reader holds.
+/// at most 4 ranges being received, one waiting for the reader and one it reads (48 MiB).
 const RANGE: usize = 8 * 1024 * 1024;
 const RANGES_IN_FLIGHT: usize = 4;
 /// How long a data object without its manifest counts as one being committed.
@@ -91,7 +94,16 @@ impl S3Store {
         // as every other TLS client of berth's (see engine::docker::transport on why ring).
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&bucket_name);
+        // A request may take up to ten minutes (object_store's default is 30 s): a part
+        // grows with a backup, up to 2.5 GiB (see `part_size`), and two go at once.
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket_name)
+            .with_config(
+                object_store::aws::AmazonS3ConfigKey::Client(
+                    object_store::ClientConfigKey::Timeout,
+                ),
+                "10m",
+            );
         if let Some(endpoint) = &config.endpoint {
             b = b
                 .with_endpoint(endpoint)

@@ -256,8 +256,10 @@ impl Store for SftpStore {
                 let mut o = sftp.options();
                 o.write(true).create(true).truncate(true);
                 let mut file = o.open(&p).await?;
-                // The owner's only, whatever the server's umask (as on the host's store).
-                file.set_permissions(Permissions::from(FILE_MODE)).await?;
+                // The owner's only, whatever the server's umask (as on the host's store). A
+                // server that refuses to set modes (some managed SFTP services do) keeps its
+                // own: the data is encrypted either way, and the backup goes on.
+                let _ = file.set_permissions(Permissions::from(FILE_MODE)).await;
                 Ok::<_, openssh_sftp_client::Error>(file)
             })
             .map_err(|e| self.err(&path, e))?;
@@ -305,7 +307,9 @@ impl Store for SftpStore {
         self.run(async move {
             let mut fs = sftp.fs();
             fs.write(&t, &text).await?;
-            fs.set_permissions(&t, Permissions::from(FILE_MODE)).await
+            // As for the data: a refusal leaves the server's mode.
+            let _ = fs.set_permissions(&t, Permissions::from(FILE_MODE)).await;
+            Ok::<_, openssh_sftp_client::Error>(())
         })
         .map_err(|e| self.err(&tmp, e))?;
         self.rename(&tmp, &self.manifest(name, id))

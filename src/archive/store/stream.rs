@@ -38,11 +38,12 @@ impl PartWriter {
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        self.sent += 1;
-        let next = Vec::with_capacity((self.size)(self.sent));
-        let part = Bytes::from(std::mem::replace(&mut self.buf, next));
+        let part = Bytes::from(std::mem::take(&mut self.buf));
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(part).is_ok());
         if sent {
+            // The next part's buffer only once this one is handed over.
+            self.sent += 1;
+            self.buf = Vec::with_capacity((self.size)(self.sent));
             return Ok(());
         }
         let why = self

@@ -95,8 +95,9 @@ impl Backups {
             .project
             .runtime
             .block_on(self.pod_container(name, pod))?;
-        self.pipe_into_container(name, &container, cmd, m)
-            .map(|_| ())
+        let stats = self.pipe_into_container(name, &container, cmd, m)?;
+        // What went in is what the backup holds (it was verified before, but read again).
+        self.held_to_manifest(name, &m.id, &stats)
     }
 
     /// Decrypts a backup and pipes it into `cmd` in `container` (a pod's, or a drill's

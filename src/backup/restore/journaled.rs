@@ -179,18 +179,32 @@ impl Backups {
 
     /// The pod's gates (health, then checks) on its running container.
     pub(super) fn pod_gate(&self, name: &str, pod: &str) -> Result<(), OpError> {
+        let container = self
+            .project
+            .runtime
+            .block_on(self.pod_container(name, pod))?;
+        self.gate_on(name, pod, &self.project.spec.project.value, &container)
+    }
+
+    /// Pod `pod`'s health gate and `checks:` held on `container` of `project` (the live
+    /// project, or a drill's scratch one).
+    pub(in crate::backup) fn gate_on(
+        &self,
+        name: &str,
+        pod: &str,
+        project: &str,
+        container: &str,
+    ) -> Result<(), OpError> {
         let engine = self.engine(name)?;
         let Some(spec_pod) = self.project.spec.pods.get(pod) else {
             return Ok(());
         };
-        let network =
-            crate::apply::container::object_name(&self.project.spec.project.value, "default");
+        let network = crate::apply::container::object_name(project, "default");
         self.project.runtime.block_on(async {
-            let container = self.pod_container(name, pod).await?;
-            let verdict = match crate::apply::gate::healthy(engine, &container, &network, spec_pod)
+            let verdict = match crate::apply::gate::healthy(engine, container, &network, spec_pod)
                 .await
             {
-                Ok(()) => crate::apply::gate::checks(engine, &container, &network, spec_pod).await,
+                Ok(()) => crate::apply::gate::checks(engine, container, &network, spec_pod).await,
                 failed => failed,
             };
             verdict.map_err(|f| {
