@@ -78,6 +78,9 @@ pub struct Options {
     /// Most steps doing engine work at once (steps of one graph layer do not depend on each
     /// other). A step waiting for its gates holds no worker: another step starts meanwhile.
     pub parallelism: usize,
+    /// Networks made `internal` (no way out of the host): a restore drill's scratch copy
+    /// must not reach the outside world (send mail, call a payment API) on restored data.
+    pub internal_networks: bool,
 }
 
 impl Default for Options {
@@ -85,6 +88,7 @@ impl Default for Options {
         Options {
             delete_volumes: false,
             parallelism: usize::from(DEFAULT_PARALLELISM),
+            internal_networks: false,
         }
     }
 }

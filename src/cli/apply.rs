@@ -267,6 +267,7 @@ fn carry_out(
     let options = crate::apply::Options {
         delete_volumes: args.delete_volumes,
         parallelism: usize::from(args.parallelism),
+        ..Default::default()
     };
     let result = if json {
         session.apply(options, &mut |e| {

@@ -98,7 +98,11 @@ impl crate::backup::drill::ApplyScratch for UnwindCtx<'_> {
         };
         let session = Session::open(self.spec_path, Goal::Spec, &opts)?;
         session.preflight()?;
-        session.apply(crate::apply::Options::default(), &mut |e| {
+        let options = crate::apply::Options {
+            internal_networks: true,
+            ..Default::default()
+        };
+        session.apply(options, &mut |e| {
             progress(&format!("  {}", e.message.trim_start()))
         })?;
         Ok(())

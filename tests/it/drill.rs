@@ -41,6 +41,40 @@ backups:
     );
 }
 
+/// Removes, on drop, whatever a drill of the scene's project left on the engine: a test
+/// that fails midway leaves nothing either (the scene's own cleanup knows only its
+/// project).
+struct Sweep(String);
+
+impl Sweep {
+    fn of(s: &Scene) -> Sweep {
+        Sweep(format!("{}-drill-", s.project()))
+    }
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        for (list, remove) in [
+            (vec!["ps", "-a", "--format", "{{.Names}}"], vec!["rm", "-f"]),
+            (
+                vec!["network", "ls", "--format", "{{.Name}}"],
+                vec!["network", "rm"],
+            ),
+            (
+                vec!["volume", "ls", "--format", "{{.Name}}"],
+                vec!["volume", "rm", "-f"],
+            ),
+        ] {
+            for name in docker(&list).lines().filter(|l| l.starts_with(&self.0)) {
+                let _ = std::process::Command::new("docker")
+                    .args(&remove)
+                    .arg(name)
+                    .output();
+            }
+        }
+    }
+}
+
 /// The engine's containers, volumes and networks of the project's drills (any scratch
 /// project `PROJECT-drill-*`).
 fn leftovers(s: &Scene) -> Vec<String> {
@@ -77,6 +111,7 @@ fn a_drill_restores_into_a_scratch_pod_passes_its_gates_prints_the_time_and_leav
         return;
     }
     let s = backed_up("/data/hello.txt", "");
+    let _sweep = Sweep::of(&s);
     s.put(&[("hello.txt", "changed live since\n")]);
     let live = s.volume_tree();
     let live_id = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
@@ -115,6 +150,7 @@ fn a_drill_whose_check_fails_or_whose_backup_is_damaged_fails_and_leaves_nothing
     // The check reads a file the backup does not hold; the webhook hears of it.
     let (url, bodies) = crate::state::webhook();
     let s = backed_up("/data/not-in-the-backup", &format!("notify: {url}\n"));
+    let _sweep = Sweep::of(&s);
     let r = s.berth(&["backup", "drill", "data"]).code(1);
     assert!(r.stderr_flat().contains("drill.check"), "{}", r.stderr());
     assert!(r.stderr_flat().contains("exited with 1"), "{}", r.stderr());
@@ -160,6 +196,7 @@ fn a_drill_killed_midway_leaves_its_scratch_project_until_recover_removes_it() {
         return;
     }
     let s = backed_up("/data/hello.txt", "");
+    let _sweep = Sweep::of(&s);
     let live = s.volume_tree();
     for at in ["restored", "started"] {
         let r = s.berth_env(
@@ -178,6 +215,19 @@ fn a_drill_killed_midway_leaves_its_scratch_project_until_recover_removes_it() {
         );
         if at == "started" {
             assert!(left.iter().any(|l| l.starts_with("container")), "{left:?}");
+            // The scratch copy runs on a network with no way out of the host.
+            let networks: Vec<&str> = left
+                .iter()
+                .filter_map(|l| l.strip_prefix("network "))
+                .collect();
+            assert!(!networks.is_empty(), "{left:?}");
+            for n in networks {
+                assert_eq!(
+                    docker(&["network", "inspect", "-f", "{{.Internal}}", n]).trim(),
+                    "true",
+                    "{n}"
+                );
+            }
         }
         let r = s.berth(&["recover"]).code(0);
         assert!(
@@ -199,6 +249,7 @@ fn a_drill_schedule_installs_a_timer_and_the_plan_says_when_a_drill_is_overdue()
         return;
     }
     let s = backed_up("/data/hello.txt", "");
+    let _sweep = Sweep::of(&s);
     let project = s.project().to_owned();
     let timer = common::unit_dir().join(format!("berth-{project}-drill-data.timer"));
     let service = common::unit_dir().join(format!("berth-{project}-drill-data.service"));
@@ -254,6 +305,7 @@ fn a_commands_output_is_drilled_through_its_restore_command_in_a_scratch_pod() {
         return;
     }
     let s = Scene::new();
+    let _sweep = Sweep::of(&s);
     let spec = |check: &str| {
         s.spec(
             true,

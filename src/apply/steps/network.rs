@@ -17,7 +17,9 @@ impl Run<'_> {
             region: region.clone(),
             name: name.clone(),
         })?;
-        self.engine(&region).create_network(&name, labels).await?;
+        self.engine(&region)
+            .create_network(&name, labels, self.options.internal_networks)
+            .await?;
         self.done(c, format!("+ {}: created", c.address));
         Ok(())
     }

@@ -135,14 +135,18 @@ impl Engine {
         self.found("inspect", result)
     }
 
+    /// A bridge network; `internal`: with no route out of the host (its containers still
+    /// reach each other, and the host them).
     pub async fn create_network(
         &self,
         name: &str,
         labels: HashMap<String, String>,
+        internal: bool,
     ) -> Result<(), EngineError> {
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".into()),
+            internal: Some(internal),
             labels: Some(self.with_region(labels)),
             ..Default::default()
         };
