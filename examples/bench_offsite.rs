@@ -22,8 +22,9 @@
 //! In turns it times `berth backup run` of a `path` backup to the host's store alone, and
 //! the same with `copies: [offsite]` to each server's bucket (written in the same pass,
 //! then read back from the bucket and its hash compared), and prints the medians, their
-//! ratios beside issue 16's bound (1.5), and berth's peak memory (max RSS) beside its bound
-//! (100 MiB). Results: docs/PERFORMANCE.md.
+//! ratios beside issue 16's bound (1.5), berth's peak memory (max RSS) beside its bound
+//! (100 MiB), and the CPU seconds of each run: berth's, and the server's (read from
+//! /proc: the server shares the machine's CPUs with berth). Results: docs/PERFORMANCE.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +35,7 @@ use berth::secrets::age::Identity;
 #[path = "bench_util/mod.rs"]
 mod util;
 
-use util::{maxrss_kb, median, mem_total, quote, set_mode, sh};
+use util::{cpu_s, maxrss_kb, median, mem_total, quote, set_mode, sh};
 
 fn main() {
     util::measure_child_if_asked();
@@ -172,6 +173,8 @@ fn main() {
     };
 
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); specs.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); specs.len()];
+    let mut server_cpu: Vec<Vec<f64>> = vec![Vec::new(); specs.len()];
     let mut rss = vec![0u64; specs.len()];
     let mut stored = 0u64;
     // A first backup, untimed: the tree's pages are as warm for all.
@@ -179,9 +182,14 @@ fn main() {
     clear(&store);
     for round in 0..runs {
         for (i, (_, spec)) in specs.iter().enumerate() {
-            let (s, r) = measured(&b(spec));
-            times[i].push(s);
-            rss[i] = rss[i].max(r);
+            // The server the run copies to (none for the first spec), its CPU before.
+            let server = i.checked_sub(1).map(|k| servers[k].child.id());
+            let before = server.map_or(0.0, cpu_of);
+            let run = measured(&b(spec));
+            server_cpu[i].push(server.map_or(0.0, cpu_of) - before);
+            times[i].push(run.secs);
+            cpu[i].push(run.cpu);
+            rss[i] = rss[i].max(run.rss_kb);
             stored = dir_bytes(&store.join("lib"));
             clear(&store);
         }
@@ -200,19 +208,27 @@ fn main() {
         stored as f64 / 1073741824.0
     );
     println!(
-        "{:<28} {:>9} {:>11} {:>10} {:>10}",
-        "backup run of the tree", "seconds", "GiB/s read", "/ alone", "peak RSS"
+        "{:<28} {:>9} {:>11} {:>10} {:>10} {:>12} {:>12}",
+        "backup run of the tree",
+        "seconds",
+        "GiB/s read",
+        "/ alone",
+        "peak RSS",
+        "berth CPU s",
+        "server CPU s"
     );
     let mut over = Vec::new();
     for (i, (what, _)) in specs.iter().enumerate() {
         let m = median(&times[i]);
         println!(
-            "{:<28} {:>9.1} {:>11.2} {:>10.2} {:>6.0} MiB",
+            "{:<28} {:>9.1} {:>11.2} {:>10.2} {:>6.0} MiB {:>12.1} {:>12.1}",
             what,
             m,
             gib / m,
             m / h,
-            rss[i] as f64 / 1024.0
+            rss[i] as f64 / 1024.0,
+            median(&cpu[i]),
+            median(&server_cpu[i])
         );
         if i > 0 && m / h > 1.5 {
             over.push(format!("time ({what})"));
@@ -341,9 +357,15 @@ fn clear(store: &Path) {
     }
 }
 
-/// Runs a command through a child of this benchmark that reports its peak RSS; the
-/// seconds it took and its peak RSS in KiB.
-fn measured(cmd: &[String]) -> (f64, u64) {
+/// What one run took: seconds, berth's peak RSS (KiB), berth's CPU seconds.
+struct Run {
+    secs: f64,
+    rss_kb: u64,
+    cpu: f64,
+}
+
+/// Runs a command through a child of this benchmark that reports its peak RSS and CPU.
+fn measured(cmd: &[String]) -> Run {
     let t = Instant::now();
     let out = Command::new(std::env::current_exe().expect("exe"))
         .args(cmd)
@@ -355,5 +377,24 @@ fn measured(cmd: &[String]) -> (f64, u64) {
     let s = t.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{cmd:?} failed:\n{err}");
-    (s, maxrss_kb(&err))
+    Run {
+        secs: s,
+        rss_kb: maxrss_kb(&err),
+        cpu: cpu_s(&err),
+    }
+}
+
+/// CPU seconds (user and system) process `pid` has used so far.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields 14 and 15 (utime, stime), counted after the `)` that ends the name.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a constant of the system.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

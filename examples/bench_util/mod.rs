@@ -21,6 +21,8 @@ pub fn measure_child_if_asked() {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     eprintln!("BENCH_MAXRSS_KB={}", ru.ru_maxrss);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    eprintln!("BENCH_CPU_S={:.3}", secs(ru.ru_utime) + secs(ru.ru_stime));
     std::process::exit(if ok { 0 } else { 1 });
 }
 
@@ -31,6 +33,16 @@ pub fn maxrss_kb(stderr: &str) -> u64 {
         .find_map(|l| l.strip_prefix("BENCH_MAXRSS_KB="))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The CPU seconds (user and system) the measuring child said, in its stderr.
+#[allow(dead_code)] // not every benchmark that includes this module prints it
+pub fn cpu_s(stderr: &str) -> f64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH_CPU_S="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub fn median(v: &[f64]) -> f64 {
