@@ -134,6 +134,13 @@ fn a_forged_backup_fails_verify_and_restore_and_the_real_one_is_restored() {
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     m["id"] = newer.clone().into();
+    // Newer in time as well as by id (the copy kept the older backup's time, which sorts
+    // it before the real second backup whenever the two were taken in different seconds).
+    let real: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.store.join(format!("data/{}.manifest.json", ids[1]))).unwrap(),
+    )
+    .unwrap();
+    m["created_at"] = (real["created_at"].as_u64().unwrap() + 1).into();
     m.as_object_mut().unwrap().remove("mac");
     std::fs::write(&path, m.to_string()).unwrap();
     let r = s.berth(&["backup", "verify", &newer]).code(1);
