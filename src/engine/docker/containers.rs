@@ -291,12 +291,24 @@ impl Engine {
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.retrying("start", || {
-            self.docker
-                .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-        })
-        .await
-        .map_err(|e| self.call_error("start container", e))
+        let mut tries = 0;
+        loop {
+            let started = self
+                .retrying("start", || {
+                    self.docker.start_container(
+                        id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                })
+                .await;
+            match started {
+                Err(e) if super::errors::stopped_process_race(&e) && tries < 2 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                r => return r.map_err(|e| self.call_error("start container", e)),
+            }
+        }
     }
 
     pub async fn stop(&self, id: &str) -> Result<(), EngineError> {

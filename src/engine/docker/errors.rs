@@ -51,6 +51,18 @@ pub fn in_progress(e: &bollard::errors::Error) -> bool {
     }
 }
 
+/// Whether an engine's refusal to start a container is runc's race with a process that
+/// had not yet started (500 `cannot start a stopped process`), seen now and then under
+/// load: the same start succeeds when asked again. A program that really exits at once is
+/// still caught by the pod's gates.
+pub fn stopped_process_race(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 500, message }
+            if message.contains("cannot start a stopped process")
+    )
+}
+
 /// Whether an engine refusal to remove a network is containers still attached to it (403
 /// `network ... has active endpoints`).
 pub fn active_endpoints(e: &bollard::errors::Error) -> bool {
@@ -251,6 +263,22 @@ mod tests {
             status_code,
             message: message.to_owned(),
         }
+    }
+
+    #[test]
+    fn only_runcs_stopped_process_race_is_a_start_worth_asking_again() {
+        assert!(stopped_process_race(&refusal(
+            500,
+            "cannot start a stopped process: unknown"
+        )));
+        assert!(!stopped_process_race(&refusal(
+            500,
+            "failed to create task for container: exec: \"/app\": no such file"
+        )));
+        assert!(!stopped_process_race(&refusal(
+            409,
+            "cannot start a stopped process"
+        )));
     }
 
     #[test]
