@@ -37,27 +37,13 @@ use util::{maxrss_kb, median, mem_total, quote, set_mode, sh};
 
 fn main() {
     util::measure_child_if_asked();
-    let tree = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".into()),
-    );
+    let tree = util::tree_arg();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let berth = std::env::current_exe()
-        .expect("exe")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/release")
-        .join("berth");
-    assert!(
-        berth.is_file(),
-        "{} is missing: cargo build --release --bin berth --example bench_backup",
-        berth.display()
-    );
+    let berth = util::release_berth("bench_backup");
     for tool in ["tar", "zstd", "age", "cp", "bash"] {
         assert!(
             Command::new("sh")

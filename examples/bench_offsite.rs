@@ -39,11 +39,7 @@ use util::{cpu_s, maxrss_kb, median, mem_total, quote, set_mode, sh};
 
 fn main() {
     util::measure_child_if_asked();
-    let tree = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".into()),
-    );
+    let tree = util::tree_arg();
     let env_num = |k: &str, d: f64| {
         std::env::var(k)
             .ok()
@@ -52,17 +48,7 @@ fn main() {
     };
     let runs = env_num("BENCH_RUNS", 3.0).max(1.0) as usize;
     let want = (env_num("BENCH_GIB", 4.0) * 1024.0 * 1024.0 * 1024.0) as u64;
-    let berth = std::env::current_exe()
-        .expect("exe")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/release")
-        .join("berth");
-    assert!(
-        berth.is_file(),
-        "{} is missing: cargo build --release --bin berth --example bench_offsite",
-        berth.display()
-    );
+    let berth = util::release_berth("bench_offsite");
     let home = PathBuf::from(std::env::var_os("HOME").expect("$HOME"));
     let installed = |var: &str, default: &str| {
         std::env::var_os(var)

@@ -26,23 +26,50 @@ pub fn measure_child_if_asked() {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
-/// The peak RSS (KiB) the measuring child said, in its stderr.
-pub fn maxrss_kb(stderr: &str) -> u64 {
+/// A value the measuring child said in its stderr (`KEY=VALUE`), or the default.
+fn said<T: std::str::FromStr + Default>(stderr: &str, key: &str) -> T {
     stderr
         .lines()
-        .find_map(|l| l.strip_prefix("BENCH_MAXRSS_KB="))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+/// The peak RSS (KiB) the measuring child said, in its stderr.
+pub fn maxrss_kb(stderr: &str) -> u64 {
+    said(stderr, "BENCH_MAXRSS_KB")
 }
 
 /// The CPU seconds (user and system) the measuring child said, in its stderr.
 #[allow(dead_code)] // not every benchmark that includes this module prints it
 pub fn cpu_s(stderr: &str) -> f64 {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("BENCH_CPU_S="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    said(stderr, "BENCH_CPU_S")
+}
+
+/// The tree a backup benchmark reads: its first argument, else the machine's
+/// `/usr/lib/x86_64-linux-gnu`.
+pub fn tree_arg() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".into()),
+    )
+}
+
+/// The release `berth` beside this benchmark (`target/release/berth`), which must be built.
+pub fn release_berth(bench: &str) -> std::path::PathBuf {
+    let berth = std::env::current_exe()
+        .expect("exe")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/release")
+        .join("berth");
+    assert!(
+        berth.is_file(),
+        "{} is missing: cargo build --release --bin berth --example {bench}",
+        berth.display()
+    );
+    berth
 }
 
 pub fn median(v: &[f64]) -> f64 {
