@@ -206,6 +206,30 @@ pub fn check_stored(store: &dyn store::Store, manifest: &Manifest) -> Result<(),
         hasher.update(&buf[..n]);
     }
     let sha = crate::encode::hex(&hasher.finalize());
+    stored_matches(what, manifest, bytes, &sha)
+}
+
+/// A copy of a backup's data, just written to `store` and committed, compared with its
+/// manifest: what the store read back while it wrote it, or else the data read whole
+/// ([`check_stored`]).
+pub fn check_written(store: &dyn store::Store, manifest: &Manifest) -> Result<(), BackupError> {
+    match store.read_back_while_written(&manifest.name, &manifest.id) {
+        Some((bytes, sha)) => {
+            let what = store.locate(&manifest.name, &manifest.id);
+            stored_matches(what, manifest, bytes, &sha)
+        }
+        None => check_stored(store, manifest),
+    }
+}
+
+/// The size and SHA-256 of a backup's stored data, as read from `what`, against its
+/// manifest's.
+fn stored_matches(
+    what: String,
+    manifest: &Manifest,
+    bytes: u64,
+    sha: &str,
+) -> Result<(), BackupError> {
     if bytes != manifest.stored_bytes || sha != manifest.stored_sha256 {
         return Err(BackupError::Damaged {
             what,

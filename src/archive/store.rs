@@ -33,6 +33,13 @@ pub trait Store {
     fn create(&self, name: &str, id: &str) -> Result<Box<dyn Write + Send>, BackupError>;
     /// Publishes a backup: its manifest, written after the data, atomically.
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError>;
+    /// The size and SHA-256 of a backup's data as this store read it back from where it
+    /// is while this process wrote it, once [`Store::commit`] has taken it in; `None` where
+    /// the store reads nothing back as it writes (the caller reads it whole:
+    /// [`crate::archive::check_stored`]). Taken once.
+    fn read_back_while_written(&self, _name: &str, _id: &str) -> Option<(u64, String)> {
+        None
+    }
     /// Removes a backup whose data could not be written or verified.
     fn discard(&self, name: &str, id: &str);
     /// The manifest files of a backup name (file names, `ID.manifest.json`), any order.

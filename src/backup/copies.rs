@@ -98,7 +98,8 @@ pub(super) struct Copying {
 impl Copying {
     /// Each copy whose data was written: its manifest written (unverified; completing its
     /// data), its bytes read back from where it is and their SHA-256 and size compared with
-    /// the manifest's. Those bytes are the ones the host's copy has, which is decrypted and
+    /// the manifest's (a bucket has read each segment back while the backup was made: only
+    /// the comparison is left). Those bytes are the ones the host's copy has, which is decrypted and
     /// walked whole meanwhile (on another thread): equal bytes open the same way, so the
     /// copy's read-back need not decrypt them again (`backup verify` does, when asked).
     /// Per copy, in order: why it failed, if it did.
@@ -115,7 +116,7 @@ impl Copying {
                 let store = copy.store.as_ref();
                 store
                     .commit(&m)
-                    .and_then(|()| crate::archive::check_stored(store, &m))
+                    .and_then(|()| crate::archive::check_written(store, &m))
                     .err()
                     .map(|e| e.to_string())
             })

@@ -84,9 +84,8 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     berth(&["secrets", "set", "backup_key", "--generate"]).code(0);
     berth(&["secrets", "set", "s3_secret", "--generate"]).code(0);
     berth(&["apply", "--yes"]).code(0);
-    // Enough to take several parts of an upload (5 MiB each) and several ranges of a
-    // read-back from the bucket (8 MiB each) once compressed: 24 MiB of hex (zstd halves
-    // it), and a small file.
+    // Enough to take two segments of 8 MiB in the bucket once compressed: 24 MiB of hex
+    // (zstd halves it), and a small file.
     let mut block = sha256(b"seed");
     let big: String = (0..(24 << 20) / 64)
         .map(|_| {
@@ -123,18 +122,31 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     // The witnesses: the bucket and the sftp store hold the data and its manifest, the
     // data byte for byte the host's.
     let host = std::fs::read(&s.data_files()[0]).unwrap();
-    assert!(
-        host.len() > 8 << 20,
-        "the data spans several parts, and ranges"
-    );
+    assert!(host.len() > 8 << 20, "the data spans two segments");
+    // The bucket holds the data in segments of 8 MiB, in order, that are the host's file
+    // once concatenated (as `aws s3 cp --recursive` and `cat` would put them together).
     let keys = server.keys("berth-test", "shop/data/");
-    let data_key = format!("shop/data/{id}.tar.zst.age");
-    assert!(keys.contains(&data_key), "{keys:?}");
+    let data_dir = format!("shop/data/{id}.tar.zst.age.d/");
+    let mut segments: Vec<&String> = keys.iter().filter(|k| k.starts_with(&data_dir)).collect();
+    segments.sort();
+    assert_eq!(
+        segments,
+        [format!("{data_dir}00000000"), format!("{data_dir}00000001")]
+            .iter()
+            .collect::<Vec<_>>(),
+        "{keys:?}"
+    );
     assert!(
         keys.contains(&format!("shop/data/{id}.manifest.json")),
         "{keys:?}"
     );
-    assert_eq!(sha256(&server.get("berth-test", &data_key)), sha256(&host));
+    assert_eq!(keys.len(), 3, "nothing else in the bucket: {keys:?}");
+    let joined: Vec<u8> = segments
+        .iter()
+        .flat_map(|k| server.get("berth-test", k))
+        .collect();
+    assert_eq!(server.get("berth-test", segments[0]).len(), 8 << 20);
+    assert_eq!(sha256(&joined), sha256(&host));
     let in_vault = vault_dir.join("data").join(format!("{id}.tar.zst.age"));
     assert_eq!(sha256(&std::fs::read(&in_vault).unwrap()), sha256(&host));
     // The owner's only there too, whatever the server's umask.
@@ -188,7 +200,7 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     assert!(
         copies
             .iter()
-            .any(|c| c["location"] == format!("s3://berth-test/{data_key}")),
+            .any(|c| c["location"] == format!("s3://berth-test/{data_dir}")),
         "{json}"
     );
 
@@ -227,6 +239,114 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
         r.stderr()
     );
     assert_eq!(s.volume_tree(), before);
+}
+
+#[test]
+fn segments_without_a_manifest_are_left_alone_while_fresh_and_a_missing_segment_fails_verify() {
+    if !docker::available() || !backup::tools(&["age-keygen", "curl"]) {
+        return;
+    }
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    server.bucket("berth-test");
+    let s = Scene::new();
+    spec(
+        &s,
+        &server.endpoint(),
+        "sftp://nobody@127.0.0.1:1/unused",
+        "[offsite]",
+    );
+    s.berth(&["secrets", "set", "backup_key", "--generate"])
+        .code(0);
+    s.berth(&["secrets", "set", "s3_secret", "--generate"])
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    // Two segments once compressed (see above).
+    let mut block = sha256(b"other seed");
+    let big: String = (0..(24 << 20) / 64)
+        .map(|_| {
+            block = sha256(block.as_bytes());
+            block.clone()
+        })
+        .collect();
+    s.put(&[("big.txt", &big)]);
+
+    // A whole backup in the bucket.
+    s.berth(&["backup", "run", "data"]).code(0);
+    let id = s.ids("data").pop().unwrap();
+    s.berth(&["backup", "verify", &id]).code(0);
+
+    // Killed once the next backup's segments are all in the bucket, before its manifest.
+    let r = s.berth_env(
+        &["backup", "run", "data"],
+        &[("BERTH_FAULT_BACKUP_KILL", "copy-segments")],
+    );
+    assert!(r.0.status.code().is_none(), "not killed: {}", r.stderr());
+    let cut = s.ids("data").pop().expect("the host's backup");
+    assert_ne!(id, cut);
+    let keys = server.keys("berth-test", "shop/data/");
+    let segments = format!("shop/data/{cut}.tar.zst.age.d/");
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with(&segments)).count(),
+        2,
+        "{keys:?}"
+    );
+    assert!(
+        !keys.contains(&format!("shop/data/{cut}.manifest.json")),
+        "{keys:?}"
+    );
+    // Not a backup of the copy, and (just made: another run may still be writing it) not
+    // removed by prune.
+    let json = s
+        .berth(&["backup", "list", "--format", "json"])
+        .code(0)
+        .stdout();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let copies_of = |wanted: &str| {
+        doc["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == wanted)
+            .unwrap_or_else(|| panic!("{json}"))["copies"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(copies_of(&cut), Some(0), "{json}");
+    assert_eq!(copies_of(&id), Some(1), "{json}");
+    s.berth(&["backup", "prune"]).code(0);
+    assert_eq!(server.keys("berth-test", "shop/data/"), keys);
+
+    // One segment of the whole backup deleted by hand: its copy no longer verifies, and
+    // the missing segment is named.
+    let [first, second] = [0, 1].map(|n| format!("shop/data/{id}.tar.zst.age.d/0000000{n}"));
+    let joined = [
+        server.get("berth-test", &first),
+        server.get("berth-test", &second),
+    ]
+    .concat();
+    server.delete("berth-test", &first);
+    let r = s.berth(&["backup", "verify", &id]).code(1);
+    assert!(
+        r.stderr_flat().contains("its segment 00000000 is missing"),
+        "{}",
+        r.stderr()
+    );
+    // Data written as one object (as berth did before segments) still verifies.
+    server.delete("berth-test", &second);
+    server.put(
+        "berth-test",
+        &format!("shop/data/{id}.tar.zst.age"),
+        &joined,
+    );
+    let r = s.berth(&["backup", "verify", &id]).code(0);
+    assert!(
+        r.stderr_flat()
+            .contains(&format!("data (store `offsite`) {id}: ok")),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

@@ -1,16 +1,23 @@
 //! [`S3Store`]: a store in a bucket of any S3-compatible object store, through
-//! `object_store`. Each backup name is a prefix of data objects and their manifests, laid
-//! out as a directory store is (`PREFIX/NAME/ID.tar.zst.age`, `…/ID.manifest.json`).
+//! `object_store`. Each backup name is a prefix of backups laid out as in a directory
+//! store, but for the data: `PREFIX/NAME/ID.manifest.json`, and the data's bytes in
+//! objects of [`SEGMENT`] bytes each (the last one smaller), in order:
+//! `PREFIX/NAME/ID.tar.zst.age.d/00000000`, `…/00000001`, … Concatenated they are the
+//! `ID.tar.zst.age` of a directory store, byte for byte.
 //!
-//! Data is uploaded as a multipart upload while the pipeline writes it, in parts of
-//! [`part_size`] bytes with at most [`IN_FLIGHT`] of them on the wire: memory stays bounded
-//! (three parts: 15 MiB up to 4.9 GiB stored, twice that for each further thousand parts)
-//! and an object can reach S3's largest (5 TiB) within its 10,000 parts, at an upload rate
-//! that sends a part within a request's ten minutes (a 2.5 GiB part, beyond 2.5 TiB
-//! stored, wants about 4 MB/s per part). Stores that want every part but the last of one
-//! size take backups of up to 4.9 GiB stored. The upload is completed only by [`Store::commit`], just
-//! before the manifest is written, so that a backup killed midway leaves no data object,
-//! only parts the bucket drops by its lifecycle rule (`AbortIncompleteMultipartUpload`).
+//! Why segments, not one object: each segment is uploaded with one PUT while the pipeline
+//! writes the next ones, and read back (its SHA-256 taken, in order, into the hash of the
+//! whole) as soon as its PUT is done. The copy is thus read back whole while the backup is
+//! still being made, and nothing is left to read back but its last segments when the
+//! pipeline ends; a multipart upload can only be read once it is completed, and a
+//! completion may make the server copy every part again. Memory stays bounded: one
+//! segment being filled and at most [`IN_FLIGHT`] on the wire (24 MiB), whatever the size;
+//! there is no limit on a backup's size (a multipart upload ends at 10,000 parts).
+//!
+//! The manifest is written only once every segment is in and read back ([`Store::commit`]).
+//! A backup killed midway leaves segments without a manifest: [`Store::incomplete`] lists
+//! them once they are ten minutes old, and `prune` removes them. Data written as one object
+//! (`PREFIX/NAME/ID.tar.zst.age`, by berth before segments) is still read and deleted.
 //!
 //! `object_store` is async; berth's stores are read and written from plain threads and
 //! from inside the project's runtime alike. Every call therefore runs on a thread of its
@@ -26,32 +33,24 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, PutResult};
 
 use super::stream::{PartWriter, download, run_on};
 use super::{DATA, Incomplete, MANIFEST, Store, unfinished};
 use crate::archive::{BackupError, Manifest};
 
-/// The size of the first thousand uploaded parts: S3's least (but for the last).
-pub const PART: usize = 5 * 1024 * 1024;
-/// How many parts of one size are sent before the size doubles.
-const PARTS_PER_SIZE: u64 = 1000;
-
-/// The size of the `n`th part of an upload (from 0): [`PART`] for the first thousand,
-/// doubled for each further thousand. A backup's size is not known while it is written, and
-/// S3 takes at most 10,000 parts of at most 5 GiB: parts of 5 MiB alone would end an object
-/// at 48.8 GiB; these reach about 5 TiB (S3's largest object), and a backup of a few GiB
-/// needs no more than three 5 MiB parts in memory.
-pub fn part_size(n: u64) -> usize {
-    PART << (n / PARTS_PER_SIZE).min(9)
-}
-/// How many parts are uploaded at once.
+/// The size of a data segment (the last one of a backup holds what is left).
+pub const SEGMENT: usize = 8 * 1024 * 1024;
+/// The name of the folder of a backup's data segments, after its id.
+const SEGMENTS: &str = ".tar.zst.age.d";
+/// How many segments are uploaded at once.
 const IN_FLIGHT: usize = 2;
-/// The size of the ranges a data object is read in, and how many are requested at once:
-/// at most 4 ranges being received, one waiting for the reader and one it reads (48 MiB).
+/// The size of the ranges a data object written whole is read in, and how many ranges (or
+/// segments) are requested at once: at most 4 being received, one waiting for the reader
+/// and one it reads (48 MiB).
 const RANGE: usize = 8 * 1024 * 1024;
 const RANGES_IN_FLIGHT: usize = 4;
-/// How long a data object without its manifest counts as one being committed.
+/// How long data without its manifest counts as being written.
 const JUST_MADE: u64 = 600;
 
 /// Where and how to reach a bucket: what a spec's `stores:` entry says.
@@ -72,11 +71,20 @@ pub struct S3Store {
     bucket_name: String,
     prefix: String,
     runtime: Arc<tokio::runtime::Runtime>,
-    /// Uploads whose data is written and whose completion waits for [`Store::commit`].
-    pending: Mutex<HashMap<String, std::thread::JoinHandle<Result<Upload, String>>>>,
+    /// Data being written by this process: the thread that uploads its segments and
+    /// reads them back, joined by [`Store::commit`].
+    pending: Mutex<HashMap<String, std::thread::JoinHandle<Result<ReadBack, String>>>>,
+    /// Data this process wrote and committed: what was read back of it, for
+    /// [`Store::read_back_while_written`].
+    committed: Mutex<HashMap<String, ReadBack>>,
 }
 
-type Upload = Box<dyn MultipartUpload>;
+/// What the read-back of a backup's segments found, in order: their bytes and SHA-256.
+#[derive(Clone, Debug)]
+struct ReadBack {
+    bytes: u64,
+    sha256: String,
+}
 
 pub use crate::spec::parse_s3_url as parse_url;
 
@@ -137,6 +145,7 @@ impl S3Store {
             prefix,
             runtime: Arc::new(runtime),
             pending: Mutex::new(HashMap::new()),
+            committed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -153,8 +162,14 @@ impl S3Store {
         ObjectPath::from(path)
     }
 
+    /// Where data written as one object is (by berth before segments).
     fn data(&self, name: &str, id: &str) -> ObjectPath {
         self.key(name, &format!("{id}{DATA}"))
+    }
+
+    /// The folder of a backup's data segments.
+    fn segments_dir(&self, name: &str, id: &str) -> ObjectPath {
+        self.key(name, &format!("{id}{SEGMENTS}"))
     }
 
     fn manifest(&self, name: &str, id: &str) -> ObjectPath {
@@ -169,29 +184,91 @@ impl S3Store {
         ))
     }
 
-    /// The objects under a backup name's prefix: (file name, size, modified seconds).
-    fn objects(&self, name: &str) -> Result<Vec<(String, u64, u64)>, BackupError> {
+    /// The objects right under a backup name's prefix (file name, size, modified
+    /// seconds), and the ids whose data is in segments.
+    fn listing(&self, name: &str) -> Result<Listing, BackupError> {
         let dir = self.key(name, "");
         let bucket = self.bucket.clone();
-        let listed: Vec<_> = self.run(async move {
-            let mut out = Vec::new();
-            let mut s = bucket.list(Some(&dir));
-            while let Some(meta) = s.next().await {
-                out.push(meta.map(|m| {
-                    let file = m.location.filename().unwrap_or_default().to_owned();
-                    (file, m.size, m.last_modified.timestamp().max(0) as u64)
-                }));
-            }
-            out
-        });
-        listed
+        let at = dir.clone();
+        let listed = self
+            .run(async move { bucket.list_with_delimiter(Some(&at)).await })
+            .map_err(|e| self.err(&dir, e))?;
+        let objects = listed
+            .objects
             .into_iter()
-            .map(|r| r.map_err(|e| self.err(&self.key(name, ""), e)))
-            .collect()
+            .map(|m| {
+                let file = m.location.filename().unwrap_or_default().to_owned();
+                (file, m.size, m.last_modified.timestamp().max(0) as u64)
+            })
+            .collect();
+        let segmented = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename()?.strip_suffix(SEGMENTS).map(str::to_owned))
+            .collect();
+        Ok((objects, segmented))
     }
 
-    /// The upload of `name`/`id` this process wrote, finished with (its parts all sent).
-    fn take_pending(&self, name: &str, id: &str) -> Option<Result<Upload, String>> {
+    /// A backup's data segments, in order (none: its data is one object, or not there).
+    /// A gap in their numbers is damage.
+    fn segments(&self, name: &str, id: &str) -> Result<Vec<ObjectMeta>, BackupError> {
+        let dir = self.segments_dir(name, id);
+        let bucket = self.bucket.clone();
+        let at = dir.clone();
+        let listed: object_store::Result<Vec<ObjectMeta>> = self.run(async move {
+            use futures_util::TryStreamExt;
+            bucket.list(Some(&at)).try_collect().await
+        });
+        let mut listed = listed.map_err(|e| self.err(&dir, e))?;
+        // Eight digits sort as numbers do; past 10^8 segments (800 TB) the longer last.
+        listed.sort_by(|a, b| {
+            let key = |m: &ObjectMeta| (m.location.as_ref().len(), m.location.clone());
+            key(a).cmp(&key(b))
+        });
+        for (n, m) in listed.iter().enumerate() {
+            if m.location.filename() != Some(segment_name(n as u64).as_str()) {
+                return Err(BackupError::Damaged {
+                    what: format!("s3://{}/{dir}/", self.bucket_name),
+                    why: format!(
+                        "its segment {} is missing (found `{}` in its place)",
+                        segment_name(n as u64),
+                        m.location.filename().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Deletes every object of a backup's data, segments or one object.
+    fn delete_data(&self, name: &str, id: &str) -> Result<(), BackupError> {
+        let dir = self.segments_dir(name, id);
+        let bucket = self.bucket.clone();
+        let at = dir.clone();
+        let deleted: object_store::Result<()> = self.run(async move {
+            use futures_util::TryStreamExt;
+            let paths = bucket.list(Some(&at)).map_ok(|m| m.location).boxed();
+            bucket
+                .delete_stream(paths)
+                .try_for_each(|_| async { Ok(()) })
+                .await
+        });
+        match deleted {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err(&dir, e)),
+        }
+        let path = self.data(name, id);
+        let bucket = self.bucket.clone();
+        let del = path.clone();
+        match self.run(async move { bucket.delete(&del).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(&path, e)),
+        }
+    }
+
+    /// The data of `name`/`id` this process wrote, finished with: every segment sent and
+    /// read back (or why not).
+    fn take_pending(&self, name: &str, id: &str) -> Option<Result<ReadBack, String>> {
         let handle = self.pending.lock().ok()?.remove(&format!("{name}/{id}"))?;
         Some(
             handle
@@ -199,6 +276,15 @@ impl S3Store {
                 .unwrap_or_else(|_| Err("the upload thread failed".into())),
         )
     }
+}
+
+/// The objects right under a backup name's prefix (file name, size, modified seconds), and
+/// the ids whose data is in segments.
+type Listing = (Vec<(String, u64, u64)>, Vec<String>);
+
+/// The name of segment `n` (from 0): eight digits, so that names sort as numbers do.
+fn segment_name(n: u64) -> String {
+    format!("{n:08}")
 }
 
 /// An error of `object_store` as berth shows it: no credential ever (it names none, but a
@@ -215,40 +301,43 @@ fn scrub(text: &str) -> String {
 
 impl Store for S3Store {
     fn create(&self, name: &str, id: &str) -> Result<Box<dyn Write + Send>, BackupError> {
-        let path = self.data(name, id);
-        let bucket = self.bucket.clone();
-        let upload = self
-            .run(async move { bucket.put_multipart(&path).await })
-            .map_err(|e| self.err(&self.data(name, id), e))?;
-        // A part is handed over only when the thread takes it: one being filled, at most
-        // IN_FLIGHT on the wire.
+        // A segment is handed over only when the thread takes it: one being filled, at
+        // most IN_FLIGHT on the wire.
         let (tx, rx) = sync_channel::<Bytes>(0);
         let failed = Arc::new(Mutex::new(None));
-        let runtime = self.runtime.clone();
+        let (runtime, bucket) = (self.runtime.clone(), self.bucket.clone());
+        let dir = self.segments_dir(name, id);
         let why = failed.clone();
         let handle = std::thread::Builder::new()
             .name("berth-s3-upload".into())
-            .spawn(move || upload_parts(runtime, upload, rx, why))
+            .spawn(move || upload_segments(&runtime, bucket, dir, rx, why))
             .map_err(|e| BackupError::Store(format!("an upload thread: {e}")))?;
         if let Ok(mut p) = self.pending.lock() {
             p.insert(format!("{name}/{id}"), handle);
         }
-        Ok(Box::new(PartWriter::new(part_size, tx, failed)))
+        Ok(Box::new(PartWriter::new(|_| SEGMENT, tx, failed)))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), BackupError> {
         let (name, id) = (&manifest.name, &manifest.id);
-        // The data first: its upload completed (once, by the process that wrote it).
-        if let Some(upload) = self.take_pending(name, id) {
-            let mut upload = upload.map_err(|why| {
+        // The data first: every segment sent and read back (once, by the process that
+        // wrote it).
+        if let Some(done) = self.take_pending(name, id) {
+            let read = done.map_err(|why| {
                 BackupError::Store(format!(
-                    "s3://{}/{}: {why}",
+                    "s3://{}/{}/: {why}",
                     self.bucket_name,
-                    self.data(name, id)
+                    self.segments_dir(name, id)
                 ))
             })?;
-            self.run(async move { upload.complete().await })
-                .map_err(|e| self.err(&self.data(name, id), e))?;
+            if let Ok(mut c) = self.committed.lock() {
+                c.insert(format!("{name}/{id}"), read);
+            }
+            // Every segment in, no manifest yet: what a kill leaves here (tests).
+            crate::archive::helpers::fault_point(
+                crate::archive::helpers::ENV_FAULT_BACKUP_KILL,
+                "copy-segments",
+            );
         }
         let mut text = serde_json::to_vec_pretty(manifest).unwrap_or_default();
         text.push(b'\n');
@@ -260,16 +349,27 @@ impl Store for S3Store {
             .map_err(|e| self.err(&path, e))
     }
 
+    fn read_back_while_written(&self, name: &str, id: &str) -> Option<(u64, String)> {
+        let read = self
+            .committed
+            .lock()
+            .ok()?
+            .remove(&format!("{name}/{id}"))?;
+        Some((read.bytes, read.sha256))
+    }
+
     fn discard(&self, name: &str, id: &str) {
-        if let Some(Ok(mut upload)) = self.take_pending(name, id) {
-            let _ = self.run(async move { upload.abort().await });
+        let _ = self.take_pending(name, id);
+        if let Ok(mut c) = self.committed.lock() {
+            c.remove(&format!("{name}/{id}"));
         }
         let _ = self.delete(name, id);
     }
 
     fn manifest_files(&self, name: &str) -> Result<Vec<String>, BackupError> {
         Ok(self
-            .objects(name)?
+            .listing(name)?
+            .0
             .into_iter()
             .map(|(file, _, _)| file)
             .filter(|f| f.ends_with(MANIFEST))
@@ -289,43 +389,98 @@ impl Store for S3Store {
     }
 
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn Read + Send>, BackupError> {
-        let path = self.data(name, id);
-        let bucket = self.bucket.clone();
-        let head = path.clone();
-        let meta = self
-            .run(async move { bucket.head(&head).await })
-            .map_err(|e| self.err(&path, e))?;
-        let stream = ranges(self.bucket.clone(), path, meta.size, meta.e_tag);
+        let segments = self.segments(name, id)?;
+        let pieces: Vec<Piece> = if segments.is_empty() {
+            // Written as one object: read in ranges.
+            let path = self.data(name, id);
+            let bucket = self.bucket.clone();
+            let head = path.clone();
+            let meta = self
+                .run(async move { bucket.head(&head).await })
+                .map_err(|e| self.err(&path, e))?;
+            (0..meta.size)
+                .step_by(RANGE)
+                .map(|start| Piece {
+                    path: path.clone(),
+                    range: Some(start..(start + RANGE as u64).min(meta.size)),
+                    e_tag: meta.e_tag.clone(),
+                })
+                .collect()
+        } else {
+            segments
+                .into_iter()
+                .map(|m| Piece {
+                    path: m.location,
+                    range: None,
+                    e_tag: m.e_tag,
+                })
+                .collect()
+        };
+        let stream = fetch(self.bucket.clone(), pieces);
         let reader = download(self.runtime.clone(), "berth-s3-download", stream, 1)
             .map_err(|e| BackupError::Store(format!("a download thread: {e}")))?;
         Ok(Box::new(reader))
     }
 
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError> {
-        for path in [self.data(name, id), self.manifest(name, id)] {
-            let bucket = self.bucket.clone();
-            let del = path.clone();
-            match self.run(async move { bucket.delete(&del).await }) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.err(&path, e)),
-            }
+        self.delete_data(name, id)?;
+        let path = self.manifest(name, id);
+        let bucket = self.bucket.clone();
+        let del = path.clone();
+        match self.run(async move { bucket.delete(&del).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(&path, e)),
         }
-        Ok(())
     }
 
     fn locate(&self, name: &str, id: &str) -> String {
-        format!("s3://{}/{}", self.bucket_name, self.data(name, id))
+        format!("s3://{}/{}/", self.bucket_name, self.segments_dir(name, id))
     }
 
     fn modified(&self, name: &str, id: &str) -> Option<u64> {
-        let path = self.data(name, id);
-        let bucket = self.bucket.clone();
-        let meta = self.run(async move { bucket.head(&path).await }).ok()?;
-        Some(meta.last_modified.timestamp().max(0) as u64)
+        let segments = self.segments(name, id).ok()?;
+        let newest = match segments.iter().map(|m| m.last_modified).max() {
+            Some(t) => t,
+            None => {
+                let path = self.data(name, id);
+                let bucket = self.bucket.clone();
+                self.run(async move { bucket.head(&path).await })
+                    .ok()?
+                    .last_modified
+            }
+        };
+        Some(newest.timestamp().max(0) as u64)
     }
 
     fn incomplete(&self, name: &str) -> Result<Vec<Incomplete>, BackupError> {
-        let objects = self.objects(name)?;
+        let (mut objects, segmented) = self.listing(name)?;
+        // Data in segments counts as one file: their sizes summed, the newest's time.
+        for id in segmented {
+            if objects
+                .iter()
+                .any(|(f, _, _)| *f == format!("{id}{MANIFEST}"))
+            {
+                continue;
+            }
+            let segments = match self.segments(name, &id) {
+                Ok(s) => s,
+                Err(BackupError::Damaged { .. }) => {
+                    // Its numbers have a gap (a segment deleted by hand): still berth's.
+                    let dir = self.segments_dir(name, &id);
+                    let bucket = self.bucket.clone();
+                    self.run(async move {
+                        use futures_util::TryStreamExt;
+                        bucket.list(Some(&dir)).try_collect::<Vec<_>>().await
+                    })
+                    .map_err(|e| self.err(&self.segments_dir(name, &id), e))?
+                }
+                Err(e) => return Err(e),
+            };
+            let bytes = segments.iter().map(|m| m.size).sum();
+            let newest = segments.iter().map(|m| m.last_modified).max();
+            let modified = newest.map_or(0, |t| t.timestamp().max(0) as u64);
+            objects.push((format!("{id}{DATA}"), bytes, modified));
+        }
         Ok(unfinished(
             &objects,
             |f| f.strip_suffix(DATA),
@@ -338,38 +493,36 @@ impl Store for S3Store {
         if !self.incomplete(name)?.iter().any(|i| i.id == id) {
             return Ok(false);
         }
-        let path = self.data(name, id);
-        let bucket = self.bucket.clone();
-        let del = path.clone();
-        self.run(async move { bucket.delete(&del).await })
-            .map_err(|e| self.err(&path, e))?;
+        self.delete_data(name, id)?;
         Ok(true)
     }
 }
 
-/// The bytes of an object of `size` bytes, in order, fetched in ranges of [`RANGE`] bytes
-/// with [`RANGES_IN_FLIGHT`] of them requested at once (one GET of a large object is as
-/// fast as one connection: object stores serve several at once far faster), each only
-/// while the object is still the one `e_tag` names.
-fn ranges(
-    bucket: Arc<AmazonS3>,
+/// A part of a backup's data to fetch: an object, or a range of one, while it is still
+/// the one `e_tag` names.
+struct Piece {
     path: ObjectPath,
-    size: u64,
+    range: Option<std::ops::Range<u64>>,
     e_tag: Option<String>,
+}
+
+/// The bytes of `pieces`, in order, with [`RANGES_IN_FLIGHT`] of them requested at once
+/// (one GET of a large object is as fast as one connection: object stores serve several
+/// at once far faster).
+fn fetch(
+    bucket: Arc<AmazonS3>,
+    pieces: Vec<Piece>,
 ) -> futures_util::stream::BoxStream<'static, Result<Bytes, String>> {
-    let starts = (0..size).step_by(RANGE);
-    futures_util::stream::iter(starts)
-        .map(move |start| {
-            let (bucket, path) = (bucket.clone(), path.clone());
+    futures_util::stream::iter(pieces)
+        .map(move |piece| {
+            let bucket = bucket.clone();
             let options = object_store::GetOptions {
-                range: Some(object_store::GetRange::Bounded(
-                    start..(start + RANGE as u64).min(size),
-                )),
-                if_match: e_tag.clone(),
+                range: piece.range.map(object_store::GetRange::Bounded),
+                if_match: piece.e_tag,
                 ..Default::default()
             };
-            // Spawned: the runtime's workers receive the ranges while the reader hashes.
-            tokio::spawn(async move { bucket.get_opts(&path, options).await?.bytes().await })
+            // Spawned: the runtime's workers receive the pieces while the reader hashes.
+            tokio::spawn(async move { bucket.get_opts(&piece.path, options).await?.bytes().await })
         })
         .buffered(RANGES_IN_FLIGHT)
         .map(|got| match got {
@@ -380,54 +533,99 @@ fn ranges(
         .boxed()
 }
 
-/// Sends the parts a [`PartWriter`] fills, at most [`IN_FLIGHT`] at once; hands back the
-/// upload, every part sent, for [`Store::commit`] to complete (or the reason it failed,
-/// also left in `failed` for the writer to say).
-fn upload_parts(
-    runtime: Arc<tokio::runtime::Runtime>,
-    mut upload: Upload,
+/// Uploads the segments a [`PartWriter`] fills (one PUT each, at most [`IN_FLIGHT`] at
+/// once) into `dir`, and reads each back, in order, as soon as its PUT is done (under
+/// If-Match its ETag): the size and SHA-256 of all it read, once the writer is gone and
+/// every segment is in; or why not (also left in `failed` for the writer to say).
+fn upload_segments(
+    runtime: &tokio::runtime::Runtime,
+    bucket: Arc<AmazonS3>,
+    dir: ObjectPath,
     rx: Receiver<Bytes>,
     failed: Arc<Mutex<Option<String>>>,
-) -> Result<Upload, String> {
-    let mut sending: std::collections::VecDeque<tokio::task::JoinHandle<object_store::Result<()>>> =
-        std::collections::VecDeque::new();
-    let mut parts = 0usize;
+) -> Result<ReadBack, String> {
+    type Put = (
+        ObjectPath,
+        tokio::task::JoinHandle<object_store::Result<PutResult>>,
+    );
     let fail = |why: String| {
         if let Ok(mut f) = failed.lock() {
             *f = Some(why.clone());
         }
         why
     };
-    let wait = |h: tokio::task::JoinHandle<object_store::Result<()>>| -> Result<(), String> {
-        match runtime.block_on(h) {
-            Ok(Ok(())) => Ok(()),
+    let (done, to_read) = tokio::sync::mpsc::unbounded_channel();
+    let reading = runtime.spawn(read_back(bucket.clone(), to_read));
+    let mut sending: std::collections::VecDeque<Put> = std::collections::VecDeque::new();
+    let wait = |(path, put): Put| -> Result<(), String> {
+        match runtime.block_on(put) {
+            Ok(Ok(put)) => {
+                let _ = done.send((path, put.e_tag));
+                Ok(())
+            }
             Ok(Err(e)) => Err(scrub(&e.to_string())),
             Err(e) => Err(e.to_string()),
         }
     };
-    let abort = |upload: &mut Upload, why: String| {
-        let _ = runtime.block_on(upload.abort());
-        fail(why)
-    };
-    while let Ok(part) = rx.recv() {
-        parts += 1;
-        sending.push_back(runtime.spawn(upload.put_part(PutPayload::from(part))));
+    // A backup's data is never empty (age's header), but an empty stream is one segment.
+    let mut segments = rx.iter().peekable();
+    let empty = segments.peek().is_none();
+    let mut sent = Ok(());
+    for (n, segment) in segments.chain(empty.then(Bytes::new)).enumerate() {
+        let path = ObjectPath::from(format!("{dir}/{}", segment_name(n as u64)));
+        let (b, at) = (bucket.clone(), path.clone());
+        let put = runtime.spawn(async move { b.put(&at, PutPayload::from(segment)).await });
+        sending.push_back((path, put));
         if sending.len() >= IN_FLIGHT
-            && let Some(h) = sending.pop_front()
-            && let Err(why) = wait(h)
+            && let Some(oldest) = sending.pop_front()
         {
-            return Err(abort(&mut upload, why));
+            sent = wait(oldest);
+            if sent.is_err() {
+                break;
+            }
         }
     }
-    if parts == 0 {
-        sending.push_back(runtime.spawn(upload.put_part(PutPayload::from(Bytes::new()))));
+    // Every PUT begun has ended before this returns: a failed copy's segments are deleted
+    // next, and none may land after that.
+    while let Some(oldest) = sending.pop_front() {
+        let put = wait(oldest);
+        sent = sent.and(put);
     }
-    while let Some(h) = sending.pop_front() {
-        if let Err(why) = wait(h) {
-            return Err(abort(&mut upload, why));
+    sent.map_err(fail)?;
+    drop(done);
+    match runtime.block_on(reading) {
+        Ok(Ok(read)) => Ok(read),
+        Ok(Err(why)) => Err(fail(format!("reading it back: {why}"))),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Reads back each segment `to_read` names, in order, as whole objects under If-Match
+/// their ETag, hashing what arrives: the total size and SHA-256.
+async fn read_back(
+    bucket: Arc<AmazonS3>,
+    mut to_read: tokio::sync::mpsc::UnboundedReceiver<(ObjectPath, Option<String>)>,
+) -> Result<ReadBack, String> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some((path, e_tag)) = to_read.recv().await {
+        let options = object_store::GetOptions {
+            if_match: e_tag,
+            ..Default::default()
+        };
+        let got = bucket.get_opts(&path, options).await;
+        let mut body = got.map_err(|e| scrub(&e.to_string()))?.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| scrub(&e.to_string()))?;
+            bytes += chunk.len() as u64;
+            hash.update(&chunk);
         }
     }
-    Ok(upload)
+    Ok(ReadBack {
+        bytes,
+        sha256: crate::encode::hex(&hash.finalize()),
+    })
 }
 
 #[cfg(test)]
@@ -443,19 +641,12 @@ mod tests {
     }
 
     #[test]
-    fn parts_fit_s3s_limits_up_to_its_largest_object() {
-        const MIB: u64 = 1024 * 1024;
-        assert_eq!(part_size(0), 5 * MIB as usize);
-        assert_eq!(part_size(999), 5 * MIB as usize);
-        assert_eq!(part_size(1000), 10 * MIB as usize);
-        // S3: at most 10,000 parts, each at most 5 GiB; an object of at most 5 TiB.
-        let sizes: Vec<u64> = (0..10_000).map(|n| part_size(n) as u64).collect();
-        assert!(sizes.iter().all(|&s| s <= 5 * 1024 * MIB));
-        let total: u64 = sizes.iter().sum();
-        assert!(total >= 4_990 * 1024 * MIB, "{} GiB", total / 1024 / MIB);
-        // A backup that stores 4 GiB needs only the smallest parts.
-        let parts_for_4_gib = (4 * 1024 * MIB).div_ceil(5 * MIB);
-        assert!(parts_for_4_gib < 1000);
+    fn segment_names_sort_as_their_numbers() {
+        let names: Vec<String> = [0, 1, 9, 10, 99_999_999].map(segment_name).into();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(segment_name(0), "00000000");
     }
 
     #[test]

@@ -68,6 +68,14 @@ impl S3Server {
     fn curl(&self, args: &[&str]) -> std::process::Output {
         Command::new("curl")
             .args(["-sS", "--fail", "--max-time", "60"])
+            // Signed (moto takes any key): moto refuses an anonymous GET of an object
+            // written with a single PUT.
+            .args([
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                "witness:witness",
+            ])
             .args(args)
             .output()
             .expect("curl runs")
@@ -111,6 +119,36 @@ impl S3Server {
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
+    }
+
+    /// Writes an object (one PUT).
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::fs::write(file.path(), bytes).expect("the object's bytes written");
+        let body = format!("@{}", file.path().display());
+        let url = format!("{}/{bucket}/{key}", self.endpoint());
+        // Not curl's default type for a body (a form's, which moto parses as one).
+        let kind = "Content-Type: application/octet-stream";
+        let out = self.curl(&["-X", "PUT", "-H", kind, "--data-binary", &body, &url]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        let out = self.curl(&[
+            "-X",
+            "DELETE",
+            &format!("{}/{bucket}/{key}", self.endpoint()),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops the server now (as an outage would).
