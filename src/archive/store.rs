@@ -82,7 +82,8 @@ pub trait Store {
     }
     /// The data of a backup, to read.
     fn open(&self, name: &str, id: &str) -> Result<Box<dyn std::io::Read + Send>, BackupError>;
-    /// Deletes a backup (data, then manifest).
+    /// Deletes a backup: its data and its manifest (in the order that leaves the store
+    /// clean if it is cut short, which each store says).
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError>;
     /// Where the data of a backup is, for people (and the disaster-recovery one-liner).
     fn locate(&self, name: &str, id: &str) -> String;

@@ -299,6 +299,29 @@ impl Backups {
         out
     }
 
+    /// In each store a new backup of `name` was just copied to and verified in (`copies`),
+    /// what a killed backup began there and left without a manifest, removed once the
+    /// store counts it as cut short (see each store's `incomplete`): (store, removed). A
+    /// store that cannot be cleaned is passed over; the next run tries again.
+    pub fn remove_incomplete_in_copies(
+        &self,
+        name: &str,
+        copies: &[CopyOutcome],
+    ) -> Vec<(String, crate::archive::store::Incomplete)> {
+        let mut removed = Vec::new();
+        for c in copies.iter().filter(|c| c.result.is_ok()) {
+            let Ok(copy) = self.open_copy(&c.store) else {
+                continue;
+            };
+            for i in copy.store.incomplete(name).unwrap_or_default() {
+                if copy.store.remove_incomplete(name, &i.id).unwrap_or(false) {
+                    removed.push((c.store.clone(), i));
+                }
+            }
+        }
+        removed
+    }
+
     /// This project's backups of `name` in `copy`: those berth may trust (with a
     /// `backup_key:`, those whose manifest authenticates), oldest first, and the others
     /// with what was found.

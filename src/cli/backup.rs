@@ -283,6 +283,14 @@ fn take(b: &Backups, names: Vec<String>) -> Result<u8, OpError> {
                         format_time(i.modified)
                     );
                 }
+                // And in each copy it verified in, what killed runs left there.
+                for (store, i) in b.remove_incomplete_in_copies(&name, &taken.copies) {
+                    eprintln!(
+                        "backup `{name}`: removed {} from store `{store}`, cut short while it was written ({}), no manifest",
+                        i.id,
+                        format_time(i.modified)
+                    );
+                }
             }
             Err(e) => {
                 failures += 1;

@@ -242,7 +242,8 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
 }
 
 #[test]
-fn segments_without_a_manifest_are_left_alone_while_fresh_and_a_missing_segment_fails_verify() {
+fn segments_without_a_manifest_are_left_alone_while_fresh_pruned_ones_go_whole_and_a_missing_segment_fails_verify()
+ {
     if !docker::available() || !backup::tools(&["age-keygen", "curl"]) {
         return;
     }
@@ -318,6 +319,30 @@ fn segments_without_a_manifest_are_left_alone_while_fresh_and_a_missing_segment_
     s.berth(&["backup", "prune"]).code(0);
     assert_eq!(server.keys("berth-test", "shop/data/"), keys);
 
+    // A newer backup: `daily: 7` keeps only the newest of the day, so prune deletes the
+    // older one in the bucket, its manifest and every segment.
+    s.berth(&["backup", "run", "data"]).code(0);
+    let older = id;
+    let id = s.ids("data").pop().unwrap();
+    let r = s.berth(&["backup", "prune"]).code(0);
+    assert!(
+        r.stderr_flat()
+            .contains(&format!("delete data {older} in store `offsite`")),
+        "{}",
+        r.stderr()
+    );
+    let keys = server.keys("berth-test", "shop/data/");
+    assert!(!keys.iter().any(|k| k.contains(&older)), "{keys:?}");
+    assert!(
+        keys.contains(&format!("shop/data/{id}.manifest.json")),
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with(&segments)).count(),
+        2,
+        "the killed run's segments are still too fresh to remove: {keys:?}"
+    );
+
     // One segment of the whole backup deleted by hand: its copy no longer verifies, and
     // the missing segment is named.
     let [first, second] = [0, 1].map(|n| format!("shop/data/{id}.tar.zst.age.d/0000000{n}"));
@@ -347,6 +372,11 @@ fn segments_without_a_manifest_are_left_alone_while_fresh_and_a_missing_segment_
         "{}",
         r.stderr()
     );
+    // And is deleted as any other once a newer backup is kept in its place.
+    s.berth(&["backup", "run", "data"]).code(0);
+    s.berth(&["backup", "prune"]).code(0);
+    let keys = server.keys("berth-test", "shop/data/");
+    assert!(!keys.iter().any(|k| k.contains(&id)), "{keys:?}");
 }
 
 #[test]

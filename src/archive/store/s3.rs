@@ -14,10 +14,12 @@
 //! segment being filled and at most [`IN_FLIGHT`] on the wire (24 MiB), whatever the size;
 //! there is no limit on a backup's size (a multipart upload ends at 10,000 parts).
 //!
-//! The manifest is written only once every segment is in and read back ([`Store::commit`]).
-//! A backup killed midway leaves segments without a manifest: [`Store::incomplete`] lists
-//! them once they are ten minutes old, and `prune` removes them. Data written as one object
-//! (`PREFIX/NAME/ID.tar.zst.age`, by berth before segments) is still read and deleted.
+//! The manifest is written only once every segment is in and read back, and a listing
+//! shows the bucket still holds them as written ([`Store::commit`]). A backup killed
+//! midway leaves segments without a manifest: [`Store::incomplete`] lists them once they
+//! are a day old ([`JUST_MADE`]), and the next verified run or `prune` removes them. A
+//! delete takes the manifest first. Data written as one object (`PREFIX/NAME/ID.tar.zst.age`,
+//! by berth before segments) is still read and deleted.
 //!
 //! `object_store` is async; berth's stores are read and written from plain threads and
 //! from inside the project's runtime alike. Every call therefore runs on a thread of its
@@ -26,16 +28,19 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, PutResult};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::stream::{PartWriter, download, run_on};
+use segments::{Piece, ReadBack, fetch, segment_name, segment_path, upload_segments};
+
+mod segments;
 use super::{DATA, Incomplete, MANIFEST, Store, unfinished};
 use crate::archive::{BackupError, Manifest};
 
@@ -50,8 +55,11 @@ const IN_FLIGHT: usize = 2;
 /// and one it reads (48 MiB).
 const RANGE: usize = 8 * 1024 * 1024;
 const RANGES_IN_FLIGHT: usize = 4;
-/// How long data without its manifest counts as being written.
-const JUST_MADE: u64 = 600;
+/// How long data without its manifest counts as being written: a day. A backup's
+/// segments are visible while it is made (and another host, or a clock that is ahead, may
+/// look at them): a source that stalls for hours (a dump waiting on a lock) must not have
+/// its first segments taken for what a killed run left.
+const JUST_MADE: u64 = 24 * 3600;
 
 /// Where and how to reach a bucket: what a spec's `stores:` entry says.
 #[derive(Clone, Debug, Default)]
@@ -79,13 +87,6 @@ pub struct S3Store {
     committed: Mutex<HashMap<String, ReadBack>>,
 }
 
-/// What the read-back of a backup's segments found, in order: their bytes and SHA-256.
-#[derive(Clone, Debug)]
-struct ReadBack {
-    bytes: u64,
-    sha256: String,
-}
-
 pub use crate::spec::parse_s3_url as parse_url;
 
 impl S3Store {
@@ -102,8 +103,8 @@ impl S3Store {
         // as every other TLS client of berth's (see engine::docker::transport on why ring).
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // A request may take up to ten minutes (object_store's default is 30 s): a part
-        // grows with a backup, up to 2.5 GiB (see `part_size`), and two go at once.
+        // A request may take up to ten minutes (object_store's default is 30 s): a slow
+        // link still sends a segment, two at once.
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket_name)
             .with_config(
@@ -266,6 +267,46 @@ impl S3Store {
         }
     }
 
+    /// Before a manifest is written over data this process wrote: what was read back of
+    /// it is the manifest's data (size and SHA-256), and the bucket still holds exactly the
+    /// segments the PUTs left (names, ETags, sizes), none gone or changed since they were
+    /// read back and none added.
+    fn still_as_written(&self, manifest: &Manifest, read: &ReadBack) -> Result<(), BackupError> {
+        let (name, id) = (&manifest.name, &manifest.id);
+        let damaged = |why: String| BackupError::Damaged {
+            what: self.locate(name, id),
+            why,
+        };
+        if read.bytes != manifest.stored_bytes || read.sha256 != manifest.stored_sha256 {
+            return Err(damaged(format!(
+                "the bucket gave back {} bytes with SHA-256 {}, the backup is {} bytes with {}",
+                read.bytes,
+                read.sha256.get(..16).unwrap_or("?"),
+                manifest.stored_bytes,
+                manifest.stored_sha256.get(..16).unwrap_or("?")
+            )));
+        }
+        let listed = self.segments(name, id)?;
+        let same = listed.len() == read.segments.len()
+            && listed
+                .iter()
+                .zip(&read.segments)
+                .all(|(m, (path, e_tag, size))| {
+                    m.location == *path
+                        && m.size == *size
+                        && (e_tag.is_none() || m.e_tag.is_none() || m.e_tag == *e_tag)
+                });
+        if !same {
+            return Err(damaged(format!(
+                "the bucket holds {} segment(s) of {} bytes, not the {} written and read back (changed or deleted meanwhile)",
+                listed.len(),
+                listed.iter().map(|m| m.size).sum::<u64>(),
+                read.segments.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// The data of `name`/`id` this process wrote, finished with: every segment sent and
     /// read back (or why not).
     fn take_pending(&self, name: &str, id: &str) -> Option<Result<ReadBack, String>> {
@@ -281,11 +322,6 @@ impl S3Store {
 /// The objects right under a backup name's prefix (file name, size, modified seconds), and
 /// the ids whose data is in segments.
 type Listing = (Vec<(String, u64, u64)>, Vec<String>);
-
-/// The name of segment `n` (from 0): eight digits, so that names sort as numbers do.
-fn segment_name(n: u64) -> String {
-    format!("{n:08}")
-}
 
 /// An error of `object_store` as berth shows it: no credential ever (it names none, but a
 /// URL with a signature in its query could appear: the query is cut).
@@ -330,6 +366,7 @@ impl Store for S3Store {
                     self.segments_dir(name, id)
                 ))
             })?;
+            self.still_as_written(manifest, &read)?;
             if let Ok(mut c) = self.committed.lock() {
                 c.insert(format!("{name}/{id}"), read);
             }
@@ -422,34 +459,37 @@ impl Store for S3Store {
         Ok(Box::new(reader))
     }
 
+    /// The manifest first, then the data: a delete cut short (many requests for many
+    /// segments) leaves data without a manifest, which `prune` removes as incomplete; never
+    /// a manifest over part of its data.
     fn delete(&self, name: &str, id: &str) -> Result<(), BackupError> {
-        self.delete_data(name, id)?;
         let path = self.manifest(name, id);
         let bucket = self.bucket.clone();
         let del = path.clone();
         match self.run(async move { bucket.delete(&del).await }) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err(&path, e)),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err(&path, e)),
         }
+        self.delete_data(name, id)
     }
 
     fn locate(&self, name: &str, id: &str) -> String {
         format!("s3://{}/{}/", self.bucket_name, self.segments_dir(name, id))
     }
 
+    /// When the first segment was written (close to when the backup began), or the one
+    /// object of data written whole.
     fn modified(&self, name: &str, id: &str) -> Option<u64> {
-        let segments = self.segments(name, id).ok()?;
-        let newest = match segments.iter().map(|m| m.last_modified).max() {
-            Some(t) => t,
-            None => {
-                let path = self.data(name, id);
-                let bucket = self.bucket.clone();
-                self.run(async move { bucket.head(&path).await })
-                    .ok()?
-                    .last_modified
+        let first = segment_path(&self.segments_dir(name, id), 0);
+        let whole = self.data(name, id);
+        let bucket = self.bucket.clone();
+        let meta = self.run(async move {
+            match bucket.head(&first).await {
+                Err(object_store::Error::NotFound { .. }) => bucket.head(&whole).await,
+                other => other,
             }
-        };
-        Some(newest.timestamp().max(0) as u64)
+        });
+        Some(meta.ok()?.last_modified.timestamp().max(0) as u64)
     }
 
     fn incomplete(&self, name: &str) -> Result<Vec<Incomplete>, BackupError> {
@@ -498,136 +538,6 @@ impl Store for S3Store {
     }
 }
 
-/// A part of a backup's data to fetch: an object, or a range of one, while it is still
-/// the one `e_tag` names.
-struct Piece {
-    path: ObjectPath,
-    range: Option<std::ops::Range<u64>>,
-    e_tag: Option<String>,
-}
-
-/// The bytes of `pieces`, in order, with [`RANGES_IN_FLIGHT`] of them requested at once
-/// (one GET of a large object is as fast as one connection: object stores serve several
-/// at once far faster).
-fn fetch(
-    bucket: Arc<AmazonS3>,
-    pieces: Vec<Piece>,
-) -> futures_util::stream::BoxStream<'static, Result<Bytes, String>> {
-    futures_util::stream::iter(pieces)
-        .map(move |piece| {
-            let bucket = bucket.clone();
-            let options = object_store::GetOptions {
-                range: piece.range.map(object_store::GetRange::Bounded),
-                if_match: piece.e_tag,
-                ..Default::default()
-            };
-            // Spawned: the runtime's workers receive the pieces while the reader hashes.
-            tokio::spawn(async move { bucket.get_opts(&piece.path, options).await?.bytes().await })
-        })
-        .buffered(RANGES_IN_FLIGHT)
-        .map(|got| match got {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(scrub(&e.to_string())),
-            Err(e) => Err(e.to_string()),
-        })
-        .boxed()
-}
-
-/// Uploads the segments a [`PartWriter`] fills (one PUT each, at most [`IN_FLIGHT`] at
-/// once) into `dir`, and reads each back, in order, as soon as its PUT is done (under
-/// If-Match its ETag): the size and SHA-256 of all it read, once the writer is gone and
-/// every segment is in; or why not (also left in `failed` for the writer to say).
-fn upload_segments(
-    runtime: &tokio::runtime::Runtime,
-    bucket: Arc<AmazonS3>,
-    dir: ObjectPath,
-    rx: Receiver<Bytes>,
-    failed: Arc<Mutex<Option<String>>>,
-) -> Result<ReadBack, String> {
-    type Put = (
-        ObjectPath,
-        tokio::task::JoinHandle<object_store::Result<PutResult>>,
-    );
-    let fail = |why: String| {
-        if let Ok(mut f) = failed.lock() {
-            *f = Some(why.clone());
-        }
-        why
-    };
-    let (done, to_read) = tokio::sync::mpsc::unbounded_channel();
-    let reading = runtime.spawn(read_back(bucket.clone(), to_read));
-    let mut sending: std::collections::VecDeque<Put> = std::collections::VecDeque::new();
-    let wait = |(path, put): Put| -> Result<(), String> {
-        match runtime.block_on(put) {
-            Ok(Ok(put)) => {
-                let _ = done.send((path, put.e_tag));
-                Ok(())
-            }
-            Ok(Err(e)) => Err(scrub(&e.to_string())),
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    // A backup's data is never empty (age's header), but an empty stream is one segment.
-    let mut segments = rx.iter().peekable();
-    let empty = segments.peek().is_none();
-    let mut sent = Ok(());
-    for (n, segment) in segments.chain(empty.then(Bytes::new)).enumerate() {
-        let path = ObjectPath::from(format!("{dir}/{}", segment_name(n as u64)));
-        let (b, at) = (bucket.clone(), path.clone());
-        let put = runtime.spawn(async move { b.put(&at, PutPayload::from(segment)).await });
-        sending.push_back((path, put));
-        if sending.len() >= IN_FLIGHT
-            && let Some(oldest) = sending.pop_front()
-        {
-            sent = wait(oldest);
-            if sent.is_err() {
-                break;
-            }
-        }
-    }
-    // Every PUT begun has ended before this returns: a failed copy's segments are deleted
-    // next, and none may land after that.
-    while let Some(oldest) = sending.pop_front() {
-        let put = wait(oldest);
-        sent = sent.and(put);
-    }
-    sent.map_err(fail)?;
-    drop(done);
-    match runtime.block_on(reading) {
-        Ok(Ok(read)) => Ok(read),
-        Ok(Err(why)) => Err(fail(format!("reading it back: {why}"))),
-        Err(e) => Err(fail(e.to_string())),
-    }
-}
-
-/// Reads back each segment `to_read` names, in order, as whole objects under If-Match
-/// their ETag, hashing what arrives: the total size and SHA-256.
-async fn read_back(
-    bucket: Arc<AmazonS3>,
-    mut to_read: tokio::sync::mpsc::UnboundedReceiver<(ObjectPath, Option<String>)>,
-) -> Result<ReadBack, String> {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    let mut bytes = 0u64;
-    while let Some((path, e_tag)) = to_read.recv().await {
-        let options = object_store::GetOptions {
-            if_match: e_tag,
-            ..Default::default()
-        };
-        let got = bucket.get_opts(&path, options).await;
-        let mut body = got.map_err(|e| scrub(&e.to_string()))?.into_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| scrub(&e.to_string()))?;
-            bytes += chunk.len() as u64;
-            hash.update(&chunk);
-        }
-    }
-    Ok(ReadBack {
-        bytes,
-        sha256: crate::encode::hex(&hash.finalize()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,12 +551,19 @@ mod tests {
     }
 
     #[test]
-    fn segment_names_sort_as_their_numbers() {
-        let names: Vec<String> = [0, 1, 9, 10, 99_999_999].map(segment_name).into();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
-        assert_eq!(segment_name(0), "00000000");
+    fn a_segment_is_under_its_folder_whatever_the_prefix() {
+        let store = S3Store::open(&S3Config {
+            url: "s3://b/team~a [x]".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let dir = store.segments_dir("db", "20261207T000000.000Z-abcdef");
+        assert!(dir.as_ref().contains("team%7Ea"), "{dir}");
+        let path = segment_path(&dir, 1);
+        assert_eq!(path.as_ref(), format!("{}/00000001", dir.as_ref()));
+        assert_eq!(path.prefix_match(&dir).map(|p| p.count()), Some(1));
     }
 
     #[test]
