@@ -56,6 +56,37 @@ fn sha256(bytes: &[u8]) -> String {
     format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
+/// Text that takes two segments of 8 MiB in a bucket once compressed: 24 MiB of hex (zstd
+/// halves it), a chain of hashes from `seed`.
+fn two_segments(seed: &[u8]) -> String {
+    let mut block = sha256(seed);
+    (0..(24 << 20) / 64)
+        .map(|_| {
+            block = sha256(block.as_bytes());
+            block.clone()
+        })
+        .collect()
+}
+
+/// A scene whose backup `data` is copied to the bucket only (the sftp store is not
+/// reached), applied, with its secrets made.
+fn bucket_scene(server: &S3Server) -> Scene {
+    server.bucket("berth-test");
+    let s = Scene::new();
+    spec(
+        &s,
+        &server.endpoint(),
+        "sftp://nobody@127.0.0.1:1/unused",
+        "[offsite]",
+    );
+    s.berth(&["secrets", "set", "backup_key", "--generate"])
+        .code(0);
+    s.berth(&["secrets", "set", "s3_secret", "--generate"])
+        .code(0);
+    s.berth(&["apply", "--yes"]).code(0);
+    s
+}
+
 #[test]
 fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_restores_from_the_bucket()
  {
@@ -84,15 +115,7 @@ fn a_backup_goes_to_the_host_an_sftp_store_and_a_bucket_verifies_in_each_and_res
     berth(&["secrets", "set", "backup_key", "--generate"]).code(0);
     berth(&["secrets", "set", "s3_secret", "--generate"]).code(0);
     berth(&["apply", "--yes"]).code(0);
-    // Enough to take two segments of 8 MiB in the bucket once compressed: 24 MiB of hex
-    // (zstd halves it), and a small file.
-    let mut block = sha256(b"seed");
-    let big: String = (0..(24 << 20) / 64)
-        .map(|_| {
-            block = sha256(block.as_bytes());
-            block.clone()
-        })
-        .collect();
+    let big = two_segments(b"seed");
     s.put(&[("hello.txt", "from the backup\n"), ("big.txt", &big)]);
     let before = s.volume_tree();
 
@@ -250,28 +273,8 @@ fn segments_without_a_manifest_are_left_alone_while_fresh_pruned_ones_go_whole_a
     let Some(server) = S3Server::start() else {
         return;
     };
-    server.bucket("berth-test");
-    let s = Scene::new();
-    spec(
-        &s,
-        &server.endpoint(),
-        "sftp://nobody@127.0.0.1:1/unused",
-        "[offsite]",
-    );
-    s.berth(&["secrets", "set", "backup_key", "--generate"])
-        .code(0);
-    s.berth(&["secrets", "set", "s3_secret", "--generate"])
-        .code(0);
-    s.berth(&["apply", "--yes"]).code(0);
-    // Two segments once compressed (see above).
-    let mut block = sha256(b"other seed");
-    let big: String = (0..(24 << 20) / 64)
-        .map(|_| {
-            block = sha256(block.as_bytes());
-            block.clone()
-        })
-        .collect();
-    s.put(&[("big.txt", &big)]);
+    let s = bucket_scene(&server);
+    s.put(&[("big.txt", &two_segments(b"other seed"))]);
 
     // A whole backup in the bucket.
     s.berth(&["backup", "run", "data"]).code(0);
@@ -387,19 +390,7 @@ fn a_bucket_that_is_down_fails_the_run_and_leaves_the_hosts_backup_whole() {
     let Some(mut server) = S3Server::start() else {
         return;
     };
-    server.bucket("berth-test");
-    let s = Scene::new();
-    spec(
-        &s,
-        &server.endpoint(),
-        "sftp://nobody@127.0.0.1:1/unused",
-        "[offsite]",
-    );
-    s.berth(&["secrets", "set", "backup_key", "--generate"])
-        .code(0);
-    s.berth(&["secrets", "set", "s3_secret", "--generate"])
-        .code(0);
-    s.berth(&["apply", "--yes"]).code(0);
+    let s = bucket_scene(&server);
     s.put(&[("hello.txt", "hello\n")]);
     server.stop();
     let r = s.berth(&["backup", "run", "data"]).code(1);
