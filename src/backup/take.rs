@@ -132,6 +132,8 @@ impl Backups {
                 self.seal_exec(name, &pod.value, cmd, compression, &recipients, out),
             )
         } else {
+            // The writers go first: a copy's upload ends only once its writer is gone.
+            drop(out);
             store.discard(name, &id);
             copying.discard(name, &id);
             return Err(failed(
