@@ -198,7 +198,16 @@ impl Stack {
     /// `apply --yes` (exit 0), then `plan --detailed-exitcode` (exit 0: nothing left to do).
     fn apply_and_replan(&self) -> common::Run {
         let applied = self.s.berth(&["apply", "--yes"]).code(0);
-        self.s.berth(&["plan", "--detailed-exitcode"]).code(0);
+        let plan = self.s.berth(&["plan", "--detailed-exitcode"]);
+        // Seen once in CI: a keeper not running right after the apply. Its state says why.
+        assert_eq!(
+            plan.0.status.code(),
+            Some(0),
+            "re-plan after apply\n--- stdout\n{}\n--- stderr\n{}\n--- keepers\n{}",
+            plan.stdout(),
+            plan.stderr(),
+            docker::keepers_state(&self.s.project.0)
+        );
         wait_for(self.port(80), "/.berth/health", 200);
         applied
     }

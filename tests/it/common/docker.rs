@@ -265,6 +265,23 @@ pub fn containers_of(project: &str) -> Vec<String> {
 }
 
 /// The keepers of a project's secrets volumes: (name, state, the volume it holds), sorted.
+/// Each keeper of `project` with its engine state (`docker inspect`'s `State`, which says
+/// how and when it stopped), for a failure's message.
+pub fn keepers_state(project: &str) -> String {
+    keepers_of(project)
+        .into_iter()
+        .map(|(name, _, keeps)| {
+            let state = Command::new("docker")
+                .args(["inspect", "-f", "{{json .State}}", &name])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            format!("{name} (keeps {keeps}): {state}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn keepers_of(project: &str) -> Vec<(String, String, String)> {
     let out = docker(&[
         "ps",
