@@ -5,7 +5,10 @@
 //! target/release/examples/bench_backup                       # /usr/lib/x86_64-linux-gnu
 //! target/release/examples/bench_backup /srv/some/tree        # another tree
 //! BENCH_RUNS=5 target/release/examples/bench_backup          # runs of each (default 3)
+//! target/release/examples/bench_backup offsite                # a copy to a bucket beside the host's store
 //! ```
+//!
+//! `offsite` runs the off-host benchmark instead (issue 16; `bench_util/offsite.rs`).
 //!
 //! The tree is copied first (`cp -a`: hard links stay links) into a working directory
 //! under `~/.cache` (a backup store may not be under /tmp), so that a restore has a place
@@ -37,6 +40,11 @@ use util::{maxrss_kb, median, mem_total, quote, set_mode, sh};
 
 fn main() {
     util::measure_child_if_asked();
+    if std::env::args().nth(1).as_deref() == Some(util::OFFSITE) {
+        // Issue 16's figure: a backup with a copy to a bucket beside the host's alone.
+        util::offsite::run();
+        return;
+    }
     let tree = util::tree_arg();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()

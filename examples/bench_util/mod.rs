@@ -1,9 +1,11 @@
 //! What the backup benchmarks share (`#[path]`-included by `bench_backup` and
 //! `bench_offsite`): the child that measures a command's peak RSS, medians, the machine's
-//! memory, and shell helpers.
+//! memory, and shell helpers; and the off-host benchmark itself (`bench_backup offsite`).
 
 use std::path::Path;
 use std::process::Command;
+
+pub mod offsite;
 
 /// When this process is the measuring child (`BENCH_MEASURE` set): runs its arguments as
 /// one command, says its peak RSS (getrusage of its only child) and exits with its status.
@@ -46,15 +48,19 @@ pub fn cpu_s(stderr: &str) -> f64 {
     said(stderr, "BENCH_CPU_S")
 }
 
-/// The tree a backup benchmark reads: its first argument, else the machine's
-/// `/usr/lib/x86_64-linux-gnu`.
+/// The tree a backup benchmark reads: its first argument (after `offsite`, which names the
+/// off-host benchmark), else the machine's `/usr/lib/x86_64-linux-gnu`.
 pub fn tree_arg() -> std::path::PathBuf {
     std::path::PathBuf::from(
         std::env::args()
-            .nth(1)
+            .skip(1)
+            .find(|a| a != OFFSITE)
             .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".into()),
     )
 }
+
+/// The first argument that runs the off-host benchmark.
+pub const OFFSITE: &str = "offsite";
 
 /// The release `berth` beside this benchmark (`target/release/berth`), which must be built.
 pub fn release_berth(bench: &str) -> std::path::PathBuf {
