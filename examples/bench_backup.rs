@@ -36,7 +36,7 @@ use berth::secrets::age::Identity;
 #[path = "bench_util/mod.rs"]
 mod util;
 
-use util::{maxrss_kb, median, mem_total, quote, set_mode, sh};
+use util::{maxrss_kb, median, quote, set_mode, sh};
 
 fn main() {
     util::measure_child_if_asked();
@@ -80,14 +80,7 @@ fn main() {
         t.elapsed().as_secs_f64(),
         bytes as f64 / 1048576.0
     );
-    println!(
-        "machine: {} CPUs, {}; load before: {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        mem_total(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("{}", util::machine());
 
     let (key_text, public) = Identity::generate();
     let key = work.join("me.key");

@@ -78,6 +78,18 @@ pub fn release_berth(bench: &str) -> std::path::PathBuf {
     berth
 }
 
+/// The machine a benchmark runs on, for its output: CPUs, memory, and the load before.
+pub fn machine() -> String {
+    format!(
+        "machine: {} CPUs, {}; load before: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mem_total(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    )
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use berth::secrets::age::Identity;
 
 use super as util;
-use util::{cpu_s, maxrss_kb, median, mem_total, quote, set_mode, sh};
+use util::{cpu_s, maxrss_kb, median, quote, set_mode, sh};
 
 /// The benchmark (its process is already past [`util::measure_child_if_asked`]).
 pub fn run() {
@@ -94,14 +94,7 @@ pub fn run() {
         bytes as f64 / 1073741824.0,
         t.elapsed().as_secs_f64()
     );
-    println!(
-        "machine: {} CPUs, {}; load before: {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        mem_total(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("{}", util::machine());
 
     // The buckets keep every round's copy (moto in memory, s3s-fs in files: a few GiB).
     let mut servers = Vec::new();
