@@ -250,10 +250,8 @@ impl Backups {
             restored.as_secs_f64()
         ));
         crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "restored");
-        scratch.with_pod = true;
-        applier.apply_scratch(&scratch, state_dir, progress)?;
+        start_pod(&mut scratch, (applier, state_dir), progress)?;
         let started = began.elapsed() - restored;
-        crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "started");
         self.checked(
             name,
             manifest,
@@ -284,10 +282,8 @@ impl Backups {
             .clone()
             .unwrap_or_default();
         let began = Instant::now();
-        scratch.with_pod = true;
-        applier.apply_scratch(&scratch, state_dir, progress)?;
+        start_pod(&mut scratch, (applier, state_dir), progress)?;
         let started = began.elapsed();
-        crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "started");
         let engine = self.engine(name)?;
         let container = self
             .project
@@ -588,4 +584,16 @@ async fn drill_check(engine: &Engine, scratch: &Scratch, cmd: &[String]) -> Resu
         code.map_or("no status".into(), |c| c.to_string()),
         String::from_utf8_lossy(&output).trim()
     ))
+}
+
+/// The scratch project's pod started (its gates held) beside its volumes.
+fn start_pod(
+    scratch: &mut Scratch,
+    (applier, state_dir): (&dyn ApplyScratch, &std::path::Path),
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), OpError> {
+    scratch.with_pod = true;
+    applier.apply_scratch(scratch, state_dir, progress)?;
+    crate::archive::helpers::fault_point(ENV_FAULT_DRILL_KILL, "started");
+    Ok(())
 }
