@@ -38,6 +38,9 @@ pub struct CopyOutcome {
     pub store: String,
     /// Where the copy is, once it verified there; or why there is none.
     pub result: Result<String, String>,
+    /// Once it verified: what killed backups had left in that store without a manifest,
+    /// removed (see each store's `incomplete`).
+    pub removed: Vec<crate::archive::store::Incomplete>,
 }
 
 /// A copy being written beside the host's: its writer until it fails, and why it did.
@@ -148,6 +151,7 @@ impl Backups {
                 Err(e) => unopened.push(CopyOutcome {
                     store: c.value.clone(),
                     result: Err(e.to_string()),
+                    removed: Vec::new(),
                 }),
             }
         }
@@ -248,6 +252,7 @@ impl Backups {
                 Err(e) => unopened.push(CopyOutcome {
                     store: copy.name,
                     result: Err(e.to_string()),
+                    removed: Vec::new(),
                 }),
             }
         }
@@ -288,38 +293,28 @@ impl Backups {
                         .map_err(|e| e.to_string())
                 }
             };
+            let mut removed = Vec::new();
             if result.is_err() {
                 store.discard(&manifest.name, &manifest.id);
+            } else {
+                // A backup verifies there now: what killed ones left goes (best effort;
+                // the next run tries again).
+                for i in store.incomplete(&manifest.name).unwrap_or_default() {
+                    if store
+                        .remove_incomplete(&manifest.name, &i.id)
+                        .unwrap_or(false)
+                    {
+                        removed.push(i);
+                    }
+                }
             }
             out.push(CopyOutcome {
                 store: copy.name,
                 result,
+                removed,
             });
         }
         out
-    }
-
-    /// In each store a new backup of `name` was just copied to and verified in (`copies`),
-    /// what a killed backup began there and left without a manifest, removed once the
-    /// store counts it as cut short (see each store's `incomplete`): (store, removed). A
-    /// store that cannot be cleaned is passed over; the next run tries again.
-    pub fn remove_incomplete_in_copies(
-        &self,
-        name: &str,
-        copies: &[CopyOutcome],
-    ) -> Vec<(String, crate::archive::store::Incomplete)> {
-        let mut removed = Vec::new();
-        for c in copies.iter().filter(|c| c.result.is_ok()) {
-            let Ok(copy) = self.open_copy(&c.store) else {
-                continue;
-            };
-            for i in copy.store.incomplete(name).unwrap_or_default() {
-                if copy.store.remove_incomplete(name, &i.id).unwrap_or(false) {
-                    removed.push((c.store.clone(), i));
-                }
-            }
-        }
-        removed
     }
 
     /// This project's backups of `name` in `copy`: those berth may trust (with a

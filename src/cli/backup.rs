@@ -283,13 +283,16 @@ fn take(b: &Backups, names: Vec<String>) -> Result<u8, OpError> {
                         format_time(i.modified)
                     );
                 }
-                // And in each copy it verified in, what killed runs left there.
-                for (store, i) in b.remove_incomplete_in_copies(&name, &taken.copies) {
-                    eprintln!(
-                        "backup `{name}`: removed {} from store `{store}`, cut short while it was written ({}), no manifest",
-                        i.id,
-                        format_time(i.modified)
-                    );
+                // And in each copy it verified in, what killed runs had left there.
+                for c in &taken.copies {
+                    for i in &c.removed {
+                        eprintln!(
+                            "backup `{name}`: removed {} from store `{}`, cut short while it was written ({}), no manifest",
+                            i.id,
+                            c.store,
+                            format_time(i.modified)
+                        );
+                    }
                 }
             }
             Err(e) => {
