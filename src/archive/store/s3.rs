@@ -210,9 +210,9 @@ impl S3Store {
         Ok((objects, segmented))
     }
 
-    /// A backup's data segments, in order (none: its data is one object, or not there).
-    /// A gap in their numbers is damage.
-    fn segments(&self, name: &str, id: &str) -> Result<Vec<ObjectMeta>, BackupError> {
+    /// The objects in a backup's segments folder, in their numbers' order, whatever they
+    /// are (none: its data is one object, or not there).
+    fn segment_objects(&self, name: &str, id: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         let dir = self.segments_dir(name, id);
         let bucket = self.bucket.clone();
         let at = dir.clone();
@@ -226,6 +226,14 @@ impl S3Store {
             let key = |m: &ObjectMeta| (m.location.as_ref().len(), m.location.clone());
             key(a).cmp(&key(b))
         });
+        Ok(listed)
+    }
+
+    /// A backup's data segments, in order (none: its data is one object, or not there).
+    /// A gap in their numbers is damage.
+    fn segments(&self, name: &str, id: &str) -> Result<Vec<ObjectMeta>, BackupError> {
+        let listed = self.segment_objects(name, id)?;
+        let dir = self.segments_dir(name, id);
         for (n, m) in listed.iter().enumerate() {
             if m.location.filename() != Some(segment_name(n as u64).as_str()) {
                 return Err(BackupError::Damaged {
@@ -502,20 +510,8 @@ impl Store for S3Store {
             {
                 continue;
             }
-            let segments = match self.segments(name, &id) {
-                Ok(s) => s,
-                Err(BackupError::Damaged { .. }) => {
-                    // Its numbers have a gap (a segment deleted by hand): still berth's.
-                    let dir = self.segments_dir(name, &id);
-                    let bucket = self.bucket.clone();
-                    self.run(async move {
-                        use futures_util::TryStreamExt;
-                        bucket.list(Some(&dir)).try_collect::<Vec<_>>().await
-                    })
-                    .map_err(|e| self.err(&self.segments_dir(name, &id), e))?
-                }
-                Err(e) => return Err(e),
-            };
+            // Whatever is there (a gap in the numbers too): what berth began.
+            let segments = self.segment_objects(name, &id)?;
             let bytes = segments.iter().map(|m| m.size).sum();
             let newest = segments.iter().map(|m| m.last_modified).max();
             let modified = newest.map_or(0, |t| t.timestamp().max(0) as u64);
