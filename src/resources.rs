@@ -490,6 +490,9 @@ fn health_attrs(a: &mut Attrs, h: &Health) {
     if let Some(r) = h.retries {
         a.insert("health.retries", r.to_string());
     }
+    if let Some(u) = &h.min_uptime {
+        a.insert(attr::HEALTH_MIN_UPTIME, u.canonical());
+    }
 }
 
 /// `check[:PORT/PATH]`: what each post-deploy check expects.

@@ -149,8 +149,6 @@ fn timed_out(budget: Duration, capped: bool, timing: &Timing) -> GateFailure {
     }
 }
 
-/// How long a container must stay up before "running" passes, without a health check.
-const SETTLE: Duration = Duration::from_millis(1500);
 const POLL: Duration = Duration::from_millis(250);
 
 /// Why the "running" gate failed on one look at a container.
@@ -203,111 +201,177 @@ async fn running_gate(
     }
 }
 
-/// Waits until the container `id` of `pod` passes its gates, or fails one.
+/// How long a pod's container must stay up after it starts: its `health.min_uptime`, or,
+/// without a probe, [`crate::spec::DEFAULT_MIN_UPTIME`] (with one, the probe is the gate).
+pub fn min_uptime(pod: &Pod) -> Duration {
+    let health = pod.health.as_ref().map(|h| &h.value);
+    match health.and_then(|h| h.min_uptime.as_ref()?.get()) {
+        Some(d) => d,
+        None if health.is_some_and(|h| h.cmd.is_some() || h.http.is_some()) => Duration::ZERO,
+        None => crate::spec::DEFAULT_MIN_UPTIME,
+    }
+}
+
+/// Waits until the container `id` of `pod` passes its gates, or fails one. `asked`: when
+/// berth asked the engine to start it (it started after that, so it cannot have been up
+/// for `min_uptime` before `asked + min_uptime`).
 pub async fn healthy(
     engine: &Engine,
     id: &str,
     network: &str,
     pod: &Pod,
+    asked: Instant,
 ) -> Result<(), GateFailure> {
+    use crate::spec::units::format_duration;
     let health = pod.health.as_ref().map(|h| &h.value);
     let timing = Timing::of(pod);
-    let Timing {
-        interval,
-        timeout,
-        retries,
-        start_period,
-    } = timing;
     let max = max_gate_wait().map_err(|e| fail("healthy", e.to_string()))?;
-    let (budget, capped) = timing.budget(max);
+    let uptime = min_uptime(pod);
+    if uptime > max {
+        return Err(fail(
+            "running",
+            format!(
+                "`min_uptime: {}` is longer than the most berth waits for a gate ({}; ${ENV_MAX_GATE_WAIT} sets the most)",
+                format_duration(uptime),
+                format_duration(max)
+            ),
+        ));
+    }
     let started = Instant::now();
-    let state_of = |id: &str| {
-        let id = id.to_owned();
-        async move {
-            engine
-                .state(&id)
-                .await
-                .map_err(|e| fail("running", e.to_string()))
-        }
-    };
-
-    match health {
-        Some(h) if h.cmd.is_some() => {
-            // The engine runs the command; wait for its verdict within the budget.
-            loop {
-                let state = state_of(id).await?;
-                running_gate(engine, id, &state).await?;
-                match state.health.as_str() {
-                    "healthy" => return Ok(()),
-                    "unhealthy" => {
-                        return Err(fail(
-                            "healthy",
-                            format!("the health command failed: {}", state.health_output.trim()),
-                        ));
-                    }
-                    _ if started.elapsed() > budget => {
-                        return Err(timed_out(budget, capped, &timing));
-                    }
-                    _ => tokio::time::sleep(POLL).await,
-                }
-            }
-        }
+    let state = match health {
+        Some(h) if h.cmd.is_some() => engine_verdict(engine, id, &timing, max).await?,
         Some(h) if h.http.is_some() => {
             let probe = h
                 .http
                 .as_ref()
                 .map(|p| (p.port.value, p.path.clone(), p.scheme))
                 .unwrap_or_default();
-            let shown = probe.2.target(probe.0, &probe.1);
-            let mut failures = 0;
-            loop {
-                let state = state_of(id).await?;
-                running_gate(engine, id, &state).await?;
-                let Some(ip) = state.addresses.get(network) else {
-                    return Err(fail(
-                        "healthy",
-                        format!("the container has no address on `{network}`"),
-                    ));
-                };
-                let attempt = Instant::now();
-                let why = match http_get(engine, ip, (probe.0, &probe.1, probe.2), timeout).await {
-                    Ok(status) if (200..300).contains(&status) => return Ok(()),
-                    Ok(status) => format!("GET {shown} answered {status}"),
-                    Err(e) => format!("GET {shown}: {e}"),
-                };
-                if started.elapsed() >= start_period {
-                    failures += 1;
-                    // As the engine counts: `retries` failures in a row are unhealthy.
-                    if failures >= retries {
-                        return Err(fail("healthy", format!("{why} ({} attempts)", failures)));
-                    }
-                }
-                if started.elapsed() > budget {
-                    let mut f = timed_out(budget, capped, &timing);
-                    f.detail.push_str(&format!("; last probe: {why}"));
-                    return Err(f);
-                }
-                tokio::time::sleep(interval.saturating_sub(attempt.elapsed())).await;
-            }
+            http_verdict(
+                engine,
+                id,
+                network,
+                (probe.0, &probe.1, probe.2),
+                &timing,
+                max,
+            )
+            .await?
         }
         _ => {
-            // No health check: the container must stay up for a moment. The engine's
-            // events tell of an exit during it as it happens (one request, not a look
-            // every moment); a look after it judges, restarts by its policy included.
-            let state = state_of(id).await?;
+            let state = state_of(engine, id).await?;
             running_gate(engine, id, &state).await?;
-            let window = SETTLE.saturating_sub(started.elapsed());
-            let began = Instant::now();
-            match engine.exits_within(id, state.started, window).await {
-                // Exited: the look below says how.
-                Ok(Some(_)) => {}
-                // The window passed, or the engine ended the stream early: wait it out.
-                Ok(None) | Err(_) => {
-                    tokio::time::sleep(window.saturating_sub(began.elapsed())).await;
-                }
-            }
-            running_gate(engine, id, &state_of(id).await?).await
+            state
         }
+    };
+    // The container must stay up for `min_uptime` from its start, on the engine's clock:
+    // the engine's events tell of an exit during it as it happens (one request, not a look
+    // every moment), and the engine ends them when its clock has passed it. Should it end
+    // them sooner than it could (before `asked + min_uptime` here), or fail, the rest is
+    // waited out on this machine's clock, from when the gate began. A look after it judges:
+    // up, not restarted by its policy, and still the run that started then.
+    if uptime.is_zero() {
+        return Ok(());
+    }
+    let own = started + uptime;
+    let wait = own.saturating_duration_since(Instant::now());
+    match engine.exits_within(id, state.started, uptime, wait).await {
+        // Exited: the look below says how.
+        Ok(Some(_)) => {}
+        Ok(None) if Instant::now() >= asked + uptime => {}
+        Ok(None) | Err(_) => tokio::time::sleep_until(own.into()).await,
+    }
+    let last = state_of(engine, id).await?;
+    running_gate(engine, id, &last).await?;
+    if last.started != state.started {
+        return Err(fail(
+            "running",
+            "the container stopped and was started again while berth watched it",
+        ));
+    }
+    Ok(())
+}
+
+/// One look at the container's state, as the engine has it.
+async fn state_of(
+    engine: &Engine,
+    id: &str,
+) -> Result<crate::engine::docker::ContainerState, GateFailure> {
+    engine
+        .state(id)
+        .await
+        .map_err(|e| fail("running", e.to_string()))
+}
+
+/// The engine runs `health.cmd`; waits for its verdict within the budget. The last state
+/// seen, once healthy.
+async fn engine_verdict(
+    engine: &Engine,
+    id: &str,
+    timing: &Timing,
+    max: Duration,
+) -> Result<crate::engine::docker::ContainerState, GateFailure> {
+    let (budget, capped) = timing.budget(max);
+    let started = Instant::now();
+    loop {
+        let state = state_of(engine, id).await?;
+        running_gate(engine, id, &state).await?;
+        match state.health.as_str() {
+            "healthy" => return Ok(state),
+            "unhealthy" => {
+                return Err(fail(
+                    "healthy",
+                    format!("the health command failed: {}", state.health_output.trim()),
+                ));
+            }
+            _ if started.elapsed() > budget => {
+                return Err(timed_out(budget, capped, timing));
+            }
+            _ => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// berth probes `health.http` over the project network until it answers 2xx, `retries`
+/// failures in a row, or the budget runs out. The last state seen, once healthy.
+async fn http_verdict(
+    engine: &Engine,
+    id: &str,
+    network: &str,
+    probe: (u16, &str, Scheme),
+    timing: &Timing,
+    max: Duration,
+) -> Result<crate::engine::docker::ContainerState, GateFailure> {
+    let (budget, capped) = timing.budget(max);
+    let started = Instant::now();
+    let shown = probe.2.target(probe.0, probe.1);
+    let mut failures = 0;
+    loop {
+        let state = state_of(engine, id).await?;
+        running_gate(engine, id, &state).await?;
+        let Some(ip) = state.addresses.get(network) else {
+            return Err(fail(
+                "healthy",
+                format!("the container has no address on `{network}`"),
+            ));
+        };
+        let attempt = Instant::now();
+        let why = match http_get(engine, ip, probe, timing.timeout).await {
+            Ok(status) if (200..300).contains(&status) => return Ok(state),
+            Ok(status) => format!("GET {shown} answered {status}"),
+            Err(e) => format!("GET {shown}: {e}"),
+        };
+        if started.elapsed() >= timing.start_period {
+            failures += 1;
+            // As the engine counts: `retries` failures in a row are unhealthy.
+            if failures >= timing.retries {
+                return Err(fail("healthy", format!("{why} ({} attempts)", failures)));
+            }
+        }
+        if started.elapsed() > budget {
+            let mut f = timed_out(budget, capped, timing);
+            f.detail.push_str(&format!("; last probe: {why}"));
+            return Err(f);
+        }
+        tokio::time::sleep(timing.interval.saturating_sub(attempt.elapsed())).await;
     }
 }
 
@@ -413,6 +477,7 @@ impl super::Run<'_> {
         c: &Change,
         region: &str,
         id: &str,
+        asked: Instant,
         remove_on_failure: bool,
     ) -> Result<(), ApplyError> {
         let Some(pod) = self.spec.pods.get(&c.address.name) else {
@@ -421,7 +486,7 @@ impl super::Run<'_> {
         let engine = self.engine(region);
         let network = object_name(self.project, "default");
         let gates = async {
-            match healthy(engine, id, &network, pod).await {
+            match healthy(engine, id, &network, pod, asked).await {
                 Ok(()) => checks(engine, id, &network, pod).await,
                 failed => failed,
             }
@@ -482,6 +547,21 @@ mod tests {
             running(&ContainerState::default()),
             Err(NotRunning::Stopped(0))
         );
+    }
+
+    #[test]
+    fn a_pod_stays_up_its_min_uptime_and_half_a_second_without_a_probe() {
+        let pods = crate::spec::load::parse(
+            "version: 1\nproject: p\npods:\n  bare: { image: a }\n  long: { image: a, health: { min_uptime: 3s } }\n  probed: { image: a, health: { cmd: [true] } }\n  both: { image: a, health: { cmd: [true], min_uptime: 2s } }\n",
+        )
+        .expect("spec")
+        .pods;
+        let of = |name: &str| min_uptime(pods.get(name).expect("pod"));
+        assert_eq!(of("bare"), Duration::from_millis(500));
+        assert_eq!(of("long"), Duration::from_secs(3));
+        // With a probe, the probe is the gate, unless `min_uptime` asks for more.
+        assert_eq!(of("probed"), Duration::ZERO);
+        assert_eq!(of("both"), Duration::from_secs(2));
     }
 
     #[test]

@@ -411,7 +411,16 @@ fn gates(r: &Resource) -> Vec<String> {
     if r.address.kind != Kind::Pod {
         return Vec::new();
     }
-    let mut g = vec!["running".to_owned()];
+    let probed =
+        r.attrs.get(attr::HEALTH_CMD).is_some() || r.attrs.get(attr::HEALTH_HTTP).is_some();
+    let mut g = vec![match r.attrs.get(attr::HEALTH_MIN_UPTIME) {
+        Some(uptime) => format!("running for {uptime}"),
+        None if !probed => format!(
+            "running for {}",
+            crate::spec::units::format_duration(crate::spec::DEFAULT_MIN_UPTIME)
+        ),
+        None => "running".to_owned(),
+    }];
     if let Some(cmd) = r.attrs.get(attr::HEALTH_CMD) {
         g.push(format!("healthy: {cmd}"));
     }

@@ -14,6 +14,7 @@ pub const UPDATE_STRATEGY: &str = "update.strategy";
 /// A pod's health probe: a command, or `:port/path` over HTTP.
 pub const HEALTH_CMD: &str = "health.cmd";
 pub const HEALTH_HTTP: &str = "health.http";
+pub const HEALTH_MIN_UPTIME: &str = "health.min_uptime";
 /// The host ports the proxy listens on.
 pub const LISTEN: &str = "listen";
 /// The proxy's TLS listeners (`PORT cert SECRET key SECRET`, sorted): their certificates are

@@ -550,6 +550,10 @@ impl RestartPolicy {
     }
 }
 
+/// How long a container without a probe must stay up after it starts before its
+/// "running" gate passes, unless its `health.min_uptime` says otherwise.
+pub const DEFAULT_MIN_UPTIME: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How berth decides the pod is healthy: a command in the container or an HTTP probe.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -570,6 +574,13 @@ pub struct Health {
     pub retries: Option<u32>,
     #[serde(default)]
     pub start_period: Option<Duration>,
+    /// How long the container must stay up after it starts before its gate passes: a
+    /// pod without a probe is watched this long (default `500ms`); with a probe, the
+    /// gate also waits until the container has been up this long (default none). An exit
+    /// or a restart within it fails the gate. Alone (`health: { min_uptime: 5s }`) it
+    /// needs no probe.
+    #[serde(default)]
+    pub min_uptime: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]

@@ -652,8 +652,8 @@ fn a_pod_that_crashes_and_is_restarted_by_its_policy_fails_its_gate() {
 }
 
 /// A pod without a health check that exits a moment after it started (after the first
-/// look, inside the settle window, which the engine's events watch) fails its gate with
-/// the status it exited with.
+/// look, inside the default half second it must stay up, which the engine's events watch)
+/// fails its gate with the status it exited with.
 #[test]
 fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
     if !docker::available() {
@@ -662,7 +662,7 @@ fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
     let s = Scene::new();
     let image = docker::testapp_image();
     s.pods(&format!(
-        "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 7 }}\n"
+        "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 0.1, CRASH_STATUS: 7 }}\n"
     ));
     let r = s.berth(&["apply", "--yes"]).code(1);
     let err = r.stderr_flat();
@@ -674,7 +674,7 @@ fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
     assert!(containers_of(&s.project.0).is_empty());
 }
 
-/// A container started again (healed) must stay up for the settle window of this run: the
+/// A container started again (healed) must stay up for the `min_uptime` of this run: the
 /// engine's exit of the stop before it is not this run's (it used to end the window at once,
 /// so a heal passed on a container that crashed a second later).
 #[test]
@@ -686,7 +686,7 @@ fn a_healed_pod_that_exits_during_the_settle_window_fails_its_gate() {
     let flags = s.path().join("flags");
     std::fs::create_dir(&flags).unwrap();
     s.spec(&format!(
-        "pods:\n  brief:\n    image: {}\n    restart: \"no\"\n    volumes: [\"./flags:/flags\"]\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 7, CRASH_IF_FILE: /flags/crash }}\n",
+        "pods:\n  brief:\n    image: {}\n    restart: \"no\"\n    health: {{ min_uptime: 3s }}\n    volumes: [\"./flags:/flags\"]\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 7, CRASH_IF_FILE: /flags/crash }}\n",
         docker::testapp_image()
     ));
     s.berth(&["apply", "--yes"]).code(0);
@@ -700,6 +700,27 @@ fn a_healed_pod_that_exits_during_the_settle_window_fails_its_gate() {
         err.contains("`pod.brief` failed its `running` gate") && err.contains("exit status 7"),
         "{err}"
     );
+}
+
+/// `min_uptime` beside a probe: the probe passes at once, and the container exits a second
+/// later, inside the three seconds it must stay up: the gate fails, and the pod is undone.
+#[test]
+fn a_pod_that_exits_within_its_min_uptime_after_its_probe_passed_fails_its_gate() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&format!(
+        "  brief:\n    image: {image}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, min_uptime: 3s }}\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 9 }}\n"
+    ));
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("`pod.brief` failed its `running` gate") && err.contains("exit status 9"),
+        "{err}"
+    );
+    assert!(containers_of(&s.project.0).is_empty());
 }
 
 #[test]

@@ -162,8 +162,9 @@ impl Run<'_> {
             let owner = self.owner(c, &region, pod, &image).await?;
             self.refill(c, &region, pod, &id, owner).await?;
         }
+        let asked = std::time::Instant::now();
         engine.start(&id).await?;
-        self.gate(c, &region, &id, false).await?;
+        self.gate(c, &region, &id, asked, false).await?;
         self.proxy_mark(&region, &name, false);
         self.proxy_reresolve(c, &region, &name, false).await?;
         self.done(c, format!("! {address}: started again and healthy"));
@@ -244,8 +245,9 @@ impl Run<'_> {
             name: name.clone(),
         })?;
         let id = engine.create_container(&name, body).await?;
+        let asked = std::time::Instant::now();
         engine.start(&id).await?;
-        self.gate(c, region, &id, true).await?;
+        self.gate(c, region, &id, asked, true).await?;
         Ok(id)
     }
 

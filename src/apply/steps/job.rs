@@ -140,7 +140,7 @@ impl Run<'_> {
                 return Ok(None);
             }
             let window = (deadline - now).min(Duration::from_secs(1));
-            if let Some(code) = engine.exits_within(id, None, window).await? {
+            if let Some(code) = engine.exits_within(id, None, window, window).await? {
                 return Ok(Some(code));
             }
             // An exit whose event the engine no longer holds is still in its state.

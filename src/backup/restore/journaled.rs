@@ -201,12 +201,17 @@ impl Backups {
         };
         let network = crate::apply::container::object_name(project, "default");
         self.project.runtime.block_on(async {
-            let verdict = match crate::apply::gate::healthy(engine, container, &network, spec_pod)
-                .await
-            {
-                Ok(()) => crate::apply::gate::checks(engine, container, &network, spec_pod).await,
-                failed => failed,
-            };
+            // Started before this call: no sooner than now, as far as the gate knows.
+            let asked = std::time::Instant::now();
+            let verdict =
+                match crate::apply::gate::healthy(engine, container, &network, spec_pod, asked)
+                    .await
+                {
+                    Ok(()) => {
+                        crate::apply::gate::checks(engine, container, &network, spec_pod).await
+                    }
+                    failed => failed,
+                };
             verdict.map_err(|f| {
                 failed(
                     name,

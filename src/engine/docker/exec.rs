@@ -203,22 +203,24 @@ impl Engine {
 
     /// Watches the engine's events for an exit of the container `id` since `started` (its
     /// last start, on the engine's clock: an exit before it, a stop before a restart, is
-    /// not this run's), or to come, for at most `window`: the exit status of the first, or
-    /// `None` when the window passed without one. One request held open, instead of a look
-    /// every moment.
+    /// not this run's), or to come, until `uptime` after `started` on the engine's clock
+    /// (the engine ends the stream then; both ends are its own times, so this machine's
+    /// clock need not agree), and for at most `wait` on this machine's: the exit status of
+    /// the first, or `None` when the stream ended or `wait` passed without one. One request
+    /// held open, instead of a look every moment.
     pub async fn exits_within(
         &self,
         id: &str,
         started: Option<(u64, u32)>,
-        window: std::time::Duration,
+        uptime: std::time::Duration,
+        wait: std::time::Duration,
     ) -> Result<Option<i64>, EngineError> {
         let _request = self.request("exits_within");
+        let stamp = |d: std::time::Duration| format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+        let since = started.map(|(s, n)| std::time::Duration::new(s, n));
         let options = bollard::query_parameters::EventsOptions {
-            // The events the engine holds for this container id since it started, then
-            // those to come (no `until`: the engine's clock need not agree with this
-            // machine's).
-            since: Some(started.map_or("0".to_owned(), |(s, n)| format!("{s}.{n:09}"))),
-            until: None,
+            since: Some(since.map_or("0".to_owned(), stamp)),
+            until: since.and_then(|s| s.checked_add(uptime)).map(stamp),
             filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
                 ("container".to_owned(), vec![id.to_owned()]),
@@ -240,7 +242,7 @@ impl Engine {
                 None => Ok(None),
             }
         };
-        match tokio::time::timeout(window, first).await {
+        match tokio::time::timeout(wait, first).await {
             Ok(seen) => seen,
             Err(_) => Ok(None),
         }

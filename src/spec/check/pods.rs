@@ -279,14 +279,23 @@ impl Checker<'_> {
                     .at(h.span, "one probe per pod")
                     .help("keep one of `cmd` and `http`"),
                 ),
-                (None, None) => self.push(
-                    Diagnostic::error(
-                        "health-without-probe",
-                        format!("pod `{}` health has no probe", name.value),
+                // `min_uptime` alone needs no probe; the probe's timing does.
+                (None, None)
+                    if h.value.min_uptime.is_none()
+                        || h.value.interval.is_some()
+                        || h.value.timeout.is_some()
+                        || h.value.retries.is_some()
+                        || h.value.start_period.is_some() =>
+                {
+                    self.push(
+                        Diagnostic::error(
+                            "health-without-probe",
+                            format!("pod `{}` health has no probe", name.value),
+                        )
+                        .at(h.span, "nothing to check")
+                        .help("add `cmd: [...]` or `http: { port: N, path: /health }`; without a probe only `min_uptime` may be given"),
                     )
-                    .at(h.span, "nothing to check")
-                    .help("add `cmd: [...]` or `http: { port: N, path: /health }`"),
-                ),
+                }
                 (Some(cmd), None) if cmd.is_empty() => self.push(
                     Diagnostic::error("empty-command", "health `cmd` is empty")
                         .at(h.span, "empty")
@@ -300,6 +309,7 @@ impl Checker<'_> {
                 (&h.value.interval, "health.interval"),
                 (&h.value.timeout, "health.timeout"),
                 (&h.value.start_period, "health.start_period"),
+                (&h.value.min_uptime, "health.min_uptime"),
             ] {
                 if let Some(u) = unit {
                     self.unit(u, field);
