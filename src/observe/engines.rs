@@ -55,7 +55,8 @@ pub async fn observe(
     // Each region is connected and listed as soon as it can be, without waiting for the
     // others; then, before anything is tidied, the engines are checked to be distinct.
     let listings = names.iter().map(|name| async move {
-        let engine = crate::observe::targets::connect_one(spec, spec_dir, name, all).await?;
+        let engine =
+            crate::observe::targets::connect_one(spec, spec_dir, name, all, Some(project)).await?;
         let endpoint = engine.endpoint.clone();
         let listing = tokio::time::timeout(OBSERVE_TIMEOUT, list_one(&engine, project))
             .await
@@ -105,9 +106,9 @@ type Observed = (String, Engine, Vec<super::ObservedResource>, Vec<String>);
 /// The project's objects on one region's engine, listed at once.
 async fn list_one(engine: &Engine, project: &str) -> Result<super::docker::Lists, EngineError> {
     let (containers, networks, volumes) = tokio::try_join!(
-        engine.containers(project),
+        engine.containers_listed(project),
         engine.networks_listed(project),
-        engine.volumes(project)
+        engine.volumes_listed(project)
     )?;
     Ok(super::docker::Lists {
         containers,

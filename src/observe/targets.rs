@@ -207,22 +207,24 @@ pub async fn connect_all(
     let all = &all;
     let connections = names
         .iter()
-        .map(|name| connect_one(spec, spec_dir, name, all));
+        .map(|name| connect_one(spec, spec_dir, name, all, None));
     let engines = futures_util::future::try_join_all(connections).await?;
     one_engine_per_region(&engines).await?;
     Ok(engines.into_iter().map(|e| (e.region.clone(), e)).collect())
 }
 
 /// Connects to region `name`'s engine, told the spec's regions (`all`): objects labelled
-/// for any other of them are not this one's.
+/// for any other of them are not this one's. With `observing`, that project's containers
+/// and volumes are listed while connecting ([`Engine::connect_for`]).
 pub async fn connect_one(
     spec: &Spec,
     spec_dir: &Path,
     name: &str,
     all: &[&str],
+    observing: Option<&str>,
 ) -> Result<Engine, EngineError> {
     let target = target(spec, spec_dir, name)?;
-    let mut engine = Engine::connect(name, &target).await?;
+    let mut engine = Engine::connect_for(name, &target, observing).await?;
     engine.set_regions(all);
     Ok(engine)
 }

@@ -177,3 +177,51 @@ fn plan_sees_labelled_objects_and_only_them() {
     let state = docker::docker(&["inspect", "-f", "{{.State.Status}}", &stray]);
     assert_eq!(state, "running");
 }
+
+/// An observation's containers and volumes are listed while connecting, at once with the
+/// networks: taking them asks the engine nothing more. They are taken once: the next lists
+/// ask the engine again, and see what changed since.
+#[test]
+fn an_observation_lists_its_project_while_connecting_and_takes_that_list_once() {
+    if !docker::available() {
+        return;
+    }
+    let p = Project::new();
+    let label = format!("io.berth.project={}", p.0);
+    let first = format!("{}-first", p.0);
+    docker::docker(&["volume", "create", "--label", &label, &first]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let target = berth::engine::Target::default();
+        let engine = berth::engine::Engine::connect_for("local", &target, Some(&p.0))
+            .await
+            .expect("connects");
+        assert_eq!(
+            engine.requests(),
+            3,
+            "networks, containers and volumes, at once"
+        );
+        let volumes = engine.volumes_listed(&p.0).await.unwrap();
+        let containers = engine.containers_listed(&p.0).await.unwrap();
+        assert_eq!(engine.requests(), 3, "taken, not asked for again");
+        let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, [first.as_str()]);
+        assert!(containers.is_empty());
+
+        let second = format!("{}-second", p.0);
+        docker::docker(&["volume", "create", "--label", &label, &second]);
+        let mut names: Vec<String> = engine
+            .volumes_listed(&p.0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        names.sort();
+        assert_eq!(engine.requests(), 4, "asked again");
+        assert_eq!(names, [first.clone(), second]);
+    });
+}

@@ -75,11 +75,18 @@ impl Engine {
             }))
             .await
             .map_err(|e| self.call_error("list containers", e))?;
-        Ok(list
-            .into_iter()
+        Ok(self.container_infos(list))
+    }
+
+    /// Listed containers as berth reads them, but for those of the spec's other regions.
+    pub(super) fn container_infos(
+        &self,
+        list: Vec<bollard::models::ContainerSummary>,
+    ) -> Vec<ContainerInfo> {
+        list.into_iter()
             .map(info)
             .filter(|c| !self.foreign(&c.labels))
-            .collect())
+            .collect()
     }
 
     /// A container that is never started, only there to reach `volume` (mounted at

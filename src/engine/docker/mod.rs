@@ -12,6 +12,7 @@ mod files;
 mod images;
 mod keeper;
 mod networks;
+mod prefetch;
 pub mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,9 @@ pub struct Engine {
     /// Every network as listed when connecting, until the first observation takes it
     /// ([`Engine::networks_listed`]).
     networks_when_connected: std::sync::Mutex<Option<Vec<networks::ObjectInfo>>>,
+    /// The project's containers and volumes as listed when connecting for an observation,
+    /// until it takes them ([`Engine::containers_listed`], [`Engine::volumes_listed`]).
+    prefetched: std::sync::Mutex<prefetch::Prefetched>,
     /// What `/info` says, read when first needed ([`Engine::identity`]).
     identity: tokio::sync::OnceCell<Identity>,
     /// Reached over TLS (`tcp://` with `tls`).
@@ -114,6 +118,16 @@ impl Engine {
     /// TLS, `ssh://[user@]host[:port]`), or, without an address, to DOCKER_HOST or the local
     /// socket; then checks that the engine answers, its API version, and reads its identity.
     pub async fn connect(region: &str, target: &Target) -> Result<Engine, EngineError> {
+        Engine::connect_for(region, target, None).await
+    }
+
+    /// [`Engine::connect`] for an observation of `project`: its containers and volumes
+    /// are listed together with the networks, for the observation to take.
+    pub async fn connect_for(
+        region: &str,
+        target: &Target,
+        project: Option<&str>,
+    ) -> Result<Engine, EngineError> {
         let shown = target
             .endpoint
             .clone()
@@ -163,11 +177,23 @@ impl Engine {
         let mut docker = clients
             .client(bollard::API_DEFAULT_VERSION)
             .map_err(unreachable)?;
-        let listed = match list_networks(&docker).await {
+        let prefetching = async {
+            match project {
+                Some(p) => Some(prefetch::lists(&docker, region, p).await),
+                None => None,
+            }
+        };
+        let (listed, mut prefetched) = tokio::join!(list_networks(&docker), prefetching);
+        if prefetched.is_some() {
+            requests += 2;
+        }
+        let listed = match listed {
             Err(e) => match errors::newest_api(&e) {
                 None => Err(e),
                 Some(newest) => {
                     too_old(shown_version(&newest))?;
+                    // Asked in a version the engine refused: the lists failed as well.
+                    prefetched = None;
                     docker = clients.client(&newest).map_err(unreachable)?;
                     requests += 1;
                     list_networks(&docker).await
@@ -204,6 +230,7 @@ impl Engine {
             builtin,
             podman: clients.is_podman(),
             networks_when_connected: std::sync::Mutex::new(networks),
+            prefetched: std::sync::Mutex::new(prefetched.unwrap_or_default()),
             identity: tokio::sync::OnceCell::new(),
             tls: target.tls.is_some(),
             other_regions: Vec::new(),

@@ -94,16 +94,18 @@ impl Engine {
             }))
             .await
             .map_err(|e| self.call_error("list volumes", e))?;
-        Ok(list
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
+        Ok(self.volume_infos(list.volumes.unwrap_or_default()))
+    }
+
+    /// Listed volumes as berth reads them, but for those of the spec's other regions.
+    pub(super) fn volume_infos(&self, list: Vec<bollard::models::Volume>) -> Vec<ObjectInfo> {
+        list.into_iter()
             .map(|v| ObjectInfo {
                 name: v.name,
                 labels: v.labels,
             })
             .filter(|o| !self.foreign(&o.labels))
-            .collect())
+            .collect()
     }
 
     /// Whether a network, volume or container of this name exists, and its labels if so.

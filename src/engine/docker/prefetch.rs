@@ -1,0 +1,89 @@
+//! The project's containers and volumes, asked for together with the networks when an
+//! observation connects: no round trip of their own after connecting, which on a machine
+//! shared by several engines is most of what observing a region costs. Taken once, by the
+//! observation that follows connecting; any later list asks the engine again.
+
+use bollard::Docker;
+use bollard::models::{ContainerSummary, Volume};
+use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions};
+
+use super::containers::ContainerInfo;
+use super::networks::ObjectInfo;
+use super::{Engine, EngineError};
+use crate::engine::labels;
+
+/// The project's containers and volumes as the engine listed them when connecting.
+#[derive(Default)]
+pub(super) struct Prefetched {
+    pub(super) containers: Option<(String, Vec<ContainerSummary>)>,
+    pub(super) volumes: Option<(String, Vec<Volume>)>,
+}
+
+/// Lists `project`'s containers (running or not) and volumes, at once: what
+/// [`Engine::containers`] and [`Engine::volumes`] would ask. A list that failed is left
+/// out: the observation asks for it again and reports what goes wrong then.
+pub(super) async fn lists(docker: &Docker, region: &str, project: &str) -> Prefetched {
+    let logged = |call| super::Request {
+        region,
+        call,
+        began: std::time::Instant::now(),
+    };
+    let containers = async {
+        let _request = logged("list_containers");
+        docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(labels::project_filter(project)),
+                ..Default::default()
+            }))
+            .await
+    };
+    let volumes = async {
+        let _request = logged("volumes");
+        docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(labels::project_filter(project)),
+            }))
+            .await
+    };
+    let (containers, volumes) = tokio::join!(containers, volumes);
+    Prefetched {
+        containers: containers.ok().map(|c| (project.to_owned(), c)),
+        volumes: volumes
+            .ok()
+            .map(|v| (project.to_owned(), v.volumes.unwrap_or_default())),
+    }
+}
+
+impl Engine {
+    /// The project's containers from the list made when connecting, the first time;
+    /// afterwards (or for another project) as [`Engine::containers`].
+    pub async fn containers_listed(
+        &self,
+        project: &str,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let taken = self
+            .prefetched
+            .lock()
+            .map(|mut p| p.containers.take())
+            .unwrap_or_default();
+        match taken {
+            Some((p, list)) if p == project => Ok(self.container_infos(list)),
+            _ => self.containers(project).await,
+        }
+    }
+
+    /// The project's volumes from the list made when connecting, the first time;
+    /// afterwards (or for another project) as [`Engine::volumes`].
+    pub async fn volumes_listed(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
+        let taken = self
+            .prefetched
+            .lock()
+            .map(|mut p| p.volumes.take())
+            .unwrap_or_default();
+        match taken {
+            Some((p, list)) if p == project => Ok(self.volume_infos(list)),
+            _ => self.volumes(project).await,
+        }
+    }
+}
