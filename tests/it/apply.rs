@@ -399,12 +399,20 @@ fn a_pod_is_built_from_its_context_and_rebuilt_when_the_files_change() {
     s.pods("  web:\n    build: { context: app }\n    env: { VERSION: built }\n    health: { http: { port: 8080, path: /health }, interval: 300ms }\n");
     s.berth(&["apply", "--yes"]).code(0);
     assert_eq!(http_get(&s.name("web"), 8080, "/version"), "built");
-    let image = |name: &str| docker::docker(&["inspect", "-f", "{{.Config.Image}}", name]);
-    let first = image(&s.name("web"));
-    assert!(
-        first.starts_with(&format!("berth-{}-web:", s.project.0)),
-        "{first}"
-    );
+    // Created from the built image's id, which carries the tags berth gave it.
+    let tags = |name: &str| -> Vec<String> {
+        let id = docker::docker(&["inspect", "-f", "{{.Config.Image}} {{.Image}}", name]);
+        let (config, image) = id.split_once(' ').unwrap();
+        assert_eq!(config, image, "created from the image's id");
+        let tags = docker::docker(&["image", "inspect", "-f", "{{join .RepoTags \" \"}}", image]);
+        tags.split(' ')
+            .filter(|t| t.starts_with(&format!("berth-{}-web:", s.project.0)))
+            .map(str::to_owned)
+            .collect()
+    };
+    let first = tags(&s.name("web"));
+    assert_eq!(first.len(), 1, "{first:?}");
+    let first = first[0].clone();
     s.plan(0);
 
     // Another file in the context is another image: the pod is replaced.
@@ -417,9 +425,17 @@ fn a_pod_is_built_from_its_context_and_rebuilt_when_the_files_change() {
         .unwrap();
     assert_eq!(web.action, Action::Replace);
     assert_eq!(web.fields[0].field, "build.image");
-    s.berth(&["apply", "--yes"]).code(0);
-    let second = image(&s.name("web"));
+    let second = web.fields[0].new.clone().expect("the new tag");
     assert_ne!(first, second);
+    let before = docker::docker(&["inspect", "-f", "{{.Id}}", &s.name("web")]);
+    s.berth(&["apply", "--yes"]).code(0);
+    // Replaced, by a container of the image that carries the new tag (the same bits, as
+    // the Dockerfile leaves the new file out).
+    assert_ne!(
+        before,
+        docker::docker(&["inspect", "-f", "{{.Id}}", &s.name("web")])
+    );
+    assert!(tags(&s.name("web")).contains(&second));
     for tag in [first, second] {
         let _ = std::process::Command::new("docker")
             .args(["rmi", "-f", &tag])

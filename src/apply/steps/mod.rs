@@ -60,8 +60,11 @@ impl Run<'_> {
         }
     }
 
-    /// Records on a container's create request the exact image it runs (`io.berth.image`):
-    /// a tag can move, its id cannot.
+    /// Creates the container from the exact image the pre-flight found (its id, not the
+    /// tag, which can move between the two), and records it (`io.berth.image`). As the
+    /// engine lists containers, one made from a tag costs it a read of that image's
+    /// config for every list; one made from an id does not (`docker ps` shows the short
+    /// id; `berth status` the tag).
     async fn label_image(
         &self,
         region: &str,
@@ -77,7 +80,8 @@ impl Run<'_> {
         };
         body.labels
             .get_or_insert_with(Default::default)
-            .insert(labels::IMAGE.to_owned(), image_id);
+            .insert(labels::IMAGE.to_owned(), image_id.clone());
+        body.image = Some(image_id);
         Ok(())
     }
 
