@@ -56,34 +56,35 @@ pub(super) async fn lists(docker: &Docker, region: &str, project: &str) -> Prefe
 }
 
 impl Engine {
+    /// One of the lists made when connecting, taken (never given twice), if it is
+    /// `project`'s.
+    fn take_listed<T>(
+        &self,
+        project: &str,
+        which: impl FnOnce(&mut Prefetched) -> Option<(String, Vec<T>)>,
+    ) -> Option<Vec<T>> {
+        let taken = self.prefetched.lock().map(|mut p| which(&mut p)).ok()??;
+        (taken.0 == project).then_some(taken.1)
+    }
+
     /// The project's containers from the list made when connecting, the first time;
     /// afterwards (or for another project) as [`Engine::containers`].
     pub async fn containers_listed(
         &self,
         project: &str,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
-        let taken = self
-            .prefetched
-            .lock()
-            .map(|mut p| p.containers.take())
-            .unwrap_or_default();
-        match taken {
-            Some((p, list)) if p == project => Ok(self.container_infos(list)),
-            _ => self.containers(project).await,
+        match self.take_listed(project, |p| p.containers.take()) {
+            Some(list) => Ok(self.container_infos(list)),
+            None => self.containers(project).await,
         }
     }
 
     /// The project's volumes from the list made when connecting, the first time;
     /// afterwards (or for another project) as [`Engine::volumes`].
     pub async fn volumes_listed(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
-        let taken = self
-            .prefetched
-            .lock()
-            .map(|mut p| p.volumes.take())
-            .unwrap_or_default();
-        match taken {
-            Some((p, list)) if p == project => Ok(self.volume_infos(list)),
-            _ => self.volumes(project).await,
+        match self.take_listed(project, |p| p.volumes.take()) {
+            Some(list) => Ok(self.volume_infos(list)),
+            None => self.volumes(project).await,
         }
     }
 }
