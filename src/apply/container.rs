@@ -143,24 +143,47 @@ fn mounts(project: &str, pod: &Pod, spec_dir: &Path) -> Vec<EngineMount> {
 
 /// The engine runs `health.cmd` with the same timing the gate waits for. With
 /// `health.http` berth probes itself, and the image's own HEALTHCHECK is switched off so
-/// that it cannot mark the pod unhealthy behind berth's back.
+/// that it cannot mark the pod unhealthy behind berth's back. Without a probe (a `health`
+/// with `min_uptime` alone) the image's own HEALTHCHECK stays, as without `health`.
 fn healthcheck(pod: &Pod) -> Option<HealthConfig> {
-    pod.health.as_ref().map(|h| {
-        let h = &h.value;
-        let timing = super::gate::Timing::of(pod);
-        match &h.cmd {
-            Some(cmd) => HealthConfig {
-                test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
-                interval: Some(nanos(timing.interval)),
-                timeout: Some(nanos(timing.timeout)),
-                retries: Some(i64::from(timing.retries)),
-                start_period: Some(nanos(timing.start_period)),
-                ..Default::default()
-            },
-            None => HealthConfig {
-                test: Some(vec!["NONE".to_owned()]),
-                ..Default::default()
-            },
-        }
-    })
+    let h = &pod.health.as_ref()?.value;
+    let timing = super::gate::Timing::of(pod);
+    match (&h.cmd, &h.http) {
+        (Some(cmd), _) => Some(HealthConfig {
+            test: Some([vec!["CMD".to_owned()], cmd.clone()].concat()),
+            interval: Some(nanos(timing.interval)),
+            timeout: Some(nanos(timing.timeout)),
+            retries: Some(i64::from(timing.retries)),
+            start_period: Some(nanos(timing.start_period)),
+            ..Default::default()
+        }),
+        (None, Some(_)) => Some(HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        }),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_images_own_healthcheck_is_off_only_where_berth_probes_itself() {
+        let spec = crate::spec::load::parse(
+            "version: 1\nproject: p\npods:\n  bare: { image: a }\n  uptime: { image: a, health: { min_uptime: 3s } }\n  http: { image: a, health: { http: { port: 80 } } }\n  cmd: { image: a, health: { cmd: [check] } }\n",
+        )
+        .expect("spec");
+        let test = |name: &str| {
+            healthcheck(spec.pods.get(name).expect("pod")).map(|h| h.test.unwrap_or_default())
+        };
+        assert_eq!(test("bare"), None);
+        assert_eq!(test("uptime"), None, "no probe: the image's own stays");
+        assert_eq!(test("http"), Some(vec!["NONE".to_owned()]));
+        assert_eq!(
+            test("cmd"),
+            Some(vec!["CMD".to_owned(), "check".to_owned()])
+        );
+    }
 }
