@@ -77,6 +77,19 @@ impl Run<'_> {
                     "they would cross the network in clear: give the region `tls: { ca, cert, key }` or use an ssh:// engine",
                 ))
             }
+            (Kind::Pod, Action::Create | Action::Replace | Action::Heal)
+                if self.spec.pods.get(&c.address.name).is_some_and(|p| {
+                    super::gate::max_gate_wait().is_ok_and(|max| super::gate::min_uptime(p) > max)
+                }) =>
+            {
+                Err(unsupported(
+                    "wait its `health.min_uptime`, longer than the most berth waits for a gate",
+                    &format!(
+                        "shorten `min_uptime`, or raise ${} (a duration such as `2h`)",
+                        super::gate::ENV_MAX_GATE_WAIT
+                    ),
+                ))
+            }
             (Kind::Proxy, Action::Create | Action::Replace | Action::Update | Action::Heal)
                 if self.spec.proxy.as_ref().is_some_and(|p| !p.tls.is_empty())
                     && self.engine(&self.region_of(c)).in_clear() =>

@@ -678,7 +678,7 @@ fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
     let s = Scene::new();
     let image = docker::testapp_image();
     s.pods(&format!(
-        "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 0.1, CRASH_STATUS: 7 }}\n"
+        "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 0.3, CRASH_STATUS: 7 }}\n"
     ));
     let r = s.berth(&["apply", "--yes"]).code(1);
     let err = r.stderr_flat();
@@ -819,6 +819,42 @@ fn a_health_gate_that_would_wait_for_ever_gives_up_at_the_most_berth_waits() {
     );
     assert!(err.contains("answered 503"), "{err}");
     assert!(containers_of(&s.project.0).is_empty());
+}
+
+/// A pod asked to stay up longer than berth waits for a gate is refused before anything
+/// is created, not failed once it runs.
+#[test]
+fn a_min_uptime_longer_than_the_most_berth_waits_is_refused_before_anything_changes() {
+    if !docker::available() {
+        return;
+    }
+    let s = Scene::new();
+    let image = docker::testapp_image();
+    s.pods(&format!(
+        "  api:\n    image: {image}\n    health: {{ min_uptime: 5s }}\n"
+    ));
+    let r = Berth::new()
+        .dir(s.path())
+        .env("BERTH_MAX_GATE_WAIT", "2s")
+        .args(["apply", "--yes"])
+        .run()
+        .code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains("longer than the most berth waits for a gate") && err.contains("pod.api"),
+        "{err}"
+    );
+    assert!(containers_of(&s.project.0).is_empty());
+    assert!(
+        docker::docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.berth.project={}", s.project.0)
+        ])
+        .is_empty()
+    );
 }
 
 #[test]
