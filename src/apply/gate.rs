@@ -273,11 +273,19 @@ pub async fn healthy(
     }
     let own = started + uptime;
     let wait = own.saturating_duration_since(Instant::now());
-    match engine.exits_within(id, state.started, uptime, wait).await {
-        // Exited: the look below says how.
-        Ok(Some(_)) => {}
-        Ok(None) if Instant::now() >= asked + uptime => {}
-        Ok(None) | Err(_) => tokio::time::sleep_until(own.into()).await,
+    match state.started {
+        // The engine did not say when it started: no events to tell this run's exits from
+        // an earlier run's (a stop before a heal); the look after the window judges.
+        None => tokio::time::sleep_until(own.into()).await,
+        Some(since) => match engine.exits_within(id, Some(since), uptime, wait).await {
+            // Exited: the look below says how.
+            Ok(Some(_)) => {}
+            // The engine ended the events at `until`, no sooner than it could have. (A
+            // stream ended cleanly for another reason after `asked + min_uptime` would be
+            // taken for it too, which could shorten the window by the start call's length.)
+            Ok(None) if Instant::now() >= asked + uptime => {}
+            Ok(None) | Err(_) => tokio::time::sleep_until(own.into()).await,
+        },
     }
     let last = state_of(engine, id).await?;
     running_gate(engine, id, &last).await?;

@@ -201,7 +201,8 @@ impl Backups {
         };
         let network = crate::apply::container::object_name(project, "default");
         self.project.runtime.block_on(async {
-            // Started before this call: no sooner than now, as far as the gate knows.
+            // Started before this call, so `asked` is not the start's lower bound here; now
+            // is later than the start, which only makes the gate wait longer.
             let asked = std::time::Instant::now();
             let verdict =
                 match crate::apply::gate::healthy(engine, container, &network, spec_pod, asked)

@@ -20,6 +20,21 @@ pub struct ExecIo {
     pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
 
+/// The events' `since` and `until` (the engine's `seconds.nanoseconds`) for a window of
+/// `uptime` from `started` on the engine's clock; without a start, every event it holds
+/// and those to come, with no end.
+fn events_window(
+    started: Option<(u64, u32)>,
+    uptime: std::time::Duration,
+) -> (String, Option<String>) {
+    let stamp = |d: std::time::Duration| format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+    let since = started.map(|(s, n)| std::time::Duration::new(s, n));
+    (
+        since.map_or("0".to_owned(), stamp),
+        since.and_then(|s| s.checked_add(uptime)).map(stamp),
+    )
+}
+
 impl Engine {
     /// The tar stream of `path` in a container (running or not).
     pub fn download(
@@ -216,11 +231,10 @@ impl Engine {
         wait: std::time::Duration,
     ) -> Result<Option<i64>, EngineError> {
         let _request = self.request("exits_within");
-        let stamp = |d: std::time::Duration| format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
-        let since = started.map(|(s, n)| std::time::Duration::new(s, n));
+        let (since, until) = events_window(started, uptime);
         let options = bollard::query_parameters::EventsOptions {
-            since: Some(since.map_or("0".to_owned(), stamp)),
-            until: since.and_then(|s| s.checked_add(uptime)).map(stamp),
+            since: Some(since),
+            until,
             filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
                 ("container".to_owned(), vec![id.to_owned()]),
@@ -281,5 +295,34 @@ impl Engine {
             }
         }
         Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_events_window_is_the_engines_own_times() {
+        assert_eq!(
+            events_window(
+                Some((1_796_677_146, 260_581_990)),
+                Duration::from_millis(500)
+            ),
+            (
+                "1796677146.260581990".to_owned(),
+                Some("1796677146.760581990".to_owned())
+            )
+        );
+        // Nanoseconds carried into the seconds, and kept to nine digits.
+        assert_eq!(
+            events_window(Some((10, 900_000_001)), Duration::from_millis(250)).1,
+            Some("11.150000001".to_owned())
+        );
+        assert_eq!(
+            events_window(None, Duration::from_secs(1)),
+            ("0".to_owned(), None)
+        );
     }
 }
