@@ -12,6 +12,9 @@ use super::networks::ObjectInfo;
 use super::{Engine, EngineError};
 use crate::engine::labels;
 
+/// The longest connecting waits for the lists (an observation's own bound).
+const LISTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The project's containers and volumes as the engine listed them when connecting.
 #[derive(Default)]
 pub(super) struct Prefetched {
@@ -46,7 +49,12 @@ pub(super) async fn lists(docker: &Docker, region: &str, project: &str) -> Prefe
             }))
             .await
     };
-    let (containers, volumes) = tokio::join!(containers, volumes);
+    // Bounded as an observation's lists are: one that hangs is asked again, and reported,
+    // by the observation.
+    let both = async { tokio::join!(containers, volumes) };
+    let Ok((containers, volumes)) = tokio::time::timeout(LISTS_TIMEOUT, both).await else {
+        return Prefetched::default();
+    };
     Prefetched {
         containers: containers.ok().map(|c| (project.to_owned(), c)),
         volumes: volumes
