@@ -644,27 +644,39 @@ fn an_engine_error_midway_is_rolled_back_and_says_so() {
     drop(holder);
 }
 
+/// Applies `pods` (entries of the spec's `pods:`) and expects `pod.NAME` to fail its
+/// "running" gate, the error saying each of `said`, and the apply to leave no container.
+fn fails_its_running_gate(pods: &str, name: &str, said: &[&str]) {
+    let s = Scene::new();
+    s.pods(pods);
+    let r = s.berth(&["apply", "--yes"]).code(1);
+    let err = r.stderr_flat();
+    assert!(
+        err.contains(&format!("`pod.{name}` failed its `running` gate")),
+        "{err}"
+    );
+    for what in said {
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    assert!(containers_of(&s.project.0).is_empty());
+}
+
 #[test]
 fn a_pod_that_crashes_and_is_restarted_by_its_policy_fails_its_gate() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
     let image = docker::testapp_image();
     // No health check: only "running" gates it. The engine restarts it within 100 ms of
     // each crash, so a look now and then may well find it running; its restart count
     // does not lie.
-    s.pods(&format!(
-        "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 0 }}\n"
-    ));
-    let r = s.berth(&["apply", "--yes"]).code(1);
-    let err = r.stderr_flat();
-    assert!(
-        err.contains("`pod.flaky` failed its `running` gate"),
-        "{err}"
+    fails_its_running_gate(
+        &format!(
+            "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 0 }}\n"
+        ),
+        "flaky",
+        &["crashing as asked"],
     );
-    assert!(err.contains("crashing as asked"), "the log tail: {err}");
-    assert!(containers_of(&s.project.0).is_empty());
 }
 
 /// A pod without a health check that exits a moment after it started (after the first
@@ -675,19 +687,14 @@ fn a_pod_that_exits_during_the_settle_window_fails_its_gate() {
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
     let image = docker::testapp_image();
-    s.pods(&format!(
-        "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 0.3, CRASH_STATUS: 7 }}\n"
-    ));
-    let r = s.berth(&["apply", "--yes"]).code(1);
-    let err = r.stderr_flat();
-    assert!(
-        err.contains("`pod.brief` failed its `running` gate"),
-        "{err}"
+    fails_its_running_gate(
+        &format!(
+            "  brief:\n    image: {image}\n    env: {{ CRASH_AFTER: 0.3, CRASH_STATUS: 7 }}\n"
+        ),
+        "brief",
+        &["exit status 7"],
     );
-    assert!(err.contains("exit status 7"), "{err}");
-    assert!(containers_of(&s.project.0).is_empty());
 }
 
 /// A container started again (healed) must stay up for the `min_uptime` of this run: the
@@ -725,18 +732,14 @@ fn a_pod_that_exits_within_its_min_uptime_after_its_probe_passed_fails_its_gate(
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
     let image = docker::testapp_image();
-    s.pods(&format!(
-        "  brief:\n    image: {image}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, min_uptime: 3s }}\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 9 }}\n"
-    ));
-    let r = s.berth(&["apply", "--yes"]).code(1);
-    let err = r.stderr_flat();
-    assert!(
-        err.contains("`pod.brief` failed its `running` gate") && err.contains("exit status 9"),
-        "{err}"
+    fails_its_running_gate(
+        &format!(
+            "  brief:\n    image: {image}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 100ms, min_uptime: 3s }}\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 9 }}\n"
+        ),
+        "brief",
+        &["exit status 9"],
     );
-    assert!(containers_of(&s.project.0).is_empty());
 }
 
 #[test]
@@ -763,21 +766,16 @@ fn a_pod_restarted_by_its_policy_reports_the_status_of_the_exit_that_caused_it()
     if !docker::available() {
         return;
     }
-    let s = Scene::new();
     let image = docker::testapp_image();
     // It exits with status 1 after a second, never having served; the engine restarts it
     // within 100 ms, and its state then shows the new run (exit status 0) for a second.
-    s.pods(&format!(
-        "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 1, START_DELAY: 60 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 50 }}\n"
-    ));
-    let r = s.berth(&["apply", "--yes"]).code(1);
-    let err = r.stderr_flat();
-    assert!(
-        err.contains("`pod.flaky` failed its `running` gate"),
-        "{err}"
+    fails_its_running_gate(
+        &format!(
+            "  flaky:\n    image: {image}\n    restart: always\n    env: {{ CRASH_AFTER: 1, CRASH_STATUS: 1, START_DELAY: 60 }}\n    health: {{ http: {{ port: 8080, path: /health }}, interval: 300ms, retries: 50 }}\n"
+        ),
+        "flaky",
+        &["(last exit status 1)"],
     );
-    assert!(err.contains("(last exit status 1)"), "{err}");
-    assert!(containers_of(&s.project.0).is_empty());
 }
 
 #[test]
