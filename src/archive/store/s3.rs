@@ -554,7 +554,7 @@ mod tests {
             region: Some("us-east-1".into()),
             ..Default::default()
         })
-        .unwrap();
+        .expect("a store of any prefix opens");
         let dir = store.segments_dir("db", "20261207T000000.000Z-abcdef");
         assert!(dir.as_ref().contains("team%7Ea"), "{dir}");
         let path = segment_path(&dir, 1);
