@@ -238,23 +238,11 @@ pub async fn healthy(
         ));
     }
     let started = Instant::now();
-    let state = match health {
-        Some(h) if h.cmd.is_some() => engine_verdict(engine, id, &timing, max).await?,
-        Some(h) if h.http.is_some() => {
-            let probe = h
-                .http
-                .as_ref()
-                .map(|p| (p.port.value, p.path.clone(), p.scheme))
-                .unwrap_or_default();
-            http_verdict(
-                engine,
-                id,
-                network,
-                (probe.0, &probe.1, probe.2),
-                &timing,
-                max,
-            )
-            .await?
+    let state = match health.map(|h| (&h.cmd, &h.http)) {
+        Some((Some(_), _)) => engine_verdict(engine, id, &timing, max).await?,
+        Some((None, Some(p))) => {
+            let probe = (p.port.value, p.path.as_str(), p.scheme);
+            http_verdict(engine, id, network, probe, &timing, max).await?
         }
         _ => {
             let state = state_of(engine, id).await?;
