@@ -47,11 +47,10 @@ pub struct Engine {
     /// A Podman engine (its answers say `Libpod-Api-Version`): its `/info` gives a new ID
     /// at every call, so it is told apart by host name and data root only.
     podman: bool,
-    /// Every network as listed when connecting, until the first observation takes it
-    /// ([`Engine::networks_listed`]).
-    networks_when_connected: std::sync::Mutex<Option<Vec<networks::ObjectInfo>>>,
-    /// The project's containers and volumes as listed when connecting for an observation,
-    /// until it takes them ([`Engine::containers_listed`], [`Engine::volumes_listed`]).
+    /// What was listed when connecting (every network; for an observation, the project's
+    /// containers and volumes too), until the observation that follows takes it
+    /// ([`Engine::networks_listed`], [`Engine::containers_listed`],
+    /// [`Engine::volumes_listed`]).
     prefetched: std::sync::Mutex<prefetch::Prefetched>,
     /// What `/info` says, read when first needed ([`Engine::identity`]).
     identity: tokio::sync::OnceCell<Identity>,
@@ -229,8 +228,10 @@ impl Engine {
             endpoint: shown.clone(),
             builtin,
             podman: clients.is_podman(),
-            networks_when_connected: std::sync::Mutex::new(networks),
-            prefetched: std::sync::Mutex::new(prefetched.unwrap_or_default()),
+            prefetched: std::sync::Mutex::new(prefetch::Prefetched {
+                networks,
+                ..prefetched.unwrap_or_default()
+            }),
             identity: tokio::sync::OnceCell::new(),
             tls: target.tls.is_some(),
             other_regions: Vec::new(),

@@ -65,25 +65,6 @@ impl Engine {
             .collect())
     }
 
-    /// The project's networks from the list made when connecting, the first time (the
-    /// observation that follows connecting: no second call); afterwards as
-    /// [`Engine::networks`].
-    pub async fn networks_listed(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
-        let listed = self
-            .networks_when_connected
-            .lock()
-            .map(|mut l| l.take())
-            .unwrap_or_default();
-        let Some(all) = listed else {
-            return self.networks(project).await;
-        };
-        Ok(all
-            .into_iter()
-            .filter(|o| o.labels.get(labels::PROJECT).is_some_and(|p| p == project))
-            .filter(|o| !self.foreign(&o.labels))
-            .collect())
-    }
-
     /// Every volume of the project, in one call.
     pub async fn volumes(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
         let _request = self.request("volumes");

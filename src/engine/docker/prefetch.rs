@@ -1,7 +1,9 @@
-//! The project's containers and volumes, asked for together with the networks when an
-//! observation connects: no round trip of their own after connecting, which on a machine
-//! shared by several engines is most of what observing a region costs. Taken once, by the
-//! observation that follows connecting; any later list asks the engine again.
+//! What is listed when connecting: every network (connecting's one request, which also
+//! fingerprints the engine), and, when an observation connects, the project's containers
+//! and volumes, asked for at once with the networks: no round trip of their own after
+//! connecting, which on a machine shared by several engines is most of what observing a
+//! region costs. Taken once, by the observation that follows connecting; any later list
+//! asks the engine again.
 
 use bollard::Docker;
 use bollard::models::{ContainerSummary, Volume};
@@ -15,9 +17,11 @@ use crate::engine::labels;
 /// The longest connecting waits for the lists (an observation's own bound).
 const LISTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The project's containers and volumes as the engine listed them when connecting.
+/// What the engine listed when connecting: every network (the fingerprint's list), and
+/// for an observation the project's containers and volumes.
 #[derive(Default)]
 pub(super) struct Prefetched {
+    pub(super) networks: Option<Vec<ObjectInfo>>,
     pub(super) containers: Option<(String, Vec<ContainerSummary>)>,
     pub(super) volumes: Option<(String, Vec<Volume>)>,
 }
@@ -60,6 +64,7 @@ pub(super) async fn lists(docker: &Docker, region: &str, project: &str) -> Prefe
         volumes: volumes
             .ok()
             .map(|v| (project.to_owned(), v.volumes.unwrap_or_default())),
+        networks: None,
     }
 }
 
@@ -73,6 +78,21 @@ impl Engine {
     ) -> Option<Vec<T>> {
         let taken = self.prefetched.lock().map(|mut p| which(&mut p)).ok()??;
         (taken.0 == project).then_some(taken.1)
+    }
+
+    /// The project's networks from the list made when connecting, the first time (the
+    /// observation that follows connecting: no second call); afterwards as
+    /// [`Engine::networks`].
+    pub async fn networks_listed(&self, project: &str) -> Result<Vec<ObjectInfo>, EngineError> {
+        let taken = self.prefetched.lock().map(|mut p| p.networks.take());
+        let Some(all) = taken.ok().flatten() else {
+            return self.networks(project).await;
+        };
+        Ok(all
+            .into_iter()
+            .filter(|o| o.labels.get(labels::PROJECT).is_some_and(|p| p == project))
+            .filter(|o| !self.foreign(&o.labels))
+            .collect())
     }
 
     /// The project's containers from the list made when connecting, the first time;
